@@ -1,0 +1,1 @@
+//! The AWS adapter (placeholder until the adapter lands).

@@ -1,0 +1,1 @@
+//! The in-memory fake cloud (placeholder until it lands).

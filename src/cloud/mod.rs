@@ -1,0 +1,259 @@
+//! The `Cloud` port: every call spotpool makes to AWS goes through this trait.
+//!
+//! Owns: the contract each operation must keep (idempotence, what "not found" means) and the
+//! error classification every caller relies on. Must not: contain AWS SDK types (only
+//! `cloud/aws.rs` sees those) or make decisions (that is `plan`).
+//!
+//! Contract shared by every method:
+//! - Creating something that already exists returns the existing thing (or succeeds), and
+//!   deleting something that is already gone succeeds. Callers rely on this to redo the last
+//!   journal step after a crash.
+//! - Errors are classified once, in the adapter, into [`CloudErrorKind`]; nobody else
+//!   string-matches AWS error codes.
+//! - Retries of throttling and 5xx happen inside the adapter (the SDK's retry config); callers
+//!   never wrap a call in a second retry loop.
+
+pub mod aws;
+pub mod fake;
+
+use crate::model::{InstanceId, InstanceStatus, Millis};
+use std::collections::BTreeMap;
+
+/// The class of a failed cloud call. The reconciler's error policy keys off this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloudErrorKind {
+    /// Rate limited (RequestLimitExceeded, Throttling, ThrottlingException) after the SDK's retries.
+    Throttled,
+    /// No spot capacity for this (instance type, AZ): InsufficientInstanceCapacity and friends.
+    Capacity,
+    /// The resource does not exist (or no longer exists).
+    NotFound,
+    /// The request collides with existing state (PriorityInUse, ResourceExists, ...).
+    Conflict,
+    /// A network error, timeout or 5xx that survived the SDK's retries. Worth retrying later.
+    Transient,
+    /// Anything else: bad request, access denied, validation. Retrying will not help.
+    Fatal,
+}
+
+impl CloudErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloudErrorKind::Throttled => "throttled",
+            CloudErrorKind::Capacity => "capacity",
+            CloudErrorKind::NotFound => "not_found",
+            CloudErrorKind::Conflict => "conflict",
+            CloudErrorKind::Transient => "transient",
+            CloudErrorKind::Fatal => "fatal",
+        }
+    }
+
+    /// Whether the same call may succeed if simply tried again later.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, CloudErrorKind::Throttled | CloudErrorKind::Transient)
+    }
+}
+
+/// A failed cloud call: its class, the operation, the AWS error code if any, and a message.
+/// The message never contains a secret value: secret values are only ever request bodies.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{operation} failed ({}): {code}: {message}", kind.as_str())]
+pub struct CloudError {
+    pub kind: CloudErrorKind,
+    pub operation: &'static str,
+    pub code: String,
+    pub message: String,
+}
+
+impl CloudError {
+    pub fn new(
+        kind: CloudErrorKind,
+        operation: &'static str,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> CloudError {
+        CloudError {
+            kind,
+            operation,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+pub type CloudResult<T> = Result<T, CloudError>;
+
+/// EC2's view of an instance's life (not to be confused with our pool [`InstanceStatus`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lifecycle {
+    Pending,
+    Running,
+    Stopping,
+    Stopped,
+    ShuttingDown,
+    Terminated,
+}
+
+impl Lifecycle {
+    /// Whether the instance is on its way out or gone: it can never serve a user again.
+    pub fn is_gone(self) -> bool {
+        matches!(
+            self,
+            Lifecycle::ShuttingDown | Lifecycle::Terminated | Lifecycle::Stopping | Lifecycle::Stopped
+        )
+    }
+}
+
+/// One instance as DescribeInstances reports it, with the tags spotpool cares about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloudInstance {
+    pub id: InstanceId,
+    /// `arn:aws:ec2:<region>:<account>:instance/<id>`; the secret's `InstanceArn` tag uses it.
+    pub arn: String,
+    pub lifecycle: Lifecycle,
+    pub instance_type: String,
+    pub availability_zone: String,
+    pub private_ip: Option<String>,
+    pub launched_at: Millis,
+    /// The `spotpool:tier` tag.
+    pub tier: Option<String>,
+    /// The `Status` tag, if it holds a known value.
+    pub status: Option<InstanceStatus>,
+    /// The `UserId` tag.
+    pub user_id: Option<String>,
+}
+
+/// What to launch: `count` spot instances of one type in one subnet, tagged for `tier`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchRequest {
+    pub tier: String,
+    pub instance_type: String,
+    pub subnet_id: String,
+    pub count: u32,
+    /// Idempotency token (EC2 ClientToken): the same token never launches twice.
+    pub client_token: String,
+}
+
+/// The outcome of an SSM command on one instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandStatus {
+    /// Sent, queued or running; poll again later. Includes "invocation does not exist yet",
+    /// which AWS answers for a short while after SendCommand.
+    Pending,
+    Success,
+    /// Failed, timed out or cancelled, with what the command printed to stderr (truncated).
+    Failed(String),
+}
+
+/// A listener rule as DescribeRules reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleInfo {
+    pub arn: String,
+    /// `None` for the listener's default rule.
+    pub priority: Option<u32>,
+    pub path_patterns: Vec<String>,
+    pub target_group_arns: Vec<String>,
+}
+
+/// Tags to put on a resource, as ordered key/value pairs.
+pub type Tags = BTreeMap<String, String>;
+
+/// The capability to run spotpool's pool on a cloud. See the module docs for the shared contract.
+#[async_trait::async_trait]
+pub trait Cloud: Send + Sync + 'static {
+    // --- EC2 -------------------------------------------------------------------------------
+
+    /// Every non-terminated instance tagged `spotpool:pool=<pool>`. Follows NextToken to the end:
+    /// one logical call per reconcile pass serves every decision.
+    async fn describe_pool_instances(&self) -> CloudResult<Vec<CloudInstance>>;
+
+    /// Launches spot instances from the configured launch template, tagged at launch with
+    /// `Name`, `spotpool:pool`, `spotpool:tier` and `Status=initializing`. Returns the new ids.
+    async fn launch_instances(&self, request: &LaunchRequest) -> CloudResult<Vec<InstanceId>>;
+
+    /// Creates or overwrites tags on an instance.
+    async fn tag_instance(&self, instance: &InstanceId, tags: &Tags) -> CloudResult<()>;
+
+    /// Removes tag keys from an instance. Removing a missing key succeeds.
+    async fn untag_instance(&self, instance: &InstanceId, keys: &[&str]) -> CloudResult<()>;
+
+    /// Terminates instances. Already terminated or unknown ids count as success.
+    async fn terminate_instances(&self, instances: &[InstanceId]) -> CloudResult<()>;
+
+    // --- SSM -------------------------------------------------------------------------------
+
+    /// Runs a shell script on one instance (AWS-RunShellScript). Returns the command id.
+    /// An instance whose agent is not online yet fails with `NotFound`.
+    async fn send_command(
+        &self,
+        instance: &InstanceId,
+        comment: &str,
+        script: &str,
+        timeout_seconds: u32,
+    ) -> CloudResult<String>;
+
+    /// The status of a command on one instance (GetCommandInvocation).
+    async fn command_status(
+        &self,
+        command_id: &str,
+        instance: &InstanceId,
+    ) -> CloudResult<CommandStatus>;
+
+    // --- Secrets Manager -------------------------------------------------------------------
+
+    /// Creates the secret `name` with `value`, or puts `value` as its new current version if it
+    /// exists. Applies `tags`. Returns the secret's ARN. `value` never appears in errors or logs.
+    async fn put_secret(&self, name: &str, value: &str, tags: &Tags) -> CloudResult<String>;
+
+    /// Creates or overwrites tags on a secret.
+    async fn tag_secret(&self, secret_id: &str, tags: &Tags) -> CloudResult<()>;
+
+    /// Removes tag keys from a secret.
+    async fn untag_secret(&self, secret_id: &str, keys: &[&str]) -> CloudResult<()>;
+
+    /// Deletes a secret at once (ForceDeleteWithoutRecovery). A missing secret counts as success.
+    async fn delete_secret(&self, secret_id: &str) -> CloudResult<()>;
+
+    // --- ELBv2 -----------------------------------------------------------------------------
+
+    /// Creates an HTTP target group of type `instance` in the configured VPC, or returns the
+    /// existing one with that name. Returns its ARN.
+    async fn create_target_group(&self, name: &str, port: u16, tags: &Tags) -> CloudResult<String>;
+
+    /// Registers an instance in a target group. Registering it twice succeeds.
+    async fn register_target(&self, target_group_arn: &str, instance: &InstanceId, port: u16)
+    -> CloudResult<()>;
+
+    /// Deletes a target group. A missing group counts as success.
+    async fn delete_target_group(&self, target_group_arn: &str) -> CloudResult<()>;
+
+    /// All rules of a listener.
+    async fn describe_rules(&self, listener_arn: &str) -> CloudResult<Vec<RuleInfo>>;
+
+    /// Creates a rule forwarding `path_pattern` to a target group. A taken priority fails with
+    /// `Conflict`; the caller picks another.
+    async fn create_rule(
+        &self,
+        listener_arn: &str,
+        priority: u32,
+        path_pattern: &str,
+        target_group_arn: &str,
+        tags: &Tags,
+    ) -> CloudResult<String>;
+
+    /// Deletes a rule. A missing rule counts as success.
+    async fn delete_rule(&self, rule_arn: &str) -> CloudResult<()>;
+}
+
+/// Tag keys and fixed values. The seed's names (`Name`, `Status`, `UserId`) are kept so its
+/// troubleshooting commands still work.
+pub mod tags {
+    pub const NAME: &str = "Name";
+    pub const NAME_VALUE: &str = "openclaw-user-instance";
+    pub const POOL: &str = "spotpool:pool";
+    pub const TIER: &str = "spotpool:tier";
+    pub const STATUS: &str = "Status";
+    pub const USER_ID: &str = "UserId";
+    pub const INSTANCE_ID: &str = "InstanceId";
+    pub const INSTANCE_ARN: &str = "InstanceArn";
+}
