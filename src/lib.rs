@@ -2,5 +2,12 @@
 //!
 //! See ARCHITECTURE.md for the code map and the invariants.
 
+pub mod api;
 pub mod cloud;
+pub mod commands;
+pub mod config;
 pub mod model;
+pub mod plan;
+pub mod reconcile;
+pub mod store;
+pub mod vault;

@@ -99,7 +99,10 @@ impl Lifecycle {
     pub fn is_gone(self) -> bool {
         matches!(
             self,
-            Lifecycle::ShuttingDown | Lifecycle::Terminated | Lifecycle::Stopping | Lifecycle::Stopped
+            Lifecycle::ShuttingDown
+                | Lifecycle::Terminated
+                | Lifecycle::Stopping
+                | Lifecycle::Stopped
         )
     }
 }
@@ -220,9 +223,17 @@ pub trait Cloud: Send + Sync + 'static {
     /// existing one with that name. Returns its ARN.
     async fn create_target_group(&self, name: &str, port: u16, tags: &Tags) -> CloudResult<String>;
 
+    /// The ARN of the target group with this name, if it exists (DescribeTargetGroups by name).
+    /// Teardown uses it when a crash lost the ARN between CreateTargetGroup and the journal write.
+    async fn find_target_group(&self, name: &str) -> CloudResult<Option<String>>;
+
     /// Registers an instance in a target group. Registering it twice succeeds.
-    async fn register_target(&self, target_group_arn: &str, instance: &InstanceId, port: u16)
-    -> CloudResult<()>;
+    async fn register_target(
+        &self,
+        target_group_arn: &str,
+        instance: &InstanceId,
+        port: u16,
+    ) -> CloudResult<()>;
 
     /// Deletes a target group. A missing group counts as success.
     async fn delete_target_group(&self, target_group_arn: &str) -> CloudResult<()>;

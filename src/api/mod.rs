@@ -1,0 +1,272 @@
+//! The HTTP API: `router(state) -> Router`, the auth scopes, and the JSON error format.
+//!
+//! Owns: HTTP and JSON types, status codes, authentication. Must not: call the cloud, except the
+//! secret vault (secret values must not pass through the store). Handlers write desired state to
+//! the store and wake the reconciler; they never wait for cloud work to finish.
+
+mod pool;
+mod users;
+
+use crate::config::SecretString;
+use crate::plan::TierPolicy;
+use crate::reconcile::{Clock, Health};
+use crate::store::Store;
+use crate::vault::SecretVault;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub vault: Arc<SecretVault>,
+    pub wake: Arc<Notify>,
+    pub health: Arc<Health>,
+    pub metrics: Option<PrometheusHandle>,
+    pub settings: Arc<ApiSettings>,
+    pub clock: Clock,
+}
+
+pub struct ApiSettings {
+    pub api_token: SecretString,
+    pub admin_token: SecretString,
+    pub public_base_url: String,
+    pub tiers: Vec<TierPolicy>,
+    /// `/readyz` fails when the last successful reconcile pass is older than this.
+    pub ready_staleness: Duration,
+}
+
+/// The error every handler returns: a status, a stable code and a message for humans.
+/// Server-side failures get a generic message; the details go to the log.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// A failure on our side. The cause is logged with context; the client sees no internals.
+    pub fn internal(context: &str, cause: &dyn std::fmt::Display) -> ApiError {
+        tracing::error!(error = %cause, "{context}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the daemon's log",
+        )
+    }
+
+    /// The cloud refused or failed a call the request needs; retrying later may work.
+    pub fn unavailable(context: &str, cause: &dyn std::fmt::Display) -> ApiError {
+        tracing::warn!(error = %cause, "{context}");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cloud_unavailable",
+            format!("{context}; retry later"),
+        )
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> ApiError {
+        ApiError::internal("store error", &error)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let service = Router::new()
+        .route(
+            "/v1/users/{user_id}/instance",
+            get(users::get_instance)
+                .put(users::put_instance)
+                .delete(users::delete_instance),
+        )
+        .route("/v1/pool", get(pool::get_pool))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_service_scope,
+        ));
+    Router::new()
+        .merge(service)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(128 * 1024))
+        .layer(middleware::from_fn(count_requests))
+        .with_state(state)
+}
+
+/// The scope a bearer token grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Service,
+    Admin,
+}
+
+fn scope_of(settings: &ApiSettings, request: &Request) -> Result<Scope, ApiError> {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing Authorization header; send Authorization: Bearer <token>",
+            )
+        })?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Authorization header must be Bearer <token>",
+            )
+        })?;
+    if constant_time_eq(token.as_bytes(), settings.admin_token.expose().as_bytes()) {
+        Ok(Scope::Admin)
+    } else if constant_time_eq(token.as_bytes(), settings.api_token.expose().as_bytes()) {
+        Ok(Scope::Service)
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "invalid bearer token",
+        ))
+    }
+}
+
+async fn require_service_scope(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match scope_of(&state.settings, &request) {
+        Ok(_) => next.run(request).await,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Compares without an early exit, so response time does not leak how much of a token matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn count_requests(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("spotpool_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("spotpool_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Ready when the store answers and a reconcile pass (which reaches the cloud) succeeded recently.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let store_ok = state.store.ping().await.is_ok();
+    let last = state.health.last_success.load(Ordering::Relaxed);
+    let now = (state.clock)();
+    let staleness = state.settings.ready_staleness.as_millis() as i64;
+    let cloud_ok = last > 0 && now - last <= staleness;
+    let body = serde_json::json!({
+        "status": if store_ok && cloud_ok { "ready" } else { "not_ready" },
+        "checks": {
+            "store": if store_ok { "ok" } else { "unreachable" },
+            "cloud": if cloud_ok { "ok" } else if last == 0 { "no successful reconcile pass yet" } else { "last reconcile pass too old" },
+        },
+    });
+    let status = if store_ok && cloud_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn render_metrics(State(state): State<AppState>) -> Response {
+    let body = state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// RFC 3339 for an epoch-millisecond timestamp.
+pub(crate) fn rfc3339(millis: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,285 @@
+//! `/v1/users/{user_id}/instance`: PUT (want one), GET (what is it), DELETE (want none).
+
+use super::{ApiError, AppState, rfc3339};
+use crate::model::{UserId, UserState};
+use crate::store::{StoreError, UserRecord};
+use crate::vault::UserSecrets;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
+
+/// The instance document of DESIGN.md.
+#[derive(Debug, serde::Serialize)]
+pub struct InstanceDocument {
+    pub user_id: String,
+    pub tier: String,
+    pub state: UserState,
+    pub instance_id: Option<String>,
+    pub route: String,
+    pub url: String,
+    pub created_at: String,
+    pub ready_at: Option<String>,
+    pub error: Option<String>,
+}
+
+fn document(state: &AppState, user: &UserRecord) -> InstanceDocument {
+    InstanceDocument {
+        user_id: user.user_id.to_string(),
+        tier: user.tier.clone(),
+        state: user.state,
+        instance_id: user.instance_id.as_ref().map(|i| i.0.clone()),
+        route: user.route.clone(),
+        url: format!("{}/{}/", state.settings.public_base_url, user.route),
+        created_at: rfc3339(user.created_at),
+        ready_at: user.ready_at.map(rfc3339),
+        error: user.error.clone(),
+    }
+}
+
+fn respond(state: &AppState, user: &UserRecord) -> Response {
+    let status = if user.state == UserState::Ready {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    (status, Json(document(state, user))).into_response()
+}
+
+fn parse_user(path: Result<Path<String>, PathRejection>) -> Result<UserId, ApiError> {
+    let Path(raw) = path.map_err(|e| ApiError::bad_request("invalid_user_id", e.body_text()))?;
+    UserId::parse(&raw).map_err(|e| ApiError::bad_request("invalid_user_id", e.to_string()))
+}
+
+/// The PUT body, checked field by field so that no error message ever echoes a secret value.
+#[derive(Debug, Default)]
+struct PutBody {
+    tier: Option<String>,
+    secrets: Option<UserSecrets>,
+}
+
+fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<PutBody, ApiError> {
+    let bytes = body.map_err(|e| ApiError::new(e.status(), "invalid_body", e.body_text()))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(PutBody::default());
+    }
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        // Syntax errors carry a position only, never the offending text.
+        ApiError::bad_request(
+            "invalid_body",
+            format!(
+                "body is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    let serde_json::Value::Object(fields) = value else {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "body must be a JSON object",
+        ));
+    };
+    let mut parsed = PutBody::default();
+    for (key, value) in fields {
+        match (key.as_str(), value) {
+            ("tier", serde_json::Value::String(tier)) => parsed.tier = Some(tier),
+            ("tier", serde_json::Value::Null) => {}
+            ("tier", _) => {
+                return Err(ApiError::bad_request(
+                    "invalid_body",
+                    "tier must be a string",
+                ));
+            }
+            ("secrets", serde_json::Value::Object(entries)) => {
+                let mut map = BTreeMap::new();
+                for (name, value) in entries {
+                    let serde_json::Value::String(value) = value else {
+                        return Err(ApiError::bad_request(
+                            "invalid_secrets",
+                            format!("secret {name:?} must be a string"),
+                        ));
+                    };
+                    map.insert(name, value);
+                }
+                parsed.secrets = Some(
+                    UserSecrets::parse(map)
+                        .map_err(|m| ApiError::bad_request("invalid_secrets", m))?,
+                );
+            }
+            ("secrets", serde_json::Value::Null) => {}
+            ("secrets", _) => {
+                return Err(ApiError::bad_request(
+                    "invalid_secrets",
+                    "secrets must be an object of NAME: value strings",
+                ));
+            }
+            (other, _) => {
+                return Err(ApiError::bad_request(
+                    "invalid_body",
+                    format!("unknown field {other:?}; expected tier or secrets"),
+                ));
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+/// An opaque route: 16 hex characters from the process's random SipHash keys. Unguessable
+/// enough that routes do not enumerate users; it is not an access control.
+fn new_route() -> String {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("{:016x}", hasher.finish())
+}
+
+pub async fn put_instance(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let user_id = parse_user(path)?;
+    let body = parse_body(body)?;
+    if let Some(tier) = &body.tier
+        && !state.settings.tiers.iter().any(|t| &t.name == tier)
+    {
+        let known: Vec<&str> = state
+            .settings
+            .tiers
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        return Err(ApiError::bad_request(
+            "unknown_tier",
+            format!(
+                "unknown tier {tier:?}; configured tiers: {}",
+                known.join(", ")
+            ),
+        ));
+    }
+    let now = (state.clock)();
+    if let Some(existing) = state.store.get_user(&user_id).await? {
+        return update_existing(&state, existing, body, now).await;
+    }
+
+    let secrets = body.secrets.unwrap_or_default();
+    let secret_arn = state
+        .vault
+        .put(&user_id, &secrets)
+        .await
+        .map_err(|e| ApiError::unavailable("could not store the user's secrets", &e))?;
+    let tier = body
+        .tier
+        .or_else(|| state.settings.tiers.first().map(|t| t.name.clone()))
+        .unwrap_or_default();
+    let record = UserRecord::queued(user_id.clone(), tier, new_route(), secret_arn, now);
+    match state.store.insert_user(&record).await {
+        Ok(()) => {}
+        // A concurrent PUT for the same user won the insert: answer with its row.
+        Err(StoreError::Conflict(_)) => {
+            if let Some(existing) = state.store.get_user(&user_id).await? {
+                return Ok(respond(&state, &existing));
+            }
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "the user changed concurrently; retry",
+            ));
+        }
+        Err(error) => return Err(error.into()),
+    }
+    tracing::info!(user = %user_id, secrets = ?secrets, "user requested an instance");
+    state.wake.notify_one();
+    Ok(respond(&state, &record))
+}
+
+/// A PUT for a user we already know: idempotent. It never claims a second instance; it only
+/// rotates the secret if the body carries secrets, and retries a failed user.
+async fn update_existing(
+    state: &AppState,
+    existing: UserRecord,
+    body: PutBody,
+    now: i64,
+) -> Result<Response, ApiError> {
+    if existing.state == UserState::Deleting {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "user_deleting",
+            "the user's instance is being deleted; PUT again once GET answers 404",
+        ));
+    }
+    if let Some(tier) = &body.tier
+        && *tier != existing.tier
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "tier_mismatch",
+            format!(
+                "the user already has an instance of tier {:?}; DELETE it first to change tier",
+                existing.tier
+            ),
+        ));
+    }
+    if let Some(secrets) = &body.secrets {
+        state
+            .vault
+            .put(&existing.user_id, secrets)
+            .await
+            .map_err(|e| ApiError::unavailable("could not store the user's secrets", &e))?;
+        tracing::info!(user = %existing.user_id, secrets = ?secrets, "user's secrets updated");
+    }
+    if existing.state == UserState::Failed
+        && state.store.requeue_failed(&existing.user_id, now).await?
+    {
+        state.wake.notify_one();
+    }
+    let current = state
+        .store
+        .get_user(&existing.user_id)
+        .await?
+        .unwrap_or(existing);
+    Ok(respond(state, &current))
+}
+
+pub async fn get_instance(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let user_id = parse_user(path)?;
+    match state.store.get_user(&user_id).await? {
+        Some(user) => Ok((StatusCode::OK, Json(document(&state, &user))).into_response()),
+        None => Err(no_instance(&user_id)),
+    }
+}
+
+pub async fn delete_instance(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let user_id = parse_user(path)?;
+    let now = (state.clock)();
+    match state.store.mark_deleting(&user_id, now).await? {
+        Some(user) => {
+            state.wake.notify_one();
+            Ok((StatusCode::ACCEPTED, Json(document(&state, &user))).into_response())
+        }
+        None => Err(no_instance(&user_id)),
+    }
+}
+
+fn no_instance(user_id: &UserId) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("user {user_id} has no instance"),
+    )
+}

@@ -1,0 +1,546 @@
+//! Typed configuration for `spotpool serve`, from command-line flags, the environment (the
+//! names in DESIGN.md, the seed's names kept) or an optional TOML file, in that order of
+//! precedence.
+//!
+//! Owns: every setting's name, default and validation. Must not: read anything but flags, env
+//! and the file; start-up never panics on bad config, it stops with one line naming the setting.
+
+use crate::plan::TierPolicy;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The name of the tier configured by the flat settings (POOL_SPARE_COUNT, ...).
+pub const DEFAULT_TIER: &str = "default";
+
+/// A secret string (an API token): never printed, not even by `{:?}`.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(value: impl Into<String>) -> SecretString {
+        SecretString(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretString(<redacted>)")
+    }
+}
+
+/// The raw settings, as flags, environment variables or TOML keys (the lowercase flag names
+/// with underscores). Every field is optional here; [`Settings::into_config`] applies defaults
+/// and validates.
+#[derive(Debug, Default, Clone, clap::Args, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Launch template for pool instances (required).
+    #[arg(long, env = "LAUNCH_TEMPLATE_ID")]
+    pub launch_template_id: Option<String>,
+    /// Launch template version to launch [default: $Default].
+    #[arg(long, env = "LAUNCH_TEMPLATE_VERSION", value_name = "VERSION")]
+    pub launch_template_version: Option<String>,
+    /// Instance types for the default tier, as a comma list; the first is preferred [default: t3.small].
+    #[arg(long, env = "USER_INSTANCE_TYPE", value_name = "TYPES")]
+    pub user_instance_type: Option<String>,
+    /// Spare instances to keep available in the default tier [default: 2].
+    #[arg(long, env = "POOL_SPARE_COUNT", value_name = "N")]
+    pub pool_spare_count: Option<u32>,
+    /// Most instances the default tier may run at once, all statuses together [default: 20].
+    #[arg(long, env = "POOL_MAX_INSTANCES", value_name = "N")]
+    pub pool_max_instances: Option<u32>,
+    /// Subnets to launch into, as a comma list; launches are spread across them (required).
+    #[arg(long, env = "SUBNET_IDS", value_name = "IDS")]
+    pub subnet_ids: Option<String>,
+    /// Security group for pool instances; empty uses the launch template's.
+    #[arg(long, env = "SECURITY_GROUP_ID", value_name = "ID")]
+    pub security_group_id: Option<String>,
+    /// VPC of the target groups (required).
+    #[arg(long, env = "VPC_ID", value_name = "ID")]
+    pub vpc_id: Option<String>,
+    /// ALB listener for the users' path rules; a comma list shards users across listeners (required).
+    #[arg(long, env = "ALB_LISTENER_ARN", value_name = "ARNS")]
+    pub alb_listener_arn: Option<String>,
+    /// Instance profile ARN passed explicitly at launch; empty uses the launch template's.
+    #[arg(long, env = "INSTANCE_PROFILE_ARN", value_name = "ARN")]
+    pub instance_profile_arn: Option<String>,
+    /// ECR repository of the user container, used when CONTAINER_IMAGE is not set.
+    #[arg(long, env = "ECR_REPOSITORY_URL", value_name = "URL")]
+    pub ecr_repository_url: Option<String>,
+    /// The user container image [default: <ECR_REPOSITORY_URL>:latest].
+    #[arg(long, env = "CONTAINER_IMAGE", value_name = "IMAGE")]
+    pub container_image: Option<String>,
+    /// Port the user container listens on [default: 8080].
+    #[arg(long, env = "CONTAINER_PORT", value_name = "PORT")]
+    pub container_port: Option<u16>,
+    /// Health check path of the users' target groups [default: /].
+    #[arg(long, env = "HEALTH_CHECK_PATH", value_name = "PATH")]
+    pub health_check_path: Option<String>,
+    /// Prefix of each user's url, e.g. https://agents.example.com [default: http://localhost].
+    #[arg(long, env = "PUBLIC_BASE_URL", value_name = "URL")]
+    pub public_base_url: Option<String>,
+    /// Prefix of the users' secret names in Secrets Manager [default: openclaw/].
+    #[arg(long, env = "SECRET_PREFIX", value_name = "PREFIX")]
+    pub secret_prefix: Option<String>,
+    /// Address the HTTP API listens on [default: 127.0.0.1:7070].
+    #[arg(long, env = "SPOTPOOL_LISTEN", value_name = "ADDR")]
+    pub spotpool_listen: Option<String>,
+    /// Database URL [default: sqlite://spotpool.db].
+    #[arg(long, env = "SPOTPOOL_DATABASE_URL", value_name = "URL")]
+    pub spotpool_database_url: Option<String>,
+    /// Bearer token of the service scope (the web backend) (required).
+    #[arg(
+        long,
+        env = "SPOTPOOL_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub spotpool_api_token: Option<String>,
+    /// Bearer token of the admin scope (on-call); also allowed everywhere else (required).
+    #[arg(
+        long,
+        env = "SPOTPOOL_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub spotpool_admin_token: Option<String>,
+    /// Tag namespace: the value of the spotpool:pool tag on everything this daemon owns [default: spotpool].
+    #[arg(long, env = "SPOTPOOL_POOL", value_name = "NAME")]
+    pub spotpool_pool: Option<String>,
+    /// Longest pause between reconcile passes when nothing is in flight, e.g. 10s [default: 10s].
+    #[arg(long, env = "SPOTPOOL_RECONCILE_INTERVAL", value_name = "DURATION")]
+    pub spotpool_reconcile_interval: Option<String>,
+    /// Pause between passes while commands or launches are in flight [default: 500ms].
+    #[arg(long, env = "SPOTPOOL_POLL_INTERVAL", value_name = "DURATION")]
+    pub spotpool_poll_interval: Option<String>,
+    /// How long a new instance may take to pass its readiness probe before it is replaced [default: 10m].
+    #[arg(long, env = "SPOTPOOL_PROBE_TIMEOUT", value_name = "DURATION")]
+    pub spotpool_probe_timeout: Option<String>,
+    /// How long the start-container command may run before the claim attempt fails [default: 5m].
+    #[arg(long, env = "SPOTPOOL_CONTAINER_TIMEOUT", value_name = "DURATION")]
+    pub spotpool_container_timeout: Option<String>,
+    /// Claim attempts (each on a fresh instance) before a user is marked failed [default: 3].
+    #[arg(long, env = "SPOTPOOL_CLAIM_ATTEMPTS", value_name = "N")]
+    pub spotpool_claim_attempts: Option<u32>,
+    /// Most cloud operations one pass runs at once [default: 16].
+    #[arg(long, env = "SPOTPOOL_MAX_IN_FLIGHT", value_name = "N")]
+    pub spotpool_max_in_flight: Option<u32>,
+    /// Most attempts per AWS call, including the first (SDK standard retry mode) [default: 4].
+    #[arg(long, env = "SPOTPOOL_AWS_MAX_ATTEMPTS", value_name = "N")]
+    pub spotpool_aws_max_attempts: Option<u32>,
+    /// Timeout of one AWS call including its retries [default: 30s].
+    #[arg(long, env = "SPOTPOOL_AWS_CALL_TIMEOUT", value_name = "DURATION")]
+    pub spotpool_aws_call_timeout: Option<String>,
+}
+
+/// The validated configuration the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub api_token: SecretString,
+    pub admin_token: SecretString,
+    pub pool: String,
+    pub launch_template_id: String,
+    pub launch_template_version: String,
+    pub subnet_ids: Vec<String>,
+    pub security_group_ids: Vec<String>,
+    pub vpc_id: String,
+    pub listener_arns: Vec<String>,
+    pub instance_profile_arn: Option<String>,
+    pub container_image: String,
+    pub container_port: u16,
+    pub health_check_path: String,
+    pub public_base_url: String,
+    pub secret_prefix: String,
+    pub tiers: Vec<TierPolicy>,
+    pub reconcile_interval: Duration,
+    pub poll_interval: Duration,
+    pub probe_timeout: Duration,
+    pub container_timeout: Duration,
+    pub claim_attempts: u32,
+    pub max_in_flight: usize,
+    pub aws_max_attempts: u32,
+    pub aws_call_timeout: Duration,
+}
+
+/// A setting that is missing or invalid. Its `Display` is the one line start-up prints.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("missing setting {env} (--{flag}): {what}")]
+    Missing {
+        env: &'static str,
+        flag: &'static str,
+        what: &'static str,
+    },
+    #[error("invalid setting {env}={value:?}: {why}")]
+    Invalid {
+        env: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error("config file {path}: {why}")]
+    File { path: String, why: String },
+}
+
+impl Settings {
+    /// Reads a TOML file of settings (keys are the lowercase setting names, e.g.
+    /// `pool_spare_count = 3`). Unknown keys are an error, so typos do not pass silently.
+    pub fn from_file(path: &PathBuf) -> Result<Settings, ConfigError> {
+        let file_error = |why: String| ConfigError::File {
+            path: path.display().to_string(),
+            why,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+        toml::from_str(&text).map_err(|e| file_error(e.message().to_string()))
+    }
+
+    /// Fills every unset field of `self` (flags and env win) from `fallback` (the file).
+    pub fn or(self, fallback: Settings) -> Settings {
+        // Round-trip through TOML tables: None fields are skipped when serialising, so the
+        // overlay only replaces what `self` actually sets. This keeps the field list in one place.
+        let mut merged = toml::Table::try_from(&fallback).unwrap_or_default();
+        if let Ok(overlay) = toml::Table::try_from(&self) {
+            merged.extend(overlay);
+        }
+        merged.try_into().unwrap_or(self)
+    }
+
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let required = |value: Option<String>, env, flag, what| {
+            value
+                .filter(|v| !v.trim().is_empty())
+                .ok_or(ConfigError::Missing { env, flag, what })
+        };
+        let launch_template_id = required(
+            self.launch_template_id,
+            "LAUNCH_TEMPLATE_ID",
+            "launch-template-id",
+            "the launch template for pool instances",
+        )?;
+        let subnet_ids = comma_list(&required(
+            self.subnet_ids,
+            "SUBNET_IDS",
+            "subnet-ids",
+            "the subnets to launch pool instances into",
+        )?);
+        let vpc_id = required(
+            self.vpc_id,
+            "VPC_ID",
+            "vpc-id",
+            "the VPC of the target groups",
+        )?;
+        let listener_arns = comma_list(&required(
+            self.alb_listener_arn,
+            "ALB_LISTENER_ARN",
+            "alb-listener-arn",
+            "the ALB listener that routes users",
+        )?);
+        let api_token = required(
+            self.spotpool_api_token,
+            "SPOTPOOL_API_TOKEN",
+            "spotpool-api-token",
+            "the bearer token of the web backend",
+        )?;
+        let admin_token = required(
+            self.spotpool_admin_token,
+            "SPOTPOOL_ADMIN_TOKEN",
+            "spotpool-admin-token",
+            "the bearer token of on-call",
+        )?;
+        for (env, token) in [
+            ("SPOTPOOL_API_TOKEN", &api_token),
+            ("SPOTPOOL_ADMIN_TOKEN", &admin_token),
+        ] {
+            if token.len() < 16 {
+                return Err(ConfigError::Invalid {
+                    env,
+                    value: "<redacted>".into(),
+                    why: "tokens need at least 16 characters".into(),
+                });
+            }
+        }
+        if api_token == admin_token {
+            return Err(ConfigError::Invalid {
+                env: "SPOTPOOL_ADMIN_TOKEN",
+                value: "<redacted>".into(),
+                why: "must differ from SPOTPOOL_API_TOKEN, or the scopes mean nothing".into(),
+            });
+        }
+        let container_image = match (self.container_image, self.ecr_repository_url) {
+            (Some(image), _) if !image.trim().is_empty() => image,
+            (_, Some(repo)) if !repo.trim().is_empty() => format!("{repo}:latest"),
+            _ => {
+                return Err(ConfigError::Missing {
+                    env: "CONTAINER_IMAGE",
+                    flag: "container-image",
+                    what: "the user container image (or ECR_REPOSITORY_URL)",
+                });
+            }
+        };
+        validate_shell_safe("CONTAINER_IMAGE", &container_image)?;
+        let listen_raw = self
+            .spotpool_listen
+            .unwrap_or_else(|| "127.0.0.1:7070".into());
+        let listen = listen_raw.parse().map_err(|_| ConfigError::Invalid {
+            env: "SPOTPOOL_LISTEN",
+            value: listen_raw.clone(),
+            why: "expected an address like 127.0.0.1:7070".into(),
+        })?;
+        let instance_types = comma_list(self.user_instance_type.as_deref().unwrap_or("t3.small"));
+        if instance_types.is_empty() {
+            return Err(ConfigError::Invalid {
+                env: "USER_INSTANCE_TYPE",
+                value: String::new(),
+                why: "name at least one instance type".into(),
+            });
+        }
+        let spare_count = self.pool_spare_count.unwrap_or(2);
+        let max_instances = self.pool_max_instances.unwrap_or(20);
+        if max_instances < spare_count {
+            return Err(ConfigError::Invalid {
+                env: "POOL_MAX_INSTANCES",
+                value: max_instances.to_string(),
+                why: format!("must be at least POOL_SPARE_COUNT ({spare_count})"),
+            });
+        }
+        let pool = self.spotpool_pool.unwrap_or_else(|| "spotpool".into());
+        if pool.is_empty() || pool.len() > 64 {
+            return Err(ConfigError::Invalid {
+                env: "SPOTPOOL_POOL",
+                value: pool,
+                why: "needs 1-64 characters".into(),
+            });
+        }
+        let secret_prefix = self.secret_prefix.unwrap_or_else(|| "openclaw/".into());
+        let public_base_url = self
+            .public_base_url
+            .unwrap_or_else(|| "http://localhost".into())
+            .trim_end_matches('/')
+            .to_string();
+        let claim_attempts = self.spotpool_claim_attempts.unwrap_or(3);
+        if claim_attempts == 0 {
+            return Err(ConfigError::Invalid {
+                env: "SPOTPOOL_CLAIM_ATTEMPTS",
+                value: "0".into(),
+                why: "must be at least 1".into(),
+            });
+        }
+        let duration = |env: &'static str, value: Option<String>, default: &str| {
+            let raw = value.unwrap_or_else(|| default.to_string());
+            parse_duration(&raw).map_err(|why| ConfigError::Invalid {
+                env,
+                value: raw.clone(),
+                why,
+            })
+        };
+        Ok(Config {
+            listen,
+            database_url: self
+                .spotpool_database_url
+                .unwrap_or_else(|| "sqlite://spotpool.db".into()),
+            api_token: SecretString::new(api_token),
+            admin_token: SecretString::new(admin_token),
+            launch_template_id,
+            launch_template_version: self
+                .launch_template_version
+                .unwrap_or_else(|| "$Default".into()),
+            subnet_ids,
+            security_group_ids: comma_list(self.security_group_id.as_deref().unwrap_or("")),
+            vpc_id,
+            listener_arns,
+            instance_profile_arn: self.instance_profile_arn.filter(|v| !v.is_empty()),
+            container_image,
+            container_port: self.container_port.unwrap_or(8080),
+            health_check_path: self.health_check_path.unwrap_or_else(|| "/".into()),
+            public_base_url,
+            secret_prefix,
+            tiers: vec![TierPolicy {
+                name: DEFAULT_TIER.into(),
+                spare_count,
+                max_instances,
+                instance_types,
+            }],
+            pool,
+            reconcile_interval: duration(
+                "SPOTPOOL_RECONCILE_INTERVAL",
+                self.spotpool_reconcile_interval,
+                "10s",
+            )?,
+            poll_interval: duration(
+                "SPOTPOOL_POLL_INTERVAL",
+                self.spotpool_poll_interval,
+                "500ms",
+            )?,
+            probe_timeout: duration("SPOTPOOL_PROBE_TIMEOUT", self.spotpool_probe_timeout, "10m")?,
+            container_timeout: duration(
+                "SPOTPOOL_CONTAINER_TIMEOUT",
+                self.spotpool_container_timeout,
+                "5m",
+            )?,
+            claim_attempts,
+            max_in_flight: self.spotpool_max_in_flight.unwrap_or(16).max(1) as usize,
+            aws_max_attempts: self.spotpool_aws_max_attempts.unwrap_or(4).max(1),
+            aws_call_timeout: duration(
+                "SPOTPOOL_AWS_CALL_TIMEOUT",
+                self.spotpool_aws_call_timeout,
+                "30s",
+            )?,
+        })
+    }
+}
+
+fn comma_list(raw: &str) -> Vec<String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Values that end up inside the SSM shell script must not be able to break out of quoting.
+fn validate_shell_safe(env: &'static str, value: &str) -> Result<(), ConfigError> {
+    let ok = value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./:@".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            env,
+            value: value.to_string(),
+            why: "only letters, digits and - _ . / : @ are allowed".into(),
+        })
+    }
+}
+
+/// Parses `500ms`, `10s`, `5m`, `1h` or a bare number of seconds.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| "expected a duration like 500ms, 10s, 5m or 1h".to_string())?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(number),
+        "" | "s" => Duration::from_secs(number),
+        "m" => Duration::from_secs(number * 60),
+        "h" => Duration::from_secs(number * 3600),
+        other => return Err(format!("unknown unit {other:?}; use ms, s, m or h")),
+    };
+    if duration.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> Settings {
+        Settings {
+            launch_template_id: Some("lt-1".into()),
+            subnet_ids: Some("subnet-a, subnet-b".into()),
+            vpc_id: Some("vpc-1".into()),
+            alb_listener_arn: Some("arn:listener".into()),
+            spotpool_api_token: Some("service-token-0123456789".into()),
+            spotpool_admin_token: Some("admin-token-0123456789".into()),
+            container_image: Some("ghcr.io/openclaw/openclaw:latest".into()),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn minimal_settings_get_the_documented_defaults() {
+        let config = minimal().into_config().unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:7070");
+        assert_eq!(config.subnet_ids, vec!["subnet-a", "subnet-b"]);
+        assert_eq!(config.tiers[0].spare_count, 2);
+        assert_eq!(config.tiers[0].instance_types, vec!["t3.small"]);
+        assert_eq!(config.container_port, 8080);
+        assert_eq!(config.pool, "spotpool");
+        assert_eq!(config.secret_prefix, "openclaw/");
+        assert_eq!(config.reconcile_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_missing_setting_is_named_in_one_line() {
+        let mut settings = minimal();
+        settings.launch_template_id = None;
+        let message = settings.into_config().unwrap_err().to_string();
+        assert!(
+            message.starts_with("missing setting LAUNCH_TEMPLATE_ID"),
+            "{message}"
+        );
+        assert!(!message.contains('\n'));
+    }
+
+    #[test]
+    fn invalid_values_are_named_with_the_reason() {
+        let mut settings = minimal();
+        settings.spotpool_reconcile_interval = Some("fast".into());
+        let message = settings.into_config().unwrap_err().to_string();
+        assert!(message.contains("SPOTPOOL_RECONCILE_INTERVAL"), "{message}");
+
+        let mut settings = minimal();
+        settings.pool_max_instances = Some(1);
+        let message = settings.into_config().unwrap_err().to_string();
+        assert!(message.contains("POOL_MAX_INSTANCES"), "{message}");
+
+        let mut settings = minimal();
+        settings.container_image = Some("img; rm -rf /".into());
+        let message = settings.into_config().unwrap_err().to_string();
+        assert!(message.contains("CONTAINER_IMAGE"), "{message}");
+    }
+
+    #[test]
+    fn tokens_never_print() {
+        let config = minimal().into_config().unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("service-token-0123456789"));
+        assert!(!debug.contains("admin-token-0123456789"));
+        let mut settings = minimal();
+        settings.spotpool_admin_token = Some("short".into());
+        let message = settings.into_config().unwrap_err().to_string();
+        assert!(!message.contains("short"), "{message}");
+    }
+
+    #[test]
+    fn flags_and_env_win_over_the_file() {
+        let file: Settings =
+            toml::from_str("pool_spare_count = 5\nvpc_id = \"vpc-file\"\n").unwrap();
+        let mut cli = minimal();
+        cli.vpc_id = None;
+        cli.pool_spare_count = Some(3);
+        let merged = cli.or(file);
+        assert_eq!(merged.pool_spare_count, Some(3));
+        assert_eq!(merged.vpc_id.as_deref(), Some("vpc-file"));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let error = toml::from_str::<Settings>("pool_spare_cuont = 5").unwrap_err();
+        assert!(
+            error.message().contains("pool_spare_cuont"),
+            "{}",
+            error.message()
+        );
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

@@ -1,0 +1,415 @@
+//! The pure decision core: `plan(users, instances, now, policy) -> Vec<Action>`.
+//!
+//! Owns: every decision about the pool: what to launch, probe, terminate, who gets which spare,
+//! which claims and releases to drive. Must not: do IO, be async, or read the clock (`now` is a
+//! parameter), so every decision can be tested as a table or a property.
+//!
+//! The reconciler calls `plan` once per pass with the store's ledger merged with the pass's
+//! DescribeInstances, executes the actions, and calls it again on the next pass. Decisions are
+//! therefore level-triggered: an action that did not happen (crash, error) is simply planned again.
+
+use crate::cloud::Lifecycle;
+use crate::model::{InstanceId, InstanceStatus, Millis, UserId, UserState};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Pool policy of one tier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TierPolicy {
+    pub name: String,
+    /// Spares to keep `available`, on top of the users waiting in the queue.
+    pub spare_count: u32,
+    /// Most instances of the tier alive at once, whatever their status.
+    pub max_instances: u32,
+    /// Instance types to launch, most preferred first.
+    pub instance_types: Vec<String>,
+}
+
+/// Everything `plan` needs besides the state: tiers, subnets and time limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub tiers: Vec<TierPolicy>,
+    pub subnet_ids: Vec<String>,
+    /// A new instance that has not passed its probe this long after launch is replaced.
+    pub probe_timeout: Millis,
+    /// Wait after a failed probe (or an agent not yet online) before probing again.
+    pub probe_retry: Millis,
+    /// How long a launched instance may be missing from DescribeInstances (eventual consistency).
+    pub launch_visibility_grace: Millis,
+    /// How long an `assigned` instance with no user may live before it is terminated.
+    pub orphan_grace: Millis,
+    /// Re-send TerminateInstances for a `terminating` instance still running after this long.
+    pub terminate_retry: Millis,
+}
+
+impl Policy {
+    pub fn tier(&self, name: &str) -> Option<&TierPolicy> {
+        self.tiers.iter().find(|t| t.name == name)
+    }
+}
+
+/// One pool instance: the store's ledger row merged with this pass's observation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolInstance {
+    pub id: InstanceId,
+    pub tier: String,
+    pub status: InstanceStatus,
+    /// EC2's state this pass; `None` when DescribeInstances did not list it.
+    pub lifecycle: Option<Lifecycle>,
+    pub launched_at: Millis,
+    /// When `status` last changed.
+    pub status_since: Millis,
+    /// The readiness probe in flight: (command id, sent at).
+    pub probe: Option<(String, Millis)>,
+    /// When the last probe failed (or could not be sent).
+    pub probe_failed_at: Option<Millis>,
+}
+
+impl PoolInstance {
+    fn is_alive(&self) -> bool {
+        match self.lifecycle {
+            Some(lifecycle) => !lifecycle.is_gone(),
+            None => false,
+        }
+    }
+}
+
+/// The parts of a user's desired state that `plan` needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserIntent {
+    pub user: UserId,
+    pub tier: String,
+    pub state: UserState,
+    pub instance: Option<InstanceId>,
+    /// Position in the queue: first come, first served, kept across retries.
+    pub requested_at: Millis,
+}
+
+/// Why an instance is terminated; a bounded label value for metrics and events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TerminateReason {
+    /// More available spares than the tier wants.
+    Surplus,
+    /// The readiness probe did not pass in time.
+    ProbeTimeout,
+    /// Tagged `assigned` but no user holds it.
+    Orphan,
+    /// Its tier is no longer configured.
+    UnknownTier,
+    /// Stopped or stopping: a spot instance that cannot serve again.
+    Stopped,
+    /// Still running after an earlier TerminateInstances.
+    Retry,
+}
+
+impl TerminateReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TerminateReason::Surplus => "surplus",
+            TerminateReason::ProbeTimeout => "probe_timeout",
+            TerminateReason::Orphan => "orphan",
+            TerminateReason::UnknownTier => "unknown_tier",
+            TerminateReason::Stopped => "stopped",
+            TerminateReason::Retry => "retry",
+        }
+    }
+}
+
+/// One thing the executor should do this pass.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Action {
+    Launch {
+        tier: String,
+        instance_type: String,
+        subnet_id: String,
+        count: u32,
+    },
+    SendProbe {
+        instance: InstanceId,
+    },
+    CheckProbe {
+        instance: InstanceId,
+        command_id: String,
+    },
+    Terminate {
+        instance: InstanceId,
+        reason: TerminateReason,
+    },
+    /// Drop a ledger row for an instance AWS no longer lists.
+    Forget {
+        instance: InstanceId,
+    },
+    /// Give a queued user an available instance (the store makes it atomic).
+    Assign {
+        user: UserId,
+        instance: InstanceId,
+    },
+    /// Run the next claim steps of a provisioning user.
+    AdvanceClaim {
+        user: UserId,
+    },
+    /// Tear down everything of a deleting user.
+    Release {
+        user: UserId,
+    },
+    /// The user's instance is gone: undo the attempt's resources and queue the user first in line.
+    Recover {
+        user: UserId,
+    },
+}
+
+/// Decides this pass's actions. Pure: same inputs, same actions.
+pub fn plan(
+    users: &[UserIntent],
+    instances: &[PoolInstance],
+    now: Millis,
+    policy: &Policy,
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    // Every instance some user row points at, whatever that user's state: such an instance is
+    // never terminated by the pool logic nor handed to anyone else. Its release, rollback or
+    // recovery is what frees it.
+    let held: HashSet<&InstanceId> = users.iter().filter_map(|u| u.instance.as_ref()).collect();
+    let by_id: HashMap<&InstanceId, &PoolInstance> = instances.iter().map(|i| (&i.id, i)).collect();
+
+    for instance in instances {
+        let is_held = held.contains(&instance.id);
+        match instance.lifecycle {
+            None => {
+                let grace_over = now - instance.launched_at > policy.launch_visibility_grace;
+                if instance.status == InstanceStatus::Terminating || grace_over {
+                    actions.push(Action::Forget {
+                        instance: instance.id.clone(),
+                    });
+                }
+            }
+            Some(Lifecycle::Stopping | Lifecycle::Stopped) if !is_held => {
+                actions.push(Action::Terminate {
+                    instance: instance.id.clone(),
+                    reason: TerminateReason::Stopped,
+                });
+            }
+            Some(lifecycle) if lifecycle.is_gone() => {}
+            Some(lifecycle) => {
+                plan_live_instance(instance, lifecycle, is_held, now, policy, &mut actions);
+            }
+        }
+    }
+
+    let mut queued: BTreeMap<&str, Vec<&UserIntent>> = BTreeMap::new();
+    for user in users {
+        match user.state {
+            UserState::Deleting => actions.push(Action::Release {
+                user: user.user.clone(),
+            }),
+            UserState::Provisioning | UserState::Ready => {
+                let alive = user
+                    .instance
+                    .as_ref()
+                    .and_then(|id| by_id.get(id))
+                    .is_some_and(|i| i.is_alive());
+                let still_visible_soon = user
+                    .instance
+                    .as_ref()
+                    .and_then(|id| by_id.get(id))
+                    .is_some_and(|i| {
+                        i.lifecycle.is_none()
+                            && now - i.launched_at <= policy.launch_visibility_grace
+                    });
+                if alive || still_visible_soon {
+                    if user.state == UserState::Provisioning {
+                        actions.push(Action::AdvanceClaim {
+                            user: user.user.clone(),
+                        });
+                    }
+                } else {
+                    actions.push(Action::Recover {
+                        user: user.user.clone(),
+                    });
+                }
+            }
+            UserState::Queued => {
+                if user.instance.is_none() {
+                    queued.entry(user.tier.as_str()).or_default().push(user);
+                }
+            }
+            UserState::Failed => {}
+        }
+    }
+
+    for tier in &policy.tiers {
+        let waiting = queued.remove(tier.name.as_str()).unwrap_or_default();
+        plan_tier(tier, waiting, instances, &held, now, policy, &mut actions);
+    }
+    actions
+}
+
+fn plan_live_instance(
+    instance: &PoolInstance,
+    lifecycle: Lifecycle,
+    is_held: bool,
+    now: Millis,
+    policy: &Policy,
+    actions: &mut Vec<Action>,
+) {
+    let id = || instance.id.clone();
+    if policy.tier(&instance.tier).is_none() && !is_held {
+        if instance.status != InstanceStatus::Terminating {
+            actions.push(Action::Terminate {
+                instance: id(),
+                reason: TerminateReason::UnknownTier,
+            });
+        }
+        return;
+    }
+    match instance.status {
+        InstanceStatus::Initializing => {
+            if now - instance.launched_at > policy.probe_timeout {
+                actions.push(Action::Terminate {
+                    instance: id(),
+                    reason: TerminateReason::ProbeTimeout,
+                });
+            } else if let Some((command_id, _)) = &instance.probe {
+                actions.push(Action::CheckProbe {
+                    instance: id(),
+                    command_id: command_id.clone(),
+                });
+            } else if lifecycle == Lifecycle::Running
+                && instance
+                    .probe_failed_at
+                    .is_none_or(|at| now - at >= policy.probe_retry)
+            {
+                actions.push(Action::SendProbe { instance: id() });
+            }
+        }
+        InstanceStatus::Assigned => {
+            if !is_held && now - instance.status_since > policy.orphan_grace {
+                actions.push(Action::Terminate {
+                    instance: id(),
+                    reason: TerminateReason::Orphan,
+                });
+            }
+        }
+        InstanceStatus::Terminating => {
+            if now - instance.status_since >= policy.terminate_retry {
+                actions.push(Action::Terminate {
+                    instance: id(),
+                    reason: TerminateReason::Retry,
+                });
+            }
+        }
+        // Spares are counted per tier in `plan_tier`.
+        InstanceStatus::Available => {}
+    }
+}
+
+/// Assigns spares to the tier's queue (oldest request first, oldest instance first), then sizes
+/// the pool: launches for a deficit, terminations of available spares for a surplus.
+fn plan_tier(
+    tier: &TierPolicy,
+    mut waiting: Vec<&UserIntent>,
+    instances: &[PoolInstance],
+    held: &HashSet<&InstanceId>,
+    now: Millis,
+    policy: &Policy,
+    actions: &mut Vec<Action>,
+) {
+    let of_tier = || {
+        instances
+            .iter()
+            .filter(move |i| i.tier == tier.name && i.is_alive())
+    };
+    let mut available: Vec<&PoolInstance> = of_tier()
+        .filter(|i| {
+            i.status == InstanceStatus::Available
+                && i.lifecycle == Some(Lifecycle::Running)
+                && !held.contains(&i.id)
+        })
+        .collect();
+    available.sort_by(|a, b| (a.launched_at, &a.id).cmp(&(b.launched_at, &b.id)));
+    waiting.sort_by(|a, b| (a.requested_at, &a.user).cmp(&(b.requested_at, &b.user)));
+
+    let assigned_now = waiting.len().min(available.len());
+    for (user, instance) in waiting.iter().zip(available.iter()) {
+        actions.push(Action::Assign {
+            user: user.user.clone(),
+            instance: instance.id.clone(),
+        });
+    }
+    let spares_left = &available[assigned_now..];
+    let unserved = (waiting.len() - assigned_now) as u64;
+
+    let initializing = of_tier()
+        .filter(|i| {
+            i.status == InstanceStatus::Initializing && now - i.launched_at <= policy.probe_timeout
+        })
+        .count() as u64;
+    // Instances counting against the maximum: everything alive that is not on its way out.
+    let alive = of_tier()
+        .filter(|i| i.status != InstanceStatus::Terminating)
+        .count() as u64;
+    // Initializing instances launched but not yet listed by DescribeInstances count too.
+    let unlisted = instances
+        .iter()
+        .filter(|i| {
+            i.tier == tier.name
+                && i.lifecycle.is_none()
+                && i.status == InstanceStatus::Initializing
+                && now - i.launched_at <= policy.launch_visibility_grace
+        })
+        .count() as u64;
+
+    let target = u64::from(tier.spare_count) + unserved;
+    let have = spares_left.len() as u64 + initializing + unlisted;
+    let max = u64::from(tier.max_instances);
+    let total = alive + unlisted;
+    if have < target {
+        let room = max.saturating_sub(total);
+        let to_launch = (target - have).min(room);
+        push_launches(tier, to_launch, total, policy, actions);
+    }
+    let surplus = (spares_left.len() as u64)
+        .saturating_sub(target)
+        .max(total.saturating_sub(max))
+        .min(spares_left.len() as u64);
+    // Terminate the newest spares first: the oldest have waited longest and are the ones the
+    // queue would pick next, so keeping them keeps claims on proven instances.
+    for instance in spares_left.iter().rev().take(surplus as usize) {
+        actions.push(Action::Terminate {
+            instance: instance.id.clone(),
+            reason: TerminateReason::Surplus,
+        });
+    }
+}
+
+/// Spreads `count` launches across the subnets round-robin, starting after the ones in use, one
+/// action per subnet.
+fn push_launches(
+    tier: &TierPolicy,
+    count: u64,
+    offset: u64,
+    policy: &Policy,
+    actions: &mut Vec<Action>,
+) {
+    let (Some(instance_type), false) = (tier.instance_types.first(), policy.subnet_ids.is_empty())
+    else {
+        return;
+    };
+    let subnets = policy.subnet_ids.len() as u64;
+    let mut per_subnet: BTreeMap<usize, u32> = BTreeMap::new();
+    for n in 0..count {
+        *per_subnet
+            .entry(((offset + n) % subnets) as usize)
+            .or_default() += 1;
+    }
+    for (index, count) in per_subnet {
+        actions.push(Action::Launch {
+            tier: tier.name.clone(),
+            instance_type: instance_type.clone(),
+            subnet_id: policy.subnet_ids[index].clone(),
+            count,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

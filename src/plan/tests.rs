@@ -1,0 +1,431 @@
+use super::*;
+use proptest::prelude::*;
+
+const NOW: Millis = 1_000_000_000;
+
+fn policy(spare_count: u32, max_instances: u32) -> Policy {
+    Policy {
+        tiers: vec![TierPolicy {
+            name: "default".into(),
+            spare_count,
+            max_instances,
+            instance_types: vec!["t3.small".into(), "t3a.small".into()],
+        }],
+        subnet_ids: vec!["subnet-a".into(), "subnet-b".into()],
+        probe_timeout: 600_000,
+        probe_retry: 5_000,
+        launch_visibility_grace: 60_000,
+        orphan_grace: 600_000,
+        terminate_retry: 60_000,
+    }
+}
+
+fn instance(id: &str, status: InstanceStatus) -> PoolInstance {
+    PoolInstance {
+        id: InstanceId(id.into()),
+        tier: "default".into(),
+        status,
+        lifecycle: Some(Lifecycle::Running),
+        launched_at: NOW - 120_000,
+        status_since: NOW - 60_000,
+        probe: None,
+        probe_failed_at: None,
+    }
+}
+
+fn user(id: &str, state: UserState, instance: Option<&str>, requested_at: Millis) -> UserIntent {
+    UserIntent {
+        user: UserId::parse(id).unwrap(),
+        tier: "default".into(),
+        state,
+        instance: instance.map(|i| InstanceId(i.into())),
+        requested_at,
+    }
+}
+
+fn launches(actions: &[Action]) -> u32 {
+    actions
+        .iter()
+        .map(|a| match a {
+            Action::Launch { count, .. } => *count,
+            _ => 0,
+        })
+        .sum()
+}
+
+fn terminated(actions: &[Action]) -> Vec<&str> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Terminate { instance, .. } => Some(instance.0.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn assigned(actions: &[Action]) -> Vec<(&str, &str)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Assign { user, instance } => Some((user.as_str(), instance.0.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_empty_pool_launches_the_spare_count_spread_over_subnets() {
+    let actions = plan(&[], &[], NOW, &policy(2, 10));
+    assert_eq!(
+        actions,
+        vec![
+            Action::Launch {
+                tier: "default".into(),
+                instance_type: "t3.small".into(),
+                subnet_id: "subnet-a".into(),
+                count: 1,
+            },
+            Action::Launch {
+                tier: "default".into(),
+                instance_type: "t3.small".into(),
+                subnet_id: "subnet-b".into(),
+                count: 1,
+            },
+        ]
+    );
+}
+
+/// Table: (spares available, initializing, queued users, spare target, max) -> (launches, surplus terminations).
+#[test]
+fn pool_sizing_table() {
+    let cases: &[(usize, usize, usize, u32, u32, u32, usize)] = &[
+        // avail, init, queued, spare, max, launches, terminations
+        (2, 0, 0, 2, 10, 0, 0),
+        (0, 2, 0, 2, 10, 0, 0),
+        (1, 0, 0, 2, 10, 1, 0),
+        (4, 0, 0, 2, 10, 0, 2),
+        (0, 0, 3, 2, 10, 5, 0),
+        (1, 0, 3, 2, 10, 4, 0),   // 1 assigned, 2 unserved + 2 spares
+        (0, 0, 30, 2, 10, 10, 0), // capped by max
+        (0, 9, 30, 2, 10, 1, 0),
+        (3, 0, 0, 0, 10, 0, 3),
+        (5, 0, 0, 2, 3, 0, 3), // over max (config lowered): shed available down to target
+    ];
+    for (row, &(avail, init, queued, spare, max, want_launch, want_term)) in
+        cases.iter().enumerate()
+    {
+        let mut instances = Vec::new();
+        for n in 0..avail {
+            instances.push(instance(&format!("i-a{n}"), InstanceStatus::Available));
+        }
+        for n in 0..init {
+            let mut i = instance(&format!("i-i{n}"), InstanceStatus::Initializing);
+            i.probe = Some((format!("cmd-{n}"), NOW - 1_000));
+            instances.push(i);
+        }
+        let users: Vec<UserIntent> = (0..queued)
+            .map(|n| user(&format!("u{n}"), UserState::Queued, None, n as Millis))
+            .collect();
+        let actions = plan(&users, &instances, NOW, &policy(spare, max));
+        assert_eq!(launches(&actions), want_launch, "row {row}: {actions:?}");
+        assert_eq!(
+            terminated(&actions).len(),
+            want_term,
+            "row {row}: {actions:?}"
+        );
+    }
+}
+
+#[test]
+fn queued_users_are_served_first_come_first_served_on_the_oldest_spares() {
+    let mut old = instance("i-old", InstanceStatus::Available);
+    old.launched_at = NOW - 500_000;
+    let new = instance("i-new", InstanceStatus::Available);
+    let users = vec![
+        user("late", UserState::Queued, None, 300),
+        user("early", UserState::Queued, None, 100),
+        user("middle", UserState::Queued, None, 200),
+    ];
+    let actions = plan(&users, &[new, old], NOW, &policy(2, 10));
+    assert_eq!(
+        assigned(&actions),
+        vec![("early", "i-old"), ("middle", "i-new")]
+    );
+}
+
+#[test]
+fn initializing_instances_are_probed_checked_and_timed_out() {
+    let fresh = instance("i-fresh", InstanceStatus::Initializing);
+    let mut probing = instance("i-probing", InstanceStatus::Initializing);
+    probing.probe = Some(("cmd-1".into(), NOW - 1_000));
+    let mut failed_recently = instance("i-failed", InstanceStatus::Initializing);
+    failed_recently.probe_failed_at = Some(NOW - 1_000);
+    let mut pending = instance("i-pending", InstanceStatus::Initializing);
+    pending.lifecycle = Some(Lifecycle::Pending);
+    let mut stale = instance("i-stale", InstanceStatus::Initializing);
+    stale.launched_at = NOW - 700_000;
+
+    let actions = plan(
+        &[],
+        &[fresh, probing, failed_recently, pending, stale],
+        NOW,
+        &policy(0, 10),
+    );
+    assert!(actions.contains(&Action::SendProbe {
+        instance: InstanceId("i-fresh".into())
+    }));
+    assert!(actions.contains(&Action::CheckProbe {
+        instance: InstanceId("i-probing".into()),
+        command_id: "cmd-1".into()
+    }));
+    assert!(actions.contains(&Action::Terminate {
+        instance: InstanceId("i-stale".into()),
+        reason: TerminateReason::ProbeTimeout
+    }));
+    let touched: Vec<String> = actions.iter().map(|a| format!("{a:?}")).collect();
+    assert!(
+        !touched.iter().any(|a| a.contains("i-failed")),
+        "{touched:?}"
+    );
+    assert!(
+        !touched.iter().any(|a| a.contains("i-pending")),
+        "{touched:?}"
+    );
+}
+
+#[test]
+fn users_are_driven_by_state() {
+    let instances = vec![
+        instance("i-1", InstanceStatus::Assigned),
+        instance("i-2", InstanceStatus::Assigned),
+        instance("i-3", InstanceStatus::Assigned),
+    ];
+    let users = vec![
+        user("provisioning", UserState::Provisioning, Some("i-1"), 1),
+        user("ready", UserState::Ready, Some("i-2"), 2),
+        user("deleting", UserState::Deleting, Some("i-3"), 3),
+        user("failed", UserState::Failed, None, 4),
+        user("lost", UserState::Ready, Some("i-vanished"), 5),
+    ];
+    let actions = plan(&users, &instances, NOW, &policy(0, 10));
+    assert!(actions.contains(&Action::AdvanceClaim {
+        user: UserId::parse("provisioning").unwrap()
+    }));
+    assert!(actions.contains(&Action::Release {
+        user: UserId::parse("deleting").unwrap()
+    }));
+    assert!(actions.contains(&Action::Recover {
+        user: UserId::parse("lost").unwrap()
+    }));
+    assert!(terminated(&actions).is_empty(), "{actions:?}");
+    assert_eq!(actions.len(), 3, "{actions:?}");
+}
+
+#[test]
+fn a_held_instance_that_stopped_is_recovered_not_terminated_by_the_pool() {
+    let mut stopped = instance("i-1", InstanceStatus::Assigned);
+    stopped.lifecycle = Some(Lifecycle::Stopped);
+    let users = vec![user("alice", UserState::Ready, Some("i-1"), 1)];
+    let actions = plan(&users, &[stopped], NOW, &policy(0, 10));
+    assert_eq!(
+        actions,
+        vec![Action::Recover {
+            user: UserId::parse("alice").unwrap()
+        }]
+    );
+}
+
+#[test]
+fn orphans_and_vanished_instances_are_cleaned_up_after_their_grace() {
+    let mut young_orphan = instance("i-young", InstanceStatus::Assigned);
+    young_orphan.status_since = NOW - 1_000;
+    let mut old_orphan = instance("i-old", InstanceStatus::Assigned);
+    old_orphan.status_since = NOW - 700_000;
+    let mut just_launched = instance("i-new", InstanceStatus::Initializing);
+    just_launched.lifecycle = None;
+    just_launched.launched_at = NOW - 1_000;
+    let mut vanished = instance("i-gone", InstanceStatus::Available);
+    vanished.lifecycle = None;
+    let actions = plan(
+        &[],
+        &[young_orphan, old_orphan, just_launched, vanished],
+        NOW,
+        &policy(1, 10),
+    );
+    assert_eq!(terminated(&actions), vec!["i-old"]);
+    assert!(actions.contains(&Action::Forget {
+        instance: InstanceId("i-gone".into())
+    }));
+    // The just-launched instance counts as a spare in flight: no extra launch.
+    assert_eq!(launches(&actions), 0, "{actions:?}");
+}
+
+// --- properties -----------------------------------------------------------------------------
+
+fn arb_status() -> impl Strategy<Value = InstanceStatus> {
+    prop_oneof![
+        Just(InstanceStatus::Initializing),
+        Just(InstanceStatus::Available),
+        Just(InstanceStatus::Assigned),
+        Just(InstanceStatus::Terminating),
+    ]
+}
+
+fn arb_lifecycle() -> impl Strategy<Value = Option<Lifecycle>> {
+    prop_oneof![
+        4 => Just(Some(Lifecycle::Running)),
+        1 => Just(Some(Lifecycle::Pending)),
+        1 => Just(Some(Lifecycle::ShuttingDown)),
+        1 => Just(Some(Lifecycle::Stopped)),
+        1 => Just(None),
+    ]
+}
+
+fn arb_user_state() -> impl Strategy<Value = UserState> {
+    prop_oneof![
+        Just(UserState::Queued),
+        Just(UserState::Provisioning),
+        Just(UserState::Ready),
+        Just(UserState::Failed),
+        Just(UserState::Deleting),
+    ]
+}
+
+/// A random but self-consistent world: instances, and users of whom some hold distinct instances.
+fn arb_world() -> impl Strategy<Value = (Vec<UserIntent>, Vec<PoolInstance>, u32, u32)> {
+    let instances = prop::collection::vec(
+        (arb_status(), arb_lifecycle(), 0..900_000i64, any::<bool>()),
+        0..25,
+    );
+    let users = prop::collection::vec(
+        (
+            arb_user_state(),
+            any::<prop::sample::Index>(),
+            any::<bool>(),
+        ),
+        0..20,
+    );
+    (instances, users, 0u32..6, 0u32..30).prop_map(|(instances, users, spare, max_extra)| {
+        let instances: Vec<PoolInstance> = instances
+            .into_iter()
+            .enumerate()
+            .map(|(n, (status, lifecycle, age, probing))| PoolInstance {
+                id: InstanceId(format!("i-{n}")),
+                tier: "default".into(),
+                status,
+                lifecycle,
+                launched_at: NOW - age,
+                status_since: NOW - age / 2,
+                probe: probing.then(|| (format!("cmd-{n}"), NOW - 1_000)),
+                probe_failed_at: None,
+            })
+            .collect();
+        let mut free: Vec<InstanceId> = instances.iter().map(|i| i.id.clone()).collect();
+        let users = users
+            .into_iter()
+            .enumerate()
+            .map(|(n, (state, pick, holds))| {
+                let instance = if matches!(state, UserState::Queued | UserState::Failed)
+                    || !holds
+                    || free.is_empty()
+                {
+                    None
+                } else {
+                    Some(free.remove(pick.index(free.len())))
+                };
+                UserIntent {
+                    user: UserId::parse(&format!("user-{n}")).unwrap(),
+                    tier: "default".into(),
+                    state,
+                    instance,
+                    requested_at: n as Millis,
+                }
+            })
+            .collect();
+        (users, instances, spare, spare + max_extra)
+    })
+}
+
+proptest! {
+    #[test]
+    fn plan_never_launches_past_the_maximum((users, instances, spare, max) in arb_world()) {
+        let policy = policy(spare, max);
+        let actions = plan(&users, &instances, NOW, &policy);
+        let counted = instances
+            .iter()
+            .filter(|i| match i.lifecycle {
+                Some(l) => !l.is_gone() && i.status != InstanceStatus::Terminating,
+                None => i.status == InstanceStatus::Initializing
+                    && NOW - i.launched_at <= policy.launch_visibility_grace,
+            })
+            .count() as u32;
+        let launched = launches(&actions);
+        prop_assert!(launched == 0 || counted + launched <= max,
+            "counted {counted} + launched {launched} > max {max}");
+    }
+
+    #[test]
+    fn plan_never_terminates_or_reassigns_an_instance_its_user_wants((users, instances, spare, max) in arb_world()) {
+        let actions = plan(&users, &instances, NOW, &policy(spare, max));
+        let wanted: HashSet<&str> = users
+            .iter()
+            .filter(|u| u.state.wants_instance())
+            .filter_map(|u| u.instance.as_ref().map(|i| i.0.as_str()))
+            .collect();
+        for id in terminated(&actions) {
+            prop_assert!(!wanted.contains(id), "terminated wanted instance {id}");
+        }
+        for (_, id) in assigned(&actions) {
+            prop_assert!(!wanted.contains(id), "reassigned wanted instance {id}");
+        }
+    }
+
+    #[test]
+    fn plan_never_gives_a_user_two_instances((users, instances, spare, max) in arb_world()) {
+        let actions = plan(&users, &instances, NOW, &policy(spare, max));
+        let mut users_seen = HashSet::new();
+        let mut instances_seen = HashSet::new();
+        let holding: HashSet<&str> = users
+            .iter()
+            .filter(|u| u.instance.is_some())
+            .map(|u| u.user.as_str())
+            .collect();
+        let held: HashSet<&str> = users
+            .iter()
+            .filter_map(|u| u.instance.as_ref().map(|i| i.0.as_str()))
+            .collect();
+        for (user, instance) in assigned(&actions) {
+            prop_assert!(users_seen.insert(user), "{user} assigned twice");
+            prop_assert!(instances_seen.insert(instance), "{instance} assigned twice");
+            prop_assert!(!holding.contains(user), "{user} already holds an instance");
+            prop_assert!(!held.contains(instance), "{instance} already held");
+            let picked = instances.iter().find(|i| i.id.0 == instance).unwrap();
+            prop_assert_eq!(picked.status, InstanceStatus::Available);
+        }
+    }
+
+    #[test]
+    fn a_deficit_launches_and_a_surplus_terminates_only_available_spares(
+        (users, instances, spare, max) in arb_world()
+    ) {
+        let policy = policy(spare, max);
+        let actions = plan(&users, &instances, NOW, &policy);
+        let by_id: HashMap<&str, &PoolInstance> =
+            instances.iter().map(|i| (i.id.0.as_str(), i)).collect();
+        let surplus: Vec<&str> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Terminate { instance, reason: TerminateReason::Surplus } => Some(instance.0.as_str()),
+                _ => None,
+            })
+            .collect();
+        for id in &surplus {
+            prop_assert_eq!(by_id[id].status, InstanceStatus::Available);
+        }
+        prop_assert!(surplus.is_empty() || launches(&actions) == 0, "launch and shed at once");
+        // With no instances at all, a positive target always launches (room permitting).
+        if instances.is_empty() && spare > 0 {
+            prop_assert!(launches(&actions) >= spare.min(max));
+        }
+    }
+}

@@ -1,0 +1,1140 @@
+//! The reconciler: observe -> plan -> execute, one pass at a time.
+//!
+//! Owns: turning `plan`'s actions into cloud calls and store writes, the claim and teardown step
+//! machines, and the loop with its error policy. Must not: decide pool policy (that is `plan`),
+//! assume why it ran (every pass re-observes), or touch a secret value.
+//!
+//! Crash safety: every claim step writes its result to the user's row before the next step
+//! starts, and every step is idempotent, so after a crash the next pass simply redoes the
+//! recorded step. A teardown (rollback, release, recovery) is a sequence of idempotent deletes run
+//! from the row's recorded resources, falling back to lookups by deterministic name or path for
+//! anything created but not yet recorded.
+
+use crate::cloud::{Cloud, CloudError, CloudErrorKind, CommandStatus, LaunchRequest, Tags, tags};
+use crate::commands::{self, ContainerSpec};
+use crate::model::{ClaimStep, InstanceId, InstanceStatus, Millis, UserId, UserState};
+use crate::plan::{self, Action, Policy, PoolInstance, TerminateReason, UserIntent};
+use crate::store::{InstanceRecord, Store, StoreError, UserRecord};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+
+/// A source of "now" in epoch milliseconds. Tests inject their own.
+pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as Millis)
+            .unwrap_or(0)
+    })
+}
+
+/// What the reconciler needs to know beyond `plan`'s policy.
+#[derive(Debug, Clone)]
+pub struct ReconcilerConfig {
+    /// The value of the `spotpool:pool` tag on every resource this daemon creates.
+    pub pool: String,
+    pub policy: Policy,
+    pub listener_arns: Vec<String>,
+    pub container_image: String,
+    pub container_port: u16,
+    /// The start-container command may run this long before the attempt fails.
+    pub container_timeout: Duration,
+    /// The readiness probe command may run this long before it counts as failed.
+    pub probe_command_timeout: Duration,
+    /// Attempts per claim (each on a fresh instance) before the user is failed.
+    pub claim_attempts: u32,
+    /// A claim step failing with a retryable error keeps being retried for this long.
+    pub claim_step_deadline: Duration,
+    pub reconcile_interval: Duration,
+    pub poll_interval: Duration,
+    pub max_in_flight: usize,
+}
+
+/// Why a pass ended the way it did; the loop picks the next delay from it (kube-rs `Action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing in flight: wait for the full interval or a wake-up.
+    Converged,
+    /// Work in flight (probes, claims, releases): come back after this delay.
+    Requeue(Duration),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("observing instances: {0}")]
+    Observe(#[source] CloudError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Liveness of the loop, shared with `/readyz`.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// When the last pass succeeded (epoch ms), 0 if none has.
+    pub last_success: AtomicI64,
+    pub passes: AtomicU64,
+}
+
+/// What happened to one action; failures are logged and retried on a later pass.
+enum StepResult {
+    Done,
+    /// Still in flight; come back on the next poll.
+    Waiting,
+}
+
+type StepOutcome = Result<StepResult, StepError>;
+
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Clone)]
+pub struct Reconciler {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    cloud: Arc<dyn Cloud>,
+    config: ReconcilerConfig,
+    clock: Clock,
+    wake: Arc<Notify>,
+    health: Arc<Health>,
+    launch_seq: AtomicU64,
+}
+
+/// Teardown flavours: what happens to the user afterwards and to the secret.
+#[derive(Debug, Clone, PartialEq)]
+enum Teardown {
+    /// A claim step failed: undo, then retry on another instance or fail the user.
+    Rollback { cause: String },
+    /// The user's instance vanished: undo, then queue the user first in line (no attempt used).
+    Recover,
+    /// The user asked to go: undo everything including the secret, then delete the row.
+    Release,
+}
+
+impl Reconciler {
+    pub fn new(
+        store: Store,
+        cloud: Arc<dyn Cloud>,
+        config: ReconcilerConfig,
+        clock: Clock,
+        wake: Arc<Notify>,
+        health: Arc<Health>,
+    ) -> Reconciler {
+        Reconciler {
+            inner: Arc::new(Inner {
+                store,
+                cloud,
+                config,
+                clock,
+                wake,
+                health,
+                launch_seq: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Runs passes until `shutdown` resolves. A failed pass never ends the loop: the error policy
+    /// backs off exponentially (1 s doubling to 60 s) and the loop goes on.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut delay = Duration::ZERO;
+        let mut consecutive_failures: u32 = 0;
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(delay) => {}
+            }
+            match self.reconcile_once().await {
+                Ok(Outcome::Converged) => {
+                    consecutive_failures = 0;
+                    delay = self.inner.config.reconcile_interval;
+                }
+                Ok(Outcome::Requeue(after)) => {
+                    consecutive_failures = 0;
+                    delay = after;
+                }
+                Err(error) => {
+                    consecutive_failures += 1;
+                    delay = error_policy(consecutive_failures);
+                    tracing::warn!(error = %error, retry_in = ?delay, "reconcile pass failed");
+                }
+            }
+        }
+        tracing::info!("reconciler stopped");
+    }
+
+    /// One pass: observe the cloud, merge it into the ledger, plan, and execute the actions.
+    pub async fn reconcile_once(&self) -> Result<Outcome, ReconcileError> {
+        let started = Instant::now();
+        let result = self.pass().await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(_) => "error",
+        };
+        metrics::counter!("spotpool_reconcile_passes_total", "outcome" => outcome).increment(1);
+        metrics::histogram!("spotpool_reconcile_pass_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        if result.is_ok() {
+            let health = &self.inner.health;
+            health
+                .last_success
+                .store((self.inner.clock)(), Ordering::Relaxed);
+            health.passes.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn pass(&self) -> Result<Outcome, ReconcileError> {
+        let inner = &self.inner;
+        let observed = inner
+            .cloud
+            .describe_pool_instances()
+            .await
+            .map_err(ReconcileError::Observe)?;
+        let now = (inner.clock)();
+        let ledger = self.sync_ledger(&observed, now).await?;
+        let lifecycles: HashMap<&InstanceId, _> =
+            observed.iter().map(|i| (&i.id, i.lifecycle)).collect();
+        let instances: Vec<PoolInstance> = ledger
+            .iter()
+            .map(|r| PoolInstance {
+                id: r.instance_id.clone(),
+                tier: r.tier.clone(),
+                status: r.status,
+                lifecycle: lifecycles.get(&r.instance_id).copied(),
+                launched_at: r.launched_at,
+                status_since: r.status_since,
+                probe: r
+                    .probe_command_id
+                    .clone()
+                    .map(|c| (c, r.probe_sent_at.unwrap_or(now))),
+                probe_failed_at: r.probe_failed_at,
+            })
+            .collect();
+        let users = inner.store.list_users().await?;
+        let intents: Vec<UserIntent> = users
+            .iter()
+            .map(|u| UserIntent {
+                user: u.user_id.clone(),
+                tier: u.tier.clone(),
+                state: u.state,
+                instance: u.instance_id.clone(),
+                requested_at: u.requested_at,
+            })
+            .collect();
+        export_gauges(&ledger, &users, &inner.config.policy);
+
+        let actions = plan::plan(&intents, &instances, now, &inner.config.policy);
+        let in_flight = !actions.is_empty()
+            || ledger.iter().any(|r| {
+                matches!(
+                    r.status,
+                    InstanceStatus::Initializing | InstanceStatus::Terminating
+                )
+            });
+        self.execute(actions).await;
+        Ok(if in_flight {
+            Outcome::Requeue(inner.config.poll_interval)
+        } else {
+            Outcome::Converged
+        })
+    }
+
+    /// Adopts instances tagged for this pool that the ledger does not know (after a restart or a
+    /// lost launch response) and refreshes what AWS reports about known ones.
+    async fn sync_ledger(
+        &self,
+        observed: &[crate::cloud::CloudInstance],
+        now: Millis,
+    ) -> Result<Vec<InstanceRecord>, StoreError> {
+        let store = &self.inner.store;
+        let mut ledger: HashMap<InstanceId, InstanceRecord> = store
+            .list_instances()
+            .await?
+            .into_iter()
+            .map(|r| (r.instance_id.clone(), r))
+            .collect();
+        let default_tier = self
+            .inner
+            .config
+            .policy
+            .tiers
+            .first()
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
+        for seen in observed {
+            let known = ledger.get(&seen.id);
+            let mut record = match known {
+                Some(record) => record.clone(),
+                None => {
+                    let status = seen.status.unwrap_or(InstanceStatus::Initializing);
+                    tracing::info!(instance = %seen.id, %status, "adopting instance tagged for this pool");
+                    store
+                        .record(
+                            now,
+                            "instance.adopted",
+                            None,
+                            Some(&seen.id),
+                            &format!("adopted with status {status}"),
+                        )
+                        .await?;
+                    InstanceRecord {
+                        instance_id: seen.id.clone(),
+                        tier: seen.tier.clone().unwrap_or_else(|| default_tier.clone()),
+                        status,
+                        arn: None,
+                        instance_type: None,
+                        availability_zone: None,
+                        private_ip: None,
+                        launched_at: seen.launched_at,
+                        status_since: now,
+                        probe_command_id: None,
+                        probe_sent_at: None,
+                        probe_failed_at: None,
+                        probe_failures: 0,
+                        last_error: None,
+                    }
+                }
+            };
+            record.arn = Some(seen.arn.clone());
+            record.instance_type = Some(seen.instance_type.clone());
+            record.availability_zone = Some(seen.availability_zone.clone());
+            record.private_ip = seen.private_ip.clone();
+            if known != Some(&record) {
+                store.put_instance(&record).await?;
+                ledger.insert(record.instance_id.clone(), record);
+            }
+        }
+        let mut records: Vec<InstanceRecord> = ledger.into_values().collect();
+        records
+            .sort_by(|a, b| (a.launched_at, &a.instance_id).cmp(&(b.launched_at, &b.instance_id)));
+        Ok(records)
+    }
+
+    /// Runs the actions concurrently, at most `max_in_flight` at once. Failures are logged and
+    /// counted; the next pass plans again from fresh observations.
+    async fn execute(&self, actions: Vec<Action>) {
+        let permits = Arc::new(Semaphore::new(self.inner.config.max_in_flight));
+        let mut tasks = JoinSet::new();
+        for action in actions {
+            let this = self.clone();
+            let permits = permits.clone();
+            tasks.spawn(async move {
+                let Ok(_permit) = permits.acquire_owned().await else {
+                    return;
+                };
+                let kind = action_kind(&action);
+                if let Err(error) = this.run_action(&action).await {
+                    metrics::counter!("spotpool_action_errors_total", "action" => kind).increment(1);
+                    tracing::warn!(?action, error = %error, "action failed; will retry on a later pass");
+                }
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(error) = joined {
+                tracing::error!(error = %error, "action task panicked");
+            }
+        }
+    }
+
+    async fn run_action(&self, action: &Action) -> Result<(), StepError> {
+        let now = (self.inner.clock)();
+        match action {
+            Action::Launch {
+                tier,
+                instance_type,
+                subnet_id,
+                count,
+            } => {
+                self.launch(tier, instance_type, subnet_id, *count, now)
+                    .await
+            }
+            Action::SendProbe { instance } => self.send_probe(instance, now).await,
+            Action::CheckProbe {
+                instance,
+                command_id,
+            } => self.check_probe(instance, command_id, now).await,
+            Action::Terminate { instance, reason } => self.terminate(instance, *reason, now).await,
+            Action::Forget { instance } => {
+                self.inner.store.delete_instance(instance).await?;
+                self.journal(
+                    now,
+                    "instance.gone",
+                    None,
+                    Some(instance),
+                    "no longer listed by EC2",
+                )
+                .await
+            }
+            Action::Assign { user, instance } => {
+                if self.inner.store.assign(user, instance, now).await? {
+                    self.journal(
+                        now,
+                        "claim.assigned",
+                        Some(user),
+                        Some(instance),
+                        "spare claimed",
+                    )
+                    .await?;
+                    self.advance_claim(user).await?;
+                }
+                Ok(())
+            }
+            Action::AdvanceClaim { user } => self.advance_claim(user).await,
+            Action::Release { user } => self.teardown_user(user, Teardown::Release).await,
+            Action::Recover { user } => self.teardown_user(user, Teardown::Recover).await,
+        }
+    }
+
+    async fn journal(
+        &self,
+        now: Millis,
+        kind: &str,
+        user: Option<&UserId>,
+        instance: Option<&InstanceId>,
+        message: &str,
+    ) -> Result<(), StepError> {
+        tracing::info!(kind, user = ?user.map(UserId::as_str), instance = ?instance.map(|i| i.0.as_str()), message);
+        self.inner
+            .store
+            .record(now, kind, user, instance, message)
+            .await?;
+        Ok(())
+    }
+
+    // --- pool instances --------------------------------------------------------------------
+
+    async fn launch(
+        &self,
+        tier: &str,
+        instance_type: &str,
+        subnet_id: &str,
+        count: u32,
+        now: Millis,
+    ) -> Result<(), StepError> {
+        let seq = self.inner.launch_seq.fetch_add(1, Ordering::Relaxed);
+        let request = LaunchRequest {
+            tier: tier.to_string(),
+            instance_type: instance_type.to_string(),
+            subnet_id: subnet_id.to_string(),
+            count,
+            client_token: format!("sp-{now}-{seq}"),
+        };
+        let ids = match self.inner.cloud.launch_instances(&request).await {
+            Ok(ids) => ids,
+            Err(error) => {
+                metrics::counter!("spotpool_launches_total", "tier" => tier.to_string(), "outcome" => error.kind.as_str())
+                    .increment(u64::from(count));
+                return Err(error.into());
+            }
+        };
+        metrics::counter!("spotpool_launches_total", "tier" => tier.to_string(), "outcome" => "ok")
+            .increment(ids.len() as u64);
+        for id in &ids {
+            self.inner
+                .store
+                .put_instance(&InstanceRecord {
+                    instance_id: id.clone(),
+                    tier: tier.to_string(),
+                    status: InstanceStatus::Initializing,
+                    arn: None,
+                    instance_type: Some(instance_type.to_string()),
+                    availability_zone: None,
+                    private_ip: None,
+                    launched_at: now,
+                    status_since: now,
+                    probe_command_id: None,
+                    probe_sent_at: None,
+                    probe_failed_at: None,
+                    probe_failures: 0,
+                    last_error: None,
+                })
+                .await?;
+            self.journal(
+                now,
+                "instance.launched",
+                None,
+                Some(id),
+                &format!("{instance_type} in {subnet_id}"),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn send_probe(&self, instance: &InstanceId, now: Millis) -> Result<(), StepError> {
+        let store = &self.inner.store;
+        let Some(mut record) = store.get_instance(instance).await? else {
+            return Ok(());
+        };
+        let script = commands::probe_script(&self.inner.config.container_image);
+        let timeout = self.inner.config.probe_command_timeout.as_secs() as u32;
+        match self
+            .inner
+            .cloud
+            .send_command(instance, "spotpool readiness probe", &script, timeout)
+            .await
+        {
+            Ok(command_id) => {
+                record.probe_command_id = Some(command_id);
+                record.probe_sent_at = Some(now);
+                store.put_instance(&record).await?;
+                Ok(())
+            }
+            Err(error) => {
+                // NotFound here means the SSM agent is not online yet: normal while booting.
+                record.probe_failed_at = Some(now);
+                if error.kind != CloudErrorKind::NotFound {
+                    record.probe_failures += 1;
+                    record.last_error = Some(error.to_string());
+                }
+                store.put_instance(&record).await?;
+                if error.kind == CloudErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(error.into())
+                }
+            }
+        }
+    }
+
+    async fn check_probe(
+        &self,
+        instance: &InstanceId,
+        command_id: &str,
+        now: Millis,
+    ) -> Result<(), StepError> {
+        let store = &self.inner.store;
+        let Some(mut record) = store.get_instance(instance).await? else {
+            return Ok(());
+        };
+        let status = self
+            .inner
+            .cloud
+            .command_status(command_id, instance)
+            .await?;
+        let sent_at = record.probe_sent_at.unwrap_or(now);
+        let limit = self.inner.config.probe_command_timeout.as_millis() as Millis;
+        let failure = match status {
+            CommandStatus::Success => {
+                // Mirror first, then the ledger: if the tag write fails, the probe runs again.
+                self.inner
+                    .cloud
+                    .tag_instance(
+                        instance,
+                        &one_tag(tags::STATUS, InstanceStatus::Available.as_str()),
+                    )
+                    .await?;
+                store
+                    .transition_instance(
+                        instance,
+                        InstanceStatus::Initializing,
+                        InstanceStatus::Available,
+                        now,
+                    )
+                    .await?;
+                return self
+                    .journal(
+                        now,
+                        "instance.available",
+                        None,
+                        Some(instance),
+                        "readiness probe passed",
+                    )
+                    .await;
+            }
+            CommandStatus::Pending if now - sent_at <= limit => return Ok(()),
+            CommandStatus::Pending => "probe command timed out".to_string(),
+            CommandStatus::Failed(message) => message,
+        };
+        record.probe_command_id = None;
+        record.probe_failed_at = Some(now);
+        record.probe_failures += 1;
+        record.last_error = Some(failure.clone());
+        store.put_instance(&record).await?;
+        metrics::counter!("spotpool_probe_failures_total").increment(1);
+        self.journal(now, "instance.probe_failed", None, Some(instance), &failure)
+            .await
+    }
+
+    async fn terminate(
+        &self,
+        instance: &InstanceId,
+        reason: TerminateReason,
+        now: Millis,
+    ) -> Result<(), StepError> {
+        let store = &self.inner.store;
+        if let Some(mut record) = store.get_instance(instance).await? {
+            if reason == TerminateReason::Surplus {
+                // Only an instance that is still an unclaimed spare may go as surplus.
+                if !store
+                    .transition_instance(
+                        instance,
+                        InstanceStatus::Available,
+                        InstanceStatus::Terminating,
+                        now,
+                    )
+                    .await?
+                {
+                    return Ok(());
+                }
+            } else if record.status != InstanceStatus::Terminating
+                || reason == TerminateReason::Retry
+            {
+                record.status = InstanceStatus::Terminating;
+                record.status_since = now;
+                store.put_instance(&record).await?;
+            }
+        }
+        self.terminate_in_cloud(instance).await?;
+        metrics::counter!("spotpool_terminations_total", "reason" => reason.as_str()).increment(1);
+        self.journal(
+            now,
+            "instance.terminating",
+            None,
+            Some(instance),
+            reason.as_str(),
+        )
+        .await
+    }
+
+    async fn terminate_in_cloud(&self, instance: &InstanceId) -> Result<(), StepError> {
+        let cloud = &self.inner.cloud;
+        // The tag is a mirror for on-call; a failure to write it must not keep the instance alive.
+        if let Err(error) = cloud
+            .tag_instance(
+                instance,
+                &one_tag(tags::STATUS, InstanceStatus::Terminating.as_str()),
+            )
+            .await
+            && error.kind != CloudErrorKind::NotFound
+        {
+            tracing::debug!(%instance, error = %error, "could not tag instance terminating");
+        }
+        cloud
+            .terminate_instances(std::slice::from_ref(instance))
+            .await?;
+        Ok(())
+    }
+
+    // --- claims ----------------------------------------------------------------------------
+
+    /// Runs the user's claim steps from the recorded one until it is ready, waiting on a command,
+    /// or failed. Each step's result is saved before the next starts.
+    async fn advance_claim(&self, user_id: &UserId) -> Result<(), StepError> {
+        loop {
+            let Some(user) = self.inner.store.get_user(user_id).await? else {
+                return Ok(());
+            };
+            if user.state != UserState::Provisioning {
+                return Ok(());
+            }
+            let step = user.claim_step.unwrap_or(ClaimStep::Assigned);
+            match self.claim_step(user.clone(), step).await {
+                Ok(StepResult::Done) => {
+                    if step == ClaimStep::TargetGroupReady {
+                        return Ok(());
+                    }
+                }
+                Ok(StepResult::Waiting) => return Ok(()),
+                Err(StepError::Cloud(error)) => {
+                    let now = (self.inner.clock)();
+                    let claimed_at = user.claimed_at.unwrap_or(now);
+                    let deadline = self.inner.config.claim_step_deadline.as_millis() as Millis;
+                    if error.kind.is_retryable() && now - claimed_at <= deadline {
+                        return Err(StepError::Cloud(error));
+                    }
+                    let cause = format!("claim step {} failed: {error}", step.as_str());
+                    return self
+                        .teardown_user(user_id, Teardown::Rollback { cause })
+                        .await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Performs one claim step and saves its result. `Done` means the row moved to the next step.
+    async fn claim_step(&self, mut user: UserRecord, step: ClaimStep) -> StepOutcome {
+        let inner = &self.inner;
+        let cloud = &inner.cloud;
+        let config = &inner.config;
+        let Some(instance) = user.instance_id.clone() else {
+            // A provisioning row always has an instance; treat a corrupt one as a failed attempt.
+            return Err(StepError::Cloud(CloudError::new(
+                CloudErrorKind::Fatal,
+                "Claim",
+                "NoInstance",
+                "provisioning user has no instance",
+            )));
+        };
+        let now = (inner.clock)();
+        let next = match step {
+            ClaimStep::Assigned => {
+                let record = inner.store.get_instance(&instance).await?;
+                let arn = record.and_then(|r| r.arn).unwrap_or_default();
+                let mut instance_tags = one_tag(tags::STATUS, InstanceStatus::Assigned.as_str());
+                instance_tags.insert(tags::USER_ID.into(), user.user_id.to_string());
+                let secret_arn = user.secret_arn.clone().unwrap_or_default();
+                let secret_tags = one_tag(tags::INSTANCE_ARN, &arn);
+                let (tagged, secret_tagged) = tokio::join!(
+                    cloud.tag_instance(&instance, &instance_tags),
+                    cloud.tag_secret(&secret_arn, &secret_tags),
+                );
+                tagged?;
+                secret_tagged?;
+                ClaimStep::Tagged
+            }
+            ClaimStep::Tagged => {
+                let record = inner.store.get_instance(&instance).await?;
+                let host_ip = record.as_ref().and_then(|r| r.private_ip.clone());
+                let secret_arn = user.secret_arn.clone().unwrap_or_default();
+                let script = commands::start_container_script(&ContainerSpec {
+                    user_id: user.user_id.as_str(),
+                    secret_arn: &secret_arn,
+                    image: &config.container_image,
+                    port: config.container_port,
+                    host_ip: host_ip.as_deref(),
+                    health_timeout_seconds: (config.container_timeout.as_secs() as u32)
+                        .saturating_sub(30)
+                        .max(30),
+                });
+                let command_id = cloud
+                    .send_command(
+                        &instance,
+                        &format!("spotpool start container for {}", user.user_id),
+                        &script,
+                        config.container_timeout.as_secs() as u32,
+                    )
+                    .await?;
+                user.command_id = Some(command_id);
+                user.command_sent_at = Some(now);
+                ClaimStep::ContainerStarting
+            }
+            ClaimStep::ContainerStarting => {
+                let command_id = user.command_id.clone().unwrap_or_default();
+                match cloud.command_status(&command_id, &instance).await? {
+                    CommandStatus::Success => ClaimStep::ContainerStarted,
+                    CommandStatus::Pending => {
+                        let sent = user.command_sent_at.unwrap_or(now);
+                        if now - sent <= config.container_timeout.as_millis() as Millis {
+                            return Ok(StepResult::Waiting);
+                        }
+                        return Err(StepError::Cloud(CloudError::new(
+                            CloudErrorKind::Fatal,
+                            "StartContainer",
+                            "Timeout",
+                            format!(
+                                "container did not start within {:?}",
+                                config.container_timeout
+                            ),
+                        )));
+                    }
+                    CommandStatus::Failed(output) => {
+                        return Err(StepError::Cloud(CloudError::new(
+                            CloudErrorKind::Fatal,
+                            "StartContainer",
+                            "CommandFailed",
+                            output,
+                        )));
+                    }
+                }
+            }
+            ClaimStep::ContainerStarted => {
+                let name = target_group_name(&user.route);
+                let mut group_tags = self.resource_tags(&user.user_id);
+                group_tags.insert(tags::INSTANCE_ID.into(), instance.0.clone());
+                let arn = cloud
+                    .create_target_group(&name, config.container_port, &group_tags)
+                    .await?;
+                // Record the ARN before registering so a crash in between still finds it.
+                user.target_group_arn = Some(arn.clone());
+                cloud
+                    .register_target(&arn, &instance, config.container_port)
+                    .await?;
+                ClaimStep::TargetGroupReady
+            }
+            ClaimStep::TargetGroupReady => return self.route_user(user, &instance, now).await,
+            ClaimStep::Routed => return Ok(StepResult::Done),
+        };
+        user.claim_step = Some(next);
+        user.updated_at = now;
+        if !inner.store.update_user(&mut user).await? {
+            // The row changed under us (a DELETE): the next pass acts on its new state.
+            return Ok(StepResult::Waiting);
+        }
+        self.journal(
+            now,
+            &format!("claim.{}", next.as_str()),
+            Some(&user.user_id),
+            Some(&instance),
+            "claim step done",
+        )
+        .await?;
+        Ok(StepResult::Done)
+    }
+
+    /// The last claim step: a listener rule for `/{route}/*`, then the user is ready.
+    async fn route_user(
+        &self,
+        mut user: UserRecord,
+        instance: &InstanceId,
+        now: Millis,
+    ) -> StepOutcome {
+        let inner = &self.inner;
+        let cloud = &inner.cloud;
+        if user.listener_arn.is_none() || user.rule_priority.is_none() {
+            let listener = self.pick_listener().await?;
+            let mut used: Vec<u32> = inner.store.used_priorities(&listener).await?;
+            used.extend(
+                cloud
+                    .describe_rules(&listener)
+                    .await?
+                    .into_iter()
+                    .filter_map(|r| r.priority),
+            );
+            user.listener_arn = Some(listener);
+            user.rule_priority = Some(lowest_free_priority(&used));
+            user.updated_at = now;
+            if !inner.store.update_user(&mut user).await? {
+                return Ok(StepResult::Waiting);
+            }
+        }
+        let (Some(listener), Some(priority), Some(group)) = (
+            user.listener_arn.clone(),
+            user.rule_priority,
+            user.target_group_arn.clone(),
+        ) else {
+            return Ok(StepResult::Waiting);
+        };
+        let path = route_path(&user.route);
+        let mut rule_tags = self.resource_tags(&user.user_id);
+        rule_tags.insert(tags::INSTANCE_ID.into(), instance.0.clone());
+        let rule_arn = match cloud
+            .create_rule(&listener, priority, &path, &group, &rule_tags)
+            .await
+        {
+            Ok(arn) => arn,
+            Err(error) if error.kind == CloudErrorKind::Conflict => {
+                // PriorityInUse: someone else took it. If it is our own rule from before a
+                // crash, adopt it; otherwise forget the priority and pick another next time.
+                let ours = cloud
+                    .describe_rules(&listener)
+                    .await?
+                    .into_iter()
+                    .find(|r| r.priority == Some(priority) && r.path_patterns.contains(&path));
+                match ours {
+                    Some(rule) => rule.arn,
+                    None => {
+                        user.rule_priority = None;
+                        user.updated_at = now;
+                        inner.store.update_user(&mut user).await?;
+                        return Ok(StepResult::Done);
+                    }
+                }
+            }
+            Err(error) => return Err(error.into()),
+        };
+        user.rule_arn = Some(rule_arn);
+        user.claim_step = Some(ClaimStep::Routed);
+        user.state = UserState::Ready;
+        user.ready_at = Some(now);
+        user.error = None;
+        user.updated_at = now;
+        if !inner.store.update_user(&mut user).await? {
+            return Ok(StepResult::Waiting);
+        }
+        let seconds = (now - user.requested_at).max(0) as f64 / 1000.0;
+        metrics::counter!("spotpool_claims_total", "outcome" => "ready").increment(1);
+        metrics::histogram!("spotpool_claim_duration_seconds").record(seconds);
+        self.journal(
+            now,
+            "claim.ready",
+            Some(&user.user_id),
+            Some(instance),
+            &format!("ready in {seconds:.2}s"),
+        )
+        .await?;
+        Ok(StepResult::Done)
+    }
+
+    /// The listener with the fewest users, so a comma list of listeners shards evenly.
+    async fn pick_listener(&self) -> Result<String, StepError> {
+        let loads: HashMap<String, i64> = self
+            .inner
+            .store
+            .users_per_listener()
+            .await?
+            .into_iter()
+            .collect();
+        let listeners = &self.inner.config.listener_arns;
+        let best = listeners
+            .iter()
+            .min_by_key(|l| loads.get(*l).copied().unwrap_or(0))
+            .cloned();
+        best.ok_or_else(|| {
+            StepError::Cloud(CloudError::new(
+                CloudErrorKind::Fatal,
+                "Claim",
+                "NoListener",
+                "no listener configured",
+            ))
+        })
+    }
+
+    fn resource_tags(&self, user: &UserId) -> Tags {
+        let mut out = one_tag(tags::POOL, &self.inner.config.pool);
+        out.insert(tags::USER_ID.into(), user.to_string());
+        out
+    }
+
+    // --- teardown --------------------------------------------------------------------------
+
+    /// Undoes everything the user's row records, in reverse order of creation: rule, target
+    /// group, instance, secret tag (or the secret, on release). Every delete is idempotent.
+    async fn teardown_user(&self, user_id: &UserId, mode: Teardown) -> Result<(), StepError> {
+        let inner = &self.inner;
+        let cloud = &inner.cloud;
+        let Some(mut user) = inner.store.get_user(user_id).await? else {
+            return Ok(());
+        };
+        let now = (inner.clock)();
+        let kind = match &mode {
+            Teardown::Rollback { .. } => "rollback",
+            Teardown::Recover => "recover",
+            Teardown::Release => "release",
+        };
+
+        // 1. The listener rule, by ARN or, if a crash lost the ARN, by its path.
+        let path = route_path(&user.route);
+        let mut rules = Vec::new();
+        if let Some(arn) = &user.rule_arn {
+            rules.push(arn.clone());
+        } else if let Some(listener) = &user.listener_arn {
+            rules.extend(
+                cloud
+                    .describe_rules(listener)
+                    .await?
+                    .into_iter()
+                    .filter(|r| r.path_patterns.contains(&path))
+                    .map(|r| r.arn),
+            );
+        }
+        for arn in rules {
+            cloud.delete_rule(&arn).await?;
+        }
+
+        // 2. The target group, by ARN or by its deterministic name.
+        let group = match &user.target_group_arn {
+            Some(arn) => Some(arn.clone()),
+            None if user.claim_step >= Some(ClaimStep::ContainerStarted)
+                || mode == Teardown::Release =>
+            {
+                cloud
+                    .find_target_group(&target_group_name(&user.route))
+                    .await?
+            }
+            None => None,
+        };
+        if let Some(arn) = group {
+            cloud.delete_target_group(&arn).await?;
+        }
+
+        // 3. The instance: back to the pool if nothing ran on it, otherwise terminated.
+        if let Some(instance) = user.instance_id.clone() {
+            let dirty = user.claim_step >= Some(ClaimStep::ContainerStarting);
+            let record = inner.store.get_instance(&instance).await?;
+            let reusable = !dirty
+                && mode != Teardown::Recover
+                && record
+                    .as_ref()
+                    .is_some_and(|r| r.status == InstanceStatus::Assigned);
+            if reusable {
+                cloud.untag_instance(&instance, &[tags::USER_ID]).await?;
+                cloud
+                    .tag_instance(
+                        &instance,
+                        &one_tag(tags::STATUS, InstanceStatus::Available.as_str()),
+                    )
+                    .await?;
+                inner
+                    .store
+                    .transition_instance(
+                        &instance,
+                        InstanceStatus::Assigned,
+                        InstanceStatus::Available,
+                        now,
+                    )
+                    .await?;
+                self.journal(
+                    now,
+                    &format!("{kind}.instance_returned"),
+                    Some(user_id),
+                    Some(&instance),
+                    "returned to the pool",
+                )
+                .await?;
+            } else {
+                if let Some(mut record) = record {
+                    record.status = InstanceStatus::Terminating;
+                    record.status_since = now;
+                    inner.store.put_instance(&record).await?;
+                }
+                self.terminate_in_cloud(&instance).await?;
+                self.journal(
+                    now,
+                    &format!("{kind}.instance_terminated"),
+                    Some(user_id),
+                    Some(&instance),
+                    "terminated",
+                )
+                .await?;
+            }
+        }
+
+        // 4. The secret: deleted on release; otherwise only unbound from the old instance.
+        if let Some(secret) = &user.secret_arn {
+            match mode {
+                Teardown::Release => cloud.delete_secret(secret).await?,
+                _ => match cloud.untag_secret(secret, &[tags::INSTANCE_ARN]).await {
+                    Err(error) if error.kind != CloudErrorKind::NotFound => {
+                        return Err(error.into());
+                    }
+                    _ => {}
+                },
+            }
+        }
+
+        // 5. The row.
+        if mode == Teardown::Release {
+            if inner.store.delete_user(&user).await? {
+                metrics::counter!("spotpool_releases_total").increment(1);
+                self.journal(
+                    now,
+                    "release.done",
+                    Some(user_id),
+                    None,
+                    "everything removed",
+                )
+                .await?;
+            }
+            return Ok(());
+        }
+        user.instance_id = None;
+        user.claim_step = None;
+        user.command_id = None;
+        user.command_sent_at = None;
+        user.target_group_arn = None;
+        user.listener_arn = None;
+        user.rule_priority = None;
+        user.rule_arn = None;
+        user.claimed_at = None;
+        user.ready_at = None;
+        user.updated_at = now;
+        let message = match mode {
+            Teardown::Rollback { cause } => {
+                user.attempts += 1;
+                user.error = Some(cause.clone());
+                if user.attempts >= inner.config.claim_attempts {
+                    user.state = UserState::Failed;
+                    metrics::counter!("spotpool_claims_total", "outcome" => "failed").increment(1);
+                    format!("failed after {} attempts: {cause}", user.attempts)
+                } else {
+                    user.state = UserState::Queued;
+                    metrics::counter!("spotpool_claims_total", "outcome" => "retried").increment(1);
+                    format!("attempt {} rolled back, retrying: {cause}", user.attempts)
+                }
+            }
+            Teardown::Recover => {
+                // The user keeps their place in the queue (requested_at is unchanged).
+                user.state = UserState::Queued;
+                metrics::counter!("spotpool_recoveries_total").increment(1);
+                "instance lost; queued first in line".to_string()
+            }
+            Teardown::Release => unreachable!("handled above"),
+        };
+        if inner.store.update_user(&mut user).await? {
+            let kind = if user.state == UserState::Failed {
+                "claim.failed"
+            } else {
+                "claim.requeued"
+            };
+            self.journal(now, kind, Some(user_id), None, &message)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn one_tag(key: &str, value: &str) -> Tags {
+    let mut out = Tags::new();
+    out.insert(key.to_string(), value.to_string());
+    out
+}
+
+/// `sp-<route>`: stable for the user's lifetime and well under the 32-character limit.
+pub fn target_group_name(route: &str) -> String {
+    format!("sp-{route}")
+}
+
+/// The listener rule's path pattern.
+pub fn route_path(route: &str) -> String {
+    format!("/{route}/*")
+}
+
+/// The lowest listener priority (1-50000) not in `used`.
+fn lowest_free_priority(used: &[u32]) -> u32 {
+    let taken: std::collections::HashSet<u32> = used.iter().copied().collect();
+    (1..=50_000).find(|p| !taken.contains(p)).unwrap_or(50_000)
+}
+
+/// Delay after `failures` consecutive failed passes: 1 s doubling, capped at 60 s.
+pub fn error_policy(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
+}
+
+fn action_kind(action: &Action) -> &'static str {
+    match action {
+        Action::Launch { .. } => "launch",
+        Action::SendProbe { .. } => "send_probe",
+        Action::CheckProbe { .. } => "check_probe",
+        Action::Terminate { .. } => "terminate",
+        Action::Forget { .. } => "forget",
+        Action::Assign { .. } => "assign",
+        Action::AdvanceClaim { .. } => "advance_claim",
+        Action::Release { .. } => "release",
+        Action::Recover { .. } => "recover",
+    }
+}
+
+fn export_gauges(ledger: &[InstanceRecord], users: &[UserRecord], policy: &Policy) {
+    for tier in &policy.tiers {
+        for status in InstanceStatus::ALL {
+            let count = ledger
+                .iter()
+                .filter(|r| r.tier == tier.name && r.status == status)
+                .count();
+            metrics::gauge!("spotpool_pool_instances", "tier" => tier.name.clone(), "status" => status.as_str())
+                .set(count as f64);
+        }
+    }
+    for state in UserState::ALL {
+        let count = users.iter().filter(|u| u.state == state).count();
+        metrics::gauge!("spotpool_users", "state" => state.as_str()).set(count as f64);
+    }
+}

@@ -1,0 +1,686 @@
+//! The store: desired state (users), the instance ledger and the journal, in SQLite via sqlx.
+//!
+//! Owns: all SQL. Plain async functions returning domain types. Must not: call the cloud or
+//! hold a secret value (only secret ARNs are stored).
+//!
+//! Concurrency: the API and the reconciler both write user rows. Every row carries a `version`;
+//! the reconciler writes with `update_user`, which only applies if nobody changed the row since it
+//! was read, so a DELETE that lands mid-claim is never overwritten. The one cross-row invariant
+//! (an instance serves at most one user) is enforced by `assign`'s transaction and by the unique
+//! index on `users.instance_id`.
+
+use crate::model::{ClaimStep, InstanceId, InstanceStatus, Millis, UserId, UserState};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
+use sqlx::{Row, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("running migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A user's row: desired state plus the claim's journal state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    pub user_id: UserId,
+    pub tier: String,
+    pub route: String,
+    pub state: UserState,
+    pub secret_arn: Option<String>,
+    pub instance_id: Option<InstanceId>,
+    pub claim_step: Option<ClaimStep>,
+    pub command_id: Option<String>,
+    pub command_sent_at: Option<Millis>,
+    pub target_group_arn: Option<String>,
+    pub listener_arn: Option<String>,
+    pub rule_priority: Option<u32>,
+    pub rule_arn: Option<String>,
+    pub attempts: u32,
+    pub error: Option<String>,
+    pub requested_at: Millis,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub claimed_at: Option<Millis>,
+    pub ready_at: Option<Millis>,
+    pub version: i64,
+}
+
+impl UserRecord {
+    /// A freshly requested user, queued.
+    pub fn queued(
+        user_id: UserId,
+        tier: String,
+        route: String,
+        secret_arn: String,
+        now: Millis,
+    ) -> UserRecord {
+        UserRecord {
+            user_id,
+            tier,
+            route,
+            state: UserState::Queued,
+            secret_arn: Some(secret_arn),
+            instance_id: None,
+            claim_step: None,
+            command_id: None,
+            command_sent_at: None,
+            target_group_arn: None,
+            listener_arn: None,
+            rule_priority: None,
+            rule_arn: None,
+            attempts: 0,
+            error: None,
+            requested_at: now,
+            created_at: now,
+            updated_at: now,
+            claimed_at: None,
+            ready_at: None,
+            version: 0,
+        }
+    }
+}
+
+/// A row of the instance ledger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRecord {
+    pub instance_id: InstanceId,
+    pub tier: String,
+    pub status: InstanceStatus,
+    pub arn: Option<String>,
+    pub instance_type: Option<String>,
+    pub availability_zone: Option<String>,
+    pub private_ip: Option<String>,
+    pub launched_at: Millis,
+    pub status_since: Millis,
+    pub probe_command_id: Option<String>,
+    pub probe_sent_at: Option<Millis>,
+    pub probe_failed_at: Option<Millis>,
+    pub probe_failures: u32,
+    pub last_error: Option<String>,
+}
+
+/// One journal entry (also an event).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct JournalEntry {
+    pub id: i64,
+    pub at: Millis,
+    pub kind: String,
+    pub user_id: Option<String>,
+    pub instance_id: Option<String>,
+    pub message: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if missing) the database at `url` and runs the embedded migrations.
+    /// `sqlite::memory:` gives a private in-memory database (one connection).
+    pub async fn open(url: &str) -> StoreResult<Store> {
+        let in_memory = url.contains(":memory:");
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(if in_memory {
+                SqliteJournalMode::Memory
+            } else {
+                SqliteJournalMode::Wal
+            })
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            // An in-memory database exists per connection, so it must be exactly one.
+            .max_connections(if in_memory { 1 } else { 8 })
+            .min_connections(if in_memory { 1 } else { 0 })
+            .idle_timeout(if in_memory {
+                None
+            } else {
+                Some(Duration::from_secs(600))
+            })
+            .max_lifetime(if in_memory {
+                None
+            } else {
+                Some(Duration::from_secs(3600))
+            })
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // --- users -----------------------------------------------------------------------------
+
+    pub async fn get_user(&self, user: &UserId) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query("SELECT * FROM users WHERE user_id = $1")
+            .bind(user.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    pub async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
+        let rows = sqlx::query("SELECT * FROM users ORDER BY requested_at, user_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    /// Inserts a new user. An existing user id is a `Conflict` (the caller re-reads it).
+    pub async fn insert_user(&self, user: &UserRecord) -> StoreResult<()> {
+        let result = sqlx::query(
+            "INSERT INTO users (user_id, tier, route, state, secret_arn, attempts, requested_at,
+                                created_at, updated_at, version)
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, 0)",
+        )
+        .bind(user.user_id.as_str())
+        .bind(&user.tier)
+        .bind(&user.route)
+        .bind(user.state.as_str())
+        .bind(&user.secret_arn)
+        .bind(user.requested_at)
+        .bind(user.created_at)
+        .bind(user.updated_at)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(
+                format!("user {} already exists", user.user_id),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes every mutable column of `user` if the row still has `user.version`; bumps the
+    /// version in `user` on success. Returns false (and writes nothing) if the row changed.
+    pub async fn update_user(&self, user: &mut UserRecord) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE users SET state = $1, secret_arn = $2, instance_id = $3, claim_step = $4,
+                command_id = $5, command_sent_at = $6, target_group_arn = $7, listener_arn = $8,
+                rule_priority = $9, rule_arn = $10, attempts = $11, error = $12,
+                requested_at = $13, updated_at = $14, claimed_at = $15, ready_at = $16,
+                version = version + 1
+             WHERE user_id = $17 AND version = $18",
+        )
+        .bind(user.state.as_str())
+        .bind(&user.secret_arn)
+        .bind(user.instance_id.as_ref().map(|i| i.0.as_str()))
+        .bind(user.claim_step.map(ClaimStep::as_str))
+        .bind(&user.command_id)
+        .bind(user.command_sent_at)
+        .bind(&user.target_group_arn)
+        .bind(&user.listener_arn)
+        .bind(user.rule_priority.map(i64::from))
+        .bind(&user.rule_arn)
+        .bind(i64::from(user.attempts))
+        .bind(&user.error)
+        .bind(user.requested_at)
+        .bind(user.updated_at)
+        .bind(user.claimed_at)
+        .bind(user.ready_at)
+        .bind(user.user_id.as_str())
+        .bind(user.version)
+        .execute(&self.pool)
+        .await?;
+        let applied = result.rows_affected() == 1;
+        if applied {
+            user.version += 1;
+        }
+        Ok(applied)
+    }
+
+    /// Marks a user deleting, whatever it was doing. Returns the updated row, or None if there is
+    /// no such user.
+    pub async fn mark_deleting(
+        &self,
+        user: &UserId,
+        now: Millis,
+    ) -> StoreResult<Option<UserRecord>> {
+        sqlx::query(
+            "UPDATE users SET state = 'deleting', updated_at = $1, version = version + 1
+             WHERE user_id = $2 AND state <> 'deleting'",
+        )
+        .bind(now)
+        .bind(user.as_str())
+        .execute(&self.pool)
+        .await?;
+        self.get_user(user).await
+    }
+
+    /// Puts a failed user back in the queue (a new PUT retries). Returns whether it applied.
+    pub async fn requeue_failed(&self, user: &UserId, now: Millis) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE users SET state = 'queued', attempts = 0, error = NULL, requested_at = $1,
+                updated_at = $1, version = version + 1
+             WHERE user_id = $2 AND state = 'failed'",
+        )
+        .bind(now)
+        .bind(user.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Deletes a user row if it still has `version`.
+    pub async fn delete_user(&self, user: &UserRecord) -> StoreResult<bool> {
+        let result = sqlx::query("DELETE FROM users WHERE user_id = $1 AND version = $2")
+            .bind(user.user_id.as_str())
+            .bind(user.version)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Atomically gives an `available` instance to a `queued` user: both change or neither does.
+    /// Returns false if either has moved on (another pass, a DELETE) in the meantime.
+    pub async fn assign(
+        &self,
+        user: &UserId,
+        instance: &InstanceId,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let taken = sqlx::query(
+            "UPDATE instances SET status = 'assigned', status_since = $1
+             WHERE instance_id = $2 AND status = 'available'",
+        )
+        .bind(now)
+        .bind(&instance.0)
+        .execute(&mut *tx)
+        .await?;
+        if taken.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let claimed = sqlx::query(
+            "UPDATE users SET state = 'provisioning', instance_id = $1, claim_step = 'assigned',
+                command_id = NULL, command_sent_at = NULL, error = NULL, claimed_at = $2,
+                updated_at = $2, version = version + 1
+             WHERE user_id = $3 AND state = 'queued' AND instance_id IS NULL",
+        )
+        .bind(&instance.0)
+        .bind(now)
+        .bind(user.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if claimed.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Rule priorities in use on a listener, as recorded in the store.
+    pub async fn used_priorities(&self, listener_arn: &str) -> StoreResult<Vec<u32>> {
+        let rows = sqlx::query(
+            "SELECT rule_priority FROM users WHERE listener_arn = $1 AND rule_priority IS NOT NULL",
+        )
+        .bind(listener_arn)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<i64, _>("rule_priority")? as u32))
+            .collect()
+    }
+
+    /// How many users each listener carries, to shard new users onto the least loaded.
+    pub async fn users_per_listener(&self) -> StoreResult<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT listener_arn, COUNT(*) AS n FROM users WHERE listener_arn IS NOT NULL
+             GROUP BY listener_arn",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("listener_arn")?, r.try_get("n")?)))
+            .collect()
+    }
+
+    // --- instances -------------------------------------------------------------------------
+
+    pub async fn list_instances(&self) -> StoreResult<Vec<InstanceRecord>> {
+        let rows = sqlx::query("SELECT * FROM instances ORDER BY launched_at, instance_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(instance_from_row).collect()
+    }
+
+    pub async fn get_instance(&self, instance: &InstanceId) -> StoreResult<Option<InstanceRecord>> {
+        let row = sqlx::query("SELECT * FROM instances WHERE instance_id = $1")
+            .bind(&instance.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(instance_from_row).transpose()
+    }
+
+    /// Inserts or replaces a ledger row.
+    pub async fn put_instance(&self, instance: &InstanceRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO instances (instance_id, tier, status, arn, instance_type, availability_zone,
+                private_ip, launched_at, status_since, probe_command_id, probe_sent_at,
+                probe_failed_at, probe_failures, last_error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+             ON CONFLICT (instance_id) DO UPDATE SET tier = excluded.tier, status = excluded.status,
+                arn = excluded.arn, instance_type = excluded.instance_type,
+                availability_zone = excluded.availability_zone, private_ip = excluded.private_ip,
+                launched_at = excluded.launched_at, status_since = excluded.status_since,
+                probe_command_id = excluded.probe_command_id, probe_sent_at = excluded.probe_sent_at,
+                probe_failed_at = excluded.probe_failed_at, probe_failures = excluded.probe_failures,
+                last_error = excluded.last_error",
+        )
+        .bind(&instance.instance_id.0)
+        .bind(&instance.tier)
+        .bind(instance.status.as_str())
+        .bind(&instance.arn)
+        .bind(&instance.instance_type)
+        .bind(&instance.availability_zone)
+        .bind(&instance.private_ip)
+        .bind(instance.launched_at)
+        .bind(instance.status_since)
+        .bind(&instance.probe_command_id)
+        .bind(instance.probe_sent_at)
+        .bind(instance.probe_failed_at)
+        .bind(i64::from(instance.probe_failures))
+        .bind(&instance.last_error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Changes an instance's status only if it is still `from`. Returns whether it applied.
+    pub async fn transition_instance(
+        &self,
+        instance: &InstanceId,
+        from: InstanceStatus,
+        to: InstanceStatus,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE instances SET status = $1, status_since = $2, probe_command_id = NULL
+             WHERE instance_id = $3 AND status = $4",
+        )
+        .bind(to.as_str())
+        .bind(now)
+        .bind(&instance.0)
+        .bind(from.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    pub async fn delete_instance(&self, instance: &InstanceId) -> StoreResult<()> {
+        sqlx::query("DELETE FROM instances WHERE instance_id = $1")
+            .bind(&instance.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // --- journal ---------------------------------------------------------------------------
+
+    pub async fn record(
+        &self,
+        at: Millis,
+        kind: &str,
+        user: Option<&UserId>,
+        instance: Option<&InstanceId>,
+        message: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO journal (at, kind, user_id, instance_id, message) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(at)
+        .bind(kind)
+        .bind(user.map(UserId::as_str))
+        .bind(instance.map(|i| i.0.as_str()))
+        .bind(message)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Journal entries after `after_id`, oldest first, at most `limit`.
+    pub async fn journal_since(&self, after_id: i64, limit: i64) -> StoreResult<Vec<JournalEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, at, kind, user_id, instance_id, message FROM journal
+             WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(JournalEntry {
+                    id: r.try_get("id")?,
+                    at: r.try_get("at")?,
+                    kind: r.try_get("kind")?,
+                    user_id: r.try_get("user_id")?,
+                    instance_id: r.try_get("instance_id")?,
+                    message: r.try_get("message")?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn user_from_row(row: &SqliteRow) -> StoreResult<UserRecord> {
+    let user_raw: String = row.try_get("user_id")?;
+    let user_id = UserId::parse(&user_raw)
+        .map_err(|e| StoreError::Corrupt(format!("user {user_raw:?}: {e}")))?;
+    let state_raw: String = row.try_get("state")?;
+    let state = UserState::parse(&state_raw)
+        .ok_or_else(|| StoreError::Corrupt(format!("user {user_raw}: state {state_raw:?}")))?;
+    let step_raw: Option<String> = row.try_get("claim_step")?;
+    let claim_step =
+        match step_raw {
+            None => None,
+            Some(raw) => Some(ClaimStep::parse(&raw).ok_or_else(|| {
+                StoreError::Corrupt(format!("user {user_raw}: claim step {raw:?}"))
+            })?),
+        };
+    Ok(UserRecord {
+        user_id,
+        tier: row.try_get("tier")?,
+        route: row.try_get("route")?,
+        state,
+        secret_arn: row.try_get("secret_arn")?,
+        instance_id: row
+            .try_get::<Option<String>, _>("instance_id")?
+            .map(InstanceId),
+        claim_step,
+        command_id: row.try_get("command_id")?,
+        command_sent_at: row.try_get("command_sent_at")?,
+        target_group_arn: row.try_get("target_group_arn")?,
+        listener_arn: row.try_get("listener_arn")?,
+        rule_priority: row
+            .try_get::<Option<i64>, _>("rule_priority")?
+            .map(|p| p as u32),
+        rule_arn: row.try_get("rule_arn")?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        error: row.try_get("error")?,
+        requested_at: row.try_get("requested_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        claimed_at: row.try_get("claimed_at")?,
+        ready_at: row.try_get("ready_at")?,
+        version: row.try_get("version")?,
+    })
+}
+
+fn instance_from_row(row: &SqliteRow) -> StoreResult<InstanceRecord> {
+    let id: String = row.try_get("instance_id")?;
+    let status_raw: String = row.try_get("status")?;
+    let status = InstanceStatus::parse(&status_raw)
+        .ok_or_else(|| StoreError::Corrupt(format!("instance {id}: status {status_raw:?}")))?;
+    Ok(InstanceRecord {
+        instance_id: InstanceId(id),
+        tier: row.try_get("tier")?,
+        status,
+        arn: row.try_get("arn")?,
+        instance_type: row.try_get("instance_type")?,
+        availability_zone: row.try_get("availability_zone")?,
+        private_ip: row.try_get("private_ip")?,
+        launched_at: row.try_get("launched_at")?,
+        status_since: row.try_get("status_since")?,
+        probe_command_id: row.try_get("probe_command_id")?,
+        probe_sent_at: row.try_get("probe_sent_at")?,
+        probe_failed_at: row.try_get("probe_failed_at")?,
+        probe_failures: row.try_get::<i64, _>("probe_failures")? as u32,
+        last_error: row.try_get("last_error")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> Store {
+        Store::open("sqlite::memory:").await.unwrap()
+    }
+
+    fn user(id: &str, route: &str) -> UserRecord {
+        UserRecord::queued(
+            UserId::parse(id).unwrap(),
+            "default".into(),
+            route.into(),
+            "arn:secret".into(),
+            10,
+        )
+    }
+
+    fn available(id: &str) -> InstanceRecord {
+        InstanceRecord {
+            instance_id: InstanceId(id.into()),
+            tier: "default".into(),
+            status: InstanceStatus::Available,
+            arn: None,
+            instance_type: Some("t3.small".into()),
+            availability_zone: None,
+            private_ip: None,
+            launched_at: 1,
+            status_since: 1,
+            probe_command_id: None,
+            probe_sent_at: None,
+            probe_failed_at: None,
+            probe_failures: 0,
+            last_error: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn users_round_trip_and_conflict_on_a_second_insert() {
+        let store = store().await;
+        let alice = user("alice", "r1");
+        store.insert_user(&alice).await.unwrap();
+        assert_eq!(
+            store.get_user(&alice.user_id).await.unwrap(),
+            Some(alice.clone())
+        );
+        assert!(matches!(
+            store.insert_user(&alice).await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_instance_is_assigned_to_exactly_one_user() {
+        let store = store().await;
+        store.insert_user(&user("alice", "r1")).await.unwrap();
+        store.insert_user(&user("bob", "r2")).await.unwrap();
+        store.put_instance(&available("i-1")).await.unwrap();
+        let instance = InstanceId("i-1".into());
+        let alice = UserId::parse("alice").unwrap();
+        let bob = UserId::parse("bob").unwrap();
+        assert!(store.assign(&alice, &instance, 20).await.unwrap());
+        assert!(!store.assign(&bob, &instance, 20).await.unwrap());
+        let bob_row = store.get_user(&bob).await.unwrap().unwrap();
+        assert_eq!(bob_row.state, UserState::Queued);
+        assert_eq!(bob_row.instance_id, None);
+        let alice_row = store.get_user(&alice).await.unwrap().unwrap();
+        assert_eq!(alice_row.state, UserState::Provisioning);
+        assert_eq!(alice_row.claim_step, Some(ClaimStep::Assigned));
+        let ledger = store.get_instance(&instance).await.unwrap().unwrap();
+        assert_eq!(ledger.status, InstanceStatus::Assigned);
+    }
+
+    #[tokio::test]
+    async fn a_stale_update_never_overwrites_a_delete() {
+        let store = store().await;
+        store.insert_user(&user("alice", "r1")).await.unwrap();
+        let alice = UserId::parse("alice").unwrap();
+        let mut read_by_reconciler = store.get_user(&alice).await.unwrap().unwrap();
+        store.mark_deleting(&alice, 30).await.unwrap();
+        read_by_reconciler.state = UserState::Ready;
+        assert!(!store.update_user(&mut read_by_reconciler).await.unwrap());
+        let now = store.get_user(&alice).await.unwrap().unwrap();
+        assert_eq!(now.state, UserState::Deleting);
+    }
+
+    #[tokio::test]
+    async fn rule_priorities_are_unique_per_listener() {
+        let store = store().await;
+        for (id, route) in [("alice", "r1"), ("bob", "r2")] {
+            store.insert_user(&user(id, route)).await.unwrap();
+        }
+        let mut alice = store
+            .get_user(&UserId::parse("alice").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        alice.listener_arn = Some("arn:l".into());
+        alice.rule_priority = Some(7);
+        assert!(store.update_user(&mut alice).await.unwrap());
+        let mut bob = store
+            .get_user(&UserId::parse("bob").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        bob.listener_arn = Some("arn:l".into());
+        bob.rule_priority = Some(7);
+        assert!(store.update_user(&mut bob).await.is_err());
+        assert_eq!(store.used_priorities("arn:l").await.unwrap(), vec![7]);
+    }
+
+    #[tokio::test]
+    async fn the_journal_lists_entries_in_order() {
+        let store = store().await;
+        let alice = UserId::parse("alice").unwrap();
+        store
+            .record(1, "claim.assigned", Some(&alice), None, "a")
+            .await
+            .unwrap();
+        store
+            .record(2, "claim.tagged", Some(&alice), None, "b")
+            .await
+            .unwrap();
+        let entries = store.journal_since(0, 10).await.unwrap();
+        assert_eq!(
+            entries.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+            ["claim.assigned", "claim.tagged"]
+        );
+        assert_eq!(
+            store.journal_since(entries[0].id, 10).await.unwrap().len(),
+            1
+        );
+    }
+}
