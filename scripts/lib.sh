@@ -1,0 +1,177 @@
+# shellcheck shell=bash
+# Helpers shared by the developer scripts. Source it; do not execute it:
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# Every function reports errors on stderr and returns non-zero, so it works
+# both with and without `set -e` in the caller.
+
+# Print a message on stderr, prefixed with the calling script's name.
+log() {
+    printf '%s: %s\n' "$(basename -- "${0:-lib.sh}")" "$*" >&2
+}
+
+# Put the directories where pip drops console scripts (the interpreter's own
+# and the --user one) on PATH, so a freshly installed moto_server is found.
+_add_python_script_dirs_to_path() {
+    local dir
+    while IFS= read -r dir; do
+        [[ -n $dir && -d $dir ]] || continue
+        case ":$PATH:" in
+            *":$dir:"*) ;;
+            *) PATH="$dir:$PATH" ;;
+        esac
+    done < <(python3 - <<'PY'
+import os, sysconfig
+print(sysconfig.get_path("scripts"))
+print(sysconfig.get_path("scripts", f"{os.name}_user"))
+PY
+    )
+    export PATH
+    if command -v pyenv >/dev/null 2>&1; then
+        pyenv rehash >/dev/null 2>&1 || true
+    fi
+    hash -r
+}
+
+# ensure_moto: make sure `moto_server` is on PATH and boto3 imports in python3.
+# Installs moto[server] and boto3 with pip when either is missing.
+ensure_moto() {
+    if ! command -v python3 >/dev/null 2>&1; then
+        log "python3 is required (apt-get install -y python3 python3-pip)"
+        return 1
+    fi
+    if command -v moto_server >/dev/null 2>&1 && python3 -c 'import boto3' >/dev/null 2>&1; then
+        return 0
+    fi
+    log "moto_server or boto3 is missing: installing moto[server] and boto3 with pip"
+    local pkgs=('moto[server]' boto3) pip_log ok=0 extra
+    pip_log=$(mktemp)
+    # A venv/pyenv interpreter takes a plain install. A Debian system python
+    # refuses it (PEP 668, "externally-managed-environment"), so fall back to
+    # a --user install.
+    for extra in "" "--user" "--user --break-system-packages"; do
+        # shellcheck disable=SC2086  # $extra is a list of flags
+        if python3 -m pip install --quiet --disable-pip-version-check $extra "${pkgs[@]}" >"$pip_log" 2>&1; then
+            ok=1
+            break
+        fi
+    done
+    if ((!ok)); then
+        cat -- "$pip_log" >&2
+        rm -f -- "$pip_log"
+        log "pip could not install ${pkgs[*]} (is pip installed? apt-get install -y python3-pip)"
+        return 1
+    fi
+    rm -f -- "$pip_log"
+    _add_python_script_dirs_to_path
+    if ! command -v moto_server >/dev/null 2>&1; then
+        log "moto was installed but moto_server is not on PATH (PATH=$PATH)"
+        return 1
+    fi
+    if ! python3 -c 'import boto3' >/dev/null 2>&1; then
+        log "boto3 was installed but python3 cannot import it"
+        return 1
+    fi
+    log "installed: $(command -v moto_server)"
+}
+
+# free_port: print a TCP port on 127.0.0.1 that is free right now.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# _http_ok URL: true when URL answers with a 2xx/3xx status.
+_http_ok() {
+    if command -v curl >/dev/null 2>&1; then
+        curl -fsS -o /dev/null --max-time 2 "$1" >/dev/null 2>&1
+    else
+        python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$1" >/dev/null 2>&1
+    fi
+}
+
+# wait_http URL DEADLINE_SECONDS [PID]
+# Poll URL until it answers 2xx/3xx, for at most DEADLINE_SECONDS. With PID,
+# give up at once if that process exits (it will never answer then).
+wait_http() {
+    local url=$1 deadline=$2 pid=${3:-}
+    local end=$((SECONDS + deadline))
+    while true; do
+        if _http_ok "$url"; then
+            return 0
+        fi
+        if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+            log "process $pid exited before $url answered"
+            return 1
+        fi
+        if ((SECONDS >= end)); then
+            log "$url did not answer within ${deadline}s"
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+# stop_pid PID [NAME]: TERM the process, wait up to 15 s for it to exit, then KILL.
+stop_pid() {
+    local pid=$1 name=${2:-process}
+    [[ $pid =~ ^[0-9]+$ ]] || return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || return 0
+    local end=$((SECONDS + 15))
+    while kill -0 "$pid" 2>/dev/null; do
+        if ((SECONDS >= end)); then
+            log "$name (pid $pid) ignored SIGTERM for 15s: sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            break
+        fi
+        sleep 0.1
+    done
+    # Reap it if it is our child; harmless otherwise.
+    wait "$pid" 2>/dev/null || true
+}
+
+# stop_pidfile FILE PATTERN: stop the process whose PID is in FILE, but only if
+# its command line still matches PATTERN (the PID may have been reused since).
+# Removes FILE.
+stop_pidfile() {
+    local file=$1 pattern=$2 pid args
+    [[ -f $file ]] || return 0
+    pid=$(<"$file")
+    if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
+        args=$(ps -o args= -p "$pid" 2>/dev/null || true)
+        if [[ $args == *"$pattern"* ]]; then
+            log "stopping $pattern (pid $pid)"
+            stop_pid "$pid" "$pattern"
+        else
+            log "pid $pid from $file is now '$args', not $pattern: leaving it alone"
+        fi
+    fi
+    rm -f -- "$file"
+}
+
+# start_moto DIR: start moto_server on a free 127.0.0.1 port in the background.
+# Log: DIR/moto.log, PID: DIR/moto.pid. Waits until it answers, then exports
+# MOTO_ENDPOINT (http://127.0.0.1:PORT), MOTO_PORT and MOTO_PID.
+start_moto() {
+    local dir=$1 port pid attempt
+    mkdir -p -- "$dir"
+    # The port may be taken between free_port and the bind: retry a few times.
+    for attempt in 1 2 3; do
+        port=$(free_port) || return 1
+        MOTO_IAM_LOAD_MANAGED_POLICIES=true moto_server -H 127.0.0.1 -p "$port" \
+            >"$dir/moto.log" 2>&1 &
+        pid=$!
+        echo "$pid" >"$dir/moto.pid"
+        if wait_http "http://127.0.0.1:$port/moto-api/" 60 "$pid"; then
+            MOTO_PORT=$port
+            MOTO_PID=$pid
+            MOTO_ENDPOINT="http://127.0.0.1:$port"
+            export MOTO_PORT MOTO_PID MOTO_ENDPOINT
+            return 0
+        fi
+        stop_pid "$pid" moto_server
+        rm -f -- "$dir/moto.pid"
+        log "moto_server did not start (attempt $attempt/3); last log lines:"
+        tail -n 20 -- "$dir/moto.log" >&2 || true
+    done
+    return 1
+}
