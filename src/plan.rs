@@ -172,26 +172,30 @@ pub fn plan(
     let by_id: HashMap<&InstanceId, &PoolInstance> = instances.iter().map(|i| (&i.id, i)).collect();
 
     for instance in instances {
-        let is_held = held.contains(&instance.id);
+        // A held instance belongs to its user's claim, release or recovery; the pool logic never
+        // probes, terminates or forgets it.
+        if held.contains(&instance.id) {
+            continue;
+        }
         match instance.lifecycle {
             None => {
-                let grace_over = now - instance.launched_at > policy.launch_visibility_grace;
-                if instance.status == InstanceStatus::Terminating || grace_over {
+                // Only a just-launched instance may be missing from DescribeInstances for a while
+                // (eventual consistency); anything else that is not listed is gone.
+                let young = now - instance.launched_at <= policy.launch_visibility_grace;
+                if instance.status != InstanceStatus::Initializing || !young {
                     actions.push(Action::Forget {
                         instance: instance.id.clone(),
                     });
                 }
             }
-            Some(Lifecycle::Stopping | Lifecycle::Stopped) if !is_held => {
+            Some(Lifecycle::Stopping | Lifecycle::Stopped) => {
                 actions.push(Action::Terminate {
                     instance: instance.id.clone(),
                     reason: TerminateReason::Stopped,
                 });
             }
             Some(lifecycle) if lifecycle.is_gone() => {}
-            Some(lifecycle) => {
-                plan_live_instance(instance, lifecycle, is_held, now, policy, &mut actions);
-            }
+            Some(lifecycle) => plan_live_instance(instance, lifecycle, now, policy, &mut actions),
         }
     }
 
@@ -202,20 +206,13 @@ pub fn plan(
                 user: user.user.clone(),
             }),
             UserState::Provisioning | UserState::Ready => {
+                // An instance on its way out (ours or AWS's) can no longer serve the user.
                 let alive = user
                     .instance
                     .as_ref()
                     .and_then(|id| by_id.get(id))
-                    .is_some_and(|i| i.is_alive());
-                let still_visible_soon = user
-                    .instance
-                    .as_ref()
-                    .and_then(|id| by_id.get(id))
-                    .is_some_and(|i| {
-                        i.lifecycle.is_none()
-                            && now - i.launched_at <= policy.launch_visibility_grace
-                    });
-                if alive || still_visible_soon {
+                    .is_some_and(|i| i.is_alive() && i.status != InstanceStatus::Terminating);
+                if alive {
                     if user.state == UserState::Provisioning {
                         actions.push(Action::AdvanceClaim {
                             user: user.user.clone(),
@@ -246,13 +243,12 @@ pub fn plan(
 fn plan_live_instance(
     instance: &PoolInstance,
     lifecycle: Lifecycle,
-    is_held: bool,
     now: Millis,
     policy: &Policy,
     actions: &mut Vec<Action>,
 ) {
     let id = || instance.id.clone();
-    if policy.tier(&instance.tier).is_none() && !is_held {
+    if policy.tier(&instance.tier).is_none() {
         if instance.status != InstanceStatus::Terminating {
             actions.push(Action::Terminate {
                 instance: id(),
@@ -282,7 +278,7 @@ fn plan_live_instance(
             }
         }
         InstanceStatus::Assigned => {
-            if !is_held && now - instance.status_since > policy.orphan_grace {
+            if now - instance.status_since > policy.orphan_grace {
                 actions.push(Action::Terminate {
                     instance: id(),
                     reason: TerminateReason::Orphan,

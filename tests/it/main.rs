@@ -1,0 +1,4 @@
+//! The integration tests: one binary, with shared helpers.
+
+mod reconcile;
+mod world;

@@ -1,0 +1,448 @@
+//! The reconciler against the fake cloud, through the real API and store.
+
+use crate::world::{LISTENER, World};
+use axum::http::StatusCode;
+use spotpool::cloud::{CloudErrorKind, CommandStatus, tags};
+use spotpool::model::{InstanceStatus, UserState};
+
+const SECRET_BODY: &str = r#"{"secrets":{"OPENAI_API_KEY":"sk-test-value-123"}}"#;
+
+#[tokio::test]
+async fn the_pool_fills_to_the_spare_count() {
+    let world = World::new(2, 10).await;
+    world.run_until_quiet(20).await;
+    assert_eq!(world.ledger_count(InstanceStatus::Available).await, 2);
+    assert_eq!(world.cloud.live_instances().len(), 2);
+    for instance in world.cloud.live_instances() {
+        assert_eq!(
+            instance.tags.get(tags::STATUS).map(String::as_str),
+            Some("available")
+        );
+        assert_eq!(
+            instance.tags.get(tags::POOL).map(String::as_str),
+            Some("spotpool")
+        );
+        assert_eq!(
+            instance.tags.get(tags::NAME).map(String::as_str),
+            Some("openclaw-user-instance")
+        );
+    }
+    // Launches were spread across both subnets.
+    let subnets: std::collections::HashSet<String> = world
+        .cloud
+        .live_instances()
+        .into_iter()
+        .map(|i| i.subnet_id)
+        .collect();
+    assert_eq!(subnets.len(), 2);
+    world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn claims_become_ready_with_tags_route_and_secret_and_the_pool_refills() {
+    let world = World::new(2, 10).await;
+    world.run_until_quiet(20).await;
+    for user in ["alice", "bob", "carol"] {
+        let (status, doc) = world.put_user(user, SECRET_BODY).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{doc}");
+        assert_eq!(doc["state"], "queued");
+    }
+    world.run_until_quiet(30).await;
+
+    let mut instances = std::collections::HashSet::new();
+    for user in ["alice", "bob", "carol"] {
+        let (status, doc) = world.get_user(user).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(doc["state"], "ready", "{doc}");
+        let instance_id = doc["instance_id"].as_str().unwrap().to_string();
+        assert!(
+            instances.insert(instance_id.clone()),
+            "two users on {instance_id}"
+        );
+        let route = doc["route"].as_str().unwrap();
+        assert_eq!(doc["url"], format!("https://agents.example.com/{route}/"));
+
+        let instance = world
+            .cloud
+            .live_instances()
+            .into_iter()
+            .find(|i| i.id.0 == instance_id)
+            .unwrap();
+        assert_eq!(
+            instance.tags.get(tags::STATUS).map(String::as_str),
+            Some("assigned")
+        );
+        assert_eq!(
+            instance.tags.get(tags::USER_ID).map(String::as_str),
+            Some(user)
+        );
+
+        let group = world
+            .cloud
+            .target_groups()
+            .into_iter()
+            .find(|g| g.name == format!("sp-{route}"))
+            .unwrap();
+        assert_eq!(
+            group
+                .targets
+                .iter()
+                .map(|t| t.0.as_str())
+                .collect::<Vec<_>>(),
+            [instance_id.as_str()]
+        );
+        assert_eq!(
+            group.tags.get(tags::USER_ID).map(String::as_str),
+            Some(user)
+        );
+        let rule = world
+            .cloud
+            .rules()
+            .into_iter()
+            .find(|r| r.target_group_arn == group.arn)
+            .unwrap();
+        assert_eq!(rule.path_pattern, format!("/{route}/*"));
+        assert_eq!(rule.listener_arn, LISTENER);
+
+        let (_, secret) = world
+            .cloud
+            .secrets()
+            .into_iter()
+            .find(|(name, _)| name == &format!("openclaw/{user}"))
+            .unwrap();
+        assert_eq!(secret.value, r#"{"OPENAI_API_KEY":"sk-test-value-123"}"#);
+        assert!(
+            secret
+                .tags
+                .get(tags::INSTANCE_ARN)
+                .unwrap()
+                .ends_with(&instance_id)
+        );
+    }
+    // The start command names the secret by ARN and never carries its value.
+    for command in world.cloud.commands() {
+        assert!(!command.script.contains("sk-test-value-123"));
+    }
+    assert_eq!(
+        world.ledger_count(InstanceStatus::Available).await,
+        2,
+        "pool refilled"
+    );
+    assert_eq!(world.ledger_count(InstanceStatus::Assigned).await, 3);
+    // Listener priorities are distinct.
+    let priorities: std::collections::HashSet<u32> =
+        world.cloud.rules().iter().map(|r| r.priority).collect();
+    assert_eq!(priorities.len(), 3);
+    world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn a_second_put_returns_the_same_instance_and_does_no_new_work() {
+    let world = World::new(1, 10).await;
+    world.run_until_quiet(20).await;
+    world.put_user("alice", SECRET_BODY).await;
+    world.run_until_quiet(30).await;
+    let (_, first) = world.get_user("alice").await;
+
+    world.cloud.clear_calls();
+    let (status, second) = world.put_user("alice", "{}").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(second["instance_id"], first["instance_id"]);
+    assert_eq!(second["route"], first["route"]);
+    world.run_until_quiet(10).await;
+    let calls = world.cloud.calls();
+    assert!(
+        calls.iter().all(|c| *c == "DescribeInstances"),
+        "unexpected calls: {calls:?}"
+    );
+    world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn with_no_spare_users_queue_and_are_served_first_come_first_served() {
+    // One instance at most: the second and third users must wait their turn.
+    let world = World::new(1, 1).await;
+    world.run_until_quiet(20).await;
+    for user in ["first", "second", "third"] {
+        let (status, doc) = world.put_user(user, "{}").await;
+        assert_eq!(status, StatusCode::ACCEPTED, "never sold out: {doc}");
+        world.advance(10);
+    }
+    world.run_until_quiet(30).await;
+    assert_eq!(world.user_state("first").await, Some(UserState::Ready));
+    assert_eq!(world.user_state("second").await, Some(UserState::Queued));
+    assert_eq!(world.user_state("third").await, Some(UserState::Queued));
+
+    world.delete_user("first").await;
+    world.run_until_quiet(30).await;
+    assert_eq!(world.user_state("first").await, None);
+    assert_eq!(world.user_state("second").await, Some(UserState::Ready));
+    assert_eq!(world.user_state("third").await, Some(UserState::Queued));
+    assert!(world.cloud.live_instances().len() <= 1);
+    world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn delete_removes_rule_target_group_instance_and_secret() {
+    let world = World::new(1, 10).await;
+    world.run_until_quiet(20).await;
+    world.put_user("alice", SECRET_BODY).await;
+    world.run_until_quiet(30).await;
+    let (_, doc) = world.get_user("alice").await;
+    let instance = doc["instance_id"].as_str().unwrap().to_string();
+
+    let (status, doc) = world.delete_user("alice").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(doc["state"], "deleting");
+    world.run_until_quiet(30).await;
+
+    assert_eq!(world.get_user("alice").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(world.delete_user("alice").await.0, StatusCode::NOT_FOUND);
+    assert!(world.cloud.rules().is_empty());
+    assert!(world.cloud.target_groups().is_empty());
+    assert!(world.cloud.secrets().is_empty());
+    assert!(
+        world
+            .cloud
+            .live_instances()
+            .iter()
+            .all(|i| i.id.0 != instance)
+    );
+    world.assert_no_leaks().await;
+}
+
+/// The claim steps and the cloud operation each depends on.
+const CLAIM_OPERATIONS: &[&str] = &[
+    "CreateTags",
+    "TagResource",
+    "SendCommand",
+    "GetCommandInvocation",
+    "CreateTargetGroup",
+    "RegisterTargets",
+    "DescribeRules",
+    "CreateRule",
+];
+
+#[tokio::test]
+async fn a_failure_at_any_claim_step_rolls_back_and_retries_on_another_instance() {
+    for operation in CLAIM_OPERATIONS {
+        let world = World::new(2, 10).await;
+        world.run_until_quiet(20).await;
+        world.cloud.fail_next(operation, CloudErrorKind::Fatal, 1);
+        world.put_user("alice", SECRET_BODY).await;
+        world.run_until_quiet(40).await;
+        let (_, doc) = world.get_user("alice").await;
+        assert_eq!(
+            doc["state"], "ready",
+            "after one {operation} failure: {doc}"
+        );
+        let user = world
+            .store
+            .get_user(&spotpool::model::UserId::parse("alice").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(user.attempts, 1, "{operation}");
+        world.assert_no_leaks().await;
+    }
+}
+
+#[tokio::test]
+async fn a_step_that_keeps_failing_ends_failed_with_the_cause_and_no_leaks() {
+    // (SendCommand and GetCommandInvocation also serve the readiness probe, so failing them for
+    // good stops the pool itself; a failing container has its own test below.)
+    for operation in ["CreateTargetGroup", "RegisterTargets", "CreateRule"] {
+        let world = World::new(1, 10).await;
+        world.run_until_quiet(20).await;
+        world
+            .cloud
+            .fail_always(operation, Some(CloudErrorKind::Fatal));
+        world.put_user("alice", SECRET_BODY).await;
+        world.run_until_quiet(60).await;
+        let (_, doc) = world.get_user("alice").await;
+        assert_eq!(doc["state"], "failed", "{operation}: {doc}");
+        let error = doc["error"].as_str().unwrap();
+        assert!(error.contains(operation), "{operation}: {error}");
+        assert!(!error.contains("sk-test-value-123"));
+        world.cloud.fail_always(operation, None);
+        world.run_until_quiet(20).await;
+        world.assert_no_leaks().await;
+        // The secret is kept for a retry; a new PUT tries again and succeeds.
+        let (status, _) = world.put_user("alice", "{}").await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        world.run_until_quiet(40).await;
+        assert_eq!(
+            world.user_state("alice").await,
+            Some(UserState::Ready),
+            "{operation}"
+        );
+        world.assert_no_leaks().await;
+    }
+}
+
+#[tokio::test]
+async fn a_container_that_fails_to_start_burns_its_instances_and_fails_the_user() {
+    let world = World::new(1, 10).await;
+    world.run_until_quiet(20).await;
+    world.cloud.command_outcome(
+        "start the user's container",
+        CommandStatus::Failed("health check failed".into()),
+    );
+    world.put_user("alice", SECRET_BODY).await;
+    world.run_until_quiet(80).await;
+    let (_, doc) = world.get_user("alice").await;
+    assert_eq!(doc["state"], "failed", "{doc}");
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains("health check failed")
+    );
+    // Each of the three attempts ran the container, so each instance was terminated, not reused.
+    let terminated_by_rollback = world
+        .store
+        .journal_since(0, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == "rollback.instance_terminated")
+        .count();
+    assert_eq!(terminated_by_rollback, 3);
+    world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn a_clean_instance_goes_back_to_the_pool_after_a_rollback() {
+    let world = World::new(1, 10).await;
+    world.run_until_quiet(20).await;
+    let spare = world.cloud.live_instances()[0].id.clone();
+    world
+        .cloud
+        .fail_next("SendCommand", CloudErrorKind::Fatal, 1);
+    world.put_user("alice", SECRET_BODY).await;
+    world.run_until_quiet(40).await;
+    let journal = world.store.journal_since(0, 1000).await.unwrap();
+    assert!(
+        journal
+            .iter()
+            .any(|e| e.kind == "rollback.instance_returned"
+                && e.instance_id.as_deref() == Some(spare.0.as_str()))
+    );
+    assert_eq!(world.user_state("alice").await, Some(UserState::Ready));
+    world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn a_restart_mid_claim_over_the_same_store_finishes_without_duplicates() {
+    let world = World::on_disk(2, 10).await;
+    world.run_until_quiet(20).await;
+    world.put_user("alice", SECRET_BODY).await;
+    // One pass: assigned, tagged, command sent; then the daemon "crashes".
+    world.pass().await;
+    let user = world
+        .store
+        .get_user(&spotpool::model::UserId::parse("alice").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.state, UserState::Provisioning);
+
+    let restarted = world.restart().await;
+    restarted.run_until_quiet(30).await;
+    assert_eq!(restarted.user_state("alice").await, Some(UserState::Ready));
+    assert_eq!(
+        restarted.cloud.live_instances().len(),
+        3,
+        "one assigned plus two spares"
+    );
+    // Two spares at first (one call per subnet) and one replacement: nothing launched twice,
+    // nothing terminated.
+    assert_eq!(restarted.cloud.count_calls("RunInstances"), 3);
+    assert_eq!(restarted.cloud.count_calls("TerminateInstances"), 0);
+    restarted.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn a_fresh_store_adopts_the_pool_it_finds_instead_of_duplicating_it() {
+    let world = World::new(2, 10).await;
+    world.run_until_quiet(20).await;
+    let cloud = world.cloud.clone();
+    let launches = cloud.count_calls("RunInstances");
+
+    // A new daemon with an empty database over the same account.
+    let store = spotpool::store::Store::open("sqlite::memory:")
+        .await
+        .unwrap();
+    let fresh = World::from_parts(store, cloud.clone(), 2, 10);
+    fresh.run_until_quiet(20).await;
+    assert_eq!(
+        cloud.count_calls("RunInstances"),
+        launches,
+        "adopted, not relaunched"
+    );
+    assert_eq!(fresh.ledger_count(InstanceStatus::Available).await, 2);
+    fresh.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn a_user_whose_instance_vanishes_is_moved_keeping_route_and_secret() {
+    let world = World::new(1, 10).await;
+    world.run_until_quiet(20).await;
+    world.put_user("alice", SECRET_BODY).await;
+    world.run_until_quiet(30).await;
+    let (_, before) = world.get_user("alice").await;
+    let old = spotpool::model::InstanceId(before["instance_id"].as_str().unwrap().into());
+
+    world.cloud.reclaim(&old);
+    world.run_until_quiet(40).await;
+    let (_, after) = world.get_user("alice").await;
+    assert_eq!(after["state"], "ready", "{after}");
+    assert_ne!(after["instance_id"], before["instance_id"]);
+    assert_eq!(after["route"], before["route"]);
+    let secrets = world.cloud.secrets();
+    assert_eq!(secrets.len(), 1);
+    assert!(
+        secrets[0].1.tags[tags::INSTANCE_ARN].ends_with(after["instance_id"].as_str().unwrap())
+    );
+    world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn a_probe_that_keeps_failing_gets_the_instance_replaced_within_the_maximum() {
+    let world = World::new(2, 3).await;
+    world.cloud.command_outcome(
+        "readiness probe",
+        CommandStatus::Failed("docker is not running".into()),
+    );
+    for _ in 0..30 {
+        world.pass().await;
+        world.advance(30_000);
+        assert!(world.cloud.live_instances().len() <= 3, "over the maximum");
+    }
+    let journal = world.store.journal_since(0, 10_000).await.unwrap();
+    assert!(journal.iter().any(|e| e.kind == "instance.probe_failed"));
+    let timeouts = journal
+        .iter()
+        .filter(|e| e.kind == "instance.terminating" && e.message == "probe_timeout")
+        .count();
+    assert!(timeouts >= 2, "stale instances were replaced: {timeouts}");
+    assert_eq!(world.ledger_count(InstanceStatus::Available).await, 0);
+}
+
+#[tokio::test]
+async fn failed_pool_instances_never_leak_under_transient_errors() {
+    let world = World::new(2, 10).await;
+    for operation in [
+        "RunInstances",
+        "CreateTags",
+        "SendCommand",
+        "TerminateInstances",
+    ] {
+        world
+            .cloud
+            .fail_next(operation, CloudErrorKind::Transient, 2);
+    }
+    world.run_until_quiet(40).await;
+    assert_eq!(world.ledger_count(InstanceStatus::Available).await, 2);
+    world.assert_no_leaks().await;
+}

@@ -1,0 +1,380 @@
+//! A test world: the real store and API and reconciler over the in-memory fake cloud, on an
+//! injected clock. Passes are run explicitly, so there is no sleeping anywhere.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use spotpool::api::{self, ApiSettings, AppState};
+use spotpool::cloud::fake::FakeCloud;
+use spotpool::cloud::{Cloud, tags};
+use spotpool::config::SecretString;
+use spotpool::model::{InstanceStatus, UserState};
+use spotpool::plan::{Policy, TierPolicy};
+use spotpool::reconcile::{Clock, Health, Outcome, Reconciler, ReconcilerConfig};
+use spotpool::store::Store;
+use spotpool::vault::SecretVault;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tower::ServiceExt;
+
+pub const API_TOKEN: &str = "service-token-0123456789";
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789";
+pub const LISTENER: &str =
+    "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/alb/1/2";
+
+pub struct World {
+    pub store: Store,
+    pub cloud: Arc<FakeCloud>,
+    pub reconciler: Reconciler,
+    pub state: AppState,
+    pub now: Arc<AtomicI64>,
+    pub config: ReconcilerConfig,
+    pub db_path: Option<PathBuf>,
+}
+
+pub fn reconciler_config(spare_count: u32, max_instances: u32) -> ReconcilerConfig {
+    ReconcilerConfig {
+        pool: "spotpool".into(),
+        policy: Policy {
+            tiers: vec![TierPolicy {
+                name: "default".into(),
+                spare_count,
+                max_instances,
+                instance_types: vec!["t3.small".into()],
+            }],
+            subnet_ids: vec!["subnet-a".into(), "subnet-b".into()],
+            probe_timeout: 600_000,
+            probe_retry: 5_000,
+            launch_visibility_grace: 60_000,
+            orphan_grace: 600_000,
+            terminate_retry: 60_000,
+        },
+        listener_arns: vec![LISTENER.into()],
+        container_image: "ghcr.io/openclaw/openclaw:latest".into(),
+        container_port: 8080,
+        container_timeout: Duration::from_secs(300),
+        probe_command_timeout: Duration::from_secs(120),
+        claim_attempts: 3,
+        claim_step_deadline: Duration::from_secs(420),
+        reconcile_interval: Duration::from_secs(10),
+        poll_interval: Duration::from_millis(500),
+        max_in_flight: 16,
+    }
+}
+
+fn start_clock() -> Arc<AtomicI64> {
+    Arc::new(AtomicI64::new(1_700_000_000_000))
+}
+
+fn temp_db() -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("spotpool-test-{}-{n}.db", std::process::id()))
+}
+
+impl World {
+    /// A world over an in-memory database.
+    pub async fn new(spare_count: u32, max_instances: u32) -> World {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        World::build(
+            store,
+            Arc::new(FakeCloud::default()),
+            reconciler_config(spare_count, max_instances),
+            None,
+            start_clock(),
+        )
+    }
+
+    /// A world over an existing store and cloud (a new daemon over the same account).
+    pub fn from_parts(
+        store: Store,
+        cloud: Arc<FakeCloud>,
+        spare_count: u32,
+        max_instances: u32,
+    ) -> World {
+        World::build(
+            store,
+            cloud,
+            reconciler_config(spare_count, max_instances),
+            None,
+            start_clock(),
+        )
+    }
+
+    /// A world over a database file, so a second reconciler can be started over the same store.
+    pub async fn on_disk(spare_count: u32, max_instances: u32) -> World {
+        let path = temp_db();
+        let store = Store::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        World::build(
+            store,
+            Arc::new(FakeCloud::default()),
+            reconciler_config(spare_count, max_instances),
+            Some(path),
+            start_clock(),
+        )
+    }
+
+    fn build(
+        store: Store,
+        cloud: Arc<FakeCloud>,
+        config: ReconcilerConfig,
+        db_path: Option<PathBuf>,
+        now: Arc<AtomicI64>,
+    ) -> World {
+        let clock: Clock = {
+            let now = now.clone();
+            Arc::new(move || now.load(Ordering::SeqCst))
+        };
+        cloud.set_now(now.load(Ordering::SeqCst));
+        let wake = Arc::new(Notify::new());
+        let health = Arc::new(Health::default());
+        let dyn_cloud: Arc<dyn Cloud> = cloud.clone();
+        let reconciler = Reconciler::new(
+            store.clone(),
+            dyn_cloud.clone(),
+            config.clone(),
+            clock.clone(),
+            wake.clone(),
+            health.clone(),
+        );
+        let state = AppState {
+            store: store.clone(),
+            vault: Arc::new(SecretVault::new(dyn_cloud, "openclaw/", "spotpool")),
+            wake,
+            health,
+            metrics: None,
+            settings: Arc::new(ApiSettings {
+                api_token: SecretString::new(API_TOKEN),
+                admin_token: SecretString::new(ADMIN_TOKEN),
+                public_base_url: "https://agents.example.com".into(),
+                tiers: config.policy.tiers.clone(),
+                ready_staleness: Duration::from_secs(30),
+            }),
+            clock,
+        };
+        World {
+            store,
+            cloud,
+            reconciler,
+            state,
+            now,
+            config,
+            db_path,
+        }
+    }
+
+    /// A new reconciler and API over the same store and cloud, as after a crash and restart.
+    /// The old world keeps ownership of the database file.
+    pub async fn restart(&self) -> World {
+        let store = match &self.db_path {
+            Some(path) => Store::open(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap(),
+            None => self.store.clone(),
+        };
+        World::build(
+            store,
+            self.cloud.clone(),
+            self.config.clone(),
+            None,
+            self.now.clone(),
+        )
+    }
+
+    pub fn advance(&self, millis: i64) {
+        let now = self.now.fetch_add(millis, Ordering::SeqCst) + millis;
+        self.cloud.set_now(now);
+    }
+
+    /// One pass, then the clock moves on by a second.
+    pub async fn pass(&self) -> Outcome {
+        let outcome = self
+            .reconciler
+            .reconcile_once()
+            .await
+            .expect("reconcile pass");
+        self.advance(1_000);
+        outcome
+    }
+
+    /// Runs passes until one converges; panics after `limit`.
+    pub async fn run_until_quiet(&self, limit: usize) -> usize {
+        for n in 1..=limit {
+            if self.pass().await == Outcome::Converged {
+                return n;
+            }
+        }
+        panic!("no convergence after {limit} passes");
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut builder = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        let response = api::router(self.state.clone())
+            .oneshot(builder.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
+    pub async fn put_user(&self, user: &str, body: &str) -> (StatusCode, serde_json::Value) {
+        self.request(
+            "PUT",
+            &format!("/v1/users/{user}/instance"),
+            Some(API_TOKEN),
+            body,
+        )
+        .await
+    }
+
+    pub async fn get_user(&self, user: &str) -> (StatusCode, serde_json::Value) {
+        self.request(
+            "GET",
+            &format!("/v1/users/{user}/instance"),
+            Some(API_TOKEN),
+            "",
+        )
+        .await
+    }
+
+    pub async fn delete_user(&self, user: &str) -> (StatusCode, serde_json::Value) {
+        self.request(
+            "DELETE",
+            &format!("/v1/users/{user}/instance"),
+            Some(API_TOKEN),
+            "",
+        )
+        .await
+    }
+
+    pub async fn ledger_count(&self, status: InstanceStatus) -> usize {
+        self.store
+            .list_instances()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|i| i.status == status)
+            .count()
+    }
+
+    pub async fn user_state(&self, user: &str) -> Option<UserState> {
+        let id = spotpool::model::UserId::parse(user).unwrap();
+        self.store.get_user(&id).await.unwrap().map(|u| u.state)
+    }
+
+    /// The promise: every live instance, target group, rule and secret belongs to something the
+    /// store wants, no user holds two instances, and no instance serves two users.
+    pub async fn assert_no_leaks(&self) {
+        let users = self.store.list_users().await.unwrap();
+        let ledger = self.store.list_instances().await.unwrap();
+        let mut holders: HashMap<String, String> = HashMap::new();
+        for user in &users {
+            if let Some(instance) = &user.instance_id {
+                let previous = holders.insert(instance.0.clone(), user.user_id.to_string());
+                assert!(previous.is_none(), "instance {instance} serves two users");
+            }
+        }
+        let ledger_ids: HashSet<&str> = ledger.iter().map(|i| i.instance_id.0.as_str()).collect();
+        for instance in self.cloud.live_instances() {
+            assert!(
+                ledger_ids.contains(instance.id.0.as_str()),
+                "instance {} is untracked",
+                instance.id
+            );
+            let status = instance.tags.get(tags::STATUS).map(String::as_str);
+            let record = ledger
+                .iter()
+                .find(|r| r.instance_id == instance.id)
+                .unwrap();
+            match record.status {
+                InstanceStatus::Assigned => {
+                    let holder = holders.get(&instance.id.0);
+                    assert!(
+                        holder.is_some(),
+                        "assigned instance {} has no user",
+                        instance.id
+                    );
+                    assert_eq!(
+                        instance.tags.get(tags::USER_ID),
+                        holder,
+                        "UserId tag of {}",
+                        instance.id
+                    );
+                }
+                InstanceStatus::Available | InstanceStatus::Initializing => {
+                    assert!(
+                        !holders.contains_key(&instance.id.0),
+                        "spare {} is held",
+                        instance.id
+                    );
+                    assert_eq!(
+                        status,
+                        Some(record.status.as_str()),
+                        "Status tag of {}",
+                        instance.id
+                    );
+                }
+                InstanceStatus::Terminating => {
+                    panic!("instance {} terminating but still running", instance.id)
+                }
+            }
+        }
+        let group_arns: HashSet<&str> = users
+            .iter()
+            .filter_map(|u| u.target_group_arn.as_deref())
+            .collect();
+        for group in self.cloud.target_groups() {
+            assert!(
+                group_arns.contains(group.arn.as_str()),
+                "leaked target group {}",
+                group.name
+            );
+        }
+        let rule_arns: HashSet<&str> = users.iter().filter_map(|u| u.rule_arn.as_deref()).collect();
+        for rule in self.cloud.rules() {
+            assert!(
+                rule_arns.contains(rule.arn.as_str()),
+                "leaked rule {}",
+                rule.path_pattern
+            );
+        }
+        let secret_arns: HashSet<&str> = users
+            .iter()
+            .filter_map(|u| u.secret_arn.as_deref())
+            .collect();
+        for (name, secret) in self.cloud.secrets() {
+            assert!(
+                secret_arns.contains(secret.arn.as_str()),
+                "leaked secret {name}"
+            );
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(path) = &self.db_path {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        }
+    }
+}
