@@ -1,1 +1,320 @@
+use super::*;
+use crate::cloud::fake::FakeCloud;
+use crate::cloud::{Cloud, CloudErrorKind};
+use axum::body::Body;
+use axum::http::Request;
+use tower::ServiceExt;
 
+const SERVICE: &str = "service-token-0123456789";
+const ADMIN: &str = "admin-token-0123456789";
+
+async fn state_with(cloud: Arc<FakeCloud>) -> AppState {
+    let dyn_cloud: Arc<dyn Cloud> = cloud;
+    AppState {
+        store: Store::open("sqlite::memory:").await.unwrap(),
+        vault: Arc::new(SecretVault::new(dyn_cloud, "openclaw/", "spotpool")),
+        wake: Arc::new(Notify::new()),
+        health: Arc::new(Health::default()),
+        metrics: None,
+        settings: Arc::new(ApiSettings {
+            api_token: SecretString::new(SERVICE),
+            admin_token: SecretString::new(ADMIN),
+            public_base_url: "https://agents.example.com".into(),
+            tiers: vec![TierPolicy {
+                name: "default".into(),
+                spare_count: 2,
+                max_instances: 10,
+                instance_types: vec!["t3.small".into()],
+            }],
+            ready_staleness: Duration::from_secs(30),
+        }),
+        clock: Arc::new(|| 1_700_000_000_000),
+    }
+}
+
+async fn call(
+    state: &AppState,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (StatusCode, serde_json::Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = router(state.clone())
+        .oneshot(request.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn error_code(body: &serde_json::Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+#[tokio::test]
+async fn every_user_route_refuses_missing_and_wrong_tokens() {
+    let state = state_with(Arc::new(FakeCloud::default())).await;
+    for (method, uri) in [
+        ("PUT", "/v1/users/alice/instance"),
+        ("GET", "/v1/users/alice/instance"),
+        ("DELETE", "/v1/users/alice/instance"),
+        ("GET", "/v1/pool"),
+    ] {
+        for token in [None, Some("wrong-token"), Some("")] {
+            let (status, body) = call(&state, method, uri, token, "{}").await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri} {token:?}");
+            assert_eq!(error_code(&body), "unauthorized");
+            assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+        }
+    }
+}
+
+#[tokio::test]
+async fn both_scopes_may_call_the_service_routes() {
+    let state = state_with(Arc::new(FakeCloud::default())).await;
+    for token in [SERVICE, ADMIN] {
+        let (status, _) = call(&state, "GET", "/v1/pool", Some(token), "").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn bad_user_ids_get_400_naming_the_rule() {
+    let state = state_with(Arc::new(FakeCloud::default())).await;
+    let long = "a".repeat(64);
+    let cases = [
+        ("Alice", "only lowercase letters"),
+        ("-alice", "start and end"),
+        ("admin", "reserved"),
+        (long.as_str(), "limit is 63"),
+        ("a_b", "only lowercase letters"),
+    ];
+    for (id, needle) in cases {
+        for method in ["PUT", "GET", "DELETE"] {
+            let (status, body) = call(
+                &state,
+                method,
+                &format!("/v1/users/{id}/instance"),
+                Some(SERVICE),
+                "{}",
+            )
+            .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {id}");
+            assert_eq!(error_code(&body), "invalid_user_id");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.contains(needle), "{id}: {message}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_bodies_get_400_without_echoing_values() {
+    let state = state_with(Arc::new(FakeCloud::default())).await;
+    let cases = [
+        ("{not json", "invalid_body"),
+        ("[1,2]", "invalid_body"),
+        (r#"{"tier": 5}"#, "invalid_body"),
+        (r#"{"colour": "red"}"#, "invalid_body"),
+        (r#"{"secrets": "sk-should-not-echo"}"#, "invalid_secrets"),
+        (r#"{"secrets": {"KEY": 12345678}}"#, "invalid_secrets"),
+        (
+            r#"{"secrets": {"1BAD": "sk-should-not-echo"}}"#,
+            "invalid_secrets",
+        ),
+        (r#"{"tier": "gpu-huge"}"#, "unknown_tier"),
+    ];
+    for (body, code) in cases {
+        let (status, answer) = call(
+            &state,
+            "PUT",
+            "/v1/users/alice/instance",
+            Some(SERVICE),
+            body,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(error_code(&answer), code, "{body}");
+        let text = answer.to_string();
+        assert!(!text.contains("sk-should-not-echo"), "{text}");
+        assert!(!text.contains("12345678"), "{text}");
+    }
+    // Nothing was created for any of them.
+    assert!(state.store.list_users().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_put_queues_the_user_and_stores_the_secret_by_arn_only() {
+    let cloud = Arc::new(FakeCloud::default());
+    let state = state_with(cloud.clone()).await;
+    let (status, doc) = call(
+        &state,
+        "PUT",
+        "/v1/users/alice/instance",
+        Some(SERVICE),
+        r#"{"secrets":{"OPENAI_API_KEY":"sk-live-abc"}}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(doc["state"], "queued");
+    assert_eq!(doc["user_id"], "alice");
+    assert_eq!(doc["tier"], "default");
+    let route = doc["route"].as_str().unwrap();
+    assert_eq!(route.len(), 16);
+    assert_eq!(doc["url"], format!("https://agents.example.com/{route}/"));
+    let secrets = cloud.secrets();
+    assert_eq!(secrets.len(), 1);
+    assert_eq!(secrets[0].0, "openclaw/alice");
+    assert_eq!(secrets[0].1.value, r#"{"OPENAI_API_KEY":"sk-live-abc"}"#);
+    let row = state
+        .store
+        .get_user(&crate::model::UserId::parse("alice").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.secret_arn.as_deref(), Some(secrets[0].1.arn.as_str()));
+    assert!(!format!("{row:?}").contains("sk-live-abc"));
+
+    // The same PUT again is idempotent: same route, no new secret write without secrets.
+    cloud.clear_calls();
+    let (status, again) = call(&state, "PUT", "/v1/users/alice/instance", Some(SERVICE), "").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(again["route"], doc["route"]);
+    assert!(cloud.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_cloud_failure_storing_the_secret_is_a_503_and_creates_nothing() {
+    let cloud = Arc::new(FakeCloud::default());
+    cloud.fail_next("PutSecret", CloudErrorKind::Throttled, 1);
+    let state = state_with(cloud).await;
+    let (status, body) = call(
+        &state,
+        "PUT",
+        "/v1/users/alice/instance",
+        Some(SERVICE),
+        r#"{"secrets":{"K":"sk-live-abc"}}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error_code(&body), "cloud_unavailable");
+    assert!(!body.to_string().contains("sk-live-abc"));
+    assert!(state.store.list_users().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn get_and_delete_answer_404_for_unknown_users() {
+    let state = state_with(Arc::new(FakeCloud::default())).await;
+    for method in ["GET", "DELETE"] {
+        let (status, body) = call(
+            &state,
+            method,
+            "/v1/users/nobody/instance",
+            Some(SERVICE),
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(error_code(&body), "not_found");
+    }
+}
+
+#[tokio::test]
+async fn a_put_while_deleting_or_with_another_tier_is_a_409() {
+    let state = state_with(Arc::new(FakeCloud::default())).await;
+    call(
+        &state,
+        "PUT",
+        "/v1/users/alice/instance",
+        Some(SERVICE),
+        "{}",
+    )
+    .await;
+    let (status, body) = call(
+        &state,
+        "PUT",
+        "/v1/users/alice/instance",
+        Some(SERVICE),
+        r#"{"tier":"default"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, doc) = call(
+        &state,
+        "DELETE",
+        "/v1/users/alice/instance",
+        Some(SERVICE),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(doc["state"], "deleting");
+    let (status, body) = call(
+        &state,
+        "PUT",
+        "/v1/users/alice/instance",
+        Some(SERVICE),
+        "{}",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(error_code(&body), "user_deleting");
+}
+
+#[tokio::test]
+async fn health_needs_no_token_and_readiness_needs_a_recent_pass() {
+    let state = state_with(Arc::new(FakeCloud::default())).await;
+    let (status, _) = call(&state, "GET", "/healthz", None, "").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call(&state, "GET", "/readyz", None, "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["checks"]["store"], "ok");
+    state
+        .health
+        .last_success
+        .store(1_700_000_000_000 - 1_000, Ordering::Relaxed);
+    let (status, body) = call(&state, "GET", "/readyz", None, "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    state
+        .health
+        .last_success
+        .store(1_700_000_000_000 - 60_000, Ordering::Relaxed);
+    let (status, _) = call(&state, "GET", "/readyz", None, "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_in_the_json_error_format() {
+    let state = state_with(Arc::new(FakeCloud::default())).await;
+    let (status, body) = call(&state, "GET", "/v2/nothing", Some(SERVICE), "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&body), "not_found");
+    let (status, body) = call(&state, "POST", "/v1/pool", Some(SERVICE), "").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(error_code(&body), "method_not_allowed");
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_with_413() {
+    let state = state_with(Arc::new(FakeCloud::default())).await;
+    let huge = format!(r#"{{"secrets":{{"K":"{}"}}}}"#, "x".repeat(200 * 1024));
+    let (status, body) = call(
+        &state,
+        "PUT",
+        "/v1/users/alice/instance",
+        Some(SERVICE),
+        &huge,
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_code(&body), "invalid_body");
+}

@@ -1,0 +1,305 @@
+//! End to end: moto on loopback, the minimal infrastructure created with the SDK, and the real
+//! `spotpool` binary; every effect is checked through the AWS API.
+
+use crate::daemon::{daemon_env, Daemon, ADMIN_TOKEN, API_TOKEN};
+use crate::support::infra::Infra;
+use crate::support::moto::Moto;
+use std::collections::HashMap;
+use std::time::Duration;
+
+const SECRET_VALUE: &str = "sk-e2e-very-secret-4242";
+const DEADLINE: Duration = Duration::from_secs(60);
+
+struct Aws {
+    ec2: aws_sdk_ec2::Client,
+    elb: aws_sdk_elasticloadbalancingv2::Client,
+    secrets: aws_sdk_secretsmanager::Client,
+}
+
+impl Aws {
+    fn new(sdk: &aws_config::SdkConfig) -> Aws {
+        Aws {
+            ec2: aws_sdk_ec2::Client::new(sdk),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(sdk),
+            secrets: aws_sdk_secretsmanager::Client::new(sdk),
+        }
+    }
+
+    async fn instance_tags_and_state(&self, id: &str) -> (HashMap<String, String>, String) {
+        let out = self.ec2.describe_instances().instance_ids(id).send().await.unwrap();
+        let instance = &out.reservations()[0].instances()[0];
+        let tags = instance
+            .tags()
+            .iter()
+            .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
+            .collect();
+        let state = instance
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string())
+            .unwrap_or_default();
+        (tags, state)
+    }
+
+    async fn target_group_arn(&self, name: &str) -> Option<String> {
+        match self.elb.describe_target_groups().names(name).send().await {
+            Ok(out) => out.target_groups().first().and_then(|g| g.target_group_arn()).map(String::from),
+            Err(_) => None,
+        }
+    }
+
+    async fn targets(&self, group_arn: &str) -> Vec<String> {
+        let out = self.elb.describe_target_health().target_group_arn(group_arn).send().await.unwrap();
+        out.target_health_descriptions()
+            .iter()
+            .filter_map(|d| d.target().and_then(|t| t.id()).map(String::from))
+            .collect()
+    }
+
+    /// (path patterns, forwarded target groups) of every non-default rule on the listener.
+    async fn rules(&self, listener: &str) -> Vec<(Vec<String>, Vec<String>)> {
+        let out = self.elb.describe_rules().listener_arn(listener).send().await.unwrap();
+        out.rules()
+            .iter()
+            .filter(|r| !r.is_default().unwrap_or(false))
+            .map(|r| {
+                let paths = r
+                    .conditions()
+                    .iter()
+                    .flat_map(|c| {
+                        let mut values: Vec<String> = c.values().to_vec();
+                        if let Some(config) = c.path_pattern_config() {
+                            values.extend(config.values().iter().cloned());
+                        }
+                        values
+                    })
+                    .collect();
+                let groups = r
+                    .actions()
+                    .iter()
+                    .filter_map(|a| a.target_group_arn().map(String::from))
+                    .collect();
+                (paths, groups)
+            })
+            .collect()
+    }
+
+    async fn secret(&self, name: &str) -> Option<(String, HashMap<String, String>)> {
+        let value = self.secrets.get_secret_value().secret_id(name).send().await.ok()?;
+        let described = self.secrets.describe_secret().secret_id(name).send().await.ok()?;
+        let tags = described
+            .tags()
+            .iter()
+            .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
+            .collect();
+        Some((value.secret_string().unwrap_or_default().to_string(), tags))
+    }
+}
+
+#[tokio::test]
+async fn e2e_pool_claims_release_and_bad_requests_against_moto() {
+    let moto = Moto::start().await;
+    let sdk = moto.sdk_config().await;
+    let infra = Infra::create(&sdk).await;
+    let aws = Aws::new(&sdk);
+    let daemon = Daemon::start(&daemon_env(&moto, &infra)).await;
+
+    // The pool reaches two available spares.
+    daemon.wait_available(2, DEADLINE).await;
+
+    // Three users with secrets become ready.
+    let body = format!(r#"{{"secrets":{{"OPENAI_API_KEY":"{SECRET_VALUE}","OTHER":"x"}}}}"#);
+    for user in ["alice", "bob", "carol"] {
+        let (status, doc) = daemon.put(user, &body).await;
+        assert!(status == 202 || status == 200, "{status} {doc}");
+    }
+    let mut docs = HashMap::new();
+    for user in ["alice", "bob", "carol"] {
+        docs.insert(user, daemon.wait_state(user, "ready", DEADLINE).await);
+    }
+
+    // Everything is verified through the AWS API.
+    let mut seen_instances = std::collections::HashSet::new();
+    for (user, doc) in &docs {
+        let instance = doc["instance_id"].as_str().unwrap();
+        assert!(seen_instances.insert(instance.to_string()), "two users on {instance}");
+        let route = doc["route"].as_str().unwrap();
+        assert_eq!(doc["url"], format!("http://alb.local/{route}/"));
+
+        let (tags, state) = aws.instance_tags_and_state(instance).await;
+        assert_eq!(state, "running");
+        assert_eq!(tags.get("Status").map(String::as_str), Some("assigned"), "{tags:?}");
+        assert_eq!(tags.get("UserId").map(String::as_str), Some(*user));
+        assert_eq!(tags.get("Name").map(String::as_str), Some("openclaw-user-instance"));
+        assert_eq!(tags.get("spotpool:pool").map(String::as_str), Some("spotpool"));
+
+        let group = aws.target_group_arn(&format!("sp-{route}")).await.expect("target group");
+        assert_eq!(aws.targets(&group).await, vec![instance.to_string()]);
+        let rules = aws.rules(&infra.listener_arn).await;
+        assert!(
+            rules.iter().any(|(paths, groups)| paths.contains(&format!("/{route}/*")) && groups.contains(&group)),
+            "no rule /{route}/* -> {group}: {rules:?}"
+        );
+
+        let (value, secret_tags) = aws.secret(&format!("openclaw/{user}")).await.expect("secret");
+        let parsed: serde_json::Value = serde_json::from_str(&value).unwrap();
+        assert_eq!(parsed["OPENAI_API_KEY"], SECRET_VALUE);
+        assert_eq!(secret_tags.get("UserId").map(String::as_str), Some(*user));
+        assert!(secret_tags.get("InstanceArn").is_some_and(|arn| arn.ends_with(instance)), "{secret_tags:?}");
+    }
+
+    // The pool refills to two spares.
+    daemon.wait_available(2, DEADLINE).await;
+
+    // A repeated PUT is idempotent: same instance, no new instance launched.
+    let (_, before) = daemon.request("GET", "/v1/pool", Some(API_TOKEN), None).await;
+    let instances_before = before["tiers"][0]["instances"].as_array().unwrap().len();
+    let (status, again) = daemon.put("alice", "{}").await;
+    assert_eq!(status, 200);
+    assert_eq!(again["instance_id"], docs["alice"]["instance_id"]);
+    assert_eq!(again["route"], docs["alice"]["route"]);
+    let (_, after) = daemon.request("GET", "/v1/pool", Some(API_TOKEN), None).await;
+    assert_eq!(after["tiers"][0]["instances"].as_array().unwrap().len(), instances_before);
+
+    // DELETE removes the rule, the target group and the secret, and terminates the instance.
+    let (status, _) = daemon.delete("bob").await;
+    assert_eq!(status, 202);
+    let gone = daemon.wait_for(DEADLINE, || async { daemon.get("bob").await.0 == 404 }).await;
+    assert!(gone, "bob never went away; log:\n{}", daemon.log());
+    let bob_route = docs["bob"]["route"].as_str().unwrap();
+    let bob_instance = docs["bob"]["instance_id"].as_str().unwrap();
+    assert_eq!(aws.target_group_arn(&format!("sp-{bob_route}")).await, None);
+    let rules = aws.rules(&infra.listener_arn).await;
+    assert!(!rules.iter().any(|(paths, _)| paths.contains(&format!("/{bob_route}/*"))));
+    assert_eq!(rules.len(), 2, "alice's and carol's rules remain: {rules:?}");
+    assert!(aws.secret("openclaw/bob").await.is_none());
+    let (_, state) = aws.instance_tags_and_state(bob_instance).await;
+    assert!(state == "shutting-down" || state == "terminated", "{state}");
+    assert_eq!(daemon.delete("bob").await.0, 404);
+
+    // Bad ids and tokens get the right 4xx.
+    assert_eq!(daemon.put("Not_Valid", "{}").await.0, 400);
+    assert_eq!(daemon.put("admin", "{}").await.0, 400);
+    assert_eq!(daemon.put("alice", "{oops").await.0, 400);
+    let (status, body) = daemon.request("GET", "/v1/users/alice/instance", None, None).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["code"], "unauthorized");
+    assert_eq!(daemon.request("GET", "/v1/pool", Some("not-the-token"), None).await.0, 401);
+    assert_eq!(daemon.request("GET", "/v1/pool", Some(ADMIN_TOKEN), None).await.0, 200);
+    assert_eq!(daemon.request("GET", "/healthz", None, None).await.0, 200);
+
+    // Metrics carry the pool, claims, claim durations and AWS calls.
+    let metrics = daemon.metrics().await;
+    for series in [
+        "spotpool_pool_instances{",
+        "spotpool_claims_total{outcome=\"ready\"}",
+        "spotpool_claim_duration_seconds_bucket",
+        "spotpool_aws_calls_total{",
+        "operation=\"RunInstances\"",
+        "operation=\"SendCommand\"",
+    ] {
+        assert!(metrics.contains(series), "missing {series} in /metrics");
+    }
+
+    // The secret value appears nowhere in the daemon's output.
+    let log = daemon.log();
+    assert!(log.contains("alice"), "the log was captured");
+    assert!(!log.contains(SECRET_VALUE), "secret value leaked into the daemon's output");
+}
+
+#[tokio::test]
+async fn e2e_a_restarted_daemon_adopts_its_pool_and_serves_existing_users() {
+    let moto = Moto::start().await;
+    let sdk = moto.sdk_config().await;
+    let infra = Infra::create(&sdk).await;
+    let env = daemon_env(&moto, &infra);
+    let first = Daemon::start(&env).await;
+    first.wait_available(2, DEADLINE).await;
+    first.put("dave", "{}").await;
+    let doc = first.wait_state("dave", "ready", DEADLINE).await;
+    first.wait_available(2, DEADLINE).await;
+    // Crash (SIGKILL) and start a new daemon over the same database.
+    let dir = first.crash();
+
+    let second = Daemon::start_in(dir, &env).await;
+    let (status, again) = second.get("dave").await;
+    assert_eq!(status, 200);
+    assert_eq!(again["instance_id"], doc["instance_id"]);
+    second.wait_available(2, DEADLINE).await;
+    // One assigned plus two spares: the restart launched nothing extra.
+    let out = aws_sdk_ec2::Client::new(&sdk)
+        .describe_instances()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("instance-state-name").values("running").values("pending").build())
+        .send()
+        .await
+        .unwrap();
+    let running: usize = out.reservations().iter().map(|r| r.instances().len()).sum();
+    assert_eq!(running, 3);
+}
+
+#[test]
+fn a_missing_setting_stops_start_up_with_one_line_naming_it() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_spotpool"))
+        .arg("serve")
+        .env_clear()
+        .env("SUBNET_IDS", "subnet-1")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("missing setting LAUNCH_TEMPLATE_ID"), "{stderr}");
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_spotpool"))
+        .arg("serve")
+        .env_clear()
+        .envs([
+            ("LAUNCH_TEMPLATE_ID", "lt-1"),
+            ("SUBNET_IDS", "subnet-1"),
+            ("VPC_ID", "vpc-1"),
+            ("ALB_LISTENER_ARN", "arn:listener"),
+            ("SPOTPOOL_API_TOKEN", API_TOKEN),
+            ("SPOTPOOL_ADMIN_TOKEN", ADMIN_TOKEN),
+            ("CONTAINER_IMAGE", "img:1"),
+            ("POOL_SPARE_COUNT", "many"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("POOL_SPARE_COUNT"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn help_documents_every_setting() {
+    for args in [&["--help"][..], &["serve", "--help"][..]] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_spotpool"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        let help = String::from_utf8_lossy(&output.stdout);
+        for name in [
+            "LAUNCH_TEMPLATE_ID",
+            "USER_INSTANCE_TYPE",
+            "POOL_SPARE_COUNT",
+            "SUBNET_IDS",
+            "SECURITY_GROUP_ID",
+            "VPC_ID",
+            "ALB_LISTENER_ARN",
+            "ECR_REPOSITORY_URL",
+            "CONTAINER_IMAGE",
+            "CONTAINER_PORT",
+            "PUBLIC_BASE_URL",
+            "SPOTPOOL_LISTEN",
+            "SPOTPOOL_DATABASE_URL",
+            "SPOTPOOL_API_TOKEN",
+            "SPOTPOOL_ADMIN_TOKEN",
+            "SPOTPOOL_POOL",
+            "SPOTPOOL_RECONCILE_INTERVAL",
+        ] {
+            assert!(help.contains(name), "{args:?} help lacks {name}");
+        }
+    }
+}
