@@ -35,9 +35,7 @@ pub enum UserIdError {
     Empty,
     #[error("user id is {0} characters long; the limit is 63")]
     TooLong(usize),
-    #[error(
-        "user id contains {0:?}; only lowercase letters, digits and hyphens are allowed"
-    )]
+    #[error("user id contains {0:?}; only lowercase letters, digits and hyphens are allowed")]
     BadCharacter(char),
     #[error("user id must start and end with a lowercase letter or digit, not a hyphen")]
     EdgeHyphen,

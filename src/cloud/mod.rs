@@ -99,7 +99,10 @@ impl Lifecycle {
     pub fn is_gone(self) -> bool {
         matches!(
             self,
-            Lifecycle::ShuttingDown | Lifecycle::Terminated | Lifecycle::Stopping | Lifecycle::Stopped
+            Lifecycle::ShuttingDown
+                | Lifecycle::Terminated
+                | Lifecycle::Stopping
+                | Lifecycle::Stopped
         )
     }
 }
@@ -221,8 +224,12 @@ pub trait Cloud: Send + Sync + 'static {
     async fn create_target_group(&self, name: &str, port: u16, tags: &Tags) -> CloudResult<String>;
 
     /// Registers an instance in a target group. Registering it twice succeeds.
-    async fn register_target(&self, target_group_arn: &str, instance: &InstanceId, port: u16)
-    -> CloudResult<()>;
+    async fn register_target(
+        &self,
+        target_group_arn: &str,
+        instance: &InstanceId,
+        port: u16,
+    ) -> CloudResult<()>;
 
     /// Deletes a target group. A missing group counts as success.
     async fn delete_target_group(&self, target_group_arn: &str) -> CloudResult<()>;
