@@ -1,0 +1,2 @@
+mod aws_adapter;
+mod support;
