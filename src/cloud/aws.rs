@@ -365,6 +365,25 @@ fn missing(operation: &'static str, what: &str) -> CloudError {
     )
 }
 
+/// The token of the next page, `None` after the last one. A service that hands back the token it
+/// was given would make the loop endless, so that is an error.
+fn next_page(
+    operation: &'static str,
+    sent: Option<String>,
+    received: Option<&str>,
+) -> CloudResult<Option<String>> {
+    match received {
+        None | Some("") => Ok(None),
+        Some(token) if sent.as_deref() == Some(token) => Err(CloudError::new(
+            CloudErrorKind::Transient,
+            operation,
+            "",
+            "the service returned the same page token twice",
+        )),
+        Some(token) => Ok(Some(token.to_string())),
+    }
+}
+
 fn truncate(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()
 }
@@ -500,7 +519,7 @@ impl Cloud for AwsCloud {
                     .filters(pool_filter.clone())
                     .filters(state_filter.clone())
                     .max_results(self.page_size)
-                    .set_next_token(next_token.take())
+                    .set_next_token(next_token.clone())
                     .send(),
             )
             .await
@@ -549,9 +568,9 @@ impl Cloud for AwsCloud {
                     });
                 }
             }
-            match page.next_token() {
-                Some(token) if !token.is_empty() => next_token = Some(token.to_string()),
-                _ => break,
+            next_token = next_page("DescribeInstances", next_token, page.next_token())?;
+            if next_token.is_none() {
+                break;
             }
         }
         Ok(instances)
@@ -1008,7 +1027,7 @@ impl Cloud for AwsCloud {
                     .describe_rules()
                     .listener_arn(listener_arn)
                     .page_size(page_size)
-                    .set_marker(marker.take())
+                    .set_marker(marker.clone())
                     .send(),
             )
             .await
@@ -1018,9 +1037,9 @@ impl Cloud for AwsCloud {
             for rule in page.rules() {
                 rules.push(rule_info(rule)?);
             }
-            match page.next_marker() {
-                Some(next) if !next.is_empty() => marker = Some(next.to_string()),
-                _ => break,
+            marker = next_page("DescribeRules", marker, page.next_marker())?;
+            if marker.is_none() {
+                break;
             }
         }
         Ok(rules)
@@ -1248,6 +1267,18 @@ mod tests {
         // An empty value would replace every position; it is left alone.
         let err = redact(CloudError::new(CloudErrorKind::Fatal, "Op", "C", "msg"), "");
         assert_eq!(err.message, "msg");
+    }
+
+    #[test]
+    fn pagination_stops_on_an_empty_token_and_refuses_a_repeated_one() {
+        assert_eq!(next_page("Op", None, None).unwrap(), None);
+        assert_eq!(next_page("Op", Some("a".into()), Some("")).unwrap(), None);
+        assert_eq!(
+            next_page("Op", Some("a".into()), Some("b")).unwrap(),
+            Some("b".to_string())
+        );
+        let stuck = next_page("Op", Some("a".into()), Some("a")).unwrap_err();
+        assert_eq!(stuck.kind, CloudErrorKind::Transient);
     }
 
     #[test]
