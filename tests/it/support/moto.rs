@@ -137,6 +137,12 @@ impl Drop for Moto {
         // Kill by the PID we started; never by name, other tests run their own moto.
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Keep the log of a failed test for a post-mortem; otherwise leave no trace.
+        if std::thread::panicking() {
+            eprintln!("moto log kept at {}", self.log_path.display());
+        } else if let Some(dir) = self.log_path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
