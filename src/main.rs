@@ -49,7 +49,13 @@ fn main() -> ExitCode {
     let mut command = Cli::command();
     let settings_help = settings_table(&mut command);
     let command = command.after_long_help(settings_help);
-    let matches = command.get_matches();
+    let matches = match command.clone().try_get_matches() {
+        Ok(matches) => matches,
+        Err(error) => match invalid_setting_line(&command, &error) {
+            Some(line) => return fail(&line),
+            None => error.exit(),
+        },
+    };
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(error) => error.exit(),
@@ -57,6 +63,36 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
     }
+}
+
+/// Turns clap's multi-line "invalid value" error for a setting into the same one-line form as
+/// every other configuration error, naming the environment variable.
+fn invalid_setting_line(command: &clap::Command, error: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        error.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = arg.trim_start_matches("--").split(' ').next()?;
+    let serve = command.find_subcommand("serve")?;
+    let setting = serve.get_arguments().find(|a| a.get_long() == Some(long))?;
+    let name = setting
+        .get_env()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_else(|| format!("--{long}"));
+    let value = match error.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(value)) => value.clone(),
+        _ => String::new(),
+    };
+    let why = std::error::Error::source(error)
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| "not a valid value".into());
+    Some(format!("invalid setting {name}={value:?}: {why}"))
 }
 
 /// Every `serve` setting with its environment variable, for `spotpool --help`.
@@ -134,7 +170,7 @@ fn install_metrics() -> Result<PrometheusHandle, String> {
             &seconds,
         )
         .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), &fast))
-        .and_then(|b| b.install_recorder().map_err(Into::into))
+        .and_then(|b| b.install_recorder())
         .map_err(|e| format!("installing the metrics recorder: {e}"))
 }
 

@@ -121,9 +121,15 @@ impl Daemon {
     /// Waits until GET /v1/pool shows exactly `count` available spares.
     pub async fn wait_available(&self, count: u64, deadline: Duration) {
         let reached = self
-            .wait_for(deadline, || async { self.pool_count("available").await == count })
+            .wait_for(deadline, || async {
+                self.pool_count("available").await == count
+            })
             .await;
-        assert!(reached, "pool never had {count} available; log:\n{}", self.log());
+        assert!(
+            reached,
+            "pool never had {count} available; log:\n{}",
+            self.log()
+        );
     }
 
     pub fn log(&self) -> String {
@@ -166,22 +172,40 @@ impl Daemon {
         let response = request.send().await.expect("request to the daemon");
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     pub async fn put(&self, user: &str, body: &str) -> (u16, serde_json::Value) {
-        self.request("PUT", &format!("/v1/users/{user}/instance"), Some(API_TOKEN), Some(body))
-            .await
+        self.request(
+            "PUT",
+            &format!("/v1/users/{user}/instance"),
+            Some(API_TOKEN),
+            Some(body),
+        )
+        .await
     }
 
     pub async fn get(&self, user: &str) -> (u16, serde_json::Value) {
-        self.request("GET", &format!("/v1/users/{user}/instance"), Some(API_TOKEN), None)
-            .await
+        self.request(
+            "GET",
+            &format!("/v1/users/{user}/instance"),
+            Some(API_TOKEN),
+            None,
+        )
+        .await
     }
 
     pub async fn delete(&self, user: &str) -> (u16, serde_json::Value) {
-        self.request("DELETE", &format!("/v1/users/{user}/instance"), Some(API_TOKEN), None)
-            .await
+        self.request(
+            "DELETE",
+            &format!("/v1/users/{user}/instance"),
+            Some(API_TOKEN),
+            None,
+        )
+        .await
     }
 
     /// Count of instances with `status` in the default tier, from GET /v1/pool.
@@ -202,7 +226,12 @@ impl Daemon {
     }
 
     /// Polls GET until the user's state is `state`; returns the document.
-    pub async fn wait_state(&self, user: &str, state: &str, deadline: Duration) -> serde_json::Value {
+    pub async fn wait_state(
+        &self,
+        user: &str,
+        state: &str,
+        deadline: Duration,
+    ) -> serde_json::Value {
         let start = Instant::now();
         loop {
             let (_, doc) = self.get(user).await;

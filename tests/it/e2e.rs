@@ -1,7 +1,7 @@
 //! End to end: moto on loopback, the minimal infrastructure created with the SDK, and the real
 //! `spotpool` binary; every effect is checked through the AWS API.
 
-use crate::daemon::{daemon_env, Daemon, ADMIN_TOKEN, API_TOKEN};
+use crate::daemon::{ADMIN_TOKEN, API_TOKEN, Daemon, daemon_env};
 use crate::support::infra::Infra;
 use crate::support::moto::Moto;
 use std::collections::HashMap;
@@ -26,12 +26,23 @@ impl Aws {
     }
 
     async fn instance_tags_and_state(&self, id: &str) -> (HashMap<String, String>, String) {
-        let out = self.ec2.describe_instances().instance_ids(id).send().await.unwrap();
+        let out = self
+            .ec2
+            .describe_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .unwrap();
         let instance = &out.reservations()[0].instances()[0];
         let tags = instance
             .tags()
             .iter()
-            .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
+            .map(|t| {
+                (
+                    t.key().unwrap_or_default().to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                )
+            })
             .collect();
         let state = instance
             .state()
@@ -43,13 +54,23 @@ impl Aws {
 
     async fn target_group_arn(&self, name: &str) -> Option<String> {
         match self.elb.describe_target_groups().names(name).send().await {
-            Ok(out) => out.target_groups().first().and_then(|g| g.target_group_arn()).map(String::from),
+            Ok(out) => out
+                .target_groups()
+                .first()
+                .and_then(|g| g.target_group_arn())
+                .map(String::from),
             Err(_) => None,
         }
     }
 
     async fn targets(&self, group_arn: &str) -> Vec<String> {
-        let out = self.elb.describe_target_health().target_group_arn(group_arn).send().await.unwrap();
+        let out = self
+            .elb
+            .describe_target_health()
+            .target_group_arn(group_arn)
+            .send()
+            .await
+            .unwrap();
         out.target_health_descriptions()
             .iter()
             .filter_map(|d| d.target().and_then(|t| t.id()).map(String::from))
@@ -58,7 +79,13 @@ impl Aws {
 
     /// (path patterns, forwarded target groups) of every non-default rule on the listener.
     async fn rules(&self, listener: &str) -> Vec<(Vec<String>, Vec<String>)> {
-        let out = self.elb.describe_rules().listener_arn(listener).send().await.unwrap();
+        let out = self
+            .elb
+            .describe_rules()
+            .listener_arn(listener)
+            .send()
+            .await
+            .unwrap();
         out.rules()
             .iter()
             .filter(|r| !r.is_default().unwrap_or(false))
@@ -85,12 +112,29 @@ impl Aws {
     }
 
     async fn secret(&self, name: &str) -> Option<(String, HashMap<String, String>)> {
-        let value = self.secrets.get_secret_value().secret_id(name).send().await.ok()?;
-        let described = self.secrets.describe_secret().secret_id(name).send().await.ok()?;
+        let value = self
+            .secrets
+            .get_secret_value()
+            .secret_id(name)
+            .send()
+            .await
+            .ok()?;
+        let described = self
+            .secrets
+            .describe_secret()
+            .secret_id(name)
+            .send()
+            .await
+            .ok()?;
         let tags = described
             .tags()
             .iter()
-            .map(|t| (t.key().unwrap_or_default().to_string(), t.value().unwrap_or_default().to_string()))
+            .map(|t| {
+                (
+                    t.key().unwrap_or_default().to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                )
+            })
             .collect();
         Some((value.secret_string().unwrap_or_default().to_string(), tags))
     }
@@ -122,56 +166,100 @@ async fn e2e_pool_claims_release_and_bad_requests_against_moto() {
     let mut seen_instances = std::collections::HashSet::new();
     for (user, doc) in &docs {
         let instance = doc["instance_id"].as_str().unwrap();
-        assert!(seen_instances.insert(instance.to_string()), "two users on {instance}");
+        assert!(
+            seen_instances.insert(instance.to_string()),
+            "two users on {instance}"
+        );
         let route = doc["route"].as_str().unwrap();
         assert_eq!(doc["url"], format!("http://alb.local/{route}/"));
 
         let (tags, state) = aws.instance_tags_and_state(instance).await;
         assert_eq!(state, "running");
-        assert_eq!(tags.get("Status").map(String::as_str), Some("assigned"), "{tags:?}");
+        assert_eq!(
+            tags.get("Status").map(String::as_str),
+            Some("assigned"),
+            "{tags:?}"
+        );
         assert_eq!(tags.get("UserId").map(String::as_str), Some(*user));
-        assert_eq!(tags.get("Name").map(String::as_str), Some("openclaw-user-instance"));
-        assert_eq!(tags.get("spotpool:pool").map(String::as_str), Some("spotpool"));
+        assert_eq!(
+            tags.get("Name").map(String::as_str),
+            Some("openclaw-user-instance")
+        );
+        assert_eq!(
+            tags.get("spotpool:pool").map(String::as_str),
+            Some("spotpool")
+        );
 
-        let group = aws.target_group_arn(&format!("sp-{route}")).await.expect("target group");
+        let group = aws
+            .target_group_arn(&format!("sp-{route}"))
+            .await
+            .expect("target group");
         assert_eq!(aws.targets(&group).await, vec![instance.to_string()]);
         let rules = aws.rules(&infra.listener_arn).await;
         assert!(
-            rules.iter().any(|(paths, groups)| paths.contains(&format!("/{route}/*")) && groups.contains(&group)),
+            rules
+                .iter()
+                .any(|(paths, groups)| paths.contains(&format!("/{route}/*"))
+                    && groups.contains(&group)),
             "no rule /{route}/* -> {group}: {rules:?}"
         );
 
-        let (value, secret_tags) = aws.secret(&format!("openclaw/{user}")).await.expect("secret");
+        let (value, secret_tags) = aws
+            .secret(&format!("openclaw/{user}"))
+            .await
+            .expect("secret");
         let parsed: serde_json::Value = serde_json::from_str(&value).unwrap();
         assert_eq!(parsed["OPENAI_API_KEY"], SECRET_VALUE);
         assert_eq!(secret_tags.get("UserId").map(String::as_str), Some(*user));
-        assert!(secret_tags.get("InstanceArn").is_some_and(|arn| arn.ends_with(instance)), "{secret_tags:?}");
+        assert!(
+            secret_tags
+                .get("InstanceArn")
+                .is_some_and(|arn| arn.ends_with(instance)),
+            "{secret_tags:?}"
+        );
     }
 
     // The pool refills to two spares.
     daemon.wait_available(2, DEADLINE).await;
 
     // A repeated PUT is idempotent: same instance, no new instance launched.
-    let (_, before) = daemon.request("GET", "/v1/pool", Some(API_TOKEN), None).await;
+    let (_, before) = daemon
+        .request("GET", "/v1/pool", Some(API_TOKEN), None)
+        .await;
     let instances_before = before["tiers"][0]["instances"].as_array().unwrap().len();
     let (status, again) = daemon.put("alice", "{}").await;
     assert_eq!(status, 200);
     assert_eq!(again["instance_id"], docs["alice"]["instance_id"]);
     assert_eq!(again["route"], docs["alice"]["route"]);
-    let (_, after) = daemon.request("GET", "/v1/pool", Some(API_TOKEN), None).await;
-    assert_eq!(after["tiers"][0]["instances"].as_array().unwrap().len(), instances_before);
+    let (_, after) = daemon
+        .request("GET", "/v1/pool", Some(API_TOKEN), None)
+        .await;
+    assert_eq!(
+        after["tiers"][0]["instances"].as_array().unwrap().len(),
+        instances_before
+    );
 
     // DELETE removes the rule, the target group and the secret, and terminates the instance.
     let (status, _) = daemon.delete("bob").await;
     assert_eq!(status, 202);
-    let gone = daemon.wait_for(DEADLINE, || async { daemon.get("bob").await.0 == 404 }).await;
+    let gone = daemon
+        .wait_for(DEADLINE, || async { daemon.get("bob").await.0 == 404 })
+        .await;
     assert!(gone, "bob never went away; log:\n{}", daemon.log());
     let bob_route = docs["bob"]["route"].as_str().unwrap();
     let bob_instance = docs["bob"]["instance_id"].as_str().unwrap();
     assert_eq!(aws.target_group_arn(&format!("sp-{bob_route}")).await, None);
     let rules = aws.rules(&infra.listener_arn).await;
-    assert!(!rules.iter().any(|(paths, _)| paths.contains(&format!("/{bob_route}/*"))));
-    assert_eq!(rules.len(), 2, "alice's and carol's rules remain: {rules:?}");
+    assert!(
+        !rules
+            .iter()
+            .any(|(paths, _)| paths.contains(&format!("/{bob_route}/*")))
+    );
+    assert_eq!(
+        rules.len(),
+        2,
+        "alice's and carol's rules remain: {rules:?}"
+    );
     assert!(aws.secret("openclaw/bob").await.is_none());
     let (_, state) = aws.instance_tags_and_state(bob_instance).await;
     assert!(state == "shutting-down" || state == "terminated", "{state}");
@@ -181,11 +269,25 @@ async fn e2e_pool_claims_release_and_bad_requests_against_moto() {
     assert_eq!(daemon.put("Not_Valid", "{}").await.0, 400);
     assert_eq!(daemon.put("admin", "{}").await.0, 400);
     assert_eq!(daemon.put("alice", "{oops").await.0, 400);
-    let (status, body) = daemon.request("GET", "/v1/users/alice/instance", None, None).await;
+    let (status, body) = daemon
+        .request("GET", "/v1/users/alice/instance", None, None)
+        .await;
     assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "unauthorized");
-    assert_eq!(daemon.request("GET", "/v1/pool", Some("not-the-token"), None).await.0, 401);
-    assert_eq!(daemon.request("GET", "/v1/pool", Some(ADMIN_TOKEN), None).await.0, 200);
+    assert_eq!(
+        daemon
+            .request("GET", "/v1/pool", Some("not-the-token"), None)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        daemon
+            .request("GET", "/v1/pool", Some(ADMIN_TOKEN), None)
+            .await
+            .0,
+        200
+    );
     assert_eq!(daemon.request("GET", "/healthz", None, None).await.0, 200);
 
     // Metrics carry the pool, claims, claim durations and AWS calls.
@@ -204,7 +306,10 @@ async fn e2e_pool_claims_release_and_bad_requests_against_moto() {
     // The secret value appears nowhere in the daemon's output.
     let log = daemon.log();
     assert!(log.contains("alice"), "the log was captured");
-    assert!(!log.contains(SECRET_VALUE), "secret value leaked into the daemon's output");
+    assert!(
+        !log.contains(SECRET_VALUE),
+        "secret value leaked into the daemon's output"
+    );
 }
 
 #[tokio::test]
@@ -229,7 +334,13 @@ async fn e2e_a_restarted_daemon_adopts_its_pool_and_serves_existing_users() {
     // One assigned plus two spares: the restart launched nothing extra.
     let out = aws_sdk_ec2::Client::new(&sdk)
         .describe_instances()
-        .filters(aws_sdk_ec2::types::Filter::builder().name("instance-state-name").values("running").values("pending").build())
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("instance-state-name")
+                .values("running")
+                .values("pending")
+                .build(),
+        )
         .send()
         .await
         .unwrap();
@@ -248,7 +359,10 @@ fn a_missing_setting_stops_start_up_with_one_line_naming_it() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("missing setting LAUNCH_TEMPLATE_ID"), "{stderr}");
+    assert!(
+        stderr.contains("missing setting LAUNCH_TEMPLATE_ID"),
+        "{stderr}"
+    );
 
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_spotpool"))
         .arg("serve")

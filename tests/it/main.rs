@@ -1,4 +1,12 @@
 //! The integration tests: one binary, with shared helpers.
+//!
+//! - `reconcile`: the reconciler, API and store over the in-memory fake cloud (`world`).
+//! - `aws_adapter`: `AwsCloud` against moto through the real SDK path.
+//! - `e2e`: moto, the minimal infrastructure and the real `spotpool` binary (`daemon`).
 
+mod aws_adapter;
+mod daemon;
+mod e2e;
 mod reconcile;
+mod support;
 mod world;

@@ -1,0 +1,712 @@
+//! `AwsCloud` against moto, through the real SDK path: the same clients, retry config and error
+//! classification production uses.
+
+use crate::support::infra::Infra;
+use crate::support::moto::Moto;
+use spotpool::cloud::aws::{AwsCloud, AwsCloudConfig};
+use spotpool::cloud::{Cloud, CloudErrorKind, CommandStatus, LaunchRequest, Lifecycle, Tags, tags};
+use spotpool::model::{InstanceId, InstanceStatus};
+use std::time::Duration;
+
+const POOL: &str = "test-pool";
+
+/// A moto with the test infrastructure and an adapter for pool `test-pool`.
+struct World {
+    // Kept alive for the test's duration; dropping it stops moto.
+    _moto: Moto,
+    sdk: aws_config::SdkConfig,
+    infra: Infra,
+    cloud: AwsCloud,
+}
+
+impl World {
+    async fn start() -> World {
+        let moto = Moto::start().await;
+        let sdk = moto.sdk_config().await;
+        let infra = Infra::create(&sdk).await;
+        let cloud = AwsCloud::new(&sdk, config(&infra, POOL));
+        World {
+            _moto: moto,
+            sdk,
+            infra,
+            cloud,
+        }
+    }
+
+    fn launch_request(&self, tier: &str, count: u32, token: &str) -> LaunchRequest {
+        LaunchRequest {
+            tier: tier.to_string(),
+            instance_type: "t3.small".to_string(),
+            subnet_id: self.infra.subnet_ids[0].clone(),
+            count,
+            client_token: token.to_string(),
+        }
+    }
+
+    async fn launch_one(&self) -> InstanceId {
+        let ids = self
+            .cloud
+            .launch_instances(&self.launch_request("small", 1, "launch-one"))
+            .await
+            .expect("launching one instance");
+        assert_eq!(ids.len(), 1);
+        ids.into_iter().next().unwrap()
+    }
+
+    async fn target_group(&self, name: &str) -> String {
+        self.cloud
+            .create_target_group(name, 8080, &Tags::new())
+            .await
+            .expect("creating a target group")
+    }
+}
+
+fn config(infra: &Infra, pool: &str) -> AwsCloudConfig {
+    AwsCloudConfig {
+        pool: pool.to_string(),
+        launch_template_id: infra.launch_template_id.clone(),
+        launch_template_version: "$Default".to_string(),
+        vpc_id: infra.vpc_id.clone(),
+        security_group_ids: vec![infra.security_group_id.clone()],
+        instance_profile_arn: None,
+        health_check_path: "/healthz".to_string(),
+        call_timeout: Duration::from_secs(30),
+        attempt_timeout: Duration::from_secs(10),
+        max_attempts: 3,
+    }
+}
+
+fn tags_of(pairs: &[(&str, &str)]) -> Tags {
+    pairs
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect()
+}
+
+// --- EC2 -----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn launch_then_describe_returns_every_tagged_instance_across_pages() {
+    let world = World::start().await;
+    // Moto pages count reservations (one per RunInstances call), so a page size of 1 and four
+    // launches make describe follow NextToken three times. RunInstances asks for MinCount=1,
+    // MaxCount=count: AWS may launch fewer than asked for, and moto always launches MinCount.
+    let cloud = world.cloud.clone().with_page_size(1);
+    let mut launched = Vec::new();
+    let mut large = Vec::new();
+    for (tier, count, token) in [
+        ("small", 2, "t-1"),
+        ("small", 1, "t-2"),
+        ("large", 3, "t-3"),
+        ("large", 1, "t-4"),
+    ] {
+        let ids = cloud
+            .launch_instances(&world.launch_request(tier, count, token))
+            .await
+            .expect("launching");
+        assert!(
+            (1..=count as usize).contains(&ids.len()),
+            "launch {token} gave {ids:?}"
+        );
+        if tier == "large" {
+            large.extend(ids.clone());
+        }
+        launched.extend(ids);
+    }
+
+    let instances = cloud.describe_pool_instances().await.expect("describing");
+
+    let mut seen: Vec<_> = instances.iter().map(|i| i.id.clone()).collect();
+    seen.sort();
+    launched.sort();
+    assert_eq!(seen, launched);
+    for instance in &instances {
+        assert!(
+            instance.arn.starts_with("arn:aws:ec2:us-east-1:")
+                && instance
+                    .arn
+                    .ends_with(&format!(":instance/{}", instance.id)),
+            "arn {}",
+            instance.arn
+        );
+        assert_eq!(instance.instance_type, "t3.small");
+        assert_eq!(instance.availability_zone, "us-east-1a");
+        assert!(
+            matches!(instance.lifecycle, Lifecycle::Pending | Lifecycle::Running),
+            "lifecycle {:?}",
+            instance.lifecycle
+        );
+        assert_eq!(instance.status, Some(InstanceStatus::Initializing));
+        assert_eq!(instance.user_id, None);
+        assert!(instance.private_ip.is_some());
+        assert!(
+            instance.launched_at > 1_600_000_000_000,
+            "launched_at {}",
+            instance.launched_at
+        );
+    }
+    let mut large_seen: Vec<_> = instances
+        .iter()
+        .filter(|i| i.tier.as_deref() == Some("large"))
+        .map(|i| i.id.clone())
+        .collect();
+    large_seen.sort();
+    large.sort();
+    assert_eq!(large_seen, large);
+}
+
+#[tokio::test]
+async fn launch_tags_instance_and_volume_and_asks_for_spot_with_imdsv2() {
+    let world = World::start().await;
+    let id = world.launch_one().await;
+
+    let ec2 = aws_sdk_ec2::Client::new(&world.sdk);
+    let described = ec2
+        .describe_instances()
+        .instance_ids(id.0.clone())
+        .send()
+        .await
+        .expect("describing the instance");
+    let instance = &described.reservations()[0].instances()[0];
+    let tag = |key: &str| {
+        instance
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(key))
+            .and_then(|t| t.value())
+            .map(str::to_string)
+    };
+    assert_eq!(tag(tags::NAME).as_deref(), Some(tags::NAME_VALUE));
+    assert_eq!(tag(tags::POOL).as_deref(), Some(POOL));
+    assert_eq!(tag(tags::TIER).as_deref(), Some("small"));
+    assert_eq!(tag(tags::STATUS).as_deref(), Some("initializing"));
+    assert_eq!(
+        instance.instance_lifecycle(),
+        Some(&aws_sdk_ec2::types::InstanceLifecycleType::Spot)
+    );
+    let metadata = instance.metadata_options().expect("metadata options");
+    assert_eq!(
+        metadata.http_tokens(),
+        Some(&aws_sdk_ec2::types::HttpTokensState::Required)
+    );
+    assert_eq!(metadata.http_put_response_hop_limit(), Some(1));
+    let groups: Vec<_> = instance
+        .security_groups()
+        .iter()
+        .filter_map(|g| g.group_id())
+        .collect();
+    assert_eq!(groups, vec![world.infra.security_group_id.as_str()]);
+
+    let volumes = ec2
+        .describe_volumes()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("attachment.instance-id")
+                .values(id.0.clone())
+                .build(),
+        )
+        .send()
+        .await
+        .expect("describing the volumes");
+    assert!(
+        !volumes.volumes().is_empty(),
+        "the instance has a root volume"
+    );
+    for volume in volumes.volumes() {
+        let pool_tag = volume
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(tags::POOL))
+            .and_then(|t| t.value());
+        assert_eq!(pool_tag, Some(POOL), "volume {:?}", volume.volume_id());
+    }
+}
+
+#[tokio::test]
+async fn describe_skips_other_pools_and_terminated_instances() {
+    let world = World::start().await;
+    let mine = world.launch_one().await;
+    let gone = world.launch_one().await;
+    let other_pool = AwsCloud::new(&world.sdk, config(&world.infra, "other-pool"));
+    let theirs = other_pool
+        .launch_instances(&world.launch_request("small", 1, "theirs"))
+        .await
+        .expect("launching in the other pool");
+    world
+        .cloud
+        .terminate_instances(std::slice::from_ref(&gone))
+        .await
+        .expect("terminating");
+
+    let ids: Vec<_> = world
+        .cloud
+        .describe_pool_instances()
+        .await
+        .expect("describing")
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+
+    assert_eq!(ids, vec![mine]);
+    let their_ids: Vec<_> = other_pool
+        .describe_pool_instances()
+        .await
+        .expect("describing the other pool")
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(their_ids, theirs);
+}
+
+#[tokio::test]
+async fn tag_and_untag_are_reflected_by_describe() {
+    let world = World::start().await;
+    let id = world.launch_one().await;
+
+    world
+        .cloud
+        .tag_instance(
+            &id,
+            &tags_of(&[(tags::STATUS, "assigned"), (tags::USER_ID, "alice")]),
+        )
+        .await
+        .expect("tagging");
+    let instance = world
+        .cloud
+        .describe_pool_instances()
+        .await
+        .expect("describing")[0]
+        .clone();
+    assert_eq!(instance.status, Some(InstanceStatus::Assigned));
+    assert_eq!(instance.user_id.as_deref(), Some("alice"));
+
+    world
+        .cloud
+        .untag_instance(&id, &[tags::USER_ID, "NeverSet"])
+        .await
+        .expect("untagging");
+    world
+        .cloud
+        .untag_instance(&id, &[])
+        .await
+        .expect("untagging nothing");
+    let instance = world
+        .cloud
+        .describe_pool_instances()
+        .await
+        .expect("describing")[0]
+        .clone();
+    assert_eq!(instance.user_id, None);
+    // Untagging nothing must not have deleted every tag.
+    assert_eq!(instance.status, Some(InstanceStatus::Assigned));
+    assert_eq!(instance.tier.as_deref(), Some("small"));
+}
+
+#[tokio::test]
+async fn terminating_twice_and_terminating_unknown_ids_succeed() {
+    let world = World::start().await;
+    let first = world.launch_one().await;
+    let second = world.launch_one().await;
+    let unknown = InstanceId("i-0123456789abcdef0".to_string());
+
+    world
+        .cloud
+        .terminate_instances(std::slice::from_ref(&first))
+        .await
+        .expect("terminating");
+    world
+        .cloud
+        .terminate_instances(std::slice::from_ref(&first))
+        .await
+        .expect("terminating again");
+    world
+        .cloud
+        .terminate_instances(std::slice::from_ref(&unknown))
+        .await
+        .expect("terminating an unknown id");
+    world
+        .cloud
+        .terminate_instances(&[])
+        .await
+        .expect("terminating nothing");
+    // One unknown id in a batch must not keep the known ones alive.
+    world
+        .cloud
+        .terminate_instances(&[unknown.clone(), second.clone()])
+        .await
+        .expect("terminating a batch with an unknown id");
+
+    let remaining = world
+        .cloud
+        .describe_pool_instances()
+        .await
+        .expect("describing");
+    assert!(remaining.is_empty(), "still alive: {remaining:?}");
+}
+
+// --- SSM -----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn send_command_then_command_status_reaches_success() {
+    let world = World::start().await;
+    let id = world.launch_one().await;
+    let long_comment = "c".repeat(300);
+
+    let command_id = world
+        .cloud
+        .send_command(&id, &long_comment, "echo hello", 60)
+        .await
+        .expect("sending the command");
+
+    let mut status = CommandStatus::Pending;
+    for _ in 0..50 {
+        status = world
+            .cloud
+            .command_status(&command_id, &id)
+            .await
+            .expect("reading the status");
+        if status != CommandStatus::Pending {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, CommandStatus::Success);
+
+    let ssm = aws_sdk_ssm::Client::new(&world.sdk);
+    let sent = ssm
+        .list_commands()
+        .command_id(&command_id)
+        .send()
+        .await
+        .expect("listing the command");
+    let command = &sent.commands()[0];
+    assert_eq!(command.document_name(), Some("AWS-RunShellScript"));
+    assert_eq!(command.comment().map(|c| c.len()), Some(100));
+    let parameters = command.parameters().expect("parameters");
+    assert_eq!(parameters["commands"], vec!["echo hello".to_string()]);
+    assert_eq!(parameters["executionTimeout"], vec!["60".to_string()]);
+}
+
+#[tokio::test]
+async fn command_status_of_an_invocation_not_yet_known_is_pending() {
+    let world = World::start().await;
+    let id = world.launch_one().await;
+    let other = InstanceId("i-0123456789abcdef0".to_string());
+    let command_id = world
+        .cloud
+        .send_command(&id, "probe", "true", 30)
+        .await
+        .expect("sending the command");
+
+    // The command exists but has no invocation on this instance: InvocationDoesNotExist.
+    let status = world
+        .cloud
+        .command_status(&command_id, &other)
+        .await
+        .expect("reading the status");
+
+    assert_eq!(status, CommandStatus::Pending);
+}
+
+// --- Secrets Manager -----------------------------------------------------------------------
+
+#[tokio::test]
+async fn put_secret_creates_then_updates_under_the_same_arn() {
+    let world = World::start().await;
+    let first_tags = tags_of(&[(tags::USER_ID, "alice"), (tags::POOL, POOL)]);
+
+    let created = world
+        .cloud
+        .put_secret("openclaw/alice", "first-value", &first_tags)
+        .await
+        .expect("creating the secret");
+    let updated = world
+        .cloud
+        .put_secret(
+            "openclaw/alice",
+            "second-value",
+            &tags_of(&[(tags::INSTANCE_ARN, "arn:aws:ec2:us-east-1:1:instance/i-1")]),
+        )
+        .await
+        .expect("updating the secret");
+
+    assert_eq!(created, updated);
+    let secrets = aws_sdk_secretsmanager::Client::new(&world.sdk);
+    let value = secrets
+        .get_secret_value()
+        .secret_id(&created)
+        .send()
+        .await
+        .expect("reading the secret");
+    assert_eq!(value.secret_string(), Some("second-value"));
+    let described = secrets
+        .describe_secret()
+        .secret_id(&created)
+        .send()
+        .await
+        .expect("describing the secret");
+    let mut keys: Vec<_> = described.tags().iter().filter_map(|t| t.key()).collect();
+    keys.sort();
+    assert_eq!(keys, vec![tags::INSTANCE_ARN, tags::USER_ID, tags::POOL]);
+}
+
+#[tokio::test]
+async fn tag_and_untag_secret_change_its_tags() {
+    let world = World::start().await;
+    let arn = world
+        .cloud
+        .put_secret("openclaw/bob", "value", &tags_of(&[(tags::USER_ID, "bob")]))
+        .await
+        .expect("creating the secret");
+
+    world
+        .cloud
+        .tag_secret(&arn, &tags_of(&[(tags::INSTANCE_ID, "i-1")]))
+        .await
+        .expect("tagging");
+    world
+        .cloud
+        .untag_secret(&arn, &[tags::USER_ID])
+        .await
+        .expect("untagging");
+
+    let described = aws_sdk_secretsmanager::Client::new(&world.sdk)
+        .describe_secret()
+        .secret_id(&arn)
+        .send()
+        .await
+        .expect("describing the secret");
+    let keys: Vec<_> = described.tags().iter().filter_map(|t| t.key()).collect();
+    assert_eq!(keys, vec![tags::INSTANCE_ID]);
+}
+
+#[tokio::test]
+async fn delete_secret_twice_succeeds_and_the_secret_is_gone() {
+    let world = World::start().await;
+    let arn = world
+        .cloud
+        .put_secret("openclaw/carol", "value", &Tags::new())
+        .await
+        .expect("creating the secret");
+
+    world.cloud.delete_secret(&arn).await.expect("deleting");
+    world
+        .cloud
+        .delete_secret(&arn)
+        .await
+        .expect("deleting again");
+    world
+        .cloud
+        .delete_secret("openclaw/never-created")
+        .await
+        .expect("deleting a secret that never existed");
+
+    let read = aws_sdk_secretsmanager::Client::new(&world.sdk)
+        .get_secret_value()
+        .secret_id(&arn)
+        .send()
+        .await;
+    assert!(read.is_err(), "the secret is still readable");
+}
+
+// --- ELBv2 ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn create_target_group_twice_returns_the_same_arn() {
+    let world = World::start().await;
+    let tags = tags_of(&[(tags::USER_ID, "alice"), (tags::POOL, POOL)]);
+
+    let first = world
+        .cloud
+        .create_target_group("sp-alice", 8080, &tags)
+        .await
+        .expect("creating");
+    let second = world
+        .cloud
+        .create_target_group("sp-alice", 8080, &tags)
+        .await
+        .expect("creating again");
+
+    assert_eq!(first, second);
+    let described = aws_sdk_elasticloadbalancingv2::Client::new(&world.sdk)
+        .describe_target_groups()
+        .target_group_arns(&first)
+        .send()
+        .await
+        .expect("describing");
+    let group = &described.target_groups()[0];
+    assert_eq!(group.port(), Some(8080));
+    assert_eq!(group.vpc_id(), Some(world.infra.vpc_id.as_str()));
+    assert_eq!(group.health_check_path(), Some("/healthz"));
+    assert_eq!(
+        group.target_type(),
+        Some(&aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Instance)
+    );
+}
+
+#[tokio::test]
+async fn register_target_twice_succeeds() {
+    let world = World::start().await;
+    let id = world.launch_one().await;
+    let group = world.target_group("sp-reg").await;
+
+    world
+        .cloud
+        .register_target(&group, &id, 8080)
+        .await
+        .expect("registering");
+    world
+        .cloud
+        .register_target(&group, &id, 8080)
+        .await
+        .expect("registering again");
+
+    let health = aws_sdk_elasticloadbalancingv2::Client::new(&world.sdk)
+        .describe_target_health()
+        .target_group_arn(&group)
+        .send()
+        .await
+        .expect("describing target health");
+    let targets: Vec<_> = health
+        .target_health_descriptions()
+        .iter()
+        .filter_map(|d| d.target())
+        .map(|t| (t.id().unwrap_or_default().to_string(), t.port()))
+        .collect();
+    assert_eq!(targets, vec![(id.0.clone(), Some(8080))]);
+}
+
+#[tokio::test]
+async fn register_target_in_a_missing_group_is_not_found_with_context() {
+    let world = World::start().await;
+    let id = world.launch_one().await;
+    let missing = world
+        .infra
+        .alb_arn
+        .replace(":loadbalancer/app/", ":targetgroup/");
+
+    let err = world
+        .cloud
+        .register_target(&missing, &id, 8080)
+        .await
+        .expect_err("registering in a missing group");
+
+    assert_eq!(err.kind, CloudErrorKind::NotFound);
+    assert_eq!(err.operation, "RegisterTargets");
+    assert!(
+        err.to_string()
+            .contains(&format!("registering instance {id}")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn create_rule_at_a_taken_priority_is_a_conflict() {
+    let world = World::start().await;
+    let group = world.target_group("sp-conflict").await;
+    let listener = &world.infra.listener_arn;
+    world
+        .cloud
+        .create_rule(listener, 10, "/alice/*", &group, &Tags::new())
+        .await
+        .expect("creating the first rule");
+
+    let err = world
+        .cloud
+        .create_rule(listener, 10, "/bob/*", &group, &Tags::new())
+        .await
+        .expect_err("a second rule at the same priority");
+
+    assert_eq!(err.kind, CloudErrorKind::Conflict);
+    assert_eq!(err.code, "PriorityInUse");
+}
+
+#[tokio::test]
+async fn describe_rules_lists_each_rule_with_its_path_and_target_group() {
+    let world = World::start().await;
+    // A page size of 1 makes DescribeRules follow NextMarker.
+    let cloud = world.cloud.clone().with_page_size(1);
+    let listener = &world.infra.listener_arn;
+    let alice_group = world.target_group("sp-alice").await;
+    let bob_group = world.target_group("sp-bob").await;
+    let tags = tags_of(&[(tags::USER_ID, "alice")]);
+    let alice_rule = cloud
+        .create_rule(listener, 5, "/alice/*", &alice_group, &tags)
+        .await
+        .expect("creating alice's rule");
+    let bob_rule = cloud
+        .create_rule(listener, 6, "/bob/*", &bob_group, &Tags::new())
+        .await
+        .expect("creating bob's rule");
+
+    let rules = cloud.describe_rules(listener).await.expect("describing");
+
+    assert_eq!(rules.len(), 3, "{rules:?}");
+    let alice = rules
+        .iter()
+        .find(|r| r.arn == alice_rule)
+        .expect("alice's rule");
+    assert_eq!(alice.priority, Some(5));
+    assert_eq!(alice.path_patterns, vec!["/alice/*"]);
+    assert_eq!(alice.target_group_arns, vec![alice_group]);
+    let bob = rules
+        .iter()
+        .find(|r| r.arn == bob_rule)
+        .expect("bob's rule");
+    assert_eq!(bob.priority, Some(6));
+    assert_eq!(bob.target_group_arns, vec![bob_group]);
+    let default = rules
+        .iter()
+        .find(|r| r.priority.is_none())
+        .expect("the default rule");
+    assert!(default.path_patterns.is_empty());
+    assert!(default.target_group_arns.is_empty());
+}
+
+#[tokio::test]
+async fn delete_rule_and_delete_target_group_twice_succeed() {
+    let world = World::start().await;
+    let listener = &world.infra.listener_arn;
+    let group = world.target_group("sp-gone").await;
+    let rule = world
+        .cloud
+        .create_rule(listener, 20, "/gone/*", &group, &Tags::new())
+        .await
+        .expect("creating the rule");
+
+    // While the rule forwards to the group, the group cannot go.
+    let in_use = world
+        .cloud
+        .delete_target_group(&group)
+        .await
+        .expect_err("deleting a group in use");
+    assert_eq!(in_use.kind, CloudErrorKind::Conflict);
+
+    world
+        .cloud
+        .delete_rule(&rule)
+        .await
+        .expect("deleting the rule");
+    world
+        .cloud
+        .delete_rule(&rule)
+        .await
+        .expect("deleting the rule again");
+    world
+        .cloud
+        .delete_target_group(&group)
+        .await
+        .expect("deleting the group");
+    world
+        .cloud
+        .delete_target_group(&group)
+        .await
+        .expect("deleting the group again");
+
+    let rules = world
+        .cloud
+        .describe_rules(listener)
+        .await
+        .expect("describing");
+    assert!(rules.iter().all(|r| r.arn != rule), "{rules:?}");
+}
