@@ -409,7 +409,12 @@ impl Reconciler {
         instance: Option<&InstanceId>,
         message: &str,
     ) -> Result<(), StepError> {
-        tracing::info!(kind, user = ?user.map(UserId::as_str), instance = ?instance.map(|i| i.0.as_str()), message);
+        tracing::info!(
+            kind,
+            user = user.map(UserId::as_str).unwrap_or("-"),
+            instance = instance.map(|i| i.0.as_str()).unwrap_or("-"),
+            message
+        );
         self.inner
             .store
             .record(now, kind, user, instance, message)

@@ -18,6 +18,17 @@ pub struct Daemon {
     keep_dir: bool,
 }
 
+/// The daemon binary: Cargo's for integration tests; for the benchmark example (which Cargo gives
+/// no such variable) `SPOTPOOL_BIN` or `target/debug/spotpool`.
+fn binary() -> PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_spotpool") {
+        return PathBuf::from(path);
+    }
+    std::env::var_os("SPOTPOOL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/debug/spotpool"))
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -67,7 +78,7 @@ impl Daemon {
             .append(true)
             .open(dir.join("daemon.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_spotpool"))
+        let child = Command::new(binary())
             .arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
