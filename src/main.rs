@@ -147,8 +147,23 @@ fn fail(message: &dyn std::fmt::Display) -> ExitCode {
 }
 
 fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // At trace level the SDK's orchestrator and the HTTP stack log whole requests, bodies
+    // included, and CreateSecret's body is a user's secret. Cap them whatever RUST_LOG says.
+    for target in [
+        "aws_smithy_runtime",
+        "aws_smithy_runtime_api",
+        "aws_smithy_http_client",
+        "aws_smithy_http",
+        "hyper",
+        "hyper_util",
+        "h2",
+    ] {
+        if let Ok(directive) = format!("{target}=debug").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -290,10 +305,12 @@ fn reconciler_config(config: &Config) -> ReconcilerConfig {
             launch_visibility_grace: 60_000,
             orphan_grace: 600_000,
             terminate_retry: 60_000,
+            missed_before_lost: 2,
         },
         listener_arns: config.listener_arns.clone(),
         container_image: config.container_image.clone(),
         container_port: config.container_port,
+        health_check_path: config.health_check_path.clone(),
         container_timeout: config.container_timeout,
         probe_command_timeout: Duration::from_secs(120),
         claim_attempts: config.claim_attempts,

@@ -39,6 +39,9 @@ pub struct Policy {
     pub orphan_grace: Millis,
     /// Re-send TerminateInstances for a `terminating` instance still running after this long.
     pub terminate_retry: Millis,
+    /// Consecutive passes a held instance must be missing from DescribeInstances before its user
+    /// is moved: one incomplete listing must not tear down every user.
+    pub missed_before_lost: u32,
 }
 
 impl Policy {
@@ -62,6 +65,8 @@ pub struct PoolInstance {
     pub probe: Option<(String, Millis)>,
     /// When the last probe failed (or could not be sent).
     pub probe_failed_at: Option<Millis>,
+    /// Consecutive passes DescribeInstances did not list it.
+    pub missed: u32,
 }
 
 impl PoolInstance {
@@ -82,6 +87,8 @@ pub struct UserIntent {
     pub instance: Option<InstanceId>,
     /// Position in the queue: first come, first served, kept across retries.
     pub requested_at: Millis,
+    /// An undo (rollback or recovery) was started and must be finished before anything else.
+    pub tearing_down: bool,
 }
 
 /// Why an instance is terminated; a bounded label value for metrics and events.
@@ -189,10 +196,14 @@ pub fn plan(
                 }
             }
             Some(Lifecycle::Stopping | Lifecycle::Stopped) => {
-                actions.push(Action::Terminate {
-                    instance: instance.id.clone(),
-                    reason: TerminateReason::Stopped,
-                });
+                let recently_asked = instance.status == InstanceStatus::Terminating
+                    && now - instance.status_since < policy.terminate_retry;
+                if !recently_asked {
+                    actions.push(Action::Terminate {
+                        instance: instance.id.clone(),
+                        reason: TerminateReason::Stopped,
+                    });
+                }
             }
             Some(lifecycle) if lifecycle.is_gone() => {}
             Some(lifecycle) => plan_live_instance(instance, lifecycle, now, policy, &mut actions),
@@ -205,23 +216,30 @@ pub fn plan(
             UserState::Deleting => actions.push(Action::Release {
                 user: user.user.clone(),
             }),
+            UserState::Provisioning | UserState::Ready if user.tearing_down => {
+                actions.push(Action::Recover {
+                    user: user.user.clone(),
+                });
+            }
             UserState::Provisioning | UserState::Ready => {
-                // An instance on its way out (ours or AWS's) can no longer serve the user.
-                let alive = user
-                    .instance
-                    .as_ref()
-                    .and_then(|id| by_id.get(id))
-                    .is_some_and(|i| i.is_alive() && i.status != InstanceStatus::Terminating);
-                if alive {
-                    if user.state == UserState::Provisioning {
-                        actions.push(Action::AdvanceClaim {
-                            user: user.user.clone(),
-                        });
+                let view = user.instance.as_ref().and_then(|id| by_id.get(id));
+                match view {
+                    // An instance on its way out (ours or AWS's) can no longer serve the user.
+                    Some(i) if i.is_alive() && i.status != InstanceStatus::Terminating => {
+                        if user.state == UserState::Provisioning {
+                            actions.push(Action::AdvanceClaim {
+                                user: user.user.clone(),
+                            });
+                        }
                     }
-                } else {
-                    actions.push(Action::Recover {
+                    // Not listed this pass, but not yet often enough to call it lost.
+                    Some(i)
+                        if i.lifecycle.is_none()
+                            && i.missed < policy.missed_before_lost
+                            && i.status != InstanceStatus::Terminating => {}
+                    _ => actions.push(Action::Recover {
                         user: user.user.clone(),
-                    });
+                    }),
                 }
             }
             UserState::Queued => {
@@ -259,7 +277,9 @@ fn plan_live_instance(
     }
     match instance.status {
         InstanceStatus::Initializing => {
-            if now - instance.launched_at > policy.probe_timeout {
+            // Counted from when it became `initializing`: launch, or its return after a clean
+            // rollback (which re-probes it before anyone else gets it).
+            if now - instance.status_since > policy.probe_timeout {
                 actions.push(Action::Terminate {
                     instance: id(),
                     reason: TerminateReason::ProbeTimeout,
@@ -336,7 +356,7 @@ fn plan_tier(
 
     let initializing = of_tier()
         .filter(|i| {
-            i.status == InstanceStatus::Initializing && now - i.launched_at <= policy.probe_timeout
+            i.status == InstanceStatus::Initializing && now - i.status_since <= policy.probe_timeout
         })
         .count() as u64;
     // Instances counting against the maximum: everything alive that is not on its way out.

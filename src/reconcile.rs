@@ -44,6 +44,8 @@ pub struct ReconcilerConfig {
     pub listener_arns: Vec<String>,
     pub container_image: String,
     pub container_port: u16,
+    /// The path the start script and the target group check for health.
+    pub health_check_path: String,
     /// The start-container command may run this long before the attempt fails.
     pub container_timeout: Duration,
     /// The readiness probe command may run this long before it counts as failed.
@@ -80,6 +82,9 @@ pub struct Health {
     /// When the last pass succeeded (epoch ms), 0 if none has.
     pub last_success: AtomicI64,
     pub passes: AtomicU64,
+    /// Whether this process runs the reconciler (holds the lock). A standby replica serves the
+    /// API only, and its readiness does not depend on passes it never runs.
+    pub reconciling: std::sync::atomic::AtomicBool,
 }
 
 /// What happened to one action; failures are logged and retried on a later pass.
@@ -151,6 +156,7 @@ impl Reconciler {
     /// backs off exponentially (1 s doubling to 60 s) and the loop goes on.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        self.inner.health.reconciling.store(true, Ordering::Relaxed);
         let mut delay = Duration::ZERO;
         let mut consecutive_failures: u32 = 0;
         loop {
@@ -224,6 +230,7 @@ impl Reconciler {
                     .clone()
                     .map(|c| (c, r.probe_sent_at.unwrap_or(now))),
                 probe_failed_at: r.probe_failed_at,
+                missed: r.missed_observations,
             })
             .collect();
         let users = inner.store.list_users().await?;
@@ -235,17 +242,21 @@ impl Reconciler {
                 state: u.state,
                 instance: u.instance_id.clone(),
                 requested_at: u.requested_at,
+                tearing_down: u.teardown.is_some(),
             })
             .collect();
         export_gauges(&ledger, &users, &inner.config.policy);
 
         let actions = plan::plan(&intents, &instances, now, &inner.config.policy);
+        // Work in flight brings the next pass sooner: actions, instances on their way in or out,
+        // and instances missing from the last listing (to confirm or clear the miss).
         let in_flight = !actions.is_empty()
             || ledger.iter().any(|r| {
-                matches!(
-                    r.status,
-                    InstanceStatus::Initializing | InstanceStatus::Terminating
-                )
+                r.missed_observations > 0
+                    || matches!(
+                        r.status,
+                        InstanceStatus::Initializing | InstanceStatus::Terminating
+                    )
             });
         self.execute(actions).await;
         Ok(if in_flight {
@@ -293,24 +304,16 @@ impl Reconciler {
                             &format!("adopted with status {status}"),
                         )
                         .await?;
-                    InstanceRecord {
-                        instance_id: seen.id.clone(),
-                        tier: seen.tier.clone().unwrap_or_else(|| default_tier.clone()),
+                    InstanceRecord::new(
+                        seen.id.clone(),
+                        seen.tier.clone().unwrap_or_else(|| default_tier.clone()),
                         status,
-                        arn: None,
-                        instance_type: None,
-                        availability_zone: None,
-                        private_ip: None,
-                        launched_at: seen.launched_at,
-                        status_since: now,
-                        probe_command_id: None,
-                        probe_sent_at: None,
-                        probe_failed_at: None,
-                        probe_failures: 0,
-                        last_error: None,
-                    }
+                        seen.launched_at,
+                        now,
+                    )
                 }
             };
+            record.missed_observations = 0;
             record.arn = Some(seen.arn.clone());
             record.instance_type = Some(seen.instance_type.clone());
             record.availability_zone = Some(seen.availability_zone.clone());
@@ -318,6 +321,15 @@ impl Reconciler {
             if known != Some(&record) {
                 store.put_instance(&record).await?;
                 ledger.insert(record.instance_id.clone(), record);
+            }
+        }
+        // Count the passes each known instance has been missing; plan only calls a held instance
+        // lost after several, so one incomplete listing cannot tear down its user.
+        let seen: std::collections::HashSet<&InstanceId> = observed.iter().map(|i| &i.id).collect();
+        for record in ledger.values_mut() {
+            if !seen.contains(&record.instance_id) {
+                record.missed_observations += 1;
+                store.put_instance(record).await?;
             }
         }
         let mut records: Vec<InstanceRecord> = ledger.into_values().collect();
@@ -454,20 +466,14 @@ impl Reconciler {
             self.inner
                 .store
                 .put_instance(&InstanceRecord {
-                    instance_id: id.clone(),
-                    tier: tier.to_string(),
-                    status: InstanceStatus::Initializing,
-                    arn: None,
                     instance_type: Some(instance_type.to_string()),
-                    availability_zone: None,
-                    private_ip: None,
-                    launched_at: now,
-                    status_since: now,
-                    probe_command_id: None,
-                    probe_sent_at: None,
-                    probe_failed_at: None,
-                    probe_failures: 0,
-                    last_error: None,
+                    ..InstanceRecord::new(
+                        id.clone(),
+                        tier.to_string(),
+                        InstanceStatus::Initializing,
+                        now,
+                        now,
+                    )
                 })
                 .await?;
             self.journal(
@@ -658,10 +664,12 @@ impl Reconciler {
                 }
                 Ok(StepResult::Waiting) => return Ok(()),
                 Err(StepError::Cloud(error)) => {
+                    // Retryable errors are retried until the step has been stuck too long,
+                    // counted from the step's start (the row's last write), not the claim's.
                     let now = (self.inner.clock)();
-                    let claimed_at = user.claimed_at.unwrap_or(now);
+                    let step_started = user.updated_at;
                     let deadline = self.inner.config.claim_step_deadline.as_millis() as Millis;
-                    if error.kind.is_retryable() && now - claimed_at <= deadline {
+                    if error.kind.is_retryable() && now - step_started <= deadline {
                         return Err(StepError::Cloud(error));
                     }
                     let cause = format!("claim step {} failed: {error}", step.as_str());
@@ -715,18 +723,39 @@ impl Reconciler {
                     image: &config.container_image,
                     port: config.container_port,
                     host_ip: host_ip.as_deref(),
+                    health_path: &config.health_check_path,
                     health_timeout_seconds: (config.container_timeout.as_secs() as u32)
                         .saturating_sub(30)
                         .max(30),
                 });
-                let command_id = cloud
+                // Mark the instance dirty *before* sending: from here on a container may run on
+                // it (a crash or a timed-out response cannot tell), so an undo terminates it
+                // rather than returning it to the pool.
+                if user.command_sent_at.is_none() {
+                    user.command_sent_at = Some(now);
+                    user.updated_at = now;
+                    if !inner.store.update_user(&mut user).await? {
+                        return Ok(StepResult::Waiting);
+                    }
+                }
+                let sent = cloud
                     .send_command(
                         &instance,
                         &format!("spotpool start container for {}", user.user_id),
                         &script,
                         config.container_timeout.as_secs() as u32,
                     )
-                    .await?;
+                    .await;
+                let command_id = match sent {
+                    Ok(command_id) => command_id,
+                    // A definite refusal means nothing ran: the instance is still clean.
+                    Err(error) if error.kind != CloudErrorKind::Transient => {
+                        user.command_sent_at = None;
+                        inner.store.update_user(&mut user).await?;
+                        return Err(error.into());
+                    }
+                    Err(error) => return Err(error.into()),
+                };
                 user.command_id = Some(command_id);
                 user.command_sent_at = Some(now);
                 ClaimStep::ContainerStarting
@@ -767,7 +796,8 @@ impl Reconciler {
                 let arn = cloud
                     .create_target_group(&name, config.container_port, &group_tags)
                     .await?;
-                // Record the ARN before registering so a crash in between still finds it.
+                // (A crash before this step is saved loses the ARN; teardown then finds the group
+                // by its deterministic name.)
                 user.target_group_arn = Some(arn.clone());
                 cloud
                     .register_target(&arn, &instance, config.container_port)
@@ -911,34 +941,51 @@ impl Reconciler {
     // --- teardown --------------------------------------------------------------------------
 
     /// Undoes everything the user's row records, in reverse order of creation: rule, target
-    /// group, instance, secret tag (or the secret, on release). Every delete is idempotent.
-    async fn teardown_user(&self, user_id: &UserId, mode: Teardown) -> Result<(), StepError> {
+    /// group, secret tag (or the secret, on release), then the instance. Every call is
+    /// idempotent, and a rollback or recovery is marked in the row before it starts, so a crash
+    /// or error part-way resumes the same undo on the next pass instead of the claim.
+    async fn teardown_user(&self, user_id: &UserId, requested: Teardown) -> Result<(), StepError> {
         let inner = &self.inner;
         let cloud = &inner.cloud;
         let Some(mut user) = inner.store.get_user(user_id).await? else {
             return Ok(());
         };
         let now = (inner.clock)();
+        let mode = match (&requested, user.state, user.teardown.as_deref()) {
+            (Teardown::Release, _, _) | (_, UserState::Deleting, _) => Teardown::Release,
+            // An undo already under way keeps its kind (and its recorded cause).
+            (_, _, Some("rollback")) => Teardown::Rollback {
+                cause: user.error.clone().unwrap_or_default(),
+            },
+            (_, _, Some(_)) => Teardown::Recover,
+            (mode, _, None) => mode.clone(),
+        };
         let kind = match &mode {
             Teardown::Rollback { .. } => "rollback",
             Teardown::Recover => "recover",
             Teardown::Release => "release",
         };
+        if mode != Teardown::Release && user.teardown.is_none() {
+            user.teardown = Some(kind.to_string());
+            if let Teardown::Rollback { cause } = &mode {
+                user.error = Some(cause.clone());
+            }
+            user.updated_at = now;
+            if !inner.store.update_user(&mut user).await? {
+                return Ok(());
+            }
+        }
 
-        // 1. The listener rule, by ARN or, if a crash lost the ARN, by its path.
+        // 1. Listener rules: the recorded one, plus any rule on the listener for the user's path
+        //    (one whose ARN a crash or a timed-out CreateRule never let us record).
         let path = route_path(&user.route);
-        let mut rules = Vec::new();
-        if let Some(arn) = &user.rule_arn {
-            rules.push(arn.clone());
-        } else if let Some(listener) = &user.listener_arn {
-            rules.extend(
-                cloud
-                    .describe_rules(listener)
-                    .await?
-                    .into_iter()
-                    .filter(|r| r.path_patterns.contains(&path))
-                    .map(|r| r.arn),
-            );
+        let mut rules: Vec<String> = user.rule_arn.iter().cloned().collect();
+        if let Some(listener) = &user.listener_arn {
+            for rule in cloud.describe_rules(listener).await? {
+                if rule.path_patterns.contains(&path) && !rules.contains(&rule.arn) {
+                    rules.push(rule.arn);
+                }
+            }
         }
         for arn in rules {
             cloud.delete_rule(&arn).await?;
@@ -947,34 +994,51 @@ impl Reconciler {
         // 2. The target group, by ARN or by its deterministic name.
         let group = match &user.target_group_arn {
             Some(arn) => Some(arn.clone()),
-            None if user.claim_step >= Some(ClaimStep::ContainerStarted)
-                || mode == Teardown::Release =>
-            {
+            None => {
                 cloud
                     .find_target_group(&target_group_name(&user.route))
                     .await?
             }
-            None => None,
         };
         if let Some(arn) = group {
             cloud.delete_target_group(&arn).await?;
         }
 
-        // 3. The instance: back to the pool if nothing ran on it, otherwise terminated.
+        // 3. The secret: deleted on release; otherwise only unbound from the old instance. The
+        //    unbinding is best-effort: the instance is about to be terminated or re-probed, and
+        //    the next claim overwrites the tag anyway.
+        if let Some(secret) = &user.secret_arn {
+            match mode {
+                Teardown::Release => cloud.delete_secret(secret).await?,
+                _ => {
+                    if let Err(error) = cloud.untag_secret(secret, &[tags::INSTANCE_ARN]).await {
+                        tracing::warn!(user = %user_id, error = %error, "could not remove the secret's InstanceArn tag");
+                    }
+                }
+            }
+        }
+
+        // 4. The instance: if no command was ever sent to it, it goes back for a fresh readiness
+        //    probe (so a broken instance is not handed straight to the next user); otherwise a
+        //    container may have run with this user's secrets, and it is terminated.
         if let Some(instance) = user.instance_id.clone() {
-            let dirty = user.claim_step >= Some(ClaimStep::ContainerStarting);
+            let dirty = user.claim_step >= Some(ClaimStep::ContainerStarting)
+                || user.command_sent_at.is_some();
             let record = inner.store.get_instance(&instance).await?;
             let reusable = !dirty
                 && mode != Teardown::Recover
-                && record
-                    .as_ref()
-                    .is_some_and(|r| r.status == InstanceStatus::Assigned);
+                && record.as_ref().is_some_and(|r| {
+                    matches!(
+                        r.status,
+                        InstanceStatus::Assigned | InstanceStatus::Initializing
+                    )
+                });
             if reusable {
                 cloud.untag_instance(&instance, &[tags::USER_ID]).await?;
                 cloud
                     .tag_instance(
                         &instance,
-                        &one_tag(tags::STATUS, InstanceStatus::Available.as_str()),
+                        &one_tag(tags::STATUS, InstanceStatus::Initializing.as_str()),
                     )
                     .await?;
                 inner
@@ -982,7 +1046,7 @@ impl Reconciler {
                     .transition_instance(
                         &instance,
                         InstanceStatus::Assigned,
-                        InstanceStatus::Available,
+                        InstanceStatus::Initializing,
                         now,
                     )
                     .await?;
@@ -991,11 +1055,13 @@ impl Reconciler {
                     &format!("{kind}.instance_returned"),
                     Some(user_id),
                     Some(&instance),
-                    "returned to the pool",
+                    "returned to the pool for a fresh probe",
                 )
                 .await?;
             } else {
-                if let Some(mut record) = record {
+                if let Some(mut record) = record
+                    && record.status != InstanceStatus::Terminating
+                {
                     record.status = InstanceStatus::Terminating;
                     record.status_since = now;
                     inner.store.put_instance(&record).await?;
@@ -1009,19 +1075,6 @@ impl Reconciler {
                     "terminated",
                 )
                 .await?;
-            }
-        }
-
-        // 4. The secret: deleted on release; otherwise only unbound from the old instance.
-        if let Some(secret) = &user.secret_arn {
-            match mode {
-                Teardown::Release => cloud.delete_secret(secret).await?,
-                _ => match cloud.untag_secret(secret, &[tags::INSTANCE_ARN]).await {
-                    Err(error) if error.kind != CloudErrorKind::NotFound => {
-                        return Err(error.into());
-                    }
-                    _ => {}
-                },
             }
         }
 
@@ -1050,6 +1103,7 @@ impl Reconciler {
         user.rule_arn = None;
         user.claimed_at = None;
         user.ready_at = None;
+        user.teardown = None;
         user.updated_at = now;
         let message = match mode {
             Teardown::Rollback { cause } => {

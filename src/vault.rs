@@ -35,6 +35,14 @@ impl UserSecrets {
                 entries.len()
             ));
         }
+        for (name, value) in &entries {
+            if value.contains(['\n', '\r', '\0']) {
+                return Err(format!(
+                    "secret {name:?} contains a line break or NUL; values are passed as \
+                     environment variables, which cannot carry them (encode the value, e.g. base64)"
+                ));
+            }
+        }
         for name in entries.keys() {
             let mut chars = name.chars();
             let first_ok = chars
@@ -88,6 +96,18 @@ impl SecretVault {
         format!("{}{}", self.prefix, user)
     }
 
+    /// Replaces the values of the user's existing secret, by ARN. `NotFound` if it is gone.
+    pub async fn rotate(&self, secret_arn: &str, secrets: &UserSecrets) -> CloudResult<()> {
+        self.cloud
+            .update_secret(secret_arn, &secrets.to_json())
+            .await
+    }
+
+    /// Deletes the user's secret (after a failed request created it for nothing).
+    pub async fn discard(&self, secret_arn: &str) -> CloudResult<()> {
+        self.cloud.delete_secret(secret_arn).await
+    }
+
     /// Creates or updates the user's secret with `secrets`; returns its ARN.
     pub async fn put(&self, user: &UserId, secrets: &UserSecrets) -> CloudResult<String> {
         let mut secret_tags = Tags::new();
@@ -115,6 +135,11 @@ mod tests {
         assert!(UserSecrets::parse(map(&[("OPENAI_API_KEY", "x"), ("_X1", "y")])).is_ok());
         for bad in ["1ABC", "A-B", "", "A B"] {
             assert!(UserSecrets::parse(map(&[(bad, "v")])).is_err(), "{bad:?}");
+        }
+        for bad in ["line\nbreak", "cr\r", "nul\0"] {
+            let error = UserSecrets::parse(map(&[("KEY", bad)])).unwrap_err();
+            assert!(error.contains("line break"), "{error}");
+            assert!(!error.contains(bad), "{error}");
         }
     }
 

@@ -15,6 +15,8 @@ CREATE TABLE users (
     listener_arn      TEXT,
     rule_priority     INTEGER,
     rule_arn          TEXT,
+    -- Set before an undo (rollback or recover) starts, so an interrupted undo resumes as one.
+    teardown          TEXT,
     attempts          INTEGER NOT NULL DEFAULT 0,
     error             TEXT,
     requested_at      BIGINT NOT NULL,
@@ -43,7 +45,9 @@ CREATE TABLE instances (
     probe_sent_at      BIGINT,
     probe_failed_at    BIGINT,
     probe_failures     INTEGER NOT NULL DEFAULT 0,
-    last_error         TEXT
+    last_error         TEXT,
+    -- Consecutive passes in which DescribeInstances did not list the instance.
+    missed_observations INTEGER NOT NULL DEFAULT 0
 );
 
 -- Append-only journal of every step taken: claim steps, rollbacks, releases, launches, probes,

@@ -230,14 +230,15 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn readyz(State(state): State<AppState>) -> Response {
     let store_ok = state.store.ping().await.is_ok();
     let last = state.health.last_success.load(Ordering::Relaxed);
+    let reconciling = state.health.reconciling.load(Ordering::Relaxed);
     let now = (state.clock)();
     let staleness = state.settings.ready_staleness.as_millis() as i64;
-    let cloud_ok = last > 0 && now - last <= staleness;
+    let cloud_ok = !reconciling || (last > 0 && now - last <= staleness);
     let body = serde_json::json!({
         "status": if store_ok && cloud_ok { "ready" } else { "not_ready" },
         "checks": {
             "store": if store_ok { "ok" } else { "unreachable" },
-            "cloud": if cloud_ok { "ok" } else if last == 0 { "no successful reconcile pass yet" } else { "last reconcile pass too old" },
+            "cloud": if !reconciling { "standby: another daemon holds the reconciler lock" } else if cloud_ok { "ok" } else if last == 0 { "no successful reconcile pass yet" } else { "last reconcile pass too old" },
         },
     });
     let status = if store_ok && cloud_ok {

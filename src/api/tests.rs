@@ -275,6 +275,10 @@ async fn health_needs_no_token_and_readiness_needs_a_recent_pass() {
     let state = state_with(Arc::new(FakeCloud::default())).await;
     let (status, _) = call(&state, "GET", "/healthz", None, "").await;
     assert_eq!(status, StatusCode::OK);
+    // A standby replica (no reconciler lock) is ready as long as its store answers.
+    let (status, body) = call(&state, "GET", "/readyz", None, "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    state.health.reconciling.store(true, Ordering::Relaxed);
     let (status, body) = call(&state, "GET", "/readyz", None, "").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["checks"]["store"], "ok");

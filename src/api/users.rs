@@ -1,6 +1,7 @@
 //! `/v1/users/{user_id}/instance`: PUT (want one), GET (what is it), DELETE (want none).
 
 use super::{ApiError, AppState, rfc3339};
+use crate::cloud::{CloudError, CloudErrorKind};
 use crate::model::{UserId, UserState};
 use crate::store::{StoreError, UserRecord};
 use crate::vault::UserSecrets;
@@ -176,12 +177,12 @@ pub async fn put_instance(
         .vault
         .put(&user_id, &secrets)
         .await
-        .map_err(|e| ApiError::unavailable("could not store the user's secrets", &e))?;
+        .map_err(|e| secret_write_error(&e))?;
     let tier = body
         .tier
         .or_else(|| state.settings.tiers.first().map(|t| t.name.clone()))
         .unwrap_or_default();
-    let record = UserRecord::queued(user_id.clone(), tier, new_route(), secret_arn, now);
+    let record = UserRecord::queued(user_id.clone(), tier, new_route(), secret_arn.clone(), now);
     match state.store.insert_user(&record).await {
         Ok(()) => {}
         // A concurrent PUT for the same user won the insert: answer with its row.
@@ -195,7 +196,14 @@ pub async fn put_instance(
                 "the user changed concurrently; retry",
             ));
         }
-        Err(error) => return Err(error.into()),
+        Err(error) => {
+            // Nobody will own the secret just created: remove it (best effort; the orphan
+            // sweep catches what this misses).
+            if let Err(cleanup) = state.vault.discard(&secret_arn).await {
+                tracing::warn!(user = %user_id, error = %cleanup, "could not remove an unowned secret");
+            }
+            return Err(error.into());
+        }
     }
     tracing::info!(user = %user_id, secrets = ?secrets, "user requested an instance");
     state.wake.notify_one();
@@ -211,11 +219,7 @@ async fn update_existing(
     now: i64,
 ) -> Result<Response, ApiError> {
     if existing.state == UserState::Deleting {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "user_deleting",
-            "the user's instance is being deleted; PUT again once GET answers 404",
-        ));
+        return Err(deleting());
     }
     if let Some(tier) = &body.tier
         && *tier != existing.tier
@@ -229,25 +233,29 @@ async fn update_existing(
             ),
         ));
     }
-    if let Some(secrets) = &body.secrets {
+    if let (Some(secrets), Some(arn)) = (&body.secrets, &existing.secret_arn) {
+        // Only ever the existing secret, by ARN: a release racing this PUT must not get a new
+        // secret re-created behind it.
         state
             .vault
-            .put(&existing.user_id, secrets)
+            .rotate(arn, secrets)
             .await
-            .map_err(|e| ApiError::unavailable("could not store the user's secrets", &e))?;
-        tracing::info!(user = %existing.user_id, secrets = ?secrets, "user's secrets updated");
+            .map_err(|e| match e.kind {
+                CloudErrorKind::NotFound | CloudErrorKind::Conflict => deleting(),
+                _ => ApiError::unavailable("could not store the user's secrets", &e),
+            })?;
+        tracing::info!(user = %existing.user_id, secrets = ?secrets, "user's secrets updated; the container sees them at its next start");
     }
     if existing.state == UserState::Failed
         && state.store.requeue_failed(&existing.user_id, now).await?
     {
         state.wake.notify_one();
     }
-    let current = state
-        .store
-        .get_user(&existing.user_id)
-        .await?
-        .unwrap_or(existing);
-    Ok(respond(state, &current))
+    match state.store.get_user(&existing.user_id).await? {
+        Some(current) if current.state == UserState::Deleting => Err(deleting()),
+        Some(current) => Ok(respond(state, &current)),
+        None => Err(no_instance(&existing.user_id)),
+    }
 }
 
 pub async fn get_instance(
@@ -273,6 +281,28 @@ pub async fn delete_instance(
             Ok((StatusCode::ACCEPTED, Json(document(&state, &user))).into_response())
         }
         None => Err(no_instance(&user_id)),
+    }
+}
+
+fn deleting() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "user_deleting",
+        "the user's instance is being deleted; PUT again once GET answers 404",
+    )
+}
+
+/// A failed write of a new user's secret. A conflict means the previous secret of that name is
+/// still being deleted (force deletion completes asynchronously): a 409 to retry, not a 5xx.
+fn secret_write_error(error: &CloudError) -> ApiError {
+    if error.kind == CloudErrorKind::Conflict {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "secret_being_deleted",
+            "the user's previous secret is still being deleted; retry in a few seconds",
+        )
+    } else {
+        ApiError::unavailable("could not store the user's secrets", error)
     }
 }
 

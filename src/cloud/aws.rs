@@ -114,8 +114,17 @@ impl AwsCloud {
     }
 
     fn instance_arn(&self, owner_id: &str, instance_id: &str) -> String {
+        // The partition follows the region; the secret's InstanceArn tag must match
+        // ec2:SourceInstanceARN exactly, or the instance cannot read its user's secret.
+        let partition = if self.region.starts_with("cn-") {
+            "aws-cn"
+        } else if self.region.starts_with("us-gov-") {
+            "aws-us-gov"
+        } else {
+            "aws"
+        };
         format!(
-            "arn:aws:ec2:{}:{}:instance/{}",
+            "arn:{partition}:ec2:{}:{}:instance/{}",
             self.region, owner_id, instance_id
         )
     }
@@ -235,6 +244,9 @@ const ERROR_CODES: &[(&str, CloudErrorKind)] = &[
     ("ResourceInUse", CloudErrorKind::Conflict),
     ("IdempotentParameterMismatch", CloudErrorKind::Conflict),
     ("IncorrectInstanceState", CloudErrorKind::Conflict),
+    // Secrets Manager: the secret is scheduled for deletion (a force delete completes
+    // asynchronously), so it can be neither created nor updated for a few seconds.
+    ("InvalidRequestException", CloudErrorKind::Conflict),
     // AWS-side failures.
     ("InternalError", CloudErrorKind::Transient),
     ("InternalFailure", CloudErrorKind::Transient),
@@ -876,6 +888,26 @@ impl Cloud for AwsCloud {
             .ok_or_else(|| missing("PutSecretValue", "secret ARN"))?;
         self.tag_secret(&arn, tags).await?;
         Ok(arn)
+    }
+
+    async fn update_secret(&self, secret_id: &str, value: &str) -> CloudResult<()> {
+        call(
+            "secretsmanager",
+            "PutSecretValue",
+            self.secrets
+                .put_secret_value()
+                .secret_id(secret_id)
+                .secret_string(value)
+                .send(),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|err| {
+            redact(
+                with_context(err, format!("updating secret {secret_id}")),
+                value,
+            )
+        })
     }
 
     async fn tag_secret(&self, secret_id: &str, tags: &Tags) -> CloudResult<()> {

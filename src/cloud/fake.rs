@@ -74,6 +74,9 @@ struct State {
     fail_always: HashMap<&'static str, CloudErrorKind>,
     /// Commands whose script contains the key end with the given outcome.
     command_outcomes: Vec<(String, CommandStatus)>,
+    /// Instances the next DescribeInstances leaves out (an incomplete, eventually consistent
+    /// listing).
+    hidden_once: Vec<InstanceId>,
     calls: Vec<&'static str>,
     now: Millis,
 }
@@ -188,6 +191,11 @@ impl FakeCloud {
         self.lock().commands.values().cloned().collect()
     }
 
+    /// Leaves `id` out of the next DescribeInstances only.
+    pub fn hide_from_next_describe(&self, id: &InstanceId) {
+        self.lock().hidden_once.push(id.clone());
+    }
+
     /// Terminates an instance behind the daemon's back (a spot reclaim, an operator).
     pub fn reclaim(&self, id: &InstanceId) {
         if let Some(instance) = self.lock().instances.get_mut(&id.0) {
@@ -233,8 +241,12 @@ fn not_found(operation: &'static str, what: &str) -> CloudError {
 impl Cloud for FakeCloud {
     async fn describe_pool_instances(&self) -> CloudResult<Vec<CloudInstance>> {
         let mut state = self.enter("DescribeInstances")?;
+        let hidden = std::mem::take(&mut state.hidden_once);
         let mut out = Vec::new();
         for instance in state.instances.values_mut() {
+            if hidden.contains(&instance.id) {
+                continue;
+            }
             // Shutting down lasts one describe, then the instance is terminated and unlisted.
             if instance.lifecycle == Lifecycle::ShuttingDown {
                 instance.lifecycle = Lifecycle::Terminated;
@@ -401,6 +413,17 @@ impl Cloud for FakeCloud {
         secret.value = value.to_string();
         secret.tags.extend(new_tags.clone());
         Ok(secret.arn.clone())
+    }
+
+    async fn update_secret(&self, secret_id: &str, value: &str) -> CloudResult<()> {
+        let mut state = self.enter("PutSecretValue")?;
+        let secret = state
+            .secrets
+            .values_mut()
+            .find(|s| s.arn == secret_id)
+            .ok_or_else(|| not_found("PutSecretValue", secret_id))?;
+        secret.value = value.to_string();
+        Ok(())
     }
 
     async fn tag_secret(&self, secret_id: &str, new_tags: &Tags) -> CloudResult<()> {

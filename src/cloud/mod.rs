@@ -208,6 +208,11 @@ pub trait Cloud: Send + Sync + 'static {
     /// exists. Applies `tags`. Returns the secret's ARN. `value` never appears in errors or logs.
     async fn put_secret(&self, name: &str, value: &str, tags: &Tags) -> CloudResult<String>;
 
+    /// Puts `value` as the new current version of an existing secret (PutSecretValue). A missing
+    /// secret is `NotFound`; it is never re-created, so a release racing a rotation cannot leak
+    /// a new secret.
+    async fn update_secret(&self, secret_id: &str, value: &str) -> CloudResult<()>;
+
     /// Creates or overwrites tags on a secret.
     async fn tag_secret(&self, secret_id: &str, tags: &Tags) -> CloudResult<()>;
 

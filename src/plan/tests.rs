@@ -17,6 +17,7 @@ fn policy(spare_count: u32, max_instances: u32) -> Policy {
         launch_visibility_grace: 60_000,
         orphan_grace: 600_000,
         terminate_retry: 60_000,
+        missed_before_lost: 2,
     }
 }
 
@@ -30,6 +31,7 @@ fn instance(id: &str, status: InstanceStatus) -> PoolInstance {
         status_since: NOW - 60_000,
         probe: None,
         probe_failed_at: None,
+        missed: 0,
     }
 }
 
@@ -40,6 +42,7 @@ fn user(id: &str, state: UserState, instance: Option<&str>, requested_at: Millis
         state,
         instance: instance.map(|i| InstanceId(i.into())),
         requested_at,
+        tearing_down: false,
     }
 }
 
@@ -164,6 +167,7 @@ fn initializing_instances_are_probed_checked_and_timed_out() {
     pending.lifecycle = Some(Lifecycle::Pending);
     let mut stale = instance("i-stale", InstanceStatus::Initializing);
     stale.launched_at = NOW - 700_000;
+    stale.status_since = NOW - 700_000;
 
     let actions = plan(
         &[],
@@ -318,6 +322,7 @@ fn arb_world() -> impl Strategy<Value = (Vec<UserIntent>, Vec<PoolInstance>, u32
                 status_since: NOW - age / 2,
                 probe: probing.then(|| (format!("cmd-{n}"), NOW - 1_000)),
                 probe_failed_at: None,
+                missed: (age % 3) as u32,
             })
             .collect();
         let mut free: Vec<InstanceId> = instances.iter().map(|i| i.id.clone()).collect();
@@ -339,6 +344,7 @@ fn arb_world() -> impl Strategy<Value = (Vec<UserIntent>, Vec<PoolInstance>, u32
                     state,
                     instance,
                     requested_at: n as Millis,
+                    tearing_down: false,
                 }
             })
             .collect();

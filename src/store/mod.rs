@@ -47,6 +47,8 @@ pub struct UserRecord {
     pub listener_arn: Option<String>,
     pub rule_priority: Option<u32>,
     pub rule_arn: Option<String>,
+    /// An undo in progress: "rollback" or "recover".
+    pub teardown: Option<String>,
     pub attempts: u32,
     pub error: Option<String>,
     pub requested_at: Millis,
@@ -80,6 +82,7 @@ impl UserRecord {
             listener_arn: None,
             rule_priority: None,
             rule_arn: None,
+            teardown: None,
             attempts: 0,
             error: None,
             requested_at: now,
@@ -109,6 +112,37 @@ pub struct InstanceRecord {
     pub probe_failed_at: Option<Millis>,
     pub probe_failures: u32,
     pub last_error: Option<String>,
+    /// Consecutive passes in which DescribeInstances did not list it.
+    pub missed_observations: u32,
+}
+
+impl InstanceRecord {
+    /// A fresh ledger row with nothing known but its identity and status.
+    pub fn new(
+        instance_id: InstanceId,
+        tier: String,
+        status: InstanceStatus,
+        launched_at: Millis,
+        now: Millis,
+    ) -> InstanceRecord {
+        InstanceRecord {
+            instance_id,
+            tier,
+            status,
+            arn: None,
+            instance_type: None,
+            availability_zone: None,
+            private_ip: None,
+            launched_at,
+            status_since: now,
+            probe_command_id: None,
+            probe_sent_at: None,
+            probe_failed_at: None,
+            probe_failures: 0,
+            last_error: None,
+            missed_observations: 0,
+        }
+    }
 }
 
 /// One journal entry (also an event).
@@ -217,8 +251,8 @@ impl Store {
                 command_id = $5, command_sent_at = $6, target_group_arn = $7, listener_arn = $8,
                 rule_priority = $9, rule_arn = $10, attempts = $11, error = $12,
                 requested_at = $13, updated_at = $14, claimed_at = $15, ready_at = $16,
-                version = version + 1
-             WHERE user_id = $17 AND version = $18",
+                teardown = $17, version = version + 1
+             WHERE user_id = $18 AND version = $19",
         )
         .bind(user.state.as_str())
         .bind(&user.secret_arn)
@@ -236,6 +270,7 @@ impl Store {
         .bind(user.updated_at)
         .bind(user.claimed_at)
         .bind(user.ready_at)
+        .bind(&user.teardown)
         .bind(user.user_id.as_str())
         .bind(user.version)
         .execute(&self.pool)
@@ -377,15 +412,16 @@ impl Store {
         sqlx::query(
             "INSERT INTO instances (instance_id, tier, status, arn, instance_type, availability_zone,
                 private_ip, launched_at, status_since, probe_command_id, probe_sent_at,
-                probe_failed_at, probe_failures, last_error)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                probe_failed_at, probe_failures, last_error, missed_observations)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
              ON CONFLICT (instance_id) DO UPDATE SET tier = excluded.tier, status = excluded.status,
                 arn = excluded.arn, instance_type = excluded.instance_type,
                 availability_zone = excluded.availability_zone, private_ip = excluded.private_ip,
                 launched_at = excluded.launched_at, status_since = excluded.status_since,
                 probe_command_id = excluded.probe_command_id, probe_sent_at = excluded.probe_sent_at,
                 probe_failed_at = excluded.probe_failed_at, probe_failures = excluded.probe_failures,
-                last_error = excluded.last_error",
+                last_error = excluded.last_error,
+                missed_observations = excluded.missed_observations",
         )
         .bind(&instance.instance_id.0)
         .bind(&instance.tier)
@@ -401,6 +437,7 @@ impl Store {
         .bind(instance.probe_failed_at)
         .bind(i64::from(instance.probe_failures))
         .bind(&instance.last_error)
+        .bind(i64::from(instance.missed_observations))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -516,6 +553,7 @@ fn user_from_row(row: &SqliteRow) -> StoreResult<UserRecord> {
             .try_get::<Option<i64>, _>("rule_priority")?
             .map(|p| p as u32),
         rule_arn: row.try_get("rule_arn")?,
+        teardown: row.try_get("teardown")?,
         attempts: row.try_get::<i64, _>("attempts")? as u32,
         error: row.try_get("error")?,
         requested_at: row.try_get("requested_at")?,
@@ -547,6 +585,7 @@ fn instance_from_row(row: &SqliteRow) -> StoreResult<InstanceRecord> {
         probe_failed_at: row.try_get("probe_failed_at")?,
         probe_failures: row.try_get::<i64, _>("probe_failures")? as u32,
         last_error: row.try_get("last_error")?,
+        missed_observations: row.try_get::<i64, _>("missed_observations")? as u32,
     })
 }
 
@@ -584,6 +623,7 @@ mod tests {
             probe_failed_at: None,
             probe_failures: 0,
             last_error: None,
+            missed_observations: 0,
         }
     }
 

@@ -446,3 +446,131 @@ async fn failed_pool_instances_never_leak_under_transient_errors() {
     assert_eq!(world.ledger_count(InstanceStatus::Available).await, 2);
     world.assert_no_leaks().await;
 }
+
+// --- regressions from the first review ---------------------------------------------------------
+
+#[tokio::test]
+async fn an_instance_that_may_have_received_the_start_command_is_never_reused() {
+    let world = World::new(1, 10).await;
+    world.run_until_quiet(20).await;
+    // The SendCommand response is lost (a timeout): the container may or may not be starting.
+    world
+        .cloud
+        .fail_next("SendCommand", CloudErrorKind::Transient, 1);
+    world.put_user("alice", SECRET_BODY).await;
+    world.pass().await;
+    let row = world
+        .store
+        .get_user(&spotpool::model::UserId::parse("alice").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let instance = row.instance_id.clone().unwrap();
+    assert!(row.command_sent_at.is_some(), "marked dirty before sending");
+    // The user is deleted before the claim finishes.
+    world.delete_user("alice").await;
+    world.run_until_quiet(30).await;
+    let journal = world.store.journal_since(0, 1000).await.unwrap();
+    assert!(
+        journal
+            .iter()
+            .any(|e| e.kind == "release.instance_terminated"
+                && e.instance_id.as_deref() == Some(instance.0.as_str()))
+    );
+    assert!(
+        world
+            .cloud
+            .live_instances()
+            .iter()
+            .all(|i| i.id != instance)
+    );
+    world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn a_rollback_whose_secret_untag_fails_still_finishes() {
+    let world = World::new(2, 10).await;
+    world.run_until_quiet(20).await;
+    world
+        .cloud
+        .fail_always("UntagResource", Some(CloudErrorKind::Fatal));
+    world
+        .cloud
+        .fail_next("CreateTargetGroup", CloudErrorKind::Fatal, 1);
+    world.put_user("alice", SECRET_BODY).await;
+    world.run_until_quiet(40).await;
+    let row = world
+        .store
+        .get_user(&spotpool::model::UserId::parse("alice").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, UserState::Ready);
+    assert_eq!(row.attempts, 1);
+    assert_eq!(row.teardown, None);
+    world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn a_clean_rollback_retries_on_another_instance_and_reprobes_the_first() {
+    let world = World::new(2, 10).await;
+    world.run_until_quiet(20).await;
+    world
+        .cloud
+        .fail_next("SendCommand", CloudErrorKind::NotFound, 1);
+    world.put_user("alice", SECRET_BODY).await;
+    world.run_until_quiet(40).await;
+    let journal = world.store.journal_since(0, 1000).await.unwrap();
+    let claimed: Vec<&str> = journal
+        .iter()
+        .filter(|e| e.kind == "claim.assigned")
+        .filter_map(|e| e.instance_id.as_deref())
+        .collect();
+    assert_eq!(claimed.len(), 2, "{claimed:?}");
+    assert_ne!(claimed[0], claimed[1], "retried on the same instance");
+    // The first instance was probed again before going back to the spares.
+    let returned = claimed[0];
+    let reprobed = journal
+        .iter()
+        .filter(|e| e.kind == "instance.available" && e.instance_id.as_deref() == Some(returned))
+        .count();
+    assert_eq!(reprobed, 2);
+    assert_eq!(world.user_state("alice").await, Some(UserState::Ready));
+    world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn one_incomplete_listing_does_not_move_a_user() {
+    let world = World::new(1, 10).await;
+    world.run_until_quiet(20).await;
+    world.put_user("alice", SECRET_BODY).await;
+    world.run_until_quiet(30).await;
+    let (_, before) = world.get_user("alice").await;
+    let instance = spotpool::model::InstanceId(before["instance_id"].as_str().unwrap().into());
+    world.cloud.hide_from_next_describe(&instance);
+    world.run_until_quiet(10).await;
+    let (_, after) = world.get_user("alice").await;
+    assert_eq!(after["instance_id"], before["instance_id"]);
+    assert_eq!(after["state"], "ready");
+    let journal = world.store.journal_since(0, 1000).await.unwrap();
+    assert!(!journal.iter().any(|e| e.kind.starts_with("recover.")));
+    world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn rotating_secrets_of_a_user_whose_secret_is_gone_is_a_409_and_creates_nothing() {
+    use spotpool::cloud::Cloud;
+    let world = World::new(1, 10).await;
+    world.run_until_quiet(20).await;
+    world.put_user("alice", SECRET_BODY).await;
+    world.run_until_quiet(30).await;
+    // A release deleted the secret between the PUT's read of the row and its write.
+    let arn = world.cloud.secrets()[0].1.arn.clone();
+    world.cloud.delete_secret(&arn).await.unwrap();
+    let (status, body) = world
+        .put_user("alice", r#"{"secrets":{"OPENAI_API_KEY":"sk-rotated"}}"#)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "user_deleting");
+    assert!(world.cloud.secrets().is_empty(), "no secret re-created");
+}
