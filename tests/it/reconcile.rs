@@ -139,10 +139,7 @@ async fn claims_become_ready_with_tags_route_and_secret_and_the_pool_refills() {
 #[tokio::test]
 async fn a_second_put_returns_the_same_instance_and_does_no_new_work() {
     let world = World::new(1, 10).await;
-    world.run_until_quiet(20).await;
-    world.put_user("alice", SECRET_BODY).await;
-    world.run_until_quiet(30).await;
-    let (_, first) = world.get_user("alice").await;
+    let first = world.ready_user("alice", SECRET_BODY).await;
 
     world.cloud.clear_calls();
     let (status, second) = world.put_user("alice", "{}").await;
@@ -185,10 +182,7 @@ async fn with_no_spare_users_queue_and_are_served_first_come_first_served() {
 #[tokio::test]
 async fn delete_removes_rule_target_group_instance_and_secret() {
     let world = World::new(1, 10).await;
-    world.run_until_quiet(20).await;
-    world.put_user("alice", SECRET_BODY).await;
-    world.run_until_quiet(30).await;
-    let (_, doc) = world.get_user("alice").await;
+    let doc = world.ready_user("alice", SECRET_BODY).await;
     let instance = doc["instance_id"].as_str().unwrap().to_string();
 
     let (status, doc) = world.delete_user("alice").await;
@@ -236,12 +230,7 @@ async fn a_failure_at_any_claim_step_rolls_back_and_retries_on_another_instance(
             doc["state"], "ready",
             "after one {operation} failure: {doc}"
         );
-        let user = world
-            .store
-            .get_user(&spotpool::model::UserId::parse("alice").unwrap())
-            .await
-            .unwrap()
-            .unwrap();
+        let user = world.user_row("alice").await;
         assert_eq!(user.attempts, 1, "{operation}");
         world.assert_no_leaks().await;
     }
@@ -339,12 +328,7 @@ async fn a_restart_mid_claim_over_the_same_store_finishes_without_duplicates() {
     world.put_user("alice", SECRET_BODY).await;
     // One pass: assigned, tagged, command sent; then the daemon "crashes".
     world.pass().await;
-    let user = world
-        .store
-        .get_user(&spotpool::model::UserId::parse("alice").unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let user = world.user_row("alice").await;
     assert_eq!(user.state, UserState::Provisioning);
 
     let restarted = world.restart().await;
@@ -387,10 +371,7 @@ async fn a_fresh_store_adopts_the_pool_it_finds_instead_of_duplicating_it() {
 #[tokio::test]
 async fn a_user_whose_instance_vanishes_is_moved_keeping_route_and_secret() {
     let world = World::new(1, 10).await;
-    world.run_until_quiet(20).await;
-    world.put_user("alice", SECRET_BODY).await;
-    world.run_until_quiet(30).await;
-    let (_, before) = world.get_user("alice").await;
+    let before = world.ready_user("alice", SECRET_BODY).await;
     let old = spotpool::model::InstanceId(before["instance_id"].as_str().unwrap().into());
 
     world.cloud.reclaim(&old);
@@ -459,12 +440,7 @@ async fn an_instance_that_may_have_received_the_start_command_is_never_reused() 
         .fail_next("SendCommand", CloudErrorKind::Transient, 1);
     world.put_user("alice", SECRET_BODY).await;
     world.pass().await;
-    let row = world
-        .store
-        .get_user(&spotpool::model::UserId::parse("alice").unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let row = world.user_row("alice").await;
     let instance = row.instance_id.clone().unwrap();
     assert!(row.command_sent_at.is_some(), "marked dirty before sending");
     // The user is deleted before the claim finishes.
@@ -499,12 +475,7 @@ async fn a_rollback_whose_secret_untag_fails_still_finishes() {
         .fail_next("CreateTargetGroup", CloudErrorKind::Fatal, 1);
     world.put_user("alice", SECRET_BODY).await;
     world.run_until_quiet(40).await;
-    let row = world
-        .store
-        .get_user(&spotpool::model::UserId::parse("alice").unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let row = world.user_row("alice").await;
     assert_eq!(row.state, UserState::Ready);
     assert_eq!(row.attempts, 1);
     assert_eq!(row.teardown, None);
@@ -542,10 +513,7 @@ async fn a_clean_rollback_retries_on_another_instance_and_reprobes_the_first() {
 #[tokio::test]
 async fn one_incomplete_listing_does_not_move_a_user() {
     let world = World::new(1, 10).await;
-    world.run_until_quiet(20).await;
-    world.put_user("alice", SECRET_BODY).await;
-    world.run_until_quiet(30).await;
-    let (_, before) = world.get_user("alice").await;
+    let before = world.ready_user("alice", SECRET_BODY).await;
     let instance = spotpool::model::InstanceId(before["instance_id"].as_str().unwrap().into());
     world.cloud.hide_from_next_describe(&instance);
     world.run_until_quiet(10).await;
@@ -561,9 +529,7 @@ async fn one_incomplete_listing_does_not_move_a_user() {
 async fn rotating_secrets_of_a_user_whose_secret_is_gone_is_a_409_and_creates_nothing() {
     use spotpool::cloud::Cloud;
     let world = World::new(1, 10).await;
-    world.run_until_quiet(20).await;
-    world.put_user("alice", SECRET_BODY).await;
-    world.run_until_quiet(30).await;
+    world.ready_user("alice", SECRET_BODY).await;
     // A release deleted the secret between the PUT's read of the row and its write.
     let arn = world.cloud.secrets()[0].1.arn.clone();
     world.cloud.delete_secret(&arn).await.unwrap();

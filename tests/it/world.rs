@@ -277,6 +277,22 @@ impl World {
             .count()
     }
 
+    /// The user's row; panics if there is none.
+    pub async fn user_row(&self, user: &str) -> spotpool::store::UserRecord {
+        let id = spotpool::model::UserId::parse(user).unwrap();
+        self.store.get_user(&id).await.unwrap().expect("user row")
+    }
+
+    /// Fills the pool, claims `user` with `body`, runs until quiet and returns the document.
+    pub async fn ready_user(&self, user: &str, body: &str) -> serde_json::Value {
+        self.run_until_quiet(20).await;
+        self.put_user(user, body).await;
+        self.run_until_quiet(30).await;
+        let (_, doc) = self.get_user(user).await;
+        assert_eq!(doc["state"], "ready", "{doc}");
+        doc
+    }
+
     pub async fn user_state(&self, user: &str) -> Option<UserState> {
         let id = spotpool::model::UserId::parse(user).unwrap();
         self.store.get_user(&id).await.unwrap().map(|u| u.state)
