@@ -82,6 +82,15 @@ pub struct Settings {
     /// Health check path of the users' target groups [default: /].
     #[arg(long, env = "HEALTH_CHECK_PATH", value_name = "PATH")]
     pub health_check_path: Option<String>,
+    /// Memory limit of each user container in MiB, swap included (so no swap) [default: 1536].
+    #[arg(long, env = "CONTAINER_MEMORY_MB", value_name = "MIB")]
+    pub container_memory_mb: Option<u32>,
+    /// CPU limit of each user container, in CPUs, e.g. 0.5 (Docker's --cpus) [default: 1.0].
+    #[arg(long, env = "CONTAINER_CPUS", value_name = "CPUS")]
+    pub container_cpus: Option<f64>,
+    /// Most processes and threads in each user container [default: 512].
+    #[arg(long, env = "CONTAINER_PIDS_LIMIT", value_name = "N")]
+    pub container_pids_limit: Option<u32>,
     /// Prefix of each user's url, e.g. https://agents.example.com [default: http://localhost].
     #[arg(long, env = "PUBLIC_BASE_URL", value_name = "URL")]
     pub public_base_url: Option<String>,
@@ -157,6 +166,11 @@ pub struct Config {
     pub container_image: String,
     pub container_port: u16,
     pub health_check_path: String,
+    /// Memory limit of a user container in MiB (swap the same, so none).
+    pub container_memory_mb: u32,
+    /// CPU limit of a user container in CPUs; the instance gets it rounded to millicores.
+    pub container_cpus: f64,
+    pub container_pids_limit: u32,
     pub public_base_url: String,
     pub secret_prefix: String,
     pub tiers: Vec<TierPolicy>,
@@ -285,6 +299,33 @@ impl Settings {
             }
         };
         validate_shell_safe("CONTAINER_IMAGE", &container_image)?;
+        let health_check_path = self.health_check_path.unwrap_or_else(|| "/".into());
+        validate_health_check_path(&health_check_path)?;
+        let container_memory_mb = self.container_memory_mb.unwrap_or(1536);
+        if !(64..=1_048_576).contains(&container_memory_mb) {
+            return Err(ConfigError::Invalid {
+                env: "CONTAINER_MEMORY_MB",
+                value: container_memory_mb.to_string(),
+                why: "must be from 64 to 1048576 (MiB)".into(),
+            });
+        }
+        let container_cpus = self.container_cpus.unwrap_or(1.0);
+        // NaN fails both comparisons, so it is refused too.
+        if !(0.01..=256.0).contains(&container_cpus) {
+            return Err(ConfigError::Invalid {
+                env: "CONTAINER_CPUS",
+                value: container_cpus.to_string(),
+                why: "must be a number of CPUs from 0.01 to 256, e.g. 1.0 or 0.5".into(),
+            });
+        }
+        let container_pids_limit = self.container_pids_limit.unwrap_or(512);
+        if !(16..=1_048_576).contains(&container_pids_limit) {
+            return Err(ConfigError::Invalid {
+                env: "CONTAINER_PIDS_LIMIT",
+                value: container_pids_limit.to_string(),
+                why: "must be from 16 to 1048576".into(),
+            });
+        }
         let listen_raw = self
             .spotpool_listen
             .unwrap_or_else(|| "127.0.0.1:7070".into());
@@ -358,7 +399,10 @@ impl Settings {
             instance_profile_arn: self.instance_profile_arn.filter(|v| !v.is_empty()),
             container_image,
             container_port: self.container_port.unwrap_or(8080),
-            health_check_path: self.health_check_path.unwrap_or_else(|| "/".into()),
+            health_check_path,
+            container_memory_mb,
+            container_cpus,
+            container_pids_limit,
             public_base_url,
             secret_prefix,
             tiers: vec![TierPolicy {
@@ -416,6 +460,27 @@ fn validate_shell_safe(env: &'static str, value: &str) -> Result<(), ConfigError
             env,
             value: value.to_string(),
             why: "only letters, digits and - _ . / : @ are allowed".into(),
+        })
+    }
+}
+
+/// The health path goes into the start-container script and a curl URL: a path of plain
+/// characters only (the script checks the same rule).
+fn validate_health_check_path(path: &str) -> Result<(), ConfigError> {
+    let ok = path.starts_with('/')
+        && path.len() <= 1024
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._~/%?=&+-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            env: "HEALTH_CHECK_PATH",
+            value: path.to_string(),
+            why: "must start with / and use only letters, digits and . _ ~ / % ? = & + - \
+                  (at most 1024 characters)"
+                .into(),
         })
     }
 }
@@ -499,6 +564,78 @@ mod tests {
         settings.container_image = Some("img; rm -rf /".into());
         let message = settings.into_config().unwrap_err().to_string();
         assert!(message.contains("CONTAINER_IMAGE"), "{message}");
+    }
+
+    #[test]
+    fn container_limits_have_defaults_and_bounds() {
+        let config = minimal().into_config().unwrap();
+        assert_eq!(config.container_memory_mb, 1536);
+        assert_eq!(config.container_cpus, 1.0);
+        assert_eq!(config.container_pids_limit, 512);
+        assert_eq!(config.health_check_path, "/");
+
+        let mut settings = minimal();
+        settings.container_memory_mb = Some(4096);
+        settings.container_cpus = Some(0.5);
+        settings.container_pids_limit = Some(1024);
+        let config = settings.into_config().unwrap();
+        assert_eq!(
+            (
+                config.container_memory_mb,
+                config.container_cpus,
+                config.container_pids_limit
+            ),
+            (4096, 0.5, 1024)
+        );
+
+        let refused = |settings: Settings, env: &str| {
+            let message = settings.into_config().unwrap_err().to_string();
+            assert!(
+                message.starts_with(&format!("invalid setting {env}=")),
+                "{message}"
+            );
+            assert!(!message.contains('\n'), "{message}");
+            message
+        };
+        for memory in [0, 63, 2_000_000] {
+            let mut settings = minimal();
+            settings.container_memory_mb = Some(memory);
+            refused(settings, "CONTAINER_MEMORY_MB");
+        }
+        for cpus in [0.0, 0.001, -1.0, 257.0, f64::NAN, f64::INFINITY] {
+            let mut settings = minimal();
+            settings.container_cpus = Some(cpus);
+            let message = refused(settings, "CONTAINER_CPUS");
+            assert!(message.contains("from 0.01 to 256"), "{message}");
+        }
+        for pids in [0, 15, 2_000_000] {
+            let mut settings = minimal();
+            settings.container_pids_limit = Some(pids);
+            refused(settings, "CONTAINER_PIDS_LIMIT");
+        }
+        for path in ["healthz", "/a b", "/$(id)", "/x'y", "/[1-2]"] {
+            let mut settings = minimal();
+            settings.health_check_path = Some(path.into());
+            refused(settings, "HEALTH_CHECK_PATH");
+        }
+        let mut settings = minimal();
+        settings.health_check_path = Some("/healthz?full=1".into());
+        assert_eq!(
+            settings.into_config().unwrap().health_check_path,
+            "/healthz?full=1"
+        );
+    }
+
+    #[test]
+    fn container_limits_come_from_the_file_too() {
+        let file: Settings = toml::from_str(
+            "container_memory_mb = 2048\ncontainer_cpus = 1.5\ncontainer_pids_limit = 256\n",
+        )
+        .unwrap();
+        let config = minimal().or(file).into_config().unwrap();
+        assert_eq!(config.container_memory_mb, 2048);
+        assert_eq!(config.container_cpus, 1.5);
+        assert_eq!(config.container_pids_limit, 256);
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub struct ReconcilerConfig {
     pub container_port: u16,
     /// The path the start script and the target group check for health.
     pub health_check_path: String,
+    /// Limits of each user container: memory in MiB (no swap), CPUs, processes and threads.
+    pub container_memory_mb: u32,
+    pub container_cpus: f64,
+    pub container_pids_limit: u32,
     /// The start-container command may run this long before the attempt fails.
     pub container_timeout: Duration,
     /// The readiness probe command may run this long before it counts as failed.
@@ -727,6 +731,9 @@ impl Reconciler {
                     health_timeout_seconds: (config.container_timeout.as_secs() as u32)
                         .saturating_sub(30)
                         .max(30),
+                    memory_mb: config.container_memory_mb,
+                    cpus: config.container_cpus,
+                    pids_limit: config.container_pids_limit,
                 });
                 // Mark the instance dirty *before* sending: from here on a container may run on
                 // it (a crash or a timed-out response cannot tell), so an undo terminates it

@@ -1,0 +1,101 @@
+# shellcheck shell=bash
+# spotpool instance prologue. spotpool inlines this file into every command it
+# sends over SSM (src/commands.rs replaces the line of the including script
+# that ends in "spotpool:inline-lib" with it); run by hand, the scripts source
+# it from beside themselves.
+#
+# Output discipline: spotpool copies a failed command's standard error into the
+# user's `error` (the API, the journal, the log). So every tool's output goes
+# to standard output, and standard error only ever carries this script's own
+# one-line `spotpool: ...` messages, written by `fail` or the ERR trap. Nothing
+# here prints a secret, container logs or an input value that failed
+# validation. Never use `set -x`: a trace would print the secret handling.
+
+if [ -z "${BASH_VERSION:-}" ]; then
+    echo "spotpool: this script needs bash" >&2
+    exit 1
+fi
+# SSM's AWS-RunShellScript runs the text with sh, which is bash in POSIX mode
+# on Amazon Linux: switch to plain bash.
+set +o posix
+# -E: the ERR trap below fires for a failure inside a function too (without it
+# such a failure exits silently, and the user's error would be empty).
+set -Eeuo pipefail
+exec 3>&2 2>&1
+umask 077
+
+# fail MESSAGE...: one line on the original standard error, then exit 1.
+fail() {
+    printf 'spotpool: %s\n' "$*" >&3
+    exit 1
+}
+trap 'printf "spotpool: line %s: command failed (exit %s)\n" "$LINENO" "$?" >&3' ERR
+# A signal (SSM's timeout, a cancel) still runs the EXIT traps of the scripts.
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Overridable only so the tests can point them at a sandbox; spotpool never
+# sets them.
+SPOTPOOL_RUN_DIR=${SPOTPOOL_RUN_DIR:-/run/spotpool}
+SPOTPOOL_READY_MARKER=${SPOTPOOL_READY_MARKER:-/var/lib/spotpool/ready}
+
+# The rule the instance's user data installs (and re-installs whenever dockerd
+# starts) so that containers cannot reach the instance metadata service:
+#   iptables -I DOCKER-USER -d 169.254.169.254/32 -j DROP
+# DOCKER-USER is evaluated in FORWARD, i.e. for container traffic only; the
+# host's own requests to the metadata service (OUTPUT) are unaffected.
+METADATA_ADDRESS=169.254.169.254
+
+# require NAME PATTERN WHAT: the variable NAME is set, non-empty and matches
+# the extended regular expression PATTERN; WHAT describes the expected form.
+# The message never repeats the value.
+require() {
+    local name=$1 pattern=$2 what=$3
+    local value=${!name-}
+    [[ -n $value ]] || fail "input $name is missing (expected $what)"
+    [[ $value =~ $pattern ]] || fail "input $name is malformed (expected $what)"
+}
+
+# optional NAME PATTERN WHAT: like require, but an empty or unset NAME is fine.
+optional() {
+    local name=$1
+    local value=${!name-}
+    if [[ -n $value ]]; then
+        require "$@"
+    fi
+}
+
+# The inputs every script shares, checked the same way everywhere.
+require_user_id() {
+    require USER_ID '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$' \
+        'a spotpool user id: lowercase letters, digits and inner hyphens, at most 63'
+}
+require_image() {
+    require IMAGE '^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$' \
+        'an image reference of letters, digits and . _ / : @ -'
+}
+
+# check_metadata_block: the DOCKER-USER rule above is in place.
+check_metadata_block() {
+    iptables -w 5 -C DOCKER-USER -d "$METADATA_ADDRESS/32" -j DROP \
+        || fail "the DOCKER-USER rule dropping container traffic to $METADATA_ADDRESS is missing"
+}
+
+# remove_user_container NAME: stop and remove the container and its anonymous
+# volumes; a missing container is fine.
+remove_user_container() {
+    local name=$1
+    if ! docker container inspect "$name" >/dev/null 2>&1; then
+        echo "no container $name"
+        return 0
+    fi
+    docker stop --time 10 "$name" || true
+    if ! docker rm --force --volumes "$name"; then
+        # It may have gone in the meantime.
+        if docker container inspect "$name" >/dev/null 2>&1; then
+            fail "could not remove container $name"
+        fi
+    fi
+    echo "removed container $name"
+}

@@ -1,0 +1,31 @@
+#!/bin/bash
+# spotpool readiness probe: is this fresh instance fit to be handed to a user?
+#
+# Inputs (shell variables spotpool prepends):
+#   IMAGE   the user container image, pre-pulled by the user data
+#
+# Checks, in order: Docker answers; the user data finished (it writes the
+# readiness marker /var/lib/spotpool/ready as its very last step); the image is
+# present; the DOCKER-USER rule that keeps containers away from the instance
+# metadata service is in place, exactly
+#   iptables -C DOCKER-USER -d 169.254.169.254/32 -j DROP
+# and no user container or volume was ever left here (an instance that ran a
+# user's container is terminated, never handed to another user).
+# Prints "ready" on standard output when all hold.
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh" # spotpool:inline-lib
+
+require_image
+
+docker info >/dev/null || fail "docker is not running"
+[[ -f $SPOTPOOL_READY_MARKER ]] \
+    || fail "user data has not finished (no readiness marker $SPOTPOOL_READY_MARKER)"
+docker image inspect "$IMAGE" >/dev/null || fail "image $IMAGE is not present"
+check_metadata_block
+containers=$(docker ps --all --quiet --filter label=spotpool.user) \
+    || fail "could not list containers"
+[[ -z $containers ]] || fail "a user container exists on this instance; it is not fresh"
+volumes=$(docker volume ls --quiet --filter label=spotpool.user) \
+    || fail "could not list volumes"
+[[ -z $volumes ]] || fail "a user volume exists on this instance; it is not fresh"
+echo ready

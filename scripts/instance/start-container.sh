@@ -1,0 +1,207 @@
+#!/bin/bash
+# spotpool: start (or replace) the user's container and wait until it is
+# healthy. Exits 0 once the health endpoint answers; otherwise non-zero with
+# one `spotpool: ...` line on standard error.
+#
+# Inputs (shell variables spotpool prepends):
+#   USER_ID         the spotpool user id; container openclaw-$USER_ID,
+#                   data volume spotpool-$USER_ID mounted at /data
+#   SECRET_ARN      the user's secret in Secrets Manager, read here by ARN with
+#                   the instance role (the region is taken from the ARN)
+#   IMAGE           the user container image, pre-pulled by the user data
+#   PORT            the container's port, published as HOST_IP:PORT
+#   HOST_IP         the instance's private IPv4 address; empty: asked from the
+#                   instance metadata service (IMDSv2). Never 0.0.0.0.
+#   HEALTH_PATH     the container's health path, e.g. /healthz
+#   HEALTH_TIMEOUT  seconds to wait for it
+#   MEMORY_MB       memory limit in MiB, swap included (so no swap)
+#   CPUS            CPU limit, e.g. 1.000 (at most three decimals)
+#   PIDS_LIMIT      most processes and threads in the container
+#
+# The secret's values travel only through a pipe into a root-only env file on
+# tmpfs ($SPOTPOOL_RUN_DIR, default /run/spotpool, mode 0700; the file 0600),
+# which is removed as soon as `docker run` returns and on every exit path.
+# They never appear in a command line, in standard error or in the output.
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh" # spotpool:inline-lib
+
+require_user_id
+require SECRET_ARN '^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+$' \
+    'a Secrets Manager secret ARN'
+require_image
+require PORT '^[1-9][0-9]{0,4}$' 'a port number from 1 to 65535'
+((10#$PORT <= 65535)) || fail "input PORT is malformed (expected a port number from 1 to 65535)"
+IPV4_PATTERN='^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$'
+optional HOST_IP "$IPV4_PATTERN" 'an IPv4 address'
+NOT_ALL="HOST_IP must be the instance's private address, not 0.0.0.0"
+[[ ${HOST_IP-} != 0.0.0.0 ]] || fail "$NOT_ALL"
+require HEALTH_PATH '^/[A-Za-z0-9._~/%?=&+-]{0,1023}$' \
+    'a path starting with / of letters, digits and . _ ~ / % ? = & + -'
+require HEALTH_TIMEOUT '^[1-9][0-9]{0,4}$' 'a number of seconds'
+require MEMORY_MB '^[1-9][0-9]{0,6}$' 'a number of MiB'
+require CPUS '^[0-9]{1,3}(\.[0-9]{1,3})?$' 'a number of CPUs like 1.000'
+[[ $CPUS =~ [1-9] ]] || fail "input CPUS is malformed (expected more than 0 CPUs)"
+require PIDS_LIMIT '^[1-9][0-9]{0,6}$' 'a number of processes'
+
+# The uid:gid the container runs as: not 0, and no account on the host (on
+# Amazon Linux uid 1000 is ec2-user, who may sudo).
+CONTAINER_UID=10001
+CONTAINER_GID=10001
+NAME="openclaw-$USER_ID"
+VOLUME="spotpool-$USER_ID"
+ENV_FILE="$SPOTPOOL_RUN_DIR/$NAME.env"
+arn_rest=${SECRET_ARN#arn:*:secretsmanager:}
+REGION=${arn_rest%%:*}
+
+# Removed on every exit path: success, failure, a signal.
+trap 'rm -f -- "$ENV_FILE"' EXIT
+
+# 1. The instance is fit: the image is here and containers cannot reach the
+#    instance metadata service.
+docker image inspect "$IMAGE" >/dev/null || fail "image $IMAGE is not present on the instance"
+check_metadata_block
+
+# 2. The address to publish on: the instance's private address, never all.
+imds_private_ip() {
+    local token
+    token=$(curl --fail --silent --show-error --max-time 2 --request PUT \
+        --header 'X-aws-ec2-metadata-token-ttl-seconds: 60' \
+        "http://$METADATA_ADDRESS/latest/api/token") || return 1
+    # The token goes in through standard input, not the command line.
+    printf 'X-aws-ec2-metadata-token: %s\n' "$token" \
+        | curl --fail --silent --show-error --max-time 2 --header @- \
+            "http://$METADATA_ADDRESS/latest/meta-data/local-ipv4"
+}
+if [[ -z ${HOST_IP-} ]]; then
+    HOST_IP=$(imds_private_ip) \
+        || fail "HOST_IP was not given and the instance metadata service did not give the private address"
+    require HOST_IP "$IPV4_PATTERN" 'an IPv4 address from the instance metadata service'
+    [[ $HOST_IP != 0.0.0.0 ]] || fail "$NOT_ALL"
+fi
+
+# 3. Replace a previous container of this user (a re-run of this command).
+remove_user_container "$NAME"
+
+# 4. The user's data volume, writable by the container's uid only.
+docker volume create --label "spotpool.user=$USER_ID" "$VOLUME" >/dev/null \
+    || fail "could not create volume $VOLUME"
+mountpoint=$(docker volume inspect --format '{{.Mountpoint}}' "$VOLUME") \
+    || fail "could not inspect volume $VOLUME"
+[[ $mountpoint == /* && -d $mountpoint && ! -L $mountpoint ]] \
+    || fail "volume $VOLUME has no usable mount point"
+chown "$CONTAINER_UID:$CONTAINER_GID" "$mountpoint"
+chmod 0700 "$mountpoint"
+
+# 5. The secret, by ARN, with the instance role, into the root-only env file.
+install -d -m 0700 "$SPOTPOOL_RUN_DIR"
+[[ -d $SPOTPOOL_RUN_DIR && ! -L $SPOTPOOL_RUN_DIR && -O $SPOTPOOL_RUN_DIR ]] \
+    || fail "$SPOTPOOL_RUN_DIR is not a directory owned by $(id -un)"
+[[ $(stat -c %a "$SPOTPOOL_RUN_DIR") == 700 ]] || fail "$SPOTPOOL_RUN_DIR is not mode 0700"
+rm -f -- "$ENV_FILE"
+# Reads the GetSecretValue response on standard input and writes KEY=value
+# lines to the file named by its argument (created 0600, never followed if a
+# link). On a refusal it prints one line naming the rule broken (never a value)
+# and exits non-zero.
+PARSE_SECRET='
+import json, os, re, sys
+
+def refuse(reason):
+    print(reason)
+    sys.exit(2)
+
+def main():
+    try:
+        response = json.loads(sys.stdin.read())
+    except ValueError:
+        refuse("the GetSecretValue response is not JSON")
+    secret = response.get("SecretString") if isinstance(response, dict) else None
+    if not isinstance(secret, str):
+        refuse("it has no SecretString (binary secrets are not supported)")
+    try:
+        entries = json.loads(secret)
+    except ValueError:
+        refuse("it is not a JSON object of names to values")
+    if not isinstance(entries, dict):
+        refuse("it is not a JSON object of names to values")
+    name = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
+    lines = []
+    for number, (key, value) in enumerate(entries.items(), 1):
+        if not name.match(key):
+            refuse(f"entry {number} is not named like an environment variable")
+        if not isinstance(value, str):
+            refuse(f"the value of {key} is not a string")
+        if any(c in value for c in "\n\r\0"):
+            refuse(f"the value of {key} contains a line break or NUL")
+        try:
+            lines.append(f"{key}={value}\n".encode("utf-8"))
+        except UnicodeError:
+            refuse(f"the value of {key} is not valid Unicode")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    with os.fdopen(os.open(sys.argv[1], flags, 0o600), "wb") as out:
+        out.write(b"".join(lines))
+
+try:
+    main()
+except Exception:
+    refuse("it could not be written to the env file")
+'
+# The response holds the values: it goes into a shell variable and a pipe,
+# never into a command line or a file other than the env file.
+response=$(aws secretsmanager get-secret-value --region "$REGION" --secret-id "$SECRET_ARN" \
+    --output json) \
+    || fail "could not read the user's secret $SECRET_ARN with the instance role"
+if ! reason=$(printf '%s' "$response" | python3 -I -c "$PARSE_SECRET" "$ENV_FILE"); then
+    unset response
+    reason=${reason%%$'\n'*}
+    fail "the user's secret $SECRET_ARN was refused: ${reason:-it could not be parsed}"
+fi
+unset response
+
+# 6. The hardened container.
+#    --restart unless-stopped: the gateway is a long-running server; it comes
+#    back after a crash, an exit of its own, a dockerd restart or a reboot, with
+#    Docker's doubling back-off against a crash loop. Our own stop
+#    (docker rm --force) is never fought by it.
+#    HOME=/data: the root filesystem is read-only, so the gateway's state goes
+#    to the user's volume; /tmp is a small tmpfs (its pages count against the
+#    memory limit).
+docker run --detach --name "$NAME" \
+    --label "spotpool.user=$USER_ID" \
+    --pull never \
+    --restart unless-stopped \
+    --user "$CONTAINER_UID:$CONTAINER_GID" \
+    --read-only \
+    --tmpfs /tmp:rw,noexec,nosuid,nodev,size=256m \
+    --mount "type=volume,source=$VOLUME,target=/data,volume-nocopy" \
+    --env HOME=/data \
+    --env-file "$ENV_FILE" \
+    --cap-drop ALL \
+    --security-opt no-new-privileges \
+    --memory "${MEMORY_MB}m" \
+    --memory-swap "${MEMORY_MB}m" \
+    --cpus "$CPUS" \
+    --pids-limit "$PIDS_LIMIT" \
+    --network bridge \
+    --publish "$HOST_IP:$PORT:$PORT" \
+    --log-driver json-file \
+    --log-opt max-size=10m \
+    --log-opt max-file=3 \
+    "$IMAGE" \
+    || fail "docker run of $IMAGE for $NAME failed"
+rm -f -- "$ENV_FILE"
+
+# 7. Wait for the health endpoint. Container logs are never shown: they may
+#    hold the user's secrets.
+url="http://$HOST_IP:$PORT$HEALTH_PATH"
+deadline=$((SECONDS + 10#$HEALTH_TIMEOUT))
+while true; do
+    if curl --fail --silent --show-error --globoff --max-time 2 --output /dev/null "$url"; then
+        echo "container $NAME is healthy on $HEALTH_PATH"
+        exit 0
+    fi
+    ((SECONDS < deadline)) || break
+    sleep 1
+done
+status=$(docker inspect --format '{{.State.Status}}' "$NAME") || status=unknown
+[[ $status =~ ^[a-z]{1,20}$ ]] || status=unknown
+fail "container $NAME did not become healthy on $HEALTH_PATH within ${HEALTH_TIMEOUT}s (container status: $status)"
