@@ -8,6 +8,9 @@
 #       apply, then print the daemon's environment (`terraform output -raw
 #       daemon_env`: KEY=value lines, endpoint and test credentials included,
 #       no API tokens) on stdout
+#   scripts/terraform_moto.sh plan    ENDPOINT STATE_DIR [-var NAME=VALUE ...]
+#       after an apply: fail (exit 1, the plan on stderr) unless the plan is
+#       empty, i.e. the applied state does not drift
 #   scripts/terraform_moto.sh destroy ENDPOINT STATE_DIR [-var NAME=VALUE ...]
 #   scripts/terraform_moto.sh output  STATE_DIR NAME
 #       print one output of an applied STATE_DIR (`terraform output -raw NAME`)
@@ -42,7 +45,7 @@ if [[ $action == output ]]; then
     TF_DATA_DIR=$1/.terraform terraform -chdir="$1/terraform/examples/basic" output -no-color -raw "$2"
     exit
 fi
-[[ $action == apply || $action == destroy ]] || usage
+[[ $action == apply || $action == plan || $action == destroy ]] || usage
 (($# >= 2)) || usage
 endpoint=$1 state=$2
 shift 2
@@ -76,6 +79,17 @@ case $action in
             -var "aws_endpoint=$endpoint" "$@" >&2
         log "applied in $((SECONDS - start))s"
         terraform -chdir="$dir" output -raw daemon_env
+        ;;
+    plan)
+        log "terraform plan against $endpoint: expecting no changes"
+        rc=0
+        terraform -chdir="$dir" plan -detailed-exitcode -input=false -no-color \
+            -var "aws_endpoint=$endpoint" "$@" >&2 || rc=$?
+        if ((rc == 2)); then
+            log "the plan after apply is not empty (above): something drifts"
+            exit 1
+        fi
+        exit "$rc"
         ;;
     destroy)
         log "terraform destroy against $endpoint (state in $state)"

@@ -130,6 +130,9 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
     let started = Instant::now();
     let env_text = terraform_moto(&["apply", &endpoint, state.path()]).await;
     eprintln!("terraform apply took {:?}", started.elapsed());
+    // Applied state does not drift: a second plan is empty (no default_tags, no moto-dropped
+    // attributes), so the local mode and a platform team's CI see a stable plan.
+    terraform_moto(&["plan", &endpoint, state.path()]).await;
 
     // The rendered environment has every setting the daemon needs, and no token.
     let infra_env = parse_env(&env_text);

@@ -25,7 +25,8 @@ locals {
   vpc_id     = var.create_network ? aws_vpc.this[0].id : var.vpc_id
   subnet_ids = var.create_network ? aws_subnet.public[*].id : var.subnet_ids
 
-  ami_id = var.ami_id != null ? var.ami_id : nonsensitive(data.aws_ssm_parameter.ami[0].value)
+  # An AMI id is no secret; insecure_value is the parameter without the sensitive mark.
+  ami_id = var.ami_id != null ? var.ami_id : data.aws_ssm_parameter.ami[0].insecure_value
 
   container_image = (
     var.container_image != null ? var.container_image :
