@@ -175,3 +175,52 @@ start_moto() {
     done
     return 1
 }
+
+# --- Terraform ---------------------------------------------------------------
+
+# tf_plugin_dir: print the machine's local Terraform plugin mirror, the folder
+# above registry.terraform.io that holds the AWS provider (there is no registry
+# access, so `terraform init` must get the provider from there with
+# -plugin-dir). SPOTPOOL_TF_PLUGIN_DIR overrides the search.
+tf_plugin_dir() {
+    if [[ -n ${SPOTPOOL_TF_PLUGIN_DIR:-} ]]; then
+        printf '%s\n' "$SPOTPOOL_TF_PLUGIN_DIR"
+        return 0
+    fi
+    local provider
+    provider=$(find / -xdev -name 'terraform-provider-aws_*' -print -quit 2>/dev/null || true)
+    if [[ $provider != */registry.terraform.io/* ]]; then
+        log "no Terraform AWS provider on this machine (find / -xdev -name 'terraform-provider-aws_*' found ${provider:-nothing})"
+        return 1
+    fi
+    printf '%s\n' "${provider%%/registry.terraform.io/*}"
+}
+
+# tf_setup: check that terraform and the plugin mirror are there, export
+# TF_PLUGIN_DIR, and make terraform quiet and offline (no version check, no
+# prompts). Returns non-zero, with a message, when either is missing.
+tf_setup() {
+    if ! command -v terraform >/dev/null 2>&1; then
+        log "terraform is not on PATH"
+        return 1
+    fi
+    TF_PLUGIN_DIR=$(tf_plugin_dir) || return 1
+    export TF_PLUGIN_DIR
+    export TF_IN_AUTOMATION=1 TF_INPUT=0 CHECKPOINT_DISABLE=1
+    # A CLI config variable naming a missing file only earns a warning on every call.
+    if [[ -n ${TF_CLI_CONFIG_FILE:-} && ! -e $TF_CLI_CONFIG_FILE ]]; then
+        unset TF_CLI_CONFIG_FILE
+    fi
+}
+
+# tf_init DIR: `terraform init` DIR offline from the mirror, quietly (its
+# output is shown only when it fails). Call tf_setup first. TF_DATA_DIR, if
+# set, decides where .terraform goes.
+tf_init() {
+    local dir=$1 out
+    if ! out=$(terraform -chdir="$dir" init -backend=false -plugin-dir "$TF_PLUGIN_DIR" -input=false -no-color 2>&1); then
+        printf '%s\n' "$out" >&2
+        log "terraform init failed in $dir"
+        return 1
+    fi
+}

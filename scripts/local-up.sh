@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Run the whole system locally: moto (fake AWS) + the minimal infrastructure +
-# `spotpool serve`, wired together. Ctrl-C stops everything.
+# Run the whole system locally: moto (fake AWS) + the infrastructure (built
+# with the project's Terraform when possible) + `spotpool serve`, wired
+# together. Ctrl-C stops everything.
 #
 # State lives in .local/ (gitignored): moto.log, spotpool.log, spotpool.db,
-# the PID files, and env (source it in another terminal to reuse the settings).
+# the PID files, terraform/ (the Terraform working copy and its state), and env
+# (source it in another terminal to reuse the settings).
 #
 # Knobs (all optional):
 #   SPOTPOOL_API_TOKEN, SPOTPOOL_ADMIN_TOKEN  reuse tokens instead of random ones
@@ -14,6 +16,10 @@
 #                        always starts empty, so by default the database is reset)
 #   SPOTPOOL_SKIP_BUILD=1  do not run `cargo build` (use the existing binary)
 #   SPOTPOOL_BIN         binary to run (default <target dir>/debug/spotpool)
+#   SPOTPOOL_LOCAL_INFRA how to create the infrastructure in moto: `terraform`
+#                        (terraform/examples/basic, as in production), `python`
+#                        (scripts/moto_infra.py), or `auto` (default: terraform
+#                        when it and its provider mirror are installed)
 set -euo pipefail
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -78,9 +84,54 @@ export AWS_ACCESS_KEY_ID=test
 export AWS_SECRET_ACCESS_KEY=test
 export AWS_EC2_METADATA_DISABLED=true
 
-log "creating the local infrastructure in moto"
-infra=$(python3 scripts/moto_infra.py --endpoint "$MOTO_ENDPOINT")
-eval "$infra"
+# The knobs that shape the infrastructure too (Terraform bakes the image into
+# the launch template's user data and the pool name into its tags).
+export CONTAINER_IMAGE=${CONTAINER_IMAGE:-ghcr.io/openclaw/openclaw:latest}
+export CONTAINER_PORT=${CONTAINER_PORT:-8080}
+export USER_INSTANCE_TYPE=${USER_INSTANCE_TYPE:-t3.small}
+export SPOTPOOL_POOL=${SPOTPOOL_POOL:-spotpool}
+
+infra_tool=${SPOTPOOL_LOCAL_INFRA:-auto}
+case $infra_tool in
+    auto)
+        if scripts/terraform_moto.sh check 2>/dev/null; then
+            infra_tool=terraform
+        else
+            log "terraform or its provider mirror is missing: falling back to scripts/moto_infra.py"
+            infra_tool=python
+        fi
+        ;;
+    terraform | python) ;;
+    *)
+        log "SPOTPOOL_LOCAL_INFRA must be auto, terraform or python, not '$infra_tool'"
+        exit 1
+        ;;
+esac
+if [[ $infra_tool == terraform ]]; then
+    log "creating the local infrastructure in moto with Terraform (terraform/examples/basic; state in $STATE/terraform)"
+    # moto starts empty, so the state of an earlier run describes nothing.
+    rm -rf -- "$STATE/terraform"
+    instance_types=$(python3 -c 'import json, sys; print(json.dumps([t.strip() for t in sys.argv[1].split(",") if t.strip()]))' "$USER_INSTANCE_TYPE")
+    if ! daemon_env=$(scripts/terraform_moto.sh apply "$MOTO_ENDPOINT" "$STATE/terraform" \
+        -var "container_image=$CONTAINER_IMAGE" -var "container_port=$CONTAINER_PORT" \
+        -var "instance_types=$instance_types" -var "pool=$SPOTPOOL_POOL" \
+        2>"$STATE/terraform.log"); then
+        tail -n 40 -- "$STATE/terraform.log" >&2
+        log "terraform apply failed (above; whole log: $STATE/terraform.log)"
+        exit 1
+    fi
+    log "terraform's log: $STATE/terraform.log"
+    # KEY=value lines; exported one by one, never evaluated.
+    while IFS= read -r line; do
+        [[ $line == [A-Z]*=* ]] || continue
+        export "${line%%=*}=${line#*=}"
+    done <<<"$daemon_env"
+else
+    log "creating the local infrastructure in moto with scripts/moto_infra.py"
+    infra=$(python3 scripts/moto_infra.py --endpoint "$MOTO_ENDPOINT")
+    eval "$infra"
+fi
+log "infrastructure created with $infra_tool"
 
 new_token() { python3 -c 'import secrets; print(secrets.token_urlsafe(32))'; }
 if [[ -z ${SPOTPOOL_API_TOKEN:-} ]]; then
@@ -94,11 +145,7 @@ daemon_port=$(free_port)
 export SPOTPOOL_LISTEN="127.0.0.1:$daemon_port"
 export SPOTPOOL_DATABASE_URL="sqlite://$STATE/spotpool.db"
 export SPOTPOOL_RECONCILE_INTERVAL=2s
-export CONTAINER_IMAGE=${CONTAINER_IMAGE:-ghcr.io/openclaw/openclaw:latest}
-export CONTAINER_PORT=${CONTAINER_PORT:-8080}
-export USER_INSTANCE_TYPE=${USER_INSTANCE_TYPE:-t3.small}
 export POOL_SPARE_COUNT=${POOL_SPARE_COUNT:-2}
-export SPOTPOOL_POOL=${SPOTPOOL_POOL:-spotpool}
 if [[ -n ${POOL_MAX_INSTANCES:-} ]]; then
     export POOL_MAX_INSTANCES
 fi
@@ -112,7 +159,8 @@ fi
 [[ -e $STATE/spotpool.db ]] || : >"$STATE/spotpool.db"
 
 ENV_VARS=(AWS_ENDPOINT_URL AWS_REGION AWS_DEFAULT_REGION AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
-    VPC_ID SUBNET_IDS SECURITY_GROUP_ID ALB_LISTENER_ARN LAUNCH_TEMPLATE_ID PUBLIC_BASE_URL
+    VPC_ID SUBNET_IDS SECURITY_GROUP_ID ALB_LISTENER_ARN LAUNCH_TEMPLATE_ID INSTANCE_PROFILE_ARN
+    PUBLIC_BASE_URL SECRET_PREFIX HEALTH_CHECK_PATH
     CONTAINER_IMAGE CONTAINER_PORT USER_INSTANCE_TYPE POOL_SPARE_COUNT POOL_MAX_INSTANCES
     SPOTPOOL_POOL SPOTPOOL_LISTEN SPOTPOOL_DATABASE_URL SPOTPOOL_RECONCILE_INTERVAL
     SPOTPOOL_API_TOKEN SPOTPOOL_ADMIN_TOKEN)
@@ -149,6 +197,7 @@ cat <<BANNER
 ================================================================================
  daemon:  $BASE_URL   (pid $DAEMON_PID, log $STATE_ABS/spotpool.log)
  moto:    $MOTO_ENDPOINT   (pid $MOTO_PID, log $STATE_ABS/moto.log)
+ infra:   created with $infra_tool
 
  Claim an instance for user alice, with a secret:
 

@@ -52,17 +52,28 @@ pub fn daemon_env(moto: &Moto, infra: &Infra) -> Vec<(String, String)> {
     let mut env = moto.env();
     env.extend(infra.daemon_env());
     for (key, value) in [
-        ("SPOTPOOL_API_TOKEN", API_TOKEN),
-        ("SPOTPOOL_ADMIN_TOKEN", ADMIN_TOKEN),
         ("CONTAINER_IMAGE", "ghcr.io/openclaw/openclaw:latest"),
         ("PUBLIC_BASE_URL", "http://alb.local"),
-        ("SPOTPOOL_RECONCILE_INTERVAL", "2s"),
-        ("SPOTPOOL_POLL_INTERVAL", "100ms"),
-        ("RUST_LOG", "info,spotpool=debug"),
     ] {
         env.push((key.into(), value.into()));
     }
+    env.extend(test_settings());
     env
+}
+
+/// What every test daemon gets on top of its infrastructure's settings: the tokens, fast
+/// intervals and a verbose log.
+pub fn test_settings() -> Vec<(String, String)> {
+    [
+        ("SPOTPOOL_API_TOKEN", API_TOKEN),
+        ("SPOTPOOL_ADMIN_TOKEN", ADMIN_TOKEN),
+        ("SPOTPOOL_RECONCILE_INTERVAL", "2s"),
+        ("SPOTPOOL_POLL_INTERVAL", "100ms"),
+        ("RUST_LOG", "info,spotpool=debug"),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_string(), value.to_string()))
+    .collect()
 }
 
 impl Daemon {

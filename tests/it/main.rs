@@ -3,10 +3,13 @@
 //! - `reconcile`: the reconciler, API and store over the in-memory fake cloud (`world`).
 //! - `aws_adapter`: `AwsCloud` against moto through the real SDK path.
 //! - `e2e`: moto, the minimal infrastructure and the real `spotpool` binary (`daemon`).
+//! - `terraform`: the example root applied against moto with Terraform, the real binary started
+//!   from its outputs, and `terraform destroy`.
 
 mod aws_adapter;
 mod daemon;
 mod e2e;
 mod reconcile;
 mod support;
+mod terraform;
 mod world;

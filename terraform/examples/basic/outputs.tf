@@ -1,0 +1,135 @@
+# The module's outputs, passed through. daemon_env gains the emulator's endpoint
+# and test credentials when aws_endpoint is set, so it is complete for the local mode.
+
+output "region" {
+  description = "Region of everything here (AWS_REGION)."
+  value       = module.spotpool.region
+}
+
+output "pool" {
+  description = "Value of the spotpool:pool tag (SPOTPOOL_POOL)."
+  value       = module.spotpool.pool
+}
+
+output "vpc_id" {
+  description = "VPC of the ALB, the instances and the users' target groups (VPC_ID)."
+  value       = module.spotpool.vpc_id
+}
+
+output "subnet_ids" {
+  description = "Subnets the pool launches into (SUBNET_IDS, comma-joined)."
+  value       = module.spotpool.subnet_ids
+}
+
+output "alb_security_group_id" {
+  description = "Security group of the ALB."
+  value       = module.spotpool.alb_security_group_id
+}
+
+output "instance_security_group_id" {
+  description = "Security group of the pool instances (SECURITY_GROUP_ID)."
+  value       = module.spotpool.instance_security_group_id
+}
+
+output "alb_arn" {
+  description = "ARN of the shared ALB."
+  value       = module.spotpool.alb_arn
+}
+
+output "alb_dns_name" {
+  description = "DNS name of the ALB; point public_hostname's record at it."
+  value       = module.spotpool.alb_dns_name
+}
+
+output "listener_arn" {
+  description = "The listener that carries the users' rules (ALB_LISTENER_ARN): HTTPS:443 with a certificate, else HTTP:80."
+  value       = module.spotpool.listener_arn
+}
+
+output "launch_template_id" {
+  description = "Launch template of the pool instances (LAUNCH_TEMPLATE_ID; the daemon launches its $Default version, which every apply updates)."
+  value       = module.spotpool.launch_template_id
+}
+
+output "launch_template_latest_version" {
+  description = "Latest (and default) version of the launch template."
+  value       = module.spotpool.launch_template_latest_version
+}
+
+output "ami_id" {
+  description = "AMI of the pool instances."
+  value       = module.spotpool.ami_id
+}
+
+output "instance_role_arn" {
+  description = "Role of the pool instances."
+  value       = module.spotpool.instance_role_arn
+}
+
+output "instance_profile_arn" {
+  description = "Instance profile passed at launch (INSTANCE_PROFILE_ARN)."
+  value       = module.spotpool.instance_profile_arn
+}
+
+output "daemon_policy_arn" {
+  description = "The daemon's least-privilege policy; attach it to the role the daemon runs as."
+  value       = module.spotpool.daemon_policy_arn
+}
+
+output "daemon_policy_json" {
+  description = "The daemon's policy document, for review."
+  value       = module.spotpool.daemon_policy_json
+}
+
+output "daemon_role_arn" {
+  description = "The daemon role, when daemon_principal_arns or daemon_trusted_services asked for one; else null."
+  value       = module.spotpool.daemon_role_arn
+}
+
+output "daemon_instance_profile_arn" {
+  description = "Instance profile of the daemon role, when daemon_trusted_services includes EC2; else null."
+  value       = module.spotpool.daemon_instance_profile_arn
+}
+
+output "ecr_repository_url" {
+  description = "URL of the created ECR repository (ECR_REPOSITORY_URL), or null."
+  value       = module.spotpool.ecr_repository_url
+}
+
+output "container_image" {
+  description = "The user container image the instances pre-pull (CONTAINER_IMAGE)."
+  value       = module.spotpool.container_image
+}
+
+output "container_port" {
+  description = "Port of the user container (CONTAINER_PORT)."
+  value       = module.spotpool.container_port
+}
+
+output "secret_prefix" {
+  description = "Prefix of the users' secrets (SECRET_PREFIX)."
+  value       = module.spotpool.secret_prefix
+}
+
+output "public_base_url" {
+  description = "Prefix of each user's url (PUBLIC_BASE_URL)."
+  value       = module.spotpool.public_base_url
+}
+
+output "user_data" {
+  description = "The rendered user data of the pool instances, for review."
+  value       = module.spotpool.user_data
+}
+
+output "daemon_env" {
+  description = "The daemon's settings as KEY=value lines (no API tokens), for /etc/spotpool/env."
+  value = join("", concat(
+    [module.spotpool.daemon_env],
+    # moto's fixed test credentials, never real ones (see the provider block).
+    local.local_endpoint ? [
+      "AWS_ENDPOINT_URL=${trimsuffix(var.aws_endpoint, "/")}\n",
+      "AWS_ACCESS_KEY_ID=test\n",
+      "AWS_SECRET_ACCESS_KEY=test\n",
+    ] : [],
+  ))
+}

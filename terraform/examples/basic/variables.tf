@@ -1,0 +1,70 @@
+variable "region" {
+  description = "AWS region to deploy into."
+  type        = string
+  default     = "us-east-1"
+}
+
+variable "aws_endpoint" {
+  description = "Local AWS emulator (moto) to apply against instead of AWS, e.g. http://127.0.0.1:5000. Loopback only; with it, the provider uses the emulator's test credentials and never real ones. Null: real AWS."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.aws_endpoint == null || can(regex("^http://(127\\.0\\.0\\.1|localhost|\\[::1\\]):[0-9]+/?$", var.aws_endpoint))
+    error_message = "aws_endpoint must be a loopback URL such as http://127.0.0.1:5000: this root never sends test credentials anywhere else."
+  }
+}
+
+variable "name" {
+  description = "Prefix of the resource names."
+  type        = string
+  default     = "spotpool"
+}
+
+variable "pool" {
+  description = "The spotpool:pool tag value (SPOTPOOL_POOL)."
+  type        = string
+  default     = "spotpool"
+}
+
+variable "container_image" {
+  description = "The user container image."
+  type        = string
+  default     = "ghcr.io/openclaw/openclaw:latest"
+}
+
+variable "container_port" {
+  description = "Port the user container listens on."
+  type        = number
+  default     = 8080
+}
+
+variable "instance_types" {
+  description = "Instance types of the pool, most preferred first."
+  type        = list(string)
+  default     = ["t3.small"]
+}
+
+variable "certificate_arn" {
+  description = "ACM certificate for HTTPS; null serves users on HTTP:80."
+  type        = string
+  default     = null
+}
+
+variable "public_hostname" {
+  description = "DNS name users reach the ALB by; null uses the ALB's own."
+  type        = string
+  default     = null
+}
+
+variable "daemon_principal_arns" {
+  description = "Principals that may assume the daemon role (created only when set)."
+  type        = list(string)
+  default     = []
+}
+
+variable "daemon_extra_env" {
+  description = "Extra KEY=value settings for the daemon_env output (no tokens)."
+  type        = map(string)
+  default     = {}
+}

@@ -1,0 +1,92 @@
+# The launch template of the pool instances: one per user, taken warm from the
+# pool. The daemon launches from it (RunInstances with LAUNCH_TEMPLATE_ID) and
+# passes the spot, metadata and profile options again explicitly, so the
+# instances are the same whichever of the two is read.
+#
+# - Spot, one-time, terminated on interruption: the daemon replaces lost
+#   instances and re-queues their users; a stopped spot instance is of no use.
+# - IMDSv2 only, hop limit 1: a token's response cannot cross the Docker
+#   bridge, so containers cannot get the instance role's credentials (the
+#   user data also drops their traffic to the metadata address).
+# - An encrypted gp3 root volume.
+# - The user data installs Docker, pre-pulls the image, blocks the metadata
+#   address for containers and writes the readiness marker last.
+
+locals {
+  user_data = templatefile("${path.module}/user-data.sh.tftpl", {
+    region          = local.region
+    container_image = local.container_image
+    ready_marker    = "/var/lib/spotpool/ready"
+  })
+
+  instance_tags = merge(var.tags, {
+    Name            = local.instance_name
+    "spotpool:pool" = var.pool
+  })
+}
+
+resource "aws_launch_template" "pool" {
+  name        = "${var.name}-pool"
+  description = "spotpool pool instances (pool ${var.pool})"
+
+  image_id               = local.ami_id
+  instance_type          = var.instance_types[0]
+  vpc_security_group_ids = [aws_security_group.instances.id]
+  user_data              = base64encode(local.user_data)
+  update_default_version = true
+
+  iam_instance_profile {
+    arn = aws_iam_instance_profile.instance.arn
+  }
+
+  instance_market_options {
+    market_type = "spot"
+
+    spot_options {
+      spot_instance_type             = "one-time"
+      instance_interruption_behavior = "terminate"
+    }
+  }
+
+  metadata_options {
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
+    instance_metadata_tags      = "disabled"
+  }
+
+  block_device_mappings {
+    device_name = var.root_device_name
+
+    ebs {
+      volume_type           = "gp3"
+      volume_size           = var.root_volume_size
+      encrypted             = true
+      kms_key_id            = var.root_volume_kms_key_id
+      delete_on_termination = true
+    }
+  }
+
+  monitoring {
+    enabled = false
+  }
+
+  tag_specifications {
+    resource_type = "instance"
+    tags          = local.instance_tags
+  }
+
+  tag_specifications {
+    resource_type = "volume"
+    tags          = local.instance_tags
+  }
+
+  tags = var.tags
+
+  lifecycle {
+    precondition {
+      condition     = local.container_image != null
+      error_message = "Set container_image, or create_ecr_repository = true to use <repository>:latest."
+    }
+  }
+}

@@ -1,0 +1,150 @@
+# Everything the daemon's configuration needs, one output per setting, plus
+# daemon_env: the same values rendered as the daemon's EnvironmentFile.
+
+output "region" {
+  description = "Region of everything here (AWS_REGION)."
+  value       = local.region
+}
+
+output "pool" {
+  description = "Value of the spotpool:pool tag (SPOTPOOL_POOL)."
+  value       = var.pool
+}
+
+output "vpc_id" {
+  description = "VPC of the ALB, the instances and the users' target groups (VPC_ID)."
+  value       = local.vpc_id
+}
+
+output "subnet_ids" {
+  description = "Subnets the pool launches into (SUBNET_IDS, comma-joined)."
+  value       = local.subnet_ids
+}
+
+output "alb_security_group_id" {
+  description = "Security group of the ALB."
+  value       = aws_security_group.alb.id
+}
+
+output "instance_security_group_id" {
+  description = "Security group of the pool instances (SECURITY_GROUP_ID)."
+  value       = aws_security_group.instances.id
+}
+
+output "alb_arn" {
+  description = "ARN of the shared ALB."
+  value       = aws_lb.this.arn
+}
+
+output "alb_dns_name" {
+  description = "DNS name of the ALB; point public_hostname's record at it."
+  value       = aws_lb.this.dns_name
+}
+
+output "listener_arn" {
+  description = "The listener that carries the users' rules (ALB_LISTENER_ARN): HTTPS:443 with a certificate, else HTTP:80."
+  value       = local.listener_arn
+}
+
+output "launch_template_id" {
+  description = "Launch template of the pool instances (LAUNCH_TEMPLATE_ID; the daemon launches its $Default version, which every apply updates)."
+  value       = aws_launch_template.pool.id
+}
+
+output "launch_template_latest_version" {
+  description = "Latest (and default) version of the launch template."
+  value       = aws_launch_template.pool.latest_version
+}
+
+output "ami_id" {
+  description = "AMI of the pool instances."
+  value       = local.ami_id
+}
+
+output "instance_role_arn" {
+  description = "Role of the pool instances."
+  value       = aws_iam_role.instance.arn
+}
+
+output "instance_profile_arn" {
+  description = "Instance profile passed at launch (INSTANCE_PROFILE_ARN)."
+  value       = aws_iam_instance_profile.instance.arn
+}
+
+output "daemon_policy_arn" {
+  description = "The daemon's least-privilege policy; attach it to the role the daemon runs as."
+  value       = aws_iam_policy.daemon.arn
+}
+
+output "daemon_policy_json" {
+  description = "The daemon's policy document, for review."
+  value       = data.aws_iam_policy_document.daemon.json
+}
+
+output "daemon_role_arn" {
+  description = "The daemon role, when daemon_principal_arns or daemon_trusted_services asked for one; else null."
+  value       = one(aws_iam_role.daemon[*].arn)
+}
+
+output "daemon_instance_profile_arn" {
+  description = "Instance profile of the daemon role, when daemon_trusted_services includes EC2; else null."
+  value       = one(aws_iam_instance_profile.daemon[*].arn)
+}
+
+output "ecr_repository_url" {
+  description = "URL of the created ECR repository (ECR_REPOSITORY_URL), or null."
+  value       = one(aws_ecr_repository.this[*].repository_url)
+}
+
+output "container_image" {
+  description = "The user container image the instances pre-pull (CONTAINER_IMAGE)."
+  value       = local.container_image
+}
+
+output "container_port" {
+  description = "Port of the user container (CONTAINER_PORT)."
+  value       = var.container_port
+}
+
+output "secret_prefix" {
+  description = "Prefix of the users' secrets (SECRET_PREFIX)."
+  value       = var.secret_prefix
+}
+
+output "public_base_url" {
+  description = "Prefix of each user's url (PUBLIC_BASE_URL)."
+  value       = local.public_base_url
+}
+
+output "user_data" {
+  description = "The rendered user data of the pool instances, for review."
+  value       = local.user_data
+}
+
+locals {
+  daemon_env = merge(
+    {
+      AWS_REGION           = local.region
+      SPOTPOOL_POOL        = var.pool
+      VPC_ID               = local.vpc_id
+      SUBNET_IDS           = join(",", local.subnet_ids)
+      SECURITY_GROUP_ID    = aws_security_group.instances.id
+      ALB_LISTENER_ARN     = local.listener_arn
+      LAUNCH_TEMPLATE_ID   = aws_launch_template.pool.id
+      INSTANCE_PROFILE_ARN = aws_iam_instance_profile.instance.arn
+      USER_INSTANCE_TYPE   = join(",", var.instance_types)
+      CONTAINER_IMAGE      = local.container_image
+      CONTAINER_PORT       = tostring(var.container_port)
+      HEALTH_CHECK_PATH    = var.health_check_path
+      PUBLIC_BASE_URL      = local.public_base_url
+      SECRET_PREFIX        = var.secret_prefix
+    },
+    var.create_ecr_repository ? { ECR_REPOSITORY_URL = aws_ecr_repository.this[0].repository_url } : {},
+    var.daemon_extra_env,
+  )
+}
+
+output "daemon_env" {
+  description = "The daemon's settings as KEY=value lines, for /etc/spotpool/env (a systemd EnvironmentFile). No tokens: SPOTPOOL_API_TOKEN and SPOTPOOL_ADMIN_TOKEN go in /etc/spotpool/tokens (docs/DEPLOY.md)."
+  value       = join("", [for key in keys(local.daemon_env) : "${key}=${local.daemon_env[key]}\n"])
+}

@@ -1,0 +1,299 @@
+# Inputs of the spotpool module. Every input has a description; the ones with a
+# default are optional. The module works in any region: the region and account
+# come from the provider (data sources in main.tf), never from an input.
+
+# --- Naming ------------------------------------------------------------------
+
+variable "name" {
+  description = "Prefix of every resource name (ALB, security groups, roles, launch template). Lowercase letters, digits and hyphens, at most 24 characters (the ALB name has a 32-character limit)."
+  type        = string
+  default     = "spotpool"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9-]{0,22}[a-z0-9])?$", var.name))
+    error_message = "name must be 1-24 lowercase letters, digits or hyphens, starting and ending with a letter or digit."
+  }
+}
+
+variable "pool" {
+  description = "Value of the spotpool:pool tag on every instance of this pool. The daemon's SPOTPOOL_POOL must be the same: the daemon only sees, and the daemon policy only lets it touch, instances with this tag."
+  type        = string
+  default     = "spotpool"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_.:/=+@-]{1,64}$", var.pool))
+    error_message = "pool must be 1-64 characters usable in an AWS tag value (letters, digits and _ . : / = + @ -)."
+  }
+}
+
+variable "tags" {
+  description = "Tags added to every resource the module creates. (Set here rather than with the provider's default_tags, which keep launch templates drifting.)"
+  type        = map(string)
+  default     = {}
+}
+
+# --- Network -----------------------------------------------------------------
+
+variable "create_network" {
+  description = "true: create a VPC with public subnets, an internet gateway and routes. false: use vpc_id and subnet_ids."
+  type        = bool
+  default     = false
+}
+
+variable "vpc_id" {
+  description = "Existing VPC to use when create_network is false."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.vpc_id == null || can(regex("^vpc-[0-9a-f]+$", var.vpc_id))
+    error_message = "vpc_id must look like vpc-0123abcd."
+  }
+}
+
+variable "subnet_ids" {
+  description = "Existing subnets (two or more, in different availability zones) when create_network is false. The ALB and the pool instances use them. The instances need outbound access to SSM, ECR, Secrets Manager and the image registry: public subnets that map public IPs on launch, or a NAT gateway, or VPC endpoints."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for id in var.subnet_ids : can(regex("^subnet-[0-9a-f]+$", id))])
+    error_message = "Every subnet id must look like subnet-0123abcd."
+  }
+}
+
+variable "vpc_cidr" {
+  description = "CIDR of the VPC created when create_network is true. Each public subnet gets a sixteenth of it (a /20 of a /16)."
+  type        = string
+  default     = "10.0.0.0/16"
+
+  validation {
+    condition     = can(cidrhost(var.vpc_cidr, 0)) && can(regex("/([0-9]|1[0-9]|2[0-2])$", var.vpc_cidr))
+    error_message = "vpc_cidr must be an IPv4 CIDR of /22 or larger, e.g. 10.0.0.0/16 (each subnet gets 1/16 of it)."
+  }
+}
+
+variable "public_subnet_count" {
+  description = "How many public subnets (one per availability zone) to create when create_network is true. An ALB needs at least two."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.public_subnet_count >= 2 && var.public_subnet_count <= 6 && floor(var.public_subnet_count) == var.public_subnet_count
+    error_message = "public_subnet_count must be a whole number from 2 to 6."
+  }
+}
+
+variable "availability_zones" {
+  description = "Availability zones of the created subnets, in order. Empty: the region's first public_subnet_count available zones."
+  type        = list(string)
+  default     = []
+}
+
+# --- Load balancer -----------------------------------------------------------
+
+variable "certificate_arn" {
+  description = "ACM certificate for an HTTPS:443 listener. Set: users are routed on HTTPS and HTTP:80 redirects to it. Null: users are routed on HTTP:80 (fine for a trial, not for production)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.certificate_arn == null || can(regex("^arn:[a-z-]+:acm:", var.certificate_arn))
+    error_message = "certificate_arn must be an ACM certificate ARN (arn:aws:acm:...)."
+  }
+}
+
+variable "ssl_policy" {
+  description = "TLS policy of the HTTPS listener."
+  type        = string
+  default     = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+}
+
+variable "public_hostname" {
+  description = "DNS name your users reach the ALB by (you create the record, e.g. a CNAME or alias to alb_dns_name). Null: the ALB's own DNS name. Used for PUBLIC_BASE_URL."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.public_hostname == null || can(regex("^[A-Za-z0-9.-]+$", var.public_hostname))
+    error_message = "public_hostname must be a bare host name such as agents.example.com (no scheme, no path)."
+  }
+}
+
+variable "alb_ingress_cidrs" {
+  description = "IPv4 ranges allowed to reach the ALB on ports 80 and 443."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+
+  validation {
+    condition     = length(var.alb_ingress_cidrs) > 0 && alltrue([for cidr in var.alb_ingress_cidrs : can(cidrhost(cidr, 0))])
+    error_message = "alb_ingress_cidrs must be a non-empty list of IPv4 CIDRs."
+  }
+}
+
+variable "alb_idle_timeout" {
+  description = "Seconds the ALB keeps an idle connection open. The gateway uses long-lived WebSockets, hence more than the AWS default of 60."
+  type        = number
+  default     = 300
+
+  validation {
+    condition     = var.alb_idle_timeout >= 1 && var.alb_idle_timeout <= 4000
+    error_message = "alb_idle_timeout must be between 1 and 4000 seconds."
+  }
+}
+
+variable "alb_deletion_protection" {
+  description = "Protect the ALB from deletion (turn it off before terraform destroy)."
+  type        = bool
+  default     = false
+}
+
+# --- Instances ---------------------------------------------------------------
+
+variable "container_image" {
+  description = "The user container image, pre-pulled by every instance and started by the daemon (CONTAINER_IMAGE). Null: <the created ECR repository>:latest, which needs create_ecr_repository = true."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.container_image == null || can(regex("^[A-Za-z0-9._/:@-]+$", var.container_image))
+    error_message = "container_image may only contain letters, digits and - _ . / : @ (the daemon refuses anything else)."
+  }
+}
+
+variable "container_port" {
+  description = "Port the user container listens on (CONTAINER_PORT); the only port the instances accept, and only from the ALB."
+  type        = number
+  default     = 8080
+
+  validation {
+    condition     = var.container_port >= 1 && var.container_port <= 65535 && floor(var.container_port) == var.container_port
+    error_message = "container_port must be a port number from 1 to 65535."
+  }
+}
+
+variable "health_check_path" {
+  description = "Health check path of the users' target groups (HEALTH_CHECK_PATH)."
+  type        = string
+  default     = "/"
+
+  validation {
+    condition     = startswith(var.health_check_path, "/")
+    error_message = "health_check_path must start with /."
+  }
+}
+
+variable "instance_types" {
+  description = "Instance types of the pool, most preferred first (USER_INSTANCE_TYPE). The first is the launch template's default."
+  type        = list(string)
+  default     = ["t3.small"]
+
+  validation {
+    condition     = length(var.instance_types) > 0 && alltrue([for t in var.instance_types : can(regex("^[a-z0-9-]+\\.[a-z0-9]+$", t))])
+    error_message = "instance_types must be a non-empty list of instance types such as t3.small."
+  }
+}
+
+variable "ami_id" {
+  description = "AMI of the pool instances. Null: the latest Amazon Linux 2023 image, read from the public SSM parameter ami_ssm_parameter. The user data expects Amazon Linux 2023 (dnf, the SSM agent and the aws CLI preinstalled)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.ami_id == null || can(regex("^ami-[0-9a-f]+$", var.ami_id))
+    error_message = "ami_id must look like ami-0123abcd."
+  }
+}
+
+variable "ami_ssm_parameter" {
+  description = "Public SSM parameter holding the AMI id, read only when ami_id is null. Use the arm64 one with Graviton instance types."
+  type        = string
+  default     = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+}
+
+variable "root_device_name" {
+  description = "Root device of the AMI; /dev/xvda for Amazon Linux 2023."
+  type        = string
+  default     = "/dev/xvda"
+}
+
+variable "root_volume_size" {
+  description = "Size in GiB of the encrypted gp3 root volume (the OS, Docker, the image and the users' data volumes)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.root_volume_size >= 8 && var.root_volume_size <= 16384
+    error_message = "root_volume_size must be between 8 and 16384 GiB."
+  }
+}
+
+variable "root_volume_kms_key_id" {
+  description = "KMS key ARN for the root volume. Null: the account's default EBS key (aws/ebs)."
+  type        = string
+  default     = null
+}
+
+# --- Secrets -----------------------------------------------------------------
+
+variable "secret_prefix" {
+  description = "Prefix of the users' secret names in Secrets Manager (SECRET_PREFIX); a user's secret is <prefix><user id>. The instance role may read, and the daemon may manage, only secrets under it."
+  type        = string
+  default     = "openclaw/"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9/_+=.@-]{1,256}$", var.secret_prefix))
+    error_message = "secret_prefix must be 1-256 characters allowed in secret names (letters, digits and / _ + = . @ -)."
+  }
+}
+
+# --- Container registry ------------------------------------------------------
+
+variable "create_ecr_repository" {
+  description = "Create an ECR repository for the user container; the instances may pull from it."
+  type        = bool
+  default     = false
+}
+
+variable "ecr_repository_name" {
+  description = "Name of the created ECR repository. Null: the module's name."
+  type        = string
+  default     = null
+}
+
+variable "ecr_force_delete" {
+  description = "Let terraform destroy delete the created ECR repository even when it holds images."
+  type        = bool
+  default     = false
+}
+
+variable "ecr_pull_repository_arns" {
+  description = "Other ECR repositories (ARNs) the instances may pull from, e.g. one in a shared registry account. The created repository is added automatically."
+  type        = list(string)
+  default     = []
+}
+
+# --- The daemon --------------------------------------------------------------
+
+variable "daemon_principal_arns" {
+  description = "IAM principals (role or user ARNs) allowed to assume a daemon role that the module then creates with the daemon policy attached. Empty (and no daemon_trusted_services): no role is created; attach the daemon_policy_arn output to the daemon's own role yourself."
+  type        = list(string)
+  default     = []
+}
+
+variable "daemon_trusted_services" {
+  description = "AWS services allowed to assume the daemon role, e.g. [\"ec2.amazonaws.com\"] when the daemon runs on an EC2 host (an instance profile is created too) or [\"ecs-tasks.amazonaws.com\"]."
+  type        = list(string)
+  default     = []
+}
+
+variable "daemon_extra_env" {
+  description = "Additional KEY=value lines for the daemon_env output, e.g. { POOL_SPARE_COUNT = \"3\" }. Never put the API tokens here: outputs end up in the state file."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for key in keys(var.daemon_extra_env) : can(regex("^[A-Z][A-Z0-9_]*$", key)) && !endswith(key, "_TOKEN")])
+    error_message = "daemon_extra_env keys must be upper-case environment variable names, and tokens (*_TOKEN) do not belong in Terraform."
+  }
+}

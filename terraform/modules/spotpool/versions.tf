@@ -1,0 +1,11 @@
+terraform {
+  # 1.5: check blocks and preconditions as used here.
+  required_version = ">= 1.5"
+
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = "~> 5.0"
+    }
+  }
+}
