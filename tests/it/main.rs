@@ -7,6 +7,7 @@
 //!   from its outputs, and `terraform destroy`.
 
 mod aws_adapter;
+mod crash;
 mod daemon;
 mod e2e;
 mod reconcile;

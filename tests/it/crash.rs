@@ -1,0 +1,304 @@
+//! Crash safety against the fake: for every cloud call of a scenario (replenish, claim, release),
+//! the daemon "crashes" right before the call takes effect and, in a second run, right after it
+//! took effect but before the daemon saw the answer. The pass is dropped mid-flight (its tasks
+//! are aborted, as with a SIGKILL), a fresh reconciler starts over the same store and cloud, and
+//! runs until quiet. Then: no leaked instance, target group, rule or secret; no user with two
+//! instances; no instance with two users; every user `ready`, `failed` or gone.
+
+use crate::world::World;
+use spotpool::cloud::fake::FakeCloud;
+use spotpool::cloud::{
+    Cloud, CloudInstance, CloudResult, CommandStatus, LaunchRequest, RuleInfo, Tags,
+};
+use spotpool::model::{InstanceId, InstanceStatus, UserState};
+use spotpool::reconcile::{Clock, Health, Outcome, Reconciler};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::Notify;
+
+/// Where, relative to the armed call, the crash happens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum When {
+    /// The call never reaches AWS.
+    Before,
+    /// AWS did it, but the daemon died before it saw the answer.
+    After,
+}
+
+/// A `Cloud` that parks forever on its `crash_at`-th call (1-based) and signals `crashed`.
+struct Crashing {
+    inner: Arc<FakeCloud>,
+    calls: AtomicUsize,
+    crash_at: usize,
+    when: When,
+    crashed: Notify,
+}
+
+impl Crashing {
+    fn new(inner: Arc<FakeCloud>, crash_at: usize, when: When) -> Crashing {
+        Crashing {
+            inner,
+            calls: AtomicUsize::new(0),
+            crash_at,
+            when,
+            crashed: Notify::new(),
+        }
+    }
+
+    async fn before(&self) -> usize {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.crash_at && self.when == When::Before {
+            self.park().await;
+        }
+        n
+    }
+
+    async fn after(&self, n: usize) {
+        if n == self.crash_at && self.when == When::After {
+            self.park().await;
+        }
+    }
+
+    async fn park(&self) {
+        self.crashed.notify_one();
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Forwards one call to the fake, crashing around it when armed.
+macro_rules! forward {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {{
+        let n = $self.before().await;
+        let result = $self.inner.$method($($arg),*).await;
+        $self.after(n).await;
+        result
+    }};
+}
+
+#[async_trait::async_trait]
+impl Cloud for Crashing {
+    async fn describe_pool_instances(&self) -> CloudResult<Vec<CloudInstance>> {
+        forward!(self.describe_pool_instances())
+    }
+    async fn launch_instances(&self, request: &LaunchRequest) -> CloudResult<Vec<InstanceId>> {
+        forward!(self.launch_instances(request))
+    }
+    async fn tag_instance(&self, instance: &InstanceId, tags: &Tags) -> CloudResult<()> {
+        forward!(self.tag_instance(instance, tags))
+    }
+    async fn untag_instance(&self, instance: &InstanceId, keys: &[&str]) -> CloudResult<()> {
+        forward!(self.untag_instance(instance, keys))
+    }
+    async fn terminate_instances(&self, instances: &[InstanceId]) -> CloudResult<()> {
+        forward!(self.terminate_instances(instances))
+    }
+    async fn send_command(
+        &self,
+        instance: &InstanceId,
+        comment: &str,
+        script: &str,
+        timeout_seconds: u32,
+    ) -> CloudResult<String> {
+        forward!(self.send_command(instance, comment, script, timeout_seconds))
+    }
+    async fn command_status(
+        &self,
+        command_id: &str,
+        instance: &InstanceId,
+    ) -> CloudResult<CommandStatus> {
+        forward!(self.command_status(command_id, instance))
+    }
+    async fn put_secret(&self, name: &str, value: &str, tags: &Tags) -> CloudResult<String> {
+        forward!(self.put_secret(name, value, tags))
+    }
+    async fn update_secret(&self, secret_id: &str, value: &str) -> CloudResult<()> {
+        forward!(self.update_secret(secret_id, value))
+    }
+    async fn tag_secret(&self, secret_id: &str, tags: &Tags) -> CloudResult<()> {
+        forward!(self.tag_secret(secret_id, tags))
+    }
+    async fn untag_secret(&self, secret_id: &str, keys: &[&str]) -> CloudResult<()> {
+        forward!(self.untag_secret(secret_id, keys))
+    }
+    async fn delete_secret(&self, secret_id: &str) -> CloudResult<()> {
+        forward!(self.delete_secret(secret_id))
+    }
+    async fn create_target_group(&self, name: &str, port: u16, tags: &Tags) -> CloudResult<String> {
+        forward!(self.create_target_group(name, port, tags))
+    }
+    async fn find_target_group(&self, name: &str) -> CloudResult<Option<String>> {
+        forward!(self.find_target_group(name))
+    }
+    async fn register_target(
+        &self,
+        target_group_arn: &str,
+        instance: &InstanceId,
+        port: u16,
+    ) -> CloudResult<()> {
+        forward!(self.register_target(target_group_arn, instance, port))
+    }
+    async fn delete_target_group(&self, target_group_arn: &str) -> CloudResult<()> {
+        forward!(self.delete_target_group(target_group_arn))
+    }
+    async fn describe_rules(&self, listener_arn: &str) -> CloudResult<Vec<RuleInfo>> {
+        forward!(self.describe_rules(listener_arn))
+    }
+    async fn create_rule(
+        &self,
+        listener_arn: &str,
+        priority: u32,
+        path_pattern: &str,
+        target_group_arn: &str,
+        tags: &Tags,
+    ) -> CloudResult<String> {
+        forward!(self.create_rule(listener_arn, priority, path_pattern, target_group_arn, tags))
+    }
+    async fn delete_rule(&self, rule_arn: &str) -> CloudResult<()> {
+        forward!(self.delete_rule(rule_arn))
+    }
+}
+
+/// What the scenario does between reconcile phases.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Converge,
+    Put,
+    Delete,
+}
+
+/// Replenish, then claim two users, then release one of them.
+const SCENARIO: &[Step] = &[
+    Step::Converge,
+    Step::Put,
+    Step::Converge,
+    Step::Delete,
+    Step::Converge,
+];
+
+fn reconciler_over(world: &World, cloud: Arc<dyn Cloud>) -> Reconciler {
+    let now = world.now.clone();
+    let clock: Clock = Arc::new(move || now.load(Ordering::SeqCst));
+    Reconciler::new(
+        world.store.clone(),
+        cloud,
+        world.config.clone(),
+        clock,
+        Arc::new(Notify::new()),
+        Arc::new(Health::default()),
+    )
+}
+
+/// Runs passes until quiet. With `crashing`, returns early (true) when it crashes: the pass in
+/// flight is dropped, which aborts every task it spawned.
+async fn converge(world: &World, reconciler: &Reconciler, crashing: Option<&Crashing>) -> bool {
+    for _ in 0..200 {
+        let outcome = match crashing {
+            Some(crashing) => tokio::select! {
+                biased;
+                _ = crashing.crashed.notified() => return true,
+                outcome = reconciler.reconcile_once() => outcome,
+            },
+            None => reconciler.reconcile_once().await,
+        };
+        world.advance(1_000);
+        if outcome.expect("pass") == Outcome::Converged {
+            return false;
+        }
+    }
+    panic!("no convergence in 200 passes");
+}
+
+/// Plays the scenario, crashing at call `crash_at` (if any). Returns how many cloud calls the
+/// crashing reconciler made.
+async fn play(crash_at: usize, when: When) -> (World, usize) {
+    // On disk: a restart reopens the database file, as a new process would (an in-memory
+    // database would vanish with the connection the aborted pass dropped).
+    let world = World::on_disk(2, 10).await;
+    let crashing = Arc::new(Crashing::new(world.cloud.clone(), crash_at, when));
+    let crashing_reconciler = reconciler_over(&world, crashing.clone());
+    let mut restarted: Option<World> = None;
+    for step in SCENARIO {
+        match step {
+            Step::Put => {
+                for user in ["alice", "bob"] {
+                    world.put_user(user, r#"{"secrets":{"API_KEY":"k"}}"#).await;
+                }
+            }
+            Step::Delete => {
+                world.delete_user("alice").await;
+            }
+            Step::Converge => {
+                if restarted.is_none()
+                    && converge(&world, &crashing_reconciler, Some(&crashing)).await
+                {
+                    // The restarted daemon: a new store connection and reconciler over the same
+                    // database file and cloud.
+                    restarted = Some(world.restart().await);
+                }
+                if let Some(daemon) = &restarted {
+                    converge(&world, &daemon.reconciler, None).await;
+                }
+            }
+        }
+    }
+    let calls = crashing.calls.load(Ordering::SeqCst);
+    (world, calls)
+}
+
+async fn assert_promise(world: &World, context: &str) {
+    world.assert_no_leaks().await;
+    for user in world.store.list_users().await.unwrap() {
+        assert!(
+            matches!(user.state, UserState::Ready | UserState::Failed),
+            "{context}: {} ended {:?}",
+            user.user_id,
+            user.state
+        );
+        assert_eq!(user.teardown, None, "{context}: undo left unfinished");
+    }
+    assert_eq!(
+        world.user_state("alice").await,
+        None,
+        "{context}: alice not released"
+    );
+    assert_eq!(
+        world.user_state("bob").await,
+        Some(UserState::Ready),
+        "{context}"
+    );
+    assert_eq!(
+        world.ledger_count(InstanceStatus::Available).await,
+        2,
+        "{context}: pool not refilled"
+    );
+    assert!(
+        world
+            .cloud
+            .secrets()
+            .iter()
+            .all(|(name, _)| name != "openclaw/alice"),
+        "{context}: alice's secret survived"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_at_any_step_boundary_leaks_nothing_and_every_user_ends_settled() {
+    // A dry run counts the scenario's cloud calls.
+    let (world, total) = play(usize::MAX, When::Before).await;
+    assert_promise(&world, "without a crash").await;
+    assert!(total > 30, "the scenario makes {total} calls");
+
+    let mut runs = 0;
+    for crash_at in 1..=total {
+        for when in [When::Before, When::After] {
+            let (world, _) = play(crash_at, when).await;
+            assert_promise(
+                &world,
+                &format!("crash {when:?} call {crash_at} of {total}"),
+            )
+            .await;
+            runs += 1;
+        }
+    }
+    assert_eq!(runs, 2 * total);
+}
