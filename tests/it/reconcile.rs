@@ -540,3 +540,76 @@ async fn rotating_secrets_of_a_user_whose_secret_is_gone_is_a_409_and_creates_no
     assert_eq!(body["error"]["code"], "user_deleting");
     assert!(world.cloud.secrets().is_empty(), "no secret re-created");
 }
+
+// --- concurrency (issue 4) ---------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_puts_and_some_deletes_give_each_user_exactly_one_instance() {
+    use std::sync::Arc;
+    let world = Arc::new(World::on_disk(2, 600).await);
+    world.run_until_quiet(20).await;
+
+    // 500 users, each PUT twice, interleaved; every 5th user is also deleted concurrently.
+    let mut requests = Vec::new();
+    for round in 0..2 {
+        for n in 0..500 {
+            let putter = world.clone();
+            requests.push(tokio::spawn(async move {
+                let (status, body) = putter.put_user(&format!("user-{n}"), "{}").await;
+                assert!(
+                    [200, 202, 409].contains(&status.as_u16()),
+                    "PUT user-{n} round {round}: {status} {body}"
+                );
+            }));
+            if round == 1 && n % 5 == 0 {
+                let deleter = world.clone();
+                requests.push(tokio::spawn(async move {
+                    let (status, body) = deleter.delete_user(&format!("user-{n}")).await;
+                    assert!(
+                        [202, 404].contains(&status.as_u16()),
+                        "DELETE user-{n}: {status} {body}"
+                    );
+                }));
+            }
+        }
+    }
+    // The reconciler runs alongside the requests.
+    let passes = {
+        let world = world.clone();
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                world.pass().await;
+            }
+        })
+    };
+    for request in requests {
+        request.await.unwrap();
+    }
+    passes.await.unwrap();
+    world.run_until_quiet(200).await;
+
+    let users = world.store.list_users().await.unwrap();
+    assert!(users.len() >= 400, "{} users remain", users.len());
+    let mut instances = std::collections::HashSet::new();
+    for user in &users {
+        assert_eq!(
+            user.state,
+            UserState::Ready,
+            "{} is {:?}",
+            user.user_id,
+            user.state
+        );
+        let instance = user
+            .instance_id
+            .clone()
+            .expect("a ready user has an instance");
+        assert!(
+            instances.insert(instance.clone()),
+            "{instance} serves two users"
+        );
+    }
+    // Deleted users are gone (a DELETE that raced ahead of both PUTs may have been a 404, and
+    // then the user legitimately remains).
+    world.assert_no_leaks().await;
+    assert!(world.cloud.live_instances().len() <= 600);
+}
