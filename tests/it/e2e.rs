@@ -417,3 +417,166 @@ fn help_documents_every_setting() {
         }
     }
 }
+
+/// A tiny deterministic generator (xorshift) so a failing run can be replayed from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+#[tokio::test]
+async fn e2e_kill_9_at_random_moments_during_claims_and_releases_leaks_nothing() {
+    let moto = Moto::start().await;
+    let sdk = moto.sdk_config().await;
+    let infra = Infra::create(&sdk).await;
+    let aws = Aws::new(&sdk);
+    let env = daemon_env(&moto, &infra);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    println!("seed {seed}");
+    let mut rng = Rng(seed);
+    let users: Vec<String> = (0..8).map(|n| format!("kill-{n}")).collect();
+
+    let mut daemon = Daemon::start(&env).await;
+    for _ in 0..20 {
+        for _ in 0..3 {
+            let user = &users[rng.next(users.len() as u64) as usize];
+            if rng.next(3) == 0 {
+                daemon.delete(user).await;
+            } else {
+                daemon.put(user, r#"{"secrets":{"API_KEY":"k"}}"#).await;
+            }
+        }
+        // The kill lands at a random moment of the work those requests started. (Random
+        // timing is the point here; nothing waits on it for correctness.)
+        tokio::time::sleep(Duration::from_millis(rng.next(400))).await;
+        let dir = daemon.crash();
+        daemon = Daemon::start_in(dir, &env).await;
+    }
+
+    // After the last restart, everything settles: each user ready or gone.
+    let mut ready: HashMap<String, serde_json::Value> = HashMap::new();
+    for user in &users {
+        let settled = daemon
+            .wait_for(DEADLINE, || async {
+                let (status, doc) = daemon.get(user).await;
+                status == 404 || doc["state"] == "ready" || doc["state"] == "failed"
+            })
+            .await;
+        assert!(
+            settled,
+            "{user} never settled (seed {seed}); log:\n{}",
+            daemon.log()
+        );
+        let (status, doc) = daemon.get(user).await;
+        assert_ne!(doc["state"], "failed", "{user} failed: {doc} (seed {seed})");
+        if status == 200 {
+            ready.insert(user.clone(), doc);
+        }
+    }
+    daemon.wait_available(2, DEADLINE).await;
+
+    // Through the AWS API: every pool resource belongs to a ready user, and vice versa.
+    let instances = aws
+        .ec2
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:spotpool:pool")
+                .values("spotpool")
+                .build(),
+        )
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut holders: HashMap<String, String> = HashMap::new();
+    let mut spares = 0;
+    for instance in instances.reservations().iter().flat_map(|r| r.instances()) {
+        let id = instance.instance_id().unwrap().to_string();
+        let tag = |key: &str| {
+            instance
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some(key))
+                .and_then(|t| t.value())
+                .map(String::from)
+        };
+        match tag("Status").as_deref() {
+            Some("assigned") => {
+                let user = tag("UserId").expect("an assigned instance names its user");
+                assert_eq!(ready[&user]["instance_id"], id, "seed {seed}");
+                assert!(holders.insert(id, user).is_none());
+            }
+            Some("available") | Some("initializing") => spares += 1,
+            other => panic!("instance {id} left with Status {other:?} (seed {seed})"),
+        }
+    }
+    assert_eq!(
+        holders.len(),
+        ready.len(),
+        "one instance per ready user (seed {seed})"
+    );
+    assert!(spares <= 2 + ready.len(), "seed {seed}");
+
+    let groups = aws.elb.describe_target_groups().send().await.unwrap();
+    let group_names: Vec<&str> = groups
+        .target_groups()
+        .iter()
+        .filter_map(|g| g.target_group_name())
+        .collect();
+    let rules = aws.rules(&infra.listener_arn).await;
+    for (user, doc) in &ready {
+        let route = doc["route"].as_str().unwrap();
+        let name = format!("sp-{route}");
+        assert!(
+            group_names.contains(&name.as_str()),
+            "{user}: no target group (seed {seed})"
+        );
+        let arn = aws.target_group_arn(&name).await.unwrap();
+        assert_eq!(
+            aws.targets(&arn).await,
+            vec![doc["instance_id"].as_str().unwrap().to_string()]
+        );
+        assert!(
+            aws.secret(&format!("openclaw/{user}")).await.is_some(),
+            "{user}: no secret"
+        );
+    }
+    assert_eq!(
+        group_names.len(),
+        ready.len(),
+        "leaked target groups {group_names:?} (seed {seed})"
+    );
+    assert_eq!(
+        rules.len(),
+        ready.len(),
+        "leaked rules {rules:?} (seed {seed})"
+    );
+    let secrets = aws.secrets.list_secrets().send().await.unwrap();
+    let secret_names: Vec<&str> = secrets
+        .secret_list()
+        .iter()
+        .filter_map(|s| s.name())
+        .collect();
+    assert_eq!(
+        secret_names.len(),
+        ready.len(),
+        "leaked secrets {secret_names:?} (seed {seed})"
+    );
+}
