@@ -146,6 +146,18 @@ pub struct Settings {
     /// Timeout of one AWS call including its retries [default: 30s].
     #[arg(long, env = "SPOTPOOL_AWS_CALL_TIMEOUT", value_name = "DURATION")]
     pub spotpool_aws_call_timeout: Option<String>,
+    /// Launch template for on-demand fallback launches, without market options (required with SPOTPOOL_ON_DEMAND_FALLBACK).
+    #[arg(long, env = "ON_DEMAND_LAUNCH_TEMPLATE_ID", value_name = "ID")]
+    pub on_demand_launch_template_id: Option<String>,
+    /// Launch on-demand instances when no spot offering of any type has capacity [default: false].
+    #[arg(long, env = "SPOTPOOL_ON_DEMAND_FALLBACK", value_name = "BOOL")]
+    pub spotpool_on_demand_fallback: Option<bool>,
+    /// How long an (instance type, subnet) offering that returned a capacity error is skipped [default: 3m].
+    #[arg(long, env = "SPOTPOOL_CAPACITY_TTL", value_name = "DURATION")]
+    pub spotpool_capacity_ttl: Option<String>,
+    /// Consecutive launch or probe failures after which a tier stops launching until restarted [default: 10].
+    #[arg(long, env = "SPOTPOOL_LAUNCH_FAILURE_LIMIT", value_name = "N")]
+    pub spotpool_launch_failure_limit: Option<u32>,
 }
 
 /// The validated configuration the daemon runs with.
@@ -182,6 +194,9 @@ pub struct Config {
     pub max_in_flight: usize,
     pub aws_max_attempts: u32,
     pub aws_call_timeout: Duration,
+    pub capacity_ttl: Duration,
+    pub launch_failure_limit: u32,
+    pub on_demand_launch_template_id: Option<String>,
 }
 
 /// A setting that is missing or invalid. Its `Display` is the one line start-up prints.
@@ -285,6 +300,18 @@ impl Settings {
                 env: "SPOTPOOL_ADMIN_TOKEN",
                 value: "<redacted>".into(),
                 why: "must differ from SPOTPOOL_API_TOKEN, or the scopes mean nothing".into(),
+            });
+        }
+        let on_demand_launch_template_id = self
+            .on_demand_launch_template_id
+            .clone()
+            .filter(|id| !id.trim().is_empty());
+        if self.spotpool_on_demand_fallback == Some(true) && on_demand_launch_template_id.is_none()
+        {
+            return Err(ConfigError::Missing {
+                env: "ON_DEMAND_LAUNCH_TEMPLATE_ID",
+                flag: "on-demand-launch-template-id",
+                what: "the launch template for on-demand fallback (SPOTPOOL_ON_DEMAND_FALLBACK is true)",
             });
         }
         let container_image = match (self.container_image, self.ecr_repository_url) {
@@ -410,6 +437,7 @@ impl Settings {
                 spare_count,
                 max_instances,
                 instance_types,
+                on_demand_fallback: self.spotpool_on_demand_fallback.unwrap_or(false),
             }],
             pool,
             reconcile_interval: duration(
@@ -436,6 +464,9 @@ impl Settings {
                 self.spotpool_aws_call_timeout,
                 "30s",
             )?,
+            capacity_ttl: duration("SPOTPOOL_CAPACITY_TTL", self.spotpool_capacity_ttl, "3m")?,
+            launch_failure_limit: self.spotpool_launch_failure_limit.unwrap_or(10).max(1),
+            on_demand_launch_template_id,
         })
     }
 }

@@ -202,6 +202,7 @@ async fn run(config: Config) -> Result<(), String> {
             pool: config.pool.clone(),
             launch_template_id: config.launch_template_id.clone(),
             launch_template_version: config.launch_template_version.clone(),
+            on_demand_launch_template_id: config.on_demand_launch_template_id.clone(),
             vpc_id: config.vpc_id.clone(),
             security_group_ids: config.security_group_ids.clone(),
             instance_profile_arn: config.instance_profile_arn.clone(),
@@ -321,6 +322,9 @@ fn reconciler_config(config: &Config) -> ReconcilerConfig {
         reconcile_interval: config.reconcile_interval,
         poll_interval: config.poll_interval,
         max_in_flight: config.max_in_flight,
+        capacity_ttl: config.capacity_ttl,
+        launch_failure_limit: config.launch_failure_limit,
+        launch_backoff: Duration::from_secs(10),
     }
 }
 

@@ -22,6 +22,25 @@ pub struct TierPolicy {
     pub max_instances: u32,
     /// Instance types to launch, most preferred first.
     pub instance_types: Vec<String>,
+    /// Launch on-demand when no spot offering of any type has capacity.
+    pub on_demand_fallback: bool,
+}
+
+/// What the cloud has recently told us, kept by the reconciler and passed in so `plan` stays
+/// pure (Karpenter's unavailable-offerings cache).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Conditions {
+    /// (instance type, subnet) offerings that recently failed with a capacity error.
+    pub unavailable: HashSet<(String, String)>,
+    /// Tiers whose launches are backing off after failures, or halted at the failure limit.
+    pub launch_blocked: HashSet<String>,
+}
+
+/// The purchase option of a launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Market {
+    Spot,
+    OnDemand,
 }
 
 /// Everything `plan` needs besides the state: tiers, subnets and time limits.
@@ -129,6 +148,7 @@ pub enum Action {
         instance_type: String,
         subnet_id: String,
         count: u32,
+        market: Market,
     },
     SendProbe {
         instance: InstanceId,
@@ -170,6 +190,7 @@ pub fn plan(
     instances: &[PoolInstance],
     now: Millis,
     policy: &Policy,
+    conditions: &Conditions,
 ) -> Vec<Action> {
     let mut actions = Vec::new();
     // Every instance some user row points at, whatever that user's state: such an instance is
@@ -253,7 +274,16 @@ pub fn plan(
 
     for tier in &policy.tiers {
         let waiting = queued.remove(tier.name.as_str()).unwrap_or_default();
-        plan_tier(tier, waiting, instances, &held, now, policy, &mut actions);
+        plan_tier(
+            tier,
+            waiting,
+            instances,
+            &held,
+            now,
+            policy,
+            conditions,
+            &mut actions,
+        );
     }
     actions
 }
@@ -320,6 +350,7 @@ fn plan_live_instance(
 
 /// Assigns spares to the tier's queue (oldest request first, oldest instance first), then sizes
 /// the pool: launches for a deficit, terminations of available spares for a surplus.
+#[allow(clippy::too_many_arguments)]
 fn plan_tier(
     tier: &TierPolicy,
     mut waiting: Vec<&UserIntent>,
@@ -327,6 +358,7 @@ fn plan_tier(
     held: &HashSet<&InstanceId>,
     now: Millis,
     policy: &Policy,
+    conditions: &Conditions,
     actions: &mut Vec<Action>,
 ) {
     let of_tier = || {
@@ -381,7 +413,9 @@ fn plan_tier(
     if have < target {
         let room = max.saturating_sub(total);
         let to_launch = (target - have).min(room);
-        push_launches(tier, to_launch, total, policy, actions);
+        if !conditions.launch_blocked.contains(&tier.name) {
+            push_launches(tier, to_launch, total, policy, conditions, actions);
+        }
     }
     let surplus = (spares_left.len() as u64)
         .saturating_sub(target)
@@ -397,32 +431,57 @@ fn plan_tier(
     }
 }
 
-/// Spreads `count` launches across the subnets round-robin, starting after the ones in use, one
-/// action per subnet.
+/// Chooses where `count` launches go. The preferred instance type is spread round-robin over
+/// the subnets (zones) whose offering is not marked unavailable, starting after the ones in use;
+/// only when every subnet lacks capacity for it does the next type take over, and only when every
+/// spot offering is out does the tier fall back to on-demand, if it allows that.
 fn push_launches(
     tier: &TierPolicy,
     count: u64,
     offset: u64,
     policy: &Policy,
+    conditions: &Conditions,
     actions: &mut Vec<Action>,
 ) {
-    let (Some(instance_type), false) = (tier.instance_types.first(), policy.subnet_ids.is_empty())
-    else {
+    if count == 0 || policy.subnet_ids.is_empty() {
         return;
+    }
+    let available = |instance_type: &String| -> Vec<&String> {
+        policy
+            .subnet_ids
+            .iter()
+            .filter(|subnet| {
+                !conditions
+                    .unavailable
+                    .contains(&(instance_type.clone(), (*subnet).clone()))
+            })
+            .collect()
     };
-    let subnets = policy.subnet_ids.len() as u64;
+    let spot = tier
+        .instance_types
+        .iter()
+        .map(|t| (t, available(t)))
+        .find(|(_, subnets)| !subnets.is_empty());
+    let (instance_type, subnets, market) = match (spot, tier.instance_types.first()) {
+        (Some((instance_type, subnets)), _) => (instance_type, subnets, Market::Spot),
+        (None, Some(first)) if tier.on_demand_fallback => {
+            (first, policy.subnet_ids.iter().collect(), Market::OnDemand)
+        }
+        _ => return,
+    };
     let mut per_subnet: BTreeMap<usize, u32> = BTreeMap::new();
     for n in 0..count {
         *per_subnet
-            .entry(((offset + n) % subnets) as usize)
+            .entry(((offset + n) % subnets.len() as u64) as usize)
             .or_default() += 1;
     }
     for (index, count) in per_subnet {
         actions.push(Action::Launch {
             tier: tier.name.clone(),
             instance_type: instance_type.clone(),
-            subnet_id: policy.subnet_ids[index].clone(),
+            subnet_id: subnets[index].clone(),
             count,
+            market,
         });
     }
 }

@@ -13,7 +13,9 @@
 use crate::cloud::{Cloud, CloudError, CloudErrorKind, CommandStatus, LaunchRequest, Tags, tags};
 use crate::commands::{self, ContainerSpec};
 use crate::model::{ClaimStep, InstanceId, InstanceStatus, Millis, UserId, UserState};
-use crate::plan::{self, Action, Policy, PoolInstance, TerminateReason, UserIntent};
+use crate::plan::{
+    self, Action, Conditions, Market, Policy, PoolInstance, TerminateReason, UserIntent,
+};
 use crate::store::{InstanceRecord, Store, StoreError, UserRecord};
 use std::collections::HashMap;
 use std::future::Future;
@@ -61,6 +63,43 @@ pub struct ReconcilerConfig {
     pub reconcile_interval: Duration,
     pub poll_interval: Duration,
     pub max_in_flight: usize,
+    /// How long an offering that returned a capacity error is skipped.
+    pub capacity_ttl: Duration,
+    /// Consecutive launch or probe failures of a tier before it stops launching.
+    pub launch_failure_limit: u32,
+    /// First back-off after a launch or probe failure; it doubles per failure up to 10 minutes.
+    pub launch_backoff: Duration,
+}
+
+/// The reconciler's memory of recent cloud conditions (kept in process: a restart forgets it,
+/// which at worst retries an unavailable offering once more).
+#[derive(Debug, Default)]
+struct ConditionState {
+    /// (instance type, subnet) -> skipped until.
+    unavailable: HashMap<(String, String), Millis>,
+    tiers: HashMap<String, TierHealth>,
+}
+
+#[derive(Debug, Default)]
+struct TierHealth {
+    consecutive_failures: u32,
+    blocked_until: Millis,
+    halted: bool,
+}
+
+impl ConditionState {
+    fn snapshot(&mut self, now: Millis) -> Conditions {
+        self.unavailable.retain(|_, until| *until > now);
+        Conditions {
+            unavailable: self.unavailable.keys().cloned().collect(),
+            launch_blocked: self
+                .tiers
+                .iter()
+                .filter(|(_, h)| h.halted || h.blocked_until > now)
+                .map(|(tier, _)| tier.clone())
+                .collect(),
+        }
+    }
 }
 
 /// Why a pass ended the way it did; the loop picks the next delay from it (kube-rs `Action`).
@@ -121,6 +160,7 @@ struct Inner {
     wake: Arc<Notify>,
     health: Arc<Health>,
     launch_seq: AtomicU64,
+    conditions: std::sync::Mutex<ConditionState>,
 }
 
 /// Teardown flavours: what happens to the user afterwards and to the secret.
@@ -152,6 +192,7 @@ impl Reconciler {
                 wake,
                 health,
                 launch_seq: AtomicU64::new(0),
+                conditions: std::sync::Mutex::new(ConditionState::default()),
             }),
         }
     }
@@ -251,7 +292,8 @@ impl Reconciler {
             .collect();
         export_gauges(&ledger, &users, &inner.config.policy);
 
-        let actions = plan::plan(&intents, &instances, now, &inner.config.policy);
+        let conditions = self.conditions().snapshot(now);
+        let actions = plan::plan(&intents, &instances, now, &inner.config.policy, &conditions);
         // Work in flight brings the next pass sooner: actions, instances on their way in or out,
         // and instances missing from the last listing (to confirm or clear the miss).
         let in_flight = !actions.is_empty()
@@ -376,8 +418,9 @@ impl Reconciler {
                 instance_type,
                 subnet_id,
                 count,
+                market,
             } => {
-                self.launch(tier, instance_type, subnet_id, *count, now)
+                self.launch(tier, instance_type, subnet_id, *count, *market, now)
                     .await
             }
             Action::SendProbe { instance } => self.send_probe(instance, now).await,
@@ -440,12 +483,14 @@ impl Reconciler {
 
     // --- pool instances --------------------------------------------------------------------
 
+    #[allow(clippy::too_many_arguments)]
     async fn launch(
         &self,
         tier: &str,
         instance_type: &str,
         subnet_id: &str,
         count: u32,
+        market: Market,
         now: Millis,
     ) -> Result<(), StepError> {
         let seq = self.inner.launch_seq.fetch_add(1, Ordering::Relaxed);
@@ -455,12 +500,40 @@ impl Reconciler {
             subnet_id: subnet_id.to_string(),
             count,
             client_token: format!("sp-{now}-{seq}"),
+            spot: market == Market::Spot,
         };
+        let preferred = self
+            .inner
+            .config
+            .policy
+            .tier(tier)
+            .and_then(|t| t.instance_types.first())
+            .is_some_and(|t| t == instance_type);
+        if market == Market::OnDemand || !preferred {
+            let kind = if market == Market::OnDemand {
+                "on_demand"
+            } else {
+                "instance_type"
+            };
+            metrics::counter!("spotpool_launch_fallbacks_total", "tier" => tier.to_string(), "kind" => kind)
+                .increment(u64::from(count));
+            self.journal(now, "pool.fallback", None, None, &format!("tier {tier}: launching {count} {instance_type} ({market:?}) in {subnet_id}: preferred offerings have no capacity"))
+                .await?;
+        }
         let ids = match self.inner.cloud.launch_instances(&request).await {
             Ok(ids) => ids,
             Err(error) => {
                 metrics::counter!("spotpool_launches_total", "tier" => tier.to_string(), "outcome" => error.kind.as_str())
                     .increment(u64::from(count));
+                // Capacity marks the offering; a refusal that retrying will not fix counts against
+                // the tier. Throttling and 5xx that outlived the SDK's retries are the API's
+                // trouble, not the tier's: the next pass simply tries again.
+                if error.kind == CloudErrorKind::Capacity {
+                    self.mark_unavailable(tier, instance_type, subnet_id, now)
+                        .await?;
+                } else if !error.kind.is_retryable() {
+                    self.tier_failed(tier, &error.to_string(), now).await?;
+                }
                 return Err(error.into());
             }
         };
@@ -490,6 +563,88 @@ impl Reconciler {
             .await?;
         }
         Ok(())
+    }
+
+    fn conditions(&self) -> std::sync::MutexGuard<'_, ConditionState> {
+        // Nothing panics while holding this lock; a poisoned lock still holds valid data.
+        self.inner
+            .conditions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A capacity error: skip this (type, subnet) offering for `capacity_ttl`; `plan` falls back
+    /// to another subnet, then the next type, then on-demand if the tier allows it.
+    async fn mark_unavailable(
+        &self,
+        tier: &str,
+        instance_type: &str,
+        subnet_id: &str,
+        now: Millis,
+    ) -> Result<(), StepError> {
+        let until = now + self.inner.config.capacity_ttl.as_millis() as Millis;
+        self.conditions()
+            .unavailable
+            .insert((instance_type.to_string(), subnet_id.to_string()), until);
+        metrics::counter!("spotpool_capacity_errors_total", "tier" => tier.to_string(), "instance_type" => instance_type.to_string())
+            .increment(1);
+        self.journal(
+            now,
+            "pool.capacity_unavailable",
+            None,
+            None,
+            &format!(
+                "no spot capacity for {instance_type} in {subnet_id}; skipped for {:?}",
+                self.inner.config.capacity_ttl
+            ),
+        )
+        .await
+    }
+
+    /// A launch or probe failure of `tier`: back off exponentially, and stop launching at the
+    /// failure limit, so a broken template or image cannot spend money in a loop.
+    async fn tier_failed(&self, tier: &str, why: &str, now: Millis) -> Result<(), StepError> {
+        let config = &self.inner.config;
+        let (failures, backoff, halted_now) = {
+            let mut conditions = self.conditions();
+            let health = conditions.tiers.entry(tier.to_string()).or_default();
+            health.consecutive_failures += 1;
+            let doublings = health.consecutive_failures.saturating_sub(1).min(16);
+            let backoff = config
+                .launch_backoff
+                .saturating_mul(1u32 << doublings)
+                .min(Duration::from_secs(600));
+            health.blocked_until = now + backoff.as_millis() as Millis;
+            let halted_now =
+                !health.halted && health.consecutive_failures >= config.launch_failure_limit;
+            health.halted |= halted_now;
+            (health.consecutive_failures, backoff, halted_now)
+        };
+        if halted_now {
+            metrics::gauge!("spotpool_tier_launch_halted", "tier" => tier.to_string()).set(1.0);
+            return self
+                .journal(now, "pool.launch_halted", None, None, &format!("tier {tier} stopped launching after {failures} consecutive failures (last: {why}); fix the cause and restart the daemon"))
+                .await;
+        }
+        self.journal(
+            now,
+            "pool.launch_backoff",
+            None,
+            None,
+            &format!("tier {tier}: failure {failures} ({why}); no launches for {backoff:?}"),
+        )
+        .await
+    }
+
+    /// An instance of `tier` passed its probe: the tier works, forget its failures.
+    fn tier_healthy(&self, tier: &str) {
+        let mut conditions = self.conditions();
+        if let Some(health) = conditions.tiers.get_mut(tier)
+            && !health.halted
+        {
+            health.consecutive_failures = 0;
+            health.blocked_until = 0;
+        }
     }
 
     async fn send_probe(&self, instance: &InstanceId, now: Millis) -> Result<(), StepError> {
@@ -563,6 +718,7 @@ impl Reconciler {
                         now,
                     )
                     .await?;
+                self.tier_healthy(&record.tier);
                 return self
                     .journal(
                         now,
@@ -595,6 +751,11 @@ impl Reconciler {
     ) -> Result<(), StepError> {
         let store = &self.inner.store;
         if let Some(mut record) = store.get_instance(instance).await? {
+            if reason == TerminateReason::ProbeTimeout {
+                let why =
+                    format!("instance {instance} failed its readiness probe until the timeout");
+                self.tier_failed(&record.tier, &why, now).await?;
+            }
             if reason == TerminateReason::Surplus {
                 // Only an instance that is still an unclaimed spare may go as surplus.
                 if !store

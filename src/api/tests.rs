@@ -25,6 +25,7 @@ async fn state_with(cloud: Arc<FakeCloud>) -> AppState {
                 spare_count: 2,
                 max_instances: 10,
                 instance_types: vec!["t3.small".into()],
+                on_demand_fallback: false,
             }],
             ready_staleness: Duration::from_secs(30),
         }),

@@ -28,6 +28,8 @@ pub struct AwsCloudConfig {
     pub launch_template_id: String,
     /// e.g. `$Default`.
     pub launch_template_version: String,
+    /// Template for on-demand fallback launches (no market options); None disables them.
+    pub on_demand_launch_template_id: Option<String>,
     pub vpc_id: String,
     /// May be empty: then the launch template's security groups are used.
     pub security_group_ids: Vec<String>,
@@ -636,12 +638,29 @@ impl Cloud for AwsCloud {
             .http_put_response_hop_limit(1)
             .http_endpoint(InstanceMetadataEndpointState::Enabled)
             .build();
+        // RunInstances can override a template's market options but not remove them, so an
+        // on-demand launch needs its own template without them.
+        let template_id = if request.spot {
+            &self.config.launch_template_id
+        } else {
+            match &self.config.on_demand_launch_template_id {
+                Some(id) => id,
+                None => {
+                    return Err(CloudError::new(
+                        CloudErrorKind::Fatal,
+                        "RunInstances",
+                        "NoOnDemandTemplate",
+                        "an on-demand launch needs ON_DEMAND_LAUNCH_TEMPLATE_ID",
+                    ));
+                }
+            }
+        };
         let mut run = self
             .ec2
             .run_instances()
             .launch_template(
                 LaunchTemplateSpecification::builder()
-                    .launch_template_id(&self.config.launch_template_id)
+                    .launch_template_id(template_id)
                     .version(&self.config.launch_template_version)
                     .build(),
             )
@@ -650,7 +669,7 @@ impl Cloud for AwsCloud {
             .min_count(1)
             .max_count(max_count)
             .client_token(&request.client_token)
-            .instance_market_options(market)
+            .set_instance_market_options(request.spot.then_some(market))
             .metadata_options(metadata)
             .tag_specifications(tag_specification(ResourceType::Instance))
             .tag_specifications(tag_specification(ResourceType::Volume));

@@ -21,6 +21,7 @@ pub struct FakeInstance {
     pub subnet_id: String,
     pub tags: Tags,
     pub launched_at: Millis,
+    pub spot: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +75,8 @@ struct State {
     fail_always: HashMap<&'static str, CloudErrorKind>,
     /// Commands whose script contains the key end with the given outcome.
     command_outcomes: Vec<(String, CommandStatus)>,
+    /// (instance type, subnet) offerings whose spot launches fail with a capacity error.
+    no_capacity: Vec<(String, String)>,
     /// Instances the next DescribeInstances leaves out (an incomplete, eventually consistent
     /// listing).
     hidden_once: Vec<InstanceId>,
@@ -191,6 +194,13 @@ impl FakeCloud {
         self.lock().commands.values().cloned().collect()
     }
 
+    /// Spot launches of `instance_type` in `subnet_id` fail with InsufficientInstanceCapacity.
+    pub fn fail_capacity(&self, instance_type: &str, subnet_id: &str) {
+        self.lock()
+            .no_capacity
+            .push((instance_type.to_string(), subnet_id.to_string()));
+    }
+
     /// Leaves `id` out of the next DescribeInstances only.
     pub fn hide_from_next_describe(&self, id: &InstanceId) {
         self.lock().hidden_once.push(id.clone());
@@ -281,6 +291,15 @@ impl Cloud for FakeCloud {
         if let Some(ids) = state.client_tokens.get(&request.client_token) {
             return Ok(ids.clone());
         }
+        let offering = (request.instance_type.clone(), request.subnet_id.clone());
+        if request.spot && state.no_capacity.contains(&offering) {
+            return Err(CloudError::new(
+                CloudErrorKind::Capacity,
+                "RunInstances",
+                "InsufficientInstanceCapacity",
+                format!("no spot capacity for {} in {}", offering.0, offering.1),
+            ));
+        }
         let mut ids = Vec::new();
         for _ in 0..request.count {
             state.next_id += 1;
@@ -304,6 +323,7 @@ impl Cloud for FakeCloud {
                     subnet_id: request.subnet_id.clone(),
                     tags,
                     launched_at,
+                    spot: request.spot,
                 },
             );
             ids.push(id);

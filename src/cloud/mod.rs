@@ -135,6 +135,9 @@ pub struct LaunchRequest {
     pub count: u32,
     /// Idempotency token (EC2 ClientToken): the same token never launches twice.
     pub client_token: String,
+    /// Spot (the pool's normal market) or on-demand (the tier's fallback when no spot offering
+    /// has capacity; it uses the on-demand launch template, which has no market options).
+    pub spot: bool,
 }
 
 /// The outcome of an SSM command on one instance.

@@ -10,6 +10,7 @@ fn policy(spare_count: u32, max_instances: u32) -> Policy {
             spare_count,
             max_instances,
             instance_types: vec!["t3.small".into(), "t3a.small".into()],
+            on_demand_fallback: false,
         }],
         subnet_ids: vec!["subnet-a".into(), "subnet-b".into()],
         probe_timeout: 600_000,
@@ -78,7 +79,7 @@ fn assigned(actions: &[Action]) -> Vec<(&str, &str)> {
 
 #[test]
 fn an_empty_pool_launches_the_spare_count_spread_over_subnets() {
-    let actions = plan(&[], &[], NOW, &policy(2, 10));
+    let actions = plan(&[], &[], NOW, &policy(2, 10), &Conditions::default());
     assert_eq!(
         actions,
         vec![
@@ -87,12 +88,14 @@ fn an_empty_pool_launches_the_spare_count_spread_over_subnets() {
                 instance_type: "t3.small".into(),
                 subnet_id: "subnet-a".into(),
                 count: 1,
+                market: Market::Spot,
             },
             Action::Launch {
                 tier: "default".into(),
                 instance_type: "t3.small".into(),
                 subnet_id: "subnet-b".into(),
                 count: 1,
+                market: Market::Spot,
             },
         ]
     );
@@ -129,7 +132,13 @@ fn pool_sizing_table() {
         let users: Vec<UserIntent> = (0..queued)
             .map(|n| user(&format!("u{n}"), UserState::Queued, None, n as Millis))
             .collect();
-        let actions = plan(&users, &instances, NOW, &policy(spare, max));
+        let actions = plan(
+            &users,
+            &instances,
+            NOW,
+            &policy(spare, max),
+            &Conditions::default(),
+        );
         assert_eq!(launches(&actions), want_launch, "row {row}: {actions:?}");
         assert_eq!(
             terminated(&actions).len(),
@@ -149,7 +158,13 @@ fn queued_users_are_served_first_come_first_served_on_the_oldest_spares() {
         user("early", UserState::Queued, None, 100),
         user("middle", UserState::Queued, None, 200),
     ];
-    let actions = plan(&users, &[new, old], NOW, &policy(2, 10));
+    let actions = plan(
+        &users,
+        &[new, old],
+        NOW,
+        &policy(2, 10),
+        &Conditions::default(),
+    );
     assert_eq!(
         assigned(&actions),
         vec![("early", "i-old"), ("middle", "i-new")]
@@ -174,6 +189,7 @@ fn initializing_instances_are_probed_checked_and_timed_out() {
         &[fresh, probing, failed_recently, pending, stale],
         NOW,
         &policy(0, 10),
+        &Conditions::default(),
     );
     assert!(actions.contains(&Action::SendProbe {
         instance: InstanceId("i-fresh".into())
@@ -211,7 +227,13 @@ fn users_are_driven_by_state() {
         user("failed", UserState::Failed, None, 4),
         user("lost", UserState::Ready, Some("i-vanished"), 5),
     ];
-    let actions = plan(&users, &instances, NOW, &policy(0, 10));
+    let actions = plan(
+        &users,
+        &instances,
+        NOW,
+        &policy(0, 10),
+        &Conditions::default(),
+    );
     assert!(actions.contains(&Action::AdvanceClaim {
         user: UserId::parse("provisioning").unwrap()
     }));
@@ -230,7 +252,13 @@ fn a_held_instance_that_stopped_is_recovered_not_terminated_by_the_pool() {
     let mut stopped = instance("i-1", InstanceStatus::Assigned);
     stopped.lifecycle = Some(Lifecycle::Stopped);
     let users = vec![user("alice", UserState::Ready, Some("i-1"), 1)];
-    let actions = plan(&users, &[stopped], NOW, &policy(0, 10));
+    let actions = plan(
+        &users,
+        &[stopped],
+        NOW,
+        &policy(0, 10),
+        &Conditions::default(),
+    );
     assert_eq!(
         actions,
         vec![Action::Recover {
@@ -255,6 +283,7 @@ fn orphans_and_vanished_instances_are_cleaned_up_after_their_grace() {
         &[young_orphan, old_orphan, just_launched, vanished],
         NOW,
         &policy(1, 10),
+        &Conditions::default(),
     );
     assert_eq!(terminated(&actions), vec!["i-old"]);
     assert!(actions.contains(&Action::Forget {
@@ -356,7 +385,7 @@ proptest! {
     #[test]
     fn plan_never_launches_past_the_maximum((users, instances, spare, max) in arb_world()) {
         let policy = policy(spare, max);
-        let actions = plan(&users, &instances, NOW, &policy);
+        let actions = plan(&users, &instances, NOW, &policy, &Conditions::default());
         let counted = instances
             .iter()
             .filter(|i| match i.lifecycle {
@@ -372,7 +401,7 @@ proptest! {
 
     #[test]
     fn plan_never_terminates_or_reassigns_an_instance_its_user_wants((users, instances, spare, max) in arb_world()) {
-        let actions = plan(&users, &instances, NOW, &policy(spare, max));
+        let actions = plan(&users, &instances, NOW, &policy(spare, max), &Conditions::default());
         let wanted: HashSet<&str> = users
             .iter()
             .filter(|u| u.state.wants_instance())
@@ -388,7 +417,7 @@ proptest! {
 
     #[test]
     fn plan_never_gives_a_user_two_instances((users, instances, spare, max) in arb_world()) {
-        let actions = plan(&users, &instances, NOW, &policy(spare, max));
+        let actions = plan(&users, &instances, NOW, &policy(spare, max), &Conditions::default());
         let mut users_seen = HashSet::new();
         let mut instances_seen = HashSet::new();
         let holding: HashSet<&str> = users
@@ -415,7 +444,7 @@ proptest! {
         (users, instances, spare, max) in arb_world()
     ) {
         let policy = policy(spare, max);
-        let actions = plan(&users, &instances, NOW, &policy);
+        let actions = plan(&users, &instances, NOW, &policy, &Conditions::default());
         let by_id: HashMap<&str, &PoolInstance> =
             instances.iter().map(|i| (i.id.0.as_str(), i)).collect();
         let surplus: Vec<&str> = actions
@@ -434,4 +463,88 @@ proptest! {
             prop_assert!(launches(&actions) >= spare.min(max));
         }
     }
+}
+
+// --- capacity fallback and failure limits (issue 4) ----------------------------------------
+
+fn launch_targets(actions: &[Action]) -> Vec<(String, String, Market)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Launch {
+                instance_type,
+                subnet_id,
+                market,
+                ..
+            } => Some((instance_type.clone(), subnet_id.clone(), *market)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn unavailable(offerings: &[(&str, &str)]) -> Conditions {
+    Conditions {
+        unavailable: offerings
+            .iter()
+            .map(|(t, s)| (t.to_string(), s.to_string()))
+            .collect(),
+        ..Conditions::default()
+    }
+}
+
+#[test]
+fn capacity_errors_fall_back_to_another_zone_then_type_then_on_demand() {
+    let spot = |t: &str, s: &str| (t.to_string(), s.to_string(), Market::Spot);
+    // One zone out for the preferred type: both launches go to the other zone.
+    let actions = plan(
+        &[],
+        &[],
+        NOW,
+        &policy(2, 10),
+        &unavailable(&[("t3.small", "subnet-a")]),
+    );
+    assert_eq!(launch_targets(&actions), vec![spot("t3.small", "subnet-b")]);
+    assert_eq!(launches(&actions), 2);
+
+    // The preferred type is out everywhere: the next type takes over.
+    let out = unavailable(&[("t3.small", "subnet-a"), ("t3.small", "subnet-b")]);
+    let actions = plan(&[], &[], NOW, &policy(2, 10), &out);
+    assert_eq!(
+        launch_targets(&actions),
+        vec![spot("t3a.small", "subnet-a"), spot("t3a.small", "subnet-b")]
+    );
+
+    // Every spot offering is out: on-demand if the tier allows it, else nothing.
+    let all_out = unavailable(&[
+        ("t3.small", "subnet-a"),
+        ("t3.small", "subnet-b"),
+        ("t3a.small", "subnet-a"),
+        ("t3a.small", "subnet-b"),
+    ]);
+    assert!(plan(&[], &[], NOW, &policy(2, 10), &all_out).is_empty());
+    let mut allows = policy(2, 10);
+    allows.tiers[0].on_demand_fallback = true;
+    let actions = plan(&[], &[], NOW, &allows, &all_out);
+    assert!(
+        launch_targets(&actions)
+            .iter()
+            .all(|(t, _, m)| t == "t3.small" && *m == Market::OnDemand)
+    );
+    assert_eq!(launches(&actions), 2);
+}
+
+#[test]
+fn a_blocked_tier_launches_nothing_but_still_serves_its_queue() {
+    let blocked = Conditions {
+        launch_blocked: ["default".to_string()].into_iter().collect(),
+        ..Conditions::default()
+    };
+    let spare = instance("i-1", InstanceStatus::Available);
+    let users = vec![
+        user("alice", UserState::Queued, None, 1),
+        user("bob", UserState::Queued, None, 2),
+    ];
+    let actions = plan(&users, &[spare], NOW, &policy(2, 10), &blocked);
+    assert_eq!(launches(&actions), 0);
+    assert_eq!(assigned(&actions), vec![("alice", "i-1")]);
 }

@@ -195,6 +195,11 @@ impl Store {
         Ok(Store { pool })
     }
 
+    /// Closes the pool, waiting for statements in flight to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     pub async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

@@ -40,6 +40,7 @@ impl World {
             subnet_id: self.infra.subnet_ids[0].clone(),
             count,
             client_token: token.to_string(),
+            spot: true,
         }
     }
 
@@ -66,6 +67,7 @@ fn config(infra: &Infra, pool: &str) -> AwsCloudConfig {
         pool: pool.to_string(),
         launch_template_id: infra.launch_template_id.clone(),
         launch_template_version: "$Default".to_string(),
+        on_demand_launch_template_id: None,
         vpc_id: infra.vpc_id.clone(),
         security_group_ids: vec![infra.security_group_id.clone()],
         instance_profile_arn: None,

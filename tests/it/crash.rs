@@ -12,6 +12,7 @@ use spotpool::cloud::{
 };
 use spotpool::model::{InstanceId, InstanceStatus, UserState};
 use spotpool::reconcile::{Clock, Health, Outcome, Reconciler};
+use spotpool::store::Store;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Notify;
@@ -175,11 +176,11 @@ const SCENARIO: &[Step] = &[
     Step::Converge,
 ];
 
-fn reconciler_over(world: &World, cloud: Arc<dyn Cloud>) -> Reconciler {
+fn reconciler_over(world: &World, store: Store, cloud: Arc<dyn Cloud>) -> Reconciler {
     let now = world.now.clone();
     let clock: Clock = Arc::new(move || now.load(Ordering::SeqCst));
     Reconciler::new(
-        world.store.clone(),
+        store,
         cloud,
         world.config.clone(),
         clock,
@@ -215,7 +216,15 @@ async fn play(crash_at: usize, when: When) -> (World, usize) {
     // database would vanish with the connection the aborted pass dropped).
     let world = World::on_disk(2, 10).await;
     let crashing = Arc::new(Crashing::new(world.cloud.clone(), crash_at, when));
-    let crashing_reconciler = reconciler_over(&world, crashing.clone());
+    // The crashing daemon has its own connections, as a process would. On the crash they are
+    // closed, which lets statements it already handed to SQLite finish first: a killed process's
+    // writes either landed before it died or never land (sqlx runs each connection's statements
+    // on a worker thread, which dropping the pass does not stop).
+    let path = world.db_path.clone().expect("an on-disk world");
+    let crash_store = Store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let crashing_reconciler = reconciler_over(&world, crash_store.clone(), crashing.clone());
     let mut restarted: Option<World> = None;
     for step in SCENARIO {
         match step {
@@ -233,6 +242,7 @@ async fn play(crash_at: usize, when: When) -> (World, usize) {
                 {
                     // The restarted daemon: a new store connection and reconciler over the same
                     // database file and cloud.
+                    crash_store.close().await;
                     restarted = Some(world.restart().await);
                 }
                 if let Some(daemon) = &restarted {
@@ -292,6 +302,7 @@ async fn a_crash_at_any_step_boundary_leaks_nothing_and_every_user_ends_settled(
     for crash_at in 1..=total {
         for when in [When::Before, When::After] {
             let (world, _) = play(crash_at, when).await;
+
             assert_promise(
                 &world,
                 &format!("crash {when:?} call {crash_at} of {total}"),

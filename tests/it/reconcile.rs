@@ -613,3 +613,66 @@ async fn a_thousand_concurrent_puts_and_some_deletes_give_each_user_exactly_one_
     world.assert_no_leaks().await;
     assert!(world.cloud.live_instances().len() <= 600);
 }
+
+// --- capacity fallback and failure limits (issue 4) ----------------------------------------
+
+#[tokio::test]
+async fn a_zone_without_capacity_is_skipped_and_the_pool_fills_from_the_other() {
+    let world = World::new(4, 10).await;
+    world.cloud.fail_capacity("t3.small", "subnet-a");
+    world.run_until_quiet(30).await;
+    assert_eq!(world.ledger_count(InstanceStatus::Available).await, 4);
+    assert!(
+        world
+            .cloud
+            .live_instances()
+            .iter()
+            .all(|i| i.subnet_id == "subnet-b")
+    );
+    let journal = world.store.journal_since(0, 1000).await.unwrap();
+    let marked = journal
+        .iter()
+        .filter(|e| e.kind == "pool.capacity_unavailable")
+        .count();
+    assert_eq!(
+        marked, 1,
+        "one capacity error, then the offering is skipped"
+    );
+    assert_eq!(
+        world.cloud.count_calls("RunInstances"),
+        3,
+        "the failed call plus one per retry"
+    );
+    world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn a_tier_whose_launches_keep_failing_backs_off_and_then_stops() {
+    let world = World::new(2, 10).await;
+    world
+        .cloud
+        .fail_always("RunInstances", Some(CloudErrorKind::Fatal));
+    let mut calls_over_time = Vec::new();
+    for _ in 0..40 {
+        world.pass().await;
+        world.advance(60_000);
+        calls_over_time.push(world.cloud.count_calls("RunInstances"));
+    }
+    let journal = world.store.journal_since(0, 10_000).await.unwrap();
+    assert!(journal.iter().any(|e| e.kind == "pool.launch_backoff"));
+    let halted: Vec<_> = journal
+        .iter()
+        .filter(|e| e.kind == "pool.launch_halted")
+        .collect();
+    assert_eq!(halted.len(), 1, "halted once");
+    // After the halt, no further launch is attempted however long we wait.
+    let at_halt = calls_over_time[calls_over_time.len() / 2];
+    assert_eq!(
+        *calls_over_time.last().unwrap(),
+        at_halt,
+        "{calls_over_time:?}"
+    );
+    // Each pass launches into both subnets, so the limit (5 in the test config) is reached
+    // within a few passes and far fewer than 40 passes' worth of calls were made.
+    assert!(at_halt <= 10, "{calls_over_time:?}");
+}

@@ -44,6 +44,7 @@ pub fn reconciler_config(spare_count: u32, max_instances: u32) -> ReconcilerConf
                 spare_count,
                 max_instances,
                 instance_types: vec!["t3.small".into()],
+                on_demand_fallback: false,
             }],
             subnet_ids: vec!["subnet-a".into(), "subnet-b".into()],
             probe_timeout: 600_000,
@@ -67,6 +68,9 @@ pub fn reconciler_config(spare_count: u32, max_instances: u32) -> ReconcilerConf
         reconcile_interval: Duration::from_secs(10),
         poll_interval: Duration::from_millis(500),
         max_in_flight: 16,
+        capacity_ttl: Duration::from_secs(180),
+        launch_failure_limit: 5,
+        launch_backoff: Duration::from_secs(10),
     }
 }
 
