@@ -32,6 +32,31 @@ PY
     hash -r
 }
 
+# pip_install PKG...: install Python packages for python3 with pip, then put
+# pip's script directories on PATH. A venv/pyenv interpreter takes a plain
+# install. A Debian system python refuses it (PEP 668,
+# "externally-managed-environment"), so fall back to a --user install, and
+# last to --user --break-system-packages.
+pip_install() {
+    local pip_log ok=0 extra
+    pip_log=$(mktemp)
+    for extra in "" "--user" "--user --break-system-packages"; do
+        # shellcheck disable=SC2086  # $extra is a list of flags
+        if python3 -m pip install --quiet --disable-pip-version-check $extra "$@" >"$pip_log" 2>&1; then
+            ok=1
+            break
+        fi
+    done
+    if ((!ok)); then
+        cat -- "$pip_log" >&2
+        rm -f -- "$pip_log"
+        log "pip could not install $* (is pip installed? apt-get install -y python3-pip)"
+        return 1
+    fi
+    rm -f -- "$pip_log"
+    _add_python_script_dirs_to_path
+}
+
 # ensure_moto: make sure `moto_server` is on PATH and boto3 imports in python3.
 # Installs moto[server] and boto3 with pip when either is missing.
 ensure_moto() {
@@ -43,26 +68,7 @@ ensure_moto() {
         return 0
     fi
     log "moto_server or boto3 is missing: installing moto[server] and boto3 with pip"
-    local pkgs=('moto[server]' boto3) pip_log ok=0 extra
-    pip_log=$(mktemp)
-    # A venv/pyenv interpreter takes a plain install. A Debian system python
-    # refuses it (PEP 668, "externally-managed-environment"), so fall back to
-    # a --user install.
-    for extra in "" "--user" "--user --break-system-packages"; do
-        # shellcheck disable=SC2086  # $extra is a list of flags
-        if python3 -m pip install --quiet --disable-pip-version-check $extra "${pkgs[@]}" >"$pip_log" 2>&1; then
-            ok=1
-            break
-        fi
-    done
-    if ((!ok)); then
-        cat -- "$pip_log" >&2
-        rm -f -- "$pip_log"
-        log "pip could not install ${pkgs[*]} (is pip installed? apt-get install -y python3-pip)"
-        return 1
-    fi
-    rm -f -- "$pip_log"
-    _add_python_script_dirs_to_path
+    pip_install 'moto[server]' boto3 || return 1
     if ! command -v moto_server >/dev/null 2>&1; then
         log "moto was installed but moto_server is not on PATH (PATH=$PATH)"
         return 1

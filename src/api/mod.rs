@@ -4,6 +4,7 @@
 //! secret vault (secret values must not pass through the store). Handlers write desired state to
 //! the store and wake the reconciler; they never wait for cloud work to finish.
 
+pub mod openapi;
 mod pool;
 mod users;
 
@@ -16,13 +17,19 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
+use openapi::{
+    ErrorBody, ErrorDetail, HealthDocument, HealthStatus, ReadinessChecks, ReadinessDocument,
+    ReadyStatus,
+};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -96,7 +103,12 @@ impl From<crate::store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.into(),
+                message: self.message,
+            },
+        };
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response
@@ -107,24 +119,45 @@ impl IntoResponse for ApiError {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    let service = Router::new()
-        .route(
-            "/v1/users/{user_id}/instance",
-            get(users::get_instance)
-                .put(users::put_instance)
-                .delete(users::delete_instance),
-        )
-        .route("/v1/pool", get(pool::get_pool))
+/// The routes and their OpenAPI document, one source: every route is registered with `routes!`,
+/// which reads its path, methods and documentation from the handler's `#[utoipa::path]`.
+/// Routes are grouped by the scope they need; a new scope is a new group with its own
+/// `route_layer`.
+fn routes(state: &AppState) -> OpenApiRouter<AppState> {
+    let service = OpenApiRouter::new()
+        .routes(routes!(
+            users::put_instance,
+            users::get_instance,
+            users::delete_instance
+        ))
+        .routes(routes!(pool::get_pool))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_service_scope,
         ));
-    Router::new()
+    let public = OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(render_metrics))
+        .routes(routes!(openapi::openapi_json));
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(service)
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(render_metrics))
+        .merge(public)
+}
+
+pub fn router(state: AppState) -> Router {
+    let (router, api) = routes(&state).split_for_parts();
+    let tiers: Vec<String> = state
+        .settings
+        .tiers
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    let document = openapi::document(api, &tiers);
+    // Serialising a serde_json::Value cannot fail.
+    let json = serde_json::to_vec(&document).unwrap_or_default();
+    router
+        .layer(Extension(openapi::OpenApiJson(Arc::new(json.into()))))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(128 * 1024))
@@ -150,10 +183,13 @@ fn scope_of(settings: &ApiSettings, request: &Request) -> Result<Scope, ApiError
                 "missing Authorization header; send Authorization: Bearer <token>",
             )
         })?;
+    // The scheme is case-insensitive (RFC 9110, section 11.1): `bearer <token>` is fine too.
     let token = header
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token)
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -222,11 +258,29 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+/// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The daemon is alive.", body = HealthDocument)),
+)]
+async fn healthz() -> Json<HealthDocument> {
+    Json(HealthDocument {
+        status: HealthStatus::Ok,
+    })
 }
 
 /// Ready when the store answers and a reconcile pass (which reaches the cloud) succeeded recently.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready: the store answers and, on the replica that holds the reconciler lock, a reconcile pass succeeded recently.", body = ReadinessDocument),
+        (status = 503, description = "Not ready; `checks` names the failing check.", body = ReadinessDocument),
+    ),
+)]
 async fn readyz(State(state): State<AppState>) -> Response {
     let store_ok = state.store.ping().await.is_ok();
     let last = state.health.last_success.load(Ordering::Relaxed);
@@ -234,13 +288,25 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let now = (state.clock)();
     let staleness = state.settings.ready_staleness.as_millis() as i64;
     let cloud_ok = !reconciling || (last > 0 && now - last <= staleness);
-    let body = serde_json::json!({
-        "status": if store_ok && cloud_ok { "ready" } else { "not_ready" },
-        "checks": {
-            "store": if store_ok { "ok" } else { "unreachable" },
-            "cloud": if !reconciling { "standby: another daemon holds the reconciler lock" } else if cloud_ok { "ok" } else if last == 0 { "no successful reconcile pass yet" } else { "last reconcile pass too old" },
+    let body = ReadinessDocument {
+        status: if store_ok && cloud_ok {
+            ReadyStatus::Ready
+        } else {
+            ReadyStatus::NotReady
         },
-    });
+        checks: ReadinessChecks {
+            store: if store_ok { "ok" } else { "unreachable" },
+            cloud: if !reconciling {
+                "standby: another daemon holds the reconciler lock"
+            } else if cloud_ok {
+                "ok"
+            } else if last == 0 {
+                "no successful reconcile pass yet"
+            } else {
+                "last reconcile pass too old"
+            },
+        },
+    };
     let status = if store_ok && cloud_ok {
         StatusCode::OK
     } else {
@@ -249,6 +315,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4.", body = String, content_type = "text/plain")),
+)]
 async fn render_metrics(State(state): State<AppState>) -> Response {
     let body = state
         .metrics

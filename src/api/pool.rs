@@ -1,36 +1,82 @@
 //! `GET /v1/pool`: per tier, the spare target, counts by status and the instances.
 
+use super::openapi::{InternalError, Unauthorized};
 use super::{ApiError, AppState, rfc3339};
 use crate::model::InstanceStatus;
 use axum::Json;
 use axum::extract::State;
 use std::collections::{BTreeMap, HashMap};
 
-#[derive(Debug, serde::Serialize)]
+/// The pool, per configured tier.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct PoolDocument {
     pub tiers: Vec<TierDocument>,
 }
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct TierDocument {
     pub tier: String,
+    /// Spares kept `available`, on top of queued users.
     pub spare_target: u32,
+    /// Most instances of the tier at once, all statuses.
     pub max_instances: u32,
+    /// Instances of the tier by status.
+    #[schema(schema_with = status_counts_schema)]
     pub counts: BTreeMap<&'static str, usize>,
+    /// Users waiting for a spare.
     pub queued_users: usize,
     pub instances: Vec<PoolInstanceDocument>,
 }
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct PoolInstanceDocument {
+    #[schema(examples("i-0123456789abcdef0"))]
     pub instance_id: String,
     pub status: InstanceStatus,
+    /// The user holding it, if any.
+    #[schema(required = true, value_type = Option<crate::model::UserId>)]
     pub user_id: Option<String>,
+    #[schema(required = true)]
     pub instance_type: Option<String>,
+    #[schema(required = true)]
     pub availability_zone: Option<String>,
+    /// RFC 3339.
+    #[schema(format = DateTime)]
     pub launched_at: String,
 }
 
+/// `{"initializing": n, "available": n, "assigned": n, "terminating": n}`: every status, always.
+fn status_counts_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    InstanceStatus::ALL
+        .into_iter()
+        .fold(ObjectBuilder::new(), |object, status| {
+            object
+                .property(
+                    status.as_str(),
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(0)),
+                )
+                .required(status.as_str())
+        })
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        .build()
+}
+
+/// Per tier: the spare target, the maximum, counts by status, queued users and the instances.
+#[utoipa::path(
+    get,
+    path = "/v1/pool",
+    tag = "pool",
+    operation_id = "get_pool",
+    responses(
+        (status = 200, description = "The pool.", body = PoolDocument),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = InternalError),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument>, ApiError> {
     let instances = state.store.list_instances().await?;
     let users = state.store.list_users().await?;

@@ -81,6 +81,26 @@ async fn every_user_route_refuses_missing_and_wrong_tokens() {
 }
 
 #[tokio::test]
+async fn the_auth_scheme_is_case_insensitive_and_other_schemes_are_refused() {
+    let state = state_with(Arc::new(FakeCloud::default())).await;
+    for (header, expected) in [
+        (format!("bearer {SERVICE}"), StatusCode::OK),
+        (format!("BEARER {SERVICE}"), StatusCode::OK),
+        (format!("Basic {SERVICE}"), StatusCode::UNAUTHORIZED),
+        (format!("Bearer  {SERVICE}"), StatusCode::UNAUTHORIZED),
+        (SERVICE.to_string(), StatusCode::UNAUTHORIZED),
+    ] {
+        let request = Request::builder()
+            .uri("/v1/pool")
+            .header("authorization", &header)
+            .body(Body::empty())
+            .unwrap();
+        let response = router(state.clone()).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), expected, "{header}");
+    }
+}
+
+#[tokio::test]
 async fn both_scopes_may_call_the_service_routes() {
     let state = state_with(Arc::new(FakeCloud::default())).await;
     for token in [SERVICE, ADMIN] {
@@ -151,6 +171,17 @@ async fn bad_bodies_get_400_without_echoing_values() {
     }
     // Nothing was created for any of them.
     assert!(state.store.list_users().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_empty_or_null_body_is_no_body() {
+    let state = state_with(Arc::new(FakeCloud::default())).await;
+    for (user, body) in [("ann", ""), ("ben", " \n"), ("cat", "null"), ("dan", "{}")] {
+        let uri = format!("/v1/users/{user}/instance");
+        let (status, doc) = call(&state, "PUT", &uri, Some(SERVICE), body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body:?}: {doc}");
+        assert_eq!(doc["tier"], "default");
+    }
 }
 
 #[tokio::test]
@@ -322,4 +353,132 @@ async fn an_oversized_body_is_refused_with_413() {
     .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(error_code(&body), "invalid_body");
+}
+
+/// The OpenAPI document is served without a token, is OpenAPI 3.x JSON, and describes exactly
+/// what the router serves: every documented operation is routed, every other method on a
+/// documented path is a 405, and no route bypasses the document.
+#[tokio::test]
+async fn every_served_route_is_documented() {
+    let state = state_with(Arc::new(FakeCloud::default())).await;
+    let (status, doc) = call(&state, "GET", "/openapi.json", None, "").await;
+    assert_eq!(status, StatusCode::OK);
+    let version = doc["openapi"].as_str().expect("an `openapi` version");
+    assert!(version.starts_with("3."), "{version}");
+    let paths = doc["paths"].as_object().expect("paths");
+
+    let methods = ["GET", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"];
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, item) in paths {
+        // Any path parameter gets a valid user id; a 404 for it must be the handler's, not the
+        // router's.
+        let mut uri = path.clone();
+        while let (Some(open), Some(close)) = (uri.find('{'), uri.find('}')) {
+            uri.replace_range(open..=close, "alice");
+        }
+        for method in methods {
+            let operation = &item[method.to_ascii_lowercase()];
+            let (status, body) = call(&state, method, &uri, Some(ADMIN), "").await;
+            if operation.is_object() {
+                documented.insert((path.clone(), method));
+                assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+                assert_ne!(body["error"]["message"], "no such route", "{method} {path}");
+                let responses = operation["responses"].as_object().unwrap();
+                assert!(
+                    responses.contains_key(status.as_str()),
+                    "{method} {path} answered {status}, which is not documented"
+                );
+                // /v1 needs the bearer token and says so; the operational routes need none.
+                if path.starts_with("/v1/") {
+                    assert_eq!(
+                        operation["security"],
+                        serde_json::json!([{"bearer": []}]),
+                        "{method} {path}"
+                    );
+                    assert!(responses.contains_key("401"), "{method} {path}");
+                } else {
+                    assert!(operation.get("security").is_none(), "{method} {path}");
+                }
+            } else {
+                assert_eq!(
+                    status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path} is served but not documented"
+                );
+                assert_eq!(error_code(&body), "method_not_allowed");
+            }
+        }
+    }
+    for (path, method) in [
+        ("/v1/users/{user_id}/instance", "PUT"),
+        ("/v1/users/{user_id}/instance", "GET"),
+        ("/v1/users/{user_id}/instance", "DELETE"),
+        ("/v1/pool", "GET"),
+        ("/healthz", "GET"),
+        ("/readyz", "GET"),
+        ("/metrics", "GET"),
+        ("/openapi.json", "GET"),
+    ] {
+        assert!(
+            documented.contains(&(path.to_string(), method)),
+            "{method} {path} is not documented"
+        );
+    }
+
+    // Response links (schemathesis follows them: PUT, then GET or DELETE the same user) name
+    // operations that exist, in OpenAPI's camel case.
+    let operation_ids: Vec<&serde_json::Value> = paths
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .map(|operation| &operation["operationId"])
+        .collect();
+    let mut links = 0;
+    for operation in paths.values().flat_map(|i| i.as_object().unwrap().values()) {
+        for response in operation["responses"].as_object().unwrap().values() {
+            for link in response["links"]
+                .as_object()
+                .into_iter()
+                .flat_map(|l| l.values())
+            {
+                links += 1;
+                assert!(operation_ids.contains(&&link["operationId"]), "{link}");
+                assert!(link.get("operation_id").is_none(), "{link}");
+            }
+        }
+    }
+    assert!(links >= 6, "{links} links");
+
+    // Routes reach the router only through `routes!`, which documents them: a plain
+    // `.route(...)` (or a nested service) would be served without documentation.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().is_some_and(|n| n == "tests.rs") {
+            continue;
+        }
+        let source = std::fs::read_to_string(&path).unwrap();
+        for bypass in [".route(", ".route_service(", ".nest(", ".nest_service("] {
+            assert!(
+                !source.contains(bypass),
+                "{} calls {bypass}: register routes with routes!() so they are documented",
+                path.display()
+            );
+        }
+    }
+
+    // The bearer scheme, the user id rule with its reserved names, and this daemon's tiers.
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let user_id = &doc["components"]["schemas"]["UserId"];
+    assert_eq!(user_id["pattern"], "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$");
+    assert_eq!(
+        user_id["not"]["enum"],
+        serde_json::json!(crate::model::RESERVED_USER_IDS)
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["PutInstanceRequest"]["properties"]["tier"]["enum"],
+        serde_json::json!(["default", null])
+    );
 }

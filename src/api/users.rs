@@ -1,5 +1,6 @@
 //! `/v1/users/{user_id}/instance`: PUT (want one), GET (what is it), DELETE (want none).
 
+use super::openapi::{ErrorBody, InternalError, PutInstanceRequest, Unauthorized};
 use super::{ApiError, AppState, rfc3339};
 use crate::cloud::{CloudError, CloudErrorKind};
 use crate::model::{UserId, UserState};
@@ -14,17 +15,32 @@ use axum::response::{IntoResponse, Response};
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 
-/// The instance document of DESIGN.md.
-#[derive(Debug, serde::Serialize)]
+/// A user's instance: what the web backend asked for and how far it has got.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct InstanceDocument {
+    #[schema(value_type = crate::model::UserId)]
     pub user_id: String,
+    /// The user's tier.
     pub tier: String,
     pub state: UserState,
+    /// The EC2 instance serving the user, once one is claimed.
+    #[schema(required = true, examples("i-0123456789abcdef0"))]
     pub instance_id: Option<String>,
+    /// The user's opaque route on the load balancer: 16 hex characters, kept for the user's
+    /// lifetime.
+    #[schema(pattern = "^[0-9a-f]{16}$", examples("3f9c0a7d2b4e6f18"))]
     pub route: String,
+    /// Where the user's container is served: `<PUBLIC_BASE_URL>/<route>/`.
+    #[schema(examples("https://agents.example.com/3f9c0a7d2b4e6f18/"))]
     pub url: String,
+    /// When the user first asked (RFC 3339).
+    #[schema(format = DateTime)]
     pub created_at: String,
+    /// When the instance became ready (RFC 3339).
+    #[schema(required = true, format = DateTime)]
     pub ready_at: Option<String>,
+    /// Why the last claim attempt failed (one line), if it did.
+    #[schema(required = true)]
     pub error: Option<String>,
 }
 
@@ -79,6 +95,10 @@ fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<PutBody, ApiError> 
             ),
         )
     })?;
+    // `null` is no body, as `"tier": null` is no tier.
+    if value.is_null() {
+        return Ok(PutBody::default());
+    }
     let serde_json::Value::Object(fields) = value else {
         return Err(ApiError::bad_request(
             "invalid_body",
@@ -143,6 +163,58 @@ fn new_route() -> String {
     format!("{:016x}", hasher.finish())
 }
 
+/// Desired: the user has an instance. Idempotent.
+///
+/// A repeat returns the same instance and makes no AWS call; secrets in a repeat replace the
+/// stored ones. A `failed` user is retried. With no spare the user is `queued`, first come first
+/// served: there is never a "sold out".
+#[utoipa::path(
+    put,
+    path = "/v1/users/{user_id}/instance",
+    tag = "users",
+    operation_id = "put_instance",
+    params(("user_id" = crate::model::UserId, Path, description = "The platform user id.")),
+    request_body(
+        content = Option<PutInstanceRequest>,
+        content_type = "application/json",
+        description = "Optional: an empty body is the same as `{}`. At most 128 KiB.",
+    ),
+    responses(
+        (status = 200, description = "The instance is ready.", body = InstanceDocument,
+            links(
+                ("GetInstance" = (
+                    operation_id = "get_instance",
+                    parameters(("user_id" = "$response.body#/user_id")),
+                    description = "The user's instance document."
+                )),
+                ("DeleteInstance" = (
+                    operation_id = "delete_instance",
+                    parameters(("user_id" = "$response.body#/user_id")),
+                    description = "Release the user's instance."
+                ))
+            )),
+        (status = 202, description = "Accepted: the user is queued or provisioning.", body = InstanceDocument,
+            links(
+                ("GetInstance" = (
+                    operation_id = "get_instance",
+                    parameters(("user_id" = "$response.body#/user_id")),
+                    description = "The user's instance document."
+                )),
+                ("DeleteInstance" = (
+                    operation_id = "delete_instance",
+                    parameters(("user_id" = "$response.body#/user_id")),
+                    description = "Release the user's instance."
+                ))
+            )),
+        (status = 400, description = "`invalid_user_id`, `invalid_body` (not a JSON object, a field of the wrong type, an unknown field), `invalid_secrets` (a bad name or value, too many or too large) or `unknown_tier`. The message never repeats a secret value.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 409, description = "`user_deleting` (the user's instance is being deleted; PUT again once GET answers 404), `tier_mismatch` (the user has another tier), `secret_being_deleted` (right after a delete, AWS is still removing the old secret; retry in seconds) or `conflict` (a concurrent change; retry).", body = ErrorBody),
+        (status = 413, description = "`invalid_body`: the body is larger than 128 KiB.", body = ErrorBody),
+        (status = 500, response = InternalError),
+        (status = 503, description = "`cloud_unavailable`: Secrets Manager refused or failed to store the secrets; retry later. Nothing was recorded.", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn put_instance(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -254,10 +326,39 @@ async fn update_existing(
     match state.store.get_user(&existing.user_id).await? {
         Some(current) if current.state == UserState::Deleting => Err(deleting()),
         Some(current) => Ok(respond(state, &current)),
-        None => Err(no_instance(&existing.user_id)),
+        // A release finished between the two reads: like a PUT during the release.
+        None => Err(deleting()),
     }
 }
 
+/// The user's instance document.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{user_id}/instance",
+    tag = "users",
+    operation_id = "get_instance",
+    params(("user_id" = crate::model::UserId, Path, description = "The platform user id.")),
+    responses(
+        (status = 200, description = "The instance document, in any state.", body = InstanceDocument,
+            links(
+                ("PutInstance" = (
+                    operation_id = "put_instance",
+                    parameters(("user_id" = "$response.body#/user_id")),
+                    description = "Ask for the user's instance again."
+                )),
+                ("DeleteInstance" = (
+                    operation_id = "delete_instance",
+                    parameters(("user_id" = "$response.body#/user_id")),
+                    description = "Release the user's instance."
+                ))
+            )),
+        (status = 400, description = "`invalid_user_id`.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "`not_found`: the user has no instance (never asked, or deleted).", body = ErrorBody),
+        (status = 500, response = InternalError),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn get_instance(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -269,6 +370,35 @@ pub async fn get_instance(
     }
 }
 
+/// Desired: the user has no instance. The rule, target group, instance and secret are removed in
+/// the background; GET answers 404 once everything is gone.
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{user_id}/instance",
+    tag = "users",
+    operation_id = "delete_instance",
+    params(("user_id" = crate::model::UserId, Path, description = "The platform user id.")),
+    responses(
+        (status = 202, description = "Accepted: the user is `deleting`.", body = InstanceDocument,
+            links(
+                ("GetInstance" = (
+                    operation_id = "get_instance",
+                    parameters(("user_id" = "$response.body#/user_id")),
+                    description = "The user's instance document."
+                )),
+                ("PutInstance" = (
+                    operation_id = "put_instance",
+                    parameters(("user_id" = "$response.body#/user_id")),
+                    description = "Ask for the user's instance again."
+                ))
+            )),
+        (status = 400, description = "`invalid_user_id`.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "`not_found`: the user has no instance.", body = ErrorBody),
+        (status = 500, response = InternalError),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn delete_instance(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,

@@ -1,0 +1,390 @@
+//! The OpenAPI 3.1 document of the API, served without a token at `GET /openapi.json`.
+//!
+//! The document and the router are one source: `routes()` in `mod.rs` registers every route
+//! through `utoipa_axum::routes!`, which takes the path, the methods and the documentation from
+//! the handler's `#[utoipa::path]`. A route added with axum's plain `route` method would be served
+//! but not documented; the test `every_served_route_is_documented` refuses that.
+//!
+//! Adding a route: annotate the handler with `#[utoipa::path(...)]`, reusing the shared
+//! components below (e.g. `(status = 401, response = Unauthorized)`) and, when it needs a token,
+//! `security(("bearer" = []))` ([`BEARER`]); then register it with `routes!(...)` in the group of
+//! its scope in `routes()`. The schemas the annotation names are collected by themselves.
+//!
+//! Two things the derive macros cannot say are added by hand: the reserved user ids (a JSON
+//! Schema `not` on `UserId`) and the tiers this daemon is configured with (an `enum` on `tier`,
+//! patched into the served document at start-up by [`document`]).
+
+use crate::model::{InstanceStatus, RESERVED_USER_IDS, UserId, UserState};
+use crate::vault::{MAX_SECRET_BYTES, MAX_SECRET_ENTRIES};
+use axum::Extension;
+use axum::body::Bytes;
+use axum::http::header;
+use axum::response::IntoResponse;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{
+    ContentBuilder, HeaderBuilder, KnownFormat, Ref, RefOr, Response, ResponseBuilder, SchemaFormat,
+};
+use utoipa::{Modify, OpenApi, PartialSchema, ToResponse, ToSchema};
+
+/// The name of the bearer security scheme; `/v1` operations say `security(("bearer" = []))`.
+pub const BEARER: &str = "bearer";
+
+/// The user id rule of `UserId::parse`, as a regular expression (reserved names aside).
+pub const USER_ID_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+
+/// The secret name rule of `UserSecrets::parse`: an environment variable name of at most 128.
+pub const SECRET_NAME_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]{0,127}$";
+
+/// The secret value rule of `UserSecrets::parse`: no line break and no NUL.
+pub const SECRET_VALUE_PATTERN: &str = "^[^\\r\\n\\x00]*$";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "spotpool",
+        description = "Hands out warm EC2 spot instances to users. The web backend asks for an \
+            instance per user (`PUT`), reads its state (`GET`) and releases it (`DELETE`); the \
+            daemon reconciles AWS in the background. Every `/v1` route needs \
+            `Authorization: Bearer <token>` (the service or the admin token); a missing or \
+            wrong token is `401`. Every error is `{\"error\":{\"code\",\"message\"}}`.",
+    ),
+    modifiers(&BearerScheme),
+    components(
+        schemas(ErrorBody, UserId),
+        responses(Unauthorized, InternalError),
+    ),
+    tags(
+        (name = "users", description = "A user's instance: desired state, written by the web backend."),
+        (name = "pool", description = "The warm pool, for on-call."),
+        (name = "operations", description = "Health, readiness, metrics and this document. No token."),
+    ),
+)]
+pub struct ApiDoc;
+
+/// Adds the bearer scheme the `/v1` operations refer to.
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        // The crate declares no licence; utoipa would publish an empty one.
+        openapi.info.license = None;
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "SPOTPOOL_API_TOKEN (service scope) or SPOTPOOL_ADMIN_TOKEN (admin \
+                         scope, also allowed on every service route).",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The body of every error the API answers (`/readyz` answers 503 with its readiness document).
+#[derive(Debug, serde::Serialize, ToSchema)]
+#[schema(example = json!({"error": {"code": "invalid_user_id", "message": "user id contains 'A'; only lowercase letters, digits and hyphens are allowed"}}))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// A stable machine-readable code and a message for humans. The message never repeats a secret
+/// value.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable code: `unauthorized`, `invalid_user_id`, `invalid_body`, `invalid_secrets`,
+    /// `unknown_tier`, `not_found`, `user_deleting`, `tier_mismatch`, `secret_being_deleted`,
+    /// `conflict`, `method_not_allowed`, `cloud_unavailable`, `internal`.
+    pub code: Cow<'static, str>,
+    /// What went wrong, for humans.
+    pub message: String,
+}
+
+/// An error response with the JSON error body.
+pub fn error_response(description: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(ErrorBody::name())))
+                .build(),
+        )
+        .build()
+}
+
+/// `401 unauthorized`, with `WWW-Authenticate: Bearer`.
+pub struct Unauthorized;
+
+impl<'r> ToResponse<'r> for Unauthorized {
+    fn response() -> (&'r str, RefOr<Response>) {
+        let mut response = error_response(
+            "`unauthorized`: the Authorization header is missing, is not `Bearer <token>`, or \
+             names neither token.",
+        );
+        response.headers.insert(
+            header::WWW_AUTHENTICATE.as_str().into(),
+            HeaderBuilder::new()
+                .schema(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(["Bearer"])),
+                )
+                .description(Some("Always `Bearer`."))
+                .build(),
+        );
+        ("Unauthorized", response.into())
+    }
+}
+
+/// `500 internal`: the store failed; the details are in the daemon's log.
+pub struct InternalError;
+
+impl<'r> ToResponse<'r> for InternalError {
+    fn response() -> (&'r str, RefOr<Response>) {
+        (
+            "InternalError",
+            error_response(
+                "`internal`: the daemon's store failed (the cause is in the daemon's log). Not a \
+                 client error.",
+            )
+            .into(),
+        )
+    }
+}
+
+impl PartialSchema for UserId {
+    fn schema() -> RefOr<Schema> {
+        // utoipa 5 has no `not`; extensions are flattened into the schema object, so this is a
+        // plain JSON Schema `not`, which clients and schemathesis honour.
+        let reserved =
+            Extensions::from_iter([("not", serde_json::json!({"enum": RESERVED_USER_IDS}))]);
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(63))
+            .pattern(Some(USER_ID_PATTERN))
+            .description(Some(format!(
+                "A platform user id: lowercase letters, digits and hyphens, 1-63 characters, \
+                 starting and ending with a letter or digit. Reserved, and refused: {}. A bad id \
+                 is `400 invalid_user_id` with the rule it broke.",
+                RESERVED_USER_IDS.join(", ")
+            )))
+            .examples(["alice"])
+            .extensions(Some(reserved))
+            .into()
+    }
+}
+
+impl ToSchema for UserId {
+    fn name() -> Cow<'static, str> {
+        "UserId".into()
+    }
+}
+
+impl PartialSchema for UserState {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(UserState::ALL.map(UserState::as_str)))
+            .description(Some(
+                "`queued` (waiting for a spare, first come first served), `provisioning` (claim \
+                 steps running), `ready` (container running and routed), `failed` (gave up \
+                 after the attempt limit; `error` says why; a PUT retries), `deleting` (release \
+                 in progress; the user disappears when it is done).",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for UserState {
+    fn name() -> Cow<'static, str> {
+        "UserState".into()
+    }
+}
+
+impl PartialSchema for InstanceStatus {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(InstanceStatus::ALL.map(InstanceStatus::as_str)))
+            .description(Some(
+                "`initializing` (launched, waiting for the readiness probe), `available` (a \
+                 warm spare), `assigned` (held by a user), `terminating`.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for InstanceStatus {
+    fn name() -> Cow<'static, str> {
+        "InstanceStatus".into()
+    }
+}
+
+/// The body of `PUT /v1/users/{user_id}/instance`. It may be empty (same as `{}`).
+///
+/// Documentation only: the handler checks the body field by field, by hand, so that no error
+/// message can echo a secret value.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct PutInstanceRequest {
+    /// The tier; one of the configured tiers (default: the first). A user keeps its tier: a
+    /// different one is `409 tier_mismatch`.
+    pub tier: Option<String>,
+    /// Environment variables for the user's container, written to Secrets Manager (never to
+    /// the daemon's database or logs). In a repeat PUT they replace the stored ones; the running
+    /// container sees them at its next start.
+    #[schema(schema_with = secrets_schema)]
+    pub secrets: Option<BTreeMap<String, String>>,
+}
+
+fn secrets_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(SECRET_NAME_PATTERN)),
+        ))
+        .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(SECRET_VALUE_PATTERN))
+                .description(Some(
+                    "A value without line breaks or NUL (values become environment variables; \
+                     encode multi-line values, e.g. base64).",
+                ))
+                .into(),
+        ))))
+        .max_properties(Some(MAX_SECRET_ENTRIES))
+        .description(Some(format!(
+            "NAME: value. Names are environment variable names (letters, digits and \
+             underscores, not starting with a digit, at most 128). At most \
+             {MAX_SECRET_ENTRIES} entries and {MAX_SECRET_BYTES} bytes as JSON."
+        )))
+        .examples([serde_json::json!({"OPENAI_API_KEY": "sk-..."})])
+        .into()
+}
+
+/// `{"status": "ok"}`.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct HealthDocument {
+    pub status: HealthStatus,
+}
+
+#[derive(Debug, serde::Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    Ok,
+}
+
+/// Readiness: the store answers and (on the replica holding the reconciler lock) a reconcile
+/// pass, which reaches AWS, succeeded recently.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct ReadinessDocument {
+    pub status: ReadyStatus,
+    pub checks: ReadinessChecks,
+}
+
+#[derive(Debug, Clone, Copy, serde::Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadyStatus {
+    Ready,
+    NotReady,
+}
+
+/// Each check: `ok` or why not.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct ReadinessChecks {
+    /// `ok` or `unreachable`.
+    #[schema(value_type = String, examples("ok"))]
+    pub store: &'static str,
+    /// `ok`, a standby note, or why the reconciler is not healthy.
+    #[schema(value_type = String, examples("ok"))]
+    pub cloud: &'static str,
+}
+
+/// `format: date-time` for the RFC 3339 timestamps.
+pub fn date_time() -> SchemaFormat {
+    SchemaFormat::KnownFormat(KnownFormat::DateTime)
+}
+
+/// The served document as JSON, with what only the running daemon knows: its tiers.
+pub fn document(api: utoipa::openapi::OpenApi, tiers: &[String]) -> serde_json::Value {
+    let mut doc = serde_json::to_value(&api).unwrap_or_default();
+    camel_case_links(&mut doc);
+    if let Some(tier) = doc.pointer_mut("/components/schemas/PutInstanceRequest/properties/tier")
+        && let Some(tier) = tier.as_object_mut()
+    {
+        let mut values: Vec<serde_json::Value> = tiers.iter().map(|t| t.as_str().into()).collect();
+        values.push(serde_json::Value::Null);
+        tier.insert("enum".into(), values.into());
+    }
+    doc
+}
+
+/// utoipa 5 serialises a response link's fields in snake case (`operation_id`); OpenAPI says
+/// `operationId`, `operationRef` and `requestBody` (fixed in utoipa 6).
+fn camel_case_links(doc: &mut serde_json::Value) {
+    let operations = doc
+        .get_mut("paths")
+        .and_then(serde_json::Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.values_mut());
+    for operation in operations {
+        let responses = operation
+            .get_mut("responses")
+            .and_then(serde_json::Value::as_object_mut)
+            .into_iter()
+            .flat_map(|responses| responses.values_mut());
+        for response in responses {
+            let links = response
+                .get_mut("links")
+                .and_then(serde_json::Value::as_object_mut)
+                .into_iter()
+                .flat_map(|links| links.values_mut())
+                .filter_map(serde_json::Value::as_object_mut);
+            for link in links {
+                for (snake, camel) in [
+                    ("operation_id", "operationId"),
+                    ("operation_ref", "operationRef"),
+                    ("request_body", "requestBody"),
+                ] {
+                    if let Some(value) = link.remove(snake) {
+                        link.insert(camel.into(), value);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The document, serialised once at start-up.
+#[derive(Clone)]
+pub struct OpenApiJson(pub Arc<Bytes>);
+
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "This document (OpenAPI 3.1).", body = Object, content_type = "application/json")),
+)]
+pub async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> axum::response::Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Bytes::clone(&doc.0),
+    )
+        .into_response()
+}
