@@ -150,7 +150,11 @@ fn init_tracing(format: &str) {
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // At trace level the SDK's orchestrator and the HTTP stack log whole requests, bodies
-    // included, and CreateSecret's body is a user's secret. Cap them whatever RUST_LOG says.
+    // included, and CreateSecret's body is a user's secret. Cap them at debug whenever the
+    // filter reaches trace (a directive would raise them to debug at a lower level, so only then).
+    let reaches_trace = filter
+        .max_level_hint()
+        .is_none_or(|level| level >= tracing_subscriber::filter::LevelFilter::TRACE);
     for target in [
         "aws_smithy_runtime",
         "aws_smithy_runtime_api",
@@ -160,6 +164,9 @@ fn init_tracing(format: &str) {
         "hyper_util",
         "h2",
     ] {
+        if !reaches_trace {
+            break;
+        }
         if let Ok(directive) = format!("{target}=debug").parse() {
             filter = filter.add_directive(directive);
         }
