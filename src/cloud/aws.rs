@@ -418,38 +418,21 @@ fn lifecycle(state: Option<&aws_sdk_ec2::types::InstanceStateName>) -> Lifecycle
     }
 }
 
-fn ec2_tags(tags: &Tags) -> Vec<aws_sdk_ec2::types::Tag> {
-    tags.iter()
-        .map(|(key, value)| {
-            aws_sdk_ec2::types::Tag::builder()
-                .key(key)
-                .value(value)
-                .build()
-        })
-        .collect()
+/// One conversion from our `Tags` to each service's own `Tag` type (the SDK crates do not share
+/// one, but their builders have the same shape).
+macro_rules! sdk_tags {
+    ($name:ident, $tag:ty) => {
+        fn $name(tags: &Tags) -> Vec<$tag> {
+            tags.iter()
+                .map(|(key, value)| <$tag>::builder().key(key).value(value).build())
+                .collect()
+        }
+    };
 }
 
-fn secret_tags(tags: &Tags) -> Vec<aws_sdk_secretsmanager::types::Tag> {
-    tags.iter()
-        .map(|(key, value)| {
-            aws_sdk_secretsmanager::types::Tag::builder()
-                .key(key)
-                .value(value)
-                .build()
-        })
-        .collect()
-}
-
-fn elb_tags(tags: &Tags) -> Vec<aws_sdk_elasticloadbalancingv2::types::Tag> {
-    tags.iter()
-        .map(|(key, value)| {
-            aws_sdk_elasticloadbalancingv2::types::Tag::builder()
-                .key(key)
-                .value(value)
-                .build()
-        })
-        .collect()
-}
+sdk_tags!(ec2_tags, aws_sdk_ec2::types::Tag);
+sdk_tags!(secret_tags, aws_sdk_secretsmanager::types::Tag);
+sdk_tags!(elb_tags, aws_sdk_elasticloadbalancingv2::types::Tag);
 
 fn rule_info(rule: &aws_sdk_elasticloadbalancingv2::types::Rule) -> CloudResult<RuleInfo> {
     let arn = rule
