@@ -5,6 +5,7 @@
 //! Owns: every setting's name, default and validation. Must not: read anything but flags, env
 //! and the file; start-up never panics on bad config, it stops with one line naming the setting.
 
+use crate::cloud::limit::RateLimits;
 use crate::plan::TierPolicy;
 use std::fmt;
 use std::net::SocketAddr;
@@ -158,6 +159,9 @@ pub struct Settings {
     /// Consecutive launch or probe failures after which a tier stops launching until restarted [default: 10].
     #[arg(long, env = "SPOTPOOL_LAUNCH_FAILURE_LIMIT", value_name = "N")]
     pub spotpool_launch_failure_limit: Option<u32>,
+    /// Client-side AWS rate limits per quota class, as class=capacity/refill-per-second pairs overriding the defaults (80% of the aws-profile account quotas), e.g. "ec2-run=4/1.6,elb-mutate=16/2.4" [default: ""].
+    #[arg(long, env = "SPOTPOOL_RATE_LIMITS", value_name = "LIST")]
+    pub spotpool_rate_limits: Option<String>,
 }
 
 /// The validated configuration the daemon runs with.
@@ -197,6 +201,7 @@ pub struct Config {
     pub capacity_ttl: Duration,
     pub launch_failure_limit: u32,
     pub on_demand_launch_template_id: Option<String>,
+    pub rate_limits: RateLimits,
 }
 
 /// A setting that is missing or invalid. Its `Display` is the one line start-up prints.
@@ -467,6 +472,14 @@ impl Settings {
             capacity_ttl: duration("SPOTPOOL_CAPACITY_TTL", self.spotpool_capacity_ttl, "3m")?,
             launch_failure_limit: self.spotpool_launch_failure_limit.unwrap_or(10).max(1),
             on_demand_launch_template_id,
+            rate_limits: {
+                let spec = self.spotpool_rate_limits.unwrap_or_default();
+                RateLimits::parse(&spec).map_err(|why| ConfigError::Invalid {
+                    env: "SPOTPOOL_RATE_LIMITS",
+                    value: spec.clone(),
+                    why,
+                })?
+            },
         })
     }
 }

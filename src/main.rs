@@ -6,6 +6,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use spotpool::api::{self, ApiSettings, AppState};
 use spotpool::cloud::Cloud;
 use spotpool::cloud::aws::{AwsCloud, AwsCloudConfig};
+use spotpool::cloud::limit::Limited;
 use spotpool::config::{Config, Settings};
 use spotpool::plan::Policy;
 use spotpool::reconcile::{self, Health, Reconciler, ReconcilerConfig};
@@ -204,7 +205,7 @@ async fn run(config: Config) -> Result<(), String> {
     let store = Store::open(&config.database_url)
         .await
         .map_err(|e| format!("opening the database {}: {e}", config.database_url))?;
-    let cloud: Arc<dyn Cloud> = Arc::new(
+    let aws: Arc<dyn Cloud> = Arc::new(
         AwsCloud::from_env(AwsCloudConfig {
             pool: config.pool.clone(),
             launch_template_id: config.launch_template_id.clone(),
@@ -220,6 +221,8 @@ async fn run(config: Config) -> Result<(), String> {
         })
         .await,
     );
+    tracing::info!(rate_limits = %config.rate_limits.describe(), "client-side AWS rate limits");
+    let cloud: Arc<dyn Cloud> = Arc::new(Limited::new(aws, &config.rate_limits));
     let wake = Arc::new(Notify::new());
     let health = Arc::new(Health::default());
     let clock = reconcile::system_clock();

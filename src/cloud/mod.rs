@@ -15,6 +15,7 @@
 
 pub mod aws;
 pub mod fake;
+pub mod limit;
 
 use crate::model::{InstanceId, InstanceStatus, Millis};
 use std::collections::BTreeMap;
