@@ -16,11 +16,11 @@ use crate::model::{ClaimStep, InstanceId, InstanceStatus, Millis, UserId, UserSt
 use crate::plan::{
     self, Action, Conditions, Market, Policy, PoolInstance, TerminateReason, UserIntent,
 };
-use crate::store::{InstanceRecord, Store, StoreError, UserRecord};
+use crate::store::{InstanceRecord, PendingLaunch, Store, StoreError, UserRecord};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -160,8 +160,14 @@ struct Inner {
     wake: Arc<Notify>,
     health: Arc<Health>,
     launch_seq: AtomicU64,
+    /// Consecutive passes in which AWS throttled an action.
+    throttled_passes: AtomicU32,
     conditions: std::sync::Mutex<ConditionState>,
 }
+
+/// A launch that keeps failing with retryable errors is redone this many times with its token;
+/// then the row is dropped (anything it started is tagged for the pool and adopted).
+const MAX_LAUNCH_REDOS: u32 = 10;
 
 /// Teardown flavours: what happens to the user afterwards and to the secret.
 #[derive(Debug, Clone, PartialEq)]
@@ -192,6 +198,7 @@ impl Reconciler {
                 wake,
                 health,
                 launch_seq: AtomicU64::new(0),
+                throttled_passes: AtomicU32::new(0),
                 conditions: std::sync::Mutex::new(ConditionState::default()),
             }),
         }
@@ -258,6 +265,7 @@ impl Reconciler {
             .await
             .map_err(ReconcileError::Observe)?;
         let now = (inner.clock)();
+        let (launching, throttled_redos) = self.finish_launches(now).await?;
         let ledger = self.sync_ledger(&observed, now).await?;
         let lifecycles: HashMap<&InstanceId, _> =
             observed.iter().map(|i| (&i.id, i.lifecycle)).collect();
@@ -293,10 +301,12 @@ impl Reconciler {
         export_gauges(&ledger, &users, &inner.config.policy);
 
         let conditions = self.conditions().snapshot(now);
-        let actions = plan::plan(&intents, &instances, now, &inner.config.policy, &conditions);
+        let mut actions = plan::plan(&intents, &instances, now, &inner.config.policy, &conditions);
+        actions.retain(|a| !matches!(a, Action::Launch { tier, .. } if launching.contains(tier)));
         // Work in flight brings the next pass sooner: actions, instances on their way in or out,
         // and instances missing from the last listing (to confirm or clear the miss).
         let in_flight = !actions.is_empty()
+            || !launching.is_empty()
             || ledger.iter().any(|r| {
                 r.missed_observations > 0
                     || matches!(
@@ -304,7 +314,20 @@ impl Reconciler {
                         InstanceStatus::Initializing | InstanceStatus::Terminating
                     )
             });
-        self.execute(actions).await;
+        let throttled = throttled_redos + self.execute(actions).await;
+        // A pass that AWS throttled backs off (doubling up to a minute) before the next one, on
+        // top of the client-side buckets: retries can never pile up into a storm.
+        if throttled > 0 {
+            let streak = inner.throttled_passes.fetch_add(1, Ordering::Relaxed) + 1;
+            let delay = throttle_backoff(inner.config.poll_interval, streak);
+            metrics::counter!("spotpool_throttled_passes_total").increment(1);
+            metrics::gauge!("spotpool_throttle_backoff_seconds").set(delay.as_secs_f64());
+            tracing::warn!(throttled, retry_in = ?delay, "AWS throttled this pass; backing off");
+            return Ok(Outcome::Requeue(delay));
+        }
+        if inner.throttled_passes.swap(0, Ordering::Relaxed) > 0 {
+            metrics::gauge!("spotpool_throttle_backoff_seconds").set(0.0);
+        }
         Ok(if in_flight {
             Outcome::Requeue(inner.config.poll_interval)
         } else {
@@ -386,7 +409,8 @@ impl Reconciler {
 
     /// Runs the actions concurrently, at most `max_in_flight` at once. Failures are logged and
     /// counted; the next pass plans again from fresh observations.
-    async fn execute(&self, actions: Vec<Action>) {
+    /// Returns how many actions AWS throttled (after the SDK's retries).
+    async fn execute(&self, actions: Vec<Action>) -> usize {
         let permits = Arc::new(Semaphore::new(self.inner.config.max_in_flight));
         let mut tasks = JoinSet::new();
         for action in actions {
@@ -394,20 +418,28 @@ impl Reconciler {
             let permits = permits.clone();
             tasks.spawn(async move {
                 let Ok(_permit) = permits.acquire_owned().await else {
-                    return;
+                    return false;
                 };
                 let kind = action_kind(&action);
-                if let Err(error) = this.run_action(&action).await {
-                    metrics::counter!("spotpool_action_errors_total", "action" => kind).increment(1);
-                    tracing::warn!(?action, error = %error, "action failed; will retry on a later pass");
+                match this.run_action(&action).await {
+                    Ok(()) => false,
+                    Err(error) => {
+                        metrics::counter!("spotpool_action_errors_total", "action" => kind).increment(1);
+                        tracing::warn!(?action, error = %error, "action failed; will retry on a later pass");
+                        matches!(&error, StepError::Cloud(e) if e.kind == CloudErrorKind::Throttled)
+                    }
                 }
             });
         }
+        let mut throttled = 0;
         while let Some(joined) = tasks.join_next().await {
-            if let Err(error) = joined {
-                tracing::error!(error = %error, "action task panicked");
+            match joined {
+                Ok(true) => throttled += 1,
+                Ok(false) => {}
+                Err(error) => tracing::error!(error = %error, "action task panicked"),
             }
         }
+        throttled
     }
 
     async fn run_action(&self, action: &Action) -> Result<(), StepError> {
@@ -494,14 +526,6 @@ impl Reconciler {
         now: Millis,
     ) -> Result<(), StepError> {
         let seq = self.inner.launch_seq.fetch_add(1, Ordering::Relaxed);
-        let request = LaunchRequest {
-            tier: tier.to_string(),
-            instance_type: instance_type.to_string(),
-            subnet_id: subnet_id.to_string(),
-            count,
-            client_token: format!("sp-{now}-{seq}"),
-            spot: market == Market::Spot,
-        };
         let preferred = self
             .inner
             .config
@@ -520,30 +544,72 @@ impl Reconciler {
             self.journal(now, "pool.fallback", None, None, &format!("tier {tier}: launching {count} {instance_type} ({market:?}) in {subnet_id}: preferred offerings have no capacity"))
                 .await?;
         }
+        // The launch is written down with its ClientToken before RunInstances, so a lost
+        // response is redone with the same token and EC2 answers with the same instances.
+        let launch = PendingLaunch {
+            client_token: format!("sp-{now}-{seq}"),
+            tier: tier.to_string(),
+            instance_type: instance_type.to_string(),
+            subnet_id: subnet_id.to_string(),
+            count,
+            spot: market == Market::Spot,
+            created_at: now,
+            attempts: 0,
+            last_error: None,
+        };
+        self.inner.store.insert_launch(&launch).await?;
+        self.run_launch(&launch, now).await
+    }
+
+    /// Calls RunInstances for a recorded launch and settles its row: instances into the ledger
+    /// and the row deleted, or the row kept (with the error) for a redo on the next pass.
+    async fn run_launch(&self, launch: &PendingLaunch, now: Millis) -> Result<(), StepError> {
+        let store = &self.inner.store;
+        let tier = launch.tier.as_str();
+        let request = LaunchRequest {
+            tier: launch.tier.clone(),
+            instance_type: launch.instance_type.clone(),
+            subnet_id: launch.subnet_id.clone(),
+            count: launch.count,
+            client_token: launch.client_token.clone(),
+            spot: launch.spot,
+        };
         let ids = match self.inner.cloud.launch_instances(&request).await {
             Ok(ids) => ids,
             Err(error) => {
                 metrics::counter!("spotpool_launches_total", "tier" => tier.to_string(), "outcome" => error.kind.as_str())
-                    .increment(u64::from(count));
+                    .increment(u64::from(launch.count));
                 // Capacity marks the offering; a refusal that retrying will not fix counts against
                 // the tier. Throttling and 5xx that outlived the SDK's retries are the API's
-                // trouble, not the tier's: the next pass simply tries again.
+                // trouble, not the tier's: the next pass redoes the launch with the same token.
+                if error.kind.is_retryable() && launch.attempts + 1 < MAX_LAUNCH_REDOS {
+                    store
+                        .launch_failed(&launch.client_token, &error.to_string())
+                        .await?;
+                    return Err(error.into());
+                }
                 if error.kind == CloudErrorKind::Capacity {
-                    self.mark_unavailable(tier, instance_type, subnet_id, now)
+                    self.mark_unavailable(tier, &launch.instance_type, &launch.subnet_id, now)
                         .await?;
                 } else if !error.kind.is_retryable() {
                     self.tier_failed(tier, &error.to_string(), now).await?;
                 }
+                // Nothing was started (or, after MAX_LAUNCH_REDOS, anything that was is tagged
+                // for the pool and adopted from the next listing).
+                store.delete_launch(&launch.client_token).await?;
                 return Err(error.into());
             }
         };
         metrics::counter!("spotpool_launches_total", "tier" => tier.to_string(), "outcome" => "ok")
             .increment(ids.len() as u64);
         for id in &ids {
-            self.inner
-                .store
+            if store.get_instance(id).await?.is_some() {
+                // A redo whose instances were already adopted from a listing.
+                continue;
+            }
+            store
                 .put_instance(&InstanceRecord {
-                    instance_type: Some(instance_type.to_string()),
+                    instance_type: Some(launch.instance_type.clone()),
                     ..InstanceRecord::new(
                         id.clone(),
                         tier.to_string(),
@@ -558,11 +624,39 @@ impl Reconciler {
                 "instance.launched",
                 None,
                 Some(id),
-                &format!("{instance_type} in {subnet_id}"),
+                &format!("{} in {}", launch.instance_type, launch.subnet_id),
             )
             .await?;
         }
+        store.delete_launch(&launch.client_token).await?;
         Ok(())
+    }
+
+    /// Redoes launches whose outcome was lost. Returns the tiers that still have one pending:
+    /// they launch nothing new this pass, so a lost response can never double a launch.
+    /// Also returns how many redos AWS throttled.
+    async fn finish_launches(&self, now: Millis) -> Result<(Vec<String>, usize), StoreError> {
+        let mut throttled = 0;
+        for launch in self.inner.store.list_launches().await? {
+            tracing::info!(client_token = %launch.client_token, tier = %launch.tier, attempts = launch.attempts, "redoing a launch whose outcome was not recorded");
+            match self.run_launch(&launch, now).await {
+                Ok(()) => {}
+                Err(StepError::Store(e)) => return Err(e),
+                Err(StepError::Cloud(error)) => {
+                    throttled += usize::from(error.kind == CloudErrorKind::Throttled);
+                    tracing::warn!(client_token = %launch.client_token, error = %error, "launch redo failed");
+                }
+            }
+        }
+        let still_pending = self
+            .inner
+            .store
+            .list_launches()
+            .await?
+            .into_iter()
+            .map(|l| l.tier)
+            .collect();
+        Ok((still_pending, throttled))
     }
 
     fn conditions(&self) -> std::sync::MutexGuard<'_, ConditionState> {
@@ -1331,6 +1425,15 @@ fn lowest_free_priority(used: &[u32]) -> u32 {
 }
 
 /// Delay after `failures` consecutive failed passes: 1 s doubling, capped at 60 s.
+/// The delay after the `streak`-th consecutive throttled pass: the poll interval doubled per
+/// pass (at least 1 s), at most a minute.
+pub fn throttle_backoff(poll_interval: Duration, streak: u32) -> Duration {
+    poll_interval
+        .max(Duration::from_secs(1))
+        .saturating_mul(1 << (streak.clamp(1, 7) - 1))
+        .min(Duration::from_secs(60))
+}
+
 pub fn error_policy(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }

@@ -80,6 +80,9 @@ struct State {
     /// Instances the next DescribeInstances leaves out (an incomplete, eventually consistent
     /// listing).
     hidden_once: Vec<InstanceId>,
+    /// Operations whose next call takes effect but whose response is lost (a timeout).
+    lost_responses: Vec<&'static str>,
+    launch_tokens: Vec<String>,
     calls: Vec<&'static str>,
     now: Millis,
 }
@@ -156,6 +159,11 @@ impl FakeCloud {
             .count()
     }
 
+    /// The ClientToken of every RunInstances call that reached the fake, in order.
+    pub fn launch_tokens(&self) -> Vec<String> {
+        self.lock().launch_tokens.clone()
+    }
+
     pub fn clear_calls(&self) {
         self.lock().calls.clear();
     }
@@ -204,6 +212,12 @@ impl FakeCloud {
     /// Leaves `id` out of the next DescribeInstances only.
     pub fn hide_from_next_describe(&self, id: &InstanceId) {
         self.lock().hidden_once.push(id.clone());
+    }
+
+    /// The next call of `operation` takes effect, but the caller sees a timeout (supported by
+    /// RunInstances, where a lost response is the classic over-launch).
+    pub fn lose_next_response(&self, operation: &'static str) {
+        self.lock().lost_responses.push(operation);
     }
 
     /// Terminates an instance behind the daemon's back (a spot reclaim, an operator).
@@ -288,6 +302,7 @@ impl Cloud for FakeCloud {
 
     async fn launch_instances(&self, request: &LaunchRequest) -> CloudResult<Vec<InstanceId>> {
         let mut state = self.enter("RunInstances")?;
+        state.launch_tokens.push(request.client_token.clone());
         if let Some(ids) = state.client_tokens.get(&request.client_token) {
             return Ok(ids.clone());
         }
@@ -331,6 +346,19 @@ impl Cloud for FakeCloud {
         state
             .client_tokens
             .insert(request.client_token.clone(), ids.clone());
+        if let Some(at) = state
+            .lost_responses
+            .iter()
+            .position(|o| *o == "RunInstances")
+        {
+            state.lost_responses.remove(at);
+            return Err(CloudError::new(
+                CloudErrorKind::Transient,
+                "RunInstances",
+                "Timeout",
+                "the response was lost (injected)",
+            ));
+        }
         Ok(ids)
     }
 

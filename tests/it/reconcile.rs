@@ -676,3 +676,63 @@ async fn a_tier_whose_launches_keep_failing_backs_off_and_then_stops() {
     // within a few passes and far fewer than 40 passes' worth of calls were made.
     assert!(at_halt <= 10, "{calls_over_time:?}");
 }
+
+#[tokio::test]
+async fn a_lost_launch_response_is_redone_with_the_same_token_and_never_over_launches() {
+    let world = World::new(2, 10).await;
+    world.cloud.lose_next_response("RunInstances");
+    // The first pass launches into both subnets; one response is lost after EC2 started the
+    // instance. The next passes redo that launch with its ClientToken instead of launching anew.
+    world.pass().await;
+    assert_eq!(world.cloud.live_instances().len(), 2);
+    let pending = world.store.list_launches().await.unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let token = pending[0].client_token.clone();
+    world.run_until_quiet(20).await;
+    assert_eq!(
+        world.cloud.live_instances().len(),
+        2,
+        "exactly the spare count was ever started"
+    );
+    assert_eq!(world.ledger_count(InstanceStatus::Available).await, 2);
+    assert!(world.store.list_launches().await.unwrap().is_empty());
+    assert_eq!(
+        world
+            .cloud
+            .launch_tokens()
+            .iter()
+            .filter(|t| **t == token)
+            .count(),
+        2,
+        "the redo reused the lost call's token"
+    );
+    world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn a_throttled_pass_backs_off_doubling_and_a_clean_pass_resets_it() {
+    use spotpool::reconcile::{Outcome, throttle_backoff};
+    let world = World::new(2, 10).await;
+    let poll = world.config.poll_interval;
+    world
+        .cloud
+        .fail_always("RunInstances", Some(CloudErrorKind::Throttled));
+    assert_eq!(
+        world.pass().await,
+        Outcome::Requeue(throttle_backoff(poll, 1))
+    );
+    assert_eq!(
+        world.pass().await,
+        Outcome::Requeue(throttle_backoff(poll, 2))
+    );
+    assert!(throttle_backoff(poll, 2) > throttle_backoff(poll, 1));
+    assert_eq!(
+        throttle_backoff(poll, 30),
+        std::time::Duration::from_secs(60)
+    );
+    world.cloud.fail_always("RunInstances", None);
+    assert_eq!(world.pass().await, Outcome::Requeue(poll));
+    world.run_until_quiet(20).await;
+    assert_eq!(world.ledger_count(InstanceStatus::Available).await, 2);
+    world.assert_no_leaks().await;
+}
