@@ -10,9 +10,10 @@
 
 use super::{
     Cloud, CloudError, CloudErrorKind, CloudInstance, CloudResult, CommandStatus, LaunchRequest,
-    Lifecycle, RuleInfo, Tags, tags,
+    Lifecycle, PoolResource, RuleInfo, Tags, tags,
 };
 use crate::model::{InstanceId, InstanceStatus};
+use std::collections::BTreeMap;
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
@@ -48,6 +49,10 @@ pub struct AwsCloudConfig {
 const DEFAULT_PAGE_SIZE: i32 = 1000;
 /// DescribeRules' largest page. AWS accepts 1..=400.
 const MAX_RULES_PAGE_SIZE: i32 = 400;
+/// ELBv2 DescribeTags takes at most 20 resource ARNs.
+const MAX_ELB_TAG_ARNS: usize = 20;
+/// ListSecrets returns at most 100 secrets per page.
+const MAX_SECRETS_PAGE_SIZE: i32 = 100;
 /// Longest connect before an attempt counts as failed; an unreachable endpoint should fail fast.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// SSM's limit on a command comment.
@@ -173,6 +178,59 @@ impl AwsCloud {
                     format!("target group {name} was reported as existing but is not listed"),
                 )
             })
+    }
+}
+
+impl AwsCloud {
+    /// The tags of ELBv2 resources, 20 ARNs per DescribeTags call (the API's limit).
+    async fn elb_tags_of(&self, arns: &[String]) -> CloudResult<BTreeMap<String, Tags>> {
+        let mut out = BTreeMap::new();
+        for chunk in arns.chunks(MAX_ELB_TAG_ARNS) {
+            let output = call(
+                "elbv2",
+                "DescribeTags",
+                self.elb
+                    .describe_tags()
+                    .set_resource_arns(Some(chunk.to_vec()))
+                    .send(),
+            )
+            .await?;
+            for description in output.tag_descriptions() {
+                let Some(arn) = description.resource_arn() else {
+                    continue;
+                };
+                let tags: Tags = description
+                    .tags()
+                    .iter()
+                    .filter_map(|t| {
+                        Some((
+                            t.key()?.to_string(),
+                            t.value().unwrap_or_default().to_string(),
+                        ))
+                    })
+                    .collect();
+                out.insert(arn.to_string(), tags);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keeps the (arn, name) pairs whose tags say they belong to this pool.
+    async fn only_ours(&self, found: Vec<(String, String)>) -> CloudResult<Vec<PoolResource>> {
+        let arns: Vec<String> = found.iter().map(|(arn, _)| arn.clone()).collect();
+        let mut tags = self.elb_tags_of(&arns).await?;
+        Ok(found
+            .into_iter()
+            .filter_map(|(arn, name)| {
+                let tags = tags.remove(&arn)?;
+                (tags.get(tags::POOL) == Some(&self.config.pool)).then_some(PoolResource {
+                    arn,
+                    name,
+                    created_at: None,
+                    tags,
+                })
+            })
+            .collect())
     }
 }
 
@@ -1161,6 +1219,106 @@ impl Cloud for AwsCloud {
             Err(err) if err.kind == CloudErrorKind::NotFound => Ok(()),
             Err(err) => Err(with_context(err, format!("deleting rule {rule_arn}"))),
         }
+    }
+
+    async fn list_pool_target_groups(&self) -> CloudResult<Vec<PoolResource>> {
+        let mut found = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = call(
+                "elbv2",
+                "DescribeTargetGroups",
+                self.elb
+                    .describe_target_groups()
+                    .page_size(self.page_size.min(MAX_RULES_PAGE_SIZE))
+                    .set_marker(marker.clone())
+                    .send(),
+            )
+            .await
+            .map_err(|err| with_context(err, "listing target groups"))?;
+            for group in page.target_groups() {
+                if let (Some(arn), Some(name)) = (group.target_group_arn(), group.target_group_name())
+                {
+                    found.push((arn.to_string(), name.to_string()));
+                }
+            }
+            marker = next_page("DescribeTargetGroups", marker, page.next_marker())?;
+            if marker.is_none() {
+                break;
+            }
+        }
+        self.only_ours(found).await
+    }
+
+    async fn list_pool_rules(&self, listener_arn: &str) -> CloudResult<Vec<PoolResource>> {
+        let found = self
+            .describe_rules(listener_arn)
+            .await?
+            .into_iter()
+            // The default rule has no priority and is never ours.
+            .filter(|rule| rule.priority.is_some())
+            .map(|rule| {
+                let path = rule.path_patterns.first().cloned().unwrap_or_default();
+                (rule.arn, path)
+            })
+            .collect();
+        self.only_ours(found).await
+    }
+
+    async fn list_pool_secrets(&self) -> CloudResult<Vec<PoolResource>> {
+        use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = call(
+                "secretsmanager",
+                "ListSecrets",
+                self.secrets
+                    .list_secrets()
+                    .filters(
+                        Filter::builder()
+                            .key(FilterNameStringType::TagKey)
+                            .values(tags::POOL)
+                            .build(),
+                    )
+                    .filters(
+                        Filter::builder()
+                            .key(FilterNameStringType::TagValue)
+                            .values(&self.config.pool)
+                            .build(),
+                    )
+                    .max_results(MAX_SECRETS_PAGE_SIZE.min(self.page_size))
+                    .set_next_token(token.clone())
+                    .send(),
+            )
+            .await
+            .map_err(|err| with_context(err, "listing secrets"))?;
+            for entry in page.secret_list() {
+                let tags: Tags = entry
+                    .tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+                    .collect();
+                // The two filters match the key and the value independently; check the pair.
+                if tags.get(tags::POOL) != Some(&self.config.pool) {
+                    continue;
+                }
+                let (Some(arn), Some(name)) = (entry.arn(), entry.name()) else {
+                    continue;
+                };
+                out.push(PoolResource {
+                    arn: arn.to_string(),
+                    name: name.to_string(),
+                    created_at: entry.created_date().and_then(|d| d.to_millis().ok()),
+                    tags,
+                });
+            }
+            token = next_page("ListSecrets", token, page.next_token())?;
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -7,7 +7,7 @@
 
 use super::{
     Cloud, CloudError, CloudErrorKind, CloudInstance, CloudResult, CommandStatus, LaunchRequest,
-    Lifecycle, RuleInfo, Tags, tags,
+    Lifecycle, PoolResource, RuleInfo, Tags, tags,
 };
 use crate::model::{InstanceId, InstanceStatus, Millis};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -39,6 +39,7 @@ pub struct FakeSecret {
     pub arn: String,
     pub value: String,
     pub tags: Tags,
+    pub created_at: Millis,
 }
 
 #[derive(Debug, Clone)]
@@ -247,6 +248,10 @@ impl FakeCloud {
         }
     }
 
+    fn is_ours(&self, tags: &Tags) -> bool {
+        tags.get(tags::POOL) == Some(&self.pool)
+    }
+
     fn instance_arn(&self, id: &str) -> String {
         format!("arn:aws:ec2:{}:123456789012:instance/{id}", self.region)
     }
@@ -450,6 +455,7 @@ impl Cloud for FakeCloud {
     async fn put_secret(&self, name: &str, value: &str, new_tags: &Tags) -> CloudResult<String> {
         let mut state = self.enter("PutSecret")?;
         let region = self.region.clone();
+        let created_at = state.now;
         let secret = state
             .secrets
             .entry(name.to_string())
@@ -457,6 +463,7 @@ impl Cloud for FakeCloud {
                 arn: format!("arn:aws:secretsmanager:{region}:123456789012:secret:{name}-AbCdEf"),
                 value: String::new(),
                 tags: Tags::new(),
+                created_at,
             });
         secret.value = value.to_string();
         secret.tags.extend(new_tags.clone());
@@ -644,5 +651,50 @@ impl Cloud for FakeCloud {
         let mut state = self.enter("DeleteRule")?;
         state.rules.remove(rule_arn);
         Ok(())
+    }
+
+    async fn list_pool_target_groups(&self) -> CloudResult<Vec<PoolResource>> {
+        let state = self.enter("DescribeTargetGroups")?;
+        Ok(state
+            .target_groups
+            .values()
+            .filter(|t| self.is_ours(&t.tags))
+            .map(|t| PoolResource {
+                arn: t.arn.clone(),
+                name: t.name.clone(),
+                created_at: None,
+                tags: t.tags.clone(),
+            })
+            .collect())
+    }
+
+    async fn list_pool_rules(&self, listener_arn: &str) -> CloudResult<Vec<PoolResource>> {
+        let state = self.enter("DescribeRules")?;
+        Ok(state
+            .rules
+            .values()
+            .filter(|r| r.listener_arn == listener_arn && self.is_ours(&r.tags))
+            .map(|r| PoolResource {
+                arn: r.arn.clone(),
+                name: r.path_pattern.clone(),
+                created_at: None,
+                tags: r.tags.clone(),
+            })
+            .collect())
+    }
+
+    async fn list_pool_secrets(&self) -> CloudResult<Vec<PoolResource>> {
+        let state = self.enter("ListSecrets")?;
+        Ok(state
+            .secrets
+            .iter()
+            .filter(|(_, s)| self.is_ours(&s.tags))
+            .map(|(name, s)| PoolResource {
+                arn: s.arn.clone(),
+                name: name.clone(),
+                created_at: Some(s.created_at),
+                tags: s.tags.clone(),
+            })
+            .collect())
     }
 }

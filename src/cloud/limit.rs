@@ -11,7 +11,9 @@
 //!
 //! Time comes from tokio's clock, so the buckets follow a paused test clock too.
 
-use super::{Cloud, CloudInstance, CloudResult, CommandStatus, LaunchRequest, RuleInfo, Tags};
+use super::{
+    Cloud, CloudInstance, CloudResult, CommandStatus, LaunchRequest, PoolResource, RuleInfo, Tags,
+};
 use crate::model::InstanceId;
 use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
@@ -448,6 +450,21 @@ impl Cloud for Limited {
     async fn delete_rule(&self, rule_arn: &str) -> CloudResult<()> {
         self.acquire("DeleteRule", 1).await;
         self.inner.delete_rule(rule_arn).await
+    }
+
+    async fn list_pool_target_groups(&self) -> CloudResult<Vec<PoolResource>> {
+        self.acquire("DescribeTargetGroups", 1).await;
+        self.inner.list_pool_target_groups().await
+    }
+
+    async fn list_pool_rules(&self, listener_arn: &str) -> CloudResult<Vec<PoolResource>> {
+        self.acquire("DescribeRules", 1).await;
+        self.inner.list_pool_rules(listener_arn).await
+    }
+
+    async fn list_pool_secrets(&self) -> CloudResult<Vec<PoolResource>> {
+        self.acquire("ListSecrets", 1).await;
+        self.inner.list_pool_secrets().await
     }
 }
 

@@ -165,6 +165,17 @@ pub struct RuleInfo {
 /// Tags to put on a resource, as ordered key/value pairs.
 pub type Tags = BTreeMap<String, String>;
 
+/// A target group, rule or secret tagged for this pool, as the orphan sweep sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolResource {
+    pub arn: String,
+    /// The target group's or secret's name; a rule's path pattern.
+    pub name: String,
+    /// When AWS says it was created, if it says (secrets do; target groups and rules do not).
+    pub created_at: Option<Millis>,
+    pub tags: Tags,
+}
+
 /// The capability to run spotpool's pool on a cloud. See the module docs for the shared contract.
 #[async_trait::async_trait]
 pub trait Cloud: Send + Sync + 'static {
@@ -263,6 +274,18 @@ pub trait Cloud: Send + Sync + 'static {
 
     /// Deletes a rule. A missing rule counts as success.
     async fn delete_rule(&self, rule_arn: &str) -> CloudResult<()>;
+
+    // --- Listings for the orphan sweep -----------------------------------------------------
+
+    /// Every target group tagged `spotpool:pool=<pool>` (DescribeTargetGroups, DescribeTags).
+    async fn list_pool_target_groups(&self) -> CloudResult<Vec<PoolResource>>;
+
+    /// Every rule of the listener tagged `spotpool:pool=<pool>` (DescribeRules, DescribeTags);
+    /// `name` is the first path pattern. Rules of anyone else are never listed.
+    async fn list_pool_rules(&self, listener_arn: &str) -> CloudResult<Vec<PoolResource>>;
+
+    /// Every secret tagged `spotpool:pool=<pool>` (ListSecrets filtered by tag).
+    async fn list_pool_secrets(&self) -> CloudResult<Vec<PoolResource>>;
 }
 
 /// Tag keys and fixed values. The seed's names (`Name`, `Status`, `UserId`) are kept so its

@@ -8,7 +8,7 @@
 use crate::world::World;
 use spotpool::cloud::fake::FakeCloud;
 use spotpool::cloud::{
-    Cloud, CloudInstance, CloudResult, CommandStatus, LaunchRequest, RuleInfo, Tags,
+    Cloud, CloudInstance, CloudResult, CommandStatus, LaunchRequest, PoolResource, RuleInfo, Tags,
 };
 use spotpool::model::{InstanceId, InstanceStatus, UserState};
 use spotpool::reconcile::{Clock, Health, Outcome, Reconciler};
@@ -156,6 +156,15 @@ impl Cloud for Crashing {
     }
     async fn delete_rule(&self, rule_arn: &str) -> CloudResult<()> {
         forward!(self.delete_rule(rule_arn))
+    }
+    async fn list_pool_target_groups(&self) -> CloudResult<Vec<PoolResource>> {
+        forward!(self.list_pool_target_groups())
+    }
+    async fn list_pool_rules(&self, listener_arn: &str) -> CloudResult<Vec<PoolResource>> {
+        forward!(self.list_pool_rules(listener_arn))
+    }
+    async fn list_pool_secrets(&self) -> CloudResult<Vec<PoolResource>> {
+        forward!(self.list_pool_secrets())
     }
 }
 
