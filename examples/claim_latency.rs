@@ -27,26 +27,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 /// `spotpool_aws_calls_total` by operation, summed over services and outcomes.
 fn aws_calls(metrics: &str) -> BTreeMap<String, f64> {
-    let mut calls = BTreeMap::new();
-    for line in metrics
-        .lines()
-        .filter(|l| l.starts_with("spotpool_aws_calls_total{"))
-    {
-        let Some(operation) = line
-            .split("operation=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-        else {
-            continue;
-        };
-        let value: f64 = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        *calls.entry(operation.to_string()).or_default() += value;
-    }
-    calls
+    daemon::counter_by(metrics, "spotpool_aws_calls_total", "operation")
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

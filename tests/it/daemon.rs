@@ -3,6 +3,7 @@
 
 use crate::support::infra::Infra;
 use crate::support::moto::Moto;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -277,4 +278,34 @@ impl Drop for Daemon {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// The samples of the metric `name` in a Prometheus text page: each series' labels and value.
+pub fn samples(metrics: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    let prefix = format!("{name}{{");
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let (labels, value) = line.strip_prefix(&prefix)?.rsplit_once("} ")?;
+            let labels = labels
+                .split(',')
+                .filter_map(|pair| {
+                    let (key, value) = pair.split_once('=')?;
+                    Some((key.to_string(), value.trim_matches('"').to_string()))
+                })
+                .collect();
+            Some((labels, value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The counter `name` summed by the value of its label `label`.
+pub fn counter_by(metrics: &str, name: &str, label: &str) -> BTreeMap<String, f64> {
+    let mut sums = BTreeMap::new();
+    for (labels, value) in samples(metrics, name) {
+        if let Some(key) = labels.get(label) {
+            *sums.entry(key.clone()).or_default() += value;
+        }
+    }
+    sums
 }

@@ -3,6 +3,8 @@
 //! - `reconcile`: the reconciler, API and store over the in-memory fake cloud (`world`).
 //! - `aws_adapter`: `AwsCloud` against moto through the real SDK path.
 //! - `e2e`: moto, the minimal infrastructure and the real `spotpool` binary (`daemon`).
+//! - `fault_proxy`: the same, with a proxy in front of moto that answers a share of the calls
+//!   with throttling errors and 500s.
 //! - `terraform`: the example root applied against moto with Terraform, the real binary started
 //!   from its outputs, and `terraform destroy`.
 
@@ -10,6 +12,7 @@ mod aws_adapter;
 mod crash;
 mod daemon;
 mod e2e;
+mod fault_proxy;
 mod reconcile;
 mod support;
 mod terraform;

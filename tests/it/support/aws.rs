@@ -1,0 +1,256 @@
+//! The AWS API as the tests see it: a client straight to moto (never through a fault proxy) and
+//! the checks that the daemon's resources in AWS are exactly those of its users.
+
+use std::collections::{HashMap, HashSet};
+
+/// EC2, ELBv2 and Secrets Manager clients for checking what the daemon did.
+pub struct Aws {
+    pub ec2: aws_sdk_ec2::Client,
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
+}
+
+impl Aws {
+    pub fn new(sdk: &aws_config::SdkConfig) -> Aws {
+        Aws {
+            ec2: aws_sdk_ec2::Client::new(sdk),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(sdk),
+            secrets: aws_sdk_secretsmanager::Client::new(sdk),
+        }
+    }
+
+    pub async fn instance_tags_and_state(&self, id: &str) -> (HashMap<String, String>, String) {
+        let out = self
+            .ec2
+            .describe_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .unwrap();
+        let instance = &out.reservations()[0].instances()[0];
+        let tags = tag_map(instance.tags().iter().map(|t| (t.key(), t.value())));
+        let state = instance
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string())
+            .unwrap_or_default();
+        (tags, state)
+    }
+
+    pub async fn target_group_arn(&self, name: &str) -> Option<String> {
+        match self.elb.describe_target_groups().names(name).send().await {
+            Ok(out) => out
+                .target_groups()
+                .first()
+                .and_then(|g| g.target_group_arn())
+                .map(String::from),
+            Err(_) => None,
+        }
+    }
+
+    pub async fn targets(&self, group_arn: &str) -> Vec<String> {
+        let out = self
+            .elb
+            .describe_target_health()
+            .target_group_arn(group_arn)
+            .send()
+            .await
+            .unwrap();
+        out.target_health_descriptions()
+            .iter()
+            .filter_map(|d| d.target().and_then(|t| t.id()).map(String::from))
+            .collect()
+    }
+
+    /// (path patterns, forwarded target groups) of every non-default rule on the listener.
+    pub async fn rules(&self, listener: &str) -> Vec<(Vec<String>, Vec<String>)> {
+        let out = self
+            .elb
+            .describe_rules()
+            .listener_arn(listener)
+            .send()
+            .await
+            .unwrap();
+        out.rules()
+            .iter()
+            .filter(|r| !r.is_default().unwrap_or(false))
+            .map(|r| {
+                let paths = r
+                    .conditions()
+                    .iter()
+                    .flat_map(|c| {
+                        let mut values: Vec<String> = c.values().to_vec();
+                        if let Some(config) = c.path_pattern_config() {
+                            values.extend(config.values().iter().cloned());
+                        }
+                        values
+                    })
+                    .collect();
+                let groups = r
+                    .actions()
+                    .iter()
+                    .filter_map(|a| a.target_group_arn().map(String::from))
+                    .collect();
+                (paths, groups)
+            })
+            .collect()
+    }
+
+    pub async fn secret(&self, name: &str) -> Option<(String, HashMap<String, String>)> {
+        let value = self
+            .secrets
+            .get_secret_value()
+            .secret_id(name)
+            .send()
+            .await
+            .ok()?;
+        let described = self
+            .secrets
+            .describe_secret()
+            .secret_id(name)
+            .send()
+            .await
+            .ok()?;
+        let tags = tag_map(described.tags().iter().map(|t| (t.key(), t.value())));
+        Some((value.secret_string().unwrap_or_default().to_string(), tags))
+    }
+}
+
+impl Aws {
+    /// Asserts, through the AWS API, that the pool's resources are exactly those of the `ready`
+    /// users (user id to instance document), and returns the number of spares:
+    /// - each user holds one live instance tagged `Status=assigned` and `UserId=<user>`, the one
+    ///   the API names; no instance serves two users; every other live instance of the pool is a
+    ///   spare (`available` or `initializing`) tagged with no user;
+    /// - each user has the target group `sp-<route>` with only their instance registered, and a
+    ///   rule `/<route>/*` on `listener`; there is no other target group or rule;
+    /// - each user has the secret `openclaw/<user>`, and no other `openclaw/` secret exists.
+    ///
+    /// `context` (e.g. a seed) goes in every failure message.
+    pub async fn assert_resources_match_users(
+        &self,
+        listener: &str,
+        ready: &HashMap<String, serde_json::Value>,
+        context: &str,
+    ) -> usize {
+        let instances = self
+            .ec2
+            .describe_instances()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag:spotpool:pool")
+                    .values("spotpool")
+                    .build(),
+            )
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("instance-state-name")
+                    .values("pending")
+                    .values("running")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let mut holders: HashMap<String, String> = HashMap::new();
+        let mut spares = 0;
+        for instance in instances.reservations().iter().flat_map(|r| r.instances()) {
+            let id = instance.instance_id().unwrap().to_string();
+            let tags = tag_map(instance.tags().iter().map(|t| (t.key(), t.value())));
+            let user = tags.get("UserId").cloned();
+            match tags.get("Status").map(String::as_str) {
+                Some("assigned") => {
+                    let user = user.expect("an assigned instance names its user");
+                    let Some(doc) = ready.get(&user) else {
+                        panic!("instance {id} is held by {user:?}, who is not ready ({context})");
+                    };
+                    assert_eq!(doc["instance_id"], id, "{user}'s instance ({context})");
+                    assert!(
+                        !holders.values().any(|holder| *holder == user),
+                        "{user} holds two instances ({context})"
+                    );
+                    assert!(holders.insert(id, user).is_none());
+                }
+                Some("available") | Some("initializing") => {
+                    assert_eq!(user, None, "spare {id} is tagged with a user ({context})");
+                    spares += 1;
+                }
+                other => panic!("instance {id} left with Status {other:?} ({context})"),
+            }
+        }
+        assert_eq!(
+            holders.len(),
+            ready.len(),
+            "one instance per ready user: {holders:?} ({context})"
+        );
+
+        let groups = self.elb.describe_target_groups().send().await.unwrap();
+        let group_names: Vec<&str> = groups
+            .target_groups()
+            .iter()
+            .filter_map(|g| g.target_group_name())
+            .collect();
+        let rules = self.rules(listener).await;
+        for (user, doc) in ready {
+            let route = doc["route"].as_str().unwrap();
+            let name = format!("sp-{route}");
+            assert!(
+                group_names.contains(&name.as_str()),
+                "{user}: no target group ({context})"
+            );
+            let arn = self.target_group_arn(&name).await.unwrap();
+            assert_eq!(
+                self.targets(&arn).await,
+                vec![doc["instance_id"].as_str().unwrap().to_string()],
+                "{user}'s targets ({context})"
+            );
+            assert!(
+                rules
+                    .iter()
+                    .any(|(paths, _)| paths.contains(&format!("/{route}/*"))),
+                "{user}: no rule ({context})"
+            );
+            assert!(
+                self.secret(&format!("openclaw/{user}")).await.is_some(),
+                "{user}: no secret ({context})"
+            );
+        }
+        assert_eq!(
+            group_names.len(),
+            ready.len(),
+            "leaked target groups {group_names:?} ({context})"
+        );
+        assert_eq!(
+            rules.len(),
+            ready.len(),
+            "leaked rules {rules:?} ({context})"
+        );
+        let secrets = self.secrets.list_secrets().send().await.unwrap();
+        let secret_names: HashSet<&str> = secrets
+            .secret_list()
+            .iter()
+            .filter_map(|s| s.name())
+            .filter(|name| name.starts_with("openclaw/"))
+            .collect();
+        assert_eq!(
+            secret_names.len(),
+            ready.len(),
+            "leaked secrets {secret_names:?} ({context})"
+        );
+        spares
+    }
+}
+
+/// Any service's tags as a map, from their (key, value) pairs.
+fn tag_map<'a>(
+    pairs: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>,
+) -> HashMap<String, String> {
+    pairs
+        .map(|(key, value)| {
+            (
+                key.unwrap_or_default().to_string(),
+                value.unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
