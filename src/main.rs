@@ -248,6 +248,7 @@ async fn run(config: Config) -> Result<(), String> {
             ready_staleness: (config.reconcile_interval * 3).max(Duration::from_secs(30)),
         }),
         clock,
+        reconciler: Some(reconciler.clone()),
     };
 
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -86,6 +86,8 @@ pub struct PoolInstance {
     pub probe_failed_at: Option<Millis>,
     /// Consecutive passes DescribeInstances did not list it.
     pub missed: u32,
+    /// On-call asked for it to be recycled: its user moves to a fresh instance and it goes.
+    pub recycle: bool,
 }
 
 impl PoolInstance {
@@ -125,6 +127,8 @@ pub enum TerminateReason {
     Stopped,
     /// Still running after an earlier TerminateInstances.
     Retry,
+    /// On-call recycled it.
+    Recycled,
 }
 
 impl TerminateReason {
@@ -136,6 +140,7 @@ impl TerminateReason {
             TerminateReason::UnknownTier => "unknown_tier",
             TerminateReason::Stopped => "stopped",
             TerminateReason::Retry => "retry",
+            TerminateReason::Recycled => "recycled",
         }
     }
 }
@@ -245,6 +250,10 @@ pub fn plan(
             UserState::Provisioning | UserState::Ready => {
                 let view = user.instance.as_ref().and_then(|id| by_id.get(id));
                 match view {
+                    // On-call recycles the instance: the user moves to a fresh one.
+                    Some(i) if i.recycle => actions.push(Action::Recover {
+                        user: user.user.clone(),
+                    }),
                     // An instance on its way out (ours or AWS's) can no longer serve the user.
                     Some(i) if i.is_alive() && i.status != InstanceStatus::Terminating => {
                         if user.state == UserState::Provisioning {
@@ -303,6 +312,13 @@ fn plan_live_instance(
                 reason: TerminateReason::UnknownTier,
             });
         }
+        return;
+    }
+    if instance.recycle && instance.status != InstanceStatus::Terminating {
+        actions.push(Action::Terminate {
+            instance: id(),
+            reason: TerminateReason::Recycled,
+        });
         return;
     }
     match instance.status {

@@ -10,13 +10,17 @@
 //! from the row's recorded resources, falling back to lookups by deterministic name or path for
 //! anything created but not yet recorded.
 
+mod repair;
+
+pub use repair::{Orphan, OrphanKind, RepairReport};
+
 use crate::cloud::{Cloud, CloudError, CloudErrorKind, CommandStatus, LaunchRequest, Tags, tags};
 use crate::commands::{self, ContainerSpec};
 use crate::model::{ClaimStep, InstanceId, InstanceStatus, Millis, UserId, UserState};
 use crate::plan::{
     self, Action, Conditions, Market, Policy, PoolInstance, TerminateReason, UserIntent,
 };
-use crate::store::{InstanceRecord, PendingLaunch, Store, StoreError, UserRecord};
+use crate::store::{InstanceRecord, PendingLaunch, Store, StoreError, TierOverride, UserRecord};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -162,7 +166,17 @@ struct Inner {
     launch_seq: AtomicU64,
     /// Consecutive passes in which AWS throttled an action.
     throttled_passes: AtomicU32,
+    /// One pass at a time: the loop's and on-call's repair never interleave.
+    pass_lock: tokio::sync::Mutex<()>,
     conditions: std::sync::Mutex<ConditionState>,
+}
+
+/// One pass's plan: the actions, whether work is in flight, and how many launch redos AWS
+/// throttled on the way.
+struct Planned {
+    actions: Vec<Action>,
+    in_flight: bool,
+    throttled: usize,
 }
 
 /// A launch that keeps failing with retryable errors is redone this many times with its token;
@@ -199,6 +213,7 @@ impl Reconciler {
                 health,
                 launch_seq: AtomicU64::new(0),
                 throttled_passes: AtomicU32::new(0),
+                pass_lock: tokio::sync::Mutex::new(()),
                 conditions: std::sync::Mutex::new(ConditionState::default()),
             }),
         }
@@ -238,6 +253,7 @@ impl Reconciler {
 
     /// One pass: observe the cloud, merge it into the ledger, plan, and execute the actions.
     pub async fn reconcile_once(&self) -> Result<Outcome, ReconcileError> {
+        let _turn = self.inner.pass_lock.lock().await;
         let started = Instant::now();
         let result = self.pass().await;
         let outcome = match &result {
@@ -257,7 +273,10 @@ impl Reconciler {
         result
     }
 
-    async fn pass(&self) -> Result<Outcome, ReconcileError> {
+    /// Observes the cloud, merges it into the ledger and plans. A dry run redoes no launch (it
+    /// only counts the pending ones) and changes nothing in the cloud; it still updates the
+    /// ledger from the listing, which is bookkeeping, not action.
+    async fn observe_and_plan(&self, dry_run: bool) -> Result<Planned, ReconcileError> {
         let inner = &self.inner;
         let observed = inner
             .cloud
@@ -265,7 +284,13 @@ impl Reconciler {
             .await
             .map_err(ReconcileError::Observe)?;
         let now = (inner.clock)();
-        let (launching, throttled_redos) = self.finish_launches(now).await?;
+        let (launching, throttled) = if dry_run {
+            let pending = inner.store.list_launches().await?;
+            (pending.into_iter().map(|l| l.tier).collect(), 0)
+        } else {
+            self.finish_launches(now).await?
+        };
+        let (policy, paused) = self.effective_policy().await?;
         let ledger = self.sync_ledger(&observed, now).await?;
         let lifecycles: HashMap<&InstanceId, _> =
             observed.iter().map(|i| (&i.id, i.lifecycle)).collect();
@@ -284,6 +309,7 @@ impl Reconciler {
                     .map(|c| (c, r.probe_sent_at.unwrap_or(now))),
                 probe_failed_at: r.probe_failed_at,
                 missed: r.missed_observations,
+                recycle: r.recycle_requested_at.is_some(),
             })
             .collect();
         let users = inner.store.list_users().await?;
@@ -298,10 +324,11 @@ impl Reconciler {
                 tearing_down: u.teardown.is_some(),
             })
             .collect();
-        export_gauges(&ledger, &users, &inner.config.policy);
+        export_gauges(&ledger, &users, &policy);
 
-        let conditions = self.conditions().snapshot(now);
-        let mut actions = plan::plan(&intents, &instances, now, &inner.config.policy, &conditions);
+        let mut conditions = self.conditions().snapshot(now);
+        conditions.launch_blocked.extend(paused);
+        let mut actions = plan::plan(&intents, &instances, now, &policy, &conditions);
         actions.retain(|a| !matches!(a, Action::Launch { tier, .. } if launching.contains(tier)));
         // Work in flight brings the next pass sooner: actions, instances on their way in or out,
         // and instances missing from the last listing (to confirm or clear the miss).
@@ -314,6 +341,28 @@ impl Reconciler {
                         InstanceStatus::Initializing | InstanceStatus::Terminating
                     )
             });
+        Ok(Planned {
+            actions,
+            in_flight,
+            throttled,
+        })
+    }
+
+    /// The configured policy with on-call's overrides (`PUT /v1/admin/pool/{tier}`) applied,
+    /// and the tiers on-call paused.
+    pub async fn effective_policy(&self) -> Result<(Policy, Vec<String>), StoreError> {
+        let mut policy = self.inner.config.policy.clone();
+        let overrides = self.inner.store.tier_overrides().await?;
+        let paused = apply_overrides(&mut policy.tiers, &overrides);
+        Ok((policy, paused))
+    }
+
+    async fn pass(&self) -> Result<Outcome, ReconcileError> {
+        let inner = &self.inner;
+        let planned = self.observe_and_plan(false).await?;
+        let in_flight = planned.in_flight;
+        let throttled_redos = planned.throttled;
+        let actions = planned.actions;
         let throttled = throttled_redos + self.execute(actions).await;
         // A pass that AWS throttled backs off (doubling up to a minute) before the next one, on
         // top of the client-side buckets: retries can never pile up into a storm.
@@ -1425,6 +1474,27 @@ fn lowest_free_priority(used: &[u32]) -> u32 {
 }
 
 /// Delay after `failures` consecutive failed passes: 1 s doubling, capped at 60 s.
+/// Applies on-call's tier overrides to configured tiers; returns the paused tiers. Overrides of
+/// tiers no longer configured are ignored.
+pub fn apply_overrides(tiers: &mut [plan::TierPolicy], overrides: &[TierOverride]) -> Vec<String> {
+    let mut paused = Vec::new();
+    for o in overrides {
+        let Some(tier) = tiers.iter_mut().find(|t| t.name == o.tier) else {
+            continue;
+        };
+        if let Some(spare_count) = o.spare_count {
+            tier.spare_count = spare_count;
+        }
+        if let Some(max_instances) = o.max_instances {
+            tier.max_instances = max_instances;
+        }
+        if o.paused {
+            paused.push(o.tier.clone());
+        }
+    }
+    paused
+}
+
 /// The delay after the `streak`-th consecutive throttled pass: the poll interval doubled per
 /// pass (at least 1 s), at most a minute.
 pub fn throttle_backoff(poll_interval: Duration, streak: u32) -> Duration {

@@ -4,13 +4,14 @@
 //! secret vault (secret values must not pass through the store). Handlers write desired state to
 //! the store and wake the reconciler; they never wait for cloud work to finish.
 
+mod admin;
 pub mod openapi;
 mod pool;
 mod users;
 
 use crate::config::SecretString;
 use crate::plan::TierPolicy;
-use crate::reconcile::{Clock, Health};
+use crate::reconcile::{Clock, Health, Reconciler};
 use crate::store::Store;
 use crate::vault::SecretVault;
 use axum::extract::{MatchedPath, Request, State};
@@ -41,6 +42,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     pub settings: Arc<ApiSettings>,
     pub clock: Clock,
+    /// For `POST /v1/admin/repair`; it refuses unless this process runs the reconciler.
+    pub reconciler: Option<Reconciler>,
 }
 
 pub struct ApiSettings {
@@ -135,6 +138,15 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
             state.clone(),
             require_service_scope,
         ));
+    let admin = OpenApiRouter::new()
+        .routes(routes!(admin::repair))
+        .routes(routes!(admin::set_tier))
+        .routes(routes!(admin::recycle_instance))
+        .routes(routes!(admin::audit_log))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_admin_scope,
+        ));
     let public = OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
@@ -142,6 +154,7 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(openapi::openapi_json));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(service)
+        .merge(admin)
         .merge(public)
 }
 
@@ -217,6 +230,23 @@ async fn require_service_scope(
 ) -> Response {
     match scope_of(&state.settings, &request) {
         Ok(_) => next.run(request).await,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn require_admin_scope(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match scope_of(&state.settings, &request) {
+        Ok(Scope::Admin) => next.run(request).await,
+        Ok(Scope::Service) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this route needs the admin token; the service token cannot use it",
+        )
+        .into_response(),
         Err(error) => error.into_response(),
     }
 }

@@ -61,6 +61,7 @@ pub const SECRET_VALUE_PATTERN: &str = "^[^\\r\\n\\x00]*$";
     tags(
         (name = "users", description = "A user's instance: desired state, written by the web backend."),
         (name = "pool", description = "The warm pool, for on-call."),
+        (name = "admin", description = "On-call's repair, tier sizing and recycling. Admin token only (the service token gets 403); every call is audited."),
         (name = "operations", description = "Health, readiness, metrics and this document. No token."),
     ),
 )]
@@ -102,7 +103,9 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable code: `unauthorized`, `invalid_user_id`, `invalid_body`, `invalid_secrets`,
     /// `unknown_tier`, `not_found`, `user_deleting`, `tier_mismatch`, `secret_being_deleted`,
-    /// `conflict`, `method_not_allowed`, `cloud_unavailable`, `internal`.
+    /// `conflict`, `method_not_allowed`, `cloud_unavailable`, `internal`, and on admin routes
+    /// `forbidden`, `standby`, `invalid_query`, `invalid_actor`, `invalid_tier`,
+    /// `invalid_instance_id`.
     pub code: Cow<'static, str>,
     /// What went wrong, for humans.
     pub message: String,

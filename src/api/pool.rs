@@ -20,6 +20,8 @@ pub struct TierDocument {
     pub spare_target: u32,
     /// Most instances of the tier at once, all statuses.
     pub max_instances: u32,
+    /// On-call paused its launching (`PUT /v1/admin/pool/{tier}`).
+    pub paused: bool,
     /// Instances of the tier by status.
     #[schema(schema_with = status_counts_schema)]
     pub counts: BTreeMap<&'static str, usize>,
@@ -88,9 +90,10 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
                 .map(|i| (i.0.as_str(), u.user_id.as_str()))
         })
         .collect();
-    let tiers = state
-        .settings
-        .tiers
+    let mut effective = state.settings.tiers.clone();
+    let paused =
+        crate::reconcile::apply_overrides(&mut effective, &state.store.tier_overrides().await?);
+    let tiers = effective
         .iter()
         .map(|tier| {
             let of_tier: Vec<_> = instances.iter().filter(|i| i.tier == tier.name).collect();
@@ -102,6 +105,7 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
                 tier: tier.name.clone(),
                 spare_target: tier.spare_count,
                 max_instances: tier.max_instances,
+                paused: paused.contains(&tier.name),
                 counts,
                 queued_users: users
                     .iter()

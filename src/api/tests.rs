@@ -30,6 +30,7 @@ async fn state_with(cloud: Arc<FakeCloud>) -> AppState {
             ready_staleness: Duration::from_secs(30),
         }),
         clock: Arc::new(|| 1_700_000_000_000),
+        reconciler: None,
     }
 }
 
@@ -78,6 +79,34 @@ async fn every_user_route_refuses_missing_and_wrong_tokens() {
             assert!(!body["error"]["message"].as_str().unwrap().is_empty());
         }
     }
+}
+
+#[tokio::test]
+async fn admin_routes_refuse_missing_and_wrong_tokens_and_the_service_token() {
+    let state = state_with(Arc::new(FakeCloud::default())).await;
+    for (method, uri) in [
+        ("POST", "/v1/admin/repair?dry_run=true"),
+        ("PUT", "/v1/admin/pool/default"),
+        ("POST", "/v1/admin/instances/i-0123456789abcdef0/recycle"),
+        ("GET", "/v1/admin/audit"),
+    ] {
+        for token in [None, Some("wrong-token"), Some("")] {
+            let (status, body) = call(&state, method, uri, token, "{}").await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri} {token:?}");
+            assert_eq!(error_code(&body), "unauthorized");
+        }
+        let (status, body) = call(&state, method, uri, Some(SERVICE), "{}").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {uri}");
+        assert_eq!(error_code(&body), "forbidden");
+        let (status, _) = call(&state, method, uri, Some(ADMIN), "{}").await;
+        assert!(
+            status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+            "{method} {uri}: {status}"
+        );
+    }
+    // Refused calls changed nothing and left no audit entry; the admin calls did.
+    let audited = state.store.audit_log(100).await.unwrap();
+    assert!(audited.iter().all(|e| e.actor == "admin"), "{audited:?}");
 }
 
 #[tokio::test]
@@ -418,6 +447,10 @@ async fn every_served_route_is_documented() {
         ("/readyz", "GET"),
         ("/metrics", "GET"),
         ("/openapi.json", "GET"),
+        ("/v1/admin/repair", "POST"),
+        ("/v1/admin/pool/{tier}", "PUT"),
+        ("/v1/admin/instances/{instance_id}/recycle", "POST"),
+        ("/v1/admin/audit", "GET"),
     ] {
         assert!(
             documented.contains(&(path.to_string(), method)),

@@ -13,11 +13,11 @@ use super::{
     Lifecycle, PoolResource, RuleInfo, Tags, tags,
 };
 use crate::model::{InstanceId, InstanceStatus};
-use std::collections::BTreeMap;
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -1237,7 +1237,8 @@ impl Cloud for AwsCloud {
             .await
             .map_err(|err| with_context(err, "listing target groups"))?;
             for group in page.target_groups() {
-                if let (Some(arn), Some(name)) = (group.target_group_arn(), group.target_group_name())
+                if let (Some(arn), Some(name)) =
+                    (group.target_group_arn(), group.target_group_name())
                 {
                     found.push((arn.to_string(), name.to_string()));
                 }

@@ -33,6 +33,7 @@ fn instance(id: &str, status: InstanceStatus) -> PoolInstance {
         probe: None,
         probe_failed_at: None,
         missed: 0,
+        recycle: false,
     }
 }
 
@@ -352,6 +353,7 @@ fn arb_world() -> impl Strategy<Value = (Vec<UserIntent>, Vec<PoolInstance>, u32
                 probe: probing.then(|| (format!("cmd-{n}"), NOW - 1_000)),
                 probe_failed_at: None,
                 missed: (age % 3) as u32,
+                recycle: false,
             })
             .collect();
         let mut free: Vec<InstanceId> = instances.iter().map(|i| i.id.clone()).collect();

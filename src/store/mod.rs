@@ -114,6 +114,9 @@ pub struct InstanceRecord {
     pub last_error: Option<String>,
     /// Consecutive passes in which DescribeInstances did not list it.
     pub missed_observations: u32,
+    /// When on-call asked for it to be recycled. Written only by [`Store::request_recycle`]
+    /// (`put_instance` leaves it alone, so a pass cannot overwrite a request it never read).
+    pub recycle_requested_at: Option<Millis>,
 }
 
 impl InstanceRecord {
@@ -141,6 +144,7 @@ impl InstanceRecord {
             probe_failures: 0,
             last_error: None,
             missed_observations: 0,
+            recycle_requested_at: None,
         }
     }
 }
@@ -154,6 +158,30 @@ pub struct JournalEntry {
     pub user_id: Option<String>,
     pub instance_id: Option<String>,
     pub message: String,
+}
+
+/// On-call's sizing of a tier; `None` keeps the configured value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TierOverride {
+    pub tier: String,
+    pub spare_count: Option<u32>,
+    pub max_instances: Option<u32>,
+    /// No launches while paused; claims go on from the spares there are.
+    pub paused: bool,
+    pub updated_at: Millis,
+    pub updated_by: String,
+}
+
+/// One admin action: who did what to which target, when, and how it ended.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: Millis,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+    pub outcome: String,
 }
 
 /// A RunInstances call that may have happened: redone with the same ClientToken until its
@@ -492,6 +520,106 @@ impl Store {
         Ok(())
     }
 
+    /// Marks an instance for recycling. False if it is unknown or already terminating.
+    pub async fn request_recycle(&self, instance: &InstanceId, now: Millis) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE instances SET recycle_requested_at = $2
+             WHERE instance_id = $1 AND status <> 'terminating'",
+        )
+        .bind(&instance.0)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    // --- admin: tier overrides and the audit log -------------------------------------------
+
+    pub async fn tier_overrides(&self) -> StoreResult<Vec<TierOverride>> {
+        let rows = sqlx::query(
+            "SELECT tier, spare_count, max_instances, paused, updated_at, updated_by
+             FROM tier_overrides ORDER BY tier",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TierOverride {
+                    tier: r.try_get("tier")?,
+                    spare_count: r
+                        .try_get::<Option<i64>, _>("spare_count")?
+                        .map(|n| n as u32),
+                    max_instances: r
+                        .try_get::<Option<i64>, _>("max_instances")?
+                        .map(|n| n as u32),
+                    paused: r.try_get("paused")?,
+                    updated_at: r.try_get("updated_at")?,
+                    updated_by: r.try_get("updated_by")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn put_tier_override(&self, o: &TierOverride) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO tier_overrides (tier, spare_count, max_instances, paused, updated_at, updated_by)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (tier) DO UPDATE SET spare_count = excluded.spare_count,
+                max_instances = excluded.max_instances, paused = excluded.paused,
+                updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+        )
+        .bind(&o.tier)
+        .bind(o.spare_count.map(i64::from))
+        .bind(o.max_instances.map(i64::from))
+        .bind(o.paused)
+        .bind(o.updated_at)
+        .bind(&o.updated_by)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Appends one admin action to the audit log.
+    pub async fn audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, target, detail, outcome)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(entry.at)
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(&entry.target)
+        .bind(&entry.detail)
+        .bind(&entry.outcome)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The newest `limit` audit entries, newest first.
+    pub async fn audit_log(&self, limit: i64) -> StoreResult<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, target, detail, outcome FROM audit_log
+             ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    id: r.try_get("id")?,
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    target: r.try_get("target")?,
+                    detail: r.try_get("detail")?,
+                    outcome: r.try_get("outcome")?,
+                })
+            })
+            .collect()
+    }
+
     // --- launches in flight ----------------------------------------------------------------
 
     /// Records a launch before RunInstances is called (see `migrations/sqlite/0002_launches.sql`).
@@ -673,6 +801,7 @@ fn instance_from_row(row: &SqliteRow) -> StoreResult<InstanceRecord> {
         probe_failures: row.try_get::<i64, _>("probe_failures")? as u32,
         last_error: row.try_get("last_error")?,
         missed_observations: row.try_get::<i64, _>("missed_observations")? as u32,
+        recycle_requested_at: row.try_get("recycle_requested_at")?,
     })
 }
 
@@ -711,6 +840,7 @@ mod tests {
             probe_failures: 0,
             last_error: None,
             missed_observations: 0,
+            recycle_requested_at: None,
         }
     }
 

@@ -8,6 +8,7 @@
 //! - `terraform`: the example root applied against moto with Terraform, the real binary started
 //!   from its outputs, and `terraform destroy`.
 
+mod admin;
 mod aws_adapter;
 mod crash;
 mod daemon;

@@ -165,7 +165,10 @@ impl World {
                 ready_staleness: Duration::from_secs(30),
             }),
             clock,
+            reconciler: Some(reconciler.clone()),
         };
+        // The world's reconciler is the one running passes (the test drives them).
+        state.health.reconciling.store(true, Ordering::Relaxed);
         World {
             store,
             cloud,

@@ -1,0 +1,432 @@
+//! `/v1/admin/*`: on-call's repair, tier sizing and recycling. Admin token only.
+//!
+//! Every action is written to the store's audit log (who, what, when, result) whether it
+//! succeeded or not. "Who" is the `X-Spotpool-Actor` header (the CLI sends `$USER`), or `admin`.
+
+use super::openapi::{ErrorBody, InternalError, Unauthorized};
+use super::{ApiError, AppState};
+use crate::model::InstanceId;
+use crate::reconcile::{RepairReport, apply_overrides};
+use crate::store::{AuditEntry, TierOverride};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::sync::atomic::Ordering;
+
+/// The header naming the person or system behind an admin call, for the audit log.
+pub const ACTOR_HEADER: &str = "x-spotpool-actor";
+
+fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(raw) = headers.get(ACTOR_HEADER) else {
+        return Ok("admin".into());
+    };
+    raw.to_str()
+        .ok()
+        .filter(|s| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+        })
+        .map(str::to_string)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_actor",
+                "X-Spotpool-Actor must be 1-64 letters, digits or - _ . @",
+            )
+        })
+}
+
+async fn audit(
+    state: &AppState,
+    actor: &str,
+    action: &str,
+    target: &str,
+    detail: String,
+    outcome: &str,
+) -> Result<(), ApiError> {
+    let entry = AuditEntry {
+        id: 0,
+        at: (state.clock)(),
+        actor: actor.to_string(),
+        action: action.to_string(),
+        target: target.to_string(),
+        detail,
+        outcome: outcome.to_string(),
+    };
+    tracing::info!(actor, action, target, detail = %entry.detail, outcome, "admin action");
+    state.store.audit(&entry).await?;
+    Ok(())
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RepairQuery {
+    /// Only plan (the default); `false` takes the actions.
+    pub dry_run: Option<bool>,
+}
+
+/// Runs a full reconcile pass plus an orphan sweep, or only plans them.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/repair",
+    tag = "admin",
+    operation_id = "repair",
+    params(RepairQuery),
+    responses(
+        (status = 200, description = "What the pass and the sweep planned or did.", body = RepairReport),
+        (status = 400, description = "`invalid_query` or `invalid_actor`.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: the service token cannot run admin actions.", body = ErrorBody),
+        (status = 409, description = "`standby`: this replica does not run the reconciler.", body = ErrorBody),
+        (status = 500, response = InternalError),
+        (status = 503, description = "`cloud_unavailable`: listing the pool's resources failed; retry later.", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn repair(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<RepairQuery>, QueryRejection>,
+) -> Result<Json<RepairReport>, ApiError> {
+    let actor = actor(&headers)?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let dry_run = query.dry_run.unwrap_or(true);
+    let reconciler = match &state.reconciler {
+        Some(r) if state.health.reconciling.load(Ordering::Relaxed) => r.clone(),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "standby",
+                "this replica does not run the reconciler; call the one that does",
+            ));
+        }
+    };
+    let action = if dry_run { "repair.dry_run" } else { "repair" };
+    match reconciler.repair(dry_run).await {
+        Ok(report) => {
+            let detail = format!(
+                "{} pass actions, {} orphans: {}",
+                report.pass_actions.len(),
+                report.orphans.len(),
+                report
+                    .orphans
+                    .iter()
+                    .map(|o| format!("{} {} {}", o.kind.as_str(), o.id, o.result))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            let failed = report
+                .orphans
+                .iter()
+                .any(|o| o.result.starts_with("failed"))
+                || report.pass_error.is_some();
+            audit(
+                &state,
+                &actor,
+                action,
+                "pool",
+                detail,
+                if failed { "partial" } else { "ok" },
+            )
+            .await?;
+            Ok(Json(report))
+        }
+        Err(error) => {
+            audit(&state, &actor, action, "pool", error.to_string(), "error").await?;
+            Err(ApiError::unavailable(
+                "repair could not list the pool",
+                &error,
+            ))
+        }
+    }
+}
+
+/// A tier's sizing as on-call sets it. Omitted fields keep their current value.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TierUpdate {
+    /// Spares to keep available.
+    #[schema(minimum = 0, maximum = 10000)]
+    pub spare_count: Option<u32>,
+    /// Most instances at once.
+    #[schema(minimum = 1, maximum = 10000)]
+    pub max_instances: Option<u32>,
+    /// `true` stops launching (claims go on from the spares there are); `false` resumes.
+    pub paused: Option<bool>,
+}
+
+/// A tier's effective sizing.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TierSettings {
+    pub tier: String,
+    pub spare_count: u32,
+    pub max_instances: u32,
+    pub paused: bool,
+}
+
+const MAX_TIER_SIZE: u32 = 10_000;
+
+/// Sets a tier's spare count and maximum, and pauses or resumes its launching.
+#[utoipa::path(
+    put,
+    path = "/v1/admin/pool/{tier}",
+    tag = "admin",
+    operation_id = "set_tier",
+    params(("tier" = String, Path, description = "A configured tier.")),
+    request_body = TierUpdate,
+    responses(
+        (status = 200, description = "The tier's effective settings.", body = TierSettings),
+        (status = 400, description = "`invalid_body` or `invalid_actor`.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: the service token cannot run admin actions.", body = ErrorBody),
+        (status = 404, description = "`unknown_tier`.", body = ErrorBody),
+        (status = 500, response = InternalError),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn set_tier(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    tier: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<TierSettings>, ApiError> {
+    let actor = actor(&headers)?;
+    let Path(tier) = tier.map_err(|e| ApiError::bad_request("invalid_tier", e.body_text()))?;
+    let bytes = body.map_err(|e| ApiError::new(e.status(), "invalid_body", e.body_text()))?;
+    let update: TierUpdate = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+    if update.spare_count.is_none() && update.max_instances.is_none() && update.paused.is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "give at least one of spare_count, max_instances, paused",
+        ));
+    }
+    if !state.settings.tiers.iter().any(|t| t.name == tier) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_tier",
+            format!("tier {tier:?} is not configured"),
+        ));
+    }
+    let overrides = state.store.tier_overrides().await?;
+    let mut current = overrides
+        .iter()
+        .find(|o| o.tier == tier)
+        .cloned()
+        .unwrap_or(TierOverride {
+            tier: tier.clone(),
+            spare_count: None,
+            max_instances: None,
+            paused: false,
+            updated_at: 0,
+            updated_by: String::new(),
+        });
+    if let Some(n) = update.spare_count {
+        current.spare_count = Some(n);
+    }
+    if let Some(n) = update.max_instances {
+        current.max_instances = Some(n);
+    }
+    if let Some(p) = update.paused {
+        current.paused = p;
+    }
+    // Check the result, not just the fields: spare ≤ max must hold after the change.
+    let mut tiers = state.settings.tiers.clone();
+    apply_overrides(&mut tiers, std::slice::from_ref(&current));
+    let Some(effective) = tiers.iter().find(|t| t.name == tier) else {
+        return Err(ApiError::internal("tier vanished", &tier));
+    };
+    if effective.max_instances == 0 || effective.max_instances > MAX_TIER_SIZE {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("max_instances must be 1 to {MAX_TIER_SIZE}"),
+        ));
+    }
+    if effective.spare_count > effective.max_instances {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!(
+                "spare_count {} exceeds max_instances {}",
+                effective.spare_count, effective.max_instances
+            ),
+        ));
+    }
+    current.updated_at = (state.clock)();
+    current.updated_by = actor.clone();
+    state.store.put_tier_override(&current).await?;
+    let settings = TierSettings {
+        tier: tier.clone(),
+        spare_count: effective.spare_count,
+        max_instances: effective.max_instances,
+        paused: current.paused,
+    };
+    audit(
+        &state,
+        &actor,
+        "pool.set",
+        &tier,
+        format!(
+            "spare_count={} max_instances={} paused={}",
+            settings.spare_count, settings.max_instances, settings.paused
+        ),
+        "ok",
+    )
+    .await?;
+    state.wake.notify_one();
+    Ok(Json(settings))
+}
+
+/// What a recycle will do.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RecycleAccepted {
+    pub instance_id: String,
+    /// The user who moves to a fresh instance, if the instance serves one.
+    #[schema(required = true)]
+    pub user_id: Option<String>,
+}
+
+/// Moves the instance's user (if any) to a fresh instance, keeping route and secret, and
+/// terminates the instance. The reconciler does it; this answers at once.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/instances/{instance_id}/recycle",
+    tag = "admin",
+    operation_id = "recycle_instance",
+    params(("instance_id" = String, Path, description = "A pool instance id.")),
+    responses(
+        (status = 202, description = "Accepted; the reconciler acts on its next pass.", body = RecycleAccepted),
+        (status = 400, description = "`invalid_instance_id` or `invalid_actor`.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: the service token cannot run admin actions.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such pool instance, or it is already terminating.", body = ErrorBody),
+        (status = 500, response = InternalError),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn recycle_instance(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    instance: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let actor = actor(&headers)?;
+    let Path(raw) =
+        instance.map_err(|e| ApiError::bad_request("invalid_instance_id", e.body_text()))?;
+    let valid = raw.len() <= 32
+        && raw.starts_with("i-")
+        && raw.len() > 2
+        && raw[2..].chars().all(|c| c.is_ascii_hexdigit());
+    if !valid {
+        return Err(ApiError::bad_request(
+            "invalid_instance_id",
+            "an instance id is i- followed by hex digits",
+        ));
+    }
+    let id = InstanceId(raw.clone());
+    if !state.store.request_recycle(&id, (state.clock)()).await? {
+        audit(
+            &state,
+            &actor,
+            "instance.recycle",
+            &raw,
+            String::new(),
+            "not_found",
+        )
+        .await?;
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{raw} is not a pool instance, or it is already terminating"),
+        ));
+    }
+    let user = state
+        .store
+        .list_users()
+        .await?
+        .into_iter()
+        .find(|u| u.instance_id.as_ref() == Some(&id))
+        .map(|u| u.user_id.to_string());
+    let detail = match &user {
+        Some(u) => format!("moving user {u} to a fresh instance"),
+        None => "replacing a spare".into(),
+    };
+    audit(&state, &actor, "instance.recycle", &raw, detail, "accepted").await?;
+    state.wake.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RecycleAccepted {
+            instance_id: raw,
+            user_id: user,
+        }),
+    )
+        .into_response())
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Most entries to return, newest first (1-1000, default 100).
+    pub limit: Option<u32>,
+}
+
+/// One audit log entry.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AuditDocument {
+    pub id: i64,
+    /// RFC 3339.
+    #[schema(format = DateTime)]
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+    pub outcome: String,
+}
+
+/// The newest admin actions.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/audit",
+    tag = "admin",
+    operation_id = "audit_log",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Newest first.", body = Vec<AuditDocument>),
+        (status = 400, description = "`invalid_query`.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: the service token cannot read the audit log.", body = ErrorBody),
+        (status = 500, response = InternalError),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn audit_log(
+    State(state): State<AppState>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Json<Vec<AuditDocument>>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be 1 to 1000",
+        ));
+    }
+    let entries = state.store.audit_log(i64::from(limit)).await?;
+    Ok(Json(
+        entries
+            .into_iter()
+            .map(|e| AuditDocument {
+                id: e.id,
+                at: super::rfc3339(e.at),
+                actor: e.actor,
+                action: e.action,
+                target: e.target,
+                detail: e.detail,
+                outcome: e.outcome,
+            })
+            .collect(),
+    ))
+}

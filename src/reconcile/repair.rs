@@ -1,0 +1,247 @@
+//! On-call's repair: a full pass plus an orphan sweep, planned (dry run) or taken.
+//!
+//! An orphan is a resource tagged for this pool that no desired state accounts for:
+//! - a listener rule or target group whose path or name belongs to no user;
+//! - a secret whose ARN no user row records and whose `UserId` tag names no user;
+//! - an instance tagged with a `UserId` that no user row holds.
+//!
+//! Resources that carry a creation time (instances, secrets) must also be older than the orphan
+//! grace, because a PUT writes the secret a moment before it inserts the user's row. Target
+//! groups and rules have no creation time and need none: the sweep lists the cloud first and
+//! reads the users after, and a claim only creates them for a user whose row already exists, so
+//! a listed one that matches no row read afterwards can only be left over.
+//!
+//! The sweep never touches anything without the pool's tag, and never retries: a failed delete
+//! is reported and the next repair tries again.
+
+use super::{
+    Action, Planned, ReconcileError, Reconciler, StepError, route_path, target_group_name,
+};
+use crate::cloud::{CloudError, PoolResource, tags};
+use crate::model::{InstanceId, InstanceStatus, Millis};
+use std::collections::HashSet;
+
+/// What a repair found and did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct RepairReport {
+    pub dry_run: bool,
+    /// The pass's actions: planned on a dry run, taken otherwise.
+    pub pass_actions: Vec<String>,
+    /// Why the pass failed, if it did (the sweep still runs).
+    #[schema(required = true)]
+    pub pass_error: Option<String>,
+    /// Every orphan found, with what happened to it.
+    pub orphans: Vec<Orphan>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Orphan {
+    pub kind: OrphanKind,
+    /// The instance id or the ARN.
+    pub id: String,
+    /// The target group's or secret's name, the rule's path, or the instance's `UserId` tag.
+    pub name: String,
+    pub reason: String,
+    /// `planned` (dry run), `deleted`, or `failed: <why>`.
+    pub result: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrphanKind {
+    Rule,
+    TargetGroup,
+    Secret,
+    Instance,
+}
+
+impl OrphanKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrphanKind::Rule => "rule",
+            OrphanKind::TargetGroup => "target_group",
+            OrphanKind::Secret => "secret",
+            OrphanKind::Instance => "instance",
+        }
+    }
+}
+
+impl Reconciler {
+    /// Runs a full pass and an orphan sweep; with `dry_run`, only plans both. Holds the pass
+    /// lock throughout, so the loop's own passes wait.
+    pub async fn repair(&self, dry_run: bool) -> Result<RepairReport, ReconcileError> {
+        let _turn = self.inner.pass_lock.lock().await;
+        let mut report = RepairReport {
+            dry_run,
+            pass_actions: Vec::new(),
+            pass_error: None,
+            orphans: Vec::new(),
+        };
+        if dry_run {
+            match self.observe_and_plan(true).await {
+                Ok(Planned { actions, .. }) => report.pass_actions = describe(&actions),
+                Err(error) => report.pass_error = Some(error.to_string()),
+            }
+        } else {
+            match self.observe_and_plan(false).await {
+                Ok(Planned { actions, .. }) => {
+                    report.pass_actions = describe(&actions);
+                    self.execute(actions).await;
+                }
+                Err(error) => report.pass_error = Some(error.to_string()),
+            }
+        }
+        let mut orphans = self.find_orphans().await.map_err(|e| match e {
+            StepError::Cloud(e) => ReconcileError::Observe(e),
+            StepError::Store(e) => ReconcileError::Store(e),
+        })?;
+        for orphan in &mut orphans {
+            orphan.result = if dry_run {
+                "planned".into()
+            } else {
+                match self.delete_orphan(orphan).await {
+                    Ok(()) => "deleted".into(),
+                    Err(error) => format!("failed: {error}"),
+                }
+            };
+        }
+        report.orphans = orphans;
+        Ok(report)
+    }
+
+    /// Lists the pool's resources, then reads the users (in that order; see the module docs)
+    /// and returns what no user accounts for, in deletion order: rules before the target groups
+    /// they point at, instances last.
+    async fn find_orphans(&self) -> Result<Vec<Orphan>, StepError> {
+        let inner = &self.inner;
+        let cloud = &inner.cloud;
+        let mut rules = Vec::new();
+        for listener in &inner.config.listener_arns {
+            rules.extend(cloud.list_pool_rules(listener).await?);
+        }
+        let groups = cloud.list_pool_target_groups().await?;
+        let secrets = cloud.list_pool_secrets().await?;
+        let instances = cloud.describe_pool_instances().await?;
+        let now = (inner.clock)();
+        let grace = inner.config.policy.orphan_grace;
+
+        let users = inner.store.list_users().await?;
+        let user_ids: HashSet<&str> = users.iter().map(|u| u.user_id.as_str()).collect();
+        let paths: HashSet<String> = users.iter().map(|u| route_path(&u.route)).collect();
+        let group_names: HashSet<String> =
+            users.iter().map(|u| target_group_name(&u.route)).collect();
+        let recorded: HashSet<&str> = users
+            .iter()
+            .flat_map(|u| [&u.rule_arn, &u.target_group_arn, &u.secret_arn])
+            .filter_map(|arn| arn.as_deref())
+            .collect();
+        let held: HashSet<&InstanceId> = users
+            .iter()
+            .filter_map(|u| u.instance_id.as_ref())
+            .collect();
+
+        let old_enough = |created: Option<Millis>| created.is_none_or(|at| now - at >= grace);
+        let orphan = |kind, r: &PoolResource, reason: &str| Orphan {
+            kind,
+            id: r.arn.clone(),
+            name: r.name.clone(),
+            reason: reason.to_string(),
+            result: String::new(),
+        };
+        let mut out = Vec::new();
+        for rule in &rules {
+            if !paths.contains(&rule.name) && !recorded.contains(rule.arn.as_str()) {
+                out.push(orphan(OrphanKind::Rule, rule, "no user has this route"));
+            }
+        }
+        for group in &groups {
+            if !group_names.contains(&group.name) && !recorded.contains(group.arn.as_str()) {
+                out.push(orphan(
+                    OrphanKind::TargetGroup,
+                    group,
+                    "no user has this route",
+                ));
+            }
+        }
+        for secret in &secrets {
+            let owner_exists = secret
+                .tags
+                .get(tags::USER_ID)
+                .is_some_and(|u| user_ids.contains(u.as_str()));
+            if !owner_exists
+                && !recorded.contains(secret.arn.as_str())
+                && old_enough(secret.created_at)
+            {
+                out.push(orphan(
+                    OrphanKind::Secret,
+                    secret,
+                    "no user records this secret",
+                ));
+            }
+        }
+        for instance in &instances {
+            let Some(user) = &instance.user_id else {
+                continue;
+            };
+            if !instance.lifecycle.is_gone()
+                && !held.contains(&instance.id)
+                && old_enough(Some(instance.launched_at))
+            {
+                out.push(Orphan {
+                    kind: OrphanKind::Instance,
+                    id: instance.id.0.clone(),
+                    name: user.clone(),
+                    reason: format!("tagged for user {user}, who does not hold it"),
+                    result: String::new(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_orphan(&self, orphan: &Orphan) -> Result<(), StepError> {
+        let inner = &self.inner;
+        let cloud = &inner.cloud;
+        let result: Result<(), CloudError> = match orphan.kind {
+            OrphanKind::Rule => cloud.delete_rule(&orphan.id).await,
+            OrphanKind::TargetGroup => cloud.delete_target_group(&orphan.id).await,
+            OrphanKind::Secret => cloud.delete_secret(&orphan.id).await,
+            OrphanKind::Instance => {
+                let id = InstanceId(orphan.id.clone());
+                let done = cloud.terminate_instances(std::slice::from_ref(&id)).await;
+                if done.is_ok() {
+                    let now = (inner.clock)();
+                    if let Some(mut record) = inner.store.get_instance(&id).await? {
+                        record.status = InstanceStatus::Terminating;
+                        record.status_since = now;
+                        inner.store.put_instance(&record).await?;
+                    }
+                }
+                done
+            }
+        };
+        metrics::counter!("spotpool_orphans_deleted_total", "kind" => orphan.kind.as_str(), "outcome" => if result.is_ok() { "ok" } else { "error" })
+            .increment(1);
+        result?;
+        let now = (inner.clock)();
+        let instance = (orphan.kind == OrphanKind::Instance).then(|| InstanceId(orphan.id.clone()));
+        self.journal(
+            now,
+            "repair.orphan_deleted",
+            None,
+            instance.as_ref(),
+            &format!(
+                "{} {} ({}): {}",
+                orphan.kind.as_str(),
+                orphan.id,
+                orphan.name,
+                orphan.reason
+            ),
+        )
+        .await
+    }
+}
+
+fn describe(actions: &[Action]) -> Vec<String> {
+    actions.iter().map(|a| format!("{a:?}")).collect()
+}

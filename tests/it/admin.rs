@@ -1,0 +1,367 @@
+//! On-call's admin API against the fake: repair with an orphan sweep, tier sizing, recycling,
+//! and the audit log.
+
+use crate::world::{ADMIN_TOKEN, LISTENER, World};
+use axum::http::StatusCode;
+use spotpool::cloud::{Cloud, LaunchRequest, Tags, tags};
+use spotpool::model::{InstanceId, InstanceStatus, UserState};
+use std::collections::BTreeSet;
+
+const SECRET_BODY: &str = r#"{"secrets":{"OPENAI_API_KEY":"sk-test-value-123"}}"#;
+
+fn pool_tags(user: &str) -> Tags {
+    [(tags::POOL, "spotpool"), (tags::USER_ID, user)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+impl World {
+    async fn admin(&self, method: &str, uri: &str, body: &str) -> (StatusCode, serde_json::Value) {
+        self.request(method, uri, Some(ADMIN_TOKEN), body).await
+    }
+}
+
+/// Resources created behind the daemon's back: four tagged for this pool for a user that does
+/// not exist (the orphans), and two without the pool tag (someone else's, never to be touched).
+struct Planted {
+    orphans: BTreeSet<String>,
+    foreign: Vec<String>,
+}
+
+async fn plant(world: &World) -> Planted {
+    let cloud = &world.cloud;
+    let group = cloud
+        .create_target_group("sp-ghost0000ghost000", 8080, &pool_tags("ghost"))
+        .await
+        .unwrap();
+    let rule = cloud
+        .create_rule(
+            LISTENER,
+            4242,
+            "/ghost0000ghost000/*",
+            &group,
+            &pool_tags("ghost"),
+        )
+        .await
+        .unwrap();
+    let secret = cloud
+        .put_secret("openclaw/ghost", "value", &pool_tags("ghost"))
+        .await
+        .unwrap();
+    let instance = cloud
+        .launch_instances(&LaunchRequest {
+            tier: "default".into(),
+            instance_type: "t3.small".into(),
+            subnet_id: "subnet-a".into(),
+            count: 1,
+            client_token: "behind-the-back".into(),
+            spot: true,
+        })
+        .await
+        .unwrap()
+        .remove(0);
+    let mut assigned = pool_tags("ghost");
+    assigned.insert(
+        tags::STATUS.into(),
+        InstanceStatus::Assigned.as_str().into(),
+    );
+    cloud.tag_instance(&instance, &assigned).await.unwrap();
+    let foreign_group = cloud
+        .create_target_group("someone-elses", 80, &Tags::new())
+        .await
+        .unwrap();
+    let foreign_secret = cloud
+        .put_secret("other/app", "value", &Tags::new())
+        .await
+        .unwrap();
+    Planted {
+        orphans: [group, rule, secret, instance.0].into_iter().collect(),
+        foreign: vec![foreign_group, foreign_secret],
+    }
+}
+
+fn ids(report: &serde_json::Value) -> BTreeSet<String> {
+    report["orphans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn results(report: &serde_json::Value) -> BTreeSet<String> {
+    report["orphans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["result"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn repair_lists_exactly_the_orphans_and_deletes_exactly_them() {
+    let world = World::new(1, 10).await;
+    world.run_until_quiet(20).await;
+    let alice = world.ready_user("alice", SECRET_BODY).await;
+    world.ready_user("bob", SECRET_BODY).await;
+    let planted = plant(&world).await;
+    // Older than the orphan grace (the secret's creation date and the instance's launch time).
+    world.advance(world.config.policy.orphan_grace + 1_000);
+    let before = (
+        world.cloud.target_groups().len(),
+        world.cloud.rules().len(),
+        world.cloud.secrets().len(),
+        world.cloud.live_instances().len(),
+    );
+
+    let (status, dry) = world
+        .admin("POST", "/v1/admin/repair?dry_run=true", "")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{dry}");
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(ids(&dry), planted.orphans, "{dry}");
+    assert_eq!(results(&dry), BTreeSet::from(["planned".to_string()]));
+    let after_dry = (
+        world.cloud.target_groups().len(),
+        world.cloud.rules().len(),
+        world.cloud.secrets().len(),
+        world.cloud.live_instances().len(),
+    );
+    assert_eq!(before, after_dry, "a dry run changes nothing");
+
+    let (status, real) = world
+        .request(
+            "POST",
+            "/v1/admin/repair?dry_run=false",
+            Some(ADMIN_TOKEN),
+            "",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{real}");
+    assert_eq!(ids(&real), planted.orphans, "{real}");
+    assert_eq!(results(&real), BTreeSet::from(["deleted".to_string()]));
+
+    // Exactly the orphans are gone; everyone else's resources and both users are intact.
+    let groups: Vec<String> = world
+        .cloud
+        .target_groups()
+        .into_iter()
+        .map(|t| t.arn)
+        .collect();
+    let rules: Vec<String> = world.cloud.rules().into_iter().map(|r| r.arn).collect();
+    let secrets: Vec<String> = world
+        .cloud
+        .secrets()
+        .into_iter()
+        .map(|(_, s)| s.arn)
+        .collect();
+    for orphan in &planted.orphans {
+        assert!(!groups.contains(orphan) && !rules.contains(orphan) && !secrets.contains(orphan));
+    }
+    let ghost_instance = planted
+        .orphans
+        .iter()
+        .find(|id| id.starts_with("i-"))
+        .unwrap();
+    assert!(
+        world
+            .cloud
+            .live_instances()
+            .iter()
+            .all(|i| &i.id.0 != ghost_instance)
+    );
+    for foreign in &planted.foreign {
+        assert!(
+            groups.contains(foreign) || secrets.contains(foreign),
+            "{foreign}"
+        );
+    }
+    assert_eq!(groups.len(), 2 + 1, "alice's, bob's and the foreign group");
+    assert_eq!(rules.len(), 2);
+    assert_eq!(secrets.len(), 2 + 1);
+    for user in ["alice", "bob"] {
+        assert_eq!(world.user_state(user).await, Some(UserState::Ready));
+    }
+    let alice_instance = InstanceId(alice["instance_id"].as_str().unwrap().to_string());
+    assert!(world.cloud.instance(&alice_instance).is_some());
+
+    // A second sweep finds nothing: the repair converged.
+    let (_, again) = world
+        .admin("POST", "/v1/admin/repair?dry_run=true", "")
+        .await;
+    assert!(ids(&again).is_empty(), "{again}");
+    world.run_until_quiet(20).await;
+    // The foreign resources were never the pool's business; with them removed, the pool's
+    // own accounting is exact.
+    world
+        .cloud
+        .delete_target_group(&planted.foreign[0])
+        .await
+        .unwrap();
+    world
+        .cloud
+        .delete_secret(&planted.foreign[1])
+        .await
+        .unwrap();
+    world.assert_no_leaks().await;
+
+    // Every admin call is in the audit log, newest first, with its outcome.
+    let (status, audit) = world.admin("GET", "/v1/admin/audit", "").await;
+    assert_eq!(status, StatusCode::OK);
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["repair.dry_run", "repair", "repair.dry_run"]);
+    assert!(audit[1]["detail"].as_str().unwrap().contains("4 orphans"));
+}
+
+#[tokio::test]
+async fn orphans_younger_than_the_grace_are_left_alone() {
+    let world = World::new(0, 10).await;
+    let planted = plant(&world).await;
+    let (_, dry) = world
+        .admin("POST", "/v1/admin/repair?dry_run=true", "")
+        .await;
+    // Rules and target groups carry no creation time and match no user, so they are orphans at
+    // once; the secret and the instance may belong to a request still in flight.
+    let young: BTreeSet<String> = planted
+        .orphans
+        .iter()
+        .filter(|id| !id.starts_with("i-") && !id.contains(":secret:"))
+        .cloned()
+        .collect();
+    assert_eq!(ids(&dry), young, "{dry}");
+}
+
+#[tokio::test]
+async fn a_paused_tier_launches_nothing_and_resizing_and_resuming_refill_it() {
+    let world = World::new(1, 10).await;
+    let (status, body) = world
+        .admin(
+            "PUT",
+            "/v1/admin/pool/default",
+            r#"{"paused":true,"spare_count":3}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["spare_count"], 3);
+    assert_eq!(body["paused"], true);
+    for _ in 0..5 {
+        world.pass().await;
+    }
+    assert_eq!(world.cloud.count_calls("RunInstances"), 0);
+    let (_, pool) = world.admin("GET", "/v1/pool", "").await;
+    assert_eq!(pool["tiers"][0]["paused"], true);
+    assert_eq!(pool["tiers"][0]["spare_target"], 3);
+
+    let (status, _) = world
+        .admin("PUT", "/v1/admin/pool/default", r#"{"paused":false}"#)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    world.run_until_quiet(30).await;
+    assert_eq!(world.ledger_count(InstanceStatus::Available).await, 3);
+
+    for (uri, body, expected, code) in [
+        (
+            "/v1/admin/pool/default",
+            r#"{"spare_count":11}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            "/v1/admin/pool/default",
+            r#"{"max_instances":0}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            "/v1/admin/pool/default",
+            r#"{}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            "/v1/admin/pool/default",
+            r#"{"spares":1}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            "/v1/admin/pool/nope",
+            r#"{"paused":true}"#,
+            StatusCode::NOT_FOUND,
+            "unknown_tier",
+        ),
+    ] {
+        let (status, answer) = world.admin("PUT", uri, body).await;
+        assert_eq!(status, expected, "{uri} {body}: {answer}");
+        assert_eq!(answer["error"]["code"], code);
+    }
+}
+
+#[tokio::test]
+async fn recycling_moves_the_user_keeping_route_and_secret_and_replaces_a_spare() {
+    let world = World::new(1, 10).await;
+    world.run_until_quiet(20).await;
+    let before = world.ready_user("alice", SECRET_BODY).await;
+    world.run_until_quiet(20).await;
+    let old = before["instance_id"].as_str().unwrap().to_string();
+    let row = world.user_row("alice").await;
+
+    let (status, body) = world
+        .admin("POST", &format!("/v1/admin/instances/{old}/recycle"), "")
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["user_id"], "alice");
+    world.run_until_quiet(30).await;
+
+    let (_, after) = world.get_user("alice").await;
+    assert_eq!(after["state"], "ready", "{after}");
+    assert_ne!(after["instance_id"], before["instance_id"]);
+    assert_eq!(after["route"], before["route"]);
+    assert_eq!(world.user_row("alice").await.secret_arn, row.secret_arn);
+    let old_id = InstanceId(old.clone());
+    assert!(world.cloud.live_instances().iter().all(|i| i.id != old_id));
+
+    // A spare is simply replaced.
+    let spare = world
+        .cloud
+        .live_instances()
+        .into_iter()
+        .find(|i| i.tags.get(tags::STATUS).map(String::as_str) == Some("available"))
+        .unwrap();
+    let (status, body) = world
+        .admin(
+            "POST",
+            &format!("/v1/admin/instances/{}/recycle", spare.id.0),
+            "",
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["user_id"], serde_json::Value::Null);
+    world.run_until_quiet(30).await;
+    assert!(
+        world
+            .cloud
+            .live_instances()
+            .iter()
+            .all(|i| i.id != spare.id)
+    );
+    assert_eq!(world.ledger_count(InstanceStatus::Available).await, 1);
+    world.assert_no_leaks().await;
+
+    for (id, expected) in [
+        ("i-0000000000000dead", StatusCode::NOT_FOUND),
+        (old.as_str(), StatusCode::NOT_FOUND),
+        ("not-an-instance", StatusCode::BAD_REQUEST),
+    ] {
+        let (status, _) = world
+            .admin("POST", &format!("/v1/admin/instances/{id}/recycle"), "")
+            .await;
+        assert_eq!(status, expected, "{id}");
+    }
+}
