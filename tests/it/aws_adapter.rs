@@ -712,3 +712,87 @@ async fn delete_rule_and_delete_target_group_twice_succeed() {
         .expect("describing");
     assert!(rules.iter().all(|r| r.arn != rule), "{rules:?}");
 }
+
+/// The orphan sweep's listings return exactly what carries this pool's tag, across pages.
+#[tokio::test]
+async fn pool_listings_return_only_resources_tagged_for_this_pool() {
+    let world = World::start().await;
+    let cloud = world.cloud.clone().with_page_size(1);
+    let listener = &world.infra.listener_arn;
+    let ours = tags_of(&[(tags::POOL, POOL), (tags::USER_ID, "ghost")]);
+    let theirs = tags_of(&[(tags::POOL, "another-pool")]);
+    let our_group = cloud
+        .create_target_group("sp-ours", 8080, &ours)
+        .await
+        .expect("creating our group");
+    let their_group = cloud
+        .create_target_group("sp-theirs", 8080, &theirs)
+        .await
+        .expect("creating their group");
+    let untagged_group = world.target_group("sp-untagged").await;
+    let our_rule = cloud
+        .create_rule(listener, 7, "/ours/*", &our_group, &ours)
+        .await
+        .expect("creating our rule");
+    cloud
+        .create_rule(listener, 8, "/theirs/*", &their_group, &theirs)
+        .await
+        .expect("creating their rule");
+    cloud
+        .create_rule(listener, 9, "/untagged/*", &untagged_group, &Tags::new())
+        .await
+        .expect("creating an untagged rule");
+    let our_secret = cloud
+        .put_secret("openclaw/ghost", "value", &ours)
+        .await
+        .expect("creating our secret");
+    cloud
+        .put_secret("openclaw/theirs", "value", &theirs)
+        .await
+        .expect("creating their secret");
+    // Their pool's name as our tag value on another key must not match either.
+    cloud
+        .put_secret(
+            "openclaw/crossed",
+            "value",
+            &tags_of(&[(tags::POOL, "another-pool"), (tags::USER_ID, POOL)]),
+        )
+        .await
+        .expect("creating a crossed secret");
+
+    let groups = cloud
+        .list_pool_target_groups()
+        .await
+        .expect("listing groups");
+    assert_eq!(
+        groups
+            .iter()
+            .map(|g| (&g.arn, g.name.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(&our_group, "sp-ours")]
+    );
+    assert_eq!(
+        groups[0].tags.get(tags::USER_ID).map(String::as_str),
+        Some("ghost")
+    );
+    let rules = cloud
+        .list_pool_rules(listener)
+        .await
+        .expect("listing rules");
+    assert_eq!(
+        rules
+            .iter()
+            .map(|r| (&r.arn, r.name.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(&our_rule, "/ours/*")]
+    );
+    let secrets = cloud.list_pool_secrets().await.expect("listing secrets");
+    assert_eq!(
+        secrets
+            .iter()
+            .map(|s| (&s.arn, s.name.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(&our_secret, "openclaw/ghost")]
+    );
+    assert!(secrets[0].created_at.is_some(), "{secrets:?}");
+}

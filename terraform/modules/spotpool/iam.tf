@@ -316,6 +316,14 @@ data "aws_iam_policy_document" "daemon" {
     resources = [local.secret_arns]
   }
 
+  # The orphan sweep lists the pool's secrets by tag. ListSecrets has no
+  # resource-level permissions; it returns names, tags and dates, never values.
+  statement {
+    sid       = "SecretsListForSweep"
+    actions   = ["secretsmanager:ListSecrets"]
+    resources = ["*"]
+  }
+
   statement {
     sid = "SecretsTagUnderPrefix"
     actions = [
@@ -333,8 +341,13 @@ data "aws_iam_policy_document" "daemon" {
 
   # Routing: one target group sp-<route> per user and one rule on this listener.
   statement {
-    sid       = "ElbDescribe"
-    actions   = ["elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeRules"]
+    sid = "ElbDescribe"
+    actions = [
+      "elasticloadbalancing:DescribeTargetGroups",
+      "elasticloadbalancing:DescribeRules",
+      # The orphan sweep (POST /v1/admin/repair) finds the pool's target groups and rules by tag.
+      "elasticloadbalancing:DescribeTags",
+    ]
     resources = ["*"]
   }
 
