@@ -1,6 +1,8 @@
 //! The `spotpool` binary: parse the CLI and config, set up tracing and metrics, build the
 //! adapters, run the API and the reconciler, and stop on the first to exit or on a signal.
 
+mod admin_cli;
+
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use spotpool::api::{self, ApiSettings, AppState};
@@ -31,6 +33,39 @@ struct Cli {
 enum Command {
     /// Run the daemon: the HTTP API and the reconciler.
     Serve(ServeArgs),
+    /// Show the daemon's readiness and each tier's counts (admin token).
+    Status {
+        #[command(flatten)]
+        target: admin_cli::Target,
+    },
+    /// Run a full reconcile pass and an orphan sweep on the daemon (admin token).
+    Repair {
+        /// Only list what would be done.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        target: admin_cli::Target,
+    },
+    /// Show or change the pool's tiers (admin token).
+    Pool {
+        #[command(subcommand)]
+        command: admin_cli::PoolCommand,
+        #[command(flatten)]
+        target: admin_cli::Target,
+    },
+    /// Move an instance's user to a fresh instance and terminate it (admin token).
+    Recycle {
+        instance_id: String,
+        #[command(flatten)]
+        target: admin_cli::Target,
+    },
+    /// Show the newest admin actions (admin token).
+    Audit {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        target: admin_cli::Target,
+    },
 }
 
 #[derive(clap::Args)]
@@ -63,6 +98,14 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Status { target } => admin_cli::status(&target),
+        Command::Repair { dry_run, target } => admin_cli::repair(&target, dry_run),
+        Command::Pool { command, target } => admin_cli::pool(&target, &command),
+        Command::Recycle {
+            instance_id,
+            target,
+        } => admin_cli::recycle(&target, &instance_id),
+        Command::Audit { limit, target } => admin_cli::audit(&target, limit),
     }
 }
 

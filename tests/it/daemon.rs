@@ -21,7 +21,7 @@ pub struct Daemon {
 
 /// The daemon binary: Cargo's for integration tests; for the benchmark example (which Cargo gives
 /// no such variable) `SPOTPOOL_BIN` or `target/debug/spotpool`.
-fn binary() -> PathBuf {
+pub fn binary() -> PathBuf {
     if let Some(path) = option_env!("CARGO_BIN_EXE_spotpool") {
         return PathBuf::from(path);
     }

@@ -362,3 +362,112 @@ async fn e2e_kill_9_at_random_moments_during_claims_and_releases_leaks_nothing()
         .await;
     assert!(spares <= 2 + ready.len(), "seed {seed}");
 }
+
+/// Runs the `spotpool` CLI against the daemon; returns (exit code, stdout, stderr).
+fn cli(daemon: &Daemon, token: &str, args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(crate::daemon::binary())
+        .args(args)
+        .env_clear()
+        .env("SPOTPOOL_URL", &daemon.base)
+        .env("SPOTPOOL_ADMIN_TOKEN", token)
+        .env("SPOTPOOL_ACTOR", "oncall")
+        .output()
+        .expect("running the spotpool CLI");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn e2e_the_admin_cli_drives_repair_pool_recycle_status_and_audit() {
+    let moto = Moto::start().await;
+    let sdk = moto.sdk_config().await;
+    let infra = Infra::create(&sdk).await;
+    let aws = Aws::new(&sdk);
+    let daemon = Daemon::start(&daemon_env(&moto, &infra)).await;
+    daemon.wait_available(2, DEADLINE).await;
+    let (status, _) = daemon.put("alice", r#"{"secrets":{"K":"v"}}"#).await;
+    assert!(status == 202 || status == 200);
+    let before = daemon.wait_state("alice", "ready", DEADLINE).await;
+
+    let (code, out, err) = cli(&daemon, ADMIN_TOKEN, &["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ready") && out.contains("default"), "{out}");
+
+    let (code, out, err) = cli(&daemon, ADMIN_TOKEN, &["repair", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("repair prints JSON");
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(report["orphans"], serde_json::json!([]), "{out}");
+
+    let (code, out, err) = cli(
+        &daemon,
+        ADMIN_TOKEN,
+        &["pool", "set", "default", "--spare", "1", "--pause"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let tier: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (tier["spare_count"].as_u64(), tier["paused"].as_bool()),
+        (Some(1), Some(true))
+    );
+    let (code, _, err) = cli(
+        &daemon,
+        ADMIN_TOKEN,
+        &["pool", "set", "default", "--resume"],
+    );
+    assert_eq!(code, 0, "{err}");
+
+    // Recycling alice's instance moves her: same route, another instance, the old one gone.
+    let old = before["instance_id"].as_str().unwrap().to_string();
+    let (code, out, err) = cli(&daemon, ADMIN_TOKEN, &["recycle", &old]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"alice\""), "{out}");
+    let moved = daemon
+        .wait_for(DEADLINE, || async {
+            let (_, doc) = daemon.get("alice").await;
+            doc["state"] == "ready" && doc["instance_id"].as_str() != Some(old.as_str())
+        })
+        .await;
+    assert!(moved, "alice was not moved:\n{}", daemon.log());
+    let (_, after) = daemon.get("alice").await;
+    assert_eq!(after["route"], before["route"]);
+    let gone = daemon
+        .wait_for(DEADLINE, || async {
+            let (_, state) = aws.instance_tags_and_state(&old).await;
+            state == "terminated" || state == "shutting-down"
+        })
+        .await;
+    assert!(gone, "the recycled instance is still running");
+
+    // Errors are one line with the API's code; a wrong token and an unreachable daemon differ.
+    let (code, _, err) = cli(&daemon, ADMIN_TOKEN, &["recycle", "i-0000000000000dead"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("404 not_found"), "{err}");
+    let (code, _, err) = cli(&daemon, API_TOKEN, &["repair", "--dry-run"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("403 forbidden"), "{err}");
+
+    let (code, out, err) = cli(&daemon, ADMIN_TOKEN, &["audit"]);
+    assert_eq!(code, 0, "{err}");
+    let audit: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let actions: Vec<&str> = audit
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "instance.recycle",
+            "instance.recycle",
+            "pool.set",
+            "pool.set",
+            "repair.dry_run"
+        ],
+        "{out}"
+    );
+    assert!(audit.iter().all(|e| e["actor"] == "oncall"), "{out}");
+    assert_eq!(audit[0]["outcome"], "not_found");
+}

@@ -1,0 +1,292 @@
+//! The on-call subcommands: `status`, `repair`, `pool`, `recycle`, `audit`. Each is one call to
+//! the daemon's admin API with the admin token; the daemon does the work and audits it.
+//!
+//! Output is the API's JSON, pretty-printed (pipe it to `jq`), except `status`, which prints a
+//! short table. A non-2xx answer prints one line `spotpool: <status> <code>: <message>` and
+//! exits 1; a daemon that cannot be reached exits 2.
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Where the daemon is and how to authenticate.
+#[derive(clap::Args, Debug)]
+pub struct Target {
+    /// The daemon's API base URL.
+    #[arg(long, env = "SPOTPOOL_URL", default_value = "http://127.0.0.1:7070")]
+    url: String,
+    /// The admin bearer token.
+    #[arg(long, env = "SPOTPOOL_ADMIN_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Who you are, for the audit log [default: $USER].
+    #[arg(long, env = "SPOTPOOL_ACTOR")]
+    actor: Option<String>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum PoolCommand {
+    /// Show every tier: spare target, maximum, paused, counts and instances.
+    Show,
+    /// Change a tier's spare count and maximum, or pause or resume its launching.
+    Set {
+        tier: String,
+        /// Spares to keep available.
+        #[arg(long)]
+        spare: Option<u32>,
+        /// Most instances at once.
+        #[arg(long)]
+        max: Option<u32>,
+        /// Stop launching (claims go on from the spares there are).
+        #[arg(long, conflicts_with = "resume")]
+        pause: bool,
+        /// Launch again.
+        #[arg(long)]
+        resume: bool,
+    },
+}
+
+/// One admin request: method, path and JSON body.
+struct Call {
+    method: &'static str,
+    path: String,
+    body: Option<serde_json::Value>,
+}
+
+pub fn status(target: &Target) -> ExitCode {
+    let (ready_status, ready) = match request(
+        target,
+        &Call {
+            method: "GET",
+            path: "/readyz".into(),
+            body: None,
+        },
+    ) {
+        Ok(answer) => answer,
+        Err(code) => return code,
+    };
+    let pool = match checked(
+        target,
+        Call {
+            method: "GET",
+            path: "/v1/pool".into(),
+            body: None,
+        },
+    ) {
+        Ok(pool) => pool,
+        Err(code) => return code,
+    };
+    println!(
+        "daemon {}: {}",
+        target.url,
+        if ready_status == 200 {
+            "ready"
+        } else {
+            "NOT READY"
+        }
+    );
+    if ready_status != 200 {
+        println!("  {ready}");
+    }
+    println!(
+        "{:<16} {:>6} {:>5} {:>7} {:>12} {:>10} {:>9} {:>12} {:>7}",
+        "tier",
+        "spare",
+        "max",
+        "paused",
+        "initializing",
+        "available",
+        "assigned",
+        "terminating",
+        "queued"
+    );
+    for tier in pool["tiers"].as_array().into_iter().flatten() {
+        let count = |s: &str| tier["counts"][s].as_u64().unwrap_or(0);
+        println!(
+            "{:<16} {:>6} {:>5} {:>7} {:>12} {:>10} {:>9} {:>12} {:>7}",
+            tier["tier"].as_str().unwrap_or("?"),
+            tier["spare_target"],
+            tier["max_instances"],
+            tier["paused"],
+            count("initializing"),
+            count("available"),
+            count("assigned"),
+            count("terminating"),
+            tier["queued_users"],
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+pub fn repair(target: &Target, dry_run: bool) -> ExitCode {
+    print_json(
+        target,
+        Call {
+            method: "POST",
+            path: format!("/v1/admin/repair?dry_run={dry_run}"),
+            body: None,
+        },
+    )
+}
+
+pub fn pool(target: &Target, command: &PoolCommand) -> ExitCode {
+    match command {
+        PoolCommand::Show => print_json(
+            target,
+            Call {
+                method: "GET",
+                path: "/v1/pool".into(),
+                body: None,
+            },
+        ),
+        PoolCommand::Set {
+            tier,
+            spare,
+            max,
+            pause,
+            resume,
+        } => {
+            let mut body = serde_json::Map::new();
+            if let Some(spare) = spare {
+                body.insert("spare_count".into(), (*spare).into());
+            }
+            if let Some(max) = max {
+                body.insert("max_instances".into(), (*max).into());
+            }
+            if *pause || *resume {
+                body.insert("paused".into(), (*pause).into());
+            }
+            print_json(
+                target,
+                Call {
+                    method: "PUT",
+                    path: format!("/v1/admin/pool/{}", encode(tier)),
+                    body: Some(body.into()),
+                },
+            )
+        }
+    }
+}
+
+pub fn recycle(target: &Target, instance: &str) -> ExitCode {
+    print_json(
+        target,
+        Call {
+            method: "POST",
+            path: format!("/v1/admin/instances/{}/recycle", encode(instance)),
+            body: None,
+        },
+    )
+}
+
+pub fn audit(target: &Target, limit: u32) -> ExitCode {
+    print_json(
+        target,
+        Call {
+            method: "GET",
+            path: format!("/v1/admin/audit?limit={limit}"),
+            body: None,
+        },
+    )
+}
+
+/// Percent-encodes everything but unreserved characters, so a path segment stays one segment.
+fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn print_json(target: &Target, call: Call) -> ExitCode {
+    match checked(target, call) {
+        Ok(value) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// The answer's JSON if the status is 2xx; otherwise prints the API's error line.
+fn checked(target: &Target, call: Call) -> Result<serde_json::Value, ExitCode> {
+    let (status, value) = request(target, &call)?;
+    if (200..300).contains(&status) {
+        return Ok(value);
+    }
+    let code = value["error"]["code"].as_str().unwrap_or("error");
+    let message = value["error"]["message"].as_str().unwrap_or("");
+    eprintln!(
+        "spotpool: {} {} answered {status} {code}: {message}",
+        call.method, call.path
+    );
+    Err(ExitCode::from(1))
+}
+
+fn request(target: &Target, call: &Call) -> Result<(u16, serde_json::Value), ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| unreachable_daemon(target, &e))?;
+    runtime.block_on(async {
+        let actor = target
+            .actor
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .map(|a| {
+                a.chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || "-_.@".contains(*c))
+                    .take(64)
+                    .collect::<String>()
+            })
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| "cli".into());
+        let uri = format!("{}{}", target.url.trim_end_matches('/'), call.path);
+        let body = call
+            .body
+            .as_ref()
+            .map(|b| Bytes::from(b.to_string()))
+            .unwrap_or_default();
+        let request = hyper::Request::builder()
+            .method(call.method)
+            .uri(&uri)
+            .header("authorization", format!("Bearer {}", target.token))
+            .header("content-type", "application/json")
+            .header("x-spotpool-actor", actor)
+            .body(Full::new(body))
+            .map_err(|e| unreachable_daemon(target, &e))?;
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        // Repair runs a whole pass and a sweep; give it time, but never hang forever.
+        let response = tokio::time::timeout(Duration::from_secs(300), client.request(request))
+            .await
+            .map_err(|e| unreachable_daemon(target, &e))?
+            .map_err(|e| unreachable_daemon(target, &e))?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unreachable_daemon(target, &e))?
+            .to_bytes();
+        let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        Ok((status, value))
+    })
+}
+
+fn unreachable_daemon(target: &Target, error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!(
+        "spotpool: cannot reach the daemon at {}: {error}",
+        target.url
+    );
+    ExitCode::from(2)
+}
