@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: the HTTP API and the reconciler.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Show the daemon's readiness and each tier's counts (admin token).
     Status {
         #[command(flatten)]
@@ -97,7 +97,7 @@ fn main() -> ExitCode {
         Err(error) => error.exit(),
     };
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Status { target } => admin_cli::status(&target),
         Command::Repair { dry_run, target } => admin_cli::repair(&target, dry_run),
         Command::Pool { command, target } => admin_cli::pool(&target, &command),
