@@ -145,15 +145,19 @@ pub enum UserState {
     Failed,
     /// Release in progress; the row disappears when everything is gone.
     Deleting,
+    /// Ready, and being moved to another instance (its instance is being interrupted or was
+    /// recycled): the old instance serves until the new one is routed. Route and secret stay.
+    Migrating,
 }
 
 impl UserState {
-    pub const ALL: [UserState; 5] = [
+    pub const ALL: [UserState; 6] = [
         UserState::Queued,
         UserState::Provisioning,
         UserState::Ready,
         UserState::Failed,
         UserState::Deleting,
+        UserState::Migrating,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -163,6 +167,7 @@ impl UserState {
             UserState::Ready => "ready",
             UserState::Failed => "failed",
             UserState::Deleting => "deleting",
+            UserState::Migrating => "migrating",
         }
     }
 
@@ -174,7 +179,7 @@ impl UserState {
     pub fn wants_instance(self) -> bool {
         matches!(
             self,
-            UserState::Queued | UserState::Provisioning | UserState::Ready
+            UserState::Queued | UserState::Provisioning | UserState::Ready | UserState::Migrating
         )
     }
 }
@@ -201,6 +206,50 @@ pub enum ClaimStep {
     TargetGroupReady,
     /// The listener rule exists; the user is ready.
     Routed,
+}
+
+/// Where a move stands. Like a claim, each step is recorded before the next starts and every
+/// step is idempotent. The user's rule and target group stay in place throughout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MoveStep {
+    /// The store assigned the new instance; tags not yet written.
+    Assigned,
+    /// The new instance is tagged for the user and the secret is bound to it.
+    Tagged,
+    /// The start-container command was sent to the new instance.
+    ContainerStarting,
+    /// The container runs on the new instance.
+    ContainerStarted,
+    /// The new instance is registered in the user's target group.
+    Registered,
+    /// The old instance is deregistered and being terminated; the row switches next.
+    Retired,
+}
+
+impl MoveStep {
+    pub const ALL: [MoveStep; 6] = [
+        MoveStep::Assigned,
+        MoveStep::Tagged,
+        MoveStep::ContainerStarting,
+        MoveStep::ContainerStarted,
+        MoveStep::Registered,
+        MoveStep::Retired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MoveStep::Assigned => "assigned",
+            MoveStep::Tagged => "tagged",
+            MoveStep::ContainerStarting => "container_starting",
+            MoveStep::ContainerStarted => "container_started",
+            MoveStep::Registered => "registered",
+            MoveStep::Retired => "retired",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<MoveStep> {
+        MoveStep::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
 }
 
 impl ClaimStep {

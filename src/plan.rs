@@ -110,6 +110,8 @@ pub struct UserIntent {
     pub requested_at: Millis,
     /// An undo (rollback or recovery) was started and must be finished before anything else.
     pub tearing_down: bool,
+    /// A migrating user's new instance, once assigned.
+    pub moving_to: Option<InstanceId>,
 }
 
 /// Why an instance is terminated; a bounded label value for metrics and events.
@@ -187,6 +189,19 @@ pub enum Action {
     Recover {
         user: UserId,
     },
+    /// Start moving a ready user to another instance (its own was recycled).
+    BeginMove {
+        user: UserId,
+    },
+    /// Give a migrating user an available instance as its move target.
+    AssignMove {
+        user: UserId,
+        instance: InstanceId,
+    },
+    /// Run the next move steps of a migrating user.
+    AdvanceMove {
+        user: UserId,
+    },
 }
 
 /// Decides this pass's actions. Pure: same inputs, same actions.
@@ -201,7 +216,11 @@ pub fn plan(
     // Every instance some user row points at, whatever that user's state: such an instance is
     // never terminated by the pool logic nor handed to anyone else. Its release, rollback or
     // recovery is what frees it.
-    let held: HashSet<&InstanceId> = users.iter().filter_map(|u| u.instance.as_ref()).collect();
+    let held: HashSet<&InstanceId> = users
+        .iter()
+        .flat_map(|u| [u.instance.as_ref(), u.moving_to.as_ref()])
+        .flatten()
+        .collect();
     let by_id: HashMap<&InstanceId, &PoolInstance> = instances.iter().map(|i| (&i.id, i)).collect();
 
     for instance in instances {
@@ -247,10 +266,24 @@ pub fn plan(
                     user: user.user.clone(),
                 });
             }
+            UserState::Migrating => match &user.moving_to {
+                Some(_) => actions.push(Action::AdvanceMove {
+                    user: user.user.clone(),
+                }),
+                // Waiting for a spare, first in line (the old instance serves meanwhile, if it
+                // still can).
+                None => queued.entry(user.tier.as_str()).or_default().push(user),
+            },
             UserState::Provisioning | UserState::Ready => {
                 let view = user.instance.as_ref().and_then(|id| by_id.get(id));
                 match view {
-                    // On-call recycles the instance: the user moves to a fresh one.
+                    // On-call recycles the instance: a ready user moves to a fresh one while the
+                    // old one still serves; a claim in progress simply starts over elsewhere.
+                    Some(i) if i.recycle && user.state == UserState::Ready => {
+                        actions.push(Action::BeginMove {
+                            user: user.user.clone(),
+                        })
+                    }
                     Some(i) if i.recycle => actions.push(Action::Recover {
                         user: user.user.clone(),
                     }),
@@ -390,13 +423,22 @@ fn plan_tier(
         })
         .collect();
     available.sort_by(|a, b| (a.launched_at, &a.id).cmp(&(b.launched_at, &b.id)));
-    waiting.sort_by(|a, b| (a.requested_at, &a.user).cmp(&(b.requested_at, &b.user)));
+    // Migrating users first (they are being evicted), then the queue; each oldest first.
+    waiting.sort_by(|a, b| {
+        (a.state != UserState::Migrating, a.requested_at, &a.user).cmp(&(
+            b.state != UserState::Migrating,
+            b.requested_at,
+            &b.user,
+        ))
+    });
 
     let assigned_now = waiting.len().min(available.len());
     for (user, instance) in waiting.iter().zip(available.iter()) {
-        actions.push(Action::Assign {
-            user: user.user.clone(),
-            instance: instance.id.clone(),
+        let (user, instance) = (user.user.clone(), instance.id.clone());
+        actions.push(if waiting_is_move(&waiting, &user) {
+            Action::AssignMove { user, instance }
+        } else {
+            Action::Assign { user, instance }
         });
     }
     let spares_left = &available[assigned_now..];
@@ -445,6 +487,12 @@ fn plan_tier(
             reason: TerminateReason::Surplus,
         });
     }
+}
+
+fn waiting_is_move(waiting: &[&UserIntent], user: &UserId) -> bool {
+    waiting
+        .iter()
+        .any(|u| &u.user == user && u.state == UserState::Migrating)
 }
 
 /// Chooses where `count` launches go. The preferred instance type is spread round-robin over

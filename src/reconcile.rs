@@ -10,6 +10,7 @@
 //! from the row's recorded resources, falling back to lookups by deterministic name or path for
 //! anything created but not yet recorded.
 
+mod moves;
 mod repair;
 
 pub use repair::{Orphan, OrphanKind, RepairReport};
@@ -322,6 +323,7 @@ impl Reconciler {
                 instance: u.instance_id.clone(),
                 requested_at: u.requested_at,
                 tearing_down: u.teardown.is_some(),
+                moving_to: u.move_instance_id.clone(),
             })
             .collect();
         export_gauges(&ledger, &users, &policy);
@@ -538,6 +540,9 @@ impl Reconciler {
             Action::AdvanceClaim { user } => self.advance_claim(user).await,
             Action::Release { user } => self.teardown_user(user, Teardown::Release).await,
             Action::Recover { user } => self.teardown_user(user, Teardown::Recover).await,
+            Action::BeginMove { user } => self.begin_move(user, "recycle", now).await,
+            Action::AssignMove { user, instance } => self.assign_move(user, instance).await,
+            Action::AdvanceMove { user } => self.advance_move(user).await,
         }
     }
 
@@ -1389,6 +1394,11 @@ impl Reconciler {
             }
         }
 
+        // 4b. A move under way: its new instance goes too.
+        if let Some(target) = user.move_instance_id.clone() {
+            self.retire_move_target(&user, &target, now).await?;
+        }
+
         // 5. The row.
         if mode == Teardown::Release {
             if inner.store.delete_user(&user).await? {
@@ -1415,6 +1425,12 @@ impl Reconciler {
         user.claimed_at = None;
         user.ready_at = None;
         user.teardown = None;
+        user.move_instance_id = None;
+        user.move_step = None;
+        user.move_command_id = None;
+        user.move_command_sent_at = None;
+        user.move_reason = None;
+        user.move_started_at = None;
         user.updated_at = now;
         let message = match mode {
             Teardown::Rollback { cause } => {
@@ -1519,6 +1535,9 @@ fn action_kind(action: &Action) -> &'static str {
         Action::AdvanceClaim { .. } => "advance_claim",
         Action::Release { .. } => "release",
         Action::Recover { .. } => "recover",
+        Action::BeginMove { .. } => "begin_move",
+        Action::AssignMove { .. } => "assign_move",
+        Action::AdvanceMove { .. } => "advance_move",
     }
 }
 

@@ -59,7 +59,8 @@ fn document(state: &AppState, user: &UserRecord) -> InstanceDocument {
 }
 
 fn respond(state: &AppState, user: &UserRecord) -> Response {
-    let status = if user.state == UserState::Ready {
+    // A migrating user is still served by its old instance until the new one is routed.
+    let status = if matches!(user.state, UserState::Ready | UserState::Migrating) {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED

@@ -1057,6 +1057,41 @@ impl Cloud for AwsCloud {
         }
     }
 
+    async fn deregister_target(
+        &self,
+        target_group_arn: &str,
+        instance: &InstanceId,
+        port: u16,
+    ) -> CloudResult<()> {
+        use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
+        let result = call(
+            "elbv2",
+            "DeregisterTargets",
+            self.elb
+                .deregister_targets()
+                .target_group_arn(target_group_arn)
+                .targets(
+                    TargetDescription::builder()
+                        .id(instance.0.clone())
+                        .port(i32::from(port))
+                        .build(),
+                )
+                .send(),
+        )
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            // InvalidTarget: the instance is not registered or is already terminated.
+            Err(err) if err.kind == CloudErrorKind::NotFound || err.code == "InvalidTarget" => {
+                Ok(())
+            }
+            Err(err) => Err(with_context(
+                err,
+                format!("deregistering instance {instance} from target group {target_group_arn}"),
+            )),
+        }
+    }
+
     async fn register_target(
         &self,
         target_group_arn: &str,

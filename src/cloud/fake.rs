@@ -574,6 +574,19 @@ impl Cloud for FakeCloud {
         Ok(())
     }
 
+    async fn deregister_target(
+        &self,
+        target_group_arn: &str,
+        instance: &InstanceId,
+        _port: u16,
+    ) -> CloudResult<()> {
+        let mut state = self.enter("DeregisterTargets")?;
+        if let Some(group) = state.target_groups.get_mut(target_group_arn) {
+            group.targets.retain(|t| t != instance);
+        }
+        Ok(())
+    }
+
     async fn delete_target_group(&self, target_group_arn: &str) -> CloudResult<()> {
         let mut state = self.enter("DeleteTargetGroup")?;
         if state

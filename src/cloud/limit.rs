@@ -423,6 +423,18 @@ impl Cloud for Limited {
             .await
     }
 
+    async fn deregister_target(
+        &self,
+        target_group_arn: &str,
+        instance: &InstanceId,
+        port: u16,
+    ) -> CloudResult<()> {
+        self.acquire("DeregisterTargets", 1).await;
+        self.inner
+            .deregister_target(target_group_arn, instance, port)
+            .await
+    }
+
     async fn delete_target_group(&self, target_group_arn: &str) -> CloudResult<()> {
         self.acquire("DeleteTargetGroup", 1).await;
         self.inner.delete_target_group(target_group_arn).await

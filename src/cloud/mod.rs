@@ -255,6 +255,15 @@ pub trait Cloud: Send + Sync + 'static {
         port: u16,
     ) -> CloudResult<()>;
 
+    /// Deregisters an instance from a target group. An instance that is not registered (or no
+    /// longer exists) counts as success.
+    async fn deregister_target(
+        &self,
+        target_group_arn: &str,
+        instance: &InstanceId,
+        port: u16,
+    ) -> CloudResult<()>;
+
     /// Deletes a target group. A missing group counts as success.
     async fn delete_target_group(&self, target_group_arn: &str) -> CloudResult<()>;
 

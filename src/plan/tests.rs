@@ -45,6 +45,7 @@ fn user(id: &str, state: UserState, instance: Option<&str>, requested_at: Millis
         instance: instance.map(|i| InstanceId(i.into())),
         requested_at,
         tearing_down: false,
+        moving_to: None,
     }
 }
 
@@ -376,6 +377,7 @@ fn arb_world() -> impl Strategy<Value = (Vec<UserIntent>, Vec<PoolInstance>, u32
                     instance,
                     requested_at: n as Millis,
                     tearing_down: false,
+                    moving_to: None,
                 }
             })
             .collect();

@@ -9,7 +9,7 @@
 //! (an instance serves at most one user) is enforced by `assign`'s transaction and by the unique
 //! index on `users.instance_id`.
 
-use crate::model::{ClaimStep, InstanceId, InstanceStatus, Millis, UserId, UserState};
+use crate::model::{ClaimStep, InstanceId, InstanceStatus, Millis, MoveStep, UserId, UserState};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
 use sqlx::{Row, SqlitePool};
 use std::str::FromStr;
@@ -49,6 +49,17 @@ pub struct UserRecord {
     pub rule_arn: Option<String>,
     /// An undo in progress: "rollback" or "recover".
     pub teardown: Option<String>,
+    /// A move in progress (state `migrating`): the new instance, once assigned, and its step.
+    pub move_instance_id: Option<InstanceId>,
+    pub move_step: Option<MoveStep>,
+    pub move_command_id: Option<String>,
+    pub move_command_sent_at: Option<Millis>,
+    /// Why: `interruption`, `state_change`, `rebalance` or `recycle`.
+    pub move_reason: Option<String>,
+    /// When the cause happened (an interruption warning's event time, a recycle request).
+    pub move_started_at: Option<Millis>,
+    /// Moves abandoned for this cause (each on a fresh instance).
+    pub move_attempts: u32,
     pub attempts: u32,
     pub error: Option<String>,
     pub requested_at: Millis,
@@ -83,6 +94,13 @@ impl UserRecord {
             rule_priority: None,
             rule_arn: None,
             teardown: None,
+            move_instance_id: None,
+            move_step: None,
+            move_command_id: None,
+            move_command_sent_at: None,
+            move_reason: None,
+            move_started_at: None,
+            move_attempts: 0,
             attempts: 0,
             error: None,
             requested_at: now,
@@ -299,7 +317,9 @@ impl Store {
                 command_id = $5, command_sent_at = $6, target_group_arn = $7, listener_arn = $8,
                 rule_priority = $9, rule_arn = $10, attempts = $11, error = $12,
                 requested_at = $13, updated_at = $14, claimed_at = $15, ready_at = $16,
-                teardown = $17, version = version + 1
+                teardown = $17, move_instance_id = $20, move_step = $21, move_command_id = $22,
+                move_command_sent_at = $23, move_reason = $24, move_started_at = $25,
+                move_attempts = $26, version = version + 1
              WHERE user_id = $18 AND version = $19",
         )
         .bind(user.state.as_str())
@@ -321,6 +341,13 @@ impl Store {
         .bind(&user.teardown)
         .bind(user.user_id.as_str())
         .bind(user.version)
+        .bind(user.move_instance_id.as_ref().map(|i| i.0.as_str()))
+        .bind(user.move_step.map(MoveStep::as_str))
+        .bind(&user.move_command_id)
+        .bind(user.move_command_sent_at)
+        .bind(&user.move_reason)
+        .bind(user.move_started_at)
+        .bind(i64::from(user.move_attempts))
         .execute(&self.pool)
         .await?;
         let applied = result.rows_affected() == 1;
@@ -332,6 +359,46 @@ impl Store {
 
     /// Marks a user deleting, whatever it was doing. Returns the updated row, or None if there is
     /// no such user.
+    /// Gives a migrating user `instance` (a spare) as its move target, in one transaction
+    /// guarded on both rows like [`Store::assign`]. False if either changed meanwhile.
+    pub async fn assign_move(
+        &self,
+        user: &UserId,
+        instance: &InstanceId,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let taken = sqlx::query(
+            "UPDATE instances SET status = 'assigned', status_since = $1
+             WHERE instance_id = $2 AND status = 'available'",
+        )
+        .bind(now)
+        .bind(&instance.0)
+        .execute(&mut *tx)
+        .await?;
+        if taken.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let claimed = sqlx::query(
+            "UPDATE users SET move_instance_id = $1, move_step = 'assigned',
+                move_command_id = NULL, move_command_sent_at = NULL, updated_at = $2,
+                version = version + 1
+             WHERE user_id = $3 AND state = 'migrating' AND move_instance_id IS NULL",
+        )
+        .bind(&instance.0)
+        .bind(now)
+        .bind(user.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if claimed.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     pub async fn mark_deleting(
         &self,
         user: &UserId,
@@ -531,6 +598,16 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    /// Clears a recycle request once a move has taken it on (so an abandoned move is not
+    /// started again by the same request).
+    pub async fn clear_recycle(&self, instance: &InstanceId) -> StoreResult<()> {
+        sqlx::query("UPDATE instances SET recycle_requested_at = NULL WHERE instance_id = $1")
+            .bind(&instance.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     // --- admin: tier overrides and the audit log -------------------------------------------
@@ -769,6 +846,20 @@ fn user_from_row(row: &SqliteRow) -> StoreResult<UserRecord> {
             .map(|p| p as u32),
         rule_arn: row.try_get("rule_arn")?,
         teardown: row.try_get("teardown")?,
+        move_instance_id: row
+            .try_get::<Option<String>, _>("move_instance_id")?
+            .map(InstanceId),
+        move_step: match row.try_get::<Option<String>, _>("move_step")? {
+            None => None,
+            Some(raw) => Some(MoveStep::parse(&raw).ok_or_else(|| {
+                StoreError::Corrupt(format!("user {user_raw}: move step {raw:?}"))
+            })?),
+        },
+        move_command_id: row.try_get("move_command_id")?,
+        move_command_sent_at: row.try_get("move_command_sent_at")?,
+        move_reason: row.try_get("move_reason")?,
+        move_started_at: row.try_get("move_started_at")?,
+        move_attempts: row.try_get::<i64, _>("move_attempts")? as u32,
         attempts: row.try_get::<i64, _>("attempts")? as u32,
         error: row.try_get("error")?,
         requested_at: row.try_get("requested_at")?,

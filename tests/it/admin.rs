@@ -365,3 +365,122 @@ async fn recycling_moves_the_user_keeping_route_and_secret_and_replaces_a_spare(
         assert_eq!(status, expected, "{id}");
     }
 }
+
+/// A recycle moves the user without a gap: on every pass of the move, the user's rule exists
+/// and its target group holds a live instance; the old instance is deregistered only after the
+/// new one is registered.
+#[tokio::test]
+async fn a_move_keeps_the_route_served_at_every_pass() {
+    let world = World::new(1, 10).await;
+    world.run_until_quiet(20).await;
+    let before = world.ready_user("alice", SECRET_BODY).await;
+    world.run_until_quiet(20).await;
+    let old = InstanceId(before["instance_id"].as_str().unwrap().to_string());
+    let row = world.user_row("alice").await;
+    let group = row.target_group_arn.clone().unwrap();
+    let (status, _) = world
+        .admin(
+            "POST",
+            &format!("/v1/admin/instances/{}/recycle", old.0),
+            "",
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    world.cloud.clear_calls();
+    let mut saw_migrating = false;
+    for _ in 0..30 {
+        world.pass().await;
+        let (status, doc) = world.get_user("alice").await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "a migrating user is still served: {doc}"
+        );
+        saw_migrating |= doc["state"] == "migrating";
+        let rules = world.cloud.rules();
+        assert!(
+            rules.iter().any(|r| r.target_group_arn == group),
+            "the rule is in place at every pass"
+        );
+        let targets = world
+            .cloud
+            .target_groups()
+            .into_iter()
+            .find(|g| g.arn == group)
+            .expect("the target group stays")
+            .targets;
+        let live: Vec<InstanceId> = world
+            .cloud
+            .live_instances()
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        assert!(
+            targets.iter().any(|t| live.contains(t)),
+            "the target group always holds a live instance: {targets:?}"
+        );
+        if doc["state"] == "ready" && doc["instance_id"] != before["instance_id"] {
+            break;
+        }
+    }
+    assert!(saw_migrating, "the state showed the move");
+    // The new instance joined the target group before the old one left it.
+    let calls = world.cloud.calls();
+    let registered = calls.iter().position(|c| *c == "RegisterTargets");
+    let deregistered = calls.iter().position(|c| *c == "DeregisterTargets");
+    assert!(
+        registered.is_some() && registered < deregistered,
+        "{calls:?}"
+    );
+    let after = world.user_row("alice").await;
+    assert_ne!(after.instance_id.as_ref(), Some(&old));
+    assert_eq!(after.route, row.route);
+    assert_eq!(after.secret_arn, row.secret_arn);
+    assert_eq!(after.target_group_arn, row.target_group_arn);
+    assert_eq!(after.rule_arn, row.rule_arn, "the rule was never replaced");
+    // The secret follows the user to the new instance.
+    let secret = world
+        .cloud
+        .secrets()
+        .into_iter()
+        .find(|(_, s)| Some(&s.arn) == row.secret_arn.as_ref())
+        .unwrap()
+        .1;
+    let new = after.instance_id.clone().unwrap();
+    assert!(
+        secret.tags[tags::INSTANCE_ARN].ends_with(&new.0),
+        "{:?}",
+        secret.tags
+    );
+    world.run_until_quiet(20).await;
+    world.assert_no_leaks().await;
+}
+
+/// A move whose container fails to start is rolled back and retried on another spare; after the
+/// attempt limit the user stays ready on the old instance with the cause.
+#[tokio::test]
+async fn a_failing_move_leaves_the_user_served_on_the_old_instance() {
+    let world = World::new(1, 10).await;
+    world.run_until_quiet(20).await;
+    let before = world.ready_user("alice", SECRET_BODY).await;
+    world.run_until_quiet(20).await;
+    let old = before["instance_id"].as_str().unwrap().to_string();
+    world.cloud.command_outcome(
+        "start the user's container",
+        spotpool::cloud::CommandStatus::Failed("spotpool: image missing".into()),
+    );
+    world
+        .admin("POST", &format!("/v1/admin/instances/{old}/recycle"), "")
+        .await;
+    world.run_until_quiet(60).await;
+    let row = world.user_row("alice").await;
+    assert_eq!(row.state, UserState::Ready);
+    assert_eq!(
+        row.instance_id.as_ref().map(|i| i.0.as_str()),
+        Some(old.as_str())
+    );
+    assert!(row.error.unwrap().contains("image missing"));
+    assert_eq!(row.move_instance_id, None);
+    world.assert_no_leaks().await;
+}

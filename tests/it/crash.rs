@@ -166,6 +166,14 @@ impl Cloud for Crashing {
     async fn list_pool_secrets(&self) -> CloudResult<Vec<PoolResource>> {
         forward!(self.list_pool_secrets())
     }
+    async fn deregister_target(
+        &self,
+        target_group_arn: &str,
+        instance: &InstanceId,
+        port: u16,
+    ) -> CloudResult<()> {
+        forward!(self.deregister_target(target_group_arn, instance, port))
+    }
 }
 
 /// What the scenario does between reconcile phases.
@@ -174,14 +182,18 @@ enum Step {
     Converge,
     Put,
     Delete,
+    Recycle,
 }
 
-/// Replenish, then claim two users, then release one of them.
+/// Replenish, then claim two users, then release one of them, then move the other off its
+/// instance (on-call's recycle).
 const SCENARIO: &[Step] = &[
     Step::Converge,
     Step::Put,
     Step::Converge,
     Step::Delete,
+    Step::Converge,
+    Step::Recycle,
     Step::Converge,
 ];
 
@@ -244,6 +256,19 @@ async fn play(crash_at: usize, when: When) -> (World, usize) {
             }
             Step::Delete => {
                 world.delete_user("alice").await;
+            }
+            Step::Recycle => {
+                let bob = world.user_row("bob").await;
+                let instance = bob.instance_id.expect("bob is ready on an instance");
+                let (status, body) = world
+                    .request(
+                        "POST",
+                        &format!("/v1/admin/instances/{}/recycle", instance.0),
+                        Some(crate::world::ADMIN_TOKEN),
+                        "",
+                    )
+                    .await;
+                assert_eq!(status.as_u16(), 202, "{body}");
             }
             Step::Converge => {
                 if restarted.is_none()
@@ -321,4 +346,5 @@ async fn a_crash_at_any_step_boundary_leaks_nothing_and_every_user_ends_settled(
         }
     }
     assert_eq!(runs, 2 * total);
+    eprintln!("{runs} crash points ({total} cloud calls, before and after each), all settled");
 }

@@ -356,6 +356,7 @@ data "aws_iam_policy_document" "daemon" {
     actions = [
       "elasticloadbalancing:CreateTargetGroup",
       "elasticloadbalancing:RegisterTargets",
+      "elasticloadbalancing:DeregisterTargets",
       "elasticloadbalancing:DeleteTargetGroup",
     ]
     resources = [local.target_group_arns]
