@@ -1057,6 +1057,41 @@ impl Cloud for AwsCloud {
         }
     }
 
+    async fn target_healthy(
+        &self,
+        target_group_arn: &str,
+        instance: &InstanceId,
+        port: u16,
+    ) -> CloudResult<bool> {
+        use aws_sdk_elasticloadbalancingv2::types::{TargetDescription, TargetHealthStateEnum};
+        let output = call(
+            "elbv2",
+            "DescribeTargetHealth",
+            self.elb
+                .describe_target_health()
+                .target_group_arn(target_group_arn)
+                .targets(
+                    TargetDescription::builder()
+                        .id(instance.0.clone())
+                        .port(i32::from(port))
+                        .build(),
+                )
+                .send(),
+        )
+        .await
+        .map_err(|err| {
+            with_context(
+                err,
+                format!("reading the health of {instance} in target group {target_group_arn}"),
+            )
+        })?;
+        Ok(output.target_health_descriptions().iter().any(|d| {
+            d.target().and_then(|t| t.id()) == Some(instance.0.as_str())
+                && d.target_health().and_then(|h| h.state())
+                    == Some(&TargetHealthStateEnum::Healthy)
+        }))
+    }
+
     async fn deregister_target(
         &self,
         target_group_arn: &str,

@@ -83,6 +83,8 @@ struct State {
     hidden_once: Vec<InstanceId>,
     /// Operations whose next call takes effect but whose response is lost (a timeout).
     lost_responses: Vec<&'static str>,
+    /// Instances the load balancer reports unhealthy.
+    unhealthy: Vec<InstanceId>,
     launch_tokens: Vec<String>,
     calls: Vec<&'static str>,
     now: Millis,
@@ -219,6 +221,15 @@ impl FakeCloud {
     /// RunInstances, where a lost response is the classic over-launch).
     pub fn lose_next_response(&self, operation: &'static str) {
         self.lock().lost_responses.push(operation);
+    }
+
+    /// The load balancer reports `id` unhealthy (or healthy again) in every target group.
+    pub fn set_unhealthy(&self, id: &InstanceId, unhealthy: bool) {
+        let mut state = self.lock();
+        state.unhealthy.retain(|i| i != id);
+        if unhealthy {
+            state.unhealthy.push(id.clone());
+        }
     }
 
     /// Terminates an instance behind the daemon's back (a spot reclaim, an operator).
@@ -572,6 +583,24 @@ impl Cloud for FakeCloud {
             group.targets.push(instance.clone());
         }
         Ok(())
+    }
+
+    async fn target_healthy(
+        &self,
+        target_group_arn: &str,
+        instance: &InstanceId,
+        _port: u16,
+    ) -> CloudResult<bool> {
+        let state = self.enter("DescribeTargetHealth")?;
+        let registered = state
+            .target_groups
+            .get(target_group_arn)
+            .is_some_and(|g| g.targets.contains(instance));
+        let running = state
+            .instances
+            .get(&instance.0)
+            .is_some_and(|i| i.lifecycle == Lifecycle::Running);
+        Ok(registered && running && !state.unhealthy.contains(instance))
     }
 
     async fn deregister_target(

@@ -423,6 +423,18 @@ impl Cloud for Limited {
             .await
     }
 
+    async fn target_healthy(
+        &self,
+        target_group_arn: &str,
+        instance: &InstanceId,
+        port: u16,
+    ) -> CloudResult<bool> {
+        self.acquire("DescribeTargetHealth", 1).await;
+        self.inner
+            .target_healthy(target_group_arn, instance, port)
+            .await
+    }
+
     async fn deregister_target(
         &self,
         target_group_arn: &str,

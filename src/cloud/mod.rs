@@ -255,6 +255,15 @@ pub trait Cloud: Send + Sync + 'static {
         port: u16,
     ) -> CloudResult<()>;
 
+    /// Whether the load balancer reports the instance healthy in the target group
+    /// (DescribeTargetHealth state `healthy`).
+    async fn target_healthy(
+        &self,
+        target_group_arn: &str,
+        instance: &InstanceId,
+        port: u16,
+    ) -> CloudResult<bool>;
+
     /// Deregisters an instance from a target group. An instance that is not registered (or no
     /// longer exists) counts as success.
     async fn deregister_target(

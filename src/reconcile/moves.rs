@@ -205,7 +205,26 @@ impl Reconciler {
                 MoveStep::Registered
             }
             MoveStep::Registered => {
-                // The new instance is in the target group: now retire the old one.
+                // The old instance leaves only once the load balancer routes to the new one, so
+                // the route never lacks a healthy target (unless the old one is already gone).
+                if let Some(group) = &user.target_group_arn
+                    && !cloud
+                        .target_healthy(group, &target, config.container_port)
+                        .await?
+                {
+                    let limit = config.container_timeout.as_millis() as Millis;
+                    if now - user.updated_at <= limit {
+                        return Ok(StepResult::Waiting);
+                    }
+                    return Err(fatal(
+                        "Move",
+                        "TargetUnhealthy",
+                        format!(
+                            "the new instance was not healthy in the target group within {:?}",
+                            config.container_timeout
+                        ),
+                    ));
+                }
                 if let Some(old) = user.instance_id.clone() {
                     if let Some(group) = &user.target_group_arn {
                         cloud

@@ -484,3 +484,44 @@ async fn a_failing_move_leaves_the_user_served_on_the_old_instance() {
     assert_eq!(row.move_instance_id, None);
     world.assert_no_leaks().await;
 }
+
+/// The old instance leaves the target group only once the load balancer reports the new one
+/// healthy.
+#[tokio::test]
+async fn a_move_waits_for_the_new_instance_to_be_healthy() {
+    let world = World::new(1, 10).await;
+    world.run_until_quiet(20).await;
+    let before = world.ready_user("alice", SECRET_BODY).await;
+    world.run_until_quiet(20).await;
+    let old = InstanceId(before["instance_id"].as_str().unwrap().to_string());
+    let spare = world
+        .cloud
+        .live_instances()
+        .into_iter()
+        .find(|i| i.tags.get(tags::STATUS).map(String::as_str) == Some("available"))
+        .unwrap()
+        .id;
+    world.cloud.set_unhealthy(&spare, true);
+    world
+        .admin(
+            "POST",
+            &format!("/v1/admin/instances/{}/recycle", old.0),
+            "",
+        )
+        .await;
+    for _ in 0..10 {
+        world.pass().await;
+    }
+    let row = world.user_row("alice").await;
+    assert_eq!(row.state, UserState::Migrating);
+    assert_eq!(row.move_instance_id.as_ref(), Some(&spare));
+    assert_eq!(world.cloud.count_calls("DeregisterTargets"), 0);
+    assert!(world.cloud.instance(&old).unwrap().lifecycle == spotpool::cloud::Lifecycle::Running);
+
+    world.cloud.set_unhealthy(&spare, false);
+    world.run_until_quiet(20).await;
+    let row = world.user_row("alice").await;
+    assert_eq!(row.state, UserState::Ready);
+    assert_eq!(row.instance_id.as_ref(), Some(&spare));
+    world.assert_no_leaks().await;
+}

@@ -796,3 +796,24 @@ async fn pool_listings_return_only_resources_tagged_for_this_pool() {
     );
     assert!(secrets[0].created_at.is_some(), "{secrets:?}");
 }
+
+#[tokio::test]
+async fn target_health_follows_registration_and_deregistering_twice_succeeds() {
+    let world = World::start().await;
+    let id = world.launch_one().await;
+    let group = world.target_group("sp-health").await;
+    let cloud = &world.cloud;
+    assert!(!cloud.target_healthy(&group, &id, 8080).await.unwrap());
+    cloud.register_target(&group, &id, 8080).await.unwrap();
+    assert!(cloud.target_healthy(&group, &id, 8080).await.unwrap());
+    cloud.deregister_target(&group, &id, 8080).await.unwrap();
+    cloud
+        .deregister_target(&group, &id, 8080)
+        .await
+        .expect("deregistering twice");
+    assert!(!cloud.target_healthy(&group, &id, 8080).await.unwrap());
+    cloud
+        .deregister_target(&group, &InstanceId("i-0000000000000dead".into()), 8080)
+        .await
+        .expect("deregistering an unknown instance");
+}

@@ -166,6 +166,14 @@ impl Cloud for Crashing {
     async fn list_pool_secrets(&self) -> CloudResult<Vec<PoolResource>> {
         forward!(self.list_pool_secrets())
     }
+    async fn target_healthy(
+        &self,
+        target_group_arn: &str,
+        instance: &InstanceId,
+        port: u16,
+    ) -> CloudResult<bool> {
+        forward!(self.target_healthy(target_group_arn, instance, port))
+    }
     async fn deregister_target(
         &self,
         target_group_arn: &str,

@@ -347,6 +347,8 @@ data "aws_iam_policy_document" "daemon" {
       "elasticloadbalancing:DescribeRules",
       # The orphan sweep (POST /v1/admin/repair) finds the pool's target groups and rules by tag.
       "elasticloadbalancing:DescribeTags",
+      # A move waits for the new instance to be healthy before the old one leaves.
+      "elasticloadbalancing:DescribeTargetHealth",
     ]
     resources = ["*"]
   }
