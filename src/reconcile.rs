@@ -1012,38 +1012,11 @@ impl Reconciler {
         let now = (inner.clock)();
         let next = match step {
             ClaimStep::Assigned => {
-                let record = inner.store.get_instance(&instance).await?;
-                let arn = record.and_then(|r| r.arn).unwrap_or_default();
-                let mut instance_tags = one_tag(tags::STATUS, InstanceStatus::Assigned.as_str());
-                instance_tags.insert(tags::USER_ID.into(), user.user_id.to_string());
-                let secret_arn = user.secret_arn.clone().unwrap_or_default();
-                let secret_tags = one_tag(tags::INSTANCE_ARN, &arn);
-                let (tagged, secret_tagged) = tokio::join!(
-                    cloud.tag_instance(&instance, &instance_tags),
-                    cloud.tag_secret(&secret_arn, &secret_tags),
-                );
-                tagged?;
-                secret_tagged?;
+                self.bind_to_instance(&user, &instance).await?;
                 ClaimStep::Tagged
             }
             ClaimStep::Tagged => {
-                let record = inner.store.get_instance(&instance).await?;
-                let host_ip = record.as_ref().and_then(|r| r.private_ip.clone());
-                let secret_arn = user.secret_arn.clone().unwrap_or_default();
-                let script = commands::start_container_script(&ContainerSpec {
-                    user_id: user.user_id.as_str(),
-                    secret_arn: &secret_arn,
-                    image: &config.container_image,
-                    port: config.container_port,
-                    host_ip: host_ip.as_deref(),
-                    health_path: &config.health_check_path,
-                    health_timeout_seconds: (config.container_timeout.as_secs() as u32)
-                        .saturating_sub(30)
-                        .max(30),
-                    memory_mb: config.container_memory_mb,
-                    cpus: config.container_cpus,
-                    pids_limit: config.container_pids_limit,
-                });
+                let script = self.start_script(&user, &instance).await?;
                 // Mark the instance dirty *before* sending: from here on a container may run on
                 // it (a crash or a timed-out response cannot tell), so an undo terminates it
                 // rather than returning it to the pool.
@@ -1138,6 +1111,55 @@ impl Reconciler {
         )
         .await?;
         Ok(StepResult::Done)
+    }
+
+    /// Tags `instance` for the user and binds the user's secret to it (its `InstanceArn` tag),
+    /// the first step of a claim and of a move.
+    async fn bind_to_instance(
+        &self,
+        user: &UserRecord,
+        instance: &InstanceId,
+    ) -> Result<(), StepError> {
+        let cloud = &self.inner.cloud;
+        let record = self.inner.store.get_instance(instance).await?;
+        let arn = record.and_then(|r| r.arn).unwrap_or_default();
+        let mut instance_tags = one_tag(tags::STATUS, InstanceStatus::Assigned.as_str());
+        instance_tags.insert(tags::USER_ID.into(), user.user_id.to_string());
+        let secret_arn = user.secret_arn.clone().unwrap_or_default();
+        let secret_tags = one_tag(tags::INSTANCE_ARN, &arn);
+        let (tagged, secret_tagged) = tokio::join!(
+            cloud.tag_instance(instance, &instance_tags),
+            cloud.tag_secret(&secret_arn, &secret_tags),
+        );
+        tagged?;
+        secret_tagged?;
+        Ok(())
+    }
+
+    /// The start-container command for the user on `instance`.
+    async fn start_script(
+        &self,
+        user: &UserRecord,
+        instance: &InstanceId,
+    ) -> Result<String, StepError> {
+        let config = &self.inner.config;
+        let record = self.inner.store.get_instance(instance).await?;
+        let host_ip = record.as_ref().and_then(|r| r.private_ip.clone());
+        let secret_arn = user.secret_arn.clone().unwrap_or_default();
+        Ok(commands::start_container_script(&ContainerSpec {
+            user_id: user.user_id.as_str(),
+            secret_arn: &secret_arn,
+            image: &config.container_image,
+            port: config.container_port,
+            host_ip: host_ip.as_deref(),
+            health_path: &config.health_check_path,
+            health_timeout_seconds: (config.container_timeout.as_secs() as u32)
+                .saturating_sub(30)
+                .max(30),
+            memory_mb: config.container_memory_mb,
+            cpus: config.container_cpus,
+            pids_limit: config.container_pids_limit,
+        }))
     }
 
     /// The last claim step: a listener rule for `/{route}/*`, then the user is ready.

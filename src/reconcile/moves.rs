@@ -12,7 +12,6 @@
 
 use super::{Reconciler, StepError, StepOutcome, StepResult, one_tag};
 use crate::cloud::{CloudError, CloudErrorKind, CommandStatus, tags};
-use crate::commands::{self, ContainerSpec};
 use crate::model::{InstanceId, InstanceStatus, Millis, MoveStep, UserId, UserState};
 use crate::store::UserRecord;
 
@@ -114,40 +113,13 @@ impl Reconciler {
         let now = (inner.clock)();
         let next = match step {
             MoveStep::Assigned => {
-                let record = inner.store.get_instance(&target).await?;
-                let arn = record.and_then(|r| r.arn).unwrap_or_default();
-                let mut instance_tags = one_tag(tags::STATUS, InstanceStatus::Assigned.as_str());
-                instance_tags.insert(tags::USER_ID.into(), user.user_id.to_string());
                 // The secret follows the user: only the new instance may read it from now on
                 // (the old container already has its environment).
-                let secret_arn = user.secret_arn.clone().unwrap_or_default();
-                let secret_tags = one_tag(tags::INSTANCE_ARN, &arn);
-                let (tagged, secret_tagged) = tokio::join!(
-                    cloud.tag_instance(&target, &instance_tags),
-                    cloud.tag_secret(&secret_arn, &secret_tags),
-                );
-                tagged?;
-                secret_tagged?;
+                self.bind_to_instance(&user, &target).await?;
                 MoveStep::Tagged
             }
             MoveStep::Tagged => {
-                let record = inner.store.get_instance(&target).await?;
-                let host_ip = record.as_ref().and_then(|r| r.private_ip.clone());
-                let secret_arn = user.secret_arn.clone().unwrap_or_default();
-                let script = commands::start_container_script(&ContainerSpec {
-                    user_id: user.user_id.as_str(),
-                    secret_arn: &secret_arn,
-                    image: &config.container_image,
-                    port: config.container_port,
-                    host_ip: host_ip.as_deref(),
-                    health_path: &config.health_check_path,
-                    health_timeout_seconds: (config.container_timeout.as_secs() as u32)
-                        .saturating_sub(30)
-                        .max(30),
-                    memory_mb: config.container_memory_mb,
-                    cpus: config.container_cpus,
-                    pids_limit: config.container_pids_limit,
-                });
+                let script = self.start_script(&user, &target).await?;
                 // Dirty before sending, as in a claim: an undo then terminates the instance.
                 if user.move_command_sent_at.is_none() {
                     user.move_command_sent_at = Some(now);

@@ -359,46 +359,6 @@ impl Store {
 
     /// Marks a user deleting, whatever it was doing. Returns the updated row, or None if there is
     /// no such user.
-    /// Gives a migrating user `instance` (a spare) as its move target, in one transaction
-    /// guarded on both rows like [`Store::assign`]. False if either changed meanwhile.
-    pub async fn assign_move(
-        &self,
-        user: &UserId,
-        instance: &InstanceId,
-        now: Millis,
-    ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await?;
-        let taken = sqlx::query(
-            "UPDATE instances SET status = 'assigned', status_since = $1
-             WHERE instance_id = $2 AND status = 'available'",
-        )
-        .bind(now)
-        .bind(&instance.0)
-        .execute(&mut *tx)
-        .await?;
-        if taken.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        let claimed = sqlx::query(
-            "UPDATE users SET move_instance_id = $1, move_step = 'assigned',
-                move_command_id = NULL, move_command_sent_at = NULL, updated_at = $2,
-                version = version + 1
-             WHERE user_id = $3 AND state = 'migrating' AND move_instance_id IS NULL",
-        )
-        .bind(&instance.0)
-        .bind(now)
-        .bind(user.as_str())
-        .execute(&mut *tx)
-        .await?;
-        if claimed.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        tx.commit().await?;
-        Ok(true)
-    }
-
     pub async fn mark_deleting(
         &self,
         user: &UserId,
@@ -447,6 +407,47 @@ impl Store {
         instance: &InstanceId,
         now: Millis,
     ) -> StoreResult<bool> {
+        self.take_spare(
+            "UPDATE users SET state = 'provisioning', instance_id = $1, claim_step = 'assigned',
+                command_id = NULL, command_sent_at = NULL, error = NULL, claimed_at = $2,
+                updated_at = $2, version = version + 1
+             WHERE user_id = $3 AND state = 'queued' AND instance_id IS NULL",
+            user,
+            instance,
+            now,
+        )
+        .await
+    }
+
+    /// Gives a migrating user `instance` (a spare) as its move target, guarded like `assign`.
+    pub async fn assign_move(
+        &self,
+        user: &UserId,
+        instance: &InstanceId,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        self.take_spare(
+            "UPDATE users SET move_instance_id = $1, move_step = 'assigned',
+                move_command_id = NULL, move_command_sent_at = NULL, updated_at = $2,
+                version = version + 1
+             WHERE user_id = $3 AND state = 'migrating' AND move_instance_id IS NULL",
+            user,
+            instance,
+            now,
+        )
+        .await
+    }
+
+    /// One transaction: the spare goes `available` → `assigned` and `user_update` ($1 the
+    /// instance, $2 now, $3 the user) hands it to the user; false, with nothing changed, if
+    /// either row was not in the expected state.
+    async fn take_spare(
+        &self,
+        user_update: &'static str,
+        user: &UserId,
+        instance: &InstanceId,
+        now: Millis,
+    ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
         let taken = sqlx::query(
             "UPDATE instances SET status = 'assigned', status_since = $1
@@ -460,17 +461,12 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        let claimed = sqlx::query(
-            "UPDATE users SET state = 'provisioning', instance_id = $1, claim_step = 'assigned',
-                command_id = NULL, command_sent_at = NULL, error = NULL, claimed_at = $2,
-                updated_at = $2, version = version + 1
-             WHERE user_id = $3 AND state = 'queued' AND instance_id IS NULL",
-        )
-        .bind(&instance.0)
-        .bind(now)
-        .bind(user.as_str())
-        .execute(&mut *tx)
-        .await?;
+        let claimed = sqlx::query(user_update)
+            .bind(&instance.0)
+            .bind(now)
+            .bind(user.as_str())
+            .execute(&mut *tx)
+            .await?;
         if claimed.rows_affected() != 1 {
             tx.rollback().await?;
             return Ok(false);
