@@ -42,6 +42,10 @@ pub struct AwsCloudConfig {
     pub attempt_timeout: Duration,
     /// Attempts per operation in the SDK's standard retry mode (1 = no retry).
     pub max_attempts: u32,
+    /// Attempts of the API's request-path secret writes (`put_secret`, `update_secret`): a PUT
+    /// has no later pass to retry them, so they get a longer budget. `call_timeout` still bounds
+    /// them.
+    pub secret_write_attempts: u32,
 }
 
 /// DescribeInstances' largest page. AWS accepts 5..=1000.
@@ -152,6 +156,32 @@ impl AwsCloud {
         }
     }
 
+    /// TagResource on a secret, with a per-operation config override (the request path's
+    /// longer retry budget) or the client's.
+    async fn tag_secret_with(
+        &self,
+        secret_id: &str,
+        tags: &Tags,
+        config_override: Option<aws_sdk_secretsmanager::config::Builder>,
+    ) -> CloudResult<()> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let mut request = self
+            .secrets
+            .tag_resource()
+            .secret_id(secret_id)
+            .set_tags(Some(secret_tags(tags)))
+            .customize();
+        if let Some(config_override) = config_override {
+            request = request.config_override(config_override);
+        }
+        call("secretsmanager", "TagResource", request.send())
+            .await
+            .map_err(|err| with_context(err, format!("tagging secret {secret_id}")))?;
+        Ok(())
+    }
+
     async fn existing_target_group(&self, name: &str) -> CloudResult<String> {
         let output = call(
             "elbv2",
@@ -178,6 +208,16 @@ impl AwsCloud {
 
 fn retry_config(config: &AwsCloudConfig) -> aws_config::retry::RetryConfig {
     aws_config::retry::RetryConfig::standard().with_max_attempts(config.max_attempts.max(1))
+}
+
+/// The per-operation override of the request-path secret writes: the same standard retry mode
+/// with `secret_write_attempts`. Everything else (timeouts, endpoint, credentials) stays the
+/// client's.
+fn secret_write_override(config: &AwsCloudConfig) -> aws_sdk_secretsmanager::config::Builder {
+    aws_sdk_secretsmanager::config::Builder::default().retry_config(
+        aws_config::retry::RetryConfig::standard()
+            .with_max_attempts(config.secret_write_attempts.max(1)),
+    )
 }
 
 fn timeout_config(config: &AwsCloudConfig) -> aws_config::timeout::TimeoutConfig {
@@ -854,6 +894,8 @@ impl Cloud for AwsCloud {
                 .name(name)
                 .secret_string(value)
                 .set_tags((!tags.is_empty()).then(|| secret_tags(tags)))
+                .customize()
+                .config_override(secret_write_override(&self.config))
                 .send(),
         )
         .await;
@@ -880,6 +922,8 @@ impl Cloud for AwsCloud {
                 .put_secret_value()
                 .secret_id(name)
                 .secret_string(value)
+                .customize()
+                .config_override(secret_write_override(&self.config))
                 .send(),
         )
         .await
@@ -888,7 +932,8 @@ impl Cloud for AwsCloud {
             .arn()
             .map(str::to_string)
             .ok_or_else(|| missing("PutSecretValue", "secret ARN"))?;
-        self.tag_secret(&arn, tags).await?;
+        self.tag_secret_with(&arn, tags, Some(secret_write_override(&self.config)))
+            .await?;
         Ok(arn)
     }
 
@@ -900,6 +945,8 @@ impl Cloud for AwsCloud {
                 .put_secret_value()
                 .secret_id(secret_id)
                 .secret_string(value)
+                .customize()
+                .config_override(secret_write_override(&self.config))
                 .send(),
         )
         .await
@@ -913,21 +960,7 @@ impl Cloud for AwsCloud {
     }
 
     async fn tag_secret(&self, secret_id: &str, tags: &Tags) -> CloudResult<()> {
-        if tags.is_empty() {
-            return Ok(());
-        }
-        call(
-            "secretsmanager",
-            "TagResource",
-            self.secrets
-                .tag_resource()
-                .secret_id(secret_id)
-                .set_tags(Some(secret_tags(tags)))
-                .send(),
-        )
-        .await
-        .map_err(|err| with_context(err, format!("tagging secret {secret_id}")))?;
-        Ok(())
+        self.tag_secret_with(secret_id, tags, None).await
     }
 
     async fn untag_secret(&self, secret_id: &str, keys: &[&str]) -> CloudResult<()> {

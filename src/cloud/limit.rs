@@ -258,12 +258,22 @@ impl Clock for TokioClock {
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
 
+/// How often and how long the calls of one quota class waited for their tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Waits {
+    /// Calls that had to wait.
+    pub calls: u64,
+    pub total: Duration,
+    pub longest: Duration,
+}
+
 /// A [`Cloud`] whose every call first takes its tokens from the client-side buckets, waiting
 /// (asynchronously) while a bucket is empty.
 pub struct Limited {
     inner: Arc<dyn Cloud>,
     clock: TokioClock,
     limiters: BTreeMap<QuotaClass, (Limiter, u32)>,
+    waits: std::sync::Mutex<BTreeMap<QuotaClass, Waits>>,
 }
 
 impl Limited {
@@ -293,7 +303,14 @@ impl Limited {
             inner,
             clock,
             limiters,
+            waits: std::sync::Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The waits so far, per quota class (the same figures as `spotpool_rate_limited_calls_total`
+    /// and `spotpool_rate_limit_wait_seconds`).
+    pub fn waits(&self) -> BTreeMap<QuotaClass, Waits> {
+        self.waits.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Waits until every bucket `operation` draws from has its tokens, then takes them.
@@ -316,6 +333,13 @@ impl Limited {
                 }
             }
             if !waited.is_zero() {
+                {
+                    let mut waits = self.waits.lock().unwrap_or_else(|e| e.into_inner());
+                    let entry = waits.entry(class).or_default();
+                    entry.calls += 1;
+                    entry.total += waited;
+                    entry.longest = entry.longest.max(waited);
+                }
                 metrics::counter!("spotpool_rate_limited_calls_total", "class" => class.as_str())
                     .increment(1);
                 metrics::histogram!("spotpool_rate_limit_wait_seconds", "class" => class.as_str())

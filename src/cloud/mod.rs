@@ -16,9 +16,20 @@
 pub mod aws;
 pub mod fake;
 pub mod limit;
+pub mod profile;
 
 use crate::model::{InstanceId, InstanceStatus, Millis};
 use std::collections::BTreeMap;
+
+/// Attempts per AWS call, the first included, in the SDK's standard retry mode
+/// (`SPOTPOOL_AWS_MAX_ATTEMPTS`).
+pub const DEFAULT_AWS_MAX_ATTEMPTS: u32 = 4;
+
+/// Attempts of the API's request-path secret writes (`put_secret`, `update_secret`;
+/// `SPOTPOOL_AWS_SECRET_WRITE_ATTEMPTS`). A PUT's secret must be durable before it answers, and
+/// there is no later pass to retry it, so these get a longer budget than the reconciler's calls
+/// (which simply come back on the next pass). The call timeout still bounds the wait.
+pub const DEFAULT_SECRET_WRITE_ATTEMPTS: u32 = 8;
 
 /// The class of a failed cloud call. The reconciler's error policy keys off this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
