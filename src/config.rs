@@ -162,7 +162,7 @@ pub struct Settings {
     /// Consecutive launch or probe failures after which a tier stops launching until restarted [default: 10].
     #[arg(long, env = "SPOTPOOL_LAUNCH_FAILURE_LIMIT", value_name = "N")]
     pub spotpool_launch_failure_limit: Option<u32>,
-    /// Client-side AWS rate limits per quota class, as class=capacity/refill-per-second pairs overriding the defaults (80% of the aws-profile account quotas), e.g. "ec2-run=4/1.6,elb-mutate=16/2.4" [default: ""].
+    /// Client-side AWS rate limits per quota class, as class=capacity/refill-per-second pairs overriding the defaults (60% of the capacity and 80% of the refill rate of the aws-profile account quotas), e.g. "ec2-run=4/1.6,elb-mutate=16/2.4" [default: ""].
     #[arg(long, env = "SPOTPOOL_RATE_LIMITS", value_name = "LIST")]
     pub spotpool_rate_limits: Option<String>,
 }

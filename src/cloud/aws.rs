@@ -8,16 +8,21 @@
 //! does that; splitting a failed batch into single calls is not a retry), or let a secret value
 //! reach an error, a log line or a `Debug` output.
 
+use super::limit::RetryMeter;
 use super::{
     Cloud, CloudError, CloudErrorKind, CloudInstance, CloudResult, CommandStatus, LaunchRequest,
     Lifecycle, RuleInfo, Tags, tags,
 };
 use crate::model::{InstanceId, InstanceStatus};
 use aws_sdk_ec2::config::http::HttpResponse;
+use aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_ec2::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_ec2::error::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use std::cell::Cell;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The pool's view of AWS: which pool it owns and how to launch and route its instances.
@@ -72,6 +77,8 @@ pub struct AwsCloud {
     /// Region of the clients, for instance ARNs.
     region: String,
     page_size: i32,
+    /// The SDK's retries, for the client-side limiter.
+    retries: Arc<RetryMeter>,
 }
 
 impl AwsCloud {
@@ -101,11 +108,32 @@ impl AwsCloud {
                 String::new()
             }
         };
+        let retries = Arc::new(RetryMeter::default());
+        let counter = || AttemptCounter {
+            retries: retries.clone(),
+        };
         AwsCloud {
-            ec2: aws_sdk_ec2::Client::new(&sdk),
-            ssm: aws_sdk_ssm::Client::new(&sdk),
-            secrets: aws_sdk_secretsmanager::Client::new(&sdk),
-            elb: aws_sdk_elasticloadbalancingv2::Client::new(&sdk),
+            ec2: aws_sdk_ec2::Client::from_conf(
+                aws_sdk_ec2::config::Builder::from(&sdk)
+                    .interceptor(counter())
+                    .build(),
+            ),
+            ssm: aws_sdk_ssm::Client::from_conf(
+                aws_sdk_ssm::config::Builder::from(&sdk)
+                    .interceptor(counter())
+                    .build(),
+            ),
+            secrets: aws_sdk_secretsmanager::Client::from_conf(
+                aws_sdk_secretsmanager::config::Builder::from(&sdk)
+                    .interceptor(counter())
+                    .build(),
+            ),
+            elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(
+                aws_sdk_elasticloadbalancingv2::config::Builder::from(&sdk)
+                    .interceptor(counter())
+                    .build(),
+            ),
+            retries,
             config,
             region,
             page_size: DEFAULT_PAGE_SIZE,
@@ -218,6 +246,41 @@ fn secret_write_override(config: &AwsCloudConfig) -> aws_sdk_secretsmanager::con
         aws_config::retry::RetryConfig::standard()
             .with_max_attempts(config.secret_write_attempts.max(1)),
     )
+}
+
+tokio::task_local! {
+    /// The SDK call `call` is awaiting in this task: its operation and its attempts so far.
+    static IN_FLIGHT: (&'static str, Cell<u32>);
+}
+
+/// Counts the SDK's attempts of each call (`read_before_attempt` runs once per attempt) and
+/// records every attempt after the first in the [`RetryMeter`]: AWS meters attempts, and the
+/// client-side limiter only sees calls. The operation comes from `call`, which every SDK call
+/// goes through.
+#[derive(Debug)]
+struct AttemptCounter {
+    retries: Arc<RetryMeter>,
+}
+
+impl Intercept for AttemptCounter {
+    fn name(&self) -> &'static str {
+        "spotpool_attempt_counter"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let _ = IN_FLIGHT.try_with(|(operation, attempts)| {
+            attempts.set(attempts.get() + 1);
+            if attempts.get() > 1 {
+                self.retries.record(operation);
+            }
+        });
+        Ok(())
+    }
 }
 
 fn timeout_config(config: &AwsCloudConfig) -> aws_config::timeout::TimeoutConfig {
@@ -355,7 +418,10 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let started = Instant::now();
-    let result = request.await.map_err(|err| classify(operation, err));
+    let result = IN_FLIGHT
+        .scope((operation, Cell::new(0)), request)
+        .await
+        .map_err(|err| classify(operation, err));
     let elapsed = started.elapsed();
     let outcome = match &result {
         Ok(_) => "ok",
@@ -1194,6 +1260,10 @@ impl Cloud for AwsCloud {
             Err(err) if err.kind == CloudErrorKind::NotFound => Ok(()),
             Err(err) => Err(with_context(err, format!("deleting rule {rule_arn}"))),
         }
+    }
+
+    fn retry_meter(&self) -> Option<Arc<RetryMeter>> {
+        Some(self.retries.clone())
     }
 }
 

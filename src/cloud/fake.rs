@@ -304,6 +304,11 @@ impl FakeCloud {
             .collect()
     }
 
+    /// Every instance ever launched, terminated ones included.
+    pub fn all_instances(&self) -> Vec<FakeInstance> {
+        self.lock().instances.values().cloned().collect()
+    }
+
     pub fn instance(&self, id: &InstanceId) -> Option<FakeInstance> {
         self.lock().instances.get(&id.0).cloned()
     }
@@ -834,6 +839,10 @@ impl Cloud for FakeCloud {
         let mut state = self.enter("DeleteRule", 1).await?;
         state.rules.remove(rule_arn);
         Ok(())
+    }
+
+    fn retry_meter(&self) -> Option<std::sync::Arc<super::limit::RetryMeter>> {
+        self.sim.as_ref().map(|sim| sim.retries.clone())
     }
 }
 

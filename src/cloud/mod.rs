@@ -11,7 +11,8 @@
 //! - Errors are classified once, in the adapter, into [`CloudErrorKind`]; nobody else
 //!   string-matches AWS error codes.
 //! - Retries of throttling and 5xx happen inside the adapter (the SDK's retry config); callers
-//!   never wrap a call in a second retry loop.
+//!   never wrap a call in a second retry loop. The adapter records them in its
+//!   [`Cloud::retry_meter`], because the account meters every attempt.
 
 pub mod aws;
 pub mod fake;
@@ -274,6 +275,15 @@ pub trait Cloud: Send + Sync + 'static {
 
     /// Deletes a rule. A missing rule counts as success.
     async fn delete_rule(&self, rule_arn: &str) -> CloudResult<()>;
+
+    // --- Metering --------------------------------------------------------------------------
+
+    /// Where this cloud records the retries it makes inside a call (the SDK's), so the
+    /// client-side rate limiter (`limit::Limited`) charges every attempt the account meters.
+    /// None: every call is one attempt.
+    fn retry_meter(&self) -> Option<std::sync::Arc<limit::RetryMeter>> {
+        None
+    }
 }
 
 /// Tag keys and fixed values. The seed's names (`Name`, `Status`, `UserId`) are kept so its

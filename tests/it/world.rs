@@ -133,14 +133,15 @@ impl World {
     }
 
     /// A world over the simulated fake `fake`, which the daemon sees through `cloud` (e.g.
-    /// `Limited` around it), on an in-memory database and the fake's clock. Build it inside the
-    /// paused runtime the fake was built in.
-    pub async fn simulated(
+    /// `Limited` around it), on `store` and the fake's clock. Open the store before pausing the
+    /// clock: connecting happens on sqlx's threads, and a paused clock would let the pool's
+    /// acquire timeout run out meanwhile.
+    pub fn simulated(
+        store: Store,
         fake: Arc<FakeCloud>,
         cloud: Arc<dyn Cloud>,
         config: ReconcilerConfig,
     ) -> World {
-        let store = Store::open("sqlite::memory:").await.unwrap();
         let clock: Clock = {
             let fake = fake.clone();
             Arc::new(move || fake.now())

@@ -14,17 +14,19 @@
 //! 2. The answer arrives after the operation's latency (`tokio::time::sleep`).
 //! 3. A failed attempt is retried after the standard mode's jittered backoff while attempts and
 //!    the call timeout last; the logical call fails with the last attempt's error otherwise.
+//!    Each retry is recorded in the fake's `RetryMeter`, as `aws.rs` records the SDK's, so the
+//!    client-side limiter charges it.
 //!
 //! Time: tokio's clock (pause it in tests). The fake's "now" in epoch milliseconds is
 //! `epoch + elapsed since the fake was built`; give the daemon the same clock
 //! ([`super::FakeCloud::now`]) so its timestamps and the fake's agree.
 
-use super::super::limit::{QuotaClass, tokens_for};
+use super::super::limit::{QuotaClass, RetryMeter, tokens_for};
 use super::super::profile::{Latency, Profile, SimRng};
 use super::super::{CloudError, CloudErrorKind, CloudResult};
 use crate::model::Millis;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -95,6 +97,8 @@ pub(super) struct Sim {
     start: Instant,
     epoch: Millis,
     state: Mutex<SimState>,
+    /// Every retry, for the client-side limiter (as `aws.rs` reports the SDK's).
+    pub retries: Arc<RetryMeter>,
 }
 
 #[derive(Debug)]
@@ -140,6 +144,7 @@ impl Sim {
                 buckets,
                 stats,
             }),
+            retries: Arc::new(RetryMeter::default()),
         }
     }
 
@@ -215,6 +220,7 @@ impl Sim {
                 }
             }
             self.lock().stats.retries += 1;
+            self.retries.record(operation);
             tokio::time::sleep(backoff).await;
             attempt += 1;
         }
