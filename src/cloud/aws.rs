@@ -109,30 +109,23 @@ impl AwsCloud {
             }
         };
         let retries = Arc::new(RetryMeter::default());
-        let counter = || AttemptCounter {
-            retries: retries.clone(),
-        };
+        // Each service's client from `sdk`, with the attempt counter feeding `retries`.
+        macro_rules! client {
+            ($service:ident) => {
+                $service::Client::from_conf(
+                    $service::config::Builder::from(&sdk)
+                        .interceptor(AttemptCounter {
+                            retries: retries.clone(),
+                        })
+                        .build(),
+                )
+            };
+        }
         AwsCloud {
-            ec2: aws_sdk_ec2::Client::from_conf(
-                aws_sdk_ec2::config::Builder::from(&sdk)
-                    .interceptor(counter())
-                    .build(),
-            ),
-            ssm: aws_sdk_ssm::Client::from_conf(
-                aws_sdk_ssm::config::Builder::from(&sdk)
-                    .interceptor(counter())
-                    .build(),
-            ),
-            secrets: aws_sdk_secretsmanager::Client::from_conf(
-                aws_sdk_secretsmanager::config::Builder::from(&sdk)
-                    .interceptor(counter())
-                    .build(),
-            ),
-            elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(
-                aws_sdk_elasticloadbalancingv2::config::Builder::from(&sdk)
-                    .interceptor(counter())
-                    .build(),
-            ),
+            ec2: client!(aws_sdk_ec2),
+            ssm: client!(aws_sdk_ssm),
+            secrets: client!(aws_sdk_secretsmanager),
+            elb: client!(aws_sdk_elasticloadbalancingv2),
             retries,
             config,
             region,
