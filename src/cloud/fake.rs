@@ -3,7 +3,8 @@
 //!
 //! Owns: a faithful-enough model of the AWS behaviour spotpool relies on (idempotent deletes,
 //! PriorityInUse, a target group in use by a rule cannot be deleted, InvocationDoesNotExist right
-//! after SendCommand). Must not: retry on the daemon's behalf outside the simulated SDK.
+//! after SendCommand). Must not: sleep or read the clock in plain mode; retry anything but the
+//! simulated SDK's attempts in simulated mode.
 //!
 //! Two modes:
 //! - **Plain** ([`FakeCloud::new`]): every call answers at once and every effect is immediate
