@@ -144,6 +144,9 @@ pub struct Settings {
     /// Most attempts per AWS call, including the first (SDK standard retry mode) [default: 4].
     #[arg(long, env = "SPOTPOOL_AWS_MAX_ATTEMPTS", value_name = "N")]
     pub spotpool_aws_max_attempts: Option<u32>,
+    /// Most attempts of the API's secret writes (a PUT's CreateSecret or PutSecretValue), which have no later pass to retry them; the call timeout still bounds them [default: 8].
+    #[arg(long, env = "SPOTPOOL_AWS_SECRET_WRITE_ATTEMPTS", value_name = "N")]
+    pub spotpool_aws_secret_write_attempts: Option<u32>,
     /// Timeout of one AWS call including its retries [default: 30s].
     #[arg(long, env = "SPOTPOOL_AWS_CALL_TIMEOUT", value_name = "DURATION")]
     pub spotpool_aws_call_timeout: Option<String>,
@@ -159,7 +162,7 @@ pub struct Settings {
     /// Consecutive launch or probe failures after which a tier stops launching until restarted [default: 10].
     #[arg(long, env = "SPOTPOOL_LAUNCH_FAILURE_LIMIT", value_name = "N")]
     pub spotpool_launch_failure_limit: Option<u32>,
-    /// Client-side AWS rate limits per quota class, as class=capacity/refill-per-second pairs overriding the defaults (80% of the aws-profile account quotas), e.g. "ec2-run=4/1.6,elb-mutate=16/2.4" [default: ""].
+    /// Client-side AWS rate limits per quota class, as class=capacity/refill-per-second pairs overriding the defaults (60% of the capacity and 80% of the refill rate of the aws-profile account quotas), e.g. "ec2-run=4/1.6,elb-mutate=16/2.4" [default: ""].
     #[arg(long, env = "SPOTPOOL_RATE_LIMITS", value_name = "LIST")]
     pub spotpool_rate_limits: Option<String>,
 }
@@ -197,6 +200,7 @@ pub struct Config {
     pub claim_attempts: u32,
     pub max_in_flight: usize,
     pub aws_max_attempts: u32,
+    pub aws_secret_write_attempts: u32,
     pub aws_call_timeout: Duration,
     pub capacity_ttl: Duration,
     pub launch_failure_limit: u32,
@@ -463,7 +467,14 @@ impl Settings {
             )?,
             claim_attempts,
             max_in_flight: self.spotpool_max_in_flight.unwrap_or(16).max(1) as usize,
-            aws_max_attempts: self.spotpool_aws_max_attempts.unwrap_or(4).max(1),
+            aws_max_attempts: self
+                .spotpool_aws_max_attempts
+                .unwrap_or(crate::cloud::DEFAULT_AWS_MAX_ATTEMPTS)
+                .max(1),
+            aws_secret_write_attempts: self
+                .spotpool_aws_secret_write_attempts
+                .unwrap_or(crate::cloud::DEFAULT_SECRET_WRITE_ATTEMPTS)
+                .max(1),
             aws_call_timeout: duration(
                 "SPOTPOOL_AWS_CALL_TIMEOUT",
                 self.spotpool_aws_call_timeout,
@@ -578,6 +589,8 @@ mod tests {
         assert_eq!(config.pool, "spotpool");
         assert_eq!(config.secret_prefix, "openclaw/");
         assert_eq!(config.reconcile_interval, Duration::from_secs(10));
+        assert_eq!(config.aws_max_attempts, 4);
+        assert_eq!(config.aws_secret_write_attempts, 8);
     }
 
     #[test]

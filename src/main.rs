@@ -261,6 +261,7 @@ async fn run(config: Config) -> Result<(), String> {
             call_timeout: config.aws_call_timeout,
             attempt_timeout: config.aws_call_timeout / 2,
             max_attempts: config.aws_max_attempts,
+            secret_write_attempts: config.aws_secret_write_attempts,
         })
         .await,
     );

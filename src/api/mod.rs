@@ -62,7 +62,13 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
+
+/// How long a client should wait after AWS throttled the request's secret write through every
+/// attempt of the SDK's budget.
+pub const THROTTLED_RETRY_AFTER_SECONDS: u64 = 5;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
@@ -70,6 +76,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -85,6 +92,22 @@ impl ApiError {
             "internal",
             "internal error; see the daemon's log",
         )
+    }
+
+    /// AWS throttled a call the request needs through every retry: a `429` with `Retry-After`,
+    /// the honest answer to "slow down" (nothing was recorded).
+    pub fn throttled(context: &str, cause: &dyn std::fmt::Display) -> ApiError {
+        tracing::warn!(error = %cause, "{context}");
+        ApiError {
+            retry_after: Some(THROTTLED_RETRY_AFTER_SECONDS),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "throttled",
+                format!(
+                    "{context}: AWS is throttling; retry after {THROTTLED_RETRY_AFTER_SECONDS} s"
+                ),
+            )
+        }
     }
 
     /// The cloud refused or failed a call the request needs; retrying later may work.
@@ -113,6 +136,11 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -56,7 +56,7 @@ pub const SECRET_VALUE_PATTERN: &str = "^[^\\r\\n\\x00]*$";
     modifiers(&BearerScheme),
     components(
         schemas(ErrorBody, UserId),
-        responses(Unauthorized, InternalError),
+        responses(Unauthorized, Throttled, InternalError),
     ),
     tags(
         (name = "users", description = "A user's instance: desired state, written by the web backend."),
@@ -145,6 +145,30 @@ impl<'r> ToResponse<'r> for Unauthorized {
                 .build(),
         );
         ("Unauthorized", response.into())
+    }
+}
+
+/// `429 throttled`, with `Retry-After` in seconds.
+pub struct Throttled;
+
+impl<'r> ToResponse<'r> for Throttled {
+    fn response() -> (&'r str, RefOr<Response>) {
+        let mut response = error_response(
+            "`throttled`: AWS throttled the secret write through every retry of the SDK's \
+             budget. Nothing was recorded; retry after `Retry-After` seconds.",
+        );
+        response.headers.insert(
+            header::RETRY_AFTER.as_str().into(),
+            HeaderBuilder::new()
+                .schema(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(0)),
+                )
+                .description(Some("Seconds to wait before retrying."))
+                .build(),
+        );
+        ("Throttled", response.into())
     }
 }
 

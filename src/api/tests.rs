@@ -256,7 +256,7 @@ async fn a_put_queues_the_user_and_stores_the_secret_by_arn_only() {
 #[tokio::test]
 async fn a_cloud_failure_storing_the_secret_is_a_503_and_creates_nothing() {
     let cloud = Arc::new(FakeCloud::default());
-    cloud.fail_next("PutSecret", CloudErrorKind::Throttled, 1);
+    cloud.fail_next("PutSecret", CloudErrorKind::Transient, 1);
     let state = state_with(cloud).await;
     let (status, body) = call(
         &state,
@@ -270,6 +270,52 @@ async fn a_cloud_failure_storing_the_secret_is_a_503_and_creates_nothing() {
     assert_eq!(error_code(&body), "cloud_unavailable");
     assert!(!body.to_string().contains("sk-live-abc"));
     assert!(state.store.list_users().await.unwrap().is_empty());
+}
+
+/// A throttle that outlasted the SDK's budget is "slow down", not an outage: 429 with
+/// Retry-After, for a new user's secret and for a rotation alike, and nothing is recorded.
+#[tokio::test]
+async fn a_throttled_secret_write_is_a_429_with_retry_after_and_records_nothing() {
+    let cloud = Arc::new(FakeCloud::default());
+    let state = state_with(cloud.clone()).await;
+    let put = |body: &'static str| {
+        let state = state.clone();
+        async move {
+            let request = Request::builder()
+                .method("PUT")
+                .uri("/v1/users/alice/instance")
+                .header("authorization", format!("Bearer {SERVICE}"))
+                .body(Body::from(body))
+                .unwrap();
+            let response = router(state).oneshot(request).await.unwrap();
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .map(|v| v.to_str().unwrap().to_string());
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            (status, retry_after, body)
+        }
+    };
+    cloud.fail_next("PutSecret", CloudErrorKind::Throttled, 1);
+    let (status, retry_after, body) = put(r#"{"secrets":{"K":"sk-live-abc"}}"#).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(retry_after.as_deref(), Some("5"));
+    assert_eq!(error_code(&body), "throttled");
+    assert!(!body.to_string().contains("sk-live-abc"));
+    assert!(state.store.list_users().await.unwrap().is_empty());
+
+    let (status, _, _) = put(r#"{"secrets":{"K":"v1"}}"#).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    cloud.fail_next("PutSecretValue", CloudErrorKind::Throttled, 1);
+    let (status, retry_after, body) = put(r#"{"secrets":{"K":"v2"}}"#).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(retry_after.as_deref(), Some("5"));
+    let (_, secret) = &cloud.secrets()[0];
+    assert_eq!(secret.value, r#"{"K":"v1"}"#);
 }
 
 #[tokio::test]

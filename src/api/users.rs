@@ -1,6 +1,6 @@
 //! `/v1/users/{user_id}/instance`: PUT (want one), GET (what is it), DELETE (want none).
 
-use super::openapi::{ErrorBody, InternalError, PutInstanceRequest, Unauthorized};
+use super::openapi::{ErrorBody, InternalError, PutInstanceRequest, Throttled, Unauthorized};
 use super::{ApiError, AppState, rfc3339};
 use crate::cloud::{CloudError, CloudErrorKind};
 use crate::model::{UserId, UserState};
@@ -211,8 +211,9 @@ fn new_route() -> String {
         (status = 401, response = Unauthorized),
         (status = 409, description = "`user_deleting` (the user's instance is being deleted; PUT again once GET answers 404), `tier_mismatch` (the user has another tier), `secret_being_deleted` (right after a delete, AWS is still removing the old secret; retry in seconds) or `conflict` (a concurrent change; retry).", body = ErrorBody),
         (status = 413, description = "`invalid_body`: the body is larger than 128 KiB.", body = ErrorBody),
+        (status = 429, response = Throttled),
         (status = 500, response = InternalError),
-        (status = 503, description = "`cloud_unavailable`: Secrets Manager refused or failed to store the secrets; retry later. Nothing was recorded.", body = ErrorBody),
+        (status = 503, description = "`cloud_unavailable`: Secrets Manager failed to store the secrets (an outage that outlasted the SDK's retries); retry later. Nothing was recorded.", body = ErrorBody),
     ),
     security(("bearer" = [])),
 )]
@@ -315,7 +316,7 @@ async fn update_existing(
             .await
             .map_err(|e| match e.kind {
                 CloudErrorKind::NotFound | CloudErrorKind::Conflict => deleting(),
-                _ => ApiError::unavailable("could not store the user's secrets", &e),
+                _ => secret_write_error(&e),
             })?;
         tracing::info!(user = %existing.user_id, secrets = ?secrets, "user's secrets updated; the container sees them at its next start");
     }
@@ -423,17 +424,21 @@ fn deleting() -> ApiError {
     )
 }
 
-/// A failed write of a new user's secret. A conflict means the previous secret of that name is
-/// still being deleted (force deletion completes asynchronously): a 409 to retry, not a 5xx.
+/// A failed secret write (after the SDK's longer request-path budget). A conflict on a new
+/// user's secret means the previous secret of that name is still being deleted (force deletion
+/// completes asynchronously): a 409 to retry. A throttle that outlasted every attempt is a 429
+/// with `Retry-After`: the client is told to slow down, not that the daemon is broken. Anything
+/// else (5xx, timeouts) is a true outage: 503.
 fn secret_write_error(error: &CloudError) -> ApiError {
-    if error.kind == CloudErrorKind::Conflict {
-        ApiError::new(
+    const CONTEXT: &str = "could not store the user's secrets";
+    match error.kind {
+        CloudErrorKind::Conflict => ApiError::new(
             StatusCode::CONFLICT,
             "secret_being_deleted",
             "the user's previous secret is still being deleted; retry in a few seconds",
-        )
-    } else {
-        ApiError::unavailable("could not store the user's secrets", error)
+        ),
+        CloudErrorKind::Throttled => ApiError::throttled(CONTEXT, error),
+        _ => ApiError::unavailable(CONTEXT, error),
     }
 }
 

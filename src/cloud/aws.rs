@@ -8,17 +8,22 @@
 //! does that; splitting a failed batch into single calls is not a retry), or let a secret value
 //! reach an error, a log line or a `Debug` output.
 
+use super::limit::RetryMeter;
 use super::{
     Cloud, CloudError, CloudErrorKind, CloudInstance, CloudResult, CommandStatus, LaunchRequest,
     Lifecycle, PoolResource, RuleInfo, Tags, tags,
 };
 use crate::model::{InstanceId, InstanceStatus};
 use aws_sdk_ec2::config::http::HttpResponse;
+use aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_ec2::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_ec2::error::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The pool's view of AWS: which pool it owns and how to launch and route its instances.
@@ -43,6 +48,10 @@ pub struct AwsCloudConfig {
     pub attempt_timeout: Duration,
     /// Attempts per operation in the SDK's standard retry mode (1 = no retry).
     pub max_attempts: u32,
+    /// Attempts of the API's request-path secret writes (`put_secret`, `update_secret`): a PUT
+    /// has no later pass to retry them, so they get a longer budget. `call_timeout` still bounds
+    /// them.
+    pub secret_write_attempts: u32,
 }
 
 /// DescribeInstances' largest page. AWS accepts 5..=1000.
@@ -73,6 +82,8 @@ pub struct AwsCloud {
     /// Region of the clients, for instance ARNs.
     region: String,
     page_size: i32,
+    /// The SDK's retries, for the client-side limiter.
+    retries: Arc<RetryMeter>,
 }
 
 impl AwsCloud {
@@ -102,11 +113,25 @@ impl AwsCloud {
                 String::new()
             }
         };
+        let retries = Arc::new(RetryMeter::default());
+        // Each service's client from `sdk`, with the attempt counter feeding `retries`.
+        macro_rules! client {
+            ($service:ident) => {
+                $service::Client::from_conf(
+                    $service::config::Builder::from(&sdk)
+                        .interceptor(AttemptCounter {
+                            retries: retries.clone(),
+                        })
+                        .build(),
+                )
+            };
+        }
         AwsCloud {
-            ec2: aws_sdk_ec2::Client::new(&sdk),
-            ssm: aws_sdk_ssm::Client::new(&sdk),
-            secrets: aws_sdk_secretsmanager::Client::new(&sdk),
-            elb: aws_sdk_elasticloadbalancingv2::Client::new(&sdk),
+            ec2: client!(aws_sdk_ec2),
+            ssm: client!(aws_sdk_ssm),
+            secrets: client!(aws_sdk_secretsmanager),
+            elb: client!(aws_sdk_elasticloadbalancingv2),
+            retries,
             config,
             region,
             page_size: DEFAULT_PAGE_SIZE,
@@ -155,6 +180,32 @@ impl AwsCloud {
                 format!("terminating instance {instance}"),
             )),
         }
+    }
+
+    /// TagResource on a secret, with a per-operation config override (the request path's
+    /// longer retry budget) or the client's.
+    async fn tag_secret_with(
+        &self,
+        secret_id: &str,
+        tags: &Tags,
+        config_override: Option<aws_sdk_secretsmanager::config::Builder>,
+    ) -> CloudResult<()> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let mut request = self
+            .secrets
+            .tag_resource()
+            .secret_id(secret_id)
+            .set_tags(Some(secret_tags(tags)))
+            .customize();
+        if let Some(config_override) = config_override {
+            request = request.config_override(config_override);
+        }
+        call("secretsmanager", "TagResource", request.send())
+            .await
+            .map_err(|err| with_context(err, format!("tagging secret {secret_id}")))?;
+        Ok(())
     }
 
     async fn existing_target_group(&self, name: &str) -> CloudResult<String> {
@@ -236,6 +287,51 @@ impl AwsCloud {
 
 fn retry_config(config: &AwsCloudConfig) -> aws_config::retry::RetryConfig {
     aws_config::retry::RetryConfig::standard().with_max_attempts(config.max_attempts.max(1))
+}
+
+/// The per-operation override of the request-path secret writes: the same standard retry mode
+/// with `secret_write_attempts`. Everything else (timeouts, endpoint, credentials) stays the
+/// client's.
+fn secret_write_override(config: &AwsCloudConfig) -> aws_sdk_secretsmanager::config::Builder {
+    aws_sdk_secretsmanager::config::Builder::default().retry_config(
+        aws_config::retry::RetryConfig::standard()
+            .with_max_attempts(config.secret_write_attempts.max(1)),
+    )
+}
+
+tokio::task_local! {
+    /// The SDK call `call` is awaiting in this task: its operation and its attempts so far.
+    static IN_FLIGHT: (&'static str, Cell<u32>);
+}
+
+/// Counts the SDK's attempts of each call (`read_before_attempt` runs once per attempt) and
+/// records every attempt after the first in the [`RetryMeter`]: AWS meters attempts, and the
+/// client-side limiter only sees calls. The operation comes from `call`, which every SDK call
+/// goes through.
+#[derive(Debug)]
+struct AttemptCounter {
+    retries: Arc<RetryMeter>,
+}
+
+impl Intercept for AttemptCounter {
+    fn name(&self) -> &'static str {
+        "spotpool_attempt_counter"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let _ = IN_FLIGHT.try_with(|(operation, attempts)| {
+            attempts.set(attempts.get() + 1);
+            if attempts.get() > 1 {
+                self.retries.record(operation);
+            }
+        });
+        Ok(())
+    }
 }
 
 fn timeout_config(config: &AwsCloudConfig) -> aws_config::timeout::TimeoutConfig {
@@ -373,7 +469,10 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let started = Instant::now();
-    let result = request.await.map_err(|err| classify(operation, err));
+    let result = IN_FLIGHT
+        .scope((operation, Cell::new(0)), request)
+        .await
+        .map_err(|err| classify(operation, err));
     let elapsed = started.elapsed();
     let outcome = match &result {
         Ok(_) => "ok",
@@ -912,6 +1011,8 @@ impl Cloud for AwsCloud {
                 .name(name)
                 .secret_string(value)
                 .set_tags((!tags.is_empty()).then(|| secret_tags(tags)))
+                .customize()
+                .config_override(secret_write_override(&self.config))
                 .send(),
         )
         .await;
@@ -938,6 +1039,8 @@ impl Cloud for AwsCloud {
                 .put_secret_value()
                 .secret_id(name)
                 .secret_string(value)
+                .customize()
+                .config_override(secret_write_override(&self.config))
                 .send(),
         )
         .await
@@ -946,7 +1049,8 @@ impl Cloud for AwsCloud {
             .arn()
             .map(str::to_string)
             .ok_or_else(|| missing("PutSecretValue", "secret ARN"))?;
-        self.tag_secret(&arn, tags).await?;
+        self.tag_secret_with(&arn, tags, Some(secret_write_override(&self.config)))
+            .await?;
         Ok(arn)
     }
 
@@ -958,6 +1062,8 @@ impl Cloud for AwsCloud {
                 .put_secret_value()
                 .secret_id(secret_id)
                 .secret_string(value)
+                .customize()
+                .config_override(secret_write_override(&self.config))
                 .send(),
         )
         .await
@@ -971,21 +1077,7 @@ impl Cloud for AwsCloud {
     }
 
     async fn tag_secret(&self, secret_id: &str, tags: &Tags) -> CloudResult<()> {
-        if tags.is_empty() {
-            return Ok(());
-        }
-        call(
-            "secretsmanager",
-            "TagResource",
-            self.secrets
-                .tag_resource()
-                .secret_id(secret_id)
-                .set_tags(Some(secret_tags(tags)))
-                .send(),
-        )
-        .await
-        .map_err(|err| with_context(err, format!("tagging secret {secret_id}")))?;
-        Ok(())
+        self.tag_secret_with(secret_id, tags, None).await
     }
 
     async fn untag_secret(&self, secret_id: &str, keys: &[&str]) -> CloudResult<()> {
@@ -1390,6 +1482,10 @@ impl Cloud for AwsCloud {
             }
         }
         Ok(out)
+    }
+
+    fn retry_meter(&self) -> Option<Arc<RetryMeter>> {
+        Some(self.retries.clone())
     }
 }
 

@@ -6,8 +6,15 @@
 //!
 //! AWS meters API calls per account and region with token buckets. Staying under them on our side
 //! means the SDK rarely sees a throttle at all, so a burst of claims slows down smoothly instead of
-//! failing and retrying. The client buckets default to 80% of the profile's account quota: the
-//! SDK's own retries and other clients of the account (Terraform, consoles) use the rest.
+//! failing and retrying. The client buckets default to 80% of the refill rate of the profile's
+//! account quota and 60% of its capacity; other clients of the account (Terraform, consoles) and
+//! the retries of a burst use the rest.
+//!
+//! AWS meters every *attempt*, and the SDK retries inside one call, out of [`Limited`]'s reach.
+//! So the cloud records its retries in a [`RetryMeter`] ([`Cloud::retry_meter`]) and `Limited`
+//! charges them to their bucket before the next call of the same class goes out. Without this, at
+//! a 20% failure rate the SDK's retries add 25% to every class, and a class the client runs at
+//! its 80% share reaches 100% of the account's quota.
 //!
 //! Time comes from tokio's clock, so the buckets follow a paused test clock too.
 
@@ -22,6 +29,7 @@ use governor::{Quota, RateLimiter};
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// A family of AWS operations that share one account-level token bucket.
@@ -137,6 +145,30 @@ pub fn tokens_for(operation: &str, count: u32) -> Vec<(QuotaClass, u32)> {
     }
 }
 
+/// Attempts the account metered that the client-side buckets have not charged yet: the retries
+/// the SDK made inside logical calls. The cloud adapter records them; [`Limited`] takes them
+/// from the bucket of their class before that class's next call.
+#[derive(Debug, Default)]
+pub struct RetryMeter {
+    owed: Mutex<BTreeMap<QuotaClass, u32>>,
+}
+
+impl RetryMeter {
+    /// One retry of `operation` (one more attempt than the call's first).
+    pub fn record(&self, operation: &str) {
+        let mut owed = self.owed.lock().unwrap_or_else(|e| e.into_inner());
+        for (class, tokens) in tokens_for(operation, 1) {
+            *owed.entry(class).or_default() += tokens;
+        }
+    }
+
+    /// Takes what `class` owes.
+    fn take(&self, class: QuotaClass) -> u32 {
+        let mut owed = self.owed.lock().unwrap_or_else(|e| e.into_inner());
+        owed.remove(&class).unwrap_or(0)
+    }
+}
+
 /// A token bucket's size: at most `capacity` tokens, refilled at `refill_per_second`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bucket {
@@ -154,9 +186,14 @@ impl Bucket {
 
     /// This bucket scaled by `factor` (capacity at least 1).
     pub fn scaled(self, factor: f64) -> Bucket {
+        self.share(factor, factor)
+    }
+
+    /// This bucket with its capacity scaled by `burst` (at least 1) and its refill by `refill`.
+    pub fn share(self, burst: f64, refill: f64) -> Bucket {
         Bucket {
-            capacity: ((f64::from(self.capacity) * factor).floor() as u32).max(1),
-            refill_per_second: self.refill_per_second * factor,
+            capacity: ((f64::from(self.capacity) * burst).floor() as u32).max(1),
+            refill_per_second: self.refill_per_second * refill,
         }
     }
 }
@@ -179,8 +216,15 @@ pub fn account_quota(class: QuotaClass) -> Bucket {
     }
 }
 
-/// The share of each account quota the daemon allows itself by default.
+/// The share of each account quota's refill rate the daemon allows itself by default.
 pub const DEFAULT_SHARE: f64 = 0.8;
+
+/// The share of each account quota's capacity (its burst) the daemon allows itself by default.
+/// Retries are charged after the fact ([`RetryMeter`]), so a burst of the whole client capacity
+/// reaches AWS together with its own retries: capacity × (1 + retries per call) must stay under
+/// the account's capacity. At 20% failed attempts a call averages 0.25 retries, and 80% would
+/// leave nothing (0.8 × 1.25 = 1); 60% leaves a quarter of the bucket (0.6 × 1.25 = 0.75).
+pub const DEFAULT_BURST_SHARE: f64 = 0.6;
 
 /// The client-side bucket of every quota class.
 #[derive(Debug, Clone, PartialEq)]
@@ -193,7 +237,10 @@ impl Default for RateLimits {
         RateLimits {
             buckets: QuotaClass::ALL
                 .into_iter()
-                .map(|c| (c, account_quota(c).scaled(DEFAULT_SHARE)))
+                .map(|c| {
+                    let bucket = account_quota(c).share(DEFAULT_BURST_SHARE, DEFAULT_SHARE);
+                    (c, bucket)
+                })
                 .collect(),
         }
     }
@@ -260,15 +307,29 @@ impl Clock for TokioClock {
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
 
+/// How often and how long the calls of one quota class waited for their tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Waits {
+    /// Calls that had to wait.
+    pub calls: u64,
+    pub total: Duration,
+    pub longest: Duration,
+}
+
 /// A [`Cloud`] whose every call first takes its tokens from the client-side buckets, waiting
 /// (asynchronously) while a bucket is empty.
 pub struct Limited {
     inner: Arc<dyn Cloud>,
     clock: TokioClock,
     limiters: BTreeMap<QuotaClass, (Limiter, u32)>,
+    waits: Mutex<BTreeMap<QuotaClass, Waits>>,
+    /// The inner cloud's retries, charged with the next call of their class.
+    retries: Option<Arc<RetryMeter>>,
 }
 
 impl Limited {
+    /// Limits every call of `inner`, and charges the retries it records in its
+    /// [`Cloud::retry_meter`].
     pub fn new(inner: Arc<dyn Cloud>, limits: &RateLimits) -> Limited {
         let clock = TokioClock {
             start: tokio::time::Instant::now(),
@@ -291,19 +352,31 @@ impl Limited {
                 )
             })
             .collect();
+        let retries = inner.retry_meter();
         Limited {
             inner,
             clock,
             limiters,
+            waits: Mutex::new(BTreeMap::new()),
+            retries,
         }
     }
 
-    /// Waits until every bucket `operation` draws from has its tokens, then takes them.
+    /// The waits so far, per quota class (the same figures as `spotpool_rate_limited_calls_total`
+    /// and `spotpool_rate_limit_wait_seconds`).
+    pub fn waits(&self) -> BTreeMap<QuotaClass, Waits> {
+        self.waits.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits until every bucket `operation` draws from has its tokens (and those of the class's
+    /// retries not charged yet), then takes them.
     async fn acquire(&self, operation: &'static str, count: u32) {
         for (class, tokens) in tokens_for(operation, count) {
             let Some((limiter, capacity)) = self.limiters.get(&class) else {
                 continue;
             };
+            let owed = self.retries.as_ref().map_or(0, |meter| meter.take(class));
+            let tokens = tokens.saturating_add(owed);
             // A request larger than the bucket can never fit; it takes a full bucket instead.
             let n = NonZeroU32::new(tokens.min(*capacity)).unwrap_or(NonZeroU32::MIN);
             let mut waited = Duration::ZERO;
@@ -318,6 +391,13 @@ impl Limited {
                 }
             }
             if !waited.is_zero() {
+                {
+                    let mut waits = self.waits.lock().unwrap_or_else(|e| e.into_inner());
+                    let entry = waits.entry(class).or_default();
+                    entry.calls += 1;
+                    entry.total += waited;
+                    entry.longest = entry.longest.max(waited);
+                }
                 metrics::counter!("spotpool_rate_limited_calls_total", "class" => class.as_str())
                     .increment(1);
                 metrics::histogram!("spotpool_rate_limit_wait_seconds", "class" => class.as_str())
@@ -536,7 +616,7 @@ mod tests {
         assert_eq!(limits.buckets[&QuotaClass::ElbMutate], Bucket::new(10, 2.0));
         assert_eq!(
             limits.buckets[&QuotaClass::Ec2Describe],
-            Bucket::new(80, 16.0)
+            Bucket::new(60, 16.0)
         );
         assert_eq!(RateLimits::parse("").unwrap(), RateLimits::default());
         for (spec, needle) in [
@@ -572,6 +652,47 @@ mod tests {
             "{waited:?}"
         );
         assert_eq!(fake.count_calls("DescribeInstances"), 9);
+    }
+
+    /// AWS meters attempts: the retries a cloud records in its meter are charged to their bucket
+    /// with the class's next call.
+    #[tokio::test(start_paused = true)]
+    async fn the_clouds_retries_are_charged_to_their_bucket() {
+        use crate::cloud::profile::{FaultRates, Latency, Profile, RetryModel};
+        let mut profile = Profile::aws()
+            .with_operation_faults(
+                "DescribeInstances",
+                FaultRates {
+                    server_error: 1.0,
+                    throttle: 0.0,
+                },
+            )
+            .with_retry(RetryModel {
+                initial_backoff: Duration::ZERO,
+                ..RetryModel::standard(2)
+            });
+        profile.api_latency.clear();
+        profile.default_api_latency = Latency::ZERO;
+        profile
+            .quotas
+            .insert(QuotaClass::Ec2Describe, Bucket::new(1_000, 1_000.0));
+        let fake = Arc::new(FakeCloud::simulated("spotpool", profile, 1));
+        let cloud = Limited::new(
+            fake.clone(),
+            &RateLimits::parse("ec2-describe=4/1").unwrap(),
+        );
+        let start = tokio::time::Instant::now();
+        // Each call is two attempts: 1 token, then 1 + 1 owed, then 1 + 1 owed with 1 left.
+        for _ in 0..3 {
+            cloud.describe_pool_instances().await.unwrap_err();
+        }
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(990) && waited <= Duration::from_millis(1_100),
+            "{waited:?}"
+        );
+        assert_eq!(fake.sim_stats().unwrap().retries, 3);
+        assert_eq!(cloud.waits()[&QuotaClass::Ec2Describe].calls, 1);
     }
 
     /// RunInstances draws per instance too: a large launch waits for instance tokens.

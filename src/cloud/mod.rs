@@ -11,14 +11,26 @@
 //! - Errors are classified once, in the adapter, into [`CloudErrorKind`]; nobody else
 //!   string-matches AWS error codes.
 //! - Retries of throttling and 5xx happen inside the adapter (the SDK's retry config); callers
-//!   never wrap a call in a second retry loop.
+//!   never wrap a call in a second retry loop. The adapter records them in its
+//!   [`Cloud::retry_meter`], because the account meters every attempt.
 
 pub mod aws;
 pub mod fake;
 pub mod limit;
+pub mod profile;
 
 use crate::model::{InstanceId, InstanceStatus, Millis};
 use std::collections::BTreeMap;
+
+/// Attempts per AWS call, the first included, in the SDK's standard retry mode
+/// (`SPOTPOOL_AWS_MAX_ATTEMPTS`).
+pub const DEFAULT_AWS_MAX_ATTEMPTS: u32 = 4;
+
+/// Attempts of the API's request-path secret writes (`put_secret`, `update_secret`;
+/// `SPOTPOOL_AWS_SECRET_WRITE_ATTEMPTS`). A PUT's secret must be durable before it answers, and
+/// there is no later pass to retry it, so these get a longer budget than the reconciler's calls
+/// (which simply come back on the next pass). The call timeout still bounds the wait.
+pub const DEFAULT_SECRET_WRITE_ATTEMPTS: u32 = 8;
 
 /// The class of a failed cloud call. The reconciler's error policy keys off this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -304,6 +316,15 @@ pub trait Cloud: Send + Sync + 'static {
 
     /// Every secret tagged `spotpool:pool=<pool>` (ListSecrets filtered by tag).
     async fn list_pool_secrets(&self) -> CloudResult<Vec<PoolResource>>;
+
+    // --- Metering --------------------------------------------------------------------------
+
+    /// Where this cloud records the retries it makes inside a call (the SDK's), so the
+    /// client-side rate limiter (`limit::Limited`) charges every attempt the account meters.
+    /// None: every call is one attempt.
+    fn retry_meter(&self) -> Option<std::sync::Arc<limit::RetryMeter>> {
+        None
+    }
 }
 
 /// Tag keys and fixed values. The seed's names (`Name`, `Status`, `UserId`) are kept so its

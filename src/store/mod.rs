@@ -256,6 +256,13 @@ impl Store {
         Ok(Store { pool })
     }
 
+    /// Whether a statement or transaction is in flight (a connection is checked out). SQLite
+    /// runs on sqlx's worker threads, outside tokio's view: the simulated-time tests hold their
+    /// paused clock while this is true, so time does not jump during a database call.
+    pub fn busy(&self) -> bool {
+        (self.pool.size() as usize) > self.pool.num_idle()
+    }
+
     /// Closes the pool, waiting for statements in flight to finish.
     pub async fn close(&self) {
         self.pool.close().await;

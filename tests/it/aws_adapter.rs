@@ -75,6 +75,7 @@ fn config(infra: &Infra, pool: &str) -> AwsCloudConfig {
         call_timeout: Duration::from_secs(30),
         attempt_timeout: Duration::from_secs(10),
         max_attempts: 3,
+        secret_write_attempts: 5,
     }
 }
 

@@ -22,9 +22,6 @@ const SERVER_ERROR_PERCENT: u64 = 10;
 const DEFAULT_SEED: u64 = 0x5eed_f00d;
 /// From the first PUT to every user settled and the pool quiet.
 const CONVERGE_DEADLINE: Duration = Duration::from_secs(60);
-/// For one PUT that Secrets Manager keeps refusing (a documented 503, retried by the client).
-const PUT_DEADLINE: Duration = Duration::from_secs(20);
-
 /// The seed of this run, printed so a failure can be replayed.
 fn seed() -> u64 {
     std::env::var("SPOTPOOL_FAULT_SEED")
@@ -33,25 +30,16 @@ fn seed() -> u64 {
         .unwrap_or(DEFAULT_SEED)
 }
 
-/// PUTs until the daemon accepts (200 or 202). The only other answer allowed is the documented
-/// `503 cloud_unavailable` (Secrets Manager still failing after the SDK's retries: nothing was
-/// recorded, retry later), which a client retries. Returns how many of those it got.
-async fn put_until_accepted(daemon: &Daemon, user: &str, body: &str) -> u32 {
-    let start = Instant::now();
-    let mut unavailable = 0;
-    loop {
-        let (status, doc) = daemon.put(user, body).await;
-        match status {
-            200 | 202 => return unavailable,
-            503 if doc["error"]["code"] == "cloud_unavailable" => unavailable += 1,
-            _ => panic!("PUT {user}: {status} {doc}\nlog:\n{}", daemon.log()),
-        }
-        assert!(
-            start.elapsed() < PUT_DEADLINE,
-            "PUT {user} unavailable for {PUT_DEADLINE:?}; log:\n{}",
-            daemon.log()
-        );
-    }
+/// PUTs and expects the daemon to accept (200 or 202). Secrets Manager's faults never reach the
+/// client: the API's secret writes have their own, longer SDK retry budget
+/// (`SPOTPOOL_AWS_SECRET_WRITE_ATTEMPTS`, 8: at this proxy's 25% a PUT fails 1 in 65,536).
+async fn put_accepted(daemon: &Daemon, user: &str, body: &str) {
+    let (status, doc) = daemon.put(user, body).await;
+    assert!(
+        status == 200 || status == 202,
+        "PUT {user}: {status} {doc}\nlog:\n{}",
+        daemon.log()
+    );
 }
 
 /// The daemon's AWS calls that still failed after the SDK's retries, by outcome (`throttled`,
@@ -113,16 +101,15 @@ async fn fault_proxy_claims_and_releases_converge_with_no_leaks_under_throttling
     let users: Vec<String> = (0..8).map(|n| format!("fault-{n}")).collect();
     let (kept, deleted) = users.split_at(5);
     let started = Instant::now();
-    let mut unavailable = 0;
     for user in &users {
-        unavailable += put_until_accepted(&daemon, user, r#"{"secrets":{"API_KEY":"k1"}}"#).await;
+        put_accepted(&daemon, user, r#"{"secrets":{"API_KEY":"k1"}}"#).await;
     }
     for (user, body) in kept[..3].iter().zip([
         r#"{"secrets":{"API_KEY":"k2"}}"#,
         r#"{"secrets":{"API_KEY":"k2"}}"#,
         "{}",
     ]) {
-        unavailable += put_until_accepted(&daemon, user, body).await;
+        put_accepted(&daemon, user, body).await;
     }
     for user in deleted {
         let (status, doc) = daemon.delete(user).await;
@@ -178,8 +165,7 @@ async fn fault_proxy_claims_and_releases_converge_with_no_leaks_under_throttling
         .await;
     assert_eq!(spares, 2, "{context}");
 
-    // The faults really happened, of both kinds, and the API never failed because of them
-    // beyond the documented, retried 503 of a PUT.
+    // The faults really happened, of both kinds, and the API never answered a 5xx.
     let counts = proxy.counts();
     let throttles = counts.faults_of(Fault::Throttle);
     let server_errors_injected = counts.faults_of(Fault::ServerError);
@@ -191,21 +177,16 @@ async fn fault_proxy_claims_and_releases_converge_with_no_leaks_under_throttling
     );
     let metrics = daemon.metrics().await;
     let api_errors = api_server_errors(&metrics);
-    for ((method, route, status), _) in &api_errors {
-        assert!(
-            method == "PUT" && status == "503",
-            "the API answered {method} {route} with {status} under faults; log:\n{}",
-            daemon.log()
-        );
-    }
-    let api_503s: f64 = api_errors.iter().map(|(_, count)| count).sum();
-    assert_eq!(api_503s, f64::from(unavailable), "{api_errors:?}");
+    assert!(
+        api_errors.is_empty(),
+        "the API answered 5xx under faults: {api_errors:?}; log:\n{}",
+        daemon.log()
+    );
 
     eprintln!(
         "fault proxy: {} users ({} kept, {} deleted) converged in {:.1} s; {} requests forwarded \
          to moto ({:?}), {} throttling errors and {} 500s injected ({} of {} calls faulted), by \
-         service {:?}; daemon calls still failing after the SDK's retries {:?}; {} PUTs answered \
-         503 cloud_unavailable and retried",
+         service {:?}; daemon calls still failing after the SDK's retries {:?}",
         users.len(),
         kept.len(),
         deleted.len(),
@@ -218,7 +199,6 @@ async fn fault_proxy_claims_and_releases_converge_with_no_leaks_under_throttling
         counts.forwarded_total() + throttles + server_errors_injected,
         counts.faults_by_service(),
         calls_failed_after_retries(&metrics),
-        unavailable,
     );
 }
 

@@ -1,6 +1,8 @@
 //! The integration tests: one binary, with shared helpers.
 //!
 //! - `reconcile`: the reconciler, API and store over the in-memory fake cloud (`world`).
+//! - `faults`: 500 claims and releases over the simulated fake (`aws-profile.md` with 5xx,
+//!   throttling and capacity errors) on tokio's paused clock.
 //! - `aws_adapter`: `AwsCloud` against moto through the real SDK path.
 //! - `e2e`: moto, the minimal infrastructure and the real `spotpool` binary (`daemon`).
 //! - `fault_proxy`: the same, with a proxy in front of moto that answers a share of the calls
@@ -14,6 +16,7 @@ mod crash;
 mod daemon;
 mod e2e;
 mod fault_proxy;
+mod faults;
 mod reconcile;
 mod support;
 mod terraform;

@@ -1,8 +1,12 @@
 //! A test world: the real store and API and reconciler over the in-memory fake cloud, on an
 //! injected clock. Passes are run explicitly, so there is no sleeping anywhere.
+//!
+//! [`World::simulated`] is the other kind: a simulated fake (`FakeCloud::simulated`) behind any
+//! `Cloud` (the rate limiter, say), on the fake's clock, which is tokio's paused clock; its
+//! reconciler runs as the daemon's loop (`run_until_stopped`) and simulated time passes.
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::{HeaderMap, Request, StatusCode};
 use spotpool::api::{self, ApiSettings, AppState};
 use spotpool::cloud::fake::FakeCloud;
 use spotpool::cloud::{Cloud, tags};
@@ -128,6 +132,24 @@ impl World {
         )
     }
 
+    /// A world over the simulated fake `fake`, which the daemon sees through `cloud` (e.g.
+    /// `Limited` around it), on `store` and the fake's clock. Open the store before pausing the
+    /// clock: connecting happens on sqlx's threads, and a paused clock would let the pool's
+    /// acquire timeout run out meanwhile.
+    pub fn simulated(
+        store: Store,
+        fake: Arc<FakeCloud>,
+        cloud: Arc<dyn Cloud>,
+        config: ReconcilerConfig,
+    ) -> World {
+        let clock: Clock = {
+            let fake = fake.clone();
+            Arc::new(move || fake.now())
+        };
+        let now = Arc::new(AtomicI64::new(fake.now()));
+        World::assemble(store, fake, cloud, config, None, now, clock)
+    }
+
     fn build(
         store: Store,
         cloud: Arc<FakeCloud>,
@@ -140,9 +162,23 @@ impl World {
             Arc::new(move || now.load(Ordering::SeqCst))
         };
         cloud.set_now(now.load(Ordering::SeqCst));
+        let dyn_cloud: Arc<dyn Cloud> = cloud.clone();
+        World::assemble(store, cloud, dyn_cloud, config, db_path, now, clock)
+    }
+
+    /// `cloud` is what the daemon calls; `fake` is what the assertions inspect (the same object
+    /// unless something wraps it).
+    fn assemble(
+        store: Store,
+        fake: Arc<FakeCloud>,
+        dyn_cloud: Arc<dyn Cloud>,
+        config: ReconcilerConfig,
+        db_path: Option<PathBuf>,
+        now: Arc<AtomicI64>,
+        clock: Clock,
+    ) -> World {
         let wake = Arc::new(Notify::new());
         let health = Arc::new(Health::default());
-        let dyn_cloud: Arc<dyn Cloud> = cloud.clone();
         let reconciler = Reconciler::new(
             store.clone(),
             dyn_cloud.clone(),
@@ -171,7 +207,7 @@ impl World {
         state.health.reconciling.store(true, Ordering::Relaxed);
         World {
             store,
-            cloud,
+            cloud: fake,
             reconciler,
             state,
             now,
@@ -231,6 +267,18 @@ impl World {
         token: Option<&str>,
         body: &str,
     ) -> (StatusCode, serde_json::Value) {
+        let (status, _, json) = self.request_with_headers(method, uri, token, body).await;
+        (status, json)
+    }
+
+    /// A request through the router, answering the status, the headers and the JSON body.
+    pub async fn request_with_headers(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, HeaderMap, serde_json::Value) {
         let mut builder = Request::builder().method(method).uri(uri);
         if let Some(token) = token {
             builder = builder.header("authorization", format!("Bearer {token}"));
@@ -240,11 +288,12 @@ impl World {
             .await
             .unwrap();
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
             .await
             .unwrap();
         let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        (status, json)
+        (status, headers, json)
     }
 
     pub async fn put_user(&self, user: &str, body: &str) -> (StatusCode, serde_json::Value) {
