@@ -4,7 +4,7 @@
 # Starts moto on a free loopback port, creates the minimal infrastructure in it
 # with scripts/moto_infra.py, starts the real daemon against it, waits for
 # /readyz, and runs schemathesis against http://127.0.0.1:PORT/openapi.json with
-# the service token. It checks that no input gets a server error (5xx), that
+# the admin token. It checks that no input gets a server error (5xx), that
 # every answer (status, content type, headers, body) is as documented, that bad
 # input is refused with a 4xx and valid input accepted, that undocumented
 # methods get a 405, and that every operation needing a token refuses a missing
@@ -117,6 +117,9 @@ export SPOTPOOL_POLL_INTERVAL=200ms
 # The fuzzer creates many users: keep the pool small so moto stays fast.
 export POOL_SPARE_COUNT=1
 export POOL_MAX_INSTANCES=4
+# The fuzzer may resize the tier (PUT /v1/admin/pool/{tier} up to 10,000): keep
+# launches to a trickle so moto is not asked for thousands of instances.
+export SPOTPOOL_RATE_LIMITS=ec2-run=2/0.5,ec2-run-instances=4/0.5
 export RUST_LOG=${RUST_LOG:-info}
 : >"$WORK/spotpool.db"
 
@@ -131,9 +134,10 @@ log "daemon $BIN is ready at $BASE_URL"
 
 report=$WORK/report
 mkdir -p -- "$report"
-# The service token, as the web backend sends it; `ignored_auth` also sends
-# none and a wrong one.
-auth="Authorization: Bearer $SPOTPOOL_API_TOKEN"
+# The admin token, which every route accepts, so the admin routes are fuzzed in
+# their positive scope too; `ignored_auth` also sends none and a wrong one. (That
+# the service token is refused on admin routes is tested in `api::tests`.)
+auth="Authorization: Bearer $SPOTPOOL_ADMIN_TOKEN"
 case $major in
     4)
         formats=junit,ndjson
@@ -176,7 +180,7 @@ case $major in
         ;;
 esac
 printf -v shown '%q ' "${cmd[@]}"
-log "running (seed $SEED): ${shown//$SPOTPOOL_API_TOKEN/<service token>}"
+log "running (seed $SEED): ${shown//$SPOTPOOL_ADMIN_TOKEN/<admin token>}"
 started=$SECONDS
 rc=0
 # schemathesis writes a .hypothesis directory in its working directory.

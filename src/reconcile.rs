@@ -1184,8 +1184,16 @@ impl Reconciler {
             user.listener_arn = Some(listener);
             user.rule_priority = Some(lowest_free_priority(&used));
             user.updated_at = now;
-            if !inner.store.update_user(&mut user).await? {
-                return Ok(StepResult::Waiting);
+            match inner.store.update_user(&mut user).await {
+                Ok(true) => {}
+                Ok(false) => return Ok(StepResult::Waiting),
+                // Another claim in this pass took the same priority first (the unique index
+                // decides); pick again on the next pass.
+                Err(StoreError::Conflict(why)) => {
+                    tracing::debug!(user = %user.user_id, why, "rule priority taken meanwhile");
+                    return Ok(StepResult::Waiting);
+                }
+                Err(error) => return Err(error.into()),
             }
         }
         let (Some(listener), Some(priority), Some(group)) = (

@@ -145,18 +145,37 @@ pub async fn repair(
     }
 }
 
-/// A tier's sizing as on-call sets it. Omitted fields keep their current value.
+/// A tier's sizing as on-call sets it. Omitted fields keep their current value (an empty object
+/// changes nothing and answers the current settings). A spare count above the maximum is allowed:
+/// the maximum always wins, so the pool then simply fills to the maximum.
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TierUpdate {
     /// Spares to keep available.
     #[schema(minimum = 0, maximum = 10000)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub spare_count: Option<u32>,
     /// Most instances at once.
     #[schema(minimum = 1, maximum = 10000)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub max_instances: Option<u32>,
     /// `true` stops launching (claims go on from the spares there are); `false` resumes.
     pub paused: Option<bool>,
+}
+
+/// A JSON Schema integer: `3` and `3.0` alike (JSON does not tell them apart), never `3.5`.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::Deserialize;
+    match Option::<f64>::deserialize(d)? {
+        None => Ok(None),
+        Some(x) if x.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&x) => {
+            Ok(Some(x as u32))
+        }
+        Some(x) => Err(serde::de::Error::custom(format!(
+            "{x} is not a whole number from 0 to {}",
+            u32::MAX
+        ))),
+    }
 }
 
 /// A tier's effective sizing.
@@ -199,12 +218,6 @@ pub async fn set_tier(
     let bytes = body.map_err(|e| ApiError::new(e.status(), "invalid_body", e.body_text()))?;
     let update: TierUpdate = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
-    if update.spare_count.is_none() && update.max_instances.is_none() && update.paused.is_none() {
-        return Err(ApiError::bad_request(
-            "invalid_body",
-            "give at least one of spare_count, max_instances, paused",
-        ));
-    }
     if !state.settings.tiers.iter().any(|t| t.name == tier) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -246,13 +259,10 @@ pub async fn set_tier(
             format!("max_instances must be 1 to {MAX_TIER_SIZE}"),
         ));
     }
-    if effective.spare_count > effective.max_instances {
+    if effective.spare_count > MAX_TIER_SIZE {
         return Err(ApiError::bad_request(
             "invalid_body",
-            format!(
-                "spare_count {} exceeds max_instances {}",
-                effective.spare_count, effective.max_instances
-            ),
+            format!("spare_count must be 0 to {MAX_TIER_SIZE}"),
         ));
     }
     current.updated_at = (state.clock)();
@@ -296,7 +306,7 @@ pub struct RecycleAccepted {
     path = "/v1/admin/instances/{instance_id}/recycle",
     tag = "admin",
     operation_id = "recycle_instance",
-    params(("instance_id" = String, Path, description = "A pool instance id.")),
+    params(("instance_id" = String, Path, description = "A pool instance id.", pattern = "^i-[0-9a-f]{1,30}$")),
     responses(
         (status = 202, description = "Accepted; the reconciler acts on its next pass.", body = RecycleAccepted),
         (status = 400, description = "`invalid_instance_id` or `invalid_actor`.", body = ErrorBody),
@@ -318,7 +328,9 @@ pub async fn recycle_instance(
     let valid = raw.len() <= 32
         && raw.starts_with("i-")
         && raw.len() > 2
-        && raw[2..].chars().all(|c| c.is_ascii_hexdigit());
+        && raw[2..]
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
     if !valid {
         return Err(ApiError::bad_request(
             "invalid_instance_id",
@@ -368,7 +380,8 @@ pub async fn recycle_instance(
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
-    /// Most entries to return, newest first (1-1000, default 100).
+    /// Most entries to return, newest first (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 

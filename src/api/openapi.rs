@@ -357,6 +357,19 @@ pub fn document(api: utoipa::openapi::OpenApi, tiers: &[String]) -> serde_json::
         values.push(serde_json::Value::Null);
         tier.insert("enum".into(), values.into());
     }
+    // The admin route's `{tier}` names a configured tier too.
+    let parameters = doc
+        .pointer_mut("/paths/~1v1~1admin~1pool~1{tier}/put/parameters")
+        .and_then(serde_json::Value::as_array_mut);
+    for parameter in parameters.into_iter().flatten() {
+        if parameter["name"] == "tier"
+            && let Some(schema) = parameter
+                .get_mut("schema")
+                .and_then(serde_json::Value::as_object_mut)
+        {
+            schema.insert("enum".into(), tiers.into());
+        }
+    }
     doc
 }
 

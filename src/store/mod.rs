@@ -356,7 +356,18 @@ impl Store {
         .bind(user.move_started_at)
         .bind(i64::from(user.move_attempts))
         .execute(&self.pool)
-        .await?;
+        .await;
+        let result = match result {
+            Ok(result) => result,
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!(
+                    "user {}: {}",
+                    user.user_id,
+                    e.message()
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
         let applied = result.rows_affected() == 1;
         if applied {
             user.version += 1;

@@ -265,13 +265,27 @@ async fn a_paused_tier_launches_nothing_and_resizing_and_resuming_refill_it() {
     world.run_until_quiet(30).await;
     assert_eq!(world.ledger_count(InstanceStatus::Available).await, 3);
 
+    // A spare count above the maximum is allowed (the maximum wins); an empty body changes
+    // nothing and answers the current settings.
+    let (status, body) = world
+        .admin("PUT", "/v1/admin/pool/default", r#"{"spare_count":11}"#)
+        .await;
+    assert_eq!(
+        (status, body["spare_count"].as_u64()),
+        (StatusCode::OK, Some(11))
+    );
+    world.run_until_quiet(30).await;
+    assert_eq!(
+        world.cloud.live_instances().len(),
+        10,
+        "capped by max_instances"
+    );
+    let (status, body) = world.admin("PUT", "/v1/admin/pool/default", "{}").await;
+    assert_eq!(
+        (status, body["max_instances"].as_u64()),
+        (StatusCode::OK, Some(10))
+    );
     for (uri, body, expected, code) in [
-        (
-            "/v1/admin/pool/default",
-            r#"{"spare_count":11}"#,
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-        ),
         (
             "/v1/admin/pool/default",
             r#"{"max_instances":0}"#,
@@ -280,7 +294,19 @@ async fn a_paused_tier_launches_nothing_and_resizing_and_resuming_refill_it() {
         ),
         (
             "/v1/admin/pool/default",
-            r#"{}"#,
+            r#"{"max_instances":10001}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            "/v1/admin/pool/default",
+            r#"{"spare_count":10001}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+        ),
+        (
+            "/v1/admin/pool/default",
+            r#"{"spare_count":2.5}"#,
             StatusCode::BAD_REQUEST,
             "invalid_body",
         ),
