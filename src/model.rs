@@ -204,7 +204,8 @@ pub enum ClaimStep {
     ContainerStarted,
     /// The target group exists with the instance registered.
     TargetGroupReady,
-    /// The listener rule exists; the user is ready.
+    /// The listener rule exists; the user is ready once the load balancer reports the instance
+    /// healthy.
     Routed,
 }
 

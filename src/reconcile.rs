@@ -971,7 +971,7 @@ impl Reconciler {
             let step = user.claim_step.unwrap_or(ClaimStep::Assigned);
             match self.claim_step(user.clone(), step).await {
                 Ok(StepResult::Done) => {
-                    if step == ClaimStep::TargetGroupReady {
+                    if step == ClaimStep::Routed {
                         return Ok(());
                     }
                 }
@@ -1094,7 +1094,7 @@ impl Reconciler {
                 ClaimStep::TargetGroupReady
             }
             ClaimStep::TargetGroupReady => return self.route_user(user, &instance, now).await,
-            ClaimStep::Routed => return Ok(StepResult::Done),
+            ClaimStep::Routed => return self.confirm_routable(user, &instance, now).await,
         };
         user.claim_step = Some(next);
         user.updated_at = now;
@@ -1225,7 +1225,7 @@ impl Reconciler {
                         user.rule_priority = None;
                         user.updated_at = now;
                         inner.store.update_user(&mut user).await?;
-                        return Ok(StepResult::Done);
+                        return Ok(StepResult::Waiting);
                     }
                 }
             }
@@ -1233,6 +1233,52 @@ impl Reconciler {
         };
         user.rule_arn = Some(rule_arn);
         user.claim_step = Some(ClaimStep::Routed);
+        user.updated_at = now;
+        if !inner.store.update_user(&mut user).await? {
+            return Ok(StepResult::Waiting);
+        }
+        self.journal(
+            now,
+            "claim.routed",
+            Some(&user.user_id),
+            Some(instance),
+            "claim step done",
+        )
+        .await?;
+        Ok(StepResult::Done)
+    }
+
+    /// The claim's end: once the load balancer reports the instance healthy, traffic on the
+    /// route reaches the container, and only then is the user `ready`.
+    async fn confirm_routable(
+        &self,
+        mut user: UserRecord,
+        instance: &InstanceId,
+        now: Millis,
+    ) -> StepOutcome {
+        let inner = &self.inner;
+        let config = &inner.config;
+        let Some(group) = user.target_group_arn.clone() else {
+            return Ok(StepResult::Waiting);
+        };
+        if !inner
+            .cloud
+            .target_healthy(&group, instance, config.container_port)
+            .await?
+        {
+            if now - user.updated_at <= config.container_timeout.as_millis() as Millis {
+                return Ok(StepResult::Waiting);
+            }
+            return Err(StepError::Cloud(CloudError::new(
+                CloudErrorKind::Fatal,
+                "Claim",
+                "TargetUnhealthy",
+                format!(
+                    "the instance did not pass the load balancer's health checks within {:?}",
+                    config.container_timeout
+                ),
+            )));
+        }
         user.state = UserState::Ready;
         user.ready_at = Some(now);
         user.error = None;

@@ -798,10 +798,13 @@ impl Cloud for FakeCloud {
         _port: u16,
     ) -> CloudResult<bool> {
         let state = self.enter("DescribeTargetHealth", 1).await?;
-        let registered = state
-            .target_groups
-            .get(target_group_arn)
-            .is_some_and(|g| g.targets.contains(instance));
+        // Registered, and past the health checks' interval × threshold (at once in plain mode).
+        let registered = state.target_groups.get(target_group_arn).is_some_and(|g| {
+            g.targets.contains(instance)
+                && g.healthy_at
+                    .get(&instance.0)
+                    .is_none_or(|at| *at <= state.now)
+        });
         let running = state
             .instances
             .get(&instance.0)
