@@ -2,6 +2,7 @@
 //!
 //! - `reconcile`: the reconciler, API and store over the in-memory fake cloud (`world`).
 //! - `aws_adapter`: `AwsCloud` against moto through the real SDK path.
+//! - `interruptions`: the interruption queue consumer against an SQS queue in moto.
 //! - `e2e`: moto, the minimal infrastructure and the real `spotpool` binary (`daemon`).
 //! - `fault_proxy`: the same, with a proxy in front of moto that answers a share of the calls
 //!   with throttling errors and 500s.
@@ -14,6 +15,7 @@ mod crash;
 mod daemon;
 mod e2e;
 mod fault_proxy;
+mod interruptions;
 mod reconcile;
 mod support;
 mod terraform;
