@@ -165,6 +165,9 @@ pub struct Settings {
     /// Client-side AWS rate limits per quota class, as class=capacity/refill-per-second pairs overriding the defaults (60% of the capacity and 80% of the refill rate of the aws-profile account quotas), e.g. "ec2-run=4/1.6,elb-mutate=16/2.4" [default: ""].
     #[arg(long, env = "SPOTPOOL_RATE_LIMITS", value_name = "LIST")]
     pub spotpool_rate_limits: Option<String>,
+    /// SQS queue of EC2 spot interruption, rebalance and state-change events (Terraform output interruption_queue_url); unset, none are read.
+    #[arg(long, env = "SPOTPOOL_INTERRUPTION_QUEUE_URL", value_name = "URL")]
+    pub spotpool_interruption_queue_url: Option<String>,
 }
 
 /// The validated configuration the daemon runs with.
@@ -206,6 +209,8 @@ pub struct Config {
     pub launch_failure_limit: u32,
     pub on_demand_launch_template_id: Option<String>,
     pub rate_limits: RateLimits,
+    /// The SQS queue EventBridge fills with EC2 interruption events; None runs no consumer.
+    pub interruption_queue_url: Option<String>,
 }
 
 /// A setting that is missing or invalid. Its `Display` is the one line start-up prints.
@@ -409,6 +414,13 @@ impl Settings {
                 why: "must be at least 1".into(),
             });
         }
+        let interruption_queue_url = self
+            .spotpool_interruption_queue_url
+            .map(|url| url.trim().to_string())
+            .filter(|url| !url.is_empty());
+        if let Some(url) = &interruption_queue_url {
+            validate_queue_url(url)?;
+        }
         let duration = |env: &'static str, value: Option<String>, default: &str| {
             let raw = value.unwrap_or_else(|| default.to_string());
             parse_duration(&raw).map_err(|why| ConfigError::Invalid {
@@ -491,6 +503,7 @@ impl Settings {
                     why,
                 })?
             },
+            interruption_queue_url,
         })
     }
 }
@@ -536,6 +549,33 @@ fn validate_health_check_path(path: &str) -> Result<(), ConfigError> {
             why: "must start with / and use only letters, digits and . _ ~ / % ? = & + - \
                   (at most 1024 characters)"
                 .into(),
+        })
+    }
+}
+
+/// An SQS queue URL: `https://sqs.<region>.amazonaws.com/<account>/<name>` on AWS, or an
+/// `http://` one on a local emulator. Anything else (an ARN, a bare name) is a mistake worth
+/// catching at start-up rather than at the first receive.
+fn validate_queue_url(url: &str) -> Result<(), ConfigError> {
+    let path = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(_, path)| path);
+    let ok = path.is_some_and(|path| {
+        let mut parts = path.split('/');
+        matches!(
+            (parts.next(), parts.next(), parts.next()),
+            (Some(account), Some(name), None) if !account.is_empty() && !name.is_empty()
+        )
+    }) && !url.chars().any(char::is_whitespace);
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            env: "SPOTPOOL_INTERRUPTION_QUEUE_URL",
+            value: url.to_string(),
+            why: "expected a queue URL like https://sqs.eu-west-1.amazonaws.com/123456789012/spotpool-interruptions".into(),
         })
     }
 }
@@ -727,6 +767,46 @@ mod tests {
             "{}",
             error.message()
         );
+    }
+
+    #[test]
+    fn the_interruption_queue_is_optional_and_must_be_a_queue_url() {
+        assert_eq!(
+            minimal().into_config().unwrap().interruption_queue_url,
+            None
+        );
+        let mut settings = minimal();
+        settings.spotpool_interruption_queue_url = Some("  ".into());
+        assert_eq!(settings.into_config().unwrap().interruption_queue_url, None);
+        for url in [
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/spotpool-interruptions",
+            "http://127.0.0.1:5000/123456789012/spotpool-interruptions",
+        ] {
+            let mut settings = minimal();
+            settings.spotpool_interruption_queue_url = Some(url.into());
+            assert_eq!(
+                settings
+                    .into_config()
+                    .unwrap()
+                    .interruption_queue_url
+                    .as_deref(),
+                Some(url)
+            );
+        }
+        for url in [
+            "arn:aws:sqs:eu-west-1:123456789012:spotpool-interruptions",
+            "spotpool-interruptions",
+            "https://sqs.eu-west-1.amazonaws.com/spotpool-interruptions",
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/a/b",
+        ] {
+            let mut settings = minimal();
+            settings.spotpool_interruption_queue_url = Some(url.into());
+            let message = settings.into_config().unwrap_err().to_string();
+            assert!(
+                message.starts_with("invalid setting SPOTPOOL_INTERRUPTION_QUEUE_URL="),
+                "{message}"
+            );
+        }
     }
 
     #[test]

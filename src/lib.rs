@@ -6,6 +6,7 @@ pub mod api;
 pub mod cloud;
 pub mod commands;
 pub mod config;
+pub mod interruptions;
 pub mod model;
 pub mod plan;
 pub mod reconcile;

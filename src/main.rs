@@ -7,9 +7,10 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use spotpool::api::{self, ApiSettings, AppState};
 use spotpool::cloud::Cloud;
-use spotpool::cloud::aws::{AwsCloud, AwsCloudConfig};
+use spotpool::cloud::aws::{self as aws_adapter, AwsCloud, AwsCloudConfig, AwsInterruptionQueue};
 use spotpool::cloud::limit::Limited;
 use spotpool::config::{Config, Settings};
+use spotpool::interruptions::InterruptionConsumer;
 use spotpool::plan::Policy;
 use spotpool::reconcile::{self, Health, Reconciler, ReconcilerConfig};
 use spotpool::store::Store;
@@ -248,28 +249,38 @@ async fn run(config: Config) -> Result<(), String> {
     let store = Store::open(&config.database_url)
         .await
         .map_err(|e| format!("opening the database {}: {e}", config.database_url))?;
-    let aws: Arc<dyn Cloud> = Arc::new(
-        AwsCloud::from_env(AwsCloudConfig {
-            pool: config.pool.clone(),
-            launch_template_id: config.launch_template_id.clone(),
-            launch_template_version: config.launch_template_version.clone(),
-            on_demand_launch_template_id: config.on_demand_launch_template_id.clone(),
-            vpc_id: config.vpc_id.clone(),
-            security_group_ids: config.security_group_ids.clone(),
-            instance_profile_arn: config.instance_profile_arn.clone(),
-            health_check_path: config.health_check_path.clone(),
-            call_timeout: config.aws_call_timeout,
-            attempt_timeout: config.aws_call_timeout / 2,
-            max_attempts: config.aws_max_attempts,
-            secret_write_attempts: config.aws_secret_write_attempts,
-        })
-        .await,
-    );
+    let aws_config = AwsCloudConfig {
+        pool: config.pool.clone(),
+        launch_template_id: config.launch_template_id.clone(),
+        launch_template_version: config.launch_template_version.clone(),
+        on_demand_launch_template_id: config.on_demand_launch_template_id.clone(),
+        vpc_id: config.vpc_id.clone(),
+        security_group_ids: config.security_group_ids.clone(),
+        instance_profile_arn: config.instance_profile_arn.clone(),
+        health_check_path: config.health_check_path.clone(),
+        call_timeout: config.aws_call_timeout,
+        attempt_timeout: config.aws_call_timeout / 2,
+        max_attempts: config.aws_max_attempts,
+        secret_write_attempts: config.aws_secret_write_attempts,
+    };
+    let sdk = aws_adapter::load_sdk_config(&aws_config).await;
+    let aws: Arc<dyn Cloud> = Arc::new(AwsCloud::new(&sdk, aws_config));
     tracing::info!(rate_limits = %config.rate_limits.describe(), "client-side AWS rate limits");
     let cloud: Arc<dyn Cloud> = Arc::new(Limited::new(aws, &config.rate_limits));
     let wake = Arc::new(Notify::new());
     let health = Arc::new(Health::default());
     let clock = reconcile::system_clock();
+    // SQS's API quota is far above anything a long poll does, so the queue does not go through
+    // the client-side rate limits.
+    let interruptions = config.interruption_queue_url.as_deref().map(|url| {
+        tracing::info!(queue = url, "reading spot interruptions from the queue");
+        InterruptionConsumer::new(
+            Arc::new(AwsInterruptionQueue::new(&sdk, url)),
+            store.clone(),
+            wake.clone(),
+            clock.clone(),
+        )
+    });
     let reconciler = Reconciler::new(
         store.clone(),
         cloud.clone(),
@@ -328,7 +339,14 @@ async fn run(config: Config) -> Result<(), String> {
                 },
                 None => None,
             };
-            reconciler.run_until_stopped(shutdown).await;
+            // The interruption consumer runs beside the reconciler it feeds, under the same
+            // lock: a standby daemon leaves the queue to the active one.
+            let consumer = async {
+                if let Some(consumer) = interruptions {
+                    consumer.run_until_stopped(stopped(stop_rx.clone())).await;
+                }
+            };
+            tokio::join!(reconciler.run_until_stopped(shutdown), consumer);
         }
     });
 

@@ -1,12 +1,17 @@
 //! The AWS adapter: [`AwsCloud`] implements the [`Cloud`] port with the AWS SDK.
 //!
-//! Owns: every `aws_sdk_*` type in the crate, the SDK's retry and timeout configuration, the one
-//! table that maps AWS error codes to [`CloudErrorKind`] ([`classify`]), and the per-call
-//! metrics (`spotpool_aws_calls_total`, `spotpool_aws_call_duration_seconds`).
+//! Owns: every `aws_sdk_*` type in the crate (SQS in the child module `sqs`, the interruption
+//! queue), the SDK's retry and timeout configuration, the one table that maps AWS error codes to
+//! [`CloudErrorKind`] ([`classify`]), and the per-call metrics (`spotpool_aws_calls_total`,
+//! `spotpool_aws_call_duration_seconds`).
 //!
 //! Must not: decide anything (that is `plan`), retry on its own (the SDK's standard retry mode
 //! does that; splitting a failed batch into single calls is not a retry), or let a secret value
 //! reach an error, a log line or a `Debug` output.
+
+mod sqs;
+
+pub use sqs::AwsInterruptionQueue;
 
 use super::limit::RetryMeter;
 use super::{
@@ -86,18 +91,18 @@ pub struct AwsCloud {
     retries: Arc<RetryMeter>,
 }
 
-impl AwsCloud {
-    /// Loads the SDK config from the environment (AWS_REGION, the credentials chain,
-    /// AWS_ENDPOINT_URL) with the retry and timeout config of `config`, and builds the clients.
-    pub async fn from_env(config: AwsCloudConfig) -> AwsCloud {
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .retry_config(retry_config(&config))
-            .timeout_config(timeout_config(&config))
-            .load()
-            .await;
-        AwsCloud::new(&sdk, config)
-    }
+/// Loads the SDK config from the environment (AWS_REGION, the credentials chain,
+/// AWS_ENDPOINT_URL) with the retry and timeout config of `config`. Every client of the daemon
+/// ([`AwsCloud`]'s and [`AwsInterruptionQueue`]'s) is built from it.
+pub async fn load_sdk_config(config: &AwsCloudConfig) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(retry_config(config))
+        .timeout_config(timeout_config(config))
+        .load()
+        .await
+}
 
+impl AwsCloud {
     /// Builds the clients from `sdk`, with the retry and timeout config of `config` replacing
     /// whatever `sdk` carries, so every caller gets the same retry behaviour.
     pub fn new(sdk: &aws_config::SdkConfig, config: AwsCloudConfig) -> AwsCloud {
@@ -361,6 +366,9 @@ const ERROR_CODES: &[(&str, CloudErrorKind)] = &[
     ("PriorRequestNotComplete", CloudErrorKind::Throttled),
     ("BandwidthLimitExceeded", CloudErrorKind::Throttled),
     ("TooManyUpdates", CloudErrorKind::Throttled),
+    // SQS: too many messages in flight; KMS throttling the queue's encryption.
+    ("OverLimit", CloudErrorKind::Throttled),
+    ("KmsThrottled", CloudErrorKind::Throttled),
     // No capacity for this (instance type, zone), or a quota that says the same
     // (Karpenter's unfulfillable-capacity codes).
     ("InsufficientInstanceCapacity", CloudErrorKind::Capacity),
@@ -400,6 +408,8 @@ const ERROR_CODES: &[(&str, CloudErrorKind)] = &[
     ("ResourceInUse", CloudErrorKind::Conflict),
     ("IdempotentParameterMismatch", CloudErrorKind::Conflict),
     ("IncorrectInstanceState", CloudErrorKind::Conflict),
+    // SQS: a receipt handle that expired (the message was received again since, or is gone).
+    ("ReceiptHandleIsInvalid", CloudErrorKind::NotFound),
     // Secrets Manager: the secret is scheduled for deletion (a force delete completes
     // asynchronously), so it can be neither created nor updated for a few seconds.
     ("InvalidRequestException", CloudErrorKind::Conflict),
@@ -1537,6 +1547,8 @@ mod tests {
             ("ResourceNotFoundException", NotFound),
             ("InvocationDoesNotExist", NotFound),
             ("InvalidInstanceId", NotFound),
+            ("ReceiptHandleIsInvalid", NotFound),
+            ("OverLimit", Throttled),
             ("PriorityInUse", Conflict),
             ("ResourceExistsException", Conflict),
             ("DuplicateTargetGroupName", Conflict),

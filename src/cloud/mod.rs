@@ -1,7 +1,8 @@
 //! The `Cloud` port: every call spotpool makes to AWS goes through this trait.
 //!
 //! Owns: the contract each operation must keep (idempotence, what "not found" means) and the
-//! error classification every caller relies on. Must not: contain AWS SDK types (only
+//! error classification every caller relies on. The [`InterruptionQueue`] port (the SQS queue
+//! that EventBridge fills with EC2 interruption events) lives here too. Must not: contain AWS SDK types (only
 //! `cloud/aws.rs` sees those) or make decisions (that is `plan`).
 //!
 //! Contract shared by every method:
@@ -16,6 +17,7 @@
 
 pub mod aws;
 pub mod fake;
+pub mod fake_queue;
 pub mod limit;
 pub mod profile;
 
@@ -108,6 +110,34 @@ pub enum Lifecycle {
 }
 
 impl Lifecycle {
+    pub const ALL: [Lifecycle; 6] = [
+        Lifecycle::Pending,
+        Lifecycle::Running,
+        Lifecycle::Stopping,
+        Lifecycle::Stopped,
+        Lifecycle::ShuttingDown,
+        Lifecycle::Terminated,
+    ];
+
+    /// EC2's name of the state, as in DescribeInstances and in EventBridge's state-change events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Pending => "pending",
+            Lifecycle::Running => "running",
+            Lifecycle::Stopping => "stopping",
+            Lifecycle::Stopped => "stopped",
+            Lifecycle::ShuttingDown => "shutting-down",
+            Lifecycle::Terminated => "terminated",
+        }
+    }
+
+    /// The state named `raw` (EC2's spelling, e.g. `shutting-down`); None for anything else.
+    pub fn parse(raw: &str) -> Option<Lifecycle> {
+        Lifecycle::ALL
+            .into_iter()
+            .find(|state| state.as_str() == raw)
+    }
+
     /// Whether the instance is on its way out or gone: it can never serve a user again.
     pub fn is_gone(self) -> bool {
         matches!(
@@ -325,6 +355,37 @@ pub trait Cloud: Send + Sync + 'static {
     fn retry_meter(&self) -> Option<std::sync::Arc<limit::RetryMeter>> {
         None
     }
+}
+
+/// One message taken from the interruption queue: its body (an EventBridge event, JSON) and the
+/// receipt that deletes it. It stays in the queue, invisible for the queue's visibility timeout,
+/// until it is deleted; if it never is, it comes back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    /// SQS's id of the message, for logs. (The event's own id is inside the body.)
+    pub message_id: String,
+    /// The handle [`InterruptionQueue::delete`] takes; valid for this receive only.
+    pub receipt: String,
+    pub body: String,
+}
+
+/// The capability to read the queue of EC2 interruption events (issue 5): EventBridge rules put
+/// the events there, and the daemon takes them out.
+///
+/// Contract:
+/// - `receive` long-polls: it waits (up to 20 s on AWS) until messages arrive and returns at most
+///   10. An empty list is a normal answer. A message received and not deleted is delivered
+///   again later, and any message may be delivered twice or out of order: callers must be
+///   idempotent and judge by the event's own time.
+/// - `delete` removes a received message. A message already deleted, or a receipt that has
+///   expired, counts as success: the message then comes back once more at worst.
+/// - Errors are classified like every other cloud error ([`CloudErrorKind`]); the adapter never
+///   retries on its own beyond the SDK's retry config.
+#[async_trait::async_trait]
+pub trait InterruptionQueue: Send + Sync + 'static {
+    async fn receive(&self) -> CloudResult<Vec<QueueMessage>>;
+
+    async fn delete(&self, receipt: &str) -> CloudResult<()>;
 }
 
 /// Tag keys and fixed values. The seed's names (`Name`, `Status`, `UserId`) are kept so its

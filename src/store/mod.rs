@@ -1,4 +1,5 @@
-//! The store: desired state (users), the instance ledger and the journal, in SQLite via sqlx.
+//! The store: desired state (users), the instance ledger, the journal and the interruption
+//! notices, in SQLite via sqlx.
 //!
 //! Owns: all SQL. Plain async functions returning domain types. Must not: call the cloud or
 //! hold a secret value (only secret ARNs are stored).
@@ -9,6 +10,7 @@
 //! (an instance serves at most one user) is enforced by `assign`'s transaction and by the unique
 //! index on `users.instance_id`.
 
+use crate::interruptions::{InterruptionNotice, NoticeKind};
 use crate::model::{ClaimStep, InstanceId, InstanceStatus, Millis, MoveStep, UserId, UserState};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
 use sqlx::{Row, SqlitePool};
@@ -215,6 +217,15 @@ pub struct PendingLaunch {
     pub created_at: Millis,
     pub attempts: u32,
     pub last_error: Option<String>,
+}
+
+/// An interruption notice as stored: the event, when it arrived, and whether the reconciler has
+/// acted on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredNotice {
+    pub notice: InterruptionNotice,
+    pub received_at: Millis,
+    pub handled_at: Option<Millis>,
 }
 
 #[derive(Clone, Debug)]
@@ -778,6 +789,69 @@ impl Store {
         Ok(())
     }
 
+    // --- interruption notices (see `interruptions.rs` and migration 0004) -------------------
+
+    /// Records a notice unless one with the same event id exists. Returns whether it was new: a
+    /// redelivered message is a duplicate and changes nothing (the first copy's `received_at`
+    /// and `handled_at` stay).
+    pub async fn insert_notice(
+        &self,
+        notice: &InterruptionNotice,
+        received_at: Millis,
+    ) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "INSERT INTO interruption_notices (event_id, instance_id, kind, state, event_time, received_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(&notice.event_id)
+        .bind(&notice.instance_id.0)
+        .bind(notice.kind.as_str())
+        .bind(notice.kind.state().map(|state| state.as_str()))
+        .bind(notice.event_time)
+        .bind(received_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Notices the reconciler has not acted on, oldest event first (by the event's own time, not
+    /// by arrival: delivery may be out of order).
+    pub async fn list_unhandled_notices(&self) -> StoreResult<Vec<StoredNotice>> {
+        let rows = sqlx::query(
+            "SELECT event_id, instance_id, kind, state, event_time, received_at, handled_at
+             FROM interruption_notices WHERE handled_at IS NULL
+             ORDER BY event_time, received_at, event_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(notice_from_row).collect()
+    }
+
+    /// Marks a notice handled. Returns false if it is unknown or was handled already (the first
+    /// `handled_at` stays).
+    pub async fn mark_notice_handled(&self, event_id: &str, now: Millis) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE interruption_notices SET handled_at = $2
+             WHERE event_id = $1 AND handled_at IS NULL",
+        )
+        .bind(event_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Deletes the notices received before `received_before`, handled or not. Returns how many.
+    /// Only safe once the queue can no longer redeliver them (its retention is shorter).
+    pub async fn prune_notices(&self, received_before: Millis) -> StoreResult<u64> {
+        let result = sqlx::query("DELETE FROM interruption_notices WHERE received_at < $1")
+            .bind(received_before)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
     // --- journal ---------------------------------------------------------------------------
 
     pub async fn record(
@@ -882,6 +956,27 @@ fn user_from_row(row: &SqliteRow) -> StoreResult<UserRecord> {
         claimed_at: row.try_get("claimed_at")?,
         ready_at: row.try_get("ready_at")?,
         version: row.try_get("version")?,
+    })
+}
+
+fn notice_from_row(row: &SqliteRow) -> StoreResult<StoredNotice> {
+    let event_id: String = row.try_get("event_id")?;
+    let kind_raw: String = row.try_get("kind")?;
+    let state_raw: Option<String> = row.try_get("state")?;
+    let kind = NoticeKind::from_parts(&kind_raw, state_raw.as_deref()).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "interruption notice {event_id}: kind {kind_raw:?} with state {state_raw:?}"
+        ))
+    })?;
+    Ok(StoredNotice {
+        notice: InterruptionNotice {
+            event_id,
+            kind,
+            instance_id: InstanceId(row.try_get("instance_id")?),
+            event_time: row.try_get("event_time")?,
+        },
+        received_at: row.try_get("received_at")?,
+        handled_at: row.try_get("handled_at")?,
     })
 }
 
@@ -1021,6 +1116,83 @@ mod tests {
         bob.rule_priority = Some(7);
         assert!(store.update_user(&mut bob).await.is_err());
         assert_eq!(store.used_priorities("arn:l").await.unwrap(), vec![7]);
+    }
+
+    fn notice(event_id: &str, kind: NoticeKind, event_time: Millis) -> InterruptionNotice {
+        InterruptionNotice {
+            event_id: event_id.into(),
+            kind,
+            instance_id: InstanceId("i-0123456789abcdef0".into()),
+            event_time,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_notice_with_a_known_event_id_is_a_duplicate_and_changes_nothing() {
+        let store = store().await;
+        let warning = notice("ev-1", NoticeKind::SpotInterruptionWarning, 100);
+        assert!(store.insert_notice(&warning, 1_000).await.unwrap());
+        // A redelivery, even one that reads differently, keeps the first copy.
+        let mut again = warning.clone();
+        again.event_time = 999;
+        assert!(!store.insert_notice(&again, 2_000).await.unwrap());
+        let stored = store.list_unhandled_notices().await.unwrap();
+        assert_eq!(
+            stored,
+            vec![StoredNotice {
+                notice: warning.clone(),
+                received_at: 1_000,
+                handled_at: None,
+            }]
+        );
+        // Still a duplicate once handled: it never comes back as work.
+        assert!(store.mark_notice_handled("ev-1", 3_000).await.unwrap());
+        assert!(!store.insert_notice(&warning, 4_000).await.unwrap());
+        assert!(store.list_unhandled_notices().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn unhandled_notices_are_listed_by_event_time_until_handled() {
+        let store = store().await;
+        let terminated = notice(
+            "ev-3",
+            NoticeKind::StateChange(crate::cloud::Lifecycle::Terminated),
+            300,
+        );
+        let warning = notice("ev-2", NoticeKind::SpotInterruptionWarning, 200);
+        let rebalance = notice("ev-1", NoticeKind::RebalanceRecommendation, 100);
+        // Arrival order is not event order.
+        for (n, arrived) in [(&terminated, 10), (&warning, 20), (&rebalance, 30)] {
+            assert!(store.insert_notice(n, arrived).await.unwrap());
+        }
+        let ids = |list: Vec<StoredNotice>| {
+            list.into_iter()
+                .map(|s| s.notice.event_id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(store.list_unhandled_notices().await.unwrap()),
+            ["ev-1", "ev-2", "ev-3"]
+        );
+        assert!(store.mark_notice_handled("ev-2", 40).await.unwrap());
+        assert!(!store.mark_notice_handled("ev-2", 50).await.unwrap());
+        assert!(!store.mark_notice_handled("ev-unknown", 50).await.unwrap());
+        let left = store.list_unhandled_notices().await.unwrap();
+        assert_eq!(left[1].notice, terminated);
+        assert_eq!(ids(left), ["ev-1", "ev-3"]);
+    }
+
+    #[tokio::test]
+    async fn pruning_deletes_the_notices_received_before_the_cutoff() {
+        let store = store().await;
+        for (id, arrived) in [("ev-old", 10), ("ev-new", 100)] {
+            let n = notice(id, NoticeKind::RebalanceRecommendation, arrived);
+            store.insert_notice(&n, arrived).await.unwrap();
+        }
+        assert_eq!(store.prune_notices(50).await.unwrap(), 1);
+        let left = store.list_unhandled_notices().await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].notice.event_id, "ev-new");
     }
 
     #[tokio::test]

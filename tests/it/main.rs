@@ -4,6 +4,7 @@
 //! - `faults`: 500 claims and releases over the simulated fake (`aws-profile.md` with 5xx,
 //!   throttling and capacity errors) on tokio's paused clock.
 //! - `aws_adapter`: `AwsCloud` against moto through the real SDK path.
+//! - `interruptions`: the interruption queue consumer against an SQS queue in moto.
 //! - `e2e`: moto, the minimal infrastructure and the real `spotpool` binary (`daemon`).
 //! - `fault_proxy`: the same, with a proxy in front of moto that answers a share of the calls
 //!   with throttling errors and 500s.
@@ -17,6 +18,7 @@ mod daemon;
 mod e2e;
 mod fault_proxy;
 mod faults;
+mod interruptions;
 mod reconcile;
 mod support;
 mod terraform;

@@ -4,7 +4,7 @@
 //! `terraform destroy`. It needs `terraform` and the machine's provider mirror, and fails (never
 //! skips) without them.
 
-use crate::daemon::{API_TOKEN, Daemon, test_settings};
+use crate::daemon::{API_TOKEN, Daemon, counter_by, test_settings};
 use crate::support::moto::Moto;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -154,6 +154,7 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
         "CONTAINER_PORT",
         "PUBLIC_BASE_URL",
         "SECRET_PREFIX",
+        "SPOTPOOL_INTERRUPTION_QUEUE_URL",
     ] {
         assert!(
             settings.get(key).is_some_and(|v| !v.is_empty()),
@@ -228,6 +229,45 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
         assert!(user_data.contains(needle), "user data lacks {needle}");
     }
 
+    // The interruption queue: encrypted, with a dead-letter queue, and only the three EventBridge
+    // rules may send to it.
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let queue_url = settings["SPOTPOOL_INTERRUPTION_QUEUE_URL"];
+    let queue = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .expect("reading the interruption queue");
+    let attributes: HashMap<&str, &str> = queue
+        .attributes()
+        .expect("queue attributes")
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    assert_eq!(attributes.get("SqsManagedSseEnabled"), Some(&"true"));
+    assert_eq!(attributes.get("VisibilityTimeout"), Some(&"30"));
+    let redrive: serde_json::Value =
+        serde_json::from_str(attributes["RedrivePolicy"]).expect("a redrive policy");
+    assert!(
+        redrive["deadLetterTargetArn"]
+            .as_str()
+            .is_some_and(|arn| arn.ends_with(":spotpool-interruptions-dlq")),
+        "{redrive}"
+    );
+    let queue_policy: serde_json::Value =
+        serde_json::from_str(attributes["Policy"]).expect("a queue policy");
+    let statement = &queue_policy["Statement"][0];
+    assert_eq!(statement["Principal"]["Service"], "events.amazonaws.com");
+    assert_eq!(
+        statement["Condition"]["ArnEquals"]["aws:SourceArn"]
+            .as_array()
+            .map(Vec::len),
+        Some(3),
+        "{queue_policy}"
+    );
+
     // The listener answers 404 unless a user's rule matches.
     let listeners = elb
         .describe_listeners()
@@ -288,6 +328,57 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
         Some(settings["INSTANCE_PROFILE_ARN"])
     );
 
+    // The daemon reads the queue Terraform made: an EC2 event put there (as EventBridge would;
+    // moto's EC2 emits none) is consumed and deleted. The instance is no pool's, so nothing
+    // else happens, but the daemon has now made both of its SQS calls.
+    sqs.send_message()
+        .queue_url(queue_url)
+        .message_body(
+            r#"{"version":"0","id":"5e3b6f9a-0c1d-4e2f-9a8b-7c6d5e4f3a2b",
+                "detail-type":"EC2 Instance State-change Notification","source":"aws.ec2",
+                "account":"123456789012","time":"2026-03-02T10:17:31Z","region":"us-east-1",
+                "resources":["arn:aws:ec2:us-east-1:123456789012:instance/i-00000000000000001"],
+                "detail":{"instance-id":"i-00000000000000001","state":"terminated"}}"#,
+        )
+        .send()
+        .await
+        .expect("publishing to the interruption queue");
+    let consumed = daemon
+        .wait_for(DEADLINE, || async {
+            counter_by(
+                &daemon.metrics().await,
+                "spotpool_interruptions_received_total",
+                "kind",
+            )
+            .get("state_change")
+                == Some(&1.0)
+        })
+        .await;
+    assert!(consumed, "the event was never read; log:\n{}", daemon.log());
+    let emptied = daemon
+        .wait_for(DEADLINE, || async {
+            let out = sqs
+                .get_queue_attributes()
+                .queue_url(queue_url)
+                .attribute_names(
+                    aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages,
+                )
+                .attribute_names(
+                    aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+                )
+                .send()
+                .await
+                .expect("reading the queue's counts");
+            out.attributes()
+                .is_some_and(|counts| counts.values().all(|count| count == "0"))
+        })
+        .await;
+    assert!(
+        emptied,
+        "the event was never deleted; log:\n{}",
+        daemon.log()
+    );
+
     let (status, _) = daemon.delete("alice").await;
     assert_eq!(status, 202);
     let gone = daemon
@@ -306,6 +397,12 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
         made.len() >= 10,
         "too few calls counted to prove anything: {made:?}"
     );
+    for call in ["sqs:ReceiveMessage", "sqs:DeleteMessage"] {
+        assert!(
+            made.contains(call),
+            "the daemon never made {call}: {made:?}"
+        );
+    }
     let missing: Vec<&String> = made.difference(&allowed).collect();
     assert!(
         missing.is_empty(),

@@ -38,6 +38,8 @@ provider "aws" {
       ssm            = endpoints.value
       secretsmanager = endpoints.value
       ecr            = endpoints.value
+      sqs            = endpoints.value
+      events         = endpoints.value
     }
   }
 }

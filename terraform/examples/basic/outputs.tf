@@ -116,6 +116,31 @@ output "public_base_url" {
   value       = module.spotpool.public_base_url
 }
 
+output "interruption_queue_url" {
+  description = "The SQS queue the EventBridge rules fill with EC2 interruption, rebalance and state-change events (SPOTPOOL_INTERRUPTION_QUEUE_URL)."
+  value       = module.spotpool.interruption_queue_url
+}
+
+output "interruption_queue_arn" {
+  description = "ARN of the interruption queue."
+  value       = module.spotpool.interruption_queue_arn
+}
+
+output "interruption_dead_letter_queue_url" {
+  description = "Dead-letter queue of the interruption queue: events the daemon could not store. Alarm on its ApproximateNumberOfMessagesVisible."
+  value       = module.spotpool.interruption_dead_letter_queue_url
+}
+
+output "interruption_dead_letter_queue_arn" {
+  description = "ARN of the interruption dead-letter queue."
+  value       = module.spotpool.interruption_dead_letter_queue_arn
+}
+
+output "interruption_rule_arns" {
+  description = "The EventBridge rules that feed the interruption queue, by name."
+  value       = module.spotpool.interruption_rule_arns
+}
+
 output "user_data" {
   description = "The rendered user data of the pool instances, for review."
   value       = module.spotpool.user_data

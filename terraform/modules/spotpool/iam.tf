@@ -8,8 +8,9 @@
 # may not tag secrets, so it cannot point another user's secret at itself.
 #
 # Daemon: exactly the API calls src/cloud/aws.rs makes, each scoped to the
-# pool's tag, the secret prefix, the sp-* target groups or this ALB's listener
-# wherever AWS supports resource-level permissions for that call.
+# pool's tag, the secret prefix, the sp-* target groups, this ALB's listener or
+# the interruption queue wherever AWS supports resource-level permissions for
+# that call.
 
 locals {
   arn_prefix_ec2 = "arn:${local.partition}:ec2:${local.region}:${local.account_id}"
@@ -387,6 +388,18 @@ data "aws_iam_policy_document" "daemon" {
       variable = "elasticloadbalancing:CreateAction"
       values   = ["CreateTargetGroup", "CreateRule"]
     }
+  }
+
+  # Spot interruptions: long-poll the queue the EventBridge rules fill, and
+  # delete each message once its event is stored (interruptions.tf). The
+  # queue uses SSE-SQS, so no KMS permission is needed.
+  statement {
+    sid = "SqsInterruptionQueue"
+    actions = [
+      "sqs:ReceiveMessage",
+      "sqs:DeleteMessage",
+    ]
+    resources = [aws_sqs_queue.interruptions.arn]
   }
 }
 

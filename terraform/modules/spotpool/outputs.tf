@@ -116,6 +116,31 @@ output "public_base_url" {
   value       = local.public_base_url
 }
 
+output "interruption_queue_url" {
+  description = "The SQS queue the EventBridge rules fill with EC2 interruption, rebalance and state-change events (SPOTPOOL_INTERRUPTION_QUEUE_URL)."
+  value       = aws_sqs_queue.interruptions.url
+}
+
+output "interruption_queue_arn" {
+  description = "ARN of the interruption queue."
+  value       = aws_sqs_queue.interruptions.arn
+}
+
+output "interruption_dead_letter_queue_url" {
+  description = "Dead-letter queue of the interruption queue: events the daemon could not store after interruption_max_receive_count receives. Alarm on its ApproximateNumberOfMessagesVisible."
+  value       = aws_sqs_queue.interruptions_dead_letter.url
+}
+
+output "interruption_dead_letter_queue_arn" {
+  description = "ARN of the interruption dead-letter queue."
+  value       = aws_sqs_queue.interruptions_dead_letter.arn
+}
+
+output "interruption_rule_arns" {
+  description = "The EventBridge rules that feed the interruption queue, by name (spot-interruption, rebalance, state-change)."
+  value       = { for key, rule in aws_cloudwatch_event_rule.interruptions : key => rule.arn }
+}
+
 output "user_data" {
   description = "The rendered user data of the pool instances, for review."
   value       = local.user_data
@@ -138,6 +163,8 @@ locals {
       HEALTH_CHECK_PATH    = var.health_check_path
       PUBLIC_BASE_URL      = local.public_base_url
       SECRET_PREFIX        = var.secret_prefix
+
+      SPOTPOOL_INTERRUPTION_QUEUE_URL = aws_sqs_queue.interruptions.url
     },
     var.create_ecr_repository ? { ECR_REPOSITORY_URL = aws_ecr_repository.this[0].repository_url } : {},
     var.daemon_extra_env,

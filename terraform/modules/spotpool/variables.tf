@@ -297,3 +297,27 @@ variable "daemon_extra_env" {
     error_message = "daemon_extra_env keys must be upper-case environment variable names, and tokens (*_TOKEN) do not belong in Terraform."
   }
 }
+
+# --- Spot interruptions ------------------------------------------------------
+
+variable "interruption_message_retention_seconds" {
+  description = "How long the interruption queue keeps an EC2 event the daemon has not handled yet (SQS MessageRetentionPeriod). Long enough to outlast a daemon restart; the daemon forgets handled events after a day, so at most 12 hours."
+  type        = number
+  default     = 14400
+
+  validation {
+    condition     = var.interruption_message_retention_seconds >= 300 && var.interruption_message_retention_seconds <= 43200
+    error_message = "interruption_message_retention_seconds must be from 300 (5 minutes) to 43200 (12 hours)."
+  }
+}
+
+variable "interruption_max_receive_count" {
+  description = "Receives of an interruption message the daemon could not store before it moves to the dead-letter queue."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.interruption_max_receive_count >= 1 && var.interruption_max_receive_count <= 1000
+    error_message = "interruption_max_receive_count must be from 1 to 1000."
+  }
+}
