@@ -156,6 +156,9 @@ pub struct Settings {
     /// Launch on-demand instances when no spot offering of any type has capacity [default: false].
     #[arg(long, env = "SPOTPOOL_ON_DEMAND_FALLBACK", value_name = "BOOL")]
     pub spotpool_on_demand_fallback: Option<bool>,
+    /// Move a user off an instance that gets a rebalance recommendation when a spare is available (a move restarts the user's container on the new instance) [default: false].
+    #[arg(long, env = "SPOTPOOL_REBALANCE_MOVES", value_name = "BOOL")]
+    pub spotpool_rebalance_moves: Option<bool>,
     /// How long an (instance type, subnet) offering that returned a capacity error is skipped [default: 3m].
     #[arg(long, env = "SPOTPOOL_CAPACITY_TTL", value_name = "DURATION")]
     pub spotpool_capacity_ttl: Option<String>,
@@ -459,6 +462,7 @@ impl Settings {
                 max_instances,
                 instance_types,
                 on_demand_fallback: self.spotpool_on_demand_fallback.unwrap_or(false),
+                rebalance_moves: self.spotpool_rebalance_moves.unwrap_or(false),
             }],
             pool,
             reconcile_interval: duration(

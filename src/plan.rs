@@ -24,6 +24,8 @@ pub struct TierPolicy {
     pub instance_types: Vec<String>,
     /// Launch on-demand when no spot offering of any type has capacity.
     pub on_demand_fallback: bool,
+    /// Move a user off an instance that got a rebalance recommendation, when a spare is ready.
+    pub rebalance_moves: bool,
 }
 
 /// What the cloud has recently told us, kept by the reconciler and passed in so `plan` stays
@@ -131,6 +133,8 @@ pub enum TerminateReason {
     Retry,
     /// On-call recycled it.
     Recycled,
+    /// EC2 warned that it takes the (spare) instance back.
+    Interrupted,
 }
 
 impl TerminateReason {
@@ -143,6 +147,7 @@ impl TerminateReason {
             TerminateReason::Stopped => "stopped",
             TerminateReason::Retry => "retry",
             TerminateReason::Recycled => "recycled",
+            TerminateReason::Interrupted => "interrupted",
         }
     }
 }

@@ -10,6 +10,7 @@
 //! from the row's recorded resources, falling back to lookups by deterministic name or path for
 //! anything created but not yet recorded.
 
+mod interruptions;
 mod moves;
 mod repair;
 
@@ -292,7 +293,26 @@ impl Reconciler {
             self.finish_launches(now).await?
         };
         let (policy, paused) = self.effective_policy().await?;
-        let ledger = self.sync_ledger(&observed, now).await?;
+        let mut ledger = self.sync_ledger(&observed, now).await?;
+        let mut acted_on_notices = false;
+        if !dry_run {
+            match self.handle_notices(&observed, now).await {
+                Ok(acted) => acted_on_notices = acted,
+                Err(StepError::Store(e)) => return Err(e.into()),
+                // A failed cloud call leaves the notice unhandled: the next pass tries again.
+                Err(StepError::Cloud(e)) => {
+                    acted_on_notices = true;
+                    tracing::warn!(error = %e, "handling interruption notices; will retry");
+                }
+            }
+        }
+        if acted_on_notices {
+            // Notices may have terminated spares: plan from the ledger as it is now.
+            ledger = inner.store.list_instances().await?;
+            ledger.sort_by(|a, b| {
+                (a.launched_at, &a.instance_id).cmp(&(b.launched_at, &b.instance_id))
+            });
+        }
         let lifecycles: HashMap<&InstanceId, _> =
             observed.iter().map(|i| (&i.id, i.lifecycle)).collect();
         let instances: Vec<PoolInstance> = ledger
@@ -335,6 +355,7 @@ impl Reconciler {
         // Work in flight brings the next pass sooner: actions, instances on their way in or out,
         // and instances missing from the last listing (to confirm or clear the miss).
         let in_flight = !actions.is_empty()
+            || acted_on_notices
             || !launching.is_empty()
             || ledger.iter().any(|r| {
                 r.missed_observations > 0

@@ -26,6 +26,7 @@ async fn state_with(cloud: Arc<FakeCloud>) -> AppState {
                 max_instances: 10,
                 instance_types: vec!["t3.small".into()],
                 on_demand_fallback: false,
+                rebalance_moves: false,
             }],
             ready_staleness: Duration::from_secs(30),
         }),

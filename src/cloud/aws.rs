@@ -724,6 +724,7 @@ impl Cloud for AwsCloud {
                             .and_then(|placement| placement.availability_zone())
                             .unwrap_or_default()
                             .to_string(),
+                        subnet_id: instance.subnet_id().map(str::to_string),
                         private_ip: instance.private_ip_address().map(str::to_string),
                         launched_at,
                         tier: tag(tags::TIER),

@@ -453,6 +453,7 @@ impl Cloud for FakeCloud {
                 lifecycle: instance.lifecycle,
                 instance_type: instance.instance_type.clone(),
                 availability_zone: format!("{}-{}", self.region, instance.subnet_id),
+                subnet_id: Some(instance.subnet_id.clone()),
                 private_ip: Some("10.0.0.10".into()),
                 launched_at: instance.launched_at,
                 tier: instance.tags.get(tags::TIER).cloned(),

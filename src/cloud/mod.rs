@@ -159,6 +159,8 @@ pub struct CloudInstance {
     pub lifecycle: Lifecycle,
     pub instance_type: String,
     pub availability_zone: String,
+    /// The subnet it runs in (the pool's unit of placement and of the capacity cache).
+    pub subnet_id: Option<String>,
     pub private_ip: Option<String>,
     pub launched_at: Millis,
     /// The `spotpool:tier` tag.

@@ -11,6 +11,7 @@ fn policy(spare_count: u32, max_instances: u32) -> Policy {
             max_instances,
             instance_types: vec!["t3.small".into(), "t3a.small".into()],
             on_demand_fallback: false,
+            rebalance_moves: false,
         }],
         subnet_ids: vec!["subnet-a".into(), "subnet-b".into()],
         probe_timeout: 600_000,

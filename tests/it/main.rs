@@ -20,6 +20,7 @@ mod fault_proxy;
 mod faults;
 mod interruptions;
 mod reconcile;
+mod spot;
 mod support;
 mod terraform;
 mod world;

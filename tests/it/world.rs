@@ -49,6 +49,7 @@ pub fn reconciler_config(spare_count: u32, max_instances: u32) -> ReconcilerConf
                 max_instances,
                 instance_types: vec!["t3.small".into()],
                 on_demand_fallback: false,
+                rebalance_moves: false,
             }],
             subnet_ids: vec!["subnet-a".into(), "subnet-b".into()],
             probe_timeout: 600_000,

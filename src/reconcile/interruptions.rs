@@ -1,0 +1,164 @@
+//! What an interruption notice means for the pool (the notices come from the SQS consumer in
+//! `crate::interruptions`, durably, keyed by event id).
+//!
+//! Each pass handles the unhandled notices, oldest event first, before it plans:
+//! - a spot interruption warning or a state change on the way out, for an instance a ready user
+//!   holds: the user starts moving now (`migrating`; first in line for a spare; the move's clock
+//!   starts at the event's time);
+//! - the same for a claim still in progress: the claim starts over elsewhere (recovery);
+//! - the same for the target of a move in progress: that move is rolled back and retried;
+//! - a warning for a spare: it is terminated and replaced, and its (type, subnet) offering is
+//!   marked unavailable like a capacity error, since interruptions cluster;
+//! - a rebalance recommendation: the user moves early if the tier allows it and a spare is
+//!   ready; otherwise it is noted;
+//! - anything else (an instance that is not ours, or a notice that arrives after the instance
+//!   was already left behind): noted and marked handled.
+//!
+//! Every branch is idempotent, so a crash between acting and marking the notice handled only
+//! repeats a no-op. A lost notice is caught anyway: an instance missing from DescribeInstances
+//! is a lost instance, and its user is recovered.
+
+use super::{Reconciler, StepError, Teardown};
+use crate::cloud::{CloudInstance, Lifecycle};
+use crate::interruptions::NoticeKind;
+use crate::model::{InstanceStatus, Millis, UserState};
+use crate::plan::TerminateReason;
+use crate::store::StoredNotice;
+
+impl Reconciler {
+    /// Returns whether there were notices to handle.
+    pub(super) async fn handle_notices(
+        &self,
+        observed: &[CloudInstance],
+        now: Millis,
+    ) -> Result<bool, StepError> {
+        let store = &self.inner.store;
+        let notices = store.list_unhandled_notices().await?;
+        if notices.is_empty() {
+            return Ok(false);
+        }
+        for stored in notices {
+            let action = self.handle_notice(&stored, observed, now).await?;
+            let notice = &stored.notice;
+            metrics::counter!("spotpool_interruptions_handled_total", "kind" => notice.kind.as_str(), "action" => action)
+                .increment(1);
+            if action != "ignored" {
+                self.journal(
+                    now,
+                    &format!("interruption.{action}"),
+                    None,
+                    Some(&notice.instance_id),
+                    &format!(
+                        "{} (event {}, {} s ago)",
+                        notice.kind.as_str(),
+                        notice.event_id,
+                        (now - notice.event_time).max(0) / 1000
+                    ),
+                )
+                .await?;
+            }
+            store.mark_notice_handled(&notice.event_id, now).await?;
+        }
+        Ok(true)
+    }
+
+    /// Acts on one notice; returns what it did (a metric label).
+    async fn handle_notice(
+        &self,
+        stored: &StoredNotice,
+        observed: &[CloudInstance],
+        now: Millis,
+    ) -> Result<&'static str, StepError> {
+        let inner = &self.inner;
+        let store = &inner.store;
+        let notice = &stored.notice;
+        let instance = &notice.instance_id;
+        let leaving = match notice.kind {
+            NoticeKind::SpotInterruptionWarning => true,
+            NoticeKind::StateChange(state) => state.is_gone(),
+            NoticeKind::RebalanceRecommendation => false,
+        };
+        let users = store.list_users().await?;
+        if let Some(user) = users
+            .iter()
+            .find(|u| u.instance_id.as_ref() == Some(instance))
+        {
+            return Ok(match (user.state, leaving) {
+                (UserState::Ready, true) => {
+                    self.begin_move(&user.user_id, reason(notice.kind), notice.event_time)
+                        .await?;
+                    "move"
+                }
+                (UserState::Ready, false) => {
+                    let allowed = inner
+                        .config
+                        .policy
+                        .tier(&user.tier)
+                        .is_some_and(|t| t.rebalance_moves);
+                    let spare = store.list_instances().await?.iter().any(|r| {
+                        r.tier == user.tier
+                            && r.status == InstanceStatus::Available
+                            && !users
+                                .iter()
+                                .any(|u| u.move_instance_id.as_ref() == Some(&r.instance_id))
+                    });
+                    if allowed && spare {
+                        self.begin_move(&user.user_id, "rebalance", notice.event_time)
+                            .await?;
+                        "move"
+                    } else {
+                        "noted"
+                    }
+                }
+                (UserState::Provisioning, true) => {
+                    self.teardown_user(&user.user_id, Teardown::Recover).await?;
+                    "recover"
+                }
+                // Already moving off it, being released, or a rebalance mid-claim.
+                _ => "noted",
+            });
+        }
+        if let Some(user) = users
+            .iter()
+            .find(|u| u.move_instance_id.as_ref() == Some(instance))
+        {
+            if leaving {
+                self.rollback_move(
+                    &user.user_id,
+                    &format!("the move target got {}", notice.kind.as_str()),
+                )
+                .await?;
+                return Ok("move_retried");
+            }
+            return Ok("noted");
+        }
+        let Some(record) = store.get_instance(instance).await? else {
+            return Ok("ignored");
+        };
+        if notice.kind != NoticeKind::SpotInterruptionWarning
+            || record.status == InstanceStatus::Terminating
+        {
+            return Ok("noted");
+        }
+        // A spare (or one still being probed) that EC2 takes back: replace it now, and avoid
+        // its offering for a while.
+        if let Some(seen) = observed.iter().find(|i| &i.id == instance)
+            && let Some(subnet) = &seen.subnet_id
+        {
+            self.mark_unavailable(&record.tier, &seen.instance_type, subnet, now)
+                .await?;
+        }
+        self.terminate(instance, TerminateReason::Interrupted, now)
+            .await?;
+        Ok("replace")
+    }
+}
+
+fn reason(kind: NoticeKind) -> &'static str {
+    match kind {
+        NoticeKind::SpotInterruptionWarning => "interruption",
+        NoticeKind::RebalanceRecommendation => "rebalance",
+        NoticeKind::StateChange(Lifecycle::Terminated | Lifecycle::ShuttingDown) => "terminated",
+        NoticeKind::StateChange(_) => "stopped",
+    }
+}
