@@ -471,3 +471,92 @@ async fn e2e_the_admin_cli_drives_repair_pool_recycle_status_and_audit() {
     assert!(audit.iter().all(|e| e["actor"] == "oncall"), "{out}");
     assert_eq!(audit[0]["outcome"], "not_found");
 }
+
+/// Issue 5 against moto: an interruption warning published to the SQS queue, the instance then
+/// terminated through the EC2 API; the daemon moves the user, and the AWS API shows the user's
+/// target group holding the new instance, with route, rule and secret intact.
+#[tokio::test]
+async fn e2e_an_interruption_warning_moves_the_user_to_a_new_instance() {
+    let moto = Moto::start().await;
+    let sdk = moto.sdk_config().await;
+    let infra = Infra::create(&sdk).await;
+    let aws = Aws::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let queue_url = sqs
+        .create_queue()
+        .queue_name("spotpool-interruptions")
+        .send()
+        .await
+        .expect("creating the queue")
+        .queue_url
+        .expect("a queue URL");
+    let mut env = daemon_env(&moto, &infra);
+    env.push(("SPOTPOOL_INTERRUPTION_QUEUE_URL".into(), queue_url.clone()));
+    let daemon = Daemon::start(&env).await;
+    daemon.wait_available(2, DEADLINE).await;
+    let (status, _) = daemon.put("alice", r#"{"secrets":{"K":"v"}}"#).await;
+    assert!(status == 200 || status == 202);
+    let before = daemon.wait_state("alice", "ready", DEADLINE).await;
+    let old = before["instance_id"].as_str().unwrap().to_string();
+    let route = before["route"].as_str().unwrap().to_string();
+    let group = aws
+        .target_group_arn(&format!("sp-{route}"))
+        .await
+        .expect("alice's target group");
+    let rules_before = aws.rules(&infra.listener_arn).await;
+
+    let warning = serde_json::json!({
+        "version": "0",
+        "id": "e2e-warning-1",
+        "detail-type": "EC2 Spot Instance Interruption Warning",
+        "source": "aws.ec2",
+        "account": "123456789012",
+        "time": "2026-11-23T06:00:00Z",
+        "region": "us-east-1",
+        "resources": [format!("arn:aws:ec2:us-east-1:123456789012:instance/{old}")],
+        "detail": {"instance-id": old, "instance-action": "terminate"}
+    });
+    sqs.send_message()
+        .queue_url(&queue_url)
+        .message_body(warning.to_string())
+        .send()
+        .await
+        .expect("publishing the warning");
+    // EC2 takes the instance (here at once rather than two minutes later).
+    aws.terminate(&old).await;
+
+    let moved = daemon
+        .wait_for(DEADLINE, || async {
+            let (_, doc) = daemon.get("alice").await;
+            doc["state"] == "ready" && doc["instance_id"].as_str() != Some(old.as_str())
+        })
+        .await;
+    assert!(moved, "alice was not moved:\n{}", daemon.log());
+    let (_, after) = daemon.get("alice").await;
+    let new = after["instance_id"].as_str().unwrap().to_string();
+    assert_eq!(after["route"], before["route"]);
+
+    // Through the AWS API: the same target group now holds exactly the new instance, the rules
+    // are unchanged, and the secret is bound to the new instance.
+    assert_eq!(aws.targets(&group).await, vec![new.clone()]);
+    assert_eq!(aws.rules(&infra.listener_arn).await, rules_before);
+    let (_, secret_tags) = aws.secret("openclaw/alice").await.expect("alice's secret");
+    assert!(
+        secret_tags["InstanceArn"].ends_with(&new),
+        "{secret_tags:?}"
+    );
+    let (tags, state) = aws.instance_tags_and_state(&new).await;
+    assert_eq!(state, "running");
+    assert_eq!(tags.get("UserId").map(String::as_str), Some("alice"));
+    // The message was handled and deleted.
+    let metrics = daemon.metrics().await;
+    assert!(
+        metrics.contains(
+            "spotpool_interruptions_received_total{kind=\"spot_interruption_warning\"} 1"
+        ),
+        "{metrics}"
+    );
+    let ready = HashMap::from([("alice".to_string(), after.clone())]);
+    aws.assert_resources_match_users(&infra.listener_arn, &ready, "after the move")
+        .await;
+}

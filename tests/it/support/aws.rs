@@ -37,6 +37,16 @@ impl Aws {
         (tags, state)
     }
 
+    /// Terminates an instance behind the daemon's back (EC2 reclaiming it).
+    pub async fn terminate(&self, id: &str) {
+        self.ec2
+            .terminate_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .expect("terminating an instance");
+    }
+
     pub async fn target_group_arn(&self, name: &str) -> Option<String> {
         match self.elb.describe_target_groups().names(name).send().await {
             Ok(out) => out
