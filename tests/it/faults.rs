@@ -92,7 +92,7 @@ const POLL: Duration = Duration::from_secs(2);
 const GIVE_UP: Duration = Duration::from_secs(1_200);
 
 /// Keeps tokio's paused clock still while the store works (see the module docs).
-async fn hold_time_while_the_store_works(store: Store) {
+pub(crate) async fn hold_time_while_the_store_works(store: Store) {
     let mut busy_since: Option<std::time::Instant> = None;
     loop {
         if store.busy() {
@@ -309,7 +309,7 @@ async fn watch_invariants(world: Arc<World>, stop: Arc<AtomicBool>) -> Vec<Strin
 }
 
 /// The q-quantile (nearest rank) of sorted durations, in seconds.
-fn quantile(sorted: &[Duration], q: f64) -> f64 {
+pub(crate) fn quantile(sorted: &[Duration], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -317,7 +317,7 @@ fn quantile(sorted: &[Duration], q: f64) -> f64 {
     sorted[rank - 1].as_secs_f64()
 }
 
-fn distribution(durations: &[Duration]) -> String {
+pub(crate) fn distribution(durations: &[Duration]) -> String {
     let mut sorted = durations.to_vec();
     sorted.sort();
     format!(

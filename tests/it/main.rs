@@ -21,6 +21,7 @@ mod faults;
 mod interruptions;
 mod reconcile;
 mod spot;
+mod spot_sim;
 mod support;
 mod terraform;
 mod world;
