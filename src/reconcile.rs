@@ -1653,4 +1653,19 @@ fn export_gauges(ledger: &[InstanceRecord], users: &[UserRecord], policy: &Polic
         let count = users.iter().filter(|u| u.state == state).count();
         metrics::gauge!("spotpool_users", "state" => state.as_str()).set(count as f64);
     }
+    // Users whose route has no live instance behind it right now: ready or migrating, and the
+    // instance they are on is missing from the last listing (or gone from the ledger).
+    let unserved = users
+        .iter()
+        .filter(|u| matches!(u.state, UserState::Ready | UserState::Migrating))
+        .filter(|u| {
+            u.instance_id.as_ref().is_some_and(|id| {
+                ledger
+                    .iter()
+                    .find(|r| &r.instance_id == id)
+                    .is_none_or(|r| r.missed_observations > 0)
+            })
+        })
+        .count();
+    metrics::gauge!("spotpool_users_unserved").set(unserved as f64);
 }
