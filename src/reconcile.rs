@@ -171,6 +171,9 @@ struct Inner {
     /// One pass at a time: the loop's and on-call's repair never interleave.
     pass_lock: tokio::sync::Mutex<()>,
     conditions: std::sync::Mutex<ConditionState>,
+    /// Users whose route has no live instance, and since when (in memory: a restart starts the
+    /// count again).
+    unserved: std::sync::Mutex<HashMap<UserId, Millis>>,
 }
 
 /// One pass's plan: the actions, whether work is in flight, and how many launch redos AWS
@@ -217,6 +220,7 @@ impl Reconciler {
                 throttled_passes: AtomicU32::new(0),
                 pass_lock: tokio::sync::Mutex::new(()),
                 conditions: std::sync::Mutex::new(ConditionState::default()),
+                unserved: std::sync::Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -346,7 +350,8 @@ impl Reconciler {
                 moving_to: u.move_instance_id.clone(),
             })
             .collect();
-        export_gauges(&ledger, &users, &policy);
+        let unserved = export_gauges(&ledger, &users, &policy);
+        self.track_unserved(&unserved, now);
 
         let mut conditions = self.conditions().snapshot(now);
         conditions.launch_blocked.extend(paused);
@@ -732,6 +737,28 @@ impl Reconciler {
             .map(|l| l.tier)
             .collect();
         Ok((still_pending, throttled))
+    }
+
+    /// Starts the clock of users who just became unserved; records how long the others that
+    /// are served again went without (`spotpool_unserved_seconds`, and an event).
+    fn track_unserved(&self, now_unserved: &[UserId], now: Millis) {
+        let mut since = self
+            .inner
+            .unserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for user in now_unserved {
+            since.entry(user.clone()).or_insert(now);
+        }
+        since.retain(|user, started| {
+            if now_unserved.contains(user) {
+                return true;
+            }
+            let seconds = (now - *started).max(0) as f64 / 1000.0;
+            metrics::histogram!("spotpool_unserved_seconds").record(seconds);
+            tracing::info!(user = %user, seconds, "user no longer without a live instance");
+            false
+        });
     }
 
     fn conditions(&self) -> std::sync::MutexGuard<'_, ConditionState> {
@@ -1638,7 +1665,8 @@ fn action_kind(action: &Action) -> &'static str {
     }
 }
 
-fn export_gauges(ledger: &[InstanceRecord], users: &[UserRecord], policy: &Policy) {
+/// Exports the pool and user gauges; returns the users whose route has no live instance.
+fn export_gauges(ledger: &[InstanceRecord], users: &[UserRecord], policy: &Policy) -> Vec<UserId> {
     for tier in &policy.tiers {
         for status in InstanceStatus::ALL {
             let count = ledger
@@ -1655,7 +1683,7 @@ fn export_gauges(ledger: &[InstanceRecord], users: &[UserRecord], policy: &Polic
     }
     // Users whose route has no live instance behind it right now: ready or migrating, and the
     // instance they are on is missing from the last listing (or gone from the ledger).
-    let unserved = users
+    let unserved: Vec<UserId> = users
         .iter()
         .filter(|u| matches!(u.state, UserState::Ready | UserState::Migrating))
         .filter(|u| {
@@ -1666,6 +1694,8 @@ fn export_gauges(ledger: &[InstanceRecord], users: &[UserRecord], policy: &Polic
                     .is_none_or(|r| r.missed_observations > 0)
             })
         })
-        .count();
-    metrics::gauge!("spotpool_users_unserved").set(unserved as f64);
+        .map(|u| u.user_id.clone())
+        .collect();
+    metrics::gauge!("spotpool_users_unserved").set(unserved.len() as f64);
+    unserved
 }
