@@ -107,14 +107,15 @@ pub fn status(target: &Target) -> ExitCode {
         println!(
             "{:<16} {:>6} {:>5} {:>7} {:>12} {:>10} {:>9} {:>12} {:>7}",
             tier["tier"].as_str().unwrap_or("?"),
-            tier["spare_target"],
-            tier["max_instances"],
-            tier["paused"],
+            // serde_json's Display ignores widths: format the values as strings first.
+            tier["spare_target"].to_string(),
+            tier["max_instances"].to_string(),
+            tier["paused"].to_string(),
             count("initializing"),
             count("available"),
             count("assigned"),
             count("terminating"),
-            tier["queued_users"],
+            tier["queued_users"].to_string(),
         );
     }
     ExitCode::SUCCESS

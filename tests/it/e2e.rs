@@ -395,6 +395,9 @@ async fn e2e_the_admin_cli_drives_repair_pool_recycle_status_and_audit() {
     let (code, out, err) = cli(&daemon, ADMIN_TOKEN, &["status"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("ready") && out.contains("default"), "{out}");
+    // The table's columns line up: the tier's row is as wide as the header.
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[1].len(), lines[2].len(), "{out}");
 
     let (code, out, err) = cli(&daemon, ADMIN_TOKEN, &["repair", "--dry-run"]);
     assert_eq!(code, 0, "{err}");
