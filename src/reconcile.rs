@@ -716,8 +716,12 @@ impl Reconciler {
     /// they launch nothing new this pass, so a lost response can never double a launch.
     /// Also returns how many redos AWS throttled.
     async fn finish_launches(&self, now: Millis) -> Result<(Vec<String>, usize), StoreError> {
+        let pending = self.inner.store.list_launches().await?;
+        if pending.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
         let mut throttled = 0;
-        for launch in self.inner.store.list_launches().await? {
+        for launch in pending {
             tracing::info!(client_token = %launch.client_token, tier = %launch.tier, attempts = launch.attempts, "redoing a launch whose outcome was not recorded");
             match self.run_launch(&launch, now).await {
                 Ok(()) => {}
@@ -1099,32 +1103,14 @@ impl Reconciler {
             }
             ClaimStep::ContainerStarting => {
                 let command_id = user.command_id.clone().unwrap_or_default();
-                match cloud.command_status(&command_id, &instance).await? {
-                    CommandStatus::Success => ClaimStep::ContainerStarted,
-                    CommandStatus::Pending => {
-                        let sent = user.command_sent_at.unwrap_or(now);
-                        if now - sent <= config.container_timeout.as_millis() as Millis {
-                            return Ok(StepResult::Waiting);
-                        }
-                        return Err(StepError::Cloud(CloudError::new(
-                            CloudErrorKind::Fatal,
-                            "StartContainer",
-                            "Timeout",
-                            format!(
-                                "container did not start within {:?}",
-                                config.container_timeout
-                            ),
-                        )));
-                    }
-                    CommandStatus::Failed(output) => {
-                        return Err(StepError::Cloud(CloudError::new(
-                            CloudErrorKind::Fatal,
-                            "StartContainer",
-                            "CommandFailed",
-                            output,
-                        )));
-                    }
+                let sent = user.command_sent_at.unwrap_or(now);
+                if !self
+                    .container_started(&command_id, &instance, sent, now)
+                    .await?
+                {
+                    return Ok(StepResult::Waiting);
                 }
+                ClaimStep::ContainerStarted
             }
             ClaimStep::ContainerStarted => {
                 let name = target_group_name(&user.route);
@@ -1182,6 +1168,66 @@ impl Reconciler {
         tagged?;
         secret_tagged?;
         Ok(())
+    }
+
+    /// Whether the start-container command succeeded: false while it is still running within
+    /// the container timeout; an error (fatal) if it failed or ran out of time. Shared by claims
+    /// and moves.
+    async fn container_started(
+        &self,
+        command_id: &str,
+        instance: &InstanceId,
+        sent_at: Millis,
+        now: Millis,
+    ) -> Result<bool, StepError> {
+        let timeout = self.inner.config.container_timeout;
+        match self
+            .inner
+            .cloud
+            .command_status(command_id, instance)
+            .await?
+        {
+            CommandStatus::Success => Ok(true),
+            CommandStatus::Pending if now - sent_at <= timeout.as_millis() as Millis => Ok(false),
+            CommandStatus::Pending => Err(fatal(
+                "StartContainer",
+                "Timeout",
+                format!("container did not start within {timeout:?}"),
+            )),
+            CommandStatus::Failed(output) => Err(fatal("StartContainer", "CommandFailed", output)),
+        }
+    }
+
+    /// Whether the load balancer reports `instance` healthy in `group`: false while waiting
+    /// (counted from `since`, up to the container timeout); an error (fatal) after that. Shared
+    /// by a claim's last step and a move's switch.
+    async fn target_healthy_in_time(
+        &self,
+        group: &str,
+        instance: &InstanceId,
+        since: Millis,
+        now: Millis,
+    ) -> Result<bool, StepError> {
+        let config = &self.inner.config;
+        if self
+            .inner
+            .cloud
+            .target_healthy(group, instance, config.container_port)
+            .await?
+        {
+            return Ok(true);
+        }
+        if now - since <= config.container_timeout.as_millis() as Millis {
+            return Ok(false);
+        }
+        Err(fatal(
+            "TargetHealth",
+            "TargetUnhealthy",
+            format!(
+                "{instance} did not pass the load balancer's health checks within {:?}",
+                config.container_timeout
+            ),
+        ))
     }
 
     /// The start-container command for the user on `instance`.
@@ -1305,27 +1351,14 @@ impl Reconciler {
         now: Millis,
     ) -> StepOutcome {
         let inner = &self.inner;
-        let config = &inner.config;
         let Some(group) = user.target_group_arn.clone() else {
             return Ok(StepResult::Waiting);
         };
-        if !inner
-            .cloud
-            .target_healthy(&group, instance, config.container_port)
+        if !self
+            .target_healthy_in_time(&group, instance, user.updated_at, now)
             .await?
         {
-            if now - user.updated_at <= config.container_timeout.as_millis() as Millis {
-                return Ok(StepResult::Waiting);
-            }
-            return Err(StepError::Cloud(CloudError::new(
-                CloudErrorKind::Fatal,
-                "Claim",
-                "TargetUnhealthy",
-                format!(
-                    "the instance did not pass the load balancer's health checks within {:?}",
-                    config.container_timeout
-                ),
-            )));
+            return Ok(StepResult::Waiting);
         }
         user.state = UserState::Ready;
         user.ready_at = Some(now);
@@ -1589,6 +1622,16 @@ impl Reconciler {
         }
         Ok(())
     }
+}
+
+/// A step failure that retrying will not fix: the claim or move is rolled back.
+fn fatal(operation: &'static str, code: &str, message: String) -> StepError {
+    StepError::Cloud(CloudError::new(
+        CloudErrorKind::Fatal,
+        operation,
+        code,
+        message,
+    ))
 }
 
 fn one_tag(key: &str, value: &str) -> Tags {

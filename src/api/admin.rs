@@ -3,7 +3,7 @@
 //! Every action is written to the store's audit log (who, what, when, result) whether it
 //! succeeded or not. "Who" is the `X-Spotpool-Actor` header (the CLI sends `$USER`), or `admin`.
 
-use super::openapi::{ErrorBody, InternalError, Unauthorized};
+use super::openapi::{ErrorBody, Forbidden, InternalError, Unauthorized};
 use super::{ApiError, AppState};
 use crate::model::InstanceId;
 use crate::reconcile::{RepairReport, apply_overrides};
@@ -80,7 +80,7 @@ pub struct RepairQuery {
         (status = 200, description = "What the pass and the sweep planned or did.", body = RepairReport),
         (status = 400, description = "`invalid_query` or `invalid_actor`.", body = ErrorBody),
         (status = 401, response = Unauthorized),
-        (status = 403, description = "`forbidden`: the service token cannot run admin actions.", body = ErrorBody),
+        (status = 403, response = Forbidden),
         (status = 409, description = "`standby`: this replica does not run the reconciler.", body = ErrorBody),
         (status = 500, response = InternalError),
         (status = 503, description = "`cloud_unavailable`: listing the pool's resources failed; retry later.", body = ErrorBody),
@@ -201,7 +201,7 @@ const MAX_TIER_SIZE: u32 = 10_000;
         (status = 200, description = "The tier's effective settings.", body = TierSettings),
         (status = 400, description = "`invalid_body` or `invalid_actor`.", body = ErrorBody),
         (status = 401, response = Unauthorized),
-        (status = 403, description = "`forbidden`: the service token cannot run admin actions.", body = ErrorBody),
+        (status = 403, response = Forbidden),
         (status = 404, description = "`unknown_tier`.", body = ErrorBody),
         (status = 500, response = InternalError),
     ),
@@ -311,7 +311,7 @@ pub struct RecycleAccepted {
         (status = 202, description = "Accepted; the reconciler acts on its next pass.", body = RecycleAccepted),
         (status = 400, description = "`invalid_instance_id` or `invalid_actor`.", body = ErrorBody),
         (status = 401, response = Unauthorized),
-        (status = 403, description = "`forbidden`: the service token cannot run admin actions.", body = ErrorBody),
+        (status = 403, response = Forbidden),
         (status = 404, description = "`not_found`: no such pool instance, or it is already terminating.", body = ErrorBody),
         (status = 500, response = InternalError),
     ),
@@ -410,7 +410,7 @@ pub struct AuditDocument {
         (status = 200, description = "Newest first.", body = Vec<AuditDocument>),
         (status = 400, description = "`invalid_query`.", body = ErrorBody),
         (status = 401, response = Unauthorized),
-        (status = 403, description = "`forbidden`: the service token cannot read the audit log.", body = ErrorBody),
+        (status = 403, response = Forbidden),
         (status = 500, response = InternalError),
     ),
     security(("bearer" = [])),

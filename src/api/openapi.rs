@@ -56,7 +56,7 @@ pub const SECRET_VALUE_PATTERN: &str = "^[^\\r\\n\\x00]*$";
     modifiers(&BearerScheme),
     components(
         schemas(ErrorBody, UserId),
-        responses(Unauthorized, Throttled, InternalError),
+        responses(Unauthorized, Forbidden, Throttled, InternalError),
     ),
     tags(
         (name = "users", description = "A user's instance: desired state, written by the web backend."),
@@ -169,6 +169,21 @@ impl<'r> ToResponse<'r> for Throttled {
                 .build(),
         );
         ("Throttled", response.into())
+    }
+}
+
+/// `403 forbidden`: an admin route called with the service token.
+pub struct Forbidden;
+
+impl<'r> ToResponse<'r> for Forbidden {
+    fn response() -> (&'r str, RefOr<Response>) {
+        (
+            "Forbidden",
+            error_response(
+                "`forbidden`: this route needs the admin token; the service token cannot use it.",
+            )
+            .into(),
+        )
     }
 }
 

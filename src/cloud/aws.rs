@@ -601,6 +601,18 @@ sdk_tags!(ec2_tags, aws_sdk_ec2::types::Tag);
 sdk_tags!(secret_tags, aws_sdk_secretsmanager::types::Tag);
 sdk_tags!(elb_tags, aws_sdk_elasticloadbalancingv2::types::Tag);
 
+/// One instance target on the container port, as RegisterTargets, DeregisterTargets and
+/// DescribeTargetHealth take it.
+fn target(
+    instance: &InstanceId,
+    port: u16,
+) -> aws_sdk_elasticloadbalancingv2::types::TargetDescription {
+    aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder()
+        .id(instance.0.clone())
+        .port(i32::from(port))
+        .build()
+}
+
 fn rule_info(rule: &aws_sdk_elasticloadbalancingv2::types::Rule) -> CloudResult<RuleInfo> {
     let arn = rule
         .rule_arn()
@@ -1166,19 +1178,14 @@ impl Cloud for AwsCloud {
         instance: &InstanceId,
         port: u16,
     ) -> CloudResult<bool> {
-        use aws_sdk_elasticloadbalancingv2::types::{TargetDescription, TargetHealthStateEnum};
+        use aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum;
         let output = call(
             "elbv2",
             "DescribeTargetHealth",
             self.elb
                 .describe_target_health()
                 .target_group_arn(target_group_arn)
-                .targets(
-                    TargetDescription::builder()
-                        .id(instance.0.clone())
-                        .port(i32::from(port))
-                        .build(),
-                )
+                .targets(target(instance, port))
                 .send(),
         )
         .await
@@ -1201,19 +1208,13 @@ impl Cloud for AwsCloud {
         instance: &InstanceId,
         port: u16,
     ) -> CloudResult<()> {
-        use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
         let result = call(
             "elbv2",
             "DeregisterTargets",
             self.elb
                 .deregister_targets()
                 .target_group_arn(target_group_arn)
-                .targets(
-                    TargetDescription::builder()
-                        .id(instance.0.clone())
-                        .port(i32::from(port))
-                        .build(),
-                )
+                .targets(target(instance, port))
                 .send(),
         )
         .await;
@@ -1236,19 +1237,13 @@ impl Cloud for AwsCloud {
         instance: &InstanceId,
         port: u16,
     ) -> CloudResult<()> {
-        use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
         call(
             "elbv2",
             "RegisterTargets",
             self.elb
                 .register_targets()
                 .target_group_arn(target_group_arn)
-                .targets(
-                    TargetDescription::builder()
-                        .id(instance.0.clone())
-                        .port(i32::from(port))
-                        .build(),
-                )
+                .targets(target(instance, port))
                 .send(),
         )
         .await

@@ -23,7 +23,7 @@ use crate::cloud::{CloudInstance, Lifecycle};
 use crate::interruptions::NoticeKind;
 use crate::model::{InstanceStatus, Millis, UserState};
 use crate::plan::TerminateReason;
-use crate::store::StoredNotice;
+use crate::store::{StoredNotice, UserRecord};
 
 impl Reconciler {
     /// Returns whether there were notices to handle.
@@ -37,8 +37,12 @@ impl Reconciler {
         if notices.is_empty() {
             return Ok(false);
         }
+        // One read of the users for the batch: every branch re-checks its user's row in the
+        // store before changing it (begin_move, teardown, rollback), so a row changed by an
+        // earlier notice of the same batch is never acted on from a stale copy.
+        let users = store.list_users().await?;
         for stored in notices {
-            let action = self.handle_notice(&stored, observed, now).await?;
+            let action = self.handle_notice(&stored, &users, observed, now).await?;
             let notice = &stored.notice;
             metrics::counter!("spotpool_interruptions_handled_total", "kind" => notice.kind.as_str(), "action" => action)
                 .increment(1);
@@ -66,6 +70,7 @@ impl Reconciler {
     async fn handle_notice(
         &self,
         stored: &StoredNotice,
+        users: &[UserRecord],
         observed: &[CloudInstance],
         now: Millis,
     ) -> Result<&'static str, StepError> {
@@ -78,7 +83,6 @@ impl Reconciler {
             NoticeKind::StateChange(state) => state.is_gone(),
             NoticeKind::RebalanceRecommendation => false,
         };
-        let users = store.list_users().await?;
         if let Some(user) = users
             .iter()
             .find(|u| u.instance_id.as_ref() == Some(instance))

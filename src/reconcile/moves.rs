@@ -10,8 +10,8 @@
 //! user is left `ready` on the old instance with the cause; if that instance is gone, the next
 //! pass recovers the user the usual way (re-queued first in line, same route and secret).
 
-use super::{Reconciler, StepError, StepOutcome, StepResult, one_tag};
-use crate::cloud::{CloudError, CloudErrorKind, CommandStatus, tags};
+use super::{Reconciler, StepError, StepOutcome, StepResult, fatal, one_tag};
+use crate::cloud::tags;
 use crate::model::{InstanceId, InstanceStatus, Millis, MoveStep, UserId, UserState};
 use crate::store::UserRecord;
 
@@ -142,26 +142,14 @@ impl Reconciler {
             }
             MoveStep::ContainerStarting => {
                 let command_id = user.move_command_id.clone().unwrap_or_default();
-                match cloud.command_status(&command_id, &target).await? {
-                    CommandStatus::Success => MoveStep::ContainerStarted,
-                    CommandStatus::Pending => {
-                        let sent = user.move_command_sent_at.unwrap_or(now);
-                        if now - sent <= config.container_timeout.as_millis() as Millis {
-                            return Ok(StepResult::Waiting);
-                        }
-                        return Err(fatal(
-                            "StartContainer",
-                            "Timeout",
-                            format!(
-                                "container did not start within {:?}",
-                                config.container_timeout
-                            ),
-                        ));
-                    }
-                    CommandStatus::Failed(output) => {
-                        return Err(fatal("StartContainer", "CommandFailed", output));
-                    }
+                let sent = user.move_command_sent_at.unwrap_or(now);
+                if !self
+                    .container_started(&command_id, &target, sent, now)
+                    .await?
+                {
+                    return Ok(StepResult::Waiting);
                 }
+                MoveStep::ContainerStarted
             }
             MoveStep::ContainerStarted => {
                 let Some(group) = user.target_group_arn.clone() else {
@@ -180,22 +168,11 @@ impl Reconciler {
                 // The old instance leaves only once the load balancer routes to the new one, so
                 // the route never lacks a healthy target (unless the old one is already gone).
                 if let Some(group) = &user.target_group_arn
-                    && !cloud
-                        .target_healthy(group, &target, config.container_port)
+                    && !self
+                        .target_healthy_in_time(group, &target, user.updated_at, now)
                         .await?
                 {
-                    let limit = config.container_timeout.as_millis() as Millis;
-                    if now - user.updated_at <= limit {
-                        return Ok(StepResult::Waiting);
-                    }
-                    return Err(fatal(
-                        "Move",
-                        "TargetUnhealthy",
-                        format!(
-                            "the new instance was not healthy in the target group within {:?}",
-                            config.container_timeout
-                        ),
-                    ));
+                    return Ok(StepResult::Waiting);
                 }
                 if let Some(old) = user.instance_id.clone() {
                     if let Some(group) = &user.target_group_arn {
@@ -382,13 +359,4 @@ impl Reconciler {
         }
         Ok(())
     }
-}
-
-fn fatal(operation: &'static str, code: &str, message: String) -> StepError {
-    StepError::Cloud(CloudError::new(
-        CloudErrorKind::Fatal,
-        operation,
-        code,
-        message,
-    ))
 }

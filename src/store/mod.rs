@@ -170,7 +170,7 @@ impl InstanceRecord {
 }
 
 /// One journal entry (also an event).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
 pub struct JournalEntry {
     pub id: i64,
     pub at: Millis,
@@ -193,7 +193,7 @@ pub struct TierOverride {
 }
 
 /// One admin action: who did what to which target, when, and how it ended.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: Millis,
@@ -700,26 +700,13 @@ impl Store {
 
     /// The newest `limit` audit entries, newest first.
     pub async fn audit_log(&self, limit: i64) -> StoreResult<Vec<AuditEntry>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as::<_, AuditEntry>(
             "SELECT id, at, actor, action, target, detail, outcome FROM audit_log
              ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditEntry {
-                    id: r.try_get("id")?,
-                    at: r.try_get("at")?,
-                    actor: r.try_get("actor")?,
-                    action: r.try_get("action")?,
-                    target: r.try_get("target")?,
-                    detail: r.try_get("detail")?,
-                    outcome: r.try_get("outcome")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     // --- launches in flight ----------------------------------------------------------------
@@ -877,26 +864,14 @@ impl Store {
 
     /// Journal entries after `after_id`, oldest first, at most `limit`.
     pub async fn journal_since(&self, after_id: i64, limit: i64) -> StoreResult<Vec<JournalEntry>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as::<_, JournalEntry>(
             "SELECT id, at, kind, user_id, instance_id, message FROM journal
              WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after_id)
         .bind(limit)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(JournalEntry {
-                    id: r.try_get("id")?,
-                    at: r.try_get("at")?,
-                    kind: r.try_get("kind")?,
-                    user_id: r.try_get("user_id")?,
-                    instance_id: r.try_get("instance_id")?,
-                    message: r.try_get("message")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 }
 
