@@ -123,6 +123,8 @@ pub enum ReconcileError {
     Observe(#[source] CloudError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    #[error("a reconcile pass has been running for over {0:?}; try again shortly")]
+    Busy(Duration),
 }
 
 /// Liveness of the loop, shared with `/readyz`.

@@ -6,13 +6,13 @@
 use super::openapi::{ErrorBody, Forbidden, InternalError, Unauthorized};
 use super::{ApiError, AppState};
 use crate::model::InstanceId;
-use crate::reconcile::{RepairReport, apply_overrides};
+use crate::reconcile::{ReconcileError, RepairReport, apply_overrides};
 use crate::store::{AuditEntry, TierOverride};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::atomic::Ordering;
 
@@ -81,7 +81,7 @@ pub struct RepairQuery {
         (status = 400, description = "`invalid_query` or `invalid_actor`.", body = ErrorBody),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
-        (status = 409, description = "`standby`: this replica does not run the reconciler.", body = ErrorBody),
+        (status = 409, description = "`standby`: this replica does not run the reconciler; `busy`: a reconcile pass has held the pass lock for over 5 s (retry after `Retry-After` seconds).", body = ErrorBody),
         (status = 500, response = InternalError),
         (status = 503, description = "`cloud_unavailable`: listing the pool's resources failed; retry later.", body = ErrorBody),
     ),
@@ -91,7 +91,7 @@ pub async fn repair(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<RepairQuery>, QueryRejection>,
-) -> Result<Json<RepairReport>, ApiError> {
+) -> Result<Response, ApiError> {
     let actor = actor(&headers)?;
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let dry_run = query.dry_run.unwrap_or(true);
@@ -133,7 +133,16 @@ pub async fn repair(
                 if failed { "partial" } else { "ok" },
             )
             .await?;
-            Ok(Json(report))
+            Ok(Json(report).into_response())
+        }
+        Err(error @ ReconcileError::Busy(_)) => {
+            audit(&state, &actor, action, "pool", error.to_string(), "busy").await?;
+            let mut response =
+                ApiError::new(StatusCode::CONFLICT, "busy", error.to_string()).into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            Ok(response)
         }
         Err(error) => {
             audit(&state, &actor, action, "pool", error.to_string(), "error").await?;

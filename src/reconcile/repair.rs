@@ -21,6 +21,9 @@ use crate::cloud::{CloudError, PoolResource, tags};
 use crate::model::{InstanceId, InstanceStatus, Millis};
 use std::collections::HashSet;
 
+/// How long a repair waits for the loop's pass in flight to finish.
+const PASS_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What a repair found and did.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct RepairReport {
@@ -70,7 +73,12 @@ impl Reconciler {
     /// Runs a full pass and an orphan sweep; with `dry_run`, only plans both. Holds the pass
     /// lock throughout, so the loop's own passes wait.
     pub async fn repair(&self, dry_run: bool) -> Result<RepairReport, ReconcileError> {
-        let _turn = self.inner.pass_lock.lock().await;
+        // A pass slowed by AWS (throttling, rate-limit waits) must not hold an admin call
+        // forever: wait a while for the pass lock, then answer busy.
+        let Ok(_turn) = tokio::time::timeout(PASS_LOCK_WAIT, self.inner.pass_lock.lock()).await
+        else {
+            return Err(ReconcileError::Busy(PASS_LOCK_WAIT));
+        };
         let mut report = RepairReport {
             dry_run,
             pass_actions: Vec::new(),

@@ -551,3 +551,40 @@ async fn a_move_waits_for_the_new_instance_to_be_healthy() {
     assert_eq!(row.instance_id.as_ref(), Some(&spare));
     world.assert_no_leaks().await;
 }
+
+/// A repair does not wait forever behind a pass that AWS slows down: after 5 s it answers
+/// `409 busy` with `Retry-After`, and the audit log records it.
+#[tokio::test]
+async fn a_repair_behind_a_slow_pass_answers_busy() {
+    use spotpool::cloud::fake::FakeCloud;
+    use spotpool::cloud::limit::{Limited, RateLimits};
+    use std::sync::Arc;
+    let store = spotpool::store::Store::open("sqlite::memory:")
+        .await
+        .unwrap();
+    tokio::time::pause();
+    let fake = Arc::new(FakeCloud::default());
+    // One DescribeInstances per 100 s: the second listing waits for its token.
+    let limits = RateLimits::parse("ec2-describe=1/0.01").unwrap();
+    let cloud: Arc<dyn Cloud> = Arc::new(Limited::new(fake.clone(), &limits));
+    let world = World::simulated(
+        store,
+        fake,
+        cloud.clone(),
+        crate::world::reconciler_config(0, 10),
+    );
+    cloud.describe_pool_instances().await.unwrap();
+    let reconciler = world.reconciler.clone();
+    let pass = tokio::spawn(async move { reconciler.reconcile_once().await });
+    tokio::task::yield_now().await;
+    let (status, body) = world
+        .admin("POST", "/v1/admin/repair?dry_run=true", "")
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "busy");
+    let audit = world.store.audit_log(10).await.unwrap();
+    assert_eq!(audit[0].outcome, "busy");
+    // (The stuck pass is dropped here: on the paused clock its wait would also outlast the
+    // database pool's acquire timeout, which is not what this test is about.)
+    pass.abort();
+}
