@@ -5,6 +5,7 @@
 //! Owns: every setting's name, default and validation. Must not: read anything but flags, env
 //! and the file; start-up never panics on bad config, it stops with one line naming the setting.
 
+use crate::cloud::HealthCheck;
 use crate::cloud::limit::RateLimits;
 use crate::plan::TierPolicy;
 use std::fmt;
@@ -83,6 +84,18 @@ pub struct Settings {
     /// Health check path of the users' target groups [default: /].
     #[arg(long, env = "HEALTH_CHECK_PATH", value_name = "PATH")]
     pub health_check_path: Option<String>,
+    /// Seconds between the load balancer's health checks of a user's target, 5-300 (set on every target group; AWS's own default is 30) [default: 5].
+    #[arg(long, env = "HEALTH_CHECK_INTERVAL_SECONDS", value_name = "SECONDS")]
+    pub health_check_interval_seconds: Option<u32>,
+    /// Seconds without an answer that fail one health check, 2-120 and less than the interval [default: 4].
+    #[arg(long, env = "HEALTH_CHECK_TIMEOUT_SECONDS", value_name = "SECONDS")]
+    pub health_check_timeout_seconds: Option<u32>,
+    /// Consecutive passed health checks before a new target is healthy, 2-10 (AWS's own default is 5) [default: 2].
+    #[arg(long, env = "HEALTH_CHECK_HEALTHY_THRESHOLD", value_name = "N")]
+    pub health_check_healthy_threshold: Option<u32>,
+    /// Consecutive failed health checks before a target is unhealthy, 2-10 [default: 2].
+    #[arg(long, env = "HEALTH_CHECK_UNHEALTHY_THRESHOLD", value_name = "N")]
+    pub health_check_unhealthy_threshold: Option<u32>,
     /// Memory limit of each user container in MiB, swap included (so no swap) [default: 1536].
     #[arg(long, env = "CONTAINER_MEMORY_MB", value_name = "MIB")]
     pub container_memory_mb: Option<u32>,
@@ -190,7 +203,8 @@ pub struct Config {
     pub instance_profile_arn: Option<String>,
     pub container_image: String,
     pub container_port: u16,
-    pub health_check_path: String,
+    /// The target groups' health check; its path is also what the start script waits for.
+    pub health_check: HealthCheck,
     /// Memory limit of a user container in MiB (swap the same, so none).
     pub container_memory_mb: u32,
     /// CPU limit of a user container in CPUs; the instance gets it rounded to millicores.
@@ -345,6 +359,13 @@ impl Settings {
         validate_shell_safe("CONTAINER_IMAGE", &container_image)?;
         let health_check_path = self.health_check_path.unwrap_or_else(|| "/".into());
         validate_health_check_path(&health_check_path)?;
+        let health_check = health_check(
+            health_check_path,
+            self.health_check_interval_seconds,
+            self.health_check_timeout_seconds,
+            self.health_check_healthy_threshold,
+            self.health_check_unhealthy_threshold,
+        )?;
         let container_memory_mb = self.container_memory_mb.unwrap_or(1536);
         if !(64..=1_048_576).contains(&container_memory_mb) {
             return Err(ConfigError::Invalid {
@@ -450,7 +471,7 @@ impl Settings {
             instance_profile_arn: self.instance_profile_arn.filter(|v| !v.is_empty()),
             container_image,
             container_port: self.container_port.unwrap_or(8080),
-            health_check_path,
+            health_check,
             container_memory_mb,
             container_cpus,
             container_pids_limit,
@@ -555,6 +576,63 @@ fn validate_health_check_path(path: &str) -> Result<(), ConfigError> {
                 .into(),
         })
     }
+}
+
+/// The target groups' health check from its settings, within AWS's ranges, and with the timeout
+/// below the interval (AWS refuses CreateTargetGroup otherwise).
+fn health_check(
+    path: String,
+    interval: Option<u32>,
+    timeout: Option<u32>,
+    healthy: Option<u32>,
+    unhealthy: Option<u32>,
+) -> Result<HealthCheck, ConfigError> {
+    let defaults = HealthCheck::with_path(path);
+    let in_range = |env: &'static str, value: u32, range: std::ops::RangeInclusive<u32>| {
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(ConfigError::Invalid {
+                env,
+                value: value.to_string(),
+                why: format!("must be from {} to {}", range.start(), range.end()),
+            })
+        }
+    };
+    let interval_seconds = in_range(
+        "HEALTH_CHECK_INTERVAL_SECONDS",
+        interval.unwrap_or(defaults.interval_seconds),
+        5..=300,
+    )?;
+    let timeout_seconds = in_range(
+        "HEALTH_CHECK_TIMEOUT_SECONDS",
+        timeout.unwrap_or(defaults.timeout_seconds),
+        2..=120,
+    )?;
+    if timeout_seconds >= interval_seconds {
+        return Err(ConfigError::Invalid {
+            env: "HEALTH_CHECK_TIMEOUT_SECONDS",
+            value: timeout_seconds.to_string(),
+            why: format!(
+                "must be less than HEALTH_CHECK_INTERVAL_SECONDS ({interval_seconds}); AWS refuses the target group otherwise"
+            ),
+        });
+    }
+    Ok(HealthCheck {
+        interval_seconds,
+        timeout_seconds,
+        healthy_threshold: in_range(
+            "HEALTH_CHECK_HEALTHY_THRESHOLD",
+            healthy.unwrap_or(defaults.healthy_threshold),
+            2..=10,
+        )?,
+        unhealthy_threshold: in_range(
+            "HEALTH_CHECK_UNHEALTHY_THRESHOLD",
+            unhealthy.unwrap_or(defaults.unhealthy_threshold),
+            2..=10,
+        )?,
+        path: defaults.path,
+    })
 }
 
 /// An SQS queue URL: `https://sqs.<region>.amazonaws.com/<account>/<name>` on AWS, or an
@@ -668,12 +746,55 @@ mod tests {
     }
 
     #[test]
+    fn health_checks_default_to_five_seconds_twice_and_keep_the_timeout_below_the_interval() {
+        let health = minimal().into_config().unwrap().health_check;
+        assert_eq!(
+            (
+                health.interval_seconds,
+                health.timeout_seconds,
+                health.healthy_threshold,
+                health.unhealthy_threshold
+            ),
+            (5, 4, 2, 2)
+        );
+        assert_eq!(health.time_to_healthy(), Duration::from_secs(10));
+
+        let mut settings = minimal();
+        settings.health_check_interval_seconds = Some(10);
+        settings.health_check_timeout_seconds = Some(6);
+        settings.health_check_healthy_threshold = Some(3);
+        settings.health_check_unhealthy_threshold = Some(4);
+        let health = settings.into_config().unwrap().health_check;
+        assert_eq!(health.time_to_healthy(), Duration::from_secs(30));
+        assert_eq!((health.timeout_seconds, health.unhealthy_threshold), (6, 4));
+
+        let refused = |settings: Settings| settings.into_config().unwrap_err().to_string();
+        let mut settings = minimal();
+        settings.health_check_timeout_seconds = Some(5);
+        let message = refused(settings);
+        assert!(
+            message.starts_with("invalid setting HEALTH_CHECK_TIMEOUT_SECONDS=\"5\"")
+                && message.contains("less than HEALTH_CHECK_INTERVAL_SECONDS (5)"),
+            "{message}"
+        );
+        let mut settings = minimal();
+        settings.health_check_interval_seconds = Some(4);
+        assert!(refused(settings).contains("HEALTH_CHECK_INTERVAL_SECONDS"));
+        let mut settings = minimal();
+        settings.health_check_healthy_threshold = Some(1);
+        assert!(refused(settings).contains("HEALTH_CHECK_HEALTHY_THRESHOLD"));
+        let mut settings = minimal();
+        settings.health_check_unhealthy_threshold = Some(11);
+        assert!(refused(settings).contains("HEALTH_CHECK_UNHEALTHY_THRESHOLD"));
+    }
+
+    #[test]
     fn container_limits_have_defaults_and_bounds() {
         let config = minimal().into_config().unwrap();
         assert_eq!(config.container_memory_mb, 1536);
         assert_eq!(config.container_cpus, 1.0);
         assert_eq!(config.container_pids_limit, 512);
-        assert_eq!(config.health_check_path, "/");
+        assert_eq!(config.health_check.path, "/");
 
         let mut settings = minimal();
         settings.container_memory_mb = Some(4096);
@@ -722,7 +843,7 @@ mod tests {
         let mut settings = minimal();
         settings.health_check_path = Some("/healthz?full=1".into());
         assert_eq!(
-            settings.into_config().unwrap().health_check_path,
+            settings.into_config().unwrap().health_check.path,
             "/healthz?full=1"
         );
     }

@@ -16,7 +16,9 @@ mod repair;
 
 pub use repair::{Orphan, OrphanKind, RepairReport};
 
-use crate::cloud::{Cloud, CloudError, CloudErrorKind, CommandStatus, LaunchRequest, Tags, tags};
+use crate::cloud::{
+    Cloud, CloudError, CloudErrorKind, CommandStatus, HealthCheck, LaunchRequest, Tags, tags,
+};
 use crate::commands::{self, ContainerSpec};
 use crate::model::{ClaimStep, InstanceId, InstanceStatus, Millis, UserId, UserState};
 use crate::plan::{
@@ -52,8 +54,8 @@ pub struct ReconcilerConfig {
     pub listener_arns: Vec<String>,
     pub container_image: String,
     pub container_port: u16,
-    /// The path the start script and the target group check for health.
-    pub health_check_path: String,
+    /// The target groups' health check; the start script waits for its path.
+    pub health_check: HealthCheck,
     /// Limits of each user container: memory in MiB (no swap), CPUs, processes and threads.
     pub container_memory_mb: u32,
     pub container_cpus: f64,
@@ -1119,7 +1121,12 @@ impl Reconciler {
                 let mut group_tags = self.resource_tags(&user.user_id);
                 group_tags.insert(tags::INSTANCE_ID.into(), instance.0.clone());
                 let arn = cloud
-                    .create_target_group(&name, config.container_port, &group_tags)
+                    .create_target_group(
+                        &name,
+                        config.container_port,
+                        &config.health_check,
+                        &group_tags,
+                    )
                     .await?;
                 // (A crash before this step is saved loses the ARN; teardown then finds the group
                 // by its deterministic name.)
@@ -1248,7 +1255,7 @@ impl Reconciler {
             image: &config.container_image,
             port: config.container_port,
             host_ip: host_ip.as_deref(),
-            health_path: &config.health_check_path,
+            health_path: &config.health_check.path,
             health_timeout_seconds: (config.container_timeout.as_secs() as u32)
                 .saturating_sub(30)
                 .max(30),

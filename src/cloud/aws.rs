@@ -15,8 +15,8 @@ pub use sqs::AwsInterruptionQueue;
 
 use super::limit::RetryMeter;
 use super::{
-    Cloud, CloudError, CloudErrorKind, CloudInstance, CloudResult, CommandStatus, LaunchRequest,
-    Lifecycle, PoolResource, RuleInfo, Tags, tags,
+    Cloud, CloudError, CloudErrorKind, CloudInstance, CloudResult, CommandStatus, HealthCheck,
+    LaunchRequest, Lifecycle, PoolResource, RuleInfo, Tags, tags,
 };
 use crate::model::{InstanceId, InstanceStatus};
 use aws_sdk_ec2::config::http::HttpResponse;
@@ -45,8 +45,6 @@ pub struct AwsCloudConfig {
     /// May be empty: then the launch template's security groups are used.
     pub security_group_ids: Vec<String>,
     pub instance_profile_arn: Option<String>,
-    /// Health check path of the target groups, e.g. `/`.
-    pub health_check_path: String,
     /// Budget of one operation, retries included.
     pub call_timeout: Duration,
     /// Budget of one attempt of an operation.
@@ -1139,7 +1137,13 @@ impl Cloud for AwsCloud {
         }
     }
 
-    async fn create_target_group(&self, name: &str, port: u16, tags: &Tags) -> CloudResult<String> {
+    async fn create_target_group(
+        &self,
+        name: &str,
+        port: u16,
+        health: &HealthCheck,
+        tags: &Tags,
+    ) -> CloudResult<String> {
         use aws_sdk_elasticloadbalancingv2::types::{ProtocolEnum, TargetTypeEnum};
         let result = call(
             "elbv2",
@@ -1151,7 +1155,11 @@ impl Cloud for AwsCloud {
                 .port(i32::from(port))
                 .vpc_id(&self.config.vpc_id)
                 .target_type(TargetTypeEnum::Instance)
-                .health_check_path(&self.config.health_check_path)
+                .health_check_path(&health.path)
+                .health_check_interval_seconds(whole_seconds(health.interval_seconds))
+                .health_check_timeout_seconds(whole_seconds(health.timeout_seconds))
+                .healthy_threshold_count(whole_seconds(health.healthy_threshold))
+                .unhealthy_threshold_count(whole_seconds(health.unhealthy_threshold))
                 .set_tags((!tags.is_empty()).then(|| elb_tags(tags)))
                 .send(),
         )
@@ -1493,6 +1501,12 @@ impl Cloud for AwsCloud {
     fn retry_meter(&self) -> Option<Arc<RetryMeter>> {
         Some(self.retries.clone())
     }
+}
+
+/// A health-check count for the SDK's `i32` fields. Config validation keeps them at most 300, so
+/// the saturation never happens.
+fn whole_seconds(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
 }
 
 #[cfg(test)]

@@ -18,8 +18,13 @@
 //!   own latencies: an instance is `Pending`, then `Running`, then its SSM agent comes online
 //!   (SendCommand fails `NotFound` before); a command is picked up and runs for a while
 //!   (GetCommandInvocation answers `Pending` until then, and for its first 0.5 s); a terminated
-//!   instance is `ShuttingDown`, still listed, until it is `Terminated`; a rule becomes active and
-//!   a registered target healthy after theirs ([`FakeCloud::routable_at`]). [`FakeCloud::now`]
+//!   instance is `ShuttingDown`, still listed, until it is `Terminated`; a rule becomes active
+//!   after its latency, and a registered target healthy after its target group's health check
+//!   settings (interval × healthy threshold), counted from the later of its registration and the
+//!   first rule forwarding to the group ([`FakeCloud::routable_at`]).
+//!
+//! In both modes, as on AWS, a target group that no rule uses is not health-checked: its targets
+//! are `unused`, never healthy. [`FakeCloud::now`]
 //!   is the clock to give the daemon, [`FakeCloud::sim_stats`] the counters for a report.
 //!
 //! The effects are timestamps settled lazily whenever the state is locked, so a later
@@ -32,8 +37,8 @@ pub use sim::SimStats;
 
 use super::profile::Profile;
 use super::{
-    Cloud, CloudError, CloudErrorKind, CloudInstance, CloudResult, CommandStatus, LaunchRequest,
-    Lifecycle, PoolResource, RuleInfo, Tags, tags,
+    Cloud, CloudError, CloudErrorKind, CloudInstance, CloudResult, CommandStatus, HealthCheck,
+    LaunchRequest, Lifecycle, PoolResource, RuleInfo, Tags, tags,
 };
 use crate::model::{InstanceId, InstanceStatus, Millis};
 use sim::{Sim, Timeline};
@@ -83,8 +88,10 @@ pub struct FakeTargetGroup {
     pub port: u16,
     pub tags: Tags,
     pub targets: Vec<InstanceId>,
-    /// When each target (by instance id) passes its health checks.
-    pub healthy_at: BTreeMap<String, Millis>,
+    /// The health check it was created with.
+    pub health: HealthCheck,
+    /// When each target (by instance id) was registered.
+    pub registered_at: BTreeMap<String, Millis>,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +156,38 @@ impl State {
             }
         }
     }
+}
+
+/// When each target of a group passes its health checks: AWS checks a group only once a rule
+/// forwards to it, so a target is healthy `interval × healthy threshold` after the later of its
+/// registration and the first such rule's activation (`timed`), or at that moment (plain mode).
+/// Targets of a group no rule uses are missing: they are `unused`, never healthy.
+fn group_healthy_from(state: &State, group_arn: &str, timed: bool) -> BTreeMap<String, Millis> {
+    let Some(group) = state.target_groups.get(group_arn) else {
+        return BTreeMap::new();
+    };
+    let Some(checks_start) = state
+        .rules
+        .values()
+        .filter(|rule| rule.target_group_arn == group_arn)
+        .map(|rule| rule.active_at)
+        .min()
+    else {
+        return BTreeMap::new();
+    };
+    let wait = if timed {
+        group.health.time_to_healthy().as_millis() as Millis
+    } else {
+        0
+    };
+    group
+        .targets
+        .iter()
+        .map(|target| {
+            let registered = group.registered_at.get(&target.0).copied().unwrap_or(0);
+            (target.0.clone(), registered.max(checks_start) + wait)
+        })
+        .collect()
 }
 
 /// The fake. Cheap to build; share it with `Arc` between the reconciler and the test.
@@ -227,8 +266,9 @@ impl FakeCloud {
             .rules
             .values()
             .find(|r| r.path_pattern == path_pattern)?;
-        let group = state.target_groups.get(&rule.target_group_arn)?;
-        let healthy = group.healthy_at.values().copied().min()?;
+        let healthy = group_healthy_from(&state, &rule.target_group_arn, self.sim.is_some())
+            .into_values()
+            .min()?;
         Some(rule.active_at.max(healthy))
     }
 
@@ -732,6 +772,7 @@ impl Cloud for FakeCloud {
         &self,
         name: &str,
         port: u16,
+        health: &HealthCheck,
         new_tags: &Tags,
     ) -> CloudResult<String> {
         let mut state = self.enter("CreateTargetGroup", 1).await?;
@@ -758,7 +799,8 @@ impl Cloud for FakeCloud {
                 port,
                 tags: new_tags.clone(),
                 targets: Vec::new(),
-                healthy_at: BTreeMap::new(),
+                health: health.clone(),
+                registered_at: BTreeMap::new(),
             },
         );
         Ok(arn)
@@ -780,14 +822,14 @@ impl Cloud for FakeCloud {
         _port: u16,
     ) -> CloudResult<()> {
         let mut state = self.enter("RegisterTargets", 1).await?;
-        let healthy_at = self.effect_at(state.now, |p| p.effects.target_healthy);
+        let now = state.now;
         let group = state
             .target_groups
             .get_mut(target_group_arn)
             .ok_or_else(|| not_found("RegisterTargets", target_group_arn))?;
         if !group.targets.contains(instance) {
             group.targets.push(instance.clone());
-            group.healthy_at.insert(instance.0.clone(), healthy_at);
+            group.registered_at.insert(instance.0.clone(), now);
         }
         Ok(())
     }
@@ -799,13 +841,11 @@ impl Cloud for FakeCloud {
         _port: u16,
     ) -> CloudResult<bool> {
         let state = self.enter("DescribeTargetHealth", 1).await?;
-        // Registered, and past the health checks' interval × threshold (at once in plain mode).
-        let registered = state.target_groups.get(target_group_arn).is_some_and(|g| {
-            g.targets.contains(instance)
-                && g.healthy_at
-                    .get(&instance.0)
-                    .is_none_or(|at| *at <= state.now)
-        });
+        // Registered in a group a rule uses, and past the health checks' interval × threshold
+        // (at once in plain mode).
+        let registered = group_healthy_from(&state, target_group_arn, self.sim.is_some())
+            .get(&instance.0)
+            .is_some_and(|at| *at <= state.now);
         let running = state
             .instances
             .get(&instance.0)
@@ -1056,6 +1096,51 @@ mod tests {
         assert_eq!(lifecycle(&cloud, id).await, None);
         let stats = cloud.sim_stats().unwrap();
         assert_eq!(stats.attempts, stats.calls, "no faults, no retries");
+    }
+
+    /// A target turns healthy after its own group's interval × healthy threshold, and only once
+    /// a rule forwards to the group (before that it is `unused`, as on AWS).
+    #[tokio::test(start_paused = true)]
+    async fn a_target_turns_healthy_after_its_groups_health_check_settings() {
+        let mut profile = Profile::aws();
+        profile.effects.pending_to_running = Latency::seconds(1, 1);
+        profile.effects.rule_active = Latency::seconds(1, 1);
+        let cloud = FakeCloud::simulated("spotpool", profile, 7);
+        let id = cloud.launch_instances(&launch(1)).await.unwrap().remove(0);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let health = HealthCheck {
+            path: "/healthz".into(),
+            interval_seconds: 10,
+            timeout_seconds: 5,
+            healthy_threshold: 3,
+            unhealthy_threshold: 2,
+        };
+        let group = cloud
+            .create_target_group("sp-alice", 8080, &health, &Tags::new())
+            .await
+            .unwrap();
+        cloud.register_target(&group, &id, 8080).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(
+            !cloud.target_healthy(&group, &id, 8080).await.unwrap(),
+            "no rule uses the group, so its target is unused"
+        );
+
+        cloud
+            .create_rule("listener", 1, "/alice/*", &group, &Tags::new())
+            .await
+            .unwrap();
+        let active_at = cloud.rules()[0].active_at;
+        assert_eq!(
+            cloud.routable_at("/alice/*"),
+            Some(active_at + 30_000),
+            "healthy 10 s × 3 after the rule starts forwarding"
+        );
+        let until_healthy = (active_at + 30_000 - cloud.now()) as u64;
+        tokio::time::sleep(Duration::from_millis(until_healthy - 1_000)).await;
+        assert!(!cloud.target_healthy(&group, &id, 8080).await.unwrap());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(cloud.target_healthy(&group, &id, 8080).await.unwrap());
     }
 
     /// Every attempt draws from the account's bucket; an attempt that finds it short is throttled

@@ -19,7 +19,8 @@
 //! Time comes from tokio's clock, so the buckets follow a paused test clock too.
 
 use super::{
-    Cloud, CloudInstance, CloudResult, CommandStatus, LaunchRequest, PoolResource, RuleInfo, Tags,
+    Cloud, CloudInstance, CloudResult, CommandStatus, HealthCheck, LaunchRequest, PoolResource,
+    RuleInfo, Tags,
 };
 use crate::model::InstanceId;
 use governor::clock::Clock;
@@ -481,9 +482,17 @@ impl Cloud for Limited {
         self.inner.delete_secret(secret_id).await
     }
 
-    async fn create_target_group(&self, name: &str, port: u16, tags: &Tags) -> CloudResult<String> {
+    async fn create_target_group(
+        &self,
+        name: &str,
+        port: u16,
+        health: &HealthCheck,
+        tags: &Tags,
+    ) -> CloudResult<String> {
         self.acquire("CreateTargetGroup", 1).await;
-        self.inner.create_target_group(name, port, tags).await
+        self.inner
+            .create_target_group(name, port, health, tags)
+            .await
     }
 
     async fn find_target_group(&self, name: &str) -> CloudResult<Option<String>> {

@@ -98,6 +98,42 @@ impl CloudError {
 
 pub type CloudResult<T> = Result<T, CloudError>;
 
+/// How the load balancer checks a user's target: sent with every CreateTargetGroup, because
+/// AWS's defaults (a 30 s interval and 5 healthy checks) keep a new target out of service for
+/// about 2.5 minutes, longer than a spot interruption's warning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// The path the load balancer requests, e.g. `/healthz`.
+    pub path: String,
+    /// Seconds between checks of one target (AWS: 5-300).
+    pub interval_seconds: u32,
+    /// Seconds without an answer that fail a check (AWS: 2-120, less than the interval).
+    pub timeout_seconds: u32,
+    /// Consecutive passed checks that make a target healthy (AWS: 2-10).
+    pub healthy_threshold: u32,
+    /// Consecutive failed checks that make a target unhealthy (AWS: 2-10).
+    pub unhealthy_threshold: u32,
+}
+
+impl HealthCheck {
+    /// The settings spotpool uses unless configured otherwise: 5 s, 4 s, 2, 2.
+    pub fn with_path(path: impl Into<String>) -> HealthCheck {
+        HealthCheck {
+            path: path.into(),
+            interval_seconds: 5,
+            timeout_seconds: 4,
+            healthy_threshold: 2,
+            unhealthy_threshold: 2,
+        }
+    }
+
+    /// How long after checks start a target that answers is reported healthy:
+    /// interval × healthy threshold.
+    pub fn time_to_healthy(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.interval_seconds * self.healthy_threshold))
+    }
+}
+
 /// EC2's view of an instance's life (not to be confused with our pool [`InstanceStatus`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Lifecycle {
@@ -283,9 +319,15 @@ pub trait Cloud: Send + Sync + 'static {
 
     // --- ELBv2 -----------------------------------------------------------------------------
 
-    /// Creates an HTTP target group of type `instance` in the configured VPC, or returns the
-    /// existing one with that name. Returns its ARN.
-    async fn create_target_group(&self, name: &str, port: u16, tags: &Tags) -> CloudResult<String>;
+    /// Creates an HTTP target group of type `instance` in the configured VPC, with `health` as
+    /// its health check, or returns the existing one with that name. Returns its ARN.
+    async fn create_target_group(
+        &self,
+        name: &str,
+        port: u16,
+        health: &HealthCheck,
+        tags: &Tags,
+    ) -> CloudResult<String>;
 
     /// The ARN of the target group with this name, if it exists (DescribeTargetGroups by name).
     /// Teardown uses it when a crash lost the ARN between CreateTargetGroup and the journal write.

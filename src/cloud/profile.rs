@@ -123,11 +123,10 @@ pub struct Effects {
     pub probe_run: Latency,
     /// TerminateInstances: `shutting-down` → `terminated`.
     pub shutting_down: Latency,
-    /// CreateRule: until the rule routes traffic.
+    /// CreateRule: until the rule routes traffic. (A registered target turns healthy after its
+    /// target group's own health check settings, interval × healthy threshold, counted from when
+    /// a rule first forwards to the group: the fake reads them from CreateTargetGroup.)
     pub rule_active: Latency,
-    /// RegisterTargets: until the target is healthy (health check interval × healthy
-    /// threshold, 5 s × 2 by default).
-    pub target_healthy: Latency,
 }
 
 /// Injected fault probabilities of one attempt of an operation.
@@ -278,7 +277,6 @@ impl Profile {
                 probe_run: Latency::millis(500, 2_000),
                 shutting_down: Latency::seconds(30, 90),
                 rule_active: Latency::seconds(1, 3),
-                target_healthy: Latency::seconds(10, 10),
             },
             quotas: QuotaClass::ALL
                 .into_iter()
@@ -371,7 +369,8 @@ impl Profile {
             "profile {:?}: faults {faults}; no spot capacity: {capacity}; retries: standard, {} \
              attempts ({}), backoff {:?} doubling to {:?} with full jitter, call timeout {:?}; \
              pending->running {}, agent online {}, command pickup {}, container start {}{}, \
-             shutting-down {}, target healthy {}; server buckets = aws-profile.md account quotas",
+             shutting-down {}, target healthy after the target group's interval x healthy \
+             threshold; server buckets = aws-profile.md account quotas",
             self.name,
             self.retry.max_attempts,
             if budgets.is_empty() {
@@ -392,7 +391,6 @@ impl Profile {
                 " + image pull"
             },
             effects.shutting_down,
-            effects.target_healthy,
         )
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::world::{ADMIN_TOKEN, LISTENER, World};
 use axum::http::StatusCode;
-use spotpool::cloud::{Cloud, LaunchRequest, Tags, tags};
+use spotpool::cloud::{Cloud, HealthCheck, LaunchRequest, Tags, tags};
 use spotpool::model::{InstanceId, InstanceStatus, UserState};
 use std::collections::BTreeSet;
 
@@ -32,7 +32,12 @@ struct Planted {
 async fn plant(world: &World) -> Planted {
     let cloud = &world.cloud;
     let group = cloud
-        .create_target_group("sp-ghost0000ghost000", 8080, &pool_tags("ghost"))
+        .create_target_group(
+            "sp-ghost0000ghost000",
+            8080,
+            &HealthCheck::with_path("/"),
+            &pool_tags("ghost"),
+        )
         .await
         .unwrap();
     let rule = cloud
@@ -68,7 +73,12 @@ async fn plant(world: &World) -> Planted {
     );
     cloud.tag_instance(&instance, &assigned).await.unwrap();
     let foreign_group = cloud
-        .create_target_group("someone-elses", 80, &Tags::new())
+        .create_target_group(
+            "someone-elses",
+            80,
+            &HealthCheck::with_path("/"),
+            &Tags::new(),
+        )
         .await
         .unwrap();
     let foreign_secret = cloud
@@ -573,6 +583,11 @@ async fn a_repair_behind_a_slow_pass_answers_busy() {
         cloud.clone(),
         crate::world::reconciler_config(0, 10),
     );
+    // As in the simulations: stop the paused clock from jumping while SQLite works (otherwise
+    // sqlx's own acquire timeout can fire during a database call).
+    let keeper = tokio::spawn(crate::faults::hold_time_while_the_store_works(
+        world.store.clone(),
+    ));
     cloud.describe_pool_instances().await.unwrap();
     let reconciler = world.reconciler.clone();
     let pass = tokio::spawn(async move { reconciler.reconcile_once().await });
@@ -582,9 +597,8 @@ async fn a_repair_behind_a_slow_pass_answers_busy() {
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "busy");
+    pass.abort();
     let audit = world.store.audit_log(10).await.unwrap();
     assert_eq!(audit[0].outcome, "busy");
-    // (The stuck pass is dropped here: on the paused clock its wait would also outlast the
-    // database pool's acquire timeout, which is not what this test is about.)
-    pass.abort();
+    keeper.abort();
 }

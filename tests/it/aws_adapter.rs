@@ -4,7 +4,9 @@
 use crate::support::infra::Infra;
 use crate::support::moto::Moto;
 use spotpool::cloud::aws::{AwsCloud, AwsCloudConfig};
-use spotpool::cloud::{Cloud, CloudErrorKind, CommandStatus, LaunchRequest, Lifecycle, Tags, tags};
+use spotpool::cloud::{
+    Cloud, CloudErrorKind, CommandStatus, HealthCheck, LaunchRequest, Lifecycle, Tags, tags,
+};
 use spotpool::model::{InstanceId, InstanceStatus};
 use std::time::Duration;
 
@@ -56,9 +58,20 @@ impl World {
 
     async fn target_group(&self, name: &str) -> String {
         self.cloud
-            .create_target_group(name, 8080, &Tags::new())
+            .create_target_group(name, 8080, &health_check(), &Tags::new())
             .await
             .expect("creating a target group")
+    }
+}
+
+/// A health check with none of spotpool's defaults, so the test sees each value passed through.
+fn health_check() -> HealthCheck {
+    HealthCheck {
+        path: "/healthz".into(),
+        interval_seconds: 7,
+        timeout_seconds: 3,
+        healthy_threshold: 3,
+        unhealthy_threshold: 4,
     }
 }
 
@@ -71,7 +84,6 @@ fn config(infra: &Infra, pool: &str) -> AwsCloudConfig {
         vpc_id: infra.vpc_id.clone(),
         security_group_ids: vec![infra.security_group_id.clone()],
         instance_profile_arn: None,
-        health_check_path: "/healthz".to_string(),
         call_timeout: Duration::from_secs(30),
         attempt_timeout: Duration::from_secs(10),
         max_attempts: 3,
@@ -521,12 +533,12 @@ async fn create_target_group_twice_returns_the_same_arn() {
 
     let first = world
         .cloud
-        .create_target_group("sp-alice", 8080, &tags)
+        .create_target_group("sp-alice", 8080, &health_check(), &tags)
         .await
         .expect("creating");
     let second = world
         .cloud
-        .create_target_group("sp-alice", 8080, &tags)
+        .create_target_group("sp-alice", 8080, &health_check(), &tags)
         .await
         .expect("creating again");
 
@@ -540,7 +552,13 @@ async fn create_target_group_twice_returns_the_same_arn() {
     let group = &described.target_groups()[0];
     assert_eq!(group.port(), Some(8080));
     assert_eq!(group.vpc_id(), Some(world.infra.vpc_id.as_str()));
+    // Every health setting is sent explicitly: AWS's defaults (30 s × 5) would keep a new
+    // target out of service for 2.5 minutes.
     assert_eq!(group.health_check_path(), Some("/healthz"));
+    assert_eq!(group.health_check_interval_seconds(), Some(7));
+    assert_eq!(group.health_check_timeout_seconds(), Some(3));
+    assert_eq!(group.healthy_threshold_count(), Some(3));
+    assert_eq!(group.unhealthy_threshold_count(), Some(4));
     assert_eq!(
         group.target_type(),
         Some(&aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Instance)
@@ -723,11 +741,11 @@ async fn pool_listings_return_only_resources_tagged_for_this_pool() {
     let ours = tags_of(&[(tags::POOL, POOL), (tags::USER_ID, "ghost")]);
     let theirs = tags_of(&[(tags::POOL, "another-pool")]);
     let our_group = cloud
-        .create_target_group("sp-ours", 8080, &ours)
+        .create_target_group("sp-ours", 8080, &health_check(), &ours)
         .await
         .expect("creating our group");
     let their_group = cloud
-        .create_target_group("sp-theirs", 8080, &theirs)
+        .create_target_group("sp-theirs", 8080, &health_check(), &theirs)
         .await
         .expect("creating their group");
     let untagged_group = world.target_group("sp-untagged").await;

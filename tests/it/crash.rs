@@ -8,7 +8,8 @@
 use crate::world::World;
 use spotpool::cloud::fake::FakeCloud;
 use spotpool::cloud::{
-    Cloud, CloudInstance, CloudResult, CommandStatus, LaunchRequest, PoolResource, RuleInfo, Tags,
+    Cloud, CloudInstance, CloudResult, CommandStatus, HealthCheck, LaunchRequest, PoolResource,
+    RuleInfo, Tags,
 };
 use spotpool::model::{InstanceId, InstanceStatus, UserState};
 use spotpool::reconcile::{Clock, Health, Outcome, Reconciler};
@@ -124,8 +125,14 @@ impl Cloud for Crashing {
     async fn delete_secret(&self, secret_id: &str) -> CloudResult<()> {
         forward!(self.delete_secret(secret_id))
     }
-    async fn create_target_group(&self, name: &str, port: u16, tags: &Tags) -> CloudResult<String> {
-        forward!(self.create_target_group(name, port, tags))
+    async fn create_target_group(
+        &self,
+        name: &str,
+        port: u16,
+        health: &HealthCheck,
+        tags: &Tags,
+    ) -> CloudResult<String> {
+        forward!(self.create_target_group(name, port, health, tags))
     }
     async fn find_target_group(&self, name: &str) -> CloudResult<Option<String>> {
         forward!(self.find_target_group(name))

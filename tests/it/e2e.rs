@@ -66,6 +66,12 @@ async fn e2e_pool_claims_release_and_bad_requests_against_moto() {
             .await
             .expect("target group");
         assert_eq!(aws.targets(&group).await, vec![instance.to_string()]);
+        // The daemon's defaults, not AWS's (30 s × 5 would keep a new target out for 2.5 min).
+        assert_eq!(
+            aws.health_check(&group).await,
+            ("/".to_string(), 5, 4, 2, 2),
+            "health check of {group}"
+        );
         let rules = aws.rules(&infra.listener_arn).await;
         assert!(
             rules

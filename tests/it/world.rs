@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use spotpool::api::{self, ApiSettings, AppState};
 use spotpool::cloud::fake::FakeCloud;
-use spotpool::cloud::{Cloud, tags};
+use spotpool::cloud::{Cloud, HealthCheck, tags};
 use spotpool::config::SecretString;
 use spotpool::model::{InstanceStatus, UserState};
 use spotpool::plan::{Policy, TierPolicy};
@@ -62,7 +62,7 @@ pub fn reconciler_config(spare_count: u32, max_instances: u32) -> ReconcilerConf
         listener_arns: vec![LISTENER.into()],
         container_image: "ghcr.io/openclaw/openclaw:latest".into(),
         container_port: 8080,
-        health_check_path: "/".into(),
+        health_check: HealthCheck::with_path("/"),
         container_memory_mb: 1536,
         container_cpus: 1.0,
         container_pids_limit: 512,

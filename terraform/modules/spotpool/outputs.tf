@@ -161,8 +161,13 @@ locals {
       CONTAINER_IMAGE      = local.container_image
       CONTAINER_PORT       = tostring(var.container_port)
       HEALTH_CHECK_PATH    = var.health_check_path
-      PUBLIC_BASE_URL      = local.public_base_url
-      SECRET_PREFIX        = var.secret_prefix
+
+      HEALTH_CHECK_INTERVAL_SECONDS    = tostring(var.health_check.interval_seconds)
+      HEALTH_CHECK_TIMEOUT_SECONDS     = tostring(var.health_check.timeout_seconds)
+      HEALTH_CHECK_HEALTHY_THRESHOLD   = tostring(var.health_check.healthy_threshold)
+      HEALTH_CHECK_UNHEALTHY_THRESHOLD = tostring(var.health_check.unhealthy_threshold)
+      PUBLIC_BASE_URL                  = local.public_base_url
+      SECRET_PREFIX                    = var.secret_prefix
 
       SPOTPOOL_INTERRUPTION_QUEUE_URL = aws_sqs_queue.interruptions.url
     },

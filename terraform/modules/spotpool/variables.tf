@@ -183,6 +183,34 @@ variable "health_check_path" {
   }
 }
 
+variable "health_check" {
+  description = "How the ALB checks each user's target (HEALTH_CHECK_INTERVAL_SECONDS, HEALTH_CHECK_TIMEOUT_SECONDS, HEALTH_CHECK_HEALTHY_THRESHOLD, HEALTH_CHECK_UNHEALTHY_THRESHOLD). The daemon sets these on every target group it creates: AWS's own defaults (30 s x 5) keep a new target out of service for 2.5 minutes, longer than a spot interruption warning."
+  type = object({
+    interval_seconds    = optional(number, 5)
+    timeout_seconds     = optional(number, 4)
+    healthy_threshold   = optional(number, 2)
+    unhealthy_threshold = optional(number, 2)
+  })
+  default = {}
+
+  validation {
+    condition = (
+      var.health_check.interval_seconds >= 5 && var.health_check.interval_seconds <= 300 &&
+      var.health_check.timeout_seconds >= 2 && var.health_check.timeout_seconds <= 120 &&
+      var.health_check.timeout_seconds < var.health_check.interval_seconds
+    )
+    error_message = "health_check: interval_seconds must be 5-300 and timeout_seconds 2-120, less than the interval."
+  }
+
+  validation {
+    condition = (
+      var.health_check.healthy_threshold >= 2 && var.health_check.healthy_threshold <= 10 &&
+      var.health_check.unhealthy_threshold >= 2 && var.health_check.unhealthy_threshold <= 10
+    )
+    error_message = "health_check: healthy_threshold and unhealthy_threshold must be 2-10."
+  }
+}
+
 variable "instance_types" {
   description = "Instance types of the pool, most preferred first (USER_INSTANCE_TYPE). The first is the launch template's default."
   type        = list(string)

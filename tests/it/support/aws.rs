@@ -58,6 +58,26 @@ impl Aws {
         }
     }
 
+    /// The health check of a target group: (path, interval, timeout, healthy threshold,
+    /// unhealthy threshold).
+    pub async fn health_check(&self, group_arn: &str) -> (String, i32, i32, i32, i32) {
+        let out = self
+            .elb
+            .describe_target_groups()
+            .target_group_arns(group_arn)
+            .send()
+            .await
+            .unwrap();
+        let group = &out.target_groups()[0];
+        (
+            group.health_check_path().unwrap_or_default().to_string(),
+            group.health_check_interval_seconds().unwrap_or_default(),
+            group.health_check_timeout_seconds().unwrap_or_default(),
+            group.healthy_threshold_count().unwrap_or_default(),
+            group.unhealthy_threshold_count().unwrap_or_default(),
+        )
+    }
+
     pub async fn targets(&self, group_arn: &str) -> Vec<String> {
         let out = self
             .elb
