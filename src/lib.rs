@@ -3,10 +3,12 @@
 //! See ARCHITECTURE.md for the code map and the invariants.
 
 pub mod api;
+pub mod app;
+pub mod clock;
 pub mod cloud;
-pub mod commands;
 pub mod config;
-pub mod interruptions;
+pub mod instance_scripts;
+pub mod interruption_feed;
 pub mod model;
 pub mod plan;
 pub mod reconcile;

@@ -8,8 +8,10 @@
 //! DescribeInstances, executes the actions, and calls it again on the next pass. Decisions are
 //! therefore level-triggered: an action that did not happen (crash, error) is simply planned again.
 
-use crate::cloud::Lifecycle;
-use crate::model::{InstanceId, InstanceStatus, Millis, UserId, UserState};
+pub use crate::model::TerminateReason;
+use crate::model::{
+    InstanceId, InstanceStatus, Lifecycle, Millis, TierOverride, UserId, UserState,
+};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Pool policy of one tier.
@@ -116,42 +118,6 @@ pub struct UserIntent {
     pub moving_to: Option<InstanceId>,
 }
 
-/// Why an instance is terminated; a bounded label value for metrics and events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TerminateReason {
-    /// More available spares than the tier wants.
-    Surplus,
-    /// The readiness probe did not pass in time.
-    ProbeTimeout,
-    /// Tagged `assigned` but no user holds it.
-    Orphan,
-    /// Its tier is no longer configured.
-    UnknownTier,
-    /// Stopped or stopping: a spot instance that cannot serve again.
-    Stopped,
-    /// Still running after an earlier TerminateInstances.
-    Retry,
-    /// On-call recycled it.
-    Recycled,
-    /// EC2 warned that it takes the (spare) instance back.
-    Interrupted,
-}
-
-impl TerminateReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TerminateReason::Surplus => "surplus",
-            TerminateReason::ProbeTimeout => "probe_timeout",
-            TerminateReason::Orphan => "orphan",
-            TerminateReason::UnknownTier => "unknown_tier",
-            TerminateReason::Stopped => "stopped",
-            TerminateReason::Retry => "retry",
-            TerminateReason::Recycled => "recycled",
-            TerminateReason::Interrupted => "interrupted",
-        }
-    }
-}
-
 /// One thing the executor should do this pass.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Action {
@@ -207,6 +173,102 @@ pub enum Action {
     AdvanceMove {
         user: UserId,
     },
+}
+
+impl Action {
+    /// The action's name: a bounded metric label and the `action` of a repair report.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Launch { .. } => "launch",
+            Action::SendProbe { .. } => "send_probe",
+            Action::CheckProbe { .. } => "check_probe",
+            Action::Terminate { .. } => "terminate",
+            Action::Forget { .. } => "forget",
+            Action::Assign { .. } => "assign",
+            Action::AdvanceClaim { .. } => "advance_claim",
+            Action::Release { .. } => "release",
+            Action::Recover { .. } => "recover",
+            Action::BeginMove { .. } => "begin_move",
+            Action::AssignMove { .. } => "assign_move",
+            Action::AdvanceMove { .. } => "advance_move",
+        }
+    }
+
+    /// The user the action is for, if any.
+    pub fn user(&self) -> Option<&UserId> {
+        match self {
+            Action::Assign { user, .. }
+            | Action::AdvanceClaim { user }
+            | Action::Release { user }
+            | Action::Recover { user }
+            | Action::BeginMove { user }
+            | Action::AssignMove { user, .. }
+            | Action::AdvanceMove { user } => Some(user),
+            _ => None,
+        }
+    }
+
+    /// The instance the action acts on, if any.
+    pub fn instance(&self) -> Option<&InstanceId> {
+        match self {
+            Action::SendProbe { instance }
+            | Action::CheckProbe { instance, .. }
+            | Action::Terminate { instance, .. }
+            | Action::Forget { instance }
+            | Action::Assign { instance, .. }
+            | Action::AssignMove { instance, .. } => Some(instance),
+            _ => None,
+        }
+    }
+
+    /// What else a person needs to read the action: the launch's offering, the termination's
+    /// reason.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Action::Launch {
+                tier,
+                instance_type,
+                subnet_id,
+                count,
+                market,
+            } => Some(format!(
+                "{count} {instance_type} ({}) in {subnet_id} for tier {tier}",
+                market.as_str()
+            )),
+            Action::Terminate { reason, .. } => Some(reason.as_str().to_string()),
+            _ => None,
+        }
+    }
+}
+
+impl Market {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Market::Spot => "spot",
+            Market::OnDemand => "on_demand",
+        }
+    }
+}
+
+/// Applies on-call's tier overrides to the configured tiers; returns the paused tiers.
+/// Overrides of tiers no longer configured are ignored.
+pub fn apply_overrides(tiers: &mut [TierPolicy], overrides: &[TierOverride]) -> Vec<String> {
+    let mut paused = Vec::new();
+    for o in overrides {
+        let Some(tier) = tiers.iter_mut().find(|t| t.name == o.tier) else {
+            continue;
+        };
+        if let Some(spare_count) = o.spare_count {
+            tier.spare_count = spare_count;
+        }
+        if let Some(max_instances) = o.max_instances {
+            tier.max_instances = max_instances;
+        }
+        if o.paused {
+            paused.push(o.tier.clone());
+        }
+    }
+    paused
 }
 
 /// Decides this pass's actions. Pure: same inputs, same actions.

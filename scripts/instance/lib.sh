@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # spotpool instance prologue. spotpool inlines this file into every command it
-# sends over SSM (src/commands.rs replaces the line of the including script
-# that ends in "spotpool:inline-lib" with it); run by hand, the scripts source
-# it from beside themselves.
+# sends over SSM (src/instance_scripts/mod.rs replaces the line of the
+# including script that ends in "spotpool:inline-lib" with it); run by hand,
+# the scripts source it from beside themselves.
 #
 # Output discipline: spotpool copies a failed command's standard error into the
 # user's `error` (the API, the journal, the log). So every tool's output goes

@@ -160,8 +160,8 @@ unset response
 # 6. The hardened container.
 #    --restart unless-stopped: the gateway is a long-running server; it comes
 #    back after a crash, an exit of its own, a dockerd restart or a reboot, with
-#    Docker's doubling back-off against a crash loop. Our own stop
-#    (docker rm --force) is never fought by it.
+#    Docker's doubling back-off against a crash loop. A re-sent start's
+#    docker rm --force (step 3) is never fought by it.
 #    HOME=/data: the root filesystem is read-only, so the gateway's state goes
 #    to the user's volume; /tmp is a small tmpfs (its pages count against the
 #    memory limit).

@@ -6,7 +6,8 @@
 use super::openapi::{ErrorBody, Forbidden, InternalError, Unauthorized};
 use super::{ApiError, AppState};
 use crate::model::InstanceId;
-use crate::reconcile::{ReconcileError, RepairReport, apply_overrides};
+use crate::plan::apply_overrides;
+use crate::reconcile::{ReconcileError, RepairReport};
 use crate::store::{AuditEntry, TierOverride};
 use axum::Json;
 use axum::body::Bytes;

@@ -9,9 +9,10 @@ pub mod openapi;
 mod pool;
 mod users;
 
+use crate::clock::Clock;
 use crate::config::SecretString;
 use crate::plan::TierPolicy;
-use crate::reconcile::{Clock, Health, Reconciler};
+use crate::reconcile::{Health, Reconciler};
 use crate::store::Store;
 use crate::vault::SecretVault;
 use axum::extract::{MatchedPath, Request, State};

@@ -91,8 +91,7 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
         })
         .collect();
     let mut effective = state.settings.tiers.clone();
-    let paused =
-        crate::reconcile::apply_overrides(&mut effective, &state.store.tier_overrides().await?);
+    let paused = crate::plan::apply_overrides(&mut effective, &state.store.tier_overrides().await?);
     let tiers = effective
         .iter()
         .map(|tier| {

@@ -21,6 +21,8 @@ pub mod fake_queue;
 pub mod limit;
 pub mod profile;
 
+pub use crate::model::Lifecycle;
+
 use crate::model::{InstanceId, InstanceStatus, Millis};
 use std::collections::BTreeMap;
 
@@ -131,58 +133,6 @@ impl HealthCheck {
     /// interval × healthy threshold.
     pub fn time_to_healthy(&self) -> std::time::Duration {
         std::time::Duration::from_secs(u64::from(self.interval_seconds * self.healthy_threshold))
-    }
-}
-
-/// EC2's view of an instance's life (not to be confused with our pool [`InstanceStatus`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Lifecycle {
-    Pending,
-    Running,
-    Stopping,
-    Stopped,
-    ShuttingDown,
-    Terminated,
-}
-
-impl Lifecycle {
-    pub const ALL: [Lifecycle; 6] = [
-        Lifecycle::Pending,
-        Lifecycle::Running,
-        Lifecycle::Stopping,
-        Lifecycle::Stopped,
-        Lifecycle::ShuttingDown,
-        Lifecycle::Terminated,
-    ];
-
-    /// EC2's name of the state, as in DescribeInstances and in EventBridge's state-change events.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Lifecycle::Pending => "pending",
-            Lifecycle::Running => "running",
-            Lifecycle::Stopping => "stopping",
-            Lifecycle::Stopped => "stopped",
-            Lifecycle::ShuttingDown => "shutting-down",
-            Lifecycle::Terminated => "terminated",
-        }
-    }
-
-    /// The state named `raw` (EC2's spelling, e.g. `shutting-down`); None for anything else.
-    pub fn parse(raw: &str) -> Option<Lifecycle> {
-        Lifecycle::ALL
-            .into_iter()
-            .find(|state| state.as_str() == raw)
-    }
-
-    /// Whether the instance is on its way out or gone: it can never serve a user again.
-    pub fn is_gone(self) -> bool {
-        matches!(
-            self,
-            Lifecycle::ShuttingDown
-                | Lifecycle::Terminated
-                | Lifecycle::Stopping
-                | Lifecycle::Stopped
-        )
     }
 }
 

@@ -2,17 +2,22 @@
 //!
 //! The user's rule and target group stay in place. The container starts on a spare (with the
 //! same secret, rebound to the new instance), the spare joins the target group, and only then is
-//! the old instance deregistered and terminated; the row switches last. Each step is recorded in
-//! the row (`move_step`) before the next starts, and each is idempotent, as in a claim.
+//! the old instance deregistered and retired; the row switches last. Each step is recorded in
+//! the row (`moving.target.step`) before the next starts, and each is idempotent, as in a claim
+//! (the driver is `steps.rs`'s, shared with claims).
 //!
-//! A move that fails is rolled back (the new instance is terminated if a command may have run on
+//! A move that fails is rolled back (the new instance is retired if a command may have run on
 //! it, otherwise re-probed) and retried on another spare, up to `claim_attempts`. After that the
 //! user is left `ready` on the old instance with the cause; if that instance is gone, the next
 //! pass recovers the user the usual way (re-queued first in line, same route and secret).
 
+use super::steps::Machine;
 use super::{Reconciler, StepError, StepOutcome, StepResult, fatal, one_tag};
 use crate::cloud::tags;
-use crate::model::{InstanceId, InstanceStatus, Millis, MoveStep, UserId, UserState};
+use crate::model::{
+    ClaimProgress, ClaimStep, Event, InstanceId, InstanceStatus, Millis, MoveProgress, MoveReason,
+    MoveStep, MoveTarget, SentCommand, UserId, UserState,
+};
 use crate::store::UserRecord;
 
 impl Reconciler {
@@ -20,7 +25,7 @@ impl Reconciler {
     pub(super) async fn begin_move(
         &self,
         user_id: &UserId,
-        reason: &str,
+        reason: MoveReason,
         since: Millis,
     ) -> Result<(), StepError> {
         let store = &self.inner.store;
@@ -30,25 +35,22 @@ impl Reconciler {
         if user.state != UserState::Ready {
             return Ok(());
         }
-        let now = (self.inner.clock)();
+        let now = self.now();
         user.state = UserState::Migrating;
-        user.move_reason = Some(reason.to_string());
-        user.move_started_at = Some(since);
-        user.move_attempts = 0;
+        user.moving = Some(MoveProgress::new(reason, since));
         user.updated_at = now;
         if store.update_user(&mut user).await? {
-            if let (Some(instance), "recycle") = (&user.instance_id, reason) {
+            if let (Some(instance), MoveReason::Recycle) = (&user.instance_id, reason) {
                 store.clear_recycle(instance).await?;
             }
-            metrics::counter!("spotpool_moves_started_total", "reason" => reason.to_string())
+            metrics::counter!("spotpool_moves_started_total", "reason" => reason.as_str())
                 .increment(1);
             let instance = user.instance_id.clone();
             self.journal(
                 now,
-                "move.begin",
+                Event::MoveBegin { reason },
                 Some(user_id),
                 instance.as_ref(),
-                &format!("moving off this instance ({reason})"),
             )
             .await?;
         }
@@ -61,90 +63,67 @@ impl Reconciler {
         user_id: &UserId,
         instance: &InstanceId,
     ) -> Result<(), StepError> {
-        let now = (self.inner.clock)();
+        let now = self.now();
         if self.inner.store.assign_move(user_id, instance, now).await? {
-            self.journal(
-                now,
-                "move.assigned",
-                Some(user_id),
-                Some(instance),
-                "spare claimed as the move target",
-            )
-            .await?;
+            self.journal(now, Event::MoveAssigned, Some(user_id), Some(instance))
+                .await?;
             self.advance_move(user_id).await?;
         }
         Ok(())
     }
 
     pub(super) async fn advance_move(&self, user_id: &UserId) -> Result<(), StepError> {
-        loop {
-            let Some(user) = self.inner.store.get_user(user_id).await? else {
-                return Ok(());
-            };
-            if user.state != UserState::Migrating || user.move_instance_id.is_none() {
-                return Ok(());
-            }
-            let step = user.move_step.unwrap_or(MoveStep::Assigned);
-            match self.move_step(user.clone(), step).await {
-                Ok(StepResult::Done) => {}
-                Ok(StepResult::Waiting) => return Ok(()),
-                Err(StepError::Cloud(error)) => {
-                    let now = (self.inner.clock)();
-                    let deadline = self.inner.config.claim_step_deadline.as_millis() as Millis;
-                    if error.kind.is_retryable() && now - user.updated_at <= deadline {
-                        return Err(StepError::Cloud(error));
-                    }
-                    let cause = format!("move step {} failed: {error}", step.as_str());
-                    return self.rollback_move(user_id, &cause).await;
-                }
-                Err(error) => return Err(error),
-            }
-        }
+        self.drive(user_id, Machine::Move).await
     }
 
-    /// Performs one move step and saves its result.
-    async fn move_step(&self, mut user: UserRecord, step: MoveStep) -> StepOutcome {
+    /// Performs the recorded move step and saves its result.
+    pub(super) async fn move_step(&self, mut user: UserRecord) -> StepOutcome {
         let inner = &self.inner;
         let cloud = &inner.cloud;
         let config = &inner.config;
-        let Some(target) = user.move_instance_id.clone() else {
+        let Some(mut target) = user.moving.as_ref().and_then(|m| m.target.clone()) else {
             return Ok(StepResult::Waiting);
         };
-        let now = (inner.clock)();
-        let next = match step {
+        let instance = target.instance.clone();
+        let now = self.now();
+        let next = match target.step {
             MoveStep::Assigned => {
                 // The secret follows the user: only the new instance may read it from now on
                 // (the old container already has its environment).
-                self.bind_to_instance(&user, &target).await?;
+                self.bind_to_instance(&user, &instance).await?;
                 MoveStep::Tagged
             }
             MoveStep::Tagged => {
-                let script = self.start_script(&user, &target).await?;
-                // Dirty before sending, as in a claim: an undo then terminates the instance.
-                if user.move_command_sent_at.is_none() {
-                    user.move_command_sent_at = Some(now);
+                let script = self.start_script(&user, &instance).await?;
+                // Dirty before sending, as in a claim: an undo then retires the instance.
+                if target.command.is_none() {
+                    target.command = Some(SentCommand {
+                        id: None,
+                        sent_at: now,
+                    });
+                    set_target(&mut user, target.clone());
                     user.updated_at = now;
                     if !inner.store.update_user(&mut user).await? {
                         return Ok(StepResult::Waiting);
                     }
                 }
-                let command_id = cloud
+                let id = cloud
                     .send_command(
-                        &target,
+                        &instance,
                         &format!("spotpool start container for {} (move)", user.user_id),
                         &script,
                         config.container_timeout.as_secs() as u32,
                     )
                     .await?;
-                user.move_command_id = Some(command_id);
-                user.move_command_sent_at = Some(now);
+                target.command = Some(SentCommand {
+                    id: Some(id),
+                    sent_at: now,
+                });
                 MoveStep::ContainerStarting
             }
             MoveStep::ContainerStarting => {
-                let command_id = user.move_command_id.clone().unwrap_or_default();
-                let sent = user.move_command_sent_at.unwrap_or(now);
                 if !self
-                    .container_started(&command_id, &target, sent, now)
+                    .container_started(target.command.as_ref(), &instance, now)
                     .await?
                 {
                     return Ok(StepResult::Waiting);
@@ -152,7 +131,7 @@ impl Reconciler {
                 MoveStep::ContainerStarted
             }
             MoveStep::ContainerStarted => {
-                let Some(group) = user.target_group_arn.clone() else {
+                let Some(group) = user.routing.target_group_arn.clone() else {
                     return Err(fatal(
                         "Move",
                         "NoTargetGroup",
@@ -160,54 +139,41 @@ impl Reconciler {
                     ));
                 };
                 cloud
-                    .register_target(&group, &target, config.container_port)
+                    .register_target(&group, &instance, config.container_port)
                     .await?;
                 MoveStep::Registered
             }
             MoveStep::Registered => {
                 // The old instance leaves only once the load balancer routes to the new one, so
                 // the route never lacks a healthy target (unless the old one is already gone).
-                if let Some(group) = &user.target_group_arn
+                if let Some(group) = &user.routing.target_group_arn
                     && !self
-                        .target_healthy_in_time(group, &target, user.updated_at, now)
+                        .target_healthy_in_time(group, &instance, user.updated_at, now)
                         .await?
                 {
                     return Ok(StepResult::Waiting);
                 }
                 if let Some(old) = user.instance_id.clone() {
-                    if let Some(group) = &user.target_group_arn {
+                    if let Some(group) = &user.routing.target_group_arn {
                         cloud
                             .deregister_target(group, &old, config.container_port)
                             .await?;
                     }
-                    cloud
-                        .terminate_instances(std::slice::from_ref(&old))
-                        .await?;
-                    if let Some(mut record) = inner.store.get_instance(&old).await?
-                        && record.status != InstanceStatus::Terminating
-                    {
-                        record.status = InstanceStatus::Terminating;
-                        record.status_since = now;
-                        inner.store.put_instance(&record).await?;
-                    }
+                    self.retire_instance(&old, now).await?;
                 }
                 MoveStep::Retired
             }
             MoveStep::Retired => return self.finish_move(user, target, now).await,
         };
-        user.move_step = Some(next);
+        target.step = next;
+        set_target(&mut user, target);
         user.updated_at = now;
         if !inner.store.update_user(&mut user).await? {
             return Ok(StepResult::Waiting);
         }
-        self.journal(
-            now,
-            &format!("move.{}", next.as_str()),
-            Some(&user.user_id),
-            Some(&target),
-            "move step done",
-        )
-        .await?;
+        let event = Event::MoveStepDone(next);
+        self.journal(now, event, Some(&user.user_id), Some(&instance))
+            .await?;
         Ok(StepResult::Done)
     }
 
@@ -215,39 +181,37 @@ impl Reconciler {
     async fn finish_move(
         &self,
         mut user: UserRecord,
-        target: InstanceId,
+        target: MoveTarget,
         now: Millis,
     ) -> StepOutcome {
-        let old = user.instance_id.replace(target.clone());
-        let reason = user.move_reason.take().unwrap_or_default();
-        let started = user.move_started_at.take().unwrap_or(now);
+        let from = user.instance_id.replace(target.instance.clone());
+        let Some(moving) = user.moving.take() else {
+            return Ok(StepResult::Waiting);
+        };
         user.state = UserState::Ready;
-        user.command_id = user.move_command_id.take();
-        user.command_sent_at = user.move_command_sent_at.take();
-        user.move_instance_id = None;
-        user.move_step = None;
-        user.move_attempts = 0;
+        // The claim now describes the new instance: its start command ran there.
+        user.claim = Some(ClaimProgress {
+            step: ClaimStep::Routed,
+            command: target.command,
+        });
         user.error = None;
         user.updated_at = now;
         if !self.inner.store.update_user(&mut user).await? {
             return Ok(StepResult::Waiting);
         }
-        let seconds = (now - started).max(0) as f64 / 1000.0;
-        metrics::counter!("spotpool_moves_total", "reason" => reason.clone(), "outcome" => "ok")
+        let seconds = (now - moving.started_at).max(0) as f64 / 1000.0;
+        let reason = moving.reason;
+        metrics::counter!("spotpool_moves_total", "reason" => reason.as_str(), "outcome" => "ok")
             .increment(1);
-        metrics::histogram!("spotpool_move_duration_seconds", "reason" => reason.clone())
+        metrics::histogram!("spotpool_move_duration_seconds", "reason" => reason.as_str())
             .record(seconds);
-        self.journal(
-            now,
-            "move.done",
-            Some(&user.user_id),
-            Some(&target),
-            &format!(
-                "moved from {} ({reason}) in {seconds:.1} s",
-                old.map(|o| o.0).unwrap_or_default()
-            ),
-        )
-        .await?;
+        let event = Event::MoveDone {
+            from,
+            reason,
+            seconds,
+        };
+        self.journal(now, event, Some(&user.user_id), Some(&target.instance))
+            .await?;
         Ok(StepResult::Done)
     }
 
@@ -263,11 +227,11 @@ impl Reconciler {
         let Some(mut user) = inner.store.get_user(user_id).await? else {
             return Ok(());
         };
-        let Some(target) = user.move_instance_id.clone() else {
+        let Some(target) = user.move_target().cloned() else {
             return Ok(());
         };
-        let now = (inner.clock)();
-        if let Some(group) = &user.target_group_arn {
+        let now = self.now();
+        if let Some(group) = &user.routing.target_group_arn {
             cloud
                 .deregister_target(group, &target, inner.config.container_port)
                 .await?;
@@ -282,81 +246,65 @@ impl Reconciler {
         {
             tracing::warn!(user = %user_id, error = %error, "could not rebind the secret to the old instance");
         }
-        user.move_instance_id = None;
-        user.move_step = None;
-        user.move_command_id = None;
-        user.move_command_sent_at = None;
-        user.move_attempts += 1;
+        let Some(mut moving) = user.moving.take() else {
+            return Ok(());
+        };
+        moving.target = None;
+        moving.attempts += 1;
+        let reason = moving.reason;
+        let gave_up = moving.attempts >= inner.config.claim_attempts;
         user.error = Some(cause.to_string());
-        let reason = user.move_reason.clone().unwrap_or_default();
-        let gave_up = user.move_attempts >= inner.config.claim_attempts;
         if gave_up {
             // The old instance keeps serving if it can; if it is gone, the next pass recovers
             // the user (re-queued first in line).
             user.state = UserState::Ready;
-            user.move_reason = None;
-            user.move_started_at = None;
+        } else {
+            user.moving = Some(moving);
         }
         user.updated_at = now;
         if !inner.store.update_user(&mut user).await? {
             return Ok(());
         }
-        metrics::counter!("spotpool_moves_total", "reason" => reason, "outcome" => if gave_up { "abandoned" } else { "retried" })
+        let outcome = if gave_up { "abandoned" } else { "retried" };
+        metrics::counter!("spotpool_moves_total", "reason" => reason.as_str(), "outcome" => outcome)
             .increment(1);
-        self.journal(
-            now,
-            if gave_up {
-                "move.abandoned"
-            } else {
-                "move.rolled_back"
-            },
-            Some(user_id),
-            Some(&target),
-            cause,
-        )
-        .await
+        let cause = cause.to_string();
+        let event = if gave_up {
+            Event::MoveAbandoned { cause }
+        } else {
+            Event::MoveRolledBack { cause }
+        };
+        self.journal(now, event, Some(user_id), Some(&target)).await
     }
 
-    /// Ends a move target's part: terminated if a command may have run on it, else returned
-    /// for a fresh probe.
+    /// Ends a move target's part: retired if a command may have run on it, else returned for
+    /// a fresh probe.
     pub(super) async fn retire_move_target(
         &self,
         user: &UserRecord,
         target: &InstanceId,
         now: Millis,
     ) -> Result<(), StepError> {
-        let inner = &self.inner;
-        let cloud = &inner.cloud;
-        let Some(mut record) = inner.store.get_instance(target).await? else {
+        let Some(record) = self.inner.store.get_instance(target).await? else {
             return Ok(());
         };
-        if user.move_command_sent_at.is_some() {
-            cloud
-                .terminate_instances(std::slice::from_ref(target))
-                .await?;
-            if record.status != InstanceStatus::Terminating {
-                record.status = InstanceStatus::Terminating;
-                record.status_since = now;
-                inner.store.put_instance(&record).await?;
-            }
+        let dirty = user
+            .moving
+            .as_ref()
+            .and_then(|m| m.target.as_ref())
+            .is_some_and(|t| t.command.is_some());
+        if dirty {
+            self.retire_instance(target, now).await?;
         } else if record.status == InstanceStatus::Assigned {
-            cloud.untag_instance(target, &[tags::USER_ID]).await?;
-            cloud
-                .tag_instance(
-                    target,
-                    &one_tag(tags::STATUS, InstanceStatus::Initializing.as_str()),
-                )
-                .await?;
-            inner
-                .store
-                .transition_instance(
-                    target,
-                    InstanceStatus::Assigned,
-                    InstanceStatus::Initializing,
-                    now,
-                )
-                .await?;
+            self.return_to_pool(target, now).await?;
         }
         Ok(())
+    }
+}
+
+/// Records `target` as the move's current target.
+fn set_target(user: &mut UserRecord, target: MoveTarget) {
+    if let Some(moving) = &mut user.moving {
+        moving.target = Some(target);
     }
 }

@@ -14,11 +14,11 @@
 //! The sweep never touches anything without the pool's tag, and never retries: a failed delete
 //! is reported and the next repair tries again.
 
-use super::{
-    Action, Planned, ReconcileError, Reconciler, StepError, route_path, target_group_name,
-};
+use super::observe::Planned;
+use super::{ReconcileError, Reconciler, StepError, route_path, target_group_name};
 use crate::cloud::{CloudError, PoolResource, tags};
-use crate::model::{InstanceId, InstanceStatus, Millis};
+use crate::model::{Event, InstanceId, Millis};
+use crate::plan::Action;
 use std::collections::HashSet;
 
 /// How long a repair waits for the loop's pass in flight to finish.
@@ -29,12 +29,40 @@ const PASS_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 pub struct RepairReport {
     pub dry_run: bool,
     /// The pass's actions: planned on a dry run, taken otherwise.
-    pub pass_actions: Vec<String>,
+    pub pass_actions: Vec<PlannedAction>,
     /// Why the pass failed, if it did (the sweep still runs).
     #[schema(required = true)]
     pub pass_error: Option<String>,
     /// Every orphan found, with what happened to it.
     pub orphans: Vec<Orphan>,
+}
+
+/// One action of a reconcile pass, as a repair reports it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct PlannedAction {
+    /// What: `launch`, `send_probe`, `check_probe`, `terminate`, `forget`, `assign`,
+    /// `advance_claim`, `release`, `recover`, `begin_move`, `assign_move` or `advance_move`.
+    pub action: String,
+    /// The user it is for, if any.
+    #[schema(required = true)]
+    pub user_id: Option<String>,
+    /// The instance it acts on, if any.
+    #[schema(required = true)]
+    pub instance_id: Option<String>,
+    /// The rest: a launch's offering, a termination's reason.
+    #[schema(required = true)]
+    pub detail: Option<String>,
+}
+
+impl From<&Action> for PlannedAction {
+    fn from(action: &Action) -> PlannedAction {
+        PlannedAction {
+            action: action.kind().to_string(),
+            user_id: action.user().map(ToString::to_string),
+            instance_id: action.instance().map(ToString::to_string),
+            detail: action.detail(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
@@ -130,7 +158,7 @@ impl Reconciler {
         let groups = cloud.list_pool_target_groups().await?;
         let secrets = cloud.list_pool_secrets().await?;
         let instances = cloud.describe_pool_instances().await?;
-        let now = (inner.clock)();
+        let now = self.now();
         let grace = inner.config.policy.orphan_grace;
 
         let users = inner.store.list_users().await?;
@@ -140,7 +168,13 @@ impl Reconciler {
             users.iter().map(|u| target_group_name(&u.route)).collect();
         let recorded: HashSet<&str> = users
             .iter()
-            .flat_map(|u| [&u.rule_arn, &u.target_group_arn, &u.secret_arn])
+            .flat_map(|u| {
+                [
+                    &u.routing.rule_arn,
+                    &u.routing.target_group_arn,
+                    &u.secret_arn,
+                ]
+            })
             .filter_map(|arn| arn.as_deref())
             .collect();
         let held: HashSet<&InstanceId> = users
@@ -208,48 +242,44 @@ impl Reconciler {
     }
 
     async fn delete_orphan(&self, orphan: &Orphan) -> Result<(), StepError> {
-        let inner = &self.inner;
-        let cloud = &inner.cloud;
+        let cloud = &self.inner.cloud;
+        let now = self.now();
         let result: Result<(), CloudError> = match orphan.kind {
             OrphanKind::Rule => cloud.delete_rule(&orphan.id).await,
             OrphanKind::TargetGroup => cloud.delete_target_group(&orphan.id).await,
             OrphanKind::Secret => cloud.delete_secret(&orphan.id).await,
             OrphanKind::Instance => {
-                let id = InstanceId(orphan.id.clone());
-                let done = cloud.terminate_instances(std::slice::from_ref(&id)).await;
-                if done.is_ok() {
-                    let now = (inner.clock)();
-                    if let Some(mut record) = inner.store.get_instance(&id).await? {
-                        record.status = InstanceStatus::Terminating;
-                        record.status_since = now;
-                        inner.store.put_instance(&record).await?;
-                    }
+                match self
+                    .retire_instance(&InstanceId(orphan.id.clone()), now)
+                    .await
+                {
+                    Ok(()) => Ok(()),
+                    Err(StepError::Cloud(error)) => Err(error),
+                    Err(error) => return Err(error),
                 }
-                done
             }
         };
         metrics::counter!("spotpool_orphans_deleted_total", "kind" => orphan.kind.as_str(), "outcome" => if result.is_ok() { "ok" } else { "error" })
             .increment(1);
         result?;
-        let now = (inner.clock)();
         let instance = (orphan.kind == OrphanKind::Instance).then(|| InstanceId(orphan.id.clone()));
+        let description = format!(
+            "{} {} ({}): {}",
+            orphan.kind.as_str(),
+            orphan.id,
+            orphan.name,
+            orphan.reason
+        );
         self.journal(
             now,
-            "repair.orphan_deleted",
+            Event::OrphanDeleted { description },
             None,
             instance.as_ref(),
-            &format!(
-                "{} {} ({}): {}",
-                orphan.kind.as_str(),
-                orphan.id,
-                orphan.name,
-                orphan.reason
-            ),
         )
         .await
     }
 }
 
-fn describe(actions: &[Action]) -> Vec<String> {
-    actions.iter().map(|a| format!("{a:?}")).collect()
+fn describe(actions: &[Action]) -> Vec<PlannedAction> {
+    actions.iter().map(PlannedAction::from).collect()
 }

@@ -413,7 +413,7 @@ async fn a_move_keeps_the_route_served_at_every_pass() {
     world.run_until_quiet(20).await;
     let old = InstanceId(before["instance_id"].as_str().unwrap().to_string());
     let row = world.user_row("alice").await;
-    let group = row.target_group_arn.clone().unwrap();
+    let group = row.routing.target_group_arn.clone().unwrap();
     let (status, _) = world
         .admin(
             "POST",
@@ -473,8 +473,11 @@ async fn a_move_keeps_the_route_served_at_every_pass() {
     assert_ne!(after.instance_id.as_ref(), Some(&old));
     assert_eq!(after.route, row.route);
     assert_eq!(after.secret_arn, row.secret_arn);
-    assert_eq!(after.target_group_arn, row.target_group_arn);
-    assert_eq!(after.rule_arn, row.rule_arn, "the rule was never replaced");
+    assert_eq!(after.routing.target_group_arn, row.routing.target_group_arn);
+    assert_eq!(
+        after.routing.rule_arn, row.routing.rule_arn,
+        "the rule was never replaced"
+    );
     // The secret follows the user to the new instance.
     let secret = world
         .cloud
@@ -516,8 +519,8 @@ async fn a_failing_move_leaves_the_user_served_on_the_old_instance() {
         row.instance_id.as_ref().map(|i| i.0.as_str()),
         Some(old.as_str())
     );
+    assert_eq!(row.move_target(), None);
     assert!(row.error.unwrap().contains("image missing"));
-    assert_eq!(row.move_instance_id, None);
     world.assert_no_leaks().await;
 }
 
@@ -550,7 +553,7 @@ async fn a_move_waits_for_the_new_instance_to_be_healthy() {
     }
     let row = world.user_row("alice").await;
     assert_eq!(row.state, UserState::Migrating);
-    assert_eq!(row.move_instance_id.as_ref(), Some(&spare));
+    assert_eq!(row.move_target(), Some(&spare));
     assert_eq!(world.cloud.count_calls("DeregisterTargets"), 0);
     assert!(world.cloud.instance(&old).unwrap().lifecycle == spotpool::cloud::Lifecycle::Running);
 

@@ -6,13 +6,14 @@
 //! instances; no instance with two users; every user `ready`, `failed` or gone.
 
 use crate::world::World;
+use spotpool::clock::Clock;
 use spotpool::cloud::fake::FakeCloud;
 use spotpool::cloud::{
     Cloud, CloudInstance, CloudResult, CommandStatus, HealthCheck, LaunchRequest, PoolResource,
     RuleInfo, Tags,
 };
 use spotpool::model::{InstanceId, InstanceStatus, UserState};
-use spotpool::reconcile::{Clock, Health, Outcome, Reconciler};
+use spotpool::reconcile::{Health, Outcome, Reconciler};
 use spotpool::store::Store;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -5,7 +5,7 @@
 use crate::support::moto::Moto;
 use spotpool::cloud::aws::AwsInterruptionQueue;
 use spotpool::cloud::{InterruptionQueue, Lifecycle};
-use spotpool::interruptions::{InterruptionConsumer, NoticeKind, PollReport};
+use spotpool::interruption_feed::{InterruptionConsumer, NoticeKind, PollReport};
 use spotpool::model::{InstanceId, Millis};
 use spotpool::store::Store;
 use std::sync::Arc;

@@ -442,7 +442,13 @@ async fn an_instance_that_may_have_received_the_start_command_is_never_reused() 
     world.pass().await;
     let row = world.user_row("alice").await;
     let instance = row.instance_id.clone().unwrap();
-    assert!(row.command_sent_at.is_some(), "marked dirty before sending");
+    assert!(
+        row.claim
+            .as_ref()
+            .and_then(|c| c.command.as_ref())
+            .is_some(),
+        "marked dirty before sending"
+    );
     // The user is deleted before the claim finishes.
     world.delete_user("alice").await;
     world.run_until_quiet(30).await;

@@ -3,7 +3,7 @@
 
 use crate::world::World;
 use spotpool::cloud::{Lifecycle, tags};
-use spotpool::interruptions::{InterruptionNotice, NoticeKind};
+use spotpool::interruption_feed::{InterruptionNotice, NoticeKind};
 use spotpool::model::{InstanceId, InstanceStatus, UserState};
 
 const SECRET_BODY: &str = r#"{"secrets":{"OPENAI_API_KEY":"sk-test-value-123"}}"#;
@@ -54,7 +54,7 @@ async fn a_warning_moves_the_user_with_route_and_secret_and_retires_the_old_inst
     assert_ne!(after.instance_id.as_ref(), Some(&old));
     assert_eq!(after.route, before.route);
     assert_eq!(after.secret_arn, before.secret_arn);
-    assert_eq!(after.rule_arn, before.rule_arn);
+    assert_eq!(after.routing.rule_arn, before.routing.rule_arn);
     assert!(world.cloud.live_instances().iter().all(|i| i.id != old));
     assert!(
         world

@@ -22,7 +22,7 @@ use spotpool::cloud::fake::FakeCloud;
 use spotpool::cloud::limit::{Limited, RateLimits};
 use spotpool::cloud::profile::Profile;
 use spotpool::cloud::{Cloud, Lifecycle};
-use spotpool::interruptions::{InterruptionNotice, NoticeKind};
+use spotpool::interruption_feed::{InterruptionNotice, NoticeKind};
 use spotpool::model::{InstanceId, InstanceStatus, UserState};
 use spotpool::store::Store;
 use std::sync::Arc;
@@ -216,7 +216,10 @@ async fn fifty_interruption_warnings_move_every_user_within_two_minutes_at_p99()
         );
         assert_eq!(after.route, was.route, "{user}'s route");
         assert_eq!(after.secret_arn, was.secret_arn, "{user}'s secret");
-        assert_eq!(after.rule_arn, was.rule_arn, "{user}'s rule");
+        assert_eq!(
+            after.routing.rule_arn, was.routing.rule_arn,
+            "{user}'s rule"
+        );
         let old = was.instance_id.as_ref().unwrap();
         assert!(
             fake.instance(old)

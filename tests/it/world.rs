@@ -7,21 +7,19 @@
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
-use spotpool::api::{self, ApiSettings, AppState};
+use spotpool::api::{self, AppState};
+use spotpool::app::{App, Parts};
+use spotpool::clock::Clock;
 use spotpool::cloud::fake::FakeCloud;
-use spotpool::cloud::{Cloud, HealthCheck, tags};
-use spotpool::config::SecretString;
+use spotpool::cloud::{Cloud, tags};
+use spotpool::config::{Config, Settings};
 use spotpool::model::{InstanceStatus, UserState};
-use spotpool::plan::{Policy, TierPolicy};
-use spotpool::reconcile::{Clock, Health, Outcome, Reconciler, ReconcilerConfig};
+use spotpool::reconcile::{Outcome, Reconciler, ReconcilerConfig};
 use spotpool::store::Store;
-use spotpool::vault::SecretVault;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
-use tokio::sync::Notify;
 use tower::ServiceExt;
 
 pub const API_TOKEN: &str = "service-token-0123456789";
@@ -39,44 +37,31 @@ pub struct World {
     pub db_path: Option<PathBuf>,
 }
 
-pub fn reconciler_config(spare_count: u32, max_instances: u32) -> ReconcilerConfig {
-    ReconcilerConfig {
-        pool: "spotpool".into(),
-        policy: Policy {
-            tiers: vec![TierPolicy {
-                name: "default".into(),
-                spare_count,
-                max_instances,
-                instance_types: vec!["t3.small".into()],
-                on_demand_fallback: false,
-                rebalance_moves: false,
-            }],
-            subnet_ids: vec!["subnet-a".into(), "subnet-b".into()],
-            probe_timeout: 600_000,
-            probe_retry: 5_000,
-            launch_visibility_grace: 60_000,
-            orphan_grace: 600_000,
-            terminate_retry: 60_000,
-            missed_before_lost: 2,
-        },
-        listener_arns: vec![LISTENER.into()],
-        container_image: "ghcr.io/openclaw/openclaw:latest".into(),
-        container_port: 8080,
-        health_check: HealthCheck::with_path("/"),
-        container_memory_mb: 1536,
-        container_cpus: 1.0,
-        container_pids_limit: 512,
-        container_timeout: Duration::from_secs(300),
-        probe_command_timeout: Duration::from_secs(120),
-        claim_attempts: 3,
-        claim_step_deadline: Duration::from_secs(420),
-        reconcile_interval: Duration::from_secs(10),
-        poll_interval: Duration::from_millis(500),
-        max_in_flight: 16,
-        capacity_ttl: Duration::from_secs(180),
-        launch_failure_limit: 5,
-        launch_backoff: Duration::from_secs(10),
+/// The daemon's configuration for a test world: the settings a deployment would give, parsed
+/// by the daemon's own `Settings::into_config`, so every default is the daemon's.
+pub fn test_config(spare_count: u32, max_instances: u32) -> Config {
+    Settings {
+        launch_template_id: Some("lt-test".into()),
+        subnet_ids: Some("subnet-a,subnet-b".into()),
+        vpc_id: Some("vpc-test".into()),
+        alb_listener_arn: Some(LISTENER.into()),
+        container_image: Some("ghcr.io/openclaw/openclaw:latest".into()),
+        public_base_url: Some("https://agents.example.com".into()),
+        spotpool_api_token: Some(API_TOKEN.into()),
+        spotpool_admin_token: Some(ADMIN_TOKEN.into()),
+        pool_spare_count: Some(spare_count),
+        pool_max_instances: Some(max_instances),
+        // A failing tier halts sooner than the daemon's default (10), so the test sees it.
+        spotpool_launch_failure_limit: Some(5),
+        ..Settings::default()
     }
+    .into_config()
+    .expect("the test settings are valid")
+}
+
+/// The reconciler's configuration for a test world: the daemon's, from [`test_config`].
+pub fn reconciler_config(spare_count: u32, max_instances: u32) -> ReconcilerConfig {
+    App::reconciler_config(&test_config(spare_count, max_instances))
 }
 
 fn start_clock() -> Arc<AtomicI64> {
@@ -178,39 +163,22 @@ impl World {
         now: Arc<AtomicI64>,
         clock: Clock,
     ) -> World {
-        let wake = Arc::new(Notify::new());
-        let health = Arc::new(Health::default());
-        let reconciler = Reconciler::new(
-            store.clone(),
-            dyn_cloud.clone(),
-            config.clone(),
-            clock.clone(),
-            wake.clone(),
-            health.clone(),
-        );
-        let state = AppState {
-            store: store.clone(),
-            vault: Arc::new(SecretVault::new(dyn_cloud, "openclaw/", "spotpool")),
-            wake,
-            health,
-            metrics: None,
-            settings: Arc::new(ApiSettings {
-                api_token: SecretString::new(API_TOKEN),
-                admin_token: SecretString::new(ADMIN_TOKEN),
-                public_base_url: "https://agents.example.com".into(),
-                tiers: config.policy.tiers.clone(),
-                ready_staleness: Duration::from_secs(30),
-            }),
-            clock,
-            reconciler: Some(reconciler.clone()),
-        };
-        // The world's reconciler is the one running passes (the test drives them).
-        state.health.reconciling.store(true, Ordering::Relaxed);
-        World {
+        // Wired by the daemon's own composition root; only the parts are the test's.
+        let parts = Parts {
             store,
+            cloud: dyn_cloud,
+            clock,
+            queue: None,
+            metrics: None,
+        };
+        let app = App::assemble(&test_config(0, 0), config.clone(), parts);
+        // The world's reconciler is the one running passes (the test drives them).
+        app.api.health.reconciling.store(true, Ordering::Relaxed);
+        World {
+            store: app.store,
             cloud: fake,
-            reconciler,
-            state,
+            reconciler: app.reconciler,
+            state: app.api,
             now,
             config,
             db_path,
@@ -417,7 +385,7 @@ impl World {
         }
         let group_arns: HashSet<&str> = users
             .iter()
-            .filter_map(|u| u.target_group_arn.as_deref())
+            .filter_map(|u| u.routing.target_group_arn.as_deref())
             .collect();
         for group in self.cloud.target_groups() {
             assert!(
@@ -426,7 +394,10 @@ impl World {
                 group.name
             );
         }
-        let rule_arns: HashSet<&str> = users.iter().filter_map(|u| u.rule_arn.as_deref()).collect();
+        let rule_arns: HashSet<&str> = users
+            .iter()
+            .filter_map(|u| u.routing.rule_arn.as_deref())
+            .collect();
         for rule in self.cloud.rules() {
             assert!(
                 rule_arns.contains(rule.arn.as_str()),

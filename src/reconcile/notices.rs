@@ -1,5 +1,5 @@
 //! What an interruption notice means for the pool (the notices come from the SQS consumer in
-//! `crate::interruptions`, durably, keyed by event id).
+//! `crate::interruption_feed`, durably, keyed by event id).
 //!
 //! Each pass handles the unhandled notices, oldest event first, before it plans:
 //! - a spot interruption warning or a state change on the way out, for an instance a ready user
@@ -18,11 +18,12 @@
 //! repeats a no-op. A lost notice is caught anyway: an instance missing from DescribeInstances
 //! is a lost instance, and its user is recovered.
 
-use super::{Reconciler, StepError, Teardown};
-use crate::cloud::{CloudInstance, Lifecycle};
-use crate::interruptions::NoticeKind;
-use crate::model::{InstanceStatus, Millis, UserState};
-use crate::plan::TerminateReason;
+use super::{Reconciler, StepError};
+use crate::cloud::CloudInstance;
+use crate::model::{
+    Event, InstanceStatus, Lifecycle, Millis, MoveReason, NoticeAction, NoticeKind,
+    TerminateReason, UserState,
+};
 use crate::store::{StoredNotice, UserRecord};
 
 impl Reconciler {
@@ -44,22 +45,17 @@ impl Reconciler {
         for stored in notices {
             let action = self.handle_notice(&stored, &users, observed, now).await?;
             let notice = &stored.notice;
-            metrics::counter!("spotpool_interruptions_handled_total", "kind" => notice.kind.as_str(), "action" => action)
+            metrics::counter!("spotpool_interruptions_handled_total", "kind" => notice.kind.as_str(), "action" => action.as_str())
                 .increment(1);
-            if action != "ignored" {
-                self.journal(
-                    now,
-                    &format!("interruption.{action}"),
-                    None,
-                    Some(&notice.instance_id),
-                    &format!(
-                        "{} (event {}, {} s ago)",
-                        notice.kind.as_str(),
-                        notice.event_id,
-                        (now - notice.event_time).max(0) / 1000
-                    ),
-                )
-                .await?;
+            if action != NoticeAction::Ignored {
+                let event = Event::Interruption {
+                    action,
+                    notice: notice.kind,
+                    event_id: notice.event_id.clone(),
+                    age_seconds: (now - notice.event_time).max(0) / 1000,
+                };
+                self.journal(now, event, None, Some(&notice.instance_id))
+                    .await?;
             }
             store.mark_notice_handled(&notice.event_id, now).await?;
         }
@@ -73,7 +69,7 @@ impl Reconciler {
         users: &[UserRecord],
         observed: &[CloudInstance],
         now: Millis,
-    ) -> Result<&'static str, StepError> {
+    ) -> Result<NoticeAction, StepError> {
         let inner = &self.inner;
         let store = &inner.store;
         let notice = &stored.notice;
@@ -91,7 +87,7 @@ impl Reconciler {
                 (UserState::Ready, true) => {
                     self.begin_move(&user.user_id, reason(notice.kind), notice.event_time)
                         .await?;
-                    "move"
+                    NoticeAction::Move
                 }
                 (UserState::Ready, false) => {
                     let allowed = inner
@@ -104,45 +100,43 @@ impl Reconciler {
                             && r.status == InstanceStatus::Available
                             && !users
                                 .iter()
-                                .any(|u| u.move_instance_id.as_ref() == Some(&r.instance_id))
+                                .any(|u| u.move_target() == Some(&r.instance_id))
                     });
                     if allowed && spare {
-                        self.begin_move(&user.user_id, "rebalance", notice.event_time)
+                        let reason = MoveReason::Rebalance;
+                        self.begin_move(&user.user_id, reason, notice.event_time)
                             .await?;
-                        "move"
+                        NoticeAction::Move
                     } else {
-                        "noted"
+                        NoticeAction::Noted
                     }
                 }
                 (UserState::Provisioning, true) => {
-                    self.teardown_user(&user.user_id, Teardown::Recover).await?;
-                    "recover"
+                    self.recover(&user.user_id).await?;
+                    NoticeAction::Recover
                 }
                 // Already moving off it, being released, or a rebalance mid-claim.
-                _ => "noted",
+                _ => NoticeAction::Noted,
             });
         }
-        if let Some(user) = users
-            .iter()
-            .find(|u| u.move_instance_id.as_ref() == Some(instance))
-        {
+        if let Some(user) = users.iter().find(|u| u.move_target() == Some(instance)) {
             if leaving {
                 self.rollback_move(
                     &user.user_id,
                     &format!("the move target got {}", notice.kind.as_str()),
                 )
                 .await?;
-                return Ok("move_retried");
+                return Ok(NoticeAction::MoveRetried);
             }
-            return Ok("noted");
+            return Ok(NoticeAction::Noted);
         }
         let Some(record) = store.get_instance(instance).await? else {
-            return Ok("ignored");
+            return Ok(NoticeAction::Ignored);
         };
         if notice.kind != NoticeKind::SpotInterruptionWarning
             || record.status == InstanceStatus::Terminating
         {
-            return Ok("noted");
+            return Ok(NoticeAction::Noted);
         }
         // A spare (or one still being probed) that EC2 takes back: replace it now, and avoid
         // its offering for a while.
@@ -154,15 +148,17 @@ impl Reconciler {
         }
         self.terminate(instance, TerminateReason::Interrupted, now)
             .await?;
-        Ok("replace")
+        Ok(NoticeAction::Replace)
     }
 }
 
-fn reason(kind: NoticeKind) -> &'static str {
+fn reason(kind: NoticeKind) -> MoveReason {
     match kind {
-        NoticeKind::SpotInterruptionWarning => "interruption",
-        NoticeKind::RebalanceRecommendation => "rebalance",
-        NoticeKind::StateChange(Lifecycle::Terminated | Lifecycle::ShuttingDown) => "terminated",
-        NoticeKind::StateChange(_) => "stopped",
+        NoticeKind::SpotInterruptionWarning => MoveReason::Interruption,
+        NoticeKind::RebalanceRecommendation => MoveReason::Rebalance,
+        NoticeKind::StateChange(Lifecycle::Terminated | Lifecycle::ShuttingDown) => {
+            MoveReason::Terminated
+        }
+        NoticeKind::StateChange(_) => MoveReason::Stopped,
     }
 }

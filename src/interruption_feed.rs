@@ -1,4 +1,5 @@
-//! Spot interruptions, the delivery path: EC2 events from the interruption queue into the store.
+//! The interruption feed, spot interruptions' delivery path: EC2 events from the interruption
+//! queue into the store. (What a notice means for the pool is `reconcile::notices`.)
 //!
 //! EventBridge rules (`terraform/modules/spotpool/interruptions.tf`) put three kinds of EC2
 //! event into an SQS queue: the two-minute spot interruption warning, the rebalance
@@ -27,9 +28,11 @@
 //! user or a spare (the reconciler does, from `Store::list_unhandled_notices`), see AWS SDK
 //! types (the queue is a port), or log a whole message body.
 
-use crate::cloud::{CloudError, InterruptionQueue, Lifecycle, QueueMessage};
-use crate::model::{InstanceId, Millis};
-use crate::reconcile::{Clock, error_policy};
+pub use crate::model::{InterruptionNotice, NoticeKind};
+
+use crate::clock::{Clock, error_policy};
+use crate::cloud::{CloudError, InterruptionQueue, QueueMessage};
+use crate::model::{InstanceId, Lifecycle, Millis};
 use crate::store::{Store, StoreError};
 use std::future::Future;
 use std::sync::Arc;
@@ -60,59 +63,6 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 /// How long a notice is kept after it arrived. Far longer than the queue keeps a message (at
 /// most 12 hours, see the Terraform), so a redelivery always finds its duplicate.
 const NOTICE_RETENTION: Duration = Duration::from_secs(24 * 3600);
-
-/// What happened to the instance, by EventBridge detail type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum NoticeKind {
-    /// "EC2 Spot Instance Interruption Warning": EC2 takes the instance back in two minutes.
-    SpotInterruptionWarning,
-    /// "EC2 Instance Rebalance Recommendation": the instance is at elevated risk.
-    RebalanceRecommendation,
-    /// "EC2 Instance State-change Notification": the instance entered this state. Only states
-    /// on the way out ([`Lifecycle::is_gone`]) are kept.
-    StateChange(Lifecycle),
-}
-
-impl NoticeKind {
-    /// The stored `kind` column and the `kind` metric label (bounded: three values).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NoticeKind::SpotInterruptionWarning => "spot_interruption_warning",
-            NoticeKind::RebalanceRecommendation => "rebalance_recommendation",
-            NoticeKind::StateChange(_) => "state_change",
-        }
-    }
-
-    /// The state entered, for a state change.
-    pub fn state(self) -> Option<Lifecycle> {
-        match self {
-            NoticeKind::StateChange(state) => Some(state),
-            _ => None,
-        }
-    }
-
-    /// The inverse of (`as_str`, `state`), for reading rows back.
-    pub fn from_parts(kind: &str, state: Option<&str>) -> Option<NoticeKind> {
-        match (kind, state) {
-            ("spot_interruption_warning", None) => Some(NoticeKind::SpotInterruptionWarning),
-            ("rebalance_recommendation", None) => Some(NoticeKind::RebalanceRecommendation),
-            ("state_change", Some(state)) => Lifecycle::parse(state).map(NoticeKind::StateChange),
-            _ => None,
-        }
-    }
-}
-
-/// One EC2 event about one instance, as delivered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InterruptionNotice {
-    /// EventBridge's event id (`id`): the same event delivered twice has the same id.
-    pub event_id: String,
-    pub kind: NoticeKind,
-    pub instance_id: InstanceId,
-    /// When EC2 emitted the event (`time`), epoch milliseconds (EventBridge gives seconds).
-    /// Delivery can be out of order: a later state change may arrive before an earlier warning.
-    pub event_time: Millis,
-}
 
 /// Why a message was not turned into a notice. Each one is logged, counted and deleted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

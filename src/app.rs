@@ -1,0 +1,367 @@
+//! The composition root: the one place that turns a `Config` into a running daemon.
+//!
+//! [`App::connect`] builds the production adapters (the store at the database URL, the AWS SDK
+//! behind the client-side rate limits, the interruption queue); [`App::assemble`] wires any such
+//! parts into the reconciler, the secret vault, the API state and the interruption feed;
+//! [`App::serve`] runs them until a signal. The test worlds call `assemble` with their own parts
+//! (a fake cloud, an injected clock), so the daemon and the tests are wired by the same code.
+//!
+//! The policy timings that are not settings are named once, in [`policy`]; every setting's
+//! default lives in `config`. Must not: hold logic worth testing beyond the wiring.
+
+use crate::api::{self, ApiSettings, AppState};
+use crate::clock::{Clock, system_clock};
+use crate::cloud::aws::{self as aws_adapter, AwsCloud, AwsCloudConfig, AwsInterruptionQueue};
+use crate::cloud::limit::Limited;
+use crate::cloud::{Cloud, InterruptionQueue};
+use crate::config::Config;
+use crate::interruption_feed::InterruptionConsumer;
+use crate::plan::Policy;
+use crate::reconcile::{Health, Reconciler, ReconcilerConfig};
+use crate::store::Store;
+use crate::vault::SecretVault;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+/// The reconciler's fixed timings: not settings, because no deployment has needed to change
+/// them, but named here so the daemon and the tests use the same values.
+pub mod policy {
+    use crate::clock::Backoff;
+    use std::time::Duration;
+
+    /// Wait after a failed probe (or an SSM agent not online yet) before probing again.
+    pub const PROBE_RETRY: Duration = Duration::from_secs(5);
+    /// How long the readiness probe command may run.
+    pub const PROBE_COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+    /// How long a launched instance may be missing from DescribeInstances (eventual consistency).
+    pub const LAUNCH_VISIBILITY_GRACE: Duration = Duration::from_secs(60);
+    /// How old an unaccounted-for instance or secret must be before it counts as an orphan (a
+    /// PUT writes its secret a moment before its row).
+    pub const ORPHAN_GRACE: Duration = Duration::from_secs(600);
+    /// Re-send TerminateInstances for a `terminating` instance still running after this long.
+    pub const TERMINATE_RETRY: Duration = Duration::from_secs(60);
+    /// Consecutive listings a held instance must be missing from before its user is recovered.
+    pub const MISSED_BEFORE_LOST: u32 = 2;
+    /// A claim or move step failing with retryable errors is retried for the container timeout
+    /// plus this long, then rolled back.
+    pub const STEP_DEADLINE_MARGIN: Duration = Duration::from_secs(120);
+    /// A failing tier's launches: blocked 10 s after the first failure, doubling to 10 minutes.
+    pub const LAUNCH_BACKOFF: Backoff =
+        Backoff::new(Duration::from_secs(10), Duration::from_secs(600));
+    /// `/readyz` fails when the last good pass is older than this many reconcile intervals
+    /// (and at least 30 s).
+    pub const READY_STALENESS_INTERVALS: u32 = 3;
+    /// How long shutdown waits for the API and the reconciler to finish.
+    pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+    /// How often a standby retries the reconciler lock.
+    pub const LOCK_RETRY: Duration = Duration::from_secs(5);
+}
+
+/// What [`App::assemble`] wires together: the production adapters from [`App::connect`], or a
+/// test's own.
+pub struct Parts {
+    pub store: Store,
+    /// What the reconciler and the vault call (the rate-limited AWS adapter in production).
+    pub cloud: Arc<dyn Cloud>,
+    pub clock: Clock,
+    /// The interruption queue; None runs no interruption feed.
+    pub queue: Option<Arc<dyn InterruptionQueue>>,
+    /// The Prometheus handle `/metrics` renders; None answers `/metrics` empty.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// A wired daemon: every long-lived piece, sharing one store, cloud, clock and wake-up.
+pub struct App {
+    pub store: Store,
+    pub cloud: Arc<dyn Cloud>,
+    pub reconciler: Reconciler,
+    pub api: AppState,
+    pub feed: Option<InterruptionConsumer>,
+}
+
+impl App {
+    /// The production adapters for `config`.
+    pub async fn connect(config: &Config) -> Result<Parts, String> {
+        let metrics = install_metrics()?;
+        let store = Store::open(&config.database_url)
+            .await
+            .map_err(|e| format!("opening the database {}: {e}", config.database_url))?;
+        let aws_config = aws_cloud_config(config);
+        let sdk = aws_adapter::load_sdk_config(&aws_config).await;
+        let aws: Arc<dyn Cloud> = Arc::new(AwsCloud::new(&sdk, aws_config));
+        tracing::info!(rate_limits = %config.rate_limits.describe(), "client-side AWS rate limits");
+        let cloud: Arc<dyn Cloud> = Arc::new(Limited::new(aws, &config.rate_limits));
+        // SQS's API quota is far above anything a long poll does, so the queue does not go
+        // through the client-side rate limits.
+        let queue = config.interruption_queue_url.as_deref().map(|url| {
+            tracing::info!(queue = url, "reading spot interruptions from the queue");
+            Arc::new(AwsInterruptionQueue::new(&sdk, url)) as Arc<dyn InterruptionQueue>
+        });
+        Ok(Parts {
+            store,
+            cloud,
+            clock: system_clock(),
+            queue,
+            metrics: Some(metrics),
+        })
+    }
+
+    /// Wires `parts` for `config`, with the reconciler running `reconciler` (normally
+    /// [`App::reconciler_config`] of the same config; tests adjust it).
+    pub fn assemble(config: &Config, reconciler: ReconcilerConfig, parts: Parts) -> App {
+        let wake = Arc::new(Notify::new());
+        let health = Arc::new(Health::default());
+        let tiers = reconciler.policy.tiers.clone();
+        let ready_staleness = (config.reconcile_interval * policy::READY_STALENESS_INTERVALS)
+            .max(Duration::from_secs(30));
+        let reconciler = Reconciler::new(
+            parts.store.clone(),
+            parts.cloud.clone(),
+            reconciler,
+            parts.clock.clone(),
+            wake.clone(),
+            health.clone(),
+        );
+        let feed = parts.queue.map(|queue| {
+            InterruptionConsumer::new(
+                queue,
+                parts.store.clone(),
+                wake.clone(),
+                parts.clock.clone(),
+            )
+        });
+        let api = AppState {
+            store: parts.store.clone(),
+            vault: Arc::new(SecretVault::new(
+                parts.cloud.clone(),
+                &config.secret_prefix,
+                &config.pool,
+            )),
+            wake,
+            health,
+            metrics: parts.metrics,
+            settings: Arc::new(ApiSettings {
+                api_token: config.api_token.clone(),
+                admin_token: config.admin_token.clone(),
+                public_base_url: config.public_base_url.clone(),
+                tiers,
+                ready_staleness,
+            }),
+            clock: parts.clock,
+            reconciler: Some(reconciler.clone()),
+        };
+        App {
+            store: parts.store,
+            cloud: parts.cloud,
+            reconciler,
+            api,
+            feed,
+        }
+    }
+
+    /// What the reconciler runs with for `config`: the settings plus the fixed [`policy`].
+    pub fn reconciler_config(config: &Config) -> ReconcilerConfig {
+        let ms = |d: Duration| d.as_millis() as i64;
+        ReconcilerConfig {
+            pool: config.pool.clone(),
+            policy: Policy {
+                tiers: config.tiers.clone(),
+                subnet_ids: config.subnet_ids.clone(),
+                probe_timeout: ms(config.probe_timeout),
+                probe_retry: ms(policy::PROBE_RETRY),
+                launch_visibility_grace: ms(policy::LAUNCH_VISIBILITY_GRACE),
+                orphan_grace: ms(policy::ORPHAN_GRACE),
+                terminate_retry: ms(policy::TERMINATE_RETRY),
+                missed_before_lost: policy::MISSED_BEFORE_LOST,
+            },
+            listener_arns: config.listener_arns.clone(),
+            container_image: config.container_image.clone(),
+            container_port: config.container_port,
+            health_check: config.health_check.clone(),
+            container_memory_mb: config.container_memory_mb,
+            container_cpus: config.container_cpus,
+            container_pids_limit: config.container_pids_limit,
+            container_timeout: config.container_timeout,
+            probe_command_timeout: policy::PROBE_COMMAND_TIMEOUT,
+            claim_attempts: config.claim_attempts,
+            claim_step_deadline: config.container_timeout + policy::STEP_DEADLINE_MARGIN,
+            reconcile_interval: config.reconcile_interval,
+            poll_interval: config.poll_interval,
+            max_in_flight: config.max_in_flight,
+            capacity_ttl: config.capacity_ttl,
+            launch_failure_limit: config.launch_failure_limit,
+            launch_backoff: policy::LAUNCH_BACKOFF,
+        }
+    }
+
+    /// Runs the API and, once this process holds the reconciler lock, the reconciler and the
+    /// interruption feed; stops on Ctrl-C or SIGTERM, or when the API or the reconciler ends.
+    pub async fn serve(self, config: &Config) -> Result<(), String> {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| format!("binding SPOTPOOL_LISTEN={}: {e}", config.listen))?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| format!("reading the bound address: {e}"))?;
+        tracing::info!(%address, pool = %config.pool, "spotpool listening");
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let router = api::router(self.api);
+        let mut api_task = tokio::spawn({
+            let shutdown = stopped(stop_rx.clone());
+            async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        });
+        let lock_path = reconciler_lock_path(&config.database_url);
+        let (reconciler, feed) = (self.reconciler, self.feed);
+        let mut reconciler_task = tokio::spawn({
+            let shutdown = stopped(stop_rx.clone());
+            async move {
+                // One reconciler acts at a time: a file lock next to the SQLite database. API
+                // replicas can be many; a second daemon serves the API and waits for the lock.
+                let _lock = match lock_path {
+                    Some(path) => tokio::select! {
+                        lock = acquire_lock(path) => Some(lock),
+                        _ = stopped(stop_rx.clone()) => return,
+                    },
+                    None => None,
+                };
+                // The interruption feed runs beside the reconciler it feeds, under the same
+                // lock: a standby daemon leaves the queue to the active one.
+                let consumer = async {
+                    if let Some(feed) = feed {
+                        feed.run_until_stopped(stopped(stop_rx.clone())).await;
+                    }
+                };
+                tokio::join!(reconciler.run_until_stopped(shutdown), consumer);
+            }
+        });
+
+        let result = tokio::select! {
+            _ = shutdown_signal() => {
+                tracing::info!("signal received; stopping");
+                Ok(())
+            }
+            api = &mut api_task => Err(format!("the API stopped: {api:?}")),
+            _ = &mut reconciler_task => Err("the reconciler stopped unexpectedly".to_string()),
+        };
+        let _ = stop_tx.send(true);
+        let _ = tokio::time::timeout(policy::SHUTDOWN_GRACE, async {
+            let _ = (&mut api_task).await;
+            let _ = (&mut reconciler_task).await;
+        })
+        .await;
+        result
+    }
+}
+
+/// The AWS adapter's settings for `config`.
+fn aws_cloud_config(config: &Config) -> AwsCloudConfig {
+    AwsCloudConfig {
+        pool: config.pool.clone(),
+        launch_template_id: config.launch_template_id.clone(),
+        launch_template_version: config.launch_template_version.clone(),
+        on_demand_launch_template_id: config.on_demand_launch_template_id.clone(),
+        vpc_id: config.vpc_id.clone(),
+        security_group_ids: config.security_group_ids.clone(),
+        instance_profile_arn: config.instance_profile_arn.clone(),
+        call_timeout: config.aws_call_timeout,
+        attempt_timeout: config.aws_call_timeout / 2,
+        max_attempts: config.aws_max_attempts,
+        secret_write_attempts: config.aws_secret_write_attempts,
+    }
+}
+
+/// The Prometheus recorder `/metrics` renders, with buckets for claim durations (seconds to
+/// minutes) and for every other `_duration_seconds` (milliseconds to seconds).
+fn install_metrics() -> Result<PrometheusHandle, String> {
+    let seconds = [
+        0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+    ];
+    let fast = [
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("spotpool_claim_duration_seconds".into()),
+            &seconds,
+        )
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), &fast))
+        .and_then(|b| b.install_recorder())
+        .map_err(|e| format!("installing the metrics recorder: {e}"))
+}
+
+/// `sqlite://path/to/db?mode=rwc` -> `path/to/db.lock`; None for in-memory databases.
+fn reconciler_lock_path(database_url: &str) -> Option<PathBuf> {
+    let path = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path.contains(":memory:") {
+        return None;
+    }
+    Some(PathBuf::from(format!("{path}.lock")))
+}
+
+/// Waits until this process holds the exclusive lock on `path`; the lock lives as long as the
+/// returned file.
+async fn acquire_lock(path: PathBuf) -> std::fs::File {
+    let mut warned = false;
+    loop {
+        let attempt = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|file| match file.try_lock() {
+                Ok(()) => Ok(file),
+                Err(e) => Err(e.to_string()),
+            });
+        match attempt {
+            Ok(file) => {
+                if warned {
+                    tracing::info!(lock = %path.display(), "reconciler lock acquired");
+                }
+                return file;
+            }
+            Err(error) if !warned => {
+                tracing::warn!(lock = %path.display(), %error, "another spotpool holds the reconciler lock; serving the API only until it is released");
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(policy::LOCK_RETRY).await;
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,318 @@
+//! Journal events: every step the daemon takes, as one typed value. The store keeps each as a
+//! journal row (`kind()`, `message()`, the user and the instance); the kinds are stable
+//! strings that on-call, the tests and the event stream rely on.
+
+use super::{
+    ClaimStep, InstanceId, InstanceStatus, MoveReason, MoveStep, NoticeKind, TeardownKind,
+    TerminateReason, string_enum,
+};
+use std::time::Duration;
+
+/// What an interruption notice made the reconciler do (the `action` of its metric and event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NoticeAction {
+    /// The user on the instance started a move.
+    Move,
+    /// A claim in progress on the instance starts over elsewhere.
+    Recover,
+    /// The move whose target the instance was is rolled back and retried.
+    MoveRetried,
+    /// The spare is terminated and replaced.
+    Replace,
+    /// Nothing to do (already handled, or a rebalance without a move).
+    Noted,
+    /// Not about an instance of this pool: not journalled.
+    Ignored,
+}
+
+string_enum!(NoticeAction {
+    Move => "move",
+    Recover => "recover",
+    MoveRetried => "move_retried",
+    Replace => "replace",
+    Noted => "noted",
+    Ignored => "ignored",
+});
+
+/// One journal event. Which user and instance it concerns is recorded beside it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// An instance tagged for the pool that the ledger did not know.
+    InstanceAdopted {
+        status: InstanceStatus,
+    },
+    InstanceLaunched {
+        instance_type: String,
+        subnet_id: String,
+    },
+    InstanceAvailable,
+    InstanceProbeFailed {
+        cause: String,
+    },
+    InstanceTerminating {
+        reason: TerminateReason,
+    },
+    /// EC2 no longer lists it; the ledger forgets it.
+    InstanceGone,
+    /// A launch of a less preferred type or on-demand, because the preferred offerings have no
+    /// capacity.
+    PoolFallback {
+        tier: String,
+        count: u32,
+        instance_type: String,
+        on_demand: bool,
+        subnet_id: String,
+    },
+    PoolCapacityUnavailable {
+        instance_type: String,
+        subnet_id: String,
+        skipped_for: Duration,
+    },
+    PoolLaunchBackoff {
+        tier: String,
+        failures: u32,
+        cause: String,
+        backoff: Duration,
+    },
+    PoolLaunchHalted {
+        tier: String,
+        failures: u32,
+        cause: String,
+    },
+    ClaimAssigned,
+    /// A claim step finished; the claim is now at `ClaimStep`.
+    ClaimStepDone(ClaimStep),
+    ClaimReady {
+        seconds: f64,
+    },
+    /// An attempt was rolled back and the user waits for another instance.
+    ClaimRetrying {
+        attempt: u32,
+        cause: String,
+    },
+    /// The user's instance was lost and the user is queued first in line.
+    ClaimRecovered,
+    ClaimFailed {
+        attempts: u32,
+        cause: String,
+    },
+    /// An undo gave a clean instance back to the pool for a fresh probe.
+    UndoInstanceReturned {
+        undo: TeardownKind,
+    },
+    /// An undo terminated the instance (a container may have run there).
+    UndoInstanceTerminated {
+        undo: TeardownKind,
+    },
+    ReleaseDone,
+    MoveBegin {
+        reason: MoveReason,
+    },
+    MoveAssigned,
+    MoveStepDone(MoveStep),
+    MoveDone {
+        from: Option<InstanceId>,
+        reason: MoveReason,
+        seconds: f64,
+    },
+    MoveRolledBack {
+        cause: String,
+    },
+    MoveAbandoned {
+        cause: String,
+    },
+    Interruption {
+        action: NoticeAction,
+        notice: NoticeKind,
+        event_id: String,
+        age_seconds: i64,
+    },
+    /// On-call's repair deleted an orphan (described: kind, id, name, why).
+    OrphanDeleted {
+        description: String,
+    },
+}
+
+impl Event {
+    /// The stable kind string: `<area>.<what>`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::InstanceAdopted { .. } => "instance.adopted",
+            Event::InstanceLaunched { .. } => "instance.launched",
+            Event::InstanceAvailable => "instance.available",
+            Event::InstanceProbeFailed { .. } => "instance.probe_failed",
+            Event::InstanceTerminating { .. } => "instance.terminating",
+            Event::InstanceGone => "instance.gone",
+            Event::PoolFallback { .. } => "pool.fallback",
+            Event::PoolCapacityUnavailable { .. } => "pool.capacity_unavailable",
+            Event::PoolLaunchBackoff { .. } => "pool.launch_backoff",
+            Event::PoolLaunchHalted { .. } => "pool.launch_halted",
+            Event::ClaimAssigned => "claim.assigned",
+            Event::ClaimStepDone(step) => match step {
+                ClaimStep::Assigned => "claim.assigned",
+                ClaimStep::Tagged => "claim.tagged",
+                ClaimStep::ContainerStarting => "claim.container_starting",
+                ClaimStep::ContainerStarted => "claim.container_started",
+                ClaimStep::TargetGroupReady => "claim.target_group_ready",
+                ClaimStep::Routed => "claim.routed",
+            },
+            Event::ClaimReady { .. } => "claim.ready",
+            Event::ClaimRetrying { .. } | Event::ClaimRecovered => "claim.requeued",
+            Event::ClaimFailed { .. } => "claim.failed",
+            Event::UndoInstanceReturned { undo } => match undo {
+                TeardownKind::Rollback => "rollback.instance_returned",
+                TeardownKind::Recover => "recover.instance_returned",
+                TeardownKind::Release => "release.instance_returned",
+            },
+            Event::UndoInstanceTerminated { undo } => match undo {
+                TeardownKind::Rollback => "rollback.instance_terminated",
+                TeardownKind::Recover => "recover.instance_terminated",
+                TeardownKind::Release => "release.instance_terminated",
+            },
+            Event::ReleaseDone => "release.done",
+            Event::MoveBegin { .. } => "move.begin",
+            Event::MoveAssigned => "move.assigned",
+            Event::MoveStepDone(step) => match step {
+                MoveStep::Assigned => "move.assigned",
+                MoveStep::Tagged => "move.tagged",
+                MoveStep::ContainerStarting => "move.container_starting",
+                MoveStep::ContainerStarted => "move.container_started",
+                MoveStep::Registered => "move.registered",
+                MoveStep::Retired => "move.retired",
+            },
+            Event::MoveDone { .. } => "move.done",
+            Event::MoveRolledBack { .. } => "move.rolled_back",
+            Event::MoveAbandoned { .. } => "move.abandoned",
+            Event::Interruption { action, .. } => match action {
+                NoticeAction::Move => "interruption.move",
+                NoticeAction::Recover => "interruption.recover",
+                NoticeAction::MoveRetried => "interruption.move_retried",
+                NoticeAction::Replace => "interruption.replace",
+                NoticeAction::Noted => "interruption.noted",
+                NoticeAction::Ignored => "interruption.ignored",
+            },
+            Event::OrphanDeleted { .. } => "repair.orphan_deleted",
+        }
+    }
+
+    /// The human-readable line on-call reads beside the kind. Never holds a secret value: no
+    /// event carries one.
+    pub fn message(&self) -> String {
+        match self {
+            Event::InstanceAdopted { status } => format!("adopted with status {status}"),
+            Event::InstanceLaunched {
+                instance_type,
+                subnet_id,
+            } => format!("{instance_type} in {subnet_id}"),
+            Event::InstanceAvailable => "readiness probe passed".into(),
+            Event::InstanceProbeFailed { cause } => cause.clone(),
+            Event::InstanceTerminating { reason } => reason.as_str().into(),
+            Event::InstanceGone => "no longer listed by EC2".into(),
+            Event::PoolFallback {
+                tier,
+                count,
+                instance_type,
+                on_demand,
+                subnet_id,
+            } => {
+                let market = if *on_demand { "OnDemand" } else { "Spot" };
+                format!(
+                    "tier {tier}: launching {count} {instance_type} ({market}) in {subnet_id}: \
+                     preferred offerings have no capacity"
+                )
+            }
+            Event::PoolCapacityUnavailable {
+                instance_type,
+                subnet_id,
+                skipped_for,
+            } => format!(
+                "no spot capacity for {instance_type} in {subnet_id}; skipped for {skipped_for:?}"
+            ),
+            Event::PoolLaunchBackoff {
+                tier,
+                failures,
+                cause,
+                backoff,
+            } => format!("tier {tier}: failure {failures} ({cause}); no launches for {backoff:?}"),
+            Event::PoolLaunchHalted {
+                tier,
+                failures,
+                cause,
+            } => format!(
+                "tier {tier} stopped launching after {failures} consecutive failures (last: \
+                 {cause}); fix the cause and restart the daemon"
+            ),
+            Event::ClaimAssigned => "spare claimed".into(),
+            Event::ClaimStepDone(_) => "claim step done".into(),
+            Event::MoveStepDone(_) => "move step done".into(),
+            Event::ClaimReady { seconds } => format!("ready in {seconds:.2}s"),
+            Event::ClaimRetrying { attempt, cause } => {
+                format!("attempt {attempt} rolled back, retrying: {cause}")
+            }
+            Event::ClaimRecovered => "instance lost; queued first in line".into(),
+            Event::ClaimFailed { attempts, cause } => {
+                format!("failed after {attempts} attempts: {cause}")
+            }
+            Event::UndoInstanceReturned { .. } => "returned to the pool for a fresh probe".into(),
+            Event::UndoInstanceTerminated { .. } => "terminated".into(),
+            Event::ReleaseDone => "everything removed".into(),
+            Event::MoveBegin { reason } => format!("moving off this instance ({reason})"),
+            Event::MoveAssigned => "spare claimed as the move target".into(),
+            Event::MoveDone {
+                from,
+                reason,
+                seconds,
+            } => format!(
+                "moved from {} ({reason}) in {seconds:.1} s",
+                from.as_ref().map(|i| i.0.as_str()).unwrap_or_default()
+            ),
+            Event::MoveRolledBack { cause } | Event::MoveAbandoned { cause } => cause.clone(),
+            Event::Interruption {
+                notice,
+                event_id,
+                age_seconds,
+                ..
+            } => format!(
+                "{} (event {event_id}, {age_seconds} s ago)",
+                notice.as_str()
+            ),
+            Event::OrphanDeleted { description } => description.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_events_keep_the_kinds_the_journal_always_had() {
+        for step in ClaimStep::ALL {
+            let kind = Event::ClaimStepDone(step).kind();
+            assert_eq!(kind, format!("claim.{}", step.as_str()));
+        }
+        for step in MoveStep::ALL {
+            let kind = Event::MoveStepDone(step).kind();
+            assert_eq!(kind, format!("move.{}", step.as_str()));
+        }
+        for action in NoticeAction::ALL {
+            let event = Event::Interruption {
+                action,
+                notice: NoticeKind::SpotInterruptionWarning,
+                event_id: "e".into(),
+                age_seconds: 0,
+            };
+            assert_eq!(event.kind(), format!("interruption.{}", action.as_str()));
+        }
+        for undo in TeardownKind::ALL {
+            assert_eq!(
+                Event::UndoInstanceTerminated { undo }.kind(),
+                format!("{}.instance_terminated", undo.as_str())
+            );
+            assert_eq!(
+                Event::UndoInstanceReturned { undo }.kind(),
+                format!("{}.instance_returned", undo.as_str())
+            );
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The reconciler: observe -> plan -> execute, one pass at a time.
+//!
+//! Owns: turning `plan`'s actions into cloud calls and store writes, the claim, move and
+//! teardown step machines, and the loop with its error policy. Must not: decide pool policy
+//! (that is `plan`), assume why it ran (every pass re-observes), or touch a secret value.
+//!
+//! One file per concern:
+//! - `observe`: a pass's observation (DescribeInstances into the ledger) and its plan;
+//! - `execute`: running the plan's actions concurrently;
+//! - `launch`: launches journalled before RunInstances, the offerings cache, tier back-off;
+//! - `instances`: readiness probes and retiring an instance (the one way one is terminated);
+//! - `steps`: the driver shared by the claim and move step machines;
+//! - `claim`, `moves`, `teardown`: the step machines and the undo;
+//! - `notices`: what an interruption notice means; `repair`: on-call's pass plus orphan sweep.
+//!
+//! Crash safety: every claim or move step writes its result to the user's row before the next
+//! step starts, and every step is idempotent, so after a crash the next pass simply redoes the
+//! recorded step. A teardown (rollback, release, recovery) is a sequence of idempotent deletes run
+//! from the row's recorded resources, falling back to lookups by deterministic name or path for
+//! anything created but not yet recorded.
+
+mod claim;
+mod execute;
+mod instances;
+mod launch;
+mod moves;
+mod notices;
+mod observe;
+mod repair;
+mod steps;
+mod teardown;
+
+pub use repair::{Orphan, OrphanKind, PlannedAction, RepairReport};
+
+use crate::clock::{Backoff, Clock, error_policy};
+use crate::cloud::{Cloud, CloudError, CloudErrorKind, HealthCheck, Tags, tags};
+use crate::model::{Event, InstanceId, Millis, UserId};
+use crate::plan::Policy;
+use crate::store::{Store, StoreError};
+use launch::ConditionState;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// What the reconciler needs to know beyond `plan`'s policy. Built from the daemon's `Config`
+/// by `crate::app`, which names every policy constant once.
+#[derive(Debug, Clone)]
+pub struct ReconcilerConfig {
+    /// The value of the `spotpool:pool` tag on every resource this daemon creates.
+    pub pool: String,
+    pub policy: Policy,
+    pub listener_arns: Vec<String>,
+    pub container_image: String,
+    pub container_port: u16,
+    /// The target groups' health check; the start script waits for its path.
+    pub health_check: HealthCheck,
+    /// Limits of each user container: memory in MiB (no swap), CPUs, processes and threads.
+    pub container_memory_mb: u32,
+    pub container_cpus: f64,
+    pub container_pids_limit: u32,
+    /// The start-container command may run this long before the attempt fails.
+    pub container_timeout: Duration,
+    /// The readiness probe command may run this long before it counts as failed.
+    pub probe_command_timeout: Duration,
+    /// Attempts per claim (each on a fresh instance) before the user is failed.
+    pub claim_attempts: u32,
+    /// A claim step failing with a retryable error keeps being retried for this long.
+    pub claim_step_deadline: Duration,
+    pub reconcile_interval: Duration,
+    pub poll_interval: Duration,
+    pub max_in_flight: usize,
+    /// How long an offering that returned a capacity error is skipped.
+    pub capacity_ttl: Duration,
+    /// Consecutive launch or probe failures of a tier before it stops launching.
+    pub launch_failure_limit: u32,
+    /// A tier's launches after a failure: blocked for `first`, doubling per failure up to `max`.
+    pub launch_backoff: Backoff,
+}
+
+/// Why a pass ended the way it did; the loop picks the next delay from it (kube-rs `Action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing in flight: wait for the full interval or a wake-up.
+    Converged,
+    /// Work in flight (probes, claims, releases): come back after this delay.
+    Requeue(Duration),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("observing instances: {0}")]
+    Observe(#[source] CloudError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("a reconcile pass has been running for over {0:?}; try again shortly")]
+    Busy(Duration),
+}
+
+/// Liveness of the loop, shared with `/readyz`.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// When the last pass succeeded (epoch ms), 0 if none has.
+    pub last_success: AtomicI64,
+    pub passes: AtomicU64,
+    /// Whether this process runs the reconciler (holds the lock). A standby replica serves the
+    /// API only, and its readiness does not depend on passes it never runs.
+    pub reconciling: std::sync::atomic::AtomicBool,
+}
+
+/// What happened to one step; failures are logged and retried on a later pass.
+enum StepResult {
+    Done,
+    /// Still in flight; come back on the next poll.
+    Waiting,
+}
+
+type StepOutcome = Result<StepResult, StepError>;
+
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Clone)]
+pub struct Reconciler {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    cloud: Arc<dyn Cloud>,
+    config: ReconcilerConfig,
+    clock: Clock,
+    wake: Arc<Notify>,
+    health: Arc<Health>,
+    launch_seq: AtomicU64,
+    /// Consecutive passes in which AWS throttled an action.
+    throttled_passes: AtomicU32,
+    /// One pass at a time: the loop's and on-call's repair never interleave.
+    pass_lock: tokio::sync::Mutex<()>,
+    conditions: std::sync::Mutex<ConditionState>,
+    /// Users whose route has no live instance, and since when (in memory: a restart starts the
+    /// count again).
+    unserved: std::sync::Mutex<HashMap<UserId, Millis>>,
+}
+
+impl Reconciler {
+    pub fn new(
+        store: Store,
+        cloud: Arc<dyn Cloud>,
+        config: ReconcilerConfig,
+        clock: Clock,
+        wake: Arc<Notify>,
+        health: Arc<Health>,
+    ) -> Reconciler {
+        Reconciler {
+            inner: Arc::new(Inner {
+                store,
+                cloud,
+                config,
+                clock,
+                wake,
+                health,
+                launch_seq: AtomicU64::new(0),
+                throttled_passes: AtomicU32::new(0),
+                pass_lock: tokio::sync::Mutex::new(()),
+                conditions: std::sync::Mutex::new(ConditionState::default()),
+                unserved: std::sync::Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Runs passes until `shutdown` resolves. A failed pass never ends the loop: the error policy
+    /// backs off exponentially (1 s doubling to 60 s) and the loop goes on.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        self.inner.health.reconciling.store(true, Ordering::Relaxed);
+        let mut delay = Duration::ZERO;
+        let mut consecutive_failures: u32 = 0;
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(delay) => {}
+            }
+            match self.reconcile_once().await {
+                Ok(Outcome::Converged) => {
+                    consecutive_failures = 0;
+                    delay = self.inner.config.reconcile_interval;
+                }
+                Ok(Outcome::Requeue(after)) => {
+                    consecutive_failures = 0;
+                    delay = after;
+                }
+                Err(error) => {
+                    consecutive_failures += 1;
+                    delay = error_policy(consecutive_failures);
+                    tracing::warn!(error = %error, retry_in = ?delay, "reconcile pass failed");
+                }
+            }
+        }
+        tracing::info!("reconciler stopped");
+    }
+
+    /// One pass: observe the cloud, merge it into the ledger, plan, and execute the actions.
+    pub async fn reconcile_once(&self) -> Result<Outcome, ReconcileError> {
+        let _turn = self.inner.pass_lock.lock().await;
+        let started = Instant::now();
+        let result = self.pass().await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(_) => "error",
+        };
+        metrics::counter!("spotpool_reconcile_passes_total", "outcome" => outcome).increment(1);
+        metrics::histogram!("spotpool_reconcile_pass_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        if result.is_ok() {
+            let health = &self.inner.health;
+            health.last_success.store(self.now(), Ordering::Relaxed);
+            health.passes.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn pass(&self) -> Result<Outcome, ReconcileError> {
+        let inner = &self.inner;
+        let planned = self.observe_and_plan(false).await?;
+        let throttled = planned.throttled + self.execute(planned.actions).await;
+        // A pass that AWS throttled backs off (doubling up to a minute) before the next one, on
+        // top of the client-side buckets: retries can never pile up into a storm.
+        if throttled > 0 {
+            let streak = inner.throttled_passes.fetch_add(1, Ordering::Relaxed) + 1;
+            let delay = throttle_backoff(inner.config.poll_interval, streak);
+            metrics::counter!("spotpool_throttled_passes_total").increment(1);
+            metrics::gauge!("spotpool_throttle_backoff_seconds").set(delay.as_secs_f64());
+            tracing::warn!(throttled, retry_in = ?delay, "AWS throttled this pass; backing off");
+            return Ok(Outcome::Requeue(delay));
+        }
+        if inner.throttled_passes.swap(0, Ordering::Relaxed) > 0 {
+            metrics::gauge!("spotpool_throttle_backoff_seconds").set(0.0);
+        }
+        Ok(if planned.in_flight {
+            Outcome::Requeue(inner.config.poll_interval)
+        } else {
+            Outcome::Converged
+        })
+    }
+
+    /// The configured policy with on-call's overrides (`PUT /v1/admin/pool/{tier}`) applied,
+    /// and the tiers on-call paused.
+    pub async fn effective_policy(&self) -> Result<(Policy, Vec<String>), StoreError> {
+        let mut policy = self.inner.config.policy.clone();
+        let overrides = self.inner.store.tier_overrides().await?;
+        let paused = crate::plan::apply_overrides(&mut policy.tiers, &overrides);
+        Ok((policy, paused))
+    }
+
+    fn now(&self) -> Millis {
+        (self.inner.clock)()
+    }
+
+    /// Records `event` in the journal (and the log).
+    async fn journal(
+        &self,
+        now: Millis,
+        event: Event,
+        user: Option<&UserId>,
+        instance: Option<&InstanceId>,
+    ) -> Result<(), StepError> {
+        let message = event.message();
+        tracing::info!(
+            kind = event.kind(),
+            user = user.map(UserId::as_str).unwrap_or("-"),
+            instance = instance.map(|i| i.0.as_str()).unwrap_or("-"),
+            message
+        );
+        self.inner.store.record(now, &event, user, instance).await?;
+        Ok(())
+    }
+
+    /// The pool's and the user's tags, for every resource created for a user.
+    fn resource_tags(&self, user: &UserId) -> Tags {
+        let mut out = one_tag(tags::POOL, &self.inner.config.pool);
+        out.insert(tags::USER_ID.into(), user.to_string());
+        out
+    }
+}
+
+/// A step failure that retrying will not fix: the claim or move is rolled back.
+fn fatal(operation: &'static str, code: &str, message: String) -> StepError {
+    StepError::Cloud(CloudError::new(
+        CloudErrorKind::Fatal,
+        operation,
+        code,
+        message,
+    ))
+}
+
+fn one_tag(key: &str, value: &str) -> Tags {
+    let mut out = Tags::new();
+    out.insert(key.to_string(), value.to_string());
+    out
+}
+
+/// `sp-<route>`: stable for the user's lifetime and well under the 32-character limit.
+pub fn target_group_name(route: &str) -> String {
+    format!("sp-{route}")
+}
+
+/// The listener rule's path pattern.
+pub fn route_path(route: &str) -> String {
+    format!("/{route}/*")
+}
+
+/// The delay after the `streak`-th consecutive throttled pass: the poll interval (at least
+/// 1 s) doubled per pass, at most a minute.
+pub fn throttle_backoff(poll_interval: Duration, streak: u32) -> Duration {
+    Backoff::new(
+        poll_interval.max(Duration::from_secs(1)),
+        Duration::from_secs(60),
+    )
+    .after(streak)
+}

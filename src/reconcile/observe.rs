@@ -1,0 +1,246 @@
+//! A pass's observation and plan: one paged DescribeInstances merged into the store's ledger
+//! (adopting instances tagged for the pool that the ledger does not know), the unhandled
+//! interruption notices acted on, then `plan` over the users and the ledger. Also the pool and
+//! user gauges, and how long users go without a live instance.
+
+use super::{ReconcileError, Reconciler, StepError};
+use crate::cloud::CloudInstance;
+use crate::model::{Event, InstanceId, InstanceStatus, Millis, UserId, UserState};
+use crate::plan::{self, Action, Policy, PoolInstance, UserIntent};
+use crate::store::{InstanceRecord, StoreError, UserRecord};
+use std::collections::{HashMap, HashSet};
+
+/// One pass's plan: the actions, whether work is in flight, and how many launch redos AWS
+/// throttled on the way.
+pub(super) struct Planned {
+    pub(super) actions: Vec<Action>,
+    pub(super) in_flight: bool,
+    pub(super) throttled: usize,
+}
+
+impl Reconciler {
+    /// Observes the cloud, merges it into the ledger and plans. A dry run redoes no launch (it
+    /// only counts the pending ones) and changes nothing in the cloud; it still updates the
+    /// ledger from the listing, which is bookkeeping, not action.
+    pub(super) async fn observe_and_plan(&self, dry_run: bool) -> Result<Planned, ReconcileError> {
+        let inner = &self.inner;
+        let observed = inner
+            .cloud
+            .describe_pool_instances()
+            .await
+            .map_err(ReconcileError::Observe)?;
+        let now = self.now();
+        let (launching, throttled) = if dry_run {
+            let pending = inner.store.list_launches().await?;
+            (pending.into_iter().map(|l| l.tier).collect(), 0)
+        } else {
+            self.finish_launches(now).await?
+        };
+        let (policy, paused) = self.effective_policy().await?;
+        let mut ledger = self.sync_ledger(&observed, now).await?;
+        let mut acted_on_notices = false;
+        if !dry_run {
+            match self.handle_notices(&observed, now).await {
+                Ok(acted) => acted_on_notices = acted,
+                Err(StepError::Store(e)) => return Err(e.into()),
+                // A failed cloud call leaves the notice unhandled: the next pass tries again.
+                Err(StepError::Cloud(e)) => {
+                    acted_on_notices = true;
+                    tracing::warn!(error = %e, "handling interruption notices; will retry");
+                }
+            }
+        }
+        if acted_on_notices {
+            // Notices may have terminated spares: plan from the ledger as it is now.
+            ledger = inner.store.list_instances().await?;
+            ledger.sort_by(|a, b| {
+                (a.launched_at, &a.instance_id).cmp(&(b.launched_at, &b.instance_id))
+            });
+        }
+        let lifecycles: HashMap<&InstanceId, _> =
+            observed.iter().map(|i| (&i.id, i.lifecycle)).collect();
+        let instances: Vec<PoolInstance> = ledger
+            .iter()
+            .map(|r| PoolInstance {
+                id: r.instance_id.clone(),
+                tier: r.tier.clone(),
+                status: r.status,
+                lifecycle: lifecycles.get(&r.instance_id).copied(),
+                launched_at: r.launched_at,
+                status_since: r.status_since,
+                probe: r
+                    .probe_command_id
+                    .clone()
+                    .map(|c| (c, r.probe_sent_at.unwrap_or(now))),
+                probe_failed_at: r.probe_failed_at,
+                missed: r.missed_observations,
+                recycle: r.recycle_requested_at.is_some(),
+            })
+            .collect();
+        let users = inner.store.list_users().await?;
+        let intents: Vec<UserIntent> = users
+            .iter()
+            .map(|u| UserIntent {
+                user: u.user_id.clone(),
+                tier: u.tier.clone(),
+                state: u.state,
+                instance: u.instance_id.clone(),
+                requested_at: u.requested_at,
+                tearing_down: u.teardown.is_some(),
+                moving_to: u.move_target().cloned(),
+            })
+            .collect();
+        let unserved = export_gauges(&ledger, &users, &policy);
+        self.track_unserved(&unserved, now);
+
+        let mut conditions = self.conditions().snapshot(now);
+        conditions.launch_blocked.extend(paused);
+        let mut actions = plan::plan(&intents, &instances, now, &policy, &conditions);
+        actions.retain(|a| !matches!(a, Action::Launch { tier, .. } if launching.contains(tier)));
+        // Work in flight brings the next pass sooner: actions, instances on their way in or out,
+        // and instances missing from the last listing (to confirm or clear the miss).
+        let in_flight = !actions.is_empty()
+            || acted_on_notices
+            || !launching.is_empty()
+            || ledger.iter().any(|r| {
+                r.missed_observations > 0
+                    || matches!(
+                        r.status,
+                        InstanceStatus::Initializing | InstanceStatus::Terminating
+                    )
+            });
+        Ok(Planned {
+            actions,
+            in_flight,
+            throttled,
+        })
+    }
+
+    /// Adopts instances tagged for this pool that the ledger does not know (after a restart or a
+    /// lost launch response) and refreshes what AWS reports about known ones.
+    async fn sync_ledger(
+        &self,
+        observed: &[CloudInstance],
+        now: Millis,
+    ) -> Result<Vec<InstanceRecord>, StoreError> {
+        let store = &self.inner.store;
+        let mut ledger: HashMap<InstanceId, InstanceRecord> = store
+            .list_instances()
+            .await?
+            .into_iter()
+            .map(|r| (r.instance_id.clone(), r))
+            .collect();
+        let default_tier = self
+            .inner
+            .config
+            .policy
+            .tiers
+            .first()
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
+        for seen in observed {
+            let known = ledger.get(&seen.id);
+            let mut record = match known {
+                Some(record) => record.clone(),
+                None => {
+                    let status = seen.status.unwrap_or(InstanceStatus::Initializing);
+                    tracing::info!(instance = %seen.id, %status, "adopting instance tagged for this pool");
+                    store
+                        .record(
+                            now,
+                            &Event::InstanceAdopted { status },
+                            None,
+                            Some(&seen.id),
+                        )
+                        .await?;
+                    InstanceRecord::new(
+                        seen.id.clone(),
+                        seen.tier.clone().unwrap_or_else(|| default_tier.clone()),
+                        status,
+                        seen.launched_at,
+                        now,
+                    )
+                }
+            };
+            record.missed_observations = 0;
+            record.arn = Some(seen.arn.clone());
+            record.instance_type = Some(seen.instance_type.clone());
+            record.availability_zone = Some(seen.availability_zone.clone());
+            record.private_ip = seen.private_ip.clone();
+            if known != Some(&record) {
+                store.put_instance(&record).await?;
+                ledger.insert(record.instance_id.clone(), record);
+            }
+        }
+        // Count the passes each known instance has been missing; plan only calls a held instance
+        // lost after several, so one incomplete listing cannot tear down its user.
+        let seen: HashSet<&InstanceId> = observed.iter().map(|i| &i.id).collect();
+        for record in ledger.values_mut() {
+            if !seen.contains(&record.instance_id) {
+                record.missed_observations += 1;
+                store.put_instance(record).await?;
+            }
+        }
+        let mut records: Vec<InstanceRecord> = ledger.into_values().collect();
+        records
+            .sort_by(|a, b| (a.launched_at, &a.instance_id).cmp(&(b.launched_at, &b.instance_id)));
+        Ok(records)
+    }
+
+    /// Starts the clock of users who just became unserved; records how long the others that
+    /// are served again went without (`spotpool_unserved_seconds`, and an event).
+    fn track_unserved(&self, now_unserved: &[UserId], now: Millis) {
+        let mut since = self
+            .inner
+            .unserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for user in now_unserved {
+            since.entry(user.clone()).or_insert(now);
+        }
+        since.retain(|user, started| {
+            if now_unserved.contains(user) {
+                return true;
+            }
+            let seconds = (now - *started).max(0) as f64 / 1000.0;
+            metrics::histogram!("spotpool_unserved_seconds").record(seconds);
+            tracing::info!(user = %user, seconds, "user no longer without a live instance");
+            false
+        });
+    }
+}
+
+/// Exports the pool and user gauges; returns the users whose route has no live instance.
+fn export_gauges(ledger: &[InstanceRecord], users: &[UserRecord], policy: &Policy) -> Vec<UserId> {
+    for tier in &policy.tiers {
+        for status in InstanceStatus::ALL {
+            let count = ledger
+                .iter()
+                .filter(|r| r.tier == tier.name && r.status == status)
+                .count();
+            metrics::gauge!("spotpool_pool_instances", "tier" => tier.name.clone(), "status" => status.as_str())
+                .set(count as f64);
+        }
+    }
+    for state in UserState::ALL {
+        let count = users.iter().filter(|u| u.state == state).count();
+        metrics::gauge!("spotpool_users", "state" => state.as_str()).set(count as f64);
+    }
+    // Users whose route has no live instance behind it right now: ready or migrating, and the
+    // instance they are on is missing from the last listing (or gone from the ledger).
+    let unserved: Vec<UserId> = users
+        .iter()
+        .filter(|u| matches!(u.state, UserState::Ready | UserState::Migrating))
+        .filter(|u| {
+            u.instance_id.as_ref().is_some_and(|id| {
+                ledger
+                    .iter()
+                    .find(|r| &r.instance_id == id)
+                    .is_none_or(|r| r.missed_observations > 0)
+            })
+        })
+        .map(|u| u.user_id.clone())
+        .collect();
+    metrics::gauge!("spotpool_users_unserved").set(unserved.len() as f64);
+    unserved
+}

@@ -1,0 +1,214 @@
+//! The undo of everything a user's row records: a rollback (a claim step failed for good), a
+//! recovery (the user's instance vanished) or a release (the user asked to go).
+//!
+//! In reverse order of creation: the listener rule, the target group, the secret's binding (or
+//! the secret itself, on release), then the instance, which goes back to the pool only if no
+//! start command ever reached it. Every call is idempotent, and a rollback or recovery is marked
+//! in the row before it starts, so a crash or error part-way resumes the same undo on the next
+//! pass instead of the claim.
+
+use super::{Reconciler, StepError, route_path, target_group_name};
+use crate::cloud::tags;
+use crate::model::{ClaimProgress, Event, InstanceStatus, TeardownKind, UserId, UserState};
+use crate::store::UserRecord;
+
+/// What a teardown was asked to do; a rollback carries its cause.
+#[derive(Debug, Clone, PartialEq)]
+enum Teardown {
+    Rollback { cause: String },
+    Recover,
+    Release,
+}
+
+impl Teardown {
+    fn kind(&self) -> TeardownKind {
+        match self {
+            Teardown::Rollback { .. } => TeardownKind::Rollback,
+            Teardown::Recover => TeardownKind::Recover,
+            Teardown::Release => TeardownKind::Release,
+        }
+    }
+}
+
+impl Reconciler {
+    /// A claim step failed for good: undo, then retry on another instance or fail the user.
+    pub(super) async fn roll_back_claim(
+        &self,
+        user: &UserId,
+        cause: String,
+    ) -> Result<(), StepError> {
+        self.teardown_user(user, Teardown::Rollback { cause }).await
+    }
+
+    /// The user's instance vanished: undo, then queue the user first in line (no attempt used).
+    pub(super) async fn recover(&self, user: &UserId) -> Result<(), StepError> {
+        self.teardown_user(user, Teardown::Recover).await
+    }
+
+    /// The user asked to go: undo everything including the secret, then delete the row.
+    pub(super) async fn release(&self, user: &UserId) -> Result<(), StepError> {
+        self.teardown_user(user, Teardown::Release).await
+    }
+
+    async fn teardown_user(&self, user_id: &UserId, requested: Teardown) -> Result<(), StepError> {
+        let inner = &self.inner;
+        let Some(mut user) = inner.store.get_user(user_id).await? else {
+            return Ok(());
+        };
+        let now = self.now();
+        let mode = match (&requested, user.state, user.teardown) {
+            (Teardown::Release, _, _) | (_, UserState::Deleting, _) => Teardown::Release,
+            // An undo already under way keeps its kind (and its recorded cause).
+            (_, _, Some(TeardownKind::Rollback)) => Teardown::Rollback {
+                cause: user.error.clone().unwrap_or_default(),
+            },
+            (_, _, Some(_)) => Teardown::Recover,
+            (mode, _, None) => mode.clone(),
+        };
+        let kind = mode.kind();
+        if mode != Teardown::Release && user.teardown.is_none() {
+            user.teardown = Some(kind);
+            if let Teardown::Rollback { cause } = &mode {
+                user.error = Some(cause.clone());
+            }
+            user.updated_at = now;
+            if !inner.store.update_user(&mut user).await? {
+                return Ok(());
+            }
+        }
+        self.remove_route(&user).await?;
+        self.unbind_or_delete_secret(&user, kind).await?;
+        self.give_up_instances(&user, kind).await?;
+
+        // Last, the row: deleted on release, otherwise back in the queue or failed.
+        if mode == Teardown::Release {
+            if inner.store.delete_user(&user).await? {
+                metrics::counter!("spotpool_releases_total").increment(1);
+                self.journal(now, Event::ReleaseDone, Some(user_id), None)
+                    .await?;
+            }
+            return Ok(());
+        }
+        user.forget_placement();
+        user.updated_at = now;
+        let event = match mode {
+            Teardown::Rollback { cause } => {
+                user.attempts += 1;
+                user.error = Some(cause.clone());
+                if user.attempts >= inner.config.claim_attempts {
+                    user.state = UserState::Failed;
+                    metrics::counter!("spotpool_claims_total", "outcome" => "failed").increment(1);
+                    Event::ClaimFailed {
+                        attempts: user.attempts,
+                        cause,
+                    }
+                } else {
+                    user.state = UserState::Queued;
+                    metrics::counter!("spotpool_claims_total", "outcome" => "retried").increment(1);
+                    Event::ClaimRetrying {
+                        attempt: user.attempts,
+                        cause,
+                    }
+                }
+            }
+            Teardown::Recover | Teardown::Release => {
+                // The user keeps their place in the queue (requested_at is unchanged).
+                user.state = UserState::Queued;
+                metrics::counter!("spotpool_recoveries_total").increment(1);
+                Event::ClaimRecovered
+            }
+        };
+        if inner.store.update_user(&mut user).await? {
+            self.journal(now, event, Some(user_id), None).await?;
+        }
+        Ok(())
+    }
+
+    /// The listener rules (the recorded one, plus any rule on the listener for the user's path,
+    /// one whose ARN a crash or a timed-out CreateRule never let us record), then the target
+    /// group, by ARN or by its deterministic name.
+    async fn remove_route(&self, user: &UserRecord) -> Result<(), StepError> {
+        let cloud = &self.inner.cloud;
+        let path = route_path(&user.route);
+        let mut rules: Vec<String> = user.routing.rule_arn.iter().cloned().collect();
+        if let Some(listener) = &user.routing.listener_arn {
+            for rule in cloud.describe_rules(listener).await? {
+                if rule.path_patterns.contains(&path) && !rules.contains(&rule.arn) {
+                    rules.push(rule.arn);
+                }
+            }
+        }
+        for arn in rules {
+            cloud.delete_rule(&arn).await?;
+        }
+        let group = match &user.routing.target_group_arn {
+            Some(arn) => Some(arn.clone()),
+            None => {
+                cloud
+                    .find_target_group(&target_group_name(&user.route))
+                    .await?
+            }
+        };
+        if let Some(arn) = group {
+            cloud.delete_target_group(&arn).await?;
+        }
+        Ok(())
+    }
+
+    /// The secret: deleted on release; otherwise only unbound from the old instance. The
+    /// unbinding is best-effort: the instance is about to be terminated or re-probed, and the
+    /// next claim overwrites the tag anyway.
+    async fn unbind_or_delete_secret(
+        &self,
+        user: &UserRecord,
+        kind: TeardownKind,
+    ) -> Result<(), StepError> {
+        let cloud = &self.inner.cloud;
+        let Some(secret) = &user.secret_arn else {
+            return Ok(());
+        };
+        if kind == TeardownKind::Release {
+            cloud.delete_secret(secret).await?;
+        } else if let Err(error) = cloud.untag_secret(secret, &[tags::INSTANCE_ARN]).await {
+            tracing::warn!(user = %user.user_id, error = %error, "could not remove the secret's InstanceArn tag");
+        }
+        Ok(())
+    }
+
+    /// The user's instance: if no command was ever sent to it, it goes back for a fresh
+    /// readiness probe (so a broken instance is not handed straight to the next user);
+    /// otherwise a container may have run with this user's secrets, and it is retired. A move
+    /// under way loses its target too.
+    async fn give_up_instances(
+        &self,
+        user: &UserRecord,
+        undo: TeardownKind,
+    ) -> Result<(), StepError> {
+        let now = self.now();
+        if let Some(instance) = user.instance_id.clone() {
+            let dirty = user.claim.as_ref().is_some_and(ClaimProgress::dirty);
+            let record = self.inner.store.get_instance(&instance).await?;
+            let reusable = !dirty
+                && undo != TeardownKind::Recover
+                && record.as_ref().is_some_and(|r| {
+                    matches!(
+                        r.status,
+                        InstanceStatus::Assigned | InstanceStatus::Initializing
+                    )
+                });
+            let event = if reusable {
+                self.return_to_pool(&instance, now).await?;
+                Event::UndoInstanceReturned { undo }
+            } else {
+                self.retire_instance(&instance, now).await?;
+                Event::UndoInstanceTerminated { undo }
+            };
+            self.journal(now, event, Some(&user.user_id), Some(&instance))
+                .await?;
+        }
+        if let Some(target) = user.move_target().cloned() {
+            self.retire_move_target(user, &target, now).await?;
+        }
+        Ok(())
+    }
+}

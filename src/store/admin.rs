@@ -1,0 +1,92 @@
+//! On-call's state: tier overrides (`PUT /v1/admin/pool/{tier}`) and the audit log.
+
+use super::{Store, StoreResult};
+use crate::model::Millis;
+use crate::model::TierOverride;
+use sqlx::Row;
+
+/// One admin action: who did what to which target, when, and how it ended.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: Millis,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+    pub outcome: String,
+}
+
+impl Store {
+    pub async fn tier_overrides(&self) -> StoreResult<Vec<TierOverride>> {
+        let rows = sqlx::query(
+            "SELECT tier, spare_count, max_instances, paused, updated_at, updated_by
+             FROM tier_overrides ORDER BY tier",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TierOverride {
+                    tier: r.try_get("tier")?,
+                    spare_count: r
+                        .try_get::<Option<i64>, _>("spare_count")?
+                        .map(|n| n as u32),
+                    max_instances: r
+                        .try_get::<Option<i64>, _>("max_instances")?
+                        .map(|n| n as u32),
+                    paused: r.try_get("paused")?,
+                    updated_at: r.try_get("updated_at")?,
+                    updated_by: r.try_get("updated_by")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn put_tier_override(&self, o: &TierOverride) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO tier_overrides (tier, spare_count, max_instances, paused, updated_at, updated_by)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (tier) DO UPDATE SET spare_count = excluded.spare_count,
+                max_instances = excluded.max_instances, paused = excluded.paused,
+                updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+        )
+        .bind(&o.tier)
+        .bind(o.spare_count.map(i64::from))
+        .bind(o.max_instances.map(i64::from))
+        .bind(o.paused)
+        .bind(o.updated_at)
+        .bind(&o.updated_by)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Appends one admin action to the audit log.
+    pub async fn audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, target, detail, outcome)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(entry.at)
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(&entry.target)
+        .bind(&entry.detail)
+        .bind(&entry.outcome)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The newest `limit` audit entries, newest first.
+    pub async fn audit_log(&self, limit: i64) -> StoreResult<Vec<AuditEntry>> {
+        Ok(sqlx::query_as::<_, AuditEntry>(
+            "SELECT id, at, actor, action, target, detail, outcome FROM audit_log
+             ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

@@ -1,0 +1,191 @@
+//! The instance ledger: what this daemon launched or adopted, merged each pass with
+//! DescribeInstances. Which user holds an instance is `users.instance_id` (one place only).
+
+use super::{Store, StoreError, StoreResult};
+use crate::model::{InstanceId, InstanceStatus, Millis};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+/// A row of the instance ledger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRecord {
+    pub instance_id: InstanceId,
+    pub tier: String,
+    pub status: InstanceStatus,
+    pub arn: Option<String>,
+    pub instance_type: Option<String>,
+    pub availability_zone: Option<String>,
+    pub private_ip: Option<String>,
+    pub launched_at: Millis,
+    pub status_since: Millis,
+    pub probe_command_id: Option<String>,
+    pub probe_sent_at: Option<Millis>,
+    pub probe_failed_at: Option<Millis>,
+    pub probe_failures: u32,
+    pub last_error: Option<String>,
+    /// Consecutive passes in which DescribeInstances did not list it.
+    pub missed_observations: u32,
+    /// When on-call asked for it to be recycled. Written only by [`Store::request_recycle`]
+    /// (`put_instance` leaves it alone, so a pass cannot overwrite a request it never read).
+    pub recycle_requested_at: Option<Millis>,
+}
+
+impl InstanceRecord {
+    /// A fresh ledger row with nothing known but its identity and status.
+    pub fn new(
+        instance_id: InstanceId,
+        tier: String,
+        status: InstanceStatus,
+        launched_at: Millis,
+        now: Millis,
+    ) -> InstanceRecord {
+        InstanceRecord {
+            instance_id,
+            tier,
+            status,
+            arn: None,
+            instance_type: None,
+            availability_zone: None,
+            private_ip: None,
+            launched_at,
+            status_since: now,
+            probe_command_id: None,
+            probe_sent_at: None,
+            probe_failed_at: None,
+            probe_failures: 0,
+            last_error: None,
+            missed_observations: 0,
+            recycle_requested_at: None,
+        }
+    }
+}
+
+impl Store {
+    pub async fn list_instances(&self) -> StoreResult<Vec<InstanceRecord>> {
+        let rows = sqlx::query("SELECT * FROM instances ORDER BY launched_at, instance_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(instance_from_row).collect()
+    }
+
+    pub async fn get_instance(&self, instance: &InstanceId) -> StoreResult<Option<InstanceRecord>> {
+        let row = sqlx::query("SELECT * FROM instances WHERE instance_id = $1")
+            .bind(&instance.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(instance_from_row).transpose()
+    }
+
+    /// Inserts or replaces a ledger row.
+    pub async fn put_instance(&self, instance: &InstanceRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO instances (instance_id, tier, status, arn, instance_type, availability_zone,
+                private_ip, launched_at, status_since, probe_command_id, probe_sent_at,
+                probe_failed_at, probe_failures, last_error, missed_observations)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+             ON CONFLICT (instance_id) DO UPDATE SET tier = excluded.tier, status = excluded.status,
+                arn = excluded.arn, instance_type = excluded.instance_type,
+                availability_zone = excluded.availability_zone, private_ip = excluded.private_ip,
+                launched_at = excluded.launched_at, status_since = excluded.status_since,
+                probe_command_id = excluded.probe_command_id, probe_sent_at = excluded.probe_sent_at,
+                probe_failed_at = excluded.probe_failed_at, probe_failures = excluded.probe_failures,
+                last_error = excluded.last_error,
+                missed_observations = excluded.missed_observations",
+        )
+        .bind(&instance.instance_id.0)
+        .bind(&instance.tier)
+        .bind(instance.status.as_str())
+        .bind(&instance.arn)
+        .bind(&instance.instance_type)
+        .bind(&instance.availability_zone)
+        .bind(&instance.private_ip)
+        .bind(instance.launched_at)
+        .bind(instance.status_since)
+        .bind(&instance.probe_command_id)
+        .bind(instance.probe_sent_at)
+        .bind(instance.probe_failed_at)
+        .bind(i64::from(instance.probe_failures))
+        .bind(&instance.last_error)
+        .bind(i64::from(instance.missed_observations))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Changes an instance's status only if it is still `from`. Returns whether it applied.
+    pub async fn transition_instance(
+        &self,
+        instance: &InstanceId,
+        from: InstanceStatus,
+        to: InstanceStatus,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE instances SET status = $1, status_since = $2, probe_command_id = NULL
+             WHERE instance_id = $3 AND status = $4",
+        )
+        .bind(to.as_str())
+        .bind(now)
+        .bind(&instance.0)
+        .bind(from.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    pub async fn delete_instance(&self, instance: &InstanceId) -> StoreResult<()> {
+        sqlx::query("DELETE FROM instances WHERE instance_id = $1")
+            .bind(&instance.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks an instance for recycling. False if it is unknown or already terminating.
+    pub async fn request_recycle(&self, instance: &InstanceId, now: Millis) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE instances SET recycle_requested_at = $2
+             WHERE instance_id = $1 AND status <> 'terminating'",
+        )
+        .bind(&instance.0)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Clears a recycle request once a move has taken it on (so an abandoned move is not
+    /// started again by the same request).
+    pub async fn clear_recycle(&self, instance: &InstanceId) -> StoreResult<()> {
+        sqlx::query("UPDATE instances SET recycle_requested_at = NULL WHERE instance_id = $1")
+            .bind(&instance.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+fn instance_from_row(row: &SqliteRow) -> StoreResult<InstanceRecord> {
+    let id: String = row.try_get("instance_id")?;
+    let status_raw: String = row.try_get("status")?;
+    let status = InstanceStatus::parse(&status_raw)
+        .ok_or_else(|| StoreError::Corrupt(format!("instance {id}: status {status_raw:?}")))?;
+    Ok(InstanceRecord {
+        instance_id: InstanceId(id),
+        tier: row.try_get("tier")?,
+        status,
+        arn: row.try_get("arn")?,
+        instance_type: row.try_get("instance_type")?,
+        availability_zone: row.try_get("availability_zone")?,
+        private_ip: row.try_get("private_ip")?,
+        launched_at: row.try_get("launched_at")?,
+        status_since: row.try_get("status_since")?,
+        probe_command_id: row.try_get("probe_command_id")?,
+        probe_sent_at: row.try_get("probe_sent_at")?,
+        probe_failed_at: row.try_get("probe_failed_at")?,
+        probe_failures: row.try_get::<i64, _>("probe_failures")? as u32,
+        last_error: row.try_get("last_error")?,
+        missed_observations: row.try_get::<i64, _>("missed_observations")? as u32,
+        recycle_requested_at: row.try_get("recycle_requested_at")?,
+    })
+}
