@@ -293,91 +293,16 @@ pub fn plan(
     for instance in instances {
         // A held instance belongs to its user's claim, release or recovery; the pool logic never
         // probes, terminates or forgets it.
-        if held.contains(&instance.id) {
-            continue;
-        }
-        match instance.lifecycle {
-            None => {
-                // Only a just-launched instance may be missing from DescribeInstances for a while
-                // (eventual consistency); anything else that is not listed is gone.
-                let young = now - instance.launched_at <= policy.launch_visibility_grace;
-                if instance.status != InstanceStatus::Initializing || !young {
-                    actions.push(Action::Forget {
-                        instance: instance.id.clone(),
-                    });
-                }
-            }
-            Some(Lifecycle::Stopping | Lifecycle::Stopped) => {
-                let recently_asked = instance.status == InstanceStatus::Terminating
-                    && now - instance.status_since < policy.terminate_retry;
-                if !recently_asked {
-                    actions.push(Action::Terminate {
-                        instance: instance.id.clone(),
-                        reason: TerminateReason::Stopped,
-                    });
-                }
-            }
-            Some(lifecycle) if lifecycle.is_gone() => {}
-            Some(lifecycle) => plan_live_instance(instance, lifecycle, now, policy, &mut actions),
+        if !held.contains(&instance.id) {
+            plan_pool_instance(instance, now, policy, &mut actions);
         }
     }
 
     let mut queued: BTreeMap<&str, Vec<&UserIntent>> = BTreeMap::new();
     for user in users {
-        match user.state {
-            UserState::Deleting => actions.push(Action::Release {
-                user: user.user.clone(),
-            }),
-            UserState::Provisioning | UserState::Ready if user.tearing_down => {
-                actions.push(Action::Recover {
-                    user: user.user.clone(),
-                });
-            }
-            UserState::Migrating => match &user.moving_to {
-                Some(_) => actions.push(Action::AdvanceMove {
-                    user: user.user.clone(),
-                }),
-                // Waiting for a spare, first in line (the old instance serves meanwhile, if it
-                // still can).
-                None => queued.entry(user.tier.as_str()).or_default().push(user),
-            },
-            UserState::Provisioning | UserState::Ready => {
-                let view = user.instance.as_ref().and_then(|id| by_id.get(id));
-                match view {
-                    // On-call recycles the instance: a ready user moves to a fresh one while the
-                    // old one still serves; a claim in progress simply starts over elsewhere.
-                    Some(i) if i.recycle && user.state == UserState::Ready => {
-                        actions.push(Action::BeginMove {
-                            user: user.user.clone(),
-                        })
-                    }
-                    Some(i) if i.recycle => actions.push(Action::Recover {
-                        user: user.user.clone(),
-                    }),
-                    // An instance on its way out (ours or AWS's) can no longer serve the user.
-                    Some(i) if i.is_alive() && i.status != InstanceStatus::Terminating => {
-                        if user.state == UserState::Provisioning {
-                            actions.push(Action::AdvanceClaim {
-                                user: user.user.clone(),
-                            });
-                        }
-                    }
-                    // Not listed this pass, but not yet often enough to call it lost.
-                    Some(i)
-                        if i.lifecycle.is_none()
-                            && i.missed < policy.missed_before_lost
-                            && i.status != InstanceStatus::Terminating => {}
-                    _ => actions.push(Action::Recover {
-                        user: user.user.clone(),
-                    }),
-                }
-            }
-            UserState::Queued => {
-                if user.instance.is_none() {
-                    queued.entry(user.tier.as_str()).or_default().push(user);
-                }
-            }
-            UserState::Failed => {}
+        let view = user.instance.as_ref().and_then(|id| by_id.get(id).copied());
+        if plan_user(user, view, policy, &mut actions) {
+            queued.entry(user.tier.as_str()).or_default().push(user);
         }
     }
 
@@ -395,6 +320,101 @@ pub fn plan(
         );
     }
     actions
+}
+
+/// An instance no user holds: forget it once EC2 no longer lists it, terminate it if it stopped,
+/// and otherwise let its tier's rules decide.
+fn plan_pool_instance(
+    instance: &PoolInstance,
+    now: Millis,
+    policy: &Policy,
+    actions: &mut Vec<Action>,
+) {
+    match instance.lifecycle {
+        None => {
+            // Only a just-launched instance may be missing from DescribeInstances for a while
+            // (eventual consistency); anything else that is not listed is gone.
+            let young = now - instance.launched_at <= policy.launch_visibility_grace;
+            if instance.status != InstanceStatus::Initializing || !young {
+                actions.push(Action::Forget {
+                    instance: instance.id.clone(),
+                });
+            }
+        }
+        Some(Lifecycle::Stopping | Lifecycle::Stopped) => {
+            let recently_asked = instance.status == InstanceStatus::Terminating
+                && now - instance.status_since < policy.terminate_retry;
+            if !recently_asked {
+                actions.push(Action::Terminate {
+                    instance: instance.id.clone(),
+                    reason: TerminateReason::Stopped,
+                });
+            }
+        }
+        Some(lifecycle) if lifecycle.is_gone() => {}
+        Some(lifecycle) => plan_live_instance(instance, lifecycle, now, policy, actions),
+    }
+}
+
+/// What a user's row asks for this pass. Returns whether the user waits for a spare (queued,
+/// or migrating without a target yet): those are served per tier, first come, first served.
+fn plan_user(
+    user: &UserIntent,
+    view: Option<&PoolInstance>,
+    policy: &Policy,
+    actions: &mut Vec<Action>,
+) -> bool {
+    match user.state {
+        UserState::Deleting => actions.push(Action::Release {
+            user: user.user.clone(),
+        }),
+        UserState::Provisioning | UserState::Ready if user.tearing_down => {
+            actions.push(Action::Recover {
+                user: user.user.clone(),
+            });
+        }
+        UserState::Migrating => match &user.moving_to {
+            Some(_) => actions.push(Action::AdvanceMove {
+                user: user.user.clone(),
+            }),
+            // Waiting for a spare, first in line (the old instance serves meanwhile, if it
+            // still can).
+            None => return true,
+        },
+        UserState::Provisioning | UserState::Ready => {
+            match view {
+                // On-call recycles the instance: a ready user moves to a fresh one while the
+                // old one still serves; a claim in progress simply starts over elsewhere.
+                Some(i) if i.recycle && user.state == UserState::Ready => {
+                    actions.push(Action::BeginMove {
+                        user: user.user.clone(),
+                    })
+                }
+                Some(i) if i.recycle => actions.push(Action::Recover {
+                    user: user.user.clone(),
+                }),
+                // An instance on its way out (ours or AWS's) can no longer serve the user.
+                Some(i) if i.is_alive() && i.status != InstanceStatus::Terminating => {
+                    if user.state == UserState::Provisioning {
+                        actions.push(Action::AdvanceClaim {
+                            user: user.user.clone(),
+                        });
+                    }
+                }
+                // Not listed this pass, but not yet often enough to call it lost.
+                Some(i)
+                    if i.lifecycle.is_none()
+                        && i.missed < policy.missed_before_lost
+                        && i.status != InstanceStatus::Terminating => {}
+                _ => actions.push(Action::Recover {
+                    user: user.user.clone(),
+                }),
+            }
+        }
+        UserState::Queued => return user.instance.is_none(),
+        UserState::Failed => {}
+    }
+    false
 }
 
 fn plan_live_instance(

@@ -1,0 +1,401 @@
+//! Typed configuration for `spotpool serve`, from command-line flags, the environment (the
+//! names in DESIGN.md, the seed's names kept) or an optional TOML file, in that order of
+//! precedence.
+//!
+//! Owns: every setting's name (`settings`), default (here) and validation (`checks`). Must not:
+//! read anything but flags, env and the file; start-up never panics on bad config, it stops with
+//! one line naming the setting.
+
+mod checks;
+mod settings;
+
+pub use checks::parse_duration;
+pub use settings::Settings;
+
+use crate::cloud::HealthCheck;
+use crate::cloud::limit::RateLimits;
+use crate::plan::TierPolicy;
+use checks::{
+    comma_list, duration, health_check, in_range, required, validate_health_check_path,
+    validate_queue_url, validate_shell_safe,
+};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The name of the tier configured by the flat settings (POOL_SPARE_COUNT, ...).
+pub const DEFAULT_TIER: &str = "default";
+
+/// A secret string (an API token): never printed, not even by `{:?}`.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(value: impl Into<String>) -> SecretString {
+        SecretString(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretString(<redacted>)")
+    }
+}
+
+/// The validated configuration the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub api_token: SecretString,
+    pub admin_token: SecretString,
+    pub pool: String,
+    pub launch_template_id: String,
+    pub launch_template_version: String,
+    pub subnet_ids: Vec<String>,
+    pub security_group_ids: Vec<String>,
+    pub vpc_id: String,
+    pub listener_arns: Vec<String>,
+    pub instance_profile_arn: Option<String>,
+    pub container_image: String,
+    pub container_port: u16,
+    /// The target groups' health check; its path is also what the start script waits for.
+    pub health_check: HealthCheck,
+    /// Memory limit of a user container in MiB (swap the same, so none).
+    pub container_memory_mb: u32,
+    /// CPU limit of a user container in CPUs; the instance gets it rounded to millicores.
+    pub container_cpus: f64,
+    pub container_pids_limit: u32,
+    pub public_base_url: String,
+    pub secret_prefix: String,
+    pub tiers: Vec<TierPolicy>,
+    pub reconcile_interval: Duration,
+    pub poll_interval: Duration,
+    pub probe_timeout: Duration,
+    pub container_timeout: Duration,
+    pub claim_attempts: u32,
+    pub max_in_flight: usize,
+    pub aws_max_attempts: u32,
+    pub aws_secret_write_attempts: u32,
+    pub aws_call_timeout: Duration,
+    pub capacity_ttl: Duration,
+    pub launch_failure_limit: u32,
+    pub on_demand_launch_template_id: Option<String>,
+    pub rate_limits: RateLimits,
+    /// The SQS queue EventBridge fills with EC2 interruption events; None runs no consumer.
+    pub interruption_queue_url: Option<String>,
+}
+
+/// A setting that is missing or invalid. Its `Display` is the one line start-up prints.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("missing setting {env} (--{flag}): {what}")]
+    Missing {
+        env: &'static str,
+        flag: &'static str,
+        what: &'static str,
+    },
+    #[error("invalid setting {env}={value:?}: {why}")]
+    Invalid {
+        env: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error("config file {path}: {why}")]
+    File { path: String, why: String },
+}
+
+impl Settings {
+    /// Applies the defaults and validates; the first problem is the error.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let (api_token, admin_token) = self.tokens()?;
+        let container = self.container()?;
+        let on_demand_launch_template_id = self
+            .on_demand_launch_template_id
+            .clone()
+            .filter(|id| !id.trim().is_empty());
+        if self.spotpool_on_demand_fallback == Some(true) && on_demand_launch_template_id.is_none()
+        {
+            return Err(ConfigError::Missing {
+                env: "ON_DEMAND_LAUNCH_TEMPLATE_ID",
+                flag: "on-demand-launch-template-id",
+                what: "the launch template for on-demand fallback (SPOTPOOL_ON_DEMAND_FALLBACK is true)",
+            });
+        }
+        let listen_raw = self
+            .spotpool_listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:7070".into());
+        let listen = listen_raw.parse().map_err(|_| ConfigError::Invalid {
+            env: "SPOTPOOL_LISTEN",
+            value: listen_raw.clone(),
+            why: "expected an address like 127.0.0.1:7070".into(),
+        })?;
+        let pool = self
+            .spotpool_pool
+            .clone()
+            .unwrap_or_else(|| "spotpool".into());
+        if pool.is_empty() || pool.len() > 64 {
+            return Err(ConfigError::Invalid {
+                env: "SPOTPOOL_POOL",
+                value: pool,
+                why: "needs 1-64 characters".into(),
+            });
+        }
+        let claim_attempts = self.spotpool_claim_attempts.unwrap_or(3);
+        if claim_attempts == 0 {
+            return Err(ConfigError::Invalid {
+                env: "SPOTPOOL_CLAIM_ATTEMPTS",
+                value: "0".into(),
+                why: "must be at least 1".into(),
+            });
+        }
+        let interruption_queue_url = self
+            .spotpool_interruption_queue_url
+            .as_ref()
+            .map(|url| url.trim().to_string())
+            .filter(|url| !url.is_empty());
+        if let Some(url) = &interruption_queue_url {
+            validate_queue_url(url)?;
+        }
+        let rate_limits = {
+            let spec = self.spotpool_rate_limits.clone().unwrap_or_default();
+            RateLimits::parse(&spec).map_err(|why| ConfigError::Invalid {
+                env: "SPOTPOOL_RATE_LIMITS",
+                value: spec.clone(),
+                why,
+            })?
+        };
+        Ok(Config {
+            listen,
+            database_url: self
+                .spotpool_database_url
+                .clone()
+                .unwrap_or_else(|| "sqlite://spotpool.db".into()),
+            api_token,
+            admin_token,
+            launch_template_id: required(
+                &self.launch_template_id,
+                "LAUNCH_TEMPLATE_ID",
+                "launch-template-id",
+                "the launch template for pool instances",
+            )?,
+            launch_template_version: self
+                .launch_template_version
+                .clone()
+                .unwrap_or_else(|| "$Default".into()),
+            subnet_ids: comma_list(&required(
+                &self.subnet_ids,
+                "SUBNET_IDS",
+                "subnet-ids",
+                "the subnets to launch pool instances into",
+            )?),
+            security_group_ids: comma_list(self.security_group_id.as_deref().unwrap_or("")),
+            vpc_id: required(
+                &self.vpc_id,
+                "VPC_ID",
+                "vpc-id",
+                "the VPC of the target groups",
+            )?,
+            listener_arns: comma_list(&required(
+                &self.alb_listener_arn,
+                "ALB_LISTENER_ARN",
+                "alb-listener-arn",
+                "the ALB listener that routes users",
+            )?),
+            instance_profile_arn: self.instance_profile_arn.clone().filter(|v| !v.is_empty()),
+            container_image: container.image,
+            container_port: self.container_port.unwrap_or(8080),
+            health_check: container.health_check,
+            container_memory_mb: container.memory_mb,
+            container_cpus: container.cpus,
+            container_pids_limit: container.pids_limit,
+            public_base_url: self
+                .public_base_url
+                .clone()
+                .unwrap_or_else(|| "http://localhost".into())
+                .trim_end_matches('/')
+                .to_string(),
+            secret_prefix: self
+                .secret_prefix
+                .clone()
+                .unwrap_or_else(|| "openclaw/".into()),
+            tiers: vec![self.default_tier()?],
+            pool,
+            reconcile_interval: duration(
+                "SPOTPOOL_RECONCILE_INTERVAL",
+                &self.spotpool_reconcile_interval,
+                "10s",
+            )?,
+            poll_interval: duration(
+                "SPOTPOOL_POLL_INTERVAL",
+                &self.spotpool_poll_interval,
+                "500ms",
+            )?,
+            probe_timeout: duration(
+                "SPOTPOOL_PROBE_TIMEOUT",
+                &self.spotpool_probe_timeout,
+                "10m",
+            )?,
+            container_timeout: duration(
+                "SPOTPOOL_CONTAINER_TIMEOUT",
+                &self.spotpool_container_timeout,
+                "5m",
+            )?,
+            claim_attempts,
+            max_in_flight: self.spotpool_max_in_flight.unwrap_or(16).max(1) as usize,
+            aws_max_attempts: self
+                .spotpool_aws_max_attempts
+                .unwrap_or(crate::cloud::DEFAULT_AWS_MAX_ATTEMPTS)
+                .max(1),
+            aws_secret_write_attempts: self
+                .spotpool_aws_secret_write_attempts
+                .unwrap_or(crate::cloud::DEFAULT_SECRET_WRITE_ATTEMPTS)
+                .max(1),
+            aws_call_timeout: duration(
+                "SPOTPOOL_AWS_CALL_TIMEOUT",
+                &self.spotpool_aws_call_timeout,
+                "30s",
+            )?,
+            capacity_ttl: duration("SPOTPOOL_CAPACITY_TTL", &self.spotpool_capacity_ttl, "3m")?,
+            launch_failure_limit: self.spotpool_launch_failure_limit.unwrap_or(10).max(1),
+            on_demand_launch_template_id,
+            rate_limits,
+            interruption_queue_url,
+        })
+    }
+
+    /// The two bearer tokens: both present, long enough, and different.
+    fn tokens(&self) -> Result<(SecretString, SecretString), ConfigError> {
+        let api_token = required(
+            &self.spotpool_api_token,
+            "SPOTPOOL_API_TOKEN",
+            "spotpool-api-token",
+            "the bearer token of the web backend",
+        )?;
+        let admin_token = required(
+            &self.spotpool_admin_token,
+            "SPOTPOOL_ADMIN_TOKEN",
+            "spotpool-admin-token",
+            "the bearer token of on-call",
+        )?;
+        for (env, token) in [
+            ("SPOTPOOL_API_TOKEN", &api_token),
+            ("SPOTPOOL_ADMIN_TOKEN", &admin_token),
+        ] {
+            if token.len() < 16 {
+                return Err(ConfigError::Invalid {
+                    env,
+                    value: "<redacted>".into(),
+                    why: "tokens need at least 16 characters".into(),
+                });
+            }
+        }
+        if api_token == admin_token {
+            return Err(ConfigError::Invalid {
+                env: "SPOTPOOL_ADMIN_TOKEN",
+                value: "<redacted>".into(),
+                why: "must differ from SPOTPOOL_API_TOKEN, or the scopes mean nothing".into(),
+            });
+        }
+        Ok((SecretString::new(api_token), SecretString::new(admin_token)))
+    }
+
+    /// The user container: its image, health check and limits.
+    fn container(&self) -> Result<Container, ConfigError> {
+        let image = match (&self.container_image, &self.ecr_repository_url) {
+            (Some(image), _) if !image.trim().is_empty() => image.clone(),
+            (_, Some(repo)) if !repo.trim().is_empty() => format!("{repo}:latest"),
+            _ => {
+                return Err(ConfigError::Missing {
+                    env: "CONTAINER_IMAGE",
+                    flag: "container-image",
+                    what: "the user container image (or ECR_REPOSITORY_URL)",
+                });
+            }
+        };
+        validate_shell_safe("CONTAINER_IMAGE", &image)?;
+        let health_check_path = self.health_check_path.clone().unwrap_or_else(|| "/".into());
+        validate_health_check_path(&health_check_path)?;
+        let health_check = health_check(
+            health_check_path,
+            self.health_check_interval_seconds,
+            self.health_check_timeout_seconds,
+            self.health_check_healthy_threshold,
+            self.health_check_unhealthy_threshold,
+        )?;
+        let memory_mb = in_range(
+            "CONTAINER_MEMORY_MB",
+            self.container_memory_mb.unwrap_or(1536),
+            64..=1_048_576,
+            "must be from 64 to 1048576 (MiB)",
+        )?;
+        let cpus = self.container_cpus.unwrap_or(1.0);
+        // NaN fails both comparisons, so it is refused too.
+        if !(0.01..=256.0).contains(&cpus) {
+            return Err(ConfigError::Invalid {
+                env: "CONTAINER_CPUS",
+                value: cpus.to_string(),
+                why: "must be a number of CPUs from 0.01 to 256, e.g. 1.0 or 0.5".into(),
+            });
+        }
+        let pids_limit = in_range(
+            "CONTAINER_PIDS_LIMIT",
+            self.container_pids_limit.unwrap_or(512),
+            16..=1_048_576,
+            "must be from 16 to 1048576",
+        )?;
+        Ok(Container {
+            image,
+            health_check,
+            memory_mb,
+            cpus,
+            pids_limit,
+        })
+    }
+
+    /// The tier the flat settings describe.
+    fn default_tier(&self) -> Result<TierPolicy, ConfigError> {
+        let instance_types = comma_list(self.user_instance_type.as_deref().unwrap_or("t3.small"));
+        if instance_types.is_empty() {
+            return Err(ConfigError::Invalid {
+                env: "USER_INSTANCE_TYPE",
+                value: String::new(),
+                why: "name at least one instance type".into(),
+            });
+        }
+        let spare_count = self.pool_spare_count.unwrap_or(2);
+        let max_instances = self.pool_max_instances.unwrap_or(20);
+        if max_instances < spare_count {
+            return Err(ConfigError::Invalid {
+                env: "POOL_MAX_INSTANCES",
+                value: max_instances.to_string(),
+                why: format!("must be at least POOL_SPARE_COUNT ({spare_count})"),
+            });
+        }
+        Ok(TierPolicy {
+            name: DEFAULT_TIER.into(),
+            spare_count,
+            max_instances,
+            instance_types,
+            on_demand_fallback: self.spotpool_on_demand_fallback.unwrap_or(false),
+            rebalance_moves: self.spotpool_rebalance_moves.unwrap_or(false),
+        })
+    }
+}
+
+/// The user container's settings, validated.
+struct Container {
+    image: String,
+    health_check: HealthCheck,
+    memory_mb: u32,
+    cpus: f64,
+    pids_limit: u32,
+}
+
+#[cfg(test)]
+mod tests;

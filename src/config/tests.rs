@@ -1,0 +1,258 @@
+//! Settings to configuration: defaults, validation and the one-line errors.
+
+use super::*;
+
+fn minimal() -> Settings {
+    Settings {
+        launch_template_id: Some("lt-1".into()),
+        subnet_ids: Some("subnet-a, subnet-b".into()),
+        vpc_id: Some("vpc-1".into()),
+        alb_listener_arn: Some("arn:listener".into()),
+        spotpool_api_token: Some("service-token-0123456789".into()),
+        spotpool_admin_token: Some("admin-token-0123456789".into()),
+        container_image: Some("ghcr.io/openclaw/openclaw:latest".into()),
+        ..Settings::default()
+    }
+}
+
+#[test]
+fn minimal_settings_get_the_documented_defaults() {
+    let config = minimal().into_config().unwrap();
+    assert_eq!(config.listen.to_string(), "127.0.0.1:7070");
+    assert_eq!(config.subnet_ids, vec!["subnet-a", "subnet-b"]);
+    assert_eq!(config.tiers[0].spare_count, 2);
+    assert_eq!(config.tiers[0].instance_types, vec!["t3.small"]);
+    assert_eq!(config.container_port, 8080);
+    assert_eq!(config.pool, "spotpool");
+    assert_eq!(config.secret_prefix, "openclaw/");
+    assert_eq!(config.reconcile_interval, Duration::from_secs(10));
+    assert_eq!(config.aws_max_attempts, 4);
+    assert_eq!(config.aws_secret_write_attempts, 8);
+}
+
+#[test]
+fn a_missing_setting_is_named_in_one_line() {
+    let mut settings = minimal();
+    settings.launch_template_id = None;
+    let message = settings.into_config().unwrap_err().to_string();
+    assert!(
+        message.starts_with("missing setting LAUNCH_TEMPLATE_ID"),
+        "{message}"
+    );
+    assert!(!message.contains('\n'));
+}
+
+#[test]
+fn invalid_values_are_named_with_the_reason() {
+    let mut settings = minimal();
+    settings.spotpool_reconcile_interval = Some("fast".into());
+    let message = settings.into_config().unwrap_err().to_string();
+    assert!(message.contains("SPOTPOOL_RECONCILE_INTERVAL"), "{message}");
+
+    let mut settings = minimal();
+    settings.pool_max_instances = Some(1);
+    let message = settings.into_config().unwrap_err().to_string();
+    assert!(message.contains("POOL_MAX_INSTANCES"), "{message}");
+
+    let mut settings = minimal();
+    settings.container_image = Some("img; rm -rf /".into());
+    let message = settings.into_config().unwrap_err().to_string();
+    assert!(message.contains("CONTAINER_IMAGE"), "{message}");
+}
+
+#[test]
+fn health_checks_default_to_five_seconds_twice_and_keep_the_timeout_below_the_interval() {
+    let health = minimal().into_config().unwrap().health_check;
+    assert_eq!(
+        (
+            health.interval_seconds,
+            health.timeout_seconds,
+            health.healthy_threshold,
+            health.unhealthy_threshold
+        ),
+        (5, 4, 2, 2)
+    );
+    assert_eq!(health.time_to_healthy(), Duration::from_secs(10));
+
+    let mut settings = minimal();
+    settings.health_check_interval_seconds = Some(10);
+    settings.health_check_timeout_seconds = Some(6);
+    settings.health_check_healthy_threshold = Some(3);
+    settings.health_check_unhealthy_threshold = Some(4);
+    let health = settings.into_config().unwrap().health_check;
+    assert_eq!(health.time_to_healthy(), Duration::from_secs(30));
+    assert_eq!((health.timeout_seconds, health.unhealthy_threshold), (6, 4));
+
+    let refused = |settings: Settings| settings.into_config().unwrap_err().to_string();
+    let mut settings = minimal();
+    settings.health_check_timeout_seconds = Some(5);
+    let message = refused(settings);
+    assert!(
+        message.starts_with("invalid setting HEALTH_CHECK_TIMEOUT_SECONDS=\"5\"")
+            && message.contains("less than HEALTH_CHECK_INTERVAL_SECONDS (5)"),
+        "{message}"
+    );
+    let mut settings = minimal();
+    settings.health_check_interval_seconds = Some(4);
+    assert!(refused(settings).contains("HEALTH_CHECK_INTERVAL_SECONDS"));
+    let mut settings = minimal();
+    settings.health_check_healthy_threshold = Some(1);
+    assert!(refused(settings).contains("HEALTH_CHECK_HEALTHY_THRESHOLD"));
+    let mut settings = minimal();
+    settings.health_check_unhealthy_threshold = Some(11);
+    assert!(refused(settings).contains("HEALTH_CHECK_UNHEALTHY_THRESHOLD"));
+}
+
+#[test]
+fn container_limits_have_defaults_and_bounds() {
+    let config = minimal().into_config().unwrap();
+    assert_eq!(config.container_memory_mb, 1536);
+    assert_eq!(config.container_cpus, 1.0);
+    assert_eq!(config.container_pids_limit, 512);
+    assert_eq!(config.health_check.path, "/");
+
+    let mut settings = minimal();
+    settings.container_memory_mb = Some(4096);
+    settings.container_cpus = Some(0.5);
+    settings.container_pids_limit = Some(1024);
+    let config = settings.into_config().unwrap();
+    assert_eq!(
+        (
+            config.container_memory_mb,
+            config.container_cpus,
+            config.container_pids_limit
+        ),
+        (4096, 0.5, 1024)
+    );
+
+    let refused = |settings: Settings, env: &str| {
+        let message = settings.into_config().unwrap_err().to_string();
+        assert!(
+            message.starts_with(&format!("invalid setting {env}=")),
+            "{message}"
+        );
+        assert!(!message.contains('\n'), "{message}");
+        message
+    };
+    for memory in [0, 63, 2_000_000] {
+        let mut settings = minimal();
+        settings.container_memory_mb = Some(memory);
+        refused(settings, "CONTAINER_MEMORY_MB");
+    }
+    for cpus in [0.0, 0.001, -1.0, 257.0, f64::NAN, f64::INFINITY] {
+        let mut settings = minimal();
+        settings.container_cpus = Some(cpus);
+        let message = refused(settings, "CONTAINER_CPUS");
+        assert!(message.contains("from 0.01 to 256"), "{message}");
+    }
+    for pids in [0, 15, 2_000_000] {
+        let mut settings = minimal();
+        settings.container_pids_limit = Some(pids);
+        refused(settings, "CONTAINER_PIDS_LIMIT");
+    }
+    for path in ["healthz", "/a b", "/$(id)", "/x'y", "/[1-2]"] {
+        let mut settings = minimal();
+        settings.health_check_path = Some(path.into());
+        refused(settings, "HEALTH_CHECK_PATH");
+    }
+    let mut settings = minimal();
+    settings.health_check_path = Some("/healthz?full=1".into());
+    assert_eq!(
+        settings.into_config().unwrap().health_check.path,
+        "/healthz?full=1"
+    );
+}
+
+#[test]
+fn container_limits_come_from_the_file_too() {
+    let file: Settings = toml::from_str(
+        "container_memory_mb = 2048\ncontainer_cpus = 1.5\ncontainer_pids_limit = 256\n",
+    )
+    .unwrap();
+    let config = minimal().or(file).into_config().unwrap();
+    assert_eq!(config.container_memory_mb, 2048);
+    assert_eq!(config.container_cpus, 1.5);
+    assert_eq!(config.container_pids_limit, 256);
+}
+
+#[test]
+fn tokens_never_print() {
+    let config = minimal().into_config().unwrap();
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("service-token-0123456789"));
+    assert!(!debug.contains("admin-token-0123456789"));
+    let mut settings = minimal();
+    settings.spotpool_admin_token = Some("short".into());
+    let message = settings.into_config().unwrap_err().to_string();
+    assert!(!message.contains("short"), "{message}");
+}
+
+#[test]
+fn flags_and_env_win_over_the_file() {
+    let file: Settings = toml::from_str("pool_spare_count = 5\nvpc_id = \"vpc-file\"\n").unwrap();
+    let mut cli = minimal();
+    cli.vpc_id = None;
+    cli.pool_spare_count = Some(3);
+    let merged = cli.or(file);
+    assert_eq!(merged.pool_spare_count, Some(3));
+    assert_eq!(merged.vpc_id.as_deref(), Some("vpc-file"));
+}
+
+#[test]
+fn unknown_file_keys_are_refused() {
+    let error = toml::from_str::<Settings>("pool_spare_cuont = 5").unwrap_err();
+    assert!(
+        error.message().contains("pool_spare_cuont"),
+        "{}",
+        error.message()
+    );
+}
+
+#[test]
+fn the_interruption_queue_is_optional_and_must_be_a_queue_url() {
+    assert_eq!(
+        minimal().into_config().unwrap().interruption_queue_url,
+        None
+    );
+    let mut settings = minimal();
+    settings.spotpool_interruption_queue_url = Some("  ".into());
+    assert_eq!(settings.into_config().unwrap().interruption_queue_url, None);
+    for url in [
+        "https://sqs.eu-west-1.amazonaws.com/123456789012/spotpool-interruptions",
+        "http://127.0.0.1:5000/123456789012/spotpool-interruptions",
+    ] {
+        let mut settings = minimal();
+        settings.spotpool_interruption_queue_url = Some(url.into());
+        assert_eq!(
+            settings
+                .into_config()
+                .unwrap()
+                .interruption_queue_url
+                .as_deref(),
+            Some(url)
+        );
+    }
+    for url in [
+        "arn:aws:sqs:eu-west-1:123456789012:spotpool-interruptions",
+        "spotpool-interruptions",
+        "https://sqs.eu-west-1.amazonaws.com/spotpool-interruptions",
+        "https://sqs.eu-west-1.amazonaws.com/123456789012/a/b",
+    ] {
+        let mut settings = minimal();
+        settings.spotpool_interruption_queue_url = Some(url.into());
+        let message = settings.into_config().unwrap_err().to_string();
+        assert!(
+            message.starts_with("invalid setting SPOTPOOL_INTERRUPTION_QUEUE_URL="),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn durations_parse_with_units() {
+    assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+    assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+    assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+    assert!(parse_duration("0s").is_err());
+    assert!(parse_duration("5 parsecs").is_err());
+}
