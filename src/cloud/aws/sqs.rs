@@ -1,11 +1,11 @@
 //! [`AwsInterruptionQueue`]: the [`InterruptionQueue`] port on SQS, the queue that EventBridge
 //! fills with EC2 interruption events (`terraform/modules/spotpool/interruptions.tf`).
 //!
-//! Owns: every `aws_sdk_sqs` type. Errors go through the parent's [`call`] (classification and
+//! Owns: every `aws_sdk_sqs` type. Errors go through [`call`] (in `errors`: classification and
 //! per-call metrics), so `spotpool_aws_calls_total{service="sqs"}` counts these calls like any
 //! other. Must not: parse the messages (that is `interruptions.rs`) or retry on its own.
 
-use super::{call, with_context};
+use super::errors::{call, with_context};
 use crate::cloud::{CloudErrorKind, CloudResult, InterruptionQueue, QueueMessage};
 use std::time::Duration;
 
