@@ -72,7 +72,7 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
-    let mut command = Cli::command();
+    let mut command = with_defaults(Cli::command());
     let settings_help = settings_table(&mut command);
     let command = command.after_long_help(settings_help);
     let matches = match command.clone().try_get_matches() {
@@ -127,6 +127,20 @@ fn invalid_setting_line(command: &clap::Command, error: &clap::Error) -> Option<
         .map(|e| e.to_string())
         .unwrap_or_else(|| "not a valid value".into());
     Some(format!("invalid setting {name}={value:?}: {why}"))
+}
+
+/// Appends each setting's default to its help, from the constants `into_config` applies
+/// (`config::defaults`), so `--help` and the code cannot disagree.
+fn with_defaults(command: clap::Command) -> clap::Command {
+    command.mut_subcommand("serve", |mut serve| {
+        for (id, value) in spotpool::config::defaults::documented() {
+            serve = serve.mut_arg(id, |arg| {
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                arg.help(format!("{help} [default: {value}]"))
+            });
+        }
+        serve
+    })
 }
 
 /// Every `serve` setting with its environment variable, for `spotpool --help`.

@@ -3,7 +3,7 @@
 //! Owns: the contract each operation must keep (idempotence, what "not found" means) and the
 //! error classification every caller relies on. The [`InterruptionQueue`] port (the SQS queue
 //! that EventBridge fills with EC2 interruption events) lives here too. Must not: contain AWS SDK types (only
-//! `cloud/aws.rs` sees those) or make decisions (that is `plan`).
+//! `cloud/aws/` sees those) or make decisions (that is `plan`).
 //!
 //! Contract shared by every method:
 //! - Creating something that already exists returns the existing thing (or succeeds), and
@@ -118,17 +118,6 @@ pub struct HealthCheck {
 }
 
 impl HealthCheck {
-    /// The settings spotpool uses unless configured otherwise: 5 s, 4 s, 2, 2.
-    pub fn with_path(path: impl Into<String>) -> HealthCheck {
-        HealthCheck {
-            path: path.into(),
-            interval_seconds: 5,
-            timeout_seconds: 4,
-            healthy_threshold: 2,
-            unhealthy_threshold: 2,
-        }
-    }
-
     /// How long after checks start a target that answers is reported healthy:
     /// interval × healthy threshold.
     pub fn time_to_healthy(&self) -> std::time::Duration {

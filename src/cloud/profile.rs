@@ -159,7 +159,7 @@ pub struct RetryModel {
 }
 
 /// The fake's operations that are the API's request-path secret writes (`put_secret`,
-/// `update_secret`): `aws.rs` gives them `SPOTPOOL_AWS_SECRET_WRITE_ATTEMPTS`.
+/// `update_secret`): `cloud/aws` gives them `SPOTPOOL_AWS_SECRET_WRITE_ATTEMPTS`.
 pub const SECRET_WRITE_OPERATIONS: [&str; 2] = ["PutSecret", "PutSecretValue"];
 
 impl RetryModel {

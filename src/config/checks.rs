@@ -1,6 +1,6 @@
 //! Parsing and validation of single settings, each failing with the one line that names it.
 
-use super::ConfigError;
+use super::{ConfigError, defaults};
 use crate::cloud::HealthCheck;
 use std::time::Duration;
 
@@ -58,16 +58,15 @@ pub(super) fn health_check(
     healthy: Option<u32>,
     unhealthy: Option<u32>,
 ) -> Result<HealthCheck, ConfigError> {
-    let defaults = HealthCheck::with_path(path);
     let interval_seconds = in_range(
         "HEALTH_CHECK_INTERVAL_SECONDS",
-        interval.unwrap_or(defaults.interval_seconds),
+        interval.unwrap_or(defaults::HEALTH_CHECK_INTERVAL_SECONDS),
         5..=300,
         "must be from 5 to 300",
     )?;
     let timeout_seconds = in_range(
         "HEALTH_CHECK_TIMEOUT_SECONDS",
-        timeout.unwrap_or(defaults.timeout_seconds),
+        timeout.unwrap_or(defaults::HEALTH_CHECK_TIMEOUT_SECONDS),
         2..=120,
         "must be from 2 to 120",
     )?;
@@ -85,17 +84,17 @@ pub(super) fn health_check(
         timeout_seconds,
         healthy_threshold: in_range(
             "HEALTH_CHECK_HEALTHY_THRESHOLD",
-            healthy.unwrap_or(defaults.healthy_threshold),
+            healthy.unwrap_or(defaults::HEALTH_CHECK_HEALTHY_THRESHOLD),
             2..=10,
             "must be from 2 to 10",
         )?,
         unhealthy_threshold: in_range(
             "HEALTH_CHECK_UNHEALTHY_THRESHOLD",
-            unhealthy.unwrap_or(defaults.unhealthy_threshold),
+            unhealthy.unwrap_or(defaults::HEALTH_CHECK_UNHEALTHY_THRESHOLD),
             2..=10,
             "must be from 2 to 10",
         )?,
-        path: defaults.path,
+        path,
     })
 }
 

@@ -7,6 +7,7 @@
 //! one line naming the setting.
 
 mod checks;
+pub mod defaults;
 mod settings;
 
 pub use checks::parse_duration;
@@ -112,6 +113,30 @@ pub enum ConfigError {
 impl Settings {
     /// Applies the defaults and validates; the first problem is the error.
     pub fn into_config(self) -> Result<Config, ConfigError> {
+        let launch_template_id = required(
+            &self.launch_template_id,
+            "LAUNCH_TEMPLATE_ID",
+            "launch-template-id",
+            "the launch template for pool instances",
+        )?;
+        let subnet_ids = comma_list(&required(
+            &self.subnet_ids,
+            "SUBNET_IDS",
+            "subnet-ids",
+            "the subnets to launch pool instances into",
+        )?);
+        let vpc_id = required(
+            &self.vpc_id,
+            "VPC_ID",
+            "vpc-id",
+            "the VPC of the target groups",
+        )?;
+        let listener_arns = comma_list(&required(
+            &self.alb_listener_arn,
+            "ALB_LISTENER_ARN",
+            "alb-listener-arn",
+            "the ALB listener that routes users",
+        )?);
         let (api_token, admin_token) = self.tokens()?;
         let container = self.container()?;
         let on_demand_launch_template_id = self
@@ -129,7 +154,7 @@ impl Settings {
         let listen_raw = self
             .spotpool_listen
             .clone()
-            .unwrap_or_else(|| "127.0.0.1:7070".into());
+            .unwrap_or_else(|| defaults::LISTEN.into());
         let listen = listen_raw.parse().map_err(|_| ConfigError::Invalid {
             env: "SPOTPOOL_LISTEN",
             value: listen_raw.clone(),
@@ -138,7 +163,7 @@ impl Settings {
         let pool = self
             .spotpool_pool
             .clone()
-            .unwrap_or_else(|| "spotpool".into());
+            .unwrap_or_else(|| defaults::POOL.into());
         if pool.is_empty() || pool.len() > 64 {
             return Err(ConfigError::Invalid {
                 env: "SPOTPOOL_POOL",
@@ -146,7 +171,9 @@ impl Settings {
                 why: "needs 1-64 characters".into(),
             });
         }
-        let claim_attempts = self.spotpool_claim_attempts.unwrap_or(3);
+        let claim_attempts = self
+            .spotpool_claim_attempts
+            .unwrap_or(defaults::CLAIM_ATTEMPTS);
         if claim_attempts == 0 {
             return Err(ConfigError::Invalid {
                 env: "SPOTPOOL_CLAIM_ATTEMPTS",
@@ -175,41 +202,21 @@ impl Settings {
             database_url: self
                 .spotpool_database_url
                 .clone()
-                .unwrap_or_else(|| "sqlite://spotpool.db".into()),
+                .unwrap_or_else(|| defaults::DATABASE_URL.into()),
             api_token,
             admin_token,
-            launch_template_id: required(
-                &self.launch_template_id,
-                "LAUNCH_TEMPLATE_ID",
-                "launch-template-id",
-                "the launch template for pool instances",
-            )?,
+            launch_template_id,
             launch_template_version: self
                 .launch_template_version
                 .clone()
-                .unwrap_or_else(|| "$Default".into()),
-            subnet_ids: comma_list(&required(
-                &self.subnet_ids,
-                "SUBNET_IDS",
-                "subnet-ids",
-                "the subnets to launch pool instances into",
-            )?),
+                .unwrap_or_else(|| defaults::LAUNCH_TEMPLATE_VERSION.into()),
+            subnet_ids,
             security_group_ids: comma_list(self.security_group_id.as_deref().unwrap_or("")),
-            vpc_id: required(
-                &self.vpc_id,
-                "VPC_ID",
-                "vpc-id",
-                "the VPC of the target groups",
-            )?,
-            listener_arns: comma_list(&required(
-                &self.alb_listener_arn,
-                "ALB_LISTENER_ARN",
-                "alb-listener-arn",
-                "the ALB listener that routes users",
-            )?),
+            vpc_id,
+            listener_arns,
             instance_profile_arn: self.instance_profile_arn.clone().filter(|v| !v.is_empty()),
             container_image: container.image,
-            container_port: self.container_port.unwrap_or(8080),
+            container_port: self.container_port.unwrap_or(defaults::CONTAINER_PORT),
             health_check: container.health_check,
             container_memory_mb: container.memory_mb,
             container_cpus: container.cpus,
@@ -217,37 +224,40 @@ impl Settings {
             public_base_url: self
                 .public_base_url
                 .clone()
-                .unwrap_or_else(|| "http://localhost".into())
+                .unwrap_or_else(|| defaults::PUBLIC_BASE_URL.into())
                 .trim_end_matches('/')
                 .to_string(),
             secret_prefix: self
                 .secret_prefix
                 .clone()
-                .unwrap_or_else(|| "openclaw/".into()),
+                .unwrap_or_else(|| defaults::SECRET_PREFIX.into()),
             tiers: vec![self.default_tier()?],
             pool,
             reconcile_interval: duration(
                 "SPOTPOOL_RECONCILE_INTERVAL",
                 &self.spotpool_reconcile_interval,
-                "10s",
+                defaults::RECONCILE_INTERVAL,
             )?,
             poll_interval: duration(
                 "SPOTPOOL_POLL_INTERVAL",
                 &self.spotpool_poll_interval,
-                "500ms",
+                defaults::POLL_INTERVAL,
             )?,
             probe_timeout: duration(
                 "SPOTPOOL_PROBE_TIMEOUT",
                 &self.spotpool_probe_timeout,
-                "10m",
+                defaults::PROBE_TIMEOUT,
             )?,
             container_timeout: duration(
                 "SPOTPOOL_CONTAINER_TIMEOUT",
                 &self.spotpool_container_timeout,
-                "5m",
+                defaults::CONTAINER_TIMEOUT,
             )?,
             claim_attempts,
-            max_in_flight: self.spotpool_max_in_flight.unwrap_or(16).max(1) as usize,
+            max_in_flight: self
+                .spotpool_max_in_flight
+                .unwrap_or(defaults::MAX_IN_FLIGHT)
+                .max(1) as usize,
             aws_max_attempts: self
                 .spotpool_aws_max_attempts
                 .unwrap_or(crate::cloud::DEFAULT_AWS_MAX_ATTEMPTS)
@@ -259,10 +269,17 @@ impl Settings {
             aws_call_timeout: duration(
                 "SPOTPOOL_AWS_CALL_TIMEOUT",
                 &self.spotpool_aws_call_timeout,
-                "30s",
+                defaults::AWS_CALL_TIMEOUT,
             )?,
-            capacity_ttl: duration("SPOTPOOL_CAPACITY_TTL", &self.spotpool_capacity_ttl, "3m")?,
-            launch_failure_limit: self.spotpool_launch_failure_limit.unwrap_or(10).max(1),
+            capacity_ttl: duration(
+                "SPOTPOOL_CAPACITY_TTL",
+                &self.spotpool_capacity_ttl,
+                defaults::CAPACITY_TTL,
+            )?,
+            launch_failure_limit: self
+                .spotpool_launch_failure_limit
+                .unwrap_or(defaults::LAUNCH_FAILURE_LIMIT)
+                .max(1),
             on_demand_launch_template_id,
             rate_limits,
             interruption_queue_url,
@@ -319,7 +336,10 @@ impl Settings {
             }
         };
         validate_shell_safe("CONTAINER_IMAGE", &image)?;
-        let health_check_path = self.health_check_path.clone().unwrap_or_else(|| "/".into());
+        let health_check_path = self
+            .health_check_path
+            .clone()
+            .unwrap_or_else(|| defaults::HEALTH_CHECK_PATH.into());
         validate_health_check_path(&health_check_path)?;
         let health_check = health_check(
             health_check_path,
@@ -330,11 +350,12 @@ impl Settings {
         )?;
         let memory_mb = in_range(
             "CONTAINER_MEMORY_MB",
-            self.container_memory_mb.unwrap_or(1536),
+            self.container_memory_mb
+                .unwrap_or(defaults::CONTAINER_MEMORY_MB),
             64..=1_048_576,
             "must be from 64 to 1048576 (MiB)",
         )?;
-        let cpus = self.container_cpus.unwrap_or(1.0);
+        let cpus = self.container_cpus.unwrap_or(defaults::CONTAINER_CPUS);
         // NaN fails both comparisons, so it is refused too.
         if !(0.01..=256.0).contains(&cpus) {
             return Err(ConfigError::Invalid {
@@ -345,7 +366,8 @@ impl Settings {
         }
         let pids_limit = in_range(
             "CONTAINER_PIDS_LIMIT",
-            self.container_pids_limit.unwrap_or(512),
+            self.container_pids_limit
+                .unwrap_or(defaults::CONTAINER_PIDS_LIMIT),
             16..=1_048_576,
             "must be from 16 to 1048576",
         )?;
@@ -360,7 +382,11 @@ impl Settings {
 
     /// The tier the flat settings describe.
     fn default_tier(&self) -> Result<TierPolicy, ConfigError> {
-        let instance_types = comma_list(self.user_instance_type.as_deref().unwrap_or("t3.small"));
+        let instance_types = comma_list(
+            self.user_instance_type
+                .as_deref()
+                .unwrap_or(defaults::USER_INSTANCE_TYPE),
+        );
         if instance_types.is_empty() {
             return Err(ConfigError::Invalid {
                 env: "USER_INSTANCE_TYPE",
@@ -368,8 +394,10 @@ impl Settings {
                 why: "name at least one instance type".into(),
             });
         }
-        let spare_count = self.pool_spare_count.unwrap_or(2);
-        let max_instances = self.pool_max_instances.unwrap_or(20);
+        let spare_count = self.pool_spare_count.unwrap_or(defaults::POOL_SPARE_COUNT);
+        let max_instances = self
+            .pool_max_instances
+            .unwrap_or(defaults::POOL_MAX_INSTANCES);
         if max_instances < spare_count {
             return Err(ConfigError::Invalid {
                 env: "POOL_MAX_INSTANCES",
@@ -382,8 +410,12 @@ impl Settings {
             spare_count,
             max_instances,
             instance_types,
-            on_demand_fallback: self.spotpool_on_demand_fallback.unwrap_or(false),
-            rebalance_moves: self.spotpool_rebalance_moves.unwrap_or(false),
+            on_demand_fallback: self
+                .spotpool_on_demand_fallback
+                .unwrap_or(defaults::ON_DEMAND_FALLBACK),
+            rebalance_moves: self
+                .spotpool_rebalance_moves
+                .unwrap_or(defaults::REBALANCE_MOVES),
         })
     }
 }

@@ -13,16 +13,16 @@ pub struct Settings {
     /// Launch template for pool instances (required).
     #[arg(long, env = "LAUNCH_TEMPLATE_ID")]
     pub launch_template_id: Option<String>,
-    /// Launch template version to launch [default: $Default].
+    /// Launch template version to launch.
     #[arg(long, env = "LAUNCH_TEMPLATE_VERSION", value_name = "VERSION")]
     pub launch_template_version: Option<String>,
-    /// Instance types for the default tier, as a comma list; the first is preferred [default: t3.small].
+    /// Instance types for the default tier, as a comma list; the first is preferred.
     #[arg(long, env = "USER_INSTANCE_TYPE", value_name = "TYPES")]
     pub user_instance_type: Option<String>,
-    /// Spare instances to keep available in the default tier [default: 2].
+    /// Spare instances to keep available in the default tier.
     #[arg(long, env = "POOL_SPARE_COUNT", value_name = "N")]
     pub pool_spare_count: Option<u32>,
-    /// Most instances the default tier may run at once, all statuses together [default: 20].
+    /// Most instances the default tier may run at once, all statuses together.
     #[arg(long, env = "POOL_MAX_INSTANCES", value_name = "N")]
     pub pool_max_instances: Option<u32>,
     /// Subnets to launch into, as a comma list; launches are spread across them (required).
@@ -43,46 +43,46 @@ pub struct Settings {
     /// ECR repository of the user container, used when CONTAINER_IMAGE is not set.
     #[arg(long, env = "ECR_REPOSITORY_URL", value_name = "URL")]
     pub ecr_repository_url: Option<String>,
-    /// The user container image [default: <ECR_REPOSITORY_URL>:latest].
+    /// The user container image.
     #[arg(long, env = "CONTAINER_IMAGE", value_name = "IMAGE")]
     pub container_image: Option<String>,
-    /// Port the user container listens on [default: 8080].
+    /// Port the user container listens on.
     #[arg(long, env = "CONTAINER_PORT", value_name = "PORT")]
     pub container_port: Option<u16>,
-    /// Health check path of the users' target groups [default: /].
+    /// Health check path of the users' target groups.
     #[arg(long, env = "HEALTH_CHECK_PATH", value_name = "PATH")]
     pub health_check_path: Option<String>,
-    /// Seconds between the load balancer's health checks of a user's target, 5-300 (set on every target group; AWS's own default is 30) [default: 5].
+    /// Seconds between the load balancer's health checks of a user's target, 5-300 (set on every target group; AWS's own default is 30).
     #[arg(long, env = "HEALTH_CHECK_INTERVAL_SECONDS", value_name = "SECONDS")]
     pub health_check_interval_seconds: Option<u32>,
-    /// Seconds without an answer that fail one health check, 2-120 and less than the interval [default: 4].
+    /// Seconds without an answer that fail one health check, 2-120 and less than the interval.
     #[arg(long, env = "HEALTH_CHECK_TIMEOUT_SECONDS", value_name = "SECONDS")]
     pub health_check_timeout_seconds: Option<u32>,
-    /// Consecutive passed health checks before a new target is healthy, 2-10 (AWS's own default is 5) [default: 2].
+    /// Consecutive passed health checks before a new target is healthy, 2-10 (AWS's own default is 5).
     #[arg(long, env = "HEALTH_CHECK_HEALTHY_THRESHOLD", value_name = "N")]
     pub health_check_healthy_threshold: Option<u32>,
-    /// Consecutive failed health checks before a target is unhealthy, 2-10 [default: 2].
+    /// Consecutive failed health checks before a target is unhealthy, 2-10.
     #[arg(long, env = "HEALTH_CHECK_UNHEALTHY_THRESHOLD", value_name = "N")]
     pub health_check_unhealthy_threshold: Option<u32>,
-    /// Memory limit of each user container in MiB, swap included (so no swap) [default: 1536].
+    /// Memory limit of each user container in MiB, swap included (so no swap).
     #[arg(long, env = "CONTAINER_MEMORY_MB", value_name = "MIB")]
     pub container_memory_mb: Option<u32>,
-    /// CPU limit of each user container, in CPUs, e.g. 0.5 (Docker's --cpus) [default: 1.0].
+    /// CPU limit of each user container, in CPUs, e.g. 0.5 (Docker's --cpus).
     #[arg(long, env = "CONTAINER_CPUS", value_name = "CPUS")]
     pub container_cpus: Option<f64>,
-    /// Most processes and threads in each user container [default: 512].
+    /// Most processes and threads in each user container.
     #[arg(long, env = "CONTAINER_PIDS_LIMIT", value_name = "N")]
     pub container_pids_limit: Option<u32>,
-    /// Prefix of each user's url, e.g. https://agents.example.com [default: http://localhost].
+    /// Prefix of each user's url, e.g. https://agents.example.com.
     #[arg(long, env = "PUBLIC_BASE_URL", value_name = "URL")]
     pub public_base_url: Option<String>,
-    /// Prefix of the users' secret names in Secrets Manager [default: openclaw/].
+    /// Prefix of the users' secret names in Secrets Manager.
     #[arg(long, env = "SECRET_PREFIX", value_name = "PREFIX")]
     pub secret_prefix: Option<String>,
-    /// Address the HTTP API listens on [default: 127.0.0.1:7070].
+    /// Address the HTTP API listens on.
     #[arg(long, env = "SPOTPOOL_LISTEN", value_name = "ADDR")]
     pub spotpool_listen: Option<String>,
-    /// Database URL [default: sqlite://spotpool.db].
+    /// Database URL.
     #[arg(long, env = "SPOTPOOL_DATABASE_URL", value_name = "URL")]
     pub spotpool_database_url: Option<String>,
     /// Bearer token of the service scope (the web backend) (required).
@@ -101,52 +101,52 @@ pub struct Settings {
         hide_env_values = true
     )]
     pub spotpool_admin_token: Option<String>,
-    /// Tag namespace: the value of the spotpool:pool tag on everything this daemon owns [default: spotpool].
+    /// Tag namespace: the value of the spotpool:pool tag on everything this daemon owns.
     #[arg(long, env = "SPOTPOOL_POOL", value_name = "NAME")]
     pub spotpool_pool: Option<String>,
-    /// Longest pause between reconcile passes when nothing is in flight, e.g. 10s [default: 10s].
+    /// Longest pause between reconcile passes when nothing is in flight, e.g. 10s.
     #[arg(long, env = "SPOTPOOL_RECONCILE_INTERVAL", value_name = "DURATION")]
     pub spotpool_reconcile_interval: Option<String>,
-    /// Pause between passes while commands or launches are in flight [default: 500ms].
+    /// Pause between passes while commands or launches are in flight.
     #[arg(long, env = "SPOTPOOL_POLL_INTERVAL", value_name = "DURATION")]
     pub spotpool_poll_interval: Option<String>,
-    /// How long a new instance may take to pass its readiness probe before it is replaced [default: 10m].
+    /// How long a new instance may take to pass its readiness probe before it is replaced.
     #[arg(long, env = "SPOTPOOL_PROBE_TIMEOUT", value_name = "DURATION")]
     pub spotpool_probe_timeout: Option<String>,
-    /// How long the start-container command may run before the claim attempt fails [default: 5m].
+    /// How long the start-container command may run before the claim attempt fails.
     #[arg(long, env = "SPOTPOOL_CONTAINER_TIMEOUT", value_name = "DURATION")]
     pub spotpool_container_timeout: Option<String>,
-    /// Claim attempts (each on a fresh instance) before a user is marked failed [default: 3].
+    /// Claim attempts (each on a fresh instance) before a user is marked failed.
     #[arg(long, env = "SPOTPOOL_CLAIM_ATTEMPTS", value_name = "N")]
     pub spotpool_claim_attempts: Option<u32>,
-    /// Most cloud operations one pass runs at once [default: 16].
+    /// Most cloud operations one pass runs at once.
     #[arg(long, env = "SPOTPOOL_MAX_IN_FLIGHT", value_name = "N")]
     pub spotpool_max_in_flight: Option<u32>,
-    /// Most attempts per AWS call, including the first (SDK standard retry mode) [default: 4].
+    /// Most attempts per AWS call, including the first (SDK standard retry mode).
     #[arg(long, env = "SPOTPOOL_AWS_MAX_ATTEMPTS", value_name = "N")]
     pub spotpool_aws_max_attempts: Option<u32>,
-    /// Most attempts of the API's secret writes (a PUT's CreateSecret or PutSecretValue), which have no later pass to retry them; the call timeout still bounds them [default: 8].
+    /// Most attempts of the API's secret writes (a PUT's CreateSecret or PutSecretValue), which have no later pass to retry them; the call timeout still bounds them.
     #[arg(long, env = "SPOTPOOL_AWS_SECRET_WRITE_ATTEMPTS", value_name = "N")]
     pub spotpool_aws_secret_write_attempts: Option<u32>,
-    /// Timeout of one AWS call including its retries [default: 30s].
+    /// Timeout of one AWS call including its retries.
     #[arg(long, env = "SPOTPOOL_AWS_CALL_TIMEOUT", value_name = "DURATION")]
     pub spotpool_aws_call_timeout: Option<String>,
     /// Launch template for on-demand fallback launches, without market options (required with SPOTPOOL_ON_DEMAND_FALLBACK).
     #[arg(long, env = "ON_DEMAND_LAUNCH_TEMPLATE_ID", value_name = "ID")]
     pub on_demand_launch_template_id: Option<String>,
-    /// Launch on-demand instances when no spot offering of any type has capacity [default: false].
+    /// Launch on-demand instances when no spot offering of any type has capacity.
     #[arg(long, env = "SPOTPOOL_ON_DEMAND_FALLBACK", value_name = "BOOL")]
     pub spotpool_on_demand_fallback: Option<bool>,
-    /// Move a user off an instance that gets a rebalance recommendation when a spare is available (a move restarts the user's container on the new instance) [default: false].
+    /// Move a user off an instance that gets a rebalance recommendation when a spare is available (a move restarts the user's container on the new instance).
     #[arg(long, env = "SPOTPOOL_REBALANCE_MOVES", value_name = "BOOL")]
     pub spotpool_rebalance_moves: Option<bool>,
-    /// How long an (instance type, subnet) offering that returned a capacity error is skipped [default: 3m].
+    /// How long an (instance type, subnet) offering that returned a capacity error is skipped.
     #[arg(long, env = "SPOTPOOL_CAPACITY_TTL", value_name = "DURATION")]
     pub spotpool_capacity_ttl: Option<String>,
-    /// Consecutive launch or probe failures after which a tier stops launching until restarted [default: 10].
+    /// Consecutive launch or probe failures after which a tier stops launching until restarted.
     #[arg(long, env = "SPOTPOOL_LAUNCH_FAILURE_LIMIT", value_name = "N")]
     pub spotpool_launch_failure_limit: Option<u32>,
-    /// Client-side AWS rate limits per quota class, as class=capacity/refill-per-second pairs overriding the defaults (60% of the capacity and 80% of the refill rate of the aws-profile account quotas), e.g. "ec2-run=4/1.6,elb-mutate=16/2.4" [default: ""].
+    /// Client-side AWS rate limits per quota class, as class=capacity/refill-per-second pairs overriding the defaults (60% of the capacity and 80% of the refill rate of the aws-profile account quotas), e.g. "ec2-run=4/1.6,elb-mutate=16/2.4".
     #[arg(long, env = "SPOTPOOL_RATE_LIMITS", value_name = "LIST")]
     pub spotpool_rate_limits: Option<String>,
     /// SQS queue of EC2 spot interruption, rebalance and state-change events (Terraform output interruption_queue_url); unset, none are read.

@@ -256,3 +256,39 @@ fn durations_parse_with_units() {
     assert!(parse_duration("0s").is_err());
     assert!(parse_duration("5 parsecs").is_err());
 }
+
+#[test]
+fn every_documented_default_names_a_setting_and_no_help_text_repeats_one() {
+    let command = <Settings as clap::Args>::augment_args(clap::Command::new("serve"));
+    let ids: Vec<String> = command
+        .get_arguments()
+        .map(|a| a.get_id().to_string())
+        .collect();
+    for (id, _) in defaults::documented() {
+        assert!(ids.iter().any(|i| i == id), "no setting {id}");
+    }
+    for arg in command.get_arguments() {
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        assert!(
+            !help.contains("[default:"),
+            "{}: the default belongs in config::defaults, not in the help text",
+            arg.get_id()
+        );
+    }
+    // The documented values are the ones applied.
+    let config = minimal().into_config().unwrap();
+    let documented: std::collections::HashMap<_, _> = defaults::documented().into_iter().collect();
+    assert_eq!(
+        documented["pool_spare_count"],
+        config.tiers[0].spare_count.to_string()
+    );
+    assert_eq!(
+        documented["container_port"],
+        config.container_port.to_string()
+    );
+    assert_eq!(documented["spotpool_listen"], config.listen.to_string());
+    assert_eq!(
+        documented["health_check_interval_seconds"],
+        config.health_check.interval_seconds.to_string()
+    );
+}

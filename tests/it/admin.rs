@@ -3,7 +3,7 @@
 
 use crate::world::{ADMIN_TOKEN, LISTENER, World};
 use axum::http::StatusCode;
-use spotpool::cloud::{Cloud, HealthCheck, LaunchRequest, Tags, tags};
+use spotpool::cloud::{Cloud, LaunchRequest, Tags, tags};
 use spotpool::model::{InstanceId, InstanceStatus, UserState};
 use std::collections::BTreeSet;
 
@@ -35,7 +35,7 @@ async fn plant(world: &World) -> Planted {
         .create_target_group(
             "sp-ghost0000ghost000",
             8080,
-            &HealthCheck::with_path("/"),
+            &crate::world::test_config(0, 0).health_check,
             &pool_tags("ghost"),
         )
         .await
@@ -76,7 +76,7 @@ async fn plant(world: &World) -> Planted {
         .create_target_group(
             "someone-elses",
             80,
-            &HealthCheck::with_path("/"),
+            &crate::world::test_config(0, 0).health_check,
             &Tags::new(),
         )
         .await

@@ -293,6 +293,14 @@ fn help_documents_every_setting() {
             assert!(help.contains(name), "{args:?} help lacks {name}");
         }
     }
+    // Defaults come from the constants the daemon applies.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_spotpool"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("[default: 127.0.0.1:7070]"), "{help}");
+    assert!(help.contains("[default: 10s]"), "{help}");
 }
 
 /// A tiny deterministic generator (xorshift) so a failing run can be replayed from its seed.

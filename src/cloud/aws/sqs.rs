@@ -3,7 +3,7 @@
 //!
 //! Owns: every `aws_sdk_sqs` type. Errors go through [`call`] (in `errors`: classification and
 //! per-call metrics), so `spotpool_aws_calls_total{service="sqs"}` counts these calls like any
-//! other. Must not: parse the messages (that is `interruptions.rs`) or retry on its own.
+//! other. Must not: parse the messages (that is `crate::interruption_feed`) or retry on its own.
 
 use super::errors::{call, with_context};
 use crate::cloud::{CloudErrorKind, CloudResult, InterruptionQueue, QueueMessage};

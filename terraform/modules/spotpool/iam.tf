@@ -7,7 +7,7 @@
 # instance can read its current user's secret and no other. The instance role
 # may not tag secrets, so it cannot point another user's secret at itself.
 #
-# Daemon: exactly the API calls src/cloud/aws.rs makes, each scoped to the
+# Daemon: exactly the API calls src/cloud/aws/ makes, each scoped to the
 # pool's tag, the secret prefix, the sp-* target groups, this ALB's listener or
 # the interruption queue wherever AWS supports resource-level permissions for
 # that call.

@@ -1,0 +1,91 @@
+//! Every setting's default, named once: `into_config` applies these constants, and
+//! `spotpool serve --help` shows them ([`documented`], appended by `main.rs` as
+//! `[default: …]`), so the help and the code cannot disagree.
+
+use crate::cloud::{DEFAULT_AWS_MAX_ATTEMPTS, DEFAULT_SECRET_WRITE_ATTEMPTS};
+
+pub const LAUNCH_TEMPLATE_VERSION: &str = "$Default";
+pub const USER_INSTANCE_TYPE: &str = "t3.small";
+pub const POOL_SPARE_COUNT: u32 = 2;
+pub const POOL_MAX_INSTANCES: u32 = 20;
+pub const CONTAINER_PORT: u16 = 8080;
+pub const HEALTH_CHECK_PATH: &str = "/";
+pub const HEALTH_CHECK_INTERVAL_SECONDS: u32 = 5;
+pub const HEALTH_CHECK_TIMEOUT_SECONDS: u32 = 4;
+pub const HEALTH_CHECK_HEALTHY_THRESHOLD: u32 = 2;
+pub const HEALTH_CHECK_UNHEALTHY_THRESHOLD: u32 = 2;
+pub const CONTAINER_MEMORY_MB: u32 = 1536;
+pub const CONTAINER_CPUS: f64 = 1.0;
+pub const CONTAINER_PIDS_LIMIT: u32 = 512;
+pub const PUBLIC_BASE_URL: &str = "http://localhost";
+pub const SECRET_PREFIX: &str = "openclaw/";
+pub const LISTEN: &str = "127.0.0.1:7070";
+pub const DATABASE_URL: &str = "sqlite://spotpool.db";
+pub const POOL: &str = "spotpool";
+pub const RECONCILE_INTERVAL: &str = "10s";
+pub const POLL_INTERVAL: &str = "500ms";
+pub const PROBE_TIMEOUT: &str = "10m";
+pub const CONTAINER_TIMEOUT: &str = "5m";
+pub const CLAIM_ATTEMPTS: u32 = 3;
+pub const MAX_IN_FLIGHT: u32 = 16;
+pub const AWS_CALL_TIMEOUT: &str = "30s";
+pub const ON_DEMAND_FALLBACK: bool = false;
+pub const REBALANCE_MOVES: bool = false;
+pub const CAPACITY_TTL: &str = "3m";
+pub const LAUNCH_FAILURE_LIMIT: u32 = 10;
+
+/// The default of every setting that has one, as `--help` shows it: (the setting's argument
+/// id, the value).
+pub fn documented() -> Vec<(&'static str, String)> {
+    let text = |value: &dyn std::fmt::Display| value.to_string();
+    vec![
+        ("launch_template_version", text(&LAUNCH_TEMPLATE_VERSION)),
+        ("user_instance_type", text(&USER_INSTANCE_TYPE)),
+        ("pool_spare_count", text(&POOL_SPARE_COUNT)),
+        ("pool_max_instances", text(&POOL_MAX_INSTANCES)),
+        ("container_image", "<ECR_REPOSITORY_URL>:latest".to_string()),
+        ("container_port", text(&CONTAINER_PORT)),
+        ("health_check_path", text(&HEALTH_CHECK_PATH)),
+        (
+            "health_check_interval_seconds",
+            text(&HEALTH_CHECK_INTERVAL_SECONDS),
+        ),
+        (
+            "health_check_timeout_seconds",
+            text(&HEALTH_CHECK_TIMEOUT_SECONDS),
+        ),
+        (
+            "health_check_healthy_threshold",
+            text(&HEALTH_CHECK_HEALTHY_THRESHOLD),
+        ),
+        (
+            "health_check_unhealthy_threshold",
+            text(&HEALTH_CHECK_UNHEALTHY_THRESHOLD),
+        ),
+        ("container_memory_mb", text(&CONTAINER_MEMORY_MB)),
+        ("container_cpus", format!("{CONTAINER_CPUS:.1}")),
+        ("container_pids_limit", text(&CONTAINER_PIDS_LIMIT)),
+        ("public_base_url", text(&PUBLIC_BASE_URL)),
+        ("secret_prefix", text(&SECRET_PREFIX)),
+        ("spotpool_listen", text(&LISTEN)),
+        ("spotpool_database_url", text(&DATABASE_URL)),
+        ("spotpool_pool", text(&POOL)),
+        ("spotpool_reconcile_interval", text(&RECONCILE_INTERVAL)),
+        ("spotpool_poll_interval", text(&POLL_INTERVAL)),
+        ("spotpool_probe_timeout", text(&PROBE_TIMEOUT)),
+        ("spotpool_container_timeout", text(&CONTAINER_TIMEOUT)),
+        ("spotpool_claim_attempts", text(&CLAIM_ATTEMPTS)),
+        ("spotpool_max_in_flight", text(&MAX_IN_FLIGHT)),
+        ("spotpool_aws_max_attempts", text(&DEFAULT_AWS_MAX_ATTEMPTS)),
+        (
+            "spotpool_aws_secret_write_attempts",
+            text(&DEFAULT_SECRET_WRITE_ATTEMPTS),
+        ),
+        ("spotpool_aws_call_timeout", text(&AWS_CALL_TIMEOUT)),
+        ("spotpool_on_demand_fallback", text(&ON_DEMAND_FALLBACK)),
+        ("spotpool_rebalance_moves", text(&REBALANCE_MOVES)),
+        ("spotpool_capacity_ttl", text(&CAPACITY_TTL)),
+        ("spotpool_launch_failure_limit", text(&LAUNCH_FAILURE_LIMIT)),
+        ("spotpool_rate_limits", "\"\"".to_string()),
+    ]
+}
