@@ -39,6 +39,14 @@ trap 'exit 143' TERM
 # sets them.
 SPOTPOOL_RUN_DIR=${SPOTPOOL_RUN_DIR:-/run/spotpool}
 SPOTPOOL_READY_MARKER=${SPOTPOOL_READY_MARKER:-/var/lib/spotpool/ready}
+# Where users' workspace volumes are mounted (one directory per user id), the
+# directory holding the Xen names of attached volumes, how many seconds to wait
+# for a workspace volume's device to appear, and how long a busy workspace may
+# take to become unmountable.
+SPOTPOOL_WORKSPACE_ROOT=${SPOTPOOL_WORKSPACE_ROOT:-/var/lib/spotpool/workspaces}
+SPOTPOOL_DEV_DIR=${SPOTPOOL_DEV_DIR:-/dev}
+SPOTPOOL_WORKSPACE_WAIT=${SPOTPOOL_WORKSPACE_WAIT:-30}
+SPOTPOOL_UNMOUNT_WAIT=${SPOTPOOL_UNMOUNT_WAIT:-10}
 
 # The rule the instance's user data installs (and re-installs whenever dockerd
 # starts) so that containers cannot reach the instance metadata service:
@@ -76,21 +84,71 @@ require_image() {
         'an image reference of letters, digits and . _ / : @ -'
 }
 
+# require_workspace_volume: WORKSPACE_VOLUME_ID names an EBS volume, and
+# WORKSPACE_DEVICE_DIR (default /dev/disk/by-id) is an absolute path.
+require_workspace_volume() {
+    require WORKSPACE_VOLUME_ID '^vol-[0-9a-f]{8,17}$' \
+        'an EBS volume id: vol- and 8 to 17 lowercase hex digits'
+    WORKSPACE_DEVICE_DIR=${WORKSPACE_DEVICE_DIR:-/dev/disk/by-id}
+    require WORKSPACE_DEVICE_DIR '^/[A-Za-z0-9._/-]{0,255}$' \
+        'an absolute path of letters, digits and . _ / -'
+    [[ $SPOTPOOL_WORKSPACE_WAIT =~ ^[0-9]{1,4}$ && $SPOTPOOL_UNMOUNT_WAIT =~ ^[0-9]{1,4}$ ]] \
+        || fail "SPOTPOOL_WORKSPACE_WAIT and SPOTPOOL_UNMOUNT_WAIT must be numbers of seconds"
+}
+
+# workspace_device: prints the block device of the volume WORKSPACE_VOLUME_ID
+# if it is attached now (its canonical path, e.g. /dev/nvme1n1); returns 1
+# otherwise. The daemon attaches workspaces as /dev/sdf.
+#  - Nitro: EBS volumes are NVMe devices numbered in attach order, so the name
+#    says nothing; their serial is the volume id, and udev links
+#    $WORKSPACE_DEVICE_DIR/nvme-Amazon_Elastic_Block_Store_vol<hex> to the
+#    device. Only that link is trusted for an NVMe device.
+#  - Xen: no such link; the volume is the block device /dev/xvdf (/dev/sdf
+#    where udev keeps the requested name). Taken only if it is not an NVMe
+#    device: on Nitro, /dev/sdf is a udev alias, and waiting for the serial
+#    link is the only way to be sure which volume it is.
+workspace_device() {
+    local link candidate real
+    link="$WORKSPACE_DEVICE_DIR/nvme-Amazon_Elastic_Block_Store_${WORKSPACE_VOLUME_ID/-/}"
+    if [[ -b $link ]]; then
+        readlink -f -- "$link"
+        return
+    fi
+    for candidate in "$SPOTPOOL_DEV_DIR/sdf" "$SPOTPOOL_DEV_DIR/xvdf"; do
+        [[ -b $candidate ]] || continue
+        real=$(readlink -f -- "$candidate") || continue
+        [[ ${real##*/} != nvme* ]] || continue
+        printf '%s\n' "$real"
+        return
+    done
+    return 1
+}
+
+# require_private_dir DIR: DIR exists (created 0700 if missing), is a real
+# directory, is owned by this user and has mode 0700.
+require_private_dir() {
+    local dir=$1
+    install -d -m 0700 "$dir"
+    [[ -d $dir && ! -L $dir && -O $dir ]] || fail "$dir is not a directory owned by $(id -un)"
+    [[ $(stat -c %a "$dir") == 700 ]] || fail "$dir is not mode 0700"
+}
+
 # check_metadata_block: the DOCKER-USER rule above is in place.
 check_metadata_block() {
     iptables -w 5 -C DOCKER-USER -d "$METADATA_ADDRESS/32" -j DROP \
         || fail "the DOCKER-USER rule dropping container traffic to $METADATA_ADDRESS is missing"
 }
 
-# remove_user_container NAME: stop and remove the container and its anonymous
+# remove_user_container NAME [GRACE]: stop the container (SIGTERM, then
+# SIGKILL after GRACE seconds, default 10) and remove it and its anonymous
 # volumes; a missing container is fine.
 remove_user_container() {
-    local name=$1
+    local name=$1 grace=${2:-10}
     if ! docker container inspect "$name" >/dev/null 2>&1; then
         echo "no container $name"
         return 0
     fi
-    docker stop --time 10 "$name" || true
+    docker stop --time "$grace" "$name" || true
     if ! docker rm --force --volumes "$name"; then
         # It may have gone in the meantime.
         if docker container inspect "$name" >/dev/null 2>&1; then

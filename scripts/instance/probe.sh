@@ -9,8 +9,9 @@
 # present; the DOCKER-USER rule that keeps containers away from the instance
 # metadata service is in place, exactly
 #   iptables -C DOCKER-USER -d 169.254.169.254/32 -j DROP
-# and no user container or volume was ever left here (an instance that ran a
-# user's container is terminated, never handed to another user).
+# and no user container, volume or workspace mount point was ever left here
+# (an instance that ran a user's container is terminated, never handed to
+# another user; stop-workspace.sh leaves the empty mount point behind).
 # Prints "ready" on standard output when all hold.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh" # spotpool:inline-lib
@@ -28,4 +29,8 @@ containers=$(docker ps --all --quiet --filter label=spotpool.user) \
 volumes=$(docker volume ls --quiet --filter label=spotpool.user) \
     || fail "could not list volumes"
 [[ -z $volumes ]] || fail "a user volume exists on this instance; it is not fresh"
+if [[ -d $SPOTPOOL_WORKSPACE_ROOT ]] \
+    && [[ -n $(find "$SPOTPOOL_WORKSPACE_ROOT" -mindepth 1 -maxdepth 1 -print -quit) ]]; then
+    fail "a user workspace was mounted on this instance; it is not fresh"
+fi
 echo ready

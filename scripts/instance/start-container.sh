@@ -4,8 +4,9 @@
 # one `spotpool: ...` line on standard error.
 #
 # Inputs (shell variables spotpool prepends):
-#   USER_ID         the spotpool user id; container openclaw-$USER_ID,
-#                   data volume spotpool-$USER_ID mounted at /data
+#   USER_ID         the spotpool user id; container openclaw-$USER_ID, its
+#                   /data the user's workspace volume or, without one, the
+#                   Docker volume spotpool-$USER_ID
 #   SECRET_ARN      the user's secret in Secrets Manager, read here by ARN with
 #                   the instance role (the region is taken from the ARN)
 #   IMAGE           the user container image, pre-pulled by the user data
@@ -17,6 +18,22 @@
 #   MEMORY_MB       memory limit in MiB, swap included (so no swap)
 #   CPUS            CPU limit, e.g. 1.000 (at most three decimals)
 #   PIDS_LIMIT      most processes and threads in the container
+#   WORKSPACE_VOLUME_ID   the user's EBS workspace volume (vol-...), attached
+#                   to this instance by the daemon as /dev/sdf; empty: no
+#                   workspace, /data is a Docker volume on the root disk
+#   WORKSPACE_DEVICE_DIR  where udev links NVMe EBS volumes by serial
+#                   (default /dev/disk/by-id)
+#
+# The workspace: the volume's device is found by its volume id (see
+# workspace_device in lib.sh), waited for up to $SPOTPOOL_WORKSPACE_WAIT
+# seconds (default 30), and mounted at $SPOTPOOL_WORKSPACE_ROOT/$USER_ID
+# (default /var/lib/spotpool/workspaces, 0700 root) with nodev,nosuid,noexec,
+# noatime; a re-run finds it mounted and does not mount it again. A file
+# system is created only on a blank device (blkid finds no signature at all:
+# no file system, partition table, LVM, RAID, swap...): ext4 labelled
+# spotpool-ws. A device holding anything else is refused, never formatted nor
+# mounted. The root of the file system belongs to the container's uid, mode
+# 0700. stop-workspace.sh unmounts it before the daemon detaches the volume.
 #
 # The secret's values travel only through a pipe into a root-only env file on
 # tmpfs ($SPOTPOOL_RUN_DIR, default /run/spotpool, mode 0700; the file 0600),
@@ -42,6 +59,9 @@ require MEMORY_MB '^[1-9][0-9]{0,6}$' 'a number of MiB'
 require CPUS '^[0-9]{1,3}(\.[0-9]{1,3})?$' 'a number of CPUs like 1.000'
 [[ $CPUS =~ [1-9] ]] || fail "input CPUS is malformed (expected more than 0 CPUs)"
 require PIDS_LIMIT '^[1-9][0-9]{0,6}$' 'a number of processes'
+if [[ -n ${WORKSPACE_VOLUME_ID-} ]]; then
+    require_workspace_volume
+fi
 
 # The uid:gid the container runs as: not 0, and no account on the host (on
 # Amazon Linux uid 1000 is ec2-user, who may sudo).
@@ -49,6 +69,8 @@ CONTAINER_UID=10001
 CONTAINER_GID=10001
 NAME="openclaw-$USER_ID"
 VOLUME="spotpool-$USER_ID"
+WORKSPACE_MOUNT="$SPOTPOOL_WORKSPACE_ROOT/$USER_ID"
+WORKSPACE_LABEL=spotpool-ws
 ENV_FILE="$SPOTPOOL_RUN_DIR/$NAME.env"
 arn_rest=${SECRET_ARN#arn:*:secretsmanager:}
 REGION=${arn_rest%%:*}
@@ -82,21 +104,117 @@ fi
 # 3. Replace a previous container of this user (a re-run of this command).
 remove_user_container "$NAME"
 
-# 4. The user's data volume, writable by the container's uid only.
-docker volume create --label "spotpool.user=$USER_ID" "$VOLUME" >/dev/null \
-    || fail "could not create volume $VOLUME"
-mountpoint=$(docker volume inspect --format '{{.Mountpoint}}' "$VOLUME") \
-    || fail "could not inspect volume $VOLUME"
-[[ $mountpoint == /* && -d $mountpoint && ! -L $mountpoint ]] \
-    || fail "volume $VOLUME has no usable mount point"
-chown "$CONTAINER_UID:$CONTAINER_GID" "$mountpoint"
-chmod 0700 "$mountpoint"
+# device_number PATH: the major:minor (decimal) of the block device PATH.
+device_number() {
+    local hex
+    hex=$(stat -L -c '%t:%T' -- "$1") || return 1
+    printf '%d:%d\n' "0x${hex%:*}" "0x${hex#*:}"
+}
+
+# format_if_blank DEVICE: creates the workspace file system on DEVICE if it
+# is blank; returns if it already holds one spotpool created; fails otherwise.
+format_if_blank() {
+    local device=$1 probe status=0 key value fs_type='' fs_label='' table='' what
+    # blkid also answers 2 for a device it cannot read: read it first, so 2
+    # can only mean "no signature".
+    head -c 1048576 -- "$device" >/dev/null \
+        || fail "the device of volume $WORKSPACE_VOLUME_ID cannot be read"
+    # -p: probe the device itself (no cache), for file systems, partition
+    # tables and other signatures alike.
+    probe=$(blkid -p -o export -- "$device") || status=$?
+    if ((status == 2)); then
+        command -v mkfs.ext4 >/dev/null \
+            || fail "mkfs.ext4 is missing on the instance (package e2fsprogs)"
+        echo "volume $WORKSPACE_VOLUME_ID is blank: creating its file system"
+        mkfs.ext4 -q -L "$WORKSPACE_LABEL" -m 0 -E nodiscard "$device" </dev/null \
+            || fail "could not create a file system on volume $WORKSPACE_VOLUME_ID"
+        return
+    fi
+    ((status == 0)) \
+        || fail "could not probe volume $WORKSPACE_VOLUME_ID for signatures (blkid exit $status)"
+    while IFS='=' read -r key value; do
+        case $key in
+        TYPE) fs_type=$value ;;
+        LABEL) fs_label=$value ;;
+        PTTYPE) table=$value ;;
+        esac
+    done <<<"$probe"
+    if [[ -z $table && $fs_type == ext4 && $fs_label == "$WORKSPACE_LABEL" ]]; then
+        echo "volume $WORKSPACE_VOLUME_ID holds its workspace file system"
+        return
+    fi
+    # Only blkid's type names, checked, go into the message: never a label.
+    if [[ $table =~ ^[a-z0-9_-]{1,32}$ ]]; then
+        what="a $table partition table"
+    elif [[ -n $table ]]; then
+        what="a partition table"
+    elif [[ $fs_type == ext4 ]]; then
+        what="ext4 not labelled $WORKSPACE_LABEL"
+    elif [[ $fs_type =~ ^[a-z0-9_-]{1,32}$ ]]; then
+        what=$fs_type
+    else
+        what="an unknown signature"
+    fi
+    fail "volume $WORKSPACE_VOLUME_ID is not a spotpool workspace (blkid finds $what): refusing to format or mount it"
+}
+
+# mount_workspace: the user's volume mounted at WORKSPACE_MOUNT, its root
+# owned by the container's uid.
+mount_workspace() {
+    local device='' deadline number
+    require_private_dir "$SPOTPOOL_WORKSPACE_ROOT"
+    if [[ ! -e $WORKSPACE_MOUNT && ! -L $WORKSPACE_MOUNT ]]; then
+        install -d -m 0700 "$WORKSPACE_MOUNT"
+    fi
+    [[ -d $WORKSPACE_MOUNT && ! -L $WORKSPACE_MOUNT ]] \
+        || fail "$WORKSPACE_MOUNT is not a directory"
+    # Attaching is asynchronous: the device appears a few seconds after the
+    # volume is attached.
+    deadline=$((SECONDS + 10#$SPOTPOOL_WORKSPACE_WAIT))
+    until device=$(workspace_device); do
+        ((SECONDS < deadline)) \
+            || fail "volume $WORKSPACE_VOLUME_ID is not attached: no device for it appeared within ${SPOTPOOL_WORKSPACE_WAIT}s"
+        sleep 1
+    done
+    number=$(device_number "$device") \
+        || fail "the device of volume $WORKSPACE_VOLUME_ID vanished"
+    if mountpoint -q -- "$WORKSPACE_MOUNT"; then
+        # A re-run of this command: mounted already, and never twice.
+        [[ $(findmnt -n -r -o MAJ:MIN --mountpoint "$WORKSPACE_MOUNT" | sort -u) == "$number" ]] \
+            || fail "$WORKSPACE_MOUNT holds another file system than volume $WORKSPACE_VOLUME_ID"
+        echo "volume $WORKSPACE_VOLUME_ID is mounted at $WORKSPACE_MOUNT already"
+    else
+        if findmnt -n --source "$device" >/dev/null; then
+            fail "volume $WORKSPACE_VOLUME_ID is mounted elsewhere on the instance"
+        fi
+        format_if_blank "$device"
+        mount -t ext4 -o nodev,nosuid,noexec,noatime -- "$device" "$WORKSPACE_MOUNT" \
+            || fail "could not mount volume $WORKSPACE_VOLUME_ID at $WORKSPACE_MOUNT"
+        echo "volume $WORKSPACE_VOLUME_ID mounted at $WORKSPACE_MOUNT"
+    fi
+    chown "$CONTAINER_UID:$CONTAINER_GID" "$WORKSPACE_MOUNT"
+    chmod 0700 "$WORKSPACE_MOUNT"
+}
+
+# 4. The user's data, writable by the container's uid only: the workspace
+#    volume, or without one a Docker volume on the root disk.
+if [[ -n ${WORKSPACE_VOLUME_ID-} ]]; then
+    mount_workspace
+    DATA_MOUNT="type=bind,source=$WORKSPACE_MOUNT,target=/data"
+else
+    docker volume create --label "spotpool.user=$USER_ID" "$VOLUME" >/dev/null \
+        || fail "could not create volume $VOLUME"
+    mountpoint=$(docker volume inspect --format '{{.Mountpoint}}' "$VOLUME") \
+        || fail "could not inspect volume $VOLUME"
+    [[ $mountpoint == /* && -d $mountpoint && ! -L $mountpoint ]] \
+        || fail "volume $VOLUME has no usable mount point"
+    chown "$CONTAINER_UID:$CONTAINER_GID" "$mountpoint"
+    chmod 0700 "$mountpoint"
+    DATA_MOUNT="type=volume,source=$VOLUME,target=/data,volume-nocopy"
+fi
 
 # 5. The secret, by ARN, with the instance role, into the root-only env file.
-install -d -m 0700 "$SPOTPOOL_RUN_DIR"
-[[ -d $SPOTPOOL_RUN_DIR && ! -L $SPOTPOOL_RUN_DIR && -O $SPOTPOOL_RUN_DIR ]] \
-    || fail "$SPOTPOOL_RUN_DIR is not a directory owned by $(id -un)"
-[[ $(stat -c %a "$SPOTPOOL_RUN_DIR") == 700 ]] || fail "$SPOTPOOL_RUN_DIR is not mode 0700"
+require_private_dir "$SPOTPOOL_RUN_DIR"
 rm -f -- "$ENV_FILE"
 # Reads the GetSecretValue response on standard input and writes KEY=value
 # lines to the file named by its argument (created 0600, never followed if a
@@ -163,7 +281,7 @@ unset response
 #    Docker's doubling back-off against a crash loop. A re-sent start's
 #    docker rm --force (step 3) is never fought by it.
 #    HOME=/data: the root filesystem is read-only, so the gateway's state goes
-#    to the user's volume; /tmp is a small tmpfs (its pages count against the
+#    to the user's workspace or volume (step 4); /tmp is a small tmpfs (its pages count against the
 #    memory limit).
 docker run --detach --name "$NAME" \
     --label "spotpool.user=$USER_ID" \
@@ -172,7 +290,7 @@ docker run --detach --name "$NAME" \
     --user "$CONTAINER_UID:$CONTAINER_GID" \
     --read-only \
     --tmpfs /tmp:rw,noexec,nosuid,nodev,size=256m \
-    --mount "type=volume,source=$VOLUME,target=/data,volume-nocopy" \
+    --mount "$DATA_MOUNT" \
     --env HOME=/data \
     --env-file "$ENV_FILE" \
     --cap-drop ALL \

@@ -1,7 +1,17 @@
 //! The instance scripts: the shell commands spotpool runs on instances over SSM Run Command.
-//! There are two: the readiness probe ([`probe_script`], sent to fresh instances) and the start
-//! of a user's container ([`start_container_script`], sent to a claimed or move-target instance).
-//! Nothing stops or wipes a container: an instance that was sent a start is terminated.
+//! There are three: the readiness probe ([`probe_script`], sent to fresh instances), the start
+//! of a user's container ([`start_container_script`], sent to a claimed or move-target instance)
+//! and the release of a user's workspace volume ([`stop_workspace_script`], sent before
+//! `DetachVolume`). Nothing wipes a container or reuses an instance: an instance that was sent a
+//! start is terminated.
+//!
+//! Workspaces: with [`ContainerSpec::workspace_volume_id`] the container's `/data` is the user's
+//! EBS volume, which the daemon has attached as [`WORKSPACE_DEVICE_NAME`]. The start finds its
+//! device by volume id (the NVMe serial link under [`WORKSPACE_DEVICE_DIR`]; on Xen instances
+//! `/dev/xvdf` or `/dev/sdf` when not an NVMe device), creates an ext4 file system only on a
+//! blank device, and mounts it at [`WORKSPACE_ROOT`]`/<user id>` (`nodev,nosuid,noexec,noatime`),
+//! bound into the container at `/data`. The stop removes the container and unmounts it (never
+//! lazily); only once it succeeded may the daemon detach the volume.
 //!
 //! Owns: turning the scripts in `scripts/instance/` into command text. Must not: put a secret
 //! value in a command. The container's secrets are fetched on the instance, by ARN, with the
@@ -29,9 +39,21 @@ pub const METADATA_BLOCK_RULE: &str = "-d 169.254.169.254/32 -j DROP";
 /// The uid and gid the user container runs as (no account on the host).
 pub const CONTAINER_USER: &str = "10001:10001";
 
+/// The device name the daemon attaches a workspace volume with (`AttachVolume`'s `Device`). On
+/// Xen instances the volume appears as `/dev/xvdf`; on Nitro it is an NVMe device found by serial.
+pub const WORKSPACE_DEVICE_NAME: &str = "/dev/sdf";
+
+/// Where udev links NVMe EBS volumes by serial (`nvme-Amazon_Elastic_Block_Store_vol<hex>`); the
+/// start and stop commands pass it as `WORKSPACE_DEVICE_DIR`.
+pub const WORKSPACE_DEVICE_DIR: &str = "/dev/disk/by-id";
+
+/// Where the instance mounts workspaces, one directory per user id (root, 0700).
+pub const WORKSPACE_ROOT: &str = "/var/lib/spotpool/workspaces";
+
 const LIB: &str = include_str!("../../scripts/instance/lib.sh");
 const PROBE: &str = include_str!("../../scripts/instance/probe.sh");
 const START_CONTAINER: &str = include_str!("../../scripts/instance/start-container.sh");
+const STOP_WORKSPACE: &str = include_str!("../../scripts/instance/stop-workspace.sh");
 
 /// The line (suffix) of a script that the library replaces.
 const INLINE_MARKER: &str = "# spotpool:inline-lib";
@@ -102,6 +124,10 @@ pub struct ContainerSpec<'a> {
     pub cpus: f64,
     /// Most processes and threads in the container.
     pub pids_limit: u32,
+    /// The user's EBS workspace volume (`vol-...`), attached to the instance as
+    /// [`WORKSPACE_DEVICE_NAME`] before the start is sent; mounted at the container's `/data`.
+    /// `None`: `/data` is a Docker volume on the instance's root disk, lost with the instance.
+    pub workspace_volume_id: Option<&'a str>,
 }
 
 /// `cpus` as Docker's `--cpus` text, rounded to millicores: 1.0 -> "1.000". A value that is not
@@ -113,6 +139,8 @@ fn cpus_text(cpus: f64) -> String {
 
 /// Starts (or replaces) the user's container and waits until it is healthy. The secret is read
 /// on the instance by ARN into a root-only env file that is removed once the container started.
+/// With a workspace volume it is mounted first (created on a blank volume only); it stays mounted
+/// when the start fails later, so [`stop_workspace_script`] must run before a detach either way.
 pub fn start_container_script(spec: &ContainerSpec<'_>) -> String {
     render(
         "start the user's container",
@@ -129,6 +157,28 @@ pub fn start_container_script(spec: &ContainerSpec<'_>) -> String {
             ("MEMORY_MB", spec.memory_mb.to_string()),
             ("CPUS", cpus_text(spec.cpus)),
             ("PIDS_LIMIT", spec.pids_limit.to_string()),
+            (
+                "WORKSPACE_VOLUME_ID",
+                spec.workspace_volume_id.unwrap_or("").to_string(),
+            ),
+            ("WORKSPACE_DEVICE_DIR", WORKSPACE_DEVICE_DIR.to_string()),
+        ],
+    )
+}
+
+/// Stops and removes the user's container (20 s grace), syncs and unmounts the user's workspace
+/// `volume_id`. Succeeds when nothing on the instance mounts the volume any more (also when there
+/// was no container, no mount or no device); fails with one `spotpool:` line when the mount stays
+/// busy, and then the volume must not be detached.
+pub fn stop_workspace_script(user_id: &str, volume_id: &str) -> String {
+    render(
+        "stop the user's container and unmount the workspace",
+        "stop-workspace.sh",
+        STOP_WORKSPACE,
+        &[
+            ("USER_ID", user_id.to_string()),
+            ("WORKSPACE_VOLUME_ID", volume_id.to_string()),
+            ("WORKSPACE_DEVICE_DIR", WORKSPACE_DEVICE_DIR.to_string()),
         ],
     )
 }

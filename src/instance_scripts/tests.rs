@@ -9,6 +9,7 @@ const IMAGE: &str = "ghcr.io/openclaw/openclaw:latest";
 const SECRET_VALUE: &str = "sk-live-7f3a9c-DO-NOT-LEAK";
 /// A value the env file must carry verbatim: quotes, spaces, `$()`, backquotes, backslashes.
 const TRICKY_VALUE: &str = r#"it's "quoted" $(touch /tmp/x) `id` \n spaced"#;
+const VOLUME_ID: &str = "vol-0123456789abcdef0";
 
 fn spec(host_ip: Option<&'static str>) -> ContainerSpec<'static> {
     ContainerSpec {
@@ -22,6 +23,14 @@ fn spec(host_ip: Option<&'static str>) -> ContainerSpec<'static> {
         memory_mb: 1536,
         cpus: 1.0,
         pids_limit: 512,
+        workspace_volume_id: None,
+    }
+}
+
+fn workspace_spec() -> ContainerSpec<'static> {
+    ContainerSpec {
+        workspace_volume_id: Some(VOLUME_ID),
+        ..spec(Some("10.0.1.5"))
     }
 }
 
@@ -30,13 +39,19 @@ fn all_commands() -> Vec<(&'static str, String)> {
         ("probe", probe_script(IMAGE)),
         ("start", start_container_script(&spec(Some("10.0.1.5")))),
         ("start without HOST_IP", start_container_script(&spec(None))),
+        (
+            "start with a workspace",
+            start_container_script(&workspace_spec()),
+        ),
+        ("stop workspace", stop_workspace_script("alice", VOLUME_ID)),
     ]
 }
 
-const SCRIPT_FILES: [(&str, &str); 3] = [
+const SCRIPT_FILES: [(&str, &str); 4] = [
     ("lib.sh", LIB),
     ("probe.sh", PROBE),
     ("start-container.sh", START_CONTAINER),
+    ("stop-workspace.sh", STOP_WORKSPACE),
 ];
 
 /// The lines that are not comments.
@@ -50,6 +65,16 @@ fn header_line(command: &str, name: &str) -> String {
         .find(|l| l.starts_with(&format!("{name}=")))
         .unwrap_or_else(|| panic!("no {name}= line"))
         .to_string()
+}
+
+/// `command` with the header input `name` set to `value` instead.
+fn with_input(command: &str, name: &str, value: &str) -> String {
+    let line = header_line(command, name);
+    command.replacen(
+        &format!("{line}\n"),
+        &format!("{name}={}\n", shell_quote(value)),
+        1,
+    )
 }
 
 #[test]
@@ -124,6 +149,9 @@ fn no_script_traces_or_shows_container_logs_or_loosens_the_sandbox() {
                 "0.0.0.0:",
                 "--network host",
                 "--pid host",
+                "umount -l",
+                "--lazy",
+                "wipefs",
             ] {
                 assert!(!line.contains(banned), "{file}: {banned:?} in {line:?}");
             }
@@ -163,7 +191,8 @@ fn the_start_command_hardens_the_container() {
         "--log-opt max-size=10m",
         "--log-opt max-file=3",
         "--label \"spotpool.user=$USER_ID\"",
-        "--mount \"type=volume,source=$VOLUME,target=/data,volume-nocopy\"",
+        "DATA_MOUNT=\"type=volume,source=$VOLUME,target=/data,volume-nocopy\"",
+        "--mount \"$DATA_MOUNT\"",
         "--env-file \"$ENV_FILE\"",
         "--pull never",
         "NAME=\"openclaw-$USER_ID\"",
@@ -174,11 +203,79 @@ fn the_start_command_hardens_the_container() {
     }
     let (uid, gid) = CONTAINER_USER.split_once(':').unwrap();
     assert!(command.contains(&format!("CONTAINER_UID={uid}\nCONTAINER_GID={gid}\n")));
+    // Without a workspace, /data is the Docker volume, as before workspaces.
+    assert_eq!(
+        header_line(&command, "WORKSPACE_VOLUME_ID"),
+        "WORKSPACE_VOLUME_ID=''"
+    );
     // Without a known address the instance asks IMDSv2, with a token; never 0.0.0.0.
     let command = start_container_script(&spec(None));
     assert_eq!(header_line(&command, "HOST_IP"), "HOST_IP=''");
     assert!(command.contains("X-aws-ec2-metadata-token-ttl-seconds"));
     assert!(command.contains("[[ $HOST_IP != 0.0.0.0 ]]"));
+}
+
+/// The command's header names the volume and the real device directory.
+fn assert_workspace_header(command: &str) {
+    assert_eq!(
+        header_line(command, "WORKSPACE_VOLUME_ID"),
+        format!("WORKSPACE_VOLUME_ID='{VOLUME_ID}'")
+    );
+    assert_eq!(
+        header_line(command, "WORKSPACE_DEVICE_DIR"),
+        format!("WORKSPACE_DEVICE_DIR='{WORKSPACE_DEVICE_DIR}'")
+    );
+}
+
+#[test]
+fn the_start_command_with_a_workspace_binds_its_mount_point_at_data() {
+    let command = start_container_script(&workspace_spec());
+    assert_workspace_header(&command);
+    for text in [
+        "WORKSPACE_MOUNT=\"$SPOTPOOL_WORKSPACE_ROOT/$USER_ID\"",
+        &format!("SPOTPOOL_WORKSPACE_ROOT=${{SPOTPOOL_WORKSPACE_ROOT:-{WORKSPACE_ROOT}}}"),
+        "DATA_MOUNT=\"type=bind,source=$WORKSPACE_MOUNT,target=/data\"",
+        "--mount \"$DATA_MOUNT\"",
+        "mount -t ext4 -o nodev,nosuid,noexec,noatime -- \"$device\" \"$WORKSPACE_MOUNT\"",
+        "nvme-Amazon_Elastic_Block_Store_${WORKSPACE_VOLUME_ID/-/}",
+        &format!("\"$SPOTPOOL_DEV_DIR/{}\"", &WORKSPACE_DEVICE_NAME[5..]),
+        "blkid -p -o export -- \"$device\"",
+        "WORKSPACE_LABEL=spotpool-ws",
+    ] {
+        assert!(command.contains(text), "missing {text}");
+    }
+    // The Docker volume is only the branch without a workspace.
+    let (with, without) = command
+        .split_once("if [[ -n ${WORKSPACE_VOLUME_ID-} ]]; then\n    mount_workspace\n")
+        .unwrap();
+    assert!(!with.contains("docker volume"));
+    let without = without.split_once("\nfi\n").unwrap().0;
+    let (bind, volume) = without.split_once("\nelse\n").unwrap();
+    assert!(!bind.contains("docker volume") && volume.contains("docker volume create"));
+    // The hardening is the same with and without a workspace: one docker run, in both cases.
+    assert_eq!(
+        code(&command)
+            .filter(|l| l.trim_start().starts_with("docker run "))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn the_stop_command_removes_the_container_and_unmounts_without_lazy() {
+    let command = stop_workspace_script("alice", VOLUME_ID);
+    assert_eq!(header_line(&command, "USER_ID"), "USER_ID='alice'");
+    assert_workspace_header(&command);
+    for text in [
+        "remove_user_container \"$NAME\" 20",
+        "docker stop --time \"$grace\" \"$name\"",
+        "\nsync\n",
+        "umount -- \"$WORKSPACE_MOUNT\"",
+        "/sys/fs/ext4/${device##*/}",
+    ] {
+        assert!(command.contains(text), "missing {text}");
+    }
+    assert!(!command.contains("docker run"));
 }
 
 #[test]
@@ -234,6 +331,12 @@ fn hostile_inputs_stay_inside_their_quotes() {
             host_ip: Some(&hostile),
             ..spec(Some("10.0.1.5"))
         }),
+        start_container_script(&ContainerSpec {
+            workspace_volume_id: Some(&hostile),
+            ..spec(Some("10.0.1.5"))
+        }),
+        stop_workspace_script(&hostile, VOLUME_ID),
+        stop_workspace_script("alice", &hostile),
     ] {
         let output = sandbox.run(&command, &[]);
         assert!(!output.status.success());
@@ -285,6 +388,26 @@ fn a_missing_input_is_named() {
         one_spotpool_line(&output),
         "spotpool: HOST_IP must be the instance's private address, not 0.0.0.0"
     );
+    let output = sandbox.run(&stop_workspace_script("alice", ""), &[]);
+    assert_eq!(
+        one_spotpool_line(&output),
+        "spotpool: input WORKSPACE_VOLUME_ID is missing (expected an EBS volume id: vol- and \
+         8 to 17 lowercase hex digits)"
+    );
+    for volume_id in [
+        "vol-0123456789ABCDEF0",
+        "vol-0123456",
+        "i-0123456789abcdef0",
+    ] {
+        let output = sandbox.run(
+            &start_container_script(&ContainerSpec {
+                workspace_volume_id: Some(volume_id),
+                ..spec(Some("10.0.1.5"))
+            }),
+            &[],
+        );
+        assert!(one_spotpool_line(&output).contains("input WORKSPACE_VOLUME_ID is malformed"));
+    }
     assert!(sandbox.calls().is_empty());
 }
 
@@ -475,6 +598,8 @@ impl Sandbox {
             .env("FAKE_DIR", &self.dir)
             .env("SPOTPOOL_RUN_DIR", self.path("run"))
             .env("SPOTPOOL_READY_MARKER", self.path("ready"))
+            .env("SPOTPOOL_WORKSPACE_ROOT", self.path("workspaces"))
+            .env("SPOTPOOL_DEV_DIR", self.path("dev"))
             .envs(env.iter().copied())
             .output()
             .unwrap()
@@ -559,23 +684,9 @@ fn has_pair(argv: &[String], flag: &str, value: &str) -> bool {
     argv.windows(2).any(|w| w[0] == flag && w[1] == value)
 }
 
-#[test]
-fn the_start_command_runs_a_hardened_container_and_removes_the_env_file() {
-    let sandbox = Sandbox::new();
-    let output = sandbox.run(&start_container_script(&spec(Some("10.0.1.5"))), &[]);
-    assert!(
-        output.status.success(),
-        "stderr: {}\nstdout: {}",
-        String::from_utf8_lossy(&output.stderr),
-        stdout(&output)
-    );
-    assert!(output.stderr.is_empty());
-    assert!(stdout(&output).contains("container openclaw-alice is healthy on /healthz"));
-    assert_no_secret_leaked(&sandbox, &output);
-
-    let runs = sandbox.docker_runs();
-    assert_eq!(runs.len(), 1, "{runs:?}");
-    let argv = &runs[0];
+/// The docker run argv has every hardening flag (all but the `--mount` of /data, which the
+/// callers check) and no other host path.
+fn assert_hardened(argv: &[String]) {
     for (flag, value) in [
         ("--name", "openclaw-alice"),
         ("--label", "spotpool.user=alice"),
@@ -583,10 +694,6 @@ fn the_start_command_runs_a_hardened_container_and_removes_the_env_file() {
         ("--restart", "unless-stopped"),
         ("--user", CONTAINER_USER),
         ("--tmpfs", "/tmp:rw,noexec,nosuid,nodev,size=256m"),
-        (
-            "--mount",
-            "type=volume,source=spotpool-alice,target=/data,volume-nocopy",
-        ),
         ("--env", "HOME=/data"),
         ("--cap-drop", "ALL"),
         ("--security-opt", "no-new-privileges"),
@@ -606,6 +713,36 @@ fn the_start_command_runs_a_hardened_container_and_removes_the_env_file() {
         assert!(argv.iter().any(|a| a == flag), "no {flag} in {argv:?}");
     }
     assert_eq!(argv.last().map(String::as_str), Some(IMAGE));
+    // One place for /data, and nothing else from the host.
+    assert_eq!(argv.iter().filter(|a| *a == "--mount").count(), 1);
+    for banned in ["--volume", "-v", "--volumes-from", "--device"] {
+        assert!(!argv.iter().any(|a| a == banned), "{banned} in {argv:?}");
+    }
+}
+
+#[test]
+fn the_start_command_runs_a_hardened_container_and_removes_the_env_file() {
+    let sandbox = Sandbox::new();
+    let output = sandbox.run(&start_container_script(&spec(Some("10.0.1.5"))), &[]);
+    assert!(
+        output.status.success(),
+        "stderr: {}\nstdout: {}",
+        String::from_utf8_lossy(&output.stderr),
+        stdout(&output)
+    );
+    assert!(output.stderr.is_empty());
+    assert!(stdout(&output).contains("container openclaw-alice is healthy on /healthz"));
+    assert_no_secret_leaked(&sandbox, &output);
+
+    let runs = sandbox.docker_runs();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let argv = &runs[0];
+    assert_hardened(argv);
+    assert!(has_pair(
+        argv,
+        "--mount",
+        "type=volume,source=spotpool-alice,target=/data,volume-nocopy"
+    ));
 
     // The env file: in the root-only run directory, 0600, the values verbatim, then gone.
     let env_file = argv
@@ -755,7 +892,7 @@ fn any_other_failure_is_one_line_naming_the_script_line() {
     assert_eq!(output.status.code(), Some(3));
     let line = command
         .lines()
-        .position(|l| l.starts_with("chown "))
+        .position(|l| l.trim_start() == r#"chown "$CONTAINER_UID:$CONTAINER_GID" "$mountpoint""#)
         .unwrap()
         + 1;
     assert_eq!(
@@ -833,10 +970,510 @@ fn the_probe_checks_docker_the_marker_the_image_the_rule_and_freshness() {
     let output = sandbox.run(&probe_script(IMAGE), &[("FAKE_IPTABLES_EXIT", "1")]);
     assert!(one_spotpool_line(&output).contains("DOCKER-USER"));
 
+    // The mount point a workspace leaves behind (empty, after stop-workspace.sh).
+    std::fs::create_dir_all(sandbox.path("workspaces/alice")).unwrap();
+    let output = sandbox.run(&probe_script(IMAGE), &[]);
+    assert_eq!(
+        one_spotpool_line(&output),
+        "spotpool: a user workspace was mounted on this instance; it is not fresh"
+    );
+
     std::fs::write(sandbox.path("state/containers/openclaw-bob"), "").unwrap();
     let output = sandbox.run(&probe_script(IMAGE), &[]);
     assert_eq!(
         one_spotpool_line(&output),
         "spotpool: a user container exists on this instance; it is not fresh"
     );
+}
+
+// --- workspaces --------------------------------------------------------------------------
+
+#[test]
+fn the_stop_command_removes_the_container_and_succeeds_with_nothing_mounted() {
+    let sandbox = Sandbox::new();
+    std::fs::write(sandbox.path("state/containers/openclaw-alice"), "").unwrap();
+    let command = stop_workspace_script("alice", VOLUME_ID);
+    let output = sandbox.run(&command, &[]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(output.stderr.is_empty());
+    assert!(sandbox.has_call(&["docker", "stop", "--time", "20", "openclaw-alice"]));
+    assert!(sandbox.has_call(&["docker", "rm", "--force", "--volumes", "openclaw-alice"]));
+    assert!(!sandbox.exists("state/containers/openclaw-alice"));
+    assert!(stdout(&output).ends_with(&format!(
+        "workspace of alice (volume {VOLUME_ID}) is not mounted\n"
+    )));
+    // Again: no container, no mount point, no device.
+    let output = sandbox.run(&command, &[]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(output.stderr.is_empty());
+    assert!(stdout(&output).contains("no container openclaw-alice"));
+}
+
+#[test]
+fn a_workspace_whose_device_never_appears_fails_before_the_secret_is_read() {
+    let sandbox = Sandbox::new();
+    let output = sandbox.run(
+        &start_container_script(&workspace_spec()),
+        &[("SPOTPOOL_WORKSPACE_WAIT", "1")],
+    );
+    assert_eq!(
+        one_spotpool_line(&output),
+        format!(
+            "spotpool: volume {VOLUME_ID} is not attached: no device for it appeared within 1s"
+        )
+    );
+    assert!(!sandbox.calls().iter().any(|c| c[0] == "aws"));
+    assert!(
+        !sandbox
+            .calls()
+            .iter()
+            .any(|c| c.len() > 1 && c[1] == "volume")
+    );
+    assert!(sandbox.docker_runs().is_empty());
+    // The mount point is made ready (root, 0700), with nothing mounted on it.
+    let mode = |p: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(sandbox.path(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode("workspaces"), 0o700);
+    assert_eq!(mode("workspaces/alice"), 0o700);
+}
+
+/// Runs a host tool; panics with its output when it fails.
+fn host(tool: &str, args: &[&str]) -> String {
+    let output = Command::new(tool).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{tool} {args:?}: {}{}",
+        stdout(&output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout(&output)
+}
+
+fn is_mountpoint(path: &std::path::Path) -> bool {
+    Command::new("mountpoint")
+        .arg("-q")
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A sandbox with a 64 MiB image on a real loop device, linked as the volume's NVMe serial link
+/// in the sandbox's `by-id`, and the start and stop commands that look there. On drop, whatever
+/// happened: the workspace and the test's own mount point unmounted, the loop device detached,
+/// then (a field, so after that) the sandbox removed.
+struct LoopDisk {
+    sandbox: Sandbox,
+    image: PathBuf,
+    device: String,
+    mounts: [PathBuf; 2],
+    start: String,
+    stop: String,
+}
+
+impl LoopDisk {
+    /// `None` (with the reason printed) where loop devices cannot be used: not root, or
+    /// `losetup -f` finds none.
+    fn new() -> Option<LoopDisk> {
+        let uid = Command::new("id").arg("-u").output().map(|o| stdout(&o));
+        if uid.ok().as_deref().map(str::trim) != Some("0") {
+            eprintln!("SKIPPED: the workspace tests need root (mount, losetup)");
+            return None;
+        }
+        let free = Command::new("losetup").arg("-f").output();
+        if !free.as_ref().is_ok_and(|o| o.status.success()) {
+            eprintln!("SKIPPED: no loop device is available (losetup -f: {free:?})");
+            return None;
+        }
+        let sandbox = Sandbox::new();
+        let (start, stop) = workspace_commands(&sandbox);
+        let image = sandbox.path("volume.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        let device = host("losetup", &["--find", "--show", image.to_str().unwrap()])
+            .trim()
+            .to_string();
+        let disk = LoopDisk {
+            image,
+            device,
+            mounts: [sandbox.path("workspaces/alice"), sandbox.path("prepare")],
+            start,
+            stop,
+            sandbox,
+        };
+        let sandbox = &disk.sandbox;
+        std::fs::create_dir_all(sandbox.path("by-id")).unwrap();
+        std::fs::create_dir_all(sandbox.path("dev")).unwrap();
+        disk.link(&sandbox.path(&format!(
+            "by-id/nvme-Amazon_Elastic_Block_Store_{}",
+            VOLUME_ID.replace('-', "")
+        )));
+        // The real chown: the owner of the workspace's root is checked.
+        std::fs::remove_file(sandbox.path("bin/chown")).unwrap();
+        Some(disk)
+    }
+
+    fn link(&self, at: &std::path::Path) {
+        std::os::unix::fs::symlink(&self.device, at).unwrap();
+    }
+
+    /// The image as it is now.
+    fn bytes(&self) -> Vec<u8> {
+        std::fs::read(&self.image).unwrap()
+    }
+
+    /// blkid's value of `tag` (`TYPE`, `LABEL`, `UUID`) for the device.
+    fn probe(&self, tag: &str) -> String {
+        let output = Command::new("blkid")
+            .args(["-p", "-o", "value", "-s", tag, &self.device])
+            .output()
+            .unwrap();
+        stdout(&output).trim().to_string()
+    }
+
+    /// Mounts the device at the test's own mount point, runs `write` in it, unmounts it.
+    fn prepare(&self, write: impl FnOnce(&std::path::Path)) {
+        let at = &self.mounts[1];
+        std::fs::create_dir_all(at).unwrap();
+        host("mount", &[&self.device, at.to_str().unwrap()]);
+        write(at);
+        host("umount", &[at.to_str().unwrap()]);
+    }
+
+    /// The kernel still has an ext4 instance of the device (mounted in some namespace).
+    fn in_use(&self) -> bool {
+        let name = self.device.rsplit('/').next().unwrap();
+        std::path::Path::new("/sys/fs/ext4").join(name).exists()
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        for at in &self.mounts {
+            for _ in 0..8 {
+                if !is_mountpoint(at) {
+                    break;
+                }
+                let unmounted = Command::new("umount")
+                    .arg(at)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !unmounted {
+                    // Clean-up only: never what the scripts do.
+                    let _ = Command::new("umount").arg("--lazy").arg(at).status();
+                }
+            }
+        }
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+/// The start and stop commands with the sandbox's `by-id` as their device directory.
+fn workspace_commands(sandbox: &Sandbox) -> (String, String) {
+    let dir = sandbox.path("by-id");
+    let dir = dir.to_str().unwrap();
+    (
+        with_input(
+            &start_container_script(&workspace_spec()),
+            "WORKSPACE_DEVICE_DIR",
+            dir,
+        ),
+        with_input(
+            &stop_workspace_script("alice", VOLUME_ID),
+            "WORKSPACE_DEVICE_DIR",
+            dir,
+        ),
+    )
+}
+
+fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "stderr: {}\nstdout: {}",
+        String::from_utf8_lossy(&output.stderr),
+        stdout(output)
+    );
+    assert!(output.stderr.is_empty());
+}
+
+/// The workspace is mounted once at the sandbox's mount point, from the loop device, with
+/// nodev,nosuid,noexec, and its root belongs to the container's uid, mode 0700.
+fn assert_mounted(sandbox: &Sandbox, disk: &LoopDisk) {
+    use std::os::unix::fs::MetadataExt;
+    let mount = sandbox.path("workspaces/alice");
+    let found = host(
+        "findmnt",
+        &["-n", "-r", "-o", "SOURCE,FSTYPE,OPTIONS", "--mountpoint"]
+            .into_iter()
+            .chain([mount.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    let lines: Vec<&str> = found.lines().collect();
+    assert_eq!(lines.len(), 1, "mounted more than once: {found}");
+    let fields: Vec<&str> = lines[0].split(' ').collect();
+    assert_eq!(fields[..2], [disk.device.as_str(), "ext4"], "{found}");
+    let options: Vec<&str> = fields[2].split(',').collect();
+    for option in ["rw", "nodev", "nosuid", "noexec"] {
+        assert!(options.contains(&option), "no {option} in {found}");
+    }
+    let root = std::fs::metadata(&mount).unwrap();
+    assert_eq!(
+        format!("{}:{}", root.uid(), root.gid()),
+        CONTAINER_USER,
+        "owner of the workspace root"
+    );
+    assert_eq!(root.mode() & 0o7777, 0o700);
+    let parent = std::fs::metadata(sandbox.path("workspaces")).unwrap();
+    assert_eq!((parent.uid(), parent.mode() & 0o7777), (0, 0o700));
+    assert_eq!(disk.probe("TYPE"), "ext4");
+    assert_eq!(disk.probe("LABEL"), "spotpool-ws");
+}
+
+#[test]
+fn a_blank_workspace_is_formatted_mounted_bound_at_data_and_unmounted() {
+    let Some(disk) = LoopDisk::new() else {
+        return;
+    };
+    let (sandbox, start, stop) = (&disk.sandbox, &disk.start, &disk.stop);
+    // The same start without a workspace first: its docker run is the reference.
+    let output = sandbox.run(&start_container_script(&spec(Some("10.0.1.5"))), &[]);
+    assert_success(&output);
+    let volume_calls = |sandbox: &Sandbox| {
+        sandbox
+            .calls()
+            .iter()
+            .filter(|c| c.len() > 1 && c[0] == "docker" && c[1] == "volume")
+            .count()
+    };
+    let before = volume_calls(sandbox);
+
+    let output = sandbox.run(start, &[]);
+    assert_success(&output);
+    assert!(stdout(&output).contains(&format!(
+        "volume {VOLUME_ID} is blank: creating its file system"
+    )));
+    assert_no_secret_leaked(sandbox, &output);
+    assert_mounted(sandbox, &disk);
+    assert_eq!(
+        volume_calls(sandbox),
+        before,
+        "docker volume with a workspace"
+    );
+    let runs = sandbox.docker_runs();
+    assert_eq!(runs.len(), 2);
+    let mount = sandbox.path("workspaces/alice");
+    let bind = format!("type=bind,source={},target=/data", mount.display());
+    assert!(has_pair(&runs[1], "--mount", &bind), "{:?}", runs[1]);
+    assert_hardened(&runs[1]);
+    // Every other argument is exactly as without a workspace.
+    let reference: Vec<String> = runs[0]
+        .iter()
+        .map(|a| {
+            if a.starts_with("type=volume,") {
+                bind.clone()
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    assert_eq!(runs[1], reference);
+
+    // A re-run of the start: mounted already, not twice, not formatted again.
+    let uuid = disk.probe("UUID");
+    std::fs::write(mount.join("state.json"), "{\"kept\":true}").unwrap();
+    let output = sandbox.run(start, &[]);
+    assert_success(&output);
+    assert!(
+        stdout(&output).contains("is mounted at"),
+        "{}",
+        stdout(&output)
+    );
+    assert_mounted(sandbox, &disk);
+    assert_eq!(disk.probe("UUID"), uuid);
+    assert_eq!(
+        std::fs::read_to_string(mount.join("state.json")).unwrap(),
+        "{\"kept\":true}"
+    );
+    assert!(sandbox.has_call(&["docker", "rm", "--force", "--volumes", "openclaw-alice"]));
+
+    // The stop: container gone, unmounted, the kernel holds no instance of the file system.
+    let output = sandbox.run(stop, &[]);
+    assert_success(&output);
+    assert!(sandbox.has_call(&["docker", "stop", "--time", "20", "openclaw-alice"]));
+    assert!(!sandbox.exists("state/containers/openclaw-alice"));
+    assert!(!is_mountpoint(&mount));
+    assert!(!disk.in_use());
+    // The mount point stays (empty, root's) for the probe's freshness check.
+    assert!(mount.is_dir() && std::fs::read_dir(&mount).unwrap().next().is_none());
+    // Twice is fine.
+    let output = sandbox.run(stop, &[]);
+    assert_success(&output);
+    assert!(stdout(&output).contains("no container openclaw-alice"));
+    assert_eq!(disk.probe("UUID"), uuid);
+}
+
+#[test]
+fn an_existing_workspace_is_mounted_and_never_formatted_again() {
+    let Some(disk) = LoopDisk::new() else {
+        return;
+    };
+    let (sandbox, start, stop) = (&disk.sandbox, &disk.start, &disk.stop);
+    host("mkfs.ext4", &["-q", "-L", "spotpool-ws", &disk.device]);
+    let content: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+    disk.prepare(|at| {
+        std::fs::create_dir(at.join("notes")).unwrap();
+        std::fs::write(at.join("notes/blob.bin"), &content).unwrap();
+    });
+    let uuid = disk.probe("UUID");
+
+    let output = sandbox.run(start, &[]);
+    assert_success(&output);
+    let out = stdout(&output);
+    assert!(
+        out.contains("holds its workspace file system") && !out.contains("creating"),
+        "{out}"
+    );
+    assert_mounted(sandbox, &disk);
+    assert_eq!(disk.probe("UUID"), uuid);
+    let mount = sandbox.path("workspaces/alice");
+    assert_eq!(
+        std::fs::read(mount.join("notes/blob.bin")).unwrap(),
+        content
+    );
+    assert_success(&sandbox.run(stop, &[]));
+    assert!(!is_mountpoint(&mount));
+
+    // A Xen instance: no serial link, the volume is /dev/xvdf (not an NVMe device).
+    for entry in std::fs::read_dir(sandbox.path("by-id")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    disk.link(&sandbox.path("dev/xvdf"));
+    let output = sandbox.run(start, &[]);
+    assert_success(&output);
+    assert_mounted(sandbox, &disk);
+    assert_eq!(
+        std::fs::read(mount.join("notes/blob.bin")).unwrap(),
+        content
+    );
+    assert_success(&sandbox.run(stop, &[]));
+    assert!(!is_mountpoint(&mount));
+    assert!(!disk.in_use());
+    assert_eq!(disk.probe("UUID"), uuid);
+}
+
+/// Writes a DOS partition table (one Linux partition) onto `device`, with no file system.
+fn write_partition_table(device: &str) {
+    use std::io::Write;
+    let mut mbr = [0u8; 512];
+    mbr[446 + 4] = 0x83;
+    mbr[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
+    mbr[446 + 12..446 + 16].copy_from_slice(&129_024u32.to_le_bytes());
+    mbr[510] = 0x55;
+    mbr[511] = 0xAA;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(device)
+        .unwrap();
+    file.write_all(&mbr).unwrap();
+    file.sync_all().unwrap();
+}
+
+#[test]
+fn a_device_with_any_other_signature_is_refused_and_left_untouched() {
+    type Prepare = fn(&str);
+    let cases: [(&str, Prepare); 4] = [
+        ("ext2", |d| {
+            host("mkfs.ext2", &["-q", d]);
+        }),
+        ("ext4 not labelled spotpool-ws", |d| {
+            host("mkfs.ext4", &["-q", "-L", "spotpool", d]);
+        }),
+        ("swap", |d| {
+            host("mkswap", &[d]);
+        }),
+        ("a dos partition table", write_partition_table),
+    ];
+    for (found, prepare) in cases {
+        let Some(disk) = LoopDisk::new() else {
+            return;
+        };
+        let (sandbox, start) = (&disk.sandbox, &disk.start);
+        prepare(&disk.device);
+        let before = disk.bytes();
+        let output = sandbox.run(start, &[]);
+        assert!(!output.status.success(), "{found}");
+        assert_eq!(
+            one_spotpool_line(&output),
+            format!(
+                "spotpool: volume {VOLUME_ID} is not a spotpool workspace (blkid finds \
+                 {found}): refusing to format or mount it"
+            )
+        );
+        assert!(!is_mountpoint(&sandbox.path("workspaces/alice")), "{found}");
+        assert!(disk.bytes() == before, "{found}: the device was written to");
+        assert!(sandbox.docker_runs().is_empty());
+        assert!(!sandbox.calls().iter().any(|c| c[0] == "aws"));
+    }
+}
+
+/// A process kept inside the workspace, killed on drop.
+struct Holder(std::process::Child);
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_busy_workspace_fails_the_stop_and_stays_mounted() {
+    let Some(disk) = LoopDisk::new() else {
+        return;
+    };
+    let (sandbox, start, stop) = (&disk.sandbox, &disk.start, &disk.stop);
+    assert_success(&sandbox.run(start, &[]));
+    let mount = sandbox.path("workspaces/alice");
+
+    // A host process inside it: the stop retries, then fails; never a lazy unmount.
+    let holder = Holder(
+        Command::new("sleep")
+            .arg("60")
+            .current_dir(&mount)
+            .spawn()
+            .unwrap(),
+    );
+    let output = sandbox.run(stop, &[("SPOTPOOL_UNMOUNT_WAIT", "1")]);
+    assert_eq!(
+        one_spotpool_line(&output),
+        format!(
+            "spotpool: the workspace of alice at {} stays busy: volume {VOLUME_ID} could not \
+             be unmounted",
+            mount.display()
+        )
+    );
+    assert_mounted(sandbox, &disk);
+    drop(holder);
+
+    // Mounted somewhere else as well: the stop unmounts its own mount point and refuses.
+    let elsewhere = &disk.mounts[1];
+    std::fs::create_dir_all(elsewhere).unwrap();
+    host("mount", &[&disk.device, elsewhere.to_str().unwrap()]);
+    let output = sandbox.run(stop, &[]);
+    assert_eq!(
+        one_spotpool_line(&output),
+        format!("spotpool: volume {VOLUME_ID} is still mounted elsewhere on the instance")
+    );
+    assert!(!is_mountpoint(&mount));
+    host("umount", &[elsewhere.to_str().unwrap()]);
+    assert_success(&sandbox.run(stop, &[]));
+    assert!(!disk.in_use());
 }

@@ -279,6 +279,7 @@ impl Reconciler {
             memory_mb: config.container_memory_mb,
             cpus: config.container_cpus,
             pids_limit: config.container_pids_limit,
+            workspace_volume_id: None,
         }))
     }
 
