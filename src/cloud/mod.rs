@@ -17,7 +17,7 @@
 
 pub mod aws;
 pub mod fake;
-pub mod fake_queue;
+pub use fake::queue as fake_queue;
 pub mod limit;
 pub mod profile;
 
