@@ -34,7 +34,8 @@
 //! Files: this one holds the fake's state and the tests' controls (`fail_next`, `set_now`,
 //! `reclaim`, the inspectors); `cloud_impl.rs` the `Cloud` port's operations; `sim.rs` the
 //! simulated mode; `queue.rs` the fake of the other port, [`InterruptionQueue`]
-//! (`crate::cloud::fake_queue` re-exports it).
+//! (`crate::cloud::fake_queue` re-exports it). Test scaffolding: compiled only with the `fake`
+//! feature, which every test build turns on, never into the production binary.
 //!
 //! [`InterruptionQueue`]: super::InterruptionQueue
 
