@@ -1,7 +1,7 @@
 //! Benchmark: wall time of a claim against moto, from the PUT to `ready`, and the AWS calls a
 //! claim costs, by operation.
 //!
-//! `cargo build && cargo run --example claim_latency -- [CLAIMS] [POLL_INTERVAL]` (defaults 25 and 500ms, the
+//! `cargo build --bins --examples && cargo run --example claim_latency -- [CLAIMS] [POLL_INTERVAL]` (defaults 25 and 500ms, the
 //! daemon's default poll interval). It starts moto and the real daemon on free loopback ports,
 //! creates the minimal infrastructure, then claims users one at a time, each on a warm spare
 //! (it waits for the pool to refill between claims), and then a burst of concurrent claims.

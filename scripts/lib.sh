@@ -182,6 +182,21 @@ start_moto() {
     return 1
 }
 
+# --- Building the daemon -----------------------------------------------------
+
+# build_daemon: build the daemon (<target dir>/debug/spotpool) so that it
+# shares one build with the tests. Building the examples turns on the
+# dev-dependencies and with them the `fake` feature (see Cargo.toml), so every
+# dependency gets the same features as in scripts/test.sh's build and is
+# reused: after the tests, only spotpool's example is compiled. A plain
+# `cargo build` compiles tokio and the whole AWS SDK a second time with other
+# features (7 min on a 2-core machine). The daemon built this way contains the
+# test fakes, unused; release builds (docs/DEPLOY.md) do not.
+build_daemon() {
+    log "cargo build --bins --examples (the first build compiles the AWS SDK, several minutes; the tests share it)"
+    cargo build --bins --examples
+}
+
 # --- Terraform ---------------------------------------------------------------
 
 # tf_plugin_dir: print the machine's local Terraform plugin mirror, the folder

@@ -14,7 +14,9 @@
 #   CONTAINER_PORT       passed through to the daemon
 #   SPOTPOOL_KEEP_DB=1   keep .local/spotpool.db from the previous run (moto
 #                        always starts empty, so by default the database is reset)
-#   SPOTPOOL_SKIP_BUILD=1  do not run `cargo build` (use the existing binary)
+#   SPOTPOOL_SKIP_BUILD=1  do not build (use the existing binary); the build is
+#                        build_daemon in scripts/lib.sh, which shares the
+#                        test build (scripts/test.sh)
 #   SPOTPOOL_BIN         binary to run (default <target dir>/debug/spotpool)
 #   SPOTPOOL_LOCAL_INFRA how to create the infrastructure in moto: `terraform`
 #                        (terraform/examples/basic, as in production), `python`
@@ -61,8 +63,7 @@ ensure_moto
 # Build first: a compile error should not cost a moto start, and the daemon's
 # port is picked right before it starts, not minutes earlier.
 if [[ ${SPOTPOOL_SKIP_BUILD:-0} != 1 ]]; then
-    log "cargo build (the first build takes several minutes; later ones are incremental)"
-    cargo build
+    build_daemon
 fi
 BIN=${SPOTPOOL_BIN:-${CARGO_TARGET_DIR:-target}/debug/spotpool}
 if [[ ! -x $BIN ]]; then

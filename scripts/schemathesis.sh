@@ -12,7 +12,8 @@
 # when the daemon logs a panic, or when it dies. Daemon and moto are stopped by
 # PID on exit; the work directory (logs, database, reports) is kept on failure.
 #
-# The daemon must be built already (`cargo build`): the binary is
+# The daemon must be built already (scripts/test.sh, or build_daemon in
+# scripts/lib.sh: `cargo build --bins --examples`): the binary is
 # ${CARGO_TARGET_DIR:-target}/debug/spotpool, or SPOTPOOL_BIN. schemathesis is
 # installed from PyPI when it is missing; moto too.
 #
@@ -48,7 +49,7 @@ ensure_schemathesis() {
 }
 
 if [[ ! -x $BIN ]]; then
-    log "$BIN not found or not executable: build it first (cargo build)"
+    log "$BIN not found or not executable: build it first (cargo build --bins --examples, or scripts/test.sh)"
     exit 1
 fi
 

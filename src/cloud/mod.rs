@@ -16,9 +16,14 @@
 //!   [`Cloud::retry_meter`], because the account meters every attempt.
 
 pub mod aws;
+// The fakes and the AWS model they simulate are test scaffolding: only builds with the `fake`
+// feature (every test build, through the self dev-dependency in Cargo.toml) compile them.
+#[cfg(feature = "fake")]
 pub mod fake;
-pub mod fake_queue;
+#[cfg(feature = "fake")]
+pub use fake::queue as fake_queue;
 pub mod limit;
+#[cfg(feature = "fake")]
 pub mod profile;
 
 pub use crate::model::Lifecycle;

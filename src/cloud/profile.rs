@@ -5,7 +5,7 @@
 //! sizes as the client-side governor of `limit.rs`, so client and server agree), injected fault
 //! rates per operation, spot capacity errors per (instance type, subnet), hard limits, and the
 //! SDK's standard retry mode as the daemon configures it. Also the seeded PRNG ([`SimRng`]) every
-//! draw comes from. Must not: do IO, sleep or read the clock; `fake.rs` plays the profile out on
+//! draw comes from. Must not: do IO, sleep or read the clock; `fake/` plays the profile out on
 //! tokio's clock.
 //!
 //! A run states the profile it used with [`Profile::summary`]. The numbers are the

@@ -3,7 +3,7 @@
 //! Owns: the SDK's retry loop around every logical call, the account's server-side token
 //! buckets, the draws of injected faults, the timelines of effects (when an instance runs, when
 //! its agent is online, when it is gone) and the counters a report prints ([`SimStats`]).
-//! Must not: touch the fake's resources (instances, rules, ...); `fake.rs` applies a call's
+//! Must not: touch the fake's resources (instances, rules, ...); `cloud_impl.rs` applies a call's
 //! effect once [`Sim::call`] let an attempt through.
 //!
 //! How a logical call plays out (`Sim::call`):

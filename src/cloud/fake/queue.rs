@@ -1,12 +1,12 @@
 //! An in-memory [`InterruptionQueue`]: messages, in-flight receipts, injected errors and a call
-//! log, like [`super::fake::FakeCloud`] for the `Cloud` port.
+//! log, like [`super::FakeCloud`] for the `Cloud` port.
 //!
 //! Owns: the SQS behaviour the consumer relies on (a received message stays, invisible, until it
 //! is deleted; an unknown or expired receipt deletes nothing and succeeds). Must not: sleep or
 //! read the clock. A receive never waits: an empty queue answers an empty list at once, and the
 //! test decides when the visibility timeout has passed ([`FakeQueue::expire_in_flight`]).
 
-use super::{CloudError, CloudErrorKind, CloudResult, InterruptionQueue, QueueMessage};
+use crate::cloud::{CloudError, CloudErrorKind, CloudResult, InterruptionQueue, QueueMessage};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 

@@ -1,0 +1,576 @@
+//! The fake's side of the [`Cloud`] port: what each call does to the state of [`FakeCloud`]
+//! (`mod.rs`), in plain and in simulated mode, and the errors it answers as AWS would.
+//!
+//! Owns: the per-operation behaviour (idempotent creates and deletes, PriorityInUse, a target
+//! group in use cannot be deleted, InvocationDoesNotExist right after SendCommand, the pool's tag
+//! filter of every listing). Must not: keep state of its own; every call goes through
+//! `FakeCloud::enter` first (the simulated SDK, the call log, injected errors).
+
+use super::{
+    FakeCloud, FakeCommand, FakeInstance, FakeRule, FakeSecret, FakeTargetGroup, Timeline,
+    group_healthy_from,
+};
+use crate::cloud::limit::RetryMeter;
+use crate::cloud::{
+    Cloud, CloudError, CloudErrorKind, CloudInstance, CloudResult, CommandStatus, HealthCheck,
+    LaunchRequest, Lifecycle, PoolResource, RuleInfo, Tags, tags,
+};
+use crate::model::{InstanceId, InstanceStatus, Millis};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+#[async_trait::async_trait]
+impl Cloud for FakeCloud {
+    async fn describe_pool_instances(&self) -> CloudResult<Vec<CloudInstance>> {
+        let mut state = self.enter("DescribeInstances", 1).await?;
+        let hidden = std::mem::take(&mut state.hidden_once);
+        let mut out = Vec::new();
+        for instance in state.instances.values_mut() {
+            if hidden.contains(&instance.id) {
+                continue;
+            }
+            // Plain mode: shutting down lasts one describe, then the instance is terminated and
+            // unlisted. Simulated mode lists it until its termination completes.
+            if instance.lifecycle == Lifecycle::ShuttingDown && self.sim.is_none() {
+                instance.lifecycle = Lifecycle::Terminated;
+                continue;
+            }
+            if instance.lifecycle == Lifecycle::Terminated
+                || instance.tags.get(tags::POOL) != Some(&self.pool)
+            {
+                continue;
+            }
+            out.push(CloudInstance {
+                id: instance.id.clone(),
+                arn: self.instance_arn(&instance.id.0),
+                lifecycle: instance.lifecycle,
+                instance_type: instance.instance_type.clone(),
+                availability_zone: format!("{}-{}", self.region, instance.subnet_id),
+                subnet_id: Some(instance.subnet_id.clone()),
+                private_ip: Some("10.0.0.10".into()),
+                launched_at: instance.launched_at,
+                tier: instance.tags.get(tags::TIER).cloned(),
+                status: instance
+                    .tags
+                    .get(tags::STATUS)
+                    .and_then(|s| InstanceStatus::parse(s)),
+                user_id: instance.tags.get(tags::USER_ID).cloned(),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn launch_instances(&self, request: &LaunchRequest) -> CloudResult<Vec<InstanceId>> {
+        let mut state = self.enter("RunInstances", request.count).await?;
+        state.launch_tokens.push(request.client_token.clone());
+        if let Some(ids) = state.client_tokens.get(&request.client_token) {
+            return Ok(ids.clone());
+        }
+        let offering = (request.instance_type.clone(), request.subnet_id.clone());
+        if request.spot && state.no_capacity.contains(&offering) {
+            if let Some(sim) = &self.sim {
+                sim.count_capacity_error();
+            }
+            return Err(CloudError::new(
+                CloudErrorKind::Capacity,
+                "RunInstances",
+                "InsufficientInstanceCapacity",
+                format!("no spot capacity for {} in {}", offering.0, offering.1),
+            ));
+        }
+        let mut ids = Vec::new();
+        for _ in 0..request.count {
+            state.next_id += 1;
+            let id = InstanceId(format!("i-{:017x}", state.next_id));
+            let tags: Tags = [
+                (tags::NAME, tags::NAME_VALUE),
+                (tags::POOL, self.pool.as_str()),
+                (tags::TIER, request.tier.as_str()),
+                (tags::STATUS, InstanceStatus::Initializing.as_str()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            let launched_at = state.now;
+            let lifecycle = match &self.sim {
+                Some(_) => {
+                    let running_at = self.effect_at(launched_at, |p| p.effects.pending_to_running);
+                    let agent_online_at = self.effect_at(running_at, |p| p.effects.agent_online);
+                    state.timelines.insert(
+                        id.0.clone(),
+                        Timeline {
+                            running_at,
+                            agent_online_at,
+                            terminated_at: None,
+                        },
+                    );
+                    Lifecycle::Pending
+                }
+                None => Lifecycle::Running,
+            };
+            state.instances.insert(
+                id.0.clone(),
+                FakeInstance {
+                    id: id.clone(),
+                    lifecycle,
+                    instance_type: request.instance_type.clone(),
+                    subnet_id: request.subnet_id.clone(),
+                    tags,
+                    launched_at,
+                    spot: request.spot,
+                },
+            );
+            ids.push(id);
+        }
+        state
+            .client_tokens
+            .insert(request.client_token.clone(), ids.clone());
+        if let Some(at) = state
+            .lost_responses
+            .iter()
+            .position(|o| *o == "RunInstances")
+        {
+            state.lost_responses.remove(at);
+            return Err(CloudError::new(
+                CloudErrorKind::Transient,
+                "RunInstances",
+                "Timeout",
+                "the response was lost (injected)",
+            ));
+        }
+        Ok(ids)
+    }
+
+    async fn tag_instance(&self, instance: &InstanceId, new_tags: &Tags) -> CloudResult<()> {
+        let mut state = self.enter("CreateTags", 1).await?;
+        let found = state
+            .instances
+            .get_mut(&instance.0)
+            .ok_or_else(|| not_found("CreateTags", &instance.0))?;
+        found.tags.extend(new_tags.clone());
+        Ok(())
+    }
+
+    async fn untag_instance(&self, instance: &InstanceId, keys: &[&str]) -> CloudResult<()> {
+        let mut state = self.enter("DeleteTags", 1).await?;
+        let found = state
+            .instances
+            .get_mut(&instance.0)
+            .ok_or_else(|| not_found("DeleteTags", &instance.0))?;
+        for key in keys {
+            found.tags.remove(*key);
+        }
+        Ok(())
+    }
+
+    async fn terminate_instances(&self, instances: &[InstanceId]) -> CloudResult<()> {
+        let mut state = self.enter("TerminateInstances", 1).await?;
+        let now = state.now;
+        for id in instances {
+            if let Some(instance) = state.instances.get_mut(&id.0)
+                && !instance.lifecycle.is_gone()
+            {
+                instance.lifecycle = Lifecycle::ShuttingDown;
+                if let Some(timeline) = state.timelines.get_mut(&id.0) {
+                    timeline.terminated_at = Some(self.effect_at(now, |p| p.effects.shutting_down));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_command(
+        &self,
+        instance: &InstanceId,
+        comment: &str,
+        script: &str,
+        _timeout_seconds: u32,
+    ) -> CloudResult<String> {
+        let mut state = self.enter("SendCommand", 1).await?;
+        let now = state.now;
+        let agent_online = state
+            .timelines
+            .get(&instance.0)
+            .is_none_or(|t| now >= t.agent_online_at);
+        match state.instances.get(&instance.0) {
+            Some(i) if i.lifecycle == Lifecycle::Running && agent_online => {}
+            _ => return Err(not_found("SendCommand", &instance.0)),
+        }
+        let outcome = state
+            .command_outcomes
+            .iter()
+            .find(|(key, _)| script.contains(key.as_str()))
+            .map(|(_, outcome)| outcome.clone())
+            .unwrap_or(CommandStatus::Success);
+        let done_at = self.sim.as_ref().map(|sim| {
+            let effects = &sim.profile.effects;
+            let picked_up = sim.after(now, effects.command_pickup);
+            // The readiness probe is a few checks; anything else starts the user's container.
+            if comment.contains("readiness probe") {
+                sim.after(picked_up, effects.probe_run)
+            } else if effects.image_prepulled {
+                sim.after(picked_up, effects.container_start)
+            } else {
+                let pulled = sim.after(picked_up, effects.image_pull);
+                sim.after(pulled, effects.container_start)
+            }
+        });
+        state.next_id += 1;
+        let id = format!("cmd-{:08}", state.next_id);
+        state.commands.insert(
+            id.clone(),
+            FakeCommand {
+                instance: instance.clone(),
+                comment: comment.to_string(),
+                script: script.to_string(),
+                pending_polls: self.command_polls,
+                outcome,
+                sent_at: now,
+                done_at,
+            },
+        );
+        Ok(id)
+    }
+
+    async fn command_status(
+        &self,
+        command_id: &str,
+        instance: &InstanceId,
+    ) -> CloudResult<CommandStatus> {
+        let mut state = self.enter("GetCommandInvocation", 1).await?;
+        let command = state
+            .commands
+            .get_mut(command_id)
+            .filter(|c| c.instance == *instance)
+            .ok_or_else(|| not_found("GetCommandInvocation", command_id))?;
+        if let (Some(done_at), Some(sim)) = (command.done_at, &self.sim) {
+            // InvocationDoesNotExist for a moment after SendCommand, then in progress until run.
+            let visible_at =
+                command.sent_at + sim.profile.effects.invocation_visible.as_millis() as Millis;
+            let now = sim.now();
+            if now < visible_at || now < done_at {
+                return Ok(CommandStatus::Pending);
+            }
+            return Ok(command.outcome.clone());
+        }
+        if command.pending_polls > 0 {
+            command.pending_polls -= 1;
+            return Ok(CommandStatus::Pending);
+        }
+        Ok(command.outcome.clone())
+    }
+
+    async fn put_secret(&self, name: &str, value: &str, new_tags: &Tags) -> CloudResult<String> {
+        let mut state = self.enter("PutSecret", 1).await?;
+        let region = self.region.clone();
+        let created_at = state.now;
+        let secret = state
+            .secrets
+            .entry(name.to_string())
+            .or_insert_with(|| FakeSecret {
+                arn: format!("arn:aws:secretsmanager:{region}:123456789012:secret:{name}-AbCdEf"),
+                value: String::new(),
+                tags: Tags::new(),
+                created_at,
+            });
+        secret.value = value.to_string();
+        secret.tags.extend(new_tags.clone());
+        Ok(secret.arn.clone())
+    }
+
+    async fn update_secret(&self, secret_id: &str, value: &str) -> CloudResult<()> {
+        let mut state = self.enter("PutSecretValue", 1).await?;
+        let secret = state
+            .secrets
+            .values_mut()
+            .find(|s| s.arn == secret_id)
+            .ok_or_else(|| not_found("PutSecretValue", secret_id))?;
+        secret.value = value.to_string();
+        Ok(())
+    }
+
+    async fn tag_secret(&self, secret_id: &str, new_tags: &Tags) -> CloudResult<()> {
+        let mut state = self.enter("TagResource", 1).await?;
+        let secret = state
+            .secrets
+            .values_mut()
+            .find(|s| s.arn == secret_id)
+            .ok_or_else(|| not_found("TagResource", secret_id))?;
+        secret.tags.extend(new_tags.clone());
+        Ok(())
+    }
+
+    async fn untag_secret(&self, secret_id: &str, keys: &[&str]) -> CloudResult<()> {
+        let mut state = self.enter("UntagResource", 1).await?;
+        let secret = state
+            .secrets
+            .values_mut()
+            .find(|s| s.arn == secret_id)
+            .ok_or_else(|| not_found("UntagResource", secret_id))?;
+        for key in keys {
+            secret.tags.remove(*key);
+        }
+        Ok(())
+    }
+
+    async fn delete_secret(&self, secret_id: &str) -> CloudResult<()> {
+        let mut state = self.enter("DeleteSecret", 1).await?;
+        state
+            .secrets
+            .retain(|name, s| s.arn != secret_id && name != secret_id);
+        Ok(())
+    }
+
+    async fn create_target_group(
+        &self,
+        name: &str,
+        port: u16,
+        health: &HealthCheck,
+        new_tags: &Tags,
+    ) -> CloudResult<String> {
+        let mut state = self.enter("CreateTargetGroup", 1).await?;
+        if name.len() > 32 {
+            return Err(CloudError::new(
+                CloudErrorKind::Fatal,
+                "CreateTargetGroup",
+                "ValidationError",
+                "target group name longer than 32 characters",
+            ));
+        }
+        if let Some(existing) = state.target_groups.values().find(|t| t.name == name) {
+            return Ok(existing.arn.clone());
+        }
+        let arn = format!(
+            "arn:aws:elasticloadbalancing:{}:123456789012:targetgroup/{name}/0123456789abcdef",
+            self.region
+        );
+        state.target_groups.insert(
+            arn.clone(),
+            FakeTargetGroup {
+                arn: arn.clone(),
+                name: name.to_string(),
+                port,
+                tags: new_tags.clone(),
+                targets: Vec::new(),
+                health: health.clone(),
+                registered_at: BTreeMap::new(),
+            },
+        );
+        Ok(arn)
+    }
+
+    async fn find_target_group(&self, name: &str) -> CloudResult<Option<String>> {
+        let state = self.enter("DescribeTargetGroups", 1).await?;
+        Ok(state
+            .target_groups
+            .values()
+            .find(|t| t.name == name)
+            .map(|t| t.arn.clone()))
+    }
+
+    async fn register_target(
+        &self,
+        target_group_arn: &str,
+        instance: &InstanceId,
+        _port: u16,
+    ) -> CloudResult<()> {
+        let mut state = self.enter("RegisterTargets", 1).await?;
+        let now = state.now;
+        let group = state
+            .target_groups
+            .get_mut(target_group_arn)
+            .ok_or_else(|| not_found("RegisterTargets", target_group_arn))?;
+        if !group.targets.contains(instance) {
+            group.targets.push(instance.clone());
+            group.registered_at.insert(instance.0.clone(), now);
+        }
+        Ok(())
+    }
+
+    async fn target_healthy(
+        &self,
+        target_group_arn: &str,
+        instance: &InstanceId,
+        _port: u16,
+    ) -> CloudResult<bool> {
+        let state = self.enter("DescribeTargetHealth", 1).await?;
+        // Registered in a group a rule uses, and past the health checks' interval × threshold
+        // (at once in plain mode).
+        let registered = group_healthy_from(&state, target_group_arn, self.sim.is_some())
+            .get(&instance.0)
+            .is_some_and(|at| *at <= state.now);
+        let running = state
+            .instances
+            .get(&instance.0)
+            .is_some_and(|i| i.lifecycle == Lifecycle::Running);
+        Ok(registered && running && !state.unhealthy.contains(instance))
+    }
+
+    async fn deregister_target(
+        &self,
+        target_group_arn: &str,
+        instance: &InstanceId,
+        _port: u16,
+    ) -> CloudResult<()> {
+        let mut state = self.enter("DeregisterTargets", 1).await?;
+        if let Some(group) = state.target_groups.get_mut(target_group_arn) {
+            group.targets.retain(|t| t != instance);
+        }
+        Ok(())
+    }
+
+    async fn delete_target_group(&self, target_group_arn: &str) -> CloudResult<()> {
+        let mut state = self.enter("DeleteTargetGroup", 1).await?;
+        if state
+            .rules
+            .values()
+            .any(|r| r.target_group_arn == target_group_arn)
+        {
+            return Err(CloudError::new(
+                CloudErrorKind::Conflict,
+                "DeleteTargetGroup",
+                "ResourceInUse",
+                "target group is in use by a listener rule",
+            ));
+        }
+        state.target_groups.remove(target_group_arn);
+        Ok(())
+    }
+
+    async fn describe_rules(&self, listener_arn: &str) -> CloudResult<Vec<RuleInfo>> {
+        let state = self.enter("DescribeRules", 1).await?;
+        Ok(state
+            .rules
+            .values()
+            .filter(|r| r.listener_arn == listener_arn)
+            .map(|r| RuleInfo {
+                arn: r.arn.clone(),
+                priority: Some(r.priority),
+                path_patterns: vec![r.path_pattern.clone()],
+                target_group_arns: vec![r.target_group_arn.clone()],
+            })
+            .collect())
+    }
+
+    async fn create_rule(
+        &self,
+        listener_arn: &str,
+        priority: u32,
+        path_pattern: &str,
+        target_group_arn: &str,
+        new_tags: &Tags,
+    ) -> CloudResult<String> {
+        let mut state = self.enter("CreateRule", 1).await?;
+        if state
+            .rules
+            .values()
+            .any(|r| r.listener_arn == listener_arn && r.priority == priority)
+        {
+            return Err(CloudError::new(
+                CloudErrorKind::Conflict,
+                "CreateRule",
+                "PriorityInUse",
+                format!("priority {priority} is in use"),
+            ));
+        }
+        if !state.target_groups.contains_key(target_group_arn) {
+            return Err(not_found("CreateRule", target_group_arn));
+        }
+        if let Some(sim) = &self.sim {
+            let limit = sim.profile.limits.rules_per_listener;
+            let rules = state
+                .rules
+                .values()
+                .filter(|r| r.listener_arn == listener_arn)
+                .count();
+            if rules >= limit {
+                return Err(CloudError::new(
+                    CloudErrorKind::Fatal,
+                    "CreateRule",
+                    "TooManyRules",
+                    format!("the listener has {rules} rules; the limit is {limit}"),
+                ));
+            }
+        }
+        let active_at = self.effect_at(state.now, |p| p.effects.rule_active);
+        state.next_id += 1;
+        let arn = format!("{listener_arn}/rule/{:08}", state.next_id);
+        state.rules.insert(
+            arn.clone(),
+            FakeRule {
+                arn: arn.clone(),
+                listener_arn: listener_arn.to_string(),
+                priority,
+                path_pattern: path_pattern.to_string(),
+                target_group_arn: target_group_arn.to_string(),
+                tags: new_tags.clone(),
+                active_at,
+            },
+        );
+        Ok(arn)
+    }
+
+    async fn delete_rule(&self, rule_arn: &str) -> CloudResult<()> {
+        let mut state = self.enter("DeleteRule", 1).await?;
+        state.rules.remove(rule_arn);
+        Ok(())
+    }
+
+    async fn list_pool_target_groups(&self) -> CloudResult<Vec<PoolResource>> {
+        let state = self.enter("DescribeTargetGroups", 1).await?;
+        Ok(state
+            .target_groups
+            .values()
+            .filter(|t| self.is_ours(&t.tags))
+            .map(|t| PoolResource {
+                arn: t.arn.clone(),
+                name: t.name.clone(),
+                created_at: None,
+                tags: t.tags.clone(),
+            })
+            .collect())
+    }
+
+    async fn list_pool_rules(&self, listener_arn: &str) -> CloudResult<Vec<PoolResource>> {
+        let state = self.enter("DescribeRules", 1).await?;
+        Ok(state
+            .rules
+            .values()
+            .filter(|r| r.listener_arn == listener_arn && self.is_ours(&r.tags))
+            .map(|r| PoolResource {
+                arn: r.arn.clone(),
+                name: r.path_pattern.clone(),
+                created_at: None,
+                tags: r.tags.clone(),
+            })
+            .collect())
+    }
+
+    async fn list_pool_secrets(&self) -> CloudResult<Vec<PoolResource>> {
+        let state = self.enter("ListSecrets", 1).await?;
+        Ok(state
+            .secrets
+            .iter()
+            .filter(|(_, s)| self.is_ours(&s.tags))
+            .map(|(name, s)| PoolResource {
+                arn: s.arn.clone(),
+                name: name.clone(),
+                created_at: Some(s.created_at),
+                tags: s.tags.clone(),
+            })
+            .collect())
+    }
+
+    fn retry_meter(&self) -> Option<Arc<RetryMeter>> {
+        self.sim.as_ref().map(|sim| sim.retries.clone())
+    }
+}
+
+fn not_found(operation: &'static str, what: &str) -> CloudError {
+    CloudError::new(
+        CloudErrorKind::NotFound,
+        operation,
+        "NotFound",
+        format!("{what} not found"),
+    )
+}

@@ -1,0 +1,469 @@
+//! The in-memory fake cloud: instances, commands, secrets, target groups and rules, with injected
+//! errors and a call log.
+//!
+//! Owns: a faithful-enough model of the AWS behaviour spotpool relies on (idempotent deletes,
+//! PriorityInUse, a target group in use by a rule cannot be deleted, InvocationDoesNotExist right
+//! after SendCommand). Must not: sleep or read the clock in plain mode; retry anything but the
+//! simulated SDK's attempts in simulated mode.
+//!
+//! Two modes:
+//! - **Plain** ([`FakeCloud::new`]): every call answers at once and every effect is immediate
+//!   (an instance runs at launch, a command answers `Pending` for one poll, a terminated instance
+//!   is gone after one listing). It never sleeps or reads the clock; tests drive it step by step
+//!   and set its time with [`FakeCloud::set_now`].
+//! - **Simulated** ([`FakeCloud::simulated`]): a [`Profile`] (`aws-profile.md` as data) played out
+//!   on tokio's clock, paused in tests (`sim.rs`). Each logical call goes through the
+//!   simulated SDK (attempts with latencies, server-side quota buckets, injected 5xx and
+//!   throttles, jittered backoff) before its effect applies, and effects complete after their
+//!   own latencies: an instance is `Pending`, then `Running`, then its SSM agent comes online
+//!   (SendCommand fails `NotFound` before); a command is picked up and runs for a while
+//!   (GetCommandInvocation answers `Pending` until then, and for its first 0.5 s); a terminated
+//!   instance is `ShuttingDown`, still listed, until it is `Terminated`; a rule becomes active
+//!   after its latency, and a registered target healthy after its target group's health check
+//!   settings (interval × healthy threshold), counted from the later of its registration and the
+//!   first rule forwarding to the group ([`FakeCloud::routable_at`]).
+//!
+//! In both modes, as on AWS, a target group that no rule uses is not health-checked: its targets
+//! are `unused`, never healthy. [`FakeCloud::now`] is the clock to give the daemon,
+//! [`FakeCloud::sim_stats`] the counters for a report.
+//!
+//! The effects are timestamps settled lazily whenever the state is locked, so a later
+//! simulation (a spot interruption: a warning, then termination 120 s later) adds a timeline
+//! entry rather than a background task.
+//!
+//! Files: this one holds the fake's state and the tests' controls (`fail_next`, `set_now`,
+//! `reclaim`, the inspectors); `cloud_impl.rs` the `Cloud` port's operations; `sim.rs` the
+//! simulated mode; `queue.rs` the fake of the other port, [`InterruptionQueue`]
+//! (`crate::cloud::fake_queue` re-exports it). Test scaffolding: compiled only with the `fake`
+//! feature, which every test build turns on, never into the production binary.
+//!
+//! [`InterruptionQueue`]: super::InterruptionQueue
+
+mod cloud_impl;
+pub mod queue;
+mod sim;
+#[cfg(test)]
+mod tests;
+
+pub use sim::SimStats;
+
+use super::profile::Profile;
+use super::{
+    CloudError, CloudErrorKind, CloudResult, CommandStatus, HealthCheck, Lifecycle, Tags, tags,
+};
+use crate::model::{InstanceId, Millis};
+use sim::{Sim, Timeline};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+
+/// The simulated clock's origin: 2023-11-14T22:13:20Z, the same as the tests' injected clocks.
+pub const SIM_EPOCH: Millis = 1_700_000_000_000;
+
+#[derive(Debug, Clone)]
+pub struct FakeInstance {
+    pub id: InstanceId,
+    pub lifecycle: Lifecycle,
+    pub instance_type: String,
+    pub subnet_id: String,
+    pub tags: Tags,
+    pub launched_at: Millis,
+    pub spot: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeCommand {
+    pub instance: InstanceId,
+    pub comment: String,
+    pub script: String,
+    /// Answers still to give before the final one (the first is InvocationDoesNotExist-like).
+    /// Plain mode only.
+    pub pending_polls: u32,
+    pub outcome: CommandStatus,
+    pub sent_at: Millis,
+    /// Simulated mode: when the command has run (picked up, then its run time).
+    pub done_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeSecret {
+    pub arn: String,
+    pub value: String,
+    pub tags: Tags,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeTargetGroup {
+    pub arn: String,
+    pub name: String,
+    pub port: u16,
+    pub tags: Tags,
+    pub targets: Vec<InstanceId>,
+    /// The health check it was created with.
+    pub health: HealthCheck,
+    /// When each target (by instance id) was registered.
+    pub registered_at: BTreeMap<String, Millis>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeRule {
+    pub arn: String,
+    pub listener_arn: String,
+    pub priority: u32,
+    pub path_pattern: String,
+    pub target_group_arn: String,
+    pub tags: Tags,
+    /// When the rule starts routing.
+    pub active_at: Millis,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    next_id: u64,
+    instances: BTreeMap<String, FakeInstance>,
+    client_tokens: HashMap<String, Vec<InstanceId>>,
+    commands: HashMap<String, FakeCommand>,
+    secrets: BTreeMap<String, FakeSecret>,
+    target_groups: BTreeMap<String, FakeTargetGroup>,
+    rules: BTreeMap<String, FakeRule>,
+    /// Errors to return on the next calls of an operation, in order.
+    fail_next: HashMap<&'static str, VecDeque<CloudErrorKind>>,
+    /// Operations that fail on every call until cleared.
+    fail_always: HashMap<&'static str, CloudErrorKind>,
+    /// Commands whose script contains the key end with the given outcome.
+    command_outcomes: Vec<(String, CommandStatus)>,
+    /// (instance type, subnet) offerings whose spot launches fail with a capacity error.
+    no_capacity: Vec<(String, String)>,
+    /// Instances the next DescribeInstances leaves out (an incomplete, eventually consistent
+    /// listing).
+    hidden_once: Vec<InstanceId>,
+    /// Operations whose next call takes effect but whose response is lost (a timeout).
+    lost_responses: Vec<&'static str>,
+    /// Instances the load balancer reports unhealthy.
+    unhealthy: Vec<InstanceId>,
+    launch_tokens: Vec<String>,
+    calls: Vec<&'static str>,
+    now: Millis,
+    /// Simulated mode: when each instance's effects complete.
+    timelines: HashMap<String, Timeline>,
+}
+
+impl State {
+    /// Completes every effect due by `now` (simulated mode).
+    fn settle(&mut self, now: Millis) {
+        self.now = now;
+        for (id, timeline) in &self.timelines {
+            let Some(instance) = self.instances.get_mut(id) else {
+                continue;
+            };
+            match instance.lifecycle {
+                Lifecycle::Pending if now >= timeline.running_at => {
+                    instance.lifecycle = Lifecycle::Running;
+                }
+                Lifecycle::ShuttingDown if timeline.terminated_at.is_some_and(|at| now >= at) => {
+                    instance.lifecycle = Lifecycle::Terminated;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// When each target of a group passes its health checks: AWS checks a group only once a rule
+/// forwards to it, so a target is healthy `interval × healthy threshold` after the later of its
+/// registration and the first such rule's activation (`timed`), or at that moment (plain mode).
+/// Targets of a group no rule uses are missing: they are `unused`, never healthy.
+fn group_healthy_from(state: &State, group_arn: &str, timed: bool) -> BTreeMap<String, Millis> {
+    let Some(group) = state.target_groups.get(group_arn) else {
+        return BTreeMap::new();
+    };
+    let Some(checks_start) = state
+        .rules
+        .values()
+        .filter(|rule| rule.target_group_arn == group_arn)
+        .map(|rule| rule.active_at)
+        .min()
+    else {
+        return BTreeMap::new();
+    };
+    let wait = if timed {
+        group.health.time_to_healthy().as_millis() as Millis
+    } else {
+        0
+    };
+    group
+        .targets
+        .iter()
+        .map(|target| {
+            let registered = group.registered_at.get(&target.0).copied().unwrap_or(0);
+            (target.0.clone(), registered.max(checks_start) + wait)
+        })
+        .collect()
+}
+
+/// The fake. Cheap to build; share it with `Arc` between the reconciler and the test.
+#[derive(Debug)]
+pub struct FakeCloud {
+    pool: String,
+    region: String,
+    /// How many polls a command answers `Pending` before its outcome (plain mode).
+    command_polls: u32,
+    state: Mutex<State>,
+    /// Simulated mode's profile, draws and counters.
+    sim: Option<Sim>,
+}
+
+impl Default for FakeCloud {
+    fn default() -> Self {
+        FakeCloud::new("spotpool")
+    }
+}
+
+impl FakeCloud {
+    pub fn new(pool: &str) -> FakeCloud {
+        FakeCloud {
+            pool: pool.to_string(),
+            region: "us-east-1".into(),
+            command_polls: 1,
+            state: Mutex::new(State::default()),
+            sim: None,
+        }
+    }
+
+    /// A fake that plays out `profile` on tokio's clock, drawing from a PRNG seeded with `seed`
+    /// (see the module docs). Build it inside the runtime whose clock it should follow; its
+    /// clock starts at [`SIM_EPOCH`]. The profile's capacity errors apply from the start.
+    pub fn simulated(pool: &str, profile: Profile, seed: u64) -> FakeCloud {
+        let mut fake = FakeCloud::new(pool);
+        {
+            let state = fake.state.get_mut().unwrap_or_else(|e| e.into_inner());
+            state.no_capacity = profile.capacity_errors.clone();
+            state.now = SIM_EPOCH;
+        }
+        fake.sim = Some(Sim::new(profile, seed, SIM_EPOCH));
+        fake
+    }
+
+    /// The fake's clock in epoch milliseconds: simulated time in simulated mode, the time set
+    /// with [`FakeCloud::set_now`] otherwise. Give it to the daemon as its clock.
+    pub fn now(&self) -> Millis {
+        match &self.sim {
+            Some(sim) => sim.now(),
+            None => self.lock().now,
+        }
+    }
+
+    /// The profile of a simulated fake.
+    pub fn profile(&self) -> Option<&Profile> {
+        self.sim.as_ref().map(|sim| &sim.profile)
+    }
+
+    /// The seed of a simulated fake.
+    pub fn seed(&self) -> Option<u64> {
+        self.sim.as_ref().map(|sim| sim.seed)
+    }
+
+    /// What a simulated run did so far: attempts, retries, faults, quota rejections, the lowest
+    /// level of every server-side bucket.
+    pub fn sim_stats(&self) -> Option<SimStats> {
+        self.sim.as_ref().map(Sim::stats)
+    }
+
+    /// When the rule for `path_pattern` routes to a healthy target: the later of the rule's
+    /// activation and its target's first passing health check. None without such a rule.
+    pub fn routable_at(&self, path_pattern: &str) -> Option<Millis> {
+        let state = self.lock();
+        let rule = state
+            .rules
+            .values()
+            .find(|r| r.path_pattern == path_pattern)?;
+        let healthy = group_healthy_from(&state, &rule.target_group_arn, self.sim.is_some())
+            .into_values()
+            .min()?;
+        Some(rule.active_at.max(healthy))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panicking test thread poisons the lock; the state itself is still consistent.
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sim) = &self.sim {
+            state.settle(sim.now());
+        }
+        state
+    }
+
+    /// `now` plus a draw of `latency` in simulated mode; `now` in plain mode.
+    fn effect_at(
+        &self,
+        now: Millis,
+        latency: impl Fn(&Profile) -> super::profile::Latency,
+    ) -> Millis {
+        match &self.sim {
+            Some(sim) => sim.after(now, latency(&sim.profile)),
+            None => now,
+        }
+    }
+
+    /// Makes the next `times` calls of `operation` fail with `kind`.
+    pub fn fail_next(&self, operation: &'static str, kind: CloudErrorKind, times: usize) {
+        let mut state = self.lock();
+        let queue = state.fail_next.entry(operation).or_default();
+        queue.extend(std::iter::repeat_n(kind, times));
+    }
+
+    /// Makes every call of `operation` fail with `kind` (None clears it).
+    pub fn fail_always(&self, operation: &'static str, kind: Option<CloudErrorKind>) {
+        let mut state = self.lock();
+        match kind {
+            Some(kind) => state.fail_always.insert(operation, kind),
+            None => state.fail_always.remove(operation),
+        };
+    }
+
+    /// Commands whose script contains `key` end with `outcome` instead of success.
+    pub fn command_outcome(&self, key: &str, outcome: CommandStatus) {
+        self.lock()
+            .command_outcomes
+            .push((key.to_string(), outcome));
+    }
+
+    /// Sets the fake's notion of time (launch times). Ignored in simulated mode, whose time is
+    /// tokio's.
+    pub fn set_now(&self, now: Millis) {
+        if self.sim.is_none() {
+            self.lock().now = now;
+        }
+    }
+
+    /// Every operation called so far, in order.
+    pub fn calls(&self) -> Vec<&'static str> {
+        self.lock().calls.clone()
+    }
+
+    pub fn count_calls(&self, operation: &str) -> usize {
+        self.lock()
+            .calls
+            .iter()
+            .filter(|c| **c == operation)
+            .count()
+    }
+
+    /// The ClientToken of every RunInstances call that reached the fake, in order.
+    pub fn launch_tokens(&self) -> Vec<String> {
+        self.lock().launch_tokens.clone()
+    }
+
+    pub fn clear_calls(&self) {
+        self.lock().calls.clear();
+    }
+
+    /// Instances that are not terminated or shutting down.
+    pub fn live_instances(&self) -> Vec<FakeInstance> {
+        self.lock()
+            .instances
+            .values()
+            .filter(|i| !i.lifecycle.is_gone())
+            .cloned()
+            .collect()
+    }
+
+    /// Every instance ever launched, terminated ones included.
+    pub fn all_instances(&self) -> Vec<FakeInstance> {
+        self.lock().instances.values().cloned().collect()
+    }
+
+    pub fn instance(&self, id: &InstanceId) -> Option<FakeInstance> {
+        self.lock().instances.get(&id.0).cloned()
+    }
+
+    pub fn secrets(&self) -> Vec<(String, FakeSecret)> {
+        self.lock()
+            .secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    pub fn target_groups(&self) -> Vec<FakeTargetGroup> {
+        self.lock().target_groups.values().cloned().collect()
+    }
+
+    pub fn rules(&self) -> Vec<FakeRule> {
+        self.lock().rules.values().cloned().collect()
+    }
+
+    pub fn commands(&self) -> Vec<FakeCommand> {
+        self.lock().commands.values().cloned().collect()
+    }
+
+    /// Spot launches of `instance_type` in `subnet_id` fail with InsufficientInstanceCapacity.
+    pub fn fail_capacity(&self, instance_type: &str, subnet_id: &str) {
+        self.lock()
+            .no_capacity
+            .push((instance_type.to_string(), subnet_id.to_string()));
+    }
+
+    /// Leaves `id` out of the next DescribeInstances only.
+    pub fn hide_from_next_describe(&self, id: &InstanceId) {
+        self.lock().hidden_once.push(id.clone());
+    }
+
+    /// The next call of `operation` takes effect, but the caller sees a timeout (supported by
+    /// RunInstances, where a lost response is the classic over-launch).
+    pub fn lose_next_response(&self, operation: &'static str) {
+        self.lock().lost_responses.push(operation);
+    }
+
+    /// The load balancer reports `id` unhealthy (or healthy again) in every target group.
+    pub fn set_unhealthy(&self, id: &InstanceId, unhealthy: bool) {
+        let mut state = self.lock();
+        state.unhealthy.retain(|i| i != id);
+        if unhealthy {
+            state.unhealthy.push(id.clone());
+        }
+    }
+
+    /// Terminates an instance behind the daemon's back (a spot reclaim, an operator).
+    pub fn reclaim(&self, id: &InstanceId) {
+        if let Some(instance) = self.lock().instances.get_mut(&id.0) {
+            instance.lifecycle = Lifecycle::Terminated;
+        }
+    }
+
+    /// Plays out the call in simulated mode (its attempts, latencies and faults; see
+    /// `sim.rs`), then records it and returns an error injected by the test, if any. In plain
+    /// mode it returns at once, without yielding.
+    async fn enter(
+        &self,
+        operation: &'static str,
+        count: u32,
+    ) -> CloudResult<std::sync::MutexGuard<'_, State>> {
+        if let Some(sim) = &self.sim {
+            sim.call(operation, count).await?;
+        }
+        let mut state = self.lock();
+        state.calls.push(operation);
+        let injected = state
+            .fail_next
+            .get_mut(operation)
+            .and_then(VecDeque::pop_front)
+            .or_else(|| state.fail_always.get(operation).copied());
+        match injected {
+            Some(kind) => Err(CloudError::new(
+                kind,
+                operation,
+                "Injected",
+                "injected by the test",
+            )),
+            None => Ok(state),
+        }
+    }
+
+    fn is_ours(&self, tags: &Tags) -> bool {
+        tags.get(tags::POOL) == Some(&self.pool)
+    }
+
+    fn instance_arn(&self, id: &str) -> String {
+        format!("arn:aws:ec2:{}:123456789012:instance/{id}", self.region)
+    }
+}
