@@ -170,6 +170,7 @@ impl App {
             policy: Policy {
                 tiers: config.tiers.clone(),
                 subnet_ids: config.subnet_ids.clone(),
+                subnet_zones: Default::default(),
                 probe_timeout: ms(config.probe_timeout),
                 probe_retry: ms(policy::PROBE_RETRY),
                 launch_visibility_grace: ms(policy::LAUNCH_VISIBILITY_GRACE),
@@ -194,6 +195,8 @@ impl App {
             capacity_ttl: config.capacity_ttl,
             launch_failure_limit: config.launch_failure_limit,
             launch_backoff: policy::LAUNCH_BACKOFF,
+            workspace_size_gib: crate::config::defaults::WORKSPACE_SIZE_GIB,
+            workspace_kms_key_id: config.workspace_kms_key_id.clone(),
         }
     }
 

@@ -7,6 +7,7 @@
 mod admin;
 pub mod openapi;
 mod pool;
+mod sleep;
 mod users;
 
 use crate::clock::Clock;
@@ -162,6 +163,8 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
             users::get_instance,
             users::delete_instance
         ))
+        .routes(routes!(sleep::sleep_user))
+        .routes(routes!(sleep::wake))
         .routes(routes!(pool::get_pool))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -27,6 +27,8 @@ async fn state_with(cloud: Arc<FakeCloud>) -> AppState {
                 instance_types: vec!["t3.small".into()],
                 on_demand_fallback: false,
                 rebalance_moves: false,
+                workspace_size_gib: 8,
+                idle_sleep_after: None,
             }],
             ready_staleness: Duration::from_secs(30),
         }),

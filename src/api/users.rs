@@ -42,9 +42,26 @@ pub struct InstanceDocument {
     /// Why the last claim attempt failed (one line), if it did.
     #[schema(required = true)]
     pub error: Option<String>,
+    /// The user's workspace volume (its `/data`), once the first claim created it.
+    #[schema(required = true)]
+    pub workspace: Option<WorkspaceDocument>,
 }
 
-fn document(state: &AppState, user: &UserRecord) -> InstanceDocument {
+/// A user's workspace: the EBS volume mounted at the container's `/data`. It outlives the
+/// user's instances (moves, sleep and wake keep it) and is deleted with the user.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct WorkspaceDocument {
+    /// The EBS volume, once created.
+    #[schema(required = true, examples("vol-0123456789abcdef0"))]
+    pub volume_id: Option<String>,
+    pub availability_zone: String,
+    pub size_gib: u32,
+    /// The instance it is attached to, if any (none while the user is asleep or waiting).
+    #[schema(required = true, examples("i-0123456789abcdef0"))]
+    pub attached_to: Option<String>,
+}
+
+pub(super) fn document(state: &AppState, user: &UserRecord) -> InstanceDocument {
     InstanceDocument {
         user_id: user.user_id.to_string(),
         tier: user.tier.clone(),
@@ -55,10 +72,16 @@ fn document(state: &AppState, user: &UserRecord) -> InstanceDocument {
         created_at: rfc3339(user.created_at),
         ready_at: user.ready_at.map(rfc3339),
         error: user.error.clone(),
+        workspace: user.workspace.as_ref().map(|w| WorkspaceDocument {
+            volume_id: w.volume_id.clone(),
+            availability_zone: w.availability_zone.clone(),
+            size_gib: w.size_gib,
+            attached_to: w.attached_to.as_ref().map(|i| i.0.clone()),
+        }),
     }
 }
 
-fn respond(state: &AppState, user: &UserRecord) -> Response {
+pub(super) fn respond(state: &AppState, user: &UserRecord) -> Response {
     // A migrating user is still served by its old instance until the new one is routed.
     let status = if matches!(user.state, UserState::Ready | UserState::Migrating) {
         StatusCode::OK
@@ -68,7 +91,7 @@ fn respond(state: &AppState, user: &UserRecord) -> Response {
     (status, Json(document(state, user))).into_response()
 }
 
-fn parse_user(path: Result<Path<String>, PathRejection>) -> Result<UserId, ApiError> {
+pub(super) fn parse_user(path: Result<Path<String>, PathRejection>) -> Result<UserId, ApiError> {
     let Path(raw) = path.map_err(|e| ApiError::bad_request("invalid_user_id", e.body_text()))?;
     UserId::parse(&raw).map_err(|e| ApiError::bad_request("invalid_user_id", e.to_string()))
 }
@@ -325,6 +348,10 @@ async fn update_existing(
     {
         state.wake.notify_one();
     }
+    // A PUT of an asleep user wakes it.
+    if existing.state == UserState::Asleep {
+        super::sleep::wake_user(state, &existing.user_id, now).await?;
+    }
     match state.store.get_user(&existing.user_id).await? {
         Some(current) if current.state == UserState::Deleting => Err(deleting()),
         Some(current) => Ok(respond(state, &current)),
@@ -416,7 +443,7 @@ pub async fn delete_instance(
     }
 }
 
-fn deleting() -> ApiError {
+pub(super) fn deleting() -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
         "user_deleting",
@@ -442,7 +469,7 @@ fn secret_write_error(error: &CloudError) -> ApiError {
     }
 }
 
-fn no_instance(user_id: &UserId) -> ApiError {
+pub(super) fn no_instance(user_id: &UserId) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",

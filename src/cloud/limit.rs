@@ -19,8 +19,8 @@
 //! Time comes from tokio's clock, so the buckets follow a paused test clock too.
 
 use super::{
-    Cloud, CloudInstance, CloudResult, CommandStatus, HealthCheck, LaunchRequest, PoolResource,
-    RuleInfo, Tags,
+    Cloud, CloudInstance, CloudResult, CloudVolume, CommandStatus, HealthCheck, LaunchRequest,
+    PoolResource, RuleAction, RuleInfo, SnapshotState, Tags, TargetGroupMetric, VolumeRequest,
 };
 use crate::model::InstanceId;
 use governor::clock::Clock;
@@ -58,10 +58,12 @@ pub enum QuotaClass {
     SecretsWrite,
     /// Secrets Manager reads (ListSecrets, DescribeSecret).
     SecretsRead,
+    /// CloudWatch GetMetricData (auto-sleep's request counts).
+    CloudWatchRead,
 }
 
 impl QuotaClass {
-    pub const ALL: [QuotaClass; 11] = [
+    pub const ALL: [QuotaClass; 12] = [
         QuotaClass::Ec2Describe,
         QuotaClass::Ec2Mutate,
         QuotaClass::Ec2RunCalls,
@@ -73,6 +75,7 @@ impl QuotaClass {
         QuotaClass::SsmRead,
         QuotaClass::SecretsWrite,
         QuotaClass::SecretsRead,
+        QuotaClass::CloudWatchRead,
     ];
 
     /// The name used in `SPOTPOOL_RATE_LIMITS` and in metric labels.
@@ -89,6 +92,7 @@ impl QuotaClass {
             QuotaClass::SsmRead => "ssm-read",
             QuotaClass::SecretsWrite => "secrets-write",
             QuotaClass::SecretsRead => "secrets-read",
+            QuotaClass::CloudWatchRead => "cloudwatch-read",
         }
     }
 
@@ -101,7 +105,10 @@ impl QuotaClass {
     pub fn of_operation(operation: &str) -> QuotaClass {
         match operation {
             "RunInstances" => QuotaClass::Ec2RunCalls,
-            "CreateTags" | "DeleteTags" | "TerminateInstances" => QuotaClass::Ec2Mutate,
+            "CreateTags" | "DeleteTags" | "TerminateInstances" | "CreateVolume"
+            | "AttachVolume" | "DetachVolume" | "DeleteVolume" | "CreateSnapshot"
+            | "DeleteSnapshot" => QuotaClass::Ec2Mutate,
+            "GetMetricData" => QuotaClass::CloudWatchRead,
             "RegisterTargets" | "DeregisterTargets" => QuotaClass::ElbRegister,
             "CreateTargetGroup" | "DeleteTargetGroup" | "CreateRule" | "DeleteRule"
             | "ModifyRule" | "ModifyTargetGroup" | "AddTags" | "RemoveTags" => {
@@ -214,6 +221,8 @@ pub fn account_quota(class: QuotaClass) -> Bucket {
         QuotaClass::SsmRead => Bucket::new(40, 20.0),
         QuotaClass::SecretsWrite => Bucket::new(50, 50.0),
         QuotaClass::SecretsRead => Bucket::new(50, 50.0),
+        // GetMetricData: 50 transactions per second per account and region.
+        QuotaClass::CloudWatchRead => Bucket::new(50, 50.0),
     }
 }
 
@@ -563,6 +572,83 @@ impl Cloud for Limited {
     async fn delete_rule(&self, rule_arn: &str) -> CloudResult<()> {
         self.acquire("DeleteRule", 1).await;
         self.inner.delete_rule(rule_arn).await
+    }
+
+    async fn set_rule_action(&self, rule_arn: &str, action: &RuleAction) -> CloudResult<()> {
+        self.acquire("ModifyRule", 1).await;
+        self.inner.set_rule_action(rule_arn, action).await
+    }
+
+    async fn create_volume(&self, request: &VolumeRequest) -> CloudResult<String> {
+        self.acquire("CreateVolume", 1).await;
+        self.inner.create_volume(request).await
+    }
+
+    async fn describe_volume(&self, volume_id: &str) -> CloudResult<Option<CloudVolume>> {
+        self.acquire("DescribeVolumes", 1).await;
+        self.inner.describe_volume(volume_id).await
+    }
+
+    async fn list_pool_volumes(&self, owner: Option<&str>) -> CloudResult<Vec<CloudVolume>> {
+        self.acquire("DescribeVolumes", 1).await;
+        self.inner.list_pool_volumes(owner).await
+    }
+
+    async fn attach_volume(
+        &self,
+        volume_id: &str,
+        instance: &InstanceId,
+        device: &str,
+    ) -> CloudResult<()> {
+        self.acquire("AttachVolume", 1).await;
+        self.inner.attach_volume(volume_id, instance, device).await
+    }
+
+    async fn detach_volume(
+        &self,
+        volume_id: &str,
+        instance: &InstanceId,
+        force: bool,
+    ) -> CloudResult<()> {
+        self.acquire("DetachVolume", 1).await;
+        self.inner.detach_volume(volume_id, instance, force).await
+    }
+
+    async fn delete_volume(&self, volume_id: &str) -> CloudResult<()> {
+        self.acquire("DeleteVolume", 1).await;
+        self.inner.delete_volume(volume_id).await
+    }
+
+    async fn create_snapshot(&self, volume_id: &str, tags: &Tags) -> CloudResult<String> {
+        self.acquire("CreateSnapshot", 1).await;
+        self.inner.create_snapshot(volume_id, tags).await
+    }
+
+    async fn snapshot_state(&self, snapshot_id: &str) -> CloudResult<Option<SnapshotState>> {
+        self.acquire("DescribeSnapshots", 1).await;
+        self.inner.snapshot_state(snapshot_id).await
+    }
+
+    async fn delete_snapshot(&self, snapshot_id: &str) -> CloudResult<()> {
+        self.acquire("DeleteSnapshot", 1).await;
+        self.inner.delete_snapshot(snapshot_id).await
+    }
+
+    async fn subnet_zones(&self, subnet_ids: &[String]) -> CloudResult<BTreeMap<String, String>> {
+        self.acquire("DescribeSubnets", 1).await;
+        self.inner.subnet_zones(subnet_ids).await
+    }
+
+    async fn request_counts(
+        &self,
+        groups: &[TargetGroupMetric],
+        window: Duration,
+    ) -> CloudResult<Vec<f64>> {
+        // One GetMetricData per 500 target groups.
+        for _ in 0..groups.len().div_ceil(500).max(1) {
+            self.acquire("GetMetricData", 1).await;
+        }
+        self.inner.request_counts(groups, window).await
     }
 
     async fn list_pool_target_groups(&self) -> CloudResult<Vec<PoolResource>> {

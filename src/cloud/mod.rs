@@ -323,6 +323,68 @@ pub trait Cloud: Send + Sync + 'static {
     /// Deletes a rule. A missing rule counts as success.
     async fn delete_rule(&self, rule_arn: &str) -> CloudResult<()>;
 
+    /// Points an existing rule at `action` (ModifyRule): its conditions and priority stay.
+    /// A missing rule is `NotFound`.
+    async fn set_rule_action(&self, rule_arn: &str, action: &RuleAction) -> CloudResult<()>;
+
+    // --- EBS: workspace volumes -------------------------------------------------------------
+
+    /// Creates an encrypted gp3 volume (CreateVolume) tagged at creation, or, for a
+    /// `client_token` already used, returns the volume that token created. Returns its id.
+    async fn create_volume(&self, request: &VolumeRequest) -> CloudResult<String>;
+
+    /// One volume as DescribeVolumes reports it; None once it no longer exists.
+    async fn describe_volume(&self, volume_id: &str) -> CloudResult<Option<CloudVolume>>;
+
+    /// Every volume tagged `spotpool:pool=<pool>` and `spotpool:workspace` (DescribeVolumes with
+    /// tag filters, every page); only `owner`'s (its `spotpool:workspace` tag) when given.
+    async fn list_pool_volumes(&self, owner: Option<&str>) -> CloudResult<Vec<CloudVolume>>;
+
+    /// Attaches a volume to an instance of the same availability zone as `device`
+    /// (AttachVolume). A volume attached elsewhere is `Conflict`.
+    async fn attach_volume(
+        &self,
+        volume_id: &str,
+        instance: &InstanceId,
+        device: &str,
+    ) -> CloudResult<()>;
+
+    /// Detaches a volume from `instance` (DetachVolume, naming the instance; `force` only as a
+    /// last resort, since it skips the file system's flush). A volume that is not attached
+    /// there counts as success.
+    async fn detach_volume(
+        &self,
+        volume_id: &str,
+        instance: &InstanceId,
+        force: bool,
+    ) -> CloudResult<()>;
+
+    /// Deletes a volume. A missing volume counts as success; an attached one is `Conflict`.
+    async fn delete_volume(&self, volume_id: &str) -> CloudResult<()>;
+
+    /// Snapshots a volume (CreateSnapshot), tagged at creation. Returns the snapshot's id.
+    async fn create_snapshot(&self, volume_id: &str, tags: &Tags) -> CloudResult<String>;
+
+    /// A snapshot's state; None once it no longer exists.
+    async fn snapshot_state(&self, snapshot_id: &str) -> CloudResult<Option<SnapshotState>>;
+
+    /// Deletes a snapshot. A missing snapshot counts as success.
+    async fn delete_snapshot(&self, snapshot_id: &str) -> CloudResult<()>;
+
+    /// The availability zone of each subnet (DescribeSubnets).
+    async fn subnet_zones(&self, subnet_ids: &[String]) -> CloudResult<BTreeMap<String, String>>;
+
+    // --- CloudWatch --------------------------------------------------------------------------
+
+    /// The requests the load balancer sent each target group over the last `window`
+    /// (CloudWatch `AWS/ApplicationELB` `RequestCount`, Sum; batched GetMetricData). A target
+    /// group without data points (no requests flowed) is 0.
+    async fn request_counts(
+        &self,
+        groups: &[TargetGroupMetric],
+        window: std::time::Duration,
+    ) -> CloudResult<Vec<f64>>;
+
     // --- Listings for the orphan sweep -----------------------------------------------------
 
     /// Every target group tagged `spotpool:pool=<pool>` (DescribeTargetGroups, DescribeTags).
@@ -342,6 +404,104 @@ pub trait Cloud: Send + Sync + 'static {
     /// None: every call is one attempt.
     fn retry_meter(&self) -> Option<std::sync::Arc<limit::RetryMeter>> {
         None
+    }
+}
+
+/// What a listener rule does with a matching request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleAction {
+    /// Forward to a target group.
+    Forward { target_group_arn: String },
+    /// Answer with a fixed response (a sleeping user's route answers 503 "asleep").
+    FixedResponse {
+        status: u16,
+        content_type: String,
+        body: String,
+    },
+}
+
+/// What to create for a workspace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeRequest {
+    pub availability_zone: String,
+    pub size_gib: u32,
+    /// A customer-managed KMS key; None uses the account's EBS default key.
+    pub kms_key_id: Option<String>,
+    /// Create from this snapshot (a workspace moving to another zone).
+    pub snapshot_id: Option<String>,
+    /// CreateVolume's idempotency token.
+    pub client_token: String,
+    pub tags: Tags,
+}
+
+/// EBS's view of a volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeState {
+    Creating,
+    Available,
+    InUse,
+    Deleting,
+    Error,
+}
+
+/// EBS's view of an attachment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachmentState {
+    Attaching,
+    Attached,
+    Detaching,
+    Busy,
+}
+
+/// A volume's attachment to an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeAttachment {
+    pub instance: InstanceId,
+    pub state: AttachmentState,
+}
+
+/// One volume as DescribeVolumes reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloudVolume {
+    pub id: String,
+    pub availability_zone: String,
+    pub size_gib: u32,
+    pub state: VolumeState,
+    pub attachment: Option<VolumeAttachment>,
+    pub tags: Tags,
+    pub created_at: Millis,
+}
+
+/// A snapshot's progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotState {
+    Pending,
+    Completed,
+    Error,
+}
+
+/// The CloudWatch dimensions of one target group's metrics: the load balancer
+/// (`app/<name>/<id>`) and the target group (`targetgroup/<name>/<id>`), both from ARNs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetGroupMetric {
+    pub load_balancer: String,
+    pub target_group: String,
+}
+
+impl TargetGroupMetric {
+    /// The dimensions of `target_group_arn` behind the load balancer of `listener_arn`; None if
+    /// either ARN is not of the expected form.
+    pub fn from_arns(listener_arn: &str, target_group_arn: &str) -> Option<TargetGroupMetric> {
+        // arn:aws:elasticloadbalancing:<region>:<account>:listener/app/<name>/<id>/<listener-id>
+        let listener = listener_arn.split_once(":listener/")?.1;
+        let mut parts = listener.split('/');
+        let (kind, name, id) = (parts.next()?, parts.next()?, parts.next()?);
+        // arn:aws:elasticloadbalancing:<region>:<account>:targetgroup/<name>/<id>
+        let group = target_group_arn.split_once(":targetgroup/")?.1;
+        Some(TargetGroupMetric {
+            load_balancer: format!("{kind}/{name}/{id}"),
+            target_group: format!("targetgroup/{group}"),
+        })
     }
 }
 
@@ -387,4 +547,6 @@ pub mod tags {
     pub const USER_ID: &str = "UserId";
     pub const INSTANCE_ID: &str = "InstanceId";
     pub const INSTANCE_ARN: &str = "InstanceArn";
+    /// On a user's workspace volume (and its snapshots): the value is the user id.
+    pub const WORKSPACE: &str = "spotpool:workspace";
 }

@@ -127,6 +127,18 @@ pub struct Effects {
     /// target group's own health check settings, interval × healthy threshold, counted from when
     /// a rule first forwards to the group: the fake reads them from CreateTargetGroup.)
     pub rule_active: Latency,
+    /// CreateVolume (gp3, empty): `creating` → `available`.
+    pub volume_create: Latency,
+    /// CreateVolume from a snapshot: `creating` → `available` (blocks load lazily after).
+    pub volume_from_snapshot: Latency,
+    /// AttachVolume: until `attached` and the device is visible on the instance.
+    pub volume_attach: Latency,
+    /// DetachVolume (file system unmounted first): until the volume is `available`.
+    pub volume_detach: Latency,
+    /// CreateSnapshot of a mostly empty 8 GiB volume: `pending` → `completed`.
+    pub snapshot: Latency,
+    /// The stop-and-unmount command's run time (the container's stop, `sync`, `umount`).
+    pub workspace_stop: Latency,
 }
 
 /// Injected fault probabilities of one attempt of an operation.
@@ -261,6 +273,15 @@ impl Profile {
             ("DeleteSecret", secret),
             ("SendCommand", Latency::millis(200, 600)),
             ("GetCommandInvocation", Latency::millis(100, 300)),
+            ("CreateVolume", Latency::millis(300, 1_000)),
+            ("AttachVolume", Latency::millis(300, 1_000)),
+            ("DetachVolume", Latency::millis(300, 1_000)),
+            ("DeleteVolume", Latency::millis(300, 1_000)),
+            ("CreateSnapshot", Latency::millis(300, 1_000)),
+            ("DeleteSnapshot", Latency::millis(300, 1_000)),
+            ("DescribeVolumes", ec2_describe),
+            ("DescribeSnapshots", Latency::millis(300, 1_000)),
+            ("ModifyRule", elb_write),
         ]);
         Profile {
             name: "aws-profile.md".into(),
@@ -277,6 +298,13 @@ impl Profile {
                 probe_run: Latency::millis(500, 2_000),
                 shutting_down: Latency::seconds(30, 90),
                 rule_active: Latency::seconds(1, 3),
+                volume_create: Latency::seconds(3, 15),
+                volume_from_snapshot: Latency::seconds(10, 30),
+                volume_attach: Latency::seconds(3, 10),
+                volume_detach: Latency::seconds(4, 20),
+                snapshot: Latency::seconds(120, 600),
+                // Assumed: the container gets up to 20 s to stop; a gateway stops in 2-7 s.
+                workspace_stop: Latency::seconds(4, 20),
             },
             quotas: QuotaClass::ALL
                 .into_iter()

@@ -33,6 +33,8 @@ pub const ON_DEMAND_FALLBACK: bool = false;
 pub const REBALANCE_MOVES: bool = false;
 pub const CAPACITY_TTL: &str = "3m";
 pub const LAUNCH_FAILURE_LIMIT: u32 = 10;
+pub const WORKSPACE_SIZE_GIB: u32 = 8;
+pub const IDLE_SLEEP_AFTER: &str = "off";
 
 /// The default of every setting that has one, as `--help` shows it: (the setting's argument
 /// id, the value).
@@ -87,5 +89,7 @@ pub fn documented() -> Vec<(&'static str, String)> {
         ("spotpool_capacity_ttl", text(&CAPACITY_TTL)),
         ("spotpool_launch_failure_limit", text(&LAUNCH_FAILURE_LIMIT)),
         ("spotpool_rate_limits", "\"\"".to_string()),
+        ("spotpool_workspace_size_gib", text(&WORKSPACE_SIZE_GIB)),
+        ("spotpool_idle_sleep_after", text(&IDLE_SLEEP_AFTER)),
     ]
 }

@@ -89,6 +89,8 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// The SQS queue EventBridge fills with EC2 interruption events; None runs no consumer.
     pub interruption_queue_url: Option<String>,
+    /// The KMS key of workspace volumes; None uses the account's default EBS key.
+    pub workspace_kms_key_id: Option<String>,
 }
 
 /// A setting that is missing or invalid. Its `Display` is the one line start-up prints.
@@ -113,32 +115,114 @@ pub enum ConfigError {
 impl Settings {
     /// Applies the defaults and validates; the first problem is the error.
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        let launch_template_id = required(
-            &self.launch_template_id,
-            "LAUNCH_TEMPLATE_ID",
-            "launch-template-id",
-            "the launch template for pool instances",
-        )?;
-        let subnet_ids = comma_list(&required(
-            &self.subnet_ids,
-            "SUBNET_IDS",
-            "subnet-ids",
-            "the subnets to launch pool instances into",
-        )?);
-        let vpc_id = required(
-            &self.vpc_id,
-            "VPC_ID",
-            "vpc-id",
-            "the VPC of the target groups",
-        )?;
-        let listener_arns = comma_list(&required(
-            &self.alb_listener_arn,
-            "ALB_LISTENER_ARN",
-            "alb-listener-arn",
-            "the ALB listener that routes users",
-        )?);
+        let network = self.network()?;
         let (api_token, admin_token) = self.tokens()?;
         let container = self.container()?;
+        let service = self.service()?;
+        let timings = self.timings()?;
+        Ok(Config {
+            listen: service.listen,
+            database_url: self
+                .spotpool_database_url
+                .clone()
+                .unwrap_or_else(|| defaults::DATABASE_URL.into()),
+            api_token,
+            admin_token,
+            launch_template_id: network.launch_template_id,
+            launch_template_version: self
+                .launch_template_version
+                .clone()
+                .unwrap_or_else(|| defaults::LAUNCH_TEMPLATE_VERSION.into()),
+            subnet_ids: network.subnet_ids,
+            security_group_ids: comma_list(self.security_group_id.as_deref().unwrap_or("")),
+            vpc_id: network.vpc_id,
+            listener_arns: network.listener_arns,
+            instance_profile_arn: self.instance_profile_arn.clone().filter(|v| !v.is_empty()),
+            container_image: container.image,
+            container_port: self.container_port.unwrap_or(defaults::CONTAINER_PORT),
+            health_check: container.health_check,
+            container_memory_mb: container.memory_mb,
+            container_cpus: container.cpus,
+            container_pids_limit: container.pids_limit,
+            public_base_url: self
+                .public_base_url
+                .clone()
+                .unwrap_or_else(|| defaults::PUBLIC_BASE_URL.into())
+                .trim_end_matches('/')
+                .to_string(),
+            secret_prefix: self
+                .secret_prefix
+                .clone()
+                .unwrap_or_else(|| defaults::SECRET_PREFIX.into()),
+            tiers: vec![self.default_tier()?],
+            pool: service.pool,
+            reconcile_interval: timings.reconcile_interval,
+            poll_interval: timings.poll_interval,
+            probe_timeout: timings.probe_timeout,
+            container_timeout: timings.container_timeout,
+            claim_attempts: service.claim_attempts,
+            max_in_flight: self
+                .spotpool_max_in_flight
+                .unwrap_or(defaults::MAX_IN_FLIGHT)
+                .max(1) as usize,
+            aws_max_attempts: self
+                .spotpool_aws_max_attempts
+                .unwrap_or(crate::cloud::DEFAULT_AWS_MAX_ATTEMPTS)
+                .max(1),
+            aws_secret_write_attempts: self
+                .spotpool_aws_secret_write_attempts
+                .unwrap_or(crate::cloud::DEFAULT_SECRET_WRITE_ATTEMPTS)
+                .max(1),
+            aws_call_timeout: timings.aws_call_timeout,
+            capacity_ttl: timings.capacity_ttl,
+            launch_failure_limit: self
+                .spotpool_launch_failure_limit
+                .unwrap_or(defaults::LAUNCH_FAILURE_LIMIT)
+                .max(1),
+            on_demand_launch_template_id: service.on_demand_launch_template_id,
+            rate_limits: service.rate_limits,
+            interruption_queue_url: service.interruption_queue_url,
+            workspace_kms_key_id: self
+                .spotpool_workspace_kms_key_id
+                .clone()
+                .filter(|key| !key.trim().is_empty()),
+        })
+    }
+
+    /// Where instances run and how users are routed: the required network settings, in the
+    /// order a missing one is reported.
+    fn network(&self) -> Result<Network, ConfigError> {
+        Ok(Network {
+            launch_template_id: required(
+                &self.launch_template_id,
+                "LAUNCH_TEMPLATE_ID",
+                "launch-template-id",
+                "the launch template for pool instances",
+            )?,
+            subnet_ids: comma_list(&required(
+                &self.subnet_ids,
+                "SUBNET_IDS",
+                "subnet-ids",
+                "the subnets to launch pool instances into",
+            )?),
+            vpc_id: required(
+                &self.vpc_id,
+                "VPC_ID",
+                "vpc-id",
+                "the VPC of the target groups",
+            )?,
+            listener_arns: comma_list(&required(
+                &self.alb_listener_arn,
+                "ALB_LISTENER_ARN",
+                "alb-listener-arn",
+                "the ALB listener that routes users",
+            )?),
+        })
+    }
+
+    /// The daemon's own settings that need checking: the listen address, the pool's name, the
+    /// attempts, the on-demand template, the interruption queue and the rate limits.
+    fn service(&self) -> Result<Service, ConfigError> {
         let on_demand_launch_template_id = self
             .on_demand_launch_template_id
             .clone()
@@ -171,16 +255,13 @@ impl Settings {
                 why: "needs 1-64 characters".into(),
             });
         }
-        let claim_attempts = self
-            .spotpool_claim_attempts
-            .unwrap_or(defaults::CLAIM_ATTEMPTS);
-        if claim_attempts == 0 {
-            return Err(ConfigError::Invalid {
-                env: "SPOTPOOL_CLAIM_ATTEMPTS",
-                value: "0".into(),
-                why: "must be at least 1".into(),
-            });
-        }
+        let claim_attempts = in_range(
+            "SPOTPOOL_CLAIM_ATTEMPTS",
+            self.spotpool_claim_attempts
+                .unwrap_or(defaults::CLAIM_ATTEMPTS),
+            1..=u32::MAX,
+            "must be at least 1",
+        )?;
         let interruption_queue_url = self
             .spotpool_interruption_queue_url
             .as_ref()
@@ -189,50 +270,25 @@ impl Settings {
         if let Some(url) = &interruption_queue_url {
             validate_queue_url(url)?;
         }
-        let rate_limits = {
-            let spec = self.spotpool_rate_limits.clone().unwrap_or_default();
-            RateLimits::parse(&spec).map_err(|why| ConfigError::Invalid {
-                env: "SPOTPOOL_RATE_LIMITS",
-                value: spec.clone(),
-                why,
-            })?
-        };
-        Ok(Config {
+        let spec = self.spotpool_rate_limits.clone().unwrap_or_default();
+        let rate_limits = RateLimits::parse(&spec).map_err(|why| ConfigError::Invalid {
+            env: "SPOTPOOL_RATE_LIMITS",
+            value: spec.clone(),
+            why,
+        })?;
+        Ok(Service {
             listen,
-            database_url: self
-                .spotpool_database_url
-                .clone()
-                .unwrap_or_else(|| defaults::DATABASE_URL.into()),
-            api_token,
-            admin_token,
-            launch_template_id,
-            launch_template_version: self
-                .launch_template_version
-                .clone()
-                .unwrap_or_else(|| defaults::LAUNCH_TEMPLATE_VERSION.into()),
-            subnet_ids,
-            security_group_ids: comma_list(self.security_group_id.as_deref().unwrap_or("")),
-            vpc_id,
-            listener_arns,
-            instance_profile_arn: self.instance_profile_arn.clone().filter(|v| !v.is_empty()),
-            container_image: container.image,
-            container_port: self.container_port.unwrap_or(defaults::CONTAINER_PORT),
-            health_check: container.health_check,
-            container_memory_mb: container.memory_mb,
-            container_cpus: container.cpus,
-            container_pids_limit: container.pids_limit,
-            public_base_url: self
-                .public_base_url
-                .clone()
-                .unwrap_or_else(|| defaults::PUBLIC_BASE_URL.into())
-                .trim_end_matches('/')
-                .to_string(),
-            secret_prefix: self
-                .secret_prefix
-                .clone()
-                .unwrap_or_else(|| defaults::SECRET_PREFIX.into()),
-            tiers: vec![self.default_tier()?],
             pool,
+            claim_attempts,
+            on_demand_launch_template_id,
+            interruption_queue_url,
+            rate_limits,
+        })
+    }
+
+    /// Every duration setting, checked.
+    fn timings(&self) -> Result<Timings, ConfigError> {
+        Ok(Timings {
             reconcile_interval: duration(
                 "SPOTPOOL_RECONCILE_INTERVAL",
                 &self.spotpool_reconcile_interval,
@@ -253,19 +309,6 @@ impl Settings {
                 &self.spotpool_container_timeout,
                 defaults::CONTAINER_TIMEOUT,
             )?,
-            claim_attempts,
-            max_in_flight: self
-                .spotpool_max_in_flight
-                .unwrap_or(defaults::MAX_IN_FLIGHT)
-                .max(1) as usize,
-            aws_max_attempts: self
-                .spotpool_aws_max_attempts
-                .unwrap_or(crate::cloud::DEFAULT_AWS_MAX_ATTEMPTS)
-                .max(1),
-            aws_secret_write_attempts: self
-                .spotpool_aws_secret_write_attempts
-                .unwrap_or(crate::cloud::DEFAULT_SECRET_WRITE_ATTEMPTS)
-                .max(1),
             aws_call_timeout: duration(
                 "SPOTPOOL_AWS_CALL_TIMEOUT",
                 &self.spotpool_aws_call_timeout,
@@ -276,13 +319,6 @@ impl Settings {
                 &self.spotpool_capacity_ttl,
                 defaults::CAPACITY_TTL,
             )?,
-            launch_failure_limit: self
-                .spotpool_launch_failure_limit
-                .unwrap_or(defaults::LAUNCH_FAILURE_LIMIT)
-                .max(1),
-            on_demand_launch_template_id,
-            rate_limits,
-            interruption_queue_url,
         })
     }
 
@@ -416,8 +452,55 @@ impl Settings {
             rebalance_moves: self
                 .spotpool_rebalance_moves
                 .unwrap_or(defaults::REBALANCE_MOVES),
+            workspace_size_gib: in_range(
+                "SPOTPOOL_WORKSPACE_SIZE_GIB",
+                self.spotpool_workspace_size_gib
+                    .unwrap_or(defaults::WORKSPACE_SIZE_GIB),
+                1..=16_384,
+                "must be from 1 to 16384 (GiB)",
+            )?,
+            idle_sleep_after: match self
+                .spotpool_idle_sleep_after
+                .as_deref()
+                .unwrap_or(defaults::IDLE_SLEEP_AFTER)
+                .trim()
+            {
+                "off" | "" => None,
+                _ => Some(
+                    duration("SPOTPOOL_IDLE_SLEEP_AFTER", &self.spotpool_idle_sleep_after, "")?
+                        .as_millis() as i64,
+                ),
+            },
         })
     }
+}
+
+/// The required network settings, validated.
+struct Network {
+    launch_template_id: String,
+    subnet_ids: Vec<String>,
+    vpc_id: String,
+    listener_arns: Vec<String>,
+}
+
+/// The daemon's own settings, validated.
+struct Service {
+    listen: SocketAddr,
+    pool: String,
+    claim_attempts: u32,
+    on_demand_launch_template_id: Option<String>,
+    interruption_queue_url: Option<String>,
+    rate_limits: RateLimits,
+}
+
+/// The duration settings, parsed.
+struct Timings {
+    reconcile_interval: Duration,
+    poll_interval: Duration,
+    probe_timeout: Duration,
+    container_timeout: Duration,
+    aws_call_timeout: Duration,
+    capacity_ttl: Duration,
 }
 
 /// The user container's settings, validated.

@@ -152,6 +152,15 @@ pub struct Settings {
     /// SQS queue of EC2 spot interruption, rebalance and state-change events (Terraform output interruption_queue_url); unset, none are read.
     #[arg(long, env = "SPOTPOOL_INTERRUPTION_QUEUE_URL", value_name = "URL")]
     pub spotpool_interruption_queue_url: Option<String>,
+    /// Size of each user's workspace volume (encrypted gp3, mounted at the container's /data) in GiB, 1-16384.
+    #[arg(long, env = "SPOTPOOL_WORKSPACE_SIZE_GIB", value_name = "GIB")]
+    pub spotpool_workspace_size_gib: Option<u32>,
+    /// A customer-managed KMS key (id or ARN) for workspace volumes; unset, the account's default EBS key.
+    #[arg(long, env = "SPOTPOOL_WORKSPACE_KMS_KEY_ID", value_name = "KEY")]
+    pub spotpool_workspace_kms_key_id: Option<String>,
+    /// Put a ready user to sleep after this long without a request through the load balancer (CloudWatch RequestCount), e.g. 2h; "off" never does. Agents that only poll outward (Telegram, Discord) get no inbound requests: leave it off for them.
+    #[arg(long, env = "SPOTPOOL_IDLE_SLEEP_AFTER", value_name = "DURATION")]
+    pub spotpool_idle_sleep_after: Option<String>,
 }
 
 impl Settings {

@@ -63,7 +63,8 @@ pub fn shell_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
 }
 
-/// Builds one command: shebang, title, the quoted inputs, then `script` with the library inlined.
+/// Builds one command: shebang, title, the quoted inputs, then `script` with the library inlined
+/// and its comment lines emptied ([`without_comments`]).
 fn render(title: &str, file: &str, script: &str, inputs: &[(&str, String)]) -> String {
     let mut out =
         format!("#!/bin/bash\n# spotpool: {title} (generated from scripts/instance/{file})\n");
@@ -88,6 +89,58 @@ fn render(title: &str, file: &str, script: &str, inputs: &[(&str, String)]) -> S
         } else {
             out.push_str(line);
             out.push('\n');
+        }
+    }
+    without_comments(&out)
+}
+
+/// `command` with every line that is only a comment emptied (the newline stays, so the line
+/// numbers of error messages still match the script files), except the shebang, the title and
+/// `shellcheck` directives. The scripts' comments are most of their text, and SendCommand's parameters are
+/// limited in size. A line inside a multi-line quoted string (the secret parser's Python) is
+/// never touched: a small lexer follows single and double quotes and unquoted `#` comments.
+fn without_comments(command: &str) -> String {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Quote {
+        None,
+        Single,
+        Double,
+    }
+    let mut quote = Quote::None;
+    let mut out = String::with_capacity(command.len());
+    for (number, line) in command.lines().enumerate() {
+        let trimmed = line.trim_start();
+        let comment_only = quote == Quote::None
+            && trimmed.starts_with('#')
+            && number > 1
+            && !trimmed.starts_with("# shellcheck");
+        if !comment_only {
+            out.push_str(line);
+        }
+        out.push('\n');
+        if comment_only {
+            continue;
+        }
+        // The quoting state at the end of the line; an unquoted `#` at the start of a word
+        // begins a comment, which ends the line.
+        let mut previous = ' ';
+        let mut escaped = false;
+        for c in line.chars() {
+            match quote {
+                Quote::Single if c == '\'' => quote = Quote::None,
+                Quote::Single => {}
+                Quote::Double if escaped => escaped = false,
+                Quote::Double if c == '\\' => escaped = true,
+                Quote::Double if c == '"' => quote = Quote::None,
+                Quote::Double => {}
+                Quote::None if escaped => escaped = false,
+                Quote::None if c == '\\' => escaped = true,
+                Quote::None if c == '\'' => quote = Quote::Single,
+                Quote::None if c == '"' => quote = Quote::Double,
+                Quote::None if c == '#' && (previous.is_whitespace() || previous == ';') => break,
+                Quote::None => {}
+            }
+            previous = c;
         }
     }
     out

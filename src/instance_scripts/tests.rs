@@ -298,7 +298,13 @@ fn the_probe_and_the_user_data_agree_on_the_marker_and_the_rule() {
     assert!(probe.contains(&format!("SPOTPOOL_READY_MARKER:-{READY_MARKER}}}")));
     assert!(probe.contains("METADATA_ADDRESS=169.254.169.254\n"));
     assert!(probe.contains(r#"iptables -w 5 -C DOCKER-USER -d "$METADATA_ADDRESS/32" -j DROP"#));
-    assert!(probe.contains(&format!("iptables -C DOCKER-USER {METADATA_BLOCK_RULE}")));
+    // The rule as the user data writes it is documented in the probe's source (the sent
+    // command carries no comments).
+    assert!(PROBE.contains(&format!("iptables -C DOCKER-USER {METADATA_BLOCK_RULE}")));
+    assert!(
+        !probe.contains("# spotpool readiness probe: is this fresh instance fit"),
+        "comments are not sent"
+    );
 }
 
 #[test]

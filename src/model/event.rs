@@ -131,6 +131,23 @@ pub enum Event {
     OrphanDeleted {
         description: String,
     },
+    /// The user's first claim created its workspace volume.
+    WorkspaceCreated {
+        volume_id: String,
+        zone: String,
+        size_gib: u32,
+    },
+    /// The workspace's zone has no capacity: it is being copied to another zone.
+    WorkspaceRelocating { from: String, to: String },
+    WorkspaceRelocated { to: String },
+    /// The user was released: its workspace volume is deleted.
+    WorkspaceDeleted { volume_id: String },
+    /// A sleep was asked for (`idle` when auto-sleep found no requests).
+    SleepRequested { reason: String },
+    /// The user is asleep: no instance; workspace, secret and route kept.
+    Asleep,
+    /// A wake (or a PUT) queued an asleep user for an instance again.
+    WakeRequested,
 }
 
 impl Event {
@@ -151,6 +168,7 @@ impl Event {
             Event::ClaimStepDone(step) => match step {
                 ClaimStep::Assigned => "claim.assigned",
                 ClaimStep::Tagged => "claim.tagged",
+                ClaimStep::WorkspaceAttached => "claim.workspace_attached",
                 ClaimStep::ContainerStarting => "claim.container_starting",
                 ClaimStep::ContainerStarted => "claim.container_started",
                 ClaimStep::TargetGroupReady => "claim.target_group_ready",
@@ -175,9 +193,11 @@ impl Event {
             Event::MoveStepDone(step) => match step {
                 MoveStep::Assigned => "move.assigned",
                 MoveStep::Tagged => "move.tagged",
+                MoveStep::Registered => "move.registered",
+                MoveStep::WorkspaceFreed => "move.workspace_freed",
+                MoveStep::WorkspaceAttached => "move.workspace_attached",
                 MoveStep::ContainerStarting => "move.container_starting",
                 MoveStep::ContainerStarted => "move.container_started",
-                MoveStep::Registered => "move.registered",
                 MoveStep::Retired => "move.retired",
             },
             Event::MoveDone { .. } => "move.done",
@@ -192,6 +212,13 @@ impl Event {
                 NoticeAction::Ignored => "interruption.ignored",
             },
             Event::OrphanDeleted { .. } => "repair.orphan_deleted",
+            Event::WorkspaceCreated { .. } => "workspace.created",
+            Event::WorkspaceRelocating { .. } => "workspace.relocating",
+            Event::WorkspaceRelocated { .. } => "workspace.relocated",
+            Event::WorkspaceDeleted { .. } => "workspace.deleted",
+            Event::SleepRequested { .. } => "sleep.requested",
+            Event::Asleep => "sleep.asleep",
+            Event::WakeRequested => "sleep.wake_requested",
         }
     }
 
@@ -277,6 +304,19 @@ impl Event {
                 notice.as_str()
             ),
             Event::OrphanDeleted { description } => description.clone(),
+            Event::WorkspaceCreated {
+                volume_id,
+                zone,
+                size_gib,
+            } => format!("{volume_id}: {size_gib} GiB in {zone}"),
+            Event::WorkspaceRelocating { from, to } => {
+                format!("{from} has no capacity: copying the workspace to {to}")
+            }
+            Event::WorkspaceRelocated { to } => format!("the workspace is in {to} now"),
+            Event::WorkspaceDeleted { volume_id } => format!("{volume_id} deleted"),
+            Event::SleepRequested { reason } => format!("going to sleep ({reason})"),
+            Event::Asleep => "asleep: instance retired; workspace, secret and route kept".into(),
+            Event::WakeRequested => "waking: queued for an instance".into(),
         }
     }
 }

@@ -12,6 +12,7 @@ mod notice;
 mod progress;
 mod status;
 mod tier;
+mod workspace;
 
 pub use event::{Event, NoticeAction};
 pub use ids::{InstanceId, Millis, RESERVED_USER_IDS, UserId, UserIdError};
@@ -22,6 +23,7 @@ pub use progress::{
 };
 pub use status::{InstanceStatus, Lifecycle, TerminateReason, UserState};
 pub use tier::TierOverride;
+pub use workspace::{Relocation, Workspace};
 
 /// Implements `ALL`, `as_str`, `parse` and `Display` for a field-less enum from one table of
 /// `Variant => "string"` pairs: the string is what the store, the API and the metrics see.

@@ -15,6 +15,8 @@ pub enum ClaimStep {
     Assigned,
     /// Instance tagged `assigned` and the secret tagged with the instance ARN.
     Tagged,
+    /// The user's workspace volume exists in the instance's zone and is attached to it.
+    WorkspaceAttached,
     /// The start-container command was sent; waiting for it to finish.
     ContainerStarting,
     /// The container runs; from here on the instance is dirty and is never returned to the pool.
@@ -29,6 +31,7 @@ pub enum ClaimStep {
 string_enum!(ClaimStep {
     Assigned => "assigned",
     Tagged => "tagged",
+    WorkspaceAttached => "workspace_attached",
     ContainerStarting => "container_starting",
     ContainerStarted => "container_started",
     TargetGroupReady => "target_group_ready",
@@ -43,22 +46,30 @@ pub enum MoveStep {
     Assigned,
     /// The new instance is tagged for the user and the secret is bound to it.
     Tagged,
+    /// The new instance is registered in the user's target group (health checks start; it gets
+    /// traffic once its container answers).
+    Registered,
+    /// The old instance left the target group, its container stopped and the workspace was
+    /// detached from it: from here the route has no healthy target until the new one is.
+    WorkspaceFreed,
+    /// The workspace is attached to the new instance.
+    WorkspaceAttached,
     /// The start-container command was sent to the new instance.
     ContainerStarting,
     /// The container runs on the new instance.
     ContainerStarted,
-    /// The new instance is registered in the user's target group.
-    Registered,
-    /// The old instance is deregistered and being terminated; the row switches next.
+    /// The new instance is healthy; the old one is being retired and the row switches next.
     Retired,
 }
 
 string_enum!(MoveStep {
     Assigned => "assigned",
     Tagged => "tagged",
+    Registered => "registered",
+    WorkspaceFreed => "workspace_freed",
+    WorkspaceAttached => "workspace_attached",
     ContainerStarting => "container_starting",
     ContainerStarted => "container_started",
-    Registered => "registered",
     Retired => "retired",
 });
 

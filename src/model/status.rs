@@ -41,6 +41,12 @@ pub enum UserState {
     /// Ready, and being moved to another instance (its instance is being interrupted or was
     /// recycled): the old instance serves until the new one is routed. Route and secret stay.
     Migrating,
+    /// Going to sleep: the route answers "asleep", the workspace is being detached and the
+    /// instance retired.
+    Sleeping,
+    /// No instance; the workspace, the secret, the route (answering "asleep") and the desired
+    /// state are kept. A wake (or a PUT) queues the user for an instance again.
+    Asleep,
 }
 
 string_enum!(UserState {
@@ -50,6 +56,8 @@ string_enum!(UserState {
     Failed => "failed",
     Deleting => "deleting",
     Migrating => "migrating",
+    Sleeping => "sleeping",
+    Asleep => "asleep",
 });
 
 impl UserState {

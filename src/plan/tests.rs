@@ -12,8 +12,14 @@ fn policy(spare_count: u32, max_instances: u32) -> Policy {
             instance_types: vec!["t3.small".into(), "t3a.small".into()],
             on_demand_fallback: false,
             rebalance_moves: false,
+            workspace_size_gib: 8,
+            idle_sleep_after: None,
         }],
         subnet_ids: vec!["subnet-a".into(), "subnet-b".into()],
+        subnet_zones: BTreeMap::from([
+            ("subnet-a".into(), "zone-a".into()),
+            ("subnet-b".into(), "zone-b".into()),
+        ]),
         probe_timeout: 600_000,
         probe_retry: 5_000,
         launch_visibility_grace: 60_000,
@@ -35,6 +41,7 @@ fn instance(id: &str, status: InstanceStatus) -> PoolInstance {
         probe_failed_at: None,
         missed: 0,
         recycle: false,
+        zone: Some("zone-a".into()),
     }
 }
 
@@ -47,6 +54,8 @@ fn user(id: &str, state: UserState, instance: Option<&str>, requested_at: Millis
         requested_at,
         tearing_down: false,
         moving_to: None,
+        zone: None,
+        relocating: false,
     }
 }
 
@@ -356,6 +365,7 @@ fn arb_world() -> impl Strategy<Value = (Vec<UserIntent>, Vec<PoolInstance>, u32
                 probe_failed_at: None,
                 missed: (age % 3) as u32,
                 recycle: false,
+                zone: Some(if n % 2 == 0 { "zone-a" } else { "zone-b" }.into()),
             })
             .collect();
         let mut free: Vec<InstanceId> = instances.iter().map(|i| i.id.clone()).collect();
@@ -379,6 +389,8 @@ fn arb_world() -> impl Strategy<Value = (Vec<UserIntent>, Vec<PoolInstance>, u32
                     requested_at: n as Millis,
                     tearing_down: false,
                     moving_to: None,
+                    zone: None,
+                    relocating: false,
                 }
             })
             .collect();

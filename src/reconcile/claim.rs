@@ -8,10 +8,11 @@
 //! binding, the start script, the command poll and the health wait.
 
 use super::steps::Machine;
+use super::workspace::Progress;
 use super::{
     Reconciler, StepError, StepOutcome, StepResult, fatal, one_tag, route_path, target_group_name,
 };
-use crate::cloud::{CloudError, CloudErrorKind, CommandStatus, tags};
+use crate::cloud::{CloudError, CloudErrorKind, CommandStatus, RuleAction, tags};
 use crate::instance_scripts::{self, ContainerSpec};
 use crate::model::{
     ClaimProgress, ClaimStep, Event, InstanceId, InstanceStatus, Millis, SentCommand, UserId,
@@ -63,7 +64,11 @@ impl Reconciler {
                 self.bind_to_instance(&user, &instance).await?;
                 ClaimStep::Tagged
             }
-            ClaimStep::Tagged => {
+            ClaimStep::Tagged => match self.attach_workspace(&mut user, &instance, now).await? {
+                Progress::Done => ClaimStep::WorkspaceAttached,
+                Progress::Waiting | Progress::RetireFirst => return Ok(StepResult::Waiting),
+            },
+            ClaimStep::WorkspaceAttached => {
                 let sent = self.send_start_command(&mut user, &instance, now).await?;
                 let Some(command) = sent else {
                     return Ok(StepResult::Waiting);
@@ -266,6 +271,7 @@ impl Reconciler {
         let record = self.inner.store.get_instance(instance).await?;
         let host_ip = record.as_ref().and_then(|r| r.private_ip.clone());
         let secret_arn = user.secret_arn.clone().unwrap_or_default();
+        let volume_id = user.workspace.as_ref().and_then(|w| w.volume_id.clone());
         Ok(instance_scripts::start_container_script(&ContainerSpec {
             user_id: user.user_id.as_str(),
             secret_arn: &secret_arn,
@@ -279,7 +285,7 @@ impl Reconciler {
             memory_mb: config.container_memory_mb,
             cpus: config.container_cpus,
             pids_limit: config.container_pids_limit,
-            workspace_volume_id: None,
+            workspace_volume_id: volume_id.as_deref(),
         }))
     }
 
@@ -324,6 +330,16 @@ impl Reconciler {
         ) else {
             return Ok(StepResult::Waiting);
         };
+        // A woken user kept its rule (answering "asleep" meanwhile): point it at the new group.
+        if let Some(rule) = user.routing.rule_arn.clone() {
+            let forward = RuleAction::Forward {
+                target_group_arn: group,
+            };
+            cloud.set_rule_action(&rule, &forward).await?;
+            return self
+                .save_claim_step(user, ClaimStep::Routed, instance, now)
+                .await;
+        }
         let path = route_path(&user.route);
         let mut rule_tags = self.resource_tags(&user.user_id);
         rule_tags.insert(tags::INSTANCE_ID.into(), instance.0.clone());

@@ -76,6 +76,11 @@ impl Reconciler {
             Action::BeginMove { user } => self.begin_move(user, MoveReason::Recycle, now).await,
             Action::AssignMove { user, instance } => self.assign_move(user, instance).await,
             Action::AdvanceMove { user } => self.advance_move(user).await,
+            Action::AdvanceSleep { user } => self.sleep(user).await,
+            Action::RelocateWorkspace { user, to_zone } => {
+                self.begin_relocation(user, to_zone).await
+            }
+            Action::AdvanceRelocation { user } => self.advance_relocation(user).await,
         }
     }
 }

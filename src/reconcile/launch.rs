@@ -145,9 +145,11 @@ impl Reconciler {
                 // A redo whose instances were already adopted from a listing.
                 continue;
             }
+            let zone = self.lock_subnet_zones().get(&launch.subnet_id).cloned();
             store
                 .put_instance(&InstanceRecord {
                     instance_type: Some(launch.instance_type.clone()),
+                    availability_zone: zone,
                     ..InstanceRecord::new(
                         id.clone(),
                         tier.to_string(),

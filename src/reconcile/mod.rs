@@ -10,7 +10,8 @@
 //! - `launch`: launches journalled before RunInstances, the offerings cache, tier back-off;
 //! - `instances`: readiness probes and retiring an instance (the one way one is terminated);
 //! - `steps`: the driver shared by the claim and move step machines;
-//! - `claim`, `moves`, `teardown`: the step machines and the undo;
+//! - `claim`, `moves`, `teardown`: the step machines and the undo (and a sleep);
+//! - `workspace`: a user's EBS volume: create, attach, stop-and-detach, copy to another zone;
 //! - `notices`: what an interruption notice means; `repair`: on-call's pass plus orphan sweep.
 //!
 //! Crash safety: every claim or move step writes its result to the user's row before the next
@@ -29,6 +30,7 @@ mod observe;
 mod repair;
 mod steps;
 mod teardown;
+mod workspace;
 
 pub use repair::{Orphan, OrphanKind, PlannedAction, RepairReport};
 
@@ -78,6 +80,10 @@ pub struct ReconcilerConfig {
     pub launch_failure_limit: u32,
     /// A tier's launches after a failure: blocked for `first`, doubling per failure up to `max`.
     pub launch_backoff: Backoff,
+    /// The size of a workspace whose tier is not configured any more.
+    pub workspace_size_gib: u32,
+    /// The KMS key of workspace volumes; None uses the account's default EBS key.
+    pub workspace_kms_key_id: Option<String>,
 }
 
 /// Why a pass ended the way it did; the loop picks the next delay from it (kube-rs `Action`).
@@ -148,6 +154,8 @@ struct Inner {
     /// Users whose route has no live instance, and since when (in memory: a restart starts the
     /// count again).
     unserved: std::sync::Mutex<HashMap<UserId, Millis>>,
+    /// The zone of each subnet, once DescribeSubnets answered.
+    subnet_zones: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 impl Reconciler {
@@ -172,6 +180,7 @@ impl Reconciler {
                 pass_lock: tokio::sync::Mutex::new(()),
                 conditions: std::sync::Mutex::new(ConditionState::default()),
                 unserved: std::sync::Mutex::new(HashMap::new()),
+                subnet_zones: std::sync::Mutex::new(Default::default()),
             }),
         }
     }

@@ -12,6 +12,7 @@
 //! pass recovers the user the usual way (re-queued first in line, same route and secret).
 
 use super::steps::Machine;
+use super::workspace::Progress;
 use super::{Reconciler, StepError, StepOutcome, StepResult, fatal, one_tag};
 use crate::cloud::tags;
 use crate::model::{
@@ -94,31 +95,48 @@ impl Reconciler {
                 MoveStep::Tagged
             }
             MoveStep::Tagged => {
-                let script = self.start_script(&user, &instance).await?;
-                // Dirty before sending, as in a claim: an undo then retires the instance.
-                if target.command.is_none() {
-                    target.command = Some(SentCommand {
-                        id: None,
-                        sent_at: now,
-                    });
-                    set_target(&mut user, target.clone());
-                    user.updated_at = now;
-                    if !inner.store.update_user(&mut user).await? {
-                        return Ok(StepResult::Waiting);
+                // Registered early: its health checks start now and pass as soon as its
+                // container answers, while the old instance still serves.
+                let group = self.move_group(&user)?;
+                cloud
+                    .register_target(&group, &instance, config.container_port)
+                    .await?;
+                MoveStep::Registered
+            }
+            MoveStep::Registered => {
+                // The route gap starts here: the old instance leaves the group, its container
+                // stops and the workspace is detached from it (a single-attach volume cannot be
+                // in two places).
+                let group = self.move_group(&user)?;
+                if let Some(old) = user.instance_id.clone() {
+                    cloud
+                        .deregister_target(&group, &old, config.container_port)
+                        .await?;
+                    match self.free_workspace(&mut user, &old, now).await? {
+                        Progress::Done => {}
+                        Progress::Waiting => return Ok(StepResult::Waiting),
+                        Progress::RetireFirst => {
+                            self.retire_instance(&old, now).await?;
+                            return Ok(StepResult::Waiting);
+                        }
                     }
                 }
-                let id = cloud
-                    .send_command(
-                        &instance,
-                        &format!("spotpool start container for {} (move)", user.user_id),
-                        &script,
-                        config.container_timeout.as_secs() as u32,
-                    )
-                    .await?;
-                target.command = Some(SentCommand {
-                    id: Some(id),
-                    sent_at: now,
-                });
+                MoveStep::WorkspaceFreed
+            }
+            MoveStep::WorkspaceFreed => {
+                match self.attach_workspace(&mut user, &instance, now).await? {
+                    Progress::Done => MoveStep::WorkspaceAttached,
+                    Progress::Waiting | Progress::RetireFirst => return Ok(StepResult::Waiting),
+                }
+            }
+            MoveStep::WorkspaceAttached => {
+                let Some(command) = self
+                    .send_move_start(&mut user, &mut target, &instance, now)
+                    .await?
+                else {
+                    return Ok(StepResult::Waiting);
+                };
+                target.command = Some(command);
                 MoveStep::ContainerStarting
             }
             MoveStep::ContainerStarting => {
@@ -131,34 +149,15 @@ impl Reconciler {
                 MoveStep::ContainerStarted
             }
             MoveStep::ContainerStarted => {
-                let Some(group) = user.routing.target_group_arn.clone() else {
-                    return Err(fatal(
-                        "Move",
-                        "NoTargetGroup",
-                        "a migrating user has no target group".into(),
-                    ));
-                };
-                cloud
-                    .register_target(&group, &instance, config.container_port)
-                    .await?;
-                MoveStep::Registered
-            }
-            MoveStep::Registered => {
-                // The old instance leaves only once the load balancer routes to the new one, so
-                // the route never lacks a healthy target (unless the old one is already gone).
-                if let Some(group) = &user.routing.target_group_arn
-                    && !self
-                        .target_healthy_in_time(group, &instance, user.updated_at, now)
-                        .await?
+                // Ready once the load balancer routes to the new instance; then the old one goes.
+                let group = self.move_group(&user)?;
+                if !self
+                    .target_healthy_in_time(&group, &instance, user.updated_at, now)
+                    .await?
                 {
                     return Ok(StepResult::Waiting);
                 }
                 if let Some(old) = user.instance_id.clone() {
-                    if let Some(group) = &user.routing.target_group_arn {
-                        cloud
-                            .deregister_target(group, &old, config.container_port)
-                            .await?;
-                    }
                     self.retire_instance(&old, now).await?;
                 }
                 MoveStep::Retired
@@ -230,6 +229,18 @@ impl Reconciler {
         let Some(target) = user.move_target().cloned() else {
             return Ok(());
         };
+        // Past the point of no return: the old container stopped and the workspace left it, so
+        // the user is served again by a fresh claim (first in line, same route, secret and
+        // workspace) rather than on the old instance.
+        let step = user
+            .moving
+            .as_ref()
+            .and_then(|m| m.target.as_ref())
+            .map(|t| t.step);
+        if step >= Some(MoveStep::WorkspaceFreed) {
+            tracing::warn!(user = %user_id, cause, "a move failed after the old container stopped; recovering the user");
+            return self.recover(user_id).await;
+        }
         let now = self.now();
         if let Some(group) = &user.routing.target_group_arn {
             cloud
@@ -299,6 +310,54 @@ impl Reconciler {
             self.return_to_pool(target, now).await?;
         }
         Ok(())
+    }
+
+    /// Sends the start command to the move's target, after recording it (the target is dirty
+    /// from then on, as in a claim). None when the row changed under us.
+    async fn send_move_start(
+        &self,
+        user: &mut UserRecord,
+        target: &mut MoveTarget,
+        instance: &InstanceId,
+        now: Millis,
+    ) -> Result<Option<SentCommand>, StepError> {
+        let inner = &self.inner;
+        let script = self.start_script(user, instance).await?;
+        if target.command.is_none() {
+            target.command = Some(SentCommand {
+                id: None,
+                sent_at: now,
+            });
+            set_target(user, target.clone());
+            user.updated_at = now;
+            if !inner.store.update_user(user).await? {
+                return Ok(None);
+            }
+        }
+        let id = inner
+            .cloud
+            .send_command(
+                instance,
+                &format!("spotpool start container for {} (move)", user.user_id),
+                &script,
+                inner.config.container_timeout.as_secs() as u32,
+            )
+            .await?;
+        Ok(Some(SentCommand {
+            id: Some(id),
+            sent_at: now,
+        }))
+    }
+
+    /// The user's target group, which a move never changes.
+    fn move_group(&self, user: &UserRecord) -> Result<String, StepError> {
+        user.routing.target_group_arn.clone().ok_or_else(|| {
+            fatal(
+                "Move",
+                "NoTargetGroup",
+                "a migrating user has no target group".into(),
+            )
+        })
     }
 }
 

@@ -36,7 +36,8 @@ impl Reconciler {
         } else {
             self.finish_launches(now).await?
         };
-        let (policy, paused) = self.effective_policy().await?;
+        let (mut policy, paused) = self.effective_policy().await?;
+        policy.subnet_zones = self.subnet_zones().await;
         let mut ledger = self.sync_ledger(&observed, now).await?;
         let mut acted_on_notices = false;
         if !dry_run {
@@ -75,6 +76,7 @@ impl Reconciler {
                 probe_failed_at: r.probe_failed_at,
                 missed: r.missed_observations,
                 recycle: r.recycle_requested_at.is_some(),
+                zone: r.availability_zone.clone(),
             })
             .collect();
         let users = inner.store.list_users().await?;
@@ -88,6 +90,8 @@ impl Reconciler {
                 requested_at: u.requested_at,
                 tearing_down: u.teardown.is_some(),
                 moving_to: u.move_target().cloned(),
+                zone: u.workspace.as_ref().map(|w| w.availability_zone.clone()),
+                relocating: u.workspace.as_ref().is_some_and(|w| w.relocation.is_some()),
             })
             .collect();
         let unserved = export_gauges(&ledger, &users, &policy);
@@ -185,6 +189,37 @@ impl Reconciler {
         records
             .sort_by(|a, b| (a.launched_at, &a.instance_id).cmp(&(b.launched_at, &b.instance_id)));
         Ok(records)
+    }
+
+    /// The zone of each of the pool's subnets: asked once (DescribeSubnets), then remembered.
+    /// Until it is known, `plan` serves users without regard to their workspace's zone only
+    /// where that is safe (it never relocates a workspace on unknown zones).
+    pub(super) async fn subnet_zones(&self) -> std::collections::BTreeMap<String, String> {
+        let known = self.lock_subnet_zones().clone();
+        let subnets = &self.inner.config.policy.subnet_ids;
+        if !subnets.is_empty() && subnets.iter().all(|s| known.contains_key(s)) {
+            return known;
+        }
+        match self.inner.cloud.subnet_zones(subnets).await {
+            Ok(zones) => {
+                *self.lock_subnet_zones() = zones.clone();
+                zones
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "could not read the zones of the pool's subnets; will retry");
+                known
+            }
+        }
+    }
+
+    pub(super) fn lock_subnet_zones(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, String>> {
+        // Nothing panics while holding this lock; a poisoned lock still holds valid data.
+        self.inner
+            .subnet_zones
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Starts the clock of users who just became unserved; records how long the others that

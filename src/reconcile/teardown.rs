@@ -1,15 +1,21 @@
 //! The undo of everything a user's row records: a rollback (a claim step failed for good), a
-//! recovery (the user's instance vanished) or a release (the user asked to go).
+//! recovery (the user's instance vanished), a release (the user asked to go), or a sleep (the
+//! user keeps its workspace, secret and route, but no instance).
 //!
-//! In reverse order of creation: the listener rule, the target group, the secret's binding (or
-//! the secret itself, on release), then the instance, which goes back to the pool only if no
-//! start command ever reached it. Every call is idempotent, and a rollback or recovery is marked
-//! in the row before it starts, so a crash or error part-way resumes the same undo on the next
-//! pass instead of the claim.
+//! In reverse order of creation: the listener rule (a sleep points it at a fixed "asleep"
+//! response instead), the target group, the workspace (its container stopped and the volume
+//! detached; deleted on release only), the secret's binding (or the secret itself, on release),
+//! then the instance, which goes back to the pool only if no start command ever reached it. Every
+//! call is idempotent, and a rollback or recovery is marked in the row before it starts (a
+//! release and a sleep are the user's state), so a crash, an error or a wait for EBS part-way
+//! resumes the same undo on the next pass instead of the claim.
 
+use super::workspace::Progress;
 use super::{Reconciler, StepError, route_path, target_group_name};
-use crate::cloud::tags;
-use crate::model::{ClaimProgress, Event, InstanceStatus, TeardownKind, UserId, UserState};
+use crate::cloud::{RuleAction, tags};
+use crate::model::{
+    ClaimProgress, Event, InstanceStatus, Millis, TeardownKind, UserId, UserState,
+};
 use crate::store::UserRecord;
 
 /// What a teardown was asked to do; a rollback carries its cause.
@@ -18,14 +24,19 @@ enum Teardown {
     Rollback { cause: String },
     Recover,
     Release,
+    Sleep,
 }
+
+/// The response a sleeping user's route gives.
+const ASLEEP_STATUS: u16 = 503;
+const ASLEEP_BODY: &str = r#"{"error":{"code":"asleep","message":"this agent is asleep; wake it to use it"}}"#;
 
 impl Teardown {
     fn kind(&self) -> TeardownKind {
         match self {
             Teardown::Rollback { .. } => TeardownKind::Rollback,
             Teardown::Recover => TeardownKind::Recover,
-            Teardown::Release => TeardownKind::Release,
+            Teardown::Release | Teardown::Sleep => TeardownKind::Release,
         }
     }
 }
@@ -50,6 +61,11 @@ impl Reconciler {
         self.teardown_user(user, Teardown::Release).await
     }
 
+    /// The user is going to sleep: its instance goes, its workspace, secret and rule stay.
+    pub(super) async fn sleep(&self, user: &UserId) -> Result<(), StepError> {
+        self.teardown_user(user, Teardown::Sleep).await
+    }
+
     async fn teardown_user(&self, user_id: &UserId, requested: Teardown) -> Result<(), StepError> {
         let inner = &self.inner;
         let Some(mut user) = inner.store.get_user(user_id).await? else {
@@ -58,6 +74,8 @@ impl Reconciler {
         let now = self.now();
         let mode = match (&requested, user.state, user.teardown) {
             (Teardown::Release, _, _) | (_, UserState::Deleting, _) => Teardown::Release,
+            (Teardown::Sleep, UserState::Sleeping, _) => Teardown::Sleep,
+            (Teardown::Sleep, _, _) => return Ok(()),
             // An undo already under way keeps its kind (and its recorded cause).
             (_, _, Some(TeardownKind::Rollback)) => Teardown::Rollback {
                 cause: user.error.clone().unwrap_or_default(),
@@ -66,7 +84,7 @@ impl Reconciler {
             (mode, _, None) => mode.clone(),
         };
         let kind = mode.kind();
-        if mode != Teardown::Release && user.teardown.is_none() {
+        if matches!(mode, Teardown::Rollback { .. } | Teardown::Recover) && user.teardown.is_none() {
             user.teardown = Some(kind);
             if let Teardown::Rollback { cause } = &mode {
                 user.error = Some(cause.clone());
@@ -76,11 +94,33 @@ impl Reconciler {
                 return Ok(());
             }
         }
-        self.remove_route(&user).await?;
+        if mode == Teardown::Sleep {
+            // The workspace first: the route answers "asleep" only once the container stopped.
+            if !self.free_workspaces(&mut user).await? {
+                return Ok(());
+            }
+            self.route_asleep(&user).await?;
+        } else {
+            self.remove_route(&user).await?;
+            if !self.free_workspaces(&mut user).await? {
+                return Ok(());
+            }
+        }
+        if mode == Teardown::Release {
+            match self.delete_workspace(&mut user, now).await? {
+                Progress::Done => {}
+                Progress::Waiting | Progress::RetireFirst => return Ok(()),
+            }
+            if let Some(volume_id) = user.workspace.as_ref().and_then(|w| w.volume_id.clone()) {
+                metrics::counter!("spotpool_workspaces_deleted_total").increment(1);
+                let event = Event::WorkspaceDeleted { volume_id };
+                self.journal(now, event, Some(user_id), None).await?;
+            }
+        }
         self.unbind_or_delete_secret(&user, kind).await?;
         self.give_up_instances(&user, kind).await?;
 
-        // Last, the row: deleted on release, otherwise back in the queue or failed.
+        // Last, the row: deleted on release, otherwise asleep, back in the queue, or failed.
         if mode == Teardown::Release {
             if inner.store.delete_user(&user).await? {
                 metrics::counter!("spotpool_releases_total").increment(1);
@@ -89,9 +129,30 @@ impl Reconciler {
             }
             return Ok(());
         }
+        self.settle_row(user, mode, now).await
+    }
+
+    /// The row after the undo: asleep (keeping its rule), back in the queue, or failed.
+    async fn settle_row(
+        &self,
+        mut user: UserRecord,
+        mode: Teardown,
+        now: Millis,
+    ) -> Result<(), StepError> {
+        let inner = &self.inner;
+        let user_id = user.user_id.clone();
+        let rule_kept = user.routing.clone();
         user.forget_placement();
         user.updated_at = now;
         let event = match mode {
+            Teardown::Sleep => {
+                // The rule stays (answering "asleep"), the target group does not.
+                user.routing = rule_kept;
+                user.routing.target_group_arn = None;
+                user.state = UserState::Asleep;
+                metrics::counter!("spotpool_sleeps_total").increment(1);
+                Event::Asleep
+            }
             Teardown::Rollback { cause } => {
                 user.attempts += 1;
                 user.error = Some(cause.clone());
@@ -119,7 +180,58 @@ impl Reconciler {
             }
         };
         if inner.store.update_user(&mut user).await? {
-            self.journal(now, event, Some(user_id), None).await?;
+            self.journal(now, event, Some(&user_id), None).await?;
+        }
+        Ok(())
+    }
+
+    /// Frees the user's workspace from its instance and from a move's target. False while EBS
+    /// is still at it (the teardown goes on next pass). An instance whose container could not be
+    /// stopped cleanly is retired first (its shutdown unmounts everything).
+    async fn free_workspaces(&self, user: &mut UserRecord) -> Result<bool, StepError> {
+        let now = self.now();
+        let holders: Vec<_> = user
+            .instance_id
+            .iter()
+            .chain(user.move_target())
+            .cloned()
+            .collect();
+        let mut free = true;
+        for holder in holders {
+            match self.free_workspace(user, &holder, now).await? {
+                Progress::Done => {}
+                Progress::Waiting => free = false,
+                Progress::RetireFirst => {
+                    self.retire_instance(&holder, now).await?;
+                    free = false;
+                }
+            }
+        }
+        Ok(free)
+    }
+
+    /// A sleeping user's route: the rule answers a fixed "asleep" (the load balancer's target
+    /// group quota is not spent on sleepers), and the target group goes.
+    async fn route_asleep(&self, user: &UserRecord) -> Result<(), StepError> {
+        let cloud = &self.inner.cloud;
+        if let Some(rule) = &user.routing.rule_arn {
+            let asleep = RuleAction::FixedResponse {
+                status: ASLEEP_STATUS,
+                content_type: "application/json".into(),
+                body: ASLEEP_BODY.into(),
+            };
+            cloud.set_rule_action(rule, &asleep).await?;
+        }
+        let group = match &user.routing.target_group_arn {
+            Some(arn) => Some(arn.clone()),
+            None => {
+                cloud
+                    .find_target_group(&target_group_name(&user.route))
+                    .await?
+            }
+        };
+        if let Some(arn) = group {
+            cloud.delete_target_group(&arn).await?;
         }
         Ok(())
     }

@@ -7,7 +7,7 @@
 use super::{Store, StoreError, StoreResult, parse_column};
 use crate::model::{
     ClaimProgress, ClaimStep, InstanceId, Millis, MoveProgress, MoveReason, MoveStep, MoveTarget,
-    Routing, SentCommand, TeardownKind, UserId, UserState,
+    Relocation, Routing, SentCommand, TeardownKind, UserId, UserState, Workspace,
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
@@ -29,6 +29,8 @@ pub struct UserRecord {
     pub teardown: Option<TeardownKind>,
     /// A move under way (state `migrating`).
     pub moving: Option<MoveProgress>,
+    /// The user's workspace volume, once the first claim created it.
+    pub workspace: Option<Workspace>,
     /// Claim attempts rolled back so far.
     pub attempts: u32,
     pub error: Option<String>,
@@ -60,6 +62,7 @@ impl UserRecord {
             routing: Routing::default(),
             teardown: None,
             moving: None,
+            workspace: None,
             attempts: 0,
             error: None,
             requested_at: now,
@@ -72,7 +75,8 @@ impl UserRecord {
     }
 
     /// After a teardown: the user holds nothing any more (no instance, claim, route
-    /// resources, undo marker or move). Desired state, attempts and the error stay.
+    /// resources, undo marker or move). Desired state, attempts, the error and the workspace
+    /// (detached by then) stay.
     pub fn forget_placement(&mut self) {
         self.instance_id = None;
         self.claim = None;
@@ -113,6 +117,17 @@ struct UserColumns {
     move_reason: Option<String>,
     move_started_at: Option<Millis>,
     move_attempts: i64,
+    workspace_volume_id: Option<String>,
+    workspace_token: Option<String>,
+    workspace_zone: Option<String>,
+    workspace_size_gib: Option<i64>,
+    workspace_attached_to: Option<String>,
+    workspace_stop_command_id: Option<String>,
+    workspace_stop_sent_at: Option<Millis>,
+    relocation_zone: Option<String>,
+    relocation_token: Option<String>,
+    relocation_snapshot_id: Option<String>,
+    relocation_volume_id: Option<String>,
     attempts: i64,
     error: Option<String>,
     requested_at: Millis,
@@ -143,6 +158,10 @@ impl From<&UserRecord> for UserColumns {
         let target = moving.and_then(|m| m.target.as_ref());
         let (move_command_id, move_command_sent_at) =
             command_columns(target.and_then(|t| t.command.as_ref()));
+        let workspace = user.workspace.as_ref();
+        let (workspace_stop_command_id, workspace_stop_sent_at) =
+            command_columns(workspace.and_then(|w| w.stop_command.as_ref()));
+        let relocation = workspace.and_then(|w| w.relocation.as_ref());
         UserColumns {
             user_id: user.user_id.to_string(),
             tier: user.tier.clone(),
@@ -165,6 +184,17 @@ impl From<&UserRecord> for UserColumns {
             move_reason: moving.map(|m| m.reason.as_str().into()),
             move_started_at: moving.map(|m| m.started_at),
             move_attempts: moving.map_or(0, |m| i64::from(m.attempts)),
+            workspace_volume_id: workspace.and_then(|w| w.volume_id.clone()),
+            workspace_token: workspace.map(|w| w.client_token.clone()),
+            workspace_zone: workspace.map(|w| w.availability_zone.clone()),
+            workspace_size_gib: workspace.map(|w| i64::from(w.size_gib)),
+            workspace_attached_to: workspace.and_then(|w| w.attached_to.as_ref().map(|i| i.0.clone())),
+            workspace_stop_command_id,
+            workspace_stop_sent_at,
+            relocation_zone: relocation.map(|r| r.to_zone.clone()),
+            relocation_token: relocation.map(|r| r.client_token.clone()),
+            relocation_snapshot_id: relocation.and_then(|r| r.snapshot_id.clone()),
+            relocation_volume_id: relocation.and_then(|r| r.volume_id.clone()),
             attempts: i64::from(user.attempts),
             error: user.error.clone(),
             requested_at: user.requested_at,
@@ -226,6 +256,27 @@ impl TryFrom<UserColumns> for UserRecord {
                 )));
             }
         };
+        let relocation = match (row.relocation_zone, row.relocation_token) {
+            (Some(to_zone), Some(client_token)) => Some(Relocation {
+                to_zone,
+                snapshot_id: row.relocation_snapshot_id,
+                client_token,
+                volume_id: row.relocation_volume_id,
+            }),
+            _ => None,
+        };
+        let workspace = match (row.workspace_token, row.workspace_zone) {
+            (Some(client_token), Some(availability_zone)) => Some(Workspace {
+                volume_id: row.workspace_volume_id,
+                client_token,
+                availability_zone,
+                size_gib: row.workspace_size_gib.unwrap_or(0) as u32,
+                attached_to: row.workspace_attached_to.map(InstanceId),
+                stop_command: sent_command(row.workspace_stop_command_id, row.workspace_stop_sent_at),
+                relocation,
+            }),
+            _ => None,
+        };
         Ok(UserRecord {
             user_id,
             tier: row.tier,
@@ -242,6 +293,7 @@ impl TryFrom<UserColumns> for UserRecord {
             },
             teardown: parse_column(TeardownKind::parse, row.teardown, field("teardown"))?,
             moving,
+            workspace,
             attempts: row.attempts as u32,
             error: row.error,
             requested_at: row.requested_at,
@@ -327,6 +379,17 @@ impl Store {
             move_reason,
             move_started_at,
             move_attempts,
+            workspace_volume_id,
+            workspace_token,
+            workspace_zone,
+            workspace_size_gib,
+            workspace_attached_to,
+            workspace_stop_command_id,
+            workspace_stop_sent_at,
+            relocation_zone,
+            relocation_token,
+            relocation_snapshot_id,
+            relocation_volume_id,
             attempts,
             error,
             requested_at,
@@ -380,6 +443,34 @@ impl Store {
             "UPDATE users SET state = 'queued', attempts = 0, error = NULL, requested_at = $1,
                 updated_at = $1, version = version + 1
              WHERE user_id = $2 AND state = 'failed'",
+        )
+        .bind(now)
+        .bind(user.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Asks a ready user to sleep (`ready` → `sleeping`). Returns whether it applied.
+    pub async fn request_sleep(&self, user: &UserId, now: Millis) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE users SET state = 'sleeping', updated_at = $1, version = version + 1
+             WHERE user_id = $2 AND state = 'ready'",
+        )
+        .bind(now)
+        .bind(user.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Wakes an asleep user (`asleep` → `queued`, at the back of the queue). Returns whether it
+    /// applied.
+    pub async fn wake(&self, user: &UserId, now: Millis) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE users SET state = 'queued', attempts = 0, error = NULL, requested_at = $1,
+                updated_at = $1, version = version + 1
+             WHERE user_id = $2 AND state = 'asleep'",
         )
         .bind(now)
         .bind(user.as_str())

@@ -496,10 +496,13 @@ async fn a_move_keeps_the_route_served_at_every_pass() {
     world.assert_no_leaks().await;
 }
 
-/// A move whose container fails to start is rolled back and retried on another spare; after the
-/// attempt limit the user stays ready on the old instance with the cause.
+/// A move whose container fails to start on the new instance comes after the old container
+/// stopped and the workspace left it (a single-attach volume cannot be in two places), so the
+/// user cannot stay on the old instance: it is recovered (a fresh claim, first in line, same
+/// route, secret and workspace). Here every start fails, so the claims end `failed` with the
+/// cause, nothing leaks and the workspace is kept.
 #[tokio::test]
-async fn a_failing_move_leaves_the_user_served_on_the_old_instance() {
+async fn a_move_that_fails_after_the_workspace_left_recovers_the_user_with_its_workspace() {
     let world = World::new(1, 10).await;
     world.run_until_quiet(20).await;
     let before = world.ready_user("alice", SECRET_BODY).await;
@@ -512,20 +515,22 @@ async fn a_failing_move_leaves_the_user_served_on_the_old_instance() {
     world
         .admin("POST", &format!("/v1/admin/instances/{old}/recycle"), "")
         .await;
-    world.run_until_quiet(60).await;
+    let volume = before["workspace"]["volume_id"].as_str().unwrap().to_string();
+    world.run_until_quiet(80).await;
     let row = world.user_row("alice").await;
-    assert_eq!(row.state, UserState::Ready);
-    assert_eq!(
-        row.instance_id.as_ref().map(|i| i.0.as_str()),
-        Some(old.as_str())
-    );
+    assert_eq!(row.state, UserState::Failed);
+    assert_eq!(row.instance_id, None);
     assert_eq!(row.move_target(), None);
-    assert!(row.error.unwrap().contains("image missing"));
+    assert!(row.error.as_ref().unwrap().contains("image missing"), "{row:?}");
+    let workspace = row.workspace.expect("the workspace is kept");
+    assert_eq!(workspace.volume_id.as_deref(), Some(volume.as_str()));
+    assert_eq!(workspace.attached_to, None);
+    assert!(world.cloud.deleted_volumes().is_empty());
     world.assert_no_leaks().await;
 }
 
-/// The old instance leaves the target group only once the load balancer reports the new one
-/// healthy.
+/// A move finishes (and the old instance is retired) only once the load balancer reports the
+/// new one healthy.
 #[tokio::test]
 async fn a_move_waits_for_the_new_instance_to_be_healthy() {
     let world = World::new(1, 10).await;
@@ -533,14 +538,6 @@ async fn a_move_waits_for_the_new_instance_to_be_healthy() {
     let before = world.ready_user("alice", SECRET_BODY).await;
     world.run_until_quiet(20).await;
     let old = InstanceId(before["instance_id"].as_str().unwrap().to_string());
-    let spare = world
-        .cloud
-        .live_instances()
-        .into_iter()
-        .find(|i| i.tags.get(tags::STATUS).map(String::as_str) == Some("available"))
-        .unwrap()
-        .id;
-    world.cloud.set_unhealthy(&spare, true);
     world
         .admin(
             "POST",
@@ -548,13 +545,25 @@ async fn a_move_waits_for_the_new_instance_to_be_healthy() {
             "",
         )
         .await;
+    // The move's target is a spare in the workspace's zone (launched there if need be); the
+    // load balancer never finds it healthy until told so.
+    let mut target = None;
+    for _ in 0..20 {
+        world.pass().await;
+        if let Some(assigned) = world.user_row("alice").await.move_target().cloned() {
+            world.cloud.set_unhealthy(&assigned, true);
+            target = Some(assigned);
+            break;
+        }
+    }
+    let spare = target.expect("a move target was assigned");
     for _ in 0..10 {
         world.pass().await;
     }
     let row = world.user_row("alice").await;
     assert_eq!(row.state, UserState::Migrating);
     assert_eq!(row.move_target(), Some(&spare));
-    assert_eq!(world.cloud.count_calls("DeregisterTargets"), 0);
+    assert_eq!(world.cloud.count_calls("TerminateInstances"), 0);
     assert!(world.cloud.instance(&old).unwrap().lifecycle == spotpool::cloud::Lifecycle::Running);
 
     world.cloud.set_unhealthy(&spare, false);

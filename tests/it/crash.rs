@@ -9,8 +9,8 @@ use crate::world::World;
 use spotpool::clock::Clock;
 use spotpool::cloud::fake::FakeCloud;
 use spotpool::cloud::{
-    Cloud, CloudInstance, CloudResult, CommandStatus, HealthCheck, LaunchRequest, PoolResource,
-    RuleInfo, Tags,
+    Cloud, CloudInstance, CloudResult, CloudVolume, CommandStatus, HealthCheck, LaunchRequest,
+    PoolResource, RuleAction, RuleInfo, SnapshotState, Tags, TargetGroupMetric, VolumeRequest,
 };
 use spotpool::model::{InstanceId, InstanceStatus, UserState};
 use spotpool::reconcile::{Health, Outcome, Reconciler};
@@ -189,6 +189,59 @@ impl Cloud for Crashing {
         port: u16,
     ) -> CloudResult<()> {
         forward!(self.deregister_target(target_group_arn, instance, port))
+    }
+    async fn set_rule_action(&self, rule_arn: &str, action: &RuleAction) -> CloudResult<()> {
+        forward!(self.set_rule_action(rule_arn, action))
+    }
+    async fn create_volume(&self, request: &VolumeRequest) -> CloudResult<String> {
+        forward!(self.create_volume(request))
+    }
+    async fn describe_volume(&self, volume_id: &str) -> CloudResult<Option<CloudVolume>> {
+        forward!(self.describe_volume(volume_id))
+    }
+    async fn list_pool_volumes(&self, owner: Option<&str>) -> CloudResult<Vec<CloudVolume>> {
+        forward!(self.list_pool_volumes(owner))
+    }
+    async fn attach_volume(
+        &self,
+        volume_id: &str,
+        instance: &InstanceId,
+        device: &str,
+    ) -> CloudResult<()> {
+        forward!(self.attach_volume(volume_id, instance, device))
+    }
+    async fn detach_volume(
+        &self,
+        volume_id: &str,
+        instance: &InstanceId,
+        force: bool,
+    ) -> CloudResult<()> {
+        forward!(self.detach_volume(volume_id, instance, force))
+    }
+    async fn delete_volume(&self, volume_id: &str) -> CloudResult<()> {
+        forward!(self.delete_volume(volume_id))
+    }
+    async fn create_snapshot(&self, volume_id: &str, tags: &Tags) -> CloudResult<String> {
+        forward!(self.create_snapshot(volume_id, tags))
+    }
+    async fn snapshot_state(&self, snapshot_id: &str) -> CloudResult<Option<SnapshotState>> {
+        forward!(self.snapshot_state(snapshot_id))
+    }
+    async fn delete_snapshot(&self, snapshot_id: &str) -> CloudResult<()> {
+        forward!(self.delete_snapshot(snapshot_id))
+    }
+    async fn subnet_zones(
+        &self,
+        subnet_ids: &[String],
+    ) -> CloudResult<std::collections::BTreeMap<String, String>> {
+        forward!(self.subnet_zones(subnet_ids))
+    }
+    async fn request_counts(
+        &self,
+        groups: &[TargetGroupMetric],
+        window: std::time::Duration,
+    ) -> CloudResult<Vec<f64>> {
+        forward!(self.request_counts(groups, window))
     }
 }
 

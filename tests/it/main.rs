@@ -1,5 +1,6 @@
 //! The integration tests: one binary, with shared helpers.
 //!
+//! - `architecture`: ARCHITECTURE.md's code map and limits against the source tree.
 //! - `reconcile`: the reconciler, API and store over the in-memory fake cloud (`world`).
 //! - `faults`: 500 claims and releases over the simulated fake (`aws-profile.md` with 5xx,
 //!   throttling and capacity errors) on tokio's paused clock.
@@ -12,6 +13,7 @@
 //!   from its outputs, and `terraform destroy`.
 
 mod admin;
+mod architecture;
 mod aws_adapter;
 mod crash;
 mod daemon;

@@ -9,7 +9,8 @@
 use super::errors::{call, missing, next_page, with_context};
 use super::{AwsCloud, sdk_tags};
 use crate::cloud::{
-    CloudError, CloudErrorKind, CloudResult, HealthCheck, PoolResource, RuleInfo, Tags, tags,
+    CloudError, CloudErrorKind, CloudResult, HealthCheck, PoolResource, RuleAction, RuleInfo, Tags,
+    tags,
 };
 use crate::model::InstanceId;
 use std::collections::BTreeMap;
@@ -269,6 +270,48 @@ impl AwsCloud {
             .find_map(|rule| rule.rule_arn())
             .map(str::to_string)
             .ok_or_else(|| missing("CreateRule", "rule ARN"))
+    }
+
+    pub(super) async fn elb_set_rule_action(
+        &self,
+        rule_arn: &str,
+        action: &RuleAction,
+    ) -> CloudResult<()> {
+        use aws_sdk_elasticloadbalancingv2::types::{
+            Action, ActionTypeEnum, FixedResponseActionConfig,
+        };
+        let sdk_action = match action {
+            RuleAction::Forward { target_group_arn } => Action::builder()
+                .r#type(ActionTypeEnum::Forward)
+                .target_group_arn(target_group_arn)
+                .build(),
+            RuleAction::FixedResponse {
+                status,
+                content_type,
+                body,
+            } => Action::builder()
+                .r#type(ActionTypeEnum::FixedResponse)
+                .fixed_response_config(
+                    FixedResponseActionConfig::builder()
+                        .status_code(status.to_string())
+                        .content_type(content_type)
+                        .message_body(body)
+                        .build(),
+                )
+                .build(),
+        };
+        call(
+            "elbv2",
+            "ModifyRule",
+            self.elb
+                .modify_rule()
+                .rule_arn(rule_arn)
+                .actions(sdk_action)
+                .send(),
+        )
+        .await
+        .map_err(|err| with_context(err, format!("changing the action of rule {rule_arn}")))?;
+        Ok(())
     }
 
     pub(super) async fn elb_delete_rule(&self, rule_arn: &str) -> CloudResult<()> {

@@ -69,6 +69,11 @@ const ERROR_CODES: &[(&str, CloudErrorKind)] = &[
     ("RuleNotFound", CloudErrorKind::NotFound),
     ("ListenerNotFound", CloudErrorKind::NotFound),
     ("LoadBalancerNotFound", CloudErrorKind::NotFound),
+    // EBS: a workspace volume or snapshot that is gone, or a detach from an instance it is not
+    // attached to.
+    ("InvalidVolume.NotFound", CloudErrorKind::NotFound),
+    ("InvalidSnapshot.NotFound", CloudErrorKind::NotFound),
+    ("InvalidAttachment.NotFound", CloudErrorKind::NotFound),
     // Collisions with existing state.
     ("PriorityInUse", CloudErrorKind::Conflict),
     ("ResourceExistsException", CloudErrorKind::Conflict),
@@ -76,6 +81,12 @@ const ERROR_CODES: &[(&str, CloudErrorKind)] = &[
     ("ResourceInUse", CloudErrorKind::Conflict),
     ("IdempotentParameterMismatch", CloudErrorKind::Conflict),
     ("IncorrectInstanceState", CloudErrorKind::Conflict),
+    // EBS: a volume attached elsewhere, or in a state that does not allow the call (attaching a
+    // volume that is still detaching, say): the reconciler waits and looks again.
+    ("VolumeInUse", CloudErrorKind::Conflict),
+    ("IncorrectState", CloudErrorKind::Conflict),
+    // EBS could not place the volume in this zone right now.
+    ("InsufficientVolumeCapacity", CloudErrorKind::Transient),
     // SQS: a receipt handle that expired (the message was received again since, or is gone).
     ("ReceiptHandleIsInvalid", CloudErrorKind::NotFound),
     // Secrets Manager: the secret is scheduled for deletion (a force delete completes

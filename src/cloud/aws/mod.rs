@@ -13,6 +13,8 @@
 //! does that; splitting a failed batch into single calls is not a retry), or let a secret value
 //! reach an error, a log line or a `Debug` output.
 
+mod cloudwatch;
+mod ebs;
 mod ec2;
 mod elb;
 mod errors;
@@ -24,9 +26,10 @@ pub use sqs::AwsInterruptionQueue;
 
 use super::limit::RetryMeter;
 use super::{
-    Cloud, CloudInstance, CloudResult, CommandStatus, HealthCheck, LaunchRequest, PoolResource,
-    RuleInfo, Tags,
+    Cloud, CloudInstance, CloudResult, CloudVolume, CommandStatus, HealthCheck, LaunchRequest,
+    PoolResource, RuleAction, RuleInfo, SnapshotState, Tags, TargetGroupMetric, VolumeRequest,
 };
+use std::collections::BTreeMap;
 use crate::model::InstanceId;
 use aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_ec2::config::{ConfigBag, Intercept, RuntimeComponents};
@@ -72,6 +75,7 @@ pub struct AwsCloud {
     ssm: aws_sdk_ssm::Client,
     secrets: aws_sdk_secretsmanager::Client,
     elb: aws_sdk_elasticloadbalancingv2::Client,
+    cloudwatch: aws_sdk_cloudwatch::Client,
     config: AwsCloudConfig,
     /// Region of the clients, for instance ARNs.
     region: String,
@@ -125,6 +129,7 @@ impl AwsCloud {
             ssm: client!(aws_sdk_ssm),
             secrets: client!(aws_sdk_secretsmanager),
             elb: client!(aws_sdk_elasticloadbalancingv2),
+            cloudwatch: client!(aws_sdk_cloudwatch),
             retries,
             config,
             region,
@@ -343,6 +348,68 @@ impl Cloud for AwsCloud {
 
     async fn list_pool_secrets(&self) -> CloudResult<Vec<PoolResource>> {
         self.secrets_list_pool_secrets().await
+    }
+
+    async fn set_rule_action(&self, rule_arn: &str, action: &RuleAction) -> CloudResult<()> {
+        self.elb_set_rule_action(rule_arn, action).await
+    }
+
+    async fn create_volume(&self, request: &VolumeRequest) -> CloudResult<String> {
+        self.ebs_create_volume(request).await
+    }
+
+    async fn describe_volume(&self, volume_id: &str) -> CloudResult<Option<CloudVolume>> {
+        self.ebs_describe_volume(volume_id).await
+    }
+
+    async fn list_pool_volumes(&self, owner: Option<&str>) -> CloudResult<Vec<CloudVolume>> {
+        self.ebs_list_pool_volumes(owner).await
+    }
+
+    async fn attach_volume(
+        &self,
+        volume_id: &str,
+        instance: &InstanceId,
+        device: &str,
+    ) -> CloudResult<()> {
+        self.ebs_attach_volume(volume_id, instance, device).await
+    }
+
+    async fn detach_volume(
+        &self,
+        volume_id: &str,
+        instance: &InstanceId,
+        force: bool,
+    ) -> CloudResult<()> {
+        self.ebs_detach_volume(volume_id, instance, force).await
+    }
+
+    async fn delete_volume(&self, volume_id: &str) -> CloudResult<()> {
+        self.ebs_delete_volume(volume_id).await
+    }
+
+    async fn create_snapshot(&self, volume_id: &str, tags: &Tags) -> CloudResult<String> {
+        self.ebs_create_snapshot(volume_id, tags).await
+    }
+
+    async fn snapshot_state(&self, snapshot_id: &str) -> CloudResult<Option<SnapshotState>> {
+        self.ebs_snapshot_state(snapshot_id).await
+    }
+
+    async fn delete_snapshot(&self, snapshot_id: &str) -> CloudResult<()> {
+        self.ebs_delete_snapshot(snapshot_id).await
+    }
+
+    async fn subnet_zones(&self, subnet_ids: &[String]) -> CloudResult<BTreeMap<String, String>> {
+        self.ebs_subnet_zones(subnet_ids).await
+    }
+
+    async fn request_counts(
+        &self,
+        groups: &[TargetGroupMetric],
+        window: Duration,
+    ) -> CloudResult<Vec<f64>> {
+        self.cloudwatch_request_counts(groups, window).await
     }
 
     fn retry_meter(&self) -> Option<Arc<RetryMeter>> {

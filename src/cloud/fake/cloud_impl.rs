@@ -12,8 +12,9 @@ use super::{
 };
 use crate::cloud::limit::RetryMeter;
 use crate::cloud::{
-    Cloud, CloudError, CloudErrorKind, CloudInstance, CloudResult, CommandStatus, HealthCheck,
-    LaunchRequest, Lifecycle, PoolResource, RuleInfo, Tags, tags,
+    Cloud, CloudError, CloudErrorKind, CloudInstance, CloudResult, CloudVolume, CommandStatus,
+    HealthCheck, LaunchRequest, Lifecycle, PoolResource, RuleAction, RuleInfo, SnapshotState,
+    Tags, TargetGroupMetric, VolumeRequest, tags,
 };
 use crate::model::{InstanceId, InstanceStatus, Millis};
 use std::collections::BTreeMap;
@@ -424,7 +425,7 @@ impl Cloud for FakeCloud {
         if state
             .rules
             .values()
-            .any(|r| r.target_group_arn == target_group_arn)
+            .any(|r| r.target_group_arn == target_group_arn && r.fixed_response.is_none())
         {
             return Err(CloudError::new(
                 CloudErrorKind::Conflict,
@@ -503,6 +504,7 @@ impl Cloud for FakeCloud {
                 priority,
                 path_pattern: path_pattern.to_string(),
                 target_group_arn: target_group_arn.to_string(),
+                fixed_response: None,
                 tags: new_tags.clone(),
                 active_at,
             },
@@ -561,12 +563,109 @@ impl Cloud for FakeCloud {
             .collect())
     }
 
+    async fn set_rule_action(&self, rule_arn: &str, action: &RuleAction) -> CloudResult<()> {
+        let mut state = self.enter("ModifyRule", 1).await?;
+        if let RuleAction::Forward { target_group_arn } = action
+            && !state.target_groups.contains_key(target_group_arn)
+        {
+            return Err(not_found("ModifyRule", target_group_arn));
+        }
+        let now = state.now;
+        let active_at = self.effect_at(now, |p| p.effects.rule_active);
+        let rule = state
+            .rules
+            .get_mut(rule_arn)
+            .ok_or_else(|| not_found("ModifyRule", rule_arn))?;
+        match action {
+            RuleAction::Forward { target_group_arn } => {
+                rule.target_group_arn = target_group_arn.clone();
+                rule.fixed_response = None;
+                rule.active_at = active_at;
+            }
+            RuleAction::FixedResponse { status, .. } => rule.fixed_response = Some(*status),
+        }
+        Ok(())
+    }
+
+    async fn create_volume(&self, request: &VolumeRequest) -> CloudResult<String> {
+        self.fake_create_volume(request).await
+    }
+
+    async fn describe_volume(&self, volume_id: &str) -> CloudResult<Option<CloudVolume>> {
+        self.fake_describe_volume(volume_id).await
+    }
+
+    async fn list_pool_volumes(&self, owner: Option<&str>) -> CloudResult<Vec<CloudVolume>> {
+        self.fake_list_pool_volumes(owner).await
+    }
+
+    async fn attach_volume(
+        &self,
+        volume_id: &str,
+        instance: &InstanceId,
+        device: &str,
+    ) -> CloudResult<()> {
+        self.fake_attach_volume(volume_id, instance, device).await
+    }
+
+    async fn detach_volume(
+        &self,
+        volume_id: &str,
+        instance: &InstanceId,
+        force: bool,
+    ) -> CloudResult<()> {
+        self.fake_detach_volume(volume_id, instance, force).await
+    }
+
+    async fn delete_volume(&self, volume_id: &str) -> CloudResult<()> {
+        self.fake_delete_volume(volume_id).await
+    }
+
+    async fn create_snapshot(&self, volume_id: &str, tags: &Tags) -> CloudResult<String> {
+        self.fake_create_snapshot(volume_id, tags).await
+    }
+
+    async fn snapshot_state(&self, snapshot_id: &str) -> CloudResult<Option<SnapshotState>> {
+        self.fake_snapshot_state(snapshot_id).await
+    }
+
+    async fn delete_snapshot(&self, snapshot_id: &str) -> CloudResult<()> {
+        self.fake_delete_snapshot(snapshot_id).await
+    }
+
+    async fn subnet_zones(&self, subnet_ids: &[String]) -> CloudResult<BTreeMap<String, String>> {
+        let _state = self.enter("DescribeSubnets", 1).await?;
+        Ok(subnet_ids
+            .iter()
+            .map(|s| (s.clone(), self.zone_of(s)))
+            .collect())
+    }
+
+    async fn request_counts(
+        &self,
+        groups: &[TargetGroupMetric],
+        _window: std::time::Duration,
+    ) -> CloudResult<Vec<f64>> {
+        let state = self.enter("GetMetricData", 1).await?;
+        Ok(groups
+            .iter()
+            .map(|g| {
+                state
+                    .ebs
+                    .request_counts
+                    .get(&g.target_group)
+                    .copied()
+                    .unwrap_or(0.0)
+            })
+            .collect())
+    }
+
     fn retry_meter(&self) -> Option<Arc<RetryMeter>> {
         self.sim.as_ref().map(|sim| sim.retries.clone())
     }
 }
 
-fn not_found(operation: &'static str, what: &str) -> CloudError {
+pub(super) fn not_found(operation: &'static str, what: &str) -> CloudError {
     CloudError::new(
         CloudErrorKind::NotFound,
         operation,

@@ -40,11 +40,13 @@
 //! [`InterruptionQueue`]: super::InterruptionQueue
 
 mod cloud_impl;
+mod ebs;
 pub mod queue;
 mod sim;
 #[cfg(test)]
 mod tests;
 
+pub use ebs::{FakeAttachment, FakeSnapshot, FakeVolume};
 pub use sim::SimStats;
 
 use super::profile::Profile;
@@ -112,6 +114,8 @@ pub struct FakeRule {
     pub priority: u32,
     pub path_pattern: String,
     pub target_group_arn: String,
+    /// A fixed response (its status) instead of forwarding (ModifyRule): a sleeping user's.
+    pub fixed_response: Option<u16>,
     pub tags: Tags,
     /// When the rule starts routing.
     pub active_at: Millis,
@@ -146,6 +150,8 @@ struct State {
     now: Millis,
     /// Simulated mode: when each instance's effects complete.
     timelines: HashMap<String, Timeline>,
+    /// Workspace volumes and snapshots.
+    ebs: ebs::Ebs,
 }
 
 impl State {
@@ -166,6 +172,9 @@ impl State {
                 _ => {}
             }
         }
+        let instances = &self.instances;
+        self.ebs
+            .settle(now, |id| instances.get(&id.0).map(|i| i.lifecycle));
     }
 }
 
@@ -180,7 +189,7 @@ fn group_healthy_from(state: &State, group_arn: &str, timed: bool) -> BTreeMap<S
     let Some(checks_start) = state
         .rules
         .values()
-        .filter(|rule| rule.target_group_arn == group_arn)
+        .filter(|rule| rule.target_group_arn == group_arn && rule.fixed_response.is_none())
         .map(|rule| rule.active_at)
         .min()
     else {

@@ -325,6 +325,7 @@ fn throttled(operation: &'static str, message: &str) -> CloudError {
         | QuotaClass::SsmRead
         | QuotaClass::SecretsWrite
         | QuotaClass::SecretsRead => "ThrottlingException",
+        QuotaClass::CloudWatchRead => "Throttling",
     };
     CloudError::new(CloudErrorKind::Throttled, operation, code, message)
 }

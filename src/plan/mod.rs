@@ -8,11 +8,16 @@
 //! DescribeInstances, executes the actions, and calls it again on the next pass. Decisions are
 //! therefore level-triggered: an action that did not happen (crash, error) is simply planned again.
 
+mod instances;
+mod tiers;
+
 pub use crate::model::TerminateReason;
 use crate::model::{
     InstanceId, InstanceStatus, Lifecycle, Millis, TierOverride, UserId, UserState,
 };
+use instances::plan_pool_instance;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use tiers::plan_tier;
 
 /// Pool policy of one tier.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +33,10 @@ pub struct TierPolicy {
     pub on_demand_fallback: bool,
     /// Move a user off an instance that got a rebalance recommendation, when a spare is ready.
     pub rebalance_moves: bool,
+    /// Size of a new user's workspace volume in GiB.
+    pub workspace_size_gib: u32,
+    /// Put a ready user to sleep after this long without requests; None never does.
+    pub idle_sleep_after: Option<Millis>,
 }
 
 /// What the cloud has recently told us, kept by the reconciler and passed in so `plan` stays
@@ -52,6 +61,9 @@ pub enum Market {
 pub struct Policy {
     pub tiers: Vec<TierPolicy>,
     pub subnet_ids: Vec<String>,
+    /// The availability zone of each subnet (DescribeSubnets, once): workspaces live in one
+    /// zone, so their users are served by spares of that zone.
+    pub subnet_zones: BTreeMap<String, String>,
     /// A new instance that has not passed its probe this long after launch is replaced.
     pub probe_timeout: Millis,
     /// Wait after a failed probe (or an agent not yet online) before probing again.
@@ -70,6 +82,11 @@ pub struct Policy {
 impl Policy {
     pub fn tier(&self, name: &str) -> Option<&TierPolicy> {
         self.tiers.iter().find(|t| t.name == name)
+    }
+
+    /// The zone of a subnet, if known.
+    pub fn zone_of(&self, subnet: &str) -> Option<&str> {
+        self.subnet_zones.get(subnet).map(String::as_str)
     }
 }
 
@@ -92,6 +109,8 @@ pub struct PoolInstance {
     pub missed: u32,
     /// On-call asked for it to be recycled: its user moves to a fresh instance and it goes.
     pub recycle: bool,
+    /// Its availability zone (observed, or the zone of the subnet it was launched into).
+    pub zone: Option<String>,
 }
 
 impl PoolInstance {
@@ -116,6 +135,11 @@ pub struct UserIntent {
     pub tearing_down: bool,
     /// A migrating user's new instance, once assigned.
     pub moving_to: Option<InstanceId>,
+    /// The zone of the user's workspace volume, once it exists: only a spare of that zone can
+    /// serve the user.
+    pub zone: Option<String>,
+    /// The workspace is being copied to another zone; the user waits until it is there.
+    pub relocating: bool,
 }
 
 /// One thing the executor should do this pass.
@@ -173,6 +197,19 @@ pub enum Action {
     AdvanceMove {
         user: UserId,
     },
+    /// Put a user to sleep (or go on doing so): retire its instance, keep its workspace.
+    AdvanceSleep {
+        user: UserId,
+    },
+    /// The user's workspace zone has no capacity: copy the workspace to `to_zone`.
+    RelocateWorkspace {
+        user: UserId,
+        to_zone: String,
+    },
+    /// Go on copying a user's workspace to another zone.
+    AdvanceRelocation {
+        user: UserId,
+    },
 }
 
 impl Action {
@@ -191,6 +228,9 @@ impl Action {
             Action::BeginMove { .. } => "begin_move",
             Action::AssignMove { .. } => "assign_move",
             Action::AdvanceMove { .. } => "advance_move",
+            Action::AdvanceSleep { .. } => "advance_sleep",
+            Action::RelocateWorkspace { .. } => "relocate_workspace",
+            Action::AdvanceRelocation { .. } => "advance_relocation",
         }
     }
 
@@ -203,7 +243,10 @@ impl Action {
             | Action::Recover { user }
             | Action::BeginMove { user }
             | Action::AssignMove { user, .. }
-            | Action::AdvanceMove { user } => Some(user),
+            | Action::AdvanceMove { user }
+            | Action::AdvanceSleep { user }
+            | Action::RelocateWorkspace { user, .. }
+            | Action::AdvanceRelocation { user } => Some(user),
             _ => None,
         }
     }
@@ -236,6 +279,7 @@ impl Action {
                 market.as_str()
             )),
             Action::Terminate { reason, .. } => Some(reason.as_str().to_string()),
+            Action::RelocateWorkspace { to_zone, .. } => Some(format!("to {to_zone}")),
             _ => None,
         }
     }
@@ -322,40 +366,6 @@ pub fn plan(
     actions
 }
 
-/// An instance no user holds: forget it once EC2 no longer lists it, terminate it if it stopped,
-/// and otherwise let its tier's rules decide.
-fn plan_pool_instance(
-    instance: &PoolInstance,
-    now: Millis,
-    policy: &Policy,
-    actions: &mut Vec<Action>,
-) {
-    match instance.lifecycle {
-        None => {
-            // Only a just-launched instance may be missing from DescribeInstances for a while
-            // (eventual consistency); anything else that is not listed is gone.
-            let young = now - instance.launched_at <= policy.launch_visibility_grace;
-            if instance.status != InstanceStatus::Initializing || !young {
-                actions.push(Action::Forget {
-                    instance: instance.id.clone(),
-                });
-            }
-        }
-        Some(Lifecycle::Stopping | Lifecycle::Stopped) => {
-            let recently_asked = instance.status == InstanceStatus::Terminating
-                && now - instance.status_since < policy.terminate_retry;
-            if !recently_asked {
-                actions.push(Action::Terminate {
-                    instance: instance.id.clone(),
-                    reason: TerminateReason::Stopped,
-                });
-            }
-        }
-        Some(lifecycle) if lifecycle.is_gone() => {}
-        Some(lifecycle) => plan_live_instance(instance, lifecycle, now, policy, actions),
-    }
-}
-
 /// What a user's row asks for this pass. Returns whether the user waits for a spare (queued,
 /// or migrating without a target yet): those are served per tier, first come, first served.
 fn plan_user(
@@ -368,7 +378,7 @@ fn plan_user(
         UserState::Deleting => actions.push(Action::Release {
             user: user.user.clone(),
         }),
-        UserState::Provisioning | UserState::Ready if user.tearing_down => {
+        UserState::Provisioning | UserState::Ready | UserState::Migrating if user.tearing_down => {
             actions.push(Action::Recover {
                 user: user.user.clone(),
             });
@@ -411,230 +421,16 @@ fn plan_user(
                 }),
             }
         }
+        UserState::Queued if user.relocating => actions.push(Action::AdvanceRelocation {
+            user: user.user.clone(),
+        }),
         UserState::Queued => return user.instance.is_none(),
-        UserState::Failed => {}
+        UserState::Sleeping => actions.push(Action::AdvanceSleep {
+            user: user.user.clone(),
+        }),
+        UserState::Failed | UserState::Asleep => {}
     }
     false
-}
-
-fn plan_live_instance(
-    instance: &PoolInstance,
-    lifecycle: Lifecycle,
-    now: Millis,
-    policy: &Policy,
-    actions: &mut Vec<Action>,
-) {
-    let id = || instance.id.clone();
-    if policy.tier(&instance.tier).is_none() {
-        if instance.status != InstanceStatus::Terminating {
-            actions.push(Action::Terminate {
-                instance: id(),
-                reason: TerminateReason::UnknownTier,
-            });
-        }
-        return;
-    }
-    if instance.recycle && instance.status != InstanceStatus::Terminating {
-        actions.push(Action::Terminate {
-            instance: id(),
-            reason: TerminateReason::Recycled,
-        });
-        return;
-    }
-    match instance.status {
-        InstanceStatus::Initializing => {
-            // Counted from when it became `initializing`: launch, or its return after a clean
-            // rollback (which re-probes it before anyone else gets it).
-            if now - instance.status_since > policy.probe_timeout {
-                actions.push(Action::Terminate {
-                    instance: id(),
-                    reason: TerminateReason::ProbeTimeout,
-                });
-            } else if let Some((command_id, _)) = &instance.probe {
-                actions.push(Action::CheckProbe {
-                    instance: id(),
-                    command_id: command_id.clone(),
-                });
-            } else if lifecycle == Lifecycle::Running
-                && instance
-                    .probe_failed_at
-                    .is_none_or(|at| now - at >= policy.probe_retry)
-            {
-                actions.push(Action::SendProbe { instance: id() });
-            }
-        }
-        InstanceStatus::Assigned => {
-            if now - instance.status_since > policy.orphan_grace {
-                actions.push(Action::Terminate {
-                    instance: id(),
-                    reason: TerminateReason::Orphan,
-                });
-            }
-        }
-        InstanceStatus::Terminating => {
-            if now - instance.status_since >= policy.terminate_retry {
-                actions.push(Action::Terminate {
-                    instance: id(),
-                    reason: TerminateReason::Retry,
-                });
-            }
-        }
-        // Spares are counted per tier in `plan_tier`.
-        InstanceStatus::Available => {}
-    }
-}
-
-/// Assigns spares to the tier's queue (oldest request first, oldest instance first), then sizes
-/// the pool: launches for a deficit, terminations of available spares for a surplus.
-#[allow(clippy::too_many_arguments)]
-fn plan_tier(
-    tier: &TierPolicy,
-    mut waiting: Vec<&UserIntent>,
-    instances: &[PoolInstance],
-    held: &HashSet<&InstanceId>,
-    now: Millis,
-    policy: &Policy,
-    conditions: &Conditions,
-    actions: &mut Vec<Action>,
-) {
-    let of_tier = || {
-        instances
-            .iter()
-            .filter(move |i| i.tier == tier.name && i.is_alive())
-    };
-    let mut available: Vec<&PoolInstance> = of_tier()
-        .filter(|i| {
-            i.status == InstanceStatus::Available
-                && i.lifecycle == Some(Lifecycle::Running)
-                && !held.contains(&i.id)
-        })
-        .collect();
-    available.sort_by(|a, b| (a.launched_at, &a.id).cmp(&(b.launched_at, &b.id)));
-    // Migrating users first (they are being evicted), then the queue; each oldest first.
-    waiting.sort_by(|a, b| {
-        (a.state != UserState::Migrating, a.requested_at, &a.user).cmp(&(
-            b.state != UserState::Migrating,
-            b.requested_at,
-            &b.user,
-        ))
-    });
-
-    let assigned_now = waiting.len().min(available.len());
-    for (user, instance) in waiting.iter().zip(available.iter()) {
-        let (user, instance) = (user.user.clone(), instance.id.clone());
-        actions.push(if waiting_is_move(&waiting, &user) {
-            Action::AssignMove { user, instance }
-        } else {
-            Action::Assign { user, instance }
-        });
-    }
-    let spares_left = &available[assigned_now..];
-    let unserved = (waiting.len() - assigned_now) as u64;
-
-    let initializing = of_tier()
-        .filter(|i| {
-            i.status == InstanceStatus::Initializing && now - i.status_since <= policy.probe_timeout
-        })
-        .count() as u64;
-    // Instances counting against the maximum: everything alive that is not on its way out.
-    let alive = of_tier()
-        .filter(|i| i.status != InstanceStatus::Terminating)
-        .count() as u64;
-    // Initializing instances launched but not yet listed by DescribeInstances count too.
-    let unlisted = instances
-        .iter()
-        .filter(|i| {
-            i.tier == tier.name
-                && i.lifecycle.is_none()
-                && i.status == InstanceStatus::Initializing
-                && now - i.launched_at <= policy.launch_visibility_grace
-        })
-        .count() as u64;
-
-    let target = u64::from(tier.spare_count) + unserved;
-    let have = spares_left.len() as u64 + initializing + unlisted;
-    let max = u64::from(tier.max_instances);
-    let total = alive + unlisted;
-    if have < target {
-        let room = max.saturating_sub(total);
-        let to_launch = (target - have).min(room);
-        if !conditions.launch_blocked.contains(&tier.name) {
-            push_launches(tier, to_launch, total, policy, conditions, actions);
-        }
-    }
-    let surplus = (spares_left.len() as u64)
-        .saturating_sub(target)
-        .max(total.saturating_sub(max))
-        .min(spares_left.len() as u64);
-    // Terminate the newest spares first: the oldest have waited longest and are the ones the
-    // queue would pick next, so keeping them keeps claims on proven instances.
-    for instance in spares_left.iter().rev().take(surplus as usize) {
-        actions.push(Action::Terminate {
-            instance: instance.id.clone(),
-            reason: TerminateReason::Surplus,
-        });
-    }
-}
-
-fn waiting_is_move(waiting: &[&UserIntent], user: &UserId) -> bool {
-    waiting
-        .iter()
-        .any(|u| &u.user == user && u.state == UserState::Migrating)
-}
-
-/// Chooses where `count` launches go. The preferred instance type is spread round-robin over
-/// the subnets (zones) whose offering is not marked unavailable, starting after the ones in use;
-/// only when every subnet lacks capacity for it does the next type take over, and only when every
-/// spot offering is out does the tier fall back to on-demand, if it allows that.
-fn push_launches(
-    tier: &TierPolicy,
-    count: u64,
-    offset: u64,
-    policy: &Policy,
-    conditions: &Conditions,
-    actions: &mut Vec<Action>,
-) {
-    if count == 0 || policy.subnet_ids.is_empty() {
-        return;
-    }
-    let available = |instance_type: &String| -> Vec<&String> {
-        policy
-            .subnet_ids
-            .iter()
-            .filter(|subnet| {
-                !conditions
-                    .unavailable
-                    .contains(&(instance_type.clone(), (*subnet).clone()))
-            })
-            .collect()
-    };
-    let spot = tier
-        .instance_types
-        .iter()
-        .map(|t| (t, available(t)))
-        .find(|(_, subnets)| !subnets.is_empty());
-    let (instance_type, subnets, market) = match (spot, tier.instance_types.first()) {
-        (Some((instance_type, subnets)), _) => (instance_type, subnets, Market::Spot),
-        (None, Some(first)) if tier.on_demand_fallback => {
-            (first, policy.subnet_ids.iter().collect(), Market::OnDemand)
-        }
-        _ => return,
-    };
-    let mut per_subnet: BTreeMap<usize, u32> = BTreeMap::new();
-    for n in 0..count {
-        *per_subnet
-            .entry(((offset + n) % subnets.len() as u64) as usize)
-            .or_default() += 1;
-    }
-    for (index, count) in per_subnet {
-        actions.push(Action::Launch {
-            tier: tier.name.clone(),
-            instance_type: instance_type.clone(),
-            subnet_id: subnets[index].clone(),
-            count,
-            market,
-        });
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,388 @@
+//! The fake's EBS: workspace volumes and their snapshots, with what moto does not enforce.
+//!
+//! A volume attaches only to a running instance of its own zone, to one instance at a time
+//! (`VolumeInUse` otherwise), through `attaching` → `attached`; a detach goes through `detaching`
+//! to `available`; a volume attached to an instance that terminated is released. CreateVolume
+//! honours its ClientToken. In plain mode every transition is immediate; in simulated mode each
+//! takes the profile's latency, settled lazily like the instances' effects. Every deletion is
+//! logged ([`FakeCloud::deleted_volumes`]), so a test can check that no volume with a user's
+//! data was deleted.
+
+use super::cloud_impl::not_found;
+use super::{FakeCloud, State};
+use crate::cloud::{
+    AttachmentState, CloudError, CloudErrorKind, CloudResult, CloudVolume, Lifecycle,
+    SnapshotState, Tags, VolumeAttachment, VolumeRequest, VolumeState, tags,
+};
+use crate::model::{InstanceId, Millis};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone)]
+pub struct FakeVolume {
+    pub id: String,
+    pub zone: String,
+    pub size_gib: u32,
+    pub state: VolumeState,
+    pub attachment: Option<FakeAttachment>,
+    pub tags: Tags,
+    pub created_at: Millis,
+    pub snapshot_id: Option<String>,
+    pub kms_key_id: Option<String>,
+    /// When `creating` ends.
+    pub available_at: Millis,
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeAttachment {
+    pub instance: InstanceId,
+    pub state: AttachmentState,
+    /// When `attaching` or `detaching` ends.
+    pub done_at: Millis,
+    /// Whether the detach was forced.
+    pub forced: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeSnapshot {
+    pub id: String,
+    pub volume_id: String,
+    pub tags: Tags,
+    pub completed_at: Millis,
+}
+
+/// The fake's EBS state.
+#[derive(Debug, Default)]
+pub(super) struct Ebs {
+    volumes: BTreeMap<String, FakeVolume>,
+    snapshots: BTreeMap<String, FakeSnapshot>,
+    /// CreateVolume's ClientTokens and the volume each created.
+    tokens: BTreeMap<String, String>,
+    /// Every volume deleted, in order.
+    deleted: Vec<FakeVolume>,
+    /// Requests per target group (its CloudWatch dimension), as the test sets them.
+    pub(super) request_counts: BTreeMap<String, f64>,
+}
+
+impl Ebs {
+    /// Completes every transition due by `now`, and releases volumes whose instance is gone.
+    pub(super) fn settle(
+        &mut self,
+        now: Millis,
+        lifecycle: impl Fn(&InstanceId) -> Option<Lifecycle>,
+    ) {
+        for volume in self.volumes.values_mut() {
+            if volume.state == VolumeState::Creating && now >= volume.available_at {
+                volume.state = VolumeState::Available;
+            }
+            let Some(attachment) = &mut volume.attachment else {
+                continue;
+            };
+            let gone = lifecycle(&attachment.instance)
+                .is_none_or(|l| l == Lifecycle::Terminated);
+            match attachment.state {
+                _ if gone => volume.attachment = None,
+                AttachmentState::Attaching if now >= attachment.done_at => {
+                    attachment.state = AttachmentState::Attached;
+                }
+                AttachmentState::Detaching if now >= attachment.done_at => {
+                    volume.attachment = None;
+                }
+                _ => {}
+            }
+            volume.state = match (&volume.attachment, volume.state) {
+                (Some(_), _) => VolumeState::InUse,
+                (None, VolumeState::InUse) => VolumeState::Available,
+                (None, state) => state,
+            };
+        }
+    }
+}
+
+impl FakeCloud {
+    /// Every volume the fake holds now.
+    pub fn volumes(&self) -> Vec<FakeVolume> {
+        self.lock().ebs.volumes.values().cloned().collect()
+    }
+
+    /// Every volume deleted so far, in order.
+    pub fn deleted_volumes(&self) -> Vec<FakeVolume> {
+        self.lock().ebs.deleted.clone()
+    }
+
+    /// Every snapshot the fake holds now.
+    pub fn snapshots(&self) -> Vec<FakeSnapshot> {
+        self.lock().ebs.snapshots.values().cloned().collect()
+    }
+
+    /// The zone of a subnet in this fake: `<region>-<subnet>`, as its instances report.
+    pub fn zone_of(&self, subnet: &str) -> String {
+        format!("{}-{subnet}", self.region)
+    }
+
+    /// How many requests CloudWatch reports for `target_group_arn` over any window.
+    pub fn set_request_count(&self, target_group_arn: &str, count: f64) {
+        if let Some(group) = target_group_arn.split_once(":targetgroup/") {
+            let dimension = format!("targetgroup/{}", group.1);
+            self.lock().ebs.request_counts.insert(dimension, count);
+        }
+    }
+
+    pub(super) async fn fake_create_volume(&self, request: &VolumeRequest) -> CloudResult<String> {
+        let mut state = self.enter("CreateVolume", 1).await?;
+        if let Some(existing) = state.ebs.tokens.get(&request.client_token) {
+            return Ok(existing.clone());
+        }
+        if let Some(snapshot) = &request.snapshot_id
+            && !state.ebs.snapshots.contains_key(snapshot)
+        {
+            return Err(not_found("CreateVolume", snapshot));
+        }
+        let from_snapshot = request.snapshot_id.is_some();
+        let available_at = self.effect_at(state.now, |p| {
+            if from_snapshot {
+                p.effects.volume_from_snapshot
+            } else {
+                p.effects.volume_create
+            }
+        });
+        state.next_id += 1;
+        let id = format!("vol-{:017x}", state.next_id);
+        let now = state.now;
+        let volume = FakeVolume {
+            id: id.clone(),
+            zone: request.availability_zone.clone(),
+            size_gib: request.size_gib,
+            state: if available_at <= now {
+                VolumeState::Available
+            } else {
+                VolumeState::Creating
+            },
+            attachment: None,
+            tags: request.tags.clone(),
+            created_at: now,
+            snapshot_id: request.snapshot_id.clone(),
+            kms_key_id: request.kms_key_id.clone(),
+            available_at,
+        };
+        state.ebs.volumes.insert(id.clone(), volume);
+        state
+            .ebs
+            .tokens
+            .insert(request.client_token.clone(), id.clone());
+        Ok(id)
+    }
+
+    pub(super) async fn fake_describe_volume(
+        &self,
+        volume_id: &str,
+    ) -> CloudResult<Option<CloudVolume>> {
+        let mut state = self.enter("DescribeVolumes", 1).await?;
+        release_dead(&mut state);
+        Ok(state.ebs.volumes.get(volume_id).map(cloud_volume))
+    }
+
+    pub(super) async fn fake_list_pool_volumes(
+        &self,
+        owner: Option<&str>,
+    ) -> CloudResult<Vec<CloudVolume>> {
+        let mut state = self.enter("DescribeVolumes", 1).await?;
+        release_dead(&mut state);
+        Ok(state
+            .ebs
+            .volumes
+            .values()
+            .filter(|v| self.is_ours(&v.tags))
+            .filter(|v| match owner {
+                Some(owner) => v.tags.get(tags::WORKSPACE).map(String::as_str) == Some(owner),
+                None => v.tags.contains_key(tags::WORKSPACE),
+            })
+            .map(cloud_volume)
+            .collect())
+    }
+
+    pub(super) async fn fake_attach_volume(
+        &self,
+        volume_id: &str,
+        instance: &InstanceId,
+        device: &str,
+    ) -> CloudResult<()> {
+        let mut state = self.enter("AttachVolume", 1).await?;
+        release_dead(&mut state);
+        let Some(subnet) = state
+            .instances
+            .get(&instance.0)
+            .filter(|i| i.lifecycle == Lifecycle::Running)
+            .map(|i| i.subnet_id.clone())
+        else {
+            return Err(CloudError::new(
+                CloudErrorKind::Conflict,
+                "AttachVolume",
+                "IncorrectInstanceState",
+                format!("instance {instance} is not running"),
+            ));
+        };
+        let zone = self.zone_of(&subnet);
+        let done_at = self.effect_at(state.now, |p| p.effects.volume_attach);
+        let now = state.now;
+        let volume = state
+            .ebs
+            .volumes
+            .get_mut(volume_id)
+            .ok_or_else(|| not_found("AttachVolume", volume_id))?;
+        if volume.zone != zone {
+            return Err(CloudError::new(
+                CloudErrorKind::Fatal,
+                "AttachVolume",
+                "InvalidVolume.ZoneMismatch",
+                format!("volume {volume_id} is in {}, instance {instance} in {zone}", volume.zone),
+            ));
+        }
+        if volume.state != VolumeState::Available || volume.attachment.is_some() {
+            return Err(CloudError::new(
+                CloudErrorKind::Conflict,
+                "AttachVolume",
+                "VolumeInUse",
+                format!("volume {volume_id} is {:?}, not available", volume.state),
+            ));
+        }
+        if device != crate::instance_scripts::WORKSPACE_DEVICE_NAME {
+            return Err(CloudError::new(
+                CloudErrorKind::Fatal,
+                "AttachVolume",
+                "InvalidParameterValue",
+                format!("unexpected device {device}"),
+            ));
+        }
+        volume.state = VolumeState::InUse;
+        volume.attachment = Some(FakeAttachment {
+            instance: instance.clone(),
+            state: if done_at <= now {
+                AttachmentState::Attached
+            } else {
+                AttachmentState::Attaching
+            },
+            done_at,
+            forced: false,
+        });
+        Ok(())
+    }
+
+    pub(super) async fn fake_detach_volume(
+        &self,
+        volume_id: &str,
+        instance: &InstanceId,
+        force: bool,
+    ) -> CloudResult<()> {
+        let mut state = self.enter("DetachVolume", 1).await?;
+        release_dead(&mut state);
+        let done_at = self.effect_at(state.now, |p| p.effects.volume_detach);
+        let now = state.now;
+        let Some(volume) = state.ebs.volumes.get_mut(volume_id) else {
+            return Ok(());
+        };
+        let Some(attachment) = &mut volume.attachment else {
+            return Ok(());
+        };
+        if &attachment.instance != instance {
+            return Ok(());
+        }
+        if done_at <= now {
+            volume.attachment = None;
+            volume.state = VolumeState::Available;
+        } else if attachment.state != AttachmentState::Detaching {
+            attachment.state = AttachmentState::Detaching;
+            attachment.done_at = done_at;
+            attachment.forced = force;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn fake_delete_volume(&self, volume_id: &str) -> CloudResult<()> {
+        let mut state = self.enter("DeleteVolume", 1).await?;
+        release_dead(&mut state);
+        match state.ebs.volumes.get(volume_id) {
+            None => Ok(()),
+            Some(volume) if volume.attachment.is_some() => Err(CloudError::new(
+                CloudErrorKind::Conflict,
+                "DeleteVolume",
+                "VolumeInUse",
+                format!("volume {volume_id} is attached"),
+            )),
+            Some(_) => {
+                if let Some(volume) = state.ebs.volumes.remove(volume_id) {
+                    state.ebs.deleted.push(volume);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) async fn fake_create_snapshot(
+        &self,
+        volume_id: &str,
+        new_tags: &Tags,
+    ) -> CloudResult<String> {
+        let mut state = self.enter("CreateSnapshot", 1).await?;
+        if !state.ebs.volumes.contains_key(volume_id) {
+            return Err(not_found("CreateSnapshot", volume_id));
+        }
+        let completed_at = self.effect_at(state.now, |p| p.effects.snapshot);
+        state.next_id += 1;
+        let id = format!("snap-{:017x}", state.next_id);
+        state.ebs.snapshots.insert(
+            id.clone(),
+            FakeSnapshot {
+                id: id.clone(),
+                volume_id: volume_id.to_string(),
+                tags: new_tags.clone(),
+                completed_at,
+            },
+        );
+        Ok(id)
+    }
+
+    pub(super) async fn fake_snapshot_state(
+        &self,
+        snapshot_id: &str,
+    ) -> CloudResult<Option<SnapshotState>> {
+        let state = self.enter("DescribeSnapshots", 1).await?;
+        Ok(state.ebs.snapshots.get(snapshot_id).map(|s| {
+            if state.now >= s.completed_at {
+                SnapshotState::Completed
+            } else {
+                SnapshotState::Pending
+            }
+        }))
+    }
+
+    pub(super) async fn fake_delete_snapshot(&self, snapshot_id: &str) -> CloudResult<()> {
+        let mut state = self.enter("DeleteSnapshot", 1).await?;
+        state.ebs.snapshots.remove(snapshot_id);
+        Ok(())
+    }
+}
+
+/// Releases the volumes of instances that are gone (both modes: plain mode settles nothing
+/// else lazily).
+fn release_dead(state: &mut State) {
+    let now = state.now;
+    let instances = &state.instances;
+    state
+        .ebs
+        .settle(now, |id| instances.get(&id.0).map(|i| i.lifecycle));
+}
+
+fn cloud_volume(volume: &FakeVolume) -> CloudVolume {
+    CloudVolume {
+        id: volume.id.clone(),
+        availability_zone: volume.zone.clone(),
+        size_gib: volume.size_gib,
+        state: volume.state,
+        attachment: volume.attachment.as_ref().map(|a| VolumeAttachment {
+            instance: a.instance.clone(),
+            state: a.state,
+        }),
+        tags: volume.tags.clone(),
+        created_at: volume.created_at,
+    }
+}

@@ -1,0 +1,107 @@
+//! What `plan` decides for an instance no user holds: forget it once EC2 no longer lists it,
+//! terminate it when it stopped, its tier is gone, on-call recycled it or its probe timed out,
+//! and otherwise probe it until it is `available`.
+
+use super::{Action, Policy, PoolInstance, TerminateReason};
+use crate::model::{InstanceStatus, Lifecycle, Millis};
+
+/// An instance no user holds: forget it once EC2 no longer lists it, terminate it if it stopped,
+/// and otherwise let its tier's rules decide.
+pub(super) fn plan_pool_instance(
+    instance: &PoolInstance,
+    now: Millis,
+    policy: &Policy,
+    actions: &mut Vec<Action>,
+) {
+    match instance.lifecycle {
+        None => {
+            // Only a just-launched instance may be missing from DescribeInstances for a while
+            // (eventual consistency); anything else that is not listed is gone.
+            let young = now - instance.launched_at <= policy.launch_visibility_grace;
+            if instance.status != InstanceStatus::Initializing || !young {
+                actions.push(Action::Forget {
+                    instance: instance.id.clone(),
+                });
+            }
+        }
+        Some(Lifecycle::Stopping | Lifecycle::Stopped) => {
+            let recently_asked = instance.status == InstanceStatus::Terminating
+                && now - instance.status_since < policy.terminate_retry;
+            if !recently_asked {
+                actions.push(Action::Terminate {
+                    instance: instance.id.clone(),
+                    reason: TerminateReason::Stopped,
+                });
+            }
+        }
+        Some(lifecycle) if lifecycle.is_gone() => {}
+        Some(lifecycle) => plan_live_instance(instance, lifecycle, now, policy, actions),
+    }
+}
+
+fn plan_live_instance(
+    instance: &PoolInstance,
+    lifecycle: Lifecycle,
+    now: Millis,
+    policy: &Policy,
+    actions: &mut Vec<Action>,
+) {
+    let id = || instance.id.clone();
+    if policy.tier(&instance.tier).is_none() {
+        if instance.status != InstanceStatus::Terminating {
+            actions.push(Action::Terminate {
+                instance: id(),
+                reason: TerminateReason::UnknownTier,
+            });
+        }
+        return;
+    }
+    if instance.recycle && instance.status != InstanceStatus::Terminating {
+        actions.push(Action::Terminate {
+            instance: id(),
+            reason: TerminateReason::Recycled,
+        });
+        return;
+    }
+    match instance.status {
+        InstanceStatus::Initializing => {
+            // Counted from when it became `initializing`: launch, or its return after a clean
+            // rollback (which re-probes it before anyone else gets it).
+            if now - instance.status_since > policy.probe_timeout {
+                actions.push(Action::Terminate {
+                    instance: id(),
+                    reason: TerminateReason::ProbeTimeout,
+                });
+            } else if let Some((command_id, _)) = &instance.probe {
+                actions.push(Action::CheckProbe {
+                    instance: id(),
+                    command_id: command_id.clone(),
+                });
+            } else if lifecycle == Lifecycle::Running
+                && instance
+                    .probe_failed_at
+                    .is_none_or(|at| now - at >= policy.probe_retry)
+            {
+                actions.push(Action::SendProbe { instance: id() });
+            }
+        }
+        InstanceStatus::Assigned => {
+            if now - instance.status_since > policy.orphan_grace {
+                actions.push(Action::Terminate {
+                    instance: id(),
+                    reason: TerminateReason::Orphan,
+                });
+            }
+        }
+        InstanceStatus::Terminating => {
+            if now - instance.status_since >= policy.terminate_retry {
+                actions.push(Action::Terminate {
+                    instance: id(),
+                    reason: TerminateReason::Retry,
+                });
+            }
+        }
+        // Spares are counted per tier in `plan_tier`.
+        InstanceStatus::Available => {}
+    }
+}

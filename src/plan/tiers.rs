@@ -1,0 +1,310 @@
+//! What `plan` decides per tier: which waiting user gets which spare, how many instances to
+//! launch and where, and which surplus spares go.
+
+use super::{
+    Action, Conditions, Market, Policy, PoolInstance, TerminateReason, TierPolicy, UserIntent,
+};
+use crate::model::{InstanceId, InstanceStatus, Lifecycle, Millis, UserId, UserState};
+use std::collections::{BTreeMap, HashSet};
+
+/// Assigns spares to the tier's queue (oldest request first, oldest instance first), then sizes
+/// the pool: launches for a deficit, terminations of available spares for a surplus.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn plan_tier(
+    tier: &TierPolicy,
+    mut waiting: Vec<&UserIntent>,
+    instances: &[PoolInstance],
+    held: &HashSet<&InstanceId>,
+    now: Millis,
+    policy: &Policy,
+    conditions: &Conditions,
+    actions: &mut Vec<Action>,
+) {
+    let of_tier = || {
+        instances
+            .iter()
+            .filter(move |i| i.tier == tier.name && i.is_alive())
+    };
+    let mut available: Vec<&PoolInstance> = of_tier()
+        .filter(|i| {
+            i.status == InstanceStatus::Available
+                && i.lifecycle == Some(Lifecycle::Running)
+                && !held.contains(&i.id)
+        })
+        .collect();
+    available.sort_by(|a, b| (a.launched_at, &a.id).cmp(&(b.launched_at, &b.id)));
+    // Migrating users first (they are being evicted), then the queue; each oldest first.
+    waiting.sort_by(|a, b| {
+        (a.state != UserState::Migrating, a.requested_at, &a.user).cmp(&(
+            b.state != UserState::Migrating,
+            b.requested_at,
+            &b.user,
+        ))
+    });
+
+    let (spares_left, unserved_anywhere, unserved_in) =
+        assign_spares(&waiting, &available, actions);
+
+    let initializing: Vec<&PoolInstance> = of_tier()
+        .filter(|i| {
+            i.status == InstanceStatus::Initializing && now - i.status_since <= policy.probe_timeout
+        })
+        .collect();
+    // Instances counting against the maximum: everything alive that is not on its way out.
+    let alive = of_tier()
+        .filter(|i| i.status != InstanceStatus::Terminating)
+        .count() as u64;
+    // Initializing instances launched but not yet listed by DescribeInstances count too.
+    let unlisted: Vec<&PoolInstance> = instances
+        .iter()
+        .filter(|i| {
+            i.tier == tier.name
+                && i.lifecycle.is_none()
+                && i.status == InstanceStatus::Initializing
+                && now - i.launched_at <= policy.launch_visibility_grace
+        })
+        .collect();
+    let max = u64::from(tier.max_instances);
+    let total = alive + unlisted.len() as u64;
+    let mut room = max.saturating_sub(total);
+    let blocked = conditions.launch_blocked.contains(&tier.name);
+
+    let coming_for_zones = plan_zones(
+        tier,
+        &unserved_in,
+        &initializing,
+        &unlisted,
+        total,
+        &mut room,
+        policy,
+        conditions,
+        actions,
+    );
+
+    // Everyone else: the spare count, plus users that may take any zone.
+    let target = u64::from(tier.spare_count) + unserved_anywhere;
+    let have = (spares_left.len() + initializing.len() + unlisted.len()) as u64 - coming_for_zones;
+    if have < target && !blocked {
+        let subnets: Vec<&String> = policy.subnet_ids.iter().collect();
+        push_launches(tier, (target - have).min(room), total, &subnets, conditions, actions);
+    }
+    let surplus = (spares_left.len() as u64)
+        .saturating_sub(target)
+        .max(total.saturating_sub(max))
+        .min(spares_left.len() as u64);
+    // Terminate the newest spares first: the oldest have waited longest and are the ones the
+    // queue would pick next, so keeping them keeps claims on proven instances.
+    for instance in spares_left.iter().rev().take(surplus as usize) {
+        actions.push(Action::Terminate {
+            instance: instance.id.clone(),
+            reason: TerminateReason::Surplus,
+        });
+    }
+}
+
+/// Each waiting user gets the oldest spare of its workspace's zone (any zone before it has a
+/// workspace); a user whose zone has none waits for a launch there. Returns the spares left, how
+/// many users could take any zone but got none, and the users waiting in each zone.
+#[allow(clippy::type_complexity)]
+fn assign_spares<'a>(
+    waiting: &[&'a UserIntent],
+    available: &[&'a PoolInstance],
+    actions: &mut Vec<Action>,
+) -> (Vec<&'a PoolInstance>, u64, BTreeMap<&'a str, Vec<&'a UserIntent>>) {
+    let mut taken = vec![false; available.len()];
+    let mut unserved_anywhere: u64 = 0;
+    let mut unserved_in: BTreeMap<&str, Vec<&UserIntent>> = BTreeMap::new();
+    for user in waiting {
+        let spare = available.iter().enumerate().position(|(i, spare)| {
+            !taken[i]
+                && user
+                    .zone
+                    .as_deref()
+                    .is_none_or(|zone| spare.zone.as_deref() == Some(zone))
+        });
+        match (spare, user.zone.as_deref()) {
+            (Some(i), _) => {
+                taken[i] = true;
+                let (user_id, instance) = (user.user.clone(), available[i].id.clone());
+                actions.push(if waiting_is_move(waiting, &user_id) {
+                    Action::AssignMove {
+                        user: user_id,
+                        instance,
+                    }
+                } else {
+                    Action::Assign {
+                        user: user_id,
+                        instance,
+                    }
+                });
+            }
+            (None, Some(zone)) => unserved_in.entry(zone).or_default().push(user),
+            (None, None) => unserved_anywhere += 1,
+        }
+    }
+    let spares_left = available
+        .iter()
+        .zip(&taken)
+        .filter(|(_, taken)| !**taken)
+        .map(|(spare, _)| *spare)
+        .collect();
+    (spares_left, unserved_anywhere, unserved_in)
+}
+
+/// Users waiting in a zone: instances on their way up in that zone are theirs; beyond those,
+/// launch in the zone (taking from `room`), or, when the zone has no capacity at all, copy the
+/// workspace away. Only once every subnet's zone is known: an unknown zone is no reason to move
+/// data. Returns how many of the instances on their way up the zones' users will take.
+#[allow(clippy::too_many_arguments)]
+fn plan_zones(
+    tier: &TierPolicy,
+    unserved_in: &BTreeMap<&str, Vec<&UserIntent>>,
+    initializing: &[&PoolInstance],
+    unlisted: &[&PoolInstance],
+    total: u64,
+    room: &mut u64,
+    policy: &Policy,
+    conditions: &Conditions,
+    actions: &mut Vec<Action>,
+) -> u64 {
+    let zones_known = policy
+        .subnet_ids
+        .iter()
+        .all(|s| policy.subnet_zones.contains_key(s));
+    if !zones_known {
+        return 0;
+    }
+    let blocked = conditions.launch_blocked.contains(&tier.name);
+    let mut coming_for_zones: u64 = 0;
+    for (zone, users) in unserved_in {
+        let coming = initializing
+            .iter()
+            .chain(unlisted)
+            .filter(|i| i.zone.as_deref() == Some(*zone))
+            .count();
+        coming_for_zones += coming.min(users.len()) as u64;
+        let short = users.len().saturating_sub(coming);
+        if short == 0 {
+            continue;
+        }
+        let subnets = zone_subnets(policy, zone);
+        if !has_capacity(tier, &subnets, conditions) {
+            if let Some(to_zone) = zone_with_capacity(tier, zone, policy, conditions) {
+                for user in users.iter().rev().take(short) {
+                    actions.push(Action::RelocateWorkspace {
+                        user: user.user.clone(),
+                        to_zone: to_zone.clone(),
+                    });
+                }
+            }
+            continue;
+        }
+        let count = (short as u64).min(*room);
+        if count > 0 && !blocked {
+            push_launches(tier, count, total, &subnets, conditions, actions);
+            *room -= count;
+        }
+    }
+    coming_for_zones
+}
+
+/// The pool's subnets in `zone`.
+fn zone_subnets<'a>(policy: &'a Policy, zone: &str) -> Vec<&'a String> {
+    policy
+        .subnet_ids
+        .iter()
+        .filter(|subnet| policy.zone_of(subnet) == Some(zone))
+        .collect()
+}
+
+/// Whether the tier can launch in one of `subnets`: some spot offering has capacity there, or
+/// the tier falls back to on-demand.
+fn has_capacity(tier: &TierPolicy, subnets: &[&String], conditions: &Conditions) -> bool {
+    !subnets.is_empty()
+        && (tier.on_demand_fallback
+            || tier.instance_types.iter().any(|t| {
+                subnets
+                    .iter()
+                    .any(|s| !conditions.unavailable.contains(&(t.clone(), (*s).clone())))
+            }))
+}
+
+/// Another zone where the tier can launch (the first in subnet order), for a workspace whose
+/// zone has none.
+fn zone_with_capacity(
+    tier: &TierPolicy,
+    from: &str,
+    policy: &Policy,
+    conditions: &Conditions,
+) -> Option<String> {
+    policy
+        .subnet_ids
+        .iter()
+        .filter_map(|subnet| policy.zone_of(subnet))
+        .filter(|zone| *zone != from)
+        .find(|zone| has_capacity(tier, &zone_subnets(policy, zone), conditions))
+        .map(str::to_string)
+}
+
+fn waiting_is_move(waiting: &[&UserIntent], user: &UserId) -> bool {
+    waiting
+        .iter()
+        .any(|u| &u.user == user && u.state == UserState::Migrating)
+}
+
+/// Chooses where `count` launches go among `candidates` (the pool's subnets, or one zone's).
+/// The preferred instance type is spread round-robin over the subnets (zones) whose offering is
+/// not marked unavailable, starting after the ones in use;
+/// only when every subnet lacks capacity for it does the next type take over, and only when every
+/// spot offering is out does the tier fall back to on-demand, if it allows that.
+fn push_launches(
+    tier: &TierPolicy,
+    count: u64,
+    offset: u64,
+    candidates: &[&String],
+    conditions: &Conditions,
+    actions: &mut Vec<Action>,
+) {
+    if count == 0 || candidates.is_empty() {
+        return;
+    }
+    let available = |instance_type: &String| -> Vec<&String> {
+        candidates
+            .iter()
+            .filter(|subnet| {
+                !conditions
+                    .unavailable
+                    .contains(&(instance_type.clone(), (**subnet).clone()))
+            })
+            .copied()
+            .collect()
+    };
+    let spot = tier
+        .instance_types
+        .iter()
+        .map(|t| (t, available(t)))
+        .find(|(_, subnets)| !subnets.is_empty());
+    let (instance_type, subnets, market) = match (spot, tier.instance_types.first()) {
+        (Some((instance_type, subnets)), _) => (instance_type, subnets, Market::Spot),
+        (None, Some(first)) if tier.on_demand_fallback => {
+            (first, candidates.to_vec(), Market::OnDemand)
+        }
+        _ => return,
+    };
+    let mut per_subnet: BTreeMap<usize, u32> = BTreeMap::new();
+    for n in 0..count {
+        *per_subnet
+            .entry(((offset + n) % subnets.len() as u64) as usize)
+            .or_default() += 1;
+    }
+    for (index, count) in per_subnet {
+        actions.push(Action::Launch {
+            tier: tier.name.clone(),
+            instance_type: instance_type.clone(),
+            subnet_id: subnets[index].clone(),
+            count,
+            market,
+        });
+    }
+}
+
