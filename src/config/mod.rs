@@ -467,8 +467,12 @@ impl Settings {
             {
                 "off" | "" => None,
                 _ => Some(
-                    duration("SPOTPOOL_IDLE_SLEEP_AFTER", &self.spotpool_idle_sleep_after, "")?
-                        .as_millis() as i64,
+                    duration(
+                        "SPOTPOOL_IDLE_SLEEP_AFTER",
+                        &self.spotpool_idle_sleep_after,
+                        "",
+                    )?
+                    .as_millis() as i64,
                 ),
             },
         })

@@ -138,12 +138,21 @@ pub enum Event {
         size_gib: u32,
     },
     /// The workspace's zone has no capacity: it is being copied to another zone.
-    WorkspaceRelocating { from: String, to: String },
-    WorkspaceRelocated { to: String },
+    WorkspaceRelocating {
+        from: String,
+        to: String,
+    },
+    WorkspaceRelocated {
+        to: String,
+    },
     /// The user was released: its workspace volume is deleted.
-    WorkspaceDeleted { volume_id: String },
+    WorkspaceDeleted {
+        volume_id: String,
+    },
     /// A sleep was asked for (`idle` when auto-sleep found no requests).
-    SleepRequested { reason: String },
+    SleepRequested {
+        reason: String,
+    },
     /// The user is asleep: no instance; workspace, secret and route kept.
     Asleep,
     /// A wake (or a PUT) queued an asleep user for an instance again.

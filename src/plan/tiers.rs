@@ -86,7 +86,14 @@ pub(super) fn plan_tier(
     let have = (spares_left.len() + initializing.len() + unlisted.len()) as u64 - coming_for_zones;
     if have < target && !blocked {
         let subnets: Vec<&String> = policy.subnet_ids.iter().collect();
-        push_launches(tier, (target - have).min(room), total, &subnets, conditions, actions);
+        push_launches(
+            tier,
+            (target - have).min(room),
+            total,
+            &subnets,
+            conditions,
+            actions,
+        );
     }
     let surplus = (spares_left.len() as u64)
         .saturating_sub(target)
@@ -110,7 +117,11 @@ fn assign_spares<'a>(
     waiting: &[&'a UserIntent],
     available: &[&'a PoolInstance],
     actions: &mut Vec<Action>,
-) -> (Vec<&'a PoolInstance>, u64, BTreeMap<&'a str, Vec<&'a UserIntent>>) {
+) -> (
+    Vec<&'a PoolInstance>,
+    u64,
+    BTreeMap<&'a str, Vec<&'a UserIntent>>,
+) {
     let mut taken = vec![false; available.len()];
     let mut unserved_anywhere: u64 = 0;
     let mut unserved_in: BTreeMap<&str, Vec<&UserIntent>> = BTreeMap::new();
@@ -307,4 +318,3 @@ fn push_launches(
         });
     }
 }
-

@@ -13,9 +13,7 @@
 use super::workspace::Progress;
 use super::{Reconciler, StepError, route_path, target_group_name};
 use crate::cloud::{RuleAction, tags};
-use crate::model::{
-    ClaimProgress, Event, InstanceStatus, Millis, TeardownKind, UserId, UserState,
-};
+use crate::model::{ClaimProgress, Event, InstanceStatus, Millis, TeardownKind, UserId, UserState};
 use crate::store::UserRecord;
 
 /// What a teardown was asked to do; a rollback carries its cause.
@@ -29,7 +27,8 @@ enum Teardown {
 
 /// The response a sleeping user's route gives.
 const ASLEEP_STATUS: u16 = 503;
-const ASLEEP_BODY: &str = r#"{"error":{"code":"asleep","message":"this agent is asleep; wake it to use it"}}"#;
+const ASLEEP_BODY: &str =
+    r#"{"error":{"code":"asleep","message":"this agent is asleep; wake it to use it"}}"#;
 
 impl Teardown {
     fn kind(&self) -> TeardownKind {
@@ -84,7 +83,8 @@ impl Reconciler {
             (mode, _, None) => mode.clone(),
         };
         let kind = mode.kind();
-        if matches!(mode, Teardown::Rollback { .. } | Teardown::Recover) && user.teardown.is_none() {
+        if matches!(mode, Teardown::Rollback { .. } | Teardown::Recover) && user.teardown.is_none()
+        {
             user.teardown = Some(kind);
             if let Teardown::Rollback { cause } = &mode {
                 user.error = Some(cause.clone());

@@ -98,7 +98,9 @@ impl Reconciler {
                     .describe_volume(&volume_id)
                     .await?
                     .and_then(|v| v.attachment)
-                    .is_some_and(|a| &a.instance == instance && a.state == AttachmentState::Attached);
+                    .is_some_and(|a| {
+                        &a.instance == instance && a.state == AttachmentState::Attached
+                    });
                 Ok(if attached {
                     Progress::Done
                 } else {
@@ -269,7 +271,8 @@ impl Reconciler {
                 let snapshot_tags = self.workspace_tags(&user);
                 let snapshot = cloud.create_snapshot(&old, &snapshot_tags).await?;
                 relocation.snapshot_id = Some(snapshot);
-                self.set_relocation(&mut user, Some(relocation), now).await?;
+                self.set_relocation(&mut user, Some(relocation), now)
+                    .await?;
                 return Ok(());
             }
         };
@@ -557,7 +560,9 @@ impl Reconciler {
             .config
             .policy
             .tier(tier)
-            .map_or(self.inner.config.workspace_size_gib, |t| t.workspace_size_gib)
+            .map_or(self.inner.config.workspace_size_gib, |t| {
+                t.workspace_size_gib
+            })
     }
 
     /// The tags of a user's workspace volume and its snapshots.

@@ -188,7 +188,8 @@ impl From<&UserRecord> for UserColumns {
             workspace_token: workspace.map(|w| w.client_token.clone()),
             workspace_zone: workspace.map(|w| w.availability_zone.clone()),
             workspace_size_gib: workspace.map(|w| i64::from(w.size_gib)),
-            workspace_attached_to: workspace.and_then(|w| w.attached_to.as_ref().map(|i| i.0.clone())),
+            workspace_attached_to: workspace
+                .and_then(|w| w.attached_to.as_ref().map(|i| i.0.clone())),
             workspace_stop_command_id,
             workspace_stop_sent_at,
             relocation_zone: relocation.map(|r| r.to_zone.clone()),
@@ -272,7 +273,10 @@ impl TryFrom<UserColumns> for UserRecord {
                 availability_zone,
                 size_gib: row.workspace_size_gib.unwrap_or(0) as u32,
                 attached_to: row.workspace_attached_to.map(InstanceId),
-                stop_command: sent_command(row.workspace_stop_command_id, row.workspace_stop_sent_at),
+                stop_command: sent_command(
+                    row.workspace_stop_command_id,
+                    row.workspace_stop_sent_at,
+                ),
                 relocation,
             }),
             _ => None,

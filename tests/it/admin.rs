@@ -515,13 +515,19 @@ async fn a_move_that_fails_after_the_workspace_left_recovers_the_user_with_its_w
     world
         .admin("POST", &format!("/v1/admin/instances/{old}/recycle"), "")
         .await;
-    let volume = before["workspace"]["volume_id"].as_str().unwrap().to_string();
+    let volume = before["workspace"]["volume_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     world.run_until_quiet(80).await;
     let row = world.user_row("alice").await;
     assert_eq!(row.state, UserState::Failed);
     assert_eq!(row.instance_id, None);
     assert_eq!(row.move_target(), None);
-    assert!(row.error.as_ref().unwrap().contains("image missing"), "{row:?}");
+    assert!(
+        row.error.as_ref().unwrap().contains("image missing"),
+        "{row:?}"
+    );
     let workspace = row.workspace.expect("the workspace is kept");
     assert_eq!(workspace.volume_id.as_deref(), Some(volume.as_str()));
     assert_eq!(workspace.attached_to, None);

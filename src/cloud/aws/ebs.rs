@@ -49,7 +49,10 @@ impl AwsCloud {
         .map_err(|err| {
             with_context(
                 err,
-                format!("creating a workspace volume in {}", request.availability_zone),
+                format!(
+                    "creating a workspace volume in {}",
+                    request.availability_zone
+                ),
             )
         })?;
         output
@@ -218,14 +221,20 @@ impl AwsCloud {
         let result = call(
             "ec2",
             "DescribeSnapshots",
-            self.ec2.describe_snapshots().snapshot_ids(snapshot_id).send(),
+            self.ec2
+                .describe_snapshots()
+                .snapshot_ids(snapshot_id)
+                .send(),
         )
         .await;
         let output = match result {
             Ok(output) => output,
             Err(err) if err.kind == CloudErrorKind::NotFound => return Ok(None),
             Err(err) => {
-                return Err(with_context(err, format!("describing snapshot {snapshot_id}")));
+                return Err(with_context(
+                    err,
+                    format!("describing snapshot {snapshot_id}"),
+                ));
             }
         };
         Ok(output.snapshots().first().map(|s| match s.state() {
@@ -245,7 +254,10 @@ impl AwsCloud {
         match result {
             Ok(_) => Ok(()),
             Err(err) if err.kind == CloudErrorKind::NotFound => Ok(()),
-            Err(err) => Err(with_context(err, format!("deleting snapshot {snapshot_id}"))),
+            Err(err) => Err(with_context(
+                err,
+                format!("deleting snapshot {snapshot_id}"),
+            )),
         }
     }
 

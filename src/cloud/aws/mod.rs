@@ -29,11 +29,11 @@ use super::{
     Cloud, CloudInstance, CloudResult, CloudVolume, CommandStatus, HealthCheck, LaunchRequest,
     PoolResource, RuleAction, RuleInfo, SnapshotState, Tags, TargetGroupMetric, VolumeRequest,
 };
-use std::collections::BTreeMap;
 use crate::model::InstanceId;
 use aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_ec2::config::{ConfigBag, Intercept, RuntimeComponents};
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 

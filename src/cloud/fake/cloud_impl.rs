@@ -13,8 +13,8 @@ use super::{
 use crate::cloud::limit::RetryMeter;
 use crate::cloud::{
     Cloud, CloudError, CloudErrorKind, CloudInstance, CloudResult, CloudVolume, CommandStatus,
-    HealthCheck, LaunchRequest, Lifecycle, PoolResource, RuleAction, RuleInfo, SnapshotState,
-    Tags, TargetGroupMetric, VolumeRequest, tags,
+    HealthCheck, LaunchRequest, Lifecycle, PoolResource, RuleAction, RuleInfo, SnapshotState, Tags,
+    TargetGroupMetric, VolumeRequest, tags,
 };
 use crate::model::{InstanceId, InstanceStatus, Millis};
 use std::collections::BTreeMap;

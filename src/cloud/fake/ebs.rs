@@ -77,8 +77,7 @@ impl Ebs {
             let Some(attachment) = &mut volume.attachment else {
                 continue;
             };
-            let gone = lifecycle(&attachment.instance)
-                .is_none_or(|l| l == Lifecycle::Terminated);
+            let gone = lifecycle(&attachment.instance).is_none_or(|l| l == Lifecycle::Terminated);
             match attachment.state {
                 _ if gone => volume.attachment = None,
                 AttachmentState::Attaching if now >= attachment.done_at => {
@@ -234,7 +233,10 @@ impl FakeCloud {
                 CloudErrorKind::Fatal,
                 "AttachVolume",
                 "InvalidVolume.ZoneMismatch",
-                format!("volume {volume_id} is in {}, instance {instance} in {zone}", volume.zone),
+                format!(
+                    "volume {volume_id} is in {}, instance {instance} in {zone}",
+                    volume.zone
+                ),
             ));
         }
         if volume.state != VolumeState::Available || volume.attachment.is_some() {
