@@ -2,7 +2,8 @@
 
 use super::openapi::{InternalError, Unauthorized};
 use super::{ApiError, AppState, rfc3339};
-use crate::model::InstanceStatus;
+use crate::model::{InstanceStatus, VolumeCount, VolumeUse};
+use crate::store::UserRecord;
 use axum::Json;
 use axum::extract::State;
 use std::collections::{BTreeMap, HashMap};
@@ -11,6 +12,9 @@ use std::collections::{BTreeMap, HashMap};
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct PoolDocument {
     pub tiers: Vec<TierDocument>,
+    /// Users' workspace volumes and their GiB by use (`attached`, `detached` between instances,
+    /// `asleep`): what the pool pays for storage (docs/costs.md).
+    pub workspaces: BTreeMap<VolumeUse, VolumeCount>,
 }
 
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -124,5 +128,6 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
             }
         })
         .collect();
-    Ok(Json(PoolDocument { tiers }))
+    let workspaces = UserRecord::count_volumes(&users);
+    Ok(Json(PoolDocument { tiers, workspaces }))
 }

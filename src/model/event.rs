@@ -190,11 +190,13 @@ impl Event {
                 TeardownKind::Rollback => "rollback.instance_returned",
                 TeardownKind::Recover => "recover.instance_returned",
                 TeardownKind::Release => "release.instance_returned",
+                TeardownKind::Sleep => "sleep.instance_returned",
             },
             Event::UndoInstanceTerminated { undo } => match undo {
                 TeardownKind::Rollback => "rollback.instance_terminated",
                 TeardownKind::Recover => "recover.instance_terminated",
                 TeardownKind::Release => "release.instance_terminated",
+                TeardownKind::Sleep => "sleep.instance_terminated",
             },
             Event::ReleaseDone => "release.done",
             Event::MoveBegin { .. } => "move.begin",

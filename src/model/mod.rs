@@ -23,7 +23,7 @@ pub use progress::{
 };
 pub use status::{InstanceStatus, Lifecycle, TerminateReason, UserState};
 pub use tier::TierOverride;
-pub use workspace::{Relocation, Workspace};
+pub use workspace::{Relocation, VolumeCount, VolumeUse, Workspace, count_volumes};
 
 /// Implements `ALL`, `as_str`, `parse` and `Display` for a field-less enum from one table of
 /// `Variant => "string"` pairs: the string is what the store, the API and the metrics see.

@@ -177,12 +177,15 @@ pub enum TeardownKind {
     Recover,
     /// The user asked to go: undo everything including the secret, then delete the row.
     Release,
+    /// The user goes to sleep: the instance goes; the workspace, secret and rule stay.
+    Sleep,
 }
 
 string_enum!(TeardownKind {
     Rollback => "rollback",
     Recover => "recover",
     Release => "release",
+    Sleep => "sleep",
 });
 
 /// What routes the user's traffic: the listener rule (with its priority) and the target group.

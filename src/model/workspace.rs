@@ -39,6 +39,74 @@ impl Workspace {
     }
 }
 
+/// What a workspace volume is doing, for the cost figures (`GET /v1/pool`, `/metrics`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum VolumeUse {
+    /// Attached to the user's instance: the user is served (or being started).
+    Attached,
+    /// Between instances: a claim, a move or a recovery is under way.
+    Detached,
+    /// Kept while the user sleeps: storage is all the user costs.
+    Asleep,
+}
+
+impl VolumeUse {
+    pub const ALL: [VolumeUse; 3] = [VolumeUse::Attached, VolumeUse::Detached, VolumeUse::Asleep];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeUse::Attached => "attached",
+            VolumeUse::Detached => "detached",
+            VolumeUse::Asleep => "asleep",
+        }
+    }
+}
+
+/// Volumes and their GiB by use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct VolumeCount {
+    pub volumes: u64,
+    pub gib: u64,
+}
+
+/// Counts the workspaces that exist (a volume id is known) by use; every use is present.
+/// `asleep` says whether the workspace's user is asleep.
+pub fn count_volumes<'a>(
+    workspaces: impl IntoIterator<Item = (&'a Workspace, bool)>,
+) -> std::collections::BTreeMap<VolumeUse, VolumeCount> {
+    let mut counts: std::collections::BTreeMap<VolumeUse, VolumeCount> = VolumeUse::ALL
+        .into_iter()
+        .map(|u| (u, VolumeCount::default()))
+        .collect();
+    for (workspace, asleep) in workspaces {
+        if workspace.volume_id.is_none() {
+            continue;
+        }
+        let state = if workspace.attached_to.is_some() {
+            VolumeUse::Attached
+        } else if asleep {
+            VolumeUse::Asleep
+        } else {
+            VolumeUse::Detached
+        };
+        let entry = counts.entry(state).or_default();
+        entry.volumes += 1;
+        entry.gib += u64::from(workspace.size_gib);
+        // A relocation's new volume exists next to the old one until the switch.
+        if let Some(copy) = &workspace.relocation
+            && copy.volume_id.is_some()
+        {
+            let entry = counts.entry(VolumeUse::Detached).or_default();
+            entry.volumes += 1;
+            entry.gib += u64::from(workspace.size_gib);
+        }
+    }
+    counts
+}
+
 /// A workspace moving to another zone through a snapshot: snapshot the volume, create a volume
 /// from it in `to_zone`, then switch to the new volume and delete the old one and the snapshot.
 /// The old volume is deleted only once the new one exists.
@@ -49,4 +117,42 @@ pub struct Relocation {
     /// The new volume's CreateVolume token, recorded before the call.
     pub client_token: String,
     pub volume_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workspace(volume: Option<&str>, attached: Option<&str>, size_gib: u32) -> Workspace {
+        let mut w = Workspace::planned("t".into(), "us-east-1a".into(), size_gib);
+        w.volume_id = volume.map(String::from);
+        w.attached_to = attached.map(|i| InstanceId(i.into()));
+        w
+    }
+
+    #[test]
+    fn volumes_are_counted_by_use_with_their_size_and_planned_ones_are_not() {
+        let attached = workspace(Some("vol-1"), Some("i-1"), 8);
+        let between = workspace(Some("vol-2"), None, 8);
+        let sleeping = workspace(Some("vol-3"), None, 20);
+        let planned = workspace(None, None, 8);
+        let mut relocating = workspace(Some("vol-4"), None, 10);
+        relocating.relocation = Some(Relocation {
+            to_zone: "us-east-1b".into(),
+            snapshot_id: Some("snap-1".into()),
+            client_token: "t2".into(),
+            volume_id: Some("vol-5".into()),
+        });
+        let counts = count_volumes([
+            (&attached, false),
+            (&between, false),
+            (&sleeping, true),
+            (&planned, false),
+            (&relocating, true),
+        ]);
+        let count = |volumes, gib| VolumeCount { volumes, gib };
+        assert_eq!(counts[&VolumeUse::Attached], count(1, 8));
+        assert_eq!(counts[&VolumeUse::Detached], count(2, 18));
+        assert_eq!(counts[&VolumeUse::Asleep], count(2, 30));
+    }
 }

@@ -12,7 +12,8 @@
 //! - `steps`: the driver shared by the claim and move step machines;
 //! - `claim`, `moves`, `teardown`: the step machines and the undo (and a sleep);
 //! - `workspace`: a user's EBS volume: create, attach, stop-and-detach, copy to another zone;
-//! - `notices`: what an interruption notice means; `repair`: on-call's pass plus orphan sweep.
+//! - `notices`: what an interruption notice means; `repair`: on-call's pass plus orphan sweep;
+//! - `idle`: auto-sleep of users without requests.
 //!
 //! Crash safety: every claim or move step writes its result to the user's row before the next
 //! step starts, and every step is idempotent, so after a crash the next pass simply redoes the
@@ -22,6 +23,7 @@
 
 mod claim;
 mod execute;
+mod idle;
 mod instances;
 mod launch;
 mod moves;
@@ -156,6 +158,8 @@ struct Inner {
     unserved: std::sync::Mutex<HashMap<UserId, Millis>>,
     /// The zone of each subnet, once DescribeSubnets answered.
     subnet_zones: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    /// When auto-sleep last read the request counts.
+    last_idle_check: std::sync::Mutex<Millis>,
 }
 
 impl Reconciler {
@@ -181,6 +185,7 @@ impl Reconciler {
                 conditions: std::sync::Mutex::new(ConditionState::default()),
                 unserved: std::sync::Mutex::new(HashMap::new()),
                 subnet_zones: std::sync::Mutex::new(Default::default()),
+                last_idle_check: std::sync::Mutex::new(0),
             }),
         }
     }

@@ -79,7 +79,10 @@ impl Reconciler {
                 zone: r.availability_zone.clone(),
             })
             .collect();
-        let users = inner.store.list_users().await?;
+        let mut users = inner.store.list_users().await?;
+        if !dry_run && self.sleep_idle_users(&users, now).await {
+            users = inner.store.list_users().await?;
+        }
         let intents: Vec<UserIntent> = users
             .iter()
             .map(|u| UserIntent {
@@ -260,6 +263,11 @@ fn export_gauges(ledger: &[InstanceRecord], users: &[UserRecord], policy: &Polic
     for state in UserState::ALL {
         let count = users.iter().filter(|u| u.state == state).count();
         metrics::gauge!("spotpool_users", "state" => state.as_str()).set(count as f64);
+    }
+    for (state, count) in UserRecord::count_volumes(users) {
+        metrics::gauge!("spotpool_workspace_volumes", "state" => state.as_str())
+            .set(count.volumes as f64);
+        metrics::gauge!("spotpool_workspace_gib", "state" => state.as_str()).set(count.gib as f64);
     }
     // Users whose route has no live instance behind it right now: ready or migrating, and the
     // instance they are on is missing from the last listing (or gone from the ledger).

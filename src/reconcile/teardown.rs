@@ -13,7 +13,9 @@
 use super::workspace::Progress;
 use super::{Reconciler, StepError, route_path, target_group_name};
 use crate::cloud::{RuleAction, tags};
-use crate::model::{ClaimProgress, Event, InstanceStatus, Millis, TeardownKind, UserId, UserState};
+use crate::model::{
+    ClaimProgress, Event, InstanceStatus, Millis, Routing, TeardownKind, UserId, UserState,
+};
 use crate::store::UserRecord;
 
 /// What a teardown was asked to do; a rollback carries its cause.
@@ -35,7 +37,8 @@ impl Teardown {
         match self {
             Teardown::Rollback { .. } => TeardownKind::Rollback,
             Teardown::Recover => TeardownKind::Recover,
-            Teardown::Release | Teardown::Sleep => TeardownKind::Release,
+            Teardown::Release => TeardownKind::Release,
+            Teardown::Sleep => TeardownKind::Sleep,
         }
     }
 }
@@ -102,6 +105,15 @@ impl Reconciler {
             self.route_asleep(&user).await?;
         } else {
             self.remove_route(&user).await?;
+            // Recorded, so that the passes spent waiting for EBS below do not delete the route
+            // again (the load balancer's write quota is the scarcest in the account).
+            if user.routing != Routing::default() {
+                user.routing = Routing::default();
+                user.updated_at = now;
+                if !inner.store.update_user(&mut user).await? {
+                    return Ok(());
+                }
+            }
             if !self.free_workspaces(&mut user).await? {
                 return Ok(());
             }

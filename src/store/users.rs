@@ -43,6 +43,17 @@ pub struct UserRecord {
 }
 
 impl UserRecord {
+    /// The workspaces' volumes and GiB of `users` by use (attached, detached, asleep).
+    pub fn count_volumes(
+        users: &[UserRecord],
+    ) -> std::collections::BTreeMap<crate::model::VolumeUse, crate::model::VolumeCount> {
+        crate::model::count_volumes(users.iter().filter_map(|u| {
+            u.workspace
+                .as_ref()
+                .map(|w| (w, u.state == UserState::Asleep))
+        }))
+    }
+
     /// A freshly requested user, queued.
     pub fn queued(
         user_id: UserId,

@@ -5,7 +5,8 @@ use crate::support::infra::Infra;
 use crate::support::moto::Moto;
 use spotpool::cloud::aws::{AwsCloud, AwsCloudConfig};
 use spotpool::cloud::{
-    Cloud, CloudErrorKind, CommandStatus, HealthCheck, LaunchRequest, Lifecycle, Tags, tags,
+    Cloud, CloudErrorKind, CommandStatus, HealthCheck, LaunchRequest, Lifecycle, RuleAction,
+    SnapshotState, Tags, TargetGroupMetric, VolumeRequest, VolumeState, tags,
 };
 use spotpool::model::{InstanceId, InstanceStatus};
 use std::time::Duration;
@@ -835,4 +836,219 @@ async fn target_health_follows_registration_and_deregistering_twice_succeeds() {
         .deregister_target(&group, &InstanceId("i-0000000000000dead".into()), 8080)
         .await
         .expect("deregistering an unknown instance");
+}
+
+// --- EBS, rule actions, CloudWatch (workspaces and auto-sleep) ------------------------------
+
+/// A workspace of `owner` in us-east-1a (the zone of moto's first subnet).
+fn workspace_request(owner: &str, token: &str) -> VolumeRequest {
+    let mut volume_tags = tags_of(&[(tags::POOL, POOL), (tags::WORKSPACE, owner)]);
+    volume_tags.insert(tags::USER_ID.into(), owner.into());
+    VolumeRequest {
+        availability_zone: "us-east-1a".into(),
+        size_gib: 8,
+        kms_key_id: None,
+        snapshot_id: None,
+        client_token: token.into(),
+        tags: volume_tags,
+    }
+}
+
+#[tokio::test]
+async fn a_workspace_volume_is_created_tagged_encrypted_attached_detached_and_deleted() {
+    let world = World::start().await;
+    let cloud = &world.cloud;
+    let zones = cloud
+        .subnet_zones(&world.infra.subnet_ids)
+        .await
+        .expect("subnet zones");
+    assert_eq!(zones[&world.infra.subnet_ids[0]], "us-east-1a");
+    assert_eq!(zones[&world.infra.subnet_ids[1]], "us-east-1b");
+
+    let volume_id = cloud
+        .create_volume(&workspace_request("alice", "tok-alice"))
+        .await
+        .expect("creating the volume");
+    let described = aws_sdk_ec2::Client::new(&world.sdk)
+        .describe_volumes()
+        .volume_ids(&volume_id)
+        .send()
+        .await
+        .unwrap();
+    let raw = &described.volumes()[0];
+    assert_eq!(raw.encrypted(), Some(true));
+    assert_eq!(
+        raw.volume_type(),
+        Some(&aws_sdk_ec2::types::VolumeType::Gp3)
+    );
+    let volume = cloud.describe_volume(&volume_id).await.unwrap().unwrap();
+    assert_eq!(volume.availability_zone, "us-east-1a");
+    assert_eq!(volume.size_gib, 8);
+    assert_eq!(volume.state, VolumeState::Available);
+    assert_eq!(
+        volume.tags.get(tags::WORKSPACE).map(String::as_str),
+        Some("alice")
+    );
+    // Listings: the pool's workspaces, or one owner's.
+    cloud
+        .create_volume(&workspace_request("bob", "tok-bob"))
+        .await
+        .unwrap();
+    assert_eq!(cloud.list_pool_volumes(None).await.unwrap().len(), 2);
+    let alices = cloud.list_pool_volumes(Some("alice")).await.unwrap();
+    assert_eq!(alices.len(), 1);
+    assert_eq!(alices[0].id, volume_id);
+
+    let instance = world.launch_one().await;
+    cloud
+        .attach_volume(&volume_id, &instance, "/dev/sdf")
+        .await
+        .expect("attaching");
+    let attached = cloud.describe_volume(&volume_id).await.unwrap().unwrap();
+    assert_eq!(attached.state, VolumeState::InUse);
+    assert_eq!(
+        attached.attachment.as_ref().map(|a| &a.instance),
+        Some(&instance)
+    );
+    // Deleting an attached volume is refused as a conflict.
+    assert_eq!(
+        cloud.delete_volume(&volume_id).await.unwrap_err().kind,
+        CloudErrorKind::Conflict
+    );
+    cloud
+        .detach_volume(&volume_id, &instance, false)
+        .await
+        .expect("detaching");
+    cloud
+        .detach_volume(&volume_id, &instance, false)
+        .await
+        .expect("detaching again is no error");
+    let detached = cloud.describe_volume(&volume_id).await.unwrap().unwrap();
+    assert_eq!(detached.state, VolumeState::Available);
+    assert_eq!(detached.attachment, None);
+
+    // A copy through a snapshot, then everything deleted (twice: still no error).
+    let snapshot = cloud
+        .create_snapshot(&volume_id, &tags_of(&[(tags::POOL, POOL)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        cloud.snapshot_state(&snapshot).await.unwrap(),
+        Some(SnapshotState::Completed)
+    );
+    let mut copy = workspace_request("alice", "tok-copy");
+    copy.availability_zone = "us-east-1b".into();
+    copy.snapshot_id = Some(snapshot.clone());
+    let copy = cloud.create_volume(&copy).await.unwrap();
+    assert_eq!(
+        cloud
+            .describe_volume(&copy)
+            .await
+            .unwrap()
+            .unwrap()
+            .availability_zone,
+        "us-east-1b"
+    );
+    for _ in 0..2 {
+        cloud.delete_snapshot(&snapshot).await.unwrap();
+        cloud.delete_volume(&volume_id).await.unwrap();
+    }
+    assert_eq!(cloud.snapshot_state(&snapshot).await.unwrap(), None);
+    assert_eq!(cloud.describe_volume(&volume_id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_rule_answers_a_fixed_response_then_forwards_again() {
+    let world = World::start().await;
+    let group = world.target_group("sp-sleepy").await;
+    let rule = world
+        .cloud
+        .create_rule(
+            &world.infra.listener_arn,
+            7,
+            "/sleepy/*",
+            &group,
+            &Tags::new(),
+        )
+        .await
+        .unwrap();
+    let asleep = RuleAction::FixedResponse {
+        status: 503,
+        content_type: "application/json".into(),
+        body: r#"{"error":{"code":"asleep"}}"#.into(),
+    };
+    world.cloud.set_rule_action(&rule, &asleep).await.unwrap();
+    let described = aws_sdk_elasticloadbalancingv2::Client::new(&world.sdk)
+        .describe_rules()
+        .rule_arns(&rule)
+        .send()
+        .await
+        .unwrap();
+    let action = &described.rules()[0].actions()[0];
+    assert_eq!(
+        action.fixed_response_config().and_then(|c| c.status_code()),
+        Some("503")
+    );
+    // With the rule no longer forwarding, the target group can go.
+    world.cloud.delete_target_group(&group).await.unwrap();
+    let group = world.target_group("sp-sleepy").await;
+    let forward = RuleAction::Forward {
+        target_group_arn: group.clone(),
+    };
+    world.cloud.set_rule_action(&rule, &forward).await.unwrap();
+    let rules = world
+        .cloud
+        .describe_rules(&world.infra.listener_arn)
+        .await
+        .unwrap();
+    let found = rules.iter().find(|r| r.arn == rule).unwrap();
+    assert_eq!(found.target_group_arns, vec![group.clone()]);
+}
+
+#[tokio::test]
+async fn request_counts_sum_the_target_groups_requests_and_count_no_data_as_zero() {
+    let world = World::start().await;
+    let busy = world.target_group("sp-busy").await;
+    let idle = world.target_group("sp-idle").await;
+    let listener = &world.infra.listener_arn;
+    let metric = |group: &str| TargetGroupMetric::from_arns(listener, group).unwrap();
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&world.sdk);
+    let busy_metric = metric(&busy);
+    for value in [3.0, 4.0] {
+        use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+        cloudwatch
+            .put_metric_data()
+            .namespace("AWS/ApplicationELB")
+            .metric_data(
+                MetricDatum::builder()
+                    .metric_name("RequestCount")
+                    .dimensions(
+                        Dimension::builder()
+                            .name("LoadBalancer")
+                            .value(&busy_metric.load_balancer)
+                            .build(),
+                    )
+                    .dimensions(
+                        Dimension::builder()
+                            .name("TargetGroup")
+                            .value(&busy_metric.target_group)
+                            .build(),
+                    )
+                    .value(value)
+                    .unit(StandardUnit::Count)
+                    .timestamp(aws_sdk_cloudwatch::primitives::DateTime::from(
+                        std::time::SystemTime::now() - Duration::from_secs(30),
+                    ))
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("putting a data point");
+    }
+    let counts = world
+        .cloud
+        .request_counts(&[busy_metric, metric(&idle)], Duration::from_secs(3600))
+        .await
+        .expect("reading the request counts");
+    assert_eq!(counts, vec![7.0, 0.0]);
 }

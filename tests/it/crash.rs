@@ -1,9 +1,11 @@
-//! Crash safety against the fake: for every cloud call of a scenario (replenish, claim, release),
+//! Crash safety against the fake: for every cloud call of a scenario (replenish, claim with a
+//! workspace, release, a move with the workspace, sleep, wake),
 //! the daemon "crashes" right before the call takes effect and, in a second run, right after it
 //! took effect but before the daemon saw the answer. The pass is dropped mid-flight (its tasks
 //! are aborted, as with a SIGKILL), a fresh reconciler starts over the same store and cloud, and
-//! runs until quiet. Then: no leaked instance, target group, rule or secret; no user with two
-//! instances; no instance with two users; every user `ready`, `failed` or gone.
+//! runs until quiet. Then: no leaked instance, target group, rule, secret or volume; no user with
+//! two instances; no instance with two users; no volume attached where its user is not; no
+//! volume of a user that still exists deleted; every user `ready`, `failed` or gone.
 
 use crate::world::World;
 use spotpool::clock::Clock;
@@ -252,10 +254,13 @@ enum Step {
     Put,
     Delete,
     Recycle,
+    Sleep,
+    Wake,
 }
 
-/// Replenish, then claim two users, then release one of them, then move the other off its
-/// instance (on-call's recycle).
+/// Replenish, then claim two users (each gets a workspace), then release one of them, then move
+/// the other off its instance (on-call's recycle: its workspace follows), put it to sleep and
+/// wake it again.
 const SCENARIO: &[Step] = &[
     Step::Converge,
     Step::Put,
@@ -263,6 +268,10 @@ const SCENARIO: &[Step] = &[
     Step::Delete,
     Step::Converge,
     Step::Recycle,
+    Step::Converge,
+    Step::Sleep,
+    Step::Converge,
+    Step::Wake,
     Step::Converge,
 ];
 
@@ -339,6 +348,22 @@ async fn play(crash_at: usize, when: When) -> (World, usize) {
                     .await;
                 assert_eq!(status.as_u16(), 202, "{body}");
             }
+            Step::Sleep | Step::Wake => {
+                let what = if matches!(step, Step::Sleep) {
+                    "sleep"
+                } else {
+                    "wake"
+                };
+                let (status, body) = world
+                    .request(
+                        "POST",
+                        &format!("/v1/users/bob/{what}"),
+                        Some(crate::world::API_TOKEN),
+                        "",
+                    )
+                    .await;
+                assert_eq!(status.as_u16(), 202, "{what}: {body}");
+            }
             Step::Converge => {
                 if restarted.is_none()
                     && converge(&world, &crashing_reconciler, Some(&crashing)).await
@@ -391,6 +416,34 @@ async fn assert_promise(world: &World, context: &str) {
             .iter()
             .all(|(name, _)| name != "openclaw/alice"),
         "{context}: alice's secret survived"
+    );
+    // Bob kept one workspace throughout (moved, slept, woke): never replaced, never deleted;
+    // alice's went with her.
+    let bob = world.user_row("bob").await;
+    let volume = bob
+        .workspace
+        .and_then(|w| w.volume_id)
+        .expect("bob has a workspace");
+    let bobs: Vec<_> = world
+        .cloud
+        .volumes()
+        .into_iter()
+        .filter(|v| {
+            v.tags
+                .get(spotpool::cloud::tags::WORKSPACE)
+                .map(String::as_str)
+                == Some("bob")
+        })
+        .collect();
+    assert_eq!(bobs.len(), 1, "{context}: bob's volumes {bobs:?}");
+    assert_eq!(bobs[0].id, volume, "{context}");
+    assert!(
+        world.cloud.deleted_volumes().iter().all(|v| v
+            .tags
+            .get(spotpool::cloud::tags::WORKSPACE)
+            .map(String::as_str)
+            == Some("alice")),
+        "{context}: a volume other than alice's was deleted"
     );
 }
 

@@ -577,3 +577,135 @@ async fn e2e_an_interruption_warning_moves_the_user_to_a_new_instance() {
     aws.assert_resources_match_users(&infra.listener_arn, &ready, "after the move")
         .await;
 }
+
+/// Issue 10 against moto, through the real binary: a user's workspace volume is created in the
+/// zone of the user's instance and attached to it; it follows the user to a new instance on a
+/// recycle, stays (detached) while the user sleeps with no instance and no target group, is
+/// attached again on wake, and is deleted with the user. moto does not check zones, so the test
+/// does.
+#[tokio::test]
+async fn e2e_a_workspace_follows_its_user_through_recycle_sleep_wake_and_delete() {
+    let moto = Moto::start().await;
+    let sdk = moto.sdk_config().await;
+    let infra = Infra::create(&sdk).await;
+    let aws = Aws::new(&sdk);
+    let daemon = Daemon::start(&daemon_env(&moto, &infra)).await;
+    daemon.wait_available(2, DEADLINE).await;
+
+    // Claimed: one tagged, encrypted volume in the instance's zone, attached to it.
+    let (status, _) = daemon.put("alice", r#"{"secrets":{"K":"v"}}"#).await;
+    assert!(status == 202 || status == 200, "{status}");
+    let claimed = daemon.wait_state("alice", "ready", DEADLINE).await;
+    let first = claimed["instance_id"].as_str().unwrap().to_string();
+    let route = claimed["route"].as_str().unwrap().to_string();
+    let volumes = aws.workspace_volumes("alice").await;
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+    let volume = volumes[0].clone();
+    assert_eq!(volume.zone, aws.instance_zone(&first).await, "{volume:?}");
+    assert_eq!(volume.attached_to, vec![first.clone()], "{volume:?}");
+    assert!(volume.encrypted, "{volume:?}");
+    assert_eq!(volume.size_gib, 8);
+    assert_eq!(
+        volume.tags.get("spotpool:pool").map(String::as_str),
+        Some("spotpool")
+    );
+    assert_eq!(
+        claimed["workspace"],
+        serde_json::json!({
+            "volume_id": volume.id,
+            "availability_zone": volume.zone,
+            "size_gib": 8,
+            "attached_to": first,
+        })
+    );
+
+    // Recycled: the same volume on the new instance (same zone), the route unchanged.
+    let (status, body) = daemon
+        .request(
+            "POST",
+            &format!("/v1/admin/instances/{first}/recycle"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let moved = daemon
+        .wait_for(DEADLINE, || async {
+            let (_, doc) = daemon.get("alice").await;
+            doc["state"] == "ready" && doc["instance_id"].as_str() != Some(first.as_str())
+        })
+        .await;
+    assert!(moved, "alice was not moved:\n{}", daemon.log());
+    let (_, recycled) = daemon.get("alice").await;
+    let second = recycled["instance_id"].as_str().unwrap().to_string();
+    assert_eq!(recycled["route"], claimed["route"]);
+    let volumes = aws.workspace_volumes("alice").await;
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+    assert_eq!(volumes[0].id, volume.id);
+    assert_eq!(volumes[0].attached_to, vec![second.clone()]);
+    assert_eq!(aws.instance_zone(&second).await, volume.zone);
+
+    // Asleep: no instance, no target group, the rule kept, the volume detached and kept.
+    let (status, body) = daemon
+        .request("POST", "/v1/users/alice/sleep", Some(API_TOKEN), None)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let asleep = daemon.wait_state("alice", "asleep", DEADLINE).await;
+    assert_eq!(asleep["instance_id"], serde_json::Value::Null, "{asleep}");
+    assert_eq!(asleep["route"], claimed["route"]);
+    assert_eq!(asleep["workspace"]["attached_to"], serde_json::Value::Null);
+    let volumes = aws.workspace_volumes("alice").await;
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+    assert_eq!(volumes[0].id, volume.id);
+    assert!(volumes[0].attached_to.is_empty(), "{volumes:?}");
+    assert_eq!(volumes[0].state, "available");
+    assert_eq!(aws.target_group_arn(&format!("sp-{route}")).await, None);
+    let rules = aws.rules(&infra.listener_arn).await;
+    assert!(
+        rules
+            .iter()
+            .any(|(paths, groups)| paths.contains(&format!("/{route}/*")) && groups.is_empty()),
+        "the route's rule answers without a target group: {rules:?}"
+    );
+    let gone = daemon
+        .wait_for(DEADLINE, || async {
+            let (_, state) = aws.instance_tags_and_state(&second).await;
+            state == "terminated" || state == "shutting-down"
+        })
+        .await;
+    assert!(gone, "the sleeping user's instance is still running");
+
+    // Woken: ready again with the same route and volume.
+    let (status, body) = daemon
+        .request("POST", "/v1/users/alice/wake", Some(API_TOKEN), None)
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let woken = daemon.wait_state("alice", "ready", DEADLINE).await;
+    let third = woken["instance_id"].as_str().unwrap().to_string();
+    assert_eq!(woken["route"], claimed["route"]);
+    assert_eq!(woken["url"], claimed["url"]);
+    assert_eq!(woken["workspace"]["volume_id"], volume.id.as_str());
+    let volumes = aws.workspace_volumes("alice").await;
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+    assert_eq!(volumes[0].attached_to, vec![third.clone()]);
+    assert_eq!(aws.instance_zone(&third).await, volume.zone);
+    let ready = HashMap::from([("alice".to_string(), woken.clone())]);
+    aws.assert_resources_match_users(&infra.listener_arn, &ready, "after the wake")
+        .await;
+
+    // Deleted: the volume goes with the user; nothing is left.
+    assert_eq!(daemon.delete("alice").await.0, 202);
+    let deleted = daemon
+        .wait_for(DEADLINE, || async { daemon.get("alice").await.0 == 404 })
+        .await;
+    assert!(deleted, "alice never went away:\n{}", daemon.log());
+    let volumes = aws.workspace_volumes("alice").await;
+    assert!(
+        volumes
+            .iter()
+            .all(|v| v.state == "deleting" || v.state == "deleted"),
+        "{volumes:?}"
+    );
+    aws.assert_resources_match_users(&infra.listener_arn, &HashMap::new(), "after the delete")
+        .await;
+}

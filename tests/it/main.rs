@@ -9,6 +9,8 @@
 //! - `e2e`: moto, the minimal infrastructure and the real `spotpool` binary (`daemon`).
 //! - `fault_proxy`: the same, with a proxy in front of moto that answers a share of the calls
 //!   with throttling errors and 500s.
+//! - `workspace`: users' EBS workspaces on the fake: claims, moves, sleep and wake, recovery,
+//!   relocation to another zone, deletion.
 //! - `terraform`: the example root applied against moto with Terraform, the real binary started
 //!   from its outputs, and `terraform destroy`.
 
@@ -26,4 +28,5 @@ mod spot;
 mod spot_sim;
 mod support;
 mod terraform;
+mod workspace;
 mod world;

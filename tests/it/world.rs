@@ -32,6 +32,9 @@ pub struct World {
     pub cloud: Arc<FakeCloud>,
     pub reconciler: Reconciler,
     pub state: AppState,
+    /// The API's router, built once like the daemon's (building it is the costly part of a
+    /// request: the OpenAPI document).
+    router: axum::Router,
     pub now: Arc<AtomicI64>,
     pub config: ReconcilerConfig,
     pub db_path: Option<PathBuf>,
@@ -82,6 +85,18 @@ impl World {
             store,
             Arc::new(FakeCloud::default()),
             reconciler_config(spare_count, max_instances),
+            None,
+            start_clock(),
+        )
+    }
+
+    /// A world over an in-memory database with the reconciler configuration `config`.
+    pub async fn with_config(config: ReconcilerConfig) -> World {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        World::build(
+            store,
+            Arc::new(FakeCloud::default()),
+            config,
             None,
             start_clock(),
         )
@@ -178,6 +193,7 @@ impl World {
             store: app.store,
             cloud: fake,
             reconciler: app.reconciler,
+            router: api::router(app.api.clone()),
             state: app.api,
             now,
             config,
@@ -252,7 +268,9 @@ impl World {
         if let Some(token) = token {
             builder = builder.header("authorization", format!("Bearer {token}"));
         }
-        let response = api::router(self.state.clone())
+        let response = self
+            .router
+            .clone()
             .oneshot(builder.body(Body::from(body.to_string())).unwrap())
             .await
             .unwrap();
@@ -403,6 +421,47 @@ impl World {
                 rule_arns.contains(rule.arn.as_str()),
                 "leaked rule {}",
                 rule.path_pattern
+            );
+        }
+        // Every volume is a user's workspace (or the copy of one being relocated), attached at
+        // most to that user's instance; a deleted volume was a released user's, or the source
+        // of a finished copy.
+        let workspaces: HashMap<&str, &spotpool::store::UserRecord> = users
+            .iter()
+            .flat_map(|u| {
+                let workspace = u.workspace.as_ref();
+                let volume = workspace.and_then(|w| w.volume_id.as_deref());
+                let copy = workspace
+                    .and_then(|w| w.relocation.as_ref())
+                    .and_then(|r| r.volume_id.as_deref());
+                [volume, copy].into_iter().flatten().map(move |v| (v, u))
+            })
+            .collect();
+        for volume in self.cloud.volumes() {
+            let owner = workspaces.get(volume.id.as_str());
+            assert!(owner.is_some(), "leaked volume {}", volume.id);
+            if let (Some(attachment), Some(owner)) = (&volume.attachment, owner) {
+                let holders = [owner.instance_id.as_ref(), owner.move_target()];
+                assert!(
+                    holders.contains(&Some(&attachment.instance)),
+                    "volume {} attached to {}, which {} does not hold",
+                    volume.id,
+                    attachment.instance,
+                    owner.user_id
+                );
+            }
+        }
+        for deleted in self.cloud.deleted_volumes() {
+            let owner = deleted
+                .tags
+                .get(tags::WORKSPACE)
+                .cloned()
+                .unwrap_or_default();
+            let released = !users.iter().any(|u| u.user_id.as_str() == owner);
+            assert!(
+                released || self.cloud.was_copied(&deleted.id),
+                "volume {} of {owner}, who still exists, was deleted",
+                deleted.id
             );
         }
         let secret_arns: HashSet<&str> = users

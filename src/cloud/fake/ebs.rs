@@ -59,6 +59,8 @@ pub(super) struct Ebs {
     tokens: BTreeMap<String, String>,
     /// Every volume deleted, in order.
     deleted: Vec<FakeVolume>,
+    /// Every volume created from a snapshot: (the snapshot's source volume, the new volume).
+    copies: Vec<(String, String)>,
     /// Requests per target group (its CloudWatch dimension), as the test sets them.
     pub(super) request_counts: BTreeMap<String, f64>,
 }
@@ -106,6 +108,15 @@ impl FakeCloud {
     /// Every volume deleted so far, in order.
     pub fn deleted_volumes(&self) -> Vec<FakeVolume> {
         self.lock().ebs.deleted.clone()
+    }
+
+    /// Whether a volume was created from a snapshot of `volume_id` (its data lives on).
+    pub fn was_copied(&self, volume_id: &str) -> bool {
+        self.lock()
+            .ebs
+            .copies
+            .iter()
+            .any(|(from, _)| from == volume_id)
     }
 
     /// Every snapshot the fake holds now.
@@ -163,11 +174,32 @@ impl FakeCloud {
             kms_key_id: request.kms_key_id.clone(),
             available_at,
         };
+        if let Some(source) = request
+            .snapshot_id
+            .as_ref()
+            .and_then(|s| state.ebs.snapshots.get(s))
+            .map(|s| s.volume_id.clone())
+        {
+            state.ebs.copies.push((source, id.clone()));
+        }
         state.ebs.volumes.insert(id.clone(), volume);
         state
             .ebs
             .tokens
             .insert(request.client_token.clone(), id.clone());
+        if let Some(lost) = state
+            .lost_responses
+            .iter()
+            .position(|o| *o == "CreateVolume")
+        {
+            state.lost_responses.remove(lost);
+            return Err(CloudError::new(
+                CloudErrorKind::Transient,
+                "CreateVolume",
+                "RequestTimeout",
+                "the response was lost (injected by the test)",
+            ));
+        }
         Ok(id)
     }
 

@@ -3,6 +3,18 @@
 
 use std::collections::{HashMap, HashSet};
 
+/// A volume as DescribeVolumes shows it.
+#[derive(Debug, Clone)]
+pub struct Volume {
+    pub id: String,
+    pub zone: String,
+    pub state: String,
+    pub size_gib: i32,
+    pub encrypted: bool,
+    pub attached_to: Vec<String>,
+    pub tags: HashMap<String, String>,
+}
+
 /// EC2, ELBv2 and Secrets Manager clients for checking what the daemon did.
 pub struct Aws {
     pub ec2: aws_sdk_ec2::Client,
@@ -35,6 +47,63 @@ impl Aws {
             .map(|n| n.as_str().to_string())
             .unwrap_or_default();
         (tags, state)
+    }
+
+    /// The availability zone EC2 placed the instance in.
+    pub async fn instance_zone(&self, id: &str) -> String {
+        let out = self
+            .ec2
+            .describe_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .unwrap();
+        out.reservations()[0].instances()[0]
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .expect("an instance has a zone")
+            .to_string()
+    }
+
+    /// The workspace volumes EBS holds for `user` (tagged `UserId` and `spotpool:workspace`).
+    pub async fn workspace_volumes(&self, user: &str) -> Vec<Volume> {
+        use aws_sdk_ec2::types::Filter;
+        let out = self
+            .ec2
+            .describe_volumes()
+            .filters(Filter::builder().name("tag:UserId").values(user).build())
+            .filters(
+                Filter::builder()
+                    .name("tag-key")
+                    .values("spotpool:workspace")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        out.volumes()
+            .iter()
+            .map(|v| Volume {
+                id: v.volume_id().unwrap_or_default().to_string(),
+                zone: v.availability_zone().unwrap_or_default().to_string(),
+                state: v
+                    .state()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+                size_gib: v.size().unwrap_or_default(),
+                encrypted: v.encrypted().unwrap_or_default(),
+                attached_to: v
+                    .attachments()
+                    .iter()
+                    .filter(|a| {
+                        a.state().map(|s| s.as_str()) == Some("attached")
+                            || a.state().map(|s| s.as_str()) == Some("attaching")
+                    })
+                    .filter_map(|a| a.instance_id().map(String::from))
+                    .collect(),
+                tags: tag_map(v.tags().iter().map(|t| (t.key(), t.value()))),
+            })
+            .collect()
     }
 
     /// Terminates an instance behind the daemon's back (EC2 reclaiming it).

@@ -1,0 +1,373 @@
+//! Workspaces on the fake: each user's EBS volume is created in its first instance's zone,
+//! follows the user through moves, sleep, wake and recovery, is copied to another zone only when
+//! its zone has no capacity, and is deleted only with the user.
+
+use crate::world::{API_TOKEN, World, reconciler_config};
+use spotpool::cloud::fake::FakeVolume;
+use spotpool::cloud::{AttachmentState, CloudErrorKind, CommandStatus, VolumeState, tags};
+use spotpool::model::{InstanceId, UserState};
+
+const SECRET_BODY: &str = r#"{"secrets":{"OPENAI_API_KEY":"sk-test-value-123"}}"#;
+
+impl World {
+    fn volume_of(&self, user: &str) -> FakeVolume {
+        let volumes: Vec<FakeVolume> = self
+            .cloud
+            .volumes()
+            .into_iter()
+            .filter(|v| v.tags.get(tags::WORKSPACE).map(String::as_str) == Some(user))
+            .collect();
+        assert_eq!(volumes.len(), 1, "{user}'s volumes: {volumes:?}");
+        volumes.into_iter().next().unwrap()
+    }
+
+    async fn post(&self, user: &str, what: &str) -> (axum::http::StatusCode, serde_json::Value) {
+        self.request(
+            "POST",
+            &format!("/v1/users/{user}/{what}"),
+            Some(API_TOKEN),
+            "",
+        )
+        .await
+    }
+
+    fn zone_of_instance(&self, id: &InstanceId) -> String {
+        self.cloud
+            .zone_of(&self.cloud.instance(id).unwrap().subnet_id)
+    }
+}
+
+fn attached_to(volume: &FakeVolume) -> Option<InstanceId> {
+    volume
+        .attachment
+        .as_ref()
+        .filter(|a| a.state == AttachmentState::Attached)
+        .map(|a| a.instance.clone())
+}
+
+#[tokio::test]
+async fn a_claim_creates_the_workspace_in_the_instances_zone_and_mounts_it() {
+    let world = World::new(2, 10).await;
+    let doc = world.ready_user("alice", SECRET_BODY).await;
+    let instance = InstanceId(doc["instance_id"].as_str().unwrap().into());
+    let volume = world.volume_of("alice");
+    assert_eq!(volume.zone, world.zone_of_instance(&instance));
+    assert_eq!(volume.size_gib, 8);
+    assert_eq!(attached_to(&volume), Some(instance.clone()));
+    assert_eq!(
+        volume.tags.get(tags::POOL).map(String::as_str),
+        Some("spotpool")
+    );
+    assert_eq!(
+        volume.tags.get(tags::USER_ID).map(String::as_str),
+        Some("alice")
+    );
+    // GET shows it, and the start command mounted exactly it.
+    assert_eq!(doc["workspace"]["volume_id"], volume.id.as_str());
+    assert_eq!(doc["workspace"]["availability_zone"], volume.zone.as_str());
+    assert_eq!(doc["workspace"]["attached_to"], instance.0.as_str());
+    assert_eq!(doc["workspace"]["size_gib"], 8);
+    let start = world
+        .cloud
+        .commands()
+        .into_iter()
+        .find(|c| c.instance == instance && c.script.contains("start the user's container"))
+        .unwrap();
+    assert!(
+        start
+            .script
+            .contains(&format!("WORKSPACE_VOLUME_ID='{}'", volume.id))
+    );
+    // Attached before the start was sent.
+    let calls = world.cloud.calls();
+    let attach = calls.iter().position(|c| *c == "AttachVolume").unwrap();
+    let first_send_after = calls[attach..].iter().any(|c| *c == "SendCommand");
+    assert!(first_send_after);
+    world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn a_recycle_stops_detaches_and_attaches_the_same_workspace_to_a_spare_of_its_zone() {
+    let world = World::new(2, 10).await;
+    let before = world.ready_user("alice", SECRET_BODY).await;
+    world.run_until_quiet(20).await;
+    let old = InstanceId(before["instance_id"].as_str().unwrap().into());
+    let volume = world.volume_of("alice");
+    world
+        .request(
+            "POST",
+            &format!("/v1/admin/instances/{}/recycle", old.0),
+            Some(crate::world::ADMIN_TOKEN),
+            "",
+        )
+        .await;
+    world.run_until_quiet(60).await;
+    let (_, after) = world.get_user("alice").await;
+    assert_eq!(after["state"], "ready");
+    let new = InstanceId(after["instance_id"].as_str().unwrap().into());
+    assert_ne!(new, old);
+    assert_eq!(after["route"], before["route"]);
+    let moved = world.volume_of("alice");
+    assert_eq!(moved.id, volume.id, "the same volume");
+    assert_eq!(attached_to(&moved), Some(new.clone()));
+    assert_eq!(world.zone_of_instance(&new), volume.zone);
+    // The old container was stopped and the file system unmounted before the detach.
+    let stop = world
+        .cloud
+        .commands()
+        .into_iter()
+        .find(|c| c.instance == old && c.script.contains("stop-workspace.sh"))
+        .expect("a stop command on the old instance");
+    assert!(
+        stop.script
+            .contains(&format!("WORKSPACE_VOLUME_ID='{}'", volume.id))
+    );
+    assert!(world.cloud.deleted_volumes().is_empty());
+    world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn sleep_keeps_workspace_secret_and_route_and_wake_brings_the_same_ones_back() {
+    let world = World::new(1, 10).await;
+    let before = world.ready_user("alice", SECRET_BODY).await;
+    let volume = world.volume_of("alice");
+    let row = world.user_row("alice").await;
+    let (rule, secret) = (
+        row.routing.rule_arn.clone().unwrap(),
+        row.secret_arn.clone(),
+    );
+
+    let (status, doc) = world.post("alice", "sleep").await;
+    assert_eq!(status, 202, "{doc}");
+    assert_eq!(doc["state"], "sleeping");
+    world.run_until_quiet(40).await;
+    let (_, asleep) = world.get_user("alice").await;
+    assert_eq!(asleep["state"], "asleep");
+    assert_eq!(asleep["instance_id"], serde_json::Value::Null);
+    assert_eq!(asleep["route"], before["route"]);
+    assert_eq!(asleep["workspace"]["attached_to"], serde_json::Value::Null);
+    let kept = world.volume_of("alice");
+    assert_eq!(kept.id, volume.id);
+    assert_eq!(kept.state, VolumeState::Available);
+    // The rule answers "asleep"; the user holds no target group (a load balancer's 100 target
+    // groups are not spent on sleepers).
+    let rules = world.cloud.rules();
+    let asleep_rule = rules.iter().find(|r| r.arn == rule).unwrap();
+    assert_eq!(asleep_rule.fixed_response, Some(503));
+    assert!(world.cloud.target_groups().is_empty());
+    let row = world.user_row("alice").await;
+    assert_eq!(row.routing.target_group_arn, None);
+    assert_eq!(row.secret_arn, secret);
+    world.assert_no_leaks().await;
+    // Sleeping again is the same answer.
+    assert_eq!(world.post("alice", "sleep").await.0, 202);
+
+    let (status, doc) = world.post("alice", "wake").await;
+    assert_eq!(status, 202, "{doc}");
+    assert_eq!(doc["state"], "queued");
+    world.run_until_quiet(40).await;
+    let (_, awake) = world.get_user("alice").await;
+    assert_eq!(awake["state"], "ready");
+    assert_eq!(awake["route"], before["route"]);
+    let instance = InstanceId(awake["instance_id"].as_str().unwrap().into());
+    let attached = world.volume_of("alice");
+    assert_eq!(attached.id, volume.id);
+    assert_eq!(attached_to(&attached), Some(instance));
+    let rules = world.cloud.rules();
+    let forwarding = rules.iter().find(|r| r.arn == rule).unwrap();
+    assert_eq!(
+        forwarding.fixed_response, None,
+        "the same rule forwards again"
+    );
+    assert_eq!(
+        Some(forwarding.target_group_arn.clone()),
+        world.user_row("alice").await.routing.target_group_arn
+    );
+    world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn a_put_wakes_an_asleep_user_and_sleep_and_wake_refuse_what_they_cannot_do() {
+    let world = World::new(1, 10).await;
+    world.run_until_quiet(20).await;
+    world.put_user("bob", "{}").await;
+    // Not ready yet: a sleep is refused with the state.
+    let (status, body) = world.post("bob", "sleep").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "not_ready");
+    assert_eq!(world.post("nobody", "sleep").await.0, 404);
+    assert_eq!(world.post("nobody", "wake").await.0, 404);
+    assert_eq!(world.post("Bad_Id", "wake").await.0, 400);
+    world.run_until_quiet(40).await;
+
+    assert_eq!(world.post("bob", "sleep").await.0, 202);
+    let (status, body) = world.post("bob", "wake").await;
+    assert_eq!(status, 409, "still falling asleep: {body}");
+    assert_eq!(body["error"]["code"], "falling_asleep");
+    world.run_until_quiet(40).await;
+    assert_eq!(world.user_state("bob").await, Some(UserState::Asleep));
+    let (status, _) = world.put_user("bob", "{}").await;
+    assert_eq!(status, 202);
+    world.run_until_quiet(40).await;
+    assert_eq!(world.user_state("bob").await, Some(UserState::Ready));
+    world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn delete_removes_the_workspace_and_only_then_the_user() {
+    let world = World::new(1, 10).await;
+    world.ready_user("alice", SECRET_BODY).await;
+    let volume = world.volume_of("alice");
+    world.delete_user("alice").await;
+    world.run_until_quiet(40).await;
+    assert_eq!(world.user_state("alice").await, None);
+    assert!(world.cloud.volumes().is_empty());
+    let deleted = world.cloud.deleted_volumes();
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(deleted[0].id, volume.id);
+    world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn a_lost_instance_is_recovered_with_the_same_workspace() {
+    let world = World::new(2, 10).await;
+    let before = world.ready_user("alice", SECRET_BODY).await;
+    let volume = world.volume_of("alice");
+    let old = InstanceId(before["instance_id"].as_str().unwrap().into());
+    world.cloud.reclaim(&old);
+    world.run_until_quiet(60).await;
+    let (_, after) = world.get_user("alice").await;
+    assert_eq!(after["state"], "ready");
+    let new = InstanceId(after["instance_id"].as_str().unwrap().into());
+    assert_ne!(new, old);
+    let recovered = world.volume_of("alice");
+    assert_eq!(recovered.id, volume.id, "EBS survives the instance");
+    assert_eq!(attached_to(&recovered), Some(new));
+    assert!(world.cloud.deleted_volumes().is_empty());
+    world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn failed_claims_keep_the_workspace_detached_and_never_delete_it() {
+    let world = World::new(1, 10).await;
+    world.ready_user("alice", SECRET_BODY).await;
+    let volume = world.volume_of("alice");
+    world.post("alice", "sleep").await;
+    world.run_until_quiet(40).await;
+    world.cloud.command_outcome(
+        "start the user's container",
+        CommandStatus::Failed("spotpool: image missing".into()),
+    );
+    world.post("alice", "wake").await;
+    world.run_until_quiet(80).await;
+    assert_eq!(world.user_state("alice").await, Some(UserState::Failed));
+    let kept = world.volume_of("alice");
+    assert_eq!(kept.id, volume.id);
+    assert!(kept.attachment.is_none());
+    assert!(world.cloud.deleted_volumes().is_empty());
+    world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn a_workspace_whose_zone_has_no_capacity_is_copied_to_another_zone_then_served_there() {
+    let world = World::new(1, 10).await;
+    world.ready_user("alice", SECRET_BODY).await;
+    let volume = world.volume_of("alice");
+    world.post("alice", "sleep").await;
+    world.run_until_quiet(40).await;
+    // Every spare of the workspace's zone goes, and the zone has no capacity any more.
+    let zone_subnet = ["subnet-a", "subnet-b"]
+        .into_iter()
+        .find(|s| world.cloud.zone_of(s) == volume.zone)
+        .unwrap();
+    world.cloud.fail_capacity("t3.small", zone_subnet);
+    for instance in world.cloud.live_instances() {
+        if instance.subnet_id == zone_subnet {
+            world.cloud.reclaim(&instance.id);
+        }
+    }
+    world.post("alice", "wake").await;
+    world.run_until_quiet(80).await;
+    let (_, doc) = world.get_user("alice").await;
+    assert_eq!(doc["state"], "ready", "{doc}");
+    let copy = world.volume_of("alice");
+    assert_ne!(copy.id, volume.id);
+    assert_ne!(copy.zone, volume.zone);
+    assert!(copy.snapshot_id.is_some(), "made from a snapshot");
+    assert!(world.cloud.was_copied(&volume.id));
+    assert_eq!(doc["workspace"]["availability_zone"], copy.zone.as_str());
+    // The old volume went only once the copy existed; the snapshot is gone too.
+    assert_eq!(world.cloud.deleted_volumes()[0].id, volume.id);
+    assert!(world.cloud.snapshots().is_empty());
+    let journal = world.store.journal_since(0, 10_000).await.unwrap();
+    assert!(journal.iter().any(|e| e.kind == "workspace.relocated"));
+    world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn a_stop_that_cannot_unmount_retires_the_instance_instead_of_detaching_a_mounted_volume() {
+    let world = World::new(1, 10).await;
+    let before = world.ready_user("alice", SECRET_BODY).await;
+    let old = InstanceId(before["instance_id"].as_str().unwrap().into());
+    world.cloud.command_outcome(
+        "stop-workspace.sh",
+        CommandStatus::Failed("spotpool: /data stays busy".into()),
+    );
+    world.post("alice", "sleep").await;
+    world.run_until_quiet(40).await;
+    assert_eq!(world.user_state("alice").await, Some(UserState::Asleep));
+    // No DetachVolume while the file system may be mounted: the instance was retired, and the
+    // volume came free when it terminated.
+    assert_eq!(world.cloud.count_calls("DetachVolume"), 0);
+    assert!(world.cloud.instance(&old).unwrap().lifecycle.is_gone());
+    assert!(world.volume_of("alice").attachment.is_none());
+    world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_was_lost_is_found_again_not_duplicated() {
+    let world = World::new(1, 10).await;
+    world.run_until_quiet(20).await;
+    world.cloud.lose_next_response("CreateVolume");
+    world
+        .cloud
+        .fail_next("AttachVolume", CloudErrorKind::Transient, 1);
+    world.put_user("alice", SECRET_BODY).await;
+    world.run_until_quiet(40).await;
+    assert_eq!(world.user_state("alice").await, Some(UserState::Ready));
+    assert_eq!(world.cloud.count_calls("CreateVolume"), 1);
+    world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn a_tier_with_idle_sleep_puts_users_without_requests_to_sleep_and_leaves_busy_ones() {
+    let mut config = reconciler_config(2, 10);
+    config.policy.tiers[0].idle_sleep_after = Some(3_600_000);
+    let world = World::with_config(config).await;
+    world.ready_user("alice", SECRET_BODY).await;
+    world.ready_user("bob", SECRET_BODY).await;
+    let bob = world.user_row("bob").await;
+    world
+        .cloud
+        .set_request_count(bob.routing.target_group_arn.as_deref().unwrap(), 12.0);
+    // Not idle long enough yet: nobody sleeps, and CloudWatch is not even asked.
+    world.advance(30 * 60_000);
+    world.run_until_quiet(20).await;
+    assert_eq!(world.user_state("alice").await, Some(UserState::Ready));
+    assert_eq!(world.cloud.count_calls("GetMetricData"), 0);
+
+    world.advance(60 * 60_000);
+    world.run_until_quiet(40).await;
+    assert_eq!(world.user_state("alice").await, Some(UserState::Asleep));
+    assert_eq!(world.user_state("bob").await, Some(UserState::Ready));
+    assert_eq!(
+        world.cloud.count_calls("GetMetricData"),
+        1,
+        "one batched read"
+    );
+    let journal = world.store.journal_since(0, 10_000).await.unwrap();
+    assert!(journal.iter().any(|e| e.kind == "sleep.requested"
+        && e.user_id.as_deref() == Some("alice")
+        && e.message.contains("idle")));
+    world.assert_no_leaks().await;
+}
