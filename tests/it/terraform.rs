@@ -155,6 +155,8 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
         "PUBLIC_BASE_URL",
         "SECRET_PREFIX",
         "SPOTPOOL_INTERRUPTION_QUEUE_URL",
+        "SPOTPOOL_WORKSPACE_SIZE_GIB",
+        "SPOTPOOL_IDLE_SLEEP_AFTER",
     ] {
         assert!(
             settings.get(key).is_some_and(|v| !v.is_empty()),
@@ -386,7 +388,8 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
         .await;
     assert!(gone, "alice never went away; log:\n{}", daemon.log());
 
-    // Every AWS call the daemon made is allowed by the daemon policy Terraform created.
+    // Every AWS call the daemon made is allowed by the daemon's policies Terraform created
+    // (daemon_policy_json is both of them as one document).
     let policy: serde_json::Value = serde_json::from_str(
         &terraform_moto(&["output", state.path(), "daemon_policy_json"]).await,
     )
@@ -397,7 +400,17 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
         made.len() >= 10,
         "too few calls counted to prove anything: {made:?}"
     );
-    for call in ["sqs:ReceiveMessage", "sqs:DeleteMessage"] {
+    // Among them the interruption queue's calls and the workspace's whole life (the second
+    // policy's statements).
+    for call in [
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "ec2:CreateVolume",
+        "ec2:DescribeVolumes",
+        "ec2:AttachVolume",
+        "ec2:DetachVolume",
+        "ec2:DeleteVolume",
+    ] {
         assert!(
             made.contains(call),
             "the daemon never made {call}: {made:?}"
@@ -406,7 +419,7 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
     let missing: Vec<&String> = made.difference(&allowed).collect();
     assert!(
         missing.is_empty(),
-        "the daemon policy does not allow {missing:?}"
+        "the daemon's policies do not allow {missing:?}"
     );
 
     // Stop the daemon, then drain the pool as docs/DEPLOY.md says: terminate the spares, which

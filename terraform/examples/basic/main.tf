@@ -56,6 +56,10 @@ module "spotpool" {
   certificate_arn = var.certificate_arn
   public_hostname = var.public_hostname
 
+  workspace_size_gib    = var.workspace_size_gib
+  workspace_kms_key_arn = var.workspace_kms_key_arn
+  idle_sleep_after      = var.idle_sleep_after
+
   daemon_principal_arns = var.daemon_principal_arns
   daemon_extra_env      = var.daemon_extra_env
 }

@@ -72,12 +72,22 @@ output "instance_profile_arn" {
 }
 
 output "daemon_policy_arn" {
-  description = "The daemon's least-privilege policy; attach it to the role the daemon runs as."
+  description = "The daemon's least-privilege policy; attach it, with daemon_workspaces_policy_arn, to the role the daemon runs as."
   value       = module.spotpool.daemon_policy_arn
 }
 
+output "daemon_workspaces_policy_arn" {
+  description = "The daemon's second policy (workspaces, sleep, auto-sleep); attach it too."
+  value       = module.spotpool.daemon_workspaces_policy_arn
+}
+
+output "daemon_policy_arns" {
+  description = "Every policy the daemon's role needs."
+  value       = module.spotpool.daemon_policy_arns
+}
+
 output "daemon_policy_json" {
-  description = "The daemon's policy document, for review."
+  description = "The daemon's permissions (both policies) as one document, for review."
   value       = module.spotpool.daemon_policy_json
 }
 
@@ -104,6 +114,21 @@ output "container_image" {
 output "container_port" {
   description = "Port of the user container (CONTAINER_PORT)."
   value       = module.spotpool.container_port
+}
+
+output "workspace_size_gib" {
+  description = "Size in GiB of each user's workspace volume (SPOTPOOL_WORKSPACE_SIZE_GIB)."
+  value       = module.spotpool.workspace_size_gib
+}
+
+output "workspace_kms_key_arn" {
+  description = "The workspaces' customer-managed key (SPOTPOOL_WORKSPACE_KMS_KEY_ID), or null for aws/ebs."
+  value       = module.spotpool.workspace_kms_key_arn
+}
+
+output "idle_sleep_after" {
+  description = "How long a user may go without a request before the daemon puts it to sleep, or \"off\" (SPOTPOOL_IDLE_SLEEP_AFTER)."
+  value       = module.spotpool.idle_sleep_after
 }
 
 output "secret_prefix" {

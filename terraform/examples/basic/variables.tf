@@ -57,6 +57,24 @@ variable "public_hostname" {
   default     = null
 }
 
+variable "workspace_size_gib" {
+  description = "Size in GiB of each user's workspace volume (encrypted gp3)."
+  type        = number
+  default     = 8
+}
+
+variable "workspace_kms_key_arn" {
+  description = "Customer-managed KMS key ARN for the workspaces; null uses the account's aws/ebs key."
+  type        = string
+  default     = null
+}
+
+variable "idle_sleep_after" {
+  description = "Sleep a user after this long without requests, e.g. 2h; \"off\" never does."
+  type        = string
+  default     = "off"
+}
+
 variable "daemon_principal_arns" {
   description = "Principals that may assume the daemon role (created only when set)."
   type        = list(string)

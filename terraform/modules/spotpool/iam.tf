@@ -10,7 +10,18 @@
 # Daemon: exactly the API calls src/cloud/aws/ makes, each scoped to the
 # pool's tag, the secret prefix, the sp-* target groups, this ALB's listener or
 # the interruption queue wherever AWS supports resource-level permissions for
-# that call.
+# that call. The resource types and condition keys of each action are the ones
+# the Service Authorization Reference lists for it (docs/DEPLOY.md, section 2).
+# Two managed policies (IAM limits one to 6,144 characters): <name>-daemon and
+# <name>-daemon-workspaces; the daemon role gets both.
+#
+# Workspaces: the daemon creates, attaches, detaches, snapshots and deletes one
+# encrypted gp3 volume per user. Every such volume and snapshot carries
+# spotpool:pool, UserId and spotpool:workspace from its creation (tags in
+# CreateVolume/CreateSnapshot), so each write below requires the pool's tag and,
+# for volumes and snapshots, the spotpool:workspace tag: the daemon cannot touch
+# an instance's root volume or anybody else's volume. The instance role gets
+# nothing for EBS: instances never call EC2 for their workspace.
 
 locals {
   arn_prefix_ec2 = "arn:${local.partition}:ec2:${local.region}:${local.account_id}"
@@ -24,6 +35,23 @@ locals {
   target_group_arns  = "arn:${local.partition}:elasticloadbalancing:${local.region}:${local.account_id}:targetgroup/sp-*/*"
 
   create_daemon_role = length(var.daemon_principal_arns) > 0 || length(var.daemon_trusted_services) > 0
+
+  # The tags the daemon puts on a workspace volume and on its snapshots, and no others
+  # (src/reconcile/workspace.rs workspace_tags).
+  workspace_tag_keys = ["spotpool:pool", "UserId", "spotpool:workspace"]
+
+  # Customer-managed keys the daemon's EBS calls use: the workspace key, and the root
+  # volume's key when it is given as a key ARN (RunInstances needs the same KMS
+  # permissions for it). Empty with the default aws/ebs key, which needs none.
+  ebs_kms_key_arns = distinct(compact([
+    var.workspace_kms_key_arn,
+    can(regex("^arn:[a-z-]+:kms:[a-z0-9-]+:[0-9]{12}:key/", coalesce(var.root_volume_kms_key_id, "-"))) ? var.root_volume_kms_key_id : null,
+  ]))
+  # EBS calls KMS on the daemon's behalf from this endpoint (kms:ViaService).
+  ec2_via_service = "ec2.${local.region}.${local.dns_suffix}"
+
+  # IAM's size limit for a managed policy, whitespace not counted.
+  managed_policy_max_chars = 6144
 }
 
 # --- Instances -----------------------------------------------------------------
@@ -136,11 +164,20 @@ resource "aws_iam_role_policy" "instance_ecr" {
 # --- The daemon ----------------------------------------------------------------
 
 data "aws_iam_policy_document" "daemon" {
-  # Observe: one paged DescribeInstances per pass (no resource-level permissions exist).
+  # Observe: one paged DescribeInstances per pass. EC2's Describe* actions
+  # support no resource-level permissions (the Service Authorization Reference
+  # lists no resource type for them, only ec2:Region), so "*" in this region is
+  # as narrow as AWS allows.
   statement {
     sid       = "Ec2Describe"
     actions   = ["ec2:DescribeInstances"]
     resources = ["*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "ec2:Region"
+      values   = [local.region]
+    }
   }
 
   # Launch: the instance and its volume must carry this pool's tag and be spot.
@@ -161,6 +198,8 @@ data "aws_iam_policy_document" "daemon" {
     }
   }
 
+  # Root volumes are never tagged as workspaces, so the workspace statements of
+  # daemon_workspaces (which require that tag) never reach them.
   statement {
     sid       = "Ec2RunTaggedVolumes"
     actions   = ["ec2:RunInstances"]
@@ -170,6 +209,11 @@ data "aws_iam_policy_document" "daemon" {
       test     = "StringEquals"
       variable = "aws:RequestTag/spotpool:pool"
       values   = [var.pool]
+    }
+    condition {
+      test     = "Null"
+      variable = "aws:RequestTag/spotpool:workspace"
+      values   = ["true"]
     }
   }
 
@@ -403,12 +447,303 @@ data "aws_iam_policy_document" "daemon" {
   }
 }
 
+# The rest of the daemon's calls, in a second managed policy: one policy holding
+# them all would exceed IAM's 6,144-character limit for a managed policy.
+# Users' workspace volumes (src/cloud/aws/ebs.rs), sleep (ModifyRule) and
+# auto-sleep (GetMetricData).
+data "aws_iam_policy_document" "daemon_workspaces" {
+  # DescribeVolumes (by id, and by the tag filters spotpool:pool and
+  # spotpool:workspace), DescribeSnapshots (a relocation's snapshot) and
+  # DescribeSubnets (the zones of the pool's subnets). Like every EC2 Describe*
+  # action they support no resource-level permissions (no resource type in the
+  # Service Authorization Reference, only ec2:Region): "*" in this region.
+  statement {
+    sid = "Ec2DescribeWorkspaces"
+    actions = [
+      "ec2:DescribeSnapshots",
+      "ec2:DescribeSubnets",
+      "ec2:DescribeVolumes",
+    ]
+    resources = ["*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "ec2:Region"
+      values   = [local.region]
+    }
+  }
+
+  # CreateVolume: an encrypted gp3 volume in this region (the ARN), tagged for
+  # the pool and as a workspace at creation, with no tag keys but the daemon's.
+  # The volume resource of CreateVolume supports aws:RequestTag, aws:TagKeys,
+  # ec2:Encrypted and ec2:VolumeType.
+  statement {
+    sid       = "Ec2CreateWorkspaceVolumes"
+    actions   = ["ec2:CreateVolume"]
+    resources = ["${local.arn_prefix_ec2}:volume/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestTag/spotpool:pool"
+      values   = [var.pool]
+    }
+    condition {
+      test     = "Null"
+      variable = "aws:RequestTag/spotpool:workspace"
+      values   = ["false"]
+    }
+    condition {
+      test     = "ForAllValues:StringEquals"
+      variable = "aws:TagKeys"
+      values   = local.workspace_tag_keys
+    }
+    condition {
+      test     = "Bool"
+      variable = "ec2:Encrypted"
+      values   = ["true"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "ec2:VolumeType"
+      values   = ["gp3"]
+    }
+  }
+
+  # CreateSnapshot creates a snapshot tagged for the pool and as a workspace,
+  # with the daemon's tag keys only (snapshot resource: aws:RequestTag,
+  # aws:TagKeys). Snapshot ARNs have no account field.
+  statement {
+    sid       = "Ec2CreateTaggedWorkspaceSnapshots"
+    actions   = ["ec2:CreateSnapshot"]
+    resources = ["arn:${local.partition}:ec2:${local.region}::snapshot/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestTag/spotpool:pool"
+      values   = [var.pool]
+    }
+    condition {
+      test     = "Null"
+      variable = "aws:RequestTag/spotpool:workspace"
+      values   = ["false"]
+    }
+    condition {
+      test     = "ForAllValues:StringEquals"
+      variable = "aws:TagKeys"
+      values   = local.workspace_tag_keys
+    }
+  }
+
+  # Tags in CreateVolume/CreateSnapshot (TagSpecifications) need CreateTags, but
+  # only as part of those calls (ec2:CreateAction): the daemon can never retag
+  # an existing volume or snapshot.
+  statement {
+    sid     = "Ec2TagWorkspacesAtCreation"
+    actions = ["ec2:CreateTags"]
+    resources = [
+      "${local.arn_prefix_ec2}:volume/*",
+      "arn:${local.partition}:ec2:${local.region}::snapshot/*",
+    ]
+
+    condition {
+      test     = "StringEquals"
+      variable = "ec2:CreateAction"
+      values   = ["CreateVolume", "CreateSnapshot"]
+    }
+    condition {
+      test     = "ForAllValues:StringEquals"
+      variable = "aws:TagKeys"
+      values   = local.workspace_tag_keys
+    }
+  }
+
+  # Existing volumes: only the pool's workspaces (aws:ResourceTag), never an
+  # instance's root volume or anybody else's volume. AttachVolume and
+  # DetachVolume (the volume resource; the instance is the next statement),
+  # CreateSnapshot (its source volume), DeleteVolume (a deleted user's
+  # workspace, a relocation's leftover copy).
+  statement {
+    sid = "Ec2PoolWorkspaceVolumes"
+    actions = [
+      "ec2:AttachVolume",
+      "ec2:CreateSnapshot",
+      "ec2:DeleteVolume",
+      "ec2:DetachVolume",
+    ]
+    resources = ["${local.arn_prefix_ec2}:volume/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/spotpool:pool"
+      values   = [var.pool]
+    }
+    condition {
+      test     = "Null"
+      variable = "aws:ResourceTag/spotpool:workspace"
+      values   = ["false"]
+    }
+  }
+
+  # AttachVolume/DetachVolume are also authorised on the instance (the daemon
+  # always names it): one of the pool's instances.
+  statement {
+    sid = "Ec2AttachDetachOnPoolInstances"
+    actions = [
+      "ec2:AttachVolume",
+      "ec2:DetachVolume",
+    ]
+    resources = ["${local.arn_prefix_ec2}:instance/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/spotpool:pool"
+      values   = [var.pool]
+    }
+  }
+
+  # Existing snapshots: only the pool's workspace snapshots. CreateVolume from
+  # a snapshot (a workspace moving to another zone) is authorised on the
+  # snapshot too; DeleteSnapshot once the copy is in place.
+  statement {
+    sid = "Ec2PoolWorkspaceSnapshots"
+    actions = [
+      "ec2:CreateVolume",
+      "ec2:DeleteSnapshot",
+    ]
+    resources = ["arn:${local.partition}:ec2:${local.region}::snapshot/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/spotpool:pool"
+      values   = [var.pool]
+    }
+    condition {
+      test     = "Null"
+      variable = "aws:ResourceTag/spotpool:workspace"
+      values   = ["false"]
+    }
+  }
+
+  # A customer-managed key (workspace_kms_key_arn, and root_volume_kms_key_id
+  # given as a key ARN): EBS uses it with the caller's permissions, through EC2
+  # only (kms:ViaService), and the grant it creates for the instance must be one
+  # an AWS service asks for (kms:GrantIsForAWSResource). These are the actions
+  # the EBS user guide lists under "Permissions for users". None with aws/ebs,
+  # whose key policy already allows the account's principals through EC2.
+  dynamic "statement" {
+    for_each = length(local.ebs_kms_key_arns) > 0 ? [1] : []
+    content {
+      sid = "KmsUseKeyForEbs"
+      actions = [
+        "kms:Decrypt",
+        "kms:DescribeKey",
+        "kms:GenerateDataKeyWithoutPlaintext",
+        "kms:ReEncryptFrom",
+        "kms:ReEncryptTo",
+      ]
+      resources = local.ebs_kms_key_arns
+
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = [local.ec2_via_service]
+      }
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(local.ebs_kms_key_arns) > 0 ? [1] : []
+    content {
+      sid       = "KmsGrantsForEbsOnly"
+      actions   = ["kms:CreateGrant"]
+      resources = local.ebs_kms_key_arns
+
+      condition {
+        test     = "Bool"
+        variable = "kms:GrantIsForAWSResource"
+        values   = ["true"]
+      }
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = [local.ec2_via_service]
+      }
+    }
+  }
+
+  # Sleep and wake: a user's rule switches between a fixed 503 response and
+  # forwarding to its target group. ModifyRule's only resource is the rule
+  # (listener-rule/app), which supports aws:ResourceTag: this listener's rules
+  # that the daemon created (tagged for the pool), never its default action.
+  statement {
+    sid       = "ElbModifyPoolRulesOfThisListener"
+    actions   = ["elasticloadbalancing:ModifyRule"]
+    resources = [local.listener_rule_arns]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/spotpool:pool"
+      values   = [var.pool]
+    }
+  }
+
+  # Auto-sleep (idle_sleep_after) reads AWS/ApplicationELB RequestCount per
+  # target group. CloudWatch metrics have no ARN: the CloudWatch permissions
+  # reference gives "*" as the resource of GetMetricData. It reads metric
+  # values and writes nothing.
+  statement {
+    sid       = "CloudWatchRequestCounts"
+    actions   = ["cloudwatch:GetMetricData"]
+    resources = ["*"]
+  }
+}
+
+# The daemon's two managed policies, <name>-daemon and <name>-daemon-workspaces,
+# by the suffix of their names. (The first keeps its original description: a
+# new description would replace the policy.)
+locals {
+  daemon_policies = {
+    daemon = {
+      description = "spotpool daemon (pool ${var.pool}): exactly the AWS calls it makes"
+      json        = data.aws_iam_policy_document.daemon.json
+    }
+    daemon-workspaces = {
+      description = "spotpool daemon (pool ${var.pool}): users' workspace volumes, sleep and auto-sleep"
+      json        = data.aws_iam_policy_document.daemon_workspaces.json
+    }
+  }
+}
+
 resource "aws_iam_policy" "daemon" {
-  name        = "${var.name}-daemon"
-  description = "spotpool daemon (pool ${var.pool}): exactly the AWS calls it makes"
-  policy      = data.aws_iam_policy_document.daemon.json
+  for_each = local.daemon_policies
+
+  name        = "${var.name}-${each.key}"
+  description = each.value.description
+  policy      = each.value.json
 
   tags = var.tags
+
+  lifecycle {
+    precondition {
+      condition     = length(replace(each.value.json, "/\\s/", "")) <= local.managed_policy_max_chars
+      error_message = "The policy ${var.name}-${each.key} exceeds the ${local.managed_policy_max_chars} characters IAM allows in a managed policy (a very long name, pool or secret_prefix?)."
+    }
+  }
+}
+
+# The single daemon policy of earlier versions is the first of the two.
+moved {
+  from = aws_iam_policy.daemon
+  to   = aws_iam_policy.daemon["daemon"]
+}
+
+# Both policies as one document, for review and for the integration test that
+# checks every call the daemon made against it (daemon_policy_json).
+data "aws_iam_policy_document" "daemon_all" {
+  source_policy_documents = [
+    data.aws_iam_policy_document.daemon.json,
+    data.aws_iam_policy_document.daemon_workspaces.json,
+  ]
 }
 
 data "aws_iam_policy_document" "daemon_trust" {
@@ -448,10 +783,15 @@ resource "aws_iam_role" "daemon" {
 }
 
 resource "aws_iam_role_policy_attachment" "daemon" {
-  count = local.create_daemon_role ? 1 : 0
+  for_each = { for key, policy in local.daemon_policies : key => policy.description if local.create_daemon_role }
 
   role       = aws_iam_role.daemon[0].name
-  policy_arn = aws_iam_policy.daemon.arn
+  policy_arn = aws_iam_policy.daemon[each.key].arn
+}
+
+moved {
+  from = aws_iam_role_policy_attachment.daemon[0]
+  to   = aws_iam_role_policy_attachment.daemon["daemon"]
 }
 
 # When the daemon runs on an EC2 host.

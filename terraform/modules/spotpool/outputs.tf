@@ -72,13 +72,23 @@ output "instance_profile_arn" {
 }
 
 output "daemon_policy_arn" {
-  description = "The daemon's least-privilege policy; attach it to the role the daemon runs as."
-  value       = aws_iam_policy.daemon.arn
+  description = "The daemon's least-privilege policy for instances, commands, secrets, routing and interruptions. Attach it and daemon_workspaces_policy_arn (or every ARN of daemon_policy_arns) to the role the daemon runs as."
+  value       = aws_iam_policy.daemon["daemon"].arn
+}
+
+output "daemon_workspaces_policy_arn" {
+  description = "The daemon's least-privilege policy for users' workspace volumes (EBS, and KMS with workspace_kms_key_arn), sleep and auto-sleep: the second half of its permissions, split off because IAM limits a managed policy to 6,144 characters."
+  value       = aws_iam_policy.daemon["daemon-workspaces"].arn
+}
+
+output "daemon_policy_arns" {
+  description = "Every policy the daemon's role needs (daemon_policy_arn and daemon_workspaces_policy_arn)."
+  value       = [for key in keys(local.daemon_policies) : aws_iam_policy.daemon[key].arn]
 }
 
 output "daemon_policy_json" {
-  description = "The daemon's policy document, for review."
-  value       = data.aws_iam_policy_document.daemon.json
+  description = "The daemon's permissions (both of daemon_policy_arns) as one document, for review."
+  value       = data.aws_iam_policy_document.daemon_all.json
 }
 
 output "daemon_role_arn" {
@@ -104,6 +114,21 @@ output "container_image" {
 output "container_port" {
   description = "Port of the user container (CONTAINER_PORT)."
   value       = var.container_port
+}
+
+output "workspace_size_gib" {
+  description = "Size in GiB of each user's workspace volume (SPOTPOOL_WORKSPACE_SIZE_GIB)."
+  value       = var.workspace_size_gib
+}
+
+output "workspace_kms_key_arn" {
+  description = "The customer-managed key of the workspace volumes (SPOTPOOL_WORKSPACE_KMS_KEY_ID), or null for the account's aws/ebs key."
+  value       = var.workspace_kms_key_arn
+}
+
+output "idle_sleep_after" {
+  description = "How long a user may go without a request before the daemon puts it to sleep, or \"off\" (SPOTPOOL_IDLE_SLEEP_AFTER)."
+  value       = var.idle_sleep_after
 }
 
 output "secret_prefix" {
@@ -170,7 +195,11 @@ locals {
       SECRET_PREFIX                    = var.secret_prefix
 
       SPOTPOOL_INTERRUPTION_QUEUE_URL = aws_sqs_queue.interruptions.url
+
+      SPOTPOOL_WORKSPACE_SIZE_GIB = tostring(var.workspace_size_gib)
+      SPOTPOOL_IDLE_SLEEP_AFTER   = var.idle_sleep_after
     },
+    var.workspace_kms_key_arn != null ? { SPOTPOOL_WORKSPACE_KMS_KEY_ID = var.workspace_kms_key_arn } : {},
     var.create_ecr_repository ? { ECR_REPOSITORY_URL = aws_ecr_repository.this[0].repository_url } : {},
     var.daemon_extra_env,
   )

@@ -257,9 +257,44 @@ variable "root_volume_size" {
 }
 
 variable "root_volume_kms_key_id" {
-  description = "KMS key ARN for the root volume. Null: the account's default EBS key (aws/ebs)."
+  description = "KMS key ARN for the root volume. Null: the account's default EBS key (aws/ebs). Given as a key ARN, the daemon policy gets the KMS permissions RunInstances needs for it (as for workspace_kms_key_arn); the key policy must allow the daemon role too (docs/DEPLOY.md)."
   type        = string
   default     = null
+}
+
+# --- Workspaces --------------------------------------------------------------
+
+variable "workspace_size_gib" {
+  description = "Size in GiB of each user's workspace: an encrypted gp3 volume the daemon creates per user and mounts at the container's /data (SPOTPOOL_WORKSPACE_SIZE_GIB). It lives as long as the user, asleep or not: $0.08 per GiB-month for gp3 in us-east-1."
+  type        = number
+  default     = 8
+
+  validation {
+    condition     = var.workspace_size_gib >= 1 && var.workspace_size_gib <= 16384 && floor(var.workspace_size_gib) == var.workspace_size_gib
+    error_message = "workspace_size_gib must be a whole number of GiB from 1 to 16384 (the gp3 limits)."
+  }
+}
+
+variable "workspace_kms_key_arn" {
+  description = "ARN of a customer-managed symmetric KMS key, in the pool's region, for the workspace volumes and their snapshots (SPOTPOOL_WORKSPACE_KMS_KEY_ID). Null: the account's default EBS key (aws/ebs), and the daemon gets no KMS permission. Set: the daemon policy gets exactly the KMS permissions EBS needs on this key (through EC2 only), and the key policy must allow the daemon role (docs/DEPLOY.md). Changing it later leaves existing workspaces on the old key."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.workspace_kms_key_arn == null || can(regex("^arn:[a-z-]+:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$", var.workspace_kms_key_arn))
+    error_message = "workspace_kms_key_arn must be a KMS key ARN (arn:aws:kms:<region>:<account>:key/<key id>), not a key id or an alias: IAM scopes the daemon's KMS permissions to the key ARN."
+  }
+}
+
+variable "idle_sleep_after" {
+  description = "Put a ready user to sleep after this long without a request through the load balancer (CloudWatch RequestCount), e.g. \"2h\" (SPOTPOOL_IDLE_SLEEP_AFTER; units ms, s, m, h). \"off\" never does. Agents that only poll outward (Telegram, Discord) get no inbound requests: leave it off for them."
+  type        = string
+  default     = "off"
+
+  validation {
+    condition     = can(regex("^(off|0*[1-9][0-9]*(ms|s|m|h)?)$", var.idle_sleep_after))
+    error_message = "idle_sleep_after must be \"off\" or a duration greater than zero such as 90m or 2h (units ms, s, m, h)."
+  }
 }
 
 # --- Secrets -----------------------------------------------------------------
