@@ -101,13 +101,7 @@ pub async fn wake(
                 state.wake.notify_one();
             }
         }
-        UserState::Sleeping => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "falling_asleep",
-                "the user is still going to sleep; wake it again in a few seconds",
-            ));
-        }
+        UserState::Sleeping => return Err(falling_asleep()),
         UserState::Deleting => return Err(deleting()),
         UserState::Queued | UserState::Provisioning | UserState::Ready | UserState::Migrating => {}
     }
@@ -117,6 +111,15 @@ pub async fn wake(
         .await?
         .ok_or_else(|| no_instance(&user_id))?;
     Ok(super::users::respond(&state, &user))
+}
+
+/// The answer to a wake (or a PUT) while the user is still going to sleep.
+pub(super) fn falling_asleep() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "falling_asleep",
+        "the user is still going to sleep; wake it again in a few seconds",
+    )
 }
 
 /// `asleep` → `queued`, journalled, and the reconciler woken.

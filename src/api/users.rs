@@ -232,7 +232,7 @@ fn new_route() -> String {
             )),
         (status = 400, description = "`invalid_user_id`, `invalid_body` (not a JSON object, a field of the wrong type, an unknown field), `invalid_secrets` (a bad name or value, too many or too large) or `unknown_tier`. The message never repeats a secret value.", body = ErrorBody),
         (status = 401, response = Unauthorized),
-        (status = 409, description = "`user_deleting` (the user's instance is being deleted; PUT again once GET answers 404), `tier_mismatch` (the user has another tier), `secret_being_deleted` (right after a delete, AWS is still removing the old secret; retry in seconds) or `conflict` (a concurrent change; retry).", body = ErrorBody),
+        (status = 409, description = "`user_deleting` (the user's instance is being deleted; PUT again once GET answers 404), `tier_mismatch` (the user has another tier), `secret_being_deleted` (right after a delete, AWS is still removing the old secret; retry in seconds), `falling_asleep` (the user is still going to sleep; PUT again in a few seconds to wake it) or `conflict` (a concurrent change; retry).", body = ErrorBody),
         (status = 413, description = "`invalid_body`: the body is larger than 128 KiB.", body = ErrorBody),
         (status = 429, response = Throttled),
         (status = 500, response = InternalError),
@@ -317,6 +317,11 @@ async fn update_existing(
 ) -> Result<Response, ApiError> {
     if existing.state == UserState::Deleting {
         return Err(deleting());
+    }
+    // Asleep is a state a PUT can wake from; falling asleep is not yet (the instance is still
+    // being retired): say so rather than let the request be lost.
+    if existing.state == UserState::Sleeping {
+        return Err(super::sleep::falling_asleep());
     }
     if let Some(tier) = &body.tier
         && *tier != existing.tier

@@ -3,9 +3,11 @@
 //! An orphan is a resource tagged for this pool that no desired state accounts for:
 //! - a listener rule or target group whose path or name belongs to no user;
 //! - a secret whose ARN no user row records and whose `UserId` tag names no user;
-//! - an instance tagged with a `UserId` that no user row holds.
+//! - an instance tagged with a `UserId` that no user row holds;
+//! - a workspace volume that no user row records and whose `UserId` tag names no user, detached.
 //!
-//! Resources that carry a creation time (instances, secrets) must also be older than the orphan
+//! Resources that carry a creation time (instances, secrets, volumes) must also be older than
+//! the orphan
 //! grace, because a PUT writes the secret a moment before it inserts the user's row. Target
 //! groups and rules have no creation time and need none: the sweep lists the cloud first and
 //! reads the users after, and a claim only creates them for a user whose row already exists, so
@@ -16,9 +18,10 @@
 
 use super::observe::Planned;
 use super::{ReconcileError, Reconciler, StepError, route_path, target_group_name};
-use crate::cloud::{CloudError, PoolResource, tags};
+use crate::cloud::{CloudError, CloudVolume, PoolResource, tags};
 use crate::model::{Event, InstanceId, Millis};
 use crate::plan::Action;
+use crate::store::UserRecord;
 use std::collections::HashSet;
 
 /// How long a repair waits for the loop's pass in flight to finish.
@@ -84,6 +87,7 @@ pub enum OrphanKind {
     TargetGroup,
     Secret,
     Instance,
+    Volume,
 }
 
 impl OrphanKind {
@@ -93,6 +97,7 @@ impl OrphanKind {
             OrphanKind::TargetGroup => "target_group",
             OrphanKind::Secret => "secret",
             OrphanKind::Instance => "instance",
+            OrphanKind::Volume => "volume",
         }
     }
 }
@@ -158,6 +163,7 @@ impl Reconciler {
         let groups = cloud.list_pool_target_groups().await?;
         let secrets = cloud.list_pool_secrets().await?;
         let instances = cloud.describe_pool_instances().await?;
+        let volumes = cloud.list_pool_volumes(None).await?;
         let now = self.now();
         let grace = inner.config.policy.orphan_grace;
 
@@ -238,6 +244,7 @@ impl Reconciler {
                 });
             }
         }
+        out.extend(orphan_volumes(&volumes, &users, |at| old_enough(Some(at))));
         Ok(out)
     }
 
@@ -248,6 +255,7 @@ impl Reconciler {
             OrphanKind::Rule => cloud.delete_rule(&orphan.id).await,
             OrphanKind::TargetGroup => cloud.delete_target_group(&orphan.id).await,
             OrphanKind::Secret => cloud.delete_secret(&orphan.id).await,
+            OrphanKind::Volume => cloud.delete_volume(&orphan.id).await,
             OrphanKind::Instance => {
                 match self
                     .retire_instance(&InstanceId(orphan.id.clone()), now)
@@ -278,6 +286,45 @@ impl Reconciler {
         )
         .await
     }
+}
+
+/// The workspace volumes no user accounts for: only a volume whose user is gone and no row
+/// records, never one still attached (its instance is on its way out; the next repair finds it
+/// detached), and only past the grace (`old_enough` of its creation time).
+fn orphan_volumes(
+    volumes: &[CloudVolume],
+    users: &[UserRecord],
+    old_enough: impl Fn(Millis) -> bool,
+) -> Vec<Orphan> {
+    let user_ids: HashSet<&str> = users.iter().map(|u| u.user_id.as_str()).collect();
+    let recorded: HashSet<&str> = users
+        .iter()
+        .filter_map(|u| u.workspace.as_ref())
+        .flat_map(|w| {
+            [
+                w.volume_id.as_deref(),
+                w.relocation.as_ref().and_then(|r| r.volume_id.as_deref()),
+            ]
+        })
+        .flatten()
+        .collect();
+    volumes
+        .iter()
+        .filter_map(|volume| {
+            let owner = volume.tags.get(tags::USER_ID).cloned().unwrap_or_default();
+            let orphaned = !user_ids.contains(owner.as_str())
+                && !recorded.contains(volume.id.as_str())
+                && volume.attachment.is_none()
+                && old_enough(volume.created_at);
+            orphaned.then(|| Orphan {
+                kind: OrphanKind::Volume,
+                id: volume.id.clone(),
+                name: owner.clone(),
+                reason: format!("the workspace of user {owner:?}, who no longer exists"),
+                result: String::new(),
+            })
+        })
+        .collect()
 }
 
 fn describe(actions: &[Action]) -> Vec<PlannedAction> {

@@ -441,15 +441,19 @@ impl Reconciler {
         now: Millis,
     ) -> Result<Progress, StepError> {
         let cloud = &self.inner.cloud;
-        let reachable = self
-            .inner
-            .store
-            .get_instance(instance)
-            .await?
-            .is_some_and(|r| r.status != InstanceStatus::Terminating && r.missed_observations == 0);
-        // Nothing to stop where no start command ever went: the volume was never mounted.
-        if !reachable || !may_have_started(user, instance) {
+        let record = self.inner.store.get_instance(instance).await?;
+        // Nothing to stop where no start command ever went (the volume was never mounted), or
+        // where the instance is gone or on its way out (its shutdown unmounts everything).
+        let Some(record) = record.filter(|r| r.status != InstanceStatus::Terminating) else {
             return Ok(Progress::Done);
+        };
+        if !may_have_started(user, instance) {
+            return Ok(Progress::Done);
+        }
+        // Missing from the last listing: maybe gone, maybe one incomplete page. Never detach a
+        // volume that may still be mounted on a running instance; wait for the listing to tell.
+        if record.missed_observations > 0 {
+            return Ok(Progress::Waiting);
         }
         let sent = user.workspace.as_ref().and_then(|w| w.stop_command.clone());
         let Some(sent) = sent else {

@@ -81,7 +81,7 @@ async fn a_claim_creates_the_workspace_in_the_instances_zone_and_mounts_it() {
     // Attached before the start was sent.
     let calls = world.cloud.calls();
     let attach = calls.iter().position(|c| *c == "AttachVolume").unwrap();
-    let first_send_after = calls[attach..].iter().any(|c| *c == "SendCommand");
+    let first_send_after = calls[attach..].contains(&"SendCommand");
     assert!(first_send_after);
     world.assert_no_leaks().await;
 }
@@ -202,6 +202,10 @@ async fn a_put_wakes_an_asleep_user_and_sleep_and_wake_refuse_what_they_cannot_d
 
     assert_eq!(world.post("bob", "sleep").await.0, 202);
     let (status, body) = world.post("bob", "wake").await;
+    assert_eq!(status, 409, "still falling asleep: {body}");
+    assert_eq!(body["error"]["code"], "falling_asleep");
+    // A PUT meanwhile is refused the same way, rather than accepted and lost.
+    let (status, body) = world.put_user("bob", "{}").await;
     assert_eq!(status, 409, "still falling asleep: {body}");
     assert_eq!(body["error"]["code"], "falling_asleep");
     world.run_until_quiet(40).await;
@@ -370,4 +374,74 @@ async fn a_tier_with_idle_sleep_puts_users_without_requests_to_sleep_and_leaves_
         && e.user_id.as_deref() == Some("alice")
         && e.message.contains("idle")));
     world.assert_no_leaks().await;
+}
+
+/// The orphan sweep deletes a workspace only when its user is gone, it is detached and it is
+/// older than the grace: never an existing user's volume, never a young one.
+#[tokio::test]
+async fn repair_deletes_only_detached_workspaces_of_gone_users_past_the_grace() {
+    use spotpool::cloud::{Cloud, VolumeRequest};
+    let world = World::new(1, 10).await;
+    world.ready_user("alice", SECRET_BODY).await;
+    let alice_volume = world.volume_of("alice").id;
+    let plant = |user: &str, token: &str| {
+        let mut tags = spotpool::cloud::Tags::new();
+        tags.insert(tags::POOL.into(), "spotpool".into());
+        tags.insert(tags::USER_ID.into(), user.into());
+        tags.insert(tags::WORKSPACE.into(), user.into());
+        VolumeRequest {
+            availability_zone: world.cloud.zone_of("subnet-a"),
+            size_gib: 8,
+            kms_key_id: None,
+            snapshot_id: None,
+            client_token: token.into(),
+            tags,
+        }
+    };
+    // A gone user's volume, and one tagged for alice that her row does not record (a lost
+    // CreateVolume answer, say): only the first is an orphan.
+    let ghost = world
+        .cloud
+        .create_volume(&plant("ghost", "t-1"))
+        .await
+        .unwrap();
+    let unrecorded = world
+        .cloud
+        .create_volume(&plant("alice", "t-2"))
+        .await
+        .unwrap();
+    world.advance(1_000);
+
+    // The volume orphans a repair found and deleted.
+    let repair = || async {
+        let (_, report) = world
+            .request(
+                "POST",
+                "/v1/admin/repair?dry_run=false",
+                Some(crate::world::ADMIN_TOKEN),
+                "",
+            )
+            .await;
+        let ids: Vec<String> = report["orphans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["kind"] == "volume" && o["result"] == "deleted")
+            .map(|o| o["id"].as_str().unwrap().to_string())
+            .collect();
+        (ids, report)
+    };
+    let (young, report) = repair().await;
+    assert!(young.is_empty(), "younger than the grace: {report}");
+
+    world.advance(world.config.policy.orphan_grace + 1_000);
+    let (deleted, report) = repair().await;
+    assert_eq!(deleted, vec![ghost.clone()], "{report}");
+    let live: Vec<String> = world.cloud.volumes().into_iter().map(|v| v.id).collect();
+    assert!(!live.contains(&ghost), "{live:?}");
+    assert!(
+        live.contains(&unrecorded) && live.contains(&alice_volume),
+        "{live:?}"
+    );
+    assert_eq!(world.user_state("alice").await, Some(UserState::Ready));
 }
