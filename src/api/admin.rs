@@ -82,7 +82,7 @@ pub struct RepairQuery {
         (status = 400, description = "`invalid_query` or `invalid_actor`.", body = ErrorBody),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
-        (status = 409, description = "`standby`: this replica does not run the reconciler; `busy`: a reconcile pass has held the pass lock for over 5 s (retry after `Retry-After` seconds).", body = ErrorBody),
+        (status = 409, description = "`standby`: this replica does not run the reconciler; `busy`: a reconcile pass has held the pass lock for over 2 s (retry after `Retry-After` seconds).", body = ErrorBody),
         (status = 500, response = InternalError),
         (status = 503, description = "`cloud_unavailable`: listing the pool's resources failed; retry later.", body = ErrorBody),
     ),

@@ -39,10 +39,12 @@ pub enum UserState {
     /// Release in progress; the row disappears when everything is gone.
     Deleting,
     /// Ready, and being moved to another instance (its instance is being interrupted or was
-    /// recycled): the old instance serves until the new one is routed. Route and secret stay.
+    /// recycled): the old instance serves until the new one is registered, then its container
+    /// stops so the workspace can move (the route's gap), and the new one serves once healthy.
+    /// Route, secret and workspace stay.
     Migrating,
-    /// Going to sleep: the route answers "asleep", the workspace is being detached and the
-    /// instance retired.
+    /// Going to sleep: the container is stopped and the workspace detached; then the route
+    /// answers "asleep" and the instance is retired.
     Sleeping,
     /// No instance; the workspace, the secret, the route (answering "asleep") and the desired
     /// state are kept. A wake (or a PUT) queues the user for an instance again.

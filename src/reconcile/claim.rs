@@ -2,7 +2,8 @@
 //! instance (ARCHITECTURE.md, "The claim, step by step").
 //!
 //! Steps, each saved in the user's row before the next starts: tag the instance and bind the
-//! secret to it; mark the instance dirty, then send the start-container command; wait for it;
+//! secret to it; create the user's workspace volume in the instance's zone (first claim only) and
+//! attach it; mark the instance dirty, then send the start-container command; wait for it;
 //! create the target group with the instance registered; create the listener rule; and once the
 //! load balancer reports the instance healthy, the user is `ready`. Also the helpers moves share:
 //! binding, the start script, the command poll and the health wait.

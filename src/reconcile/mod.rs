@@ -151,7 +151,8 @@ struct Inner {
     /// Consecutive passes in which AWS throttled an action.
     throttled_passes: AtomicU32,
     /// One pass at a time: the loop's and on-call's repair never interleave.
-    pass_lock: tokio::sync::Mutex<()>,
+    /// One pass at a time (the loop's, or a repair's, whose actions may outlive the request).
+    pass_lock: Arc<tokio::sync::Mutex<()>>,
     conditions: std::sync::Mutex<ConditionState>,
     /// Users whose route has no live instance, and since when (in memory: a restart starts the
     /// count again).
@@ -181,7 +182,7 @@ impl Reconciler {
                 health,
                 launch_seq: AtomicU64::new(0),
                 throttled_passes: AtomicU32::new(0),
-                pass_lock: tokio::sync::Mutex::new(()),
+                pass_lock: Arc::new(tokio::sync::Mutex::new(())),
                 conditions: std::sync::Mutex::new(ConditionState::default()),
                 unserved: std::sync::Mutex::new(HashMap::new()),
                 subnet_zones: std::sync::Mutex::new(Default::default()),

@@ -1,15 +1,19 @@
-//! Moving a ready user to another instance without taking its route down.
+//! Moving a ready user, with its workspace, to another instance of the workspace's zone.
 //!
-//! The user's rule and target group stay in place. The container starts on a spare (with the
-//! same secret, rebound to the new instance), the spare joins the target group, and only then is
-//! the old instance deregistered and retired; the row switches last. Each step is recorded in
-//! the row (`moving.target.step`) before the next starts, and each is idempotent, as in a claim
-//! (the driver is `steps.rs`'s, shared with claims).
+//! The user's rule and target group stay in place. The spare is tagged for the user (the secret
+//! rebound to it) and registered in the target group first, so its health checks are running;
+//! then the old instance is deregistered, its container stopped and the workspace detached from
+//! it (the route's gap starts here: a single-attach volume cannot be in two places), attached to
+//! the spare, and the container started there; once the load balancer reports the spare healthy
+//! the old instance is retired and the row switches. Each step is recorded in the row
+//! (`moving.target.step`) before the next starts, and each is idempotent, as in a claim (the
+//! driver is `steps.rs`'s, shared with claims).
 //!
-//! A move that fails is rolled back (the new instance is retired if a command may have run on
-//! it, otherwise re-probed) and retried on another spare, up to `claim_attempts`. After that the
-//! user is left `ready` on the old instance with the cause; if that instance is gone, the next
-//! pass recovers the user the usual way (re-queued first in line, same route and secret).
+//! A move that fails before the old container stopped is rolled back (the new instance is
+//! retired if a command may have run on it, otherwise re-probed) and retried on another spare, up
+//! to `claim_attempts`; after that the user is left `ready` on the old instance with the cause.
+//! A move that fails after the workspace left the old instance recovers the user instead
+//! (re-queued first in line, same route, secret and workspace).
 
 use super::steps::Machine;
 use super::workspace::Progress;

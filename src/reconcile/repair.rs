@@ -25,7 +25,9 @@ use crate::store::UserRecord;
 use std::collections::HashSet;
 
 /// How long a repair waits for the loop's pass in flight to finish.
-const PASS_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+const PASS_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a repair waits for its own pass's actions before it sweeps and answers (they go on).
+const ACTIONS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What a repair found and did.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
@@ -44,7 +46,8 @@ pub struct RepairReport {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct PlannedAction {
     /// What: `launch`, `send_probe`, `check_probe`, `terminate`, `forget`, `assign`,
-    /// `advance_claim`, `release`, `recover`, `begin_move`, `assign_move` or `advance_move`.
+    /// `advance_claim`, `release`, `recover`, `begin_move`, `assign_move`, `advance_move`,
+    /// `advance_sleep`, `relocate_workspace` or `advance_relocation`.
     pub action: String,
     /// The user it is for, if any.
     #[schema(required = true)]
@@ -108,8 +111,8 @@ impl Reconciler {
     pub async fn repair(&self, dry_run: bool) -> Result<RepairReport, ReconcileError> {
         // A pass slowed by AWS (throttling, rate-limit waits) must not hold an admin call
         // forever: wait a while for the pass lock, then answer busy.
-        let Ok(_turn) = tokio::time::timeout(PASS_LOCK_WAIT, self.inner.pass_lock.lock()).await
-        else {
+        let lock = self.inner.pass_lock.clone();
+        let Ok(turn) = tokio::time::timeout(PASS_LOCK_WAIT, lock.lock_owned()).await else {
             return Err(ReconcileError::Busy(PASS_LOCK_WAIT));
         };
         let mut report = RepairReport {
@@ -127,7 +130,25 @@ impl Reconciler {
             match self.observe_and_plan(false).await {
                 Ok(Planned { actions, .. }) => {
                     report.pass_actions = describe(&actions);
-                    self.execute(actions).await;
+                    // The actions run in a task of their own that keeps the pass lock: a pass
+                    // slowed by AWS (launches waiting for the RunInstances bucket, say) goes on
+                    // after the answer instead of holding the admin call, and is never cut off
+                    // part-way.
+                    let this = self.clone();
+                    let mut actions = tokio::spawn(async move {
+                        let _turn = turn;
+                        this.execute(actions).await;
+                    });
+                    if tokio::time::timeout(ACTIONS_WAIT, &mut actions)
+                        .await
+                        .is_err()
+                    {
+                        report.pass_error = Some(format!(
+                            "the pass's actions were still running after {} s; they go on in the \
+                             background (the journal shows their outcome)",
+                            ACTIONS_WAIT.as_secs()
+                        ));
+                    }
                 }
                 Err(error) => report.pass_error = Some(error.to_string()),
             }

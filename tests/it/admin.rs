@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use spotpool::cloud::{Cloud, LaunchRequest, Tags, tags};
 use spotpool::model::{InstanceId, InstanceStatus, UserState};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 const SECRET_BODY: &str = r#"{"secrets":{"OPENAI_API_KEY":"sk-test-value-123"}}"#;
 
@@ -580,32 +581,39 @@ async fn a_move_waits_for_the_new_instance_to_be_healthy() {
     world.assert_no_leaks().await;
 }
 
-/// A repair does not wait forever behind a pass that AWS slows down: after 5 s it answers
-/// `409 busy` with `Retry-After`, and the audit log records it.
-#[tokio::test]
-async fn a_repair_behind_a_slow_pass_answers_busy() {
-    use spotpool::cloud::fake::FakeCloud;
-    use spotpool::cloud::limit::{Limited, RateLimits};
-    use std::sync::Arc;
+/// A world on the paused clock whose cloud is the fake behind the client-side limiter with
+/// `limits` (a bucket made slow on purpose), and the time keeper of the simulations (it stops the
+/// paused clock from jumping while SQLite works, or sqlx's own timeouts could fire).
+async fn slow_world(
+    limits: &str,
+    spare_count: u32,
+) -> (World, Arc<dyn Cloud>, tokio::task::JoinHandle<()>) {
     let store = spotpool::store::Store::open("sqlite::memory:")
         .await
         .unwrap();
     tokio::time::pause();
-    let fake = Arc::new(FakeCloud::default());
-    // One DescribeInstances per 100 s: the second listing waits for its token.
-    let limits = RateLimits::parse("ec2-describe=1/0.01").unwrap();
-    let cloud: Arc<dyn Cloud> = Arc::new(Limited::new(fake.clone(), &limits));
+    let fake = Arc::new(spotpool::cloud::fake::FakeCloud::default());
+    let limits = spotpool::cloud::limit::RateLimits::parse(limits).unwrap();
+    let cloud: Arc<dyn Cloud> =
+        Arc::new(spotpool::cloud::limit::Limited::new(fake.clone(), &limits));
     let world = World::simulated(
         store,
         fake,
         cloud.clone(),
-        crate::world::reconciler_config(0, 10),
+        crate::world::reconciler_config(spare_count, 10),
     );
-    // As in the simulations: stop the paused clock from jumping while SQLite works (otherwise
-    // sqlx's own acquire timeout can fire during a database call).
     let keeper = tokio::spawn(crate::faults::hold_time_while_the_store_works(
         world.store.clone(),
     ));
+    (world, cloud, keeper)
+}
+
+/// A repair does not wait forever behind a pass that AWS slows down: after 2 s it answers
+/// `409 busy` with `Retry-After`, and the audit log records it.
+#[tokio::test]
+async fn a_repair_behind_a_slow_pass_answers_busy() {
+    // One DescribeInstances per 100 s: the second listing waits for its token.
+    let (world, cloud, keeper) = slow_world("ec2-describe=1/0.01", 0).await;
     cloud.describe_pool_instances().await.unwrap();
     let reconciler = world.reconciler.clone();
     let pass = tokio::spawn(async move { reconciler.reconcile_once().await });
@@ -618,5 +626,47 @@ async fn a_repair_behind_a_slow_pass_answers_busy() {
     pass.abort();
     let audit = world.store.audit_log(10).await.unwrap();
     assert_eq!(audit[0].outcome, "busy");
+    keeper.abort();
+}
+
+/// A repair's own pass may be slowed by AWS (here a launch waits 100 s for the RunInstances
+/// bucket): the repair answers after a short wait with the actions still running, and they are
+/// not cut off: they finish in the background, holding the pass lock until then.
+#[tokio::test]
+async fn a_repair_whose_actions_are_slow_answers_and_lets_them_finish() {
+    // One instance per 100 s: the second launch of the pass waits for its token.
+    let (world, _cloud, keeper) = slow_world("ec2-run-instances=1/0.01", 2).await;
+    let fake = world.cloud.clone();
+    let asked = tokio::time::Instant::now();
+    let (status, body) = world
+        .admin("POST", "/v1/admin/repair?dry_run=false", "")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(10),
+        "the repair answered only after {:?}",
+        asked.elapsed()
+    );
+    assert!(
+        body["pass_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("still running")),
+        "{body}"
+    );
+    let launches = body["pass_actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "launch")
+        .count();
+    assert!(launches >= 1, "{body}");
+    assert!(
+        fake.live_instances().len() < 2,
+        "the second launch is waiting"
+    );
+
+    // The loop's next pass waits for the repair's actions, which complete.
+    world.reconciler.reconcile_once().await.unwrap();
+    assert_eq!(fake.live_instances().len(), 2);
     keeper.abort();
 }

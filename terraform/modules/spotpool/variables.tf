@@ -246,7 +246,7 @@ variable "root_device_name" {
 }
 
 variable "root_volume_size" {
-  description = "Size in GiB of the encrypted gp3 root volume (the OS, Docker, the image and the users' data volumes)."
+  description = "Size in GiB of the encrypted gp3 root volume (the OS, Docker and the image; a user's data lives on its own workspace volume, which the daemon creates)."
   type        = number
   default     = 30
 
