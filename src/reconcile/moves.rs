@@ -243,6 +243,19 @@ impl Reconciler {
             .map(|t| t.step);
         if step >= Some(MoveStep::WorkspaceFreed) {
             tracing::warn!(user = %user_id, cause, "a move failed after the old container stopped; recovering the user");
+            if let Some(moving) = &user.moving {
+                metrics::counter!("spotpool_moves_total", "reason" => moving.reason.as_str(), "outcome" => "recovered")
+                    .increment(1);
+            }
+            let cause =
+                format!("{cause} (after the workspace left the old instance: recovering the user)");
+            self.journal(
+                self.now(),
+                Event::MoveAbandoned { cause },
+                Some(user_id),
+                Some(&target),
+            )
+            .await?;
             return self.recover(user_id).await;
         }
         let now = self.now();

@@ -532,6 +532,14 @@ async fn a_move_that_fails_after_the_workspace_left_recovers_the_user_with_its_w
     let workspace = row.workspace.expect("the workspace is kept");
     assert_eq!(workspace.volume_id.as_deref(), Some(volume.as_str()));
     assert_eq!(workspace.attached_to, None);
+    // The move's end is in the journal, not only the recovery.
+    let journal = world.store.journal_since(0, 10_000).await.unwrap();
+    assert!(
+        journal.iter().any(|e| e.kind == "move.abandoned"
+            && e.message
+                .contains("after the workspace left the old instance")),
+        "{journal:?}"
+    );
     assert!(world.cloud.deleted_volumes().is_empty());
     world.assert_no_leaks().await;
 }
