@@ -369,6 +369,14 @@ async fn e2e_kill_9_at_random_moments_during_claims_and_releases_leaks_nothing()
         }
     }
     daemon.wait_available(2, DEADLINE).await;
+    // Instances the daemon retired (tagged `terminating`, perhaps just before a kill) are
+    // terminated by the passes that follow: wait for that, then check.
+    let retired = daemon
+        .wait_for(DEADLINE, || async {
+            aws.live_instances_tagged("terminating").await == 0
+        })
+        .await;
+    assert!(retired, "instances left tagged terminating (seed {seed})");
 
     // Through the AWS API: every pool resource belongs to a ready user, and vice versa.
     let spares = aws

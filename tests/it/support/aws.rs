@@ -49,6 +49,20 @@ impl Aws {
         (tags, state)
     }
 
+    /// Pool instances still pending or running with the `Status` tag `status`.
+    pub async fn live_instances_tagged(&self, status: &str) -> usize {
+        use aws_sdk_ec2::types::Filter;
+        let out = self
+            .ec2
+            .describe_instances()
+            .filters(Filter::builder().name("tag:Status").values(status).build())
+            .filters(alive())
+            .send()
+            .await
+            .unwrap();
+        out.reservations().iter().map(|r| r.instances().len()).sum()
+    }
+
     /// The availability zone EC2 placed the instance in.
     pub async fn instance_zone(&self, id: &str) -> String {
         let out = self
@@ -241,13 +255,7 @@ impl Aws {
                     .values("spotpool")
                     .build(),
             )
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("instance-state-name")
-                    .values("pending")
-                    .values("running")
-                    .build(),
-            )
+            .filters(alive())
             .send()
             .await
             .unwrap();
@@ -352,4 +360,13 @@ fn tag_map<'a>(
             )
         })
         .collect()
+}
+
+/// The filter for instances that are pending or running.
+fn alive() -> aws_sdk_ec2::types::Filter {
+    aws_sdk_ec2::types::Filter::builder()
+        .name("instance-state-name")
+        .values("pending")
+        .values("running")
+        .build()
 }
