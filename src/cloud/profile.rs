@@ -2,7 +2,7 @@
 //!
 //! Owns: a [`Profile`]: how long each operation takes to answer and how long its effects take
 //! (log-normal, given as p50/p99), the account's server-side quota buckets (the same classes and
-//! sizes as the client-side governor of `limit.rs`, so client and server agree), injected fault
+//! sizes as the client-side governor of `limit/`, so client and server agree), injected fault
 //! rates per operation, spot capacity errors per (instance type, subnet), hard limits, and the
 //! SDK's standard retry mode as the daemon configures it. Also the seeded PRNG ([`SimRng`]) every
 //! draw comes from. Must not: do IO, sleep or read the clock; `fake/` plays the profile out on
