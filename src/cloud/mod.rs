@@ -365,6 +365,10 @@ pub trait Cloud: Send + Sync + 'static {
     /// Snapshots a volume (CreateSnapshot), tagged at creation. Returns the snapshot's id.
     async fn create_snapshot(&self, volume_id: &str, tags: &Tags) -> CloudResult<String>;
 
+    /// Every snapshot this account owns tagged `spotpool:pool=<pool>` and `spotpool:workspace`
+    /// (DescribeSnapshots with tag filters, every page); only `owner`'s when given.
+    async fn list_pool_snapshots(&self, owner: Option<&str>) -> CloudResult<Vec<CloudSnapshot>>;
+
     /// A snapshot's state; None once it no longer exists.
     async fn snapshot_state(&self, snapshot_id: &str) -> CloudResult<Option<SnapshotState>>;
 
@@ -480,6 +484,16 @@ pub enum SnapshotState {
     Error,
 }
 
+/// One snapshot as DescribeSnapshots reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloudSnapshot {
+    pub id: String,
+    pub volume_id: String,
+    pub state: SnapshotState,
+    pub tags: Tags,
+    pub created_at: Millis,
+}
+
 /// The CloudWatch dimensions of one target group's metrics: the load balancer
 /// (`app/<name>/<id>`) and the target group (`targetgroup/<name>/<id>`), both from ARNs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -549,4 +563,8 @@ pub mod tags {
     pub const INSTANCE_ARN: &str = "InstanceArn";
     /// On a user's workspace volume (and its snapshots): the value is the user id.
     pub const WORKSPACE: &str = "spotpool:workspace";
+    /// On a relocation's snapshot: the relocation's client token, recorded before
+    /// CreateSnapshot (which takes no ClientToken), so a restart finds a snapshot whose answer
+    /// was lost instead of taking a second one.
+    pub const RELOCATION: &str = "spotpool:relocation";
 }

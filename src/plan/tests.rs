@@ -565,3 +565,44 @@ fn a_blocked_tier_launches_nothing_but_still_serves_its_queue() {
     assert_eq!(launches(&actions), 0);
     assert_eq!(assigned(&actions), vec![("alice", "i-1")]);
 }
+
+#[test]
+fn only_a_queued_users_workspace_is_copied_out_of_a_zone_without_capacity() {
+    let zone_a_out = unavailable(&[("t3.small", "subnet-a"), ("t3a.small", "subnet-a")]);
+    let in_zone_a = |mut u: UserIntent| {
+        u.zone = Some("zone-a".into());
+        u
+    };
+    let queued = in_zone_a(user("alice", UserState::Queued, None, 1));
+    // Bob's instance was recycled: his workspace is still mounted there while he waits.
+    let migrating = in_zone_a(user("bob", UserState::Migrating, Some("i-old"), 2));
+    let mut copying = in_zone_a(user("carol", UserState::Queued, None, 3));
+    copying.relocating = true;
+    let old = instance("i-old", InstanceStatus::Assigned);
+    let actions = plan(
+        &[queued, migrating, copying],
+        &[old],
+        NOW,
+        &policy(0, 10),
+        &zone_a_out,
+    );
+    let relocations: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::RelocateWorkspace { user, to_zone } => Some((user.as_str(), to_zone.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert!(relocations.contains(&("alice", "zone-b")), "{actions:?}");
+    assert!(!relocations.iter().any(|(u, _)| *u == "bob"), "{actions:?}");
+    assert!(actions.contains(&Action::AdvanceRelocation {
+        user: UserId::parse("carol").unwrap()
+    }));
+    // No launch in zone-a, which has no capacity.
+    assert!(
+        launch_targets(&actions)
+            .iter()
+            .all(|(_, subnet, _)| subnet != "subnet-a"),
+        "{actions:?}"
+    );
+}

@@ -201,7 +201,12 @@ fn plan_zones(
         let subnets = zone_subnets(policy, zone);
         if !has_capacity(tier, &subnets, conditions) {
             if let Some(to_zone) = zone_with_capacity(tier, zone, policy, conditions) {
-                for user in users.iter().rev().take(short) {
+                // Only a queued user's workspace is copied: a migrating user's is still mounted
+                // on the instance that serves it (a snapshot now would miss what it writes
+                // next). Its move waits for capacity; if AWS takes the instance first, the user
+                // is recovered, queued, and copied then.
+                let queued = users.iter().filter(|u| u.state == UserState::Queued);
+                for user in queued.rev().take(short) {
                     actions.push(Action::RelocateWorkspace {
                         user: user.user.clone(),
                         to_zone: to_zone.clone(),

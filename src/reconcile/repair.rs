@@ -4,11 +4,11 @@
 //! - a listener rule or target group whose path or name belongs to no user;
 //! - a secret whose ARN no user row records and whose `UserId` tag names no user;
 //! - an instance tagged with a `UserId` that no user row holds;
-//! - a workspace volume that no user row records and whose `UserId` tag names no user, detached.
+//! - a workspace volume that no user row records and whose `UserId` tag names no user, detached;
+//! - a workspace snapshot that no relocation in progress records or carries the token of.
 //!
-//! Resources that carry a creation time (instances, secrets, volumes) must also be older than
-//! the orphan
-//! grace, because a PUT writes the secret a moment before it inserts the user's row. Target
+//! Resources that carry a creation time (instances, secrets, volumes, snapshots) must also be
+//! older than the orphan grace, because a PUT writes the secret a moment before it inserts the user's row. Target
 //! groups and rules have no creation time and need none: the sweep lists the cloud first and
 //! reads the users after, and a claim only creates them for a user whose row already exists, so
 //! a listed one that matches no row read afterwards can only be left over.
@@ -18,7 +18,7 @@
 
 use super::observe::Planned;
 use super::{ReconcileError, Reconciler, StepError, route_path, target_group_name};
-use crate::cloud::{CloudError, CloudVolume, PoolResource, tags};
+use crate::cloud::{CloudError, CloudSnapshot, CloudVolume, PoolResource, tags};
 use crate::model::{Event, InstanceId, Millis};
 use crate::plan::Action;
 use crate::store::UserRecord;
@@ -91,6 +91,7 @@ pub enum OrphanKind {
     Secret,
     Instance,
     Volume,
+    Snapshot,
 }
 
 impl OrphanKind {
@@ -101,6 +102,7 @@ impl OrphanKind {
             OrphanKind::Secret => "secret",
             OrphanKind::Instance => "instance",
             OrphanKind::Volume => "volume",
+            OrphanKind::Snapshot => "snapshot",
         }
     }
 }
@@ -185,6 +187,7 @@ impl Reconciler {
         let secrets = cloud.list_pool_secrets().await?;
         let instances = cloud.describe_pool_instances().await?;
         let volumes = cloud.list_pool_volumes(None).await?;
+        let snapshots = cloud.list_pool_snapshots(None).await?;
         let now = self.now();
         let grace = inner.config.policy.orphan_grace;
 
@@ -266,6 +269,9 @@ impl Reconciler {
             }
         }
         out.extend(orphan_volumes(&volumes, &users, |at| old_enough(Some(at))));
+        out.extend(orphan_snapshots(&snapshots, &users, |at| {
+            old_enough(Some(at))
+        }));
         Ok(out)
     }
 
@@ -277,6 +283,7 @@ impl Reconciler {
             OrphanKind::TargetGroup => cloud.delete_target_group(&orphan.id).await,
             OrphanKind::Secret => cloud.delete_secret(&orphan.id).await,
             OrphanKind::Volume => cloud.delete_volume(&orphan.id).await,
+            OrphanKind::Snapshot => cloud.delete_snapshot(&orphan.id).await,
             OrphanKind::Instance => {
                 match self
                     .retire_instance(&InstanceId(orphan.id.clone()), now)
@@ -344,6 +351,46 @@ fn orphan_volumes(
                 reason: format!("the workspace of user {owner:?}, who no longer exists"),
                 result: String::new(),
             })
+        })
+        .collect()
+}
+
+/// Snapshots no relocation in progress accounts for: neither recorded in one nor tagged with
+/// its token (a CreateSnapshot whose answer was lost, or a twin left by one).
+fn orphan_snapshots(
+    snapshots: &[CloudSnapshot],
+    users: &[UserRecord],
+    old_enough: impl Fn(Millis) -> bool,
+) -> Vec<Orphan> {
+    let relocations: Vec<_> = users
+        .iter()
+        .filter_map(|u| u.workspace.as_ref()?.relocation.as_ref())
+        .collect();
+    snapshots
+        .iter()
+        .filter(|snapshot| {
+            let token = snapshot.tags.get(tags::RELOCATION);
+            !relocations.iter().any(|r| {
+                r.snapshot_id.as_deref() == Some(snapshot.id.as_str())
+                    || token == Some(&r.client_token)
+            }) && old_enough(snapshot.created_at)
+        })
+        .map(|snapshot| {
+            let owner = snapshot
+                .tags
+                .get(tags::USER_ID)
+                .cloned()
+                .unwrap_or_default();
+            Orphan {
+                kind: OrphanKind::Snapshot,
+                id: snapshot.id.clone(),
+                name: owner.clone(),
+                reason: format!(
+                    "a copy of {}, for user {owner:?}, that no relocation uses",
+                    snapshot.volume_id
+                ),
+                result: String::new(),
+            }
         })
         .collect()
 }

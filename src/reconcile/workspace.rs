@@ -7,7 +7,9 @@
 //! the next step, records what it did in the user's row (the CreateVolume token before the call,
 //! the volume id after; the stop command; the attachment) and answers `Waiting` while AWS works.
 //! A crash anywhere therefore resumes from what EBS and the row say; a token or the volume's
-//! `spotpool:workspace` tag finds a volume whose CreateVolume answer was lost.
+//! `spotpool:workspace` tag finds a volume whose CreateVolume answer was lost, and the
+//! relocation's token, which tags its snapshot (`spotpool:relocation`), finds a snapshot whose
+//! CreateSnapshot answer was lost (CreateSnapshot takes no ClientToken).
 //!
 //! Must not: delete a volume that holds a user's data except on the user's release (a
 //! relocation deletes the old volume only once the copy exists), detach a mounted file system
@@ -202,8 +204,11 @@ impl Reconciler {
             if let Some(copy) = &relocation.volume_id {
                 cloud.delete_volume(copy).await?;
             }
-            if let Some(snapshot) = &relocation.snapshot_id {
-                cloud.delete_snapshot(snapshot).await?;
+            // The recorded snapshot, or one whose CreateSnapshot answer was lost.
+            let mut snapshots = self.relocation_snapshots(user, &relocation).await?;
+            snapshots.extend(relocation.snapshot_id.clone());
+            for snapshot in snapshots {
+                cloud.delete_snapshot(&snapshot).await?;
             }
         }
         match cloud.delete_volume(&volume_id).await {
@@ -265,15 +270,33 @@ impl Reconciler {
         else {
             return Ok(());
         };
+        // Once the copy is recorded, only finishing is left, whatever a crash already did of it
+        // (the snapshot or the old volume may be gone).
+        if let Some(copy) = relocation.volume_id.clone() {
+            return match cloud.describe_volume(&copy).await? {
+                Some(volume) if volume.state == VolumeState::Available => {
+                    self.finish_relocation(&mut user, relocation, &old, copy, now)
+                        .await
+                }
+                _ => Ok(()),
+            };
+        }
         let snapshot = match &relocation.snapshot_id {
             Some(snapshot) => snapshot.clone(),
             None => {
-                let snapshot_tags = self.workspace_tags(&user);
-                let snapshot = cloud.create_snapshot(&old, &snapshot_tags).await?;
-                relocation.snapshot_id = Some(snapshot);
-                self.set_relocation(&mut user, Some(relocation), now)
-                    .await?;
-                return Ok(());
+                // CreateSnapshot takes no ClientToken: the relocation (recorded before the call)
+                // tags its snapshot with its own token, and a snapshot carrying that tag is
+                // adopted (a CreateSnapshot whose answer was lost) instead of taking another.
+                let found = self.relocation_snapshots(&user, &relocation).await?;
+                relocation.snapshot_id = Some(match found.into_iter().next() {
+                    Some(snapshot) => snapshot,
+                    None => {
+                        let mut snapshot_tags = self.workspace_tags(&user);
+                        snapshot_tags.extend(one_tag(tags::RELOCATION, &relocation.client_token));
+                        cloud.create_snapshot(&old, &snapshot_tags).await?
+                    }
+                });
+                return self.set_relocation(&mut user, Some(relocation), now).await;
             }
         };
         match cloud.snapshot_state(&snapshot).await? {
@@ -286,28 +309,39 @@ impl Reconciler {
                 return self.set_relocation(&mut user, None, now).await;
             }
         }
-        let copy = match &relocation.volume_id {
-            Some(copy) => copy.clone(),
-            None => {
-                let request = VolumeRequest {
-                    availability_zone: relocation.to_zone.clone(),
-                    size_gib: workspace.size_gib,
-                    kms_key_id: self.inner.config.workspace_kms_key_id.clone(),
-                    snapshot_id: Some(snapshot.clone()),
-                    client_token: relocation.client_token.clone(),
-                    tags: self.workspace_tags(&user),
-                };
-                relocation.volume_id = Some(cloud.create_volume(&request).await?);
-                return self.set_relocation(&mut user, Some(relocation), now).await;
-            }
+        let request = VolumeRequest {
+            availability_zone: relocation.to_zone.clone(),
+            size_gib: workspace.size_gib,
+            kms_key_id: self.inner.config.workspace_kms_key_id.clone(),
+            snapshot_id: Some(snapshot),
+            client_token: relocation.client_token.clone(),
+            tags: self.workspace_tags(&user),
         };
-        match cloud.describe_volume(&copy).await? {
-            Some(volume) if volume.state == VolumeState::Available => {}
-            _ => return Ok(()),
+        relocation.volume_id = Some(cloud.create_volume(&request).await?);
+        self.set_relocation(&mut user, Some(relocation), now).await
+    }
+
+    /// The copy exists: now, and only now, the snapshot (and any twin a lost answer left, since
+    /// DescribeSnapshots may lag a CreateSnapshot) and the old volume go, and the workspace
+    /// switches to the copy. Each delete tolerates what is already gone, so a crash between
+    /// them and the switch only repeats them.
+    async fn finish_relocation(
+        &self,
+        user: &mut UserRecord,
+        relocation: Relocation,
+        old: &str,
+        copy: String,
+        now: Millis,
+    ) -> Result<(), StepError> {
+        let cloud = &self.inner.cloud;
+        let mut snapshots = self.relocation_snapshots(user, &relocation).await?;
+        snapshots.extend(relocation.snapshot_id.clone());
+        snapshots.sort();
+        snapshots.dedup();
+        for snapshot in snapshots {
+            cloud.delete_snapshot(&snapshot).await?;
         }
-        // The copy exists: now, and only now, the snapshot and the old volume go.
-        cloud.delete_snapshot(&snapshot).await?;
-        cloud.delete_volume(&old).await?;
+        cloud.delete_volume(old).await?;
         if let Some(workspace) = &mut user.workspace {
             workspace.volume_id = Some(copy);
             workspace.availability_zone = relocation.to_zone.clone();
@@ -316,13 +350,31 @@ impl Reconciler {
             workspace.stop_command = None;
             workspace.relocation = None;
         }
-        if self.save(&mut user, now).await? {
+        if self.save(user, now).await? {
             let event = crate::model::Event::WorkspaceRelocated {
                 to: relocation.to_zone,
             };
-            self.journal(now, event, Some(user_id), None).await?;
+            self.journal(now, event, Some(&user.user_id), None).await?;
         }
         Ok(())
+    }
+
+    /// The snapshots tagged with this relocation's token.
+    async fn relocation_snapshots(
+        &self,
+        user: &UserRecord,
+        relocation: &Relocation,
+    ) -> Result<Vec<String>, StepError> {
+        let listed = self
+            .inner
+            .cloud
+            .list_pool_snapshots(Some(user.user_id.as_str()))
+            .await?;
+        Ok(listed
+            .into_iter()
+            .filter(|s| s.tags.get(tags::RELOCATION) == Some(&relocation.client_token))
+            .map(|s| s.id)
+            .collect())
     }
 
     async fn set_relocation(

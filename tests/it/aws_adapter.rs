@@ -927,15 +927,56 @@ async fn a_workspace_volume_is_created_tagged_encrypted_attached_detached_and_de
     assert_eq!(detached.state, VolumeState::Available);
     assert_eq!(detached.attachment, None);
 
-    // A copy through a snapshot, then everything deleted (twice: still no error).
+    // A copy through a snapshot, then everything deleted (twice: still no error). The
+    // snapshot is found by its tags (a restart's way back to a lost CreateSnapshot answer);
+    // an untagged one and another user's are not listed for alice.
     let snapshot = cloud
+        .create_snapshot(
+            &volume_id,
+            &tags_of(&[
+                (tags::POOL, POOL),
+                (tags::WORKSPACE, "alice"),
+                (tags::RELOCATION, "tok-r"),
+            ]),
+        )
+        .await
+        .unwrap();
+    let untagged = cloud
         .create_snapshot(&volume_id, &tags_of(&[(tags::POOL, POOL)]))
+        .await
+        .unwrap();
+    let bobs = cloud
+        .create_snapshot(
+            &volume_id,
+            &tags_of(&[(tags::POOL, POOL), (tags::WORKSPACE, "bob")]),
+        )
         .await
         .unwrap();
     assert_eq!(
         cloud.snapshot_state(&snapshot).await.unwrap(),
         Some(SnapshotState::Completed)
     );
+    let listed = cloud.list_pool_snapshots(Some("alice")).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].id, snapshot);
+    assert_eq!(listed[0].volume_id, volume_id);
+    assert_eq!(listed[0].tags.get(tags::RELOCATION).unwrap(), "tok-r");
+    assert!(listed[0].created_at > 0);
+    let every: Vec<String> = cloud
+        .list_pool_snapshots(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert!(
+        every.contains(&snapshot) && every.contains(&bobs),
+        "{every:?}"
+    );
+    assert!(!every.contains(&untagged), "{every:?}");
+    for other in [untagged, bobs] {
+        cloud.delete_snapshot(&other).await.unwrap();
+    }
     let mut copy = workspace_request("alice", "tok-copy");
     copy.availability_zone = "us-east-1b".into();
     copy.snapshot_id = Some(snapshot.clone());

@@ -11,8 +11,9 @@ use crate::world::World;
 use spotpool::clock::Clock;
 use spotpool::cloud::fake::FakeCloud;
 use spotpool::cloud::{
-    Cloud, CloudInstance, CloudResult, CloudVolume, CommandStatus, HealthCheck, LaunchRequest,
-    PoolResource, RuleAction, RuleInfo, SnapshotState, Tags, TargetGroupMetric, VolumeRequest,
+    Cloud, CloudInstance, CloudResult, CloudSnapshot, CloudVolume, CommandStatus, HealthCheck,
+    LaunchRequest, PoolResource, RuleAction, RuleInfo, SnapshotState, Tags, TargetGroupMetric,
+    VolumeRequest,
 };
 use spotpool::model::{InstanceId, InstanceStatus, UserState};
 use spotpool::reconcile::{Health, Outcome, Reconciler};
@@ -226,6 +227,9 @@ impl Cloud for Crashing {
     async fn create_snapshot(&self, volume_id: &str, tags: &Tags) -> CloudResult<String> {
         forward!(self.create_snapshot(volume_id, tags))
     }
+    async fn list_pool_snapshots(&self, owner: Option<&str>) -> CloudResult<Vec<CloudSnapshot>> {
+        forward!(self.list_pool_snapshots(owner))
+    }
     async fn snapshot_state(&self, snapshot_id: &str) -> CloudResult<Option<SnapshotState>> {
         forward!(self.snapshot_state(snapshot_id))
     }
@@ -256,11 +260,13 @@ enum Step {
     Recycle,
     Sleep,
     Wake,
+    DrainZone,
 }
 
 /// Replenish, then claim two users (each gets a workspace), then release one of them, then move
-/// the other off its instance (on-call's recycle: its workspace follows), put it to sleep and
-/// wake it again.
+/// the other off its instance (on-call's recycle: its workspace follows), put it to sleep, take
+/// its workspace zone's capacity and spares away, and wake it: the wake copies the workspace to
+/// the other zone through a snapshot (a relocation) and attaches the copy there.
 const SCENARIO: &[Step] = &[
     Step::Converge,
     Step::Put,
@@ -271,6 +277,7 @@ const SCENARIO: &[Step] = &[
     Step::Converge,
     Step::Sleep,
     Step::Converge,
+    Step::DrainZone,
     Step::Wake,
     Step::Converge,
 ];
@@ -305,7 +312,12 @@ async fn converge(world: &World, reconciler: &Reconciler, crashing: Option<&Cras
             return false;
         }
     }
-    panic!("no convergence in 200 passes");
+    let calls = world.cloud.calls();
+    let users = world.store.list_users().await.unwrap();
+    panic!(
+        "no convergence in 200 passes; the last calls {:?}; the users {users:#?}",
+        &calls[calls.len().saturating_sub(30)..]
+    );
 }
 
 /// Plays the scenario, crashing at call `crash_at` (if any). Returns how many cloud calls the
@@ -364,6 +376,23 @@ async fn play(crash_at: usize, when: When) -> (World, usize) {
                     .await;
                 assert_eq!(status.as_u16(), 202, "{what}: {body}");
             }
+            Step::DrainZone => {
+                let bob = world.user_row("bob").await;
+                let zone = bob
+                    .workspace
+                    .expect("bob has a workspace")
+                    .availability_zone;
+                let subnet = ["subnet-a", "subnet-b"]
+                    .into_iter()
+                    .find(|s| world.cloud.zone_of(s) == zone)
+                    .expect("the workspace's zone is one of the pool's");
+                world.cloud.fail_capacity("t3.small", subnet);
+                for instance in world.cloud.live_instances() {
+                    if instance.subnet_id == subnet {
+                        world.cloud.reclaim(&instance.id);
+                    }
+                }
+            }
             Step::Converge => {
                 if restarted.is_none()
                     && converge(&world, &crashing_reconciler, Some(&crashing)).await
@@ -417,8 +446,9 @@ async fn assert_promise(world: &World, context: &str) {
             .all(|(name, _)| name != "openclaw/alice"),
         "{context}: alice's secret survived"
     );
-    // Bob kept one workspace throughout (moved, slept, woke): never replaced, never deleted;
-    // alice's went with her.
+    // Bob kept one workspace throughout (moved, slept, copied to the other zone, woke): one
+    // volume, the one his row records, in a zone with capacity; his old one was deleted only
+    // once its copy existed; alice's went with her; no snapshot is left.
     let bob = world.user_row("bob").await;
     let volume = bob
         .workspace
@@ -438,12 +468,21 @@ async fn assert_promise(world: &World, context: &str) {
     assert_eq!(bobs.len(), 1, "{context}: bob's volumes {bobs:?}");
     assert_eq!(bobs[0].id, volume, "{context}");
     assert!(
-        world.cloud.deleted_volumes().iter().all(|v| v
-            .tags
-            .get(spotpool::cloud::tags::WORKSPACE)
-            .map(String::as_str)
-            == Some("alice")),
-        "{context}: a volume other than alice's was deleted"
+        bobs[0].snapshot_id.is_some(),
+        "{context}: bob's is the copy"
+    );
+    for deleted in world.cloud.deleted_volumes() {
+        let owner = deleted.tags.get(spotpool::cloud::tags::WORKSPACE);
+        assert!(
+            owner.map(String::as_str) == Some("alice") || world.cloud.was_copied(&deleted.id),
+            "{context}: {} of {owner:?} deleted with its data",
+            deleted.id
+        );
+    }
+    assert!(
+        world.cloud.snapshots().is_empty(),
+        "{context}: snapshots left {:?}",
+        world.cloud.snapshots()
     );
 }
 
@@ -454,11 +493,13 @@ async fn a_crash_at_any_step_boundary_leaks_nothing_and_every_user_ends_settled(
     assert_promise(&world, "without a crash").await;
     assert!(total > 30, "the scenario makes {total} calls");
 
+    // Both crashes at a call play at once: their worlds share nothing, and one's waits (the
+    // database's syncs) overlap the other's work.
     let mut runs = 0;
     for crash_at in 1..=total {
-        for when in [When::Before, When::After] {
-            let (world, _) = play(crash_at, when).await;
-
+        let (before, after) =
+            tokio::join!(play(crash_at, When::Before), play(crash_at, When::After));
+        for (when, (world, _)) in [(When::Before, before), (When::After, after)] {
             assert_promise(
                 &world,
                 &format!("crash {when:?} call {crash_at} of {total}"),

@@ -99,6 +99,35 @@ fn allowed_actions(policy: &serde_json::Value) -> BTreeSet<String> {
     actions
 }
 
+/// The tag keys (`aws:TagKeys`, `ForAllValues:StringEquals`) each Allow statement naming
+/// `action` on snapshots admits.
+fn admitted_tag_keys(policy: &serde_json::Value, action: &str) -> Vec<BTreeSet<String>> {
+    policy["Statement"]
+        .as_array()
+        .expect("a Statement list")
+        .iter()
+        .filter(|s| s["Effect"] == "Allow")
+        .filter(|s| match &s["Action"] {
+            serde_json::Value::String(a) => a == action,
+            serde_json::Value::Array(list) => list.iter().any(|a| a == action),
+            _ => false,
+        })
+        .filter(|s| s["Resource"].to_string().contains(":snapshot/"))
+        .filter_map(|s| {
+            let keys = &s["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"];
+            match keys {
+                serde_json::Value::String(key) => Some(BTreeSet::from([key.clone()])),
+                serde_json::Value::Array(list) => Some(
+                    list.iter()
+                        .filter_map(|k| k.as_str().map(String::from))
+                        .collect(),
+                ),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// `service:Operation` (IAM spelling) of every AWS call the daemon counted in /metrics.
 fn calls_made(metrics: &str) -> BTreeSet<String> {
     let label = |line: &str, name: &str| {
@@ -421,6 +450,23 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
         missing.is_empty(),
         "the daemon's policies do not allow {missing:?}"
     );
+    // The tag keys a relocation puts on its snapshot (moto does not evaluate IAM conditions, so
+    // the policy is read): every statement that limits the keys of CreateSnapshot or of
+    // CreateTags on snapshots admits all of them.
+    use spotpool::cloud::tags;
+    let snapshot_keys = [tags::POOL, tags::USER_ID, tags::WORKSPACE, tags::RELOCATION];
+    for action in ["ec2:CreateSnapshot", "ec2:CreateTags"] {
+        let limits = admitted_tag_keys(&policy, action);
+        assert!(!limits.is_empty(), "no tag-key limit on {action}");
+        for admitted in limits {
+            for key in snapshot_keys {
+                assert!(
+                    admitted.contains(key),
+                    "{action} refuses tag {key}: {admitted:?}"
+                );
+            }
+        }
+    }
 
     // Stop the daemon, then drain the pool as docs/DEPLOY.md says: terminate the spares, which
     // live in the subnets and the security group that destroy removes.

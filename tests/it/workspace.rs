@@ -272,14 +272,13 @@ async fn failed_claims_keep_the_workspace_detached_and_never_delete_it() {
     world.assert_no_leaks().await;
 }
 
-#[tokio::test]
-async fn a_workspace_whose_zone_has_no_capacity_is_copied_to_another_zone_then_served_there() {
-    let world = World::new(1, 10).await;
+/// Puts alice to sleep, then takes her workspace zone's capacity and spares away: her wake
+/// can only be served by copying the workspace to the other zone. Returns her volume.
+async fn asleep_in_a_zone_without_capacity(world: &World) -> spotpool::cloud::fake::FakeVolume {
     world.ready_user("alice", SECRET_BODY).await;
     let volume = world.volume_of("alice");
     world.post("alice", "sleep").await;
     world.run_until_quiet(40).await;
-    // Every spare of the workspace's zone goes, and the zone has no capacity any more.
     let zone_subnet = ["subnet-a", "subnet-b"]
         .into_iter()
         .find(|s| world.cloud.zone_of(s) == volume.zone)
@@ -290,6 +289,13 @@ async fn a_workspace_whose_zone_has_no_capacity_is_copied_to_another_zone_then_s
             world.cloud.reclaim(&instance.id);
         }
     }
+    volume
+}
+
+#[tokio::test]
+async fn a_workspace_whose_zone_has_no_capacity_is_copied_to_another_zone_then_served_there() {
+    let world = World::new(1, 10).await;
+    let volume = asleep_in_a_zone_without_capacity(&world).await;
     world.post("alice", "wake").await;
     world.run_until_quiet(80).await;
     let (_, doc) = world.get_user("alice").await;
@@ -306,6 +312,92 @@ async fn a_workspace_whose_zone_has_no_capacity_is_copied_to_another_zone_then_s
     let journal = world.store.journal_since(0, 10_000).await.unwrap();
     assert!(journal.iter().any(|e| e.kind == "workspace.relocated"));
     world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn a_lost_create_snapshot_answer_is_found_by_its_tag_not_taken_twice() {
+    let world = World::new(1, 10).await;
+    let volume = asleep_in_a_zone_without_capacity(&world).await;
+    // CreateSnapshot takes no ClientToken: the snapshot exists, the daemon never learns its id.
+    world.cloud.lose_next_response("CreateSnapshot");
+    world.post("alice", "wake").await;
+    world.run_until_quiet(80).await;
+    assert_eq!(world.user_state("alice").await, Some(UserState::Ready));
+    assert_eq!(world.cloud.count_calls("CreateSnapshot"), 1, "one snapshot");
+    assert!(world.cloud.was_copied(&volume.id));
+    assert!(
+        world.cloud.snapshots().is_empty(),
+        "the adopted snapshot went too"
+    );
+    world.assert_no_leaks().await;
+}
+
+/// A snapshot of the pool's that no relocation accounts for is an orphan once older than the
+/// grace; one tagged with a relocation in progress is not.
+#[tokio::test]
+async fn repair_deletes_snapshots_no_relocation_accounts_for() {
+    use spotpool::cloud::Cloud;
+    let world = World::new(1, 10).await;
+    let volume = asleep_in_a_zone_without_capacity(&world).await;
+    let snapshot_tags = |relocation: &str| {
+        let mut tags = spotpool::cloud::Tags::new();
+        tags.insert(tags::POOL.into(), "spotpool".into());
+        tags.insert(tags::USER_ID.into(), "alice".into());
+        tags.insert(tags::WORKSPACE.into(), "alice".into());
+        tags.insert(tags::RELOCATION.into(), relocation.into());
+        tags
+    };
+    // Left by a relocation that is over (a crash between its CreateSnapshot and the record).
+    let stale = world
+        .cloud
+        .create_snapshot(&volume.id, &snapshot_tags("sp-ws-over"))
+        .await
+        .unwrap();
+    // Alice's wake starts a relocation; stop before it finishes (the copy is still pending).
+    world.post("alice", "wake").await;
+    let in_flight = loop {
+        world.pass().await;
+        world.advance(1_000);
+        let row = world.user_row("alice").await;
+        if let Some(snapshot) = row
+            .workspace
+            .and_then(|w| w.relocation)
+            .and_then(|r| r.snapshot_id)
+        {
+            break snapshot;
+        }
+    };
+    // A twin carrying the relocation's token (a CreateSnapshot whose answer was lost) is the
+    // relocation's to clean up, not an orphan.
+    let token = world
+        .user_row("alice")
+        .await
+        .workspace
+        .and_then(|w| w.relocation)
+        .unwrap()
+        .client_token;
+    let twin = world
+        .cloud
+        .create_snapshot(&volume.id, &snapshot_tags(&token))
+        .await
+        .unwrap();
+    let (young, report) = repair_deleted(&world, "snapshot").await;
+    assert!(young.is_empty(), "younger than the grace: {report}");
+    world.advance(world.config.policy.orphan_grace + 1_000);
+    let (planned, report) = repair_orphans(&world, "snapshot", true).await;
+    assert_eq!(planned, vec![stale.clone()], "{report}");
+    assert!(world.cloud.snapshots().iter().any(|s| s.id == twin));
+    let (deleted, report) = repair_deleted(&world, "snapshot").await;
+    // Only the stale one: the relocation's own was its to delete (the repair's pass may have
+    // finished the copy and done so).
+    assert_eq!(deleted, vec![stale.clone()], "{report}");
+    assert_ne!(stale, in_flight);
+    world.run_until_quiet(80).await;
+    assert_eq!(world.user_state("alice").await, Some(UserState::Ready));
+    assert!(
+        world.cloud.snapshots().is_empty(),
+        "the twin went with the relocation"
+    );
 }
 
 #[tokio::test]
@@ -412,30 +504,11 @@ async fn repair_deletes_only_detached_workspaces_of_gone_users_past_the_grace() 
         .unwrap();
     world.advance(1_000);
 
-    // The volume orphans a repair found and deleted.
-    let repair = || async {
-        let (_, report) = world
-            .request(
-                "POST",
-                "/v1/admin/repair?dry_run=false",
-                Some(crate::world::ADMIN_TOKEN),
-                "",
-            )
-            .await;
-        let ids: Vec<String> = report["orphans"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|o| o["kind"] == "volume" && o["result"] == "deleted")
-            .map(|o| o["id"].as_str().unwrap().to_string())
-            .collect();
-        (ids, report)
-    };
-    let (young, report) = repair().await;
+    let (young, report) = repair_deleted(&world, "volume").await;
     assert!(young.is_empty(), "younger than the grace: {report}");
 
     world.advance(world.config.policy.orphan_grace + 1_000);
-    let (deleted, report) = repair().await;
+    let (deleted, report) = repair_deleted(&world, "volume").await;
     assert_eq!(deleted, vec![ghost.clone()], "{report}");
     let live: Vec<String> = world.cloud.volumes().into_iter().map(|v| v.id).collect();
     assert!(!live.contains(&ghost), "{live:?}");
@@ -444,4 +517,35 @@ async fn repair_deletes_only_detached_workspaces_of_gone_users_past_the_grace() 
         "{live:?}"
     );
     assert_eq!(world.user_state("alice").await, Some(UserState::Ready));
+}
+
+/// Runs a repair (not a dry run); returns the ids of the `kind` orphans it deleted, and the
+/// report.
+async fn repair_deleted(world: &World, kind: &str) -> (Vec<String>, serde_json::Value) {
+    repair_orphans(world, kind, false).await
+}
+
+/// Runs a repair (a dry run if `dry_run`); returns the ids of the `kind` orphans it deleted (or
+/// planned to), and the report.
+async fn repair_orphans(
+    world: &World,
+    kind: &str,
+    dry_run: bool,
+) -> (Vec<String>, serde_json::Value) {
+    let (_, report) = world
+        .request(
+            "POST",
+            &format!("/v1/admin/repair?dry_run={dry_run}"),
+            Some(crate::world::ADMIN_TOKEN),
+            "",
+        )
+        .await;
+    let ids = report["orphans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["kind"] == kind && (o["result"] == "deleted" || o["result"] == "planned"))
+        .map(|o| o["id"].as_str().unwrap().to_string())
+        .collect();
+    (ids, report)
 }

@@ -451,6 +451,18 @@ impl World {
                 );
             }
         }
+        // A snapshot exists only for a relocation in progress (recorded, or tagged with its
+        // token before the id is recorded).
+        for snapshot in self.cloud.snapshots() {
+            let wanted = users
+                .iter()
+                .filter_map(|u| u.workspace.as_ref()?.relocation.as_ref())
+                .any(|r| {
+                    r.snapshot_id.as_deref() == Some(snapshot.id.as_str())
+                        || snapshot.tags.get(tags::RELOCATION) == Some(&r.client_token)
+                });
+            assert!(wanted, "leaked snapshot {}", snapshot.id);
+        }
         for deleted in self.cloud.deleted_volumes() {
             let owner = deleted
                 .tags

@@ -9,7 +9,7 @@
 use super::errors::{call, missing, next_page, with_context};
 use super::{AwsCloud, sdk_tags};
 use crate::cloud::{
-    AttachmentState, CloudErrorKind, CloudResult, CloudVolume, SnapshotState, Tags,
+    AttachmentState, CloudErrorKind, CloudResult, CloudSnapshot, CloudVolume, SnapshotState, Tags,
     VolumeAttachment, VolumeRequest, VolumeState, tags,
 };
 use crate::model::InstanceId;
@@ -19,6 +19,8 @@ sdk_tags!(ebs_tags, aws_sdk_ec2::types::Tag);
 
 /// DescribeVolumes' largest page with filters.
 const MAX_VOLUMES_PAGE: i32 = 500;
+/// DescribeSnapshots' largest page.
+const MAX_SNAPSHOTS_PAGE: i32 = 1000;
 
 impl AwsCloud {
     pub(super) async fn ebs_create_volume(&self, request: &VolumeRequest) -> CloudResult<String> {
@@ -82,21 +84,7 @@ impl AwsCloud {
         &self,
         owner: Option<&str>,
     ) -> CloudResult<Vec<CloudVolume>> {
-        use aws_sdk_ec2::types::Filter;
-        let pool = Filter::builder()
-            .name(format!("tag:{}", tags::POOL))
-            .values(&self.config.pool)
-            .build();
-        let workspace = match owner {
-            Some(owner) => Filter::builder()
-                .name(format!("tag:{}", tags::WORKSPACE))
-                .values(owner)
-                .build(),
-            None => Filter::builder()
-                .name("tag-key")
-                .values(tags::WORKSPACE)
-                .build(),
-        };
+        let [pool, workspace] = self.workspace_filters(owner);
         let mut volumes = Vec::new();
         let mut next_token: Option<String> = None;
         loop {
@@ -119,6 +107,27 @@ impl AwsCloud {
                 None => return Ok(volumes),
             }
         }
+    }
+
+    /// The tag filters of the pool's workspace volumes and snapshots: `spotpool:pool=<pool>`,
+    /// and `spotpool:workspace` (=`owner` when given).
+    fn workspace_filters(&self, owner: Option<&str>) -> [aws_sdk_ec2::types::Filter; 2] {
+        use aws_sdk_ec2::types::Filter;
+        let pool = Filter::builder()
+            .name(format!("tag:{}", tags::POOL))
+            .values(&self.config.pool)
+            .build();
+        let workspace = match owner {
+            Some(owner) => Filter::builder()
+                .name(format!("tag:{}", tags::WORKSPACE))
+                .values(owner)
+                .build(),
+            None => Filter::builder()
+                .name("tag-key")
+                .values(tags::WORKSPACE)
+                .build(),
+        };
+        [pool, workspace]
     }
 
     pub(super) async fn ebs_attach_volume(
@@ -217,7 +226,6 @@ impl AwsCloud {
         &self,
         snapshot_id: &str,
     ) -> CloudResult<Option<SnapshotState>> {
-        use aws_sdk_ec2::types::SnapshotState as Sdk;
         let result = call(
             "ec2",
             "DescribeSnapshots",
@@ -237,11 +245,37 @@ impl AwsCloud {
                 ));
             }
         };
-        Ok(output.snapshots().first().map(|s| match s.state() {
-            Some(Sdk::Completed) => SnapshotState::Completed,
-            Some(Sdk::Error) | Some(Sdk::Recoverable) => SnapshotState::Error,
-            _ => SnapshotState::Pending,
-        }))
+        Ok(output.snapshots().first().map(snapshot_state))
+    }
+
+    pub(super) async fn ebs_list_pool_snapshots(
+        &self,
+        owner: Option<&str>,
+    ) -> CloudResult<Vec<CloudSnapshot>> {
+        let [pool, workspace] = self.workspace_filters(owner);
+        let mut snapshots = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            let page = call(
+                "ec2",
+                "DescribeSnapshots",
+                self.ec2
+                    .describe_snapshots()
+                    .owner_ids("self")
+                    .filters(pool.clone())
+                    .filters(workspace.clone())
+                    .max_results(MAX_SNAPSHOTS_PAGE)
+                    .set_next_token(next_token.clone())
+                    .send(),
+            )
+            .await
+            .map_err(|err| with_context(err, "listing the pool's workspace snapshots"))?;
+            snapshots.extend(page.snapshots().iter().filter_map(snapshot));
+            match next_page("DescribeSnapshots", next_token.clone(), page.next_token())? {
+                Some(token) => next_token = Some(token),
+                None => return Ok(snapshots),
+            }
+        }
     }
 
     pub(super) async fn ebs_delete_snapshot(&self, snapshot_id: &str) -> CloudResult<()> {
@@ -317,14 +351,38 @@ fn volume(v: &aws_sdk_ec2::types::Volume) -> Option<CloudVolume> {
         size_gib: v.size().and_then(|s| u32::try_from(s).ok()).unwrap_or(0),
         state,
         attachment,
-        tags: v
-            .tags()
-            .iter()
-            .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
-            .collect(),
+        tags: tag_map(v.tags()),
         created_at: v
             .create_time()
             .and_then(|t| t.to_millis().ok())
             .unwrap_or_default(),
     })
+}
+
+fn snapshot_state(s: &aws_sdk_ec2::types::Snapshot) -> SnapshotState {
+    use aws_sdk_ec2::types::SnapshotState as Sdk;
+    match s.state() {
+        Some(Sdk::Completed) => SnapshotState::Completed,
+        Some(Sdk::Error) | Some(Sdk::Recoverable) => SnapshotState::Error,
+        _ => SnapshotState::Pending,
+    }
+}
+
+fn snapshot(s: &aws_sdk_ec2::types::Snapshot) -> Option<CloudSnapshot> {
+    Some(CloudSnapshot {
+        id: s.snapshot_id()?.to_string(),
+        volume_id: s.volume_id().unwrap_or_default().to_string(),
+        state: snapshot_state(s),
+        tags: tag_map(s.tags()),
+        created_at: s
+            .start_time()
+            .and_then(|t| t.to_millis().ok())
+            .unwrap_or_default(),
+    })
+}
+
+fn tag_map(sdk: &[aws_sdk_ec2::types::Tag]) -> Tags {
+    sdk.iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+        .collect()
 }

@@ -26,8 +26,9 @@ pub use sqs::AwsInterruptionQueue;
 
 use super::limit::RetryMeter;
 use super::{
-    Cloud, CloudInstance, CloudResult, CloudVolume, CommandStatus, HealthCheck, LaunchRequest,
-    PoolResource, RuleAction, RuleInfo, SnapshotState, Tags, TargetGroupMetric, VolumeRequest,
+    Cloud, CloudInstance, CloudResult, CloudSnapshot, CloudVolume, CommandStatus, HealthCheck,
+    LaunchRequest, PoolResource, RuleAction, RuleInfo, SnapshotState, Tags, TargetGroupMetric,
+    VolumeRequest,
 };
 use crate::model::InstanceId;
 use aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef;
@@ -390,6 +391,10 @@ impl Cloud for AwsCloud {
 
     async fn create_snapshot(&self, volume_id: &str, tags: &Tags) -> CloudResult<String> {
         self.ebs_create_snapshot(volume_id, tags).await
+    }
+
+    async fn list_pool_snapshots(&self, owner: Option<&str>) -> CloudResult<Vec<CloudSnapshot>> {
+        self.ebs_list_pool_snapshots(owner).await
     }
 
     async fn snapshot_state(&self, snapshot_id: &str) -> CloudResult<Option<SnapshotState>> {

@@ -12,9 +12,9 @@ use super::{
 };
 use crate::cloud::limit::RetryMeter;
 use crate::cloud::{
-    Cloud, CloudError, CloudErrorKind, CloudInstance, CloudResult, CloudVolume, CommandStatus,
-    HealthCheck, LaunchRequest, Lifecycle, PoolResource, RuleAction, RuleInfo, SnapshotState, Tags,
-    TargetGroupMetric, VolumeRequest, tags,
+    Cloud, CloudError, CloudErrorKind, CloudInstance, CloudResult, CloudSnapshot, CloudVolume,
+    CommandStatus, HealthCheck, LaunchRequest, Lifecycle, PoolResource, RuleAction, RuleInfo,
+    SnapshotState, Tags, TargetGroupMetric, VolumeRequest, tags,
 };
 use crate::model::{InstanceId, InstanceStatus, Millis};
 use std::collections::BTreeMap;
@@ -126,18 +126,8 @@ impl Cloud for FakeCloud {
         state
             .client_tokens
             .insert(request.client_token.clone(), ids.clone());
-        if let Some(at) = state
-            .lost_responses
-            .iter()
-            .position(|o| *o == "RunInstances")
-        {
-            state.lost_responses.remove(at);
-            return Err(CloudError::new(
-                CloudErrorKind::Transient,
-                "RunInstances",
-                "Timeout",
-                "the response was lost (injected)",
-            ));
+        if let Some(lost) = state.lost_response("RunInstances") {
+            return Err(lost);
         }
         Ok(ids)
     }
@@ -623,6 +613,10 @@ impl Cloud for FakeCloud {
 
     async fn create_snapshot(&self, volume_id: &str, tags: &Tags) -> CloudResult<String> {
         self.fake_create_snapshot(volume_id, tags).await
+    }
+
+    async fn list_pool_snapshots(&self, owner: Option<&str>) -> CloudResult<Vec<CloudSnapshot>> {
+        self.fake_list_pool_snapshots(owner).await
     }
 
     async fn snapshot_state(&self, snapshot_id: &str) -> CloudResult<Option<SnapshotState>> {

@@ -11,8 +11,8 @@
 use super::cloud_impl::not_found;
 use super::{FakeCloud, State};
 use crate::cloud::{
-    AttachmentState, CloudError, CloudErrorKind, CloudResult, CloudVolume, Lifecycle,
-    SnapshotState, Tags, VolumeAttachment, VolumeRequest, VolumeState, tags,
+    AttachmentState, CloudError, CloudErrorKind, CloudResult, CloudSnapshot, CloudVolume,
+    Lifecycle, SnapshotState, Tags, VolumeAttachment, VolumeRequest, VolumeState, tags,
 };
 use crate::model::{InstanceId, Millis};
 use std::collections::BTreeMap;
@@ -47,6 +47,7 @@ pub struct FakeSnapshot {
     pub id: String,
     pub volume_id: String,
     pub tags: Tags,
+    pub created_at: Millis,
     pub completed_at: Millis,
 }
 
@@ -187,18 +188,8 @@ impl FakeCloud {
             .ebs
             .tokens
             .insert(request.client_token.clone(), id.clone());
-        if let Some(lost) = state
-            .lost_responses
-            .iter()
-            .position(|o| *o == "CreateVolume")
-        {
-            state.lost_responses.remove(lost);
-            return Err(CloudError::new(
-                CloudErrorKind::Transient,
-                "CreateVolume",
-                "RequestTimeout",
-                "the response was lost (injected by the test)",
-            ));
+        if let Some(lost) = state.lost_response("CreateVolume") {
+            return Err(lost);
         }
         Ok(id)
     }
@@ -363,16 +354,39 @@ impl FakeCloud {
         let completed_at = self.effect_at(state.now, |p| p.effects.snapshot);
         state.next_id += 1;
         let id = format!("snap-{:017x}", state.next_id);
+        let created_at = state.now;
         state.ebs.snapshots.insert(
             id.clone(),
             FakeSnapshot {
                 id: id.clone(),
                 volume_id: volume_id.to_string(),
                 tags: new_tags.clone(),
+                created_at,
                 completed_at,
             },
         );
+        if let Some(lost) = state.lost_response("CreateSnapshot") {
+            return Err(lost);
+        }
         Ok(id)
+    }
+
+    pub(super) async fn fake_list_pool_snapshots(
+        &self,
+        owner: Option<&str>,
+    ) -> CloudResult<Vec<CloudSnapshot>> {
+        let state = self.enter("DescribeSnapshots", 1).await?;
+        Ok(state
+            .ebs
+            .snapshots
+            .values()
+            .filter(|s| self.is_ours(&s.tags))
+            .filter(|s| match owner {
+                Some(owner) => s.tags.get(tags::WORKSPACE).map(String::as_str) == Some(owner),
+                None => s.tags.contains_key(tags::WORKSPACE),
+            })
+            .map(|s| cloud_snapshot(s, state.now))
+            .collect())
     }
 
     pub(super) async fn fake_snapshot_state(
@@ -380,13 +394,11 @@ impl FakeCloud {
         snapshot_id: &str,
     ) -> CloudResult<Option<SnapshotState>> {
         let state = self.enter("DescribeSnapshots", 1).await?;
-        Ok(state.ebs.snapshots.get(snapshot_id).map(|s| {
-            if state.now >= s.completed_at {
-                SnapshotState::Completed
-            } else {
-                SnapshotState::Pending
-            }
-        }))
+        Ok(state
+            .ebs
+            .snapshots
+            .get(snapshot_id)
+            .map(|s| cloud_snapshot(s, state.now).state))
     }
 
     pub(super) async fn fake_delete_snapshot(&self, snapshot_id: &str) -> CloudResult<()> {
@@ -418,5 +430,19 @@ fn cloud_volume(volume: &FakeVolume) -> CloudVolume {
         }),
         tags: volume.tags.clone(),
         created_at: volume.created_at,
+    }
+}
+
+fn cloud_snapshot(snapshot: &FakeSnapshot, now: Millis) -> CloudSnapshot {
+    CloudSnapshot {
+        id: snapshot.id.clone(),
+        volume_id: snapshot.volume_id.clone(),
+        state: if now >= snapshot.completed_at {
+            SnapshotState::Completed
+        } else {
+            SnapshotState::Pending
+        },
+        tags: snapshot.tags.clone(),
+        created_at: snapshot.created_at,
     }
 }

@@ -155,6 +155,19 @@ struct State {
 }
 
 impl State {
+    /// Whether the test asked that `operation`'s answer be lost this time: the call took effect,
+    /// and the caller sees this timeout instead of the answer.
+    fn lost_response(&mut self, operation: &'static str) -> Option<CloudError> {
+        let at = self.lost_responses.iter().position(|o| *o == operation)?;
+        self.lost_responses.remove(at);
+        Some(CloudError::new(
+            CloudErrorKind::Transient,
+            operation,
+            "RequestTimeout",
+            "the response was lost (injected by the test)",
+        ))
+    }
+
     /// Completes every effect due by `now` (simulated mode).
     fn settle(&mut self, now: Millis) {
         self.now = now;
@@ -418,7 +431,8 @@ impl FakeCloud {
     }
 
     /// The next call of `operation` takes effect, but the caller sees a timeout (supported by
-    /// RunInstances, where a lost response is the classic over-launch).
+    /// RunInstances, where a lost response is the classic over-launch, and by CreateVolume and
+    /// CreateSnapshot).
     pub fn lose_next_response(&self, operation: &'static str) {
         self.lock().lost_responses.push(operation);
     }

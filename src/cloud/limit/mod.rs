@@ -19,8 +19,9 @@
 //! Time comes from tokio's clock, so the buckets follow a paused test clock too.
 
 use super::{
-    Cloud, CloudInstance, CloudResult, CloudVolume, CommandStatus, HealthCheck, LaunchRequest,
-    PoolResource, RuleAction, RuleInfo, SnapshotState, Tags, TargetGroupMetric, VolumeRequest,
+    Cloud, CloudInstance, CloudResult, CloudSnapshot, CloudVolume, CommandStatus, HealthCheck,
+    LaunchRequest, PoolResource, RuleAction, RuleInfo, SnapshotState, Tags, TargetGroupMetric,
+    VolumeRequest,
 };
 use crate::model::InstanceId;
 use governor::clock::Clock;
@@ -360,6 +361,11 @@ impl Cloud for Limited {
     async fn create_snapshot(&self, volume_id: &str, tags: &Tags) -> CloudResult<String> {
         self.acquire("CreateSnapshot", 1).await;
         self.inner.create_snapshot(volume_id, tags).await
+    }
+
+    async fn list_pool_snapshots(&self, owner: Option<&str>) -> CloudResult<Vec<CloudSnapshot>> {
+        self.acquire("DescribeSnapshots", 1).await;
+        self.inner.list_pool_snapshots(owner).await
     }
 
     async fn snapshot_state(&self, snapshot_id: &str) -> CloudResult<Option<SnapshotState>> {

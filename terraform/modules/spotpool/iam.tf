@@ -36,9 +36,11 @@ locals {
 
   create_daemon_role = length(var.daemon_principal_arns) > 0 || length(var.daemon_trusted_services) > 0
 
-  # The tags the daemon puts on a workspace volume and on its snapshots, and no others
-  # (src/reconcile/workspace.rs workspace_tags).
+  # The tags the daemon puts on a workspace volume, and no others
+  # (src/reconcile/workspace.rs workspace_tags); a relocation's snapshot also carries
+  # the relocation's token (spotpool:relocation), by which a restart finds it.
   workspace_tag_keys = ["spotpool:pool", "UserId", "spotpool:workspace"]
+  snapshot_tag_keys  = concat(local.workspace_tag_keys, ["spotpool:relocation"])
 
   # Customer-managed keys the daemon's EBS calls use: the workspace key, and the root
   # volume's key when it is given as a key ARN (RunInstances needs the same KMS
@@ -510,7 +512,7 @@ data "aws_iam_policy_document" "daemon_workspaces" {
   }
 
   # CreateSnapshot creates a snapshot tagged for the pool and as a workspace,
-  # with the daemon's tag keys only (snapshot resource: aws:RequestTag,
+  # with the daemon's snapshot tag keys only (snapshot resource: aws:RequestTag,
   # aws:TagKeys). Snapshot ARNs have no account field.
   statement {
     sid       = "Ec2CreateTaggedWorkspaceSnapshots"
@@ -530,13 +532,14 @@ data "aws_iam_policy_document" "daemon_workspaces" {
     condition {
       test     = "ForAllValues:StringEquals"
       variable = "aws:TagKeys"
-      values   = local.workspace_tag_keys
+      values   = local.snapshot_tag_keys
     }
   }
 
   # Tags in CreateVolume/CreateSnapshot (TagSpecifications) need CreateTags, but
   # only as part of those calls (ec2:CreateAction): the daemon can never retag
-  # an existing volume or snapshot.
+  # an existing volume or snapshot. (CreateVolume's own statement keeps a
+  # volume's keys to workspace_tag_keys.)
   statement {
     sid     = "Ec2TagWorkspacesAtCreation"
     actions = ["ec2:CreateTags"]
@@ -553,7 +556,7 @@ data "aws_iam_policy_document" "daemon_workspaces" {
     condition {
       test     = "ForAllValues:StringEquals"
       variable = "aws:TagKeys"
-      values   = local.workspace_tag_keys
+      values   = local.snapshot_tag_keys
     }
   }
 
