@@ -88,7 +88,7 @@ export AWS_EC2_METADATA_DISABLED=true
 # The knobs that shape the infrastructure too (Terraform bakes the image into
 # the launch template's user data and the pool name into its tags).
 export CONTAINER_IMAGE=${CONTAINER_IMAGE:-ghcr.io/openclaw/openclaw:latest}
-export CONTAINER_PORT=${CONTAINER_PORT:-8080}
+export CONTAINER_PORT=${CONTAINER_PORT:-18789}
 export USER_INSTANCE_TYPE=${USER_INSTANCE_TYPE:-t3.small}
 export SPOTPOOL_POOL=${SPOTPOOL_POOL:-spotpool}
 
@@ -206,7 +206,7 @@ cat <<BANNER
    curl -sS -X PUT '$BASE_URL/v1/users/alice/instance' \\
      -H 'Authorization: Bearer $SPOTPOOL_API_TOKEN' \\
      -H 'Content-Type: application/json' \\
-     -d '{"secrets":{"OPENAI_API_KEY":"sk-demo"}}'
+     -d '{"secrets":{"OPENCLAW_GATEWAY_TOKEN":"gw-demo-token","OPENAI_API_KEY":"sk-demo"}}'
 
  Read her instance:
 

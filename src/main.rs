@@ -23,6 +23,9 @@ struct Cli {
 enum Command {
     /// Run the daemon: the HTTP API and the reconciler.
     Serve(Box<ServeArgs>),
+    /// Print the start command the daemon would send an instance for a user, with the settings
+    /// of `serve` (the same flags, environment and file): what the instance would run.
+    StartScript(Box<StartScriptArgs>),
     /// Show the daemon's readiness and each tier's counts (admin token).
     Status {
         #[command(flatten)]
@@ -71,6 +74,31 @@ struct ServeArgs {
     settings: Settings,
 }
 
+#[derive(clap::Args)]
+struct StartScriptArgs {
+    /// The user's id.
+    #[arg(long, value_name = "ID")]
+    user_id: String,
+    /// The user's route (the path segment of their url).
+    #[arg(long, value_name = "ROUTE")]
+    route: String,
+    /// The ARN of the user's secret.
+    #[arg(
+        long,
+        value_name = "ARN",
+        default_value = "arn:aws:secretsmanager:us-east-1:123456789012:secret:openclaw/user-AbCdEf"
+    )]
+    secret_arn: String,
+    /// The user's workspace volume, if any.
+    #[arg(long, value_name = "VOLUME_ID")]
+    volume_id: Option<String>,
+    /// The instance's private address (without it the instance asks its metadata service).
+    #[arg(long, value_name = "IPV4")]
+    host_ip: Option<String>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
 fn main() -> ExitCode {
     let mut command = with_defaults(Cli::command());
     let settings_help = settings_table(&mut command);
@@ -88,6 +116,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => serve(*args),
+        Command::StartScript(args) => start_script(*args),
         Command::Status { target } => admin_cli::status(&target),
         Command::Repair { dry_run, target } => admin_cli::repair(&target, dry_run),
         Command::Pool { command, target } => admin_cli::pool(&target, &command),
@@ -163,19 +192,59 @@ fn settings_table(command: &mut clap::Command) -> String {
     out
 }
 
-fn serve(args: ServeArgs) -> ExitCode {
+/// The configuration of `serve`'s settings: flags and environment over the optional file.
+fn load_config(args: ServeArgs) -> Result<Config, String> {
     let file = match &args.config {
-        Some(path) => match Settings::from_file(path) {
-            Ok(file) => file,
-            Err(error) => return fail(&error),
-        },
+        Some(path) => Settings::from_file(path).map_err(|e| e.to_string())?,
         None => Settings::default(),
     };
-    let config = match args.settings.or(file).into_config() {
+    args.settings
+        .or(file)
+        .into_config()
+        .map_err(|e| e.to_string())
+}
+
+fn start_script(args: StartScriptArgs) -> ExitCode {
+    let config = match load_config(args.serve) {
         Ok(config) => config,
         Err(error) => return fail(&error),
     };
-    init_tracing(&args.log_format);
+    if let Err(error) = spotpool::model::UserId::parse(&args.user_id) {
+        return fail(&format!("--user-id: {error}"));
+    }
+    let route_ok = !args.route.is_empty()
+        && args.route.len() <= 64
+        && args
+            .route
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !route_ok {
+        return fail(&"--route: a route is 1-64 letters, digits, - and _");
+    }
+    let reconciler = App::reconciler_config(&config);
+    print!(
+        "{}",
+        spotpool::reconcile::start_command(
+            &reconciler,
+            &spotpool::reconcile::StartFor {
+                user_id: &args.user_id,
+                route: &args.route,
+                secret_arn: &args.secret_arn,
+                volume_id: args.volume_id.as_deref(),
+                host_ip: args.host_ip.as_deref(),
+            },
+        )
+    );
+    ExitCode::SUCCESS
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let log_format = args.log_format.clone();
+    let config = match load_config(args) {
+        Ok(config) => config,
+        Err(error) => return fail(&error),
+    };
+    init_tracing(&log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -27,6 +27,15 @@ impl std::fmt::Debug for UserSecrets {
 }
 
 impl UserSecrets {
+    /// The names of `required` that these secrets lack or hold empty.
+    pub fn missing<'a>(&self, required: &'a [String]) -> Vec<&'a str> {
+        required
+            .iter()
+            .filter(|name| self.0.get(*name).is_none_or(|value| value.is_empty()))
+            .map(String::as_str)
+            .collect()
+    }
+
     /// Checks names (environment-variable style) and sizes. The error never includes a value.
     pub fn parse(entries: BTreeMap<String, String>) -> Result<UserSecrets, String> {
         if entries.len() > MAX_SECRET_ENTRIES {

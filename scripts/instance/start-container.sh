@@ -1,7 +1,7 @@
 #!/bin/bash
 # spotpool: start (or replace) the user's container and wait until it is
-# healthy. Exits 0 once the health endpoint answers; otherwise non-zero with
-# one `spotpool: ...` line on standard error.
+# healthy (and ready, with READY_PATH). Exits 0 once it answers; otherwise
+# non-zero with one `spotpool: ...` line on standard error.
 #
 # Inputs (shell variables spotpool prepends):
 #   USER_ID         the spotpool user id; container openclaw-$USER_ID, its
@@ -23,6 +23,16 @@
 #                   workspace, /data is a Docker volume on the root disk
 #   WORKSPACE_DEVICE_DIR  where udev links NVMe EBS volumes by serial
 #                   (default /dev/disk/by-id)
+#   CONTAINER_ARGS  the container's arguments after the image, separated by
+#                   spaces (words of letters, digits and - _ . / : @ = , +)
+#   CONTAINER_ENV   fixed environment, NAME=value pairs separated by spaces
+#   READY_PATH      empty, or a path that must answer 200 after HEALTH_PATH
+#                   does (e.g. the OpenClaw gateway's /readyz)
+#   REQUIRED_SECRETS  names the user's secret must carry, separated by spaces
+#   GATEWAY_ORIGIN  empty, or the user's browser origin: the OpenClaw gateway's
+#                   configuration is merged before the start (with
+#                   GATEWAY_BASE_PATH, its path prefix, and GATEWAY_STATE_DIR,
+#                   its state directory under /data); see openclaw-config.py
 #
 # The workspace: the volume's device is found by its volume id (see
 # workspace_device in lib.sh), waited for up to $SPOTPOOL_WORKSPACE_WAIT
@@ -62,6 +72,33 @@ require PIDS_LIMIT '^[1-9][0-9]{0,6}$' 'a number of processes'
 if [[ -n ${WORKSPACE_VOLUME_ID-} ]]; then
     require_workspace_volume
 fi
+WORD_PATTERN='^[A-Za-z0-9_./:@=,+-]{1,256}$'
+read -ra ARGS <<<"${CONTAINER_ARGS-}"
+for word in "${ARGS[@]}"; do
+    [[ $word =~ $WORD_PATTERN ]] \
+        || fail "input CONTAINER_ARGS is malformed (expected words of letters, digits and - _ . / : @ = , +)"
+done
+read -ra ENV_PAIRS <<<"${CONTAINER_ENV-}"
+ENV_FLAGS=()
+for pair in "${ENV_PAIRS[@]}"; do
+    [[ $pair =~ ^[A-Za-z_][A-Za-z0-9_]{0,127}=[A-Za-z0-9_./:@=,+-]{0,1024}$ ]] \
+        || fail "input CONTAINER_ENV is malformed (expected NAME=value pairs of plain characters)"
+    ENV_FLAGS+=(--env "$pair")
+done
+optional READY_PATH '^/[A-Za-z0-9._~/%?=&+-]{0,1023}$' \
+    'a path starting with / of letters, digits and . _ ~ / % ? = & + -'
+read -ra REQUIRED <<<"${REQUIRED_SECRETS-}"
+for name in "${REQUIRED[@]}"; do
+    [[ $name =~ ^[A-Za-z_][A-Za-z0-9_]{0,127}$ ]] \
+        || fail "input REQUIRED_SECRETS is malformed (expected names like environment variables)"
+done
+if [[ -n ${GATEWAY_ORIGIN-} ]]; then
+    require GATEWAY_ORIGIN '^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$' 'an origin like https://agents.example.com'
+    optional GATEWAY_BASE_PATH '^/[A-Za-z0-9._~-]{1,128}$' 'a path of one segment like /r-abc123'
+    require GATEWAY_STATE_DIR '^/data(/[A-Za-z0-9._-]{1,128})?$' 'a directory of /data, e.g. /data/.openclaw'
+    [[ $GATEWAY_STATE_DIR != */. && $GATEWAY_STATE_DIR != */.. ]] \
+        || fail "input GATEWAY_STATE_DIR is malformed (expected a directory of /data, e.g. /data/.openclaw)"
+fi
 
 # The uid:gid the container runs as: not 0, and no account on the host (on
 # Amazon Linux uid 1000 is ec2-user, who may sudo).
@@ -71,6 +108,8 @@ NAME="openclaw-$USER_ID"
 VOLUME="spotpool-$USER_ID"
 WORKSPACE_MOUNT="$SPOTPOOL_WORKSPACE_ROOT/$USER_ID"
 WORKSPACE_LABEL=spotpool-ws
+# The gateway configuration merge (openclaw-config.py), inlined by spotpool.
+GATEWAY_CONFIG_PROGRAM='' # spotpool:inline-program openclaw-config.py
 ENV_FILE="$SPOTPOOL_RUN_DIR/$NAME.env"
 arn_rest=${SECRET_ARN#arn:*:secretsmanager:}
 REGION=${arn_rest%%:*}
@@ -200,6 +239,7 @@ mount_workspace() {
 #    volume, or without one a Docker volume on the root disk.
 if [[ -n ${WORKSPACE_VOLUME_ID-} ]]; then
     mount_workspace
+    DATA_DIR=$WORKSPACE_MOUNT
     DATA_MOUNT="type=bind,source=$WORKSPACE_MOUNT,target=/data"
 else
     docker volume create --label "spotpool.user=$USER_ID" "$VOLUME" >/dev/null \
@@ -210,6 +250,7 @@ else
         || fail "volume $VOLUME has no usable mount point"
     chown "$CONTAINER_UID:$CONTAINER_GID" "$mountpoint"
     chmod 0700 "$mountpoint"
+    DATA_DIR=$mountpoint
     DATA_MOUNT="type=volume,source=$VOLUME,target=/data,volume-nocopy"
 fi
 
@@ -241,6 +282,9 @@ def main():
         refuse("it is not a JSON object of names to values")
     if not isinstance(entries, dict):
         refuse("it is not a JSON object of names to values")
+    for required in sys.argv[2:]:
+        if not entries.get(required):
+            refuse(f"it has no {required}, which the container needs")
     name = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
     lines = []
     for number, (key, value) in enumerate(entries.items(), 1):
@@ -268,22 +312,49 @@ except Exception:
 response=$(aws secretsmanager get-secret-value --region "$REGION" --secret-id "$SECRET_ARN" \
     --output json) \
     || fail "could not read the user's secret $SECRET_ARN with the instance role"
-if ! reason=$(printf '%s' "$response" | python3 -I -c "$PARSE_SECRET" "$ENV_FILE"); then
+if ! reason=$(printf '%s' "$response" | python3 -I -c "$PARSE_SECRET" "$ENV_FILE" "${REQUIRED[@]}"); then
     unset response
     reason=${reason%%$'\n'*}
     fail "the user's secret $SECRET_ARN was refused: ${reason:-it could not be parsed}"
 fi
 unset response
 
-# 6. The hardened container.
+# 6. The OpenClaw gateway's configuration on /data: spotpool's settings merged
+#    into the user's, by a program running as the container's uid (it can do
+#    no more than the container could) on a descriptor of the data directory
+#    opened here, as root (the uid may not traverse Docker's directories).
+if [[ -n ${GATEWAY_ORIGIN-} ]]; then
+    command -v setpriv >/dev/null || fail "setpriv is missing on the instance (package util-linux)"
+    exec {data_fd}<"$DATA_DIR"
+    if ! merged=$(setpriv --reuid="$CONTAINER_UID" --regid="$CONTAINER_GID" --clear-groups \
+        --no-new-privs python3 -I -c "$GATEWAY_CONFIG_PROGRAM" "$data_fd" \
+        "${GATEWAY_STATE_DIR#/data/}" "$GATEWAY_ORIGIN" "${GATEWAY_BASE_PATH-}"); then
+        fail "the gateway's configuration in $GATEWAY_STATE_DIR ${merged##*$'\n'}"
+    fi
+    exec {data_fd}<&-
+    printf '%s\n' "$merged"
+fi
+
+# 7. The hardened container.
 #    --restart unless-stopped: the gateway is a long-running server; it comes
 #    back after a crash, an exit of its own, a dockerd restart or a reboot, with
 #    Docker's doubling back-off against a crash loop. A re-sent start's
 #    docker rm --force (step 3) is never fought by it.
+#    --init: a minimal init as PID 1 forwards signals and reaps the
+#    processes the gateway spawns (OpenClaw's own compose file runs it so);
+#    only where Docker's init binary is installed (its place varies by
+#    distribution; Amazon Linux's docker package is not known to ship it).
 #    HOME=/data: the root filesystem is read-only, so the gateway's state goes
 #    to the user's workspace or volume (step 4); /tmp is a small tmpfs (its pages count against the
 #    memory limit).
+INIT_FLAGS=()
+if command -v docker-init >/dev/null || [[ -x /usr/libexec/docker/docker-init ]]; then
+    INIT_FLAGS=(--init)
+else
+    echo "docker-init is not on the instance: the container runs without --init"
+fi
 docker run --detach --name "$NAME" \
+    "${INIT_FLAGS[@]}" \
     --label "spotpool.user=$USER_ID" \
     --pull never \
     --restart unless-stopped \
@@ -292,6 +363,7 @@ docker run --detach --name "$NAME" \
     --tmpfs /tmp:rw,noexec,nosuid,nodev,size=256m \
     --mount "$DATA_MOUNT" \
     --env HOME=/data \
+    "${ENV_FLAGS[@]}" \
     --env-file "$ENV_FILE" \
     --cap-drop ALL \
     --security-opt no-new-privileges \
@@ -304,22 +376,35 @@ docker run --detach --name "$NAME" \
     --log-driver json-file \
     --log-opt max-size=10m \
     --log-opt max-file=3 \
-    "$IMAGE" \
+    "$IMAGE" "${ARGS[@]}" \
     || fail "docker run of $IMAGE for $NAME failed"
 rm -f -- "$ENV_FILE"
 
-# 7. Wait for the health endpoint. Container logs are never shown: they may
-#    hold the user's secrets.
-url="http://$HOST_IP:$PORT$HEALTH_PATH"
+# 8. Wait for the health endpoint, then the ready one. Container logs are never
+#    shown: they may hold the user's secrets.
 deadline=$((SECONDS + 10#$HEALTH_TIMEOUT))
-while true; do
-    if curl --fail --silent --show-error --globoff --max-time 2 --output /dev/null "$url"; then
-        echo "container $NAME is healthy on $HEALTH_PATH"
-        exit 0
+# wait_for PATH: until http://HOST_IP:PORT/PATH answers 2xx, or the deadline.
+wait_for() {
+    local url="http://$HOST_IP:$PORT$1"
+    while true; do
+        if curl --fail --silent --show-error --globoff --max-time 2 --output /dev/null "$url"; then
+            return 0
+        fi
+        ((SECONDS < deadline)) || return 1
+        sleep 1
+    done
+}
+# wait_until WORD PATH: PATH answers, or the start fails.
+wait_until() {
+    if wait_for "$2"; then
+        echo "container $NAME is $1 on $2"
+        return
     fi
-    ((SECONDS < deadline)) || break
-    sleep 1
-done
-status=$(docker inspect --format '{{.State.Status}}' "$NAME") || status=unknown
-[[ $status =~ ^[a-z]{1,20}$ ]] || status=unknown
-fail "container $NAME did not become healthy on $HEALTH_PATH within ${HEALTH_TIMEOUT}s (container status: $status)"
+    status=$(docker inspect --format '{{.State.Status}}' "$NAME") || status=unknown
+    [[ $status =~ ^[a-z]{1,20}$ ]] || status=unknown
+    fail "container $NAME did not become $1 on $2 within ${HEALTH_TIMEOUT}s (container status: $status)"
+}
+wait_until healthy "$HEALTH_PATH"
+if [[ -n ${READY_PATH-} ]]; then
+    wait_until ready "$READY_PATH"
+fi

@@ -53,6 +53,8 @@ pub struct ApiSettings {
     pub admin_token: SecretString,
     pub public_base_url: String,
     pub tiers: Vec<TierPolicy>,
+    /// Secret names a PUT that writes secrets must carry (`CONTAINER_REQUIRED_SECRETS`).
+    pub required_secrets: Vec<String>,
     /// `/readyz` fails when the last successful reconcile pass is older than this.
     pub ready_staleness: Duration,
 }

@@ -31,6 +31,7 @@ async fn state_with(cloud: Arc<FakeCloud>) -> AppState {
                 idle_sleep_after: None,
             }],
             ready_staleness: Duration::from_secs(30),
+            required_secrets: Vec::new(),
         }),
         clock: Arc::new(|| 1_700_000_000_000),
         reconciler: None,
@@ -203,6 +204,48 @@ async fn bad_bodies_get_400_without_echoing_values() {
     }
     // Nothing was created for any of them.
     assert!(state.store.list_users().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn secrets_the_container_needs_are_required_when_secrets_are_written() {
+    let cloud = Arc::new(FakeCloud::default());
+    let mut state = state_with(cloud.clone()).await;
+    let base = state.settings.clone();
+    state.settings = Arc::new(ApiSettings {
+        api_token: SecretString::new(SERVICE),
+        admin_token: SecretString::new(ADMIN),
+        public_base_url: base.public_base_url.clone(),
+        tiers: base.tiers.clone(),
+        ready_staleness: base.ready_staleness,
+        required_secrets: vec!["OPENCLAW_GATEWAY_TOKEN".into()],
+    });
+    let uri = "/v1/users/alice/instance";
+    for body in [
+        "{}",
+        r#"{"secrets": {"ANTHROPIC_API_KEY": "sk-should-not-echo"}}"#,
+        r#"{"secrets": {"OPENCLAW_GATEWAY_TOKEN": ""}}"#,
+    ] {
+        let (status, answer) = call(&state, "PUT", uri, Some(SERVICE), body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(error_code(&answer), "missing_secrets", "{body}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains("OPENCLAW_GATEWAY_TOKEN"), "{message}");
+        assert!(!message.contains("sk-should-not-echo"), "{message}");
+    }
+    // Nothing was created for any of them, not even a secret.
+    assert!(state.store.list_users().await.unwrap().is_empty());
+    assert!(cloud.secrets().is_empty());
+
+    let with_token = r#"{"secrets": {"OPENCLAW_GATEWAY_TOKEN": "gw-token-1"}}"#;
+    let (status, _) = call(&state, "PUT", uri, Some(SERVICE), with_token).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    // A repeat without secrets keeps the stored ones; one that replaces them must carry it too.
+    let (status, _) = call(&state, "PUT", uri, Some(SERVICE), "{}").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let replace = r#"{"secrets": {"OTHER": "x"}}"#;
+    let (status, answer) = call(&state, "PUT", uri, Some(SERVICE), replace).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&answer), "missing_secrets");
 }
 
 #[tokio::test]

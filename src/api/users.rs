@@ -230,7 +230,7 @@ fn new_route() -> String {
                     description = "Release the user's instance."
                 ))
             )),
-        (status = 400, description = "`invalid_user_id`, `invalid_body` (not a JSON object, a field of the wrong type, an unknown field), `invalid_secrets` (a bad name or value, too many or too large) or `unknown_tier`. The message never repeats a secret value.", body = ErrorBody),
+        (status = 400, description = "`invalid_user_id`, `invalid_body` (not a JSON object, a field of the wrong type, an unknown field), `invalid_secrets` (a bad name or value, too many or too large), `missing_secrets` (the secrets written lack one the container needs, e.g. `OPENCLAW_GATEWAY_TOKEN`; named in the message) or `unknown_tier`. The message never repeats a secret value.", body = ErrorBody),
         (status = 401, response = Unauthorized),
         (status = 409, description = "`user_deleting` (the user's instance is being deleted; PUT again once GET answers 404), `tier_mismatch` (the user has another tier), `secret_being_deleted` (right after a delete, AWS is still removing the old secret; retry in seconds), `falling_asleep` (the user is still going to sleep; PUT again in a few seconds to wake it) or `conflict` (a concurrent change; retry).", body = ErrorBody),
         (status = 413, description = "`invalid_body`: the body is larger than 128 KiB.", body = ErrorBody),
@@ -265,7 +265,27 @@ pub async fn put_instance(
         ));
     }
     let now = (state.clock)();
-    if let Some(existing) = state.store.get_user(&user_id).await? {
+    let existing = state.store.get_user(&user_id).await?;
+    // Secrets the request writes (a new user's, or a repeat's replacement) must carry the ones
+    // the container needs: refused here, not minutes later by the start on the instance.
+    if existing.is_none() || body.secrets.is_some() {
+        let required = &state.settings.required_secrets;
+        let missing = match &body.secrets {
+            Some(secrets) => secrets.missing(required),
+            None => required.iter().map(String::as_str).collect(),
+        };
+        if !missing.is_empty() {
+            return Err(ApiError::bad_request(
+                "missing_secrets",
+                format!(
+                    "secrets must carry {}: the container needs it to start \
+                     (CONTAINER_REQUIRED_SECRETS)",
+                    missing.join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(existing) = existing {
         return update_existing(&state, existing, body, now).await;
     }
 

@@ -2,14 +2,13 @@
 //! `spotpool serve --help` shows them ([`documented`], appended by `main.rs` as
 //! `[default: …]`), so the help and the code cannot disagree.
 
+use super::Preset;
 use crate::cloud::{DEFAULT_AWS_MAX_ATTEMPTS, DEFAULT_SECRET_WRITE_ATTEMPTS};
 
 pub const LAUNCH_TEMPLATE_VERSION: &str = "$Default";
 pub const USER_INSTANCE_TYPE: &str = "t3.small";
 pub const POOL_SPARE_COUNT: u32 = 2;
 pub const POOL_MAX_INSTANCES: u32 = 20;
-pub const CONTAINER_PORT: u16 = 8080;
-pub const HEALTH_CHECK_PATH: &str = "/";
 pub const HEALTH_CHECK_INTERVAL_SECONDS: u32 = 5;
 pub const HEALTH_CHECK_TIMEOUT_SECONDS: u32 = 4;
 pub const HEALTH_CHECK_HEALTHY_THRESHOLD: u32 = 2;
@@ -46,8 +45,44 @@ pub fn documented() -> Vec<(&'static str, String)> {
         ("pool_spare_count", text(&POOL_SPARE_COUNT)),
         ("pool_max_instances", text(&POOL_MAX_INSTANCES)),
         ("container_image", "<ECR_REPOSITORY_URL>:latest".to_string()),
-        ("container_port", text(&CONTAINER_PORT)),
-        ("health_check_path", text(&HEALTH_CHECK_PATH)),
+        ("container_preset", text(&Preset::OpenClaw.as_str())),
+        (
+            "container_port",
+            format!(
+                "{} (generic: {})",
+                Preset::OpenClaw.port(),
+                Preset::Generic.port()
+            ),
+        ),
+        (
+            "container_args",
+            format!(
+                "{} (generic: none)",
+                Preset::OpenClaw.args(Preset::OpenClaw.port()).join(" ")
+            ),
+        ),
+        (
+            "health_check_path",
+            format!(
+                "{} (generic: {})",
+                Preset::OpenClaw.health_path(),
+                Preset::Generic.health_path()
+            ),
+        ),
+        (
+            "container_ready_path",
+            format!(
+                "{} (generic: none)",
+                Preset::OpenClaw.ready_path().unwrap_or_default()
+            ),
+        ),
+        (
+            "container_required_secrets",
+            format!(
+                "{} (generic: none)",
+                Preset::OpenClaw.required_secrets().join(",")
+            ),
+        ),
         (
             "health_check_interval_seconds",
             text(&HEALTH_CHECK_INTERVAL_SECONDS),

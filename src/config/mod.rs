@@ -8,9 +8,11 @@
 
 mod checks;
 pub mod defaults;
+pub mod preset;
 mod settings;
 
 pub use checks::parse_duration;
+pub use preset::Preset;
 pub use settings::Settings;
 
 use crate::cloud::HealthCheck;
@@ -63,15 +65,26 @@ pub struct Config {
     pub listener_arns: Vec<String>,
     pub instance_profile_arn: Option<String>,
     pub container_image: String,
+    pub container_preset: Preset,
     pub container_port: u16,
+    /// The container's arguments after the image.
+    pub container_args: Vec<String>,
+    /// Fixed (not secret) environment of every user's container.
+    pub container_env: Vec<(String, String)>,
     /// The target groups' health check; its path is also what the start script waits for.
     pub health_check: HealthCheck,
+    /// What the start script waits for after the health path, if anything.
+    pub container_ready_path: Option<String>,
+    /// Secret names every user's PUT must carry.
+    pub required_secrets: Vec<String>,
     /// Memory limit of a user container in MiB (swap the same, so none).
     pub container_memory_mb: u32,
     /// CPU limit of a user container in CPUs; the instance gets it rounded to millicores.
     pub container_cpus: f64,
     pub container_pids_limit: u32,
     pub public_base_url: String,
+    /// The browser origin of `public_base_url` (`scheme://host[:port]`).
+    pub public_origin: String,
     pub secret_prefix: String,
     pub tiers: Vec<TierPolicy>,
     pub reconcile_interval: Duration,
@@ -112,6 +125,16 @@ pub enum ConfigError {
     File { path: String, why: String },
 }
 
+impl Config {
+    /// What the start merges into each OpenClaw gateway's configuration; `None` for other images.
+    pub fn gateway_config(&self) -> Option<crate::reconcile::GatewayConfig> {
+        (self.container_preset == Preset::OpenClaw).then(|| crate::reconcile::GatewayConfig {
+            origin: self.public_origin.clone(),
+            state_dir: preset::OPENCLAW_STATE_DIR.to_string(),
+        })
+    }
+}
+
 impl Settings {
     /// Applies the defaults and validates; the first problem is the error.
     pub fn into_config(self) -> Result<Config, ConfigError> {
@@ -120,6 +143,12 @@ impl Settings {
         let container = self.container()?;
         let service = self.service()?;
         let timings = self.timings()?;
+        let public_base_url = self
+            .public_base_url
+            .clone()
+            .unwrap_or_else(|| defaults::PUBLIC_BASE_URL.into())
+            .trim_end_matches('/')
+            .to_string();
         Ok(Config {
             listen: service.listen,
             database_url: self
@@ -139,17 +168,18 @@ impl Settings {
             listener_arns: network.listener_arns,
             instance_profile_arn: self.instance_profile_arn.clone().filter(|v| !v.is_empty()),
             container_image: container.image,
-            container_port: self.container_port.unwrap_or(defaults::CONTAINER_PORT),
+            container_preset: container.preset,
+            container_port: container.port,
+            container_args: container.args,
+            container_env: container.preset.env(container.memory_mb),
             health_check: container.health_check,
+            container_ready_path: container.ready_path,
+            required_secrets: container.required_secrets,
             container_memory_mb: container.memory_mb,
             container_cpus: container.cpus,
             container_pids_limit: container.pids_limit,
-            public_base_url: self
-                .public_base_url
-                .clone()
-                .unwrap_or_else(|| defaults::PUBLIC_BASE_URL.into())
-                .trim_end_matches('/')
-                .to_string(),
+            public_base_url: public_base_url.clone(),
+            public_origin: preset::origin_of(&public_base_url)?,
             secret_prefix: self
                 .secret_prefix
                 .clone()
@@ -372,11 +402,43 @@ impl Settings {
             }
         };
         validate_shell_safe("CONTAINER_IMAGE", &image)?;
+        let preset = Preset::parse(self.container_preset.as_deref())?;
+        let port = self.container_port.unwrap_or(preset.port());
+        if port == 0 {
+            return Err(ConfigError::Invalid {
+                env: "CONTAINER_PORT",
+                value: "0".into(),
+                why: "must be a port from 1 to 65535".into(),
+            });
+        }
+        let args = match &self.container_args {
+            Some(raw) => preset::parse_args(raw)?,
+            None => preset.args(port),
+        };
         let health_check_path = self
             .health_check_path
             .clone()
-            .unwrap_or_else(|| defaults::HEALTH_CHECK_PATH.into());
+            .unwrap_or_else(|| preset.health_path().into());
         validate_health_check_path(&health_check_path)?;
+        let ready_path = match &self.container_ready_path {
+            Some(path) if path.trim().is_empty() || path.trim() == "none" => None,
+            Some(path) => Some(path.trim().to_string()),
+            None => preset.ready_path().map(String::from),
+        };
+        if let Some(path) = &ready_path {
+            validate_health_check_path(path).map_err(|error| match error {
+                ConfigError::Invalid { value, why, .. } => ConfigError::Invalid {
+                    env: "CONTAINER_READY_PATH",
+                    value,
+                    why,
+                },
+                other => other,
+            })?;
+        }
+        let required_secrets = match &self.container_required_secrets {
+            Some(raw) => preset::parse_required_secrets(raw)?,
+            None => preset.required_secrets(),
+        };
         let health_check = health_check(
             health_check_path,
             self.health_check_interval_seconds,
@@ -409,6 +471,11 @@ impl Settings {
         )?;
         Ok(Container {
             image,
+            preset,
+            port,
+            args,
+            ready_path,
+            required_secrets,
             health_check,
             memory_mb,
             cpus,
@@ -510,6 +577,11 @@ struct Timings {
 /// The user container's settings, validated.
 struct Container {
     image: String,
+    preset: Preset,
+    port: u16,
+    args: Vec<String>,
+    ready_path: Option<String>,
+    required_secrets: Vec<String>,
     health_check: HealthCheck,
     memory_mb: u32,
     cpus: f64,

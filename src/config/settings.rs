@@ -46,12 +46,24 @@ pub struct Settings {
     /// The user container image.
     #[arg(long, env = "CONTAINER_IMAGE", value_name = "IMAGE")]
     pub container_image: Option<String>,
+    /// The kind of image: openclaw (the OpenClaw gateway) or generic; it sets the defaults of the port, arguments, health and ready paths and required secrets.
+    #[arg(long, env = "CONTAINER_PRESET", value_name = "PRESET")]
+    pub container_preset: Option<String>,
     /// Port the user container listens on.
     #[arg(long, env = "CONTAINER_PORT", value_name = "PORT")]
     pub container_port: Option<u16>,
+    /// The container's arguments after the image, separated by spaces (openclaw: node openclaw.mjs gateway --bind lan --port <port>).
+    #[arg(long, env = "CONTAINER_ARGS", value_name = "ARGS")]
+    pub container_args: Option<String>,
     /// Health check path of the users' target groups.
     #[arg(long, env = "HEALTH_CHECK_PATH", value_name = "PATH")]
     pub health_check_path: Option<String>,
+    /// A path the start waits for (200) after the health path answers, or none (openclaw: /readyz).
+    #[arg(long, env = "CONTAINER_READY_PATH", value_name = "PATH")]
+    pub container_ready_path: Option<String>,
+    /// Secret names every user's PUT must carry, comma-separated, or none (openclaw: OPENCLAW_GATEWAY_TOKEN).
+    #[arg(long, env = "CONTAINER_REQUIRED_SECRETS", value_name = "NAMES")]
+    pub container_required_secrets: Option<String>,
     /// Seconds between the load balancer's health checks of a user's target, 5-300 (set on every target group; AWS's own default is 30).
     #[arg(long, env = "HEALTH_CHECK_INTERVAL_SECONDS", value_name = "SECONDS")]
     pub health_check_interval_seconds: Option<u32>,

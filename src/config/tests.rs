@@ -22,7 +22,7 @@ fn minimal_settings_get_the_documented_defaults() {
     assert_eq!(config.subnet_ids, vec!["subnet-a", "subnet-b"]);
     assert_eq!(config.tiers[0].spare_count, 2);
     assert_eq!(config.tiers[0].instance_types, vec!["t3.small"]);
-    assert_eq!(config.container_port, 8080);
+    assert_eq!(config.container_port, 18789);
     assert_eq!(config.pool, "spotpool");
     assert_eq!(config.secret_prefix, "openclaw/");
     assert_eq!(config.reconcile_interval, Duration::from_secs(10));
@@ -109,7 +109,7 @@ fn container_limits_have_defaults_and_bounds() {
     assert_eq!(config.container_memory_mb, 1536);
     assert_eq!(config.container_cpus, 1.0);
     assert_eq!(config.container_pids_limit, 512);
-    assert_eq!(config.health_check.path, "/");
+    assert_eq!(config.health_check.path, "/healthz");
 
     let mut settings = minimal();
     settings.container_memory_mb = Some(4096);
@@ -282,13 +282,115 @@ fn every_documented_default_names_a_setting_and_no_help_text_repeats_one() {
         documented["pool_spare_count"],
         config.tiers[0].spare_count.to_string()
     );
-    assert_eq!(
-        documented["container_port"],
-        config.container_port.to_string()
+    assert!(
+        documented["container_port"].starts_with(&format!("{} ", config.container_port)),
+        "{}",
+        documented["container_port"]
     );
+    assert!(documented["health_check_path"].starts_with(&format!("{} ", config.health_check.path)));
     assert_eq!(documented["spotpool_listen"], config.listen.to_string());
     assert_eq!(
         documented["health_check_interval_seconds"],
         config.health_check.interval_seconds.to_string()
     );
+}
+
+#[test]
+fn the_default_container_is_an_openclaw_gateway_and_generic_images_keep_their_own_settings() {
+    let config = minimal().into_config().unwrap();
+    assert_eq!(config.container_preset, Preset::OpenClaw);
+    assert_eq!(
+        config.container_args,
+        [
+            "node",
+            "openclaw.mjs",
+            "gateway",
+            "--bind",
+            "lan",
+            "--port",
+            "18789"
+        ]
+    );
+    assert_eq!(config.health_check.path, "/healthz");
+    assert_eq!(config.container_ready_path.as_deref(), Some("/readyz"));
+    assert_eq!(config.required_secrets, ["OPENCLAW_GATEWAY_TOKEN"]);
+    assert!(
+        config
+            .container_env
+            .contains(&("OPENCLAW_STATE_DIR".into(), "/data/.openclaw".into()))
+    );
+    assert!(
+        config
+            .container_env
+            .contains(&("NODE_OPTIONS".into(), "--max-old-space-size=960".into()))
+    );
+    let gateway = config.gateway_config().unwrap();
+    assert_eq!(gateway.origin, "http://localhost");
+
+    // The port follows CONTAINER_PORT into the arguments; the backend may be trusted to omit
+    // the token; the origin is the base url's.
+    let mut settings = minimal();
+    settings.container_port = Some(28789);
+    settings.container_required_secrets = Some(" ".into());
+    settings.public_base_url = Some("https://Agents.Example.com:8443/some/path/".into());
+    let config = settings.into_config().unwrap();
+    assert_eq!(
+        config.container_args.last().map(String::as_str),
+        Some("28789")
+    );
+    assert!(config.required_secrets.is_empty());
+    assert_eq!(
+        config.gateway_config().unwrap().origin,
+        "https://agents.example.com:8443"
+    );
+
+    let mut settings = minimal();
+    settings.container_preset = Some("generic".into());
+    let config = settings.into_config().unwrap();
+    assert_eq!(config.container_port, 8080);
+    assert_eq!(config.health_check.path, "/");
+    assert!(config.container_args.is_empty());
+    assert!(config.container_env.is_empty());
+    assert_eq!(config.container_ready_path, None);
+    assert!(config.required_secrets.is_empty());
+    assert_eq!(config.gateway_config(), None);
+
+    let mut settings = minimal();
+    settings.container_preset = Some("generic".into());
+    settings.container_args = Some("serve --listen 0.0.0.0:8080".into());
+    settings.container_ready_path = Some("/ready".into());
+    settings.container_required_secrets = Some("API_KEY, OTHER".into());
+    let config = settings.into_config().unwrap();
+    assert_eq!(config.container_args, ["serve", "--listen", "0.0.0.0:8080"]);
+    assert_eq!(config.container_ready_path.as_deref(), Some("/ready"));
+    assert_eq!(config.required_secrets, ["API_KEY", "OTHER"]);
+}
+
+#[test]
+fn bad_container_presets_arguments_and_base_urls_are_named() {
+    let refused = |settings: Settings| settings.into_config().unwrap_err().to_string();
+    let mut settings = minimal();
+    settings.container_preset = Some("openclow".into());
+    assert!(refused(settings).contains("CONTAINER_PRESET"));
+    let mut settings = minimal();
+    settings.container_args = Some("gateway $(id)".into());
+    assert!(refused(settings).contains("CONTAINER_ARGS"));
+    let mut settings = minimal();
+    settings.container_required_secrets = Some("OK,not-a-name".into());
+    assert!(refused(settings).contains("CONTAINER_REQUIRED_SECRETS"));
+    let mut settings = minimal();
+    settings.container_ready_path = Some("readyz".into());
+    assert!(refused(settings).contains("CONTAINER_READY_PATH"));
+    for url in [
+        "agents.example.com",
+        "ftp://agents.example.com",
+        "https://",
+        "https://bad host",
+        "https://a.example.com:0",
+    ] {
+        let mut settings = minimal();
+        settings.public_base_url = Some(url.into());
+        let message = refused(settings);
+        assert!(message.contains("PUBLIC_BASE_URL"), "{url}: {message}");
+    }
 }

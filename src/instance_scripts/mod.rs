@@ -54,6 +54,12 @@ const LIB: &str = include_str!("../../scripts/instance/lib.sh");
 const PROBE: &str = include_str!("../../scripts/instance/probe.sh");
 const START_CONTAINER: &str = include_str!("../../scripts/instance/start-container.sh");
 const STOP_WORKSPACE: &str = include_str!("../../scripts/instance/stop-workspace.sh");
+const OPENCLAW_CONFIG: &str = include_str!("../../scripts/instance/openclaw-config.py");
+
+/// Programs a script holds as a variable: a line `NAME='' # spotpool:inline-program FILE` becomes
+/// `NAME=<the file, quoted>`, without its comment lines.
+const PROGRAMS: [(&str, &str); 1] = [("openclaw-config.py", OPENCLAW_CONFIG)];
+const PROGRAM_MARKER: &str = "# spotpool:inline-program ";
 
 /// The line (suffix) of a script that the library replaces.
 const INLINE_MARKER: &str = "# spotpool:inline-lib";
@@ -78,7 +84,10 @@ fn render(title: &str, file: &str, script: &str, inputs: &[(&str, String)]) -> S
         if line.starts_with("#!") || line.starts_with("# shellcheck source") {
             continue;
         }
-        if line.trim_end().ends_with(INLINE_MARKER) {
+        if let Some((assignment, file)) = line.split_once(PROGRAM_MARKER) {
+            out.push_str(&inline_program(assignment, file.trim()));
+            out.push('\n');
+        } else if line.trim_end().ends_with(INLINE_MARKER) {
             for lib_line in LIB
                 .lines()
                 .filter(|l| !l.starts_with("# shellcheck shell="))
@@ -92,6 +101,25 @@ fn render(title: &str, file: &str, script: &str, inputs: &[(&str, String)]) -> S
         }
     }
     without_comments(&out)
+}
+
+/// `NAME=''` from a script line and the program `file` as one assignment of the quoted program
+/// text, whose comment lines are left out (the programs are Python, with no multi-line strings).
+fn inline_program(assignment: &str, file: &str) -> String {
+    let (_, text) = PROGRAMS
+        .iter()
+        .find(|(name, _)| *name == file)
+        .unwrap_or_else(|| panic!("no inline program {file}"));
+    let name = assignment
+        .trim()
+        .trim_end_matches("''")
+        .trim_end_matches('=');
+    let program: String = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    format!("{name}={}", shell_quote(&program))
 }
 
 /// `command` with every line that is only a comment emptied (the newline stays, so the line
@@ -181,6 +209,32 @@ pub struct ContainerSpec<'a> {
     /// [`WORKSPACE_DEVICE_NAME`] before the start is sent; mounted at the container's `/data`.
     /// `None`: `/data` is a Docker volume on the instance's root disk, lost with the instance.
     pub workspace_volume_id: Option<&'a str>,
+    /// The container's arguments after the image (words of plain characters).
+    pub args: &'a [String],
+    /// Fixed, not secret, environment of the container (`NAME`, value of plain characters).
+    pub env: &'a [(String, String)],
+    /// A path the start waits for (200) once the health path answers, e.g. `/readyz`.
+    pub ready_path: Option<&'a str>,
+    /// Names the user's secret must carry; the start refuses a secret without one.
+    pub required_secrets: &'a [String],
+    /// The OpenClaw gateway's configuration to merge into the user's before the start.
+    pub gateway: Option<GatewaySettings<'a>>,
+}
+
+/// What spotpool writes into an OpenClaw gateway's configuration (`$OPENCLAW_STATE_DIR/
+/// openclaw.json` on the user's `/data`) before each start, merged with the user's own settings
+/// by `scripts/instance/openclaw-config.py`: `gateway.mode` `local` when unset, the user's
+/// `origin` added to `gateway.controlUi.allowedOrigins`, `gateway.controlUi.basePath` set to the
+/// path the load balancer routes (`/<route>`), and `gateway.auth.token` removed, because a
+/// configured token beats `OPENCLAW_GATEWAY_TOKEN` and the user's secret is the one that counts.
+#[derive(Debug, Clone, Copy)]
+pub struct GatewaySettings<'a> {
+    /// The browser origin of the user's url, e.g. `https://agents.example.com`.
+    pub origin: &'a str,
+    /// The path prefix the load balancer routes to the user, e.g. `/r-abc123`.
+    pub base_path: &'a str,
+    /// The state directory inside the container, under `/data`.
+    pub state_dir: &'a str,
 }
 
 /// `cpus` as Docker's `--cpus` text, rounded to millicores: 1.0 -> "1.000". A value that is not
@@ -215,6 +269,29 @@ pub fn start_container_script(spec: &ContainerSpec<'_>) -> String {
                 spec.workspace_volume_id.unwrap_or("").to_string(),
             ),
             ("WORKSPACE_DEVICE_DIR", WORKSPACE_DEVICE_DIR.to_string()),
+            ("CONTAINER_ARGS", spec.args.join(" ")),
+            (
+                "CONTAINER_ENV",
+                spec.env
+                    .iter()
+                    .map(|(name, value)| format!("{name}={value}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            ("READY_PATH", spec.ready_path.unwrap_or("").to_string()),
+            ("REQUIRED_SECRETS", spec.required_secrets.join(" ")),
+            (
+                "GATEWAY_ORIGIN",
+                spec.gateway.map(|g| g.origin).unwrap_or("").to_string(),
+            ),
+            (
+                "GATEWAY_BASE_PATH",
+                spec.gateway.map(|g| g.base_path).unwrap_or("").to_string(),
+            ),
+            (
+                "GATEWAY_STATE_DIR",
+                spec.gateway.map(|g| g.state_dir).unwrap_or("").to_string(),
+            ),
         ],
     )
 }

@@ -24,6 +24,31 @@ fn spec(host_ip: Option<&'static str>) -> ContainerSpec<'static> {
         cpus: 1.0,
         pids_limit: 512,
         workspace_volume_id: None,
+        args: &[],
+        env: &[],
+        ready_path: None,
+        required_secrets: &[],
+        gateway: None,
+    }
+}
+
+/// The OpenClaw preset's start, as the daemon sends it by default.
+fn openclaw_spec() -> ContainerSpec<'static> {
+    use crate::config::Preset;
+    let leak = |v: Vec<String>| -> &'static [String] { Box::leak(v.into_boxed_slice()) };
+    ContainerSpec {
+        port: Preset::OpenClaw.port(),
+        health_path: Preset::OpenClaw.health_path(),
+        args: leak(Preset::OpenClaw.args(Preset::OpenClaw.port())),
+        env: Box::leak(Preset::OpenClaw.env(1536).into_boxed_slice()),
+        ready_path: Preset::OpenClaw.ready_path(),
+        required_secrets: leak(Preset::OpenClaw.required_secrets()),
+        gateway: Some(GatewaySettings {
+            origin: "https://agents.example.com",
+            base_path: "/r-abc123",
+            state_dir: crate::config::preset::OPENCLAW_STATE_DIR,
+        }),
+        ..spec(Some("10.0.1.5"))
     }
 }
 
@@ -44,6 +69,7 @@ fn all_commands() -> Vec<(&'static str, String)> {
             start_container_script(&workspace_spec()),
         ),
         ("stop workspace", stop_workspace_script("alice", VOLUME_ID)),
+        ("start openclaw", start_container_script(&openclaw_spec())),
     ]
 }
 
@@ -197,7 +223,7 @@ fn the_start_command_hardens_the_container() {
         "--pull never",
         "NAME=\"openclaw-$USER_ID\"",
         "curl --fail --silent --show-error --globoff --max-time 2",
-        "did not become healthy on $HEALTH_PATH within ${HEALTH_TIMEOUT}s",
+        "did not become $1 on $2 within ${HEALTH_TIMEOUT}s",
     ] {
         assert!(command.contains(flag), "missing {flag}");
     }
@@ -538,8 +564,15 @@ const FAKE_CURL: &str = r#"url=${!#}
 case $url in
 */latest/api/token) echo imds-token-abc ;;
 */latest/meta-data/local-ipv4) cat >"$FAKE_DIR/imds-headers"; echo "${FAKE_IMDS_IP:-10.9.8.7}" ;;
+*/readyz) exit "${FAKE_READY_EXIT:-0}" ;;
 *) exit "${FAKE_HEALTH_EXIT:-0}" ;;
 esac
+"#;
+
+/// Runs the rest of its argv after setpriv's options, as the caller (the sandbox is not the
+/// container's uid's to write).
+const FAKE_SETPRIV: &str = r#"while [[ $1 == --* ]]; do shift; done
+exec "$@"
 "#;
 
 impl Sandbox {
@@ -562,6 +595,8 @@ impl Sandbox {
             ("curl", FAKE_CURL),
             ("iptables", r#"exit "${FAKE_IPTABLES_EXIT:-0}""#),
             ("chown", r#"exit "${FAKE_CHOWN_EXIT:-0}""#),
+            ("setpriv", FAKE_SETPRIV),
+            ("docker-init", "exit 0"),
         ] {
             let path = dir.join("bin").join(tool);
             std::fs::write(&path, format!("{FAKE_RECORD}{body}\n")).unwrap();
@@ -1482,4 +1517,168 @@ fn a_busy_workspace_fails_the_stop_and_stays_mounted() {
     host("umount", &[elsewhere.to_str().unwrap()]);
     assert_success(&sandbox.run(stop, &[]));
     assert!(!disk.in_use());
+}
+
+// --- the OpenClaw preset ------------------------------------------------------------------
+
+fn openclaw_sandbox() -> Sandbox {
+    let sandbox = Sandbox::new();
+    sandbox.set_secret(&serde_json::json!({
+        "OPENCLAW_GATEWAY_TOKEN": SECRET_VALUE,
+        "OTHER_TOKEN": TRICKY_VALUE,
+    }));
+    sandbox
+}
+
+fn gateway_config(sandbox: &Sandbox) -> serde_json::Value {
+    serde_json::from_str(&sandbox.read("mnt/spotpool-alice/.openclaw/openclaw.json")).unwrap()
+}
+
+#[test]
+fn the_openclaw_start_runs_the_gateway_on_its_port_and_waits_until_it_is_ready() {
+    let sandbox = openclaw_sandbox();
+    let output = sandbox.run(&start_container_script(&openclaw_spec()), &[]);
+    assert_success(&output);
+    assert_no_secret_leaked(&sandbox, &output);
+    let runs = sandbox.docker_runs();
+    let argv = &runs[0];
+    let image = argv.iter().position(|a| a == IMAGE).unwrap();
+    // The preset's arguments (their words are pinned in config's tests), after the image.
+    let args = crate::config::Preset::OpenClaw.args(18789);
+    assert_eq!(argv[image + 1..], args[..]);
+    assert!(has_pair(argv, "--publish", "10.0.1.5:18789:18789"));
+    assert!(argv.iter().any(|a| a == "--init"), "no --init in {argv:?}");
+    for pair in [
+        "OPENCLAW_STATE_DIR=/data/.openclaw",
+        "OPENCLAW_NO_AUTO_UPDATE=1",
+        "NODE_OPTIONS=--max-old-space-size=960",
+        "HOME=/data",
+    ] {
+        assert!(has_pair(argv, "--env", pair), "no --env {pair} in {argv:?}");
+    }
+    let out = stdout(&output);
+    let healthy = out.find("is healthy on /healthz").unwrap();
+    let ready = out.find("is ready on /readyz").unwrap();
+    assert!(healthy < ready, "{out}");
+    // The configuration merge ran as the container's uid, before the container.
+    let calls = sandbox.calls();
+    let merge = calls.iter().position(|c| c[0] == "setpriv").unwrap();
+    let run = calls
+        .iter()
+        .position(|c| c.len() > 1 && c[0] == "docker" && c[1] == "run")
+        .unwrap();
+    assert!(merge < run);
+    for flag in [
+        "--reuid=10001",
+        "--regid=10001",
+        "--clear-groups",
+        "--no-new-privs",
+    ] {
+        assert!(calls[merge].iter().any(|a| a == flag), "{:?}", calls[merge]);
+    }
+    let config = gateway_config(&sandbox);
+    assert_eq!(config["gateway"]["mode"], "local");
+    assert_eq!(
+        config["gateway"]["controlUi"],
+        serde_json::json!({
+            "allowedOrigins": ["https://agents.example.com"],
+            "basePath": "/r-abc123",
+        })
+    );
+}
+
+#[test]
+fn the_gateway_configuration_keeps_the_users_settings_and_drops_only_a_token() {
+    let sandbox = openclaw_sandbox();
+    let dir = sandbox.path("mnt/spotpool-alice/.openclaw");
+    std::fs::create_dir_all(&dir).unwrap();
+    // JSON5 as a person writes it, with a token of their own that would beat the secret's.
+    std::fs::write(
+        dir.join("openclaw.json"),
+        r#"// mine
+{
+  gateway: {
+    auth: { mode: 'token', token: 'config-token-DO-NOT-LEAK', },
+    controlUi: { allowedOrigins: ["https://mine.example.org"], },
+  },
+  agents: { defaults: { model: 'it\'s "mine"' } },
+}
+"#,
+    )
+    .unwrap();
+    let output = sandbox.run(&start_container_script(&openclaw_spec()), &[]);
+    assert_success(&output);
+    assert!(!stdout(&output).contains("config-token-DO-NOT-LEAK"));
+    let config = gateway_config(&sandbox);
+    assert_eq!(
+        config["gateway"]["controlUi"]["allowedOrigins"],
+        serde_json::json!(["https://mine.example.org", "https://agents.example.com"])
+    );
+    assert_eq!(
+        config["gateway"]["auth"],
+        serde_json::json!({"mode": "token"})
+    );
+    assert_eq!(config["agents"]["defaults"]["model"], r#"it's "mine""#);
+    assert!(stdout(&output).contains("gateway.auth.token removed"));
+
+    // A re-start changes nothing, so the gateway's file watcher sees no write.
+    let before = std::fs::metadata(dir.join("openclaw.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let output = sandbox.run(&start_container_script(&openclaw_spec()), &[]);
+    assert_success(&output);
+    assert!(stdout(&output).contains("gateway config: unchanged"));
+    let after = std::fs::metadata(dir.join("openclaw.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(before, after);
+
+    // A file it cannot read is kept aside, never lost.
+    std::fs::write(dir.join("openclaw.json"), "{ not: json5 at all").unwrap();
+    let output = sandbox.run(&start_container_script(&openclaw_spec()), &[]);
+    assert_success(&output);
+    let kept: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("openclaw.json.invalid-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join(&kept[0])).unwrap(),
+        "{ not: json5 at all"
+    );
+    assert_eq!(gateway_config(&sandbox)["gateway"]["mode"], "local");
+}
+
+#[test]
+fn a_secret_without_the_gateway_token_or_a_gateway_never_ready_fails_the_start() {
+    let sandbox = Sandbox::new();
+    let output = sandbox.run(&start_container_script(&openclaw_spec()), &[]);
+    assert!(!output.status.success());
+    assert_eq!(
+        one_spotpool_line(&output),
+        format!(
+            "spotpool: the user's secret {ARN} was refused: it has no OPENCLAW_GATEWAY_TOKEN, \
+             which the container needs"
+        )
+    );
+    assert!(sandbox.docker_runs().is_empty());
+
+    let sandbox = openclaw_sandbox();
+    let output = sandbox.run(
+        &start_container_script(&ContainerSpec {
+            health_timeout_seconds: 1,
+            ..openclaw_spec()
+        }),
+        &[("FAKE_READY_EXIT", "22")],
+    );
+    assert!(!output.status.success());
+    assert_eq!(
+        one_spotpool_line(&output),
+        "spotpool: container openclaw-alice did not become ready on /readyz within 1s \
+         (container status: running)"
+    );
+    assert_no_secret_leaked(&sandbox, &output);
 }

@@ -11,10 +11,11 @@
 use super::steps::Machine;
 use super::workspace::Progress;
 use super::{
-    Reconciler, StepError, StepOutcome, StepResult, fatal, one_tag, route_path, target_group_name,
+    Reconciler, ReconcilerConfig, StepError, StepOutcome, StepResult, fatal, one_tag, route_path,
+    target_group_name,
 };
 use crate::cloud::{CloudError, CloudErrorKind, CommandStatus, RuleAction, tags};
-use crate::instance_scripts::{self, ContainerSpec};
+use crate::instance_scripts::{self, ContainerSpec, GatewaySettings};
 use crate::model::{
     ClaimProgress, ClaimStep, Event, InstanceId, InstanceStatus, Millis, SentCommand, UserId,
     UserState,
@@ -268,26 +269,19 @@ impl Reconciler {
         user: &UserRecord,
         instance: &InstanceId,
     ) -> Result<String, StepError> {
-        let config = &self.inner.config;
         let record = self.inner.store.get_instance(instance).await?;
         let host_ip = record.as_ref().and_then(|r| r.private_ip.clone());
-        let secret_arn = user.secret_arn.clone().unwrap_or_default();
         let volume_id = user.workspace.as_ref().and_then(|w| w.volume_id.clone());
-        Ok(instance_scripts::start_container_script(&ContainerSpec {
-            user_id: user.user_id.as_str(),
-            secret_arn: &secret_arn,
-            image: &config.container_image,
-            port: config.container_port,
-            host_ip: host_ip.as_deref(),
-            health_path: &config.health_check.path,
-            health_timeout_seconds: (config.container_timeout.as_secs() as u32)
-                .saturating_sub(30)
-                .max(30),
-            memory_mb: config.container_memory_mb,
-            cpus: config.container_cpus,
-            pids_limit: config.container_pids_limit,
-            workspace_volume_id: volume_id.as_deref(),
-        }))
+        Ok(start_command(
+            &self.inner.config,
+            &StartFor {
+                user_id: user.user_id.as_str(),
+                route: &user.route,
+                secret_arn: user.secret_arn.as_deref().unwrap_or_default(),
+                volume_id: volume_id.as_deref(),
+                host_ip: host_ip.as_deref(),
+            },
+        ))
     }
 
     /// The claim's rule step: a listener rule for `/{route}/*` at the lowest free priority.
@@ -429,4 +423,48 @@ impl Reconciler {
 fn lowest_free_priority(used: &[u32]) -> u32 {
     let taken: std::collections::HashSet<u32> = used.iter().copied().collect();
     (1..=50_000).find(|p| !taken.contains(p)).unwrap_or(50_000)
+}
+
+/// Whose container a start command starts, and where.
+#[derive(Debug, Clone, Copy)]
+pub struct StartFor<'a> {
+    pub user_id: &'a str,
+    pub route: &'a str,
+    pub secret_arn: &'a str,
+    /// The user's workspace volume, attached before the start.
+    pub volume_id: Option<&'a str>,
+    /// The instance's private address; `None` lets the instance ask its metadata service.
+    pub host_ip: Option<&'a str>,
+}
+
+/// The start-container command the daemon sends for `user` (also `spotpool start-script`, so
+/// on-call and `scripts/openclaw-check.sh` see exactly what an instance runs).
+pub fn start_command(config: &ReconcilerConfig, user: &StartFor<'_>) -> String {
+    // The load balancer routes `/{route}/*` unchanged: the gateway serves under it.
+    let base_path = format!("/{}", user.route);
+    let gateway = config.gateway.as_ref().map(|g| GatewaySettings {
+        origin: &g.origin,
+        base_path: &base_path,
+        state_dir: &g.state_dir,
+    });
+    instance_scripts::start_container_script(&ContainerSpec {
+        user_id: user.user_id,
+        secret_arn: user.secret_arn,
+        image: &config.container_image,
+        port: config.container_port,
+        host_ip: user.host_ip,
+        health_path: &config.health_check.path,
+        health_timeout_seconds: (config.container_timeout.as_secs() as u32)
+            .saturating_sub(30)
+            .max(30),
+        memory_mb: config.container_memory_mb,
+        cpus: config.container_cpus,
+        pids_limit: config.container_pids_limit,
+        workspace_volume_id: user.volume_id,
+        args: &config.container_args,
+        env: &config.container_env,
+        ready_path: config.container_ready_path.as_deref(),
+        required_secrets: &config.required_secrets,
+        gateway,
+    })
 }

@@ -34,6 +34,7 @@ mod steps;
 mod teardown;
 mod workspace;
 
+pub use claim::{StartFor, start_command};
 pub use repair::{Orphan, OrphanKind, PlannedAction, RepairReport};
 
 use crate::clock::{Backoff, Clock, error_policy};
@@ -59,8 +60,18 @@ pub struct ReconcilerConfig {
     pub listener_arns: Vec<String>,
     pub container_image: String,
     pub container_port: u16,
+    /// The container's arguments after the image, and its fixed (not secret) environment.
+    pub container_args: Vec<String>,
+    pub container_env: Vec<(String, String)>,
     /// The target groups' health check; the start script waits for its path.
     pub health_check: HealthCheck,
+    /// What the start script waits for after the health path, if anything.
+    pub container_ready_path: Option<String>,
+    /// Names every user's secret must carry; the start refuses a secret without one.
+    pub required_secrets: Vec<String>,
+    /// For the OpenClaw gateway: the users' browser origin (of `PUBLIC_BASE_URL`) and the state
+    /// directory; the start merges them, and the user's base path, into its configuration.
+    pub gateway: Option<GatewayConfig>,
     /// Limits of each user container: memory in MiB (no swap), CPUs, processes and threads.
     pub container_memory_mb: u32,
     pub container_cpus: f64,
@@ -86,6 +97,15 @@ pub struct ReconcilerConfig {
     pub workspace_size_gib: u32,
     /// The KMS key of workspace volumes; None uses the account's default EBS key.
     pub workspace_kms_key_id: Option<String>,
+}
+
+/// What the start writes into each OpenClaw gateway's configuration besides the user's route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// The browser origin of every user's url, e.g. `https://agents.example.com`.
+    pub origin: String,
+    /// `OPENCLAW_STATE_DIR` inside the container.
+    pub state_dir: String,
 }
 
 /// Why a pass ended the way it did; the loop picks the next delay from it (kube-rs `Action`).

@@ -26,6 +26,30 @@ use crate::model::{
 use crate::store::UserRecord;
 
 impl Reconciler {
+    /// The move's old instance leaves the user's target group and gives up the workspace (its
+    /// container stopped, the volume detached).
+    async fn leave_old_instance(
+        &self,
+        user: &mut UserRecord,
+        old: &InstanceId,
+        now: Millis,
+    ) -> Result<Progress, StepError> {
+        // Once the stop was sent the old instance has left the group: a pass that finds the stop
+        // or the detach still running does not deregister it again.
+        let stopping = user
+            .workspace
+            .as_ref()
+            .is_some_and(|w| w.stop_command.is_some());
+        if !stopping {
+            let group = self.move_group(user)?;
+            self.inner
+                .cloud
+                .deregister_target(&group, old, self.inner.config.container_port)
+                .await?;
+        }
+        self.free_workspace(user, old, now).await
+    }
+
     /// Ready → migrating. `since` is when the cause happened (for the move-duration metric).
     pub(super) async fn begin_move(
         &self,
@@ -111,12 +135,8 @@ impl Reconciler {
                 // The route gap starts here: the old instance leaves the group, its container
                 // stops and the workspace is detached from it (a single-attach volume cannot be
                 // in two places).
-                let group = self.move_group(&user)?;
                 if let Some(old) = user.instance_id.clone() {
-                    cloud
-                        .deregister_target(&group, &old, config.container_port)
-                        .await?;
-                    match self.free_workspace(&mut user, &old, now).await? {
+                    match self.leave_old_instance(&mut user, &old, now).await? {
                         Progress::Done => {}
                         Progress::Waiting => return Ok(StepResult::Waiting),
                         Progress::RetireFirst => {

@@ -176,10 +176,10 @@ impl Reconciler {
             .as_ref()
             .is_some_and(|a| a.state == AttachmentState::Detaching)
         {
-            return self.detach(user, &volume_id, instance, now).await;
+            return self.detach(user, &volume_id, instance, true, now).await;
         }
         match self.stop_container(user, &volume_id, instance, now).await? {
-            Progress::Done => self.detach(user, &volume_id, instance, now).await,
+            Progress::Done => self.detach(user, &volume_id, instance, false, now).await,
             other => Ok(other),
         }
     }
@@ -550,11 +550,14 @@ impl Reconciler {
         }
     }
 
+    /// Asks EC2 to detach the volume from `instance` (forced once the stop is long past), unless
+    /// it is `detaching` already and forcing is not due yet: then it only waits.
     async fn detach(
         &self,
         user: &mut UserRecord,
         volume_id: &str,
         instance: &InstanceId,
+        detaching: bool,
         now: Millis,
     ) -> Result<Progress, StepError> {
         let stopped_at = user
@@ -563,6 +566,10 @@ impl Reconciler {
             .and_then(|w| w.stop_command.as_ref())
             .map_or(user.updated_at, |c| c.sent_at);
         let force = now - stopped_at > FORCE_DETACH_AFTER;
+        if detaching && !force {
+            // EC2 is detaching it already: asked again only to force it, once that is due.
+            return Ok(Progress::Waiting);
+        }
         match self
             .inner
             .cloud

@@ -17,13 +17,32 @@ async fn e2e_pool_claims_release_and_bad_requests_against_moto() {
     let sdk = moto.sdk_config().await;
     let infra = Infra::create(&sdk).await;
     let aws = Aws::new(&sdk);
-    let daemon = Daemon::start(&daemon_env(&moto, &infra)).await;
+    // The container settings are the defaults: the OpenClaw gateway's, its token required.
+    let mut env = daemon_env(&moto, &infra);
+    env.retain(|(key, _)| key != "CONTAINER_REQUIRED_SECRETS");
+    let daemon = Daemon::start(&env).await;
 
     // The pool reaches two available spares.
     daemon.wait_available(2, DEADLINE).await;
 
+    // Without the gateway's token a user is refused, naming it; nothing is created.
+    let (status, doc) = daemon
+        .put(
+            "alice",
+            &format!(r#"{{"secrets":{{"OPENAI_API_KEY":"{SECRET_VALUE}"}}}}"#),
+        )
+        .await;
+    assert_eq!(status, 400, "{doc}");
+    assert_eq!(doc["error"]["code"], "missing_secrets");
+    let message = doc["error"]["message"].as_str().unwrap();
+    assert!(message.contains("OPENCLAW_GATEWAY_TOKEN"), "{message}");
+    assert!(!message.contains(SECRET_VALUE), "{message}");
+    assert!(aws.secret("openclaw/alice").await.is_none());
+
     // Three users with secrets become ready.
-    let body = format!(r#"{{"secrets":{{"OPENAI_API_KEY":"{SECRET_VALUE}","OTHER":"x"}}}}"#);
+    let body = format!(
+        r#"{{"secrets":{{"OPENAI_API_KEY":"{SECRET_VALUE}","OPENCLAW_GATEWAY_TOKEN":"gw-e2e","OTHER":"x"}}}}"#
+    );
     for user in ["alice", "bob", "carol"] {
         let (status, doc) = daemon.put(user, &body).await;
         assert!(status == 202 || status == 200, "{status} {doc}");
@@ -65,11 +84,15 @@ async fn e2e_pool_claims_release_and_bad_requests_against_moto() {
             .target_group_arn(&format!("sp-{route}"))
             .await
             .expect("target group");
-        assert_eq!(aws.targets(&group).await, vec![instance.to_string()]);
-        // The daemon's defaults, not AWS's (30 s × 5 would keep a new target out for 2.5 min).
+        // The gateway's port and health path; the daemon's check timings, not AWS's (30 s × 5
+        // would keep a new target out for 2.5 min).
+        assert_eq!(
+            aws.target_ports(&group).await,
+            vec![(instance.to_string(), 18789)]
+        );
         assert_eq!(
             aws.health_check(&group).await,
-            ("/".to_string(), 5, 4, 2, 2),
+            ("/healthz".to_string(), 5, 4, 2, 2),
             "health check of {group}"
         );
         let rules = aws.rules(&infra.listener_arn).await;

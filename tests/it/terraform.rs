@@ -180,6 +180,7 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
         "ALB_LISTENER_ARN",
         "INSTANCE_PROFILE_ARN",
         "CONTAINER_IMAGE",
+        "CONTAINER_PRESET",
         "CONTAINER_PORT",
         "PUBLIC_BASE_URL",
         "SECRET_PREFIX",
@@ -323,8 +324,8 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
         .expect("reading the instance security group");
     let ingress = groups.security_groups()[0].ip_permissions();
     assert_eq!(ingress.len(), 1, "{ingress:?}");
-    assert_eq!(ingress[0].from_port(), Some(8080));
-    assert_eq!(ingress[0].to_port(), Some(8080));
+    assert_eq!(ingress[0].from_port(), Some(18789));
+    assert_eq!(ingress[0].to_port(), Some(18789));
     assert!(ingress[0].ip_ranges().is_empty(), "{ingress:?}");
     assert_eq!(ingress[0].user_id_group_pairs().len(), 1, "{ingress:?}");
 

@@ -56,6 +56,8 @@ pub fn test_config(spare_count: u32, max_instances: u32) -> Config {
         pool_max_instances: Some(max_instances),
         // A failing tier halts sooner than the daemon's default (10), so the test sees it.
         spotpool_launch_failure_limit: Some(5),
+        // The worlds' users carry no gateway token; the API's refusal has tests of its own.
+        container_required_secrets: Some("none".into()),
         ..Settings::default()
     }
     .into_config()

@@ -36,7 +36,7 @@ variable "container_image" {
 variable "container_port" {
   description = "Port the user container listens on."
   type        = number
-  default     = 8080
+  default     = 18789
 }
 
 variable "instance_types" {

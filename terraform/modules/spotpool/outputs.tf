@@ -184,6 +184,7 @@ locals {
       INSTANCE_PROFILE_ARN = aws_iam_instance_profile.instance.arn
       USER_INSTANCE_TYPE   = join(",", var.instance_types)
       CONTAINER_IMAGE      = local.container_image
+      CONTAINER_PRESET     = var.container_preset
       CONTAINER_PORT       = tostring(var.container_port)
       HEALTH_CHECK_PATH    = var.health_check_path
 

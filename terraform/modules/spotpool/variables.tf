@@ -161,10 +161,21 @@ variable "container_image" {
   }
 }
 
+variable "container_preset" {
+  description = "The kind of user image (CONTAINER_PRESET): openclaw, the OpenClaw gateway (port 18789, health /healthz, started as a LAN-bound gateway, each user's secret carrying OPENCLAW_GATEWAY_TOKEN), or generic for any other image (set container_port and health_check_path to its own; daemon_extra_env may add CONTAINER_ARGS, CONTAINER_READY_PATH and CONTAINER_REQUIRED_SECRETS)."
+  type        = string
+  default     = "openclaw"
+
+  validation {
+    condition     = contains(["openclaw", "generic"], var.container_preset)
+    error_message = "container_preset must be openclaw or generic."
+  }
+}
+
 variable "container_port" {
-  description = "Port the user container listens on (CONTAINER_PORT); the only port the instances accept, and only from the ALB."
+  description = "Port the user container listens on (CONTAINER_PORT; the OpenClaw gateway's is 18789, a generic image's usually 8080); the only port the instances accept, and only from the ALB."
   type        = number
-  default     = 8080
+  default     = 18789
 
   validation {
     condition     = var.container_port >= 1 && var.container_port <= 65535 && floor(var.container_port) == var.container_port
@@ -173,9 +184,9 @@ variable "container_port" {
 }
 
 variable "health_check_path" {
-  description = "Health check path of the users' target groups (HEALTH_CHECK_PATH)."
+  description = "Health check path of the users' target groups (HEALTH_CHECK_PATH). The OpenClaw gateway answers /healthz from the moment it listens; keep it at the root, not under a user's route (there it is the Control UI's page)."
   type        = string
-  default     = "/"
+  default     = "/healthz"
 
   validation {
     condition     = startswith(var.health_check_path, "/")

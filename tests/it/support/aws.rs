@@ -162,6 +162,12 @@ impl Aws {
     }
 
     pub async fn targets(&self, group_arn: &str) -> Vec<String> {
+        let targets = self.target_ports(group_arn).await;
+        targets.into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// (instance, port) of every target of the group.
+    pub async fn target_ports(&self, group_arn: &str) -> Vec<(String, i32)> {
         let out = self
             .elb
             .describe_target_health()
@@ -171,7 +177,13 @@ impl Aws {
             .unwrap();
         out.target_health_descriptions()
             .iter()
-            .filter_map(|d| d.target().and_then(|t| t.id()).map(String::from))
+            .filter_map(|d| d.target())
+            .map(|t| {
+                (
+                    t.id().unwrap_or_default().to_string(),
+                    t.port().unwrap_or_default(),
+                )
+            })
             .collect()
     }
 
