@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Static checks of terraform/, offline: `terraform fmt -check`, then `terraform
 # init -backend=false` (the AWS provider from the machine's plugin mirror) and
-# `terraform validate` in the module and in the example root, then shellcheck
+# `terraform validate` in the module and in the example root, `terraform test`
+# (offline plans with a mocked provider) in the module, then shellcheck
 # on the rendered user data (when shellcheck is installed).
 #
 # Works on a copy in a temporary folder, so the tree gets no .terraform/, no
@@ -34,6 +35,11 @@ for dir in modules/spotpool examples/basic; do
     tf_init "$WORK/terraform/$dir"
     terraform -chdir="$WORK/terraform/$dir" validate -no-color
 done
+# The module's offline plan tests (tests/*.tftest.hcl, a mocked AWS provider):
+# image pull permissions, its precondition, CPU credits.
+log "terraform test: terraform/modules/spotpool"
+export TF_DATA_DIR="$WORK/data/modules-spotpool"
+terraform -chdir="$WORK/terraform/modules/spotpool" test -no-color
 unset TF_DATA_DIR
 
 # The user data exactly as the launch template gets it, with an ECR image so

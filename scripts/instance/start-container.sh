@@ -14,6 +14,9 @@
 #   HOST_IP         the instance's private IPv4 address; empty: asked from the
 #                   instance metadata service (IMDSv2). Never 0.0.0.0.
 #   HEALTH_PATH     the container's health path, e.g. /healthz
+#   HEALTH_CODES    the HTTP codes that pass it, as the target group's matcher
+#                   says them: codes or ranges separated by commas (200,
+#                   200-299); the wait accepts exactly these
 #   HEALTH_TIMEOUT  seconds to wait for it
 #   MEMORY_MB       memory limit in MiB, swap included (so no swap)
 #   CPUS            CPU limit, e.g. 1.000 (at most three decimals)
@@ -64,6 +67,8 @@ NOT_ALL="HOST_IP must be the instance's private address, not 0.0.0.0"
 [[ ${HOST_IP-} != 0.0.0.0 ]] || fail "$NOT_ALL"
 require HEALTH_PATH '^/[A-Za-z0-9._~/%?=&+-]{0,1023}$' \
     'a path starting with / of letters, digits and . _ ~ / % ? = & + -'
+CODE='[2-4][0-9]{2}'
+require HEALTH_CODES "^$CODE(-$CODE)?(,$CODE(-$CODE)?)*\$" 'HTTP codes or ranges like 200 or 200-299'
 require HEALTH_TIMEOUT '^[1-9][0-9]{0,4}$' 'a number of seconds'
 require MEMORY_MB '^[1-9][0-9]{0,6}$' 'a number of MiB'
 require CPUS '^[0-9]{1,3}(\.[0-9]{1,3})?$' 'a number of CPUs like 1.000'
@@ -383,20 +388,33 @@ rm -f -- "$ENV_FILE"
 # 8. Wait for the health endpoint, then the ready one. Container logs are never
 #    shown: they may hold the user's secrets.
 deadline=$((SECONDS + 10#$HEALTH_TIMEOUT))
-# wait_for PATH: until http://HOST_IP:PORT/PATH answers 2xx, or the deadline.
+# code_in CODE CODES: CODE is one of CODES (the matcher syntax).
+code_in() {
+    local item
+    for item in ${2//,/ }; do
+        if ((10#$1 >= 10#${item%-*} && 10#$1 <= 10#${item#*-})); then
+            return 0
+        fi
+    done
+    return 1
+}
+# wait_for PATH CODES: until http://HOST_IP:PORT/PATH answers one of CODES,
+# or the deadline.
 wait_for() {
-    local url="http://$HOST_IP:$PORT$1"
+    local url="http://$HOST_IP:$PORT$1" code
     while true; do
-        if curl --fail --silent --show-error --globoff --max-time 2 --output /dev/null "$url"; then
+        code=$(curl --silent --globoff --max-time 2 --output /dev/null --write-out '%{http_code}' \
+            "$url") || code=000
+        if [[ $code =~ ^[0-9]{3}$ ]] && code_in "$code" "$2"; then
             return 0
         fi
         ((SECONDS < deadline)) || return 1
         sleep 1
     done
 }
-# wait_until WORD PATH: PATH answers, or the start fails.
+# wait_until WORD PATH CODES: PATH answers one of CODES, or the start fails.
 wait_until() {
-    if wait_for "$2"; then
+    if wait_for "$2" "$3"; then
         echo "container $NAME is $1 on $2"
         return
     fi
@@ -404,7 +422,8 @@ wait_until() {
     [[ $status =~ ^[a-z]{1,20}$ ]] || status=unknown
     fail "container $NAME did not become $1 on $2 within ${HEALTH_TIMEOUT}s (container status: $status)"
 }
-wait_until healthy "$HEALTH_PATH"
+# The health path passes with the target group's codes; the ready path with 200.
+wait_until healthy "$HEALTH_PATH" "$HEALTH_CODES"
 if [[ -n ${READY_PATH-} ]]; then
-    wait_until ready "$READY_PATH"
+    wait_until ready "$READY_PATH" 200
 fi

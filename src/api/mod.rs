@@ -200,7 +200,7 @@ pub fn router(state: AppState) -> Router {
         .iter()
         .map(|t| t.name.clone())
         .collect();
-    let document = openapi::document(api, &tiers);
+    let document = openapi::document(api, &tiers, &state.settings.required_secrets);
     // Serialising a serde_json::Value cannot fail.
     let json = serde_json::to_vec(&document).unwrap_or_default();
     router

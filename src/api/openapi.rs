@@ -361,10 +361,16 @@ pub fn date_time() -> SchemaFormat {
     SchemaFormat::KnownFormat(KnownFormat::DateTime)
 }
 
-/// The served document as JSON, with what only the running daemon knows: its tiers.
-pub fn document(api: utoipa::openapi::OpenApi, tiers: &[String]) -> serde_json::Value {
+/// The served document as JSON, with what only the running daemon knows: its tiers and the
+/// secrets its containers require.
+pub fn document(
+    api: utoipa::openapi::OpenApi,
+    tiers: &[String],
+    required_secrets: &[String],
+) -> serde_json::Value {
     let mut doc = serde_json::to_value(&api).unwrap_or_default();
     camel_case_links(&mut doc);
+    require_secrets(&mut doc, required_secrets);
     if let Some(tier) = doc.pointer_mut("/components/schemas/PutInstanceRequest/properties/tier")
         && let Some(tier) = tier.as_object_mut()
     {
@@ -386,6 +392,61 @@ pub fn document(api: utoipa::openapi::OpenApi, tiers: &[String]) -> serde_json::
         }
     }
     doc
+}
+
+/// With required secrets (`CONTAINER_REQUIRED_SECRETS`), a PUT's body, its `secrets` and those
+/// names in it are required, non-empty: a request the schema admits is never `missing_secrets`.
+/// (A repeat PUT may still leave the secrets out, keeping the stored ones.)
+fn require_secrets(doc: &mut serde_json::Value, required: &[String]) {
+    if required.is_empty() {
+        return;
+    }
+    if let Some(body) = doc
+        .pointer_mut("/paths/~1v1~1users~1{user_id}~1instance/put/requestBody")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        body.insert("required".into(), true.into());
+        // Not `null` either: the object, with its secrets.
+        if let Some(schema) = body
+            .get_mut("content")
+            .and_then(|c| c.get_mut("application/json"))
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            schema.insert(
+                "schema".into(),
+                serde_json::json!({"$ref": "#/components/schemas/PutInstanceRequest"}),
+            );
+        }
+    }
+    let Some(request) = doc
+        .pointer_mut("/components/schemas/PutInstanceRequest")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return;
+    };
+    request.insert("required".into(), serde_json::json!(["secrets"]));
+    if let Some(secrets) = request
+        .get_mut("properties")
+        .and_then(|p| p.get_mut("secrets"))
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        secrets.insert("type".into(), "object".into());
+        secrets.insert("required".into(), required.into());
+        let properties: serde_json::Map<String, serde_json::Value> = required
+            .iter()
+            .map(|name| {
+                (
+                    name.clone(),
+                    serde_json::json!({
+                        "type": "string",
+                        "minLength": 1,
+                        "pattern": SECRET_VALUE_PATTERN,
+                    }),
+                )
+            })
+            .collect();
+        secrets.insert("properties".into(), properties.into());
+    }
 }
 
 /// utoipa 5 serialises a response link's fields in snake case (`operation_id`); OpenAPI says

@@ -219,6 +219,20 @@ async fn secrets_the_container_needs_are_required_when_secrets_are_written() {
         ready_staleness: base.ready_staleness,
         required_secrets: vec!["OPENCLAW_GATEWAY_TOKEN".into()],
     });
+    // The served schema says so, so a request it admits is never refused for it.
+    let (_, doc) = call(&state, "GET", "/openapi.json", None, "").await;
+    let body = &doc["paths"]["/v1/users/{user_id}/instance"]["put"]["requestBody"];
+    assert_eq!(body["required"], true);
+    assert_eq!(
+        body["content"]["application/json"]["schema"],
+        serde_json::json!({"$ref": "#/components/schemas/PutInstanceRequest"})
+    );
+    let request = &doc["components"]["schemas"]["PutInstanceRequest"];
+    assert_eq!(request["required"], serde_json::json!(["secrets"]));
+    assert_eq!(
+        request["properties"]["secrets"]["required"],
+        serde_json::json!(["OPENCLAW_GATEWAY_TOKEN"])
+    );
     let uri = "/v1/users/alice/instance";
     for body in [
         "{}",

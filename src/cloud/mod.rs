@@ -120,6 +120,9 @@ pub struct HealthCheck {
     pub healthy_threshold: u32,
     /// Consecutive failed checks that make a target unhealthy (AWS: 2-10).
     pub unhealthy_threshold: u32,
+    /// The HTTP codes of a passed check, in the load balancer's matcher syntax (`200`,
+    /// `200,204`, `200-299`); the start command's wait accepts exactly these.
+    pub codes: String,
 }
 
 impl HealthCheck {

@@ -57,7 +57,10 @@ pub(super) fn health_check(
     timeout: Option<u32>,
     healthy: Option<u32>,
     unhealthy: Option<u32>,
+    codes: Option<String>,
 ) -> Result<HealthCheck, ConfigError> {
+    let codes = codes.unwrap_or_else(|| defaults::HEALTH_CHECK_CODES.into());
+    validate_health_codes(&codes)?;
     let interval_seconds = in_range(
         "HEALTH_CHECK_INTERVAL_SECONDS",
         interval.unwrap_or(defaults::HEALTH_CHECK_INTERVAL_SECONDS),
@@ -95,6 +98,33 @@ pub(super) fn health_check(
             "must be from 2 to 10",
         )?,
         path,
+        codes,
+    })
+}
+
+/// `HEALTH_CHECK_CODES`: the load balancer's matcher syntax for HTTP targets, codes or ranges
+/// from 200 to 499 separated by commas (`200`, `200,204`, `200-299`).
+pub(super) fn validate_health_codes(codes: &str) -> Result<(), ConfigError> {
+    let code = |text: &str| {
+        text.parse::<u16>()
+            .ok()
+            .filter(|c| (200..=499).contains(c) && text.len() == 3)
+    };
+    let ok = !codes.is_empty()
+        && codes.split(',').count() <= 10
+        && codes.split(',').all(|item| match item.split_once('-') {
+            Some((low, high)) => code(low).zip(code(high)).is_some_and(|(l, h)| l < h),
+            None => code(item).is_some(),
+        });
+    if ok {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        env: "HEALTH_CHECK_CODES",
+        value: codes.to_string(),
+        why:
+            "must be HTTP codes or ranges from 200 to 499 separated by commas, e.g. 200 or 200-299"
+                .into(),
     })
 }
 

@@ -13,6 +13,7 @@ pub const HEALTH_CHECK_INTERVAL_SECONDS: u32 = 5;
 pub const HEALTH_CHECK_TIMEOUT_SECONDS: u32 = 4;
 pub const HEALTH_CHECK_HEALTHY_THRESHOLD: u32 = 2;
 pub const HEALTH_CHECK_UNHEALTHY_THRESHOLD: u32 = 2;
+pub const HEALTH_CHECK_CODES: &str = "200";
 pub const CONTAINER_MEMORY_MB: u32 = 1536;
 pub const CONTAINER_CPUS: f64 = 1.0;
 pub const CONTAINER_PIDS_LIMIT: u32 = 512;
@@ -83,6 +84,7 @@ pub fn documented() -> Vec<(&'static str, String)> {
                 Preset::OpenClaw.required_secrets().join(",")
             ),
         ),
+        ("health_check_codes", text(&HEALTH_CHECK_CODES)),
         (
             "health_check_interval_seconds",
             text(&HEALTH_CHECK_INTERVAL_SECONDS),

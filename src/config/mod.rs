@@ -445,6 +445,7 @@ impl Settings {
             self.health_check_timeout_seconds,
             self.health_check_healthy_threshold,
             self.health_check_unhealthy_threshold,
+            self.health_check_codes.clone(),
         )?;
         let memory_mb = in_range(
             "CONTAINER_MEMORY_MB",

@@ -76,6 +76,9 @@ pub struct Settings {
     /// Consecutive failed health checks before a target is unhealthy, 2-10.
     #[arg(long, env = "HEALTH_CHECK_UNHEALTHY_THRESHOLD", value_name = "N")]
     pub health_check_unhealthy_threshold: Option<u32>,
+    /// HTTP codes of a passed health check, the load balancer's matcher (codes or ranges from 200 to 499, comma-separated, e.g. 200-299); the start command's wait accepts the same.
+    #[arg(long, env = "HEALTH_CHECK_CODES", value_name = "CODES")]
+    pub health_check_codes: Option<String>,
     /// Memory limit of each user container in MiB, swap included (so no swap).
     #[arg(long, env = "CONTAINER_MEMORY_MB", value_name = "MIB")]
     pub container_memory_mb: Option<u32>,

@@ -394,3 +394,19 @@ fn bad_container_presets_arguments_and_base_urls_are_named() {
         assert!(message.contains("PUBLIC_BASE_URL"), "{url}: {message}");
     }
 }
+
+#[test]
+fn health_codes_are_the_load_balancers_matcher_syntax() {
+    assert_eq!(minimal().into_config().unwrap().health_check.codes, "200");
+    for good in ["200-299", "200,204", "200-399,401"] {
+        let mut settings = minimal();
+        settings.health_check_codes = Some(good.into());
+        assert_eq!(settings.into_config().unwrap().health_check.codes, good);
+    }
+    for bad in ["", "20", "199", "500", "299-200", "200,", "200;id", "2xx"] {
+        let mut settings = minimal();
+        settings.health_check_codes = Some(bad.into());
+        let message = settings.into_config().unwrap_err().to_string();
+        assert!(message.contains("HEALTH_CHECK_CODES"), "{bad:?}: {message}");
+    }
+}

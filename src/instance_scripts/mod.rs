@@ -197,6 +197,8 @@ pub struct ContainerSpec<'a> {
     pub host_ip: Option<&'a str>,
     /// The container's health path (the target group checks the same one).
     pub health_path: &'a str,
+    /// The HTTP codes that pass it, in the target group's matcher syntax (`200`, `200-299`).
+    pub health_codes: &'a str,
     /// How long to wait for the container's health endpoint.
     pub health_timeout_seconds: u32,
     /// Memory limit in MiB; swap is the same, so the container gets none.
@@ -260,6 +262,7 @@ pub fn start_container_script(spec: &ContainerSpec<'_>) -> String {
             ("PORT", spec.port.to_string()),
             ("HOST_IP", spec.host_ip.unwrap_or("").to_string()),
             ("HEALTH_PATH", spec.health_path.to_string()),
+            ("HEALTH_CODES", spec.health_codes.to_string()),
             ("HEALTH_TIMEOUT", spec.health_timeout_seconds.to_string()),
             ("MEMORY_MB", spec.memory_mb.to_string()),
             ("CPUS", cpus_text(spec.cpus)),

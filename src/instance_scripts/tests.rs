@@ -19,6 +19,7 @@ fn spec(host_ip: Option<&'static str>) -> ContainerSpec<'static> {
         port: 8080,
         host_ip,
         health_path: "/healthz",
+        health_codes: "200",
         health_timeout_seconds: 60,
         memory_mb: 1536,
         cpus: 1.0,
@@ -222,7 +223,7 @@ fn the_start_command_hardens_the_container() {
         "--env-file \"$ENV_FILE\"",
         "--pull never",
         "NAME=\"openclaw-$USER_ID\"",
-        "curl --fail --silent --show-error --globoff --max-time 2",
+        "curl --silent --globoff --max-time 2 --output /dev/null --write-out '%{http_code}'",
         "did not become $1 on $2 within ${HEALTH_TIMEOUT}s",
     ] {
         assert!(command.contains(flag), "missing {flag}");
@@ -564,8 +565,10 @@ const FAKE_CURL: &str = r#"url=${!#}
 case $url in
 */latest/api/token) echo imds-token-abc ;;
 */latest/meta-data/local-ipv4) cat >"$FAKE_DIR/imds-headers"; echo "${FAKE_IMDS_IP:-10.9.8.7}" ;;
-*/readyz) exit "${FAKE_READY_EXIT:-0}" ;;
-*) exit "${FAKE_HEALTH_EXIT:-0}" ;;
+*/readyz) printf %s "${FAKE_READY_CODE:-200}" ;;
+*)
+    if [[ ${FAKE_HEALTH_EXIT:-0} != 0 ]]; then printf 000; exit "$FAKE_HEALTH_EXIT"; fi
+    printf %s "${FAKE_HEALTH_CODE:-200}" ;;
 esac
 "#;
 
@@ -1672,7 +1675,7 @@ fn a_secret_without_the_gateway_token_or_a_gateway_never_ready_fails_the_start()
             health_timeout_seconds: 1,
             ..openclaw_spec()
         }),
-        &[("FAKE_READY_EXIT", "22")],
+        &[("FAKE_READY_CODE", "503")],
     );
     assert!(!output.status.success());
     assert_eq!(
@@ -1681,4 +1684,45 @@ fn a_secret_without_the_gateway_token_or_a_gateway_never_ready_fails_the_start()
          (container status: running)"
     );
     assert_no_secret_leaked(&sandbox, &output);
+}
+
+#[test]
+fn the_start_waits_for_exactly_the_codes_the_target_group_accepts() {
+    // A redirect (a login page, say) is not healthy to a target group whose matcher is 200:
+    // the start must not call it healthy either.
+    let sandbox = Sandbox::new();
+    let output = sandbox.run(
+        &start_container_script(&ContainerSpec {
+            health_timeout_seconds: 1,
+            ..spec(Some("10.0.1.5"))
+        }),
+        &[("FAKE_HEALTH_CODE", "302")],
+    );
+    assert!(!output.status.success());
+    assert!(one_spotpool_line(&output).contains("did not become healthy on /healthz"));
+
+    // With the matcher 200-399 the same answer passes, and 204 passes 200,204.
+    for (codes, answer) in [("200-399", "302"), ("200,204", "204"), ("200", "200")] {
+        let sandbox = Sandbox::new();
+        let output = sandbox.run(
+            &start_container_script(&ContainerSpec {
+                health_timeout_seconds: 1,
+                health_codes: codes,
+                ..spec(Some("10.0.1.5"))
+            }),
+            &[("FAKE_HEALTH_CODE", answer)],
+        );
+        assert_success(&output);
+    }
+    // A malformed list is refused before anything runs.
+    let sandbox = Sandbox::new();
+    let output = sandbox.run(
+        &start_container_script(&ContainerSpec {
+            health_codes: "200;id",
+            ..spec(Some("10.0.1.5"))
+        }),
+        &[],
+    );
+    assert!(one_spotpool_line(&output).contains("input HEALTH_CODES is malformed"));
+    assert!(sandbox.docker_runs().is_empty());
 }

@@ -454,6 +454,7 @@ pub fn start_command(config: &ReconcilerConfig, user: &StartFor<'_>) -> String {
         port: config.container_port,
         host_ip: user.host_ip,
         health_path: &config.health_check.path,
+        health_codes: &config.health_check.codes,
         health_timeout_seconds: (config.container_timeout.as_secs() as u32)
             .saturating_sub(30)
             .max(30),

@@ -73,6 +73,7 @@ fn health_check() -> HealthCheck {
         timeout_seconds: 3,
         healthy_threshold: 3,
         unhealthy_threshold: 4,
+        codes: "200,204".into(),
     }
 }
 
@@ -556,6 +557,7 @@ async fn create_target_group_twice_returns_the_same_arn() {
     // Every health setting is sent explicitly: AWS's defaults (30 s × 5) would keep a new
     // target out of service for 2.5 minutes.
     assert_eq!(group.health_check_path(), Some("/healthz"));
+    assert_eq!(group.matcher().and_then(|m| m.http_code()), Some("200,204"));
     assert_eq!(group.health_check_interval_seconds(), Some(7));
     assert_eq!(group.health_check_timeout_seconds(), Some(3));
     assert_eq!(group.healthy_threshold_count(), Some(3));

@@ -90,10 +90,19 @@ async fn e2e_pool_claims_release_and_bad_requests_against_moto() {
             aws.target_ports(&group).await,
             vec![(instance.to_string(), 18789)]
         );
+        let (check, codes) = aws.health_check_and_codes(&group).await;
         assert_eq!(
-            aws.health_check(&group).await,
+            check,
             ("/healthz".to_string(), 5, 4, 2, 2),
             "health check of {group}"
+        );
+        // The start command waits for the same path and accepts the same codes as the group.
+        assert_eq!(codes, "200");
+        let start = start_script(&env, user, route);
+        assert!(start.contains("\nHEALTH_PATH='/healthz'\n"), "{start}");
+        assert!(
+            start.contains(&format!("\nHEALTH_CODES='{codes}'\n")),
+            "{start}"
         );
         let rules = aws.rules(&infra.listener_arn).await;
         assert!(
@@ -739,4 +748,20 @@ async fn e2e_a_workspace_follows_its_user_through_recycle_sleep_wake_and_delete(
     );
     aws.assert_resources_match_users(&infra.listener_arn, &HashMap::new(), "after the delete")
         .await;
+}
+
+/// The start command the daemon with `env` sends for `user` (`spotpool start-script`).
+fn start_script(env: &[(String, String)], user: &str, route: &str) -> String {
+    let output = std::process::Command::new(crate::daemon::binary())
+        .args(["start-script", "--user-id", user, "--route", route])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
 }

@@ -46,6 +46,11 @@ impl AwsCloud {
                 .health_check_timeout_seconds(whole_seconds(health.timeout_seconds))
                 .healthy_threshold_count(whole_seconds(health.healthy_threshold))
                 .unhealthy_threshold_count(whole_seconds(health.unhealthy_threshold))
+                .matcher(
+                    aws_sdk_elasticloadbalancingv2::types::Matcher::builder()
+                        .http_code(&health.codes)
+                        .build(),
+                )
                 .set_tags((!tags.is_empty()).then(|| elb_tags(tags)))
                 .send(),
         )

@@ -99,6 +99,7 @@ async fn a_target_turns_healthy_after_its_groups_health_check_settings() {
         timeout_seconds: 5,
         healthy_threshold: 3,
         unhealthy_threshold: 2,
+        codes: "200".into(),
     };
     let group = cloud
         .create_target_group("sp-alice", 8080, &health, &Tags::new())

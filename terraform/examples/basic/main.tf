@@ -60,6 +60,10 @@ module "spotpool" {
   workspace_kms_key_arn = var.workspace_kms_key_arn
   idle_sleep_after      = var.idle_sleep_after
 
-  daemon_principal_arns = var.daemon_principal_arns
-  daemon_extra_env      = var.daemon_extra_env
+  container_preset = var.container_preset
+  cpu_credits      = var.cpu_credits
+
+  daemon_principal_arns   = var.daemon_principal_arns
+  daemon_trusted_services = var.daemon_trusted_services
+  daemon_extra_env        = var.daemon_extra_env
 }

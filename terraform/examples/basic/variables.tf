@@ -81,6 +81,24 @@ variable "daemon_principal_arns" {
   default     = []
 }
 
+variable "daemon_trusted_services" {
+  description = "AWS services that may assume the daemon role, e.g. [\"ec2.amazonaws.com\"] when the daemon runs on an EC2 host (an instance profile is then created too)."
+  type        = list(string)
+  default     = []
+}
+
+variable "container_preset" {
+  description = "openclaw (the OpenClaw gateway) or generic (any other image)."
+  type        = string
+  default     = "openclaw"
+}
+
+variable "cpu_credits" {
+  description = "CPU credits of T instance types: standard or unlimited."
+  type        = string
+  default     = "standard"
+}
+
 variable "daemon_extra_env" {
   description = "Extra KEY=value settings for the daemon_env output (no tokens)."
   type        = map(string)

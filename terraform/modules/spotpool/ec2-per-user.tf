@@ -71,6 +71,14 @@ resource "aws_launch_template" "pool" {
     enabled = false
   }
 
+  # T3 credits: unlimited (AWS's default for T3) bills a busy container's surplus credits.
+  dynamic "credit_specification" {
+    for_each = alltrue([for t in var.instance_types : can(regex("^t[0-9][a-z]*\\.", t))]) ? [1] : []
+    content {
+      cpu_credits = var.cpu_credits
+    }
+  }
+
   tag_specifications {
     resource_type = "instance"
     tags          = local.instance_tags
@@ -87,6 +95,10 @@ resource "aws_launch_template" "pool" {
     precondition {
       condition     = local.container_image != null
       error_message = "Set container_image, or create_ecr_repository = true to use <repository>:latest."
+    }
+    precondition {
+      condition     = local.image_ecr_repository_arn == null || contains(var.ecr_pull_repository_arns, coalesce(local.image_ecr_repository_arn, "-")) || local.ecr_pull_from_image
+      error_message = "container_image is in the ECR repository ${coalesce(local.image_ecr_repository_arn, "-")}, which the instances may not pull from: their boot would stop at the ECR login and no instance would ever be ready. Set ecr_pull_from_image = true, or add the repository's ARN to ecr_pull_repository_arns."
     }
   }
 }

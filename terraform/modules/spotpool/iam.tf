@@ -28,7 +28,22 @@ locals {
   secret_arns    = "arn:${local.partition}:secretsmanager:${local.region}:${local.account_id}:secret:${var.secret_prefix}*"
   ec2_service    = "ec2.${local.dns_suffix}"
 
-  ecr_pull_repository_arns = concat(aws_ecr_repository.this[*].arn, var.ecr_pull_repository_arns)
+  # An image in ECR (<account>.dkr.ecr.<region>.amazonaws.com/<repository>[:tag][@digest]) is
+  # pulled with the instance role: its repository's ARN, derived from the image. (The created
+  # repository's image, container_image = null, is covered by the repository itself.)
+  image_ecr = try(regex("^([0-9]{12})\\.dkr\\.ecr\\.([a-z0-9-]+)\\.amazonaws\\.com(?:\\.cn)?/([^:@]+)", coalesce(var.container_image, "-")), null)
+  image_ecr_repository_arn = local.image_ecr == null ? null : (
+    "arn:${local.partition}:ecr:${local.image_ecr[1]}:${local.image_ecr[0]}:repository/${local.image_ecr[2]}"
+  )
+  ecr_pull_from_image = var.ecr_pull_from_image && local.image_ecr != null
+  ecr_pull_repository_arns = concat(
+    aws_ecr_repository.this[*].arn,
+    var.ecr_pull_repository_arns,
+    local.ecr_pull_from_image ? [local.image_ecr_repository_arn] : [],
+  )
+  # Known at plan time, unlike the created repository's ARN.
+  ecr_pull_granted = var.create_ecr_repository || length(var.ecr_pull_repository_arns) > 0 || local.ecr_pull_from_image
+
 
   # arn:...:listener/app/<alb>/<alb id>/<listener id> -> arn:...:listener-rule/app/<alb>/<alb id>/<listener id>/*
   listener_rule_arns = "${replace(local.listener_arn, ":listener/", ":listener-rule/")}/*"
@@ -136,7 +151,7 @@ resource "aws_iam_role_policy" "instance_secrets" {
 }
 
 data "aws_iam_policy_document" "instance_ecr" {
-  count = length(local.ecr_pull_repository_arns) > 0 ? 1 : 0
+  count = local.ecr_pull_granted ? 1 : 0
 
   statement {
     sid       = "EcrLogin"
@@ -156,7 +171,7 @@ data "aws_iam_policy_document" "instance_ecr" {
 }
 
 resource "aws_iam_role_policy" "instance_ecr" {
-  count = length(local.ecr_pull_repository_arns) > 0 ? 1 : 0
+  count = local.ecr_pull_granted ? 1 : 0
 
   name   = "spotpool-ecr-pull"
   role   = aws_iam_role.instance.id

@@ -192,6 +192,7 @@ locals {
       HEALTH_CHECK_TIMEOUT_SECONDS     = tostring(var.health_check.timeout_seconds)
       HEALTH_CHECK_HEALTHY_THRESHOLD   = tostring(var.health_check.healthy_threshold)
       HEALTH_CHECK_UNHEALTHY_THRESHOLD = tostring(var.health_check.unhealthy_threshold)
+      HEALTH_CHECK_CODES               = var.health_check.codes
       PUBLIC_BASE_URL                  = local.public_base_url
       SECRET_PREFIX                    = var.secret_prefix
 

@@ -195,12 +195,13 @@ variable "health_check_path" {
 }
 
 variable "health_check" {
-  description = "How the ALB checks each user's target (HEALTH_CHECK_INTERVAL_SECONDS, HEALTH_CHECK_TIMEOUT_SECONDS, HEALTH_CHECK_HEALTHY_THRESHOLD, HEALTH_CHECK_UNHEALTHY_THRESHOLD). The daemon sets these on every target group it creates: AWS's own defaults (30 s x 5) keep a new target out of service for 2.5 minutes, longer than a spot interruption warning."
+  description = "How the ALB checks each user's target (HEALTH_CHECK_INTERVAL_SECONDS, HEALTH_CHECK_TIMEOUT_SECONDS, HEALTH_CHECK_HEALTHY_THRESHOLD, HEALTH_CHECK_UNHEALTHY_THRESHOLD, HEALTH_CHECK_CODES: the matcher, which the start command's wait also applies). The daemon sets these on every target group it creates: AWS's own defaults (30 s x 5) keep a new target out of service for 2.5 minutes, longer than a spot interruption warning."
   type = object({
     interval_seconds    = optional(number, 5)
     timeout_seconds     = optional(number, 4)
     healthy_threshold   = optional(number, 2)
     unhealthy_threshold = optional(number, 2)
+    codes               = optional(string, "200")
   })
   default = {}
 
@@ -219,6 +220,11 @@ variable "health_check" {
       var.health_check.unhealthy_threshold >= 2 && var.health_check.unhealthy_threshold <= 10
     )
     error_message = "health_check: healthy_threshold and unhealthy_threshold must be 2-10."
+  }
+
+  validation {
+    condition     = can(regex("^[2-4][0-9]{2}(-[2-4][0-9]{2})?(,[2-4][0-9]{2}(-[2-4][0-9]{2})?)*$", var.health_check.codes))
+    error_message = "health_check.codes must be HTTP codes or ranges from 200 to 499 separated by commas, e.g. 200 or 200-299."
   }
 }
 
@@ -339,6 +345,23 @@ variable "ecr_force_delete" {
   description = "Let terraform destroy delete the created ECR repository even when it holds images."
   type        = bool
   default     = false
+}
+
+variable "ecr_pull_from_image" {
+  description = "When container_image is an ECR image, let the instances pull from its repository (the ARN is derived from the image). False: only create_ecr_repository and ecr_pull_repository_arns grant pulls, and a plan whose ECR image none of them covers fails."
+  type        = bool
+  default     = true
+}
+
+variable "cpu_credits" {
+  description = "CPU credits of burstable (T) instance types: standard (the default) or unlimited. A container may use a whole vCPU, far above a t3's 20% baseline: unlimited lets it, and bills the surplus credits, which can cost several times the spot price; standard throttles to the baseline once the credits are spent. Ignored unless every instance type is a T type."
+  type        = string
+  default     = "standard"
+
+  validation {
+    condition     = contains(["standard", "unlimited"], var.cpu_credits)
+    error_message = "cpu_credits must be standard or unlimited."
+  }
 }
 
 variable "ecr_pull_repository_arns" {

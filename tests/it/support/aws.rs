@@ -143,7 +143,12 @@ impl Aws {
 
     /// The health check of a target group: (path, interval, timeout, healthy threshold,
     /// unhealthy threshold).
-    pub async fn health_check(&self, group_arn: &str) -> (String, i32, i32, i32, i32) {
+    /// The group's health check, (path, interval, timeout, healthy and unhealthy thresholds), and
+    /// its matcher's HTTP codes.
+    pub async fn health_check_and_codes(
+        &self,
+        group_arn: &str,
+    ) -> ((String, i32, i32, i32, i32), String) {
         let out = self
             .elb
             .describe_target_groups()
@@ -152,12 +157,19 @@ impl Aws {
             .await
             .unwrap();
         let group = &out.target_groups()[0];
+        let codes = group
+            .matcher()
+            .and_then(|m| m.http_code())
+            .unwrap_or_default();
         (
-            group.health_check_path().unwrap_or_default().to_string(),
-            group.health_check_interval_seconds().unwrap_or_default(),
-            group.health_check_timeout_seconds().unwrap_or_default(),
-            group.healthy_threshold_count().unwrap_or_default(),
-            group.unhealthy_threshold_count().unwrap_or_default(),
+            (
+                group.health_check_path().unwrap_or_default().to_string(),
+                group.health_check_interval_seconds().unwrap_or_default(),
+                group.health_check_timeout_seconds().unwrap_or_default(),
+                group.healthy_threshold_count().unwrap_or_default(),
+                group.unhealthy_threshold_count().unwrap_or_default(),
+            ),
+            codes.to_string(),
         )
     }
 
