@@ -36,6 +36,21 @@ pub const LAUNCH_FAILURE_LIMIT: u32 = 10;
 pub const WORKSPACE_SIZE_GIB: u32 = 8;
 pub const IDLE_SLEEP_AFTER: &str = "off";
 
+/// A preset-dependent default as `--help` shows it: the OpenClaw preset's value, then the generic
+/// one's (`none` for no value).
+fn presets(value: impl Fn(Preset) -> Option<String>) -> String {
+    let shown = |preset| {
+        value(preset)
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "none".into())
+    };
+    format!(
+        "{} (generic: {})",
+        shown(Preset::OpenClaw),
+        shown(Preset::Generic)
+    )
+}
+
 /// The default of every setting that has one, as `--help` shows it: (the setting's argument
 /// id, the value).
 pub fn documented() -> Vec<(&'static str, String)> {
@@ -47,42 +62,22 @@ pub fn documented() -> Vec<(&'static str, String)> {
         ("pool_max_instances", text(&POOL_MAX_INSTANCES)),
         ("container_image", "<ECR_REPOSITORY_URL>:latest".to_string()),
         ("container_preset", text(&Preset::OpenClaw.as_str())),
-        (
-            "container_port",
-            format!(
-                "{} (generic: {})",
-                Preset::OpenClaw.port(),
-                Preset::Generic.port()
-            ),
-        ),
+        ("container_port", presets(|p| Some(p.port().to_string()))),
         (
             "container_args",
-            format!(
-                "{} (generic: none)",
-                Preset::OpenClaw.args(Preset::OpenClaw.port()).join(" ")
-            ),
+            presets(|p| Some(p.args(p.port()).join(" "))),
         ),
         (
             "health_check_path",
-            format!(
-                "{} (generic: {})",
-                Preset::OpenClaw.health_path(),
-                Preset::Generic.health_path()
-            ),
+            presets(|p| Some(p.health_path().into())),
         ),
         (
             "container_ready_path",
-            format!(
-                "{} (generic: none)",
-                Preset::OpenClaw.ready_path().unwrap_or_default()
-            ),
+            presets(|p| p.ready_path().map(String::from)),
         ),
         (
             "container_required_secrets",
-            format!(
-                "{} (generic: none)",
-                Preset::OpenClaw.required_secrets().join(",")
-            ),
+            presets(|p| Some(p.required_secrets().join(","))),
         ),
         ("health_check_codes", text(&HEALTH_CHECK_CODES)),
         (
