@@ -57,6 +57,21 @@ pip_install() {
     _add_python_script_dirs_to_path
 }
 
+# ensure_command CMD PACKAGE: make sure CMD is on PATH, installing the Debian
+# PACKAGE that provides it with apt-get when it is missing (needs root, as on the
+# developers' machines and CI).
+ensure_command() {
+    local cmd=$1 package=$2
+    command -v "$cmd" >/dev/null 2>&1 && return 0
+    log "$cmd is missing: installing the $package package with apt-get"
+    if ((EUID != 0)); then
+        log "installing needs root: run apt-get install -y $package as root"
+        return 1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$package" >/dev/null
+}
+
 # ensure_moto: make sure `moto_server` is on PATH and boto3 imports in python3.
 # Installs moto[server] and boto3 with pip when either is missing.
 ensure_moto() {

@@ -11,16 +11,7 @@ cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
-if ! command -v shellcheck >/dev/null 2>&1; then
-    log "shellcheck is missing: installing it with apt-get"
-    if ((EUID != 0)); then
-        log "installing needs root: run apt-get install -y shellcheck as root"
-        exit 1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq shellcheck >/dev/null
-fi
+ensure_command shellcheck shellcheck
 log "$(shellcheck --version | sed -n 's/^version: /shellcheck /p')"
 
 files=(scripts/*.sh scripts/instance/*.sh)

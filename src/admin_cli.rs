@@ -24,6 +24,9 @@ pub struct Target {
     /// Who you are, for the audit log [default: $USER].
     #[arg(long, env = "SPOTPOOL_ACTOR")]
     actor: Option<String>,
+    /// PEM certificates to trust for an https URL, besides the system's (a private CA).
+    #[arg(long, env = "SPOTPOOL_CA_CERT", value_name = "PATH")]
+    ca_cert: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -266,7 +269,17 @@ fn request(target: &Target, call: &Call) -> Result<(u16, serde_json::Value), Exi
             .header("x-spotpool-actor", actor)
             .body(Full::new(body))
             .map_err(|e| unreachable_daemon(target, &e))?;
-        let client = Client::builder(TokioExecutor::new()).build_http();
+        let https = uri.starts_with("https://");
+        let tls = spotpool::tls::client_config(target.ca_cert.as_deref(), https).map_err(|e| {
+            eprintln!("spotpool: {e}");
+            ExitCode::from(2)
+        })?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = Client::builder(TokioExecutor::new()).build(connector);
         // Repair runs a whole pass and a sweep; give it time, but never hang forever.
         let response = tokio::time::timeout(Duration::from_secs(300), client.request(request))
             .await

@@ -209,27 +209,54 @@ impl App {
     /// Runs the API and, once this process holds the reconciler lock, the reconciler and the
     /// interruption feed; stops on Ctrl-C or SIGTERM, or when the API or the reconciler ends.
     pub async fn serve(self, config: &Config) -> Result<(), String> {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
+        // Tier maxima the account's spot vCPU quota cannot hold are refused, with the numbers;
+        // quotas that cannot be read (no permission yet, an emulator) only warn.
+        match self.reconciler.check_quotas().await {
+            Ok(report) if !report.shortfalls.is_empty() => {
+                return Err(report.shortfalls.join("; "));
+            }
+            Ok(report) => tracing::info!(quotas = report.limits.len(), "account quotas read"),
+            Err(error) => tracing::warn!(%error, "could not read the account's quotas"),
+        }
+        // The certificate is checked before the port is taken: a bad pair is a start-up error.
+        let tls = match &config.tls {
+            Some(files) => Some((files.clone(), files.acceptor_config()?)),
+            None => None,
+        };
+        let listener = std::net::TcpListener::bind(config.listen)
             .map_err(|e| format!("binding SPOTPOOL_LISTEN={}: {e}", config.listen))?;
         let address = listener
             .local_addr()
             .map_err(|e| format!("reading the bound address: {e}"))?;
-        tracing::info!(%address, pool = %config.pool, "spotpool listening");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(%address, scheme, pool = %config.pool, "spotpool listening");
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let router = api::router(self.api);
-        let mut api_task = tokio::spawn({
-            let shutdown = stopped(stop_rx.clone());
+        let handle = axum_server::Handle::new();
+        tokio::spawn({
+            let (shutdown, handle) = (stopped(stop_rx.clone()), handle.clone());
             async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(shutdown)
-                    .await
+                shutdown.await;
+                handle.graceful_shutdown(Some(policy::SHUTDOWN_GRACE));
             }
         });
+        let service = api::router(self.api).into_make_service();
+        let mut api_task = match tls {
+            None => {
+                let server = axum_server::from_tcp(listener)
+                    .map_err(|e| format!("serving on {address}: {e}"))?;
+                tokio::spawn(server.handle(handle).serve(service))
+            }
+            Some((files, acceptor)) => {
+                tokio::spawn(files.reload_on_sighup(acceptor.clone()));
+                let server = axum_server::from_tcp_rustls(listener, acceptor)
+                    .map_err(|e| format!("serving on {address}: {e}"))?;
+                tokio::spawn(server.handle(handle).serve(service))
+            }
+        };
         let lock_path = reconciler_lock_path(&config.database_url);
         let (reconciler, feed) = (self.reconciler, self.feed);
         let mut reconciler_task = tokio::spawn({

@@ -13,4 +13,5 @@ pub mod model;
 pub mod plan;
 pub mod reconcile;
 pub mod store;
+pub mod tls;
 pub mod vault;

@@ -301,6 +301,10 @@ fn init_tracing(format: &str) {
 
 /// Builds the daemon for `config` and serves until a signal.
 async fn run(config: Config) -> Result<(), String> {
+    // A certificate that does not load stops the start before anything connects.
+    if let Some(files) = &config.tls {
+        files.server_config()?;
+    }
     let parts = App::connect(&config).await?;
     let reconciler = App::reconciler_config(&config);
     App::assemble(&config, reconciler, parts)

@@ -31,7 +31,28 @@ pub struct TierDocument {
     pub counts: BTreeMap<&'static str, usize>,
     /// Users waiting for a spare.
     pub queued_users: usize,
+    /// Why the tier launches nothing for now, if a cause outside the tier holds it back (an
+    /// account quota); its queued users show the same `waiting_for`.
+    #[schema(required = true)]
+    pub launch_blocked: Option<TierConditionDocument>,
     pub instances: Vec<PoolInstanceDocument>,
+}
+
+/// A cause that holds a tier's launches back.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TierConditionDocument {
+    /// `quota_exceeded`: RunInstances answered that an account quota is used up
+    /// (MaxSpotInstanceCountExceeded, VcpuLimitExceeded).
+    #[schema(examples("quota_exceeded"))]
+    pub cause: String,
+    /// The cloud's message: the quota and the numbers.
+    pub detail: String,
+    /// Since when (RFC 3339).
+    #[schema(format = DateTime)]
+    pub since: String,
+    /// When the daemon tries to launch again (RFC 3339).
+    #[schema(format = DateTime)]
+    pub retry_at: String,
 }
 
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -96,6 +117,8 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
         .collect();
     let mut effective = state.settings.tiers.clone();
     let paused = crate::plan::apply_overrides(&mut effective, &state.store.tier_overrides().await?);
+    let now = (state.clock)();
+    let conditions = state.store.tier_conditions().await?;
     let tiers = effective
         .iter()
         .map(|tier| {
@@ -114,6 +137,15 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
                     .iter()
                     .filter(|u| u.tier == tier.name && u.state == crate::model::UserState::Queued)
                     .count(),
+                launch_blocked: conditions
+                    .iter()
+                    .find(|c| c.tier == tier.name && c.until > now)
+                    .map(|c| TierConditionDocument {
+                        cause: c.cause.clone(),
+                        detail: c.detail.clone(),
+                        since: rfc3339(c.since),
+                        retry_at: rfc3339(c.until),
+                    }),
                 instances: of_tier
                     .iter()
                     .map(|i| PoolInstanceDocument {

@@ -53,7 +53,7 @@ pub async fn sleep_user(
         .ok_or_else(|| no_instance(&user_id))?;
     match user.state {
         UserState::Sleeping | UserState::Asleep => {
-            Ok((StatusCode::ACCEPTED, Json(document(&state, &user))).into_response())
+            Ok((StatusCode::ACCEPTED, Json(document(&state, &user).await?)).into_response())
         }
         UserState::Deleting => Err(deleting()),
         other => Err(ApiError::new(
@@ -110,7 +110,7 @@ pub async fn wake(
         .get_user(&user_id)
         .await?
         .ok_or_else(|| no_instance(&user_id))?;
-    Ok(super::users::respond(&state, &user))
+    super::users::respond(&state, &user).await
 }
 
 /// The answer to a wake (or a PUT) while the user is still going to sleep.

@@ -45,6 +45,10 @@ pub struct InstanceDocument {
     /// The user's workspace volume (its `/data`), once the first claim created it.
     #[schema(required = true)]
     pub workspace: Option<WorkspaceDocument>,
+    /// Why a `queued` user waits beyond the pool's normal pace: `quota_exceeded` (an account
+    /// quota refused the tier's launches; `GET /v1/pool` has the details). Null otherwise.
+    #[schema(required = true, examples("quota_exceeded"))]
+    pub waiting_for: Option<String>,
 }
 
 /// A user's workspace: the EBS volume mounted at the container's `/data`. It outlives the
@@ -61,8 +65,23 @@ pub struct WorkspaceDocument {
     pub attached_to: Option<String>,
 }
 
-pub(super) fn document(state: &AppState, user: &UserRecord) -> InstanceDocument {
-    InstanceDocument {
+pub(super) async fn document(
+    state: &AppState,
+    user: &UserRecord,
+) -> Result<InstanceDocument, ApiError> {
+    let waiting_for = if user.state == UserState::Queued {
+        let now = (state.clock)();
+        state
+            .store
+            .tier_conditions()
+            .await?
+            .into_iter()
+            .find(|c| c.tier == user.tier && c.until > now)
+            .map(|c| c.cause)
+    } else {
+        None
+    };
+    Ok(InstanceDocument {
         user_id: user.user_id.to_string(),
         tier: user.tier.clone(),
         state: user.state,
@@ -78,17 +97,18 @@ pub(super) fn document(state: &AppState, user: &UserRecord) -> InstanceDocument 
             size_gib: w.size_gib,
             attached_to: w.attached_to.as_ref().map(|i| i.0.clone()),
         }),
-    }
+        waiting_for,
+    })
 }
 
-pub(super) fn respond(state: &AppState, user: &UserRecord) -> Response {
+pub(super) async fn respond(state: &AppState, user: &UserRecord) -> Result<Response, ApiError> {
     // A migrating user is still served by its old instance until the new one is routed.
     let status = if matches!(user.state, UserState::Ready | UserState::Migrating) {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
     };
-    (status, Json(document(state, user))).into_response()
+    Ok((status, Json(document(state, user).await?)).into_response())
 }
 
 pub(super) fn parse_user(path: Result<Path<String>, PathRejection>) -> Result<UserId, ApiError> {
@@ -305,7 +325,7 @@ pub async fn put_instance(
         // A concurrent PUT for the same user won the insert: answer with its row.
         Err(StoreError::Conflict(_)) => {
             if let Some(existing) = state.store.get_user(&user_id).await? {
-                return Ok(respond(&state, &existing));
+                return respond(&state, &existing).await;
             }
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -324,7 +344,7 @@ pub async fn put_instance(
     }
     tracing::info!(user = %user_id, secrets = ?secrets, "user requested an instance");
     state.wake.notify_one();
-    Ok(respond(&state, &record))
+    respond(&state, &record).await
 }
 
 /// A PUT for a user we already know: idempotent. It never claims a second instance; it only
@@ -379,7 +399,7 @@ async fn update_existing(
     }
     match state.store.get_user(&existing.user_id).await? {
         Some(current) if current.state == UserState::Deleting => Err(deleting()),
-        Some(current) => Ok(respond(state, &current)),
+        Some(current) => respond(state, &current).await,
         // A release finished between the two reads: like a PUT during the release.
         None => Err(deleting()),
     }
@@ -419,7 +439,7 @@ pub async fn get_instance(
 ) -> Result<Response, ApiError> {
     let user_id = parse_user(path)?;
     match state.store.get_user(&user_id).await? {
-        Some(user) => Ok((StatusCode::OK, Json(document(&state, &user))).into_response()),
+        Some(user) => Ok((StatusCode::OK, Json(document(&state, &user).await?)).into_response()),
         None => Err(no_instance(&user_id)),
     }
 }
@@ -462,7 +482,7 @@ pub async fn delete_instance(
     match state.store.mark_deleting(&user_id, now).await? {
         Some(user) => {
             state.wake.notify_one();
-            Ok((StatusCode::ACCEPTED, Json(document(&state, &user))).into_response())
+            Ok((StatusCode::ACCEPTED, Json(document(&state, &user).await?)).into_response())
         }
         None => Err(no_instance(&user_id)),
     }

@@ -48,6 +48,9 @@ pub enum CloudErrorKind {
     Throttled,
     /// No spot capacity for this (instance type, AZ): InsufficientInstanceCapacity and friends.
     Capacity,
+    /// An account quota is used up (MaxSpotInstanceCountExceeded, VcpuLimitExceeded,
+    /// TooManyTargetGroups, ...): no other offering helps until the quota grows or usage falls.
+    Quota,
     /// The resource does not exist (or no longer exists).
     NotFound,
     /// The request collides with existing state (PriorityInUse, ResourceExists, ...).
@@ -63,6 +66,7 @@ impl CloudErrorKind {
         match self {
             CloudErrorKind::Throttled => "throttled",
             CloudErrorKind::Capacity => "capacity",
+            CloudErrorKind::Quota => "quota_exceeded",
             CloudErrorKind::NotFound => "not_found",
             CloudErrorKind::Conflict => "conflict",
             CloudErrorKind::Transient => "transient",
@@ -380,6 +384,19 @@ pub trait Cloud: Send + Sync + 'static {
 
     /// The availability zone of each subnet (DescribeSubnets).
     async fn subnet_zones(&self, subnet_ids: &[String]) -> CloudResult<BTreeMap<String, String>>;
+
+    /// The vCPUs of each instance type (DescribeInstanceTypes); unknown types are left out.
+    async fn instance_vcpus(&self, instance_types: &[String])
+    -> CloudResult<BTreeMap<String, u32>>;
+
+    // --- Service Quotas ------------------------------------------------------------------------
+
+    /// The applied value of each quota (GetServiceQuota); one the region does not know is left
+    /// out.
+    async fn quota_values(
+        &self,
+        quotas: &[crate::model::quota::Quota],
+    ) -> CloudResult<BTreeMap<crate::model::quota::Quota, f64>>;
 
     // --- CloudWatch --------------------------------------------------------------------------
 

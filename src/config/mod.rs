@@ -53,6 +53,8 @@ impl fmt::Debug for SecretString {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// The API's certificate and key: HTTPS when set.
+    pub tls: Option<crate::tls::TlsFiles>,
     pub database_url: String,
     pub api_token: SecretString,
     pub admin_token: SecretString,
@@ -151,6 +153,7 @@ impl Settings {
             .to_string();
         Ok(Config {
             listen: service.listen,
+            tls: service.tls,
             database_url: self
                 .spotpool_database_url
                 .clone()
@@ -306,8 +309,30 @@ impl Settings {
             value: spec.clone(),
             why,
         })?;
+        let tls = match (&self.spotpool_tls_cert, &self.spotpool_tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::Missing {
+                    env: "SPOTPOOL_TLS_KEY",
+                    flag: "spotpool-tls-key",
+                    what: "the private key of SPOTPOOL_TLS_CERT (TLS needs both)",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Missing {
+                    env: "SPOTPOOL_TLS_CERT",
+                    flag: "spotpool-tls-cert",
+                    what: "the certificate of SPOTPOOL_TLS_KEY (TLS needs both)",
+                });
+            }
+        };
         Ok(Service {
             listen,
+            tls,
             pool,
             claim_attempts,
             on_demand_launch_template_id,
@@ -558,6 +583,7 @@ struct Network {
 /// The daemon's own settings, validated.
 struct Service {
     listen: SocketAddr,
+    tls: Option<crate::tls::TlsFiles>,
     pool: String,
     claim_attempts: u32,
     on_demand_launch_template_id: Option<String>,

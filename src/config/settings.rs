@@ -97,6 +97,13 @@ pub struct Settings {
     /// Address the HTTP API listens on.
     #[arg(long, env = "SPOTPOOL_LISTEN", value_name = "ADDR")]
     pub spotpool_listen: Option<String>,
+    /// PEM certificate chain for the API: with SPOTPOOL_TLS_KEY, the API serves HTTPS only
+    /// (re-read on SIGHUP).
+    #[arg(long, env = "SPOTPOOL_TLS_CERT", value_name = "PATH")]
+    pub spotpool_tls_cert: Option<PathBuf>,
+    /// PEM private key of SPOTPOOL_TLS_CERT (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "SPOTPOOL_TLS_KEY", value_name = "PATH")]
+    pub spotpool_tls_key: Option<PathBuf>,
     /// Database URL.
     #[arg(long, env = "SPOTPOOL_DATABASE_URL", value_name = "URL")]
     pub spotpool_database_url: Option<String>,

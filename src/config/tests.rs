@@ -410,3 +410,28 @@ fn health_codes_are_the_load_balancers_matcher_syntax() {
         assert!(message.contains("HEALTH_CHECK_CODES"), "{bad:?}: {message}");
     }
 }
+
+#[test]
+fn tls_needs_both_files_and_is_off_without_them() {
+    assert_eq!(minimal().into_config().unwrap().tls, None);
+    let cert_only = Settings {
+        spotpool_tls_cert: Some("/etc/spotpool/api.pem".into()),
+        ..minimal()
+    };
+    let message = cert_only.into_config().unwrap_err().to_string();
+    assert!(message.contains("SPOTPOOL_TLS_KEY"), "{message}");
+    let key_only = Settings {
+        spotpool_tls_key: Some("/etc/spotpool/api.key".into()),
+        ..minimal()
+    };
+    let message = key_only.into_config().unwrap_err().to_string();
+    assert!(message.contains("SPOTPOOL_TLS_CERT"), "{message}");
+    let both = Settings {
+        spotpool_tls_cert: Some("/etc/spotpool/api.pem".into()),
+        spotpool_tls_key: Some("/etc/spotpool/api.key".into()),
+        ..minimal()
+    };
+    let tls = both.into_config().unwrap().tls.expect("TLS on");
+    assert_eq!(tls.cert, std::path::Path::new("/etc/spotpool/api.pem"));
+    assert_eq!(tls.key, std::path::Path::new("/etc/spotpool/api.key"));
+}

@@ -79,6 +79,14 @@ pub enum Event {
         failures: u32,
         cause: String,
     },
+    /// RunInstances answered that an account quota is used up: the tier launches nothing for
+    /// `blocked_for`, and its queued users wait with `quota_exceeded`.
+    PoolQuotaExceeded {
+        tier: String,
+        instance_type: String,
+        cause: String,
+        blocked_for: Duration,
+    },
     ClaimAssigned,
     /// A claim step finished; the claim is now at `ClaimStep`.
     ClaimStepDone(ClaimStep),
@@ -173,6 +181,7 @@ impl Event {
             Event::PoolCapacityUnavailable { .. } => "pool.capacity_unavailable",
             Event::PoolLaunchBackoff { .. } => "pool.launch_backoff",
             Event::PoolLaunchHalted { .. } => "pool.launch_halted",
+            Event::PoolQuotaExceeded { .. } => "pool.quota_exceeded",
             Event::ClaimAssigned => "claim.assigned",
             Event::ClaimStepDone(step) => match step {
                 ClaimStep::Assigned => "claim.assigned",
@@ -280,6 +289,9 @@ impl Event {
                 "tier {tier} stopped launching after {failures} consecutive failures (last: \
                  {cause}); fix the cause and restart the daemon"
             ),
+            Event::PoolQuotaExceeded { tier, cause, .. } => {
+                format!("tier {tier}: an account quota refused its launches ({cause})")
+            }
             Event::ClaimAssigned => "spare claimed".into(),
             Event::ClaimStepDone(_) => "claim step done".into(),
             Event::MoveStepDone(_) => "move step done".into(),

@@ -14,3 +14,21 @@ pub struct TierOverride {
     pub updated_at: Millis,
     pub updated_by: String,
 }
+
+/// Why a tier's launches are held back, shown by the API (`GET /v1/pool`, a queued user's
+/// `waiting_for`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TierCondition {
+    pub tier: String,
+    /// `quota_exceeded`: RunInstances answered that an account quota is used up.
+    pub cause: String,
+    /// The cloud's message, with the quota and the numbers.
+    pub detail: String,
+    pub since: Millis,
+    /// When the reconciler tries to launch again.
+    pub until: Millis,
+}
+
+impl TierCondition {
+    pub const QUOTA_EXCEEDED: &'static str = "quota_exceeded";
+}

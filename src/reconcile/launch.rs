@@ -129,6 +129,9 @@ impl Reconciler {
                 if error.kind == CloudErrorKind::Capacity {
                     self.mark_unavailable(tier, &launch.instance_type, &launch.subnet_id, now)
                         .await?;
+                } else if error.kind == CloudErrorKind::Quota {
+                    self.quota_exceeded(tier, &launch.instance_type, &error.to_string(), now)
+                        .await?;
                 } else if !error.kind.is_retryable() {
                     self.tier_failed(tier, &error.to_string(), now).await?;
                 }
@@ -140,6 +143,7 @@ impl Reconciler {
         };
         metrics::counter!("spotpool_launches_total", "tier" => tier.to_string(), "outcome" => "ok")
             .increment(ids.len() as u64);
+        self.quota_cleared(tier).await?;
         for id in &ids {
             if store.get_instance(id).await?.is_some() {
                 // A redo whose instances were already adopted from a listing.
@@ -271,6 +275,24 @@ impl Reconciler {
             }
         };
         self.journal(now, event, None, None).await
+    }
+
+    /// Holds `tier`'s launches back until `until`, for a cause that is not the tier's failure.
+    pub(super) fn block_tier_until(&self, tier: &str, until: Millis) {
+        let mut conditions = self.conditions();
+        let health = conditions.tiers.entry(tier.to_string()).or_default();
+        health.blocked_until = health.blocked_until.max(until);
+    }
+
+    /// A launch of `tier` went through: a quota no longer holds it back.
+    async fn quota_cleared(&self, tier: &str) -> Result<(), StepError> {
+        if self.inner.store.clear_tier_condition(tier).await? {
+            tracing::info!(
+                tier,
+                "a launch went through: the quota no longer holds the tier back"
+            );
+        }
+        Ok(())
     }
 
     /// An instance of `tier` passed its probe: the tier works, forget its failures.

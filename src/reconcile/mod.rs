@@ -14,6 +14,7 @@
 //! - `workspace`: a user's EBS volume: create, attach, stop-and-detach, copy to another zone;
 //! - `notices`: what an interruption notice means; `repair`: on-call's pass plus orphan sweep;
 //! - `idle`: auto-sleep of users without requests.
+//! - `quotas`: the account quotas, read at start-up and hourly; launches a quota refused.
 //!
 //! Crash safety: every claim or move step writes its result to the user's row before the next
 //! step starts, and every step is idempotent, so after a crash the next pass simply redoes the
@@ -29,6 +30,7 @@ mod launch;
 mod moves;
 mod notices;
 mod observe;
+mod quotas;
 mod repair;
 mod steps;
 mod teardown;
@@ -181,6 +183,8 @@ struct Inner {
     subnet_zones: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
     /// When auto-sleep last read the request counts.
     last_idle_check: std::sync::Mutex<Millis>,
+    /// When a pass last read the account's quotas (0: never).
+    last_quota_check: std::sync::Mutex<Millis>,
 }
 
 impl Reconciler {
@@ -207,6 +211,7 @@ impl Reconciler {
                 unserved: std::sync::Mutex::new(HashMap::new()),
                 subnet_zones: std::sync::Mutex::new(Default::default()),
                 last_idle_check: std::sync::Mutex::new(0),
+                last_quota_check: std::sync::Mutex::new(0),
             }),
         }
     }

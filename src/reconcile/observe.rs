@@ -41,6 +41,7 @@ impl Reconciler {
         let mut ledger = self.sync_ledger(&observed, now).await?;
         let mut acted_on_notices = false;
         if !dry_run {
+            self.check_quotas_if_due(now).await;
             match self.handle_notices(&observed, now).await {
                 Ok(acted) => acted_on_notices = acted,
                 Err(StepError::Store(e)) => return Err(e.into()),

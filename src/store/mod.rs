@@ -12,6 +12,7 @@
 //! index on `users.instance_id`.
 
 mod admin;
+mod conditions;
 mod instances;
 mod journal;
 mod launches;

@@ -1095,3 +1095,30 @@ async fn request_counts_sum_the_target_groups_requests_and_count_no_data_as_zero
         .expect("reading the request counts");
     assert_eq!(counts, vec![7.0, 0.0]);
 }
+
+#[tokio::test]
+async fn instance_vcpus_and_quotas_come_from_describe_instance_types_and_service_quotas() {
+    let world = World::start().await;
+    let types = vec![
+        "t3.small".to_string(),
+        "m5.xlarge".to_string(),
+        "not-a-type.large".to_string(),
+    ];
+    let vcpus = world.cloud.instance_vcpus(&types).await;
+    // moto refuses the whole call for an unknown type, as EC2 does (InvalidInstanceType).
+    let error = vcpus.expect_err("an unknown instance type is refused");
+    assert_eq!(error.operation, "DescribeInstanceTypes");
+    let vcpus = world.cloud.instance_vcpus(&types[..2]).await.unwrap();
+    assert_eq!(vcpus.get("t3.small"), Some(&2));
+    assert_eq!(vcpus.get("m5.xlarge"), Some(&4));
+
+    // moto's Service Quotas knows only VPC quotas: EC2's and ELB's answer NoSuchResource, which
+    // the adapter reads as "not known here" (an unread quota judges nothing), not as a failure.
+    use spotpool::model::quota::{Quota, SpotFamily};
+    let quotas = [
+        Quota::SpotVcpus(SpotFamily::Standard),
+        Quota::TargetGroupsPerRegion,
+    ];
+    let values = world.cloud.quota_values(&quotas).await.unwrap();
+    assert!(values.is_empty(), "{values:?}");
+}

@@ -242,6 +242,18 @@ impl Cloud for Crashing {
     ) -> CloudResult<std::collections::BTreeMap<String, String>> {
         forward!(self.subnet_zones(subnet_ids))
     }
+    async fn instance_vcpus(
+        &self,
+        instance_types: &[String],
+    ) -> CloudResult<std::collections::BTreeMap<String, u32>> {
+        forward!(self.instance_vcpus(instance_types))
+    }
+    async fn quota_values(
+        &self,
+        quotas: &[spotpool::model::quota::Quota],
+    ) -> CloudResult<std::collections::BTreeMap<spotpool::model::quota::Quota, f64>> {
+        forward!(self.quota_values(quotas))
+    }
     async fn request_counts(
         &self,
         groups: &[TargetGroupMetric],

@@ -108,15 +108,24 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("starting the spotpool binary");
+        // With TLS the tests' HTTP client cannot speak to it: ready is the port taken (the
+        // certificate is loaded before the bind), and the test calls it through the CLI.
+        let tls = env.iter().any(|(key, _)| key == "SPOTPOOL_TLS_CERT");
+        let scheme = if tls { "https" } else { "http" };
         let daemon = Daemon {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("{scheme}://127.0.0.1:{port}"),
             dir,
             client: reqwest::Client::new(),
             keep_dir: false,
         };
         let ready = daemon
             .wait_for(Duration::from_secs(60), || async {
+                if tls {
+                    return tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .is_ok();
+                }
                 daemon
                     .client
                     .get(format!("{}/readyz", daemon.base))
@@ -127,6 +136,11 @@ impl Daemon {
             .await;
         assert!(ready, "daemon not ready in 60 s; log:\n{}", daemon.log());
         daemon
+    }
+
+    /// The daemon's process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.

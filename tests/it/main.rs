@@ -13,6 +13,7 @@
 //!   relocation to another zone, deletion.
 //! - `terraform`: the example root applied against moto with Terraform, the real binary started
 //!   from its outputs, and `terraform destroy`.
+//! - `tls`: the binary serving its API over HTTPS, the CLI as its client, certificate reloads.
 
 mod admin;
 mod architecture;
@@ -23,10 +24,12 @@ mod e2e;
 mod fault_proxy;
 mod faults;
 mod interruptions;
+mod quotas;
 mod reconcile;
 mod spot;
 mod spot_sim;
 mod support;
 mod terraform;
+mod tls;
 mod workspace;
 mod world;

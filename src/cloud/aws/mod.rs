@@ -18,6 +18,7 @@ mod ebs;
 mod ec2;
 mod elb;
 mod errors;
+mod quotas;
 mod secrets;
 mod sqs;
 mod ssm;
@@ -31,6 +32,7 @@ use super::{
     VolumeRequest,
 };
 use crate::model::InstanceId;
+use crate::model::quota::Quota;
 use aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_ec2::config::{ConfigBag, Intercept, RuntimeComponents};
 use std::cell::Cell;
@@ -77,6 +79,7 @@ pub struct AwsCloud {
     secrets: aws_sdk_secretsmanager::Client,
     elb: aws_sdk_elasticloadbalancingv2::Client,
     cloudwatch: aws_sdk_cloudwatch::Client,
+    quotas: aws_sdk_servicequotas::Client,
     config: AwsCloudConfig,
     /// Region of the clients, for instance ARNs.
     region: String,
@@ -131,6 +134,7 @@ impl AwsCloud {
             secrets: client!(aws_sdk_secretsmanager),
             elb: client!(aws_sdk_elasticloadbalancingv2),
             cloudwatch: client!(aws_sdk_cloudwatch),
+            quotas: client!(aws_sdk_servicequotas),
             retries,
             config,
             region,
@@ -407,6 +411,17 @@ impl Cloud for AwsCloud {
 
     async fn subnet_zones(&self, subnet_ids: &[String]) -> CloudResult<BTreeMap<String, String>> {
         self.ebs_subnet_zones(subnet_ids).await
+    }
+
+    async fn instance_vcpus(
+        &self,
+        instance_types: &[String],
+    ) -> CloudResult<BTreeMap<String, u32>> {
+        self.aws_instance_vcpus(instance_types).await
+    }
+
+    async fn quota_values(&self, quotas: &[Quota]) -> CloudResult<BTreeMap<Quota, f64>> {
+        self.aws_quota_values(quotas).await
     }
 
     async fn request_counts(

@@ -16,6 +16,7 @@ use crate::cloud::{
     CommandStatus, HealthCheck, LaunchRequest, Lifecycle, PoolResource, RuleAction, RuleInfo,
     SnapshotState, Tags, TargetGroupMetric, VolumeRequest, tags,
 };
+use crate::model::quota::Quota;
 use crate::model::{InstanceId, InstanceStatus, Millis};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -78,6 +79,9 @@ impl Cloud for FakeCloud {
                 "InsufficientInstanceCapacity",
                 format!("no spot capacity for {} in {}", offering.0, offering.1),
             ));
+        }
+        if let Some(refusal) = super::quotas::spot_quota_refusal(&state, request) {
+            return Err(refusal);
         }
         let mut ids = Vec::new();
         for _ in 0..request.count {
@@ -633,6 +637,17 @@ impl Cloud for FakeCloud {
             .iter()
             .map(|s| (s.clone(), self.zone_of(s)))
             .collect())
+    }
+
+    async fn instance_vcpus(
+        &self,
+        instance_types: &[String],
+    ) -> CloudResult<BTreeMap<String, u32>> {
+        self.fake_instance_vcpus(instance_types).await
+    }
+
+    async fn quota_values(&self, quotas: &[Quota]) -> CloudResult<BTreeMap<Quota, f64>> {
+        self.fake_quota_values(quotas).await
     }
 
     async fn request_counts(

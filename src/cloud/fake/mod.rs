@@ -42,6 +42,7 @@
 mod cloud_impl;
 mod ebs;
 pub mod queue;
+mod quotas;
 mod sim;
 #[cfg(test)]
 mod tests;
@@ -152,6 +153,8 @@ struct State {
     timelines: HashMap<String, Timeline>,
     /// Workspace volumes and snapshots.
     ebs: ebs::Ebs,
+    /// The account's quotas a test set (`set_quota`).
+    quotas: BTreeMap<crate::model::quota::Quota, f64>,
 }
 
 impl State {

@@ -383,6 +383,23 @@ impl Cloud for Limited {
         self.inner.subnet_zones(subnet_ids).await
     }
 
+    async fn instance_vcpus(
+        &self,
+        instance_types: &[String],
+    ) -> CloudResult<BTreeMap<String, u32>> {
+        self.acquire("DescribeInstanceTypes", 1).await;
+        self.inner.instance_vcpus(instance_types).await
+    }
+
+    async fn quota_values(
+        &self,
+        quotas: &[crate::model::quota::Quota],
+    ) -> CloudResult<BTreeMap<crate::model::quota::Quota, f64>> {
+        // No EC2 or ELB bucket: Service Quotas meters its own calls, and these are a handful
+        // an hour.
+        self.inner.quota_values(quotas).await
+    }
+
     async fn request_counts(
         &self,
         groups: &[TargetGroupMetric],

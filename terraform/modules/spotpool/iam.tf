@@ -471,12 +471,14 @@ data "aws_iam_policy_document" "daemon" {
 data "aws_iam_policy_document" "daemon_workspaces" {
   # DescribeVolumes (by id, and by the tag filters spotpool:pool and
   # spotpool:workspace), DescribeSnapshots (a relocation's snapshot) and
-  # DescribeSubnets (the zones of the pool's subnets). Like every EC2 Describe*
+  # DescribeSubnets (the zones of the pool's subnets), DescribeInstanceTypes (the
+  # vCPUs of the tiers' types, for the spot quota check). Like every EC2 Describe*
   # action they support no resource-level permissions (no resource type in the
   # Service Authorization Reference, only ec2:Region): "*" in this region.
   statement {
     sid = "Ec2DescribeWorkspaces"
     actions = [
+      "ec2:DescribeInstanceTypes",
       "ec2:DescribeSnapshots",
       "ec2:DescribeSubnets",
       "ec2:DescribeVolumes",
@@ -712,6 +714,18 @@ data "aws_iam_policy_document" "daemon_workspaces" {
   statement {
     sid       = "CloudWatchRequestCounts"
     actions   = ["cloudwatch:GetMetricData"]
+    resources = ["*"]
+  }
+
+  # The account quotas read at start-up and hourly (src/reconcile/quotas.rs).
+  # GetServiceQuota has no resource type ("*"); reading ELB's quotas needs its
+  # dependent action elasticloadbalancing:DescribeAccountLimits. Read-only.
+  statement {
+    sid = "ServiceQuotasRead"
+    actions = [
+      "elasticloadbalancing:DescribeAccountLimits",
+      "servicequotas:GetServiceQuota",
+    ]
     resources = ["*"]
   }
 }
