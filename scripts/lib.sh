@@ -95,6 +95,25 @@ ensure_moto() {
     log "installed: $(command -v moto_server)"
 }
 
+# The IAM linter the terraform test runs on the applied policies
+# (tests/it/iam_requests.rs PARLIAMENT: the same release).
+PARLIAMENT_REQUIREMENT='parliament==1.6.4'
+
+# ensure_parliament: make sure duo-labs' `parliament` is on PATH at the pinned
+# release. It works offline: its IAM data ships in the package.
+ensure_parliament() {
+    if command -v parliament >/dev/null 2>&1 &&
+        [[ $(parliament --version 2>/dev/null) == "parliament ${PARLIAMENT_REQUIREMENT#parliament==}" ]]; then
+        return 0
+    fi
+    log "parliament is missing or another release: installing $PARLIAMENT_REQUIREMENT with pip"
+    pip_install "$PARLIAMENT_REQUIREMENT" || return 1
+    if ! command -v parliament >/dev/null 2>&1; then
+        log "parliament was installed but is not on PATH (PATH=$PATH)"
+        return 1
+    fi
+}
+
 # free_port: print a TCP port on 127.0.0.1 that is free right now.
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'

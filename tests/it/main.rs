@@ -12,8 +12,11 @@
 //! - `workspace`: users' EBS workspaces on the fake: claims, moves, sleep and wake, recovery,
 //!   relocation to another zone, deletion.
 //! - `terraform`: the example root applied against moto with Terraform, the real binary started
-//!   from its outputs, and `terraform destroy`.
+//!   from its outputs, and `terraform destroy`; there the applied IAM policies are evaluated
+//!   (`iam_policy`, a small IAM evaluator) against the requests of every call the daemon makes
+//!   (`iam_requests`) and linted with parliament.
 //! - `tls`: the binary serving its API over HTTPS, the CLI as its client, certificate reloads.
+//! - `quotas`: account quotas on the fake: launches a quota refuses, the start-up check.
 
 mod admin;
 mod architecture;
@@ -23,6 +26,8 @@ mod daemon;
 mod e2e;
 mod fault_proxy;
 mod faults;
+mod iam_policy;
+mod iam_requests;
 mod interruptions;
 mod quotas;
 mod reconcile;

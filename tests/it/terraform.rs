@@ -5,6 +5,7 @@
 //! skips) without them.
 
 use crate::daemon::{API_TOKEN, Daemon, counter_by, test_settings};
+use crate::iam_requests;
 use crate::support::moto::Moto;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const SECRET_VALUE: &str = "sk-terraform-e2e-1234";
+/// The applied state, in a state directory of `scripts/terraform_moto.sh`.
+const STATE_FILE: &str = "terraform/examples/basic/terraform.tfstate";
 
 /// `scripts/terraform_moto.sh` with `args`; its stdout, or a panic with its stderr.
 async fn terraform_moto(args: &[&str]) -> String {
@@ -451,6 +454,11 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
         missing.is_empty(),
         "the daemon's policies do not allow {missing:?}"
     );
+    // Beyond action names: the applied daemon and instance policies against the resources and
+    // condition keys of each call, must-deny requests, condition mutations, and parliament.
+    let deployment = iam_requests::Deployment::from_state(&state.0.join(STATE_FILE));
+    iam_requests::check(&deployment, &made);
+    iam_requests::lint(&deployment, &state.0);
     // The tag keys a relocation puts on its snapshot (moto does not evaluate IAM conditions, so
     // the policy is read): every statement that limits the keys of CreateSnapshot or of
     // CreateTags on snapshots admits all of them.
