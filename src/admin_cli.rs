@@ -120,6 +120,14 @@ pub fn status(target: &Target) -> ExitCode {
             count("terminating"),
             tier["queued_users"].to_string(),
         );
+        let blocked = &tier["launch_blocked"];
+        if let Some(cause) = blocked["cause"].as_str() {
+            println!(
+                "  launches held back: {cause} until {}: {}",
+                blocked["retry_at"].as_str().unwrap_or("?"),
+                blocked["detail"].as_str().unwrap_or("")
+            );
+        }
     }
     ExitCode::SUCCESS
 }

@@ -178,10 +178,11 @@ impl AwsCloud {
         let output = call("ec2", "RunInstances", run.send())
             .await
             .map_err(|err| {
+                let hint = launch_hint(&err.code);
                 with_context(
                     err,
                     format!(
-                        "launching {} {} instances of tier {} in subnet {}",
+                        "launching {} {} instances of tier {} in subnet {}{hint}",
                         request.count, request.instance_type, request.tier, request.subnet_id
                     ),
                 )
@@ -348,5 +349,30 @@ fn lifecycle(state: Option<&aws_sdk_ec2::types::InstanceStateName>) -> Lifecycle
         Some(State::Terminated) => Lifecycle::Terminated,
         // An unknown or missing state: treat the instance as unusable rather than serve a user on it.
         _ => Lifecycle::ShuttingDown,
+    }
+}
+
+/// What on-call should do about a launch refused for an account-level reason, appended to the
+/// error's context (and so to `pool.launch_backoff`, `pool.launch_halted` and the log).
+fn launch_hint(code: &str) -> &'static str {
+    match code {
+        // A fresh account without the EC2 Spot service-linked role, which the daemon may not
+        // create (docs/DEPLOY.md, "Account prerequisites").
+        "AuthFailure.ServiceLinkedRoleCreationNotPermitted" => {
+            " (the account lacks the EC2 Spot service-linked role AWSServiceRoleForEC2Spot: create \
+             it once with `aws iam create-service-linked-role --aws-service-name \
+             spot.amazonaws.com`, or Terraform's create_spot_service_linked_role = true)"
+        }
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod hint_tests {
+    #[test]
+    fn account_level_refusals_say_what_to_do() {
+        let hint = super::launch_hint("AuthFailure.ServiceLinkedRoleCreationNotPermitted");
+        assert!(hint.contains("create-service-linked-role"), "{hint}");
+        assert_eq!(super::launch_hint("InsufficientInstanceCapacity"), "");
     }
 }

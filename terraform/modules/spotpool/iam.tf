@@ -197,7 +197,9 @@ data "aws_iam_policy_document" "daemon" {
     }
   }
 
-  # Launch: the instance and its volume must carry this pool's tag and be spot.
+  # Launch: the instance and its volume must carry this pool's tag, be spot, and
+  # come from the pool's launch template (without it, any image, user data or
+  # instance type would do).
   statement {
     sid       = "Ec2RunTaggedSpotInstances"
     actions   = ["ec2:RunInstances"]
@@ -212,6 +214,11 @@ data "aws_iam_policy_document" "daemon" {
       test     = "StringEquals"
       variable = "ec2:InstanceMarketType"
       values   = ["spot"]
+    }
+    condition {
+      test     = "ArnEquals"
+      variable = "ec2:LaunchTemplate"
+      values   = [aws_launch_template.pool.arn]
     }
   }
 
@@ -369,6 +376,8 @@ data "aws_iam_policy_document" "daemon" {
     }
   }
 
+  # Only this pool's secrets (tagged at creation): pools of one account share
+  # the default prefix.
   statement {
     sid = "SecretsManageUnderPrefix"
     actions = [
@@ -376,6 +385,12 @@ data "aws_iam_policy_document" "daemon" {
       "secretsmanager:DeleteSecret",
     ]
     resources = [local.secret_arns]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/spotpool:pool"
+      values   = [var.pool]
+    }
   }
 
   # The orphan sweep lists the pool's secrets by tag. ListSecrets has no
@@ -386,6 +401,7 @@ data "aws_iam_policy_document" "daemon" {
     resources = ["*"]
   }
 
+  # Tags of this pool's secrets (binding a secret to its instance, and back).
   statement {
     sid = "SecretsTagUnderPrefix"
     actions = [
@@ -398,6 +414,35 @@ data "aws_iam_policy_document" "daemon" {
       test     = "ForAllValues:StringEquals"
       variable = "aws:TagKeys"
       values   = ["spotpool:pool", "UserId", "InstanceArn"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/spotpool:pool"
+      values   = [var.pool]
+    }
+  }
+
+  # CreateSecret's tags are authorised as TagResource on a secret that has no
+  # pool tag yet: they must name this pool, and never retag another pool's.
+  statement {
+    sid       = "SecretsTagAtCreation"
+    actions   = ["secretsmanager:TagResource"]
+    resources = [local.secret_arns]
+
+    condition {
+      test     = "ForAllValues:StringEquals"
+      variable = "aws:TagKeys"
+      values   = ["spotpool:pool", "UserId", "InstanceArn"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestTag/spotpool:pool"
+      values   = [var.pool]
+    }
+    condition {
+      test     = "Null"
+      variable = "aws:ResourceTag/spotpool:pool"
+      values   = ["true"]
     }
   }
 
@@ -415,15 +460,34 @@ data "aws_iam_policy_document" "daemon" {
     resources = ["*"]
   }
 
+  # Target groups are created with the pool's tag and used only when they carry
+  # it: the sp- name prefix alone would reach another pool's groups.
   statement {
-    sid = "ElbTargetGroups"
+    sid       = "ElbCreateTaggedTargetGroups"
+    actions   = ["elasticloadbalancing:CreateTargetGroup"]
+    resources = [local.target_group_arns]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestTag/spotpool:pool"
+      values   = [var.pool]
+    }
+  }
+
+  statement {
+    sid = "ElbPoolTargetGroups"
     actions = [
-      "elasticloadbalancing:CreateTargetGroup",
       "elasticloadbalancing:RegisterTargets",
       "elasticloadbalancing:DeregisterTargets",
       "elasticloadbalancing:DeleteTargetGroup",
     ]
     resources = [local.target_group_arns]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/spotpool:pool"
+      values   = [var.pool]
+    }
   }
 
   statement {
