@@ -47,7 +47,7 @@ unset TF_DATA_DIR
 
 # render_and_check NAME EXPRESSION: render a templatefile() EXPRESSION with
 # `terraform console` into $WORK/NAME.sh, check that it is a bash script, and
-# shellcheck it.
+# run shellcheck on it.
 render_and_check() {
     local name=$1 expression=$2 out="$WORK/$1.sh"
     log "shellcheck on the rendered $name"
