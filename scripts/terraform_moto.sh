@@ -55,11 +55,13 @@ tf_setup || exit 3
 mkdir -p -- "$state"
 state=$(cd -- "$state" && pwd -P)
 # A fresh copy of the configuration each time (the state file stays beside it).
-rm -rf -- "$state/terraform/modules"
+rm -rf -- "$state/terraform/modules" "$state/deploy"
 mkdir -p -- "$state/terraform"
 cp -R "$ROOT/terraform/modules" "$state/terraform/modules"
 mkdir -p -- "$state/terraform/examples/basic"
-cp "$ROOT"/terraform/examples/basic/*.tf "$state/terraform/examples/basic/"
+cp "$ROOT"/terraform/examples/basic/*.tf "$ROOT"/terraform/examples/basic/*.tftpl "$state/terraform/examples/basic/"
+# The daemon host's units (daemon_units_dir: ../../../deploy from the root).
+cp -R "$ROOT/deploy" "$state/deploy"
 dir=$state/terraform/examples/basic
 export TF_DATA_DIR=$state/.terraform
 

@@ -1,8 +1,11 @@
 //! The Terraform a platform team applies, end to end: the example root
-//! (`terraform/examples/basic`) applied against moto with `scripts/terraform_moto.sh`, the real
-//! daemon started from its `daemon_env` output, one user claimed and released, and
-//! `terraform destroy`. It needs `terraform` and the machine's provider mirror, and fails (never
-//! skips) without them.
+//! (`terraform/examples/basic`) applied against moto with `scripts/terraform_moto.sh`, with the
+//! account prerequisites (the EC2 Spot service-linked role, a customer-managed KMS key) and the
+//! daemon's own host; the real daemon started from its `daemon_env` output, one user claimed and
+//! released, and `terraform destroy`. It needs `terraform` and the machine's provider mirror, and
+//! fails (never skips) without them. The offline plans with a mocked provider
+//! (`terraform/modules/spotpool/tests/`) cover what moto cannot show, e.g. an account that
+//! already has the Spot role.
 
 use crate::daemon::{API_TOKEN, Daemon, counter_by, test_settings};
 use crate::iam_requests;
@@ -16,27 +19,62 @@ const SECRET_VALUE: &str = "sk-terraform-e2e-1234";
 /// The applied state, in a state directory of `scripts/terraform_moto.sh`.
 const STATE_FILE: &str = "terraform/examples/basic/terraform.tfstate";
 
-/// `scripts/terraform_moto.sh` with `args`; its stdout, or a panic with its stderr.
-async fn terraform_moto(args: &[&str]) -> String {
+/// `scripts/terraform_moto.sh` with `args`: whether it succeeded, its stdout and its stderr.
+/// Panics when terraform or the provider mirror is missing.
+async fn try_terraform_moto(args: &[&str]) -> (bool, String, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/terraform_moto.sh");
     let output = tokio::process::Command::new(&script)
         .args(args)
         .output()
         .await
         .unwrap_or_else(|err| panic!("running {}: {err}", script.display()));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     if output.status.code() == Some(3) {
         panic!(
             "this test needs terraform and the Terraform AWS provider mirror \
              (find / -xdev -name 'terraform-provider-aws_*'); CI machines have both:\n{stderr}"
         );
     }
-    assert!(
-        output.status.success(),
-        "terraform_moto.sh {args:?} failed ({}):\n{stderr}",
-        output.status
-    );
-    String::from_utf8(output.stdout).expect("terraform output is UTF-8")
+    let stdout = String::from_utf8(output.stdout).expect("terraform output is UTF-8");
+    (output.status.success(), stdout, stderr)
+}
+
+/// `scripts/terraform_moto.sh` with `args`; its stdout, or a panic with its stderr.
+async fn terraform_moto(args: &[&str]) -> String {
+    let (ok, stdout, stderr) = try_terraform_moto(args).await;
+    assert!(ok, "terraform_moto.sh {args:?} failed:\n{stderr}");
+    stdout
+}
+
+/// `action` (apply, plan or destroy) against `endpoint` with `state`, and `vars` as `-var`s.
+async fn terraform_moto_with(action: &str, endpoint: &str, state: &str, vars: &[String]) -> String {
+    let mut args = vec![action, endpoint, state];
+    for var in vars {
+        args.extend(["-var", var.as_str()]);
+    }
+    terraform_moto(&args).await
+}
+
+/// The statement of `policy` whose Sid is `sid`.
+fn statement_by_sid<'a>(policy: &'a serde_json::Value, sid: &str) -> &'a serde_json::Value {
+    policy["Statement"]
+        .as_array()
+        .expect("a Statement list")
+        .iter()
+        .find(|s| s["Sid"] == sid)
+        .unwrap_or_else(|| panic!("no statement {sid} in {policy}"))
+}
+
+/// A policy element that is a string or a list of strings, as a set.
+fn strings(value: &serde_json::Value) -> BTreeSet<String> {
+    match value {
+        serde_json::Value::String(one) => BTreeSet::from([one.clone()]),
+        serde_json::Value::Array(list) => list
+            .iter()
+            .map(|v| v.as_str().expect("a string").to_string())
+            .collect(),
+        other => panic!("expected a string or a list, got {other}"),
+    }
 }
 
 /// The Terraform working copy and state; removed on drop unless the test failed.
@@ -159,12 +197,43 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
     let endpoint = moto.endpoint();
     let state = StateDir::new();
 
+    // moto, like a fresh account, has no EC2 Spot service-linked role: by default (the module
+    // neither creates it nor may the daemon), the plan refuses, saying what to set, and nothing
+    // is created.
+    let (ok, _, refusal) = try_terraform_moto(&["apply", &endpoint, state.path()]).await;
+    assert!(
+        !ok,
+        "a plan without the Spot service-linked role was applied"
+    );
+    assert!(
+        refusal.contains("no EC2 Spot service-linked role")
+            && refusal.contains("create_spot_service_linked_role = true"),
+        "the refusal does not say what to do:\n{refusal}"
+    );
+
+    // The account prerequisites and the daemon's host, as a platform team would ask for them.
+    let binary_uri = "s3://spotpool-artifacts/releases/spotpool";
+    let vars: Vec<String> = [
+        "create_spot_service_linked_role=true",
+        "create_kms_key=true",
+        "create_daemon_host=true",
+        &format!("daemon_binary_s3_uri={binary_uri}"),
+        "daemon_api_allowed_cidr_blocks=[\"10.20.0.0/24\"]",
+        "daemon_tls=true",
+    ]
+    .iter()
+    .map(|var| var.to_string())
+    .collect();
     let started = Instant::now();
-    let env_text = terraform_moto(&["apply", &endpoint, state.path()]).await;
+    let env_text = terraform_moto_with("apply", &endpoint, state.path(), &vars).await;
     eprintln!("terraform apply took {:?}", started.elapsed());
     // Applied state does not drift: a second plan is empty (no default_tags, no moto-dropped
     // attributes), so the local mode and a platform team's CI see a stable plan.
-    terraform_moto(&["plan", &endpoint, state.path()]).await;
+    terraform_moto_with("plan", &endpoint, state.path(), &vars).await;
+    let output = |name: &'static str| {
+        let dir = state.path().to_string();
+        async move { terraform_moto(&["output", &dir, name]).await }
+    };
 
     // The rendered environment has every setting the daemon needs, and no token.
     let infra_env = parse_env(&env_text);
@@ -236,6 +305,11 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
     let root = data.block_device_mappings()[0].ebs().expect("root volume");
     assert_eq!(root.volume_type().map(|t| t.as_str()), Some("gp3"));
     assert_eq!(root.encrypted(), Some(true));
+    // ...under the created customer-managed key, which the workspaces use too.
+    let key_arn = output("kms_key_arn").await;
+    assert!(key_arn.contains(":key/"), "{key_arn}");
+    assert_eq!(root.kms_key_id(), Some(key_arn.as_str()));
+    assert_eq!(settings["SPOTPOOL_WORKSPACE_KMS_KEY_ID"], key_arn);
     assert_eq!(
         data.iam_instance_profile().and_then(|p| p.arn()),
         Some(settings["INSTANCE_PROFILE_ARN"])
@@ -253,7 +327,7 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
         "{template_tags:?}"
     );
     assert_eq!(template_tags.get("spotpool:pool"), Some(&"spotpool"));
-    let user_data = terraform_moto(&["output", state.path(), "user_data"]).await;
+    let user_data = output("user_data").await;
     for needle in [
         "dnf install -y docker",
         "DOCKER-USER -d $METADATA_ADDRESS/32 -j DROP",
@@ -332,6 +406,253 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
     assert!(ingress[0].ip_ranges().is_empty(), "{ingress:?}");
     assert_eq!(ingress[0].user_id_group_pairs().len(), 1, "{ingress:?}");
 
+    // The Spot service-linked role was created (moto names it AWSServiceRoleForspot; AWS,
+    // AWSServiceRoleForEC2Spot), and the key policy lets it use the key for spot launches, grants
+    // only for AWS resources; the daemon role gets what its IAM policy grants, through EC2 only.
+    let spot_role = output("spot_service_linked_role_arn").await;
+    assert!(
+        spot_role.contains(":role/aws-service-role/spot.amazonaws.com/AWSServiceRoleFor"),
+        "{spot_role}"
+    );
+    let key_policy: serde_json::Value =
+        serde_json::from_str(&output("kms_key_policy_json").await).expect("the key policy is JSON");
+    let account = statement_by_sid(&key_policy, "AccountAdministersTheKeyAndIamPoliciesGrantIt");
+    assert_eq!(
+        account["Principal"]["AWS"],
+        "arn:aws:iam::123456789012:root"
+    );
+    let spot_use = statement_by_sid(&key_policy, "SpotLaunchesUseTheKey");
+    assert_eq!(spot_use["Principal"]["AWS"], spot_role.as_str());
+    assert!(
+        strings(&spot_use["Action"]).contains("kms:GenerateDataKey*"),
+        "{spot_use}"
+    );
+    let spot_grant = statement_by_sid(&key_policy, "SpotLaunchesAttachPersistentResources");
+    assert_eq!(spot_grant["Principal"]["AWS"], spot_role.as_str());
+    assert_eq!(
+        strings(&spot_grant["Action"]),
+        BTreeSet::from(["kms:CreateGrant".to_string()])
+    );
+    assert_eq!(
+        spot_grant["Condition"]["Bool"]["kms:GrantIsForAWSResource"],
+        "true"
+    );
+    let daemon_role = output("daemon_role_arn").await;
+    for sid in [
+        "DaemonUsesTheKeyThroughEc2",
+        "DaemonCreatesGrantsForEbsOnly",
+    ] {
+        let daemon_key = statement_by_sid(&key_policy, sid);
+        assert_eq!(
+            daemon_key["Principal"]["AWS"],
+            daemon_role.as_str(),
+            "{sid}"
+        );
+        assert_eq!(
+            daemon_key["Condition"]["StringEquals"]["kms:ViaService"],
+            "ec2.us-east-1.amazonaws.com",
+            "{sid}"
+        );
+    }
+    // The daemon's own KMS permissions: that key only, through EC2 only, grants only for AWS
+    // resources.
+    let daemon_policy: serde_json::Value =
+        serde_json::from_str(&output("daemon_policy_json").await)
+            .expect("the daemon policy is JSON");
+    for sid in ["KmsUseKeyForEbs", "KmsGrantsForEbsOnly"] {
+        let kms = statement_by_sid(&daemon_policy, sid);
+        assert_eq!(
+            strings(&kms["Resource"]),
+            BTreeSet::from([key_arn.clone()]),
+            "{sid}"
+        );
+        assert_eq!(
+            kms["Condition"]["StringEquals"]["kms:ViaService"], "ec2.us-east-1.amazonaws.com",
+            "{sid}"
+        );
+    }
+    let grants = statement_by_sid(&daemon_policy, "KmsGrantsForEbsOnly");
+    assert_eq!(
+        grants["Condition"]["Bool"]["kms:GrantIsForAWSResource"],
+        "true"
+    );
+
+    // The daemon host: the daemon role's instance profile, IMDSv2 with a hop limit of 1, its root
+    // volume under the key, a user data with no settings nor tokens in it.
+    let host_id = output("daemon_host_instance_id").await;
+    let described = ec2
+        .describe_instances()
+        .instance_ids(&host_id)
+        .send()
+        .await
+        .expect("reading the daemon host");
+    let host = &described.reservations()[0].instances()[0];
+    assert_eq!(
+        host.iam_instance_profile().and_then(|p| p.arn()),
+        Some(output("daemon_instance_profile_arn").await.as_str())
+    );
+    let host_metadata = host.metadata_options().expect("metadata options");
+    assert_eq!(
+        host_metadata.http_tokens().map(|t| t.as_str()),
+        Some("required")
+    );
+    assert_eq!(host_metadata.http_put_response_hop_limit(), Some(1));
+    let host_root = host.block_device_mappings()[0]
+        .ebs()
+        .and_then(|ebs| ebs.volume_id())
+        .expect("a root volume");
+    let volumes = ec2
+        .describe_volumes()
+        .volume_ids(host_root)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(volumes.volumes()[0].encrypted(), Some(true));
+    assert_eq!(volumes.volumes()[0].kms_key_id(), Some(key_arn.as_str()));
+    let attribute = ec2
+        .describe_instance_attribute()
+        .instance_id(&host_id)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .expect("reading the daemon host's user data");
+    let host_user_data = String::from_utf8(
+        aws_smithy_types::base64::decode(
+            attribute
+                .user_data()
+                .and_then(|u| u.value())
+                .expect("user data"),
+        )
+        .expect("user data is base64"),
+    )
+    .expect("user data is UTF-8");
+    let env_secret = output("daemon_env_secret_arn").await;
+    let tokens_secret = output("daemon_tokens_secret_arn").await;
+    let tls_secret = output("daemon_tls_secret_arn").await;
+    for needle in [
+        binary_uri,
+        env_secret.as_str(),
+        tokens_secret.as_str(),
+        tls_secret.as_str(),
+        "ExecStart=/usr/local/bin/spotpool serve",
+        "OnFailure=spotpool-failed.service",
+        "Requires=spotpool-config.service",
+        "LoadCredential=tls-key:/etc/spotpool/tls/key.pem",
+    ] {
+        assert!(
+            host_user_data.contains(needle),
+            "the host's user data lacks {needle}"
+        );
+    }
+    for (key, value) in &infra_env {
+        assert!(
+            !host_user_data.contains(&format!("{key}={value}")),
+            "the host's user data carries the setting {key}"
+        );
+    }
+
+    // Its settings are in Secrets Manager: daemon_env, the listen address and the TLS files;
+    // the tokens' and the TLS bundle's secrets are left for the operator to fill, so no token
+    // or key ever passes through Terraform.
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let host_env = secrets
+        .get_secret_value()
+        .secret_id(&env_secret)
+        .send()
+        .await
+        .expect("reading the host's settings");
+    let host_env = host_env.secret_string().expect("a string secret");
+    let host_settings: HashMap<String, String> = parse_env(host_env).into_iter().collect();
+    assert_eq!(host_settings["SPOTPOOL_LISTEN"], "0.0.0.0:7070");
+    assert_eq!(
+        host_settings["SPOTPOOL_TLS_CERT"],
+        "/run/credentials/spotpool.service/tls-cert"
+    );
+    assert_eq!(
+        host_settings["SPOTPOOL_TLS_KEY"],
+        "/run/credentials/spotpool.service/tls-key"
+    );
+    for (key, value) in &host_settings {
+        if !key.starts_with("SPOTPOOL_LISTEN") && !key.starts_with("SPOTPOOL_TLS_") {
+            assert_eq!(settings.get(key.as_str()), Some(&value.as_str()), "{key}");
+        }
+    }
+    assert!(!host_env.contains("TOKEN") && !host_env.contains("AWS_SECRET_ACCESS_KEY"));
+    for empty in [&tokens_secret, &tls_secret] {
+        let read = secrets.get_secret_value().secret_id(empty).send().await;
+        assert!(read.is_err(), "{empty} has a value Terraform put there");
+    }
+    // The host role reads exactly those secrets and the one binary object.
+    let host_policy: serde_json::Value =
+        serde_json::from_str(&output("daemon_host_policy_json").await).expect("JSON");
+    assert_eq!(
+        strings(&statement_by_sid(&host_policy, "ReadThisDaemonsSecrets")["Resource"]),
+        BTreeSet::from([
+            env_secret.clone(),
+            tokens_secret.clone(),
+            tls_secret.clone()
+        ])
+    );
+    let binary = statement_by_sid(&host_policy, "GetTheDaemonBinary");
+    assert_eq!(
+        strings(&binary["Action"]),
+        BTreeSet::from(["s3:GetObject".to_string()])
+    );
+    assert_eq!(
+        strings(&binary["Resource"]),
+        BTreeSet::from(["arn:aws:s3:::spotpool-artifacts/releases/spotpool".to_string()])
+    );
+
+    // Its security group admits the API port from the allowed range only, never from a group
+    // (the pool instances' least of all), and lets out HTTPS only.
+    let host_group = output("daemon_host_security_group_id").await;
+    assert_eq!(
+        host.security_groups()
+            .iter()
+            .filter_map(|g| g.group_id())
+            .collect::<Vec<_>>(),
+        [host_group.as_str()]
+    );
+    let groups = ec2
+        .describe_security_groups()
+        .group_ids(&host_group)
+        .send()
+        .await
+        .expect("reading the daemon host's security group");
+    let group = &groups.security_groups()[0];
+    let ingress = group.ip_permissions();
+    assert_eq!(ingress.len(), 1, "{ingress:?}");
+    assert_eq!(
+        (ingress[0].from_port(), ingress[0].to_port()),
+        (Some(7070), Some(7070))
+    );
+    assert!(ingress[0].user_id_group_pairs().is_empty(), "{ingress:?}");
+    assert_eq!(
+        ingress[0]
+            .ip_ranges()
+            .iter()
+            .filter_map(|r| r.cidr_ip())
+            .collect::<Vec<_>>(),
+        ["10.20.0.0/24"]
+    );
+    let egress = group.ip_permissions_egress();
+    assert_eq!(egress.len(), 1, "{egress:?}");
+    assert_eq!(
+        (
+            egress[0].ip_protocol(),
+            egress[0].from_port(),
+            egress[0].to_port()
+        ),
+        (Some("tcp"), Some(443), Some(443))
+    );
+    assert_eq!(
+        output("daemon_api_url").await,
+        format!(
+            "https://{}:7070",
+            host.private_ip_address().expect("a private address")
+        )
+    );
+
     // The daemon, configured from the output alone plus tokens and test intervals.
     let mut env = infra_env.clone();
     env.extend(test_settings());
@@ -362,6 +683,22 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
         instance.iam_instance_profile().and_then(|p| p.arn()),
         Some(settings["INSTANCE_PROFILE_ARN"])
     );
+
+    // The user's workspace is encrypted under the key, as the daemon was told (daemon_env).
+    let workspaces = ec2
+        .describe_volumes()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag-key")
+                .values(spotpool::cloud::tags::WORKSPACE)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("listing the workspaces");
+    assert_eq!(workspaces.volumes().len(), 1, "{:?}", workspaces.volumes());
+    assert_eq!(workspaces.volumes()[0].encrypted(), Some(true));
+    assert_eq!(workspaces.volumes()[0].kms_key_id(), Some(key_arn.as_str()));
 
     // The daemon reads the queue Terraform made: an EC2 event put there (as EventBridge would;
     // moto's EC2 emits none) is consumed and deleted. The instance is no pool's, so nothing
@@ -423,10 +760,7 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
 
     // Every AWS call the daemon made is allowed by the daemon's policies Terraform created
     // (daemon_policy_json is both of them as one document).
-    let policy: serde_json::Value = serde_json::from_str(
-        &terraform_moto(&["output", state.path(), "daemon_policy_json"]).await,
-    )
-    .expect("the daemon policy is JSON");
+    let policy = daemon_policy;
     let allowed = allowed_actions(&policy);
     let made = calls_made(&daemon.metrics().await);
     assert!(
@@ -497,7 +831,7 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
         .expect("terminating the spares");
 
     let started = Instant::now();
-    terraform_moto(&["destroy", &endpoint, state.path()]).await;
+    terraform_moto_with("destroy", &endpoint, state.path(), &vars).await;
     eprintln!("terraform destroy took {:?}", started.elapsed());
 
     let vpcs = ec2.describe_vpcs().send().await.unwrap();
@@ -518,5 +852,19 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
     assert!(
         templates.launch_templates().is_empty(),
         "the launch template survived terraform destroy"
+    );
+    let host_after = ec2
+        .describe_instances()
+        .instance_ids(&host_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        host_after.reservations()[0].instances()[0]
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str()),
+        Some("terminated"),
+        "the daemon host survived terraform destroy"
     );
 }

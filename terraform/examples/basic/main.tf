@@ -1,5 +1,7 @@
 # The smallest complete spotpool deployment: a new VPC with two public subnets,
-# the ALB, the launch template, IAM and the daemon's policy.
+# the ALB, the launch template, IAM and the daemon's policy; optionally the
+# account prerequisites (the EC2 Spot service-linked role, a KMS key) and the
+# daemon's own host (daemon-host.tf).
 #
 #   terraform init && terraform apply -var region=eu-west-1
 #   terraform output -raw daemon_env > env      # the daemon's EnvironmentFile
@@ -36,6 +38,7 @@ provider "aws" {
       iam            = endpoints.value
       sts            = endpoints.value
       ssm            = endpoints.value
+      kms            = endpoints.value
       secretsmanager = endpoints.value
       ecr            = endpoints.value
       sqs            = endpoints.value
@@ -49,7 +52,7 @@ module "spotpool" {
 
   name            = var.name
   pool            = var.pool
-  create_network  = true
+  create_network  = var.create_network
   container_image = var.container_image
   container_port  = var.container_port
   instance_types  = var.instance_types
@@ -60,10 +63,34 @@ module "spotpool" {
   workspace_kms_key_arn = var.workspace_kms_key_arn
   idle_sleep_after      = var.idle_sleep_after
 
+  create_spot_service_linked_role = var.create_spot_service_linked_role
+  create_kms_key                  = var.create_kms_key
+  root_volume_kms_key_id          = var.root_volume_kms_key_id
+
   container_preset = var.container_preset
   cpu_credits      = var.cpu_credits
 
-  daemon_principal_arns   = var.daemon_principal_arns
-  daemon_trusted_services = var.daemon_trusted_services
+  daemon_principal_arns = var.daemon_principal_arns
+  # The daemon host (daemon-host.tf) runs as the module's daemon role.
+  daemon_trusted_services = distinct(concat(var.daemon_trusted_services, var.create_daemon_host ? ["ec2.amazonaws.com"] : []))
   daemon_extra_env        = var.daemon_extra_env
+
+  vpc_id                                 = var.vpc_id
+  ami_id                                 = var.ami_id
+  alb_deletion_protection                = var.alb_deletion_protection
+  alb_ingress_cidrs                      = var.alb_ingress_cidrs
+  ami_ssm_parameter                      = var.ami_ssm_parameter
+  create_ecr_repository                  = var.create_ecr_repository
+  ecr_force_delete                       = var.ecr_force_delete
+  ecr_pull_from_image                    = var.ecr_pull_from_image
+  ecr_pull_repository_arns               = var.ecr_pull_repository_arns
+  health_check_path                      = var.health_check_path
+  interruption_max_receive_count         = var.interruption_max_receive_count
+  interruption_message_retention_seconds = var.interruption_message_retention_seconds
+  public_subnet_count                    = var.public_subnet_count
+  root_volume_size                       = var.root_volume_size
+  secret_prefix                          = var.secret_prefix
+  subnet_ids                             = var.subnet_ids
+  tags                                   = var.tags
+  vpc_cidr                               = var.vpc_cidr
 }

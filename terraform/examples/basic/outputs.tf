@@ -183,3 +183,67 @@ output "daemon_env" {
     ] : [],
   ))
 }
+
+# --- Account prerequisites ---------------------------------------------------
+
+output "spot_service_linked_role_arn" {
+  description = "The EC2 Spot service-linked role (created, or the account's own)."
+  value       = module.spotpool.spot_service_linked_role_arn
+}
+
+output "kms_key_arn" {
+  description = "The KMS key created by create_kms_key, or null."
+  value       = module.spotpool.kms_key_arn
+}
+
+output "root_volume_kms_key_arn" {
+  description = "The root volumes' customer-managed key, or null for the account's default EBS key."
+  value       = module.spotpool.root_volume_kms_key_arn
+}
+
+output "kms_key_policy_json" {
+  description = "The key policy a customer-managed EBS key of this pool must hold (the created key holds it)."
+  value       = module.spotpool.kms_key_policy_json
+}
+
+# --- The daemon host ---------------------------------------------------------
+
+output "daemon_host_instance_id" {
+  description = "The daemon host, when create_daemon_host; else null."
+  value       = one(aws_instance.daemon[*].id)
+}
+
+output "daemon_host_private_ip" {
+  description = "Private address of the daemon host, when create_daemon_host; else null."
+  value       = one(aws_instance.daemon[*].private_ip)
+}
+
+output "daemon_host_security_group_id" {
+  description = "Security group of the daemon host, when create_daemon_host; else null."
+  value       = one(aws_security_group.daemon[*].id)
+}
+
+output "daemon_api_url" {
+  description = "The daemon's API as the web backend reaches it (https with daemon_tls; the certificate must name the address or a DNS name you point at it), when create_daemon_host; else null."
+  value       = var.create_daemon_host ? "${var.daemon_tls ? "https" : "http"}://${aws_instance.daemon[0].private_ip}:${var.daemon_api_port}" : null
+}
+
+output "daemon_env_secret_arn" {
+  description = "The secret holding the daemon host's settings (/etc/spotpool/env), written by Terraform."
+  value       = one(aws_secretsmanager_secret.daemon_env[*].arn)
+}
+
+output "daemon_tokens_secret_arn" {
+  description = "The secret you put the API tokens in (SPOTPOOL_API_TOKEN=... and SPOTPOOL_ADMIN_TOKEN=... lines)."
+  value       = one(aws_secretsmanager_secret.daemon_tokens[*].arn)
+}
+
+output "daemon_tls_secret_arn" {
+  description = "The secret you put the API's TLS bundle in (PEM: certificate chain, then private key), when daemon_tls."
+  value       = one(aws_secretsmanager_secret.daemon_tls[*].arn)
+}
+
+output "daemon_host_policy_json" {
+  description = "What the daemon host's role gets on top of the daemon policies (its secrets, its binary), for review; null without create_daemon_host."
+  value       = one(data.aws_iam_policy_document.daemon_host[*].json)
+}

@@ -62,7 +62,7 @@ resource "aws_launch_template" "pool" {
       volume_type           = "gp3"
       volume_size           = var.root_volume_size
       encrypted             = true
-      kms_key_id            = var.root_volume_kms_key_id
+      kms_key_id            = local.root_kms_key_arn
       delete_on_termination = true
     }
   }

@@ -57,13 +57,9 @@ locals {
   workspace_tag_keys = ["spotpool:pool", "UserId", "spotpool:workspace"]
   snapshot_tag_keys  = concat(local.workspace_tag_keys, ["spotpool:relocation"])
 
-  # Customer-managed keys the daemon's EBS calls use: the workspace key, and the root
-  # volume's key when it is given as a key ARN (RunInstances needs the same KMS
-  # permissions for it). Empty with the default aws/ebs key, which needs none.
-  ebs_kms_key_arns = distinct(compact([
-    var.workspace_kms_key_arn,
-    can(regex("^arn:[a-z-]+:kms:[a-z0-9-]+:[0-9]{12}:key/", coalesce(var.root_volume_kms_key_id, "-"))) ? var.root_volume_kms_key_id : null,
-  ]))
+  # The customer-managed keys the daemon's EBS calls use: local.ebs_kms_key_arns
+  # (account.tf). None with the default aws/ebs key, which needs no permission.
+
   # EBS calls KMS on the daemon's behalf from this endpoint (kms:ViaService).
   ec2_via_service = "ec2.${local.region}.${local.dns_suffix}"
 
@@ -708,23 +704,17 @@ data "aws_iam_policy_document" "daemon_workspaces" {
     }
   }
 
-  # A customer-managed key (workspace_kms_key_arn, and root_volume_kms_key_id
-  # given as a key ARN): EBS uses it with the caller's permissions, through EC2
+  # A customer-managed key (root_volume_kms_key_id, workspace_kms_key_arn or the
+  # key of create_kms_key; account.tf): EBS uses it with the caller's permissions, through EC2
   # only (kms:ViaService), and the grant it creates for the instance must be one
   # an AWS service asks for (kms:GrantIsForAWSResource). These are the actions
   # the EBS user guide lists under "Permissions for users". None with aws/ebs,
   # whose key policy already allows the account's principals through EC2.
   dynamic "statement" {
-    for_each = length(local.ebs_kms_key_arns) > 0 ? [1] : []
+    for_each = local.uses_customer_kms_key ? [1] : []
     content {
-      sid = "KmsUseKeyForEbs"
-      actions = [
-        "kms:Decrypt",
-        "kms:DescribeKey",
-        "kms:GenerateDataKeyWithoutPlaintext",
-        "kms:ReEncryptFrom",
-        "kms:ReEncryptTo",
-      ]
+      sid       = "KmsUseKeyForEbs"
+      actions   = local.ebs_kms_use_actions
       resources = local.ebs_kms_key_arns
 
       condition {
@@ -736,7 +726,7 @@ data "aws_iam_policy_document" "daemon_workspaces" {
   }
 
   dynamic "statement" {
-    for_each = length(local.ebs_kms_key_arns) > 0 ? [1] : []
+    for_each = local.uses_customer_kms_key ? [1] : []
     content {
       sid       = "KmsGrantsForEbsOnly"
       actions   = ["kms:CreateGrant"]

@@ -91,6 +91,11 @@ output "daemon_policy_json" {
   value       = data.aws_iam_policy_document.daemon_all.json
 }
 
+output "daemon_role_name" {
+  description = "Name of the daemon role, when the module created it; else null."
+  value       = one(aws_iam_role.daemon[*].name)
+}
+
 output "daemon_role_arn" {
   description = "The daemon role, when daemon_principal_arns or daemon_trusted_services asked for one; else null."
   value       = one(aws_iam_role.daemon[*].arn)
@@ -99,6 +104,11 @@ output "daemon_role_arn" {
 output "daemon_instance_profile_arn" {
   description = "Instance profile of the daemon role, when daemon_trusted_services includes EC2; else null."
   value       = one(aws_iam_instance_profile.daemon[*].arn)
+}
+
+output "daemon_instance_profile_name" {
+  description = "Name of the daemon role's instance profile, when daemon_trusted_services includes EC2; else null."
+  value       = one(aws_iam_instance_profile.daemon[*].name)
 }
 
 output "ecr_repository_url" {
@@ -122,8 +132,28 @@ output "workspace_size_gib" {
 }
 
 output "workspace_kms_key_arn" {
-  description = "The customer-managed key of the workspace volumes (SPOTPOOL_WORKSPACE_KMS_KEY_ID), or null for the account's aws/ebs key."
-  value       = var.workspace_kms_key_arn
+  description = "The customer-managed key of the workspace volumes (SPOTPOOL_WORKSPACE_KMS_KEY_ID): workspace_kms_key_arn, else the created key (create_kms_key), else null for the account's default EBS key."
+  value       = local.workspace_kms_key_arn
+}
+
+output "root_volume_kms_key_arn" {
+  description = "The customer-managed key of the pool instances' root volumes: root_volume_kms_key_id, else the created key (create_kms_key), else null for the account's default EBS key."
+  value       = local.root_kms_key_arn
+}
+
+output "kms_key_arn" {
+  description = "The KMS key created by create_kms_key, or null."
+  value       = local.created_kms_key_arn
+}
+
+output "kms_key_policy_json" {
+  description = "The key policy a customer-managed EBS key of this pool must hold (the created key holds it): the account, the EC2 Spot service-linked role, and the daemon role when the module creates it (docs/DEPLOY.md, \"KMS\")."
+  value       = data.aws_iam_policy_document.kms_key.json
+}
+
+output "spot_service_linked_role_arn" {
+  description = "The EC2 Spot service-linked role (AWSServiceRoleForEC2Spot): created when create_spot_service_linked_role is true, else the account's own."
+  value       = local.spot_service_linked_role_arn
 }
 
 output "idle_sleep_after" {
@@ -201,7 +231,7 @@ locals {
       SPOTPOOL_WORKSPACE_SIZE_GIB = tostring(var.workspace_size_gib)
       SPOTPOOL_IDLE_SLEEP_AFTER   = var.idle_sleep_after
     },
-    var.workspace_kms_key_arn != null ? { SPOTPOOL_WORKSPACE_KMS_KEY_ID = var.workspace_kms_key_arn } : {},
+    var.workspace_kms_key_arn != null || var.create_kms_key ? { SPOTPOOL_WORKSPACE_KMS_KEY_ID = local.workspace_kms_key_arn } : {},
     var.create_ecr_repository ? { ECR_REPOSITORY_URL = aws_ecr_repository.this[0].repository_url } : {},
     var.daemon_extra_env,
   )

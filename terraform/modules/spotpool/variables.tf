@@ -30,6 +30,7 @@ variable "tags" {
   description = "Tags added to every resource the module creates. (Set here rather than with the provider's default_tags, which keep launch templates drifting.)"
   type        = map(string)
   default     = {}
+  nullable    = false
 }
 
 # --- Network -----------------------------------------------------------------
@@ -55,6 +56,7 @@ variable "subnet_ids" {
   description = "Existing subnets (two or more, in different availability zones) when create_network is false. The ALB and the pool instances use them. The instances need outbound access to SSM, ECR, Secrets Manager and the image registry: public subnets that map public IPs on launch, or a NAT gateway, or VPC endpoints."
   type        = list(string)
   default     = []
+  nullable    = false
 
   validation {
     condition     = alltrue([for id in var.subnet_ids : can(regex("^subnet-[0-9a-f]+$", id))])
@@ -66,6 +68,7 @@ variable "vpc_cidr" {
   description = "CIDR of the VPC created when create_network is true. Each public subnet gets a sixteenth of it (a /20 of a /16)."
   type        = string
   default     = "10.0.0.0/16"
+  nullable    = false
 
   validation {
     condition     = can(cidrhost(var.vpc_cidr, 0)) && can(regex("/([0-9]|1[0-9]|2[0-2])$", var.vpc_cidr))
@@ -77,6 +80,7 @@ variable "public_subnet_count" {
   description = "How many public subnets (one per availability zone) to create when create_network is true. An ALB needs at least two."
   type        = number
   default     = 2
+  nullable    = false
 
   validation {
     condition     = var.public_subnet_count >= 2 && var.public_subnet_count <= 6 && floor(var.public_subnet_count) == var.public_subnet_count
@@ -124,6 +128,7 @@ variable "alb_ingress_cidrs" {
   description = "IPv4 ranges allowed to reach the ALB on ports 80 and 443."
   type        = list(string)
   default     = ["0.0.0.0/0"]
+  nullable    = false
 
   validation {
     condition     = length(var.alb_ingress_cidrs) > 0 && alltrue([for cidr in var.alb_ingress_cidrs : can(cidrhost(cidr, 0))])
@@ -146,6 +151,7 @@ variable "alb_deletion_protection" {
   description = "Protect the ALB from deletion (turn it off before terraform destroy)."
   type        = bool
   default     = false
+  nullable    = false
 }
 
 # --- Instances ---------------------------------------------------------------
@@ -187,6 +193,7 @@ variable "health_check_path" {
   description = "Health check path of the users' target groups (HEALTH_CHECK_PATH). The OpenClaw gateway answers /healthz from the moment it listens; keep it at the root, not under a user's route (there it is the Control UI's page)."
   type        = string
   default     = "/healthz"
+  nullable    = false
 
   validation {
     condition     = startswith(var.health_check_path, "/")
@@ -254,6 +261,7 @@ variable "ami_ssm_parameter" {
   description = "Public SSM parameter holding the AMI id, read only when ami_id is null. Use the arm64 one with Graviton instance types."
   type        = string
   default     = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+  nullable    = false
 }
 
 variable "root_device_name" {
@@ -266,6 +274,7 @@ variable "root_volume_size" {
   description = "Size in GiB of the encrypted gp3 root volume (the OS, Docker and the image; a user's data lives on its own workspace volume, which the daemon creates)."
   type        = number
   default     = 30
+  nullable    = false
 
   validation {
     condition     = var.root_volume_size >= 8 && var.root_volume_size <= 16384
@@ -274,9 +283,28 @@ variable "root_volume_size" {
 }
 
 variable "root_volume_kms_key_id" {
-  description = "KMS key ARN for the root volume. Null: the account's default EBS key (aws/ebs). Given as a key ARN, the daemon policy gets the KMS permissions RunInstances needs for it (as for workspace_kms_key_arn); the key policy must allow the daemon role too (docs/DEPLOY.md)."
+  description = "ARN of a customer-managed symmetric KMS key, in the pool's region, for the pool instances' root volumes. Null: the created key (create_kms_key), else the account's default EBS key (aws/ebs, or the customer key of account-wide default EBS encryption: set this variable to that key, docs/DEPLOY.md). Set: the daemon policy gets the KMS permissions RunInstances needs on it (through EC2 only), and the key policy must hold kms_key_policy_json's statements (the EC2 Spot service-linked role launches the instances)."
   type        = string
   default     = null
+
+  validation {
+    condition     = var.root_volume_kms_key_id == null || can(regex("^arn:[a-z-]+:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$", var.root_volume_kms_key_id))
+    error_message = "root_volume_kms_key_id must be a KMS key ARN (arn:aws:kms:<region>:<account>:key/<key id>), not a key id or an alias: IAM scopes the daemon's KMS permissions to the key ARN."
+  }
+}
+
+variable "create_kms_key" {
+  description = "Create a customer-managed KMS key (alias/<name>-ebs, rotated yearly) whose policy is kms_key_policy_json, and use it for the root volumes and the workspaces whose key variable (root_volume_kms_key_id, workspace_kms_key_arn) is null."
+  type        = bool
+  default     = false
+}
+
+# --- Account prerequisites ---------------------------------------------------
+
+variable "create_spot_service_linked_role" {
+  description = "Create the account's EC2 Spot service-linked role (AWSServiceRoleForEC2Spot), without which no spot instance can be launched. False: the role must already exist (any earlier spot request in the account created it), and a plan without it fails with a message. It is one per account: let one deployment (or your account baseline) own it, and leave this false everywhere else."
+  type        = bool
+  default     = false
 }
 
 # --- Workspaces --------------------------------------------------------------
@@ -293,7 +321,7 @@ variable "workspace_size_gib" {
 }
 
 variable "workspace_kms_key_arn" {
-  description = "ARN of a customer-managed symmetric KMS key, in the pool's region, for the workspace volumes and their snapshots (SPOTPOOL_WORKSPACE_KMS_KEY_ID). Null: the account's default EBS key (aws/ebs), and the daemon gets no KMS permission. Set: the daemon policy gets exactly the KMS permissions EBS needs on this key (through EC2 only), and the key policy must allow the daemon role (docs/DEPLOY.md). Changing it later leaves existing workspaces on the old key."
+  description = "ARN of a customer-managed symmetric KMS key, in the pool's region, for the workspace volumes and their snapshots (SPOTPOOL_WORKSPACE_KMS_KEY_ID). Null: the created key (create_kms_key), else the account's default EBS key (aws/ebs), and the daemon gets no KMS permission. Set: the daemon policy gets exactly the KMS permissions EBS needs on this key (through EC2 only), and the key policy must allow the daemon role (docs/DEPLOY.md). Changing it later leaves existing workspaces on the old key."
   type        = string
   default     = null
 
@@ -320,6 +348,7 @@ variable "secret_prefix" {
   description = "Prefix of the users' secret names in Secrets Manager (SECRET_PREFIX); a user's secret is <prefix><user id>. The instance role may read, and the daemon may manage, only secrets under it."
   type        = string
   default     = "openclaw/"
+  nullable    = false
 
   validation {
     condition     = can(regex("^[A-Za-z0-9/_+=.@-]{1,256}$", var.secret_prefix))
@@ -333,6 +362,7 @@ variable "create_ecr_repository" {
   description = "Create an ECR repository for the user container; the instances may pull from it."
   type        = bool
   default     = false
+  nullable    = false
 }
 
 variable "ecr_repository_name" {
@@ -345,12 +375,14 @@ variable "ecr_force_delete" {
   description = "Let terraform destroy delete the created ECR repository even when it holds images."
   type        = bool
   default     = false
+  nullable    = false
 }
 
 variable "ecr_pull_from_image" {
   description = "When container_image is an ECR image, let the instances pull from its repository (the ARN is derived from the image). False: only create_ecr_repository and ecr_pull_repository_arns grant pulls, and a plan whose ECR image none of them covers fails."
   type        = bool
   default     = true
+  nullable    = false
 }
 
 variable "cpu_credits" {
@@ -368,6 +400,7 @@ variable "ecr_pull_repository_arns" {
   description = "Other ECR repositories (ARNs) the instances may pull from, e.g. one in a shared registry account. The created repository is added automatically."
   type        = list(string)
   default     = []
+  nullable    = false
 }
 
 # --- The daemon --------------------------------------------------------------
@@ -401,6 +434,7 @@ variable "interruption_message_retention_seconds" {
   description = "How long the interruption queue keeps an EC2 event the daemon has not handled yet (SQS MessageRetentionPeriod). Long enough to outlast a daemon restart; the daemon forgets handled events after a day, so at most 12 hours."
   type        = number
   default     = 14400
+  nullable    = false
 
   validation {
     condition     = var.interruption_message_retention_seconds >= 300 && var.interruption_message_retention_seconds <= 43200
@@ -412,6 +446,7 @@ variable "interruption_max_receive_count" {
   description = "Receives of an interruption message the daemon could not store before it moves to the dead-letter queue."
   type        = number
   default     = 5
+  nullable    = false
 
   validation {
     condition     = var.interruption_max_receive_count >= 1 && var.interruption_max_receive_count <= 1000
