@@ -213,6 +213,7 @@ const MAX_TIER_SIZE: u32 = 10_000;
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, description = "`unknown_tier`.", body = ErrorBody),
+        (status = 409, description = "`quota_exceeded`: the tiers' maxima would need more spot vCPUs than the account's quota holds (the message has the numbers).", body = ErrorBody),
         (status = 500, response = InternalError),
     ),
     security(("bearer" = [])),
@@ -275,6 +276,7 @@ pub async fn set_tier(
             format!("spare_count must be 0 to {MAX_TIER_SIZE}"),
         ));
     }
+    refuse_beyond_quota(&state, &overrides, &current).await?;
     current.updated_at = (state.clock)();
     current.updated_by = actor.clone();
     state.store.put_tier_override(&current).await?;
@@ -298,6 +300,40 @@ pub async fn set_tier(
     .await?;
     state.wake.notify_one();
     Ok(Json(settings))
+}
+
+/// Refuses (409 `quota_exceeded`) a sizing whose maxima the account's spot vCPU quotas cannot
+/// hold, as the start-up does. Only the replica running the reconciler reads the quotas; a
+/// standby, or a quota that cannot be read, lets the change through (the hourly check and its
+/// alert still see it).
+async fn refuse_beyond_quota(
+    state: &AppState,
+    overrides: &[TierOverride],
+    proposed: &TierOverride,
+) -> Result<(), ApiError> {
+    let Some(reconciler) = &state.reconciler else {
+        return Ok(());
+    };
+    let mut all: Vec<TierOverride> = overrides
+        .iter()
+        .filter(|o| o.tier != proposed.tier)
+        .cloned()
+        .collect();
+    all.push(proposed.clone());
+    let mut tiers = state.settings.tiers.clone();
+    apply_overrides(&mut tiers, &all);
+    match reconciler.quota_shortfalls(&tiers).await {
+        Ok(shortfalls) if !shortfalls.is_empty() => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "quota_exceeded",
+            shortfalls.join("; "),
+        )),
+        Ok(_) => Ok(()),
+        Err(error) => {
+            tracing::warn!(%error, "could not read the quotas to check a resize; allowed");
+            Ok(())
+        }
+    }
 }
 
 /// What a recycle will do.

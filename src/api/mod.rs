@@ -1,7 +1,8 @@
 //! The HTTP API: `router(state) -> Router`, the auth scopes, and the JSON error format.
 //!
 //! Owns: HTTP and JSON types, status codes, authentication. Must not: call the cloud, except the
-//! secret vault (secret values must not pass through the store). Handlers write desired state to
+//! secret vault (secret values must not pass through the store) and, through the reconciler,
+//! repair and a resize's quota check. Handlers write desired state to
 //! the store and wake the reconciler; they never wait for cloud work to finish.
 
 mod admin;

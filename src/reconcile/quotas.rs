@@ -7,7 +7,19 @@
 use super::{Reconciler, StepError};
 use crate::model::quota::{Quota, SpotFamily, TierSize, spot_shortfalls, spot_vcpus_needed};
 use crate::model::{Event, Millis, TierCondition};
+use crate::plan::TierPolicy;
 use std::collections::BTreeMap;
+
+fn tier_sizes(tiers: &[TierPolicy]) -> Vec<TierSize<'_>> {
+    tiers
+        .iter()
+        .map(|t| TierSize {
+            tier: &t.name,
+            max_instances: t.max_instances,
+            instance_types: &t.instance_types,
+        })
+        .collect()
+}
 
 /// How often a pass reads the quotas again.
 pub(super) const QUOTA_CHECK_INTERVAL: Millis = 60 * 60_000;
@@ -30,8 +42,35 @@ impl Reconciler {
             .effective_policy()
             .await
             .map_err(|e| format!("reading the tiers: {e}"))?;
-        let mut types: Vec<String> = policy
-            .tiers
+        let (vcpus, limits) = self.read_quotas(&policy.tiers).await?;
+        let sizes = tier_sizes(&policy.tiers);
+        for (family, need) in spot_vcpus_needed(&sizes, &vcpus) {
+            metrics::gauge!("spotpool_quota_needed", "quota" => Quota::SpotVcpus(family).label())
+                .set(need as f64);
+        }
+        for (quota, value) in &limits {
+            metrics::gauge!("spotpool_quota_limit", "quota" => quota.label()).set(*value);
+        }
+        self.export_quota_usage(&vcpus)
+            .await
+            .map_err(|e| format!("reading the pool's use: {e}"))?;
+        let shortfalls = spot_shortfalls(&sizes, &vcpus, &limits);
+        Ok(QuotaReport { limits, shortfalls })
+    }
+
+    /// The shortfalls a proposed sizing of the tiers (on-call's resize) would have under the
+    /// account's spot vCPU quotas. Reads them again; exports nothing.
+    pub async fn quota_shortfalls(&self, tiers: &[TierPolicy]) -> Result<Vec<String>, String> {
+        let (vcpus, limits) = self.read_quotas(tiers).await?;
+        Ok(spot_shortfalls(&tier_sizes(tiers), &vcpus, &limits))
+    }
+
+    /// The vCPUs of the tiers' instance types and the quotas they depend on.
+    async fn read_quotas(
+        &self,
+        tiers: &[TierPolicy],
+    ) -> Result<(BTreeMap<String, u32>, BTreeMap<Quota, f64>), String> {
+        let mut types: Vec<String> = tiers
             .iter()
             .flat_map(|t| t.instance_types.iter().cloned())
             .collect();
@@ -47,27 +86,7 @@ impl Reconciler {
             .quota_values(&quotas)
             .await
             .map_err(|e| e.to_string())?;
-        let sizes: Vec<TierSize<'_>> = policy
-            .tiers
-            .iter()
-            .map(|t| TierSize {
-                tier: &t.name,
-                max_instances: t.max_instances,
-                instance_types: &t.instance_types,
-            })
-            .collect();
-        for (family, need) in spot_vcpus_needed(&sizes, &vcpus) {
-            metrics::gauge!("spotpool_quota_needed", "quota" => Quota::SpotVcpus(family).label())
-                .set(need as f64);
-        }
-        for (quota, value) in &limits {
-            metrics::gauge!("spotpool_quota_limit", "quota" => quota.label()).set(*value);
-        }
-        self.export_quota_usage(&vcpus)
-            .await
-            .map_err(|e| format!("reading the pool's use: {e}"))?;
-        let shortfalls = spot_shortfalls(&sizes, &vcpus, &limits);
-        Ok(QuotaReport { limits, shortfalls })
+        Ok((vcpus, limits))
     }
 
     /// `spotpool_quota_usage`: what the pool itself uses of each quota (the account may use more

@@ -36,6 +36,8 @@ pub struct Deployment {
     instance_role_arn: String,
     instance_profile_arn: String,
     ami_id: String,
+    /// The customer-managed KMS keys of the root and workspace volumes (none without them).
+    kms_key_arns: Vec<String>,
     /// (policy name, document) of the daemon's managed policies.
     daemon_policies: Vec<(String, Value)>,
     /// (policy name, document) of the instance role's inline policies.
@@ -81,6 +83,14 @@ impl Deployment {
             a["name"].as_str().is_some_and(|n| n.contains("-daemon"))
         });
         let instance_policies = policies("aws_iam_role_policy", &|a| a["role"] == instance_role);
+        let kms_key_arns = state["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["mode"] == "managed" && r["type"] == "aws_kms_key")
+            .flat_map(|r| r["instances"].as_array().into_iter().flatten())
+            .filter_map(|i| i["attributes"]["arn"].as_str().map(str::to_string))
+            .collect();
         assert_eq!(
             daemon_policies.len(),
             2,
@@ -110,6 +120,7 @@ impl Deployment {
             instance_role_arn,
             instance_profile_arn: output("instance_profile_arn"),
             ami_id: output("ami_id"),
+            kms_key_arns,
             daemon_policies,
             instance_policies,
         }
@@ -1389,6 +1400,78 @@ fn show(request: &Request) -> String {
     )
 }
 
+impl Deployment {
+    /// The daemon's use of the volumes' customer-managed keys: EC2 calls KMS with the daemon's
+    /// credentials when it creates, attaches or copies an encrypted volume (`kms:ViaService` is
+    /// EC2), and the grants it creates are for AWS resources. None without such a key.
+    pub fn kms_calls(&self) -> Vec<Call> {
+        let via_ec2 = || Context::new().with("kms:ViaService", &self.ec2_via_service());
+        let mut calls = Vec::new();
+        for key in &self.kms_key_arns {
+            calls.push(call(
+                "kms:CreateGrant",
+                "EC2 attaching an encrypted volume for the daemon",
+                vec![Request::new(
+                    "kms:CreateGrant",
+                    key,
+                    via_ec2().with("kms:GrantIsForAWSResource", "true"),
+                )],
+            ));
+            for action in [
+                "kms:GenerateDataKeyWithoutPlaintext",
+                "kms:Decrypt",
+                "kms:DescribeKey",
+            ] {
+                calls.push(call(
+                    "kms:use",
+                    "EC2 creating an encrypted volume for the daemon",
+                    vec![Request::new(action, key, via_ec2())],
+                ));
+            }
+        }
+        calls
+    }
+
+    /// The keys used any other way: directly, for a grant to a principal, or another key.
+    pub fn kms_must_deny(&self) -> Vec<Denied> {
+        let via_ec2 = || Context::new().with("kms:ViaService", &self.ec2_via_service());
+        let mut denied = Vec::new();
+        for key in &self.kms_key_arns {
+            denied.extend([
+                deny(
+                    "decrypting with the key directly, not through EC2",
+                    Request::new("kms:Decrypt", key, Context::new()),
+                ),
+                deny(
+                    "a grant for a principal, not an AWS resource",
+                    Request::new(
+                        "kms:CreateGrant",
+                        key,
+                        via_ec2().with("kms:GrantIsForAWSResource", "false"),
+                    ),
+                ),
+                deny(
+                    "a grant made directly, not through EC2",
+                    Request::new(
+                        "kms:CreateGrant",
+                        key,
+                        Context::new().with("kms:GrantIsForAWSResource", "true"),
+                    ),
+                ),
+                deny(
+                    "another key, through EC2",
+                    Request::new("kms:Decrypt", &format!("{key}-other"), via_ec2()),
+                ),
+            ]);
+        }
+        denied
+    }
+
+    fn ec2_via_service(&self) -> String {
+        format!("ec2.{}.amazonaws.com", self.region)
+    }
+}
+
 /// The checks of this module's doc, all failures at once.
 pub fn check(deployment: &Deployment, calls_made: &BTreeSet<String>) {
     let mut failures = Vec::new();
@@ -1396,8 +1479,14 @@ pub fn check(deployment: &Deployment, calls_made: &BTreeSet<String>) {
         (
             "daemon",
             Deployment::combined(&deployment.daemon_policies),
-            deployment.daemon_calls(),
-            deployment.daemon_must_deny(),
+            [deployment.daemon_calls(), deployment.kms_calls()]
+                .into_iter()
+                .flatten()
+                .collect(),
+            [deployment.daemon_must_deny(), deployment.kms_must_deny()]
+                .into_iter()
+                .flatten()
+                .collect(),
         ),
         (
             "instance",

@@ -106,6 +106,21 @@ async fn tier_maxima_the_spot_quota_cannot_hold_are_named_and_on_calls_resize_co
         assert!(message.contains(part), "{part:?} missing from: {message}");
     }
 
+    // On-call cannot raise the maximum beyond the quota either: refused with the numbers, and
+    // nothing stored.
+    let (status, body) = world
+        .request(
+            "PUT",
+            "/v1/admin/pool/default",
+            Some(ADMIN_TOKEN),
+            r#"{"max_instances":5}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "quota_exceeded", "{body}");
+    assert!(body.to_string().contains("need 10 spot vCPUs"), "{body}");
+    assert!(world.store.tier_overrides().await.unwrap().is_empty());
+
     // On-call lowers the tier's maximum: the effective tiers fit.
     let (status, body) = world
         .request(
