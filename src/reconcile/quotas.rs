@@ -51,9 +51,15 @@ impl Reconciler {
         for (quota, value) in &limits {
             metrics::gauge!("spotpool_quota_limit", "quota" => quota.label()).set(*value);
         }
-        self.export_quota_usage(&vcpus)
+        let usage = self
+            .export_quota_usage(&vcpus)
             .await
             .map_err(|e| format!("reading the pool's use: {e}"))?;
+        // Headroom: what is left of each quota read, after this pool's use.
+        for (quota, limit) in &limits {
+            let used = usage.get(quota).copied().unwrap_or(0.0);
+            metrics::gauge!("spotpool_quota_headroom", "quota" => quota.label()).set(limit - used);
+        }
         let shortfalls = spot_shortfalls(&sizes, &vcpus, &limits);
         Ok(QuotaReport { limits, shortfalls })
     }
@@ -95,9 +101,15 @@ impl Reconciler {
     async fn export_quota_usage(
         &self,
         vcpus: &BTreeMap<String, u32>,
-    ) -> Result<(), crate::store::StoreError> {
+    ) -> Result<BTreeMap<Quota, f64>, crate::store::StoreError> {
+        let mut usage = BTreeMap::new();
         let store = &self.inner.store;
-        let mut spot: BTreeMap<SpotFamily, f64> = BTreeMap::new();
+        // Every family of the tiers' types, used or not (0 is a reading too).
+        let mut spot: BTreeMap<SpotFamily, f64> = vcpus
+            .keys()
+            .filter_map(|t| SpotFamily::of(t))
+            .map(|family| (family, 0.0))
+            .collect();
         for instance in store.list_instances().await? {
             let Some(instance_type) = &instance.instance_type else {
                 continue;
@@ -109,8 +121,7 @@ impl Reconciler {
             }
         }
         for (family, used) in spot {
-            metrics::gauge!("spotpool_quota_usage", "quota" => Quota::SpotVcpus(family).label())
-                .set(used);
+            usage.insert(Quota::SpotVcpus(family), used);
         }
         let users = store.list_users().await?;
         let mut per_listener: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
@@ -140,9 +151,12 @@ impl Reconciler {
                 self.inner.config.listener_arns.len() as f64,
             ),
         ] {
-            metrics::gauge!("spotpool_quota_usage", "quota" => quota.label()).set(used);
+            usage.insert(quota, used);
         }
-        Ok(())
+        for (quota, used) in &usage {
+            metrics::gauge!("spotpool_quota_usage", "quota" => quota.label()).set(*used);
+        }
+        Ok(usage)
     }
 
     /// A pass's hourly read of the quotas; a shortfall (a quota lowered, or tiers resized by

@@ -92,7 +92,24 @@ async fn tier_maxima_the_spot_quota_cannot_hold_are_named_and_on_calls_resize_co
     assert!(report.shortfalls.is_empty(), "{:?}", report.shortfalls);
 
     world.cloud.set_quota(STANDARD, 8.0);
+    // The gauges the alert rules read (this test's thread records them).
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let guard = metrics::set_default_local_recorder(&recorder);
     let report = world.reconciler.check_quotas().await.unwrap();
+    drop(guard);
+    let text = metrics.render();
+    for line in [
+        r#"spotpool_quota_limit{quota="spot_vcpus_standard"} 8"#,
+        r#"spotpool_quota_needed{quota="spot_vcpus_standard"} 20"#,
+        r#"spotpool_quota_usage{quota="spot_vcpus_standard"} 0"#,
+        r#"spotpool_quota_headroom{quota="spot_vcpus_standard"} 8"#,
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from:\n{text}"
+        );
+    }
     assert_eq!(report.limits.get(&STANDARD), Some(&8.0));
     assert_eq!(report.shortfalls.len(), 1, "{:?}", report.shortfalls);
     let message = &report.shortfalls[0];
