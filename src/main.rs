@@ -228,6 +228,7 @@ fn start_script(args: StartScriptArgs) -> ExitCode {
             &reconciler,
             &spotpool::reconcile::StartFor {
                 user_id: &args.user_id,
+                image: &config.container_image,
                 route: &args.route,
                 secret_arn: &args.secret_arn,
                 volume_id: args.volume_id.as_deref(),
