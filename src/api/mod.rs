@@ -178,6 +178,7 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(admin::repair))
         .routes(routes!(admin::set_tier))
         .routes(routes!(admin::recycle_instance))
+        .routes(routes!(admin::repin_image))
         .routes(routes!(admin::audit_log))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -581,6 +581,7 @@ async fn every_served_route_is_documented() {
         ("/v1/admin/repair", "POST"),
         ("/v1/admin/pool/{tier}", "PUT"),
         ("/v1/admin/instances/{instance_id}/recycle", "POST"),
+        ("/v1/admin/image/repin", "POST"),
         ("/v1/admin/audit", "GET"),
     ] {
         assert!(

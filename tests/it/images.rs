@@ -2,7 +2,7 @@
 //! string, every probe and start after that by digest, a registry outage leaving the tag in use
 //! until it resolves, restarts and a second daemon using the recorded pin.
 
-use crate::world::{World, reconciler_config};
+use crate::world::{ADMIN_TOKEN, World, reconciler_config};
 use spotpool::cloud::CloudErrorKind;
 use spotpool::model::InstanceStatus;
 
@@ -165,4 +165,44 @@ async fn a_reference_with_a_digest_is_its_own_pin() {
         images_sent(&world, "probe"),
         [format!("IMAGE='ghcr.io/openclaw/openclaw@{FIRST}'")]
     );
+}
+
+#[tokio::test]
+async fn on_call_re_pins_the_image_and_the_next_pass_resolves_it_again() {
+    // The world's image is ghcr.io/openclaw/openclaw:latest, and its daemon has no registry
+    // client: only the recorded pin pins it.
+    let world = World::new(0, 10).await;
+    let image = "ghcr.io/openclaw/openclaw:latest";
+    world.store.pin_image(image, FIRST, 1).await.unwrap();
+    let (status, pool) = world
+        .request("GET", "/v1/pool", Some(ADMIN_TOKEN), "")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(pool["image"]["digest"], FIRST);
+
+    let (status, body) = world
+        .request("POST", "/v1/admin/image/repin", Some(ADMIN_TOKEN), "")
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["image"], image);
+    assert_eq!(body["previous_digest"], FIRST);
+    assert_eq!(world.store.image_pin(image).await.unwrap(), None);
+    let audit = world.store.audit_log(10).await.unwrap();
+    assert_eq!(audit[0].action, "image.repin");
+    // The service token may not re-pin.
+    let (status, _) = world
+        .request(
+            "POST",
+            "/v1/admin/image/repin",
+            Some(crate::world::API_TOKEN),
+            "",
+        )
+        .await;
+    assert_eq!(status, 403);
+    // Unresolvable here, so the pool runs the tag, and says so.
+    world.pass().await;
+    let (_, pool) = world
+        .request("GET", "/v1/pool", Some(ADMIN_TOKEN), "")
+        .await;
+    assert_eq!(pool["image"]["digest"], serde_json::Value::Null);
 }
