@@ -279,6 +279,8 @@ impl Reconciler {
 
     async fn pass(&self) -> Result<Outcome, ReconcileError> {
         let inner = &self.inner;
+        // Before any probe or start of this pass: they run the pinned image once there is one.
+        self.pin_image_if_needed(self.now()).await?;
         let planned = self.observe_and_plan(false).await?;
         let throttled = planned.throttled + self.execute(planned.actions).await;
         // A pass that AWS throttled backs off (doubling up to a minute) before the next one, on

@@ -42,7 +42,6 @@ impl Reconciler {
         let mut acted_on_notices = false;
         if !dry_run {
             self.check_quotas_if_due(now).await;
-            self.pin_image_if_needed(now).await?;
             match self.handle_notices(&observed, now).await {
                 Ok(acted) => acted_on_notices = acted,
                 Err(StepError::Store(e)) => return Err(e.into()),
