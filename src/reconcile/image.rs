@@ -6,13 +6,15 @@
 //! again after [`RESOLVE_RETRY`]), where from (an ECR image through the `Cloud` port's
 //! DescribeImages, any other through the OCI distribution client; a reference that carries a
 //! digest is its own pin), and [`Reconciler::image_to_run`]. Must not: re-resolve an image that
-//! has a pin (on-call re-pins with `spotpool repin`, which deletes it), or stop a pass because a
+//! has a pin (on-call re-pins with `spotpool repin`, which deletes it), hand out a spare probed
+//! before the pin (a new pin sends every spare back for a fresh probe), or stop a pass because a
 //! registry is down: until the first pin, spares run the configured tag, and the log, the
 //! `spotpool_image_pinned` gauge and `GET /v1/pool` say so.
 
-use super::{Reconciler, StepError};
+use super::{Reconciler, StepError, one_tag};
+use crate::cloud::tags;
 use crate::image::{ImageRef, is_sha256_digest};
-use crate::model::{Event, Millis};
+use crate::model::{Event, InstanceStatus, Millis};
 use crate::store::StoreError;
 
 /// How long after a failed resolution the next one is tried.
@@ -74,6 +76,28 @@ impl Reconciler {
             if let Err(StepError::Store(e)) = self.journal(now, event, None, None).await {
                 return Err(e);
             }
+            self.reprobe_spares(now).await?;
+        }
+        Ok(())
+    }
+
+    /// Spares that passed their probe before the pin hold whatever the tag named at their boot:
+    /// each goes back to `initializing` for a fresh probe, which pulls the pinned bytes if it
+    /// lacks them, so no claim meets a spare without them.
+    async fn reprobe_spares(&self, now: Millis) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        let initializing = one_tag(tags::STATUS, InstanceStatus::Initializing.as_str());
+        for spare in store.list_instances().await? {
+            if spare.status != InstanceStatus::Available {
+                continue;
+            }
+            // The tag only mirrors the ledger for on-call; the probe's success rewrites it.
+            let id = &spare.instance_id;
+            if let Err(error) = self.inner.cloud.tag_instance(id, &initializing).await {
+                tracing::debug!(instance = %id, %error, "could not tag a spare initializing");
+            }
+            let (from, to) = (InstanceStatus::Available, InstanceStatus::Initializing);
+            store.transition_instance(id, from, to, now).await?;
         }
         Ok(())
     }

@@ -21,11 +21,11 @@ async fn ecr_world(spares: u32) -> World {
     World::with_config(config).await
 }
 
-/// The `IMAGE=` line of every command sent so far whose comment contains `what`.
+/// The `IMAGE=` line of every command sent so far whose comment contains `what`, oldest first.
 fn images_sent(world: &World, what: &str) -> Vec<String> {
-    world
-        .cloud
-        .commands()
+    let mut commands = world.cloud.commands();
+    commands.sort_by_key(|c| c.sent_at);
+    commands
         .iter()
         .filter(|c| c.comment.contains(what))
         .filter_map(|c| {
@@ -135,7 +135,18 @@ async fn a_registry_outage_leaves_the_tag_in_use_until_the_digest_resolves() {
             .digest,
         FIRST
     );
-    // From now on a claim starts the pinned bytes.
+    // The spare probed against the tag is probed again, with the pinned image, before anyone
+    // gets it; a claim starts the pinned bytes.
+    assert_eq!(world.ledger_count(InstanceStatus::Available).await, 0);
+    world.run_until_quiet(20).await;
+    assert_eq!(
+        images_sent(&world, "probe"),
+        [
+            format!("IMAGE='{ECR_IMAGE}'"),
+            format!("IMAGE='{}'", pinned(FIRST))
+        ]
+    );
+    assert_eq!(world.ledger_count(InstanceStatus::Available).await, 1);
     world.ready_user("alice", SECRET_BODY).await;
     assert_eq!(
         images_sent(&world, "start"),
