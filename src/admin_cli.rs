@@ -1,4 +1,4 @@
-//! The on-call subcommands: `status`, `repair`, `pool`, `recycle`, `audit`. Each is one call to
+//! The on-call subcommands: `status`, `repair`, `pool`, `recycle`, `repin`, `audit`. Each is one call to
 //! the daemon's admin API with the admin token; the daemon does the work and audits it.
 //!
 //! Output is the API's JSON, pretty-printed (pipe it to `jq`), except `status`, which prints a
@@ -188,6 +188,17 @@ pub fn recycle(target: &Target, instance: &str) -> ExitCode {
         Call {
             method: "POST",
             path: format!("/v1/admin/instances/{}/recycle", encode(instance)),
+            body: None,
+        },
+    )
+}
+
+pub fn repin(target: &Target) -> ExitCode {
+    print_json(
+        target,
+        Call {
+            method: "POST",
+            path: "/v1/admin/image/repin".into(),
             body: None,
         },
     )

@@ -71,6 +71,8 @@ pub struct Parts {
     pub queue: Option<Arc<dyn InterruptionQueue>>,
     /// The Prometheus handle `/metrics` renders; None answers `/metrics` empty.
     pub metrics: Option<PrometheusHandle>,
+    /// Resolves the digests of images outside ECR; None leaves such images unpinned.
+    pub registry: Option<Arc<crate::image::RegistryClient>>,
 }
 
 /// A wired daemon: every long-lived piece, sharing one store, cloud, clock and wake-up.
@@ -100,12 +102,15 @@ impl App {
             tracing::info!(queue = url, "reading spot interruptions from the queue");
             Arc::new(AwsInterruptionQueue::new(&sdk, url)) as Arc<dyn InterruptionQueue>
         });
+        let registry = crate::image::RegistryClient::new()
+            .map_err(|e| format!("the image registry client: {e}"))?;
         Ok(Parts {
             store,
             cloud,
             clock: system_clock(),
             queue,
             metrics: Some(metrics),
+            registry: Some(Arc::new(registry)),
         })
     }
 
@@ -124,6 +129,7 @@ impl App {
             parts.clock.clone(),
             wake.clone(),
             health.clone(),
+            parts.registry,
         );
         let feed = parts.queue.map(|queue| {
             InterruptionConsumer::new(
@@ -149,6 +155,7 @@ impl App {
                 public_base_url: config.public_base_url.clone(),
                 tiers,
                 required_secrets: config.required_secrets.clone(),
+                container_image: config.container_image.clone(),
                 ready_staleness,
             }),
             clock: parts.clock,

@@ -7,6 +7,7 @@ pub mod app;
 pub mod clock;
 pub mod cloud;
 pub mod config;
+pub mod image;
 pub mod instance_scripts;
 pub mod interruption_feed;
 pub mod model;

@@ -52,6 +52,12 @@ enum Command {
         #[command(flatten)]
         target: admin_cli::Target,
     },
+    /// Forget the container image's pinned digest; the daemon resolves its tag again (admin
+    /// token).
+    Repin {
+        #[command(flatten)]
+        target: admin_cli::Target,
+    },
     /// Show the newest admin actions (admin token).
     Audit {
         #[arg(long, default_value_t = 20)]
@@ -124,6 +130,7 @@ fn main() -> ExitCode {
             instance_id,
             target,
         } => admin_cli::recycle(&target, &instance_id),
+        Command::Repin { target } => admin_cli::repin(&target),
         Command::Audit { limit, target } => admin_cli::audit(&target, limit),
     }
 }
@@ -228,6 +235,7 @@ fn start_script(args: StartScriptArgs) -> ExitCode {
             &reconciler,
             &spotpool::reconcile::StartFor {
                 user_id: &args.user_id,
+                image: &config.container_image,
                 route: &args.route,
                 secret_arn: &args.secret_arn,
                 volume_id: args.volume_id.as_deref(),

@@ -9,7 +9,8 @@
 #                   Docker volume spotpool-$USER_ID
 #   SECRET_ARN      the user's secret in Secrets Manager, read here by ARN with
 #                   the instance role (the region is taken from the ARN)
-#   IMAGE           the user container image, pre-pulled by the user data
+#   IMAGE           the user container image: pinned (name@sha256:...) once the
+#                   daemon resolved it, present since the readiness probe
 #   PORT            the container's port, published as HOST_IP:PORT
 #   HOST_IP         the instance's private IPv4 address; empty: asked from the
 #                   instance metadata service (IMDSv2). Never 0.0.0.0.

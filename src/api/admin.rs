@@ -423,6 +423,53 @@ pub async fn recycle_instance(
         .into_response())
 }
 
+/// What a re-pin forgot.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RepinAccepted {
+    /// The configured image (`CONTAINER_IMAGE`).
+    pub image: String,
+    /// The digest it was pinned to; null if it had no pin.
+    #[schema(required = true)]
+    pub previous_digest: Option<String>,
+}
+
+/// Forgets the configured image's pinned digest: the next pass resolves its tag again, and
+/// spares probed after that pull the new bytes. Claimed instances keep what they run.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/image/repin",
+    tag = "admin",
+    operation_id = "repin_image",
+    responses(
+        (status = 202, description = "Accepted; the reconciler resolves the image on its next pass.", body = RepinAccepted),
+        (status = 400, description = "`invalid_actor`.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = InternalError),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn repin_image(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let actor = actor(&headers)?;
+    let image = state.settings.container_image.clone();
+    let previous = state.store.image_pin(&image).await?.map(|p| p.digest);
+    state.store.unpin_image(&image).await?;
+    let detail = match &previous {
+        Some(digest) => format!("forgot {digest}"),
+        None => "had no pin".into(),
+    };
+    audit(&state, &actor, "image.repin", &image, detail, "accepted").await?;
+    state.wake.notify_one();
+    let body = RepinAccepted {
+        image,
+        previous_digest: previous,
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {

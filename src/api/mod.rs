@@ -56,6 +56,8 @@ pub struct ApiSettings {
     pub tiers: Vec<TierPolicy>,
     /// Secret names a PUT that writes secrets must carry (`CONTAINER_REQUIRED_SECRETS`).
     pub required_secrets: Vec<String>,
+    /// The configured container image (`CONTAINER_IMAGE`); `GET /v1/pool` shows its pin.
+    pub container_image: String,
     /// `/readyz` fails when the last successful reconcile pass is older than this.
     pub ready_staleness: Duration,
 }
@@ -177,6 +179,7 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(admin::repair))
         .routes(routes!(admin::set_tier))
         .routes(routes!(admin::recycle_instance))
+        .routes(routes!(admin::repin_image))
         .routes(routes!(admin::audit_log))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

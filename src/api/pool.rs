@@ -1,4 +1,5 @@
-//! `GET /v1/pool`: per tier, the spare target, counts by status and the instances.
+//! `GET /v1/pool`: the container image and its pinned digest; per tier, the spare target,
+//! counts by status and the instances.
 
 use super::openapi::{InternalError, Unauthorized};
 use super::{ApiError, AppState, rfc3339};
@@ -11,10 +12,27 @@ use std::collections::{BTreeMap, HashMap};
 /// The pool, per configured tier.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct PoolDocument {
+    pub image: ImageDocument,
     pub tiers: Vec<TierDocument>,
     /// Users' workspace volumes and their GiB by use (`attached`, `detached` between instances,
     /// `asleep`): what the pool pays for storage (docs/costs.md).
     pub workspaces: BTreeMap<VolumeUse, VolumeCount>,
+}
+
+/// The container image every spare runs: pinned by digest once resolved (docs/DEPLOY.md, "Image
+/// pinning").
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ImageDocument {
+    /// As configured (`CONTAINER_IMAGE`).
+    #[schema(examples("ghcr.io/openclaw/openclaw:latest"))]
+    pub configured: String,
+    /// `sha256:...`; null while the image is unpinned (its registry could not be read yet):
+    /// spares then run the configured tag.
+    #[schema(required = true)]
+    pub digest: Option<String>,
+    /// When the digest was resolved (RFC 3339).
+    #[schema(required = true, format = DateTime)]
+    pub pinned_at: Option<String>,
 }
 
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -161,5 +179,16 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
         })
         .collect();
     let workspaces = UserRecord::count_volumes(&users);
-    Ok(Json(PoolDocument { tiers, workspaces }))
+    let configured = state.settings.container_image.clone();
+    let pin = state.store.image_pin(&configured).await?;
+    let image = ImageDocument {
+        configured,
+        digest: pin.as_ref().map(|p| p.digest.clone()),
+        pinned_at: pin.map(|p| rfc3339(p.resolved_at)),
+    };
+    Ok(Json(PoolDocument {
+        image,
+        tiers,
+        workspaces,
+    }))
 }

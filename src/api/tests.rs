@@ -32,6 +32,7 @@ async fn state_with(cloud: Arc<FakeCloud>) -> AppState {
             }],
             ready_staleness: Duration::from_secs(30),
             required_secrets: Vec::new(),
+            container_image: "ghcr.io/openclaw/openclaw:latest".into(),
         }),
         clock: Arc::new(|| 1_700_000_000_000),
         reconciler: None,
@@ -143,6 +144,29 @@ async fn both_scopes_may_call_the_service_routes() {
 }
 
 #[tokio::test]
+async fn the_pool_shows_the_image_and_its_pinned_digest() {
+    let state = state_with(Arc::new(FakeCloud::default())).await;
+    let (_, body) = call(&state, "GET", "/v1/pool", Some(SERVICE), "").await;
+    assert_eq!(
+        body["image"]["configured"],
+        "ghcr.io/openclaw/openclaw:latest"
+    );
+    assert_eq!(body["image"]["digest"], serde_json::Value::Null);
+    state
+        .store
+        .pin_image(
+            "ghcr.io/openclaw/openclaw:latest",
+            "sha256:ab",
+            1_700_000_000_000,
+        )
+        .await
+        .unwrap();
+    let (_, body) = call(&state, "GET", "/v1/pool", Some(SERVICE), "").await;
+    assert_eq!(body["image"]["digest"], "sha256:ab");
+    assert_eq!(body["image"]["pinned_at"], "2023-11-14T22:13:20Z");
+}
+
+#[tokio::test]
 async fn bad_user_ids_get_400_naming_the_rule() {
     let state = state_with(Arc::new(FakeCloud::default())).await;
     let long = "a".repeat(64);
@@ -218,6 +242,7 @@ async fn secrets_the_container_needs_are_required_when_secrets_are_written() {
         tiers: base.tiers.clone(),
         ready_staleness: base.ready_staleness,
         required_secrets: vec!["OPENCLAW_GATEWAY_TOKEN".into()],
+        container_image: base.container_image.clone(),
     });
     // The served schema says so, so a request it admits is never refused for it.
     let (_, doc) = call(&state, "GET", "/openapi.json", None, "").await;
@@ -556,6 +581,7 @@ async fn every_served_route_is_documented() {
         ("/v1/admin/repair", "POST"),
         ("/v1/admin/pool/{tier}", "PUT"),
         ("/v1/admin/instances/{instance_id}/recycle", "POST"),
+        ("/v1/admin/image/repin", "POST"),
         ("/v1/admin/audit", "GET"),
     ] {
         assert!(

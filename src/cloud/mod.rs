@@ -398,6 +398,12 @@ pub trait Cloud: Send + Sync + 'static {
         quotas: &[crate::model::quota::Quota],
     ) -> CloudResult<BTreeMap<crate::model::quota::Quota, f64>>;
 
+    // --- ECR ---------------------------------------------------------------------------------
+
+    /// The digest (`sha256:...`) of an ECR image's tag (DescribeImages), for pinning the
+    /// container image. NotFound when the repository or the tag does not exist.
+    async fn image_digest(&self, image: &crate::image::EcrImage) -> CloudResult<String>;
+
     // --- CloudWatch --------------------------------------------------------------------------
 
     /// The requests the load balancer sent each target group over the last `window`

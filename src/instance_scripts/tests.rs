@@ -521,7 +521,9 @@ const FAKE_DOCKER: &str = r#"state=$FAKE_DIR/state
 last=${!#}
 case $1 in
 info) ;;
-image) exit "${FAKE_IMAGE_EXIT:-0}" ;;
+image) [[ -e $state/pulled ]] || exit "${FAKE_IMAGE_EXIT:-0}" ;;
+pull) [[ ${FAKE_PULL_EXIT:-0} != 0 ]] && exit "$FAKE_PULL_EXIT"; touch "$state/pulled" ;;
+login) cat >/dev/null; echo "Login Succeeded" ;;
 container | stop) [[ -e $state/containers/$last ]] ;;
 inspect) echo "${FAKE_STATUS:-running}" ;;
 rm) rm -f "$state/containers/$last" ;;
@@ -1028,6 +1030,55 @@ fn the_probe_checks_docker_the_marker_the_image_the_rule_and_freshness() {
         one_spotpool_line(&output),
         "spotpool: a user container exists on this instance; it is not fresh"
     );
+}
+
+#[test]
+fn the_probe_pulls_a_pinned_image_by_digest_when_the_spare_lacks_those_bytes() {
+    let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let pinned = format!("123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/openclaw@{digest}");
+    let sandbox = Sandbox::new();
+    std::fs::write(sandbox.path("ready"), "").unwrap();
+    // The pre-pulled bytes are the pinned ones: nothing to pull.
+    let output = sandbox.run(&probe_script(&pinned), &[]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        !sandbox
+            .calls()
+            .iter()
+            .any(|c| c.get(1).is_some_and(|a| a == "pull"))
+    );
+    // Other bytes of the tag: an ECR login, then a pull of exactly the pinned reference.
+    let output = sandbox.run(&probe_script(&pinned), &[("FAKE_IMAGE_EXIT", "1")]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout(&output).trim_end().lines().last(), Some("ready"));
+    let calls = sandbox.calls();
+    let login = calls
+        .iter()
+        .position(|c| c.starts_with(&["aws".to_string(), "ecr".to_string()]))
+        .unwrap();
+    assert!(calls[login].contains(&"eu-west-1".to_string()));
+    let pull = calls
+        .iter()
+        .position(|c| c.get(1).is_some_and(|a| a == "pull"))
+        .unwrap();
+    assert!(login < pull);
+    assert_eq!(calls[pull], ["docker", "pull", pinned.as_str()]);
+    // A pull that fails keeps the spare from becoming available.
+    let sandbox = Sandbox::new();
+    std::fs::write(sandbox.path("ready"), "").unwrap();
+    let env = [("FAKE_IMAGE_EXIT", "1"), ("FAKE_PULL_EXIT", "1")];
+    let output = sandbox.run(&probe_script(&pinned), &env);
+    assert_eq!(
+        one_spotpool_line(&output),
+        format!("spotpool: could not pull the pinned image {pinned}")
+    );
+    // A public image needs no login.
+    let public = format!("ghcr.io/openclaw/openclaw@{digest}");
+    let sandbox = Sandbox::new();
+    std::fs::write(sandbox.path("ready"), "").unwrap();
+    let output = sandbox.run(&probe_script(&public), &[("FAKE_IMAGE_EXIT", "1")]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(!sandbox.calls().iter().any(|c| c[0] == "aws"));
 }
 
 // --- workspaces --------------------------------------------------------------------------

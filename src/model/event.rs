@@ -87,6 +87,11 @@ pub enum Event {
         cause: String,
         blocked_for: Duration,
     },
+    /// The configured image was pinned to a digest: every probe and start runs `pinned`.
+    ImagePinned {
+        image: String,
+        pinned: String,
+    },
     ClaimAssigned,
     /// A claim step finished; the claim is now at `ClaimStep`.
     ClaimStepDone(ClaimStep),
@@ -182,6 +187,7 @@ impl Event {
             Event::PoolLaunchBackoff { .. } => "pool.launch_backoff",
             Event::PoolLaunchHalted { .. } => "pool.launch_halted",
             Event::PoolQuotaExceeded { .. } => "pool.quota_exceeded",
+            Event::ImagePinned { .. } => "image.pinned",
             Event::ClaimAssigned => "claim.assigned",
             Event::ClaimStepDone(step) => match step {
                 ClaimStep::Assigned => "claim.assigned",
@@ -292,6 +298,7 @@ impl Event {
             Event::PoolQuotaExceeded { tier, cause, .. } => {
                 format!("tier {tier}: an account quota refused its launches ({cause})")
             }
+            Event::ImagePinned { image, pinned } => format!("{image} runs as {pinned}"),
             Event::ClaimAssigned => "spare claimed".into(),
             Event::ClaimStepDone(_) => "claim step done".into(),
             Event::MoveStepDone(_) => "move step done".into(),

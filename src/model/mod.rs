@@ -23,7 +23,7 @@ pub use progress::{
     TeardownKind,
 };
 pub use status::{InstanceStatus, Lifecycle, TerminateReason, UserState};
-pub use tier::{TierCondition, TierOverride};
+pub use tier::{ImagePin, TierCondition, TierOverride};
 pub use workspace::{Relocation, VolumeCount, VolumeUse, Workspace, count_volumes};
 
 /// Implements `ALL`, `as_str`, `parse` and `Display` for a field-less enum from one table of

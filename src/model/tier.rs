@@ -32,3 +32,14 @@ pub struct TierCondition {
 impl TierCondition {
     pub const QUOTA_EXCEEDED: &'static str = "quota_exceeded";
 }
+
+/// The digest an image reference was pinned to (`image_pins`): every probe and start of that
+/// image runs `name@digest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagePin {
+    /// The image reference as configured (`ghcr.io/openclaw/openclaw:latest`).
+    pub image: String,
+    /// `sha256:...`.
+    pub digest: String,
+    pub resolved_at: Millis,
+}

@@ -272,10 +272,12 @@ impl Reconciler {
         let record = self.inner.store.get_instance(instance).await?;
         let host_ip = record.as_ref().and_then(|r| r.private_ip.clone());
         let volume_id = user.workspace.as_ref().and_then(|w| w.volume_id.clone());
+        let image = self.image_to_run().await?;
         Ok(start_command(
             &self.inner.config,
             &StartFor {
                 user_id: user.user_id.as_str(),
+                image: &image,
                 route: &user.route,
                 secret_arn: user.secret_arn.as_deref().unwrap_or_default(),
                 volume_id: volume_id.as_deref(),
@@ -429,6 +431,8 @@ fn lowest_free_priority(used: &[u32]) -> u32 {
 #[derive(Debug, Clone, Copy)]
 pub struct StartFor<'a> {
     pub user_id: &'a str,
+    /// The image to run: the pinned `name@sha256:...` once the configured image has a pin.
+    pub image: &'a str,
     pub route: &'a str,
     pub secret_arn: &'a str,
     /// The user's workspace volume, attached before the start.
@@ -450,7 +454,7 @@ pub fn start_command(config: &ReconcilerConfig, user: &StartFor<'_>) -> String {
     instance_scripts::start_container_script(&ContainerSpec {
         user_id: user.user_id,
         secret_arn: user.secret_arn,
-        image: &config.container_image,
+        image: user.image,
         port: config.container_port,
         host_ip: user.host_ip,
         health_path: &config.health_check.path,

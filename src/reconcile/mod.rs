@@ -14,6 +14,7 @@
 //! - `workspace`: a user's EBS volume: create, attach, stop-and-detach, copy to another zone;
 //! - `notices`: what an interruption notice means; `repair`: on-call's pass plus orphan sweep;
 //! - `idle`: auto-sleep of users without requests.
+//! - `image`: the container image pinned by digest, resolved once per image string.
 //! - `quotas`: the account quotas, read at start-up and hourly; launches a quota refused.
 //!
 //! Crash safety: every claim or move step writes its result to the user's row before the next
@@ -25,6 +26,7 @@
 mod claim;
 mod execute;
 mod idle;
+mod image;
 mod instances;
 mod launch;
 mod moves;
@@ -185,6 +187,10 @@ struct Inner {
     last_idle_check: std::sync::Mutex<Millis>,
     /// When a pass last read the account's quotas (0: never).
     last_quota_check: std::sync::Mutex<Millis>,
+    /// Resolves images outside ECR (None: such an image stays unpinned).
+    registry: Option<Arc<crate::image::RegistryClient>>,
+    /// When the image may be resolved again after a failure (0: now).
+    image_retry_at: std::sync::Mutex<Millis>,
 }
 
 impl Reconciler {
@@ -195,6 +201,7 @@ impl Reconciler {
         clock: Clock,
         wake: Arc<Notify>,
         health: Arc<Health>,
+        registry: Option<Arc<crate::image::RegistryClient>>,
     ) -> Reconciler {
         Reconciler {
             inner: Arc::new(Inner {
@@ -212,6 +219,8 @@ impl Reconciler {
                 subnet_zones: std::sync::Mutex::new(Default::default()),
                 last_idle_check: std::sync::Mutex::new(0),
                 last_quota_check: std::sync::Mutex::new(0),
+                registry,
+                image_retry_at: std::sync::Mutex::new(0),
             }),
         }
     }
@@ -270,6 +279,8 @@ impl Reconciler {
 
     async fn pass(&self) -> Result<Outcome, ReconcileError> {
         let inner = &self.inner;
+        // Before any probe or start of this pass: they run the pinned image once there is one.
+        self.pin_image_if_needed(self.now()).await?;
         let planned = self.observe_and_plan(false).await?;
         let throttled = planned.throttled + self.execute(planned.actions).await;
         // A pass that AWS throttled backs off (doubling up to a minute) before the next one, on

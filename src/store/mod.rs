@@ -13,6 +13,7 @@
 
 mod admin;
 mod conditions;
+mod images;
 mod instances;
 mod journal;
 mod launches;

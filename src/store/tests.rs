@@ -215,3 +215,24 @@ async fn the_journal_lists_entries_in_order() {
         1
     );
 }
+
+#[tokio::test]
+async fn an_image_is_pinned_once_and_the_first_pin_wins() {
+    let store = store().await;
+    let image = "ghcr.io/openclaw/openclaw:latest";
+    assert_eq!(store.image_pin(image).await.unwrap(), None);
+    let first = store.pin_image(image, "sha256:aa", 5).await.unwrap();
+    assert_eq!((first.digest.as_str(), first.resolved_at), ("sha256:aa", 5));
+    // Another replica resolving at the same time (or later) gets the recorded pin back.
+    let second = store.pin_image(image, "sha256:bb", 6).await.unwrap();
+    assert_eq!(second, first);
+    // A new image string is pinned on its own; re-pinning forgets only its image.
+    store.pin_image("img:2", "sha256:cc", 7).await.unwrap();
+    assert!(store.unpin_image(image).await.unwrap());
+    assert!(!store.unpin_image(image).await.unwrap());
+    assert_eq!(store.image_pin(image).await.unwrap(), None);
+    assert_eq!(
+        store.image_pin("img:2").await.unwrap().unwrap().digest,
+        "sha256:cc"
+    );
+}

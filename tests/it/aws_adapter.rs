@@ -1122,3 +1122,60 @@ async fn instance_vcpus_and_quotas_come_from_describe_instance_types_and_service
     let values = world.cloud.quota_values(&quotas).await.unwrap();
     assert!(values.is_empty(), "{values:?}");
 }
+
+#[tokio::test]
+async fn an_ecr_tag_resolves_to_the_digest_ecr_recorded() {
+    let world = World::start().await;
+    let ecr = aws_sdk_ecr::Client::new(&world.sdk);
+    ecr.create_repository()
+        .repository_name("team/openclaw")
+        .send()
+        .await
+        .unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "size": 7023,
+            "digest": "sha256:b5b2b2c507a0944348e0303114d8d93aaaa081732b86451d9bce1f432a537bc7"
+        },
+        "layers": []
+    });
+    let put = ecr
+        .put_image()
+        .repository_name("team/openclaw")
+        .image_manifest(manifest.to_string())
+        .image_tag("1.0")
+        .send()
+        .await
+        .unwrap();
+    let recorded = put
+        .image()
+        .and_then(|i| i.image_id())
+        .and_then(|i| i.image_digest())
+        .unwrap()
+        .to_string();
+    let image = |repository: &str, tag: &str| spotpool::image::EcrImage {
+        registry_id: "123456789012".into(),
+        region: world.sdk.region().unwrap().to_string(),
+        repository: repository.into(),
+        tag: tag.into(),
+    };
+    let digest = world
+        .cloud
+        .image_digest(&image("team/openclaw", "1.0"))
+        .await
+        .unwrap();
+    assert_eq!(digest, recorded);
+    assert!(spotpool::image::is_sha256_digest(&digest), "{digest}");
+    for (repository, tag) in [("team/openclaw", "2.0"), ("team/other", "1.0")] {
+        let error = world
+            .cloud
+            .image_digest(&image(repository, tag))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, CloudErrorKind::NotFound, "{error}");
+        assert_eq!(error.operation, "DescribeImages");
+    }
+}

@@ -254,6 +254,9 @@ impl Cloud for Crashing {
     ) -> CloudResult<std::collections::BTreeMap<spotpool::model::quota::Quota, f64>> {
         forward!(self.quota_values(quotas))
     }
+    async fn image_digest(&self, image: &spotpool::image::EcrImage) -> CloudResult<String> {
+        forward!(self.image_digest(image))
+    }
     async fn request_counts(
         &self,
         groups: &[TargetGroupMetric],
@@ -304,6 +307,7 @@ fn reconciler_over(world: &World, store: Store, cloud: Arc<dyn Cloud>) -> Reconc
         clock,
         Arc::new(Notify::new()),
         Arc::new(Health::default()),
+        None,
     )
 }
 

@@ -38,6 +38,9 @@ pub struct Deployment {
     ami_id: String,
     /// The customer-managed KMS keys of the root and workspace volumes (none without them).
     kms_key_arns: Vec<String>,
+    /// The ECR repository of `container_image`, if it is an ECR image (the daemon reads its
+    /// tag's digest with DescribeImages).
+    image_repository_arn: Option<String>,
     /// (policy name, document) of the daemon's managed policies.
     daemon_policies: Vec<(String, Value)>,
     /// (policy name, document) of the instance role's inline policies.
@@ -58,6 +61,15 @@ impl Deployment {
         };
         let listener_arn = output("listener_arn");
         let fields: Vec<&str> = listener_arn.split(':').collect();
+        let image_repository_arn = spotpool::image::ImageRef::parse(&output("container_image"))
+            .expect("container_image is an image reference")
+            .ecr()
+            .map(|ecr| {
+                format!(
+                    "arn:{}:ecr:{}:{}:repository/{}",
+                    fields[1], ecr.region, ecr.registry_id, ecr.repository
+                )
+            });
         let instance_role_arn = output("instance_role_arn");
         let instance_role = instance_role_arn.rsplit('/').next().unwrap().to_string();
         let policies = |resource_type: &str, keep: &dyn Fn(&Value) -> bool| {
@@ -121,6 +133,7 @@ impl Deployment {
             instance_profile_arn: output("instance_profile_arn"),
             ami_id: output("ami_id"),
             kms_key_arns,
+            image_repository_arn,
             daemon_policies,
             instance_policies,
         }
@@ -461,7 +474,7 @@ impl Deployment {
             &snapshot,
             snapshot_context.clone(),
         ));
-        vec![
+        let mut calls = vec![
             describe(
                 "ec2:DescribeInstances",
                 "each pass lists the pool's instances",
@@ -799,7 +812,17 @@ impl Deployment {
                     Context::new(),
                 )],
             ),
-        ]
+        ];
+        // Pinning the container image: its tag's digest, when it is in ECR.
+        if let Some(repository) = &self.image_repository_arn {
+            let request = Request::new("ecr:DescribeImages", repository, Context::new());
+            calls.push(call(
+                "ecr:DescribeImages",
+                "the container image's digest",
+                vec![request],
+            ));
+        }
+        calls
     }
 
     /// Requests the daemon's policies must refuse.
@@ -1199,6 +1222,17 @@ impl Deployment {
                     Request::new(
                         "sqs:ReceiveMessage",
                         &self.queue_arn.replace("-interruptions", "-orders"),
+                        Context::new(),
+                    ),
+                ),
+                deny(
+                    "an ECR repository other than the container image's",
+                    Request::new(
+                        "ecr:DescribeImages",
+                        &format!(
+                            "arn:{}:ecr:{}:{}:repository/another-team/app",
+                            self.partition, self.region, self.account
+                        ),
                         Context::new(),
                     ),
                 ),

@@ -17,6 +17,8 @@
 //!   (`iam_requests`) and linted with parliament.
 //! - `tls`: the binary serving its API over HTTPS, the CLI as its client, certificate reloads.
 //! - `quotas`: account quotas on the fake: launches a quota refuses, the start-up check.
+//! - `images`: the container image pinned by digest on the fake: once per image string, probes
+//!   and starts by digest, a registry outage.
 
 mod admin;
 mod architecture;
@@ -28,6 +30,7 @@ mod fault_proxy;
 mod faults;
 mod iam_policy;
 mod iam_requests;
+mod images;
 mod interruptions;
 mod quotas;
 mod reconcile;

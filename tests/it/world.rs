@@ -187,6 +187,7 @@ impl World {
             clock,
             queue: None,
             metrics: None,
+            registry: None,
         };
         let app = App::assemble(&test_config(0, 0), config.clone(), parts);
         // The world's reconciler is the one running passes (the test drives them).
@@ -219,6 +220,13 @@ impl World {
             None,
             self.now.clone(),
         )
+    }
+
+    /// A new daemon over the same store and cloud with another reconciler configuration, as
+    /// after a configuration change and restart.
+    pub fn reconfigured(&self, config: ReconcilerConfig) -> World {
+        let (store, cloud) = (self.store.clone(), self.cloud.clone());
+        World::build(store, cloud, config, None, self.now.clone())
     }
 
     pub fn advance(&self, millis: i64) {

@@ -77,6 +77,9 @@ const ERROR_CODES: &[(&str, CloudErrorKind)] = &[
     ("RuleNotFound", CloudErrorKind::NotFound),
     ("ListenerNotFound", CloudErrorKind::NotFound),
     ("LoadBalancerNotFound", CloudErrorKind::NotFound),
+    // ECR: the container image's repository or tag.
+    ("RepositoryNotFoundException", CloudErrorKind::NotFound),
+    ("ImageNotFoundException", CloudErrorKind::NotFound),
     // EBS: a workspace volume or snapshot that is gone, or a detach from an instance it is not
     // attached to.
     ("InvalidVolume.NotFound", CloudErrorKind::NotFound),

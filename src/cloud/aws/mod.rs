@@ -16,6 +16,7 @@
 mod cloudwatch;
 mod ebs;
 mod ec2;
+mod ecr;
 mod elb;
 mod errors;
 mod quotas;
@@ -80,6 +81,7 @@ pub struct AwsCloud {
     elb: aws_sdk_elasticloadbalancingv2::Client,
     cloudwatch: aws_sdk_cloudwatch::Client,
     quotas: aws_sdk_servicequotas::Client,
+    ecr: aws_sdk_ecr::Client,
     config: AwsCloudConfig,
     /// Region of the clients, for instance ARNs.
     region: String,
@@ -135,6 +137,7 @@ impl AwsCloud {
             elb: client!(aws_sdk_elasticloadbalancingv2),
             cloudwatch: client!(aws_sdk_cloudwatch),
             quotas: client!(aws_sdk_servicequotas),
+            ecr: client!(aws_sdk_ecr),
             retries,
             config,
             region,
@@ -422,6 +425,10 @@ impl Cloud for AwsCloud {
 
     async fn quota_values(&self, quotas: &[Quota]) -> CloudResult<BTreeMap<Quota, f64>> {
         self.aws_quota_values(quotas).await
+    }
+
+    async fn image_digest(&self, image: &crate::image::EcrImage) -> CloudResult<String> {
+        self.ecr_image_digest(image).await
     }
 
     async fn request_counts(

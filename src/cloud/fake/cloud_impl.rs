@@ -650,6 +650,10 @@ impl Cloud for FakeCloud {
         self.fake_quota_values(quotas).await
     }
 
+    async fn image_digest(&self, image: &crate::image::EcrImage) -> CloudResult<String> {
+        self.fake_image_digest(image).await
+    }
+
     async fn request_counts(
         &self,
         groups: &[TargetGroupMetric],

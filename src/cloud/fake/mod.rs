@@ -155,6 +155,8 @@ struct State {
     ebs: ebs::Ebs,
     /// The account's quotas a test set (`set_quota`).
     quotas: BTreeMap<crate::model::quota::Quota, f64>,
+    /// ECR images' digests a test set (`set_image_digest`), by `repository:tag`.
+    images: BTreeMap<String, String>,
 }
 
 impl State {

@@ -1,4 +1,4 @@
-//! The fake's account quotas: values a test sets (`set_quota`), answered by `quota_values`, and
+//! The fake's ECR image digests (`set_image_digest`) and its account quotas: values a test sets (`set_quota`), answered by `quota_values`, and
 //! the spot vCPU quotas enforced by RunInstances as EC2 does (MaxSpotInstanceCountExceeded once
 //! the family's running and pending spot vCPUs would pass it). moto enforces none of them.
 
@@ -33,6 +33,28 @@ impl FakeCloud {
             .iter()
             .filter_map(|q| state.quotas.get(q).map(|v| (*q, *v)))
             .collect())
+    }
+
+    /// The digest ECR gives `repository:tag` from now on.
+    pub fn set_image_digest(&self, repository: &str, tag: &str, digest: &str) {
+        let key = format!("{repository}:{tag}");
+        self.lock().images.insert(key, digest.to_string());
+    }
+
+    pub(super) async fn fake_image_digest(
+        &self,
+        image: &crate::image::EcrImage,
+    ) -> CloudResult<String> {
+        let state = self.enter("DescribeImages", 1).await?;
+        let key = format!("{}:{}", image.repository, image.tag);
+        state.images.get(&key).cloned().ok_or_else(|| {
+            CloudError::new(
+                CloudErrorKind::NotFound,
+                "DescribeImages",
+                "ImageNotFoundException",
+                format!("no image {key}"),
+            )
+        })
     }
 
     pub(super) async fn fake_instance_vcpus(

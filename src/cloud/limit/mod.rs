@@ -400,6 +400,11 @@ impl Cloud for Limited {
         self.inner.quota_values(quotas).await
     }
 
+    async fn image_digest(&self, image: &crate::image::EcrImage) -> CloudResult<String> {
+        // No EC2 or ELB bucket: ECR meters its own calls, and the image is resolved once.
+        self.inner.image_digest(image).await
+    }
+
     async fn request_counts(
         &self,
         groups: &[TargetGroupMetric],

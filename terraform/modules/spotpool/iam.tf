@@ -782,6 +782,18 @@ data "aws_iam_policy_document" "daemon_workspaces" {
     ]
     resources = ["*"]
   }
+
+  # The container image pinned by digest (src/reconcile/image.rs): when
+  # container_image is in ECR, the daemon reads its tag's digest once per image
+  # (DescribeImages), on exactly that repository. Read-only.
+  dynamic "statement" {
+    for_each = local.image_ecr_repository_arn == null ? [] : [1]
+    content {
+      sid       = "EcrResolveImageDigest"
+      actions   = ["ecr:DescribeImages"]
+      resources = [local.image_ecr_repository_arn]
+    }
+  }
 }
 
 # The daemon's two managed policies, <name>-daemon and <name>-daemon-workspaces,
