@@ -187,6 +187,10 @@ struct Inner {
     last_idle_check: std::sync::Mutex<Millis>,
     /// When a pass last read the account's quotas (0: never).
     last_quota_check: std::sync::Mutex<Millis>,
+    /// The passes started so far (the rule priorities are read once per pass).
+    pass_seq: AtomicU64,
+    /// Per listener, the rule priorities taken (`claim::PriorityBook`).
+    priority_books: tokio::sync::Mutex<HashMap<String, claim::PriorityBook>>,
     /// Resolves images outside ECR (None: such an image stays unpinned).
     registry: Option<Arc<crate::image::RegistryClient>>,
     /// When the image may be resolved again after a failure (0: now).
@@ -219,6 +223,8 @@ impl Reconciler {
                 subnet_zones: std::sync::Mutex::new(Default::default()),
                 last_idle_check: std::sync::Mutex::new(0),
                 last_quota_check: std::sync::Mutex::new(0),
+                pass_seq: AtomicU64::new(0),
+                priority_books: tokio::sync::Mutex::new(HashMap::new()),
                 registry,
                 image_retry_at: std::sync::Mutex::new(0),
             }),
@@ -279,6 +285,7 @@ impl Reconciler {
 
     async fn pass(&self) -> Result<Outcome, ReconcileError> {
         let inner = &self.inner;
+        inner.pass_seq.fetch_add(1, Ordering::Relaxed);
         // Before any probe or start of this pass: they run the pinned image once there is one.
         self.pin_image_if_needed(self.now()).await?;
         let planned = self.observe_and_plan(false).await?;

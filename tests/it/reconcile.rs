@@ -749,3 +749,45 @@ async fn a_throttled_pass_backs_off_doubling_and_a_clean_pass_resets_it() {
     assert_eq!(world.ledger_count(InstanceStatus::Available).await, 2);
     world.assert_no_leaks().await;
 }
+
+// --- a burst of claims (issue 11, point 5) -------------------------------------------------
+
+#[tokio::test]
+async fn a_burst_of_claims_takes_distinct_rule_priorities_without_rereading_the_listener() {
+    let world = World::new(40, 80).await;
+    world.run_until_quiet(50).await;
+    assert_eq!(world.ledger_count(InstanceStatus::Available).await, 40);
+    let users: Vec<String> = (0..40).map(|i| format!("burst-{i}")).collect();
+    for user in &users {
+        let (status, body) = world.put_user(user, r#"{"secrets":{"K":"v"}}"#).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    world.cloud.clear_calls();
+    // Every claim of the burst runs in the same passes; none waits a pass for a priority that
+    // another claim of its pass took (before: 27 passes for 50 claims, 7-9 DescribeRules each).
+    let mut passes = 0;
+    loop {
+        world.pass().await;
+        passes += 1;
+        let mut ready = 0;
+        for user in &users {
+            ready += usize::from(world.user_state(user).await == Some(UserState::Ready));
+        }
+        if ready == users.len() {
+            break;
+        }
+        assert!(passes < 4, "{ready} of 40 ready after {passes} passes");
+    }
+    assert!(
+        world.cloud.count_calls("DescribeRules") <= passes,
+        "the listener is read once per pass at most: {} reads in {passes} passes",
+        world.cloud.count_calls("DescribeRules")
+    );
+    let mut priorities = std::collections::BTreeSet::new();
+    for user in &users {
+        let row = world.user_row(user).await;
+        assert!(priorities.insert(row.routing.rule_priority.expect("a priority")));
+    }
+    assert_eq!(priorities.len(), 40);
+    world.assert_no_leaks().await;
+}
