@@ -174,7 +174,7 @@ pub fn pool(target: &Target, command: &PoolCommand) -> ExitCode {
                 target,
                 Call {
                     method: "PUT",
-                    path: format!("/v1/admin/pool/{}", encode(tier)),
+                    path: format!("/v1/admin/pool/{}", spotpool::url::component(tier)),
                     body: Some(body.into()),
                 },
             )
@@ -187,7 +187,10 @@ pub fn recycle(target: &Target, instance: &str) -> ExitCode {
         target,
         Call {
             method: "POST",
-            path: format!("/v1/admin/instances/{}/recycle", encode(instance)),
+            path: format!(
+                "/v1/admin/instances/{}/recycle",
+                spotpool::url::component(instance)
+            ),
             body: None,
         },
     )
@@ -213,19 +216,6 @@ pub fn audit(target: &Target, limit: u32) -> ExitCode {
             body: None,
         },
     )
-}
-
-/// Percent-encodes everything but unreserved characters, so a path segment stays one segment.
-fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn print_json(target: &Target, call: Call) -> ExitCode {

@@ -213,9 +213,14 @@ impl App {
         }
     }
 
-    /// Runs the API and, once this process holds the reconciler lock, the reconciler and the
+    /// Runs the API (over TLS with `tls`: the files, re-read on SIGHUP, and the configuration
+    /// read from them) and, once this process holds the reconciler lock, the reconciler and the
     /// interruption feed; stops on Ctrl-C or SIGTERM, or when the API or the reconciler ends.
-    pub async fn serve(self, config: &Config) -> Result<(), String> {
+    pub async fn serve(
+        self,
+        config: &Config,
+        tls: Option<(crate::tls::TlsFiles, axum_server::tls_rustls::RustlsConfig)>,
+    ) -> Result<(), String> {
         // Tier maxima the account's spot vCPU quota cannot hold are refused, with the numbers;
         // quotas that cannot be read (no permission yet, an emulator) only warn.
         match self.reconciler.check_quotas().await {
@@ -225,11 +230,6 @@ impl App {
             Ok(report) => tracing::info!(quotas = report.limits.len(), "account quotas read"),
             Err(error) => tracing::warn!(%error, "could not read the account's quotas"),
         }
-        // The certificate is checked before the port is taken: a bad pair is a start-up error.
-        let tls = match &config.tls {
-            Some(files) => Some((files.clone(), files.acceptor_config()?)),
-            None => None,
-        };
         let listener = std::net::TcpListener::bind(config.listen)
             .map_err(|e| format!("binding SPOTPOOL_LISTEN={}: {e}", config.listen))?;
         let address = listener

@@ -15,4 +15,5 @@ pub mod plan;
 pub mod reconcile;
 pub mod store;
 pub mod tls;
+pub mod url;
 pub mod vault;

@@ -310,12 +310,13 @@ fn init_tracing(format: &str) {
 /// Builds the daemon for `config` and serves until a signal.
 async fn run(config: Config) -> Result<(), String> {
     // A certificate that does not load stops the start before anything connects.
-    if let Some(files) = &config.tls {
-        files.server_config()?;
-    }
+    let tls = match &config.tls {
+        Some(files) => Some((files.clone(), files.acceptor_config()?)),
+        None => None,
+    };
     let parts = App::connect(&config).await?;
     let reconciler = App::reconciler_config(&config);
     App::assemble(&config, reconciler, parts)
-        .serve(&config)
+        .serve(&config, tls)
         .await
 }

@@ -302,10 +302,11 @@ pub async fn set_tier(
     Ok(Json(settings))
 }
 
-/// Refuses (409 `quota_exceeded`) a sizing whose maxima the account's spot vCPU quotas cannot
-/// hold, as the start-up does. Only the replica running the reconciler reads the quotas; a
-/// standby, or a quota that cannot be read, lets the change through (the hourly check and its
-/// alert still see it).
+/// Refuses (409 `quota_exceeded`) a new maximum that the account's spot vCPU quotas cannot hold,
+/// as the start-up does; a change that leaves the maximum as it is (a pause, a spare count) asks
+/// AWS nothing. Only the
+/// replica running the reconciler reads the quotas; a standby, or a quota that cannot be read,
+/// lets the change through (the hourly check and its alert still see it).
 async fn refuse_beyond_quota(
     state: &AppState,
     overrides: &[TierOverride],
@@ -320,8 +321,20 @@ async fn refuse_beyond_quota(
         .cloned()
         .collect();
     all.push(proposed.clone());
-    let mut tiers = state.settings.tiers.clone();
-    apply_overrides(&mut tiers, &all);
+    let max_of = |overrides: &[TierOverride]| {
+        let mut tiers = state.settings.tiers.clone();
+        apply_overrides(&mut tiers, overrides);
+        let max = tiers
+            .iter()
+            .find(|t| t.name == proposed.tier)
+            .map_or(0, |t| t.max_instances);
+        (tiers, max)
+    };
+    let (_, before) = max_of(overrides);
+    let (tiers, after) = max_of(&all);
+    if after == before {
+        return Ok(());
+    }
     match reconciler.quota_shortfalls(&tiers).await {
         Ok(shortfalls) if !shortfalls.is_empty() => Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -179,9 +179,9 @@ impl RegistryClient {
             return Err(format!("the token realm {realm} is not an HTTPS address"));
         }
         let scope = param("scope").unwrap_or_else(|| format!("repository:{repository}:pull"));
-        let mut url = format!("{realm}?scope={}", query_escape(&scope));
+        let mut url = format!("{realm}?scope={}", crate::url::component(&scope));
         if let Some(service) = param("service") {
-            url.push_str(&format!("&service={}", query_escape(&service)));
+            url.push_str(&format!("&service={}", crate::url::component(&service)));
         }
         let request = hyper::Request::get(&url)
             .body(Empty::new())
@@ -266,17 +266,4 @@ pub(crate) fn bearer_params(challenge: &str) -> Option<Vec<(String, String)>> {
         params.push((key.trim().to_ascii_lowercase(), value.trim().to_string()));
     }
     Some(params)
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn query_escape(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -38,11 +38,17 @@ impl Reconciler {
     /// sets the `spotpool_quota_*` gauges, and names every spot vCPU quota the tiers' maxima do
     /// not fit. An error is a call that failed (the caller logs it and goes on).
     pub async fn check_quotas(&self) -> Result<QuotaReport, String> {
+        // The start-up read counts as the first hourly one.
+        *self
+            .inner
+            .last_quota_check
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = self.now();
         let (policy, _) = self
             .effective_policy()
             .await
             .map_err(|e| format!("reading the tiers: {e}"))?;
-        let (vcpus, limits) = self.read_quotas(&policy.tiers).await?;
+        let (vcpus, limits) = self.read_quotas(&policy.tiers, false).await?;
         let sizes = tier_sizes(&policy.tiers);
         for (family, need) in spot_vcpus_needed(&sizes, &vcpus) {
             metrics::gauge!("spotpool_quota_needed", "quota" => Quota::SpotVcpus(family).label())
@@ -67,14 +73,16 @@ impl Reconciler {
     /// The shortfalls a proposed sizing of the tiers (on-call's resize) would have under the
     /// account's spot vCPU quotas. Reads them again; exports nothing.
     pub async fn quota_shortfalls(&self, tiers: &[TierPolicy]) -> Result<Vec<String>, String> {
-        let (vcpus, limits) = self.read_quotas(tiers).await?;
+        let (vcpus, limits) = self.read_quotas(tiers, true).await?;
         Ok(spot_shortfalls(&tier_sizes(tiers), &vcpus, &limits))
     }
 
-    /// The vCPUs of the tiers' instance types and the quotas they depend on.
+    /// The vCPUs of the tiers' instance types and the quotas they depend on (the spot vCPU
+    /// ones only, with `spot_only`).
     async fn read_quotas(
         &self,
         tiers: &[TierPolicy],
+        spot_only: bool,
     ) -> Result<(BTreeMap<String, u32>, BTreeMap<Quota, f64>), String> {
         let mut types: Vec<String> = tiers
             .iter()
@@ -87,7 +95,8 @@ impl Reconciler {
             .instance_vcpus(&types)
             .await
             .map_err(|e| e.to_string())?;
-        let quotas = Quota::needed_by(types.iter().map(String::as_str));
+        let mut quotas = Quota::needed_by(types.iter().map(String::as_str));
+        quotas.retain(|q| !spot_only || matches!(q, Quota::SpotVcpus(_)));
         let limits = cloud
             .quota_values(&quotas)
             .await
@@ -162,16 +171,13 @@ impl Reconciler {
     /// A pass's hourly read of the quotas; a shortfall (a quota lowered, or tiers resized by
     /// on-call) is logged as an error. Failures are logged: the next check tries again.
     pub(super) async fn check_quotas_if_due(&self, now: Millis) {
-        {
-            let mut last = self
-                .inner
-                .last_quota_check
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if *last != 0 && now - *last < QUOTA_CHECK_INTERVAL {
-                return;
-            }
-            *last = now;
+        let last = *self
+            .inner
+            .last_quota_check
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if last != 0 && now - last < QUOTA_CHECK_INTERVAL {
+            return;
         }
         match self.check_quotas().await {
             Ok(report) => {

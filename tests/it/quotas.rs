@@ -138,6 +138,19 @@ async fn tier_maxima_the_spot_quota_cannot_hold_are_named_and_on_calls_resize_co
     assert!(body.to_string().contains("need 10 spot vCPUs"), "{body}");
     assert!(world.store.tier_overrides().await.unwrap().is_empty());
 
+    // A change that leaves the maximum as it is asks AWS nothing.
+    let reads = world.cloud.count_calls("GetServiceQuota");
+    let (status, body) = world
+        .request(
+            "PUT",
+            "/v1/admin/pool/default",
+            Some(ADMIN_TOKEN),
+            r#"{"spare_count":1}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(world.cloud.count_calls("GetServiceQuota"), reads);
+
     // On-call lowers the tier's maximum: the effective tiers fit.
     let (status, body) = world
         .request(
