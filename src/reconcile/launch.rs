@@ -18,6 +18,10 @@ pub(super) struct ConditionState {
     /// (instance type, subnet) -> skipped until.
     unavailable: HashMap<(String, String), Millis>,
     tiers: HashMap<String, TierHealth>,
+    /// Shards AWS refused a route: (the users they held then, until when).
+    pub(super) route_marks: HashMap<String, (u32, Millis)>,
+    /// The region refused a target group: (the users placed then, until when).
+    pub(super) region_mark: Option<(u32, Millis)>,
 }
 
 #[derive(Debug, Default)]
@@ -30,7 +34,15 @@ struct TierHealth {
 impl ConditionState {
     pub(super) fn snapshot(&mut self, now: Millis) -> Conditions {
         self.unavailable.retain(|_, until| *until > now);
+        self.route_marks.retain(|_, (_, until)| *until > now);
+        self.region_mark = self.region_mark.filter(|(_, until)| *until > now);
         Conditions {
+            route_limits: self
+                .route_marks
+                .iter()
+                .map(|(shard, (held, _))| (shard.clone(), *held))
+                .collect(),
+            region_route_limit: self.region_mark.map(|(held, _)| held),
             unavailable: self.unavailable.keys().cloned().collect(),
             launch_blocked: self
                 .tiers

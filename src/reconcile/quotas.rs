@@ -157,7 +157,7 @@ impl Reconciler {
             (Quota::TargetGroupsPerRegion, groups),
             (
                 Quota::AlbsPerRegion,
-                self.inner.config.listener_arns.len() as f64,
+                self.inner.config.policy.shards.len() as f64,
             ),
         ] {
             usage.insert(quota, used);
