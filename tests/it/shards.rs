@@ -95,6 +95,29 @@ async fn users_spread_over_the_shards_and_a_full_platform_queues_without_spendin
         .collect();
     assert_eq!(waits.len(), 1, "journalled once: {waits:?}");
     assert_eq!(waits[0].user_id.as_deref(), Some("u7"));
+    // On-call sees it in the pool document.
+    let (status, pool) = world
+        .request("GET", "/v1/pool", Some(crate::world::API_TOKEN), "")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{pool}");
+    assert_eq!(pool["waiting_for_route"], 1, "{pool}");
+    let shards: Vec<(String, u64, u64)> = pool["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let name = s["name"].as_str().unwrap().to_string();
+            (
+                name,
+                s["users"].as_u64().unwrap(),
+                s["capacity"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shards,
+        vec![("shard-0".into(), 3, 3), ("shard-1".into(), 3, 3)]
+    );
 
     // A deletion frees a place on u2's shard: the seventh is served there.
     let freed = world.user_row("u2").await.shard.unwrap();
