@@ -52,8 +52,12 @@ pub struct Conditions {
     /// until the mark expires.
     pub route_limits: BTreeMap<String, u32>,
     /// The region refused a target group (TooManyTargetGroups): the users placed then, the
-    /// limit of all shards together until the mark expires.
+    /// limit of all shards together until the mark expires; or the account's target groups
+    /// quota, whichever is lower.
     pub region_route_limit: Option<u32>,
+    /// The account's quotas of rules and of target groups per load balancer (Service Quotas,
+    /// read hourly), the lower: no shard takes more users, whatever its capacity.
+    pub alb_route_limit: Option<u32>,
 }
 
 /// The purchase option of a launch.

@@ -45,6 +45,9 @@ pub(super) fn place(
 ) -> Placement {
     let (mut count, mut total) = users_per_shard(users, policy);
     let limit = |name: &str, capacity: u32| {
+        let capacity = conditions
+            .alb_route_limit
+            .map_or(capacity, |quota| capacity.min(quota));
         conditions
             .route_limits
             .get(name)

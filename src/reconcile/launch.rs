@@ -22,6 +22,9 @@ pub(super) struct ConditionState {
     pub(super) route_marks: HashMap<String, (u32, Millis)>,
     /// The region refused a target group: (the users placed then, until when).
     pub(super) region_mark: Option<(u32, Millis)>,
+    /// The account's quotas (Service Quotas, hourly): the most users a load balancer may hold
+    /// (the lower of its rules and target groups quotas), and target groups in the region.
+    pub(super) route_quotas: (Option<u32>, Option<u32>),
 }
 
 #[derive(Debug, Default)]
@@ -42,7 +45,12 @@ impl ConditionState {
                 .iter()
                 .map(|(shard, (held, _))| (shard.clone(), *held))
                 .collect(),
-            region_route_limit: self.region_mark.map(|(held, _)| held),
+            region_route_limit: match (self.region_mark.map(|(held, _)| held), self.route_quotas.1)
+            {
+                (Some(held), Some(quota)) => Some(held.min(quota)),
+                (held, quota) => held.or(quota),
+            },
+            alb_route_limit: self.route_quotas.0,
             unavailable: self.unavailable.keys().cloned().collect(),
             launch_blocked: self
                 .tiers

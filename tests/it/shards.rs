@@ -315,3 +315,30 @@ async fn a_host_routed_shard_matches_the_users_host_and_serves_it_at_the_root() 
     assert_eq!(world.cloud.rules().len(), 1);
     world.assert_no_leaks().await;
 }
+
+#[tokio::test]
+async fn the_accounts_load_balancer_quotas_bound_every_shard_before_aws_refuses() {
+    use spotpool::model::quota::Quota;
+    // Capacity 5, but the account's quota allows 2 rules per load balancer: the third user
+    // waits without a refused call.
+    let world = world_with_shards(1, 5, 1).await;
+    world.cloud.set_quota(Quota::RulesPerAlb, 2.0);
+    world.cloud.set_quota(Quota::TargetGroupsPerAlb, 100.0);
+    world.run_until_quiet(20).await;
+    put_all(&world, &["q1", "q2", "q3"]).await;
+    world.run_until_quiet(40).await;
+    let mut states = Vec::new();
+    for user in ["q1", "q2", "q3"] {
+        states.push(world.user_row(user).await);
+    }
+    assert_eq!(states[0].state, UserState::Ready);
+    assert_eq!(states[1].state, UserState::Ready);
+    assert_eq!(states[2].state, UserState::Queued);
+    assert_eq!(states[2].error.as_deref(), Some("no_route_capacity"));
+    assert!(states[2].instance_id.is_none());
+    let journal = world.store.journal_since(0, 10_000).await.unwrap();
+    assert!(
+        !journal.iter().any(|e| e.kind == "route.refused"),
+        "the quota held the user before AWS had to refuse"
+    );
+}
