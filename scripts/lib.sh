@@ -57,6 +57,28 @@ pip_install() {
     _add_python_script_dirs_to_path
 }
 
+# ensure_postgres: make sure PostgreSQL's server binaries (initdb, pg_ctl,
+# postgres) are there, on PATH or in Debian's /usr/lib/postgresql/*/bin, for
+# scripts/throwaway-postgres.sh; installs the postgresql package with apt-get
+# when they are not (needs root). Fails, with the reason, when it cannot.
+ensure_postgres() {
+    local dir
+    for dir in "" /usr/lib/postgresql/*/bin; do
+        if [[ -z $dir ]]; then
+            command -v initdb >/dev/null 2>&1 && return 0
+        elif [[ -x $dir/initdb ]]; then
+            return 0
+        fi
+    done
+    log "PostgreSQL's initdb is missing: installing the postgresql package with apt-get"
+    if ((EUID != 0)); then
+        log "installing needs root: run apt-get install -y postgresql as root"
+        return 1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+}
+
 # ensure_command CMD PACKAGE: make sure CMD is on PATH, installing the Debian
 # PACKAGE that provides it with apt-get when it is missing (needs root, as on the
 # developers' machines and CI).

@@ -88,9 +88,18 @@ impl App {
     /// The production adapters for `config`.
     pub async fn connect(config: &Config) -> Result<Parts, String> {
         let metrics = install_metrics()?;
+        let database = crate::store::redacted_url(&config.database_url);
         let store = Store::open(&config.database_url)
             .await
-            .map_err(|e| format!("opening the database {}: {e}", config.database_url))?;
+            .map_err(|e| format!("opening the database {database}: {e}"))?;
+        if store.backend() == crate::store::Backend::Postgres {
+            // Until leader election (issue 12) lands, nothing keeps a second daemon's
+            // reconciler from acting on the same database: run one daemon per database.
+            tracing::warn!(
+                %database,
+                "PostgreSQL store: there is no reconciler lock yet; run exactly one spotpool per database"
+            );
+        }
         // Users routed before shards existed are on the shard of their listener.
         let listeners: Vec<(String, String)> = config
             .shards

@@ -19,32 +19,36 @@ pub struct AuditEntry {
 
 impl Store {
     pub async fn tier_overrides(&self) -> StoreResult<Vec<TierOverride>> {
-        let rows = sqlx::query(
-            "SELECT tier, spare_count, max_instances, paused, updated_at, updated_by
-             FROM tier_overrides ORDER BY tier",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(TierOverride {
-                    tier: r.try_get("tier")?,
-                    spare_count: r
-                        .try_get::<Option<i64>, _>("spare_count")?
-                        .map(|n| n as u32),
-                    max_instances: r
-                        .try_get::<Option<i64>, _>("max_instances")?
-                        .map(|n| n as u32),
-                    paused: r.try_get("paused")?,
-                    updated_at: r.try_get("updated_at")?,
-                    updated_by: r.try_get("updated_by")?,
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT tier, spare_count, max_instances, paused, updated_at, updated_by
+                 FROM tier_overrides ORDER BY tier",
+            )
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(TierOverride {
+                        tier: r.try_get("tier")?,
+                        spare_count: r
+                            .try_get::<Option<i64>, _>("spare_count")?
+                            .map(|n| n as u32),
+                        max_instances: r
+                            .try_get::<Option<i64>, _>("max_instances")?
+                            .map(|n| n as u32),
+                        paused: r.try_get("paused")?,
+                        updated_at: r.try_get("updated_at")?,
+                        updated_by: r.try_get("updated_by")?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     pub async fn put_tier_override(&self, o: &TierOverride) -> StoreResult<()> {
-        sqlx::query(
+        execute!(
+            self,
+            sqlx::query(
             "INSERT INTO tier_overrides (tier, spare_count, max_instances, paused, updated_at, updated_by)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (tier) DO UPDATE SET spare_count = excluded.spare_count,
@@ -57,36 +61,36 @@ impl Store {
         .bind(o.paused)
         .bind(o.updated_at)
         .bind(&o.updated_by)
-        .execute(&self.pool)
-        .await?;
+        );
         Ok(())
     }
 
     /// Appends one admin action to the audit log.
     pub async fn audit(&self, entry: &AuditEntry) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO audit_log (at, actor, action, target, detail, outcome)
+        execute!(
+            self,
+            sqlx::query(
+                "INSERT INTO audit_log (at, actor, action, target, detail, outcome)
              VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(entry.at)
-        .bind(&entry.actor)
-        .bind(&entry.action)
-        .bind(&entry.target)
-        .bind(&entry.detail)
-        .bind(&entry.outcome)
-        .execute(&self.pool)
-        .await?;
+            )
+            .bind(entry.at)
+            .bind(&entry.actor)
+            .bind(&entry.action)
+            .bind(&entry.target)
+            .bind(&entry.detail)
+            .bind(&entry.outcome)
+        );
         Ok(())
     }
 
     /// The newest `limit` audit entries, newest first.
     pub async fn audit_log(&self, limit: i64) -> StoreResult<Vec<AuditEntry>> {
-        Ok(sqlx::query_as::<_, AuditEntry>(
+        Ok(on_pool!(self, |pool| sqlx::query_as::<_, AuditEntry>(
             "SELECT id, at, actor, action, target, detail, outcome FROM audit_log
              ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(pool)
+        .await?))
     }
 }

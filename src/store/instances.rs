@@ -3,8 +3,6 @@
 
 use super::{Store, StoreError, StoreResult};
 use crate::model::{InstanceId, InstanceStatus, Millis};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 /// A row of the instance ledger.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,23 +60,29 @@ impl InstanceRecord {
 
 impl Store {
     pub async fn list_instances(&self) -> StoreResult<Vec<InstanceRecord>> {
-        let rows = sqlx::query("SELECT * FROM instances ORDER BY launched_at, instance_id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(instance_from_row).collect()
+        let rows = on_pool!(self, |pool| sqlx::query_as::<_, InstanceColumns>(
+            "SELECT * FROM instances ORDER BY launched_at, instance_id"
+        )
+        .fetch_all(pool)
+        .await?);
+        rows.into_iter().map(InstanceRecord::try_from).collect()
     }
 
     pub async fn get_instance(&self, instance: &InstanceId) -> StoreResult<Option<InstanceRecord>> {
-        let row = sqlx::query("SELECT * FROM instances WHERE instance_id = $1")
-            .bind(&instance.0)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(instance_from_row).transpose()
+        let row = on_pool!(self, |pool| sqlx::query_as::<_, InstanceColumns>(
+            "SELECT * FROM instances WHERE instance_id = $1"
+        )
+        .bind(&instance.0)
+        .fetch_optional(pool)
+        .await?);
+        row.map(InstanceRecord::try_from).transpose()
     }
 
     /// Inserts or replaces a ledger row.
     pub async fn put_instance(&self, instance: &InstanceRecord) -> StoreResult<()> {
-        sqlx::query(
+        execute!(
+            self,
+            sqlx::query(
             "INSERT INTO instances (instance_id, tier, status, arn, instance_type, availability_zone,
                 private_ip, launched_at, status_since, probe_command_id, probe_sent_at,
                 probe_failed_at, probe_failures, last_error, missed_observations)
@@ -107,8 +111,7 @@ impl Store {
         .bind(i64::from(instance.probe_failures))
         .bind(&instance.last_error)
         .bind(i64::from(instance.missed_observations))
-        .execute(&self.pool)
-        .await?;
+        );
         Ok(())
     }
 
@@ -120,72 +123,100 @@ impl Store {
         to: InstanceStatus,
         now: Millis,
     ) -> StoreResult<bool> {
-        let result = sqlx::query(
-            "UPDATE instances SET status = $1, status_since = $2, probe_command_id = NULL
-             WHERE instance_id = $3 AND status = $4",
-        )
-        .bind(to.as_str())
-        .bind(now)
-        .bind(&instance.0)
-        .bind(from.as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected() == 1)
+        let changed = execute!(
+            self,
+            sqlx::query(
+                "UPDATE instances SET status = $1, status_since = $2, probe_command_id = NULL
+                 WHERE instance_id = $3 AND status = $4",
+            )
+            .bind(to.as_str())
+            .bind(now)
+            .bind(&instance.0)
+            .bind(from.as_str())
+        );
+        Ok(changed == 1)
     }
 
     pub async fn delete_instance(&self, instance: &InstanceId) -> StoreResult<()> {
-        sqlx::query("DELETE FROM instances WHERE instance_id = $1")
-            .bind(&instance.0)
-            .execute(&self.pool)
-            .await?;
+        execute!(
+            self,
+            sqlx::query("DELETE FROM instances WHERE instance_id = $1").bind(&instance.0)
+        );
         Ok(())
     }
 
     /// Marks an instance for recycling. False if it is unknown or already terminating.
     pub async fn request_recycle(&self, instance: &InstanceId, now: Millis) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE instances SET recycle_requested_at = $2
-             WHERE instance_id = $1 AND status <> 'terminating'",
-        )
-        .bind(&instance.0)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        let done = execute!(
+            self,
+            sqlx::query(
+                "UPDATE instances SET recycle_requested_at = $2
+                 WHERE instance_id = $1 AND status <> 'terminating'",
+            )
+            .bind(&instance.0)
+            .bind(now)
+        );
+        Ok(done > 0)
     }
 
     /// Clears a recycle request once a move has taken it on (so an abandoned move is not
     /// started again by the same request).
     pub async fn clear_recycle(&self, instance: &InstanceId) -> StoreResult<()> {
-        sqlx::query("UPDATE instances SET recycle_requested_at = NULL WHERE instance_id = $1")
-            .bind(&instance.0)
-            .execute(&self.pool)
-            .await?;
+        execute!(
+            self,
+            sqlx::query("UPDATE instances SET recycle_requested_at = NULL WHERE instance_id = $1")
+                .bind(&instance.0)
+        );
         Ok(())
     }
 }
 
-fn instance_from_row(row: &SqliteRow) -> StoreResult<InstanceRecord> {
-    let id: String = row.try_get("instance_id")?;
-    let status_raw: String = row.try_get("status")?;
-    let status = InstanceStatus::parse(&status_raw)
-        .ok_or_else(|| StoreError::Corrupt(format!("instance {id}: status {status_raw:?}")))?;
-    Ok(InstanceRecord {
-        instance_id: InstanceId(id),
-        tier: row.try_get("tier")?,
-        status,
-        arn: row.try_get("arn")?,
-        instance_type: row.try_get("instance_type")?,
-        availability_zone: row.try_get("availability_zone")?,
-        private_ip: row.try_get("private_ip")?,
-        launched_at: row.try_get("launched_at")?,
-        status_since: row.try_get("status_since")?,
-        probe_command_id: row.try_get("probe_command_id")?,
-        probe_sent_at: row.try_get("probe_sent_at")?,
-        probe_failed_at: row.try_get("probe_failed_at")?,
-        probe_failures: row.try_get::<i64, _>("probe_failures")? as u32,
-        last_error: row.try_get("last_error")?,
-        missed_observations: row.try_get::<i64, _>("missed_observations")? as u32,
-        recycle_requested_at: row.try_get("recycle_requested_at")?,
-    })
+/// The `instances` table's columns, as sqlx reads them.
+#[derive(sqlx::FromRow)]
+struct InstanceColumns {
+    instance_id: String,
+    tier: String,
+    status: String,
+    arn: Option<String>,
+    instance_type: Option<String>,
+    availability_zone: Option<String>,
+    private_ip: Option<String>,
+    launched_at: Millis,
+    status_since: Millis,
+    probe_command_id: Option<String>,
+    probe_sent_at: Option<Millis>,
+    probe_failed_at: Option<Millis>,
+    probe_failures: i64,
+    last_error: Option<String>,
+    missed_observations: i64,
+    recycle_requested_at: Option<Millis>,
+}
+
+impl TryFrom<InstanceColumns> for InstanceRecord {
+    type Error = StoreError;
+
+    fn try_from(row: InstanceColumns) -> StoreResult<InstanceRecord> {
+        let id = row.instance_id;
+        let status = InstanceStatus::parse(&row.status).ok_or_else(|| {
+            StoreError::Corrupt(format!("instance {id}: status {:?}", row.status))
+        })?;
+        Ok(InstanceRecord {
+            instance_id: InstanceId(id),
+            tier: row.tier,
+            status,
+            arn: row.arn,
+            instance_type: row.instance_type,
+            availability_zone: row.availability_zone,
+            private_ip: row.private_ip,
+            launched_at: row.launched_at,
+            status_since: row.status_since,
+            probe_command_id: row.probe_command_id,
+            probe_sent_at: row.probe_sent_at,
+            probe_failed_at: row.probe_failed_at,
+            probe_failures: row.probe_failures as u32,
+            last_error: row.last_error,
+            missed_observations: row.missed_observations as u32,
+            recycle_requested_at: row.recycle_requested_at,
+        })
+    }
 }

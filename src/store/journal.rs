@@ -24,28 +24,31 @@ impl Store {
         user: Option<&UserId>,
         instance: Option<&InstanceId>,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO journal (at, kind, user_id, instance_id, message) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(at)
-        .bind(event.kind())
-        .bind(user.map(UserId::as_str))
-        .bind(instance.map(|i| i.0.as_str()))
-        .bind(event.message())
-        .execute(&self.pool)
-        .await?;
+        let message = event.message();
+        execute!(
+            self,
+            sqlx::query(
+                "INSERT INTO journal (at, kind, user_id, instance_id, message)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(at)
+            .bind(event.kind())
+            .bind(user.map(UserId::as_str))
+            .bind(instance.map(|i| i.0.as_str()))
+            .bind(&message)
+        );
         Ok(())
     }
 
     /// Journal entries after `after_id`, oldest first, at most `limit`.
     pub async fn journal_since(&self, after_id: i64, limit: i64) -> StoreResult<Vec<JournalEntry>> {
-        Ok(sqlx::query_as::<_, JournalEntry>(
+        Ok(on_pool!(self, |pool| sqlx::query_as::<_, JournalEntry>(
             "SELECT id, at, kind, user_id, instance_id, message FROM journal
              WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after_id)
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(pool)
+        .await?))
     }
 }

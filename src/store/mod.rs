@@ -1,15 +1,44 @@
 //! The store: desired state (users), the instance ledger, launches in flight, interruption
-//! notices, the journal and on-call's state, in SQLite via sqlx.
+//! notices, the journal and on-call's state, in SQLite or PostgreSQL via sqlx.
 //!
 //! Owns: all SQL, as plain async functions returning domain types, one file per table
-//! (`users`, `instances`, `launches`, `notices`, `journal`, `admin`). Must not: call the cloud or
-//! hold a secret value (only secret ARNs are stored).
+//! (`users`, `instances`, `launches`, `notices`, `journal`, `admin`, `conditions`, `images`).
+//! Must not: call the cloud or hold a secret value (only secret ARNs are stored).
+//!
+//! Two databases, one API: [`Store`] holds a SQLite or a PostgreSQL pool ([`Store::open`] picks by
+//! the URL's scheme) and each method runs on whichever it has through [`on_pool!`]: the same SQL
+//! text and bindings, compiled once per database (`$n` placeholders, `ON CONFLICT ... DO
+//! UPDATE SET col = excluded.col` and `DO NOTHING` mean the same in both). What differs is written per database:
+//! the schema (`migrations/sqlite/`, `migrations/postgres/`, paired by number: `BIGINT` for every
+//! integer column in PostgreSQL, identity ids) and the claim of a spare (`users::take_spare`:
+//! PostgreSQL locks the instance row with `FOR UPDATE SKIP LOCKED`). sqlx's `Any` driver is not
+//! used: it cannot say `SKIP LOCKED` nor take advisory locks.
 //!
 //! Concurrency: the API and the reconciler both write user rows. Every row carries a `version`;
 //! the reconciler writes with `update_user`, which only applies if nobody changed the row since it
 //! was read, so a DELETE that lands mid-claim is never overwritten. The one cross-row invariant
 //! (an instance serves at most one user) is enforced by `assign`'s transaction and by the unique
 //! index on `users.instance_id`.
+
+/// `on_pool!(store, |pool| body)`: `body` with `pool` bound to the store's pool, once per
+/// database (the body is compiled for each, so one SQL text serves both). Each arm must come to
+/// the same type: map rows to domain types inside the body.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::store::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// `execute!(store, query)`: runs one statement (a `sqlx::query(..)` with its bindings) on the
+/// store's database; the number of rows it changed.
+macro_rules! execute {
+    ($store:expr, $query:expr) => {
+        on_pool!($store, |pool| $query.execute(pool).await?.rows_affected())
+    };
+}
 
 mod admin;
 mod conditions;
@@ -18,6 +47,7 @@ mod instances;
 mod journal;
 mod launches;
 mod notices;
+mod user_columns;
 mod users;
 
 pub use crate::model::TierOverride;
@@ -28,12 +58,13 @@ pub use launches::PendingLaunch;
 pub use notices::StoredNotice;
 pub use users::UserRecord;
 
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use std::str::FromStr;
 use std::time::Duration;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -51,13 +82,52 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: Pool,
+}
+
+/// The database behind a [`Store`].
+#[derive(Clone, Debug)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Which database a [`Store`] is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
 }
 
 impl Store {
-    /// Opens (creating if missing) the database at `url` and runs the embedded migrations.
-    /// `sqlite::memory:` gives a private in-memory database (one connection).
+    /// Opens the database at `url` and runs the embedded migrations of its kind:
+    /// `postgres://` or `postgresql://` a PostgreSQL database (TLS as the URL's `sslmode` says,
+    /// `prefer` by default; a password from the URL, `PGPASSWORD` or `~/.pgpass`), anything else
+    /// a SQLite database (created if missing; `sqlite::memory:` gives a private in-memory one).
     pub async fn open(url: &str) -> StoreResult<Store> {
+        match Store::backend_of(url) {
+            Backend::Postgres => Store::open_postgres(url).await,
+            Backend::Sqlite => Store::open_sqlite(url).await,
+        }
+    }
+
+    /// The database a URL names, by its scheme.
+    pub fn backend_of(url: &str) -> Backend {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    async fn open_sqlite(url: &str) -> StoreResult<Store> {
         let in_memory = url.contains(":memory:");
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -84,25 +154,82 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Store { pool })
+        SQLITE_MIGRATOR.run(&pool).await?;
+        Ok(Store {
+            pool: Pool::Sqlite(pool),
+        })
+    }
+
+    async fn open_postgres(url: &str) -> StoreResult<Store> {
+        let mut options = PgConnectOptions::from_str(url)?;
+        if options.get_application_name().is_none() {
+            options = options.application_name("spotpool");
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .idle_timeout(Some(Duration::from_secs(600)))
+            .max_lifetime(Some(Duration::from_secs(3600)))
+            .connect_with(options)
+            .await?;
+        // sqlx holds an advisory lock while it migrates, so replicas starting together migrate
+        // once.
+        POSTGRES_MIGRATOR.run(&pool).await?;
+        Ok(Store {
+            pool: Pool::Postgres(pool),
+        })
     }
 
     /// Whether a statement or transaction is in flight (a connection is checked out). SQLite
     /// runs on sqlx's worker threads, outside tokio's view: the simulated-time tests hold their
     /// paused clock while this is true, so time does not jump during a database call.
     pub fn busy(&self) -> bool {
-        (self.pool.size() as usize) > self.pool.num_idle()
+        on_pool!(self, |pool| (pool.size() as usize) > pool.num_idle())
     }
 
     /// Closes the pool, waiting for statements in flight to finish.
     pub async fn close(&self) {
-        self.pool.close().await;
+        on_pool!(self, |pool| pool.close().await)
     }
 
     pub async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        execute!(self, sqlx::query("SELECT 1"));
         Ok(())
+    }
+}
+
+/// `url` with its password, if it has one (in the user part or as a `password=` parameter),
+/// replaced by `***`: for logs and errors.
+pub fn redacted_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let base = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(authority_end);
+            match authority.rsplit_once('@') {
+                Some((userinfo, host)) if userinfo.contains(':') => {
+                    let user = userinfo.split(':').next().unwrap_or_default();
+                    format!("{scheme}://{user}:***@{host}{path}")
+                }
+                _ => base.to_string(),
+            }
+        }
+        None => base.to_string(),
+    };
+    match query {
+        Some(query) => {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key == "password" => format!("{key}=***"),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", pairs.join("&"))
+        }
+        None => base,
     }
 }
 
@@ -116,5 +243,7 @@ fn parse_column<T>(
         .transpose()
 }
 
+#[cfg(any(test, feature = "fake"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;

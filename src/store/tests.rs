@@ -1,13 +1,68 @@
-//! The store's behaviour, run against a fresh in-memory database per test.
+//! The store's behaviour: one suite, run against both stores. Each test is an
+//! `async fn(Store)`; [`store_tests!`] makes two tests of it, `sqlite::<name>` on a fresh
+//! in-memory SQLite database and `postgres::<name>` on a fresh PostgreSQL database
+//! ([`super::testing::postgres_url`]).
 
 use super::*;
 use crate::model::{
-    ClaimStep, Event, InstanceId, InstanceStatus, InterruptionNotice, Lifecycle, Millis,
-    NoticeKind, UserId, UserState,
+    ClaimProgress, ClaimStep, Event, InstanceId, InstanceStatus, InterruptionNotice, Lifecycle,
+    Millis, MoveProgress, MoveReason, MoveStep, MoveTarget, NoticeKind, Relocation, Routing,
+    SentCommand, TeardownKind, TierCondition, UserId, UserState, Workspace,
 };
 
-async fn store() -> Store {
+/// `store_tests!(a, b, ...)`: the tests `sqlite::a`, `postgres::a`, ... each running the
+/// suite's `async fn a(store: Store)` on a fresh store of its kind.
+macro_rules! store_tests {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::sqlite_store().await).await
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::postgres_store().await).await
+                }
+            )+
+        }
+    };
+}
+
+store_tests!(
+    users_round_trip_and_conflict_on_a_second_insert,
+    an_instance_is_assigned_to_exactly_one_user,
+    a_stale_update_never_overwrites_a_delete,
+    rule_priorities_are_unique_per_listener,
+    users_are_counted_per_shard_and_routed_users_placed_on_their_listeners_shard,
+    a_notice_with_a_known_event_id_is_a_duplicate_and_changes_nothing,
+    unhandled_notices_are_listed_by_event_time_until_handled,
+    pruning_deletes_the_notices_received_before_the_cutoff,
+    the_journal_lists_entries_in_order,
+    an_image_is_pinned_once_and_the_first_pin_wins,
+    every_column_of_a_user_round_trips,
+    a_move_target_is_a_spare_taken_like_a_claim,
+    requeue_sleep_and_wake_apply_only_from_their_states,
+    concurrent_claims_of_one_spare_give_it_to_exactly_one_user,
+    concurrent_writes_of_one_row_version_apply_once,
+    the_instance_ledger_round_trips_and_its_transitions_are_guarded,
+    launches_are_recorded_retried_and_deleted,
+    tier_overrides_are_upserted_and_the_audit_log_lists_newest_first,
+    a_tier_condition_keeps_its_since_while_the_cause_stays,
+);
+
+async fn sqlite_store() -> Store {
     Store::open("sqlite::memory:").await.unwrap()
+}
+
+async fn postgres_store() -> Store {
+    let store = Store::open(&testing::postgres_url().await).await.unwrap();
+    assert_eq!(store.backend(), Backend::Postgres);
+    store
 }
 
 fn user(id: &str, route: &str) -> UserRecord {
@@ -41,9 +96,7 @@ fn available(id: &str) -> InstanceRecord {
     }
 }
 
-#[tokio::test]
-async fn users_round_trip_and_conflict_on_a_second_insert() {
-    let store = store().await;
+async fn users_round_trip_and_conflict_on_a_second_insert(store: Store) {
     let alice = user("alice", "r1");
     store.insert_user(&alice).await.unwrap();
     assert_eq!(
@@ -56,9 +109,7 @@ async fn users_round_trip_and_conflict_on_a_second_insert() {
     ));
 }
 
-#[tokio::test]
-async fn an_instance_is_assigned_to_exactly_one_user() {
-    let store = store().await;
+async fn an_instance_is_assigned_to_exactly_one_user(store: Store) {
     store.insert_user(&user("alice", "r1")).await.unwrap();
     store.insert_user(&user("bob", "r2")).await.unwrap();
     store.put_instance(&available("i-1")).await.unwrap();
@@ -77,9 +128,7 @@ async fn an_instance_is_assigned_to_exactly_one_user() {
     assert_eq!(ledger.status, InstanceStatus::Assigned);
 }
 
-#[tokio::test]
-async fn a_stale_update_never_overwrites_a_delete() {
-    let store = store().await;
+async fn a_stale_update_never_overwrites_a_delete(store: Store) {
     store.insert_user(&user("alice", "r1")).await.unwrap();
     let alice = UserId::parse("alice").unwrap();
     let mut read_by_reconciler = store.get_user(&alice).await.unwrap().unwrap();
@@ -90,9 +139,7 @@ async fn a_stale_update_never_overwrites_a_delete() {
     assert_eq!(now.state, UserState::Deleting);
 }
 
-#[tokio::test]
-async fn rule_priorities_are_unique_per_listener() {
-    let store = store().await;
+async fn rule_priorities_are_unique_per_listener(store: Store) {
     for (id, route) in [("alice", "r1"), ("bob", "r2")] {
         store.insert_user(&user(id, route)).await.unwrap();
     }
@@ -115,9 +162,9 @@ async fn rule_priorities_are_unique_per_listener() {
     assert_eq!(store.used_priorities("arn:l").await.unwrap(), vec![7]);
 }
 
-#[tokio::test]
-async fn users_are_counted_per_shard_and_routed_users_placed_on_their_listeners_shard() {
-    let store = store().await;
+async fn users_are_counted_per_shard_and_routed_users_placed_on_their_listeners_shard(
+    store: Store,
+) {
     for (id, route) in [("alice", "r1"), ("bob", "r2"), ("cyd", "r3")] {
         store.insert_user(&user(id, route)).await.unwrap();
     }
@@ -168,9 +215,7 @@ fn notice(event_id: &str, kind: NoticeKind, event_time: Millis) -> InterruptionN
     }
 }
 
-#[tokio::test]
-async fn a_notice_with_a_known_event_id_is_a_duplicate_and_changes_nothing() {
-    let store = store().await;
+async fn a_notice_with_a_known_event_id_is_a_duplicate_and_changes_nothing(store: Store) {
     let warning = notice("ev-1", NoticeKind::SpotInterruptionWarning, 100);
     assert!(store.insert_notice(&warning, 1_000).await.unwrap());
     // A redelivery, even one that reads differently, keeps the first copy.
@@ -192,9 +237,7 @@ async fn a_notice_with_a_known_event_id_is_a_duplicate_and_changes_nothing() {
     assert!(store.list_unhandled_notices().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn unhandled_notices_are_listed_by_event_time_until_handled() {
-    let store = store().await;
+async fn unhandled_notices_are_listed_by_event_time_until_handled(store: Store) {
     let terminated = notice("ev-3", NoticeKind::StateChange(Lifecycle::Terminated), 300);
     let warning = notice("ev-2", NoticeKind::SpotInterruptionWarning, 200);
     let rebalance = notice("ev-1", NoticeKind::RebalanceRecommendation, 100);
@@ -219,9 +262,7 @@ async fn unhandled_notices_are_listed_by_event_time_until_handled() {
     assert_eq!(ids(left), ["ev-1", "ev-3"]);
 }
 
-#[tokio::test]
-async fn pruning_deletes_the_notices_received_before_the_cutoff() {
-    let store = store().await;
+async fn pruning_deletes_the_notices_received_before_the_cutoff(store: Store) {
     for (id, arrived) in [("ev-old", 10), ("ev-new", 100)] {
         let n = notice(id, NoticeKind::RebalanceRecommendation, arrived);
         store.insert_notice(&n, arrived).await.unwrap();
@@ -232,9 +273,7 @@ async fn pruning_deletes_the_notices_received_before_the_cutoff() {
     assert_eq!(left[0].notice.event_id, "ev-new");
 }
 
-#[tokio::test]
-async fn the_journal_lists_entries_in_order() {
-    let store = store().await;
+async fn the_journal_lists_entries_in_order(store: Store) {
     let alice = UserId::parse("alice").unwrap();
     store
         .record(1, &Event::ClaimAssigned, Some(&alice), None)
@@ -260,9 +299,7 @@ async fn the_journal_lists_entries_in_order() {
     );
 }
 
-#[tokio::test]
-async fn an_image_is_pinned_once_and_the_first_pin_wins() {
-    let store = store().await;
+async fn an_image_is_pinned_once_and_the_first_pin_wins(store: Store) {
     let image = "ghcr.io/openclaw/openclaw:latest";
     assert_eq!(store.image_pin(image).await.unwrap(), None);
     let first = store.pin_image(image, "sha256:aa", 5).await.unwrap();
@@ -279,4 +316,534 @@ async fn an_image_is_pinned_once_and_the_first_pin_wins() {
         store.image_pin("img:2").await.unwrap().unwrap().digest,
         "sha256:cc"
     );
+}
+
+async fn every_column_of_a_user_round_trips(store: Store) {
+    let mut alice = user("alice", "r1");
+    store.insert_user(&alice).await.unwrap();
+    alice.state = UserState::Migrating;
+    alice.instance_id = Some(InstanceId("i-1".into()));
+    alice.claim = Some(ClaimProgress {
+        step: ClaimStep::Routed,
+        command: Some(SentCommand {
+            id: Some("cmd-1".into()),
+            sent_at: 1_700_000_000_123,
+        }),
+    });
+    alice.shard = Some("default".into());
+    alice.routing = Routing {
+        listener_arn: Some("arn:l".into()),
+        rule_priority: Some(4_000),
+        rule_arn: Some("arn:rule".into()),
+        target_group_arn: Some("arn:tg".into()),
+    };
+    alice.teardown = Some(TeardownKind::Recover);
+    alice.moving = Some(MoveProgress {
+        reason: MoveReason::Interruption,
+        started_at: 1_700_000_000_200,
+        attempts: 2,
+        target: Some(MoveTarget {
+            instance: InstanceId("i-2".into()),
+            step: MoveStep::ContainerStarting,
+            command: Some(SentCommand {
+                id: None,
+                sent_at: 1_700_000_000_300,
+            }),
+        }),
+    });
+    alice.workspace = Some(Workspace {
+        volume_id: Some("vol-1".into()),
+        client_token: "tok-1".into(),
+        availability_zone: "us-east-1a".into(),
+        size_gib: 20,
+        attached_to: Some(InstanceId("i-1".into())),
+        stop_command: Some(SentCommand {
+            id: Some("cmd-stop".into()),
+            sent_at: 1_700_000_000_400,
+        }),
+        relocation: Some(Relocation {
+            to_zone: "us-east-1b".into(),
+            snapshot_id: Some("snap-1".into()),
+            client_token: "tok-2".into(),
+            volume_id: Some("vol-2".into()),
+        }),
+    });
+    alice.attempts = 3;
+    alice.error = Some("it's \"quoted\"; DROP TABLE users; --".into());
+    alice.requested_at = i64::MAX - 1;
+    alice.updated_at = 1_700_000_000_500;
+    alice.claimed_at = Some(1_700_000_000_600);
+    alice.ready_at = Some(-1);
+    assert!(store.update_user(&mut alice).await.unwrap());
+    assert_eq!(alice.version, 1);
+    assert_eq!(
+        store.get_user(&alice.user_id).await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(store.list_users().await.unwrap(), vec![alice.clone()]);
+    // Back to nothing: every column can be cleared again.
+    alice.forget_placement();
+    alice.workspace = None;
+    alice.error = None;
+    alice.shard = None;
+    alice.state = UserState::Queued;
+    assert!(store.update_user(&mut alice).await.unwrap());
+    assert_eq!(
+        store.get_user(&alice.user_id).await.unwrap(),
+        Some(alice.clone())
+    );
+    assert!(store.delete_user(&alice).await.unwrap());
+    assert_eq!(store.get_user(&alice.user_id).await.unwrap(), None);
+}
+
+async fn a_move_target_is_a_spare_taken_like_a_claim(store: Store) {
+    let mut alice = user("alice", "r1");
+    store.insert_user(&alice).await.unwrap();
+    for id in ["i-1", "i-2"] {
+        store.put_instance(&available(id)).await.unwrap();
+    }
+    let (first, second) = (InstanceId("i-1".into()), InstanceId("i-2".into()));
+    // Only a migrating user without a target gets one.
+    assert!(
+        !store
+            .assign_move(&alice.user_id, &second, 30)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .assign(&alice.user_id, &first, "s0", 20)
+            .await
+            .unwrap()
+    );
+    alice = store.get_user(&alice.user_id).await.unwrap().unwrap();
+    alice.state = UserState::Migrating;
+    alice.moving = Some(MoveProgress::new(MoveReason::Recycle, 25));
+    assert!(store.update_user(&mut alice).await.unwrap());
+    // An instance that is not available is refused, and nothing changes.
+    assert!(!store.assign_move(&alice.user_id, &first, 30).await.unwrap());
+    assert_eq!(
+        store
+            .get_user(&alice.user_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        alice.version
+    );
+    assert!(
+        store
+            .assign_move(&alice.user_id, &second, 30)
+            .await
+            .unwrap()
+    );
+    let row = store.get_user(&alice.user_id).await.unwrap().unwrap();
+    assert_eq!(row.move_target(), Some(&second));
+    assert_eq!(row.instance_id, Some(first));
+    assert_eq!(row.shard.as_deref(), Some("s0"));
+    let ledger = store.get_instance(&second).await.unwrap().unwrap();
+    assert_eq!(
+        (ledger.status, ledger.status_since),
+        (InstanceStatus::Assigned, 30)
+    );
+    // Once it has a target, another spare is not taken.
+    store.put_instance(&available("i-3")).await.unwrap();
+    let third = InstanceId("i-3".into());
+    assert!(!store.assign_move(&alice.user_id, &third, 40).await.unwrap());
+    let ledger = store.get_instance(&third).await.unwrap().unwrap();
+    assert_eq!(ledger.status, InstanceStatus::Available, "rolled back");
+}
+
+async fn requeue_sleep_and_wake_apply_only_from_their_states(store: Store) {
+    let mut alice = user("alice", "r1");
+    store.insert_user(&alice).await.unwrap();
+    let id = alice.user_id.clone();
+    assert!(!store.requeue_failed(&id, 20).await.unwrap());
+    assert!(!store.request_sleep(&id, 20).await.unwrap());
+    assert!(!store.wake(&id, 20).await.unwrap());
+    alice.state = UserState::Failed;
+    alice.attempts = 3;
+    alice.error = Some("boom".into());
+    assert!(store.update_user(&mut alice).await.unwrap());
+    assert!(store.requeue_failed(&id, 30).await.unwrap());
+    let row = store.get_user(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            row.state,
+            row.attempts,
+            row.error.clone(),
+            row.requested_at,
+            row.version
+        ),
+        (UserState::Queued, 0, None, 30, 2)
+    );
+    let mut row = row;
+    row.state = UserState::Ready;
+    assert!(store.update_user(&mut row).await.unwrap());
+    assert!(store.request_sleep(&id, 40).await.unwrap());
+    assert!(!store.request_sleep(&id, 41).await.unwrap());
+    let mut row = store.get_user(&id).await.unwrap().unwrap();
+    assert_eq!((row.state, row.updated_at), (UserState::Sleeping, 40));
+    row.state = UserState::Asleep;
+    assert!(store.update_user(&mut row).await.unwrap());
+    assert!(store.wake(&id, 50).await.unwrap());
+    let row = store.get_user(&id).await.unwrap().unwrap();
+    assert_eq!((row.state, row.requested_at), (UserState::Queued, 50));
+    // A deleting user stays deleting; marking it again changes nothing.
+    let deleting = store.mark_deleting(&id, 60).await.unwrap().unwrap();
+    assert_eq!(deleting.state, UserState::Deleting);
+    let again = store.mark_deleting(&id, 70).await.unwrap().unwrap();
+    assert_eq!(again, deleting);
+    let nobody = UserId::parse("nobody").unwrap();
+    assert_eq!(store.mark_deleting(&nobody, 70).await.unwrap(), None);
+}
+
+async fn concurrent_claims_of_one_spare_give_it_to_exactly_one_user(store: Store) {
+    const USERS: usize = 16;
+    for n in 0..USERS {
+        store
+            .insert_user(&user(&format!("user-{n}"), &format!("r{n}")))
+            .await
+            .unwrap();
+    }
+    store.put_instance(&available("i-1")).await.unwrap();
+    let mut claims = tokio::task::JoinSet::new();
+    for n in 0..USERS {
+        let store = store.clone();
+        claims.spawn(async move {
+            let id = UserId::parse(&format!("user-{n}")).unwrap();
+            store
+                .assign(&id, &InstanceId("i-1".into()), "s0", 20)
+                .await
+                .unwrap()
+        });
+    }
+    let won = claims
+        .join_all()
+        .await
+        .into_iter()
+        .filter(|won| *won)
+        .count();
+    assert_eq!(won, 1);
+    let users = store.list_users().await.unwrap();
+    let holders: Vec<_> = users.iter().filter(|u| u.instance_id.is_some()).collect();
+    assert_eq!(holders.len(), 1);
+    assert_eq!(holders[0].state, UserState::Provisioning);
+    let queued = users
+        .iter()
+        .filter(|u| u.state == UserState::Queued)
+        .count();
+    assert_eq!(queued, USERS - 1);
+    let ledger = store.get_instance(&InstanceId("i-1".into())).await.unwrap();
+    assert_eq!(ledger.unwrap().status, InstanceStatus::Assigned);
+}
+
+async fn concurrent_writes_of_one_row_version_apply_once(store: Store) {
+    store.insert_user(&user("alice", "r1")).await.unwrap();
+    let id = UserId::parse("alice").unwrap();
+    let read = store.get_user(&id).await.unwrap().unwrap();
+    let mut writes = tokio::task::JoinSet::new();
+    for n in 0..8u32 {
+        let (store, mut copy) = (store.clone(), read.clone());
+        writes.spawn(async move {
+            copy.attempts = n;
+            store.update_user(&mut copy).await.unwrap().then_some(n)
+        });
+    }
+    let applied: Vec<u32> = writes.join_all().await.into_iter().flatten().collect();
+    assert_eq!(applied.len(), 1, "{applied:?}");
+    let row = store.get_user(&id).await.unwrap().unwrap();
+    assert_eq!((row.attempts, row.version), (applied[0], 1));
+}
+
+async fn the_instance_ledger_round_trips_and_its_transitions_are_guarded(store: Store) {
+    let mut full = available("i-b");
+    full.status = InstanceStatus::Initializing;
+    full.arn = Some("arn:aws:ec2:us-east-1:123456789012:instance/i-b".into());
+    full.availability_zone = Some("us-east-1a".into());
+    full.private_ip = Some("10.0.0.7".into());
+    full.launched_at = 5;
+    full.status_since = 6;
+    full.probe_command_id = Some("cmd-probe".into());
+    full.probe_sent_at = Some(7);
+    full.probe_failed_at = Some(8);
+    full.probe_failures = 2;
+    full.last_error = Some("probe failed".into());
+    full.missed_observations = 1;
+    store.put_instance(&full).await.unwrap();
+    store.put_instance(&available("i-a")).await.unwrap();
+    let id = full.instance_id.clone();
+    assert_eq!(store.get_instance(&id).await.unwrap(), Some(full.clone()));
+    let listed: Vec<_> = store.list_instances().await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|i| i.instance_id.0.as_str())
+            .collect::<Vec<_>>(),
+        ["i-a", "i-b"],
+        "by launch time"
+    );
+    // put_instance replaces every column but the recycle request.
+    assert!(store.request_recycle(&id, 9).await.unwrap());
+    full.probe_failures = 0;
+    full.last_error = None;
+    store.put_instance(&full).await.unwrap();
+    let row = store.get_instance(&id).await.unwrap().unwrap();
+    assert_eq!((row.probe_failures, row.last_error.as_deref()), (0, None));
+    assert_eq!(row.recycle_requested_at, Some(9));
+    store.clear_recycle(&id).await.unwrap();
+    assert_eq!(
+        store
+            .get_instance(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .recycle_requested_at,
+        None
+    );
+    // A transition applies only from the status it names.
+    let (from, to) = (InstanceStatus::Available, InstanceStatus::Terminating);
+    assert!(!store.transition_instance(&id, from, to, 10).await.unwrap());
+    let from = InstanceStatus::Initializing;
+    assert!(store.transition_instance(&id, from, to, 10).await.unwrap());
+    let row = store.get_instance(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (row.status, row.status_since, row.probe_command_id),
+        (to, 10, None)
+    );
+    assert!(
+        !store.request_recycle(&id, 11).await.unwrap(),
+        "terminating"
+    );
+    let unknown = InstanceId("i-unknown".into());
+    assert!(!store.request_recycle(&unknown, 11).await.unwrap());
+    store.delete_instance(&id).await.unwrap();
+    assert_eq!(store.get_instance(&id).await.unwrap(), None);
+}
+
+async fn launches_are_recorded_retried_and_deleted(store: Store) {
+    let launch = |token: &str, created_at: Millis, spot: bool| PendingLaunch {
+        client_token: token.into(),
+        tier: "default".into(),
+        instance_type: "t3.small".into(),
+        subnet_id: "subnet-a".into(),
+        count: 3,
+        spot,
+        created_at,
+        attempts: 0,
+        last_error: None,
+    };
+    store
+        .insert_launch(&launch("tok-b", 2, true))
+        .await
+        .unwrap();
+    store
+        .insert_launch(&launch("tok-a", 1, false))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .insert_launch(&launch("tok-a", 1, false))
+            .await
+            .is_err()
+    );
+    store
+        .launch_failed("tok-b", "InsufficientInstanceCapacity")
+        .await
+        .unwrap();
+    store.launch_failed("tok-b", "again").await.unwrap();
+    let mut retried = launch("tok-b", 2, true);
+    retried.attempts = 2;
+    retried.last_error = Some("again".into());
+    assert_eq!(
+        store.list_launches().await.unwrap(),
+        vec![launch("tok-a", 1, false), retried.clone()]
+    );
+    store.delete_launch("tok-a").await.unwrap();
+    assert_eq!(store.list_launches().await.unwrap(), vec![retried]);
+}
+
+async fn tier_overrides_are_upserted_and_the_audit_log_lists_newest_first(store: Store) {
+    let mut o = TierOverride {
+        tier: "default".into(),
+        spare_count: Some(4),
+        max_instances: None,
+        paused: true,
+        updated_at: 10,
+        updated_by: "oncall".into(),
+    };
+    store.put_tier_override(&o).await.unwrap();
+    o.spare_count = None;
+    o.max_instances = Some(40);
+    o.paused = false;
+    o.updated_at = 20;
+    store.put_tier_override(&o).await.unwrap();
+    let mut gpu = o.clone();
+    gpu.tier = "gpu".into();
+    store.put_tier_override(&gpu).await.unwrap();
+    assert_eq!(store.tier_overrides().await.unwrap(), vec![o, gpu]);
+    for (at, action) in [(1, "resize"), (2, "recycle"), (3, "repin")] {
+        let entry = AuditEntry {
+            id: 0,
+            at,
+            actor: "oncall".into(),
+            action: action.into(),
+            target: "default".into(),
+            detail: "{}".into(),
+            outcome: "ok".into(),
+        };
+        store.audit(&entry).await.unwrap();
+    }
+    let log = store.audit_log(2).await.unwrap();
+    assert_eq!(
+        log.iter()
+            .map(|e| (e.at, e.action.as_str()))
+            .collect::<Vec<_>>(),
+        [(3, "repin"), (2, "recycle")]
+    );
+    assert!(log[0].id > log[1].id);
+}
+
+async fn a_tier_condition_keeps_its_since_while_the_cause_stays(store: Store) {
+    let condition = |cause: &str, since: Millis, until: Millis| TierCondition {
+        tier: "default".into(),
+        cause: cause.into(),
+        detail: format!("{cause} at {since}"),
+        since,
+        until,
+    };
+    store
+        .put_tier_condition(&condition("quota_exceeded", 10, 20))
+        .await
+        .unwrap();
+    store
+        .put_tier_condition(&condition("quota_exceeded", 15, 30))
+        .await
+        .unwrap();
+    let mut kept = condition("quota_exceeded", 15, 30);
+    kept.since = 10;
+    assert_eq!(store.tier_conditions().await.unwrap(), vec![kept]);
+    store
+        .put_tier_condition(&condition("other_cause", 40, 50))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.tier_conditions().await.unwrap(),
+        vec![condition("other_cause", 40, 50)]
+    );
+    assert!(store.clear_tier_condition("default").await.unwrap());
+    assert!(!store.clear_tier_condition("default").await.unwrap());
+    assert!(store.tier_conditions().await.unwrap().is_empty());
+}
+
+/// PostgreSQL's claim does not wait for a spare another transaction holds: it skips it
+/// (`FOR UPDATE SKIP LOCKED`) and answers false at once; once the holder lets go, the same
+/// claim succeeds.
+#[tokio::test]
+async fn a_postgres_claim_skips_a_spare_another_transaction_has_locked() {
+    let store = postgres_store().await;
+    store.insert_user(&user("alice", "r1")).await.unwrap();
+    store.put_instance(&available("i-1")).await.unwrap();
+    let Pool::Postgres(pool) = &store.pool else {
+        unreachable!("a PostgreSQL store")
+    };
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT * FROM instances WHERE instance_id = 'i-1' FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let alice = UserId::parse("alice").unwrap();
+    let instance = InstanceId("i-1".into());
+    // Were it waiting for the lock, this would never finish while `holder` is open.
+    let claim = store.assign(&alice, &instance, "s0", 20);
+    let skipped = tokio::time::timeout(std::time::Duration::from_secs(30), claim)
+        .await
+        .expect("the claim does not wait for the locked row");
+    assert!(!skipped.unwrap());
+    let row = store.get_user(&alice).await.unwrap().unwrap();
+    assert_eq!(
+        (row.state, row.version),
+        (UserState::Queued, 0),
+        "untouched"
+    );
+    holder.rollback().await.unwrap();
+    assert!(store.assign(&alice, &instance, "s0", 20).await.unwrap());
+}
+
+/// Both schemas, as their migrations leave them: the same tables, columns and named indexes,
+/// and migrations paired by file name, so a change to one store's schema is not forgotten in
+/// the other.
+#[tokio::test]
+async fn both_stores_have_the_same_tables_columns_and_indexes() {
+    let migrations = |kind: &str| {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(kind);
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(migrations("sqlite"), migrations("postgres"));
+    let (sqlite, postgres) = (sqlite_store().await, postgres_store().await);
+    assert_eq!(schema(&sqlite).await, schema(&postgres).await);
+}
+
+/// `(table, column)` pairs and `(table, index)` pairs of the named indexes, the migrations'
+/// bookkeeping table aside.
+async fn schema(store: &Store) -> Vec<(String, String)> {
+    let rows: Vec<(String, String)> = match &store.pool {
+        Pool::Sqlite(pool) => sqlx::query_as(
+            "SELECT m.name, 'column ' || p.name FROM sqlite_master m, pragma_table_info(m.name) p
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name <> '_sqlx_migrations'
+             UNION ALL
+             SELECT tbl_name, 'index ' || name FROM sqlite_master
+             WHERE type = 'index' AND name NOT LIKE 'sqlite_autoindex_%'",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap(),
+        Pool::Postgres(pool) => sqlx::query_as(
+            "SELECT table_name::text, 'column ' || column_name::text FROM information_schema.columns
+             WHERE table_schema = 'public' AND table_name <> '_sqlx_migrations'
+             UNION ALL
+             SELECT tablename::text, 'index ' || indexname::text FROM pg_indexes
+             WHERE schemaname = 'public' AND tablename <> '_sqlx_migrations'
+               AND indexname NOT LIKE '%_pkey' AND indexname NOT LIKE '%_key'",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap(),
+    };
+    let mut rows = rows;
+    rows.sort();
+    assert!(rows.len() > 60, "{rows:?}");
+    rows
+}
+
+#[test]
+fn a_database_url_is_shown_without_its_password() {
+    for (url, shown) in [
+        (
+            "postgres://spotpool:s3cr%40t@db.internal:5432/spotpool?sslmode=verify-full",
+            "postgres://spotpool:***@db.internal:5432/spotpool?sslmode=verify-full",
+        ),
+        (
+            "postgresql://db.internal/spotpool?user=spotpool&password=s3cret&sslmode=require",
+            "postgresql://db.internal/spotpool?user=spotpool&password=***&sslmode=require",
+        ),
+        (
+            "postgres://spotpool@db.internal/spotpool",
+            "postgres://spotpool@db.internal/spotpool",
+        ),
+        ("sqlite://spotpool.db", "sqlite://spotpool.db"),
+        ("sqlite::memory:", "sqlite::memory:"),
+    ] {
+        assert_eq!(redacted_url(url), shown);
+    }
+    assert_eq!(Store::backend_of("postgresql://h/db"), Backend::Postgres);
+    assert_eq!(Store::backend_of("postgres://h/db"), Backend::Postgres);
+    assert_eq!(Store::backend_of("sqlite://spotpool.db"), Backend::Sqlite);
 }

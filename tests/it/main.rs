@@ -24,6 +24,8 @@
 //!   routing.
 //! - `images`: the container image pinned by digest on the fake: once per image string, probes
 //!   and starts by digest, a registry outage.
+//! - `postgres`: worlds over the PostgreSQL store (claims, a rolled-back step, a release), as a
+//!   smoke test of the store under the reconciler; the store's own suite runs on both stores.
 
 mod admin;
 mod architecture;
@@ -38,6 +40,7 @@ mod iam_policy;
 mod iam_requests;
 mod images;
 mod interruptions;
+mod postgres;
 mod quotas;
 mod reconcile;
 mod shards;

@@ -137,6 +137,19 @@ impl World {
         )
     }
 
+    /// A world over a fresh PostgreSQL database (`spotpool::store::testing`).
+    pub async fn on_postgres(spare_count: u32, max_instances: u32) -> World {
+        let url = spotpool::store::testing::postgres_url().await;
+        let store = Store::open(&url).await.unwrap();
+        World::build(
+            store,
+            Arc::new(FakeCloud::default()),
+            reconciler_config(spare_count, max_instances),
+            None,
+            start_clock(),
+        )
+    }
+
     /// A world over a database file, so a second reconciler can be started over the same store.
     pub async fn on_disk(spare_count: u32, max_instances: u32) -> World {
         World::on_disk_with(reconciler_config(spare_count, max_instances)).await

@@ -1,0 +1,109 @@
+//! Test scaffolding (cargo feature `fake`, like the fake cloud): PostgreSQL databases for the
+//! store's shared test suite and the worlds over PostgreSQL.
+//!
+//! [`postgres_url`] creates a fresh, empty database for each caller on one cluster: the one
+//! `SPOTPOOL_TEST_POSTGRES_URL` names (`scripts/test.sh` starts one for the whole run), or else
+//! one this test process starts for itself with `scripts/throwaway-postgres.sh serve` (initdb in
+//! a temporary directory, a free loopback port, as the `postgres` user when run as root). That
+//! script holds the read end of a pipe whose write end lives in this process; when the process
+//! exits, however it exits, the pipe closes and the script stops the cluster by its PID and
+//! deletes its directory. Nothing is skipped: without PostgreSQL's binaries the script fails and
+//! so does the test, with the script's message.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+/// The variable naming a cluster to create the test databases on (a URL whose user may
+/// `CREATE DATABASE`).
+pub const CLUSTER_URL_VARIABLE: &str = "SPOTPOOL_TEST_POSTGRES_URL";
+
+/// The URL of a new empty database, created for the caller on the test cluster.
+pub async fn postgres_url() -> String {
+    use sqlx::Connection;
+    let cluster = cluster_url();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    // Unique across the processes of one run sharing a cluster: pid, counter, and the clock.
+    let name = format!(
+        "spotpool_test_{}_{}_{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut admin = sqlx::PgConnection::connect(&cluster)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the test cluster: {e}"));
+    // The name is digits and underscores only: nothing to quote.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap_or_else(|e| panic!("creating the test database {name}: {e}"));
+    let _ = admin.close().await;
+    with_database(&cluster, &name)
+}
+
+/// `url` naming the database `name` instead of its own.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let (scheme, rest) = base
+        .split_once("://")
+        .unwrap_or_else(|| panic!("{CLUSTER_URL_VARIABLE} is not a URL"));
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let mut url = format!("{scheme}://{authority}/{name}");
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    url
+}
+
+/// The test cluster's URL: the variable's, or this process's own cluster, started once.
+fn cluster_url() -> String {
+    if let Ok(url) = std::env::var(CLUSTER_URL_VARIABLE)
+        && !url.is_empty()
+    {
+        return url;
+    }
+    static OWN: OnceLock<String> = OnceLock::new();
+    OWN.get_or_init(start_own_cluster).clone()
+}
+
+/// Starts `scripts/throwaway-postgres.sh serve` and keeps its standard input open until this
+/// process exits.
+fn start_own_cluster() -> String {
+    static SERVER: Mutex<Option<Child>> = Mutex::new(None);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/throwaway-postgres.sh");
+    let mut child = Command::new("bash")
+        .arg(script)
+        .arg("serve")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {script}: {e}"));
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("piped");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("reading {script}: {e}"));
+    let url = line.trim().to_string();
+    if url.is_empty() {
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        let status = child.wait();
+        panic!("no PostgreSQL for the store tests ({status:?}): {stderr}");
+    }
+    // The stdin pipe stays open as long as this process lives: dropping the child does not
+    // close it, and nothing else holds a copy (std's pipes are close-on-exec).
+    *SERVER.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+    url
+}
