@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL cluster for the tests: initdb in a new temporary
 # directory, the server on a free loopback port with trust authentication and
-# no durability (fsync off), stopped by its PID. PostgreSQL refuses to run as
+# no durability (fsync off), stopped by its PID. With openssl on PATH the
+# server speaks TLS with a certificate for 127.0.0.1 from a CA made for it,
+# and the URL asks for sslmode=verify-full with that CA (sslrootcert), so every
+# test connection goes through the store's rustls path. PostgreSQL refuses to run as
 # root, so as root the cluster belongs to and runs as the postgres user
 # (runuser). Needs initdb, pg_ctl and postgres on PATH (Debian: the
 # postgresql package; its binaries are in /usr/lib/postgresql/<version>/bin,
@@ -17,6 +20,35 @@
 #                                         so the cluster lives as long as the
 #                                         test process (src/store/testing.rs)
 # The URL names the database `postgres` as the user `postgres`, no password.
+
+# tls DIR: a CA (DIR/ca.crt) and the server's key and certificate, signed by it,
+# in DIR/data; prints the server options and the URL's query. Nothing without
+# openssl.
+tls() {
+    local dir=$1
+    if ! command -v openssl >/dev/null 2>&1; then
+        echo "throwaway-postgres: no openssl: the cluster speaks plain TCP" >&2
+        echo ""
+        echo ""
+        return 0
+    fi
+    local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    openssl req -x509 "${ec[@]}" -days 2 -subj /CN=spotpool-test-ca \
+        -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
+    openssl req "${ec[@]}" -subj /CN=127.0.0.1 \
+        -keyout "$dir/data/server.key" -out "$dir/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$dir/server.ext"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
+        -CAcreateserial -days 2 -extfile "$dir/server.ext" -out "$dir/data/server.crt" 2>/dev/null
+    rm -f -- "$dir/ca.key" "$dir/server.csr" "$dir/server.ext" "$dir/ca.srl"
+    chmod 600 "$dir/data/server.key"
+    chmod 644 "$dir/ca.crt"
+    if (($(id -u) == 0)); then
+        chown postgres: "$dir/data/server.key" "$dir/data/server.crt"
+    fi
+    echo "-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key"
+    echo "?sslmode=verify-full&sslrootcert=$dir/ca.crt"
+}
 set -euo pipefail
 
 # Debian keeps the server binaries out of PATH.
@@ -54,7 +86,7 @@ free_port() {
 # start: prints DIR, then the URL.
 start() {
     check_binaries
-    local dir port attempt
+    local dir port attempt tls_options query
     dir=$(mktemp -d "${TMPDIR:-/tmp}/spotpool-postgres.XXXXXX")
     chmod 755 "$dir"
     if (($(id -u) == 0)); then
@@ -67,14 +99,18 @@ start() {
         echo "throwaway-postgres: initdb failed" >&2
         exit 1
     fi
+    {
+        read -r tls_options
+        read -r query
+    } < <(tls "$dir")
     # A port taken between free_port and the server's bind: try another.
     for attempt in 1 2 3; do
         port=$(free_port)
         if as_postgres pg_ctl -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-            -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+            -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 $tls_options" \
             start >/dev/null; then
             echo "$dir"
-            echo "postgres://postgres@127.0.0.1:$port/postgres"
+            echo "postgres://postgres@127.0.0.1:$port/postgres$query"
             return 0
         fi
         echo "throwaway-postgres: the server did not start on port $port (attempt $attempt):" >&2

@@ -847,3 +847,32 @@ fn a_database_url_is_shown_without_its_password() {
     assert_eq!(Store::backend_of("postgres://h/db"), Backend::Postgres);
     assert_eq!(Store::backend_of("sqlite://spotpool.db"), Backend::Sqlite);
 }
+
+/// The throwaway clusters speak TLS and their URLs ask for `sslmode=verify-full` with the
+/// cluster's CA (`scripts/throwaway-postgres.sh`): the store's connections go through rustls,
+/// and a server whose certificate does not name the host it was reached by is refused.
+#[tokio::test]
+async fn a_postgres_store_verifies_the_servers_certificate_when_the_url_asks() {
+    let url = testing::postgres_url().await;
+    if !url.contains("sslmode=verify-full") {
+        eprintln!("the test cluster's URL asks for no TLS: nothing to check here");
+        return;
+    }
+    let store = Store::open(&url).await.unwrap();
+    let Pool::Postgres(pool) = &store.pool else {
+        unreachable!("a PostgreSQL store")
+    };
+    let (ssl,): (bool,) =
+        sqlx::query_as("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert!(ssl, "the connection is encrypted");
+    // The certificate names 127.0.0.1, not localhost.
+    let wrong_name = url.replace("@127.0.0.1:", "@localhost:");
+    assert_ne!(wrong_name, url);
+    let refused = Store::open(&wrong_name)
+        .await
+        .expect_err("a certificate for another name");
+    assert!(matches!(refused, StoreError::Database(_)), "{refused}");
+}
