@@ -84,7 +84,8 @@ impl Daemon {
         Daemon::start_in(temp_dir("daemon"), env).await
     }
 
-    /// Starts the binary with its database in `dir` (reused across restarts) and waits for /readyz.
+    /// Starts the binary with its database in `dir` (reused across restarts; or the
+    /// `SPOTPOOL_DATABASE_URL` of `env`) and waits for /readyz.
     pub async fn start_in(dir: PathBuf, env: &[(String, String)]) -> Daemon {
         let port = free_port();
         let log = std::fs::OpenOptions::new()
@@ -97,12 +98,13 @@ impl Daemon {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", std::env::var("HOME").unwrap_or_default())
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("SPOTPOOL_LISTEN", format!("127.0.0.1:{port}"))
+            // A SQLite database in `dir`, unless `env` names another.
             .env(
                 "SPOTPOOL_DATABASE_URL",
                 format!("sqlite://{}", dir.join("spotpool.db").display()),
             )
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("SPOTPOOL_LISTEN", format!("127.0.0.1:{port}"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

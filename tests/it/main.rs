@@ -24,8 +24,9 @@
 //!   routing.
 //! - `images`: the container image pinned by digest on the fake: once per image string, probes
 //!   and starts by digest, a registry outage.
-//! - `postgres`: worlds over the PostgreSQL store (claims, a rolled-back step, a release), as a
-//!   smoke test of the store under the reconciler; the store's own suite runs on both stores.
+//! - `postgres`: the PostgreSQL store under the reconciler, as a smoke test: a world (claims, a
+//!   rolled-back step, a restart, a release) and the real binary over moto (a claim, SIGKILL, a
+//!   restart that launches nothing extra); the store's own suite runs on both stores.
 
 mod admin;
 mod architecture;

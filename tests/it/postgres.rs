@@ -1,5 +1,6 @@
-//! The reconciler and the API over the PostgreSQL store: a smoke test that the daemon's whole
-//! path (claims, a rollback, a release, a restart) works there as on SQLite. The store's
+//! The reconciler and the API over the PostgreSQL store: smoke tests that the daemon's whole
+//! path (claims, a rollback, a release, a restart; the real binary from its URL) works there as
+//! on SQLite. The store's
 //! behaviour itself is the shared suite's (`src/store/tests.rs`), run on both stores.
 
 use crate::world::World;
@@ -47,4 +48,50 @@ async fn on_postgres_users_are_claimed_rolled_back_and_released_without_leaks() 
     restarted.assert_no_leaks().await;
     let journal = restarted.store.journal_since(0, 1_000).await.unwrap();
     assert!(journal.iter().any(|e| e.kind == "claim.assigned"));
+}
+
+/// The real binary over PostgreSQL and moto: the store is opened from `SPOTPOOL_DATABASE_URL`
+/// (over TLS when the test cluster speaks it), a user is claimed, the daemon is killed with
+/// SIGKILL, and a new one over the same database serves the user and launches nothing extra.
+#[tokio::test]
+async fn e2e_on_postgres_a_restarted_daemon_serves_its_users_and_launches_nothing_extra() {
+    use crate::daemon::{Daemon, daemon_env};
+    use crate::support::infra::Infra;
+    use crate::support::moto::Moto;
+    const DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+    let moto = Moto::start().await;
+    let sdk = moto.sdk_config().await;
+    let infra = Infra::create(&sdk).await;
+    let mut env = daemon_env(&moto, &infra);
+    let url = spotpool::store::testing::postgres_url().await;
+    env.push(("SPOTPOOL_DATABASE_URL".into(), url));
+    let first = Daemon::start(&env).await;
+    first.wait_available(2, DEADLINE).await;
+    first.put("dave", "{}").await;
+    let doc = first.wait_state("dave", "ready", DEADLINE).await;
+    first.wait_available(2, DEADLINE).await;
+    let log = first.log();
+    assert!(log.contains("PostgreSQL store"), "{log}");
+    let dir = first.crash();
+
+    let second = Daemon::start_in(dir, &env).await;
+    let (status, again) = second.get("dave").await;
+    assert_eq!(status, 200);
+    assert_eq!(again["instance_id"], doc["instance_id"]);
+    second.wait_available(2, DEADLINE).await;
+    let out = aws_sdk_ec2::Client::new(&sdk)
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("instance-state-name")
+                .values("running")
+                .values("pending")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let running: usize = out.reservations().iter().map(|r| r.instances().len()).sum();
+    assert_eq!(running, 3, "one assigned and two spares");
 }
