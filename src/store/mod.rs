@@ -5,14 +5,15 @@
 //! (`users`, `instances`, `launches`, `notices`, `journal`, `admin`, `conditions`, `images`).
 //! Must not: call the cloud or hold a secret value (only secret ARNs are stored).
 //!
-//! Two databases, one API: [`Store`] holds a SQLite or a PostgreSQL pool ([`Store::open`] picks by
-//! the URL's scheme) and each method runs on whichever it has through [`on_pool!`]: the same SQL
-//! text and bindings, compiled once per database (`$n` placeholders, `ON CONFLICT ... DO
-//! UPDATE SET col = excluded.col` and `DO NOTHING` mean the same in both). What differs is written per database:
-//! the schema (`migrations/sqlite/`, `migrations/postgres/`, paired by number: `BIGINT` for every
-//! integer column in PostgreSQL, identity ids) and the claim of a spare (`users::take_spare`:
-//! PostgreSQL locks the instance row with `FOR UPDATE SKIP LOCKED`). sqlx's `Any` driver is not
-//! used: it cannot say `SKIP LOCKED` nor take advisory locks.
+//! Two databases, one API: [`Store`] holds a SQLite or a PostgreSQL pool ([`Store::open`] picks
+//! by the URL's scheme) and each method runs on whichever it has through `on_pool!`: the same
+//! SQL text and bindings, compiled once per database (`$n` placeholders, `ON CONFLICT ... DO
+//! UPDATE SET col = excluded.col` and `DO NOTHING` mean the same in both). What differs is
+//! written per database: the schema (`migrations/sqlite/`, `migrations/postgres/`, paired by
+//! number: `BIGINT` for every integer column in PostgreSQL, identity ids) and the claim of a
+//! spare (`users::take_spare`: PostgreSQL locks the instance row with `FOR UPDATE SKIP
+//! LOCKED`). sqlx's `Any` driver is not used: it cannot say `SKIP LOCKED` nor take advisory
+//! locks.
 //!
 //! Concurrency: the API and the reconciler both write user rows. Every row carries a `version`;
 //! the reconciler writes with `update_user`, which only applies if nobody changed the row since it
