@@ -293,5 +293,7 @@ fn intent_of(u: &crate::store::UserRecord) -> UserIntent {
         zone: u.workspace.as_ref().map(|w| w.availability_zone.clone()),
         relocating: u.workspace.as_ref().is_some_and(|w| w.relocation.is_some()),
         shard: u.shard.clone(),
+        waiting_for_route: u.state == crate::model::UserState::Queued
+            && u.error.as_deref() == Some(crate::model::NO_ROUTE_CAPACITY),
     }
 }

@@ -157,6 +157,41 @@ async fn users_are_counted_per_shard_and_routed_users_placed_on_their_listeners_
     let mut counts = store.users_per_shard().await.unwrap();
     counts.sort();
     assert_eq!(counts[1], ("other".to_string(), 2));
+    // `[[shard]]` tables replace ALB_LISTENER_ARN: a user follows its listener to the shard's
+    // new name; a claim in flight from before shards (no listener yet) goes to the first.
+    let dan = user("dan", "r4");
+    store.insert_user(&dan).await.unwrap();
+    store.put_instance(&available("i-2")).await.unwrap();
+    let dan_id = UserId::parse("dan").unwrap();
+    assert!(
+        store
+            .assign(&dan_id, &InstanceId("i-2".into()), "x", 30)
+            .await
+            .unwrap()
+    );
+    let mut row = store.get_user(&dan_id).await.unwrap().unwrap();
+    row.shard = None;
+    assert!(store.update_user(&mut row).await.unwrap());
+    let renamed = [
+        ("shard-0".to_string(), "arn:l0".to_string()),
+        ("shard-1".to_string(), "arn:l1".to_string()),
+    ];
+    assert_eq!(store.place_routed_users(&renamed).await.unwrap(), 3);
+    let shard_of = |id: &'static str| {
+        let store = store.clone();
+        async move {
+            let id = UserId::parse(id).unwrap();
+            store.get_user(&id).await.unwrap().unwrap().shard
+        }
+    };
+    assert_eq!(shard_of("alice").await.as_deref(), Some("shard-0"));
+    assert_eq!(shard_of("bob").await.as_deref(), Some("shard-1"));
+    assert_eq!(shard_of("dan").await.as_deref(), Some("shard-0"));
+    assert_eq!(
+        shard_of("cyd").await.as_deref(),
+        Some("other"),
+        "no listener: kept"
+    );
 }
 
 fn notice(event_id: &str, kind: NoticeKind, event_time: Millis) -> InterruptionNotice {

@@ -621,17 +621,30 @@ impl Store {
             .collect()
     }
 
-    /// Places the users routed before shards existed on the shard of their recorded listener
-    /// (`(name, listener ARN)` pairs); returns how many rows changed.
+    /// Places users on the configured shards (`(name, listener ARN)` pairs) at start-up: a user
+    /// whose rule is on a shard's listener belongs to that shard, whatever it was called before
+    /// (routed before shards existed, or a shard renamed); a claim in flight from before shards
+    /// existed (no listener recorded yet) goes to the first shard, the only one such a deployment
+    /// had. Returns how many rows changed.
     pub async fn place_routed_users(&self, shards: &[(String, String)]) -> StoreResult<u64> {
         let mut placed = 0;
         for (name, listener) in shards {
             placed += sqlx::query(
                 "UPDATE users SET shard = $1, version = version + 1
-                 WHERE shard IS NULL AND listener_arn = $2",
+                 WHERE listener_arn = $2 AND (shard IS NULL OR shard <> $1)",
             )
             .bind(name)
             .bind(listener)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
+        if let Some((first, _)) = shards.first() {
+            placed += sqlx::query(
+                "UPDATE users SET shard = $1, version = version + 1
+                 WHERE shard IS NULL AND state NOT IN ('queued', 'failed')",
+            )
+            .bind(first)
             .execute(&self.pool)
             .await?
             .rows_affected();
