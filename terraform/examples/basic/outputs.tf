@@ -263,6 +263,11 @@ output "daemon_env_secret_arn" {
   value       = one(aws_secretsmanager_secret.daemon_env[*].arn)
 }
 
+output "daemon_config_secret_arn" {
+  description = "The secret holding the daemon host's TOML file (the shards' [[shard]] tables, SPOTPOOL_CONFIG), written by Terraform; null without create_daemon_host or with a single path-routed shard."
+  value       = one(aws_secretsmanager_secret.daemon_config[*].arn)
+}
+
 output "daemon_tokens_secret_arn" {
   description = "The secret you put the API tokens in (SPOTPOOL_API_TOKEN=... and SPOTPOOL_ADMIN_TOKEN=... lines)."
   value       = one(aws_secretsmanager_secret.daemon_tokens[*].arn)
