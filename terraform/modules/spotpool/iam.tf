@@ -75,6 +75,9 @@ locals {
 
   # IAM's size limit for a managed policy, whitespace not counted.
   managed_policy_max_chars = 6144
+  # The most managed policies IAM attaches to one role, once the quota "Managed
+  # policies per role" (default 10) is raised to its maximum.
+  managed_policies_per_role_max = 20
 }
 
 # --- Instances -----------------------------------------------------------------
@@ -865,6 +868,10 @@ resource "aws_iam_policy" "daemon" {
     precondition {
       condition     = length(replace(each.value.json, "/\\s/", "")) <= local.managed_policy_max_chars
       error_message = "The policy ${var.name}-${each.key} exceeds the ${local.managed_policy_max_chars} characters IAM allows in a managed policy (a very long name, pool or secret_prefix?)."
+    }
+    precondition {
+      condition     = length(local.daemon_policies) <= local.managed_policies_per_role_max
+      error_message = "The daemon needs ${length(local.daemon_policies)} managed policies (2, and one per ${local.shards_per_routing_policy} shards), but IAM attaches at most ${local.managed_policies_per_role_max} to a role: at most ${(local.managed_policies_per_role_max - 2) * local.shards_per_routing_policy} shards."
     }
   }
 }

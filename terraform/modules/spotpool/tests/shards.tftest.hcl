@@ -210,3 +210,13 @@ run "the_zone_serves_host_routing_only" {
 
   expect_failures = [aws_lb.this]
 }
+
+run "more_routing_policies_than_a_role_takes_are_refused" {
+  command = plan
+
+  variables {
+    shard_count = 163
+  }
+
+  expect_failures = [aws_iam_policy.daemon]
+}
