@@ -129,6 +129,25 @@ pub fn status(target: &Target) -> ExitCode {
             );
         }
     }
+    println!(
+        "{:<16} {:>7} {:>6} {:>9}",
+        "shard", "routing", "users", "capacity"
+    );
+    for shard in pool["shards"].as_array().into_iter().flatten() {
+        println!(
+            "{:<16} {:>7} {:>6} {:>9}",
+            shard["name"].as_str().unwrap_or("?"),
+            shard["routing"].as_str().unwrap_or("?"),
+            shard["users"].to_string(),
+            shard["capacity"].to_string(),
+        );
+    }
+    let waiting = pool["waiting_for_route"].as_u64().unwrap_or(0);
+    if waiting > 0 {
+        println!(
+            "  {waiting} users wait for route capacity (no_route_capacity): every shard is full"
+        );
+    }
     ExitCode::SUCCESS
 }
 

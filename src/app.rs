@@ -91,6 +91,22 @@ impl App {
         let store = Store::open(&config.database_url)
             .await
             .map_err(|e| format!("opening the database {}: {e}", config.database_url))?;
+        // Users routed before shards existed are on the shard of their listener.
+        let listeners: Vec<(String, String)> = config
+            .shards
+            .iter()
+            .map(|s| (s.name.clone(), s.listener_arn.clone()))
+            .collect();
+        let placed = store
+            .place_routed_users(&listeners)
+            .await
+            .map_err(|e| format!("placing users on shards: {e}"))?;
+        if placed > 0 {
+            tracing::info!(
+                placed,
+                "users routed before shards placed on their listener's shard"
+            );
+        }
         let aws_config = aws_cloud_config(config);
         let sdk = aws_adapter::load_sdk_config(&aws_config).await;
         let aws: Arc<dyn Cloud> = Arc::new(AwsCloud::new(&sdk, aws_config));
@@ -120,6 +136,7 @@ impl App {
         let wake = Arc::new(Notify::new());
         let health = Arc::new(Health::default());
         let tiers = reconciler.policy.tiers.clone();
+        let shards = reconciler.policy.shards.clone();
         let ready_staleness = (config.reconcile_interval * policy::READY_STALENESS_INTERVALS)
             .max(Duration::from_secs(30));
         let reconciler = Reconciler::new(
@@ -152,7 +169,7 @@ impl App {
             settings: Arc::new(ApiSettings {
                 api_token: config.api_token.clone(),
                 admin_token: config.admin_token.clone(),
-                public_base_url: config.public_base_url.clone(),
+                shards,
                 tiers,
                 required_secrets: config.required_secrets.clone(),
                 container_image: config.container_image.clone(),
@@ -185,8 +202,8 @@ impl App {
                 orphan_grace: ms(policy::ORPHAN_GRACE),
                 terminate_retry: ms(policy::TERMINATE_RETRY),
                 missed_before_lost: policy::MISSED_BEFORE_LOST,
+                shards: config.shards.clone(),
             },
-            listener_arns: config.listener_arns.clone(),
             container_image: config.container_image.clone(),
             container_port: config.container_port,
             container_args: config.container_args.clone(),

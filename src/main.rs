@@ -101,6 +101,9 @@ struct StartScriptArgs {
     /// The instance's private address (without it the instance asks its metadata service).
     #[arg(long, value_name = "IPV4")]
     host_ip: Option<String>,
+    /// The user's shard (its url's origin and path); the first configured one if not given.
+    #[arg(long, value_name = "NAME")]
+    shard: Option<String>,
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -229,6 +232,13 @@ fn start_script(args: StartScriptArgs) -> ExitCode {
         return fail(&"--route: a route is 1-64 letters, digits, - and _");
     }
     let reconciler = App::reconciler_config(&config);
+    let shard = match &args.shard {
+        Some(name) => match reconciler.shard(name) {
+            Some(shard) => shard,
+            None => return fail(&format!("--shard: no shard is named {name:?}")),
+        },
+        None => &config.shards[0],
+    };
     print!(
         "{}",
         spotpool::reconcile::start_command(
@@ -237,6 +247,7 @@ fn start_script(args: StartScriptArgs) -> ExitCode {
                 user_id: &args.user_id,
                 image: &config.container_image,
                 route: &args.route,
+                shard,
                 secret_arn: &args.secret_arn,
                 volume_id: args.volume_id.as_deref(),
                 host_ip: args.host_ip.as_deref(),

@@ -52,7 +52,8 @@ pub struct AppState {
 pub struct ApiSettings {
     pub api_token: SecretString,
     pub admin_token: SecretString,
-    pub public_base_url: String,
+    /// Where users are routed: a user's url is its shard's.
+    pub shards: Vec<crate::model::Shard>,
     pub tiers: Vec<TierPolicy>,
     /// Secret names a PUT that writes secrets must carry (`CONTAINER_REQUIRED_SECRETS`).
     pub required_secrets: Vec<String>,

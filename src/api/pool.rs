@@ -17,6 +17,25 @@ pub struct PoolDocument {
     /// Users' workspace volumes and their GiB by use (`attached`, `detached` between instances,
     /// `asleep`): what the pool pays for storage (docs/costs.md).
     pub workspaces: BTreeMap<VolumeUse, VolumeCount>,
+    /// The load balancers users are routed through (ARCHITECTURE.md, "Shards").
+    pub shards: Vec<ShardDocument>,
+    /// Queued users no shard has room for (`no_route_capacity`).
+    pub waiting_for_route: usize,
+}
+
+/// One shard: a load balancer and how full it is.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ShardDocument {
+    #[schema(examples("shard-0"))]
+    pub name: String,
+    pub listener_arn: String,
+    /// `path` or `host`.
+    #[schema(examples("host"))]
+    pub routing: String,
+    /// Users placed on it (failed ones aside).
+    pub users: u32,
+    /// Most users placed on it.
+    pub capacity: u32,
 }
 
 /// The container image every spare runs: pinned by digest once resolved (docs/DEPLOY.md, "Image
@@ -186,9 +205,36 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
         digest: pin.as_ref().map(|p| p.digest.clone()),
         pinned_at: pin.map(|p| rfc3339(p.resolved_at)),
     };
+    let shards = state
+        .settings
+        .shards
+        .iter()
+        .map(|shard| ShardDocument {
+            name: shard.name.clone(),
+            listener_arn: shard.listener_arn.clone(),
+            routing: shard.routing.as_str().to_string(),
+            users: users
+                .iter()
+                .filter(|u| {
+                    u.shard.as_deref() == Some(shard.name.as_str())
+                        && u.state != crate::model::UserState::Failed
+                })
+                .count() as u32,
+            capacity: shard.capacity,
+        })
+        .collect();
+    let waiting_for_route = users
+        .iter()
+        .filter(|u| {
+            u.state == crate::model::UserState::Queued
+                && u.error.as_deref() == Some(crate::model::NO_ROUTE_CAPACITY)
+        })
+        .count();
     Ok(Json(PoolDocument {
         image,
         tiers,
         workspaces,
+        shards,
+        waiting_for_route,
     }))
 }

@@ -19,7 +19,14 @@ async fn state_with(cloud: Arc<FakeCloud>) -> AppState {
         settings: Arc::new(ApiSettings {
             api_token: SecretString::new(SERVICE),
             admin_token: SecretString::new(ADMIN),
-            public_base_url: "https://agents.example.com".into(),
+            shards: vec![crate::model::Shard {
+                name: "default".into(),
+                listener_arn: "arn:listener".into(),
+                routing: crate::model::RouteMode::Path,
+                base_url: "https://agents.example.com".into(),
+                domain: None,
+                capacity: 90,
+            }],
             tiers: vec![TierPolicy {
                 name: "default".into(),
                 spare_count: 2,
@@ -238,7 +245,7 @@ async fn secrets_the_container_needs_are_required_when_secrets_are_written() {
     state.settings = Arc::new(ApiSettings {
         api_token: SecretString::new(SERVICE),
         admin_token: SecretString::new(ADMIN),
-        public_base_url: base.public_base_url.clone(),
+        shards: base.shards.clone(),
         tiers: base.tiers.clone(),
         ready_staleness: base.ready_staleness,
         required_secrets: vec!["OPENCLAW_GATEWAY_TOKEN".into()],

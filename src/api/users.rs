@@ -30,9 +30,17 @@ pub struct InstanceDocument {
     /// lifetime.
     #[schema(pattern = "^[0-9a-f]{16}$", examples("3f9c0a7d2b4e6f18"))]
     pub route: String,
-    /// Where the user's container is served: `<PUBLIC_BASE_URL>/<route>/`.
-    #[schema(examples("https://agents.example.com/3f9c0a7d2b4e6f18/"))]
-    pub url: String,
+    /// Where the user's container is served: `<base_url>/<route>/` on a path-routed shard,
+    /// `https://<route>.<domain>/` on a host-routed one. Null until the user is placed on a
+    /// shard (its first claim), unless only one shard is configured.
+    #[schema(
+        required = true,
+        examples("https://agents.example.com/3f9c0a7d2b4e6f18/")
+    )]
+    pub url: Option<String>,
+    /// The shard (load balancer) the user is routed through, once placed: for life.
+    #[schema(required = true, examples("shard-0"))]
+    pub shard: Option<String>,
     /// When the user first asked (RFC 3339).
     #[schema(format = DateTime)]
     pub created_at: String,
@@ -46,7 +54,8 @@ pub struct InstanceDocument {
     #[schema(required = true)]
     pub workspace: Option<WorkspaceDocument>,
     /// Why a `queued` user waits beyond the pool's normal pace: `quota_exceeded` (an account
-    /// quota refused the tier's launches; `GET /v1/pool` has the details). Null otherwise.
+    /// quota refused the tier's launches; `GET /v1/pool` has the details) or
+    /// `no_route_capacity` (every shard is full; `error` says the same). Null otherwise.
     #[schema(required = true, examples("quota_exceeded"))]
     pub waiting_for: Option<String>,
 }
@@ -65,6 +74,17 @@ pub struct WorkspaceDocument {
     pub attached_to: Option<String>,
 }
 
+/// The user's url on its shard; before placement, the url it will get when only one shard is
+/// configured (so a deployment without shards answers as it always did).
+fn user_url(shards: &[crate::model::Shard], user: &UserRecord) -> Option<String> {
+    let shard = match user.shard.as_deref() {
+        Some(name) => shards.iter().find(|s| s.name == name)?,
+        None if shards.len() == 1 => &shards[0],
+        None => return None,
+    };
+    Some(shard.url(&user.route))
+}
+
 pub(super) async fn document(
     state: &AppState,
     user: &UserRecord,
@@ -78,6 +98,10 @@ pub(super) async fn document(
             .into_iter()
             .find(|c| c.tier == user.tier && c.until > now)
             .map(|c| c.cause)
+            .or_else(|| {
+                (user.error.as_deref() == Some(crate::model::NO_ROUTE_CAPACITY))
+                    .then(|| crate::model::NO_ROUTE_CAPACITY.to_string())
+            })
     } else {
         None
     };
@@ -87,7 +111,8 @@ pub(super) async fn document(
         state: user.state,
         instance_id: user.instance_id.as_ref().map(|i| i.0.clone()),
         route: user.route.clone(),
-        url: format!("{}/{}/", state.settings.public_base_url, user.route),
+        url: user_url(&state.settings.shards, user),
+        shard: user.shard.clone(),
         created_at: rfc3339(user.created_at),
         ready_at: user.ready_at.map(rfc3339),
         error: user.error.clone(),

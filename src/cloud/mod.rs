@@ -57,6 +57,11 @@ pub enum CloudErrorKind {
     Conflict,
     /// A network error, timeout or 5xx that survived the SDK's retries. Worth retrying later.
     Transient,
+    /// A load balancer (or the region) holds no more of what a user's route needs:
+    /// TooManyRules, TooManyUniqueTargetGroupsPerLoadBalancer, TooManyTargets (that shard is
+    /// full), TooManyTargetGroups (the region's target groups: every shard is). Never a failed
+    /// claim: the user waits as `no_route_capacity`.
+    RouteCapacity,
     /// Anything else: bad request, access denied, validation. Retrying will not help.
     Fatal,
 }
@@ -70,6 +75,7 @@ impl CloudErrorKind {
             CloudErrorKind::NotFound => "not_found",
             CloudErrorKind::Conflict => "conflict",
             CloudErrorKind::Transient => "transient",
+            CloudErrorKind::RouteCapacity => "route_capacity",
             CloudErrorKind::Fatal => "fatal",
         }
     }
@@ -190,7 +196,27 @@ pub struct RuleInfo {
     /// `None` for the listener's default rule.
     pub priority: Option<u32>,
     pub path_patterns: Vec<String>,
+    pub host_headers: Vec<String>,
     pub target_group_arns: Vec<String>,
+}
+
+impl RuleInfo {
+    /// Whether the rule has the condition a user's rule is created with.
+    pub fn matches(&self, wanted: &crate::model::RuleMatch) -> bool {
+        match wanted {
+            crate::model::RuleMatch::Path(path) => self.path_patterns.contains(path),
+            crate::model::RuleMatch::Host(host) => self.host_headers.contains(host),
+        }
+    }
+
+    /// The rule's first condition value, for a person (the orphan sweep's names).
+    pub fn condition_text(&self) -> String {
+        self.path_patterns
+            .first()
+            .or(self.host_headers.first())
+            .cloned()
+            .unwrap_or_default()
+    }
 }
 
 /// Tags to put on a resource, as ordered key/value pairs.
@@ -316,13 +342,14 @@ pub trait Cloud: Send + Sync + 'static {
     /// All rules of a listener.
     async fn describe_rules(&self, listener_arn: &str) -> CloudResult<Vec<RuleInfo>>;
 
-    /// Creates a rule forwarding `path_pattern` to a target group. A taken priority fails with
-    /// `Conflict`; the caller picks another.
+    /// Creates a rule forwarding requests that match `condition` (a path pattern or a host
+    /// header) to a target group. A taken priority fails with `Conflict`; the caller picks
+    /// another. A load balancer at its limits fails with `RouteCapacity`.
     async fn create_rule(
         &self,
         listener_arn: &str,
         priority: u32,
-        path_pattern: &str,
+        condition: &crate::model::RuleMatch,
         target_group_arn: &str,
         tags: &Tags,
     ) -> CloudResult<String>;

@@ -220,7 +220,8 @@ impl RetryModel {
 /// AWS limits the fake enforces in simulated mode.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HardLimits {
-    /// Rules per listener (the default rule not counted): CreateRule beyond it is TooManyRules.
+    /// Rules per load balancer (the default rules not counted): CreateRule beyond it is
+    /// TooManyRules (the fake's `RouteLimits` in plain mode).
     pub rules_per_listener: usize,
 }
 

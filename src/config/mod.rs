@@ -10,10 +10,12 @@ mod checks;
 pub mod defaults;
 pub mod preset;
 mod settings;
+mod shards;
 
 pub use checks::parse_duration;
 pub use preset::Preset;
 pub use settings::Settings;
+pub use shards::ShardSettings;
 
 use crate::cloud::HealthCheck;
 use crate::cloud::limit::RateLimits;
@@ -64,7 +66,8 @@ pub struct Config {
     pub subnet_ids: Vec<String>,
     pub security_group_ids: Vec<String>,
     pub vpc_id: String,
-    pub listener_arns: Vec<String>,
+    /// The load balancers users are routed through (`[[shard]]`, or `ALB_LISTENER_ARN`).
+    pub shards: Vec<crate::model::Shard>,
     pub instance_profile_arn: Option<String>,
     pub container_image: String,
     pub container_preset: Preset,
@@ -84,9 +87,6 @@ pub struct Config {
     /// CPU limit of a user container in CPUs; the instance gets it rounded to millicores.
     pub container_cpus: f64,
     pub container_pids_limit: u32,
-    pub public_base_url: String,
-    /// The browser origin of `public_base_url` (`scheme://host[:port]`).
-    pub public_origin: String,
     pub secret_prefix: String,
     pub tiers: Vec<TierPolicy>,
     pub reconcile_interval: Duration,
@@ -123,6 +123,12 @@ pub enum ConfigError {
         value: String,
         why: String,
     },
+    #[error("invalid [[shard]] table {index} ({name:?}): {why}")]
+    Shard {
+        index: usize,
+        name: String,
+        why: String,
+    },
     #[error("config file {path}: {why}")]
     File { path: String, why: String },
 }
@@ -131,7 +137,6 @@ impl Config {
     /// What the start merges into each OpenClaw gateway's configuration; `None` for other images.
     pub fn gateway_config(&self) -> Option<crate::reconcile::GatewayConfig> {
         (self.container_preset == Preset::OpenClaw).then(|| crate::reconcile::GatewayConfig {
-            origin: self.public_origin.clone(),
             state_dir: preset::OPENCLAW_STATE_DIR.to_string(),
         })
     }
@@ -145,12 +150,6 @@ impl Settings {
         let container = self.container()?;
         let service = self.service()?;
         let timings = self.timings()?;
-        let public_base_url = self
-            .public_base_url
-            .clone()
-            .unwrap_or_else(|| defaults::PUBLIC_BASE_URL.into())
-            .trim_end_matches('/')
-            .to_string();
         Ok(Config {
             listen: service.listen,
             tls: service.tls,
@@ -168,7 +167,7 @@ impl Settings {
             subnet_ids: network.subnet_ids,
             security_group_ids: comma_list(self.security_group_id.as_deref().unwrap_or("")),
             vpc_id: network.vpc_id,
-            listener_arns: network.listener_arns,
+            shards: network.shards,
             instance_profile_arn: self.instance_profile_arn.clone().filter(|v| !v.is_empty()),
             container_image: container.image,
             container_preset: container.preset,
@@ -181,8 +180,6 @@ impl Settings {
             container_memory_mb: container.memory_mb,
             container_cpus: container.cpus,
             container_pids_limit: container.pids_limit,
-            public_base_url: public_base_url.clone(),
-            public_origin: preset::origin_of(&public_base_url)?,
             secret_prefix: self
                 .secret_prefix
                 .clone()
@@ -244,13 +241,29 @@ impl Settings {
                 "vpc-id",
                 "the VPC of the target groups",
             )?,
-            listener_arns: comma_list(&required(
-                &self.alb_listener_arn,
-                "ALB_LISTENER_ARN",
-                "alb-listener-arn",
-                "the ALB listener that routes users",
-            )?),
+            shards: self.shards()?,
         })
+    }
+
+    /// The `[[shard]]` tables; without them, `ALB_LISTENER_ARN` under `PUBLIC_BASE_URL` as one
+    /// path-routed shard (how deployments before shards were configured).
+    fn shards(&self) -> Result<Vec<crate::model::Shard>, ConfigError> {
+        if let Some(tables) = self.shard.as_ref().filter(|t| !t.is_empty()) {
+            return shards::from_tables(tables);
+        }
+        let public_base_url = self
+            .public_base_url
+            .clone()
+            .unwrap_or_else(|| defaults::PUBLIC_BASE_URL.into())
+            .trim_end_matches('/')
+            .to_string();
+        let listeners = comma_list(&required(
+            &self.alb_listener_arn,
+            "ALB_LISTENER_ARN",
+            "alb-listener-arn",
+            "the ALB listener that routes users, or [[shard]] tables in the config file",
+        )?);
+        shards::from_listeners(&listeners, &public_base_url)
     }
 
     /// The daemon's own settings that need checking: the listen address, the pool's name, the
@@ -577,7 +590,7 @@ struct Network {
     launch_template_id: String,
     subnet_ids: Vec<String>,
     vpc_id: String,
-    listener_arns: Vec<String>,
+    shards: Vec<crate::model::Shard>,
 }
 
 /// The daemon's own settings, validated.

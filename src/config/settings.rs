@@ -34,7 +34,7 @@ pub struct Settings {
     /// VPC of the target groups (required).
     #[arg(long, env = "VPC_ID", value_name = "ID")]
     pub vpc_id: Option<String>,
-    /// ALB listener for the users' path rules; a comma list shards users across listeners (required).
+    /// ALB listener for the users' path rules (required unless the config file has [[shard]] tables, which replace it and PUBLIC_BASE_URL).
     #[arg(long, env = "ALB_LISTENER_ARN", value_name = "ARNS")]
     pub alb_listener_arn: Option<String>,
     /// Instance profile ARN passed explicitly at launch; empty uses the launch template's.
@@ -183,6 +183,11 @@ pub struct Settings {
     /// Put a ready user to sleep after this long without a request through the load balancer (CloudWatch RequestCount), e.g. 2h; "off" never does. Agents that only poll outward (Telegram, Discord) get no inbound requests: leave it off for them.
     #[arg(long, env = "SPOTPOOL_IDLE_SLEEP_AFTER", value_name = "DURATION")]
     pub spotpool_idle_sleep_after: Option<String>,
+    /// The load balancers users are routed through: `[[shard]]` tables, in the config file only
+    /// (ARCHITECTURE.md, "Shards").
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Vec<super::ShardSettings>>,
 }
 
 impl Settings {

@@ -2,12 +2,149 @@
 
 use super::*;
 
+const LISTENER_A: &str =
+    "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/sp-a/1111/aaaa";
+const LISTENER_B: &str =
+    "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/sp-b/2222/bbbb";
+
+/// `minimal()` with the `[[shard]]` tables of `toml` instead of ALB_LISTENER_ARN.
+fn with_shards(toml: &str) -> Result<Config, ConfigError> {
+    let file: Settings = toml::from_str(toml).map_err(|e| ConfigError::File {
+        path: "test".into(),
+        why: e.message().to_string(),
+    })?;
+    let mut settings = minimal();
+    settings.alb_listener_arn = None;
+    settings.or(file).into_config()
+}
+
+#[test]
+fn shard_tables_replace_the_listener_and_the_base_url() {
+    let config = with_shards(&format!(
+        r#"
+        [[shard]]
+        name = "a"
+        listener_arn = "{LISTENER_A}"
+        routing = "path"
+        base_url = "https://a.example.com/"
+
+        [[shard]]
+        name = "b"
+        listener_arn = "{LISTENER_B}"
+        routing = "host"
+        domain = "B.users.example.com."
+        capacity = 3
+        "#
+    ))
+    .unwrap();
+    let [a, b] = &config.shards[..] else {
+        panic!("{:?}", config.shards)
+    };
+    assert_eq!((a.name.as_str(), a.capacity), ("a", 90));
+    assert_eq!(a.url("r1"), "https://a.example.com/r1/");
+    assert_eq!((b.routing, b.capacity), (crate::model::RouteMode::Host, 3));
+    assert_eq!(b.url("r1"), "https://r1.b.users.example.com/");
+    assert_eq!(b.load_balancer(), "app/sp-b/2222");
+}
+
+#[test]
+fn without_shard_tables_the_listener_is_one_path_routed_shard() {
+    let mut settings = minimal();
+    settings.public_base_url = Some("https://agents.example.com/".into());
+    let config = settings.into_config().unwrap();
+    let [shard] = &config.shards[..] else {
+        panic!("{:?}", config.shards)
+    };
+    assert_eq!(shard.name, "default");
+    assert_eq!(shard.listener_arn, LISTENER_A);
+    assert_eq!(shard.url("r1"), "https://agents.example.com/r1/");
+    let mut settings = minimal();
+    settings.alb_listener_arn = None;
+    let error = settings.into_config().unwrap_err().to_string();
+    assert!(
+        error.contains("ALB_LISTENER_ARN") && error.contains("[[shard]]"),
+        "{error}"
+    );
+}
+
+#[test]
+fn bad_shard_tables_are_refused_with_the_reason() {
+    let table = |name: &str, listener: &str, rest: &str| {
+        format!("[[shard]]\nname = \"{name}\"\nlistener_arn = \"{listener}\"\n{rest}\n")
+    };
+    let path = "routing = \"path\"\nbase_url = \"https://x.example.com\"";
+    let with = |extra: &str| format!("{path}\n{extra}");
+    let cases = [
+        (
+            table("a", LISTENER_A, path) + &table("b", LISTENER_A, path),
+            "a load balancer of its own",
+        ),
+        (
+            table("a", LISTENER_A, path) + &table("a", LISTENER_B, path),
+            "used by another shard",
+        ),
+        (table("A b", LISTENER_A, path), "`name` needs"),
+        (table("a", "arn:listener", path), "`listener_arn` must be"),
+        (
+            table("a", LISTENER_A, &with("capacity = 101")),
+            "`capacity` must be 1 to 100",
+        ),
+        (
+            table("a", LISTENER_A, &with("capacity = 0")),
+            "`capacity` must be 1 to 100",
+        ),
+        (
+            table("a", LISTENER_A, "routing = \"dns\""),
+            "\"path\" or \"host\"",
+        ),
+        (
+            table("a", LISTENER_A, "routing = \"host\""),
+            "host routing needs `domain`",
+        ),
+        (
+            table(
+                "a",
+                LISTENER_A,
+                "routing = \"host\"\ndomain = \"localhost\"",
+            ),
+            "at least two labels",
+        ),
+        (
+            table("a", LISTENER_A, "routing = \"path\""),
+            "path routing needs `base_url`",
+        ),
+        (
+            table(
+                "a",
+                LISTENER_A,
+                "routing = \"path\"\nbase_url = \"ftp://x\"",
+            ),
+            "`base_url` must start with",
+        ),
+        (
+            table("a", LISTENER_A, &with("domain = \"x.example.com\"")),
+            "`domain` is for host routing",
+        ),
+        (
+            table("a", LISTENER_A, &with("routing_mode = 1")),
+            "unknown field",
+        ),
+    ];
+    for (toml, why) in cases {
+        let error = with_shards(&toml).unwrap_err().to_string();
+        assert!(
+            error.contains(why),
+            "{toml}\n=> {error}\n(expected {why:?})"
+        );
+    }
+}
+
 fn minimal() -> Settings {
     Settings {
         launch_template_id: Some("lt-1".into()),
         subnet_ids: Some("subnet-a, subnet-b".into()),
         vpc_id: Some("vpc-1".into()),
-        alb_listener_arn: Some("arn:listener".into()),
+        alb_listener_arn: Some(LISTENER_A.into()),
         spotpool_api_token: Some("service-token-0123456789".into()),
         spotpool_admin_token: Some("admin-token-0123456789".into()),
         container_image: Some("ghcr.io/openclaw/openclaw:latest".into()),
@@ -325,7 +462,8 @@ fn the_default_container_is_an_openclaw_gateway_and_generic_images_keep_their_ow
             .contains(&("NODE_OPTIONS".into(), "--max-old-space-size=960".into()))
     );
     let gateway = config.gateway_config().unwrap();
-    assert_eq!(gateway.origin, "http://localhost");
+    assert_eq!(gateway.state_dir, "/data/.openclaw");
+    assert_eq!(config.shards[0].origin("r1"), "http://localhost");
 
     // The port follows CONTAINER_PORT into the arguments; the backend may be trusted to omit
     // the token; the origin is the base url's.
@@ -340,7 +478,7 @@ fn the_default_container_is_an_openclaw_gateway_and_generic_images_keep_their_ow
     );
     assert!(config.required_secrets.is_empty());
     assert_eq!(
-        config.gateway_config().unwrap().origin,
+        config.shards[0].origin("r1"),
         "https://agents.example.com:8443"
     );
 

@@ -170,6 +170,16 @@ pub enum Event {
     Asleep,
     /// A wake (or a PUT) queued an asleep user for an instance again.
     WakeRequested,
+    /// No shard has room for the user's route: it waits as `no_route_capacity`, no instance
+    /// claimed.
+    RouteCapacityExhausted,
+    /// AWS refused a route on `shard` (or the region's target groups, `shard` none): it takes
+    /// no more users than it holds until `held_for` passes or a user leaves.
+    RouteRefused {
+        shard: Option<String>,
+        cause: String,
+        held_for: Duration,
+    },
 }
 
 impl Event {
@@ -192,6 +202,7 @@ impl Event {
             Event::ClaimStepDone(step) => match step {
                 ClaimStep::Assigned => "claim.assigned",
                 ClaimStep::Tagged => "claim.tagged",
+                ClaimStep::RouteReserved => "claim.route_reserved",
                 ClaimStep::WorkspaceAttached => "claim.workspace_attached",
                 ClaimStep::ContainerStarting => "claim.container_starting",
                 ClaimStep::ContainerStarted => "claim.container_started",
@@ -206,12 +217,14 @@ impl Event {
                 TeardownKind::Recover => "recover.instance_returned",
                 TeardownKind::Release => "release.instance_returned",
                 TeardownKind::Sleep => "sleep.instance_returned",
+                TeardownKind::NoRoute => "no_route.instance_returned",
             },
             Event::UndoInstanceTerminated { undo } => match undo {
                 TeardownKind::Rollback => "rollback.instance_terminated",
                 TeardownKind::Recover => "recover.instance_terminated",
                 TeardownKind::Release => "release.instance_terminated",
                 TeardownKind::Sleep => "sleep.instance_terminated",
+                TeardownKind::NoRoute => "no_route.instance_terminated",
             },
             Event::ReleaseDone => "release.done",
             Event::MoveBegin { .. } => "move.begin",
@@ -245,6 +258,8 @@ impl Event {
             Event::SleepRequested { .. } => "sleep.requested",
             Event::Asleep => "sleep.asleep",
             Event::WakeRequested => "sleep.wake_requested",
+            Event::RouteCapacityExhausted => "route.no_capacity",
+            Event::RouteRefused { .. } => "route.refused",
         }
     }
 
@@ -334,6 +349,13 @@ impl Event {
                 notice.as_str()
             ),
             Event::OrphanDeleted { description } => description.clone(),
+            _ => self.workspace_and_route_message(),
+        }
+    }
+
+    /// `message` of the workspace, sleep and route events.
+    fn workspace_and_route_message(&self) -> String {
+        match self {
             Event::WorkspaceCreated {
                 volume_id,
                 zone,
@@ -347,6 +369,20 @@ impl Event {
             Event::SleepRequested { reason } => format!("going to sleep ({reason})"),
             Event::Asleep => "asleep: instance retired; workspace, secret and route kept".into(),
             Event::WakeRequested => "waking: queued for an instance".into(),
+            Event::RouteCapacityExhausted => {
+                "waiting for route capacity: every shard is full (no_route_capacity)".into()
+            }
+            Event::RouteRefused {
+                shard,
+                cause,
+                held_for,
+            } => format!(
+                "{} refused a route ({cause}); held at its users for {held_for:?}",
+                shard
+                    .as_deref()
+                    .map_or("the region".to_string(), |s| format!("shard {s}"))
+            ),
+            _ => String::new(),
         }
     }
 }

@@ -11,6 +11,7 @@ mod ids;
 mod notice;
 mod progress;
 pub mod quota;
+mod shard;
 mod status;
 mod tier;
 mod workspace;
@@ -21,6 +22,10 @@ pub use notice::{InterruptionNotice, NoticeKind};
 pub use progress::{
     ClaimProgress, ClaimStep, MoveProgress, MoveReason, MoveStep, MoveTarget, Routing, SentCommand,
     TeardownKind,
+};
+pub use shard::{
+    ALB_TARGET_GROUPS_MAX, DEFAULT_SHARD_CAPACITY, NO_ROUTE_CAPACITY, RouteMode, RuleMatch, Shard,
+    load_balancer_of,
 };
 pub use status::{InstanceStatus, Lifecycle, TerminateReason, UserState};
 pub use tier::{ImagePin, TierCondition, TierOverride};

@@ -15,22 +15,28 @@ pub enum ClaimStep {
     Assigned,
     /// Instance tagged `assigned` and the secret tagged with the instance ARN.
     Tagged,
+    /// The user's route is reserved on its shard before anything is spent on the instance: the
+    /// target group exists (no target yet) and the listener rule forwards to it. A load
+    /// balancer at its limits refuses here, and the instance goes back to the pool unused.
+    RouteReserved,
     /// The user's workspace volume exists in the instance's zone and is attached to it.
     WorkspaceAttached,
     /// The start-container command was sent; waiting for it to finish.
     ContainerStarting,
     /// The container runs; from here on the instance is dirty and is never returned to the pool.
     ContainerStarted,
-    /// The target group exists with the instance registered.
+    /// The target group exists with the instance registered, and the rule is still to be made:
+    /// only claims started before `RouteReserved` existed pass here.
     TargetGroupReady,
-    /// The listener rule exists; the user is ready once the load balancer reports the instance
-    /// healthy.
+    /// The instance is registered in the target group the rule forwards to; the user is ready
+    /// once the load balancer reports it healthy.
     Routed,
 }
 
 string_enum!(ClaimStep {
     Assigned => "assigned",
     Tagged => "tagged",
+    RouteReserved => "route_reserved",
     WorkspaceAttached => "workspace_attached",
     ContainerStarting => "container_starting",
     ContainerStarted => "container_started",
@@ -179,6 +185,9 @@ pub enum TeardownKind {
     Release,
     /// The user goes to sleep: the instance goes; the workspace, secret and rule stay.
     Sleep,
+    /// The user's load balancer (or the region) refused its route: undo, and the user waits
+    /// for route capacity, no attempt used.
+    NoRoute,
 }
 
 string_enum!(TeardownKind {
@@ -186,6 +195,7 @@ string_enum!(TeardownKind {
     Recover => "recover",
     Release => "release",
     Sleep => "sleep",
+    NoRoute => "no_route",
 });
 
 /// What routes the user's traffic: the listener rule (with its priority) and the target group.

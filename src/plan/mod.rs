@@ -9,6 +9,7 @@
 //! therefore level-triggered: an action that did not happen (crash, error) is simply planned again.
 
 mod instances;
+mod shards;
 mod tiers;
 
 pub use crate::model::TerminateReason;
@@ -47,6 +48,16 @@ pub struct Conditions {
     pub unavailable: HashSet<(String, String)>,
     /// Tiers whose launches are backing off after failures, or halted at the failure limit.
     pub launch_blocked: HashSet<String>,
+    /// Shards AWS refused a route (TooManyRules, ...): the users they held then, their limit
+    /// until the mark expires.
+    pub route_limits: BTreeMap<String, u32>,
+    /// The region refused a target group (TooManyTargetGroups): the users placed then, the
+    /// limit of all shards together until the mark expires; or the account's target groups
+    /// quota, whichever is lower.
+    pub region_route_limit: Option<u32>,
+    /// The account's quotas of rules and of target groups per load balancer (Service Quotas,
+    /// read hourly), the lower: no shard takes more users, whatever its capacity.
+    pub alb_route_limit: Option<u32>,
 }
 
 /// The purchase option of a launch.
@@ -77,11 +88,18 @@ pub struct Policy {
     /// Consecutive passes a held instance must be missing from DescribeInstances before its user
     /// is moved: one incomplete listing must not tear down every user.
     pub missed_before_lost: u32,
+    /// The load balancers users are routed through, each with its capacity.
+    pub shards: Vec<crate::model::Shard>,
 }
 
 impl Policy {
     pub fn tier(&self, name: &str) -> Option<&TierPolicy> {
         self.tiers.iter().find(|t| t.name == name)
+    }
+
+    /// The configured shard of that name.
+    pub fn shard(&self, name: &str) -> Option<&crate::model::Shard> {
+        self.shards.iter().find(|s| s.name == name)
     }
 
     /// The zone of a subnet, if known.
@@ -140,6 +158,8 @@ pub struct UserIntent {
     pub zone: Option<String>,
     /// The workspace is being copied to another zone; the user waits until it is there.
     pub relocating: bool,
+    /// The shard the user is routed through, once placed.
+    pub shard: Option<String>,
 }
 
 /// One thing the executor should do this pass.
@@ -167,10 +187,17 @@ pub enum Action {
     Forget {
         instance: InstanceId,
     },
-    /// Give a queued user an available instance (the store makes it atomic).
+    /// Give a queued user an available instance (the store makes it atomic), routed through
+    /// `shard` (its own, or the one placed on with this spare).
     Assign {
         user: UserId,
         instance: InstanceId,
+        shard: String,
+    },
+    /// No shard has room for the queued user's route: it waits, no instance is claimed, and it
+    /// shows `no_route_capacity`.
+    AwaitRoute {
+        user: UserId,
     },
     /// Run the next claim steps of a provisioning user.
     AdvanceClaim {
@@ -222,6 +249,7 @@ impl Action {
             Action::Terminate { .. } => "terminate",
             Action::Forget { .. } => "forget",
             Action::Assign { .. } => "assign",
+            Action::AwaitRoute { .. } => "await_route",
             Action::AdvanceClaim { .. } => "advance_claim",
             Action::Release { .. } => "release",
             Action::Recover { .. } => "recover",
@@ -238,6 +266,7 @@ impl Action {
     pub fn user(&self) -> Option<&UserId> {
         match self {
             Action::Assign { user, .. }
+            | Action::AwaitRoute { user }
             | Action::AdvanceClaim { user }
             | Action::Release { user }
             | Action::Recover { user }
@@ -280,6 +309,7 @@ impl Action {
             )),
             Action::Terminate { reason, .. } => Some(reason.as_str().to_string()),
             Action::RelocateWorkspace { to_zone, .. } => Some(format!("to {to_zone}")),
+            Action::Assign { shard, .. } => Some(format!("on shard {shard}")),
             _ => None,
         }
     }
@@ -350,8 +380,17 @@ pub fn plan(
         }
     }
 
+    // Route capacity first: a user no shard has room for claims no instance.
+    let all_waiting: Vec<&UserIntent> = queued.values().flatten().copied().collect();
+    let placement = shards::place(users, &all_waiting, policy, conditions);
+    for user in &placement.held {
+        actions.push(Action::AwaitRoute { user: user.clone() });
+    }
     for tier in &policy.tiers {
-        let waiting = queued.remove(tier.name.as_str()).unwrap_or_default();
+        let mut waiting = queued.remove(tier.name.as_str()).unwrap_or_default();
+        waiting.retain(|u| {
+            u.state == UserState::Migrating || placement.shard_of.contains_key(&u.user)
+        });
         plan_tier(
             tier,
             waiting,
@@ -360,6 +399,7 @@ pub fn plan(
             now,
             policy,
             conditions,
+            &placement.shard_of,
             &mut actions,
         );
     }

@@ -26,6 +26,14 @@ fn policy(spare_count: u32, max_instances: u32) -> Policy {
         orphan_grace: 600_000,
         terminate_retry: 60_000,
         missed_before_lost: 2,
+        shards: vec![crate::model::Shard {
+            name: "s0".into(),
+            listener_arn: "arn:listener".into(),
+            routing: crate::model::RouteMode::Path,
+            base_url: "https://agents.example.com".into(),
+            domain: None,
+            capacity: 100,
+        }],
     }
 }
 
@@ -56,6 +64,7 @@ fn user(id: &str, state: UserState, instance: Option<&str>, requested_at: Millis
         moving_to: None,
         zone: None,
         relocating: false,
+        shard: None,
     }
 }
 
@@ -83,10 +92,109 @@ fn assigned(actions: &[Action]) -> Vec<(&str, &str)> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Assign { user, instance } => Some((user.as_str(), instance.0.as_str())),
+            Action::Assign { user, instance, .. } => Some((user.as_str(), instance.0.as_str())),
             _ => None,
         })
         .collect()
+}
+
+/// `policy` with two path-routed shards, "s0" and "s1", of `capacity` users each.
+fn two_shards(capacity: u32) -> Policy {
+    let mut p = policy(0, 20);
+    let mut second = p.shards[0].clone();
+    second.name = "s1".into();
+    second.listener_arn = "arn:listener-1".into();
+    p.shards[0].capacity = capacity;
+    second.capacity = capacity;
+    p.shards.push(second);
+    p
+}
+
+fn on_shard(mut user: UserIntent, shard: &str) -> UserIntent {
+    user.shard = Some(shard.into());
+    user
+}
+
+fn placed(actions: &[Action]) -> Vec<(&str, &str)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Assign { user, shard, .. } => Some((user.as_str(), shard.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn awaiting_route(actions: &[Action]) -> Vec<&str> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::AwaitRoute { user } => Some(user.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn new_users_go_to_the_shard_with_the_most_room_and_wait_when_every_shard_is_full() {
+    let policy = two_shards(2);
+    let spares: Vec<PoolInstance> = (0..5)
+        .map(|i| instance(&format!("i-{i}"), InstanceStatus::Available))
+        .collect();
+    // s0 holds one user already (ready elsewhere); three new users arrive.
+    let users = vec![
+        on_shard(user("old", UserState::Ready, None, 1), "s0"),
+        user("a", UserState::Queued, None, 2),
+        user("b", UserState::Queued, None, 3),
+        user("c", UserState::Queued, None, 4),
+    ];
+    let actions = plan(&users, &spares, NOW, &policy, &Conditions::default());
+    // a takes the emptier s1, b then ties and takes the first, c fills s1: 2 and 2.
+    assert_eq!(
+        placed(&actions),
+        vec![("a", "s1"), ("b", "s0"), ("c", "s1")]
+    );
+    assert!(awaiting_route(&actions).is_empty());
+
+    let mut full = users.clone();
+    full.push(user("d", UserState::Queued, None, 5));
+    let actions = plan(&full, &spares, NOW, &policy, &Conditions::default());
+    assert_eq!(awaiting_route(&actions), vec!["d"]);
+    assert!(!placed(&actions).iter().any(|(u, _)| *u == "d"));
+    // A user waiting for a route takes no spare and launches nothing.
+    assert_eq!(launches(&actions), 0);
+}
+
+#[test]
+fn a_placed_user_keeps_its_shard_and_a_refused_shard_holds_its_users() {
+    let policy = two_shards(5);
+    let spares = vec![instance("i-1", InstanceStatus::Available)];
+    let users = vec![
+        on_shard(user("x", UserState::Ready, None, 1), "s1"),
+        on_shard(user("y", UserState::Queued, None, 2), "s1"),
+    ];
+    let actions = plan(&users, &spares, NOW, &policy, &Conditions::default());
+    assert_eq!(placed(&actions), vec![("y", "s1")], "placed for life");
+
+    // AWS refused s1 a route when it held one user (x): y waits, new users go to s0.
+    let conditions = Conditions {
+        route_limits: BTreeMap::from([("s1".to_string(), 1)]),
+        ..Conditions::default()
+    };
+    let mut users = users;
+    users.push(user("z", UserState::Queued, None, 3));
+    let actions = plan(&users, &spares, NOW, &policy, &conditions);
+    assert_eq!(awaiting_route(&actions), vec!["y"]);
+    assert_eq!(placed(&actions), vec![("z", "s0")]);
+
+    // The region's target groups: nobody new is placed.
+    let conditions = Conditions {
+        region_route_limit: Some(2),
+        ..Conditions::default()
+    };
+    let actions = plan(&users, &spares, NOW, &policy, &conditions);
+    assert_eq!(awaiting_route(&actions), vec!["z"]);
+    assert_eq!(placed(&actions), vec![("y", "s1")]);
 }
 
 #[test]
@@ -391,6 +499,7 @@ fn arb_world() -> impl Strategy<Value = (Vec<UserIntent>, Vec<PoolInstance>, u32
                     moving_to: None,
                     zone: None,
                     relocating: false,
+                    shard: None,
                 }
             })
             .collect();

@@ -5,7 +5,7 @@ use super::{
     Action, Conditions, Market, Policy, PoolInstance, TerminateReason, TierPolicy, UserIntent,
 };
 use crate::model::{InstanceId, InstanceStatus, Lifecycle, Millis, UserId, UserState};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Assigns spares to the tier's queue (oldest request first, oldest instance first), then sizes
 /// the pool: launches for a deficit, terminations of available spares for a surplus.
@@ -18,6 +18,7 @@ pub(super) fn plan_tier(
     now: Millis,
     policy: &Policy,
     conditions: &Conditions,
+    shard_of: &HashMap<UserId, String>,
     actions: &mut Vec<Action>,
 ) {
     let of_tier = || {
@@ -43,7 +44,7 @@ pub(super) fn plan_tier(
     });
 
     let (spares_left, unserved_anywhere, unserved_in) =
-        assign_spares(&waiting, &available, actions);
+        assign_spares(&waiting, &available, shard_of, actions);
 
     let initializing: Vec<&PoolInstance> = of_tier()
         .filter(|i| {
@@ -116,6 +117,7 @@ pub(super) fn plan_tier(
 fn assign_spares<'a>(
     waiting: &[&'a UserIntent],
     available: &[&'a PoolInstance],
+    shard_of: &HashMap<UserId, String>,
     actions: &mut Vec<Action>,
 ) -> (
     Vec<&'a PoolInstance>,
@@ -144,6 +146,7 @@ fn assign_spares<'a>(
                     }
                 } else {
                     Action::Assign {
+                        shard: shard_of.get(&user_id).cloned().unwrap_or_default(),
                         user: user_id,
                         instance,
                     }

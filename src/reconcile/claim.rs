@@ -2,26 +2,23 @@
 //! instance (ARCHITECTURE.md, "The claim, step by step").
 //!
 //! Steps, each saved in the user's row before the next starts: tag the instance and bind the
-//! secret to it; create the user's workspace volume in the instance's zone (first claim only) and
-//! attach it; mark the instance dirty, then send the start-container command; wait for it;
-//! create the target group with the instance registered; create the listener rule; and once the
-//! load balancer reports the instance healthy, the user is `ready`. Also the helpers moves share:
-//! binding, the start script, the command poll and the health wait.
+//! secret to it; reserve the route on the user's shard (target group and rule, `routes.rs`);
+//! create the user's workspace volume in the instance's zone (first claim only) and attach it;
+//! mark the instance dirty, then send the start-container command; wait for it; register the
+//! instance in the target group; and once the load balancer reports the instance healthy, the
+//! user is `ready`. Also the helpers moves share: binding, the start script, the command poll
+//! and the health wait.
 
 use super::steps::Machine;
 use super::workspace::Progress;
-use super::{
-    Reconciler, ReconcilerConfig, StepError, StepOutcome, StepResult, fatal, one_tag, route_path,
-    target_group_name,
-};
-use crate::cloud::{CloudError, CloudErrorKind, CommandStatus, RuleAction, tags};
+use super::{Reconciler, ReconcilerConfig, StepError, StepOutcome, StepResult, fatal, one_tag};
+use crate::cloud::{CloudError, CloudErrorKind, CommandStatus, tags};
 use crate::instance_scripts::{self, ContainerSpec, GatewaySettings};
 use crate::model::{
-    ClaimProgress, ClaimStep, Event, InstanceId, InstanceStatus, Millis, SentCommand, UserId,
-    UserState,
+    ClaimProgress, ClaimStep, Event, InstanceId, InstanceStatus, Millis, SentCommand, Shard,
+    UserId, UserState,
 };
-use crate::store::{StoreError, UserRecord};
-use std::collections::HashMap;
+use crate::store::UserRecord;
 
 impl Reconciler {
     /// Gives a queued user a spare (one store transaction), then starts the claim.
@@ -29,9 +26,10 @@ impl Reconciler {
         &self,
         user: &UserId,
         instance: &InstanceId,
+        shard: &str,
         now: Millis,
     ) -> Result<(), StepError> {
-        if self.inner.store.assign(user, instance, now).await? {
+        if self.inner.store.assign(user, instance, shard, now).await? {
             self.journal(now, Event::ClaimAssigned, Some(user), Some(instance))
                 .await?;
             self.advance_claim(user).await?;
@@ -66,10 +64,13 @@ impl Reconciler {
                 self.bind_to_instance(&user, &instance).await?;
                 ClaimStep::Tagged
             }
-            ClaimStep::Tagged => match self.attach_workspace(&mut user, &instance, now).await? {
-                Progress::Done => ClaimStep::WorkspaceAttached,
-                Progress::Waiting | Progress::RetireFirst => return Ok(StepResult::Waiting),
-            },
+            ClaimStep::Tagged => return self.reserve_route(user, &instance, now).await,
+            ClaimStep::RouteReserved => {
+                match self.attach_workspace(&mut user, &instance, now).await? {
+                    Progress::Done => ClaimStep::WorkspaceAttached,
+                    Progress::Waiting | Progress::RetireFirst => return Ok(StepResult::Waiting),
+                }
+            }
             ClaimStep::WorkspaceAttached => {
                 let sent = self.send_start_command(&mut user, &instance, now).await?;
                 let Some(command) = sent else {
@@ -90,26 +91,29 @@ impl Reconciler {
                 ClaimStep::ContainerStarted
             }
             ClaimStep::ContainerStarted => {
-                let name = target_group_name(&user.route);
-                let mut group_tags = self.resource_tags(&user.user_id);
-                group_tags.insert(tags::INSTANCE_ID.into(), instance.0.clone());
-                let arn = cloud
-                    .create_target_group(
-                        &name,
-                        config.container_port,
-                        &config.health_check,
-                        &group_tags,
-                    )
-                    .await?;
-                // (A crash before this step is saved loses the ARN; teardown then finds the group
-                // by its deterministic name.)
-                user.routing.target_group_arn = Some(arn.clone());
+                // The route was reserved before the start (a claim from before `RouteReserved`
+                // existed makes it now, through `TargetGroupReady`).
+                let reserved = user.routing.rule_arn.is_some();
+                let group = self.ensure_target_group(&mut user, &instance).await?;
                 cloud
-                    .register_target(&arn, &instance, config.container_port)
+                    .register_target(&group, &instance, config.container_port)
                     .await?;
-                ClaimStep::TargetGroupReady
+                if reserved {
+                    ClaimStep::Routed
+                } else {
+                    ClaimStep::TargetGroupReady
+                }
             }
-            ClaimStep::TargetGroupReady => return self.route_user(user, &instance, now).await,
+            ClaimStep::TargetGroupReady => {
+                let group = user.routing.target_group_arn.clone().unwrap_or_default();
+                if !self
+                    .route_to_group(&mut user, &group, &instance, now)
+                    .await?
+                {
+                    return Ok(StepResult::Waiting);
+                }
+                ClaimStep::Routed
+            }
             ClaimStep::Routed => return self.confirm_routable(user, &instance, now).await,
         };
         self.save_claim_step(user, next, &instance, now).await
@@ -117,7 +121,7 @@ impl Reconciler {
 
     /// Moves the row to `next` and journals it; `Waiting` if the row changed under us (a
     /// DELETE), so the next pass acts on its new state.
-    async fn save_claim_step(
+    pub(super) async fn save_claim_step(
         &self,
         mut user: UserRecord,
         next: ClaimStep,
@@ -273,94 +277,25 @@ impl Reconciler {
         let host_ip = record.as_ref().and_then(|r| r.private_ip.clone());
         let volume_id = user.workspace.as_ref().and_then(|w| w.volume_id.clone());
         let image = self.image_to_run().await?;
+        let config = &self.inner.config;
+        let shard = user
+            .shard
+            .as_deref()
+            .and_then(|s| config.shard(s))
+            .or(config.policy.shards.first())
+            .ok_or_else(|| fatal("StartContainer", "NoShard", "no shard is configured".into()))?;
         Ok(start_command(
-            &self.inner.config,
+            config,
             &StartFor {
                 user_id: user.user_id.as_str(),
                 image: &image,
                 route: &user.route,
+                shard,
                 secret_arn: user.secret_arn.as_deref().unwrap_or_default(),
                 volume_id: volume_id.as_deref(),
                 host_ip: host_ip.as_deref(),
             },
         ))
-    }
-
-    /// The claim's rule step: a listener rule for `/{route}/*` at the lowest free priority.
-    async fn route_user(
-        &self,
-        mut user: UserRecord,
-        instance: &InstanceId,
-        now: Millis,
-    ) -> StepOutcome {
-        let inner = &self.inner;
-        let cloud = &inner.cloud;
-        if user.routing.listener_arn.is_none() || user.routing.rule_priority.is_none() {
-            let listener = self.pick_listener().await?;
-            let priority = self.take_priority(&listener).await?;
-            user.routing.listener_arn = Some(listener);
-            user.routing.rule_priority = Some(priority);
-            user.updated_at = now;
-            match inner.store.update_user(&mut user).await {
-                Ok(true) => {}
-                Ok(false) => return Ok(StepResult::Waiting),
-                // Another claim in this pass took the same priority first (the unique index
-                // decides); pick again on the next pass.
-                Err(StoreError::Conflict(why)) => {
-                    tracing::debug!(user = %user.user_id, why, "rule priority taken meanwhile");
-                    return Ok(StepResult::Waiting);
-                }
-                Err(error) => return Err(error.into()),
-            }
-        }
-        let (Some(listener), Some(priority), Some(group)) = (
-            user.routing.listener_arn.clone(),
-            user.routing.rule_priority,
-            user.routing.target_group_arn.clone(),
-        ) else {
-            return Ok(StepResult::Waiting);
-        };
-        // A woken user kept its rule (answering "asleep" meanwhile): point it at the new group.
-        if let Some(rule) = user.routing.rule_arn.clone() {
-            let forward = RuleAction::Forward {
-                target_group_arn: group,
-            };
-            cloud.set_rule_action(&rule, &forward).await?;
-            return self
-                .save_claim_step(user, ClaimStep::Routed, instance, now)
-                .await;
-        }
-        let path = route_path(&user.route);
-        let mut rule_tags = self.resource_tags(&user.user_id);
-        rule_tags.insert(tags::INSTANCE_ID.into(), instance.0.clone());
-        let rule_arn = match cloud
-            .create_rule(&listener, priority, &path, &group, &rule_tags)
-            .await
-        {
-            Ok(arn) => arn,
-            Err(error) if error.kind == CloudErrorKind::Conflict => {
-                // PriorityInUse: someone else took it. If it is our own rule from before a
-                // crash, adopt it; otherwise forget the priority and pick another next time.
-                let ours = cloud
-                    .describe_rules(&listener)
-                    .await?
-                    .into_iter()
-                    .find(|r| r.priority == Some(priority) && r.path_patterns.contains(&path));
-                match ours {
-                    Some(rule) => rule.arn,
-                    None => {
-                        user.routing.rule_priority = None;
-                        user.updated_at = now;
-                        inner.store.update_user(&mut user).await?;
-                        return Ok(StepResult::Waiting);
-                    }
-                }
-            }
-            Err(error) => return Err(error.into()),
-        };
-        user.routing.rule_arn = Some(rule_arn);
-        self.save_claim_step(user, ClaimStep::Routed, instance, now)
-            .await
     }
 
     /// The claim's end: once the load balancer reports the instance healthy, traffic on the
@@ -395,77 +330,6 @@ impl Reconciler {
             .await?;
         Ok(StepResult::Done)
     }
-
-    /// The listener with the fewest users, so a comma list of listeners shards evenly.
-    async fn pick_listener(&self) -> Result<String, StepError> {
-        let loads: HashMap<String, i64> = self
-            .inner
-            .store
-            .users_per_listener()
-            .await?
-            .into_iter()
-            .collect();
-        let listeners = &self.inner.config.listener_arns;
-        let best = listeners
-            .iter()
-            .min_by_key(|l| loads.get(*l).copied().unwrap_or(0))
-            .cloned();
-        best.ok_or_else(|| fatal("Claim", "NoListener", "no listener configured".into()))
-    }
-}
-
-/// The rule priorities taken on one listener: read once per pass (the store's and DescribeRules'),
-/// plus every priority handed out since, so the concurrent claims of a pass take different
-/// priorities. (Before, each claim read the whole listener and all took the lowest free one;
-/// all but one lost on the unique index and tried again next pass: 7 to 9 DescribeRules of the
-/// whole listener per claim, measured on the fake with 50 to 200 claims at once.)
-#[derive(Debug, Default)]
-pub(super) struct PriorityBook {
-    pass: u64,
-    used: std::collections::BTreeSet<u32>,
-}
-
-impl PriorityBook {
-    /// The lowest listener priority (1-50000) not taken, now taken.
-    fn take(&mut self) -> u32 {
-        let free = (1..=50_000)
-            .find(|p| !self.used.contains(p))
-            .unwrap_or(50_000);
-        self.used.insert(free);
-        free
-    }
-}
-
-impl Reconciler {
-    /// A rule priority on `listener` no other claim of this pass gets. The unique index on
-    /// (listener, priority) still decides against another process.
-    async fn take_priority(&self, listener: &str) -> Result<u32, StepError> {
-        let pass = self
-            .inner
-            .pass_seq
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let mut books = self.inner.priority_books.lock().await;
-        let book = books.entry(listener.to_string()).or_default();
-        if book.pass != pass {
-            let mut used: std::collections::BTreeSet<u32> = self
-                .inner
-                .store
-                .used_priorities(listener)
-                .await?
-                .into_iter()
-                .collect();
-            used.extend(
-                self.inner
-                    .cloud
-                    .describe_rules(listener)
-                    .await?
-                    .into_iter()
-                    .filter_map(|r| r.priority),
-            );
-            *book = PriorityBook { pass, used };
-        }
-        Ok(book.take())
-    }
 }
 
 /// Whose container a start command starts, and where.
@@ -475,6 +339,8 @@ pub struct StartFor<'a> {
     /// The image to run: the pinned `name@sha256:...` once the configured image has a pin.
     pub image: &'a str,
     pub route: &'a str,
+    /// The shard the user is routed through: its url's origin and path.
+    pub shard: &'a Shard,
     pub secret_arn: &'a str,
     /// The user's workspace volume, attached before the start.
     pub volume_id: Option<&'a str>,
@@ -485,10 +351,12 @@ pub struct StartFor<'a> {
 /// The start-container command the daemon sends for `user` (also `spotpool start-script`, so
 /// on-call and `scripts/openclaw-check.sh` see exactly what an instance runs).
 pub fn start_command(config: &ReconcilerConfig, user: &StartFor<'_>) -> String {
-    // The load balancer routes `/{route}/*` unchanged: the gateway serves under it.
-    let base_path = format!("/{}", user.route);
+    // Path routing passes `/{route}/*` unchanged: the gateway serves under it. Host routing
+    // serves the gateway at `/`.
+    let base_path = user.shard.base_path(user.route);
+    let origin = user.shard.origin(user.route);
     let gateway = config.gateway.as_ref().map(|g| GatewaySettings {
-        origin: &g.origin,
+        origin: &origin,
         base_path: &base_path,
         state_dir: &g.state_dir,
     });

@@ -69,7 +69,12 @@ impl Reconciler {
                 self.journal(now, Event::InstanceGone, None, Some(instance))
                     .await
             }
-            Action::Assign { user, instance } => self.assign(user, instance, now).await,
+            Action::Assign {
+                user,
+                instance,
+                shard,
+            } => self.assign(user, instance, shard, now).await,
+            Action::AwaitRoute { user } => self.await_route(user, now).await,
             Action::AdvanceClaim { user } => self.advance_claim(user).await,
             Action::Release { user } => self.release(user).await,
             Action::Recover { user } => self.recover(user).await,

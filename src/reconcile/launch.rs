@@ -18,6 +18,13 @@ pub(super) struct ConditionState {
     /// (instance type, subnet) -> skipped until.
     unavailable: HashMap<(String, String), Millis>,
     tiers: HashMap<String, TierHealth>,
+    /// Shards AWS refused a route: (the users they held then, until when).
+    pub(super) route_marks: HashMap<String, (u32, Millis)>,
+    /// The region refused a target group: (the users placed then, until when).
+    pub(super) region_mark: Option<(u32, Millis)>,
+    /// The account's quotas (Service Quotas, hourly): the most users a load balancer may hold
+    /// (the lower of its rules and target groups quotas), and target groups in the region.
+    pub(super) route_quotas: (Option<u32>, Option<u32>),
 }
 
 #[derive(Debug, Default)]
@@ -30,7 +37,20 @@ struct TierHealth {
 impl ConditionState {
     pub(super) fn snapshot(&mut self, now: Millis) -> Conditions {
         self.unavailable.retain(|_, until| *until > now);
+        self.route_marks.retain(|_, (_, until)| *until > now);
+        self.region_mark = self.region_mark.filter(|(_, until)| *until > now);
         Conditions {
+            route_limits: self
+                .route_marks
+                .iter()
+                .map(|(shard, (held, _))| (shard.clone(), *held))
+                .collect(),
+            region_route_limit: match (self.region_mark.map(|(held, _)| held), self.route_quotas.1)
+            {
+                (Some(held), Some(quota)) => Some(held.min(quota)),
+                (held, quota) => held.or(quota),
+            },
+            alb_route_limit: self.route_quotas.0,
             unavailable: self.unavailable.keys().cloned().collect(),
             launch_blocked: self
                 .tiers

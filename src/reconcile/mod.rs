@@ -34,6 +34,7 @@ mod notices;
 mod observe;
 mod quotas;
 mod repair;
+mod routes;
 mod steps;
 mod teardown;
 mod workspace;
@@ -61,7 +62,6 @@ pub struct ReconcilerConfig {
     /// The value of the `spotpool:pool` tag on every resource this daemon creates.
     pub pool: String,
     pub policy: Policy,
-    pub listener_arns: Vec<String>,
     pub container_image: String,
     pub container_port: u16,
     /// The container's arguments after the image, and its fixed (not secret) environment.
@@ -73,8 +73,8 @@ pub struct ReconcilerConfig {
     pub container_ready_path: Option<String>,
     /// Names every user's secret must carry; the start refuses a secret without one.
     pub required_secrets: Vec<String>,
-    /// For the OpenClaw gateway: the users' browser origin (of `PUBLIC_BASE_URL`) and the state
-    /// directory; the start merges them, and the user's base path, into its configuration.
+    /// For the OpenClaw gateway: the state directory; the start merges it, and the user's
+    /// browser origin and base path (of its shard), into its configuration.
     pub gateway: Option<GatewayConfig>,
     /// Limits of each user container: memory in MiB (no swap), CPUs, processes and threads.
     pub container_memory_mb: u32,
@@ -103,11 +103,17 @@ pub struct ReconcilerConfig {
     pub workspace_kms_key_id: Option<String>,
 }
 
-/// What the start writes into each OpenClaw gateway's configuration besides the user's route.
+impl ReconcilerConfig {
+    /// The configured shard of that name (the shards are `policy.shards`).
+    pub fn shard(&self, name: &str) -> Option<&crate::model::Shard> {
+        self.policy.shard(name)
+    }
+}
+
+/// What the start writes into each OpenClaw gateway's configuration besides the user's origin
+/// and base path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayConfig {
-    /// The browser origin of every user's url, e.g. `https://agents.example.com`.
-    pub origin: String,
     /// `OPENCLAW_STATE_DIR` inside the container.
     pub state_dir: String,
 }
@@ -189,8 +195,8 @@ struct Inner {
     last_quota_check: std::sync::Mutex<Millis>,
     /// The passes started so far (the rule priorities are read once per pass).
     pass_seq: AtomicU64,
-    /// Per listener, the rule priorities taken (`claim::PriorityBook`).
-    priority_books: tokio::sync::Mutex<HashMap<String, claim::PriorityBook>>,
+    /// Per listener, the rule priorities taken (`routes::PriorityBook`).
+    priority_books: tokio::sync::Mutex<HashMap<String, routes::PriorityBook>>,
     /// Resolves images outside ECR (None: such an image stays unpinned).
     registry: Option<Arc<crate::image::RegistryClient>>,
     /// When the image may be resolved again after a failure (0: now).

@@ -84,21 +84,9 @@ impl Reconciler {
         if !dry_run && self.sleep_idle_users(&users, now).await {
             users = inner.store.list_users().await?;
         }
-        let intents: Vec<UserIntent> = users
-            .iter()
-            .map(|u| UserIntent {
-                user: u.user_id.clone(),
-                tier: u.tier.clone(),
-                state: u.state,
-                instance: u.instance_id.clone(),
-                requested_at: u.requested_at,
-                tearing_down: u.teardown.is_some(),
-                moving_to: u.move_target().cloned(),
-                zone: u.workspace.as_ref().map(|w| w.availability_zone.clone()),
-                relocating: u.workspace.as_ref().is_some_and(|w| w.relocation.is_some()),
-            })
-            .collect();
+        let intents: Vec<UserIntent> = users.iter().map(intent_of).collect();
         let unserved = export_gauges(&ledger, &users, &policy);
+        super::routes::export_shard_gauges(&users, &policy.shards);
         self.track_unserved(&unserved, now);
 
         let mut conditions = self.conditions().snapshot(now);
@@ -107,7 +95,10 @@ impl Reconciler {
         actions.retain(|a| !matches!(a, Action::Launch { tier, .. } if launching.contains(tier)));
         // Work in flight brings the next pass sooner: actions, instances on their way in or out,
         // and instances missing from the last listing (to confirm or clear the miss).
-        let in_flight = !actions.is_empty()
+        // (A user waiting for route capacity is not: a release or an expiring mark wakes it.)
+        let in_flight = actions
+            .iter()
+            .any(|a| !matches!(a, Action::AwaitRoute { .. }))
             || acted_on_notices
             || !launching.is_empty()
             || ledger.iter().any(|r| {
@@ -287,4 +278,20 @@ fn export_gauges(ledger: &[InstanceRecord], users: &[UserRecord], policy: &Polic
         .collect();
     metrics::gauge!("spotpool_users_unserved").set(unserved.len() as f64);
     unserved
+}
+
+/// What `plan` needs of a user's row.
+fn intent_of(u: &crate::store::UserRecord) -> UserIntent {
+    UserIntent {
+        user: u.user_id.clone(),
+        tier: u.tier.clone(),
+        state: u.state,
+        instance: u.instance_id.clone(),
+        requested_at: u.requested_at,
+        tearing_down: u.teardown.is_some(),
+        moving_to: u.move_target().cloned(),
+        zone: u.workspace.as_ref().map(|w| w.availability_zone.clone()),
+        relocating: u.workspace.as_ref().is_some_and(|w| w.relocation.is_some()),
+        shard: u.shard.clone(),
+    }
 }

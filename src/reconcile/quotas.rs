@@ -66,6 +66,13 @@ impl Reconciler {
             let used = usage.get(quota).copied().unwrap_or(0.0);
             metrics::gauge!("spotpool_quota_headroom", "quota" => quota.label()).set(limit - used);
         }
+        // The load balancers' quotas bound every shard and all of them together.
+        let quota = |q: Quota| limits.get(&q).map(|v| *v as u32);
+        let per_alb = match (quota(Quota::RulesPerAlb), quota(Quota::TargetGroupsPerAlb)) {
+            (Some(rules), Some(groups)) => Some(rules.min(groups)),
+            (rules, groups) => rules.or(groups),
+        };
+        self.conditions().route_quotas = (per_alb, quota(Quota::TargetGroupsPerRegion));
         let shortfalls = spot_shortfalls(&sizes, &vcpus, &limits);
         Ok(QuotaReport { limits, shortfalls })
     }
@@ -157,7 +164,7 @@ impl Reconciler {
             (Quota::TargetGroupsPerRegion, groups),
             (
                 Quota::AlbsPerRegion,
-                self.inner.config.listener_arns.len() as f64,
+                self.inner.config.policy.shards.len() as f64,
             ),
         ] {
             usage.insert(quota, used);

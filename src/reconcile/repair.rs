@@ -180,8 +180,8 @@ impl Reconciler {
         let inner = &self.inner;
         let cloud = &inner.cloud;
         let mut rules = Vec::new();
-        for listener in &inner.config.listener_arns {
-            rules.extend(cloud.list_pool_rules(listener).await?);
+        for shard in &inner.config.policy.shards {
+            rules.extend(cloud.list_pool_rules(&shard.listener_arn).await?);
         }
         let groups = cloud.list_pool_target_groups().await?;
         let secrets = cloud.list_pool_secrets().await?;

@@ -62,6 +62,14 @@ impl Reconciler {
             match result {
                 Ok(StepResult::Done) => {}
                 Ok(StepResult::Waiting) => return Ok(()),
+                // A load balancer at its limits: the user waits for room, the claim has not
+                // failed.
+                Err(StepError::Cloud(error))
+                    if machine == Machine::Claim
+                        && error.kind == crate::cloud::CloudErrorKind::RouteCapacity =>
+                {
+                    return self.route_refused(user_id, error).await;
+                }
                 Err(StepError::Cloud(error)) => {
                     let deadline = self.inner.config.claim_step_deadline.as_millis() as Millis;
                     if error.kind.is_retryable() && self.now() - step_started <= deadline {

@@ -11,7 +11,7 @@
 //! resumes the same undo on the next pass instead of the claim.
 
 use super::workspace::Progress;
-use super::{Reconciler, StepError, route_path, target_group_name};
+use super::{Reconciler, StepError, target_group_name};
 use crate::cloud::{RuleAction, tags};
 use crate::model::{
     ClaimProgress, Event, InstanceStatus, Millis, Routing, TeardownKind, UserId, UserState,
@@ -21,10 +21,17 @@ use crate::store::UserRecord;
 /// What a teardown was asked to do; a rollback carries its cause.
 #[derive(Debug, Clone, PartialEq)]
 enum Teardown {
-    Rollback { cause: String },
+    Rollback {
+        cause: String,
+    },
     Recover,
     Release,
     Sleep,
+    /// The load balancer refused the route before it existed (`cause`): the user waits for
+    /// route capacity.
+    NoRoute {
+        cause: String,
+    },
 }
 
 /// The response a sleeping user's route gives.
@@ -39,6 +46,7 @@ impl Teardown {
             Teardown::Recover => TeardownKind::Recover,
             Teardown::Release => TeardownKind::Release,
             Teardown::Sleep => TeardownKind::Sleep,
+            Teardown::NoRoute { .. } => TeardownKind::NoRoute,
         }
     }
 }
@@ -51,6 +59,16 @@ impl Reconciler {
         cause: String,
     ) -> Result<(), StepError> {
         self.teardown_user(user, Teardown::Rollback { cause }).await
+    }
+
+    /// The user's load balancer refused its route: undo (the instance goes back to the pool:
+    /// nothing ran there), then wait for route capacity (no attempt used).
+    pub(super) async fn undo_for_route(
+        &self,
+        user: &UserId,
+        cause: String,
+    ) -> Result<(), StepError> {
+        self.teardown_user(user, Teardown::NoRoute { cause }).await
     }
 
     /// The user's instance vanished: undo, then queue the user first in line (no attempt used).
@@ -82,14 +100,20 @@ impl Reconciler {
             (_, _, Some(TeardownKind::Rollback)) => Teardown::Rollback {
                 cause: user.error.clone().unwrap_or_default(),
             },
+            (_, _, Some(TeardownKind::NoRoute)) => Teardown::NoRoute {
+                cause: user.error.clone().unwrap_or_default(),
+            },
             (_, _, Some(_)) => Teardown::Recover,
             (mode, _, None) => mode.clone(),
         };
         let kind = mode.kind();
-        if matches!(mode, Teardown::Rollback { .. } | Teardown::Recover) && user.teardown.is_none()
+        if matches!(
+            mode,
+            Teardown::Rollback { .. } | Teardown::Recover | Teardown::NoRoute { .. }
+        ) && user.teardown.is_none()
         {
             user.teardown = Some(kind);
-            if let Teardown::Rollback { cause } = &mode {
+            if let Teardown::Rollback { cause } | Teardown::NoRoute { cause } = &mode {
                 user.error = Some(cause.clone());
             }
             user.updated_at = now;
@@ -184,6 +208,22 @@ impl Reconciler {
                     }
                 }
             }
+            Teardown::NoRoute { cause } => {
+                // Never routed (a workspace is made only once the route is): placed anew,
+                // wherever there is room. Once routed, the user's url is out there: it waits
+                // for room on its own shard.
+                if user.workspace.is_none() {
+                    user.shard = None;
+                }
+                user.state = UserState::Queued;
+                user.error = Some(crate::model::NO_ROUTE_CAPACITY.into());
+                metrics::counter!("spotpool_claims_total", "outcome" => "no_route").increment(1);
+                Event::RouteRefused {
+                    shard: user.shard.clone(),
+                    cause,
+                    held_for: inner.config.capacity_ttl,
+                }
+            }
             Teardown::Recover | Teardown::Release => {
                 // The user keeps their place in the queue (requested_at is unchanged).
                 user.state = UserState::Queued;
@@ -253,11 +293,11 @@ impl Reconciler {
     /// group, by ARN or by its deterministic name.
     async fn remove_route(&self, user: &UserRecord) -> Result<(), StepError> {
         let cloud = &self.inner.cloud;
-        let path = route_path(&user.route);
+        let wanted = self.rule_match_of(user);
         let mut rules: Vec<String> = user.routing.rule_arn.iter().cloned().collect();
         if let Some(listener) = &user.routing.listener_arn {
             for rule in cloud.describe_rules(listener).await? {
-                if rule.path_patterns.contains(&path) && !rules.contains(&rule.arn) {
+                if rule.matches(&wanted) && !rules.contains(&rule.arn) {
                     rules.push(rule.arn);
                 }
             }

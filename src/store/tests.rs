@@ -65,8 +65,8 @@ async fn an_instance_is_assigned_to_exactly_one_user() {
     let instance = InstanceId("i-1".into());
     let alice = UserId::parse("alice").unwrap();
     let bob = UserId::parse("bob").unwrap();
-    assert!(store.assign(&alice, &instance, 20).await.unwrap());
-    assert!(!store.assign(&bob, &instance, 20).await.unwrap());
+    assert!(store.assign(&alice, &instance, "s0", 20).await.unwrap());
+    assert!(!store.assign(&bob, &instance, "s0", 20).await.unwrap());
     let bob_row = store.get_user(&bob).await.unwrap().unwrap();
     assert_eq!(bob_row.state, UserState::Queued);
     assert_eq!(bob_row.instance_id, None);
@@ -113,6 +113,50 @@ async fn rule_priorities_are_unique_per_listener() {
     bob.routing.rule_priority = Some(7);
     assert!(store.update_user(&mut bob).await.is_err());
     assert_eq!(store.used_priorities("arn:l").await.unwrap(), vec![7]);
+}
+
+#[tokio::test]
+async fn users_are_counted_per_shard_and_routed_users_placed_on_their_listeners_shard() {
+    let store = store().await;
+    for (id, route) in [("alice", "r1"), ("bob", "r2"), ("cyd", "r3")] {
+        store.insert_user(&user(id, route)).await.unwrap();
+    }
+    // alice and bob were routed before shards existed; cyd never was.
+    for (id, listener) in [("alice", "arn:l0"), ("bob", "arn:l1")] {
+        let mut row = store
+            .get_user(&UserId::parse(id).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        row.routing.listener_arn = Some(listener.into());
+        assert!(store.update_user(&mut row).await.unwrap());
+    }
+    let shards = [
+        ("default".to_string(), "arn:l0".to_string()),
+        ("other".to_string(), "arn:l1".to_string()),
+    ];
+    assert_eq!(store.place_routed_users(&shards).await.unwrap(), 2);
+    assert_eq!(store.place_routed_users(&shards).await.unwrap(), 0, "once");
+    let mut counts = store.users_per_shard().await.unwrap();
+    counts.sort();
+    assert_eq!(
+        counts,
+        vec![("default".to_string(), 1), ("other".to_string(), 1)]
+    );
+    // A claim places the user with its spare, in the same transaction.
+    store.put_instance(&available("i-1")).await.unwrap();
+    let cyd = UserId::parse("cyd").unwrap();
+    assert!(
+        store
+            .assign(&cyd, &InstanceId("i-1".into()), "other", 20)
+            .await
+            .unwrap()
+    );
+    let row = store.get_user(&cyd).await.unwrap().unwrap();
+    assert_eq!(row.shard.as_deref(), Some("other"));
+    let mut counts = store.users_per_shard().await.unwrap();
+    counts.sort();
+    assert_eq!(counts[1], ("other".to_string(), 2));
 }
 
 fn notice(event_id: &str, kind: NoticeKind, event_time: Millis) -> InterruptionNotice {

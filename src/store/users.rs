@@ -23,6 +23,9 @@ pub struct UserRecord {
     pub instance_id: Option<InstanceId>,
     /// The claim of that instance; kept after `ready` (its command says the instance is dirty).
     pub claim: Option<ClaimProgress>,
+    /// The shard (load balancer) the user is routed through: placed at the first claim, for
+    /// life.
+    pub shard: Option<String>,
     /// The user's rule and target group.
     pub routing: Routing,
     /// An undo under way (rollback or recover; a release is the `deleting` state).
@@ -70,6 +73,7 @@ impl UserRecord {
             secret_arn: Some(secret_arn),
             instance_id: None,
             claim: None,
+            shard: None,
             routing: Routing::default(),
             teardown: None,
             moving: None,
@@ -118,6 +122,7 @@ struct UserColumns {
     command_sent_at: Option<Millis>,
     target_group_arn: Option<String>,
     listener_arn: Option<String>,
+    shard: Option<String>,
     rule_priority: Option<i64>,
     rule_arn: Option<String>,
     teardown: Option<String>,
@@ -185,6 +190,7 @@ impl From<&UserRecord> for UserColumns {
             command_sent_at,
             target_group_arn: user.routing.target_group_arn.clone(),
             listener_arn: user.routing.listener_arn.clone(),
+            shard: user.shard.clone(),
             rule_priority: user.routing.rule_priority.map(i64::from),
             rule_arn: user.routing.rule_arn.clone(),
             teardown: user.teardown.map(|t| t.as_str().into()),
@@ -300,6 +306,7 @@ impl TryFrom<UserColumns> for UserRecord {
             secret_arn: row.secret_arn,
             instance_id: row.instance_id.map(InstanceId),
             claim,
+            shard: row.shard,
             routing: Routing {
                 listener_arn: row.listener_arn,
                 rule_priority: row.rule_priority.map(|p| p as u32),
@@ -384,6 +391,7 @@ impl Store {
             command_sent_at,
             target_group_arn,
             listener_arn,
+            shard,
             rule_priority,
             rule_arn,
             teardown,
@@ -504,21 +512,24 @@ impl Store {
         Ok(result.rows_affected() == 1)
     }
 
-    /// Atomically gives an `available` instance to a `queued` user: both change or neither does.
-    /// Returns false if either has moved on (another pass, a DELETE) in the meantime.
+    /// Atomically gives an `available` instance to a `queued` user, placed on `shard` (its own
+    /// already, or the one `plan` chose with it): both change or neither does. Returns false if
+    /// either has moved on (another pass, a DELETE) in the meantime.
     pub async fn assign(
         &self,
         user: &UserId,
         instance: &InstanceId,
+        shard: &str,
         now: Millis,
     ) -> StoreResult<bool> {
         self.take_spare(
             "UPDATE users SET state = 'provisioning', instance_id = $1, claim_step = 'assigned',
                 command_id = NULL, command_sent_at = NULL, error = NULL, claimed_at = $2,
-                updated_at = $2, version = version + 1
+                updated_at = $2, shard = $4, version = version + 1
              WHERE user_id = $3 AND state = 'queued' AND instance_id IS NULL",
             user,
             instance,
+            Some(shard),
             now,
         )
         .await
@@ -538,19 +549,21 @@ impl Store {
              WHERE user_id = $3 AND state = 'migrating' AND move_instance_id IS NULL",
             user,
             instance,
+            None,
             now,
         )
         .await
     }
 
     /// One transaction: the spare goes `available` → `assigned` and `user_update` ($1 the
-    /// instance, $2 now, $3 the user) hands it to the user; false, with nothing changed, if
-    /// either row was not in the expected state.
+    /// instance, $2 now, $3 the user, $4 the shard) hands it to the user; false, with nothing
+    /// changed, if either row was not in the expected state.
     async fn take_spare(
         &self,
         user_update: &'static str,
         user: &UserId,
         instance: &InstanceId,
+        shard: Option<&str>,
         now: Millis,
     ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
@@ -566,12 +579,14 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        let claimed = sqlx::query(user_update)
+        let mut claim = sqlx::query(user_update)
             .bind(&instance.0)
             .bind(now)
-            .bind(user.as_str())
-            .execute(&mut *tx)
-            .await?;
+            .bind(user.as_str());
+        if let Some(shard) = shard {
+            claim = claim.bind(shard);
+        }
+        let claimed = claim.execute(&mut *tx).await?;
         if claimed.rows_affected() != 1 {
             tx.rollback().await?;
             return Ok(false);
@@ -593,16 +608,34 @@ impl Store {
             .collect()
     }
 
-    /// How many users each listener carries, to shard new users onto the least loaded.
-    pub async fn users_per_listener(&self) -> StoreResult<Vec<(String, i64)>> {
+    /// The users placed on each shard, failed ones aside (their routes were undone).
+    pub async fn users_per_shard(&self) -> StoreResult<Vec<(String, i64)>> {
         let rows = sqlx::query(
-            "SELECT listener_arn, COUNT(*) AS n FROM users WHERE listener_arn IS NOT NULL
-             GROUP BY listener_arn",
+            "SELECT shard, COUNT(*) AS n FROM users WHERE shard IS NOT NULL AND state <> 'failed'
+             GROUP BY shard",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("listener_arn")?, r.try_get("n")?)))
+            .map(|r| Ok((r.try_get("shard")?, r.try_get("n")?)))
             .collect()
+    }
+
+    /// Places the users routed before shards existed on the shard of their recorded listener
+    /// (`(name, listener ARN)` pairs); returns how many rows changed.
+    pub async fn place_routed_users(&self, shards: &[(String, String)]) -> StoreResult<u64> {
+        let mut placed = 0;
+        for (name, listener) in shards {
+            placed += sqlx::query(
+                "UPDATE users SET shard = $1, version = version + 1
+                 WHERE shard IS NULL AND listener_arn = $2",
+            )
+            .bind(name)
+            .bind(listener)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
+        Ok(placed)
     }
 }

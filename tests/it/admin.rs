@@ -45,7 +45,7 @@ async fn plant(world: &World) -> Planted {
         .create_rule(
             LISTENER,
             4242,
-            "/ghost0000ghost000/*",
+            &spotpool::model::RuleMatch::Path("/ghost0000ghost000/*".into()),
             &group,
             &pool_tags("ghost"),
         )

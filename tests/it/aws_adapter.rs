@@ -8,7 +8,7 @@ use spotpool::cloud::{
     Cloud, CloudErrorKind, CommandStatus, HealthCheck, LaunchRequest, Lifecycle, RuleAction,
     SnapshotState, Tags, TargetGroupMetric, VolumeRequest, VolumeState, tags,
 };
-use spotpool::model::{InstanceId, InstanceStatus};
+use spotpool::model::{InstanceId, InstanceStatus, RuleMatch};
 use std::time::Duration;
 
 const POOL: &str = "test-pool";
@@ -631,13 +631,25 @@ async fn create_rule_at_a_taken_priority_is_a_conflict() {
     let listener = &world.infra.listener_arn;
     world
         .cloud
-        .create_rule(listener, 10, "/alice/*", &group, &Tags::new())
+        .create_rule(
+            listener,
+            10,
+            &RuleMatch::Path("/alice/*".into()),
+            &group,
+            &Tags::new(),
+        )
         .await
         .expect("creating the first rule");
 
     let err = world
         .cloud
-        .create_rule(listener, 10, "/bob/*", &group, &Tags::new())
+        .create_rule(
+            listener,
+            10,
+            &RuleMatch::Path("/bob/*".into()),
+            &group,
+            &Tags::new(),
+        )
         .await
         .expect_err("a second rule at the same priority");
 
@@ -655,11 +667,23 @@ async fn describe_rules_lists_each_rule_with_its_path_and_target_group() {
     let bob_group = world.target_group("sp-bob").await;
     let tags = tags_of(&[(tags::USER_ID, "alice")]);
     let alice_rule = cloud
-        .create_rule(listener, 5, "/alice/*", &alice_group, &tags)
+        .create_rule(
+            listener,
+            5,
+            &RuleMatch::Path("/alice/*".into()),
+            &alice_group,
+            &tags,
+        )
         .await
         .expect("creating alice's rule");
     let bob_rule = cloud
-        .create_rule(listener, 6, "/bob/*", &bob_group, &Tags::new())
+        .create_rule(
+            listener,
+            6,
+            &RuleMatch::Path("/bob/*".into()),
+            &bob_group,
+            &Tags::new(),
+        )
         .await
         .expect("creating bob's rule");
 
@@ -694,7 +718,13 @@ async fn delete_rule_and_delete_target_group_twice_succeed() {
     let group = world.target_group("sp-gone").await;
     let rule = world
         .cloud
-        .create_rule(listener, 20, "/gone/*", &group, &Tags::new())
+        .create_rule(
+            listener,
+            20,
+            &RuleMatch::Path("/gone/*".into()),
+            &group,
+            &Tags::new(),
+        )
         .await
         .expect("creating the rule");
 
@@ -753,15 +783,33 @@ async fn pool_listings_return_only_resources_tagged_for_this_pool() {
         .expect("creating their group");
     let untagged_group = world.target_group("sp-untagged").await;
     let our_rule = cloud
-        .create_rule(listener, 7, "/ours/*", &our_group, &ours)
+        .create_rule(
+            listener,
+            7,
+            &RuleMatch::Path("/ours/*".into()),
+            &our_group,
+            &ours,
+        )
         .await
         .expect("creating our rule");
     cloud
-        .create_rule(listener, 8, "/theirs/*", &their_group, &theirs)
+        .create_rule(
+            listener,
+            8,
+            &RuleMatch::Path("/theirs/*".into()),
+            &their_group,
+            &theirs,
+        )
         .await
         .expect("creating their rule");
     cloud
-        .create_rule(listener, 9, "/untagged/*", &untagged_group, &Tags::new())
+        .create_rule(
+            listener,
+            9,
+            &RuleMatch::Path("/untagged/*".into()),
+            &untagged_group,
+            &Tags::new(),
+        )
         .await
         .expect("creating an untagged rule");
     let our_secret = cloud
@@ -1009,7 +1057,7 @@ async fn a_rule_answers_a_fixed_response_then_forwards_again() {
         .create_rule(
             &world.infra.listener_arn,
             7,
-            "/sleepy/*",
+            &RuleMatch::Path("/sleepy/*".into()),
             &group,
             &Tags::new(),
         )

@@ -159,11 +159,11 @@ impl Cloud for Crashing {
         &self,
         listener_arn: &str,
         priority: u32,
-        path_pattern: &str,
+        condition: &spotpool::model::RuleMatch,
         target_group_arn: &str,
         tags: &Tags,
     ) -> CloudResult<String> {
-        forward!(self.create_rule(listener_arn, priority, path_pattern, target_group_arn, tags))
+        forward!(self.create_rule(listener_arn, priority, condition, target_group_arn, tags))
     }
     async fn delete_rule(&self, rule_arn: &str) -> CloudResult<()> {
         forward!(self.delete_rule(rule_arn))

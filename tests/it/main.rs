@@ -7,6 +7,8 @@
 //! - `aws_adapter`: `AwsCloud` against moto through the real SDK path.
 //! - `interruptions`: the interruption queue consumer against an SQS queue in moto.
 //! - `e2e`: moto, the minimal infrastructure and the real `spotpool` binary (`daemon`).
+//! - `e2e_shards`: the same with two load balancers as two `[[shard]]` tables (path and host
+//!   routing): six users placed three and three, the seventh waits as `no_route_capacity`.
 //! - `fault_proxy`: the same, with a proxy in front of moto that answers a share of the calls
 //!   with throttling errors and 500s.
 //! - `workspace`: users' EBS workspaces on the fake: claims, moves, sleep and wake, recovery,
@@ -17,6 +19,9 @@
 //!   (`iam_requests`) and linted with parliament.
 //! - `tls`: the binary serving its API over HTTPS, the CLI as its client, certificate reloads.
 //! - `quotas`: account quotas on the fake: launches a quota refuses, the start-up check.
+//! - `shards`: users spread over load balancers on the fake (which enforces AWS's load balancer
+//!   limits): `no_route_capacity`, a load balancer's refusal that spends no instance, host
+//!   routing.
 //! - `images`: the container image pinned by digest on the fake: once per image string, probes
 //!   and starts by digest, a registry outage.
 
@@ -26,6 +31,7 @@ mod aws_adapter;
 mod crash;
 mod daemon;
 mod e2e;
+mod e2e_shards;
 mod fault_proxy;
 mod faults;
 mod iam_policy;
@@ -34,6 +40,7 @@ mod images;
 mod interruptions;
 mod quotas;
 mod reconcile;
+mod shards;
 mod spot;
 mod spot_sim;
 mod support;

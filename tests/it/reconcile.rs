@@ -101,7 +101,10 @@ async fn claims_become_ready_with_tags_route_and_secret_and_the_pool_refills() {
             .into_iter()
             .find(|r| r.target_group_arn == group.arn)
             .unwrap();
-        assert_eq!(rule.path_pattern, format!("/{route}/*"));
+        assert_eq!(
+            rule.condition,
+            spotpool::model::RuleMatch::Path(format!("/{route}/*"))
+        );
         assert_eq!(rule.listener_arn, LISTENER);
 
         let (_, secret) = world
@@ -559,7 +562,10 @@ async fn rotating_secrets_of_a_user_whose_secret_is_gone_is_a_409_and_creates_no
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_puts_and_some_deletes_give_each_user_exactly_one_instance() {
     use std::sync::Arc;
-    let world = Arc::new(World::on_disk(2, 600).await);
+    // 500 users need six load balancers' worth of routes.
+    let mut config = crate::world::reconciler_config(2, 600);
+    config.policy.shards = crate::world::shards(6, 100);
+    let world = Arc::new(World::on_disk_with(config).await);
     world.run_until_quiet(20).await;
 
     // 500 users, each PUT twice, interleaved; every 5th user is also deleted concurrently.

@@ -64,6 +64,23 @@ pub fn test_config(spare_count: u32, max_instances: u32) -> Config {
     .expect("the test settings are valid")
 }
 
+/// `n` path-routed shards of `capacity` users, each on a load balancer of its own (the fake
+/// enforces AWS's limits per load balancer): for worlds of more users than one holds.
+pub fn shards(n: usize, capacity: u32) -> Vec<spotpool::model::Shard> {
+    (0..n)
+        .map(|i| spotpool::model::Shard {
+            name: format!("shard-{i}"),
+            listener_arn: format!(
+                "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/alb-{i}/{i}/1"
+            ),
+            routing: spotpool::model::RouteMode::Path,
+            base_url: format!("https://shard-{i}.agents.example.com"),
+            domain: None,
+            capacity,
+        })
+        .collect()
+}
+
 /// The reconciler's configuration for a test world: the daemon's, from [`test_config`].
 pub fn reconciler_config(spare_count: u32, max_instances: u32) -> ReconcilerConfig {
     App::reconciler_config(&test_config(spare_count, max_instances))
@@ -122,6 +139,11 @@ impl World {
 
     /// A world over a database file, so a second reconciler can be started over the same store.
     pub async fn on_disk(spare_count: u32, max_instances: u32) -> World {
+        World::on_disk_with(reconciler_config(spare_count, max_instances)).await
+    }
+
+    /// A world over a database file with the reconciler configuration `config`.
+    pub async fn on_disk_with(config: ReconcilerConfig) -> World {
         let path = temp_db();
         let store = Store::open(&format!("sqlite://{}", path.display()))
             .await
@@ -129,7 +151,7 @@ impl World {
         World::build(
             store,
             Arc::new(FakeCloud::default()),
-            reconciler_config(spare_count, max_instances),
+            config,
             Some(path),
             start_clock(),
         )
@@ -430,7 +452,7 @@ impl World {
             assert!(
                 rule_arns.contains(rule.arn.as_str()),
                 "leaked rule {}",
-                rule.path_pattern
+                rule.condition.value()
             );
         }
         // Every volume is a user's workspace (or the copy of one being relocated), attached at

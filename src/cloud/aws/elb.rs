@@ -12,7 +12,7 @@ use crate::cloud::{
     CloudError, CloudErrorKind, CloudResult, HealthCheck, PoolResource, RuleAction, RuleInfo, Tags,
     tags,
 };
-use crate::model::InstanceId;
+use crate::model::{InstanceId, RuleMatch};
 use std::collections::BTreeMap;
 
 /// DescribeRules' largest page. AWS accepts 1..=400.
@@ -221,13 +221,23 @@ impl AwsCloud {
         &self,
         listener_arn: &str,
         priority: u32,
-        path_pattern: &str,
+        condition: &RuleMatch,
         target_group_arn: &str,
         tags: &Tags,
     ) -> CloudResult<String> {
         use aws_sdk_elasticloadbalancingv2::types::{
-            Action, ActionTypeEnum, PathPatternConditionConfig, RuleCondition,
+            Action, ActionTypeEnum, HostHeaderConditionConfig, PathPatternConditionConfig,
+            RuleCondition,
         };
+        let rule_condition = match condition {
+            RuleMatch::Path(path) => RuleCondition::builder()
+                .field("path-pattern")
+                .path_pattern_config(PathPatternConditionConfig::builder().values(path).build()),
+            RuleMatch::Host(host) => RuleCondition::builder()
+                .field("host-header")
+                .host_header_config(HostHeaderConditionConfig::builder().values(host).build()),
+        }
+        .build();
         let priority_i32 = i32::try_from(priority).map_err(|_| {
             CloudError::new(
                 CloudErrorKind::Fatal,
@@ -243,16 +253,7 @@ impl AwsCloud {
                 .create_rule()
                 .listener_arn(listener_arn)
                 .priority(priority_i32)
-                .conditions(
-                    RuleCondition::builder()
-                        .field("path-pattern")
-                        .path_pattern_config(
-                            PathPatternConditionConfig::builder()
-                                .values(path_pattern)
-                                .build(),
-                        )
-                        .build(),
-                )
+                .conditions(rule_condition)
                 .actions(
                     Action::builder()
                         .r#type(ActionTypeEnum::Forward)
@@ -266,7 +267,7 @@ impl AwsCloud {
         .map_err(|err| {
             with_context(
                 err,
-                format!("creating rule {path_pattern} at priority {priority}"),
+                format!("creating rule {} at priority {priority}", condition.value()),
             )
         })?;
         output
@@ -374,8 +375,8 @@ impl AwsCloud {
             // The default rule has no priority and is never ours.
             .filter(|rule| rule.priority.is_some())
             .map(|rule| {
-                let path = rule.path_patterns.first().cloned().unwrap_or_default();
-                (rule.arn, path)
+                let name = rule.condition_text();
+                (rule.arn, name)
             })
             .collect();
         self.only_ours(found).await
@@ -485,16 +486,26 @@ fn rule_info(rule: &aws_sdk_elasticloadbalancingv2::types::Rule) -> CloudResult<
         })?),
     };
     let mut path_patterns = Vec::new();
+    let mut host_headers = Vec::new();
     for condition in rule.conditions() {
-        if condition.field() != Some("path-pattern") {
-            continue;
+        match condition.field() {
+            Some("path-pattern") => {
+                if let Some(config) = condition.path_pattern_config() {
+                    path_patterns.extend(config.values().iter().cloned());
+                }
+                path_patterns.extend(condition.values().iter().cloned());
+            }
+            Some("host-header") => {
+                if let Some(config) = condition.host_header_config() {
+                    host_headers.extend(config.values().iter().cloned());
+                }
+                host_headers.extend(condition.values().iter().cloned());
+            }
+            _ => {}
         }
-        if let Some(config) = condition.path_pattern_config() {
-            path_patterns.extend(config.values().iter().cloned());
-        }
-        path_patterns.extend(condition.values().iter().cloned());
     }
     path_patterns.dedup();
+    host_headers.dedup();
     let mut target_group_arns: Vec<String> = Vec::new();
     for action in rule.actions() {
         if action.r#type() != Some(&aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum::Forward)
@@ -521,6 +532,7 @@ fn rule_info(rule: &aws_sdk_elasticloadbalancingv2::types::Rule) -> CloudResult<
         arn,
         priority,
         path_patterns,
+        host_headers,
         target_group_arns,
     })
 }
@@ -588,6 +600,7 @@ mod tests {
         let info = rule_info(&rule).unwrap();
         assert_eq!(info.priority, Some(7));
         assert_eq!(info.path_patterns, vec!["/a/*", "/b/*"]);
+        assert_eq!(info.host_headers, vec!["x.example"]);
         assert_eq!(info.target_group_arns, vec!["arn:tg1", "arn:tg2"]);
 
         let default = Rule::builder()

@@ -56,10 +56,21 @@ const ERROR_CODES: &[(&str, CloudErrorKind)] = &[
     ("MaxSpotInstanceCountExceeded", CloudErrorKind::Quota),
     ("VcpuLimitExceeded", CloudErrorKind::Quota),
     ("InstanceLimitExceeded", CloudErrorKind::Quota),
-    ("TooManyTargetGroups", CloudErrorKind::Quota),
-    ("TooManyRules", CloudErrorKind::Quota),
     ("TooManyLoadBalancers", CloudErrorKind::Quota),
-    ("TooManyTargets", CloudErrorKind::Quota),
+    // A load balancer's limits (rules, target groups, targets per load balancer: that shard is
+    // full) or the region's target groups (every shard is): the user waits for route capacity,
+    // the claim has not failed (issue 11).
+    ("TooManyRules", CloudErrorKind::RouteCapacity),
+    (
+        "TooManyUniqueTargetGroupsPerLoadBalancer",
+        CloudErrorKind::RouteCapacity,
+    ),
+    ("TooManyTargets", CloudErrorKind::RouteCapacity),
+    (
+        "TooManyRegistrationsForTargetId",
+        CloudErrorKind::RouteCapacity,
+    ),
+    ("TooManyTargetGroups", CloudErrorKind::RouteCapacity),
     ("UnfulfillableCapacity", CloudErrorKind::Capacity),
     ("ReservationCapacityExceeded", CloudErrorKind::Capacity),
     // The instance type is not offered in this zone.
@@ -300,7 +311,10 @@ mod tests {
             ("SpotMaxPriceTooLow", Capacity),
             ("MaxSpotInstanceCountExceeded", Quota),
             ("VcpuLimitExceeded", Quota),
-            ("TooManyTargetGroups", Quota),
+            ("TooManyTargetGroups", RouteCapacity),
+            ("TooManyRules", RouteCapacity),
+            ("TooManyUniqueTargetGroupsPerLoadBalancer", RouteCapacity),
+            ("TooManyTargets", RouteCapacity),
             ("NoSuchResourceException", NotFound),
             ("InsufficientHostCapacity", Capacity),
             ("Unsupported", Capacity),

@@ -334,11 +334,11 @@ impl Cloud for AwsCloud {
         &self,
         listener_arn: &str,
         priority: u32,
-        path_pattern: &str,
+        condition: &crate::model::RuleMatch,
         target_group_arn: &str,
         tags: &Tags,
     ) -> CloudResult<String> {
-        self.elb_create_rule(listener_arn, priority, path_pattern, target_group_arn, tags)
+        self.elb_create_rule(listener_arn, priority, condition, target_group_arn, tags)
             .await
     }
 

@@ -8,7 +8,7 @@
 
 use super::{
     FakeCloud, FakeCommand, FakeInstance, FakeRule, FakeSecret, FakeTargetGroup, Timeline,
-    group_healthy_from,
+    elb_limits, group_healthy_from,
 };
 use crate::cloud::limit::RetryMeter;
 use crate::cloud::{
@@ -17,7 +17,7 @@ use crate::cloud::{
     SnapshotState, Tags, TargetGroupMetric, VolumeRequest, tags,
 };
 use crate::model::quota::Quota;
-use crate::model::{InstanceId, InstanceStatus, Millis};
+use crate::model::{InstanceId, InstanceStatus, Millis, RuleMatch};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -335,6 +335,7 @@ impl Cloud for FakeCloud {
         if let Some(existing) = state.target_groups.values().find(|t| t.name == name) {
             return Ok(existing.arn.clone());
         }
+        elb_limits::check_new_target_group(&state)?;
         let arn = format!(
             "arn:aws:elasticloadbalancing:{}:123456789012:targetgroup/{name}/0123456789abcdef",
             self.region
@@ -376,6 +377,11 @@ impl Cloud for FakeCloud {
             .get_mut(target_group_arn)
             .ok_or_else(|| not_found("RegisterTargets", target_group_arn))?;
         if !group.targets.contains(instance) {
+            elb_limits::check_new_target(&state, target_group_arn)?;
+            let group = state
+                .target_groups
+                .get_mut(target_group_arn)
+                .ok_or_else(|| not_found("RegisterTargets", target_group_arn))?;
             group.targets.push(instance.clone());
             group.registered_at.insert(instance.0.clone(), now);
         }
@@ -441,7 +447,14 @@ impl Cloud for FakeCloud {
             .map(|r| RuleInfo {
                 arn: r.arn.clone(),
                 priority: Some(r.priority),
-                path_patterns: vec![r.path_pattern.clone()],
+                path_patterns: match &r.condition {
+                    RuleMatch::Path(path) => vec![path.clone()],
+                    RuleMatch::Host(_) => Vec::new(),
+                },
+                host_headers: match &r.condition {
+                    RuleMatch::Host(host) => vec![host.clone()],
+                    RuleMatch::Path(_) => Vec::new(),
+                },
                 target_group_arns: vec![r.target_group_arn.clone()],
             })
             .collect())
@@ -451,7 +464,7 @@ impl Cloud for FakeCloud {
         &self,
         listener_arn: &str,
         priority: u32,
-        path_pattern: &str,
+        condition: &RuleMatch,
         target_group_arn: &str,
         new_tags: &Tags,
     ) -> CloudResult<String> {
@@ -471,22 +484,7 @@ impl Cloud for FakeCloud {
         if !state.target_groups.contains_key(target_group_arn) {
             return Err(not_found("CreateRule", target_group_arn));
         }
-        if let Some(sim) = &self.sim {
-            let limit = sim.profile.limits.rules_per_listener;
-            let rules = state
-                .rules
-                .values()
-                .filter(|r| r.listener_arn == listener_arn)
-                .count();
-            if rules >= limit {
-                return Err(CloudError::new(
-                    CloudErrorKind::Fatal,
-                    "CreateRule",
-                    "TooManyRules",
-                    format!("the listener has {rules} rules; the limit is {limit}"),
-                ));
-            }
-        }
+        elb_limits::check_new_rule(&state, listener_arn, target_group_arn)?;
         let active_at = self.effect_at(state.now, |p| p.effects.rule_active);
         state.next_id += 1;
         let arn = format!("{listener_arn}/rule/{:08}", state.next_id);
@@ -496,7 +494,7 @@ impl Cloud for FakeCloud {
                 arn: arn.clone(),
                 listener_arn: listener_arn.to_string(),
                 priority,
-                path_pattern: path_pattern.to_string(),
+                condition: condition.clone(),
                 target_group_arn: target_group_arn.to_string(),
                 fixed_response: None,
                 tags: new_tags.clone(),
@@ -535,7 +533,7 @@ impl Cloud for FakeCloud {
             .filter(|r| r.listener_arn == listener_arn && self.is_ours(&r.tags))
             .map(|r| PoolResource {
                 arn: r.arn.clone(),
-                name: r.path_pattern.clone(),
+                name: r.condition.value().to_string(),
                 created_at: None,
                 tags: r.tags.clone(),
             })

@@ -41,6 +41,7 @@
 
 mod cloud_impl;
 mod ebs;
+mod elb_limits;
 pub mod queue;
 mod quotas;
 mod sim;
@@ -48,6 +49,7 @@ mod sim;
 mod tests;
 
 pub use ebs::{FakeAttachment, FakeSnapshot, FakeVolume};
+pub use elb_limits::RouteLimits;
 pub use sim::SimStats;
 
 use super::profile::Profile;
@@ -113,7 +115,8 @@ pub struct FakeRule {
     pub arn: String,
     pub listener_arn: String,
     pub priority: u32,
-    pub path_pattern: String,
+    /// What the rule matches: a path pattern or a host header.
+    pub condition: crate::model::RuleMatch,
     pub target_group_arn: String,
     /// A fixed response (its status) instead of forwarding (ModifyRule): a sleeping user's.
     pub fixed_response: Option<u16>,
@@ -157,6 +160,8 @@ struct State {
     quotas: BTreeMap<crate::model::quota::Quota, f64>,
     /// ECR images' digests a test set (`set_image_digest`), by `repository:tag`.
     images: BTreeMap<String, String>,
+    /// The load balancer limits CreateTargetGroup, CreateRule and RegisterTargets enforce.
+    route_limits: elb_limits::RouteLimits,
 }
 
 impl State {
@@ -265,6 +270,7 @@ impl FakeCloud {
         {
             let state = fake.state.get_mut().unwrap_or_else(|e| e.into_inner());
             state.no_capacity = profile.capacity_errors.clone();
+            state.route_limits.rules_per_load_balancer = profile.limits.rules_per_listener;
             state.now = SIM_EPOCH;
         }
         fake.sim = Some(Sim::new(profile, seed, SIM_EPOCH));
@@ -296,14 +302,15 @@ impl FakeCloud {
         self.sim.as_ref().map(Sim::stats)
     }
 
-    /// When the rule for `path_pattern` routes to a healthy target: the later of the rule's
-    /// activation and its target's first passing health check. None without such a rule.
-    pub fn routable_at(&self, path_pattern: &str) -> Option<Millis> {
+    /// When the rule matching `condition` (a path pattern, or a host header) routes to a
+    /// healthy target: the later of the rule's activation and its target's first passing health
+    /// check. None without such a rule.
+    pub fn routable_at(&self, condition: &str) -> Option<Millis> {
         let state = self.lock();
         let rule = state
             .rules
             .values()
-            .find(|r| r.path_pattern == path_pattern)?;
+            .find(|r| r.condition.value() == condition)?;
         let healthy = group_healthy_from(&state, &rule.target_group_arn, self.sim.is_some())
             .into_values()
             .min()?;

@@ -113,7 +113,13 @@ async fn a_target_turns_healthy_after_its_groups_health_check_settings() {
     );
 
     cloud
-        .create_rule("listener", 1, "/alice/*", &group, &Tags::new())
+        .create_rule(
+            "listener",
+            1,
+            &crate::model::RuleMatch::Path("/alice/*".into()),
+            &group,
+            &Tags::new(),
+        )
         .await
         .unwrap();
     let active_at = cloud.rules()[0].active_at;

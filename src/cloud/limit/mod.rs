@@ -298,13 +298,13 @@ impl Cloud for Limited {
         &self,
         listener_arn: &str,
         priority: u32,
-        path_pattern: &str,
+        condition: &crate::model::RuleMatch,
         target_group_arn: &str,
         tags: &Tags,
     ) -> CloudResult<String> {
         self.acquire("CreateRule", 1).await;
         self.inner
-            .create_rule(listener_arn, priority, path_pattern, target_group_arn, tags)
+            .create_rule(listener_arn, priority, condition, target_group_arn, tags)
             .await
     }
 

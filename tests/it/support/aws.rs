@@ -201,6 +201,23 @@ impl Aws {
 
     /// (path patterns, forwarded target groups) of every non-default rule on the listener.
     pub async fn rules(&self, listener: &str) -> Vec<(Vec<String>, Vec<String>)> {
+        self.rule_conditions(listener)
+            .await
+            .into_iter()
+            .map(|(conditions, groups)| {
+                let values = conditions.into_iter().flat_map(|(_, v)| v).collect();
+                (values, groups)
+            })
+            .collect()
+    }
+
+    /// (conditions as (field, values), forwarded target groups) of every non-default rule on
+    /// the listener.
+    #[allow(clippy::type_complexity)]
+    pub async fn rule_conditions(
+        &self,
+        listener: &str,
+    ) -> Vec<(Vec<(String, Vec<String>)>, Vec<String>)> {
         let out = self
             .elb
             .describe_rules()
@@ -212,15 +229,19 @@ impl Aws {
             .iter()
             .filter(|r| !r.is_default().unwrap_or(false))
             .map(|r| {
-                let paths = r
+                let conditions = r
                     .conditions()
                     .iter()
-                    .flat_map(|c| {
+                    .map(|c| {
                         let mut values: Vec<String> = c.values().to_vec();
                         if let Some(config) = c.path_pattern_config() {
                             values.extend(config.values().iter().cloned());
                         }
-                        values
+                        if let Some(config) = c.host_header_config() {
+                            values.extend(config.values().iter().cloned());
+                        }
+                        values.dedup();
+                        (c.field().unwrap_or_default().to_string(), values)
                     })
                     .collect();
                 let groups = r
@@ -228,7 +249,7 @@ impl Aws {
                     .iter()
                     .filter_map(|a| a.target_group_arn().map(String::from))
                     .collect();
-                (paths, groups)
+                (conditions, groups)
             })
             .collect()
     }

@@ -69,49 +69,8 @@ impl Infra {
             .expect("the new security group has an id")
             .to_string();
 
-        let alb = elb
-            .create_load_balancer()
-            .name("spotpool-test")
-            .set_subnets(Some(subnet_ids.clone()))
-            .security_groups(&security_group_id)
-            .scheme(LoadBalancerSchemeEnum::InternetFacing)
-            .r#type(LoadBalancerTypeEnum::Application)
-            .send()
-            .await
-            .expect("creating the load balancer");
-        let alb_arn = alb
-            .load_balancers()
-            .first()
-            .and_then(|lb| lb.load_balancer_arn())
-            .expect("the new load balancer has an ARN")
-            .to_string();
-
-        let listener = elb
-            .create_listener()
-            .load_balancer_arn(&alb_arn)
-            .protocol(ProtocolEnum::Http)
-            .port(80)
-            .default_actions(
-                Action::builder()
-                    .r#type(ActionTypeEnum::FixedResponse)
-                    .fixed_response_config(
-                        FixedResponseActionConfig::builder()
-                            .status_code("404")
-                            .content_type("text/plain")
-                            .message_body("not found")
-                            .build(),
-                    )
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("creating the listener");
-        let listener_arn = listener
-            .listeners()
-            .first()
-            .and_then(|listener| listener.listener_arn())
-            .expect("the new listener has an ARN")
-            .to_string();
+        let (alb_arn, listener_arn) =
+            create_load_balancer(&elb, "spotpool-test", &subnet_ids, &security_group_id).await;
 
         let images = ec2
             .describe_images()
@@ -154,6 +113,13 @@ impl Infra {
         }
     }
 
+    /// Another load balancer with an HTTP listener in the same subnets: (its ARN, the
+    /// listener's ARN), for a second shard.
+    pub async fn add_load_balancer(&self, sdk: &SdkConfig, name: &str) -> (String, String) {
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(sdk);
+        create_load_balancer(&elb, name, &self.subnet_ids, &self.security_group_id).await
+    }
+
     /// The daemon's network and template configuration, as environment variables.
     pub fn daemon_env(&self) -> Vec<(String, String)> {
         vec![
@@ -170,4 +136,57 @@ impl Infra {
             ),
         ]
     }
+}
+
+/// An internet-facing ALB named `name` with an HTTP listener on port 80 whose default action
+/// answers 404: (the ALB's ARN, the listener's ARN).
+async fn create_load_balancer(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    name: &str,
+    subnet_ids: &[String],
+    security_group_id: &str,
+) -> (String, String) {
+    let alb = elb
+        .create_load_balancer()
+        .name(name)
+        .set_subnets(Some(subnet_ids.to_vec()))
+        .security_groups(security_group_id)
+        .scheme(LoadBalancerSchemeEnum::InternetFacing)
+        .r#type(LoadBalancerTypeEnum::Application)
+        .send()
+        .await
+        .expect("creating the load balancer");
+    let alb_arn = alb
+        .load_balancers()
+        .first()
+        .and_then(|lb| lb.load_balancer_arn())
+        .expect("the new load balancer has an ARN")
+        .to_string();
+    let listener = elb
+        .create_listener()
+        .load_balancer_arn(&alb_arn)
+        .protocol(ProtocolEnum::Http)
+        .port(80)
+        .default_actions(
+            Action::builder()
+                .r#type(ActionTypeEnum::FixedResponse)
+                .fixed_response_config(
+                    FixedResponseActionConfig::builder()
+                        .status_code("404")
+                        .content_type("text/plain")
+                        .message_body("not found")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("creating the listener");
+    let listener_arn = listener
+        .listeners()
+        .first()
+        .and_then(|listener| listener.listener_arn())
+        .expect("the new listener has an ARN")
+        .to_string();
+    (alb_arn, listener_arn)
 }

@@ -1,0 +1,306 @@
+//! A user's route on its shard (ARCHITECTURE.md, "Shards"): the claim's reservation of the
+//! target group and the listener rule before anything is spent on the instance, the rule's
+//! priority (read once per pass per listener), what a load balancer at its limits does to a claim
+//! (the shard, or the region, is held at the users it has; the user waits, the instance goes back
+//! to the pool), a user no shard has room for (`no_route_capacity`), and the shard gauges.
+
+use super::{Reconciler, StepError, StepOutcome, StepResult, fatal, target_group_name};
+use crate::cloud::{CloudError, CloudErrorKind, RuleAction, tags};
+use crate::model::{
+    ClaimStep, Event, InstanceId, Millis, NO_ROUTE_CAPACITY, RuleMatch, Shard, UserId, UserState,
+};
+use crate::store::{StoreError, UserRecord};
+use std::collections::BTreeMap;
+
+impl Reconciler {
+    /// The configured shard the user is placed on.
+    fn shard_of(&self, user: &UserRecord) -> Result<Shard, StepError> {
+        let name = user.shard.as_deref().unwrap_or_default();
+        self.inner.config.shard(name).cloned().ok_or_else(|| {
+            fatal(
+                "Claim",
+                "NoShard",
+                format!("the user's shard {name:?} is not configured"),
+            )
+        })
+    }
+
+    /// What the user's rule matches on its shard (its path, without a configured shard).
+    pub(super) fn rule_match_of(&self, user: &UserRecord) -> RuleMatch {
+        match user
+            .shard
+            .as_deref()
+            .and_then(|s| self.inner.config.shard(s))
+        {
+            Some(shard) => shard.rule_match(&user.route),
+            None => RuleMatch::Path(super::route_path(&user.route)),
+        }
+    }
+
+    /// The user's target group (`sp-<route>`, created if the row has none yet; AWS returns the
+    /// existing one by name), recorded in `user`.
+    pub(super) async fn ensure_target_group(
+        &self,
+        user: &mut UserRecord,
+        instance: &InstanceId,
+    ) -> Result<String, StepError> {
+        if let Some(arn) = &user.routing.target_group_arn {
+            return Ok(arn.clone());
+        }
+        let config = &self.inner.config;
+        let mut group_tags = self.resource_tags(&user.user_id);
+        group_tags.insert(tags::INSTANCE_ID.into(), instance.0.clone());
+        let arn = self
+            .inner
+            .cloud
+            .create_target_group(
+                &target_group_name(&user.route),
+                config.container_port,
+                &config.health_check,
+                &group_tags,
+            )
+            .await?;
+        // (A crash before the step is saved loses the ARN; teardown then finds the group by its
+        // deterministic name.)
+        user.routing.target_group_arn = Some(arn.clone());
+        Ok(arn)
+    }
+
+    /// The claim's route reservation: the target group (no target yet) and the rule forwarding
+    /// to it on the user's shard, before the workspace and the container. A woken user kept its
+    /// rule ("asleep" meanwhile): it is pointed at the new group.
+    pub(super) async fn reserve_route(
+        &self,
+        mut user: UserRecord,
+        instance: &InstanceId,
+        now: Millis,
+    ) -> StepOutcome {
+        let group = self.ensure_target_group(&mut user, instance).await?;
+        if !self
+            .route_to_group(&mut user, &group, instance, now)
+            .await?
+        {
+            return Ok(StepResult::Waiting);
+        }
+        self.save_claim_step(user, ClaimStep::RouteReserved, instance, now)
+            .await
+    }
+
+    /// Makes the user's rule forward to `group`: the kept rule of a woken user is pointed at it;
+    /// otherwise a rule is created at a free priority of the shard's listener. False when the
+    /// row changed under us or the priority was taken meanwhile (next pass picks again).
+    pub(super) async fn route_to_group(
+        &self,
+        user: &mut UserRecord,
+        group: &str,
+        instance: &InstanceId,
+        now: Millis,
+    ) -> Result<bool, StepError> {
+        let inner = &self.inner;
+        let cloud = &inner.cloud;
+        if let Some(rule) = user.routing.rule_arn.clone() {
+            let forward = RuleAction::Forward {
+                target_group_arn: group.to_string(),
+            };
+            cloud.set_rule_action(&rule, &forward).await?;
+            return Ok(true);
+        }
+        if user.routing.listener_arn.is_none() || user.routing.rule_priority.is_none() {
+            let listener = self.shard_of(user)?.listener_arn;
+            let priority = self.take_priority(&listener).await?;
+            user.routing.listener_arn = Some(listener);
+            user.routing.rule_priority = Some(priority);
+            user.updated_at = now;
+            match inner.store.update_user(user).await {
+                Ok(true) => {}
+                Ok(false) => return Ok(false),
+                // Another process took the same priority first (the unique index decides).
+                Err(StoreError::Conflict(why)) => {
+                    tracing::debug!(user = %user.user_id, why, "rule priority taken meanwhile");
+                    return Ok(false);
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let (Some(listener), Some(priority)) = (
+            user.routing.listener_arn.clone(),
+            user.routing.rule_priority,
+        ) else {
+            return Ok(false);
+        };
+        let condition = self.rule_match_of(user);
+        let mut rule_tags = self.resource_tags(&user.user_id);
+        rule_tags.insert(tags::INSTANCE_ID.into(), instance.0.clone());
+        let rule_arn = match cloud
+            .create_rule(&listener, priority, &condition, group, &rule_tags)
+            .await
+        {
+            Ok(arn) => arn,
+            Err(error) if error.kind == CloudErrorKind::Conflict => {
+                // PriorityInUse: someone else took it. If it is our own rule from before a
+                // crash, adopt it; otherwise forget the priority and pick another next time.
+                let ours = cloud
+                    .describe_rules(&listener)
+                    .await?
+                    .into_iter()
+                    .find(|r| r.priority == Some(priority) && r.matches(&condition));
+                match ours {
+                    Some(rule) => rule.arn,
+                    None => {
+                        user.routing.rule_priority = None;
+                        user.updated_at = now;
+                        inner.store.update_user(user).await?;
+                        return Ok(false);
+                    }
+                }
+            }
+            Err(error) => return Err(error.into()),
+        };
+        user.routing.rule_arn = Some(rule_arn);
+        Ok(true)
+    }
+
+    /// A load balancer (or the region) refused the user's route: the shard takes no more users
+    /// than it holds now for `capacity_ttl` (or until users leave it), and the claim is undone
+    /// with the instance back in the pool; the user waits as `no_route_capacity`.
+    pub(super) async fn route_refused(
+        &self,
+        user_id: &UserId,
+        error: CloudError,
+    ) -> Result<(), StepError> {
+        let shard = match self.inner.store.get_user(user_id).await? {
+            Some(user) => user.shard,
+            None => return Ok(()),
+        };
+        let region = error.code == "TooManyTargetGroups";
+        tracing::warn!(user = %user_id, shard = ?shard, error = %error, "a load balancer refused the route");
+        metrics::counter!("spotpool_route_refusals_total", "code" => error.code.clone())
+            .increment(1);
+        self.undo_for_route(user_id, error.to_string()).await?;
+        // The users each shard holds now, this one aside (its shard was cleared, or it waits).
+        let mut held: BTreeMap<String, u32> = self
+            .inner
+            .store
+            .users_per_shard()
+            .await?
+            .into_iter()
+            .map(|(s, n)| (s, n as u32))
+            .collect();
+        let still_placed = self
+            .inner
+            .store
+            .get_user(user_id)
+            .await?
+            .and_then(|u| u.shard);
+        if let Some(own) = &still_placed
+            && let Some(n) = held.get_mut(own)
+        {
+            *n = n.saturating_sub(1);
+        }
+        let until = self.now() + self.inner.config.capacity_ttl.as_millis() as Millis;
+        let mut conditions = self.conditions();
+        if region {
+            conditions.region_mark = Some((held.values().sum(), until));
+        } else if let Some(name) = shard {
+            let users = held.get(&name).copied().unwrap_or(0);
+            conditions.route_marks.insert(name, (users, until));
+        }
+        Ok(())
+    }
+
+    /// A queued user no shard has room for: it shows `no_route_capacity` (journalled once) and
+    /// claims no instance until a shard has room.
+    pub(super) async fn await_route(&self, user_id: &UserId, now: Millis) -> Result<(), StepError> {
+        let Some(mut user) = self.inner.store.get_user(user_id).await? else {
+            return Ok(());
+        };
+        if user.state != UserState::Queued || user.error.as_deref() == Some(NO_ROUTE_CAPACITY) {
+            return Ok(());
+        }
+        user.error = Some(NO_ROUTE_CAPACITY.into());
+        user.updated_at = now;
+        if self.inner.store.update_user(&mut user).await? {
+            metrics::counter!("spotpool_route_capacity_waits_total").increment(1);
+            self.journal(now, Event::RouteCapacityExhausted, Some(user_id), None)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A rule priority on `listener` no other claim of this pass gets. The unique index on
+    /// (listener, priority) still decides against another process.
+    async fn take_priority(&self, listener: &str) -> Result<u32, StepError> {
+        let pass = self
+            .inner
+            .pass_seq
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let mut books = self.inner.priority_books.lock().await;
+        let book = books.entry(listener.to_string()).or_default();
+        if book.pass != pass {
+            let mut used: std::collections::BTreeSet<u32> = self
+                .inner
+                .store
+                .used_priorities(listener)
+                .await?
+                .into_iter()
+                .collect();
+            used.extend(
+                self.inner
+                    .cloud
+                    .describe_rules(listener)
+                    .await?
+                    .into_iter()
+                    .filter_map(|r| r.priority),
+            );
+            *book = PriorityBook { pass, used };
+        }
+        Ok(book.take())
+    }
+}
+
+/// The rule priorities taken on one listener: read once per pass (the store's and DescribeRules'),
+/// plus every priority handed out since, so the concurrent claims of a pass take different
+/// priorities. (Before, each claim read the whole listener and all took the lowest free one;
+/// all but one lost on the unique index and tried again next pass: 7 to 9 DescribeRules of the
+/// whole listener per claim, measured on the fake with 50 to 200 claims at once.)
+#[derive(Debug, Default)]
+pub(super) struct PriorityBook {
+    pass: u64,
+    used: std::collections::BTreeSet<u32>,
+}
+
+impl PriorityBook {
+    /// The lowest listener priority (1-50000) not taken, now taken.
+    fn take(&mut self) -> u32 {
+        let free = (1..=50_000)
+            .find(|p| !self.used.contains(p))
+            .unwrap_or(50_000);
+        self.used.insert(free);
+        free
+    }
+}
+
+/// `spotpool_shard_users{shard}`, `spotpool_shard_capacity{shard}` and
+/// `spotpool_users_waiting_for_route` from the users' rows.
+pub(super) fn export_shard_gauges(users: &[UserRecord], shards: &[Shard]) {
+    let mut on: BTreeMap<&str, u32> = shards.iter().map(|s| (s.name.as_str(), 0)).collect();
+    let mut waiting = 0u32;
+    for user in users {
+        if let Some(n) = user.shard.as_deref().and_then(|s| on.get_mut(s))
+            && user.state != UserState::Failed
+        {
+            *n += 1;
+        }
+        if user.state == UserState::Queued && user.error.as_deref() == Some(NO_ROUTE_CAPACITY) {
+            waiting += 1;
+        }
+    }
+    for shard in shards {
+        let name = shard.name.clone();
+        metrics::gauge!("spotpool_shard_capacity", "shard" => name.clone())
+            .set(f64::from(shard.capacity));
+        metrics::gauge!("spotpool_shard_users", "shard" => name)
+            .set(f64::from(on[shard.name.as_str()]));
+    }
+    metrics::gauge!("spotpool_users_waiting_for_route").set(f64::from(waiting));
+}
