@@ -2,7 +2,8 @@
 //! (`terraform/examples/basic`) applied against moto with `scripts/terraform_moto.sh`, with two
 //! host-routed shards (two ALBs), the account prerequisites (the EC2 Spot service-linked role, a
 //! customer-managed KMS key) and the daemon's own host; the real daemon started from its
-//! `daemon_env` output, one user claimed and released, and `terraform destroy`. It needs `terraform` and the machine's provider mirror, and
+//! `daemon_env` and `daemon_shards_toml` outputs, one user claimed (on a shard, by host) and
+//! released, and `terraform destroy`. It needs `terraform` and the machine's provider mirror, and
 //! fails (never skips) without them. The offline plans with a mocked provider
 //! (`terraform/modules/spotpool/tests/`) cover what moto cannot show, e.g. an account that
 //! already has the Spot role.
@@ -751,14 +752,14 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
         )
     );
 
-    // The daemon, configured from the output alone plus tokens and test intervals. Until the
-    // daemon reads [[shard]] tables, it routes on shard 0's listener by path.
+    // The daemon, configured from the outputs alone plus tokens and test intervals: daemon_env,
+    // and the [[shard]] tables of daemon_shards_toml in the file SPOTPOOL_CONFIG names (as the
+    // daemon host does).
+    let config = state.0.join("spotpool.toml");
+    std::fs::write(&config, &shards_toml).expect("writing the daemon's TOML file");
     let mut env = infra_env.clone();
     env.extend(test_settings());
-    let shard0_listener = output("listener_arn").await;
-    let public_base_url = output("public_base_url").await;
-    env.push(("ALB_LISTENER_ARN".to_string(), shard0_listener.clone()));
-    env.push(("PUBLIC_BASE_URL".to_string(), public_base_url.clone()));
+    env.push(("SPOTPOOL_CONFIG".to_string(), config.display().to_string()));
     let daemon = Daemon::start(&env).await;
     daemon.wait_available(2, DEADLINE).await;
 
@@ -767,7 +768,34 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
     assert!(status == 202 || status == 200, "{status} {doc}");
     let doc = daemon.wait_state("alice", "ready", DEADLINE).await;
     let route = doc["route"].as_str().unwrap();
-    assert_eq!(doc["url"], format!("{public_base_url}/{route}/"));
+    // Host routing: alice is https://<route>.shard-<i>.users.example.test/ on one of the
+    // shards, through a rule on that shard's listener that matches her host and no path.
+    let url = doc["url"].as_str().expect("a url");
+    let shard = shards
+        .iter()
+        .find(|shard| url == format!("https://{route}.{}/", shard["domain"].as_str().unwrap()))
+        .unwrap_or_else(|| panic!("{url} is on no shard's domain: {shards:?}"));
+    let rules = elb
+        .describe_rules()
+        .listener_arn(shard["listener_arn"].as_str().unwrap())
+        .send()
+        .await
+        .expect("reading the shard's rules");
+    let user_rules: Vec<_> = rules
+        .rules()
+        .iter()
+        .filter(|rule| rule.is_default() != Some(true))
+        .collect();
+    assert_eq!(user_rules.len(), 1, "{user_rules:?}");
+    let conditions = user_rules[0].conditions();
+    assert_eq!(conditions.len(), 1, "{conditions:?}");
+    assert_eq!(conditions[0].field(), Some("host-header"));
+    let host = format!("{route}.{}", shard["domain"].as_str().unwrap());
+    let hosts: Vec<&str> = conditions[0]
+        .host_header_config()
+        .map(|config| config.values().iter().map(String::as_str).collect())
+        .unwrap_or_else(|| conditions[0].values().iter().map(String::as_str).collect());
+    assert_eq!(hosts, [host.as_str()], "{conditions:?}");
 
     // The instance runs with the Terraform instance profile, in the Terraform network.
     let instance_id = doc["instance_id"].as_str().unwrap();
