@@ -377,6 +377,14 @@ async fn measure(instances: usize) -> Row {
     let (pass_cpu, pass_wall) = (cpu_time() - cpu, wall.elapsed());
     assert_eq!(outcome, Outcome::Converged, "the steady pass had work");
     let pass_calls = calls_since(&bench.cloud, from);
+    // SCALE_PROFILE_PASSES=n: n more steady passes, for a profiler to look at.
+    let extra: usize = std::env::var("SCALE_PROFILE_PASSES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    for _ in 0..extra {
+        bench.pass().await;
+    }
 
     bench.seed_spares(BURST).await;
     let (cpu, wall) = (cpu_time(), Instant::now());

@@ -7,7 +7,7 @@
 //! `FakeCloud::enter` first (the simulated SDK, the call log, injected errors).
 
 use super::{
-    FakeCloud, FakeCommand, FakeInstance, FakeRule, FakeSecret, FakeTargetGroup, Timeline,
+    FakeCloud, FakeCommand, FakeInstance, FakeRule, FakeSecret, FakeTargetGroup, State, Timeline,
     group_healthy_from,
 };
 use crate::cloud::limit::RetryMeter;
@@ -21,43 +21,21 @@ use crate::model::{InstanceId, InstanceStatus, Millis};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// Instances per DescribeInstances page: the daemon asks for AWS's largest, 1,000
+/// (`cloud::aws`'s page size).
+const DESCRIBE_INSTANCES_PAGE: usize = 1000;
+
 #[async_trait::async_trait]
 impl Cloud for FakeCloud {
     async fn describe_pool_instances(&self) -> CloudResult<Vec<CloudInstance>> {
-        let mut state = self.enter("DescribeInstances", 1).await?;
-        let hidden = std::mem::take(&mut state.hidden_once);
-        let mut out = Vec::new();
-        for instance in state.instances.values_mut() {
-            if hidden.contains(&instance.id) {
-                continue;
-            }
-            // Plain mode: shutting down lasts one describe, then the instance is terminated and
-            // unlisted. Simulated mode lists it until its termination completes.
-            if instance.lifecycle == Lifecycle::ShuttingDown && self.sim.is_none() {
-                instance.lifecycle = Lifecycle::Terminated;
-                continue;
-            }
-            if instance.lifecycle == Lifecycle::Terminated
-                || instance.tags.get(tags::POOL) != Some(&self.pool)
-            {
-                continue;
-            }
-            out.push(CloudInstance {
-                id: instance.id.clone(),
-                arn: self.instance_arn(&instance.id.0),
-                lifecycle: instance.lifecycle,
-                instance_type: instance.instance_type.clone(),
-                availability_zone: format!("{}-{}", self.region, instance.subnet_id),
-                subnet_id: Some(instance.subnet_id.clone()),
-                private_ip: Some("10.0.0.10".into()),
-                launched_at: instance.launched_at,
-                tier: instance.tags.get(tags::TIER).cloned(),
-                status: instance
-                    .tags
-                    .get(tags::STATUS)
-                    .and_then(|s| InstanceStatus::parse(s)),
-                user_id: instance.tags.get(tags::USER_ID).cloned(),
-            });
+        let out = {
+            let mut state = self.enter("DescribeInstances", 1).await?;
+            self.list_pool_instances(&mut state)
+        };
+        // AWS pages the listing at the daemon's MaxResults (1,000, its largest): every further
+        // page is another call (each may fail, as on AWS).
+        for _ in 1..out.len().div_ceil(DESCRIBE_INSTANCES_PAGE) {
+            drop(self.enter("DescribeInstances", 1).await?);
         }
         Ok(out)
     }
@@ -685,4 +663,46 @@ pub(super) fn not_found(operation: &'static str, what: &str) -> CloudError {
         "NotFound",
         format!("{what} not found"),
     )
+}
+
+impl FakeCloud {
+    /// DescribeInstances' answer: the pool's instances that are not terminated (a shutting-down
+    /// one is listed once in plain mode), less those a test hid from this listing.
+    fn list_pool_instances(&self, state: &mut State) -> Vec<CloudInstance> {
+        let hidden = std::mem::take(&mut state.hidden_once);
+        let mut out = Vec::new();
+        for instance in state.instances.values_mut() {
+            if hidden.contains(&instance.id) {
+                continue;
+            }
+            // Plain mode: shutting down lasts one describe, then the instance is terminated and
+            // unlisted. Simulated mode lists it until its termination completes.
+            if instance.lifecycle == Lifecycle::ShuttingDown && self.sim.is_none() {
+                instance.lifecycle = Lifecycle::Terminated;
+                continue;
+            }
+            if instance.lifecycle == Lifecycle::Terminated
+                || instance.tags.get(tags::POOL) != Some(&self.pool)
+            {
+                continue;
+            }
+            out.push(CloudInstance {
+                id: instance.id.clone(),
+                arn: self.instance_arn(&instance.id.0),
+                lifecycle: instance.lifecycle,
+                instance_type: instance.instance_type.clone(),
+                availability_zone: format!("{}-{}", self.region, instance.subnet_id),
+                subnet_id: Some(instance.subnet_id.clone()),
+                private_ip: Some("10.0.0.10".into()),
+                launched_at: instance.launched_at,
+                tier: instance.tags.get(tags::TIER).cloned(),
+                status: instance
+                    .tags
+                    .get(tags::STATUS)
+                    .and_then(|s| InstanceStatus::parse(s)),
+                user_id: instance.tags.get(tags::USER_ID).cloned(),
+            });
+        }
+        out
+    }
 }
