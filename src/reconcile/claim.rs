@@ -21,7 +21,7 @@ use crate::model::{
     UserState,
 };
 use crate::store::{StoreError, UserRecord};
-use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
 impl Reconciler {
     /// Gives a queued user a spare (one store transaction), then starts the claim.
@@ -396,21 +396,24 @@ impl Reconciler {
         Ok(StepResult::Done)
     }
 
-    /// The listener with the fewest users, so a comma list of listeners shards evenly.
+    /// The listener with the fewest users, so a comma list of listeners shards evenly. The
+    /// counts are read once per pass and kept up to date by the picks (a count of every user
+    /// per claim made a claim's cost grow with the number of users).
     async fn pick_listener(&self) -> Result<String, StepError> {
-        let loads: HashMap<String, i64> = self
-            .inner
-            .store
-            .users_per_listener()
-            .await?
-            .into_iter()
-            .collect();
+        let pass = self.inner.pass_seq.load(Ordering::Relaxed);
+        let mut loads = self.inner.listener_loads.lock().await;
+        if loads.0 != pass {
+            let counts = self.inner.store.users_per_listener().await?;
+            *loads = (pass, counts.into_iter().collect());
+        }
         let listeners = &self.inner.config.listener_arns;
         let best = listeners
             .iter()
-            .min_by_key(|l| loads.get(*l).copied().unwrap_or(0))
-            .cloned();
-        best.ok_or_else(|| fatal("Claim", "NoListener", "no listener configured".into()))
+            .min_by_key(|l| loads.1.get(*l).copied().unwrap_or(0))
+            .cloned()
+            .ok_or_else(|| fatal("Claim", "NoListener", "no listener configured".into()))?;
+        *loads.1.entry(best.clone()).or_default() += 1;
+        Ok(best)
     }
 }
 
@@ -423,15 +426,18 @@ impl Reconciler {
 pub(super) struct PriorityBook {
     pass: u64,
     used: std::collections::BTreeSet<u32>,
+    /// Every priority below this one is taken (the search starts here, not at 1).
+    floor: u32,
 }
 
 impl PriorityBook {
     /// The lowest listener priority (1-50000) not taken, now taken.
     fn take(&mut self) -> u32 {
-        let free = (1..=50_000)
+        let free = (self.floor.max(1)..=50_000)
             .find(|p| !self.used.contains(p))
             .unwrap_or(50_000);
         self.used.insert(free);
+        self.floor = free;
         free
     }
 }
@@ -440,10 +446,7 @@ impl Reconciler {
     /// A rule priority on `listener` no other claim of this pass gets. The unique index on
     /// (listener, priority) still decides against another process.
     async fn take_priority(&self, listener: &str) -> Result<u32, StepError> {
-        let pass = self
-            .inner
-            .pass_seq
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let pass = self.inner.pass_seq.load(Ordering::Relaxed);
         let mut books = self.inner.priority_books.lock().await;
         let book = books.entry(listener.to_string()).or_default();
         if book.pass != pass {
@@ -462,7 +465,11 @@ impl Reconciler {
                     .into_iter()
                     .filter_map(|r| r.priority),
             );
-            *book = PriorityBook { pass, used };
+            *book = PriorityBook {
+                pass,
+                used,
+                floor: 1,
+            };
         }
         Ok(book.take())
     }

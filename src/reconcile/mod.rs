@@ -191,6 +191,8 @@ struct Inner {
     pass_seq: AtomicU64,
     /// Per listener, the rule priorities taken (`claim::PriorityBook`).
     priority_books: tokio::sync::Mutex<HashMap<String, claim::PriorityBook>>,
+    /// The pass the listeners' user counts were read in, and the counts since (`pick_listener`).
+    listener_loads: tokio::sync::Mutex<(u64, HashMap<String, i64>)>,
     /// Resolves images outside ECR (None: such an image stays unpinned).
     registry: Option<Arc<crate::image::RegistryClient>>,
     /// When the image may be resolved again after a failure (0: now).
@@ -225,6 +227,7 @@ impl Reconciler {
                 last_quota_check: std::sync::Mutex::new(0),
                 pass_seq: AtomicU64::new(0),
                 priority_books: tokio::sync::Mutex::new(HashMap::new()),
+                listener_loads: tokio::sync::Mutex::new((0, HashMap::new())),
                 registry,
                 image_retry_at: std::sync::Mutex::new(0),
             }),

@@ -52,13 +52,16 @@ impl Store {
             .bind(table)
             .fetch_one(&mut *tx)
             .await?;
-        let kept = lock(cache).clone();
-        if let Some((at, rows)) = kept
-            && at == generation
-        {
+        let kept = lock(cache)
+            .as_ref()
+            .filter(|(at, _)| *at == generation)
+            .map(|(_, rows)| rows.clone());
+        if let Some(rows) = kept {
             tx.commit().await?;
             return Ok(rows);
         }
+        // The old rows go first: the table is not held twice while it is read again.
+        *lock(cache) = None;
         let rows = Arc::new(fetch(&mut tx).await?);
         tx.commit().await?;
         *lock(cache) = Some((generation, rows.clone()));
