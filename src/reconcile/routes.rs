@@ -265,7 +265,11 @@ impl Reconciler {
                     .into_iter()
                     .filter_map(|r| r.priority),
             );
-            *book = PriorityBook { pass, used };
+            *book = PriorityBook {
+                pass,
+                used,
+                floor: 1,
+            };
         }
         Ok(book.take())
     }
@@ -280,15 +284,18 @@ impl Reconciler {
 pub(super) struct PriorityBook {
     pass: u64,
     used: std::collections::BTreeSet<u32>,
+    /// Every priority below this one is taken (the search starts here, not at 1).
+    floor: u32,
 }
 
 impl PriorityBook {
     /// The lowest listener priority (1-50000) not taken, now taken.
     fn take(&mut self) -> u32 {
-        let free = (1..=50_000)
+        let free = (self.floor.max(1)..=50_000)
             .find(|p| !self.used.contains(p))
             .unwrap_or(50_000);
         self.used.insert(free);
+        self.floor = free;
         free
     }
 }

@@ -3,8 +3,8 @@
 
 use super::{Store, StoreError, StoreResult};
 use crate::model::{InstanceId, InstanceStatus, Millis};
-use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
 
 /// A row of the instance ledger.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,12 +60,19 @@ impl InstanceRecord {
     }
 }
 
+/// The whole ledger, oldest first (also the reconciler's snapshot, `generations.rs`).
+pub(super) async fn fetch_instances(
+    conn: &mut SqliteConnection,
+) -> StoreResult<Vec<InstanceRecord>> {
+    let rows = sqlx::query("SELECT * FROM instances ORDER BY launched_at, instance_id")
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(instance_from_row).collect()
+}
+
 impl Store {
     pub async fn list_instances(&self) -> StoreResult<Vec<InstanceRecord>> {
-        let rows = sqlx::query("SELECT * FROM instances ORDER BY launched_at, instance_id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(instance_from_row).collect()
+        fetch_instances(&mut *self.pool.acquire().await?).await
     }
 
     pub async fn get_instance(&self, instance: &InstanceId) -> StoreResult<Option<InstanceRecord>> {

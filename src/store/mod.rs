@@ -13,6 +13,7 @@
 
 mod admin;
 mod conditions;
+mod generations;
 mod images;
 mod instances;
 mod journal;
@@ -52,6 +53,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// The reconciler's last reads of the users and the ledger (`generations.rs`).
+    snapshots: std::sync::Arc<generations::Snapshots>,
 }
 
 impl Store {
@@ -85,7 +88,10 @@ impl Store {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            snapshots: Default::default(),
+        })
     }
 
     /// Whether a statement or transaction is in flight (a connection is checked out). SQLite

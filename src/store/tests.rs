@@ -315,3 +315,78 @@ async fn an_image_is_pinned_once_and_the_first_pin_wins() {
         "sha256:cc"
     );
 }
+
+/// A pass's snapshot of the users and the ledger is decoded again only after a write to that
+/// table, whichever connection or process wrote it (issue 11: a steady pass of a large pool
+/// decoded every row of both tables).
+#[tokio::test]
+async fn snapshots_are_read_again_only_after_a_write_from_any_connection() {
+    let path = std::env::temp_dir().join(format!("spotpool-snapshots-{}.db", std::process::id()));
+    let url = format!("sqlite://{}", path.display());
+    let (reconciler, api) = (
+        Store::open(&url).await.unwrap(),
+        Store::open(&url).await.unwrap(),
+    );
+    api.insert_user(&user("alice", "r-alice")).await.unwrap();
+    api.put_instance(&available("i-1")).await.unwrap();
+
+    let users = reconciler.users_snapshot().await.unwrap();
+    let ledger = reconciler.instances_snapshot().await.unwrap();
+    assert_eq!((users.len(), ledger.len()), (1, 1));
+    // Nothing written: the same rows, not decoded again.
+    assert!(std::sync::Arc::ptr_eq(
+        &users,
+        &reconciler.users_snapshot().await.unwrap()
+    ));
+    assert!(std::sync::Arc::ptr_eq(
+        &ledger,
+        &reconciler.instances_snapshot().await.unwrap()
+    ));
+
+    // Writes through the other store (another process on the same file) are seen, each by its
+    // own table's snapshot only.
+    let mut alice = api
+        .get_user(&UserId::parse("alice").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    alice.error = Some("changed".into());
+    assert!(api.update_user(&mut alice).await.unwrap());
+    let users = reconciler.users_snapshot().await.unwrap();
+    assert_eq!(users[0].error.as_deref(), Some("changed"));
+    assert!(std::sync::Arc::ptr_eq(
+        &ledger,
+        &reconciler.instances_snapshot().await.unwrap()
+    ));
+    api.insert_user(&user("bob", "r-bob")).await.unwrap();
+    assert_eq!(reconciler.users_snapshot().await.unwrap().len(), 2);
+    api.delete_user(
+        &api.get_user(&UserId::parse("bob").unwrap())
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reconciler.users_snapshot().await.unwrap().len(), 1);
+    assert!(
+        api.assign(
+            &UserId::parse("alice").unwrap(),
+            &InstanceId("i-1".into()),
+            "s0",
+            5
+        )
+        .await
+        .unwrap()
+    );
+    let ledger = reconciler.instances_snapshot().await.unwrap();
+    assert_eq!(ledger[0].status, InstanceStatus::Assigned);
+    let users = reconciler.users_snapshot().await.unwrap();
+    assert_eq!(users[0].instance_id, Some(InstanceId("i-1".into())));
+    api.put_instance(&available("i-2")).await.unwrap();
+    assert_eq!(reconciler.instances_snapshot().await.unwrap().len(), 2);
+
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}

@@ -9,7 +9,7 @@ use crate::model::{
     ClaimProgress, ClaimStep, InstanceId, Millis, MoveProgress, MoveReason, MoveStep, MoveTarget,
     Relocation, Routing, SentCommand, TeardownKind, UserId, UserState, Workspace,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 /// A user's row: desired state plus the progress of whatever is under way.
 #[derive(Debug, Clone, PartialEq)]
@@ -328,6 +328,15 @@ impl TryFrom<UserColumns> for UserRecord {
     }
 }
 
+/// Every user row, in queue order (also the reconciler's snapshot, `generations.rs`).
+pub(super) async fn fetch_users(conn: &mut SqliteConnection) -> StoreResult<Vec<UserRecord>> {
+    let rows =
+        sqlx::query_as::<_, UserColumns>("SELECT * FROM users ORDER BY requested_at, user_id")
+            .fetch_all(conn)
+            .await?;
+    rows.into_iter().map(UserRecord::try_from).collect()
+}
+
 impl Store {
     pub async fn get_user(&self, user: &UserId) -> StoreResult<Option<UserRecord>> {
         let row = sqlx::query_as::<_, UserColumns>("SELECT * FROM users WHERE user_id = $1")
@@ -338,11 +347,7 @@ impl Store {
     }
 
     pub async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
-        let rows =
-            sqlx::query_as::<_, UserColumns>("SELECT * FROM users ORDER BY requested_at, user_id")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.into_iter().map(UserRecord::try_from).collect()
+        fetch_users(&mut *self.pool.acquire().await?).await
     }
 
     /// Inserts a new user. An existing user id is a `Conflict` (the caller re-reads it).

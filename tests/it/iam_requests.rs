@@ -523,7 +523,6 @@ impl Deployment {
         let mut elb_tags = self.user_tags();
         elb_tags.push((tags::INSTANCE_ID, INSTANCE.into()));
         let our_group = self.elb(&elb_tags);
-        let rule = self.rule_arn(&self.listener_arn);
         // A user's rule is on its shard's listener: any shard's.
         let on_every_shard = |request: &dyn Fn(&str) -> Vec<Request>| -> Vec<Request> {
             self.shard_listener_arns
