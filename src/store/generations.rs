@@ -2,7 +2,7 @@
 //! when the table changed.
 //!
 //! Every write to `users` or `instances` bumps the table's counter in `generations` (triggers,
-//! migration 0009), in the writer's transaction, whichever process or connection wrote. A
+//! migration 0010), in the writer's transaction, whichever process or connection wrote. A
 //! snapshot reads the counter and, only if it moved since the last read, the rows, both in one
 //! read transaction, so the rows kept are never older than the counter they are kept under. A
 //! pass with nothing to do therefore decodes no row (at 10,000 instances and 9,000 users that
