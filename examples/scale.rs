@@ -130,6 +130,12 @@ impl Bench {
         let config = config(instances, users);
         let store = Store::open("sqlite::memory:").await.expect("store");
         let cloud = Arc::new(FakeCloud::new(&config.pool));
+        // 10,000 users need more than the region's 3,000 target groups: the quota increase
+        // docs/DEPLOY.md ("Shards") lists.
+        cloud.set_route_limits(spotpool::cloud::fake::RouteLimits {
+            target_groups_per_region: 20_000,
+            ..Default::default()
+        });
         let now = Arc::new(AtomicI64::new(START));
         cloud.set_now(START);
         let clock: Clock = {
