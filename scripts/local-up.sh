@@ -112,12 +112,14 @@ if [[ $infra_tool == terraform ]]; then
     log "creating the local infrastructure in moto with Terraform (terraform/examples/basic; state in $STATE/terraform)"
     # moto starts empty, so the state of an earlier run describes nothing; like a
     # fresh account it has no EC2 Spot service-linked role, which the root then creates.
+    # One path-routed shard (no DNS here): daemon_env carries its ALB_LISTENER_ARN.
     rm -rf -- "$STATE/terraform"
     instance_types=$(python3 -c 'import json, sys; print(json.dumps([t.strip() for t in sys.argv[1].split(",") if t.strip()]))' "$USER_INSTANCE_TYPE")
     if ! daemon_env=$(scripts/terraform_moto.sh apply "$MOTO_ENDPOINT" "$STATE/terraform" \
         -var "container_image=$CONTAINER_IMAGE" -var "container_port=$CONTAINER_PORT" \
         -var "instance_types=$instance_types" -var "pool=$SPOTPOOL_POOL" \
         -var create_spot_service_linked_role=true \
+        -var routing=path \
         2>"$STATE/terraform.log"); then
         tail -n 40 -- "$STATE/terraform.log" >&2
         log "terraform apply failed (above; whole log: $STATE/terraform.log)"

@@ -72,7 +72,7 @@ if command -v shellcheck >/dev/null 2>&1; then
     # and a binary hash so that every branch is rendered, and the script it installs.
     template="$WORK/terraform/examples/basic/daemon-host.sh.tftpl"
     secret="arn:aws:secretsmanager:eu-west-1:123456789012:secret:spotpool-daemon"
-    render_and_check daemon-host-user-data "templatefile(\"$template\", { region = \"eu-west-1\", binary_s3_uri = \"s3://artifacts/spotpool\", binary_sha256 = \"$(printf '%064d' 0)\", env_secret_arn = \"$secret/env-AbCdEf\", tokens_secret_arn = \"$secret/tokens-AbCdEf\", tls_secret_arn = \"$secret/tls-AbCdEf\", spotpool_service = file(\"$WORK/deploy/spotpool.service\"), spotpool_failed_service = file(\"$WORK/deploy/spotpool-failed.service\") })"
+    render_and_check daemon-host-user-data "templatefile(\"$template\", { region = \"eu-west-1\", binary_s3_uri = \"s3://artifacts/spotpool\", binary_sha256 = \"$(printf '%064d' 0)\", env_secret_arn = \"$secret/env-AbCdEf\", config_secret_arn = \"$secret/config-AbCdEf\", tokens_secret_arn = \"$secret/tokens-AbCdEf\", tls_secret_arn = \"$secret/tls-AbCdEf\", spotpool_service = file(\"$WORK/deploy/spotpool.service\"), spotpool_failed_service = file(\"$WORK/deploy/spotpool-failed.service\") })"
     log "shellcheck on the daemon host's spotpool-config"
     sed -n "/^cat >\/usr\/local\/libexec\/spotpool-config <<'SPOTPOOL_CONFIG'$/,/^SPOTPOOL_CONFIG$/p" "$WORK/daemon-host-user-data.sh" | sed '1d;$d' >"$WORK/spotpool-config.sh"
     shellcheck --shell=bash "$WORK/spotpool-config.sh"

@@ -166,7 +166,8 @@ fn one(index: usize, table: &ShardSettings) -> Result<Shard, ConfigError> {
             if !valid_domain(&domain) {
                 return Err(fail(
                     "`domain` must be a DNS name of at least two labels (letters, digits, \
-                     inner dashes; at most 200 characters, so <route>.<domain> fits)",
+                     inner dashes; the last one letters only; at most 111 characters, so \
+                     <route>.<domain> fits AWS's 128)",
                 ));
             }
             (format!("https://{domain}"), Some(domain))
@@ -182,11 +183,15 @@ fn one(index: usize, table: &ShardSettings) -> Result<Shard, ConfigError> {
     })
 }
 
-/// A DNS name a 16-character route label can be put in front of.
+/// A DNS name a 16-character route label can be put in front of within AWS's 128 characters of
+/// a host-header condition, ending in an alphabetic top-level label.
 fn valid_domain(domain: &str) -> bool {
     let labels: Vec<&str> = domain.split('.').collect();
-    domain.len() <= 200
+    domain.len() <= 128 - 17
         && labels.len() >= 2
+        && labels
+            .last()
+            .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_lowercase()))
         && labels.iter().all(|label| {
             (1..=63).contains(&label.len())
                 && !label.starts_with('-')

@@ -110,6 +110,21 @@ fn bad_shard_tables_are_refused_with_the_reason() {
             "at least two labels",
         ),
         (
+            table("a", LISTENER_A, "routing = \"host\"\ndomain = \"users.10\""),
+            "the last one letters only",
+        ),
+        (
+            table(
+                "a",
+                LISTENER_A,
+                &format!(
+                    "routing = \"host\"\ndomain = \"{}.example.com\"",
+                    "a".repeat(99)
+                ),
+            ),
+            "at most 111 characters",
+        ),
+        (
             table("a", LISTENER_A, "routing = \"path\""),
             "path routing needs `base_url`",
         ),

@@ -160,6 +160,8 @@ pub struct UserIntent {
     pub relocating: bool,
     /// The shard the user is routed through, once placed.
     pub shard: Option<String>,
+    /// The user shows `no_route_capacity` (it was held back for want of a route).
+    pub waiting_for_route: bool,
 }
 
 /// One thing the executor should do this pass.
@@ -197,6 +199,10 @@ pub enum Action {
     /// No shard has room for the queued user's route: it waits, no instance is claimed, and it
     /// shows `no_route_capacity`.
     AwaitRoute {
+        user: UserId,
+    },
+    /// A user that showed `no_route_capacity` has room now and waits for a spare like anyone.
+    RouteAvailable {
         user: UserId,
     },
     /// Run the next claim steps of a provisioning user.
@@ -250,6 +256,7 @@ impl Action {
             Action::Forget { .. } => "forget",
             Action::Assign { .. } => "assign",
             Action::AwaitRoute { .. } => "await_route",
+            Action::RouteAvailable { .. } => "route_available",
             Action::AdvanceClaim { .. } => "advance_claim",
             Action::Release { .. } => "release",
             Action::Recover { .. } => "recover",
@@ -267,6 +274,7 @@ impl Action {
         match self {
             Action::Assign { user, .. }
             | Action::AwaitRoute { user }
+            | Action::RouteAvailable { user }
             | Action::AdvanceClaim { user }
             | Action::Release { user }
             | Action::Recover { user }
@@ -380,17 +388,10 @@ pub fn plan(
         }
     }
 
-    // Route capacity first: a user no shard has room for claims no instance.
-    let all_waiting: Vec<&UserIntent> = queued.values().flatten().copied().collect();
-    let placement = shards::place(users, &all_waiting, policy, conditions);
-    for user in &placement.held {
-        actions.push(Action::AwaitRoute { user: user.clone() });
-    }
+    // Route capacity as spares are handed out: a user no shard has room for claims no instance.
+    let mut placer = shards::Placer::new(users, policy, conditions);
     for tier in &policy.tiers {
-        let mut waiting = queued.remove(tier.name.as_str()).unwrap_or_default();
-        waiting.retain(|u| {
-            u.state == UserState::Migrating || placement.shard_of.contains_key(&u.user)
-        });
+        let waiting = queued.remove(tier.name.as_str()).unwrap_or_default();
         plan_tier(
             tier,
             waiting,
@@ -399,7 +400,7 @@ pub fn plan(
             now,
             policy,
             conditions,
-            &placement.shard_of,
+            &mut placer,
             &mut actions,
         );
     }

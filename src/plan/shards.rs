@@ -1,108 +1,118 @@
 //! Which shard (load balancer) each waiting user is routed through: a user is placed at its
 //! first claim, on the shard with the most room, and stays there for life. A shard never takes
-//! more users than its capacity, nor more than AWS last let it hold; when no shard has room, the
-//! user waits as `no_route_capacity` and no instance is claimed for it.
+//! more users than its capacity, nor more than AWS (its refusals, the account's quotas) lets it
+//! hold; when no shard has room, the user waits as `no_route_capacity` and no instance is claimed
+//! or launched for it. Room is taken when the user gets its spare (`Placer::place`), so users
+//! that get none (a paused or blocked tier, no spare in their zone yet) only hold room for the
+//! launch that will serve them, within one pass (`Placer::reserve`).
 
 use super::{Conditions, Policy, UserIntent};
-use crate::model::{UserId, UserState};
-use std::collections::{BTreeMap, HashMap};
+use crate::model::{Shard, UserState};
+use std::collections::BTreeMap;
 
-/// Where the waiting users go: the shard of each user that may claim now, and the users held
-/// back for want of route capacity.
-#[derive(Debug, Default)]
-pub(super) struct Placement {
-    pub shard_of: HashMap<UserId, String>,
-    pub held: Vec<UserId>,
+/// One pass's placement state: the users each configured shard holds, what AWS lets each hold,
+/// and the room tentatively held by users waiting for a launch.
+#[derive(Debug)]
+pub(super) struct Placer<'a> {
+    policy: &'a Policy,
+    conditions: &'a Conditions,
+    count: BTreeMap<&'a str, u32>,
+    total: u32,
 }
 
-/// The users each configured shard holds (every user placed there, except failed ones, whose
-/// routes were undone), and their total.
-pub(super) fn users_per_shard<'a>(
-    users: &'a [UserIntent],
-    policy: &Policy,
-) -> (BTreeMap<&'a str, u32>, u32) {
-    let mut count: BTreeMap<&str, u32> = BTreeMap::new();
-    for user in users {
-        if let Some(shard) = user.shard.as_deref()
-            && user.state != UserState::Failed
-            && policy.shard(shard).is_some()
-        {
-            *count.entry(shard).or_default() += 1;
+/// What a waiting user may do about its route this pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Route {
+    /// Its route fits on this shard (its own, or the one with the most room).
+    On(String),
+    /// No shard has room: it waits as `no_route_capacity`.
+    Full,
+}
+
+impl<'a> Placer<'a> {
+    /// Counts the users each configured shard holds: every user placed there, except failed
+    /// ones (their routes were undone).
+    pub(super) fn new(
+        users: &'a [UserIntent],
+        policy: &'a Policy,
+        conditions: &'a Conditions,
+    ) -> Placer<'a> {
+        let mut count: BTreeMap<&str, u32> = BTreeMap::new();
+        for user in users {
+            if let Some(shard) = user.shard.as_deref()
+                && user.state != UserState::Failed
+                && policy.shard(shard).is_some()
+            {
+                *count.entry(shard).or_default() += 1;
+            }
+        }
+        let total = count.values().sum();
+        Placer {
+            policy,
+            conditions,
+            count,
+            total,
         }
     }
-    let total = count.values().sum();
-    (count, total)
-}
 
-/// Places the queued users of `waiting` (oldest first) and holds back those that have no room.
-/// A migrating user keeps its route and needs nothing. A placed user may claim unless AWS
-/// refused its shard (or the region) more routes than it now holds.
-pub(super) fn place(
-    users: &[UserIntent],
-    waiting: &[&UserIntent],
-    policy: &Policy,
-    conditions: &Conditions,
-) -> Placement {
-    let (mut count, mut total) = users_per_shard(users, policy);
-    let limit = |name: &str, capacity: u32| {
-        let capacity = conditions
-            .alb_route_limit
-            .map_or(capacity, |quota| capacity.min(quota));
-        conditions
-            .route_limits
-            .get(name)
-            .map_or(capacity, |held| capacity.min(*held))
-    };
-    let region_full = |total: u32| conditions.region_route_limit.is_some_and(|m| total >= m);
-    let mut placement = Placement::default();
-    let mut order: Vec<&&UserIntent> = waiting
-        .iter()
-        .filter(|u| u.state == UserState::Queued)
-        .collect();
-    order.sort_by(|a, b| (a.requested_at, &a.user).cmp(&(b.requested_at, &b.user)));
-    for user in order {
-        if let Some(shard) = user.shard.as_deref().and_then(|s| policy.shard(s)) {
-            let on = count.get(shard.name.as_str()).copied().unwrap_or(0);
-            let refused = conditions
-                .route_limits
-                .get(&shard.name)
-                .is_some_and(|held| on > *held)
-                || conditions.region_route_limit.is_some_and(|m| total > m);
-            if refused {
-                placement.held.push(user.user.clone());
+    /// The most users `shard` may hold: its capacity, the account's per-load-balancer quota and
+    /// what AWS last let it hold, the lowest.
+    fn limit(&self, shard: &Shard) -> u32 {
+        let mut limit = shard.capacity;
+        if let Some(quota) = self.conditions.alb_route_limit {
+            limit = limit.min(quota);
+        }
+        if let Some(held) = self.conditions.route_limits.get(&shard.name) {
+            limit = limit.min(*held);
+        }
+        limit
+    }
+
+    fn on(&self, shard: &str) -> u32 {
+        self.count.get(shard).copied().unwrap_or(0)
+    }
+
+    /// Where the queued `user` is routed if it claims now; nothing is taken.
+    pub(super) fn route_for(&self, user: &UserIntent) -> Route {
+        let region_over = |total: u32| {
+            self.conditions
+                .region_route_limit
+                .is_some_and(|limit| total > limit)
+        };
+        // A placed user (counted already) stays: it may claim while its shard and the region
+        // hold no more than they may.
+        if let Some(shard) = user.shard.as_deref().and_then(|s| self.policy.shard(s)) {
+            let fits = self.on(&shard.name) <= self.limit(shard) && !region_over(self.total);
+            return if fits {
+                Route::On(shard.name.clone())
             } else {
-                placement
-                    .shard_of
-                    .insert(user.user.clone(), shard.name.clone());
-            }
-            continue;
+                Route::Full
+            };
+        }
+        if region_over(self.total + 1) {
+            return Route::Full;
         }
         // The shard with the most room; the first configured of equals.
-        let best = policy
-            .shards
-            .iter()
-            .map(|s| {
-                let on = count.get(s.name.as_str()).copied().unwrap_or(0);
-                (s, limit(&s.name, s.capacity).saturating_sub(on))
-            })
-            .filter(|(_, room)| *room > 0)
-            .fold(
-                None,
-                |best: Option<(&crate::model::Shard, u32)>, next| match best {
-                    Some(b) if b.1 >= next.1 => Some(b),
-                    _ => Some(next),
-                },
-            );
-        match best {
-            Some((shard, _)) if !region_full(total) => {
-                *count.entry(shard.name.as_str()).or_default() += 1;
-                total += 1;
-                placement
-                    .shard_of
-                    .insert(user.user.clone(), shard.name.clone());
+        let mut best: Option<(&Shard, u32)> = None;
+        for shard in &self.policy.shards {
+            let room = self.limit(shard).saturating_sub(self.on(&shard.name));
+            if room > 0 && best.is_none_or(|(_, most)| room > most) {
+                best = Some((shard, room));
             }
-            _ => placement.held.push(user.user.clone()),
+        }
+        match best {
+            Some((shard, _)) => Route::On(shard.name.clone()),
+            None => Route::Full,
         }
     }
-    placement
+
+    /// Takes the room of `user` on `shard` (a new placement; a placed user holds it already).
+    pub(super) fn take(&mut self, user: &UserIntent, shard: &str) {
+        if user.shard.as_deref() != Some(shard)
+            && let Some(configured) = self.policy.shard(shard)
+        {
+            *self.count.entry(configured.name.as_str()).or_default() += 1;
+            self.total += 1;
+        }
+    }
 }

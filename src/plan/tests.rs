@@ -65,6 +65,7 @@ fn user(id: &str, state: UserState, instance: Option<&str>, requested_at: Millis
         zone: None,
         relocating: false,
         shard: None,
+        waiting_for_route: false,
     }
 }
 
@@ -163,6 +164,42 @@ fn new_users_go_to_the_shard_with_the_most_room_and_wait_when_every_shard_is_ful
     assert!(!placed(&actions).iter().any(|(u, _)| *u == "d"));
     // A user waiting for a route takes no spare and launches nothing.
     assert_eq!(launches(&actions), 0);
+}
+
+#[test]
+fn room_is_taken_only_by_users_the_pass_serves() {
+    let mut policy = two_shards(1);
+    policy.shards.truncate(1);
+    let spares = vec![instance("i-1", InstanceStatus::Available)];
+    // An older user of a tier no longer configured is never served: it takes no room.
+    let mut orphan = user("old", UserState::Queued, None, 1);
+    orphan.tier = "gone".into();
+    let mut held = user("new", UserState::Queued, None, 2);
+    held.waiting_for_route = true;
+    let actions = plan(
+        &[orphan, held],
+        &spares,
+        NOW,
+        &policy,
+        &Conditions::default(),
+    );
+    assert_eq!(placed(&actions), vec![("new", "s0")]);
+    assert!(awaiting_route(&actions).is_empty());
+    // A requeued failed user placed earlier waits for room on its own shard.
+    let full = vec![
+        on_shard(user("a", UserState::Ready, None, 1), "s0"),
+        on_shard(user("b", UserState::Queued, None, 2), "s0"),
+    ];
+    let actions = plan(&full, &spares, NOW, &policy, &Conditions::default());
+    assert_eq!(awaiting_route(&actions), vec!["b"]);
+    // One that showed no_route_capacity and has room now loses the label, spare or not.
+    let mut waiting = user("w", UserState::Queued, None, 3);
+    waiting.waiting_for_route = true;
+    let actions = plan(&[waiting], &[], NOW, &policy, &Conditions::default());
+    assert!(actions.contains(&Action::RouteAvailable {
+        user: UserId::parse("w").unwrap()
+    }));
+    assert_eq!(launches(&actions), 1, "a launch serves it");
 }
 
 #[test]
@@ -500,6 +537,7 @@ fn arb_world() -> impl Strategy<Value = (Vec<UserIntent>, Vec<PoolInstance>, u32
                     zone: None,
                     relocating: false,
                     shard: None,
+                    waiting_for_route: false,
                 }
             })
             .collect();

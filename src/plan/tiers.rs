@@ -1,11 +1,12 @@
 //! What `plan` decides per tier: which waiting user gets which spare, how many instances to
 //! launch and where, and which surplus spares go.
 
+use super::shards::{Placer, Route};
 use super::{
     Action, Conditions, Market, Policy, PoolInstance, TerminateReason, TierPolicy, UserIntent,
 };
-use crate::model::{InstanceId, InstanceStatus, Lifecycle, Millis, UserId, UserState};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use crate::model::{InstanceId, InstanceStatus, Lifecycle, Millis, UserState};
+use std::collections::{BTreeMap, HashSet};
 
 /// Assigns spares to the tier's queue (oldest request first, oldest instance first), then sizes
 /// the pool: launches for a deficit, terminations of available spares for a surplus.
@@ -18,7 +19,7 @@ pub(super) fn plan_tier(
     now: Millis,
     policy: &Policy,
     conditions: &Conditions,
-    shard_of: &HashMap<UserId, String>,
+    placer: &mut Placer<'_>,
     actions: &mut Vec<Action>,
 ) {
     let of_tier = || {
@@ -44,7 +45,7 @@ pub(super) fn plan_tier(
     });
 
     let (spares_left, unserved_anywhere, unserved_in) =
-        assign_spares(&waiting, &available, shard_of, actions);
+        assign_spares(&waiting, &available, placer, actions);
 
     let initializing: Vec<&PoolInstance> = of_tier()
         .filter(|i| {
@@ -117,7 +118,7 @@ pub(super) fn plan_tier(
 fn assign_spares<'a>(
     waiting: &[&'a UserIntent],
     available: &[&'a PoolInstance],
-    shard_of: &HashMap<UserId, String>,
+    placer: &mut Placer<'_>,
     actions: &mut Vec<Action>,
 ) -> (
     Vec<&'a PoolInstance>,
@@ -128,6 +129,27 @@ fn assign_spares<'a>(
     let mut unserved_anywhere: u64 = 0;
     let mut unserved_in: BTreeMap<&str, Vec<&UserIntent>> = BTreeMap::new();
     for user in waiting {
+        let is_move = user.state == UserState::Migrating;
+        // A new claim needs a route first: no room, no spare and no launch for it.
+        let shard = match (is_move, placer.route_for(user)) {
+            (true, _) => String::new(),
+            (false, Route::On(shard)) => shard,
+            (false, Route::Full) => {
+                actions.push(Action::AwaitRoute {
+                    user: user.user.clone(),
+                });
+                continue;
+            }
+        };
+        if !is_move {
+            // Taken for the spare below, or held for the launch that will serve the user.
+            placer.take(user, &shard);
+            if user.waiting_for_route {
+                actions.push(Action::RouteAvailable {
+                    user: user.user.clone(),
+                });
+            }
+        }
         let spare = available.iter().enumerate().position(|(i, spare)| {
             !taken[i]
                 && user
@@ -139,14 +161,14 @@ fn assign_spares<'a>(
             (Some(i), _) => {
                 taken[i] = true;
                 let (user_id, instance) = (user.user.clone(), available[i].id.clone());
-                actions.push(if waiting_is_move(waiting, &user_id) {
+                actions.push(if is_move {
                     Action::AssignMove {
                         user: user_id,
                         instance,
                     }
                 } else {
                     Action::Assign {
-                        shard: shard_of.get(&user_id).cloned().unwrap_or_default(),
+                        shard: shard.clone(),
                         user: user_id,
                         instance,
                     }
@@ -263,12 +285,6 @@ fn zone_with_capacity(
         .filter(|zone| *zone != from)
         .find(|zone| has_capacity(tier, &zone_subnets(policy, zone), conditions))
         .map(str::to_string)
-}
-
-fn waiting_is_move(waiting: &[&UserIntent], user: &UserId) -> bool {
-    waiting
-        .iter()
-        .any(|u| &u.user == user && u.state == UserState::Migrating)
 }
 
 /// Chooses where `count` launches go among `candidates` (the pool's subnets, or one zone's).

@@ -91,9 +91,10 @@ impl Reconciler {
                 ClaimStep::ContainerStarted
             }
             ClaimStep::ContainerStarted => {
-                // The route was reserved before the start (a claim from before `RouteReserved`
-                // existed makes it now, through `TargetGroupReady`).
-                let reserved = user.routing.rule_arn.is_some();
+                // The route was reserved before the start: the target group is recorded (a claim
+                // from before `RouteReserved` existed has none yet, and makes its group and rule
+                // now, through `TargetGroupReady`; a woken one points its kept rule there).
+                let reserved = user.routing.target_group_arn.is_some();
                 let group = self.ensure_target_group(&mut user, &instance).await?;
                 cloud
                     .register_target(&group, &instance, config.container_port)

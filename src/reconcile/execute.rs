@@ -75,6 +75,7 @@ impl Reconciler {
                 shard,
             } => self.assign(user, instance, shard, now).await,
             Action::AwaitRoute { user } => self.await_route(user, now).await,
+            Action::RouteAvailable { user } => self.route_available(user, now).await,
             Action::AdvanceClaim { user } => self.advance_claim(user).await,
             Action::Release { user } => self.release(user).await,
             Action::Recover { user } => self.recover(user).await,

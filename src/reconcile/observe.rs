@@ -9,6 +9,7 @@ use crate::model::{Event, InstanceId, InstanceStatus, Millis, UserId, UserState}
 use crate::plan::{self, Action, Policy, PoolInstance, UserIntent};
 use crate::store::{InstanceRecord, StoreError, UserRecord};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// One pass's plan: the actions, whether work is in flight, and how many launch redos AWS
 /// throttled on the way.
@@ -54,10 +55,7 @@ impl Reconciler {
         }
         if acted_on_notices {
             // Notices may have terminated spares: plan from the ledger as it is now.
-            ledger = inner.store.list_instances().await?;
-            ledger.sort_by(|a, b| {
-                (a.launched_at, &a.instance_id).cmp(&(b.launched_at, &b.instance_id))
-            });
+            ledger = inner.store.instances_snapshot().await?;
         }
         let lifecycles: HashMap<&InstanceId, _> =
             observed.iter().map(|i| (&i.id, i.lifecycle)).collect();
@@ -80,9 +78,9 @@ impl Reconciler {
                 zone: r.availability_zone.clone(),
             })
             .collect();
-        let mut users = inner.store.list_users().await?;
+        let mut users = inner.store.users_snapshot().await?;
         if !dry_run && self.sleep_idle_users(&users, now).await {
-            users = inner.store.list_users().await?;
+            users = inner.store.users_snapshot().await?;
         }
         let intents: Vec<UserIntent> = users.iter().map(intent_of).collect();
         let unserved = export_gauges(&ledger, &users, &policy);
@@ -116,19 +114,18 @@ impl Reconciler {
     }
 
     /// Adopts instances tagged for this pool that the ledger does not know (after a restart or a
-    /// lost launch response) and refreshes what AWS reports about known ones.
+    /// lost launch response) and refreshes what AWS reports about known ones. Only the rows that
+    /// change are written, and the ledger is read again only if one was: a pass that finds the
+    /// pool as it was decodes no row (`Store::instances_snapshot`).
     async fn sync_ledger(
         &self,
         observed: &[CloudInstance],
         now: Millis,
-    ) -> Result<Vec<InstanceRecord>, StoreError> {
+    ) -> Result<Arc<Vec<InstanceRecord>>, StoreError> {
         let store = &self.inner.store;
-        let mut ledger: HashMap<InstanceId, InstanceRecord> = store
-            .list_instances()
-            .await?
-            .into_iter()
-            .map(|r| (r.instance_id.clone(), r))
-            .collect();
+        let snapshot = store.instances_snapshot().await?;
+        let ledger: HashMap<&InstanceId, &InstanceRecord> =
+            snapshot.iter().map(|r| (&r.instance_id, r)).collect();
         let default_tier = self
             .inner
             .config
@@ -137,10 +134,11 @@ impl Reconciler {
             .first()
             .map(|t| t.name.clone())
             .unwrap_or_default();
+        let mut changed = false;
         for seen in observed {
-            let known = ledger.get(&seen.id);
-            let mut record = match known {
-                Some(record) => record.clone(),
+            let mut record = match ledger.get(&seen.id) {
+                Some(known) if as_listed(known, seen) => continue,
+                Some(known) => (*known).clone(),
                 None => {
                     let status = seen.status.unwrap_or(InstanceStatus::Initializing);
                     tracing::info!(instance = %seen.id, %status, "adopting instance tagged for this pool");
@@ -166,24 +164,24 @@ impl Reconciler {
             record.instance_type = Some(seen.instance_type.clone());
             record.availability_zone = Some(seen.availability_zone.clone());
             record.private_ip = seen.private_ip.clone();
-            if known != Some(&record) {
-                store.put_instance(&record).await?;
-                ledger.insert(record.instance_id.clone(), record);
-            }
+            store.put_instance(&record).await?;
+            changed = true;
         }
         // Count the passes each known instance has been missing; plan only calls a held instance
-        // lost after several, so one incomplete listing cannot tear down its user.
+        // lost after several, so one incomplete listing cannot tear down every user.
         let seen: HashSet<&InstanceId> = observed.iter().map(|i| &i.id).collect();
-        for record in ledger.values_mut() {
-            if !seen.contains(&record.instance_id) {
+        for known in snapshot.iter() {
+            if !seen.contains(&known.instance_id) {
+                let mut record = known.clone();
                 record.missed_observations += 1;
-                store.put_instance(record).await?;
+                store.put_instance(&record).await?;
+                changed = true;
             }
         }
-        let mut records: Vec<InstanceRecord> = ledger.into_values().collect();
-        records
-            .sort_by(|a, b| (a.launched_at, &a.instance_id).cmp(&(b.launched_at, &b.instance_id)));
-        Ok(records)
+        if changed {
+            return store.instances_snapshot().await;
+        }
+        Ok(snapshot)
     }
 
     /// The zone of each of the pool's subnets: asked once (DescribeSubnets), then remembered.
@@ -240,6 +238,15 @@ impl Reconciler {
     }
 }
 
+/// Whether the ledger row already holds what this listing says of the instance.
+fn as_listed(record: &InstanceRecord, seen: &CloudInstance) -> bool {
+    record.missed_observations == 0
+        && record.arn.as_deref() == Some(seen.arn.as_str())
+        && record.instance_type.as_deref() == Some(seen.instance_type.as_str())
+        && record.availability_zone.as_deref() == Some(seen.availability_zone.as_str())
+        && record.private_ip == seen.private_ip
+}
+
 /// Exports the pool and user gauges; returns the users whose route has no live instance.
 fn export_gauges(ledger: &[InstanceRecord], users: &[UserRecord], policy: &Policy) -> Vec<UserId> {
     for tier in &policy.tiers {
@@ -262,17 +269,19 @@ fn export_gauges(ledger: &[InstanceRecord], users: &[UserRecord], policy: &Polic
         metrics::gauge!("spotpool_workspace_gib", "state" => state.as_str()).set(count.gib as f64);
     }
     // Users whose route has no live instance behind it right now: ready or migrating, and the
-    // instance they are on is missing from the last listing (or gone from the ledger).
+    // instance they are on is missing from the last listing (or gone from the ledger). (A map,
+    // not a search of the ledger per user: that made the pass quadratic in the pool's size.)
+    let missed: HashMap<&InstanceId, u32> = ledger
+        .iter()
+        .map(|r| (&r.instance_id, r.missed_observations))
+        .collect();
     let unserved: Vec<UserId> = users
         .iter()
         .filter(|u| matches!(u.state, UserState::Ready | UserState::Migrating))
         .filter(|u| {
-            u.instance_id.as_ref().is_some_and(|id| {
-                ledger
-                    .iter()
-                    .find(|r| &r.instance_id == id)
-                    .is_none_or(|r| r.missed_observations > 0)
-            })
+            u.instance_id
+                .as_ref()
+                .is_some_and(|id| missed.get(id).is_none_or(|missed| *missed > 0))
         })
         .map(|u| u.user_id.clone())
         .collect();
@@ -293,5 +302,7 @@ fn intent_of(u: &crate::store::UserRecord) -> UserIntent {
         zone: u.workspace.as_ref().map(|w| w.availability_zone.clone()),
         relocating: u.workspace.as_ref().is_some_and(|w| w.relocation.is_some()),
         shard: u.shard.clone(),
+        waiting_for_route: u.state == crate::model::UserState::Queued
+            && u.error.as_deref() == Some(crate::model::NO_ROUTE_CAPACITY),
     }
 }

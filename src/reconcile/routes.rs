@@ -176,36 +176,31 @@ impl Reconciler {
         tracing::warn!(user = %user_id, shard = ?shard, error = %error, "a load balancer refused the route");
         metrics::counter!("spotpool_route_refusals_total", "code" => error.code.clone())
             .increment(1);
-        self.undo_for_route(user_id, error.to_string()).await?;
-        // The users each shard holds now, this one aside (its shard was cleared, or it waits).
+        // The mark first, so a failed undo still holds the shard: the users each configured
+        // shard holds now, this one aside (it waits, or is placed anew).
         let mut held: BTreeMap<String, u32> = self
             .inner
             .store
             .users_per_shard()
             .await?
             .into_iter()
+            .filter(|(s, _)| self.inner.config.shard(s).is_some())
             .map(|(s, n)| (s, n as u32))
             .collect();
-        let still_placed = self
-            .inner
-            .store
-            .get_user(user_id)
-            .await?
-            .and_then(|u| u.shard);
-        if let Some(own) = &still_placed
-            && let Some(n) = held.get_mut(own)
-        {
+        if let Some(n) = shard.as_ref().and_then(|own| held.get_mut(own)) {
             *n = n.saturating_sub(1);
         }
         let until = self.now() + self.inner.config.capacity_ttl.as_millis() as Millis;
-        let mut conditions = self.conditions();
-        if region {
-            conditions.region_mark = Some((held.values().sum(), until));
-        } else if let Some(name) = shard {
-            let users = held.get(&name).copied().unwrap_or(0);
-            conditions.route_marks.insert(name, (users, until));
+        {
+            let mut conditions = self.conditions();
+            if region {
+                conditions.region_mark = Some((held.values().sum(), until));
+            } else if let Some(name) = &shard {
+                let users = held.get(name).copied().unwrap_or(0);
+                conditions.route_marks.insert(name.clone(), (users, until));
+            }
         }
-        Ok(())
+        self.undo_for_route(user_id, error.to_string()).await
     }
 
     /// A queued user no shard has room for: it shows `no_route_capacity` (journalled once) and
@@ -223,6 +218,24 @@ impl Reconciler {
             metrics::counter!("spotpool_route_capacity_waits_total").increment(1);
             self.journal(now, Event::RouteCapacityExhausted, Some(user_id), None)
                 .await?;
+        }
+        Ok(())
+    }
+
+    /// A user that showed `no_route_capacity` has room now: the label goes (it waits for a
+    /// spare like anyone; the assign would clear it too).
+    pub(super) async fn route_available(
+        &self,
+        user_id: &UserId,
+        now: Millis,
+    ) -> Result<(), StepError> {
+        let Some(mut user) = self.inner.store.get_user(user_id).await? else {
+            return Ok(());
+        };
+        if user.state == UserState::Queued && user.error.as_deref() == Some(NO_ROUTE_CAPACITY) {
+            user.error = None;
+            user.updated_at = now;
+            self.inner.store.update_user(&mut user).await?;
         }
         Ok(())
     }
@@ -252,7 +265,11 @@ impl Reconciler {
                     .into_iter()
                     .filter_map(|r| r.priority),
             );
-            *book = PriorityBook { pass, used };
+            *book = PriorityBook {
+                pass,
+                used,
+                floor: 1,
+            };
         }
         Ok(book.take())
     }
@@ -267,15 +284,18 @@ impl Reconciler {
 pub(super) struct PriorityBook {
     pass: u64,
     used: std::collections::BTreeSet<u32>,
+    /// Every priority below this one is taken (the search starts here, not at 1).
+    floor: u32,
 }
 
 impl PriorityBook {
     /// The lowest listener priority (1-50000) not taken, now taken.
     fn take(&mut self) -> u32 {
-        let free = (1..=50_000)
+        let free = (self.floor.max(1)..=50_000)
             .find(|p| !self.used.contains(p))
             .unwrap_or(50_000);
         self.used.insert(free);
+        self.floor = free;
         free
     }
 }

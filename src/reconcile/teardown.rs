@@ -194,6 +194,11 @@ impl Reconciler {
                 user.error = Some(cause.clone());
                 if user.attempts >= inner.config.claim_attempts {
                     user.state = UserState::Failed;
+                    // Never routed: its place on the shard goes to others (a retry is placed
+                    // anew). A user with a url out there keeps its shard.
+                    if user.workspace.is_none() {
+                        user.shard = None;
+                    }
                     metrics::counter!("spotpool_claims_total", "outcome" => "failed").increment(1);
                     Event::ClaimFailed {
                         attempts: user.attempts,

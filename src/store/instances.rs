@@ -58,10 +58,13 @@ impl InstanceRecord {
     }
 }
 
+/// The whole ledger, oldest first (also the reconciler's snapshot, `generations.rs`).
+pub(super) const SELECT_ALL: &str = "SELECT * FROM instances ORDER BY launched_at, instance_id";
+
 impl Store {
     pub async fn list_instances(&self) -> StoreResult<Vec<InstanceRecord>> {
         let rows = on_pool!(self, |pool| sqlx::query_as::<_, InstanceColumns>(
-            "SELECT * FROM instances ORDER BY launched_at, instance_id"
+            SELECT_ALL
         )
         .fetch_all(pool)
         .await?);
@@ -173,7 +176,7 @@ impl Store {
 
 /// The `instances` table's columns, as sqlx reads them.
 #[derive(sqlx::FromRow)]
-struct InstanceColumns {
+pub(super) struct InstanceColumns {
     instance_id: String,
     tier: String,
     status: String,

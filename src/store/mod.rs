@@ -43,6 +43,7 @@ macro_rules! execute {
 
 mod admin;
 mod conditions;
+mod generations;
 mod images;
 mod instances;
 mod journal;
@@ -84,6 +85,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
+    /// The reconciler's last reads of the users and the ledger (`generations.rs`).
+    snapshots: std::sync::Arc<generations::Snapshots>,
 }
 
 /// The database behind a [`Store`].
@@ -158,6 +161,7 @@ impl Store {
         SQLITE_MIGRATOR.run(&pool).await?;
         Ok(Store {
             pool: Pool::Sqlite(pool),
+            snapshots: Default::default(),
         })
     }
 
@@ -177,6 +181,7 @@ impl Store {
         POSTGRES_MIGRATOR.run(&pool).await?;
         Ok(Store {
             pool: Pool::Postgres(pool),
+            snapshots: Default::default(),
         })
     }
 

@@ -204,6 +204,41 @@ async fn users_are_counted_per_shard_and_routed_users_placed_on_their_listeners_
     let mut counts = store.users_per_shard().await.unwrap();
     counts.sort();
     assert_eq!(counts[1], ("other".to_string(), 2));
+    // `[[shard]]` tables replace ALB_LISTENER_ARN: a user follows its listener to the shard's
+    // new name; a claim in flight from before shards (no listener yet) goes to the first.
+    let dan = user("dan", "r4");
+    store.insert_user(&dan).await.unwrap();
+    store.put_instance(&available("i-2")).await.unwrap();
+    let dan_id = UserId::parse("dan").unwrap();
+    assert!(
+        store
+            .assign(&dan_id, &InstanceId("i-2".into()), "x", 30)
+            .await
+            .unwrap()
+    );
+    let mut row = store.get_user(&dan_id).await.unwrap().unwrap();
+    row.shard = None;
+    assert!(store.update_user(&mut row).await.unwrap());
+    let renamed = [
+        ("shard-0".to_string(), "arn:l0".to_string()),
+        ("shard-1".to_string(), "arn:l1".to_string()),
+    ];
+    assert_eq!(store.place_routed_users(&renamed).await.unwrap(), 3);
+    let shard_of = |id: &'static str| {
+        let store = store.clone();
+        async move {
+            let id = UserId::parse(id).unwrap();
+            store.get_user(&id).await.unwrap().unwrap().shard
+        }
+    };
+    assert_eq!(shard_of("alice").await.as_deref(), Some("shard-0"));
+    assert_eq!(shard_of("bob").await.as_deref(), Some("shard-1"));
+    assert_eq!(shard_of("dan").await.as_deref(), Some("shard-0"));
+    assert_eq!(
+        shard_of("cyd").await.as_deref(),
+        Some("other"),
+        "no listener: kept"
+    );
 }
 
 fn notice(event_id: &str, kind: NoticeKind, event_time: Millis) -> InterruptionNotice {
@@ -875,4 +910,92 @@ async fn a_postgres_store_verifies_the_servers_certificate_when_the_url_asks() {
         .await
         .expect_err("a certificate for another name");
     assert!(matches!(refused, StoreError::Database(_)), "{refused}");
+}
+
+/// A pass's snapshot of the users and the ledger is decoded again only after a write to that
+/// table, whichever connection or process wrote it (issue 11: a steady pass of a large pool
+/// decoded every row of both tables).
+#[tokio::test]
+async fn sqlite_snapshots_are_read_again_only_after_a_write_from_any_connection() {
+    let path = std::env::temp_dir().join(format!("spotpool-snapshots-{}.db", std::process::id()));
+    snapshots_are_read_again_only_after_a_write_from_any_connection(&format!(
+        "sqlite://{}",
+        path.display()
+    ))
+    .await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
+#[tokio::test]
+async fn postgres_snapshots_are_read_again_only_after_a_write_from_any_connection() {
+    snapshots_are_read_again_only_after_a_write_from_any_connection(&testing::postgres_url().await)
+        .await;
+}
+
+/// Two stores on the database at `url`, as two processes.
+async fn snapshots_are_read_again_only_after_a_write_from_any_connection(url: &str) {
+    let (reconciler, api) = (
+        Store::open(url).await.unwrap(),
+        Store::open(url).await.unwrap(),
+    );
+    api.insert_user(&user("alice", "r-alice")).await.unwrap();
+    api.put_instance(&available("i-1")).await.unwrap();
+
+    let users = reconciler.users_snapshot().await.unwrap();
+    let ledger = reconciler.instances_snapshot().await.unwrap();
+    assert_eq!((users.len(), ledger.len()), (1, 1));
+    // Nothing written: the same rows, not decoded again.
+    assert!(std::sync::Arc::ptr_eq(
+        &users,
+        &reconciler.users_snapshot().await.unwrap()
+    ));
+    assert!(std::sync::Arc::ptr_eq(
+        &ledger,
+        &reconciler.instances_snapshot().await.unwrap()
+    ));
+
+    // Writes through the other store (another process on the same file) are seen, each by its
+    // own table's snapshot only.
+    let mut alice = api
+        .get_user(&UserId::parse("alice").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    alice.error = Some("changed".into());
+    assert!(api.update_user(&mut alice).await.unwrap());
+    let users = reconciler.users_snapshot().await.unwrap();
+    assert_eq!(users[0].error.as_deref(), Some("changed"));
+    assert!(std::sync::Arc::ptr_eq(
+        &ledger,
+        &reconciler.instances_snapshot().await.unwrap()
+    ));
+    api.insert_user(&user("bob", "r-bob")).await.unwrap();
+    assert_eq!(reconciler.users_snapshot().await.unwrap().len(), 2);
+    api.delete_user(
+        &api.get_user(&UserId::parse("bob").unwrap())
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reconciler.users_snapshot().await.unwrap().len(), 1);
+    assert!(
+        api.assign(
+            &UserId::parse("alice").unwrap(),
+            &InstanceId("i-1".into()),
+            "s0",
+            5
+        )
+        .await
+        .unwrap()
+    );
+    let ledger = reconciler.instances_snapshot().await.unwrap();
+    assert_eq!(ledger[0].status, InstanceStatus::Assigned);
+    let users = reconciler.users_snapshot().await.unwrap();
+    assert_eq!(users[0].instance_id, Some(InstanceId("i-1".into())));
+    api.put_instance(&available("i-2")).await.unwrap();
+    assert_eq!(reconciler.instances_snapshot().await.unwrap().len(), 2);
 }

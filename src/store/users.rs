@@ -108,6 +108,9 @@ impl UserRecord {
     }
 }
 
+/// Every user row, in queue order (also the reconciler's snapshot, `generations.rs`).
+pub(super) const SELECT_ALL: &str = "SELECT * FROM users ORDER BY requested_at, user_id";
+
 impl Store {
     pub async fn get_user(&self, user: &UserId) -> StoreResult<Option<UserRecord>> {
         let row = on_pool!(self, |pool| sqlx::query_as::<_, UserColumns>(
@@ -120,11 +123,9 @@ impl Store {
     }
 
     pub async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
-        let rows = on_pool!(self, |pool| sqlx::query_as::<_, UserColumns>(
-            "SELECT * FROM users ORDER BY requested_at, user_id"
-        )
-        .fetch_all(pool)
-        .await?);
+        let rows = on_pool!(self, |pool| sqlx::query_as::<_, UserColumns>(SELECT_ALL)
+            .fetch_all(pool)
+            .await?);
         rows.into_iter().map(UserRecord::try_from).collect()
     }
 
@@ -457,8 +458,11 @@ impl Store {
         })
     }
 
-    /// Places the users routed before shards existed on the shard of their recorded listener
-    /// (`(name, listener ARN)` pairs); returns how many rows changed.
+    /// Places users on the configured shards (`(name, listener ARN)` pairs) at start-up: a user
+    /// whose rule is on a shard's listener belongs to that shard, whatever it was called before
+    /// (routed before shards existed, or a shard renamed); a claim in flight from before shards
+    /// existed (no listener recorded yet) goes to the first shard, the only one such a deployment
+    /// had. Returns how many rows changed.
     pub async fn place_routed_users(&self, shards: &[(String, String)]) -> StoreResult<u64> {
         let mut placed = 0;
         for (name, listener) in shards {
@@ -466,10 +470,20 @@ impl Store {
                 self,
                 sqlx::query(
                     "UPDATE users SET shard = $1, version = version + 1
-                     WHERE shard IS NULL AND listener_arn = $2",
+                     WHERE listener_arn = $2 AND (shard IS NULL OR shard <> $1)",
                 )
                 .bind(name)
                 .bind(listener)
+            );
+        }
+        if let Some((first, _)) = shards.first() {
+            placed += execute!(
+                self,
+                sqlx::query(
+                    "UPDATE users SET shard = $1, version = version + 1
+                     WHERE shard IS NULL AND state NOT IN ('queued', 'failed')",
+                )
+                .bind(first)
             );
         }
         Ok(placed)

@@ -31,7 +31,10 @@ pub struct Deployment {
     subnet_ids: Vec<String>,
     security_group_id: String,
     vpc_id: String,
+    /// Shard 0's listener.
     listener_arn: String,
+    /// Every shard's listener (one ALB each) that carries the users' rules.
+    shard_listener_arns: Vec<String>,
     queue_arn: String,
     instance_role_arn: String,
     instance_profile_arn: String,
@@ -103,10 +106,22 @@ impl Deployment {
             .flat_map(|r| r["instances"].as_array().into_iter().flatten())
             .filter_map(|i| i["attributes"]["arn"].as_str().map(str::to_string))
             .collect();
+        let shard_listener_arns: Vec<String> = state["outputs"]["shard_listener_arns"]["value"]
+            .as_array()
+            .expect("shard_listener_arns")
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(shard_listener_arns.first(), Some(&listener_arn));
+        // <name>-daemon, <name>-daemon-workspaces, and a routing policy for every 9 shards.
         assert_eq!(
             daemon_policies.len(),
-            2,
-            "the daemon's two managed policies"
+            2 + shard_listener_arns.len().div_ceil(9),
+            "the daemon's managed policies: {:?}",
+            daemon_policies
+                .iter()
+                .map(|(name, _)| name)
+                .collect::<Vec<_>>()
         );
         assert!(
             !instance_policies.is_empty(),
@@ -128,6 +143,7 @@ impl Deployment {
             security_group_id: output("instance_security_group_id"),
             vpc_id: output("vpc_id"),
             listener_arn,
+            shard_listener_arns,
             queue_arn: output("interruption_queue_arn"),
             instance_role_arn,
             instance_profile_arn: output("instance_profile_arn"),
@@ -422,6 +438,68 @@ impl Deployment {
 }
 
 impl Deployment {
+    /// Rule writes the daemon makes on its shards' listeners, on listeners that are not one of
+    /// them: another ALB's, and another listener of a shard's ALB (e.g. the HTTP:80 redirect
+    /// next to a shard's HTTPS listener). All with the pool's tags, so only the listener
+    /// scoping refuses them.
+    fn rule_writes_off_the_shards(&self) -> Vec<Denied> {
+        let shard = self.shard_listener_arns.last().expect("a shard");
+        let (prefix, listener_id) = shard.rsplit_once('/').expect("a listener ARN");
+        let foreign = [
+            shard.replace(":listener/app/", ":listener/app/not-a-shard-"),
+            format!("{prefix}/{}", listener_id.chars().rev().collect::<String>()),
+        ];
+        assert!(
+            foreign
+                .iter()
+                .all(|arn| !self.shard_listener_arns.contains(arn)),
+            "{foreign:?}"
+        );
+        let mut elb_tags = self.user_tags();
+        elb_tags.push((tags::INSTANCE_ID, INSTANCE.into()));
+        foreign
+            .iter()
+            .flat_map(|listener| {
+                let rule = self.rule_arn(listener);
+                [
+                    deny(
+                        "a rule on a listener that is not a shard's",
+                        Request::new(
+                            "elasticloadbalancing:CreateRule",
+                            listener,
+                            request_tags(Context::new(), &elb_tags),
+                        ),
+                    ),
+                    deny(
+                        "tagging a new rule on a listener that is not a shard's",
+                        Request::new(
+                            "elasticloadbalancing:AddTags",
+                            &rule,
+                            request_tags(Context::new(), &elb_tags)
+                                .with("elasticloadbalancing:CreateAction", "CreateRule"),
+                        ),
+                    ),
+                    deny(
+                        "deleting a rule of a listener that is not a shard's",
+                        Request::new(
+                            "elasticloadbalancing:DeleteRule",
+                            &rule,
+                            self.elb(&elb_tags),
+                        ),
+                    ),
+                    deny(
+                        "changing a rule of a listener that is not a shard's",
+                        Request::new(
+                            "elasticloadbalancing:ModifyRule",
+                            &rule,
+                            self.elb(&elb_tags),
+                        ),
+                    ),
+                ]
+            })
+            .collect()
+    }
+
     /// Every AWS call the daemon makes (`src/cloud/aws/`), as IAM sees it.
     pub fn daemon_calls(&self) -> Vec<Call> {
         let launch = self.launch_tags();
@@ -445,7 +523,13 @@ impl Deployment {
         let mut elb_tags = self.user_tags();
         elb_tags.push((tags::INSTANCE_ID, INSTANCE.into()));
         let our_group = self.elb(&elb_tags);
-        let rule = self.rule_arn(&self.listener_arn);
+        // A user's rule is on its shard's listener: any shard's.
+        let on_every_shard = |request: &dyn Fn(&str) -> Vec<Request>| -> Vec<Request> {
+            self.shard_listener_arns
+                .iter()
+                .flat_map(|listener| request(listener))
+                .collect()
+        };
         let created = |action: &str| {
             request_tags(Context::new(), &elb_tags)
                 .with("elasticloadbalancing:CreateAction", action)
@@ -675,33 +759,43 @@ impl Deployment {
             ),
             call(
                 "elasticloadbalancing:CreateRule",
-                "the user's rule, tagged at creation",
-                vec![
-                    Request::new(
-                        "elasticloadbalancing:CreateRule",
-                        &self.listener_arn,
-                        request_tags(Context::new(), &elb_tags),
-                    ),
-                    Request::new("elasticloadbalancing:AddTags", &rule, created("CreateRule")),
-                ],
+                "the user's rule on its shard's listener, tagged at creation",
+                on_every_shard(&|listener| {
+                    vec![
+                        Request::new(
+                            "elasticloadbalancing:CreateRule",
+                            listener,
+                            request_tags(Context::new(), &elb_tags),
+                        ),
+                        Request::new(
+                            "elasticloadbalancing:AddTags",
+                            &self.rule_arn(listener),
+                            created("CreateRule"),
+                        ),
+                    ]
+                }),
             ),
             call(
                 "elasticloadbalancing:DeleteRule",
                 "a teardown",
-                vec![Request::new(
-                    "elasticloadbalancing:DeleteRule",
-                    &rule,
-                    our_group.clone(),
-                )],
+                on_every_shard(&|listener| {
+                    vec![Request::new(
+                        "elasticloadbalancing:DeleteRule",
+                        &self.rule_arn(listener),
+                        our_group.clone(),
+                    )]
+                }),
             ),
             call(
                 "elasticloadbalancing:ModifyRule",
                 "sleep and wake switch the rule's action",
-                vec![Request::new(
-                    "elasticloadbalancing:ModifyRule",
-                    &rule,
-                    our_group.clone(),
-                )],
+                on_every_shard(&|listener| {
+                    vec![Request::new(
+                        "elasticloadbalancing:ModifyRule",
+                        &self.rule_arn(listener),
+                        our_group.clone(),
+                    )]
+                }),
             ),
             everywhere(
                 "elasticloadbalancing:DescribeTargetGroups",
@@ -856,6 +950,7 @@ impl Deployment {
                 .map(move |request| deny(gap.what, request))
         });
         closed
+            .chain(self.rule_writes_off_the_shards())
             .chain([
                 deny(
                     "DescribeInstances in another region",
@@ -1069,6 +1164,14 @@ impl Deployment {
                             .listener_arn
                             .replace(":listener/app/", ":listener/app/other-alb-"),
                         request_tags(Context::new(), &self.user_tags()),
+                    ),
+                ),
+                deny(
+                    "tags on an existing rule",
+                    Request::new(
+                        "elasticloadbalancing:AddTags",
+                        &rule,
+                        request_tags(self.elb(&self.user_tags()), &[("Owner", "mallory".into())]),
                     ),
                 ),
                 deny(

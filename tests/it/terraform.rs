@@ -1,7 +1,8 @@
 //! The Terraform a platform team applies, end to end: the example root
-//! (`terraform/examples/basic`) applied against moto with `scripts/terraform_moto.sh`, with the
-//! account prerequisites (the EC2 Spot service-linked role, a customer-managed KMS key) and the
-//! daemon's own host; the real daemon started from its `daemon_env` output, one user claimed and
+//! (`terraform/examples/basic`) applied against moto with `scripts/terraform_moto.sh`, with two
+//! host-routed shards (two ALBs), the account prerequisites (the EC2 Spot service-linked role, a
+//! customer-managed KMS key) and the daemon's own host; the real daemon started from its
+//! `daemon_env` and `daemon_shards_toml` outputs, one user claimed (on a shard, by host) and
 //! released, and `terraform destroy`. It needs `terraform` and the machine's provider mirror, and
 //! fails (never skips) without them. The offline plans with a mocked provider
 //! (`terraform/modules/spotpool/tests/`) cover what moto cannot show, e.g. an account that
@@ -94,6 +95,15 @@ impl StateDir {
 
     fn path(&self) -> &str {
         self.0.to_str().expect("temp dir path is UTF-8")
+    }
+
+    /// An output of the applied state, of any type (`terraform_moto.sh output` prints strings).
+    fn output(&self, name: &str) -> serde_json::Value {
+        let path = self.0.join(STATE_FILE);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|err| panic!("reading {}: {err}", path.display()));
+        let state: serde_json::Value = serde_json::from_str(&text).expect("the state is JSON");
+        state["outputs"][name]["value"].clone()
     }
 }
 
@@ -197,10 +207,17 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
     let endpoint = moto.endpoint();
     let state = StateDir::new();
 
+    // Two shards, host-routed (the example root's default routing): two ALBs, the users of
+    // shard i at <route>.shard-<i>.users.example.test.
+    let shard_vars = ["shard_count=2", "users_domain=users.example.test"];
     // moto, like a fresh account, has no EC2 Spot service-linked role: by default (the module
     // neither creates it nor may the daemon), the plan refuses, saying what to set, and nothing
     // is created.
-    let (ok, _, refusal) = try_terraform_moto(&["apply", &endpoint, state.path()]).await;
+    let mut refused_args = vec!["apply", endpoint.as_str(), state.path()];
+    for var in shard_vars {
+        refused_args.extend(["-var", var]);
+    }
+    let (ok, _, refusal) = try_terraform_moto(&refused_args).await;
     assert!(
         !ok,
         "a plan without the Spot service-linked role was applied"
@@ -213,17 +230,18 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
 
     // The account prerequisites and the daemon's host, as a platform team would ask for them.
     let binary_uri = "s3://spotpool-artifacts/releases/spotpool";
-    let vars: Vec<String> = [
-        "create_spot_service_linked_role=true",
-        "create_kms_key=true",
-        "create_daemon_host=true",
-        &format!("daemon_binary_s3_uri={binary_uri}"),
-        "daemon_api_allowed_cidr_blocks=[\"10.20.0.0/24\"]",
-        "daemon_tls=true",
-    ]
-    .iter()
-    .map(|var| var.to_string())
-    .collect();
+    let vars: Vec<String> = shard_vars
+        .iter()
+        .chain(&[
+            "create_spot_service_linked_role=true",
+            "create_kms_key=true",
+            "create_daemon_host=true",
+            &format!("daemon_binary_s3_uri={binary_uri}"),
+            "daemon_api_allowed_cidr_blocks=[\"10.20.0.0/24\"]",
+            "daemon_tls=true",
+        ])
+        .map(|var| var.to_string())
+        .collect();
     let started = Instant::now();
     let env_text = terraform_moto_with("apply", &endpoint, state.path(), &vars).await;
     eprintln!("terraform apply took {:?}", started.elapsed());
@@ -249,12 +267,10 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
         "SUBNET_IDS",
         "SECURITY_GROUP_ID",
         "VPC_ID",
-        "ALB_LISTENER_ARN",
         "INSTANCE_PROFILE_ARN",
         "CONTAINER_IMAGE",
         "CONTAINER_PRESET",
         "CONTAINER_PORT",
-        "PUBLIC_BASE_URL",
         "SECRET_PREFIX",
         "SPOTPOOL_INTERRUPTION_QUEUE_URL",
         "SPOTPOOL_WORKSPACE_SIZE_GIB",
@@ -271,6 +287,13 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
     );
     assert_eq!(settings["AWS_ENDPOINT_URL"], endpoint);
     assert_eq!(settings["SUBNET_IDS"].split(',').count(), 2);
+    // With shards, the listeners are the [[shard]] tables', not a single ALB_LISTENER_ARN.
+    for key in ["ALB_LISTENER_ARN", "PUBLIC_BASE_URL"] {
+        assert!(
+            !settings.contains_key(key),
+            "daemon_env has {key} next to the shards:\n{env_text}"
+        );
+    }
 
     let sdk = moto.sdk_config().await;
     let ec2 = aws_sdk_ec2::Client::new(&sdk);
@@ -377,20 +400,78 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
         "{queue_policy}"
     );
 
-    // The listener answers 404 unless a user's rule matches.
-    let listeners = elb
-        .describe_listeners()
-        .listener_arns(settings["ALB_LISTENER_ARN"])
-        .send()
-        .await
-        .expect("reading the listener");
-    let default = &listeners.listeners()[0].default_actions()[0];
+    // Two shards: two ALBs in the one ALB security group, each with the listener that carries
+    // its users' rules, answering 404 unless a user's rule matches.
+    let shards = state.output("shards");
+    let shards = shards.as_array().expect("a list of shards");
+    assert_eq!(shards.len(), 2, "{shards:?}");
+    let alb_group = output("alb_security_group_id").await;
+    let mut albs = BTreeSet::new();
+    for (i, shard) in shards.iter().enumerate() {
+        assert_eq!(shard["name"], format!("shard-{i}"));
+        assert_eq!(shard["routing"], "host");
+        assert_eq!(shard["capacity"], 90);
+        assert_eq!(shard["domain"], format!("shard-{i}.users.example.test"));
+        assert_eq!(
+            shard["wildcard_name"],
+            format!("*.shard-{i}.users.example.test")
+        );
+        let listener_arn = shard["listener_arn"].as_str().unwrap();
+        let listeners = elb
+            .describe_listeners()
+            .listener_arns(listener_arn)
+            .send()
+            .await
+            .expect("reading the listener");
+        let listener = &listeners.listeners()[0];
+        assert_eq!(listener.load_balancer_arn(), shard["alb_arn"].as_str());
+        assert_eq!(listener.port(), Some(80));
+        let default = &listener.default_actions()[0];
+        assert_eq!(
+            default
+                .fixed_response_config()
+                .and_then(|c| c.status_code()),
+            Some("404")
+        );
+        let described = elb
+            .describe_load_balancers()
+            .load_balancer_arns(shard["alb_arn"].as_str().unwrap())
+            .send()
+            .await
+            .expect("reading the ALB");
+        let alb = &described.load_balancers()[0];
+        assert_eq!(alb.security_groups(), [alb_group.as_str()]);
+        assert_eq!(alb.dns_name(), shard["alb_dns_name"].as_str());
+        albs.insert(alb.load_balancer_name().unwrap().to_string());
+    }
     assert_eq!(
-        default
-            .fixed_response_config()
-            .and_then(|c| c.status_code()),
-        Some("404")
+        albs,
+        BTreeSet::from(["spotpool".to_string(), "spotpool-s1".to_string()])
     );
+    // The platform's DNS: one wildcard record per shard, pointing at its ALB.
+    let records = state.output("shard_dns_records");
+    for shard in shards {
+        assert_eq!(
+            records[shard["wildcard_name"].as_str().unwrap()],
+            shard["alb_dns_name"]
+        );
+    }
+    // The daemon's [[shard]] tables: one per shard, as the daemon reads them.
+    let shards_toml = output("daemon_shards_toml").await;
+    let tables: toml::Table = toml::from_str(&shards_toml).expect("daemon_shards_toml is TOML");
+    let tables = tables["shard"].as_array().expect("[[shard]] tables");
+    assert_eq!(tables.len(), 2, "{shards_toml}");
+    for (table, shard) in tables.iter().zip(shards) {
+        assert_eq!(table["name"].as_str(), shard["name"].as_str());
+        assert_eq!(
+            table["listener_arn"].as_str(),
+            shard["listener_arn"].as_str()
+        );
+        assert_eq!(table["routing"].as_str(), Some("host"));
+        assert_eq!(table["domain"].as_str(), shard["domain"].as_str());
+        assert_eq!(table["capacity"].as_integer(), Some(90));
+        assert!(table.get("base_url").is_none(), "{shards_toml}");
+    }
 
     // The instances accept the container port from the ALB's group, and nothing else.
     let groups = ec2
@@ -527,17 +608,20 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
     )
     .expect("user data is UTF-8");
     let env_secret = output("daemon_env_secret_arn").await;
+    let config_secret = output("daemon_config_secret_arn").await;
     let tokens_secret = output("daemon_tokens_secret_arn").await;
     let tls_secret = output("daemon_tls_secret_arn").await;
     for needle in [
         binary_uri,
         env_secret.as_str(),
+        config_secret.as_str(),
         tokens_secret.as_str(),
         tls_secret.as_str(),
         "ExecStart=/usr/local/bin/spotpool serve",
         "OnFailure=spotpool-failed.service",
         "Requires=spotpool-config.service",
         "LoadCredential=tls-key:/etc/spotpool/tls/key.pem",
+        "LoadCredential=config:/etc/spotpool/spotpool.toml",
     ] {
         assert!(
             host_user_data.contains(needle),
@@ -551,9 +635,9 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
         );
     }
 
-    // Its settings are in Secrets Manager: daemon_env, the listen address and the TLS files;
-    // the tokens' and the TLS bundle's secrets are left for the operator to fill, so no token
-    // or key ever passes through Terraform.
+    // Its settings are in Secrets Manager: daemon_env, the listen address, the TLS files and the
+    // shards' TOML file; the tokens' and the TLS bundle's secrets are left for the operator to
+    // fill, so no token or key ever passes through Terraform.
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
     let host_env = secrets
         .get_secret_value()
@@ -572,8 +656,22 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
         host_settings["SPOTPOOL_TLS_KEY"],
         "/run/credentials/spotpool.service/tls-key"
     );
+    assert_eq!(
+        host_settings["SPOTPOOL_CONFIG"],
+        "/run/credentials/spotpool.service/config"
+    );
+    let host_config = secrets
+        .get_secret_value()
+        .secret_id(&config_secret)
+        .send()
+        .await
+        .expect("reading the host's TOML file");
+    assert_eq!(host_config.secret_string(), Some(shards_toml.as_str()));
     for (key, value) in &host_settings {
-        if !key.starts_with("SPOTPOOL_LISTEN") && !key.starts_with("SPOTPOOL_TLS_") {
+        if !key.starts_with("SPOTPOOL_LISTEN")
+            && !key.starts_with("SPOTPOOL_TLS_")
+            && key != "SPOTPOOL_CONFIG"
+        {
             assert_eq!(settings.get(key.as_str()), Some(&value.as_str()), "{key}");
         }
     }
@@ -589,6 +687,7 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
         strings(&statement_by_sid(&host_policy, "ReadThisDaemonsSecrets")["Resource"]),
         BTreeSet::from([
             env_secret.clone(),
+            config_secret.clone(),
             tokens_secret.clone(),
             tls_secret.clone()
         ])
@@ -653,9 +752,14 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
         )
     );
 
-    // The daemon, configured from the output alone plus tokens and test intervals.
+    // The daemon, configured from the outputs alone plus tokens and test intervals: daemon_env,
+    // and the [[shard]] tables of daemon_shards_toml in the file SPOTPOOL_CONFIG names (as the
+    // daemon host does).
+    let config = state.0.join("spotpool.toml");
+    std::fs::write(&config, &shards_toml).expect("writing the daemon's TOML file");
     let mut env = infra_env.clone();
     env.extend(test_settings());
+    env.push(("SPOTPOOL_CONFIG".to_string(), config.display().to_string()));
     let daemon = Daemon::start(&env).await;
     daemon.wait_available(2, DEADLINE).await;
 
@@ -664,10 +768,34 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
     assert!(status == 202 || status == 200, "{status} {doc}");
     let doc = daemon.wait_state("alice", "ready", DEADLINE).await;
     let route = doc["route"].as_str().unwrap();
-    assert_eq!(
-        doc["url"],
-        format!("{}/{route}/", settings["PUBLIC_BASE_URL"])
-    );
+    // Host routing: alice is https://<route>.shard-<i>.users.example.test/ on one of the
+    // shards, through a rule on that shard's listener that matches her host and no path.
+    let url = doc["url"].as_str().expect("a url");
+    let shard = shards
+        .iter()
+        .find(|shard| url == format!("https://{route}.{}/", shard["domain"].as_str().unwrap()))
+        .unwrap_or_else(|| panic!("{url} is on no shard's domain: {shards:?}"));
+    let rules = elb
+        .describe_rules()
+        .listener_arn(shard["listener_arn"].as_str().unwrap())
+        .send()
+        .await
+        .expect("reading the shard's rules");
+    let user_rules: Vec<_> = rules
+        .rules()
+        .iter()
+        .filter(|rule| rule.is_default() != Some(true))
+        .collect();
+    assert_eq!(user_rules.len(), 1, "{user_rules:?}");
+    let conditions = user_rules[0].conditions();
+    assert_eq!(conditions.len(), 1, "{conditions:?}");
+    assert_eq!(conditions[0].field(), Some("host-header"));
+    let host = format!("{route}.{}", shard["domain"].as_str().unwrap());
+    let hosts: Vec<&str> = conditions[0]
+        .host_header_config()
+        .map(|config| config.values().iter().map(String::as_str).collect())
+        .unwrap_or_else(|| conditions[0].values().iter().map(String::as_str).collect());
+    assert_eq!(hosts, [host.as_str()], "{conditions:?}");
 
     // The instance runs with the Terraform instance profile, in the Terraform network.
     let instance_id = doc["instance_id"].as_str().unwrap();

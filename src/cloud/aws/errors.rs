@@ -66,10 +66,7 @@ const ERROR_CODES: &[(&str, CloudErrorKind)] = &[
         CloudErrorKind::RouteCapacity,
     ),
     ("TooManyTargets", CloudErrorKind::RouteCapacity),
-    (
-        "TooManyRegistrationsForTargetId",
-        CloudErrorKind::RouteCapacity,
-    ),
+    // (TooManyRegistrationsForTargetId is a limit of one instance, not of a shard: Fatal.)
     ("TooManyTargetGroups", CloudErrorKind::RouteCapacity),
     ("UnfulfillableCapacity", CloudErrorKind::Capacity),
     ("ReservationCapacityExceeded", CloudErrorKind::Capacity),

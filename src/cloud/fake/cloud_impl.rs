@@ -21,43 +21,21 @@ use crate::model::{InstanceId, InstanceStatus, Millis, RuleMatch};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// Instances per DescribeInstances page: the daemon asks for AWS's largest, 1,000
+/// (`cloud::aws`'s page size).
+const DESCRIBE_INSTANCES_PAGE: usize = 1000;
+
 #[async_trait::async_trait]
 impl Cloud for FakeCloud {
     async fn describe_pool_instances(&self) -> CloudResult<Vec<CloudInstance>> {
-        let mut state = self.enter("DescribeInstances", 1).await?;
-        let hidden = std::mem::take(&mut state.hidden_once);
-        let mut out = Vec::new();
-        for instance in state.instances.values_mut() {
-            if hidden.contains(&instance.id) {
-                continue;
-            }
-            // Plain mode: shutting down lasts one describe, then the instance is terminated and
-            // unlisted. Simulated mode lists it until its termination completes.
-            if instance.lifecycle == Lifecycle::ShuttingDown && self.sim.is_none() {
-                instance.lifecycle = Lifecycle::Terminated;
-                continue;
-            }
-            if instance.lifecycle == Lifecycle::Terminated
-                || instance.tags.get(tags::POOL) != Some(&self.pool)
-            {
-                continue;
-            }
-            out.push(CloudInstance {
-                id: instance.id.clone(),
-                arn: self.instance_arn(&instance.id.0),
-                lifecycle: instance.lifecycle,
-                instance_type: instance.instance_type.clone(),
-                availability_zone: format!("{}-{}", self.region, instance.subnet_id),
-                subnet_id: Some(instance.subnet_id.clone()),
-                private_ip: Some("10.0.0.10".into()),
-                launched_at: instance.launched_at,
-                tier: instance.tags.get(tags::TIER).cloned(),
-                status: instance
-                    .tags
-                    .get(tags::STATUS)
-                    .and_then(|s| InstanceStatus::parse(s)),
-                user_id: instance.tags.get(tags::USER_ID).cloned(),
-            });
+        let out = {
+            let mut state = self.enter("DescribeInstances", 1).await?;
+            self.list_pool_instances(&mut state)
+        };
+        // AWS pages the listing at the daemon's MaxResults (1,000, its largest): every further
+        // page is another call (each may fail, as on AWS).
+        for _ in 1..out.len().div_ceil(DESCRIBE_INSTANCES_PAGE) {
+            drop(self.enter("DescribeInstances", 1).await?);
         }
         Ok(out)
     }
@@ -332,14 +310,11 @@ impl Cloud for FakeCloud {
                 "target group name longer than 32 characters",
             ));
         }
-        if let Some(existing) = state.target_groups.values().find(|t| t.name == name) {
-            return Ok(existing.arn.clone());
+        let arn = self.target_group_arn(name);
+        if state.target_groups.contains_key(&arn) {
+            return Ok(arn);
         }
         elb_limits::check_new_target_group(&state)?;
-        let arn = format!(
-            "arn:aws:elasticloadbalancing:{}:123456789012:targetgroup/{name}/0123456789abcdef",
-            self.region
-        );
         state.target_groups.insert(
             arn.clone(),
             FakeTargetGroup {
@@ -357,11 +332,8 @@ impl Cloud for FakeCloud {
 
     async fn find_target_group(&self, name: &str) -> CloudResult<Option<String>> {
         let state = self.enter("DescribeTargetGroups", 1).await?;
-        Ok(state
-            .target_groups
-            .values()
-            .find(|t| t.name == name)
-            .map(|t| t.arn.clone()))
+        let arn = self.target_group_arn(name);
+        Ok(state.target_groups.contains_key(&arn).then_some(arn))
     }
 
     async fn register_target(
@@ -423,8 +395,7 @@ impl Cloud for FakeCloud {
     async fn delete_target_group(&self, target_group_arn: &str) -> CloudResult<()> {
         let mut state = self.enter("DeleteTargetGroup", 1).await?;
         if state
-            .rules
-            .values()
+            .rules_naming(target_group_arn)
             .any(|r| r.target_group_arn == target_group_arn && r.fixed_response.is_none())
         {
             return Err(CloudError::new(
@@ -441,9 +412,7 @@ impl Cloud for FakeCloud {
     async fn describe_rules(&self, listener_arn: &str) -> CloudResult<Vec<RuleInfo>> {
         let state = self.enter("DescribeRules", 1).await?;
         Ok(state
-            .rules
-            .values()
-            .filter(|r| r.listener_arn == listener_arn)
+            .listener_rules(listener_arn)
             .map(|r| RuleInfo {
                 arn: r.arn.clone(),
                 priority: Some(r.priority),
@@ -470,9 +439,8 @@ impl Cloud for FakeCloud {
     ) -> CloudResult<String> {
         let mut state = self.enter("CreateRule", 1).await?;
         if state
-            .rules
-            .values()
-            .any(|r| r.listener_arn == listener_arn && r.priority == priority)
+            .listener_rules(listener_arn)
+            .any(|r| r.priority == priority)
         {
             return Err(CloudError::new(
                 CloudErrorKind::Conflict,
@@ -488,6 +456,7 @@ impl Cloud for FakeCloud {
         let active_at = self.effect_at(state.now, |p| p.effects.rule_active);
         state.next_id += 1;
         let arn = format!("{listener_arn}/rule/{:08}", state.next_id);
+        state.index_rule(target_group_arn, &arn, true);
         state.rules.insert(
             arn.clone(),
             FakeRule {
@@ -506,7 +475,9 @@ impl Cloud for FakeCloud {
 
     async fn delete_rule(&self, rule_arn: &str) -> CloudResult<()> {
         let mut state = self.enter("DeleteRule", 1).await?;
-        state.rules.remove(rule_arn);
+        if let Some(rule) = state.rules.remove(rule_arn) {
+            state.index_rule(&rule.target_group_arn, rule_arn, false);
+        }
         Ok(())
     }
 
@@ -528,9 +499,8 @@ impl Cloud for FakeCloud {
     async fn list_pool_rules(&self, listener_arn: &str) -> CloudResult<Vec<PoolResource>> {
         let state = self.enter("DescribeRules", 1).await?;
         Ok(state
-            .rules
-            .values()
-            .filter(|r| r.listener_arn == listener_arn && self.is_ours(&r.tags))
+            .listener_rules(listener_arn)
+            .filter(|r| self.is_ours(&r.tags))
             .map(|r| PoolResource {
                 arn: r.arn.clone(),
                 name: r.condition.value().to_string(),
@@ -570,9 +540,11 @@ impl Cloud for FakeCloud {
             .ok_or_else(|| not_found("ModifyRule", rule_arn))?;
         match action {
             RuleAction::Forward { target_group_arn } => {
-                rule.target_group_arn = target_group_arn.clone();
+                let old = std::mem::replace(&mut rule.target_group_arn, target_group_arn.clone());
                 rule.fixed_response = None;
                 rule.active_at = active_at;
+                state.index_rule(&old, rule_arn, false);
+                state.index_rule(target_group_arn, rule_arn, true);
             }
             RuleAction::FixedResponse { status, .. } => rule.fixed_response = Some(*status),
         }
@@ -683,4 +655,14 @@ pub(super) fn not_found(operation: &'static str, what: &str) -> CloudError {
         "NotFound",
         format!("{what} not found"),
     )
+}
+
+impl FakeCloud {
+    /// The ARN CreateTargetGroup gives the group named `name` (one name, one group).
+    fn target_group_arn(&self, name: &str) -> String {
+        format!(
+            "arn:aws:elasticloadbalancing:{}:123456789012:targetgroup/{name}/0123456789abcdef",
+            self.region
+        )
+    }
 }

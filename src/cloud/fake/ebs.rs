@@ -64,6 +64,8 @@ pub(super) struct Ebs {
     copies: Vec<(String, String)>,
     /// Requests per target group (its CloudWatch dimension), as the test sets them.
     pub(super) request_counts: BTreeMap<String, f64>,
+    /// The volumes of each workspace owner (DescribeVolumes' tag filter, as an index).
+    owners: BTreeMap<String, Vec<String>>,
 }
 
 impl Ebs {
@@ -74,36 +76,53 @@ impl Ebs {
         lifecycle: impl Fn(&InstanceId) -> Option<Lifecycle>,
     ) {
         for volume in self.volumes.values_mut() {
-            if volume.state == VolumeState::Creating && now >= volume.available_at {
-                volume.state = VolumeState::Available;
-            }
-            let Some(attachment) = &mut volume.attachment else {
-                continue;
-            };
-            let gone = lifecycle(&attachment.instance).is_none_or(|l| l == Lifecycle::Terminated);
-            match attachment.state {
-                _ if gone => volume.attachment = None,
-                AttachmentState::Attaching if now >= attachment.done_at => {
-                    attachment.state = AttachmentState::Attached;
-                }
-                AttachmentState::Detaching if now >= attachment.done_at => {
-                    volume.attachment = None;
-                }
-                _ => {}
-            }
-            volume.state = match (&volume.attachment, volume.state) {
-                (Some(_), _) => VolumeState::InUse,
-                (None, VolumeState::InUse) => VolumeState::Available,
-                (None, state) => state,
-            };
+            settle_volume(volume, now, &lifecycle);
         }
+    }
+
+    /// The ids of `owner`'s workspace volumes (its `spotpool:workspace` tag, set at creation).
+    fn owned_by(&self, owner: &str) -> Vec<String> {
+        self.owners.get(owner).cloned().unwrap_or_default()
     }
 }
 
+/// One volume's [`Ebs::settle`].
+fn settle_volume(
+    volume: &mut FakeVolume,
+    now: Millis,
+    lifecycle: &impl Fn(&InstanceId) -> Option<Lifecycle>,
+) {
+    if volume.state == VolumeState::Creating && now >= volume.available_at {
+        volume.state = VolumeState::Available;
+    }
+    let Some(attachment) = &mut volume.attachment else {
+        return;
+    };
+    let gone = lifecycle(&attachment.instance).is_none_or(|l| l == Lifecycle::Terminated);
+    match attachment.state {
+        _ if gone => volume.attachment = None,
+        AttachmentState::Attaching if now >= attachment.done_at => {
+            attachment.state = AttachmentState::Attached;
+        }
+        AttachmentState::Detaching if now >= attachment.done_at => {
+            volume.attachment = None;
+        }
+        _ => {}
+    }
+    volume.state = match (&volume.attachment, volume.state) {
+        (Some(_), _) => VolumeState::InUse,
+        (None, VolumeState::InUse) => VolumeState::Available,
+        (None, state) => state,
+    };
+}
+
 impl FakeCloud {
-    /// Every volume the fake holds now.
+    /// Every volume the fake holds now (settled, as DescribeVolumes would report them).
     pub fn volumes(&self) -> Vec<FakeVolume> {
-        self.lock().ebs.volumes.values().cloned().collect()
+        let mut state = self.lock();
+        let ids: Vec<String> = state.ebs.volumes.keys().cloned().collect();
+        release_dead(&mut state, ids.iter().map(String::as_str));
+        state.ebs.volumes.values().cloned().collect()
     }
 
     /// Every volume deleted so far, in order.
@@ -183,6 +202,10 @@ impl FakeCloud {
         {
             state.ebs.copies.push((source, id.clone()));
         }
+        if let Some(owner) = volume.tags.get(tags::WORKSPACE) {
+            let owned = state.ebs.owners.entry(owner.clone()).or_default();
+            owned.push(id.clone());
+        }
         state.ebs.volumes.insert(id.clone(), volume);
         state
             .ebs
@@ -199,7 +222,7 @@ impl FakeCloud {
         volume_id: &str,
     ) -> CloudResult<Option<CloudVolume>> {
         let mut state = self.enter("DescribeVolumes", 1).await?;
-        release_dead(&mut state);
+        release_dead(&mut state, [volume_id]);
         Ok(state.ebs.volumes.get(volume_id).map(cloud_volume))
     }
 
@@ -208,11 +231,16 @@ impl FakeCloud {
         owner: Option<&str>,
     ) -> CloudResult<Vec<CloudVolume>> {
         let mut state = self.enter("DescribeVolumes", 1).await?;
-        release_dead(&mut state);
-        Ok(state
-            .ebs
-            .volumes
-            .values()
+        // The tag filter answers from an index, as AWS's does: a pass's lookup of one user's
+        // workspace costs the same however many volumes the pool has.
+        let ids = match owner {
+            Some(owner) => state.ebs.owned_by(owner),
+            None => state.ebs.volumes.keys().cloned().collect(),
+        };
+        release_dead(&mut state, ids.iter().map(String::as_str));
+        Ok(ids
+            .iter()
+            .filter_map(|id| state.ebs.volumes.get(id))
             .filter(|v| self.is_ours(&v.tags))
             .filter(|v| match owner {
                 Some(owner) => v.tags.get(tags::WORKSPACE).map(String::as_str) == Some(owner),
@@ -229,7 +257,7 @@ impl FakeCloud {
         device: &str,
     ) -> CloudResult<()> {
         let mut state = self.enter("AttachVolume", 1).await?;
-        release_dead(&mut state);
+        release_dead(&mut state, [volume_id]);
         let Some(subnet) = state
             .instances
             .get(&instance.0)
@@ -299,7 +327,7 @@ impl FakeCloud {
         force: bool,
     ) -> CloudResult<()> {
         let mut state = self.enter("DetachVolume", 1).await?;
-        release_dead(&mut state);
+        release_dead(&mut state, [volume_id]);
         let done_at = self.effect_at(state.now, |p| p.effects.volume_detach);
         let now = state.now;
         let Some(volume) = state.ebs.volumes.get_mut(volume_id) else {
@@ -324,7 +352,7 @@ impl FakeCloud {
 
     pub(super) async fn fake_delete_volume(&self, volume_id: &str) -> CloudResult<()> {
         let mut state = self.enter("DeleteVolume", 1).await?;
-        release_dead(&mut state);
+        release_dead(&mut state, [volume_id]);
         match state.ebs.volumes.get(volume_id) {
             None => Ok(()),
             Some(volume) if volume.attachment.is_some() => Err(CloudError::new(
@@ -335,6 +363,11 @@ impl FakeCloud {
             )),
             Some(_) => {
                 if let Some(volume) = state.ebs.volumes.remove(volume_id) {
+                    if let Some(owner) = volume.tags.get(tags::WORKSPACE)
+                        && let Some(owned) = state.ebs.owners.get_mut(owner)
+                    {
+                        owned.retain(|id| id != volume_id);
+                    }
                     state.ebs.deleted.push(volume);
                 }
                 Ok(())
@@ -408,14 +441,18 @@ impl FakeCloud {
     }
 }
 
-/// Releases the volumes of instances that are gone (both modes: plain mode settles nothing
-/// else lazily).
-fn release_dead(state: &mut State) {
+/// Settles `volumes` (both modes: plain mode settles nothing else lazily), releasing them from
+/// instances that are gone. Only the volumes a call looks at: a call costs the same however many
+/// volumes the fake holds.
+fn release_dead<'a>(state: &mut State, volumes: impl IntoIterator<Item = &'a str>) {
     let now = state.now;
     let instances = &state.instances;
-    state
-        .ebs
-        .settle(now, |id| instances.get(&id.0).map(|i| i.lifecycle));
+    let lifecycle = |id: &InstanceId| instances.get(&id.0).map(|i| i.lifecycle);
+    for id in volumes {
+        if let Some(volume) = state.ebs.volumes.get_mut(id) {
+            settle_volume(volume, now, &lifecycle);
+        }
+    }
 }
 
 fn cloud_volume(volume: &FakeVolume) -> CloudVolume {

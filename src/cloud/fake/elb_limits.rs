@@ -6,7 +6,7 @@
 use super::{FakeCloud, State};
 use crate::cloud::{CloudError, CloudErrorKind, CloudResult};
 use crate::model::load_balancer_of;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// AWS's limits the fake enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,12 +39,37 @@ fn refused(operation: &'static str, code: &str, message: String) -> CloudError {
     CloudError::new(CloudErrorKind::RouteCapacity, operation, code, message)
 }
 
-/// The target groups the rules of `balancer`'s listeners forward to.
-fn groups_of(state: &State, balancer: &str) -> BTreeSet<String> {
-    state
-        .rules
-        .values()
-        .filter(|r| load_balancer_of(&r.listener_arn) == balancer)
+/// The rules of every listener of the load balancer of `listener`: a range of the rules' ARNs
+/// (`<listener ARN>/rule/...`, and a listener's ARN is its load balancer's path plus an id), so
+/// a claim's checks do not grow with the other load balancers' rules.
+fn balancer_rules<'a>(
+    state: &'a State,
+    listener: &str,
+) -> Box<dyn Iterator<Item = &'a super::FakeRule> + 'a> {
+    let balancer = load_balancer_of(listener).to_string();
+    match listener.rfind('/') {
+        Some(end) if listener.contains(":listener/app/") => {
+            let prefix = listener[..=end].to_string();
+            Box::new(
+                state
+                    .rules
+                    .range(prefix.clone()..)
+                    .take_while(move |(arn, _)| arn.starts_with(&prefix))
+                    .map(|(_, rule)| rule),
+            )
+        }
+        _ => Box::new(
+            state
+                .rules
+                .values()
+                .filter(move |r| load_balancer_of(&r.listener_arn) == balancer),
+        ),
+    }
+}
+
+/// The target groups the rules of the load balancer of `listener` forward to.
+fn groups_of(state: &State, listener: &str) -> BTreeSet<String> {
+    balancer_rules(state, listener)
         .map(|r| r.target_group_arn.clone())
         .collect()
 }
@@ -67,11 +92,7 @@ pub(super) fn check_new_target_group(state: &State) -> CloudResult<()> {
 pub(super) fn check_new_rule(state: &State, listener: &str, group: &str) -> CloudResult<()> {
     let balancer = load_balancer_of(listener);
     let limits = state.route_limits;
-    let rules = state
-        .rules
-        .values()
-        .filter(|r| load_balancer_of(&r.listener_arn) == balancer)
-        .count();
+    let rules = balancer_rules(state, listener).count();
     if rules >= limits.rules_per_load_balancer {
         return Err(refused(
             "CreateRule",
@@ -79,7 +100,7 @@ pub(super) fn check_new_rule(state: &State, listener: &str, group: &str) -> Clou
             format!("load balancer {balancer} has {rules} rules, its limit"),
         ));
     }
-    let groups = groups_of(state, balancer);
+    let groups = groups_of(state, listener);
     if !groups.contains(group) && groups.len() >= limits.target_groups_per_load_balancer {
         return Err(refused(
             "CreateRule",
@@ -97,14 +118,15 @@ pub(super) fn check_new_rule(state: &State, listener: &str, group: &str) -> Clou
 /// group holds its limit of targets.
 pub(super) fn check_new_target(state: &State, group: &str) -> CloudResult<()> {
     let limit = state.route_limits.targets_per_load_balancer;
-    let balancers: BTreeSet<&str> = state
-        .rules
-        .values()
-        .filter(|r| r.target_group_arn == group)
-        .map(|r| load_balancer_of(&r.listener_arn))
-        .collect();
-    for balancer in balancers {
-        let targets: usize = groups_of(state, balancer)
+    // One listener per load balancer using the group stands for its load balancer.
+    let mut listeners: BTreeMap<&str, &str> = BTreeMap::new();
+    for rule in state.rules_naming(group) {
+        listeners
+            .entry(load_balancer_of(&rule.listener_arn))
+            .or_insert(&rule.listener_arn);
+    }
+    for (balancer, listener) in listeners {
+        let targets: usize = groups_of(state, listener)
             .iter()
             .filter_map(|g| state.target_groups.get(g))
             .map(|g| g.targets.len())

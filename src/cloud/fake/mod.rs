@@ -54,9 +54,10 @@ pub use sim::SimStats;
 
 use super::profile::Profile;
 use super::{
-    CloudError, CloudErrorKind, CloudResult, CommandStatus, HealthCheck, Lifecycle, Tags, tags,
+    CloudError, CloudErrorKind, CloudInstance, CloudResult, CommandStatus, HealthCheck, Lifecycle,
+    Tags, tags,
 };
-use crate::model::{InstanceId, Millis};
+use crate::model::{InstanceId, InstanceStatus, Millis};
 use sim::{Sim, Timeline};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -134,6 +135,9 @@ struct State {
     secrets: BTreeMap<String, FakeSecret>,
     target_groups: BTreeMap<String, FakeTargetGroup>,
     rules: BTreeMap<String, FakeRule>,
+    /// The rules that name each target group (an index of `rules`, so a call about one group or
+    /// listener costs the same however many the fake holds).
+    rules_by_group: HashMap<String, Vec<String>>,
     /// Errors to return on the next calls of an operation, in order.
     fail_next: HashMap<&'static str, VecDeque<CloudErrorKind>>,
     /// Operations that fail on every call until cleared.
@@ -165,6 +169,33 @@ struct State {
 }
 
 impl State {
+    /// The rules that name `group_arn` (forwarding to it, or did before a fixed response).
+    fn rules_naming<'a>(&'a self, group_arn: &str) -> impl Iterator<Item = &'a FakeRule> {
+        let arns = self.rules_by_group.get(group_arn).into_iter().flatten();
+        arns.filter_map(|arn| self.rules.get(arn))
+    }
+
+    /// The rules of one listener (their ARNs start with the listener's).
+    fn listener_rules<'a>(&'a self, listener_arn: &str) -> impl Iterator<Item = &'a FakeRule> {
+        let prefix = format!("{listener_arn}/rule/");
+        self.rules
+            .range(prefix.clone()..)
+            .take_while(move |(arn, _)| arn.starts_with(&prefix))
+            .map(|(_, rule)| rule)
+    }
+
+    /// Adds or removes `rule_arn` in the index of the rules naming `group_arn`.
+    fn index_rule(&mut self, group_arn: &str, rule_arn: &str, present: bool) {
+        let arns = self
+            .rules_by_group
+            .entry(group_arn.to_string())
+            .or_default();
+        arns.retain(|arn| arn != rule_arn);
+        if present {
+            arns.push(rule_arn.to_string());
+        }
+    }
+
     /// Whether the test asked that `operation`'s answer be lost this time: the call took effect,
     /// and the caller sees this timeout instead of the answer.
     fn lost_response(&mut self, operation: &'static str) -> Option<CloudError> {
@@ -210,8 +241,7 @@ fn group_healthy_from(state: &State, group_arn: &str, timed: bool) -> BTreeMap<S
         return BTreeMap::new();
     };
     let Some(checks_start) = state
-        .rules
-        .values()
+        .rules_naming(group_arn)
         .filter(|rule| rule.target_group_arn == group_arn && rule.fixed_response.is_none())
         .map(|rule| rule.active_at)
         .min()
@@ -492,6 +522,46 @@ impl FakeCloud {
             )),
             None => Ok(state),
         }
+    }
+
+    /// DescribeInstances' answer: the pool's instances that are not terminated (a shutting-down
+    /// one is listed once in plain mode), less those a test hid from this listing.
+    fn list_pool_instances(&self, state: &mut State) -> Vec<CloudInstance> {
+        let hidden = std::mem::take(&mut state.hidden_once);
+        let mut out = Vec::new();
+        for instance in state.instances.values_mut() {
+            if hidden.contains(&instance.id) {
+                continue;
+            }
+            // Plain mode: shutting down lasts one describe, then the instance is terminated and
+            // unlisted. Simulated mode lists it until its termination completes.
+            if instance.lifecycle == Lifecycle::ShuttingDown && self.sim.is_none() {
+                instance.lifecycle = Lifecycle::Terminated;
+                continue;
+            }
+            if instance.lifecycle == Lifecycle::Terminated
+                || instance.tags.get(tags::POOL) != Some(&self.pool)
+            {
+                continue;
+            }
+            out.push(CloudInstance {
+                id: instance.id.clone(),
+                arn: self.instance_arn(&instance.id.0),
+                lifecycle: instance.lifecycle,
+                instance_type: instance.instance_type.clone(),
+                availability_zone: format!("{}-{}", self.region, instance.subnet_id),
+                subnet_id: Some(instance.subnet_id.clone()),
+                private_ip: Some("10.0.0.10".into()),
+                launched_at: instance.launched_at,
+                tier: instance.tags.get(tags::TIER).cloned(),
+                status: instance
+                    .tags
+                    .get(tags::STATUS)
+                    .and_then(|s| InstanceStatus::parse(s)),
+                user_id: instance.tags.get(tags::USER_ID).cloned(),
+            });
+        }
+        out
     }
 
     fn is_ours(&self, tags: &Tags) -> bool {

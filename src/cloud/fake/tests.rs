@@ -220,3 +220,17 @@ async fn the_plain_fake_answers_at_once() {
     assert_eq!(cloud.now(), 42);
     assert!(cloud.sim_stats().is_none());
 }
+
+/// DescribeInstances pages as AWS does at the daemon's MaxResults (1,000): one call per page
+/// (issue 11's benchmark counts the pages of a pass).
+#[tokio::test]
+async fn describe_instances_is_one_call_per_thousand_instances() {
+    let cloud = FakeCloud::default();
+    cloud.launch_instances(&launch(2_500)).await.unwrap();
+    cloud.clear_calls();
+    assert_eq!(cloud.describe_pool_instances().await.unwrap().len(), 2_500);
+    assert_eq!(cloud.count_calls("DescribeInstances"), 3);
+    let small = FakeCloud::default();
+    small.describe_pool_instances().await.unwrap();
+    assert_eq!(small.count_calls("DescribeInstances"), 1);
+}

@@ -11,10 +11,13 @@
 #   ALB) and lets out HTTPS only (the AWS APIs, S3).
 # - IMDSv2 only with a hop limit of 1, an encrypted root volume.
 # - The user data (daemon-host.sh.tftpl) holds no secret. The settings
-#   (<name>-daemon/env: the module's daemon_env plus SPOTPOOL_LISTEN and the TLS
-#   paths), the API tokens (<name>-daemon/tokens, which you fill) and the TLS
-#   bundle (<name>-daemon/tls, which you fill) are Secrets Manager secrets that
-#   the host reads before every start of the daemon. Terraform never sees the
+#   (<name>-daemon/env: the module's daemon_env plus SPOTPOOL_LISTEN, the TLS
+#   paths and, with shards, SPOTPOOL_CONFIG), the shards' [[shard]] tables
+#   (<name>-daemon/config, the module's daemon_shards_toml, unless the one
+#   path-routed shard is in the env as ALB_LISTENER_ARN), the API tokens
+#   (<name>-daemon/tokens, which you fill) and the TLS bundle
+#   (<name>-daemon/tls, which you fill) are Secrets Manager secrets that the
+#   host reads before every start of the daemon. Terraform never sees the
 #   tokens or the TLS key, so they are not in its state.
 # - The host's root volume holds the daemon's database: a newer AMI or changed
 #   user data never replaces the host (ignore_changes); upgrades follow
@@ -41,14 +44,20 @@ locals {
     "SPOTPOOL_TLS_CERT=/run/credentials/spotpool.service/tls-cert\n",
     "SPOTPOOL_TLS_KEY=/run/credentials/spotpool.service/tls-key\n",
   ]) : ""
+  # The shards' [[shard]] tables, unless the one path-routed shard is in
+  # daemon_env (ALB_LISTENER_ARN); a credential of the service, like the TLS files.
+  daemon_config     = var.create_daemon_host && module.spotpool.daemon_needs_shards_toml ? 1 : 0
+  daemon_config_env = local.daemon_config == 1 ? "SPOTPOOL_CONFIG=/run/credentials/spotpool.service/config\n" : ""
   daemon_host_env = join("", [
     module.spotpool.daemon_env,
     "SPOTPOOL_LISTEN=0.0.0.0:${var.daemon_api_port}\n",
     local.daemon_tls_env,
+    local.daemon_config_env,
   ])
 
   daemon_secret_arns = concat(
     aws_secretsmanager_secret.daemon_env[*].arn,
+    aws_secretsmanager_secret.daemon_config[*].arn,
     aws_secretsmanager_secret.daemon_tokens[*].arn,
     aws_secretsmanager_secret.daemon_tls[*].arn,
   )
@@ -78,6 +87,23 @@ resource "aws_secretsmanager_secret_version" "daemon_env" {
 
   secret_id     = aws_secretsmanager_secret.daemon_env[0].id
   secret_string = local.daemon_host_env
+}
+
+resource "aws_secretsmanager_secret" "daemon_config" {
+  count = local.daemon_config
+
+  name                    = "${var.name}-daemon/config"
+  description             = "spotpool daemon's TOML file (SPOTPOOL_CONFIG): the shards' [[shard]] tables, rendered by Terraform; no tokens"
+  recovery_window_in_days = 0
+
+  tags = local.host_tags
+}
+
+resource "aws_secretsmanager_secret_version" "daemon_config" {
+  count = local.daemon_config
+
+  secret_id     = aws_secretsmanager_secret.daemon_config[0].id
+  secret_string = module.spotpool.daemon_shards_toml
 }
 
 resource "aws_secretsmanager_secret" "daemon_tokens" {
@@ -211,6 +237,7 @@ resource "aws_instance" "daemon" {
     binary_s3_uri           = coalesce(var.daemon_binary_s3_uri, "-")
     binary_sha256           = var.daemon_binary_sha256 == null ? "" : var.daemon_binary_sha256
     env_secret_arn          = aws_secretsmanager_secret.daemon_env[0].arn
+    config_secret_arn       = one(aws_secretsmanager_secret.daemon_config[*].arn) == null ? "" : one(aws_secretsmanager_secret.daemon_config[*].arn)
     tokens_secret_arn       = aws_secretsmanager_secret.daemon_tokens[0].arn
     tls_secret_arn          = one(aws_secretsmanager_secret.daemon_tls[*].arn) == null ? "" : one(aws_secretsmanager_secret.daemon_tls[*].arn)
     spotpool_service        = trimspace(file("${local.daemon_units_dir}/spotpool.service"))
@@ -245,6 +272,7 @@ resource "aws_instance" "daemon" {
   # The settings must be in place before the first boot asks for them.
   depends_on = [
     aws_secretsmanager_secret_version.daemon_env,
+    aws_secretsmanager_secret_version.daemon_config,
     aws_iam_role_policy.daemon_host,
     aws_iam_role_policy_attachment.daemon_host_ssm,
   ]

@@ -3,8 +3,9 @@
 # account prerequisites (the EC2 Spot service-linked role, a KMS key) and the
 # daemon's own host (daemon-host.tf).
 #
-#   terraform init && terraform apply -var region=eu-west-1
+#   terraform init && terraform apply -var region=eu-west-1 -var users_domain=users.example.com
 #   terraform output -raw daemon_env > env      # the daemon's EnvironmentFile
+#   terraform output -raw daemon_shards_toml    # its [[shard]] tables (SPOTPOOL_CONFIG)
 #
 # The same root applies against moto for the local mode and the tests:
 #   terraform apply -var aws_endpoint=http://127.0.0.1:5000
@@ -43,6 +44,8 @@ provider "aws" {
       ecr            = endpoints.value
       sqs            = endpoints.value
       events         = endpoints.value
+      acm            = endpoints.value
+      route53        = endpoints.value
     }
   }
 }
@@ -58,6 +61,14 @@ module "spotpool" {
   instance_types  = var.instance_types
   certificate_arn = var.certificate_arn
   public_hostname = var.public_hostname
+
+  shard_count               = var.shard_count
+  shard_capacity            = var.shard_capacity
+  routing                   = var.routing
+  users_domain              = var.users_domain
+  shard_certificate_arns    = var.shard_certificate_arns
+  route53_zone_id           = var.route53_zone_id
+  create_shard_certificates = var.create_shard_certificates
 
   workspace_size_gib    = var.workspace_size_gib
   workspace_kms_key_arn = var.workspace_kms_key_arn

@@ -32,18 +32,43 @@ output "instance_security_group_id" {
 }
 
 output "alb_arn" {
-  description = "ARN of the shared ALB."
+  description = "ARN of shard 0's ALB."
   value       = module.spotpool.alb_arn
 }
 
 output "alb_dns_name" {
-  description = "DNS name of the ALB; point public_hostname's record at it."
+  description = "DNS name of shard 0's ALB; point public_hostname's record at it."
   value       = module.spotpool.alb_dns_name
 }
 
 output "listener_arn" {
-  description = "The listener that carries the users' rules (ALB_LISTENER_ARN): HTTPS:443 with a certificate, else HTTP:80."
+  description = "Shard 0's listener that carries the users' rules (ALB_LISTENER_ARN of a single path-routed shard)."
   value       = module.spotpool.listener_arn
+}
+
+output "shards" {
+  description = "Every shard: its ALB, listener, routing, capacity and, with host routing, its domain and wildcard DNS name."
+  value       = module.spotpool.shards
+}
+
+output "shard_listener_arns" {
+  description = "Every shard's listener carrying the users' rules."
+  value       = module.spotpool.shard_listener_arns
+}
+
+output "shard_dns_records" {
+  description = "Host routing: each shard's wildcard DNS name and the ALB DNS name to point it at."
+  value       = module.spotpool.shard_dns_records
+}
+
+output "daemon_shards_toml" {
+  description = "The daemon's [[shard]] tables (TOML), for the file SPOTPOOL_CONFIG names."
+  value       = module.spotpool.daemon_shards_toml
+}
+
+output "daemon_needs_shards_toml" {
+  description = "Whether the daemon needs daemon_shards_toml (false only for a single path-routed shard, which daemon_env describes)."
+  value       = module.spotpool.daemon_needs_shards_toml
 }
 
 output "launch_template_id" {
@@ -72,8 +97,13 @@ output "instance_profile_arn" {
 }
 
 output "daemon_policy_arn" {
-  description = "The daemon's least-privilege policy; attach it, with daemon_workspaces_policy_arn, to the role the daemon runs as."
+  description = "The daemon's least-privilege policy; attach it, with daemon_workspaces_policy_arn and daemon_routing_policy_arns (daemon_policy_arns: all of them), to the role the daemon runs as."
   value       = module.spotpool.daemon_policy_arn
+}
+
+output "daemon_routing_policy_arns" {
+  description = "The daemon's policies for the users' rules on the shards' listeners; attach them too."
+  value       = module.spotpool.daemon_routing_policy_arns
 }
 
 output "daemon_workspaces_policy_arn" {
@@ -87,7 +117,7 @@ output "daemon_policy_arns" {
 }
 
 output "daemon_policy_json" {
-  description = "The daemon's permissions (both policies) as one document, for review."
+  description = "The daemon's permissions (every policy) as one document, for review."
   value       = module.spotpool.daemon_policy_json
 }
 
@@ -137,7 +167,7 @@ output "secret_prefix" {
 }
 
 output "public_base_url" {
-  description = "Prefix of each user's url (PUBLIC_BASE_URL)."
+  description = "Prefix of each user's url on shard 0 with path routing (PUBLIC_BASE_URL)."
   value       = module.spotpool.public_base_url
 }
 
@@ -231,6 +261,11 @@ output "daemon_api_url" {
 output "daemon_env_secret_arn" {
   description = "The secret holding the daemon host's settings (/etc/spotpool/env), written by Terraform."
   value       = one(aws_secretsmanager_secret.daemon_env[*].arn)
+}
+
+output "daemon_config_secret_arn" {
+  description = "The secret holding the daemon host's TOML file (the shards' [[shard]] tables, SPOTPOOL_CONFIG), written by Terraform; null without create_daemon_host or with a single path-routed shard."
+  value       = one(aws_secretsmanager_secret.daemon_config[*].arn)
 }
 
 output "daemon_tokens_secret_arn" {

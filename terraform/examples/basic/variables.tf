@@ -46,15 +46,59 @@ variable "instance_types" {
 }
 
 variable "certificate_arn" {
-  description = "ACM certificate for HTTPS; null serves users on HTTP:80."
+  description = "ACM certificate for HTTPS on every shard (unless shard_certificate_arns); null serves users on HTTP:80."
   type        = string
   default     = null
 }
 
 variable "public_hostname" {
-  description = "DNS name users reach the ALB by; null uses the ALB's own."
+  description = "Path routing: DNS name users reach shard 0's ALB by; null uses the ALB's own."
   type        = string
   default     = null
+}
+
+# --- Shards (docs/DEPLOY.md, "Shards") ---------------------------------------
+
+variable "shard_count" {
+  description = "How many shards (one ALB each, at most shard_capacity users each): 1 for up to ~90 users, 12 for 1,000, 112 for 10,000."
+  type        = number
+  default     = 1
+}
+
+variable "shard_capacity" {
+  description = "The most users the daemon places on one shard (at most 100)."
+  type        = number
+  default     = 90
+}
+
+variable "routing" {
+  description = "host (the default here: users get https://<route>.shard-<i>.<users_domain>/; needs users_domain, a wildcard DNS record and a wildcard certificate per shard) or path (https://<ALB or public_hostname>/<route>/)."
+  type        = string
+  default     = "host"
+}
+
+variable "users_domain" {
+  description = "Host routing: the domain of the users' hosts, e.g. users.example.com; shard i serves <route>.shard-<i>.<users_domain>."
+  type        = string
+  default     = null
+}
+
+variable "shard_certificate_arns" {
+  description = "One ACM certificate per shard (*.shard-<i>.<users_domain>), in shard order; empty: certificate_arn for every shard."
+  type        = list(string)
+  default     = []
+}
+
+variable "route53_zone_id" {
+  description = "Opt-in: the Route 53 zone of users_domain, where the module creates each shard's wildcard record. Null: you create them (output shard_dns_records)."
+  type        = string
+  default     = null
+}
+
+variable "create_shard_certificates" {
+  description = "Opt-in, with route53_zone_id: create and DNS-validate one wildcard certificate per shard."
+  type        = bool
+  default     = false
 }
 
 variable "workspace_size_gib" {

@@ -1,10 +1,43 @@
-# The shared ALB. Its listener's default action is a fixed 404: only the
-# daemon's per-user path rules (/<route>/*, one target group per user) route
-# anything anywhere. With a certificate, users are served on HTTPS:443 and
-# HTTP:80 only redirects; without one, the rules go on HTTP:80.
+# The load balancers: one ALB per shard (shard_count). A shard is one ALB,
+# reached through one listener; the daemon puts one rule and one target group
+# per user on it, so both per-ALB quotas (100 target groups, hard; 100 rules by
+# default) bound the users of one shard, and more users need more shards
+# (docs/DEPLOY.md, "Shards").
+#
+# Each listener's default action is a fixed 404: only the daemon's per-user
+# rules (a path /<route>/* or a host <route>.<shard domain>, one target group
+# per user) route anything anywhere. With a certificate, users are served on
+# HTTPS:443 and HTTP:80 only redirects; without one, the rules go on HTTP:80.
+#
+# Shard 0 keeps the names (and the Terraform addresses, through the moved
+# blocks below) of the single ALB of earlier versions, so an upgrade with
+# shard_count = 1 changes nothing. Every shard's ALB shares the one ALB
+# security group (security.tf): the instances' group then needs one ingress
+# rule for all of them, not one per ALB against its rules quota.
+
+locals {
+  shard_indexes = range(var.shard_count)
+
+  # Shard 0's ALB is named var.name, as the single ALB was; the others <name>-s<i>.
+  shard_alb_names = [for i in local.shard_indexes : i == 0 ? var.name : "${var.name}-s${i}"]
+
+  # Each shard's certificate: its own from shard_certificate_arns, else the
+  # created one (create_shard_certificates), else certificate_arn for all.
+  shard_certificate_arns = [
+    for i in local.shard_indexes : (
+      length(var.shard_certificate_arns) > 0 ? try(var.shard_certificate_arns[i], null) :
+      var.create_shard_certificates ? aws_acm_certificate_validation.shard[i].certificate_arn :
+      var.certificate_arn
+    )
+  ]
+  # Known at plan time: whether the shards are served on HTTPS.
+  shards_tls = var.certificate_arn != null || length(var.shard_certificate_arns) > 0 || var.create_shard_certificates
+}
 
 resource "aws_lb" "this" {
-  name               = var.name
+  count = var.shard_count
+
+  name               = local.shard_alb_names[count.index]
   internal           = false
   load_balancer_type = "application"
   security_groups    = [aws_security_group.alb.id]
@@ -14,7 +47,7 @@ resource "aws_lb" "this" {
   drop_invalid_header_fields = true
   enable_deletion_protection = var.alb_deletion_protection
 
-  tags = merge(var.tags, { Name = var.name })
+  tags = merge(var.tags, { Name = local.shard_alb_names[count.index] })
 
   lifecycle {
     precondition {
@@ -25,7 +58,30 @@ resource "aws_lb" "this" {
       condition     = !var.create_network || (var.vpc_id == null && length(var.subnet_ids) == 0)
       error_message = "With create_network = true, leave vpc_id and subnet_ids unset: the module creates them."
     }
+    precondition {
+      condition     = var.routing == "path" || var.users_domain != null
+      error_message = "routing = \"host\" needs users_domain: shard i serves its users as <route>.shard-<i>.<users_domain>. (Or set routing = \"path\".)"
+    }
+    precondition {
+      condition     = var.route53_zone_id == null || var.routing == "host"
+      error_message = "route53_zone_id creates the shards' wildcard records of host routing: set routing = \"host\" and users_domain, or leave it null."
+    }
+    precondition {
+      condition     = length(var.shard_certificate_arns) == 0 || length(var.shard_certificate_arns) == var.shard_count
+      error_message = "shard_certificate_arns must be empty or hold one certificate per shard (${var.shard_count}), in shard order."
+    }
   }
+}
+
+# The single ALB and its listeners of earlier versions are shard 0's.
+moved {
+  from = aws_lb.this
+  to   = aws_lb.this[0]
+}
+
+moved {
+  from = aws_lb_listener.http
+  to   = aws_lb_listener.http[0]
 }
 
 locals {
@@ -37,15 +93,17 @@ locals {
 }
 
 resource "aws_lb_listener" "http" {
-  load_balancer_arn = aws_lb.this.arn
+  count = var.shard_count
+
+  load_balancer_arn = aws_lb.this[count.index].arn
   port              = 80
   protocol          = "HTTP"
 
   default_action {
-    type = var.certificate_arn == null ? "fixed-response" : "redirect"
+    type = local.shards_tls ? "redirect" : "fixed-response"
 
     dynamic "fixed_response" {
-      for_each = var.certificate_arn == null ? [local.not_found] : []
+      for_each = local.shards_tls ? [] : [local.not_found]
       content {
         content_type = fixed_response.value.content_type
         message_body = fixed_response.value.message_body
@@ -54,7 +112,7 @@ resource "aws_lb_listener" "http" {
     }
 
     dynamic "redirect" {
-      for_each = var.certificate_arn == null ? [] : [1]
+      for_each = local.shards_tls ? [1] : []
       content {
         port        = "443"
         protocol    = "HTTPS"
@@ -67,13 +125,13 @@ resource "aws_lb_listener" "http" {
 }
 
 resource "aws_lb_listener" "https" {
-  count = var.certificate_arn == null ? 0 : 1
+  count = local.shards_tls ? var.shard_count : 0
 
-  load_balancer_arn = aws_lb.this.arn
+  load_balancer_arn = aws_lb.this[count.index].arn
   port              = 443
   protocol          = "HTTPS"
   ssl_policy        = var.ssl_policy
-  certificate_arn   = var.certificate_arn
+  certificate_arn   = local.shard_certificate_arns[count.index]
 
   default_action {
     type = "fixed-response"

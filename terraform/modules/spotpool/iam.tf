@@ -8,12 +8,14 @@
 # may not tag secrets, so it cannot point another user's secret at itself.
 #
 # Daemon: exactly the API calls src/cloud/aws/ makes, each scoped to the
-# pool's tag, the secret prefix, the sp-* target groups, this ALB's listener or
-# the interruption queue wherever AWS supports resource-level permissions for
-# that call. The resource types and condition keys of each action are the ones
-# the Service Authorization Reference lists for it (docs/DEPLOY.md, section 2).
-# Two managed policies (IAM limits one to 6,144 characters): <name>-daemon and
-# <name>-daemon-workspaces; the daemon role gets both.
+# pool's tag, the secret prefix, the sp-* target groups, the shards' listeners
+# or the interruption queue wherever AWS supports resource-level permissions
+# for that call. The resource types and condition keys of each action are the
+# ones the Service Authorization Reference lists for it (docs/DEPLOY.md,
+# section 2). Managed policies (IAM limits one to 6,144 characters):
+# <name>-daemon, <name>-daemon-workspaces and, for the users' rules on the
+# shards' listeners, <name>-daemon-routing (one more, -routing-2, -3, ...,
+# for each further shards_per_routing_policy shards); the daemon role gets all.
 #
 # Workspaces: the daemon creates, attaches, detaches, snapshots and deletes one
 # encrypted gp3 volume per user. Every such volume and snapshot carries
@@ -45,9 +47,17 @@ locals {
   ecr_pull_granted = var.create_ecr_repository || length(var.ecr_pull_repository_arns) > 0 || local.ecr_pull_from_image
 
 
+  # Every shard's listener (shards.tf), and its rules:
   # arn:...:listener/app/<alb>/<alb id>/<listener id> -> arn:...:listener-rule/app/<alb>/<alb id>/<listener id>/*
-  listener_rule_arns = "${replace(local.listener_arn, ":listener/", ":listener-rule/")}/*"
-  target_group_arns  = "arn:${local.partition}:elasticloadbalancing:${local.region}:${local.account_id}:targetgroup/sp-*/*"
+  shard_listener_rule_arns = [for arn in local.shard_listener_arns : "${replace(arn, ":listener/", ":listener-rule/")}/*"]
+
+  # The shards whose listeners one routing policy covers. A shard costs its
+  # listener's ARN once and its rules' ARN pattern three times, at most ~600
+  # characters (a 24-character name, the longest region and partition): 9 of
+  # them and the statements fit in one managed policy.
+  shards_per_routing_policy = 9
+  routing_policy_shards     = chunklist(local.shard_indexes, local.shards_per_routing_policy)
+  target_group_arns         = "arn:${local.partition}:elasticloadbalancing:${local.region}:${local.account_id}:targetgroup/sp-*/*"
 
   create_daemon_role = length(var.daemon_principal_arns) > 0 || length(var.daemon_trusted_services) > 0
 
@@ -65,6 +75,9 @@ locals {
 
   # IAM's size limit for a managed policy, whitespace not counted.
   managed_policy_max_chars = 6144
+  # The most managed policies IAM attaches to one role, once the quota "Managed
+  # policies per role" (default 10) is raised to its maximum.
+  managed_policies_per_role_max = 20
 }
 
 # --- Instances -----------------------------------------------------------------
@@ -442,7 +455,8 @@ data "aws_iam_policy_document" "daemon" {
     }
   }
 
-  # Routing: one target group sp-<route> per user and one rule on this listener.
+  # Routing: one target group sp-<route> per user, and one rule on its shard's
+  # listener (the rules' statements are daemon_routing's).
   statement {
     sid = "ElbDescribe"
     actions = [
@@ -486,28 +500,17 @@ data "aws_iam_policy_document" "daemon" {
     }
   }
 
-  statement {
-    sid       = "ElbRulesOnThisListener"
-    actions   = ["elasticloadbalancing:CreateRule"]
-    resources = [local.listener_arn]
-  }
-
-  statement {
-    sid       = "ElbDeleteRulesOfThisListener"
-    actions   = ["elasticloadbalancing:DeleteRule"]
-    resources = [local.listener_rule_arns]
-  }
-
-  # Tags on CreateTargetGroup and CreateRule are authorised as AddTags, only at creation.
+  # Tags on CreateTargetGroup are authorised as AddTags, only at creation (a
+  # rule's: daemon_routing).
   statement {
     sid       = "ElbTagAtCreation"
     actions   = ["elasticloadbalancing:AddTags"]
-    resources = [local.target_group_arns, local.listener_rule_arns]
+    resources = [local.target_group_arns]
 
     condition {
       test     = "StringEquals"
       variable = "elasticloadbalancing:CreateAction"
-      values   = ["CreateTargetGroup", "CreateRule"]
+      values   = ["CreateTargetGroup"]
     }
   }
 
@@ -745,22 +748,6 @@ data "aws_iam_policy_document" "daemon_workspaces" {
     }
   }
 
-  # Sleep and wake: a user's rule switches between a fixed 503 response and
-  # forwarding to its target group. ModifyRule's only resource is the rule
-  # (listener-rule/app), which supports aws:ResourceTag: this listener's rules
-  # that the daemon created (tagged for the pool), never its default action.
-  statement {
-    sid       = "ElbModifyPoolRulesOfThisListener"
-    actions   = ["elasticloadbalancing:ModifyRule"]
-    resources = [local.listener_rule_arns]
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:ResourceTag/spotpool:pool"
-      values   = [var.pool]
-    }
-  }
-
   # Auto-sleep (idle_sleep_after) reads AWS/ApplicationELB RequestCount per
   # target group. CloudWatch metrics have no ARN: the CloudWatch permissions
   # reference gives "*" as the resource of GetMetricData. It reads metric
@@ -796,20 +783,76 @@ data "aws_iam_policy_document" "daemon_workspaces" {
   }
 }
 
-# The daemon's two managed policies, <name>-daemon and <name>-daemon-workspaces,
-# by the suffix of their names. (The first keeps its original description: a
-# new description would replace the policy.)
-locals {
-  daemon_policies = {
-    daemon = {
-      description = "spotpool daemon (pool ${var.pool}): exactly the AWS calls it makes"
-      json        = data.aws_iam_policy_document.daemon.json
-    }
-    daemon-workspaces = {
-      description = "spotpool daemon (pool ${var.pool}): users' workspace volumes, sleep and auto-sleep"
-      json        = data.aws_iam_policy_document.daemon_workspaces.json
+# The users' rules, on the shards' listeners and nothing else: one policy per
+# shards_per_routing_policy shards (their ARNs would not fit in the others).
+data "aws_iam_policy_document" "daemon_routing" {
+  count = length(local.routing_policy_shards)
+
+  # A user's rule, on its shard's listener.
+  statement {
+    sid       = "ElbRulesOnShardListeners${count.index == 0 ? "" : "Part${count.index + 1}"}"
+    actions   = ["elasticloadbalancing:CreateRule"]
+    resources = [for i in local.routing_policy_shards[count.index] : local.shard_listener_arns[i]]
+  }
+
+  statement {
+    sid       = "ElbDeleteRulesOfShardListeners${count.index == 0 ? "" : "Part${count.index + 1}"}"
+    actions   = ["elasticloadbalancing:DeleteRule"]
+    resources = [for i in local.routing_policy_shards[count.index] : local.shard_listener_rule_arns[i]]
+  }
+
+  # Tags on CreateRule are authorised as AddTags on the new rule, only at creation.
+  statement {
+    sid       = "ElbTagRulesAtCreation${count.index == 0 ? "" : "Part${count.index + 1}"}"
+    actions   = ["elasticloadbalancing:AddTags"]
+    resources = [for i in local.routing_policy_shards[count.index] : local.shard_listener_rule_arns[i]]
+
+    condition {
+      test     = "StringEquals"
+      variable = "elasticloadbalancing:CreateAction"
+      values   = ["CreateRule"]
     }
   }
+
+  # Sleep and wake: a user's rule switches between a fixed 503 response and
+  # forwarding to its target group. ModifyRule's only resource is the rule
+  # (listener-rule/app), which supports aws:ResourceTag: the shards' rules that
+  # the daemon created (tagged for the pool), never a listener's default action.
+  statement {
+    sid       = "ElbModifyPoolRulesOfShardListeners${count.index == 0 ? "" : "Part${count.index + 1}"}"
+    actions   = ["elasticloadbalancing:ModifyRule"]
+    resources = [for i in local.routing_policy_shards[count.index] : local.shard_listener_rule_arns[i]]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/spotpool:pool"
+      values   = [var.pool]
+    }
+  }
+}
+
+# The daemon's managed policies, <name>-daemon, <name>-daemon-workspaces and
+# <name>-daemon-routing[-<n>], by the suffix of their names. (The first keeps
+# its original description: a new description would replace the policy.)
+locals {
+  daemon_policies = merge(
+    {
+      daemon = {
+        description = "spotpool daemon (pool ${var.pool}): exactly the AWS calls it makes"
+        json        = data.aws_iam_policy_document.daemon.json
+      }
+      daemon-workspaces = {
+        description = "spotpool daemon (pool ${var.pool}): users' workspace volumes, sleep and auto-sleep"
+        json        = data.aws_iam_policy_document.daemon_workspaces.json
+      }
+    },
+    {
+      for k, shards in local.routing_policy_shards : (k == 0 ? "daemon-routing" : "daemon-routing-${k + 1}") => {
+        description = "spotpool daemon (pool ${var.pool}): users' rules on the listeners of shards ${shards[0]} to ${shards[length(shards) - 1]}"
+        json        = data.aws_iam_policy_document.daemon_routing[k].json
+      }
+    },
+  )
 }
 
 resource "aws_iam_policy" "daemon" {
@@ -826,6 +869,10 @@ resource "aws_iam_policy" "daemon" {
       condition     = length(replace(each.value.json, "/\\s/", "")) <= local.managed_policy_max_chars
       error_message = "The policy ${var.name}-${each.key} exceeds the ${local.managed_policy_max_chars} characters IAM allows in a managed policy (a very long name, pool or secret_prefix?)."
     }
+    precondition {
+      condition     = length(local.daemon_policies) <= local.managed_policies_per_role_max
+      error_message = "The daemon needs ${length(local.daemon_policies)} managed policies (2, and one per ${local.shards_per_routing_policy} shards), but IAM attaches at most ${local.managed_policies_per_role_max} to a role: at most ${(local.managed_policies_per_role_max - 2) * local.shards_per_routing_policy} shards."
+    }
   }
 }
 
@@ -835,13 +882,16 @@ moved {
   to   = aws_iam_policy.daemon["daemon"]
 }
 
-# Both policies as one document, for review and for the integration test that
-# checks every call the daemon made against it (daemon_policy_json).
+# Every daemon policy as one document, for review and for the integration test
+# that checks every call the daemon made against it (daemon_policy_json).
 data "aws_iam_policy_document" "daemon_all" {
-  source_policy_documents = [
-    data.aws_iam_policy_document.daemon.json,
-    data.aws_iam_policy_document.daemon_workspaces.json,
-  ]
+  source_policy_documents = concat(
+    [
+      data.aws_iam_policy_document.daemon.json,
+      data.aws_iam_policy_document.daemon_workspaces.json,
+    ],
+    data.aws_iam_policy_document.daemon_routing[*].json,
+  )
 }
 
 data "aws_iam_policy_document" "daemon_trust" {

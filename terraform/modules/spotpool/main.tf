@@ -33,9 +33,8 @@ locals {
     var.create_ecr_repository ? "${aws_ecr_repository.this[0].repository_url}:latest" : null
   )
 
-  public_scheme   = var.certificate_arn == null ? "http" : "https"
-  public_base_url = "${local.public_scheme}://${coalesce(var.public_hostname, aws_lb.this.dns_name)}"
-
-  # The listener that carries the users' path rules.
-  listener_arn = var.certificate_arn == null ? aws_lb_listener.http.arn : aws_lb_listener.https[0].arn
+  # Shard 0's path prefix and listener: PUBLIC_BASE_URL and ALB_LISTENER_ARN of
+  # the single-listener layout (shards.tf), and the outputs of earlier versions.
+  public_base_url = "${local.public_scheme}://${coalesce(var.public_hostname, aws_lb.this[0].dns_name)}"
+  listener_arn    = local.shard_listener_arns[0]
 }

@@ -22,7 +22,7 @@ output "subnet_ids" {
 }
 
 output "alb_security_group_id" {
-  description = "Security group of the ALB."
+  description = "Security group of the ALBs (every shard's)."
   value       = aws_security_group.alb.id
 }
 
@@ -32,18 +32,43 @@ output "instance_security_group_id" {
 }
 
 output "alb_arn" {
-  description = "ARN of the shared ALB."
-  value       = aws_lb.this.arn
+  description = "ARN of shard 0's ALB (the single ALB of earlier versions); every shard's: shards."
+  value       = aws_lb.this[0].arn
 }
 
 output "alb_dns_name" {
-  description = "DNS name of the ALB; point public_hostname's record at it."
-  value       = aws_lb.this.dns_name
+  description = "DNS name of shard 0's ALB; point public_hostname's record at it. Every shard's: shards."
+  value       = aws_lb.this[0].dns_name
 }
 
 output "listener_arn" {
-  description = "The listener that carries the users' rules (ALB_LISTENER_ARN): HTTPS:443 with a certificate, else HTTP:80."
+  description = "Shard 0's listener that carries the users' rules (ALB_LISTENER_ARN of a single path-routed shard): HTTPS:443 with a certificate, else HTTP:80. Every shard's: shards, shard_listener_arns."
   value       = local.listener_arn
+}
+
+output "shards" {
+  description = "Every shard, in order: name, routing, capacity, listener_arn (the users' rules), alb_arn, alb_name, alb_dns_name, alb_zone_id, certificate; host routing: domain (shard-<i>.<users_domain>) and wildcard_name (*.<domain>: the DNS record to point at alb_dns_name, and the name its certificate must cover); path routing: base_url."
+  value       = local.shards
+}
+
+output "shard_listener_arns" {
+  description = "Every shard's listener carrying the users' rules, in shard order (the daemon policy's rule statements cover exactly these)."
+  value       = local.shard_listener_arns
+}
+
+output "shard_dns_records" {
+  description = "Host routing: the wildcard DNS record of each shard (*.shard-<i>.<users_domain>) and the ALB DNS name it must point to (an alias, or a CNAME); each needs a certificate for the same wildcard. Empty with path routing."
+  value       = var.routing == "host" ? { for shard in local.shards : shard.wildcard_name => shard.alb_dns_name } : {}
+}
+
+output "daemon_shards_toml" {
+  description = "The daemon's [[shard]] tables (TOML), one per shard, for the file SPOTPOOL_CONFIG names. Unless there is a single path-routed shard (shard_count = 1, routing = path), daemon_env has no ALB_LISTENER_ARN nor PUBLIC_BASE_URL and the daemon needs this."
+  value       = local.daemon_shards_toml
+}
+
+output "daemon_needs_shards_toml" {
+  description = "Whether the daemon must get daemon_shards_toml (SPOTPOOL_CONFIG): false only for a single path-routed shard, which daemon_env describes as ALB_LISTENER_ARN and PUBLIC_BASE_URL."
+  value       = !local.single_path_shard
 }
 
 output "launch_template_id" {
@@ -76,18 +101,23 @@ output "daemon_policy_arn" {
   value       = aws_iam_policy.daemon["daemon"].arn
 }
 
+output "daemon_routing_policy_arns" {
+  description = "The daemon's policies for the users' rules on the shards' listeners (<name>-daemon-routing, and -routing-2, ... for every further 9 shards). Attach them too (daemon_policy_arns lists every policy)."
+  value       = [for key in sort(keys(local.daemon_policies)) : aws_iam_policy.daemon[key].arn if startswith(key, "daemon-routing")]
+}
+
 output "daemon_workspaces_policy_arn" {
   description = "The daemon's least-privilege policy for users' workspace volumes (EBS, and KMS with workspace_kms_key_arn), sleep and auto-sleep: the second half of its permissions, split off because IAM limits a managed policy to 6,144 characters."
   value       = aws_iam_policy.daemon["daemon-workspaces"].arn
 }
 
 output "daemon_policy_arns" {
-  description = "Every policy the daemon's role needs (daemon_policy_arn and daemon_workspaces_policy_arn)."
+  description = "Every policy the daemon's role needs (daemon_policy_arn, daemon_workspaces_policy_arn and daemon_routing_policy_arns)."
   value       = [for key in keys(local.daemon_policies) : aws_iam_policy.daemon[key].arn]
 }
 
 output "daemon_policy_json" {
-  description = "The daemon's permissions (both of daemon_policy_arns) as one document, for review."
+  description = "The daemon's permissions (every policy of daemon_policy_arns) as one document, for review."
   value       = data.aws_iam_policy_document.daemon_all.json
 }
 
@@ -167,7 +197,7 @@ output "secret_prefix" {
 }
 
 output "public_base_url" {
-  description = "Prefix of each user's url (PUBLIC_BASE_URL)."
+  description = "Prefix of each user's url on shard 0 with path routing (PUBLIC_BASE_URL of a single path-routed shard)."
   value       = local.public_base_url
 }
 
@@ -209,7 +239,6 @@ locals {
       VPC_ID               = local.vpc_id
       SUBNET_IDS           = join(",", local.subnet_ids)
       SECURITY_GROUP_ID    = aws_security_group.instances.id
-      ALB_LISTENER_ARN     = local.listener_arn
       LAUNCH_TEMPLATE_ID   = aws_launch_template.pool.id
       INSTANCE_PROFILE_ARN = aws_iam_instance_profile.instance.arn
       USER_INSTANCE_TYPE   = join(",", var.instance_types)
@@ -223,7 +252,6 @@ locals {
       HEALTH_CHECK_HEALTHY_THRESHOLD   = tostring(var.health_check.healthy_threshold)
       HEALTH_CHECK_UNHEALTHY_THRESHOLD = tostring(var.health_check.unhealthy_threshold)
       HEALTH_CHECK_CODES               = var.health_check.codes
-      PUBLIC_BASE_URL                  = local.public_base_url
       SECRET_PREFIX                    = var.secret_prefix
 
       SPOTPOOL_INTERRUPTION_QUEUE_URL = aws_sqs_queue.interruptions.url
@@ -231,6 +259,9 @@ locals {
       SPOTPOOL_WORKSPACE_SIZE_GIB = tostring(var.workspace_size_gib)
       SPOTPOOL_IDLE_SLEEP_AFTER   = var.idle_sleep_after
     },
+    # The single path-routed listener of earlier versions; any other layout is
+    # daemon_shards_toml's [[shard]] tables.
+    local.single_path_shard ? { ALB_LISTENER_ARN = local.listener_arn, PUBLIC_BASE_URL = local.public_base_url } : {},
     var.workspace_kms_key_arn != null || var.create_kms_key ? { SPOTPOOL_WORKSPACE_KMS_KEY_ID = local.workspace_kms_key_arn } : {},
     var.create_ecr_repository ? { ECR_REPOSITORY_URL = aws_ecr_repository.this[0].repository_url } : {},
     var.daemon_extra_env,
@@ -238,6 +269,6 @@ locals {
 }
 
 output "daemon_env" {
-  description = "The daemon's settings as KEY=value lines, for /etc/spotpool/env (a systemd EnvironmentFile). No tokens: SPOTPOOL_API_TOKEN and SPOTPOOL_ADMIN_TOKEN go in /etc/spotpool/tokens (docs/DEPLOY.md)."
+  description = "The daemon's settings as KEY=value lines, for /etc/spotpool/env (a systemd EnvironmentFile). No tokens: SPOTPOOL_API_TOKEN and SPOTPOOL_ADMIN_TOKEN go in /etc/spotpool/tokens (docs/DEPLOY.md). With shards (daemon_needs_shards_toml), no ALB_LISTENER_ARN nor PUBLIC_BASE_URL: the shards are daemon_shards_toml's."
   value       = join("", [for key in keys(local.daemon_env) : "${key}=${local.daemon_env[key]}\n"])
 }

@@ -97,7 +97,7 @@ variable "availability_zones" {
 # --- Load balancer -----------------------------------------------------------
 
 variable "certificate_arn" {
-  description = "ACM certificate for an HTTPS:443 listener. Set: users are routed on HTTPS and HTTP:80 redirects to it. Null: users are routed on HTTP:80 (fine for a trial, not for production)."
+  description = "ACM certificate for the HTTPS:443 listener of every shard (unless shard_certificate_arns or create_shard_certificates gives each its own). Set: users are routed on HTTPS and HTTP:80 redirects to it. Null: users are routed on HTTP:80 (fine for a trial, not for production)."
   type        = string
   default     = null
 
@@ -114,7 +114,7 @@ variable "ssl_policy" {
 }
 
 variable "public_hostname" {
-  description = "DNS name your users reach the ALB by (you create the record, e.g. a CNAME or alias to alb_dns_name). Null: the ALB's own DNS name. Used for PUBLIC_BASE_URL."
+  description = "Path routing: DNS name your users reach shard 0's ALB by (you create the record, e.g. a CNAME or alias to alb_dns_name). Null: the ALB's own DNS name. Used for PUBLIC_BASE_URL and shard 0's base_url; the other shards use their ALBs' DNS names."
   type        = string
   default     = null
 
@@ -148,7 +148,86 @@ variable "alb_idle_timeout" {
 }
 
 variable "alb_deletion_protection" {
-  description = "Protect the ALB from deletion (turn it off before terraform destroy)."
+  description = "Protect the ALBs from deletion (turn it off before terraform destroy)."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
+# --- Shards (docs/DEPLOY.md, "Shards") ---------------------------------------
+
+variable "shard_count" {
+  description = "How many shards: one ALB each (with its listeners, in the one ALB security group), each holding at most shard_capacity users (an ALB takes at most 100 target groups, a hard quota, and 100 rules by default). 10,000 users at 90 a shard need 112. Shard 0 is the single ALB of earlier versions, unchanged."
+  type        = number
+  default     = 1
+  nullable    = false
+
+  validation {
+    condition     = var.shard_count >= 1 && var.shard_count <= 500 && floor(var.shard_count) == var.shard_count
+    error_message = "shard_count must be a whole number from 1 to 500."
+  }
+}
+
+variable "shard_capacity" {
+  description = "The most users the daemon places on one shard (capacity of each [[shard]] table of daemon_shards_toml). At most 100: an ALB holds at most 100 target groups (hard) and, by default, 100 rules; the default 90 leaves room for a move's second target group."
+  type        = number
+  default     = 90
+  nullable    = false
+
+  validation {
+    condition     = var.shard_capacity >= 1 && var.shard_capacity <= 100 && floor(var.shard_capacity) == var.shard_capacity
+    error_message = "shard_capacity must be a whole number from 1 to 100 (an ALB holds at most 100 target groups)."
+  }
+}
+
+variable "routing" {
+  description = "How each shard routes a user: \"path\" (https://<ALB or public_hostname>/<route>/, a path rule per user) or \"host\" (https://<route>.shard-<i>.<users_domain>/, a host-header rule per user; needs users_domain, one wildcard DNS record and one wildcard certificate per shard: the shards output names both)."
+  type        = string
+  default     = "path"
+  nullable    = false
+
+  validation {
+    condition     = contains(["path", "host"], var.routing)
+    error_message = "routing must be path or host."
+  }
+}
+
+variable "users_domain" {
+  description = "Host routing: the domain under which shard i serves its users as <route>.shard-<i>.<users_domain>. You point *.shard-<i>.<users_domain> at shard i's ALB (or set route53_zone_id). Null with path routing."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.users_domain == null || can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", var.users_domain))
+    error_message = "users_domain must be a lower-case DNS name such as users.example.com (no scheme, no wildcard, no trailing dot)."
+  }
+}
+
+variable "shard_certificate_arns" {
+  description = "One ACM certificate per shard, in shard order (host routing: a certificate for *.shard-<i>.<users_domain>), for its HTTPS:443 listener. Empty: certificate_arn serves every shard (one certificate whose names cover every shard), or the created ones (create_shard_certificates)."
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for arn in var.shard_certificate_arns : can(regex("^arn:[a-z-]+:acm:", arn))])
+    error_message = "Every entry of shard_certificate_arns must be an ACM certificate ARN (arn:aws:acm:...)."
+  }
+}
+
+variable "route53_zone_id" {
+  description = "Opt-in, host routing: the Route 53 hosted zone of users_domain. Set, the module creates each shard's wildcard record *.shard-<i>.<users_domain> (an alias of its ALB). Null: no DNS record is created; you create them from the shards output. The daemon never makes a DNS call per user either way."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.route53_zone_id == null || can(regex("^Z[A-Z0-9]+$", var.route53_zone_id))
+    error_message = "route53_zone_id must be a hosted zone id such as Z0123456789ABCDEFGHIJ."
+  }
+}
+
+variable "create_shard_certificates" {
+  description = "Opt-in, host routing with route53_zone_id: create one ACM certificate per shard for *.shard-<i>.<users_domain>, validated by DNS in that zone, for the shard's HTTPS listener."
   type        = bool
   default     = false
   nullable    = false
