@@ -88,8 +88,8 @@ impl App {
     /// The production adapters for `config`.
     pub async fn connect(config: &Config) -> Result<Parts, String> {
         let metrics = install_metrics()?;
-        let database = crate::store::redacted_url(&config.database_url);
-        let store = Store::open(&config.database_url)
+        let database = crate::store::redacted_url(config.database_url.expose());
+        let store = Store::open(config.database_url.expose())
             .await
             .map_err(|e| format!("opening the database {database}: {e}"))?;
         if store.backend() == crate::store::Backend::Postgres {
@@ -290,7 +290,7 @@ impl App {
                 tokio::spawn(server.handle(handle).serve(service))
             }
         };
-        let lock_path = reconciler_lock_path(&config.database_url);
+        let lock_path = reconciler_lock_path(config.database_url.expose());
         let (reconciler, feed) = (self.reconciler, self.feed);
         let mut reconciler_task = tokio::spawn({
             let shutdown = stopped(stop_rx.clone());

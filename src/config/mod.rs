@@ -51,13 +51,29 @@ impl fmt::Debug for SecretString {
     }
 }
 
+/// The store's URL: a password in it is never printed (`{:?}` and `{}` show it redacted).
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::store::redacted_url(&self.0))
+    }
+}
+
 /// The validated configuration the daemon runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     /// The API's certificate and key: HTTPS when set.
     pub tls: Option<crate::tls::TlsFiles>,
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     pub api_token: SecretString,
     pub admin_token: SecretString,
     pub pool: String,
@@ -153,10 +169,11 @@ impl Settings {
         Ok(Config {
             listen: service.listen,
             tls: service.tls,
-            database_url: self
-                .spotpool_database_url
-                .clone()
-                .unwrap_or_else(|| defaults::DATABASE_URL.into()),
+            database_url: DatabaseUrl(
+                self.spotpool_database_url
+                    .clone()
+                    .unwrap_or_else(|| defaults::DATABASE_URL.into()),
+            ),
             api_token,
             admin_token,
             launch_template_id: network.launch_template_id,

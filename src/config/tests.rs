@@ -328,6 +328,19 @@ fn container_limits_come_from_the_file_too() {
 }
 
 #[test]
+fn a_database_password_never_prints() {
+    let mut settings = minimal();
+    settings.spotpool_database_url = Some("postgres://spotpool:hunter2-secret@db:5432/sp".into());
+    let config = settings.into_config().unwrap();
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("hunter2-secret"), "{debug}");
+    assert_eq!(
+        config.database_url.expose(),
+        "postgres://spotpool:hunter2-secret@db:5432/sp"
+    );
+}
+
+#[test]
 fn tokens_never_print() {
     let config = minimal().into_config().unwrap();
     let debug = format!("{config:?}");
