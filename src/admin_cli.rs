@@ -82,13 +82,14 @@ pub fn status(target: &Target) -> ExitCode {
         Err(code) => return code,
     };
     println!(
-        "daemon {}: {}",
+        "daemon {}: {} ({})",
         target.url,
         if ready_status == 200 {
             "ready"
         } else {
             "NOT READY"
-        }
+        },
+        pool["role"].as_str().unwrap_or("?")
     );
     if ready_status != 200 {
         println!("  {ready}");

@@ -291,6 +291,8 @@ impl App {
             }
         };
         let lock_path = reconciler_lock_path(config.database_url.expose());
+        // A standby until the reconciler starts (`Reconciler::run_until_stopped` sets it to 1).
+        metrics::gauge!("spotpool_leader").set(0.0);
         let (reconciler, feed) = (self.reconciler, self.feed);
         let mut reconciler_task = tokio::spawn({
             let shutdown = stopped(stop_rx.clone());

@@ -358,6 +358,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let staleness = state.settings.ready_staleness.as_millis() as i64;
     let cloud_ok = !reconciling || (last > 0 && now - last <= staleness);
     let body = ReadinessDocument {
+        role: openapi::Role::of(&state.health),
         status: if store_ok && cloud_ok {
             ReadyStatus::Ready
         } else {

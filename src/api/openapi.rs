@@ -335,7 +335,33 @@ pub enum HealthStatus {
 #[derive(Debug, serde::Serialize, ToSchema)]
 pub struct ReadinessDocument {
     pub status: ReadyStatus,
+    /// Whether this replica runs the reconciler (`leader`, it holds the reconciler lock) or
+    /// serves the API only (`standby`).
+    pub role: Role,
     pub checks: ReadinessChecks,
+}
+
+/// A replica's part: the one `leader` runs the reconciler and the interruption consumer; a
+/// `standby` serves the API only and takes over when the leader's lock is released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Leader,
+    Standby,
+}
+
+impl Role {
+    /// This replica's role, from whether it runs the reconciler.
+    pub fn of(health: &crate::reconcile::Health) -> Role {
+        if health
+            .reconciling
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            Role::Leader
+        } else {
+            Role::Standby
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize, ToSchema)]

@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 /// The pool, per configured tier.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct PoolDocument {
+    /// This replica's role: `leader` runs the reconciler, `standby` serves the API only.
+    pub role: super::openapi::Role,
     pub image: ImageDocument,
     pub tiers: Vec<TierDocument>,
     /// Users' workspace volumes and their GiB by use (`attached`, `detached` between instances,
@@ -231,6 +233,7 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
         })
         .count();
     Ok(Json(PoolDocument {
+        role: super::openapi::Role::of(&state.health),
         image,
         tiers,
         workspaces,

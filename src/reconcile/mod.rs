@@ -143,8 +143,8 @@ pub struct Health {
     /// When the last pass succeeded (epoch ms), 0 if none has.
     pub last_success: AtomicI64,
     pub passes: AtomicU64,
-    /// Whether this process runs the reconciler (holds the lock). A standby replica serves the
-    /// API only, and its readiness does not depend on passes it never runs.
+    /// Whether this process runs the reconciler (holds the lock; `spotpool_leader` 1). A standby
+    /// replica serves the API only, and its readiness does not depend on passes it never runs.
     pub reconciling: std::sync::atomic::AtomicBool,
 }
 
@@ -242,6 +242,8 @@ impl Reconciler {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         self.inner.health.reconciling.store(true, Ordering::Relaxed);
+        metrics::gauge!("spotpool_leader").set(1.0);
+        tracing::info!("this replica is the leader: it runs the reconciler");
         let mut delay = Duration::ZERO;
         let mut consecutive_failures: u32 = 0;
         loop {

@@ -765,3 +765,41 @@ fn start_script(env: &[(String, String)], user: &str, route: &str) -> String {
     );
     String::from_utf8(output.stdout).unwrap()
 }
+
+#[tokio::test]
+async fn e2e_a_second_daemon_on_the_database_is_a_standby_until_the_leader_dies() {
+    let moto = Moto::start().await;
+    let sdk = moto.sdk_config().await;
+    let infra = Infra::create(&sdk).await;
+    let env = daemon_env(&moto, &infra);
+    let leader = Daemon::start(&env).await;
+    leader.wait_available(2, DEADLINE).await;
+    let standby = Daemon::start_in(leader.dir.clone(), &env).await;
+    let role = |daemon: &Daemon| {
+        let client = daemon.client.clone();
+        let url = format!("{}/readyz", daemon.base);
+        async move {
+            let doc: serde_json::Value =
+                client.get(url).send().await.unwrap().json().await.unwrap();
+            doc["role"].as_str().unwrap_or_default().to_string()
+        }
+    };
+    assert_eq!(role(&leader).await, "leader");
+    assert_eq!(role(&standby).await, "standby");
+    assert!(leader.metrics().await.contains("spotpool_leader 1"));
+    assert!(standby.metrics().await.contains("spotpool_leader 0"));
+    let (_, pool) = standby
+        .request("GET", "/v1/pool", Some(API_TOKEN), None)
+        .await;
+    assert_eq!(pool["role"], "standby", "{pool}");
+
+    // The leader dies: the standby takes the reconciler lock and leads.
+    let _dir = leader.crash();
+    let took_over = standby
+        .wait_for(DEADLINE, || async {
+            standby.metrics().await.contains("spotpool_leader 1")
+        })
+        .await;
+    assert!(took_over, "{}", standby.log());
+    assert_eq!(role(&standby).await, "leader");
+}
