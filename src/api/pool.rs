@@ -207,6 +207,7 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
         digest: pin.as_ref().map(|p| p.digest.clone()),
         pinned_at: pin.map(|p| rfc3339(p.resolved_at)),
     };
+    let (on, waiting_for_route) = UserRecord::count_per_shard(&users);
     let shards = state
         .settings
         .shards
@@ -215,23 +216,11 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
             name: shard.name.clone(),
             listener_arn: shard.listener_arn.clone(),
             routing: shard.routing.as_str().to_string(),
-            users: users
-                .iter()
-                .filter(|u| {
-                    u.shard.as_deref() == Some(shard.name.as_str())
-                        && u.state != crate::model::UserState::Failed
-                })
-                .count() as u32,
+            users: on.get(shard.name.as_str()).copied().unwrap_or(0),
             capacity: shard.capacity,
         })
         .collect();
-    let waiting_for_route = users
-        .iter()
-        .filter(|u| {
-            u.state == crate::model::UserState::Queued
-                && u.error.as_deref() == Some(crate::model::NO_ROUTE_CAPACITY)
-        })
-        .count();
+    let waiting_for_route = waiting_for_route as usize;
     Ok(Json(PoolDocument {
         role: super::openapi::Role::of(&state.health),
         image,

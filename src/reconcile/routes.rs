@@ -303,24 +303,13 @@ impl PriorityBook {
 /// `spotpool_shard_users{shard}`, `spotpool_shard_capacity{shard}` and
 /// `spotpool_users_waiting_for_route` from the users' rows.
 pub(super) fn export_shard_gauges(users: &[UserRecord], shards: &[Shard]) {
-    let mut on: BTreeMap<&str, u32> = shards.iter().map(|s| (s.name.as_str(), 0)).collect();
-    let mut waiting = 0u32;
-    for user in users {
-        if let Some(n) = user.shard.as_deref().and_then(|s| on.get_mut(s))
-            && user.state != UserState::Failed
-        {
-            *n += 1;
-        }
-        if user.state == UserState::Queued && user.error.as_deref() == Some(NO_ROUTE_CAPACITY) {
-            waiting += 1;
-        }
-    }
+    let (on, waiting) = UserRecord::count_per_shard(users);
     for shard in shards {
         let name = shard.name.clone();
+        let users = on.get(shard.name.as_str()).copied().unwrap_or(0);
         metrics::gauge!("spotpool_shard_capacity", "shard" => name.clone())
             .set(f64::from(shard.capacity));
-        metrics::gauge!("spotpool_shard_users", "shard" => name)
-            .set(f64::from(on[shard.name.as_str()]));
+        metrics::gauge!("spotpool_shard_users", "shard" => name).set(f64::from(users));
     }
     metrics::gauge!("spotpool_users_waiting_for_route").set(f64::from(waiting));
 }

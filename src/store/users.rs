@@ -57,6 +57,26 @@ impl UserRecord {
         }))
     }
 
+    /// The users placed on each shard (failed ones aside: their routes were undone), and how
+    /// many queued users wait for a route (`no_route_capacity`).
+    pub fn count_per_shard(users: &[UserRecord]) -> (std::collections::BTreeMap<&str, u32>, u32) {
+        let mut on = std::collections::BTreeMap::new();
+        let mut waiting = 0;
+        for user in users {
+            if let Some(shard) = user.shard.as_deref()
+                && user.state != UserState::Failed
+            {
+                *on.entry(shard).or_default() += 1;
+            }
+            if user.state == UserState::Queued
+                && user.error.as_deref() == Some(crate::model::NO_ROUTE_CAPACITY)
+            {
+                waiting += 1;
+            }
+        }
+        (on, waiting)
+    }
+
     /// A freshly requested user, queued.
     pub fn queued(
         user_id: UserId,
@@ -258,17 +278,7 @@ impl Store {
 
     /// Puts a failed user back in the queue (a new PUT retries). Returns whether it applied.
     pub async fn requeue_failed(&self, user: &UserId, now: Millis) -> StoreResult<bool> {
-        let changed = execute!(
-            self,
-            sqlx::query(
-                "UPDATE users SET state = 'queued', attempts = 0, error = NULL, requested_at = $1,
-                    updated_at = $1, version = version + 1
-                 WHERE user_id = $2 AND state = 'failed'",
-            )
-            .bind(now)
-            .bind(user.as_str())
-        );
-        Ok(changed == 1)
+        self.requeue_from(user, UserState::Failed, now).await
     }
 
     /// Asks a ready user to sleep (`ready` → `sleeping`). Returns whether it applied.
@@ -288,15 +298,21 @@ impl Store {
     /// Wakes an asleep user (`asleep` → `queued`, at the back of the queue). Returns whether it
     /// applied.
     pub async fn wake(&self, user: &UserId, now: Millis) -> StoreResult<bool> {
+        self.requeue_from(user, UserState::Asleep, now).await
+    }
+
+    /// Puts a user in `from` at the back of the queue with its attempts and error cleared.
+    async fn requeue_from(&self, user: &UserId, from: UserState, now: Millis) -> StoreResult<bool> {
         let changed = execute!(
             self,
             sqlx::query(
                 "UPDATE users SET state = 'queued', attempts = 0, error = NULL, requested_at = $1,
                     updated_at = $1, version = version + 1
-                 WHERE user_id = $2 AND state = 'asleep'",
+                 WHERE user_id = $2 AND state = $3",
             )
             .bind(now)
             .bind(user.as_str())
+            .bind(from.as_str())
         );
         Ok(changed == 1)
     }

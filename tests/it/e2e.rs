@@ -227,21 +227,33 @@ async fn e2e_a_restarted_daemon_adopts_its_pool_and_serves_existing_users() {
     let sdk = moto.sdk_config().await;
     let infra = Infra::create(&sdk).await;
     let env = daemon_env(&moto, &infra);
-    let first = Daemon::start(&env).await;
+    restart_serves_users_and_launches_nothing_extra(&sdk, &env, |_| {}).await;
+}
+
+/// A daemon claims a user, is killed with SIGKILL, and a new one over the same database (and
+/// `env`) serves the user and launches nothing extra: one assigned instance plus two spares.
+/// `check_first` looks at the first daemon before the kill.
+pub async fn restart_serves_users_and_launches_nothing_extra(
+    sdk: &aws_config::SdkConfig,
+    env: &[(String, String)],
+    check_first: impl FnOnce(&Daemon),
+) {
+    let first = Daemon::start(env).await;
     first.wait_available(2, DEADLINE).await;
     first.put("dave", "{}").await;
     let doc = first.wait_state("dave", "ready", DEADLINE).await;
     first.wait_available(2, DEADLINE).await;
+    check_first(&first);
     // Crash (SIGKILL) and start a new daemon over the same database.
     let dir = first.crash();
 
-    let second = Daemon::start_in(dir, &env).await;
+    let second = Daemon::start_in(dir, env).await;
     let (status, again) = second.get("dave").await;
     assert_eq!(status, 200);
     assert_eq!(again["instance_id"], doc["instance_id"]);
     second.wait_available(2, DEADLINE).await;
     // One assigned plus two spares: the restart launched nothing extra.
-    let out = aws_sdk_ec2::Client::new(&sdk)
+    let out = aws_sdk_ec2::Client::new(sdk)
         .describe_instances()
         .filters(
             aws_sdk_ec2::types::Filter::builder()

@@ -55,10 +55,9 @@ async fn on_postgres_users_are_claimed_rolled_back_and_released_without_leaks() 
 /// SIGKILL, and a new one over the same database serves the user and launches nothing extra.
 #[tokio::test]
 async fn e2e_on_postgres_a_restarted_daemon_serves_its_users_and_launches_nothing_extra() {
-    use crate::daemon::{Daemon, daemon_env};
+    use crate::daemon::daemon_env;
     use crate::support::infra::Infra;
     use crate::support::moto::Moto;
-    const DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
     let moto = Moto::start().await;
     let sdk = moto.sdk_config().await;
@@ -66,32 +65,9 @@ async fn e2e_on_postgres_a_restarted_daemon_serves_its_users_and_launches_nothin
     let mut env = daemon_env(&moto, &infra);
     let url = spotpool::store::testing::postgres_url().await;
     env.push(("SPOTPOOL_DATABASE_URL".into(), url));
-    let first = Daemon::start(&env).await;
-    first.wait_available(2, DEADLINE).await;
-    first.put("dave", "{}").await;
-    let doc = first.wait_state("dave", "ready", DEADLINE).await;
-    first.wait_available(2, DEADLINE).await;
-    let log = first.log();
-    assert!(log.contains("PostgreSQL store"), "{log}");
-    let dir = first.crash();
-
-    let second = Daemon::start_in(dir, &env).await;
-    let (status, again) = second.get("dave").await;
-    assert_eq!(status, 200);
-    assert_eq!(again["instance_id"], doc["instance_id"]);
-    second.wait_available(2, DEADLINE).await;
-    let out = aws_sdk_ec2::Client::new(&sdk)
-        .describe_instances()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("instance-state-name")
-                .values("running")
-                .values("pending")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let running: usize = out.reservations().iter().map(|r| r.instances().len()).sum();
-    assert_eq!(running, 3, "one assigned and two spares");
+    crate::e2e::restart_serves_users_and_launches_nothing_extra(&sdk, &env, |first| {
+        let log = first.log();
+        assert!(log.contains("PostgreSQL store"), "{log}");
+    })
+    .await;
 }
