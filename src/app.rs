@@ -16,12 +16,12 @@ use crate::cloud::limit::Limited;
 use crate::cloud::{Cloud, InterruptionQueue};
 use crate::config::Config;
 use crate::interruption_feed::InterruptionConsumer;
+use crate::leader::{Candidate, Election};
 use crate::plan::Policy;
 use crate::reconcile::{Health, Reconciler, ReconcilerConfig};
 use crate::store::Store;
 use crate::vault::SecretVault;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -56,8 +56,6 @@ pub mod policy {
     pub const READY_STALENESS_INTERVALS: u32 = 3;
     /// How long shutdown waits for the API and the reconciler to finish.
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
-    /// How often a standby retries the reconciler lock.
-    pub const LOCK_RETRY: Duration = Duration::from_secs(5);
 }
 
 /// What [`App::assemble`] wires together: the production adapters from [`App::connect`], or a
@@ -93,12 +91,7 @@ impl App {
             .await
             .map_err(|e| format!("opening the database {database}: {e}"))?;
         if store.backend() == crate::store::Backend::Postgres {
-            // Until leader election (issue 12) lands, nothing keeps a second daemon's
-            // reconciler from acting on the same database: run one daemon per database.
-            tracing::warn!(
-                %database,
-                "PostgreSQL store: there is no reconciler lock yet; run exactly one spotpool per database"
-            );
+            tracing::info!(%database, "PostgreSQL store: replicas elect their leader by its lease");
         }
         // Users routed before shards existed are on the shard of their listener.
         let listeners: Vec<(String, String)> = config
@@ -185,7 +178,7 @@ impl App {
                 ready_staleness,
             }),
             clock: parts.clock,
-            reconciler: Some(reconciler.clone()),
+            reconciler: crate::leader::Current::of(reconciler.clone()),
         };
         App {
             store: parts.store,
@@ -240,22 +233,14 @@ impl App {
     }
 
     /// Runs the API (over TLS with `tls`: the files, re-read on SIGHUP, and the configuration
-    /// read from them) and, once this process holds the reconciler lock, the reconciler and the
-    /// interruption feed; stops on Ctrl-C or SIGTERM, or when the API or the reconciler ends.
+    /// read from them) and, whenever this replica is elected leader (`leader`), the reconciler
+    /// and the interruption feed; stops on Ctrl-C or SIGTERM, or when the API ends or the
+    /// first term refuses to lead (a tier beyond the account's quotas).
     pub async fn serve(
         self,
         config: &Config,
         tls: Option<(crate::tls::TlsFiles, axum_server::tls_rustls::RustlsConfig)>,
     ) -> Result<(), String> {
-        // Tier maxima the account's spot vCPU quota cannot hold are refused, with the numbers;
-        // quotas that cannot be read (no permission yet, an emulator) only warn.
-        match self.reconciler.check_quotas().await {
-            Ok(report) if !report.shortfalls.is_empty() => {
-                return Err(report.shortfalls.join("; "));
-            }
-            Ok(report) => tracing::info!(quotas = report.limits.len(), "account quotas read"),
-            Err(error) => tracing::warn!(%error, "could not read the account's quotas"),
-        }
         let listener = std::net::TcpListener::bind(config.listen)
             .map_err(|e| format!("binding SPOTPOOL_LISTEN={}: {e}", config.listen))?;
         let address = listener
@@ -276,6 +261,11 @@ impl App {
                 handle.graceful_shutdown(Some(policy::SHUTDOWN_GRACE));
             }
         });
+        let (current, health, clock) = (
+            self.api.reconciler.clone(),
+            self.api.health.clone(),
+            self.api.clock.clone(),
+        );
         let service = api::router(self.api).into_make_service();
         let mut api_task = match tls {
             None => {
@@ -290,32 +280,20 @@ impl App {
                 tokio::spawn(server.handle(handle).serve(service))
             }
         };
-        let lock_path = reconciler_lock_path(config.database_url.expose());
-        // A standby until the reconciler starts (`Reconciler::run_until_stopped` sets it to 1).
-        metrics::gauge!("spotpool_leader").set(0.0);
-        let (reconciler, feed) = (self.reconciler, self.feed);
-        let mut reconciler_task = tokio::spawn({
-            let shutdown = stopped(stop_rx.clone());
-            async move {
-                // One reconciler acts at a time: a file lock next to the SQLite database. API
-                // replicas can be many; a second daemon serves the API and waits for the lock.
-                let _lock = match lock_path {
-                    Some(path) => tokio::select! {
-                        lock = acquire_lock(path) => Some(lock),
-                        _ = stopped(stop_rx.clone()) => return,
-                    },
-                    None => None,
-                };
-                // The interruption feed runs beside the reconciler it feeds, under the same
-                // lock: a standby daemon leaves the queue to the active one.
-                let consumer = async {
-                    if let Some(feed) = feed {
-                        feed.run_until_stopped(stopped(stop_rx.clone())).await;
-                    }
-                };
-                tokio::join!(reconciler.run_until_stopped(shutdown), consumer);
-            }
-        });
+        // Every replica serves the API; the one elected leads (`leader`).
+        let candidate = Candidate {
+            replica: config.replica.clone(),
+            election: Election::for_database(config.database_url.expose()),
+            store: self.store.clone(),
+            cloud: self.cloud.clone(),
+            reconciler: self.reconciler,
+            feed: self.feed,
+            current,
+            health,
+            clock,
+        };
+        tracing::info!(replica = %config.replica.id, url = %config.replica.url, "this replica");
+        let mut reconciler_task = tokio::spawn(candidate.run(stop_rx.clone()));
 
         let result = tokio::select! {
             _ = shutdown_signal() => {
@@ -323,7 +301,10 @@ impl App {
                 Ok(())
             }
             api = &mut api_task => Err(format!("the API stopped: {api:?}")),
-            _ = &mut reconciler_task => Err("the reconciler stopped unexpectedly".to_string()),
+            led = &mut reconciler_task => match led {
+                Ok(Err(refusal)) => Err(refusal),
+                _ => Err("the reconciler stopped unexpectedly".to_string()),
+            },
         };
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(policy::SHUTDOWN_GRACE, async {
@@ -369,50 +350,6 @@ fn install_metrics() -> Result<PrometheusHandle, String> {
         .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), &fast))
         .and_then(|b| b.install_recorder())
         .map_err(|e| format!("installing the metrics recorder: {e}"))
-}
-
-/// `sqlite://path/to/db?mode=rwc` -> `path/to/db.lock`; None for in-memory databases.
-fn reconciler_lock_path(database_url: &str) -> Option<PathBuf> {
-    let path = database_url
-        .strip_prefix("sqlite://")
-        .or_else(|| database_url.strip_prefix("sqlite:"))?;
-    let path = path.split('?').next().unwrap_or(path);
-    if path.is_empty() || path.contains(":memory:") {
-        return None;
-    }
-    Some(PathBuf::from(format!("{path}.lock")))
-}
-
-/// Waits until this process holds the exclusive lock on `path`; the lock lives as long as the
-/// returned file.
-async fn acquire_lock(path: PathBuf) -> std::fs::File {
-    let mut warned = false;
-    loop {
-        let attempt = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|file| match file.try_lock() {
-                Ok(()) => Ok(file),
-                Err(e) => Err(e.to_string()),
-            });
-        match attempt {
-            Ok(file) => {
-                if warned {
-                    tracing::info!(lock = %path.display(), "reconciler lock acquired");
-                }
-                return file;
-            }
-            Err(error) if !warned => {
-                tracing::warn!(lock = %path.display(), %error, "another spotpool holds the reconciler lock; serving the API only until it is released");
-                warned = true;
-            }
-            Err(_) => {}
-        }
-        tokio::time::sleep(policy::LOCK_RETRY).await;
-    }
 }
 
 /// Ctrl-C or SIGTERM.

@@ -243,6 +243,21 @@ impl InterruptionConsumer {
         }
     }
 
+    /// The consumer for one term of leadership: on the term's `store`, and the queue as
+    /// `fence` wraps it.
+    pub fn for_term(
+        &self,
+        store: Store,
+        fence: impl FnOnce(Arc<dyn InterruptionQueue>) -> Arc<dyn InterruptionQueue>,
+    ) -> InterruptionConsumer {
+        InterruptionConsumer::new(
+            fence(self.queue.clone()),
+            store,
+            self.wake.clone(),
+            self.clock.clone(),
+        )
+    }
+
     /// One receive (a long poll) and the hand-off of everything it returned.
     pub async fn poll_once(&self) -> Result<PollReport, ConsumeError> {
         let messages = self.queue.receive().await?;

@@ -10,6 +10,7 @@ pub mod config;
 pub mod image;
 pub mod instance_scripts;
 pub mod interruption_feed;
+pub mod leader;
 pub mod model;
 pub mod plan;
 pub mod reconcile;

@@ -96,13 +96,21 @@ pub async fn repair(
     let actor = actor(&headers)?;
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let dry_run = query.dry_run.unwrap_or(true);
-    let reconciler = match &state.reconciler {
-        Some(r) if state.health.reconciling.load(Ordering::Relaxed) => r.clone(),
+    let reconciler = match state.reconciler.get() {
+        Some(r) if state.health.reconciling.load(Ordering::Relaxed) => r,
         _ => {
+            let leader = match super::leader_of(&state).await {
+                Some(leader) => format!(
+                    "; the leader is replica {} at {}",
+                    leader.replica,
+                    leader.url.as_deref().unwrap_or("an unknown address")
+                ),
+                None => "; no replica leads right now, retry shortly".into(),
+            };
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "standby",
-                "this replica does not run the reconciler; call the one that does",
+                format!("this replica does not run the reconciler{leader}"),
             ));
         }
     };
@@ -312,7 +320,7 @@ async fn refuse_beyond_quota(
     overrides: &[TierOverride],
     proposed: &TierOverride,
 ) -> Result<(), ApiError> {
-    let Some(reconciler) = &state.reconciler else {
+    let Some(reconciler) = state.reconciler.get() else {
         return Ok(());
     };
     let mut all: Vec<TierOverride> = overrides

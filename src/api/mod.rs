@@ -14,7 +14,7 @@ mod users;
 use crate::clock::Clock;
 use crate::config::SecretString;
 use crate::plan::TierPolicy;
-use crate::reconcile::{Health, Reconciler};
+use crate::reconcile::Health;
 use crate::store::Store;
 use crate::vault::SecretVault;
 use axum::extract::{MatchedPath, Request, State};
@@ -45,8 +45,9 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     pub settings: Arc<ApiSettings>,
     pub clock: Clock,
-    /// For `POST /v1/admin/repair`; it refuses unless this process runs the reconciler.
-    pub reconciler: Option<Reconciler>,
+    /// The reconciler of this replica's term while it leads: `POST /v1/admin/repair` runs on
+    /// it and refuses (`409 standby`) without it.
+    pub reconciler: crate::leader::Current,
 }
 
 pub struct ApiSettings {
@@ -346,7 +347,7 @@ async fn healthz() -> Json<HealthDocument> {
     path = "/readyz",
     tag = "operations",
     responses(
-        (status = 200, description = "Ready: the store answers and, on the replica that holds the reconciler lock, a reconcile pass succeeded recently.", body = ReadinessDocument),
+        (status = 200, description = "Ready: the store answers and, on the leader, a reconcile pass succeeded recently.", body = ReadinessDocument),
         (status = 503, description = "Not ready; `checks` names the failing check.", body = ReadinessDocument),
     ),
 )]
@@ -357,8 +358,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let now = (state.clock)();
     let staleness = state.settings.ready_staleness.as_millis() as i64;
     let cloud_ok = !reconciling || (last > 0 && now - last <= staleness);
+    let leader = match reconciling {
+        true => None,
+        false => leader_of(&state).await,
+    };
     let body = ReadinessDocument {
         role: openapi::Role::of(&state.health),
+        leader,
         status: if store_ok && cloud_ok {
             ReadyStatus::Ready
         } else {
@@ -367,7 +373,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         checks: ReadinessChecks {
             store: if store_ok { "ok" } else { "unreachable" },
             cloud: if !reconciling {
-                "standby: another daemon holds the reconciler lock"
+                "standby: another replica leads"
             } else if cloud_ok {
                 "ok"
             } else if last == 0 {
@@ -383,6 +389,18 @@ async fn readyz(State(state): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// The replica that leads now, as the lease says (None before any led, when the lease has run
+/// out, or when the store cannot say).
+pub(crate) async fn leader_of(state: &AppState) -> Option<openapi::LeaderDocument> {
+    let lease = state.store.leadership().await.ok()??;
+    let live = lease.live();
+    live.then_some(openapi::LeaderDocument {
+        replica: lease.holder,
+        url: lease.address,
+        epoch: lease.epoch,
+    })
 }
 
 /// Prometheus metrics.

@@ -335,14 +335,29 @@ pub enum HealthStatus {
 #[derive(Debug, serde::Serialize, ToSchema)]
 pub struct ReadinessDocument {
     pub status: ReadyStatus,
-    /// Whether this replica runs the reconciler (`leader`, it holds the reconciler lock) or
-    /// serves the API only (`standby`).
+    /// Whether this replica runs the reconciler (`leader`, it holds the lease) or serves the
+    /// API only (`standby`).
     pub role: Role,
+    /// On a standby, the replica that leads (absent while none does, or on the leader).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<LeaderDocument>,
     pub checks: ReadinessChecks,
 }
 
+/// The replica that holds the lease.
+#[derive(Debug, Clone, serde::Serialize, ToSchema)]
+pub struct LeaderDocument {
+    /// Its `SPOTPOOL_REPLICA_ID`.
+    pub replica: String,
+    /// Its `SPOTPOOL_ADVERTISE_URL`: where to send what only the leader does.
+    pub url: Option<String>,
+    /// The lease's fencing epoch: one more at every change of leader.
+    pub epoch: i64,
+}
+
 /// A replica's part: the one `leader` runs the reconciler and the interruption consumer; a
-/// `standby` serves the API only and takes over when the leader's lock is released.
+/// `standby` serves the API only and takes over when the leader's lease runs out or is handed
+/// back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {

@@ -42,7 +42,7 @@ async fn state_with(cloud: Arc<FakeCloud>) -> AppState {
             container_image: "ghcr.io/openclaw/openclaw:latest".into(),
         }),
         clock: Arc::new(|| 1_700_000_000_000),
-        reconciler: None,
+        reconciler: Default::default(),
     }
 }
 

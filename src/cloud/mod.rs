@@ -233,6 +233,13 @@ pub struct PoolResource {
     pub tags: Tags,
 }
 
+tokio::task_local! {
+    /// Set around a call by a caller whose right to call can end mid-call
+    /// (`leader::FencedCloud`): the AWS adapter asks it before every attempt of the SDK, its
+    /// retries included, and sends nothing once it answers a reason.
+    pub static ATTEMPT_GATE: std::sync::Arc<dyn Fn() -> Option<String> + Send + Sync>;
+}
+
 /// The capability to run spotpool's pool on a cloud. See the module docs for the shared contract.
 #[async_trait::async_trait]
 pub trait Cloud: Send + Sync + 'static {

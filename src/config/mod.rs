@@ -9,11 +9,13 @@
 mod checks;
 pub mod defaults;
 pub mod preset;
+mod replica;
 mod settings;
 mod shards;
 
 pub use checks::parse_duration;
 pub use preset::Preset;
+pub use replica::Replica;
 pub use settings::Settings;
 pub use shards::ShardSettings;
 
@@ -122,6 +124,8 @@ pub struct Config {
     pub interruption_queue_url: Option<String>,
     /// The KMS key of workspace volumes; None uses the account's default EBS key.
     pub workspace_kms_key_id: Option<String>,
+    /// This replica: its name and the address it is reached at while it leads.
+    pub replica: Replica,
 }
 
 /// A setting that is missing or invalid. Its `Display` is the one line start-up prints.
@@ -166,6 +170,12 @@ impl Settings {
         let container = self.container()?;
         let service = self.service()?;
         let timings = self.timings()?;
+        let replica = Replica::resolve(
+            self.spotpool_replica_id.as_deref(),
+            self.spotpool_advertise_url.as_deref(),
+            service.listen,
+            service.tls.is_some(),
+        )?;
         Ok(Config {
             listen: service.listen,
             tls: service.tls,
@@ -233,6 +243,7 @@ impl Settings {
                 .spotpool_workspace_kms_key_id
                 .clone()
                 .filter(|key| !key.trim().is_empty()),
+            replica,
         })
     }
 

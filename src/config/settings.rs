@@ -97,6 +97,12 @@ pub struct Settings {
     /// Address the HTTP API listens on.
     #[arg(long, env = "SPOTPOOL_LISTEN", value_name = "ADDR")]
     pub spotpool_listen: Option<String>,
+    /// This replica's name in the lease, the leadership events and the logs (1-64 letters, digits, '.', '_', ':' or '-'); unset, `<hostname>-<pid>`.
+    #[arg(long, env = "SPOTPOOL_REPLICA_ID", value_name = "NAME")]
+    pub spotpool_replica_id: Option<String>,
+    /// The URL other replicas' callers are sent to while this replica leads (a standby's `409 standby` names it); unset, this replica's scheme and listen address, with the hostname for an unspecified address.
+    #[arg(long, env = "SPOTPOOL_ADVERTISE_URL", value_name = "URL")]
+    pub spotpool_advertise_url: Option<String>,
     /// PEM certificate chain for the API: with SPOTPOOL_TLS_KEY, the API serves HTTPS only
     /// (re-read on SIGHUP).
     #[arg(long, env = "SPOTPOOL_TLS_CERT", value_name = "PATH")]

@@ -180,6 +180,18 @@ pub enum Event {
         cause: String,
         held_for: Duration,
     },
+    /// `replica` leads from now, with fencing `epoch`, after `previous` (None: the database's
+    /// first leader).
+    LeadershipAcquired {
+        replica: String,
+        epoch: i64,
+        previous: Option<String>,
+    },
+    /// `replica` stopped cleanly and handed the lease back.
+    LeadershipReleased {
+        replica: String,
+        epoch: i64,
+    },
 }
 
 impl Event {
@@ -260,6 +272,8 @@ impl Event {
             Event::WakeRequested => "sleep.wake_requested",
             Event::RouteCapacityExhausted => "route.no_capacity",
             Event::RouteRefused { .. } => "route.refused",
+            Event::LeadershipAcquired { .. } => "leadership.acquired",
+            Event::LeadershipReleased { .. } => "leadership.released",
         }
     }
 
@@ -382,6 +396,19 @@ impl Event {
                     .as_deref()
                     .map_or("the region".to_string(), |s| format!("shard {s}"))
             ),
+            Event::LeadershipAcquired {
+                replica,
+                epoch,
+                previous,
+            } => match previous {
+                Some(previous) => {
+                    format!("replica {replica} leads (epoch {epoch}), taking over from {previous}")
+                }
+                None => format!("replica {replica} leads (epoch {epoch}), the first leader"),
+            },
+            Event::LeadershipReleased { replica, epoch } => {
+                format!("replica {replica} handed back the lease of epoch {epoch}")
+            }
             _ => String::new(),
         }
     }

@@ -237,6 +237,22 @@ impl Reconciler {
         }
     }
 
+    /// A reconciler for one term of leadership: the same settings, clock, wake-up and health,
+    /// over `store` and `cloud` (the term's fenced ones), and with nothing remembered from
+    /// before (another replica may have led meanwhile).
+    pub fn for_term(&self, store: Store, cloud: Arc<dyn Cloud>) -> Reconciler {
+        let inner = &self.inner;
+        Reconciler::new(
+            store,
+            cloud,
+            inner.config.clone(),
+            inner.clock.clone(),
+            inner.wake.clone(),
+            inner.health.clone(),
+            inner.registry.clone(),
+        )
+    }
+
     /// Runs passes until `shutdown` resolves. A failed pass never ends the loop: the error policy
     /// backs off exponentially (1 s doubling to 60 s) and the loop goes on.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {

@@ -48,6 +48,7 @@ mod images;
 mod instances;
 mod journal;
 mod launches;
+mod leadership;
 mod notices;
 mod user_columns;
 mod users;
@@ -57,6 +58,7 @@ pub use admin::AuditEntry;
 pub use instances::InstanceRecord;
 pub use journal::JournalEntry;
 pub use launches::PendingLaunch;
+pub use leadership::{Acquisition, FENCED_SQLSTATE, Lease, is_fenced};
 pub use notices::StoredNotice;
 pub use users::UserRecord;
 
@@ -170,12 +172,19 @@ impl Store {
         if options.get_application_name().is_none() {
             options = options.application_name("spotpool");
         }
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .idle_timeout(Some(Duration::from_secs(600)))
-            .max_lifetime(Some(Duration::from_secs(3600)))
-            .connect_with(options)
-            .await?;
+        // Session limits, unless the URL's `options` sets them: no statement runs forever, and
+        // a frozen replica's open transaction (and its locks, the lease's among them) is ended
+        // by the server.
+        let set = options.get_options().unwrap_or_default().to_string();
+        let limits: Vec<(&str, &str)> = POSTGRES_SESSION_LIMITS
+            .iter()
+            .filter(|(key, _)| !set.contains(key))
+            .copied()
+            .collect();
+        if !limits.is_empty() {
+            options = options.options(limits);
+        }
+        let pool = postgres_pool_options(8).connect_with(options).await?;
         // sqlx holds an advisory lock while it migrates, so replicas starting together migrate
         // once.
         POSTGRES_MIGRATOR.run(&pool).await?;
@@ -201,6 +210,22 @@ impl Store {
         execute!(self, sqlx::query("SELECT 1"));
         Ok(())
     }
+}
+
+/// The session settings every PostgreSQL connection gets unless the URL's `options` names them
+/// (`docs/DEPLOY.md`, "PostgreSQL").
+pub const POSTGRES_SESSION_LIMITS: [(&str, &str); 3] = [
+    ("statement_timeout", "30s"),
+    ("lock_timeout", "10s"),
+    ("idle_in_transaction_session_timeout", "5s"),
+];
+
+/// A PostgreSQL pool of at most `connections`.
+fn postgres_pool_options(connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(connections)
+        .idle_timeout(Some(Duration::from_secs(600)))
+        .max_lifetime(Some(Duration::from_secs(3600)))
 }
 
 /// `url` with its password, if it has one (in the user part or as a `password=` parameter),

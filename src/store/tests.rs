@@ -53,6 +53,7 @@ store_tests!(
     launches_are_recorded_retried_and_deleted,
     tier_overrides_are_upserted_and_the_audit_log_lists_newest_first,
     a_tier_condition_keeps_its_since_while_the_cause_stays,
+    the_lease_goes_to_one_replica_until_it_runs_out_or_is_handed_back,
 );
 
 async fn sqlite_store() -> Store {
@@ -998,4 +999,204 @@ async fn snapshots_are_read_again_only_after_a_write_from_any_connection(url: &s
     assert_eq!(users[0].instance_id, Some(InstanceId("i-1".into())));
     api.put_instance(&available("i-2")).await.unwrap();
     assert_eq!(reconciler.instances_snapshot().await.unwrap().len(), 2);
+}
+
+/// The lease: one holder at a time; a second replica finds it held until it runs out (or is
+/// handed back), then takes it with the next epoch, and the deposed holder can neither renew
+/// nor release it. `force` (SQLite's file lock decided) takes it regardless.
+async fn the_lease_goes_to_one_replica_until_it_runs_out_or_is_handed_back(store: Store) {
+    use std::time::Duration;
+    let long = Duration::from_secs(60);
+    assert_eq!(store.leadership().await.unwrap(), None);
+    let Acquisition::Acquired(a) = store
+        .acquire_leadership("a", Some("http://a:1"), long, false)
+        .await
+        .unwrap()
+    else {
+        panic!("the first replica leads")
+    };
+    assert_eq!((a.epoch, a.previous.as_deref()), (1, None));
+    assert!(a.live() && a.expires_at >= a.read_at + 59_000, "{a:?}");
+    match store
+        .acquire_leadership("b", None, long, false)
+        .await
+        .unwrap()
+    {
+        Acquisition::Held(held) => {
+            assert_eq!((held.holder.as_str(), held.epoch), ("a", 1));
+            assert_eq!(held.address.as_deref(), Some("http://a:1"));
+        }
+        other => panic!("b must find the lease held: {other:?}"),
+    }
+    assert!(store.renew_leadership("a", 1, long).await.unwrap());
+    assert!(!store.renew_leadership("b", 1, long).await.unwrap());
+    assert!(!store.renew_leadership("a", 2, long).await.unwrap());
+
+    // a's lease runs out: b takes it over with epoch 2; a can no longer renew or release it.
+    assert!(
+        store
+            .renew_leadership("a", 1, Duration::ZERO)
+            .await
+            .unwrap()
+    );
+    let Acquisition::Acquired(b) = store
+        .acquire_leadership("b", None, long, false)
+        .await
+        .unwrap()
+    else {
+        panic!("an expired lease is taken over")
+    };
+    assert_eq!((b.epoch, b.previous.as_deref()), (2, Some("a")));
+    assert!(!store.renew_leadership("a", 1, long).await.unwrap());
+    assert!(!store.release_leadership("a", 1).await.unwrap());
+
+    // b hands it back: a takes it at once, epoch 3.
+    assert!(store.release_leadership("b", 2).await.unwrap());
+    assert!(!store.leadership().await.unwrap().unwrap().live());
+    let Acquisition::Acquired(a) = store
+        .acquire_leadership("a", None, long, false)
+        .await
+        .unwrap()
+    else {
+        panic!("a handed-back lease is free")
+    };
+    assert_eq!((a.epoch, a.previous.as_deref()), (3, Some("b")));
+    // A forced acquisition takes a live lease.
+    let Acquisition::Acquired(c) = store
+        .acquire_leadership("c", None, long, true)
+        .await
+        .unwrap()
+    else {
+        panic!("force takes it")
+    };
+    assert_eq!((c.epoch, c.previous.as_deref()), (4, Some("a")));
+}
+
+/// Two replicas racing for a free lease: exactly one gets it.
+#[tokio::test]
+async fn on_postgres_two_replicas_racing_for_the_lease_elect_exactly_one() {
+    let store = postgres_store().await;
+    for round in 0..5 {
+        let ttl = std::time::Duration::from_secs(60);
+        let races = (0..4).map(|i| {
+            let store = store.clone();
+            async move {
+                store
+                    .acquire_leadership(&format!("r{i}"), None, ttl, false)
+                    .await
+                    .unwrap()
+            }
+        });
+        let results: Vec<Acquisition> = races.collect::<tokio::task::JoinSet<_>>().join_all().await;
+        let winners: Vec<&Lease> = results
+            .iter()
+            .filter_map(|r| match r {
+                Acquisition::Acquired(lease) => Some(lease),
+                Acquisition::Held(_) => None,
+            })
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+        let winner = winners[0];
+        assert_eq!(winner.epoch, round + 1);
+        assert!(
+            store
+                .release_leadership(&winner.holder, winner.epoch)
+                .await
+                .unwrap()
+        );
+    }
+}
+
+/// The fence: a leader's writes go through while its epoch is current; once another replica
+/// has taken the lease over, every write of the deposed leader's fenced store is refused
+/// (SQLSTATE SPF01) and changes nothing, while unfenced writers (the API) go on.
+#[tokio::test]
+async fn on_postgres_a_deposed_leaders_writes_are_refused_by_the_fence() {
+    use crate::model::Event;
+    use std::time::Duration;
+    let store = postgres_store().await;
+    let Acquisition::Acquired(a) = store
+        .acquire_leadership("a", None, Duration::from_secs(60), false)
+        .await
+        .unwrap()
+    else {
+        panic!("a leads")
+    };
+    let fenced = store.sibling(2, Some(a.epoch)).await.unwrap();
+    fenced.insert_user(&user("alice", "r1")).await.unwrap();
+    fenced
+        .record(1, &Event::ClaimAssigned, None, None)
+        .await
+        .unwrap();
+
+    // b takes over after a's lease runs out.
+    assert!(
+        store
+            .renew_leadership("a", a.epoch, Duration::ZERO)
+            .await
+            .unwrap()
+    );
+    let Acquisition::Acquired(_) = store
+        .acquire_leadership("b", None, Duration::from_secs(60), false)
+        .await
+        .unwrap()
+    else {
+        panic!("b takes over")
+    };
+    let refused = fenced.insert_user(&user("bob", "r2")).await.unwrap_err();
+    assert!(is_fenced(&refused), "{refused}");
+    let refused = fenced
+        .record(2, &Event::ClaimAssigned, None, None)
+        .await
+        .unwrap_err();
+    assert!(is_fenced(&refused), "{refused}");
+    let alice = UserId::parse("alice").unwrap();
+    let row = store.get_user(&alice).await.unwrap().unwrap();
+    assert!(is_fenced(&fenced.delete_user(&row).await.unwrap_err()));
+    assert!(
+        store
+            .get_user(&UserId::parse("bob").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.get_user(&alice).await.unwrap().is_some());
+    assert_eq!(store.journal_since(0, 10).await.unwrap().len(), 1);
+    // The API's writes are not fenced.
+    store.insert_user(&user("carol", "r3")).await.unwrap();
+    // Nor is a lease that merely ran out any better: a's old epoch stays refused even if b
+    // hands the lease back.
+    assert!(is_fenced(
+        &fenced.insert_user(&user("dave", "r4")).await.unwrap_err()
+    ));
+}
+
+/// Every table a reconciler writes has the fence trigger (a table added later without it
+/// would take a deposed leader's writes).
+#[tokio::test]
+async fn on_postgres_every_table_but_the_lease_has_the_fence() {
+    let store = postgres_store().await;
+    let Pool::Postgres(pool) = &store.pool else {
+        unreachable!("a PostgreSQL store")
+    };
+    let unfenced: Vec<(String,)> = sqlx::query_as(
+        "SELECT t.tablename::text FROM pg_tables t
+         WHERE t.schemaname = 'public'
+           AND t.tablename NOT IN ('leadership', 'generations', '_sqlx_migrations')
+           AND NOT EXISTS (SELECT 1 FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
+                           WHERE c.relname = t.tablename AND g.tgname = 'spotpool_fence')",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(
+        unfenced.is_empty(),
+        "tables without the fence: {unfenced:?}"
+    );
+    let fenced: (i64,) =
+        sqlx::query_as("SELECT count(*) FROM pg_trigger WHERE tgname = 'spotpool_fence'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert!(fenced.0 >= 9, "{fenced:?}");
 }

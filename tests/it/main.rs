@@ -48,6 +48,7 @@ mod shards;
 mod spot;
 mod spot_sim;
 mod support;
+mod takeover;
 mod terraform;
 mod tls;
 mod workspace;

@@ -124,7 +124,7 @@ impl AwsCloud {
                 $service::Client::from_conf(
                     $service::config::Builder::from(&sdk)
                         .interceptor(AttemptCounter {
-                            retries: retries.clone(),
+                            retries: Some(retries.clone()),
                         })
                         .build(),
                 )
@@ -162,13 +162,15 @@ tokio::task_local! {
     static IN_FLIGHT: (&'static str, Cell<u32>);
 }
 
-/// Counts the SDK's attempts of each call (`read_before_attempt` runs once per attempt) and
-/// records every attempt after the first in the [`RetryMeter`]: AWS meters attempts, and the
-/// client-side limiter only sees calls. The operation comes from `call`, which every SDK call
-/// goes through.
+/// Before each of the SDK's attempts (`read_before_attempt` runs once per attempt): refuses it
+/// while the task's [`crate::cloud::ATTEMPT_GATE`] says no (a call begun by a leader that then
+/// froze sends no retry after its term ended), and records every attempt after the first in the
+/// [`RetryMeter`]: AWS meters attempts, and the client-side limiter only sees calls. The
+/// operation comes from `call`, which every SDK call goes through.
 #[derive(Debug)]
-struct AttemptCounter {
-    retries: Arc<RetryMeter>,
+pub(crate) struct AttemptCounter {
+    /// None: the attempts are not metered (the interruption queue's long polls).
+    pub(crate) retries: Option<Arc<RetryMeter>>,
 }
 
 impl Intercept for AttemptCounter {
@@ -182,10 +184,13 @@ impl Intercept for AttemptCounter {
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if let Ok(Some(reason)) = crate::cloud::ATTEMPT_GATE.try_with(|gate| gate()) {
+            return Err(format!("not sent: {reason}").into());
+        }
         let _ = IN_FLIGHT.try_with(|(operation, attempts)| {
             attempts.set(attempts.get() + 1);
-            if attempts.get() > 1 {
-                self.retries.record(operation);
+            if let (true, Some(retries)) = (attempts.get() > 1, &self.retries) {
+                retries.record(operation);
             }
         });
         Ok(())

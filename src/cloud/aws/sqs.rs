@@ -27,7 +27,11 @@ impl AwsInterruptionQueue {
     /// retry and timeouts) as every other client; see [`super::load_sdk_config`].
     pub fn new(sdk: &aws_config::SdkConfig, queue_url: &str) -> AwsInterruptionQueue {
         AwsInterruptionQueue {
-            sqs: aws_sdk_sqs::Client::new(sdk),
+            sqs: aws_sdk_sqs::Client::from_conf(
+                aws_sdk_sqs::config::Builder::from(sdk)
+                    .interceptor(super::AttemptCounter { retries: None })
+                    .build(),
+            ),
             queue_url: queue_url.to_string(),
             wait: MAX_WAIT,
         }

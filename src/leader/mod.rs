@@ -1,0 +1,386 @@
+//! Leadership: of the replicas on one database, exactly one (the leader) runs the reconciler,
+//! the interruption feed and repairs; every replica serves the whole API.
+//!
+//! Owns: the election (a lease row in PostgreSQL, the file lock beside a SQLite database), the
+//! terms of this replica's leadership (a fresh reconciler per term, on a fenced store and a
+//! fenced cloud), the `spotpool_leader` gauge, and the leadership events and log lines.
+//! Must not: decide anything about the pool; the reconciler does, while it leads.
+//!
+//! A term: elected with `epoch`, the replica builds a reconciler whose store writes are fenced
+//! by the database (`store/leadership.rs`) and whose cloud calls are fenced by the term's
+//! [`Fence`] (`fence.rs`), journals `leadership.acquired` with its own and its predecessor's
+//! ids, and runs until the daemon stops (it then journals `leadership.released` and hands the
+//! lease back, so a standby takes over at its next try) or the fence ends (the lease was taken
+//! over, or ran out unrenewed: the pass in flight is dropped where it stands and the replica
+//! stands by again). ARCHITECTURE.md, "Replicas and leadership", argues the choice of a lease.
+
+mod fence;
+
+pub use fence::{Fence, FencedCloud, FencedQueue};
+
+use crate::clock::Clock;
+use crate::cloud::Cloud;
+use crate::config::Replica;
+use crate::interruption_feed::InterruptionConsumer;
+use crate::model::Event;
+use crate::reconcile::{Health, Reconciler};
+use crate::store::{Acquisition, Lease, Store};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// The lease's timings (PostgreSQL): not settings, named once.
+pub mod policy {
+    use std::time::Duration;
+
+    /// How long a lease lasts unrenewed: the longest a dead leader's replica can leave the pool
+    /// without a leader (plus one [`POLL`]).
+    pub const LEASE_TTL: Duration = Duration::from_secs(10);
+    /// How often the leader renews.
+    pub const RENEW: Duration = Duration::from_secs(2);
+    /// How much before the lease's end the leader stops calling: covers a renewal's answer
+    /// lost in flight and the drift between the two machines' clock rates.
+    pub const MARGIN: Duration = Duration::from_secs(2);
+    /// How often a standby tries to take the lease (or the file lock).
+    pub const POLL: Duration = Duration::from_secs(1);
+    /// A SQLite leader's lease row never runs out: its file lock decides.
+    pub const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+}
+
+/// The reconciler of this replica's current term, if it leads: what `POST /v1/admin/repair`
+/// and the quota read run on. Clones share the slot.
+#[derive(Clone, Default)]
+pub struct Current {
+    slot: Arc<RwLock<Option<Reconciler>>>,
+}
+
+impl Current {
+    /// A slot holding `reconciler` (a test world, or a daemon without election).
+    pub fn of(reconciler: Reconciler) -> Current {
+        let current = Current::default();
+        current.set(Some(reconciler));
+        current
+    }
+
+    pub fn get(&self) -> Option<Reconciler> {
+        self.slot.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, reconciler: Option<Reconciler>) {
+        *self.slot.write().unwrap_or_else(|e| e.into_inner()) = reconciler;
+    }
+}
+
+/// How this replica contends for leadership.
+#[derive(Debug, Clone)]
+pub enum Election {
+    /// PostgreSQL: the lease row, renewed while this replica leads.
+    Lease,
+    /// SQLite: the exclusive lock on this file beside the database (one machine).
+    FileLock(PathBuf),
+    /// A private in-memory database: nobody else can share it, so this replica leads.
+    Alone,
+}
+
+impl Election {
+    /// The election a database URL calls for.
+    pub fn for_database(url: &str) -> Election {
+        if Store::backend_of(url) == crate::store::Backend::Postgres {
+            return Election::Lease;
+        }
+        match reconciler_lock_path(url) {
+            Some(path) => Election::FileLock(path),
+            None => Election::Alone,
+        }
+    }
+}
+
+/// Everything a replica needs to lead: the unfenced parts a term's fenced ones are made from.
+pub struct Candidate {
+    pub replica: Replica,
+    pub election: Election,
+    /// The API's store: the lease is read and renewed through it.
+    pub store: Store,
+    pub cloud: Arc<dyn Cloud>,
+    /// The reconciler the terms' reconcilers are made from (`Reconciler::for_term`).
+    pub reconciler: Reconciler,
+    pub feed: Option<InterruptionConsumer>,
+    pub current: Current,
+    pub health: Arc<Health>,
+    pub clock: Clock,
+}
+
+/// One term of leadership.
+struct Term {
+    lease: Lease,
+    fence: Fence,
+    /// The reconciler's store: fenced by `lease.epoch`.
+    store: Store,
+    /// The file lock (SQLite), held as long as the term.
+    _lock: Option<std::fs::File>,
+}
+
+/// How a term ended.
+enum Ended {
+    /// The daemon is stopping.
+    Stopped,
+    /// The lease was lost, for this reason.
+    Lost(String),
+}
+
+impl Candidate {
+    /// Stands by until elected, leads until the term ends, and again, until `stop` turns true.
+    /// An error is a refusal to lead at all (the first term's quota check).
+    pub async fn run(self, stop: watch::Receiver<bool>) -> Result<(), String> {
+        metrics::gauge!("spotpool_leader").set(0.0);
+        self.current.set(None);
+        let mut first = true;
+        loop {
+            let term = tokio::select! {
+                term = self.elect() => term,
+                _ = stopped(stop.clone()) => return Ok(()),
+            };
+            let ended = self.lead(&term, first, stop.clone()).await?;
+            first = false;
+            self.current.set(None);
+            self.health.reconciling.store(false, Ordering::Relaxed);
+            metrics::gauge!("spotpool_leader").set(0.0);
+            match ended {
+                Ended::Stopped => {
+                    self.hand_back(&term).await;
+                    term.store.close().await;
+                    return Ok(());
+                }
+                Ended::Lost(reason) => {
+                    tracing::warn!(
+                        replica = %self.replica.id,
+                        epoch = term.lease.epoch,
+                        %reason,
+                        "leadership lost: this replica stops acting and stands by"
+                    );
+                    term.store.close().await;
+                }
+            }
+        }
+    }
+
+    /// One term: the fenced reconciler (and feed) run until the daemon stops or the fence ends.
+    async fn lead(
+        &self,
+        term: &Term,
+        first: bool,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Ended, String> {
+        let cloud: Arc<dyn Cloud> =
+            Arc::new(FencedCloud::new(self.cloud.clone(), term.fence.clone()));
+        let reconciler = self.reconciler.for_term(term.store.clone(), cloud);
+        if first {
+            // Tier maxima the account's spot vCPU quota cannot hold are refused, with the
+            // numbers; quotas that cannot be read (no permission yet, an emulator) only warn.
+            match reconciler.check_quotas().await {
+                Ok(report) if !report.shortfalls.is_empty() => {
+                    return Err(report.shortfalls.join("; "));
+                }
+                Ok(report) => tracing::info!(quotas = report.limits.len(), "account quotas read"),
+                Err(error) => tracing::warn!(%error, "could not read the account's quotas"),
+            }
+        }
+        let lease = &term.lease;
+        tracing::info!(
+            replica = %self.replica.id,
+            previous = lease.previous.as_deref().unwrap_or("none"),
+            epoch = lease.epoch,
+            "leadership acquired: this replica runs the reconciler"
+        );
+        let event = Event::LeadershipAcquired {
+            replica: self.replica.id.clone(),
+            epoch: lease.epoch,
+            previous: lease.previous.clone(),
+        };
+        if let Err(error) = term.store.record((self.clock)(), &event, None, None).await {
+            tracing::warn!(%error, "could not journal the leadership change");
+        }
+        self.current.set(Some(reconciler.clone()));
+        let feed = self.feed.as_ref().map(|feed| {
+            feed.for_term(term.store.clone(), |queue| {
+                Arc::new(FencedQueue::new(queue, term.fence.clone()))
+            })
+        });
+        let run = async {
+            let consumer = async {
+                if let Some(feed) = feed {
+                    feed.run_until_stopped(stopped(stop.clone())).await;
+                }
+            };
+            tokio::join!(
+                reconciler.run_until_stopped(stopped(stop.clone())),
+                consumer
+            );
+        };
+        // The fence first: a replica resuming from a freeze finds its term over before the
+        // pass it froze in is polled again, and drops it where it stands.
+        Ok(tokio::select! {
+            biased;
+            reason = term.fence.lost() => Ended::Lost(reason),
+            _ = self.renew(term) => Ended::Lost("the lease could not be renewed".into()),
+            _ = run => Ended::Stopped,
+        })
+    }
+
+    /// Waits until this replica is elected.
+    async fn elect(&self) -> Term {
+        let mut last_holder: Option<String> = None;
+        let mut failing = false;
+        loop {
+            let (lock, force, ttl) = match &self.election {
+                Election::Lease => (None, false, policy::LEASE_TTL),
+                Election::FileLock(path) => (Some(acquire_lock(path).await), true, policy::FOREVER),
+                Election::Alone => (None, true, policy::FOREVER),
+            };
+            let sent = Instant::now();
+            let attempt = self
+                .store
+                .acquire_leadership(&self.replica.id, Some(&self.replica.url), ttl, force)
+                .await;
+            let acquired = match attempt {
+                Ok(Acquisition::Acquired(lease)) => {
+                    let fence = match self.election {
+                        Election::Lease => {
+                            Fence::new(Some(sent + policy::LEASE_TTL - policy::MARGIN))
+                        }
+                        _ => Fence::new(None),
+                    };
+                    match self.store.sibling(8, Some(lease.epoch)).await {
+                        Ok(store) => Some(Term {
+                            lease,
+                            fence,
+                            store,
+                            _lock: lock,
+                        }),
+                        Err(error) => {
+                            tracing::warn!(%error, "could not open the leader's fenced connections");
+                            None
+                        }
+                    }
+                }
+                Ok(Acquisition::Held(lease)) => {
+                    if last_holder.as_deref() != Some(lease.holder.as_str()) {
+                        tracing::info!(
+                            replica = %self.replica.id,
+                            leader = %lease.holder,
+                            leader_url = lease.address.as_deref().unwrap_or("unknown"),
+                            "standby: another replica leads; serving the API only"
+                        );
+                        last_holder = Some(lease.holder);
+                    }
+                    None
+                }
+                Err(error) => {
+                    if !failing {
+                        tracing::warn!(%error, "could not read the lease; trying again");
+                    }
+                    failing = true;
+                    None
+                }
+            };
+            if let Some(term) = acquired {
+                return term;
+            }
+            tokio::time::sleep(policy::POLL).await;
+        }
+    }
+
+    /// Renews a lease term's lease until it is lost (returns then); never returns for a term
+    /// without a lease to renew. A renewal that fails or hangs is tried again; the fence ends
+    /// the term when the lease's time runs out first.
+    async fn renew(&self, term: &Term) {
+        if !matches!(self.election, Election::Lease) {
+            return std::future::pending().await;
+        }
+        let epoch = term.lease.epoch;
+        loop {
+            tokio::time::sleep(policy::RENEW).await;
+            let sent = Instant::now();
+            let renewal = self
+                .store
+                .renew_leadership(&self.replica.id, epoch, policy::LEASE_TTL);
+            match tokio::time::timeout(policy::RENEW, renewal).await {
+                Ok(Ok(true)) => term.fence.extend(sent + policy::LEASE_TTL - policy::MARGIN),
+                Ok(Ok(false)) => {
+                    term.fence
+                        .end("another replica took the lease over, or it ran out");
+                    return;
+                }
+                Ok(Err(error)) => tracing::warn!(%error, epoch, "renewing the lease failed"),
+                Err(_) => tracing::warn!(epoch, "renewing the lease timed out"),
+            }
+        }
+    }
+
+    /// A clean stop: journals the hand-back and releases the lease, so a standby leads at its
+    /// next try.
+    async fn hand_back(&self, term: &Term) {
+        if term.fence.ended().is_some() {
+            return;
+        }
+        let event = Event::LeadershipReleased {
+            replica: self.replica.id.clone(),
+            epoch: term.lease.epoch,
+        };
+        let _ = term.store.record((self.clock)(), &event, None, None).await;
+        match self
+            .store
+            .release_leadership(&self.replica.id, term.lease.epoch)
+            .await
+        {
+            Ok(_) => tracing::info!(replica = %self.replica.id, "leadership handed back"),
+            Err(error) => tracing::warn!(%error, "could not hand the lease back; it runs out"),
+        }
+    }
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// `sqlite://path/to/db?mode=rwc` -> `path/to/db.lock`; None for in-memory databases.
+pub fn reconciler_lock_path(database_url: &str) -> Option<PathBuf> {
+    let path = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path.contains(":memory:") {
+        return None;
+    }
+    Some(PathBuf::from(format!("{path}.lock")))
+}
+
+/// Takes the exclusive lock on `path` if it is free; the lock lives as long as the file.
+pub fn try_lock(path: &PathBuf) -> Result<std::fs::File, String> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    file.try_lock().map_err(|e| e.to_string())?;
+    Ok(file)
+}
+
+/// Waits until this process holds the exclusive lock on `path`.
+async fn acquire_lock(path: &PathBuf) -> std::fs::File {
+    let mut warned = false;
+    loop {
+        match try_lock(path) {
+            Ok(file) => return file,
+            Err(error) if !warned => {
+                tracing::warn!(lock = %path.display(), %error, "another spotpool holds the reconciler lock; serving the API only until it is released");
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(policy::POLL).await;
+    }
+}
