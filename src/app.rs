@@ -18,10 +18,10 @@ use crate::config::Config;
 use crate::interruption_feed::InterruptionConsumer;
 use crate::plan::Policy;
 use crate::reconcile::{Health, Reconciler, ReconcilerConfig};
-use crate::store::Store;
+use crate::store::{Backend, CopyReport, Store, redacted_url};
 use crate::vault::SecretVault;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -88,11 +88,11 @@ impl App {
     /// The production adapters for `config`.
     pub async fn connect(config: &Config) -> Result<Parts, String> {
         let metrics = install_metrics()?;
-        let database = crate::store::redacted_url(config.database_url.expose());
+        let database = redacted_url(config.database_url.expose());
         let store = Store::open(config.database_url.expose())
             .await
             .map_err(|e| format!("opening the database {database}: {e}"))?;
-        if store.backend() == crate::store::Backend::Postgres {
+        if store.backend() == Backend::Postgres {
             // Until leader election (issue 12) lands, nothing keeps a second daemon's
             // reconciler from acting on the same database: run one daemon per database.
             tracing::warn!(
@@ -371,8 +371,9 @@ fn install_metrics() -> Result<PrometheusHandle, String> {
         .map_err(|e| format!("installing the metrics recorder: {e}"))
 }
 
-/// `sqlite://path/to/db?mode=rwc` -> `path/to/db.lock`; None for in-memory databases.
-fn reconciler_lock_path(database_url: &str) -> Option<PathBuf> {
+/// The file of a SQLite database URL (`sqlite://path/to/db?mode=rwc` -> `path/to/db`); None
+/// for an in-memory database, a URL without the `sqlite:` scheme, and PostgreSQL.
+fn sqlite_file(database_url: &str) -> Option<PathBuf> {
     let path = database_url
         .strip_prefix("sqlite://")
         .or_else(|| database_url.strip_prefix("sqlite:"))?;
@@ -380,7 +381,30 @@ fn reconciler_lock_path(database_url: &str) -> Option<PathBuf> {
     if path.is_empty() || path.contains(":memory:") {
         return None;
     }
-    Some(PathBuf::from(format!("{path}.lock")))
+    Some(PathBuf::from(path))
+}
+
+/// `sqlite://path/to/db?mode=rwc` -> `path/to/db.lock`; None for in-memory databases.
+fn reconciler_lock_path(database_url: &str) -> Option<PathBuf> {
+    let mut lock = sqlite_file(database_url)?.into_os_string();
+    lock.push(".lock");
+    Some(PathBuf::from(lock))
+}
+
+/// Takes the exclusive lock on `path` (creating the file): None if another process holds it.
+/// The lock lives as long as the returned file.
+fn try_lock(path: &Path) -> Result<Option<std::fs::File>, String> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("locking {}: {e}", path.display())),
+    }
 }
 
 /// Waits until this process holds the exclusive lock on `path`; the lock lives as long as the
@@ -388,30 +412,84 @@ fn reconciler_lock_path(database_url: &str) -> Option<PathBuf> {
 async fn acquire_lock(path: PathBuf) -> std::fs::File {
     let mut warned = false;
     loop {
-        let attempt = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|file| match file.try_lock() {
-                Ok(()) => Ok(file),
-                Err(e) => Err(e.to_string()),
-            });
-        match attempt {
-            Ok(file) => {
+        let error = match try_lock(&path) {
+            Ok(Some(file)) => {
                 if warned {
                     tracing::info!(lock = %path.display(), "reconciler lock acquired");
                 }
                 return file;
             }
-            Err(error) if !warned => {
-                tracing::warn!(lock = %path.display(), %error, "another spotpool holds the reconciler lock; serving the API only until it is released");
-                warned = true;
-            }
-            Err(_) => {}
+            Ok(None) => "held by another process".to_string(),
+            Err(error) => error,
+        };
+        if !warned {
+            tracing::warn!(lock = %path.display(), %error, "another spotpool holds the reconciler lock; serving the API only until it is released");
+            warned = true;
         }
         tokio::time::sleep(policy::LOCK_RETRY).await;
+    }
+}
+
+/// `spotpool migrate-store`: copies every table of the store at `from` into the empty one at
+/// `to` (`Store::copy_into`, which counts both sides after its commit). The reconciler lock of
+/// each SQLite side is held throughout, as a daemon holds it: the copy refuses while a daemon
+/// runs there, and a daemon started meanwhile does not reconcile. Opening migrates both stores
+/// to this binary's schema, as a daemon's start would.
+pub async fn migrate_store(from: &str, to: &str) -> Result<CopyReport, String> {
+    let (source, destination) = (redacted_url(from), redacted_url(to));
+    let same_file = match (sqlite_file(from), sqlite_file(to)) {
+        (Some(a), Some(b)) => {
+            a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
+        }
+        _ => false,
+    };
+    if from == to || same_file {
+        return Err(format!("--from and --to name the same database ({source})"));
+    }
+    let _locks = (
+        hold_for_copy("--from", from, true)?,
+        hold_for_copy("--to", to, false)?,
+    );
+    let source_store = Store::open(from)
+        .await
+        .map_err(|e| format!("opening --from {source}: {e}"))?;
+    let destination_store = Store::open(to)
+        .await
+        .map_err(|e| format!("opening --to {destination}: {e}"))?;
+    let copied = source_store
+        .copy_into(&destination_store)
+        .await
+        .map_err(|e| e.to_string());
+    source_store.close().await;
+    destination_store.close().await;
+    copied
+}
+
+/// For a SQLite side of a copy: refuses an in-memory database, a URL without the scheme, and
+/// for the source (`must_exist`) a missing file (opening would create an empty one); then takes
+/// the database's reconciler lock. None for PostgreSQL, which has no such lock.
+fn hold_for_copy(flag: &str, url: &str, must_exist: bool) -> Result<Option<std::fs::File>, String> {
+    if Store::backend_of(url) == Backend::Postgres {
+        return Ok(None);
+    }
+    let (Some(path), Some(lock)) = (sqlite_file(url), reconciler_lock_path(url)) else {
+        return Err(format!(
+            "{flag}: name a PostgreSQL database (postgres://...) or a SQLite file (sqlite://PATH)"
+        ));
+    };
+    if must_exist && !path.exists() {
+        return Err(format!(
+            "{flag}: there is no SQLite database at {}",
+            path.display()
+        ));
+    }
+    match try_lock(&lock)? {
+        Some(file) => Ok(Some(file)),
+        None => Err(format!(
+            "{flag}: a spotpool daemon runs on {} (it holds {}); stop it first",
+            path.display(),
+            lock.display()
+        )),
     }
 }
 
