@@ -16,10 +16,10 @@ use crate::cloud::limit::Limited;
 use crate::cloud::{Cloud, InterruptionQueue};
 use crate::config::Config;
 use crate::interruption_feed::InterruptionConsumer;
-use crate::leader::{Candidate, Election};
+use crate::leader::{self, Candidate, Election};
 use crate::plan::Policy;
 use crate::reconcile::{Health, Reconciler, ReconcilerConfig};
-use crate::store::Store;
+use crate::store::{Backend, CopyReport, Store, redacted_url};
 use crate::vault::SecretVault;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::Arc;
@@ -86,11 +86,11 @@ impl App {
     /// The production adapters for `config`.
     pub async fn connect(config: &Config) -> Result<Parts, String> {
         let metrics = install_metrics()?;
-        let database = crate::store::redacted_url(config.database_url.expose());
+        let database = redacted_url(config.database_url.expose());
         let store = Store::open(config.database_url.expose())
             .await
             .map_err(|e| format!("opening the database {database}: {e}"))?;
-        if store.backend() == crate::store::Backend::Postgres {
+        if store.backend() == Backend::Postgres {
             tracing::info!(%database, "PostgreSQL store: replicas elect their leader by its lease");
         }
         // Users routed before shards existed are on the shard of their listener.
@@ -350,6 +350,70 @@ fn install_metrics() -> Result<PrometheusHandle, String> {
         .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), &fast))
         .and_then(|b| b.install_recorder())
         .map_err(|e| format!("installing the metrics recorder: {e}"))
+}
+
+/// `spotpool migrate-store`: copies every table of the store at `from` into the empty one at
+/// `to` (`Store::copy_into`, which counts both sides after its commit). The reconciler lock of
+/// each SQLite side is held throughout, as a daemon holds it: the copy refuses while a daemon
+/// runs there, and a daemon started meanwhile does not reconcile. Opening migrates both stores
+/// to this binary's schema, as a daemon's start would.
+pub async fn migrate_store(from: &str, to: &str) -> Result<CopyReport, String> {
+    let (source, destination) = (redacted_url(from), redacted_url(to));
+    let same_file = match (leader::sqlite_file(from), leader::sqlite_file(to)) {
+        (Some(a), Some(b)) => {
+            a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
+        }
+        _ => false,
+    };
+    if from == to || same_file {
+        return Err(format!("--from and --to name the same database ({source})"));
+    }
+    let _locks = (
+        hold_for_copy("--from", from, true)?,
+        hold_for_copy("--to", to, false)?,
+    );
+    let source_store = Store::open(from)
+        .await
+        .map_err(|e| format!("opening --from {source}: {e}"))?;
+    let destination_store = Store::open(to)
+        .await
+        .map_err(|e| format!("opening --to {destination}: {e}"))?;
+    let copied = source_store
+        .copy_into(&destination_store)
+        .await
+        .map_err(|e| e.to_string());
+    source_store.close().await;
+    destination_store.close().await;
+    copied
+}
+
+/// For a SQLite side of a copy: refuses an in-memory database, a URL without the scheme, and
+/// for the source (`must_exist`) a missing file (opening would create an empty one); then takes
+/// the database's reconciler lock. None for PostgreSQL, which has no such lock.
+fn hold_for_copy(flag: &str, url: &str, must_exist: bool) -> Result<Option<std::fs::File>, String> {
+    if Store::backend_of(url) == Backend::Postgres {
+        return Ok(None);
+    }
+    let (Some(path), Some(lock)) = (leader::sqlite_file(url), leader::reconciler_lock_path(url))
+    else {
+        return Err(format!(
+            "{flag}: name a PostgreSQL database (postgres://...) or a SQLite file (sqlite://PATH)"
+        ));
+    };
+    if must_exist && !path.exists() {
+        return Err(format!(
+            "{flag}: there is no SQLite database at {}",
+            path.display()
+        ));
+    }
+    match leader::try_lock(&lock)? {
+        Some(file) => Ok(Some(file)),
+        None => Err(format!(
+            "{flag}: a spotpool daemon runs on {} (it holds {}); stop it first",
+            path.display(),
+            lock.display()
+        )),
+    }
 }
 
 /// Ctrl-C or SIGTERM.

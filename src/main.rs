@@ -1,6 +1,6 @@
 //! The `spotpool` binary: parses the command line and the configuration, sets up tracing, and
-//! dispatches: `serve` to the composition root (`spotpool::app`), the on-call subcommands to
-//! `admin_cli`.
+//! dispatches: `serve` and `migrate-store` to the composition root (`spotpool::app`), the
+//! on-call subcommands to `admin_cli`.
 
 mod admin_cli;
 
@@ -64,6 +64,20 @@ enum Command {
         limit: u32,
         #[command(flatten)]
         target: admin_cli::Target,
+    },
+    /// Copy every table of one database into another, empty one: moving a SQLite deployment to
+    /// PostgreSQL (or back). Stop the daemons first: it refuses while one holds a SQLite
+    /// database's lock. Prints each table's rows, counted again on both sides after the copy.
+    MigrateStore {
+        /// The database to copy from, e.g. sqlite:///var/lib/spotpool/spotpool.db. It is
+        /// migrated to this version's schema first, as a daemon's start would.
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The database to copy into, e.g. postgres://spotpool@db.internal:5432/spotpool (the
+        /// password in PGPASSWORD or ~/.pgpass, not on the command line). Its tables are created
+        /// if it has none; it is refused if any table the copy writes holds a row.
+        #[arg(long, value_name = "URL")]
+        to: String,
     },
 }
 
@@ -135,6 +149,7 @@ fn main() -> ExitCode {
         } => admin_cli::recycle(&target, &instance_id),
         Command::Repin { target } => admin_cli::repin(&target),
         Command::Audit { limit, target } => admin_cli::audit(&target, limit),
+        Command::MigrateStore { from, to } => migrate_store(&from, &to),
     }
 }
 
@@ -264,17 +279,73 @@ fn serve(args: ServeArgs) -> ExitCode {
         Err(error) => return fail(&error),
     };
     init_tracing(&log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => return fail(&format!("starting the async runtime: {error}")),
-    };
-    match runtime.block_on(run(config)) {
+    match block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(&message),
     }
+}
+
+/// `migrate-store`: the copy (`app::migrate_store`), then one line per table and a summary;
+/// a failure if any table's counts differ.
+fn migrate_store(from: &str, to: &str) -> ExitCode {
+    let report = match block_on(spotpool::app::migrate_store(from, to)) {
+        Ok(report) => report,
+        Err(message) => return fail(&message),
+    };
+    for table in &report.tables {
+        if table.source == table.destination {
+            println!("{}: {}", table.table, rows(table.destination));
+        } else {
+            println!(
+                "{}: {} in the source, {} in the destination",
+                table.table,
+                rows(table.source),
+                table.destination
+            );
+        }
+    }
+    let skipped: Vec<String> = spotpool::store::NOT_COPIED
+        .iter()
+        .map(|(table, why)| format!("{table} ({why})"))
+        .collect();
+    println!("not copied: {}", skipped.join("; "));
+    let mismatches: Vec<&str> = report
+        .mismatches()
+        .iter()
+        .map(|t| t.table.as_str())
+        .collect();
+    if !mismatches.is_empty() {
+        return fail(&format!(
+            "the row counts differ in {}: something wrote to a database during the copy; keep \
+             running on the source",
+            mismatches.join(", ")
+        ));
+    }
+    println!(
+        "copied {} tables, {}, from {} to {}",
+        report.tables.len(),
+        rows(report.rows()),
+        spotpool::store::redacted_url(from),
+        spotpool::store::redacted_url(to)
+    );
+    ExitCode::SUCCESS
+}
+
+/// "1 row", "2 rows".
+fn rows(count: i64) -> String {
+    match count {
+        1 => "1 row".to_string(),
+        n => format!("{n} rows"),
+    }
+}
+
+/// Runs `future` to its end on a new multi-threaded runtime.
+fn block_on<T>(future: impl Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("starting the async runtime: {error}"))?
+        .block_on(future)
 }
 
 fn fail(message: &dyn std::fmt::Display) -> ExitCode {

@@ -25,7 +25,7 @@ use crate::interruption_feed::InterruptionConsumer;
 use crate::model::Event;
 use crate::reconcile::{Health, Reconciler};
 use crate::store::{Acquisition, Lease, Store};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
@@ -345,8 +345,9 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-/// `sqlite://path/to/db?mode=rwc` -> `path/to/db.lock`; None for in-memory databases.
-pub fn reconciler_lock_path(database_url: &str) -> Option<PathBuf> {
+/// The file of a SQLite database URL (`sqlite://path/to/db?mode=rwc` -> `path/to/db`); None
+/// for an in-memory database, a URL without the `sqlite:` scheme, and PostgreSQL.
+pub fn sqlite_file(database_url: &str) -> Option<PathBuf> {
     let path = database_url
         .strip_prefix("sqlite://")
         .or_else(|| database_url.strip_prefix("sqlite:"))?;
@@ -354,32 +355,44 @@ pub fn reconciler_lock_path(database_url: &str) -> Option<PathBuf> {
     if path.is_empty() || path.contains(":memory:") {
         return None;
     }
-    Some(PathBuf::from(format!("{path}.lock")))
+    Some(PathBuf::from(path))
 }
 
-/// Takes the exclusive lock on `path` if it is free; the lock lives as long as the file.
-pub fn try_lock(path: &PathBuf) -> Result<std::fs::File, String> {
+/// `sqlite://path/to/db?mode=rwc` -> `path/to/db.lock`; None for in-memory databases.
+pub fn reconciler_lock_path(database_url: &str) -> Option<PathBuf> {
+    let mut lock = sqlite_file(database_url)?.into_os_string();
+    lock.push(".lock");
+    Some(PathBuf::from(lock))
+}
+
+/// Takes the exclusive lock on `path` (creating the file): None if another process holds it.
+/// The lock lives as long as the returned file.
+pub fn try_lock(path: &Path) -> Result<Option<std::fs::File>, String> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
-        .map_err(|e| e.to_string())?;
-    file.try_lock().map_err(|e| e.to_string())?;
-    Ok(file)
+        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("locking {}: {e}", path.display())),
+    }
 }
 
 /// Waits until this process holds the exclusive lock on `path`.
-async fn acquire_lock(path: &PathBuf) -> std::fs::File {
+async fn acquire_lock(path: &Path) -> std::fs::File {
     let mut warned = false;
     loop {
-        match try_lock(path) {
-            Ok(file) => return file,
-            Err(error) if !warned => {
-                tracing::warn!(lock = %path.display(), %error, "another spotpool holds the reconciler lock; serving the API only until it is released");
-                warned = true;
-            }
-            Err(_) => {}
+        let error = match try_lock(path) {
+            Ok(Some(file)) => return file,
+            Ok(None) => "held by another process".to_string(),
+            Err(error) => error,
+        };
+        if !warned {
+            tracing::warn!(lock = %path.display(), %error, "another spotpool holds the reconciler lock; serving the API only until it is released");
+            warned = true;
         }
         tokio::time::sleep(policy::POLL).await;
     }

@@ -2,7 +2,8 @@
 //! notices, the journal and on-call's state, in SQLite or PostgreSQL via sqlx.
 //!
 //! Owns: all SQL, as plain async functions returning domain types, one file per table
-//! (`users`, `instances`, `launches`, `notices`, `journal`, `admin`, `conditions`, `images`).
+//! (`users`, `instances`, `launches`, `notices`, `journal`, `admin`, `conditions`, `images`),
+//! and the copy of a whole store into another (`copy`, for `spotpool migrate-store`).
 //! Must not: call the cloud or hold a secret value (only secret ARNs are stored).
 //!
 //! Two databases, one API: [`Store`] holds a SQLite or a PostgreSQL pool ([`Store::open`] picks
@@ -43,6 +44,7 @@ macro_rules! execute {
 
 mod admin;
 mod conditions;
+mod copy;
 mod generations;
 mod images;
 mod instances;
@@ -55,6 +57,7 @@ mod users;
 
 pub use crate::model::TierOverride;
 pub use admin::AuditEntry;
+pub use copy::{CopyError, CopyReport, NOT_COPIED, TableCount};
 pub use instances::InstanceRecord;
 pub use journal::JournalEntry;
 pub use launches::PendingLaunch;

@@ -1,5 +1,6 @@
 //! Test scaffolding (cargo feature `fake`, like the fake cloud): PostgreSQL databases for the
-//! store's shared test suite and the worlds over PostgreSQL.
+//! store's shared test suite and the worlds over PostgreSQL, and a user row with every column
+//! set ([`set_every_column`]).
 //!
 //! [`postgres_url`] creates a fresh, empty database for each caller on one cluster: the one
 //! `SPOTPOOL_TEST_POSTGRES_URL` names (`scripts/test.sh` starts one for the whole run), or else
@@ -10,6 +11,11 @@
 //! deletes its directory. Nothing is skipped: without PostgreSQL's binaries the script fails and
 //! so does the test, with the script's message.
 
+use super::UserRecord;
+use crate::model::{
+    ClaimProgress, ClaimStep, InstanceId, MoveProgress, MoveReason, MoveStep, MoveTarget,
+    Relocation, Routing, SentCommand, TeardownKind, UserState, Workspace,
+};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,4 +112,63 @@ fn start_own_cluster() -> String {
     // close it, and nothing else holds a copy (std's pipes are close-on-exec).
     *SERVER.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
     url
+}
+
+/// `user` with every column set, as a user being moved from the instance `held` to `target` has
+/// them, and more (a teardown, a workspace on its way to another zone, an error with quotes,
+/// timestamps at the edges): for tests that a whole row survives a round trip or a copy.
+pub fn set_every_column(user: &mut UserRecord, held: &InstanceId, target: &InstanceId) {
+    user.state = UserState::Migrating;
+    user.instance_id = Some(held.clone());
+    user.claim = Some(ClaimProgress {
+        step: ClaimStep::Routed,
+        command: Some(SentCommand {
+            id: Some("cmd-1".into()),
+            sent_at: 1_700_000_000_123,
+        }),
+    });
+    user.shard = Some("default".into());
+    user.routing = Routing {
+        listener_arn: Some("arn:l".into()),
+        rule_priority: Some(4_000),
+        rule_arn: Some("arn:rule".into()),
+        target_group_arn: Some("arn:tg".into()),
+    };
+    user.teardown = Some(TeardownKind::Recover);
+    user.moving = Some(MoveProgress {
+        reason: MoveReason::Interruption,
+        started_at: 1_700_000_000_200,
+        attempts: 2,
+        target: Some(MoveTarget {
+            instance: target.clone(),
+            step: MoveStep::ContainerStarting,
+            command: Some(SentCommand {
+                id: None,
+                sent_at: 1_700_000_000_300,
+            }),
+        }),
+    });
+    user.workspace = Some(Workspace {
+        volume_id: Some("vol-1".into()),
+        client_token: "tok-1".into(),
+        availability_zone: "us-east-1a".into(),
+        size_gib: 20,
+        attached_to: Some(held.clone()),
+        stop_command: Some(SentCommand {
+            id: Some("cmd-stop".into()),
+            sent_at: 1_700_000_000_400,
+        }),
+        relocation: Some(Relocation {
+            to_zone: "us-east-1b".into(),
+            snapshot_id: Some("snap-1".into()),
+            client_token: "tok-2".into(),
+            volume_id: Some("vol-2".into()),
+        }),
+    });
+    user.attempts = 3;
+    user.error = Some("it's \"quoted\"; DROP TABLE users; --".into());
+    user.requested_at = i64::MAX - 1;
+    user.updated_at = 1_700_000_000_500;
+    user.claimed_at = Some(1_700_000_000_600);
+    user.ready_at = Some(-1);
 }

@@ -5,9 +5,8 @@
 
 use super::*;
 use crate::model::{
-    ClaimProgress, ClaimStep, Event, InstanceId, InstanceStatus, InterruptionNotice, Lifecycle,
-    Millis, MoveProgress, MoveReason, MoveStep, MoveTarget, NoticeKind, Relocation, Routing,
-    SentCommand, TeardownKind, TierCondition, UserId, UserState, Workspace,
+    ClaimStep, Event, InstanceId, InstanceStatus, InterruptionNotice, Lifecycle, Millis,
+    MoveProgress, MoveReason, NoticeKind, TierCondition, UserId, UserState,
 };
 
 /// `store_tests!(a, b, ...)`: the tests `sqlite::a`, `postgres::a`, ... each running the
@@ -357,59 +356,11 @@ async fn an_image_is_pinned_once_and_the_first_pin_wins(store: Store) {
 async fn every_column_of_a_user_round_trips(store: Store) {
     let mut alice = user("alice", "r1");
     store.insert_user(&alice).await.unwrap();
-    alice.state = UserState::Migrating;
-    alice.instance_id = Some(InstanceId("i-1".into()));
-    alice.claim = Some(ClaimProgress {
-        step: ClaimStep::Routed,
-        command: Some(SentCommand {
-            id: Some("cmd-1".into()),
-            sent_at: 1_700_000_000_123,
-        }),
-    });
-    alice.shard = Some("default".into());
-    alice.routing = Routing {
-        listener_arn: Some("arn:l".into()),
-        rule_priority: Some(4_000),
-        rule_arn: Some("arn:rule".into()),
-        target_group_arn: Some("arn:tg".into()),
-    };
-    alice.teardown = Some(TeardownKind::Recover);
-    alice.moving = Some(MoveProgress {
-        reason: MoveReason::Interruption,
-        started_at: 1_700_000_000_200,
-        attempts: 2,
-        target: Some(MoveTarget {
-            instance: InstanceId("i-2".into()),
-            step: MoveStep::ContainerStarting,
-            command: Some(SentCommand {
-                id: None,
-                sent_at: 1_700_000_000_300,
-            }),
-        }),
-    });
-    alice.workspace = Some(Workspace {
-        volume_id: Some("vol-1".into()),
-        client_token: "tok-1".into(),
-        availability_zone: "us-east-1a".into(),
-        size_gib: 20,
-        attached_to: Some(InstanceId("i-1".into())),
-        stop_command: Some(SentCommand {
-            id: Some("cmd-stop".into()),
-            sent_at: 1_700_000_000_400,
-        }),
-        relocation: Some(Relocation {
-            to_zone: "us-east-1b".into(),
-            snapshot_id: Some("snap-1".into()),
-            client_token: "tok-2".into(),
-            volume_id: Some("vol-2".into()),
-        }),
-    });
-    alice.attempts = 3;
-    alice.error = Some("it's \"quoted\"; DROP TABLE users; --".into());
-    alice.requested_at = i64::MAX - 1;
-    alice.updated_at = 1_700_000_000_500;
-    alice.claimed_at = Some(1_700_000_000_600);
-    alice.ready_at = Some(-1);
+    testing::set_every_column(
+        &mut alice,
+        &InstanceId("i-1".into()),
+        &InstanceId("i-2".into()),
+    );
     assert!(store.update_user(&mut alice).await.unwrap());
     assert_eq!(alice.version, 1);
     assert_eq!(

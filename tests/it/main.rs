@@ -24,6 +24,9 @@
 //!   routing.
 //! - `images`: the container image pinned by digest on the fake: once per image string, probes
 //!   and starts by digest, a registry outage.
+//! - `migrate_store`: `spotpool migrate-store`, the real binary: a SQLite store with rows in
+//!   every table copied into PostgreSQL and compared row for row (and back), its refusals, and
+//!   10,000 users copied in seconds.
 //! - `postgres`: the PostgreSQL store under the reconciler, as a smoke test: a world (claims, a
 //!   rolled-back step, a restart, a release) and the real binary over moto (a claim, SIGKILL, a
 //!   restart that launches nothing extra); the store's own suite runs on both stores.
@@ -41,6 +44,7 @@ mod iam_policy;
 mod iam_requests;
 mod images;
 mod interruptions;
+mod migrate_store;
 mod postgres;
 mod quotas;
 mod reconcile;
