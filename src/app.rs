@@ -261,6 +261,8 @@ impl App {
                 handle.graceful_shutdown(Some(policy::SHUTDOWN_GRACE));
             }
         });
+        // A standby until elected: the API never sees the unfenced template reconciler.
+        self.api.reconciler.clear();
         let (current, health, clock) = (
             self.api.reconciler.clone(),
             self.api.health.clone(),
@@ -378,6 +380,18 @@ pub async fn migrate_store(from: &str, to: &str) -> Result<CopyReport, String> {
     let destination_store = Store::open(to)
         .await
         .map_err(|e| format!("opening --to {destination}: {e}"))?;
+    // A PostgreSQL side with a live lease has a replica running on it.
+    for (flag, store) in [("--from", &source_store), ("--to", &destination_store)] {
+        if let Ok(Some(lease)) = store.leadership().await
+            && lease.live()
+            && store.backend() == Backend::Postgres
+        {
+            return Err(format!(
+                "{flag}: spotpool replica {} leads on that database; stop every replica first",
+                lease.holder
+            ));
+        }
+    }
     let copied = source_store
         .copy_into(&destination_store)
         .await

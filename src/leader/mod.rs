@@ -71,6 +71,11 @@ impl Current {
     fn set(&self, reconciler: Option<Reconciler>) {
         *self.slot.write().unwrap_or_else(|e| e.into_inner()) = reconciler;
     }
+
+    /// Empties the slot: this replica does not lead (yet).
+    pub fn clear(&self) {
+        self.set(None);
+    }
 }
 
 /// How this replica contends for leadership.
@@ -133,9 +138,14 @@ enum Ended {
 impl Candidate {
     /// Stands by until elected, leads until the term ends, and again, until `stop` turns true.
     /// An error is a refusal to lead at all (the first term's quota check).
-    pub async fn run(self, stop: watch::Receiver<bool>) -> Result<(), String> {
+    pub async fn run(mut self, stop: watch::Receiver<bool>) -> Result<(), String> {
         metrics::gauge!("spotpool_leader").set(0.0);
-        self.current.set(None);
+        self.current.clear();
+        // The lease on a connection of its own: a busy API never delays a renewal.
+        match self.store.sibling(1, None).await {
+            Ok(lease) => self.store = lease,
+            Err(error) => tracing::warn!(%error, "no connection of its own for the lease"),
+        }
         let mut first = true;
         loop {
             let term = tokio::select! {
@@ -144,13 +154,13 @@ impl Candidate {
             };
             let ended = self.lead(&term, first, stop.clone()).await?;
             first = false;
-            self.current.set(None);
+            self.current.clear();
             self.health.reconciling.store(false, Ordering::Relaxed);
             metrics::gauge!("spotpool_leader").set(0.0);
             match ended {
                 Ended::Stopped => {
                     self.hand_back(&term).await;
-                    term.store.close().await;
+                    close_term_store(term.store);
                     return Ok(());
                 }
                 Ended::Lost(reason) => {
@@ -160,13 +170,14 @@ impl Candidate {
                         %reason,
                         "leadership lost: this replica stops acting and stands by"
                     );
-                    term.store.close().await;
+                    close_term_store(term.store);
                 }
             }
         }
     }
 
     /// One term: the fenced reconciler (and feed) run until the daemon stops or the fence ends.
+    /// The lease is renewed from the start, the first term's quota check included.
     async fn lead(
         &self,
         term: &Term,
@@ -176,17 +187,69 @@ impl Candidate {
         let cloud: Arc<dyn Cloud> =
             Arc::new(FencedCloud::new(self.cloud.clone(), term.fence.clone()));
         let reconciler = self.reconciler.for_term(term.store.clone(), cloud);
-        if first {
-            // Tier maxima the account's spot vCPU quota cannot hold are refused, with the
-            // numbers; quotas that cannot be read (no permission yet, an emulator) only warn.
-            match reconciler.check_quotas().await {
-                Ok(report) if !report.shortfalls.is_empty() => {
-                    return Err(report.shortfalls.join("; "));
-                }
-                Ok(report) => tracing::info!(quotas = report.limits.len(), "account quotas read"),
-                Err(error) => tracing::warn!(%error, "could not read the account's quotas"),
+        let run = async {
+            if first {
+                self.check_quotas(&reconciler, &term.lease).await?;
             }
+            self.announce(term).await;
+            self.current.set(Some(reconciler.clone()));
+            let feed = self.feed.as_ref().map(|feed| {
+                feed.for_term(term.store.clone(), |queue| {
+                    Arc::new(FencedQueue::new(queue, term.fence.clone()))
+                })
+            });
+            let consumer = async {
+                if let Some(feed) = feed {
+                    feed.run_until_stopped(stopped(stop.clone())).await;
+                }
+            };
+            // Other replicas' API writes wake this one's reconciler.
+            let wake = reconciler.wake();
+            let forward = async {
+                tokio::select! {
+                    _ = term.store.forward_api_writes(&wake) => {}
+                    _ = stopped(stop.clone()) => {}
+                }
+            };
+            tokio::join!(
+                reconciler.run_until_stopped(stopped(stop.clone())),
+                consumer,
+                forward
+            );
+            Ok(Ended::Stopped)
+        };
+        // The fence first: a replica resuming from a freeze finds its term over before the
+        // pass it froze in is polled again, and drops it where it stands.
+        tokio::select! {
+            biased;
+            reason = term.fence.lost() => Ok(Ended::Lost(reason)),
+            _ = self.renew(term) => Ok(Ended::Lost("the lease could not be renewed".into())),
+            ended = run => ended,
         }
+    }
+
+    /// The first term's quota check: tier maxima the account's spot vCPU quota cannot hold
+    /// stop the daemon, with the numbers, when this is the database's first leader (a start
+    /// with a bad configuration); after another replica led, a shortfall is logged as the
+    /// hourly check logs it (a refusal would only pass the lease from replica to replica).
+    /// Quotas that cannot be read (no permission yet, an emulator) only warn.
+    async fn check_quotas(&self, reconciler: &Reconciler, lease: &Lease) -> Result<(), String> {
+        match reconciler.check_quotas().await {
+            Ok(report) if !report.shortfalls.is_empty() => {
+                let shortfalls = report.shortfalls.join("; ");
+                if lease.previous.is_none() {
+                    return Err(shortfalls);
+                }
+                tracing::error!(%shortfalls, "the tiers' maxima do not fit the account's quotas");
+            }
+            Ok(report) => tracing::info!(quotas = report.limits.len(), "account quotas read"),
+            Err(error) => tracing::warn!(%error, "could not read the account's quotas"),
+        }
+        Ok(())
+    }
+
+    /// The log line and the journal event of a new term, with both replicas' ids.
+    async fn announce(&self, term: &Term) {
         let lease = &term.lease;
         tracing::info!(
             replica = %self.replica.id,
@@ -202,31 +265,6 @@ impl Candidate {
         if let Err(error) = term.store.record((self.clock)(), &event, None, None).await {
             tracing::warn!(%error, "could not journal the leadership change");
         }
-        self.current.set(Some(reconciler.clone()));
-        let feed = self.feed.as_ref().map(|feed| {
-            feed.for_term(term.store.clone(), |queue| {
-                Arc::new(FencedQueue::new(queue, term.fence.clone()))
-            })
-        });
-        let run = async {
-            let consumer = async {
-                if let Some(feed) = feed {
-                    feed.run_until_stopped(stopped(stop.clone())).await;
-                }
-            };
-            tokio::join!(
-                reconciler.run_until_stopped(stopped(stop.clone())),
-                consumer
-            );
-        };
-        // The fence first: a replica resuming from a freeze finds its term over before the
-        // pass it froze in is polled again, and drops it where it stands.
-        Ok(tokio::select! {
-            biased;
-            reason = term.fence.lost() => Ended::Lost(reason),
-            _ = self.renew(term) => Ended::Lost("the lease could not be renewed".into()),
-            _ = run => Ended::Stopped,
-        })
     }
 
     /// Waits until this replica is elected.
@@ -240,6 +278,7 @@ impl Candidate {
                 Election::Alone => (None, true, policy::FOREVER),
             };
             let sent = Instant::now();
+            metrics::counter!("spotpool_lease_attempts_total").increment(1);
             let attempt = self
                 .store
                 .acquire_leadership(&self.replica.id, Some(&self.replica.url), ttl, force)
@@ -313,8 +352,17 @@ impl Candidate {
                         .end("another replica took the lease over, or it ran out");
                     return;
                 }
-                Ok(Err(error)) => tracing::warn!(%error, epoch, "renewing the lease failed"),
-                Err(_) => tracing::warn!(epoch, "renewing the lease timed out"),
+                // Without its database a leader cannot know whether it still leads: it stops
+                // now rather than when the lease would run out.
+                Ok(Err(error)) => {
+                    term.fence
+                        .end(format!("renewing the lease failed: {error}"));
+                    return;
+                }
+                Err(_) => {
+                    term.fence.end("renewing the lease timed out");
+                    return;
+                }
             }
         }
     }
@@ -338,6 +386,15 @@ impl Candidate {
             Ok(_) => tracing::info!(replica = %self.replica.id, "leadership handed back"),
             Err(error) => tracing::warn!(%error, "could not hand the lease back; it runs out"),
         }
+    }
+}
+
+/// Closes a term's own pool in the background (PostgreSQL; on SQLite the term shares the API's
+/// pool, which stays open): a close waits for connections still checked out, and a lost
+/// database must not hold up the next election.
+fn close_term_store(store: Store) {
+    if store.backend() == crate::store::Backend::Postgres {
+        tokio::spawn(async move { store.close().await });
     }
 }
 

@@ -253,6 +253,11 @@ impl Reconciler {
         )
     }
 
+    /// The wake-up this reconciler's loop waits on (shared with the API).
+    pub fn wake(&self) -> Arc<Notify> {
+        self.inner.wake.clone()
+    }
+
     /// Runs passes until `shutdown` resolves. A failed pass never ends the loop: the error policy
     /// backs off exponentially (1 s doubling to 60 s) and the loop goes on.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {

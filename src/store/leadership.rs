@@ -179,6 +179,37 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Wakes `wake` each time a transaction of any replica's API writes what the reconciler
+    /// acts on (a PUT, a DELETE, a resize, a recycle: PostgreSQL's `spotpool_wake` channel,
+    /// migration 0012), so a claim sent to a standby starts at once rather than at the
+    /// leader's next interval. Runs until cancelled, listening again after a lost connection.
+    /// SQLite has no such channel (one process serves its API and leads): never returns.
+    pub async fn forward_api_writes(&self, wake: &tokio::sync::Notify) {
+        let Pool::Postgres(pool) = &self.pool else {
+            return std::future::pending().await;
+        };
+        loop {
+            let listening = async {
+                let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+                listener.listen("spotpool_wake").await?;
+                loop {
+                    listener.recv().await?;
+                    wake.notify_one();
+                }
+            };
+            let error: sqlx::Error = match listening.await {
+                Ok(()) => unreachable!("the listening loop only ends with an error"),
+                Err(error) => error,
+            };
+            tracing::warn!(%error, "listening for the API's writes failed; listening again");
+            // Meanwhile the reconciler's own interval still runs it.
+            wake.notify_one();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
 /// Whether `error` is the fence refusing a deposed leader's write.
 pub fn is_fenced(error: &StoreError) -> bool {
     match error {

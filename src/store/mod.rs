@@ -184,13 +184,19 @@ impl Store {
             .filter(|(key, _)| !set.contains(key))
             .copied()
             .collect();
+        // sqlx holds an advisory lock while it migrates, so replicas starting together migrate
+        // once; on a connection of its own without the limits, so a long migration (or the
+        // wait for another replica's) is not cut off.
+        {
+            use sqlx::Connection;
+            let mut migrating = sqlx::PgConnection::connect_with(&options).await?;
+            POSTGRES_MIGRATOR.run(&mut migrating).await?;
+            let _ = migrating.close().await;
+        }
         if !limits.is_empty() {
             options = options.options(limits);
         }
         let pool = postgres_pool_options(8).connect_with(options).await?;
-        // sqlx holds an advisory lock while it migrates, so replicas starting together migrate
-        // once.
-        POSTGRES_MIGRATOR.run(&pool).await?;
         Ok(Store {
             pool: Pool::Postgres(pool),
             snapshots: Default::default(),

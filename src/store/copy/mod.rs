@@ -148,16 +148,30 @@ macro_rules! on_tx {
     };
 }
 
+/// The store's session limits (`POSTGRES_SESSION_LIMITS`) are for the daemon's short
+/// statements; a copy reads a whole table in one statement and holds each side's transaction
+/// open while it works on the other, so its transactions run without them.
+async fn lift_session_limits(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> StoreResult<()> {
+    for (setting, _) in super::POSTGRES_SESSION_LIMITS {
+        let lift = format!("SET LOCAL {setting} = 0");
+        sqlx::query(AssertSqlSafe(lift)).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 impl Tx {
     /// One read snapshot of `store` for the whole copy.
     async fn begin_read(store: &Store) -> StoreResult<Tx> {
         Ok(match &store.pool {
             // A deferred transaction: its first read fixes the snapshot (WAL) for the rest.
             Pool::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
-            Pool::Postgres(pool) => Tx::Postgres(
-                pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    .await?,
-            ),
+            Pool::Postgres(pool) => {
+                let mut tx = pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?;
+                lift_session_limits(&mut tx).await?;
+                Tx::Postgres(tx)
+            }
         })
     }
 
@@ -169,6 +183,7 @@ impl Tx {
             Pool::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
             Pool::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
+                lift_session_limits(&mut tx).await?;
                 if !tables.is_empty() {
                     let names: Vec<String> = tables.iter().map(|t| quoted(&t.name)).collect();
                     let lock = format!("LOCK TABLE {} IN EXCLUSIVE MODE NOWAIT", names.join(", "));
