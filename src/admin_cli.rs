@@ -94,6 +94,12 @@ pub fn status(target: &Target) -> ExitCode {
     if ready_status != 200 {
         println!("  {ready}");
     }
+    if let Some(leader) = ready["leader"]["replica"].as_str() {
+        let url = ready["leader"]["url"]
+            .as_str()
+            .unwrap_or("an unknown address");
+        println!("  the leader is replica {leader} at {url}");
+    }
     println!(
         "{:<16} {:>6} {:>5} {:>7} {:>12} {:>10} {:>9} {:>12} {:>7}",
         "tier",

@@ -430,7 +430,7 @@ async fn e2e_kill_9_at_random_moments_during_claims_and_releases_leaks_nothing()
 }
 
 /// Runs the `spotpool` CLI against the daemon; returns (exit code, stdout, stderr).
-fn cli(daemon: &Daemon, token: &str, args: &[&str]) -> (i32, String, String) {
+pub fn cli(daemon: &Daemon, token: &str, args: &[&str]) -> (i32, String, String) {
     let output = std::process::Command::new(crate::daemon::binary())
         .args(args)
         .env_clear()

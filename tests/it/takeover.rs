@@ -9,7 +9,7 @@
 //! - SIGSTOP of the leader for 30 s (a frozen host keeps its sockets open): another replica
 //!   leads within 15 s, and after SIGCONT the old leader sends AWS nothing and stands by.
 
-use crate::daemon::{Daemon, daemon_env, samples};
+use crate::daemon::{ADMIN_TOKEN, Daemon, daemon_env, samples};
 use crate::support::aws::Aws;
 use crate::support::fault_proxy::{FaultProxy, FaultRates, Service};
 use crate::support::infra::Infra;
@@ -180,12 +180,7 @@ async fn e2e_killing_the_leader_three_times_hands_over_within_15_s_without_dupli
     assert_eq!(ready["leader"]["replica"], "replica-1", "{ready}");
     let (status, refusal) = replicas[1]
         .daemon
-        .request(
-            "POST",
-            "/v1/admin/repair",
-            Some(crate::daemon::ADMIN_TOKEN),
-            None,
-        )
+        .request("POST", "/v1/admin/repair", Some(ADMIN_TOKEN), None)
         .await;
     assert_eq!(status, 409, "{refusal}");
     let message = refusal["error"]["message"].as_str().unwrap_or_default();
@@ -193,6 +188,14 @@ async fn e2e_killing_the_leader_three_times_hands_over_within_15_s_without_dupli
         message.contains("replica-1") && message.contains(&replicas[0].daemon.base),
         "{message}"
     );
+    let (code, out, err) = crate::e2e::cli(&replicas[1].daemon, ADMIN_TOKEN, &["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("(standby)"), "{out}");
+    let named = format!(
+        "the leader is replica replica-1 at {}",
+        replicas[0].daemon.base
+    );
+    assert!(out.contains(&named), "{out}");
 
     let mut live: Vec<String> = Vec::new();
     let mut deleted: Vec<String> = Vec::new();
