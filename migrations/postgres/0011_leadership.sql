@@ -12,10 +12,11 @@ CREATE TABLE leadership (
 );
 
 -- The fence. The leader's reconciler writes through connections opened with
--- `spotpool.fence = <its epoch>`; every statement on them first checks, under a share lock on
--- the lease row, that the epoch is still current and the lease unexpired. A deposed leader's
--- late write fails with SQLSTATE SPF01 instead of landing; a taking-over replica's update of
--- the lease waits for the writes in flight to commit. Connections without the setting (the
+-- `spotpool.fence = <its epoch>`; every statement on them first checks, under a key-share lock
+-- on the lease row, that the epoch is still current and the lease unexpired. A deposed leader's
+-- late write fails with SQLSTATE SPF01 instead of landing; a taking-over replica's upsert of the
+-- lease (which locks the row as strongly as FOR UPDATE) waits for the writes in flight to
+-- commit, while the leader's renewal (a plain UPDATE of non-key columns) never waits for them. Connections without the setting (the
 -- API, which every replica serves) are not fenced.
 CREATE FUNCTION spotpool_fence() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -27,7 +28,7 @@ BEGIN
     PERFORM 1 FROM leadership
     WHERE id = 1 AND epoch = fence::BIGINT
       AND expires_at > (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT
-    FOR SHARE;
+    FOR KEY SHARE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'leadership epoch % is over: this replica is no longer the leader', fence
             USING ERRCODE = 'SPF01';

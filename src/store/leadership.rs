@@ -69,6 +69,14 @@ impl Store {
         ttl: Duration,
         force: bool,
     ) -> StoreResult<Acquisition> {
+        // A live lease is read without a lock: a standby's try every second must not queue
+        // behind (nor hold up) the leader's fenced writes, which the upsert's row lock would.
+        if !force
+            && let Some(lease) = self.leadership().await?
+            && lease.live()
+        {
+            return Ok(Acquisition::Held(lease));
+        }
         let now = self.now_ms_sql();
         let sql = format!(
             "INSERT INTO leadership (id, holder, address, epoch, expires_at, since, previous)
@@ -81,15 +89,35 @@ impl Store {
              RETURNING holder, address, epoch, expires_at, since, previous, {now} AS read_at"
         );
         let ttl_ms = ttl.as_millis() as i64;
-        let acquired = on_pool!(self, |pool| sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(holder)
-            .bind(address)
-            .bind(ttl_ms)
-            .bind(force)
-            .fetch_optional(pool)
-            .await?
-            .map(|row| lease_of(&row))
-            .transpose()?);
+        // The same statement on either database.
+        macro_rules! upsert {
+            () => {
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(holder)
+                    .bind(address)
+                    .bind(ttl_ms)
+                    .bind(force)
+            };
+        }
+        let acquired = match &self.pool {
+            Pool::Sqlite(pool) => upsert!()
+                .fetch_optional(pool)
+                .await?
+                .map(|row| lease_of(&row)),
+            Pool::Postgres(pool) => {
+                // FOR UPDATE first: it waits for the fenced writes in flight (their key-share
+                // locks), which the upsert's own lock would not; a renewal takes no such lock
+                // and never waits for them.
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT 1 FROM leadership WHERE id = 1 FOR UPDATE")
+                    .execute(&mut *tx)
+                    .await?;
+                let row = upsert!().fetch_optional(&mut *tx).await?;
+                tx.commit().await?;
+                row.map(|row| lease_of(&row))
+            }
+        }
+        .transpose()?;
         match acquired {
             Some(lease) => Ok(Acquisition::Acquired(lease)),
             None => match self.leadership().await? {

@@ -1151,3 +1151,83 @@ async fn on_postgres_every_table_but_the_lease_has_the_fence() {
             .unwrap();
     assert!(fenced.0 >= 9, "{fenced:?}");
 }
+
+/// The fence's lock on the lease row: a fenced write in flight does not hold up the leader's
+/// renewal, but does hold up a take-over until it commits (so no write of the old epoch lands
+/// after the new one began).
+#[tokio::test]
+async fn on_postgres_a_fenced_write_in_flight_delays_a_take_over_but_not_a_renewal() {
+    use std::time::Duration;
+    let store = postgres_store().await;
+    let Acquisition::Acquired(a) = store
+        .acquire_leadership("a", None, Duration::from_secs(60), false)
+        .await
+        .unwrap()
+    else {
+        panic!("a leads")
+    };
+    let fenced = store.sibling(1, Some(a.epoch)).await.unwrap();
+    let Pool::Postgres(pool) = &fenced.pool else {
+        unreachable!("a PostgreSQL store")
+    };
+    let mut writing = pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO image_pins (image, digest, resolved_at) VALUES ('i', 'sha256:1', 1)")
+        .execute(&mut *writing)
+        .await
+        .unwrap();
+    // Renewals go through at once while the write is open.
+    let renewal = store.renew_leadership("a", a.epoch, Duration::from_secs(60));
+    let renewed = tokio::time::timeout(Duration::from_secs(5), renewal)
+        .await
+        .expect("a renewal does not wait for the leader's own writes");
+    assert!(renewed.unwrap());
+    // The lease runs out; b's take-over waits for the open write.
+    assert!(
+        store
+            .renew_leadership("a", a.epoch, Duration::ZERO)
+            .await
+            .unwrap()
+    );
+    let takeover = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .acquire_leadership("b", None, Duration::from_secs(60), false)
+                .await
+                .unwrap()
+        }
+    });
+    // It waits on the lease row's lock (PostgreSQL says so), not merely slowly.
+    let Pool::Postgres(main) = &store.pool else {
+        unreachable!("a PostgreSQL store")
+    };
+    let blocked = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let (waiting,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(main)
+            .await
+            .unwrap();
+            if waiting > 0 || takeover.is_finished() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(
+        blocked.is_ok() && !takeover.is_finished(),
+        "the take-over did not wait"
+    );
+    writing.commit().await.unwrap();
+    let Acquisition::Acquired(b) = takeover.await.unwrap() else {
+        panic!("b takes over once the write committed")
+    };
+    assert_eq!(b.epoch, a.epoch + 1);
+    assert_eq!(
+        store.image_pin("i").await.unwrap().unwrap().digest,
+        "sha256:1"
+    );
+}
