@@ -1066,13 +1066,7 @@ async fn on_postgres_a_deposed_leaders_writes_are_refused_by_the_fence() {
     use crate::model::Event;
     use std::time::Duration;
     let store = postgres_store().await;
-    let Acquisition::Acquired(a) = store
-        .acquire_leadership("a", None, Duration::from_secs(60), false)
-        .await
-        .unwrap()
-    else {
-        panic!("a leads")
-    };
+    let a = leads(&store, "a").await;
     let fenced = store.sibling(2, Some(a.epoch)).await.unwrap();
     fenced.insert_user(&user("alice", "r1")).await.unwrap();
     fenced
@@ -1159,13 +1153,7 @@ async fn on_postgres_every_table_but_the_lease_has_the_fence() {
 async fn on_postgres_a_fenced_write_in_flight_delays_a_take_over_but_not_a_renewal() {
     use std::time::Duration;
     let store = postgres_store().await;
-    let Acquisition::Acquired(a) = store
-        .acquire_leadership("a", None, Duration::from_secs(60), false)
-        .await
-        .unwrap()
-    else {
-        panic!("a leads")
-    };
+    let a = leads(&store, "a").await;
     let fenced = store.sibling(1, Some(a.epoch)).await.unwrap();
     let Pool::Postgres(pool) = &fenced.pool else {
         unreachable!("a PostgreSQL store")
@@ -1230,4 +1218,17 @@ async fn on_postgres_a_fenced_write_in_flight_delays_a_take_over_but_not_a_renew
         store.image_pin("i").await.unwrap().unwrap().digest,
         "sha256:1"
     );
+}
+
+/// `holder` takes the free (or expired) lease for a minute: its lease.
+async fn leads(store: &Store, holder: &str) -> Lease {
+    let ttl = std::time::Duration::from_secs(60);
+    match store
+        .acquire_leadership(holder, None, ttl, false)
+        .await
+        .unwrap()
+    {
+        Acquisition::Acquired(lease) => lease,
+        held => panic!("{holder} must lead: {held:?}"),
+    }
 }
