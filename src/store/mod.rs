@@ -187,12 +187,11 @@ impl Store {
         // sqlx holds an advisory lock while it migrates, so replicas starting together migrate
         // once; on a connection of its own without the limits, so a long migration (or the
         // wait for another replica's) is not cut off.
-        {
-            use sqlx::Connection;
-            let mut migrating = sqlx::PgConnection::connect_with(&options).await?;
-            POSTGRES_MIGRATOR.run(&mut migrating).await?;
-            let _ = migrating.close().await;
-        }
+        let migrating = postgres_pool_options(1)
+            .connect_with(options.clone())
+            .await?;
+        POSTGRES_MIGRATOR.run(&migrating).await?;
+        migrating.close().await;
         if !limits.is_empty() {
             options = options.options(limits);
         }

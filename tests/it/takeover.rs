@@ -16,6 +16,8 @@ use crate::support::infra::Infra;
 use crate::support::moto::Moto;
 use spotpool::store::Store;
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -197,6 +199,30 @@ async fn e2e_killing_the_leader_three_times_hands_over_within_15_s_without_dupli
     );
     assert!(out.contains(&named), "{out}");
 
+    // Sampled from the store throughout, in one statement: never more spares than the pool
+    // keeps plus the users waiting for one (a deficit launched for twice, by the old leader and
+    // again by the new, would show here).
+    let sampling = Arc::new(AtomicBool::new(true));
+    let most_spares = tokio::spawn({
+        let (url, sampling) = (url.clone(), sampling.clone());
+        async move {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let mut most = 0;
+            while sampling.load(Ordering::Relaxed) {
+                let (spares, waiting): (i64, i64) = sqlx::query_as(
+                    "SELECT (SELECT count(*) FROM instances
+                             WHERE status IN ('available', 'initializing')),
+                            (SELECT count(*) FROM users WHERE state = 'queued')",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                most = most.max(spares - waiting);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            most
+        }
+    });
     let mut live: Vec<String> = Vec::new();
     let mut deleted: Vec<String> = Vec::new();
     let mut takeovers: Vec<Duration> = Vec::new();
@@ -266,6 +292,12 @@ async fn e2e_killing_the_leader_three_times_hands_over_within_15_s_without_dupli
         .assert_resources_match_users(&infra.listener_arn, &ready, "after three take-overs")
         .await;
     assert_eq!(spares, 2, "exactly the spare count is warm");
+    sampling.store(false, Ordering::Relaxed);
+    let most = most_spares.await.unwrap();
+    assert!(
+        most <= 2,
+        "{most} spares at once: a deficit was launched for twice"
+    );
 
     // Nothing was launched twice or claimed twice: every instance ever launched is live (a
     // user's or a spare), or terminated after its user was deleted.
