@@ -34,6 +34,8 @@ pub mod policy {
 
     /// Wait after a failed probe (or an SSM agent not online yet) before probing again.
     pub const PROBE_RETRY: Duration = Duration::from_secs(5);
+    /// The longest wait between probes of an instance whose agent SSM cannot report on.
+    pub const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(30);
     /// How long the readiness probe command may run.
     pub const PROBE_COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
     /// How long a launched instance may be missing from DescribeInstances (eventual consistency).
@@ -200,6 +202,7 @@ impl App {
                 subnet_zones: Default::default(),
                 probe_timeout: ms(config.probe_timeout),
                 probe_retry: ms(policy::PROBE_RETRY),
+                probe_backoff_max: ms(policy::PROBE_BACKOFF_MAX),
                 launch_visibility_grace: ms(policy::LAUNCH_VISIBILITY_GRACE),
                 orphan_grace: ms(policy::ORPHAN_GRACE),
                 terminate_retry: ms(policy::TERMINATE_RETRY),

@@ -41,6 +41,9 @@ pub const DEFAULT_AWS_MAX_ATTEMPTS: u32 = 4;
 /// (which simply come back on the next pass). The call timeout still bounds the wait.
 pub const DEFAULT_SECRET_WRITE_ATTEMPTS: u32 = 8;
 
+/// Instance ids per DescribeInstanceInformation call: the most its `InstanceIds` filter takes.
+pub const AGENT_IDS_PER_CALL: usize = 50;
+
 /// The class of a failed cloud call. The reconciler's error policy keys off this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CloudErrorKind {
@@ -280,6 +283,15 @@ pub trait Cloud: Send + Sync + 'static {
         command_id: &str,
         instance: &InstanceId,
     ) -> CloudResult<CommandStatus>;
+
+    /// Which of `instances` have an SSM agent that is `Online` (DescribeInstanceInformation,
+    /// filtered by instance id, at most [`AGENT_IDS_PER_CALL`] ids per call, paginated).
+    /// `Ok(None)` when the service cannot say: the operation is denied or not implemented (moto
+    /// answers it with a bare HTTP 500). A probe then falls back to a back-off.
+    async fn agents_online(
+        &self,
+        instances: &[InstanceId],
+    ) -> CloudResult<Option<std::collections::BTreeSet<InstanceId>>>;
 
     // --- Secrets Manager -------------------------------------------------------------------
 

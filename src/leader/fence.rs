@@ -234,6 +234,14 @@ impl Cloud for FencedCloud {
             .await
     }
 
+    async fn agents_online(
+        &self,
+        instances: &[InstanceId],
+    ) -> CloudResult<Option<std::collections::BTreeSet<InstanceId>>> {
+        self.fence.check("DescribeInstanceInformation")?;
+        self.gated(self.inner.agents_online(instances)).await
+    }
+
     async fn put_secret(&self, name: &str, value: &str, tags: &Tags) -> CloudResult<String> {
         self.fence.check("PutSecret")?;
         self.gated(self.inner.put_secret(name, value, tags)).await

@@ -1,6 +1,7 @@
 //! What `plan` decides for an instance no user holds: forget it once EC2 no longer lists it,
 //! terminate it when it stopped, its tier is gone, on-call recycled it or its probe timed out,
-//! and otherwise probe it until it is `available`.
+//! and otherwise probe it until it is `available`: once SSM lists its agent online, or by a
+//! back-off when SSM cannot say (`may_probe`).
 
 use super::{Action, Policy, PoolInstance, TerminateReason};
 use crate::model::{InstanceStatus, Lifecycle, Millis};
@@ -77,11 +78,7 @@ fn plan_live_instance(
                     instance: id(),
                     command_id: command_id.clone(),
                 });
-            } else if lifecycle == Lifecycle::Running
-                && instance
-                    .probe_failed_at
-                    .is_none_or(|at| now - at >= policy.probe_retry)
-            {
+            } else if lifecycle == Lifecycle::Running && may_probe(instance, now, policy) {
                 actions.push(Action::SendProbe { instance: id() });
             }
         }
@@ -103,5 +100,28 @@ fn plan_live_instance(
         }
         // Spares are counted per tier in `plan_tier`.
         InstanceStatus::Available => {}
+    }
+}
+
+/// Whether a running `initializing` instance with no probe in flight gets one now. SSM's word
+/// first: only to an agent it lists `Online` (then `probe_retry` after a failure). When SSM
+/// cannot say, a back-off instead of every pass: after a probe that failed (an agent not online
+/// yet answers NotFound), wait half the instance's age at that failure, at least `probe_retry`
+/// and at most `probe_backoff_max` (launched at 0, running at 25 s: probes at 25, 37, 56, 84 s,
+/// then every 30 s).
+fn may_probe(instance: &PoolInstance, now: Millis, policy: &Policy) -> bool {
+    let Some(failed_at) = instance.probe_failed_at else {
+        return instance.agent_online != Some(false);
+    };
+    match instance.agent_online {
+        Some(online) => online && now - failed_at >= policy.probe_retry,
+        None => {
+            let age = (failed_at - instance.launched_at).max(0);
+            let wait = (age / 2).clamp(
+                policy.probe_retry,
+                policy.probe_backoff_max.max(policy.probe_retry),
+            );
+            now - failed_at >= wait
+        }
     }
 }

@@ -79,6 +79,10 @@ pub struct Policy {
     pub probe_timeout: Millis,
     /// Wait after a failed probe (or an agent not yet online) before probing again.
     pub probe_retry: Millis,
+    /// When SSM cannot say whether an instance's agent is online, the wait between probes that
+    /// found it offline grows with the instance's age (half of it, at least `probe_retry`) up to
+    /// this.
+    pub probe_backoff_max: Millis,
     /// How long a launched instance may be missing from DescribeInstances (eventual consistency).
     pub launch_visibility_grace: Millis,
     /// How long an `assigned` instance with no user may live before it is terminated.
@@ -123,6 +127,9 @@ pub struct PoolInstance {
     pub probe: Option<(String, Millis)>,
     /// When the last probe failed (or could not be sent).
     pub probe_failed_at: Option<Millis>,
+    /// Whether SSM lists its agent `Online` this pass (asked only of the instances a probe may
+    /// be sent to); `None` when SSM cannot say (or was not asked).
+    pub agent_online: Option<bool>,
     /// Consecutive passes DescribeInstances did not list it.
     pub missed: u32,
     /// On-call asked for it to be recycled: its user moves to a fresh instance and it goes.

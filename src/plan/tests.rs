@@ -22,6 +22,7 @@ fn policy(spare_count: u32, max_instances: u32) -> Policy {
         ]),
         probe_timeout: 600_000,
         probe_retry: 5_000,
+        probe_backoff_max: 30_000,
         launch_visibility_grace: 60_000,
         orphan_grace: 600_000,
         terminate_retry: 60_000,
@@ -47,6 +48,7 @@ fn instance(id: &str, status: InstanceStatus) -> PoolInstance {
         status_since: NOW - 60_000,
         probe: None,
         probe_failed_at: None,
+        agent_online: Some(true),
         missed: 0,
         recycle: false,
         zone: Some("zone-a".into()),
@@ -328,6 +330,63 @@ fn queued_users_are_served_first_come_first_served_on_the_oldest_spares() {
     );
 }
 
+/// The instance ids `plan` sends a probe to.
+fn probed(instances: &[PoolInstance], now: Millis) -> Vec<String> {
+    plan(&[], instances, now, &policy(0, 10), &Conditions::default())
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::SendProbe { instance } => Some(instance.0),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_probe_waits_for_an_agent_ssm_lists_online() {
+    let mut offline = instance("i-offline", InstanceStatus::Initializing);
+    offline.agent_online = Some(false);
+    let online = instance("i-online", InstanceStatus::Initializing);
+    // Online, but its last probe failed a moment ago: `probe_retry` still applies.
+    let mut retried = instance("i-retried", InstanceStatus::Initializing);
+    retried.probe_failed_at = Some(NOW - 1_000);
+    let mut due = instance("i-due", InstanceStatus::Initializing);
+    due.probe_failed_at = Some(NOW - 5_000);
+    // Offline however long ago its last probe failed.
+    let mut offline_long = instance("i-offline-long", InstanceStatus::Initializing);
+    offline_long.agent_online = Some(false);
+    offline_long.probe_failed_at = Some(NOW - 100_000);
+    assert_eq!(
+        probed(&[offline, online, retried, due, offline_long], NOW),
+        ["i-online", "i-due"]
+    );
+}
+
+#[test]
+fn without_ssm_s_word_probes_back_off_with_the_instance_s_age() {
+    let young = |failed_age: Millis, since_failure: Millis| {
+        let mut i = instance("i-young", InstanceStatus::Initializing);
+        i.agent_online = None;
+        i.launched_at = NOW - failed_age - since_failure;
+        i.probe_failed_at = Some(NOW - since_failure);
+        i
+    };
+    let mut never_probed = instance("i-new", InstanceStatus::Initializing);
+    never_probed.agent_online = None;
+    never_probed.launched_at = NOW - 25_000;
+    // Never probed: at once (moto's instances answer at once).
+    assert_eq!(probed(&[never_probed], NOW), ["i-new"]);
+    // Failed at 25 s of age: the next probe 12.5 s later, not 5 s.
+    assert!(probed(&[young(25_000, 5_000)], NOW).is_empty());
+    assert!(probed(&[young(25_000, 12_000)], NOW).is_empty());
+    assert_eq!(probed(&[young(25_000, 12_500)], NOW), ["i-young"]);
+    // Very young: at least `probe_retry`.
+    assert!(probed(&[young(2_000, 4_999)], NOW).is_empty());
+    assert_eq!(probed(&[young(2_000, 5_000)], NOW), ["i-young"]);
+    // Old: at most `probe_backoff_max`.
+    assert!(probed(&[young(200_000, 29_999)], NOW).is_empty());
+    assert_eq!(probed(&[young(200_000, 30_000)], NOW), ["i-young"]);
+}
+
 #[test]
 fn initializing_instances_are_probed_checked_and_timed_out() {
     let fresh = instance("i-fresh", InstanceStatus::Initializing);
@@ -508,6 +567,7 @@ fn arb_world() -> impl Strategy<Value = (Vec<UserIntent>, Vec<PoolInstance>, u32
                 status_since: NOW - age / 2,
                 probe: probing.then(|| (format!("cmd-{n}"), NOW - 1_000)),
                 probe_failed_at: None,
+                agent_online: (age % 5 != 0).then_some(age % 7 != 0),
                 missed: (age % 3) as u32,
                 recycle: false,
                 zone: Some(if n % 2 == 0 { "zone-a" } else { "zone-b" }.into()),

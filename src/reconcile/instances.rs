@@ -1,4 +1,5 @@
-//! Pool instances: readiness probes over SSM, and the two ways an instance leaves a user or the
+//! Pool instances: readiness probes over SSM (sent once SSM lists the instance's agent online,
+//! or by a back-off when SSM cannot say), and the two ways an instance leaves a user or the
 //! pool: retired (ledger row `terminating` first, then TerminateInstances) or returned for a
 //! fresh probe (only when no start command ever reached it).
 
@@ -6,8 +7,54 @@ use super::{Reconciler, StepError, one_tag};
 use crate::cloud::{CloudErrorKind, CommandStatus, tags};
 use crate::instance_scripts;
 use crate::model::{Event, InstanceId, InstanceStatus, Millis, TerminateReason};
+use std::collections::BTreeSet;
+
+/// How long SSM's "cannot say which agents are online" (DescribeInstanceInformation denied, or
+/// not implemented, as on moto) stands before it is asked again.
+const AGENTS_UNKNOWN_RECHECK: Millis = 3_600_000;
+/// How long after a failed DescribeInstanceInformation it is asked again.
+const AGENTS_ERROR_RECHECK: Millis = 60_000;
 
 impl Reconciler {
+    /// Which of `instances` (the ones a probe may go to this pass) have their SSM agent online:
+    /// one question per pass, none when there is nothing to ask. `None` when SSM cannot say, or
+    /// could not a moment ago (then `plan` probes by a back-off): "cannot say" is remembered for
+    /// an hour, a failed call for a minute, so a pass does not ask again every time.
+    pub(super) async fn agents_online(
+        &self,
+        instances: &[InstanceId],
+        now: Millis,
+    ) -> Option<BTreeSet<InstanceId>> {
+        if instances.is_empty() || now < *self.lock_agents_ask_at() {
+            return None;
+        }
+        match self.inner.cloud.agents_online(instances).await {
+            Ok(Some(online)) => Some(online),
+            Ok(None) => {
+                tracing::info!(
+                    "SSM cannot say which agents are online (DescribeInstanceInformation denied \
+                     or not implemented): probing young instances by a back-off; asking again \
+                     in an hour"
+                );
+                *self.lock_agents_ask_at() = now + AGENTS_UNKNOWN_RECHECK;
+                None
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "could not ask SSM which agents are online; probing by a back-off for a minute");
+                *self.lock_agents_ask_at() = now + AGENTS_ERROR_RECHECK;
+                None
+            }
+        }
+    }
+
+    fn lock_agents_ask_at(&self) -> std::sync::MutexGuard<'_, Millis> {
+        // Nothing panics while holding this lock; a poisoned lock still holds valid data.
+        self.inner
+            .agents_ask_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(super) async fn send_probe(
         &self,
         instance: &InstanceId,

@@ -201,6 +201,8 @@ struct Inner {
     registry: Option<Arc<crate::image::RegistryClient>>,
     /// When the image may be resolved again after a failure (0: now).
     image_retry_at: std::sync::Mutex<Millis>,
+    /// When SSM may be asked again which agents are online, after it could not say (0: now).
+    agents_ask_at: std::sync::Mutex<Millis>,
 }
 
 impl Reconciler {
@@ -233,6 +235,7 @@ impl Reconciler {
                 priority_books: tokio::sync::Mutex::new(HashMap::new()),
                 registry,
                 image_retry_at: std::sync::Mutex::new(0),
+                agents_ask_at: std::sync::Mutex::new(0),
             }),
         }
     }

@@ -4,11 +4,11 @@
 //! user gauges, and how long users go without a live instance.
 
 use super::{ReconcileError, Reconciler, StepError};
-use crate::cloud::CloudInstance;
+use crate::cloud::{CloudInstance, Lifecycle};
 use crate::model::{Event, InstanceId, InstanceStatus, Millis, UserId, UserState};
 use crate::plan::{self, Action, Policy, PoolInstance, UserIntent};
 use crate::store::{InstanceRecord, StoreError, UserRecord};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 /// One pass's plan: the actions, whether work is in flight, and how many launch redos AWS
@@ -59,23 +59,22 @@ impl Reconciler {
         }
         let lifecycles: HashMap<&InstanceId, _> =
             observed.iter().map(|i| (&i.id, i.lifecycle)).collect();
+        // SSM is asked only about the instances a probe may go to this pass.
+        let to_probe: Vec<InstanceId> = ledger
+            .iter()
+            .filter(|r| {
+                r.status == InstanceStatus::Initializing
+                    && r.probe_command_id.is_none()
+                    && lifecycles.get(&r.instance_id) == Some(&Lifecycle::Running)
+            })
+            .map(|r| r.instance_id.clone())
+            .collect();
+        let agents = self.agents_online(&to_probe, now).await;
         let instances: Vec<PoolInstance> = ledger
             .iter()
-            .map(|r| PoolInstance {
-                id: r.instance_id.clone(),
-                tier: r.tier.clone(),
-                status: r.status,
-                lifecycle: lifecycles.get(&r.instance_id).copied(),
-                launched_at: r.launched_at,
-                status_since: r.status_since,
-                probe: r
-                    .probe_command_id
-                    .clone()
-                    .map(|c| (c, r.probe_sent_at.unwrap_or(now))),
-                probe_failed_at: r.probe_failed_at,
-                missed: r.missed_observations,
-                recycle: r.recycle_requested_at.is_some(),
-                zone: r.availability_zone.clone(),
+            .map(|r| {
+                let lifecycle = lifecycles.get(&r.instance_id).copied();
+                pool_instance(r, lifecycle, agents.as_ref(), now)
             })
             .collect();
         let mut users = inner.store.users_snapshot().await?;
@@ -235,6 +234,32 @@ impl Reconciler {
             tracing::info!(user = %user, seconds, "user no longer without a live instance");
             false
         });
+    }
+}
+
+/// What `plan` needs of a ledger row, with this pass's lifecycle and SSM's word on its agent.
+fn pool_instance(
+    r: &InstanceRecord,
+    lifecycle: Option<Lifecycle>,
+    agents: Option<&BTreeSet<InstanceId>>,
+    now: Millis,
+) -> PoolInstance {
+    PoolInstance {
+        id: r.instance_id.clone(),
+        tier: r.tier.clone(),
+        status: r.status,
+        lifecycle,
+        launched_at: r.launched_at,
+        status_since: r.status_since,
+        probe: r
+            .probe_command_id
+            .clone()
+            .map(|c| (c, r.probe_sent_at.unwrap_or(now))),
+        probe_failed_at: r.probe_failed_at,
+        agent_online: agents.map(|online| online.contains(&r.instance_id)),
+        missed: r.missed_observations,
+        recycle: r.recycle_requested_at.is_some(),
+        zone: r.availability_zone.clone(),
     }
 }
 

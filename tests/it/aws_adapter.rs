@@ -425,6 +425,20 @@ async fn command_status_of_an_invocation_not_yet_known_is_pending() {
     assert_eq!(status, CommandStatus::Pending);
 }
 
+/// moto does not implement DescribeInstanceInformation (it answers a bare HTTP 500): the adapter
+/// says "cannot say" instead of failing, so the daemon probes by a back-off (issue 13).
+#[tokio::test]
+async fn agents_online_on_moto_cannot_say() {
+    let world = World::start().await;
+    let id = world.launch_one().await;
+    let answer = world
+        .cloud
+        .agents_online(std::slice::from_ref(&id))
+        .await
+        .expect("asking which agents are online");
+    assert_eq!(answer, None);
+}
+
 // --- Secrets Manager -----------------------------------------------------------------------
 
 #[tokio::test]

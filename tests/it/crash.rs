@@ -114,6 +114,12 @@ impl Cloud for Crashing {
     ) -> CloudResult<CommandStatus> {
         forward!(self.command_status(command_id, instance))
     }
+    async fn agents_online(
+        &self,
+        instances: &[InstanceId],
+    ) -> CloudResult<Option<std::collections::BTreeSet<InstanceId>>> {
+        forward!(self.agents_online(instances))
+    }
     async fn put_secret(&self, name: &str, value: &str, tags: &Tags) -> CloudResult<String> {
         forward!(self.put_secret(name, value, tags))
     }

@@ -171,10 +171,15 @@ async fn fault_proxy_claims_and_releases_converge_with_no_leaks_under_throttling
     let server_errors_injected = counts.faults_of(Fault::ServerError);
     assert!(throttles > 0, "no throttling injected: {counts:?}");
     assert!(server_errors_injected > 0, "no 500 injected: {counts:?}");
-    assert_eq!(
-        counts.upstream_server_errors, 0,
-        "moto itself failed: {counts:?}"
-    );
+    // moto does not implement DescribeInstanceInformation and answers it 500: the daemon
+    // takes that as "SSM cannot say" (issue 13). Any other 500 of moto's is a failure.
+    let moto_failures: u64 = counts
+        .upstream_server_errors
+        .iter()
+        .filter(|(operation, _)| operation.as_deref() != Some("DescribeInstanceInformation"))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(moto_failures, 0, "moto itself failed: {counts:?}");
     let metrics = daemon.metrics().await;
     let api_errors = api_server_errors(&metrics);
     assert!(

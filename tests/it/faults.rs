@@ -586,6 +586,28 @@ async fn five_hundred_claims_and_releases_under_faults_are_ready_in_time_without
         }
     }
     eprintln!("journal: {events:?}");
+    // Readiness probes: every SendCommand that reached SSM but the container commands, against
+    // the probes that passed (docs/benchmarks.md, "Probes that wait for the agent").
+    let commands = fake.commands();
+    let probe_commands = commands
+        .iter()
+        .filter(|c| c.comment.contains("readiness probe"))
+        .count();
+    let probe_sends = fake.count_calls("SendCommand") - (commands.len() - probe_commands);
+    let passed = world
+        .store
+        .journal_since(0, 1_000_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == "instance.available")
+        .count();
+    eprintln!(
+        "readiness probes: {probe_sends} SendCommands ({probe_commands} accepted), {passed} \
+         passed: {:.2} SendCommands per passed probe; DescribeInstanceInformation {}",
+        probe_sends as f64 / passed.max(1) as f64,
+        fake.count_calls("DescribeInstanceInformation")
+    );
 
     // --- assertions ------------------------------------------------------------------------
     assert!(failed.is_empty(), "failed users: {failed:?}");

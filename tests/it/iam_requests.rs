@@ -641,6 +641,10 @@ impl Deployment {
                 ],
             ),
             everywhere("ssm:GetCommandInvocation", "a command's status"),
+            everywhere(
+                "ssm:DescribeInstanceInformation",
+                "whose SSM agents are online, before a probe",
+            ),
             call(
                 "secretsmanager:CreateSecret",
                 "a new user's secret, tagged at creation",

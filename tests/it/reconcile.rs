@@ -797,3 +797,66 @@ async fn a_burst_of_claims_takes_distinct_rule_priorities_without_rereading_the_
     assert_eq!(priorities.len(), 40);
     world.assert_no_leaks().await;
 }
+
+// --- probes that wait for the agent (issue 13) ------------------------------------------------
+
+#[tokio::test]
+async fn a_probe_waits_until_ssm_lists_the_agent_online() {
+    let world = World::new(1, 10).await;
+    world.pass().await; // launches
+    let instance = world.cloud.live_instances()[0].id.clone();
+    world.cloud.set_agent_online(&instance, false);
+    for _ in 0..20 {
+        world.pass().await;
+        world.advance(4_000);
+    }
+    assert_eq!(
+        world.cloud.count_calls("SendCommand"),
+        0,
+        "no probe to an offline agent"
+    );
+    assert!(world.cloud.count_calls("DescribeInstanceInformation") >= 20);
+    assert_eq!(world.ledger_count(InstanceStatus::Initializing).await, 1);
+
+    world.cloud.set_agent_online(&instance, true);
+    world.run_until_quiet(10).await;
+    assert_eq!(
+        world.cloud.count_calls("SendCommand"),
+        1,
+        "one probe, once online"
+    );
+    assert_eq!(world.ledger_count(InstanceStatus::Available).await, 1);
+    world.assert_no_leaks().await;
+}
+
+#[tokio::test]
+async fn when_ssm_cannot_say_probes_back_off_and_ssm_is_asked_again_an_hour_later() {
+    let world = World::new(1, 10).await;
+    world.cloud.set_agents_unknown(true);
+    world.pass().await; // launches
+    let instance = world.cloud.live_instances()[0].id.clone();
+    world.cloud.set_agent_online(&instance, false);
+    // 100 s of passes a second apart: every 5 s (`probe_retry`) would be 20 probes.
+    for _ in 0..100 {
+        world.pass().await;
+    }
+    let sends = world.cloud.count_calls("SendCommand");
+    assert!((3..=10).contains(&sends), "{sends} probes in 100 s");
+    assert_eq!(
+        world.cloud.count_calls("DescribeInstanceInformation"),
+        1,
+        "\"cannot say\" is remembered"
+    );
+    world.cloud.set_agent_online(&instance, true);
+    world.advance(40_000);
+    world.run_until_quiet(10).await;
+    assert_eq!(world.ledger_count(InstanceStatus::Available).await, 1);
+
+    // An hour later SSM is asked again, and its answer used.
+    world.cloud.set_agents_unknown(false);
+    world.advance(3_600_000);
+    world.put_user("alice", SECRET_BODY).await;
+    world.run_until_quiet(40).await;
+    assert!(world.cloud.count_calls("DescribeInstanceInformation") >= 2);
+    world.assert_no_leaks().await;
+}

@@ -156,6 +156,20 @@ where
             "",
             DisplayErrorContext(&err).to_string(),
         ),
+        // A 5xx whose body is not an AWS error at all (moto's page for an operation it does not
+        // implement): no code, and the status first, as for a coded answer without a message.
+        SdkError::ResponseError(context) if context.raw().status().is_server_error() => {
+            CloudError::new(
+                CloudErrorKind::Transient,
+                operation,
+                "",
+                format!(
+                    "HTTP {}: {}",
+                    context.raw().status().as_u16(),
+                    DisplayErrorContext(&err)
+                ),
+            )
+        }
         // Timeouts, connection failures and unreadable responses that survived the retries.
         _ => CloudError::new(
             CloudErrorKind::Transient,
@@ -217,6 +231,25 @@ where
         ),
     }
     result
+}
+
+/// Whether a failed call says the service cannot answer this operation at all, rather than
+/// "not now": access denied (the policy lacks it), an operation the endpoint does not know, or a
+/// 5xx that carries no AWS error code (AWS always sends one; moto answers an operation it does
+/// not implement with a bare HTTP 500 page). A caller with a fallback uses it for a while.
+pub(super) fn cannot_answer(err: &CloudError) -> bool {
+    const CODES: &[&str] = &[
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnauthorizedOperation",
+        "InvalidAction",
+        "UnknownOperationException",
+        "NotImplemented",
+    ];
+    CODES.contains(&err.code.as_str())
+        || (err.kind == CloudErrorKind::Transient
+            && err.code.is_empty()
+            && err.message.starts_with("HTTP 5"))
 }
 
 /// Prefixes an error's message with what we were doing.
@@ -283,6 +316,25 @@ mod tests {
             DescribeInstancesError::generic(meta),
             HttpResponse::new(status.try_into().unwrap(), SdkBody::empty()),
         )
+    }
+
+    #[test]
+    fn a_denied_unknown_or_codeless_5xx_answer_cannot_answer_and_a_coded_failure_can() {
+        let codeless = SdkError::<DescribeInstancesError, HttpResponse>::response_error(
+            "malformed JSON error body",
+            HttpResponse::new(500.try_into().unwrap(), SdkBody::from("<html>500</html>")),
+        );
+        let codeless = classify("DescribeInstanceInformation", codeless);
+        assert_eq!(codeless.kind, CloudErrorKind::Transient);
+        assert!(cannot_answer(&codeless), "{codeless}");
+        for code in ["AccessDeniedException", "UnknownOperationException"] {
+            let denied = classify("DescribeInstanceInformation", service_error(code, 400));
+            assert!(cannot_answer(&denied), "{code}");
+        }
+        for (code, status) in [("InternalServerError", 500), ("ThrottlingException", 400)] {
+            let err = classify("DescribeInstanceInformation", service_error(code, status));
+            assert!(!cannot_answer(&err), "{code}");
+        }
     }
 
     #[test]

@@ -421,6 +421,13 @@ impl Cloud for AwsCloud {
         self.ebs_subnet_zones(subnet_ids).await
     }
 
+    async fn agents_online(
+        &self,
+        instances: &[InstanceId],
+    ) -> CloudResult<Option<std::collections::BTreeSet<InstanceId>>> {
+        self.ssm_agents_online(instances).await
+    }
+
     async fn instance_vcpus(
         &self,
         instance_types: &[String],

@@ -1,13 +1,15 @@
-//! SSM for [`AwsCloud`]: SendCommand (a shell script on one instance, as `AWS-RunShellScript`)
-//! and GetCommandInvocation (the command's status, with a failure's stderr).
+//! SSM for [`AwsCloud`]: SendCommand (a shell script on one instance, as `AWS-RunShellScript`),
+//! GetCommandInvocation (the command's status, with a failure's stderr) and
+//! DescribeInstanceInformation (whose agents are online, so a probe waits for its agent).
 //!
 //! Must not: write the scripts (that is `commands`) or wait for a command to finish (callers
 //! poll `command_status`).
 
 use super::AwsCloud;
-use super::errors::{call, missing, truncate, with_context};
-use crate::cloud::{CloudErrorKind, CloudResult, CommandStatus};
+use super::errors::{call, cannot_answer, missing, next_page, truncate, with_context};
+use crate::cloud::{AGENT_IDS_PER_CALL, CloudError, CloudErrorKind, CloudResult, CommandStatus};
 use crate::model::InstanceId;
+use std::collections::BTreeSet;
 
 /// SSM's limit on a command comment.
 const MAX_COMMENT_CHARS: usize = 100;
@@ -101,5 +103,65 @@ impl AwsCloud {
                 CommandStatus::Pending
             }
         })
+    }
+
+    /// DescribeInstanceInformation for `instances`, 50 ids a call: the ones whose agent is
+    /// `Online`. `None` when the service cannot answer this call at all (denied, not
+    /// implemented): see [`cannot_answer`]. Two attempts, not the client's budget: the answer
+    /// only saves probes, and the caller falls back to a back-off when it fails.
+    pub(super) async fn ssm_agents_online(
+        &self,
+        instances: &[InstanceId],
+    ) -> CloudResult<Option<BTreeSet<InstanceId>>> {
+        use aws_sdk_ssm::types::{InstanceInformationStringFilter, PingStatus};
+        const OPERATION: &str = "DescribeInstanceInformation";
+        let mut online = BTreeSet::new();
+        for chunk in instances.chunks(AGENT_IDS_PER_CALL) {
+            let filter = InstanceInformationStringFilter::builder()
+                .key("InstanceIds")
+                .set_values(Some(chunk.iter().map(|id| id.0.clone()).collect()))
+                .build()
+                .map_err(|e| {
+                    CloudError::new(CloudErrorKind::Fatal, OPERATION, "", e.to_string())
+                })?;
+            let mut next_token: Option<String> = None;
+            loop {
+                let result = call(
+                    "ssm",
+                    OPERATION,
+                    self.ssm
+                        .describe_instance_information()
+                        .filters(filter.clone())
+                        .max_results(AGENT_IDS_PER_CALL as i32)
+                        .set_next_token(next_token.clone())
+                        .customize()
+                        .config_override(aws_sdk_ssm::config::Builder::default().retry_config(
+                            aws_config::retry::RetryConfig::standard().with_max_attempts(2),
+                        ))
+                        .send(),
+                )
+                .await;
+                let page = match result {
+                    Ok(page) => page,
+                    Err(err) if cannot_answer(&err) => {
+                        tracing::debug!(error = %err, "SSM cannot say which agents are online");
+                        return Ok(None);
+                    }
+                    Err(err) => return Err(with_context(err, "listing SSM agents")),
+                };
+                online.extend(
+                    page.instance_information_list()
+                        .iter()
+                        .filter(|info| info.ping_status() == Some(&PingStatus::Online))
+                        .filter_map(|info| info.instance_id())
+                        .map(|id| InstanceId(id.to_string())),
+                );
+                match next_page(OPERATION, next_token.clone(), page.next_token())? {
+                    Some(token) => next_token = Some(token),
+                    None => break,
+                }
+            }
+        }
+        Ok(Some(online))
     }
 }

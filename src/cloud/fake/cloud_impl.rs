@@ -161,13 +161,8 @@ impl Cloud for FakeCloud {
     ) -> CloudResult<String> {
         let mut state = self.enter("SendCommand", 1).await?;
         let now = state.now;
-        let agent_online = state
-            .timelines
-            .get(&instance.0)
-            .is_none_or(|t| now >= t.agent_online_at);
-        match state.instances.get(&instance.0) {
-            Some(i) if i.lifecycle == Lifecycle::Running && agent_online => {}
-            _ => return Err(not_found("SendCommand", &instance.0)),
+        if !state.agent_online(instance) {
+            return Err(not_found("SendCommand", &instance.0));
         }
         let outcome = state
             .command_outcomes
@@ -231,6 +226,31 @@ impl Cloud for FakeCloud {
             return Ok(CommandStatus::Pending);
         }
         Ok(command.outcome.clone())
+    }
+
+    async fn agents_online(
+        &self,
+        instances: &[InstanceId],
+    ) -> CloudResult<Option<std::collections::BTreeSet<InstanceId>>> {
+        // One call per page of ids, as on AWS; each may fail.
+        let pages = instances
+            .len()
+            .div_ceil(crate::cloud::AGENT_IDS_PER_CALL)
+            .max(1);
+        for _ in 1..pages {
+            drop(self.enter("DescribeInstanceInformation", 1).await?);
+        }
+        let state = self.enter("DescribeInstanceInformation", 1).await?;
+        if state.agents_unknown {
+            return Ok(None);
+        }
+        Ok(Some(
+            instances
+                .iter()
+                .filter(|id| state.agent_online(id))
+                .cloned()
+                .collect(),
+        ))
     }
 
     async fn put_secret(&self, name: &str, value: &str, new_tags: &Tags) -> CloudResult<String> {

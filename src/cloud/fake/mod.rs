@@ -153,6 +153,10 @@ struct State {
     lost_responses: Vec<&'static str>,
     /// Instances the load balancer reports unhealthy.
     unhealthy: Vec<InstanceId>,
+    /// Plain mode: running instances whose SSM agent is not online (`set_agent_online`).
+    agents_offline: Vec<InstanceId>,
+    /// DescribeInstanceInformation cannot say (as on moto): `agents_online` answers `None`.
+    agents_unknown: bool,
     launch_tokens: Vec<String>,
     calls: Vec<&'static str>,
     now: Millis,
@@ -207,6 +211,20 @@ impl State {
             "RequestTimeout",
             "the response was lost (injected by the test)",
         ))
+    }
+
+    /// Whether `instance` runs with its SSM agent online: in simulated mode from its timeline's
+    /// `agent_online_at`, in plain mode once running unless a test said otherwise.
+    fn agent_online(&self, instance: &InstanceId) -> bool {
+        let running = self
+            .instances
+            .get(&instance.0)
+            .is_some_and(|i| i.lifecycle == Lifecycle::Running);
+        let online = match self.timelines.get(&instance.0) {
+            Some(timeline) => self.now >= timeline.agent_online_at,
+            None => !self.agents_offline.contains(instance),
+        };
+        running && online
     }
 
     /// Completes every effect due by `now` (simulated mode).
@@ -486,6 +504,22 @@ impl FakeCloud {
         if unhealthy {
             state.unhealthy.push(id.clone());
         }
+    }
+
+    /// Plain mode: whether `id`'s SSM agent is online once it runs (the default) or not yet:
+    /// SendCommand then fails `NotFound` and `agents_online` leaves it out.
+    pub fn set_agent_online(&self, id: &InstanceId, online: bool) {
+        let mut state = self.lock();
+        state.agents_offline.retain(|i| i != id);
+        if !online {
+            state.agents_offline.push(id.clone());
+        }
+    }
+
+    /// Whether DescribeInstanceInformation cannot say which agents are online (as on moto,
+    /// which does not implement it): `agents_online` answers `None`.
+    pub fn set_agents_unknown(&self, unknown: bool) {
+        self.lock().agents_unknown = unknown;
     }
 
     /// Terminates an instance behind the daemon's back (a spot reclaim, an operator).

@@ -29,7 +29,8 @@ async fn lifecycle(cloud: &FakeCloud, id: &InstanceId) -> Option<Lifecycle> {
         .map(|i| i.lifecycle)
 }
 
-/// Effects take their time: pending, running, agent online, a command picked up and run,
+/// Effects take their time: pending, running, agent online (SendCommand refused and
+/// DescribeInstanceInformation not listing it before), a command picked up and run,
 /// InvocationDoesNotExist (Pending) right after SendCommand, shutting-down, then gone.
 #[tokio::test(start_paused = true)]
 async fn simulated_effects_complete_after_their_latencies() {
@@ -54,8 +55,16 @@ async fn simulated_effects_complete_after_their_latencies() {
     assert_eq!(lifecycle(&cloud, id).await, Some(Lifecycle::Running));
     let early = cloud.send_command(id, "start container", "true", 60).await;
     assert_eq!(early.unwrap_err().kind, CloudErrorKind::NotFound);
+    let online = cloud.agents_online(std::slice::from_ref(id)).await.unwrap();
+    assert_eq!(
+        online,
+        Some(Default::default()),
+        "running, agent not online yet"
+    );
 
     tokio::time::sleep_until(start + Duration::from_secs(47)).await;
+    let online = cloud.agents_online(std::slice::from_ref(id)).await.unwrap();
+    assert_eq!(online, Some([id.clone()].into()), "the agent is online");
     let command = cloud
         .send_command(id, "start container", "true", 60)
         .await

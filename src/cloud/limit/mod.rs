@@ -205,6 +205,17 @@ impl Cloud for Limited {
         self.inner.command_status(command_id, instance).await
     }
 
+    async fn agents_online(
+        &self,
+        instances: &[InstanceId],
+    ) -> CloudResult<Option<std::collections::BTreeSet<InstanceId>>> {
+        // One call per page of ids.
+        for _ in 0..instances.len().div_ceil(crate::cloud::AGENT_IDS_PER_CALL) {
+            self.acquire("DescribeInstanceInformation", 1).await;
+        }
+        self.inner.agents_online(instances).await
+    }
+
     async fn put_secret(&self, name: &str, value: &str, tags: &Tags) -> CloudResult<String> {
         self.acquire("PutSecret", 1).await;
         self.inner.put_secret(name, value, tags).await

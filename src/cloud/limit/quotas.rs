@@ -87,7 +87,9 @@ impl QuotaClass {
                 QuotaClass::ElbMutate
             }
             "SendCommand" | "CancelCommand" => QuotaClass::SsmSend,
-            "GetCommandInvocation" | "ListCommandInvocations" => QuotaClass::SsmRead,
+            "GetCommandInvocation" | "ListCommandInvocations" | "DescribeInstanceInformation" => {
+                QuotaClass::SsmRead
+            }
             "CreateSecret" | "PutSecret" | "PutSecretValue" | "UpdateSecret" | "TagResource"
             | "UntagResource" | "DeleteSecret" => QuotaClass::SecretsWrite,
             "ListSecrets" | "DescribeSecret" => QuotaClass::SecretsRead,

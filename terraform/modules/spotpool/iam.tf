@@ -370,6 +370,14 @@ data "aws_iam_policy_document" "daemon" {
     resources = ["*"]
   }
 
+  # Whose SSM agents are online, so a readiness probe waits for its agent.
+  # DescribeInstanceInformation supports no resource-level permissions.
+  statement {
+    sid       = "SsmAgentStatus"
+    actions   = ["ssm:DescribeInstanceInformation"]
+    resources = ["*"]
+  }
+
   # Users' secrets: written by the API (the value goes nowhere else), tagged
   # with the pool, the user and the instance, deleted on release. The daemon
   # never reads a secret value back.

@@ -75,8 +75,9 @@ pub struct FaultRates {
 pub struct Counts {
     /// Requests forwarded to moto, by service (`None`: not a call the proxy recognises).
     pub forwarded: BTreeMap<Option<Service>, u64>,
-    /// Forwarded requests that moto answered with a 5xx (moto's own failures, not injected).
-    pub upstream_server_errors: u64,
+    /// Forwarded requests that moto answered with a 5xx (moto's own failures, not injected),
+    /// by operation (`None`: not a call the proxy recognises).
+    pub upstream_server_errors: BTreeMap<Option<String>, u64>,
     /// Injected faults by (kind, service, operation).
     pub faults: BTreeMap<(Fault, Service, String), u64>,
 }
@@ -220,6 +221,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         return (StatusCode::PAYLOAD_TOO_LARGE, "fault proxy: body too large").into_response();
     };
     let call = Call::identify(&parts.headers, &body);
+    let operation = call.as_ref().map(|c| c.operation.clone());
     if let Some(call) = &call {
         let (fault, request_id) = shared.draw();
         if let Some(fault) = fault {
@@ -240,7 +242,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         .forwarded
         .entry(call.map(|c| c.service))
         .or_default() += 1;
-    shared.forward(parts, body).await
+    shared.forward(parts, body, operation).await
 }
 
 impl Shared {
@@ -259,7 +261,12 @@ impl Shared {
         (fault, request_id)
     }
 
-    async fn forward(&self, parts: axum::http::request::Parts, body: Bytes) -> Response {
+    async fn forward(
+        &self,
+        parts: axum::http::request::Parts,
+        body: Bytes,
+        operation: Option<String>,
+    ) -> Response {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let mut request = self
             .client
@@ -279,7 +286,13 @@ impl Shared {
         };
         let status = answer.status();
         if status.is_server_error() {
-            self.counts.lock().unwrap().upstream_server_errors += 1;
+            *self
+                .counts
+                .lock()
+                .unwrap()
+                .upstream_server_errors
+                .entry(operation)
+                .or_default() += 1;
         }
         let headers = answer.headers().clone();
         let body = match answer.bytes().await {
