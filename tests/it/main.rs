@@ -34,6 +34,7 @@
 mod admin;
 mod architecture;
 mod aws_adapter;
+mod baseline;
 mod crash;
 mod daemon;
 mod e2e;
