@@ -59,6 +59,8 @@ fn profile(faults: bool, prepulled: bool) -> Profile {
 struct Run {
     ready: Vec<Duration>,
     elb_mutating_per_claim: f64,
+    /// spotpool only: ELB mutating calls per release (DELETE to 404).
+    elb_mutating_per_release: Option<f64>,
 }
 
 /// Tries `step` until it succeeds, one second apart (the original had no retry policy of its
@@ -161,6 +163,7 @@ async fn original(faults: bool, health: HealthCheck) -> Run {
     Run {
         ready,
         elb_mutating_per_claim: (elb - elb_before) as f64 / USERS as f64,
+        elb_mutating_per_release: None,
     }
 }
 
@@ -224,12 +227,29 @@ async fn ours(faults: bool) -> Run {
         }
     }
     let elb: usize = ELB_MUTATING.iter().map(|op| fake.count_calls(op)).sum();
+    // Then every user leaves: DELETE, and wait for the row to go.
+    for (user, _) in &puts {
+        let (status, _, doc) = world
+            .request_with_headers(
+                "DELETE",
+                &format!("/v1/users/{user}/instance"),
+                Some(API_TOKEN),
+                "",
+            )
+            .await;
+        assert_eq!(status.as_u16(), 202, "{doc}");
+    }
+    while !world.store.list_users().await.unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let released: usize = ELB_MUTATING.iter().map(|op| fake.count_calls(op)).sum();
     let _ = stop.send(());
     reconciler.await.unwrap();
     keeper.abort();
     Run {
         ready,
         elb_mutating_per_claim: (elb - elb_before) as f64 / USERS as f64,
+        elb_mutating_per_release: Some((released - elb) as f64 / USERS as f64),
     }
 }
 
@@ -237,7 +257,7 @@ fn row(name: &str, run: &Run, reference: Option<&Run>) -> String {
     let mut sorted = run.ready.clone();
     sorted.sort();
     let (p50, p99) = (quantile(&sorted, 0.5), quantile(&sorted, 0.99));
-    let ratio = reference.map_or(String::new(), |r| {
+    let ratio = reference.map_or(" | |".to_string(), |r| {
         let mut theirs = r.ready.clone();
         theirs.sort();
         format!(
@@ -246,8 +266,11 @@ fn row(name: &str, run: &Run, reference: Option<&Run>) -> String {
             p99 / quantile(&theirs, 0.99)
         )
     });
+    let release = run
+        .elb_mutating_per_release
+        .map_or("n/a".to_string(), |n| format!("{n:.1}"));
     format!(
-        "| {name} | {p50:.1} s | {p99:.1} s | {:.1}{ratio} |",
+        "| {name} | {p50:.1} s | {p99:.1} s | {:.1} | {release}{ratio} |",
         run.elb_mutating_per_claim
     )
 }
@@ -277,9 +300,9 @@ fn the_original_flow_and_spotpools_claim_side_by_side() {
         ..aws_default.clone()
     };
     let mut lines = vec![
-        "| run | p50 | p99 | ELB mutating calls per claim | ours ÷ original, p50 | p99 |"
+        "| run | p50 | p99 | ELB mutating calls per claim | per release | ours ÷ original, p50 | p99 |"
             .to_string(),
-        "|---|---|---|---|---|---|".to_string(),
+        "|---|---|---|---|---|---|---|".to_string(),
     ];
     for faults in [false, true] {
         let label = if faults {
