@@ -266,11 +266,7 @@ impl App {
         });
         // A standby until elected: the API never sees the unfenced template reconciler.
         self.api.reconciler.clear();
-        let (current, health, clock) = (
-            self.api.reconciler.clone(),
-            self.api.health.clone(),
-            self.api.clock.clone(),
-        );
+        let current = self.api.reconciler.clone();
         let service = api::router(self.api).into_make_service();
         let mut api_task = match tls {
             None => {
@@ -294,8 +290,6 @@ impl App {
             reconciler: self.reconciler,
             feed: self.feed,
             current,
-            health,
-            clock,
         };
         tracing::info!(replica = %config.replica.id, url = %config.replica.url, "this replica");
         let mut reconciler_task = tokio::spawn(candidate.run(stop_rx.clone()));

@@ -18,15 +18,13 @@ mod fence;
 
 pub use fence::{Fence, FencedCloud, FencedQueue};
 
-use crate::clock::Clock;
 use crate::cloud::Cloud;
 use crate::config::Replica;
 use crate::interruption_feed::InterruptionConsumer;
 use crate::model::Event;
-use crate::reconcile::{Health, Reconciler};
+use crate::reconcile::Reconciler;
 use crate::store::{Acquisition, Lease, Store};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -113,8 +111,6 @@ pub struct Candidate {
     pub reconciler: Reconciler,
     pub feed: Option<InterruptionConsumer>,
     pub current: Current,
-    pub health: Arc<Health>,
-    pub clock: Clock,
 }
 
 /// One term of leadership.
@@ -139,8 +135,8 @@ impl Candidate {
     /// Stands by until elected, leads until the term ends, and again, until `stop` turns true.
     /// An error is a refusal to lead at all (the first term's quota check).
     pub async fn run(mut self, stop: watch::Receiver<bool>) -> Result<(), String> {
+        // A standby until elected (`App::serve` cleared `current` before the API started).
         metrics::gauge!("spotpool_leader").set(0.0);
-        self.current.clear();
         // The lease on a connection of its own: a busy API never delays a renewal.
         match self.store.sibling(1, None).await {
             Ok(lease) => self.store = lease,
@@ -154,9 +150,8 @@ impl Candidate {
             };
             let ended = self.lead(&term, first, stop.clone()).await?;
             first = false;
+            // The term's reconciler loop has ended (its guard reset the health and the gauge).
             self.current.clear();
-            self.health.reconciling.store(false, Ordering::Relaxed);
-            metrics::gauge!("spotpool_leader").set(0.0);
             match ended {
                 Ended::Stopped => {
                     self.hand_back(&term).await;
@@ -262,7 +257,11 @@ impl Candidate {
             epoch: lease.epoch,
             previous: lease.previous.clone(),
         };
-        if let Err(error) = term.store.record((self.clock)(), &event, None, None).await {
+        if let Err(error) = term
+            .store
+            .record(self.reconciler.now(), &event, None, None)
+            .await
+        {
             tracing::warn!(%error, "could not journal the leadership change");
         }
     }
@@ -299,7 +298,12 @@ impl Candidate {
                             _lock: lock,
                         }),
                         Err(error) => {
+                            // Hand the lease back rather than sit on it until it runs out.
                             tracing::warn!(%error, "could not open the leader's fenced connections");
+                            let _ = self
+                                .store
+                                .release_leadership(&self.replica.id, lease.epoch)
+                                .await;
                             None
                         }
                     }
@@ -331,9 +335,9 @@ impl Candidate {
         }
     }
 
-    /// Renews a lease term's lease until it is lost (returns then); never returns for a term
-    /// without a lease to renew. A renewal that fails or hangs is tried again; the fence ends
-    /// the term when the lease's time runs out first.
+    /// Renews a lease term's lease every 2 s until it is lost, ending the term's fence then;
+    /// never returns for a term without a lease to renew. A renewal that fails or takes longer
+    /// than 2 s ends the term: without its database a leader cannot know that it still leads.
     async fn renew(&self, term: &Term) {
         if !matches!(self.election, Election::Lease) {
             return std::future::pending().await;
@@ -377,7 +381,10 @@ impl Candidate {
             replica: self.replica.id.clone(),
             epoch: term.lease.epoch,
         };
-        let _ = term.store.record((self.clock)(), &event, None, None).await;
+        let _ = term
+            .store
+            .record(self.reconciler.now(), &event, None, None)
+            .await;
         match self
             .store
             .release_leadership(&self.replica.id, term.lease.epoch)

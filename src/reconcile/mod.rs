@@ -205,6 +205,24 @@ struct Inner {
     agents_ask_at: std::sync::Mutex<Millis>,
 }
 
+/// Marks this replica as leading for as long as a reconciler loop runs.
+struct Leading(Arc<Health>);
+
+impl Leading {
+    fn start(health: Arc<Health>) -> Leading {
+        health.reconciling.store(true, Ordering::Relaxed);
+        metrics::gauge!("spotpool_leader").set(1.0);
+        Leading(health)
+    }
+}
+
+impl Drop for Leading {
+    fn drop(&mut self) {
+        self.0.reconciling.store(false, Ordering::Relaxed);
+        metrics::gauge!("spotpool_leader").set(0.0);
+    }
+}
+
 impl Reconciler {
     pub fn new(
         store: Store,
@@ -263,10 +281,11 @@ impl Reconciler {
 
     /// Runs passes until `shutdown` resolves. A failed pass never ends the loop: the error policy
     /// backs off exponentially (1 s doubling to 60 s) and the loop goes on.
+    /// While it runs (until it returns or is dropped, as a lost term drops it) this replica is
+    /// the leader: `Health::reconciling` and `spotpool_leader` say so.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        self.inner.health.reconciling.store(true, Ordering::Relaxed);
-        metrics::gauge!("spotpool_leader").set(1.0);
+        let _leading = Leading::start(self.inner.health.clone());
         tracing::info!("this replica is the leader: it runs the reconciler");
         let mut delay = Duration::ZERO;
         let mut consecutive_failures: u32 = 0;
@@ -351,7 +370,8 @@ impl Reconciler {
         Ok((policy, paused))
     }
 
-    fn now(&self) -> Millis {
+    /// The injected clock's time.
+    pub fn now(&self) -> Millis {
         (self.inner.clock)()
     }
 

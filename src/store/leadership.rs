@@ -15,9 +15,6 @@ use super::{Pool, Store, StoreError, StoreResult};
 use sqlx::Row;
 use std::time::Duration;
 
-/// The SQLSTATE of a write refused by the fence: the writer's epoch is no longer current.
-pub const FENCED_SQLSTATE: &str = "SPF01";
-
 /// The lease row: who leads, at which address, since when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -235,16 +232,6 @@ impl Store {
             wake.notify_one();
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-    }
-}
-
-/// Whether `error` is the fence refusing a deposed leader's write.
-pub fn is_fenced(error: &StoreError) -> bool {
-    match error {
-        StoreError::Database(sqlx::Error::Database(e)) => {
-            e.code().as_deref() == Some(FENCED_SQLSTATE)
-        }
-        _ => false,
     }
 }
 

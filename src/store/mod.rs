@@ -61,7 +61,7 @@ pub use copy::{CopyError, CopyReport, NOT_COPIED, TableCount};
 pub use instances::InstanceRecord;
 pub use journal::JournalEntry;
 pub use launches::PendingLaunch;
-pub use leadership::{Acquisition, FENCED_SQLSTATE, Lease, is_fenced};
+pub use leadership::{Acquisition, Lease};
 pub use notices::StoredNotice;
 pub use users::UserRecord;
 

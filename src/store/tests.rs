@@ -1232,3 +1232,12 @@ async fn leads(store: &Store, holder: &str) -> Lease {
         held => panic!("{holder} must lead: {held:?}"),
     }
 }
+
+/// Whether `error` is the fence (migration 0011) refusing a deposed leader's write: SQLSTATE
+/// SPF01.
+fn is_fenced(error: &StoreError) -> bool {
+    match error {
+        StoreError::Database(sqlx::Error::Database(e)) => e.code().as_deref() == Some("SPF01"),
+        _ => false,
+    }
+}
