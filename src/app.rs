@@ -232,6 +232,7 @@ impl App {
             launch_backoff: policy::LAUNCH_BACKOFF,
             workspace_size_gib: crate::config::defaults::WORKSPACE_SIZE_GIB,
             workspace_kms_key_id: config.workspace_kms_key_id.clone(),
+            prewired_spares: config.prewired_spares,
         }
     }
 

@@ -41,6 +41,13 @@ pub const DEFAULT_AWS_MAX_ATTEMPTS: u32 = 4;
 /// (which simply come back on the next pass). The call timeout still bounds the wait.
 pub const DEFAULT_SECRET_WRITE_ATTEMPTS: u32 = 8;
 
+/// The longest wait between two attempts of a request-path secret write. The SDK's default (20 s)
+/// suits the reconciler, which has no one waiting; a PUT has a caller on the line, and with 20 s
+/// waits the 30 s call timeout would cut the budget after five failures. With 4 s, eight
+/// attempts fit in the timeout (at most 1 + 2 + 4 × 5 = 23 s of waiting), so a write fails only
+/// when all eight attempts do.
+pub const SECRET_WRITE_MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// Instance ids per DescribeInstanceInformation call: the most its `InstanceIds` filter takes.
 pub const AGENT_IDS_PER_CALL: usize = 50;
 
@@ -200,15 +207,25 @@ pub struct RuleInfo {
     pub priority: Option<u32>,
     pub path_patterns: Vec<String>,
     pub host_headers: Vec<String>,
+    /// The `source-ip` condition's values (a warm rule's).
+    pub source_ips: Vec<String>,
     pub target_group_arns: Vec<String>,
 }
 
 impl RuleInfo {
-    /// Whether the rule has the condition a user's rule is created with.
+    /// Whether the rule has the condition a user's (or a spare's warm) rule is created with.
     pub fn matches(&self, wanted: &crate::model::RuleMatch) -> bool {
+        use crate::model::RuleMatch;
         match wanted {
-            crate::model::RuleMatch::Path(path) => self.path_patterns.contains(path),
-            crate::model::RuleMatch::Host(host) => self.host_headers.contains(host),
+            RuleMatch::Path(path) => self.path_patterns.contains(path),
+            RuleMatch::Host(host) => self.host_headers.contains(host),
+            RuleMatch::Warm(path) => {
+                self.path_patterns.contains(path)
+                    && self
+                        .source_ips
+                        .iter()
+                        .any(|ip| ip == crate::model::WARM_SOURCE_IP)
+            }
         }
     }
 
@@ -379,6 +396,19 @@ pub trait Cloud: Send + Sync + 'static {
     /// Points an existing rule at `action` (ModifyRule): its conditions and priority stay.
     /// A missing rule is `NotFound`.
     async fn set_rule_action(&self, rule_arn: &str, action: &RuleAction) -> CloudResult<()>;
+
+    /// Replaces an existing rule's conditions with `condition` (ModifyRule): its action and
+    /// priority stay. A claim of a pre-wired spare switches the warm rule to the user's route
+    /// with this one call. A missing rule is `NotFound`.
+    async fn set_rule_match(
+        &self,
+        rule_arn: &str,
+        condition: &crate::model::RuleMatch,
+    ) -> CloudResult<()>;
+
+    /// Adds `tags` to load balancer resources (AddTags, at most 20 ARNs): the user's tag on a
+    /// claimed spare's target group and rule, after the user is ready.
+    async fn tag_elb_resources(&self, arns: &[String], tags: &Tags) -> CloudResult<()>;
 
     // --- EBS: workspace volumes -------------------------------------------------------------
 

@@ -164,6 +164,8 @@ pub struct RetryModel {
     /// Operations with their own budget (the request-path secret writes,
     /// `SPOTPOOL_AWS_SECRET_WRITE_ATTEMPTS`).
     pub attempts_per_operation: BTreeMap<&'static str, u32>,
+    /// Operations with their own backoff ceiling (the secret writes, `SECRET_WRITE_MAX_BACKOFF`).
+    pub max_backoff_per_operation: BTreeMap<&'static str, Duration>,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
     /// The whole call's budget, retries included (`SPOTPOOL_AWS_CALL_TIMEOUT`).
@@ -180,6 +182,7 @@ impl RetryModel {
         RetryModel {
             max_attempts: max_attempts.max(1),
             attempts_per_operation: BTreeMap::new(),
+            max_backoff_per_operation: BTreeMap::new(),
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(20),
             operation_timeout: Some(Duration::from_secs(30)),
@@ -194,6 +197,9 @@ impl RetryModel {
             model
                 .attempts_per_operation
                 .insert(operation, super::DEFAULT_SECRET_WRITE_ATTEMPTS);
+            model
+                .max_backoff_per_operation
+                .insert(operation, super::SECRET_WRITE_MAX_BACKOFF);
         }
         model
     }
@@ -206,13 +212,19 @@ impl RetryModel {
             .max(1)
     }
 
-    /// The wait before retry number `retry` (1 is the wait after the first attempt).
-    pub fn backoff(&self, retry: u32, rng: &mut SimRng) -> Duration {
+    /// The wait before retry number `retry` of `operation` (1 is the wait after the first
+    /// attempt).
+    pub fn backoff(&self, operation: &str, retry: u32, rng: &mut SimRng) -> Duration {
         let exponent = retry.saturating_sub(1).min(30);
+        let cap = self
+            .max_backoff_per_operation
+            .get(operation)
+            .copied()
+            .unwrap_or(self.max_backoff);
         let ceiling = self
             .initial_backoff
             .saturating_mul(1u32 << exponent)
-            .min(self.max_backoff);
+            .min(cap);
         ceiling.mul_f64(rng.next_f64())
     }
 }
@@ -283,6 +295,7 @@ impl Profile {
             ("DescribeVolumes", ec2_describe),
             ("DescribeSnapshots", Latency::millis(300, 1_000)),
             ("ModifyRule", elb_write),
+            ("AddTags", elb_write),
         ]);
         Profile {
             name: "aws-profile.md".into(),
@@ -394,7 +407,12 @@ impl Profile {
             .retry
             .attempts_per_operation
             .iter()
-            .map(|(op, n)| format!("{op} {n}"))
+            .map(
+                |(op, n)| match self.retry.max_backoff_per_operation.get(op) {
+                    Some(cap) => format!("{op} {n}, backoff to {cap:?}"),
+                    None => format!("{op} {n}"),
+                },
+            )
             .collect();
         let effects = &self.effects;
         format!(
@@ -471,7 +489,7 @@ mod tests {
         let mut rng = SimRng::new(1);
         for (attempt, ceiling) in [(1, 1.0), (2, 2.0), (3, 4.0), (6, 20.0), (9, 20.0)] {
             let draws: Vec<f64> = (0..2_000)
-                .map(|_| retry.backoff(attempt, &mut rng).as_secs_f64())
+                .map(|_| retry.backoff("CreateTags", attempt, &mut rng).as_secs_f64())
                 .collect();
             let max = draws.iter().copied().fold(0.0, f64::max);
             assert!(max < ceiling && max > ceiling * 0.95, "{attempt}: {max}");
@@ -480,5 +498,13 @@ mod tests {
         assert_eq!(defaults.attempts_for("CreateTags"), 4);
         assert_eq!(defaults.attempts_for("PutSecret"), 8);
         assert_eq!(defaults.attempts_for("PutSecretValue"), 8);
+        let writes: f64 = (0..2_000)
+            .map(|_| defaults.backoff("PutSecret", 7, &mut rng).as_secs_f64())
+            .fold(0.0, f64::max);
+        assert!(writes < 4.0 && writes > 3.8, "{writes}");
+        let others: f64 = (0..2_000)
+            .map(|_| defaults.backoff("CreateTags", 7, &mut rng).as_secs_f64())
+            .fold(0.0, f64::max);
+        assert!(others > 19.0, "{others}");
     }
 }

@@ -31,6 +31,8 @@ pub const MAX_IN_FLIGHT: u32 = 16;
 pub const AWS_CALL_TIMEOUT: &str = "30s";
 pub const ON_DEMAND_FALLBACK: bool = false;
 pub const REBALANCE_MOVES: bool = false;
+/// Spares are pre-wired (ARCHITECTURE.md, "Pre-wired spares").
+pub const PREWIRED_SPARES: bool = true;
 pub const CAPACITY_TTL: &str = "3m";
 pub const LAUNCH_FAILURE_LIMIT: u32 = 10;
 pub const WORKSPACE_SIZE_GIB: u32 = 8;
@@ -118,6 +120,7 @@ pub fn documented() -> Vec<(&'static str, String)> {
         ("spotpool_aws_call_timeout", text(&AWS_CALL_TIMEOUT)),
         ("spotpool_on_demand_fallback", text(&ON_DEMAND_FALLBACK)),
         ("spotpool_rebalance_moves", text(&REBALANCE_MOVES)),
+        ("spotpool_prewired_spares", text(&PREWIRED_SPARES)),
         ("spotpool_capacity_ttl", text(&CAPACITY_TTL)),
         ("spotpool_launch_failure_limit", text(&LAUNCH_FAILURE_LIMIT)),
         ("spotpool_rate_limits", "\"\"".to_string()),

@@ -124,6 +124,8 @@ pub struct Config {
     pub interruption_queue_url: Option<String>,
     /// The KMS key of workspace volumes; None uses the account's default EBS key.
     pub workspace_kms_key_id: Option<String>,
+    /// Spares are pre-wired (`SPOTPOOL_PREWIRED_SPARES`).
+    pub prewired_spares: bool,
     /// This replica: its name and the address it is reached at while it leads.
     pub replica: Replica,
 }
@@ -243,6 +245,9 @@ impl Settings {
                 .spotpool_workspace_kms_key_id
                 .clone()
                 .filter(|key| !key.trim().is_empty()),
+            prewired_spares: self
+                .spotpool_prewired_spares
+                .unwrap_or(defaults::PREWIRED_SPARES),
             replica,
         })
     }

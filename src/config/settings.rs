@@ -165,6 +165,9 @@ pub struct Settings {
     /// Launch on-demand instances when no spot offering of any type has capacity.
     #[arg(long, env = "SPOTPOOL_ON_DEMAND_FALLBACK", value_name = "BOOL")]
     pub spotpool_on_demand_fallback: Option<bool>,
+    /// Pre-wire spares: each spare gets its own target group and a warm rule (a condition no client matches) on its shard's listener, and is available once the load balancer reports it healthy through the warm responder the launch template's user data runs; a claim then switches the rule to the user with one ModifyRule. false: a claim creates the target group and rule, and waits for the health checks of a new target.
+    #[arg(long, env = "SPOTPOOL_PREWIRED_SPARES", value_name = "BOOL")]
+    pub spotpool_prewired_spares: Option<bool>,
     /// Move a user off an instance that gets a rebalance recommendation when a spare is available (a move restarts the user's container on the new instance).
     #[arg(long, env = "SPOTPOOL_REBALANCE_MOVES", value_name = "BOOL")]
     pub spotpool_rebalance_moves: Option<bool>,

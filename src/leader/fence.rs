@@ -361,6 +361,21 @@ impl Cloud for FencedCloud {
             .await
     }
 
+    async fn set_rule_match(
+        &self,
+        rule_arn: &str,
+        condition: &crate::model::RuleMatch,
+    ) -> CloudResult<()> {
+        self.fence.check("ModifyRule")?;
+        self.gated(self.inner.set_rule_match(rule_arn, condition))
+            .await
+    }
+
+    async fn tag_elb_resources(&self, arns: &[String], tags: &Tags) -> CloudResult<()> {
+        self.fence.check("AddTags")?;
+        self.gated(self.inner.tag_elb_resources(arns, tags)).await
+    }
+
     async fn create_volume(&self, request: &VolumeRequest) -> CloudResult<String> {
         self.fence.check("CreateVolume")?;
         self.gated(self.inner.create_volume(request)).await

@@ -46,6 +46,10 @@ pub enum Event {
         subnet_id: String,
     },
     InstanceAvailable,
+    /// The readiness probe passed; the spare's warm route is being built (pre-wired spares).
+    InstanceProbed,
+    /// After `ready`: the user's tag is on the target group and rule its pre-wired spare brought.
+    RouteTagged,
     InstanceProbeFailed {
         cause: String,
     },
@@ -201,6 +205,8 @@ impl Event {
             Event::InstanceAdopted { .. } => "instance.adopted",
             Event::InstanceLaunched { .. } => "instance.launched",
             Event::InstanceAvailable => "instance.available",
+            Event::InstanceProbed => "instance.probed",
+            Event::RouteTagged => "claim.route_tagged",
             Event::InstanceProbeFailed { .. } => "instance.probe_failed",
             Event::InstanceTerminating { .. } => "instance.terminating",
             Event::InstanceGone => "instance.gone",
@@ -286,7 +292,9 @@ impl Event {
                 instance_type,
                 subnet_id,
             } => format!("{instance_type} in {subnet_id}"),
-            Event::InstanceAvailable => "readiness probe passed".into(),
+            Event::InstanceAvailable => "a spare, ready to claim".into(),
+            Event::InstanceProbed => "readiness probe passed: wiring its warm route".into(),
+            Event::RouteTagged => "the pre-wired target group and rule carry the user's tag".into(),
             Event::InstanceProbeFailed { cause } => cause.clone(),
             Event::InstanceTerminating { reason } => reason.as_str().into(),
             Event::InstanceGone => "no longer listed by EC2".into(),

@@ -20,12 +20,12 @@ pub use event::{Event, NoticeAction};
 pub use ids::{InstanceId, Millis, RESERVED_USER_IDS, UserId, UserIdError};
 pub use notice::{InterruptionNotice, NoticeKind};
 pub use progress::{
-    ClaimProgress, ClaimStep, MoveProgress, MoveReason, MoveStep, MoveTarget, Routing, SentCommand,
-    TeardownKind,
+    ClaimProgress, ClaimStep, MoveProgress, MoveReason, MoveStep, MoveTarget, Prewired, Routing,
+    SentCommand, TeardownKind,
 };
 pub use shard::{
     ALB_TARGET_GROUPS_MAX, DEFAULT_SHARD_CAPACITY, NO_ROUTE_CAPACITY, RouteMode, RuleMatch, Shard,
-    load_balancer_of,
+    WARM_SOURCE_IP, load_balancer_of, warm_path, warm_target_group_name,
 };
 pub use status::{InstanceStatus, Lifecycle, TerminateReason, UserState};
 pub use tier::{ImagePin, TierCondition, TierOverride};

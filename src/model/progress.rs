@@ -206,7 +206,26 @@ pub struct Routing {
     pub rule_priority: Option<u32>,
     pub rule_arn: Option<String>,
     pub target_group_arn: Option<String>,
+    /// The route came with a pre-wired spare (its target group, with the instance registered,
+    /// and its warm rule), and how far the claim has taken it; `None` once the user's tags are
+    /// on it, and for a route made for the user.
+    pub prewired: Option<Prewired>,
 }
+
+/// A pre-wired spare's route in a claim (ARCHITECTURE.md, "Pre-wired spares").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Prewired {
+    /// The rule still has its warm conditions: nobody reaches the instance yet.
+    Warm,
+    /// One ModifyRule switched the rule to the user's route; the user's tags on the rule and the
+    /// target group are added after `ready`.
+    Switched,
+}
+
+string_enum!(Prewired {
+    Warm => "warm",
+    Switched => "switched",
+});
 
 #[cfg(test)]
 mod tests {
@@ -225,6 +244,9 @@ mod tests {
         }
         for s in TeardownKind::ALL {
             assert_eq!(TeardownKind::parse(s.as_str()), Some(s));
+        }
+        for s in Prewired::ALL {
+            assert_eq!(Prewired::parse(s.as_str()), Some(s));
         }
         assert_eq!(MoveReason::parse("state_change"), None);
     }

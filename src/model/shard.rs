@@ -42,15 +42,42 @@ pub enum RuleMatch {
     Path(String),
     /// A host-header condition, e.g. `r-1.shard-0.agents.example.com`.
     Host(String),
+    /// A pre-wired spare's warm rule (ARCHITECTURE.md, "Pre-wired spares"): a `source-ip`
+    /// condition of [`WARM_SOURCE_IP`] and the path pattern `/_warm/<instance id>`. No client
+    /// can match it (the address is reserved for documentation, RFC 5737); it exists so the
+    /// load balancer health-checks the spare's target group, which it does only for groups a
+    /// rule uses.
+    Warm(String),
 }
+
+/// The source address of a warm rule's condition: TEST-NET-1, which never reaches a load
+/// balancer from the internet.
+pub const WARM_SOURCE_IP: &str = "192.0.2.1/32";
 
 impl RuleMatch {
     /// The condition's value, for a person (logs, the orphan sweep's names).
     pub fn value(&self) -> &str {
         match self {
-            RuleMatch::Path(value) | RuleMatch::Host(value) => value,
+            RuleMatch::Path(value) | RuleMatch::Host(value) | RuleMatch::Warm(value) => value,
         }
     }
+
+    /// The warm rule of `instance`'s spare.
+    pub fn warm(instance: &str) -> RuleMatch {
+        RuleMatch::Warm(warm_path(instance))
+    }
+}
+
+/// The path pattern of `instance`'s warm rule (also the orphan sweep's name for it).
+pub fn warm_path(instance: &str) -> String {
+    format!("/_warm/{instance}")
+}
+
+/// The name of `instance`'s pre-wired target group: `sp-warm-` and the instance id without
+/// its `i-` (25 characters for today's 17-digit ids; AWS allows 32). It stays the group's name
+/// when a user claims the spare.
+pub fn warm_target_group_name(instance: &str) -> String {
+    format!("sp-warm-{}", instance.trim_start_matches("i-"))
 }
 
 /// One load balancer users are routed through.

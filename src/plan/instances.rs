@@ -1,7 +1,7 @@
 //! What `plan` decides for an instance no user holds: forget it once EC2 no longer lists it,
 //! terminate it when it stopped, its tier is gone, on-call recycled it or its probe timed out,
-//! and otherwise probe it until it is `available`: once SSM lists its agent online, or by a
-//! back-off when SSM cannot say (`may_probe`).
+//! and otherwise probe it until it passes: once SSM lists its agent online, or by a back-off
+//! when SSM cannot say (`may_probe`); a probed spare is then wired until it is `available`.
 
 use super::{Action, Policy, PoolInstance, TerminateReason};
 use crate::model::{InstanceStatus, Lifecycle, Millis};
@@ -19,7 +19,10 @@ pub(super) fn plan_pool_instance(
             // Only a just-launched instance may be missing from DescribeInstances for a while
             // (eventual consistency); anything else that is not listed is gone.
             let young = now - instance.launched_at <= policy.launch_visibility_grace;
-            if instance.status != InstanceStatus::Initializing || !young {
+            // A row that still records a warm route stays until `Unwire` deleted it.
+            if (instance.status != InstanceStatus::Initializing || !young)
+                && instance.warm.is_none()
+            {
                 actions.push(Action::Forget {
                     instance: instance.id.clone(),
                 });
@@ -73,6 +76,15 @@ fn plan_live_instance(
                     instance: id(),
                     reason: TerminateReason::ProbeTimeout,
                 });
+            } else if instance.probed {
+                // Probed: its warm route is built on its shard, then it waits to be reported
+                // healthy. (A spare with no shard yet gets one in `plan`, after the users.)
+                if let Some(warm) = &instance.warm {
+                    actions.push(Action::Wire {
+                        instance: id(),
+                        shard: Some(warm.shard.clone()),
+                    });
+                }
             } else if let Some((command_id, _)) = &instance.probe {
                 actions.push(Action::CheckProbe {
                     instance: id(),

@@ -136,6 +136,19 @@ pub struct PoolInstance {
     pub recycle: bool,
     /// Its availability zone (observed, or the zone of the subnet it was launched into).
     pub zone: Option<String>,
+    /// Its readiness probe passed: a pre-wired spare is being wired (`initializing` still).
+    pub probed: bool,
+    /// Its warm route (ARCHITECTURE.md, "Pre-wired spares"), `None` when nothing of one is
+    /// recorded (the shard is always the first part recorded).
+    pub warm: Option<WarmView>,
+}
+
+/// What `plan` needs of a spare's warm route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmView {
+    pub shard: String,
+    /// Target group and rule both exist: a claim on `shard` takes them.
+    pub complete: bool,
 }
 
 impl PoolInstance {
@@ -169,6 +182,8 @@ pub struct UserIntent {
     pub shard: Option<String>,
     /// The user shows `no_route_capacity` (it was held back for want of a route).
     pub waiting_for_route: bool,
+    /// Its route came with a pre-wired spare and does not carry the user's tag yet.
+    pub route_untagged: bool,
 }
 
 /// One thing the executor should do this pass.
@@ -250,6 +265,23 @@ pub enum Action {
     AdvanceRelocation {
         user: UserId,
     },
+    /// Build a probed spare's warm route on `shard` (target group, registration, warm rule)
+    /// and make it `available` once the load balancer reports it healthy; with no shard (none
+    /// has room for one more route), make it `available` without one.
+    Wire {
+        instance: InstanceId,
+        shard: Option<String>,
+    },
+    /// Add the user's tag to the target group and rule its pre-wired spare brought (after
+    /// `ready`, off the claim path).
+    TagRoute {
+        user: UserId,
+    },
+    /// Delete the warm route of an instance that is no longer a spare (a move took it, a claim
+    /// on another shard, or it is retiring or gone).
+    Unwire {
+        instance: InstanceId,
+    },
 }
 
 impl Action {
@@ -273,6 +305,9 @@ impl Action {
             Action::AdvanceSleep { .. } => "advance_sleep",
             Action::RelocateWorkspace { .. } => "relocate_workspace",
             Action::AdvanceRelocation { .. } => "advance_relocation",
+            Action::Wire { .. } => "wire",
+            Action::TagRoute { .. } => "tag_route",
+            Action::Unwire { .. } => "unwire",
         }
     }
 
@@ -290,7 +325,8 @@ impl Action {
             | Action::AdvanceMove { user }
             | Action::AdvanceSleep { user }
             | Action::RelocateWorkspace { user, .. }
-            | Action::AdvanceRelocation { user } => Some(user),
+            | Action::AdvanceRelocation { user }
+            | Action::TagRoute { user } => Some(user),
             _ => None,
         }
     }
@@ -302,6 +338,8 @@ impl Action {
             | Action::CheckProbe { instance, .. }
             | Action::Terminate { instance, .. }
             | Action::Forget { instance }
+            | Action::Wire { instance, .. }
+            | Action::Unwire { instance }
             | Action::Assign { instance, .. }
             | Action::AssignMove { instance, .. } => Some(instance),
             _ => None,
@@ -325,6 +363,10 @@ impl Action {
             Action::Terminate { reason, .. } => Some(reason.as_str().to_string()),
             Action::RelocateWorkspace { to_zone, .. } => Some(format!("to {to_zone}")),
             Action::Assign { shard, .. } => Some(format!("on shard {shard}")),
+            Action::Wire { shard, .. } => Some(match shard {
+                Some(shard) => format!("on shard {shard}"),
+                None => "no shard has room: available without a warm route".to_string(),
+            }),
             _ => None,
         }
     }
@@ -385,6 +427,16 @@ pub fn plan(
         if !held.contains(&instance.id) {
             plan_pool_instance(instance, now, policy, &mut actions);
         }
+        // A warm route is the pool's while the instance is a spare; otherwise it goes.
+        let spare = matches!(
+            instance.status,
+            InstanceStatus::Initializing | InstanceStatus::Available
+        ) && instance.is_alive();
+        if instance.warm.is_some() && !spare {
+            actions.push(Action::Unwire {
+                instance: instance.id.clone(),
+            });
+        }
     }
 
     let mut queued: BTreeMap<&str, Vec<&UserIntent>> = BTreeMap::new();
@@ -396,7 +448,7 @@ pub fn plan(
     }
 
     // Route capacity as spares are handed out: a user no shard has room for claims no instance.
-    let mut placer = shards::Placer::new(users, policy, conditions);
+    let mut placer = shards::Placer::new(users, instances, policy, conditions);
     for tier in &policy.tiers {
         let waiting = queued.remove(tier.name.as_str()).unwrap_or_default();
         plan_tier(
@@ -410,6 +462,24 @@ pub fn plan(
             &mut placer,
             &mut actions,
         );
+    }
+    // Probed spares with no warm route yet get one on the shard with the most room left once
+    // the users are placed.
+    for instance in instances {
+        let fresh = instance.status == InstanceStatus::Initializing
+            && instance.probed
+            && instance.warm.is_none()
+            && instance.lifecycle == Some(Lifecycle::Running)
+            && !held.contains(&instance.id)
+            && policy.tier(&instance.tier).is_some()
+            && !instance.recycle
+            && now - instance.status_since <= policy.probe_timeout;
+        if fresh {
+            actions.push(Action::Wire {
+                instance: instance.id.clone(),
+                shard: placer.place_warm(),
+            });
+        }
     }
     actions
 }
@@ -455,6 +525,10 @@ fn plan_user(
                 Some(i) if i.is_alive() && i.status != InstanceStatus::Terminating => {
                     if user.state == UserState::Provisioning {
                         actions.push(Action::AdvanceClaim {
+                            user: user.user.clone(),
+                        });
+                    } else if user.route_untagged {
+                        actions.push(Action::TagRoute {
                             user: user.user.clone(),
                         });
                     }

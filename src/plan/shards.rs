@@ -5,8 +5,12 @@
 //! or launched for it. Room is taken when the user gets its spare (`Placer::place`), so users
 //! that get none (a paused or blocked tier, no spare in their zone yet) only hold room for the
 //! launch that will serve them, within one pass (`Placer::reserve`).
+//!
+//! A pre-wired spare's warm route holds a target group and a rule on its shard like a user does,
+//! so it takes room too (issue 13, point 6). A user who claims a warm spare on its shard takes
+//! over that room rather than adding to it (`Placer::takes_warm`).
 
-use super::{Conditions, Policy, UserIntent};
+use super::{Conditions, Policy, PoolInstance, UserIntent};
 use crate::model::{Shard, UserState};
 use std::collections::BTreeMap;
 
@@ -30,10 +34,11 @@ pub(super) enum Route {
 }
 
 impl<'a> Placer<'a> {
-    /// Counts the users each configured shard holds: every user placed there, except failed
-    /// ones (their routes were undone).
+    /// Counts the routes each configured shard holds: every user placed there, except failed
+    /// ones (their routes were undone), and every warm route recorded there.
     pub(super) fn new(
         users: &'a [UserIntent],
+        instances: &'a [PoolInstance],
         policy: &'a Policy,
         conditions: &'a Conditions,
     ) -> Placer<'a> {
@@ -44,6 +49,13 @@ impl<'a> Placer<'a> {
                 && policy.shard(shard).is_some()
             {
                 *count.entry(shard).or_default() += 1;
+            }
+        }
+        for instance in instances {
+            if let Some(warm) = &instance.warm
+                && let Some(shard) = policy.shard(&warm.shard)
+            {
+                *count.entry(shard.name.as_str()).or_default() += 1;
             }
         }
         let total = count.values().sum();
@@ -104,6 +116,56 @@ impl<'a> Placer<'a> {
             Some((shard, _)) => Route::On(shard.name.clone()),
             None => Route::Full,
         }
+    }
+
+    /// Whether `user` may claim a spare whose complete warm route is on `shard`: the user is
+    /// placed there or nowhere yet, and the shard (and the region) hold no more than they may.
+    /// The claim adds no route: the user takes over the spare's.
+    pub(super) fn takes_warm(&self, user: &UserIntent, shard: &str) -> bool {
+        let Some(configured) = self.policy.shard(shard) else {
+            return false;
+        };
+        let region_ok = self
+            .conditions
+            .region_route_limit
+            .is_none_or(|limit| self.total <= limit);
+        user.shard.as_deref().is_none_or(|own| own == shard)
+            && self.on(shard) <= self.limit(configured)
+            && region_ok
+    }
+
+    /// `user` takes over a warm spare's room on `shard`: a placed user (counted already) frees
+    /// the spare's; a new one takes it.
+    pub(super) fn take_warm(&mut self, user: &UserIntent, shard: &str) {
+        if user.shard.as_deref() == Some(shard)
+            && let Some(n) = self.count.get_mut(shard)
+        {
+            *n = n.saturating_sub(1);
+            self.total = self.total.saturating_sub(1);
+        }
+    }
+
+    /// The shard a newly probed spare's warm route goes on: the one with the most room, now
+    /// taken; `None` when no shard (or the region) has room for one more route.
+    pub(super) fn place_warm(&mut self) -> Option<String> {
+        if self
+            .conditions
+            .region_route_limit
+            .is_some_and(|limit| self.total + 1 > limit)
+        {
+            return None;
+        }
+        let mut best: Option<(&str, u32)> = None;
+        for shard in &self.policy.shards {
+            let room = self.limit(shard).saturating_sub(self.on(&shard.name));
+            if room > 0 && best.is_none_or(|(_, most)| room > most) {
+                best = Some((shard.name.as_str(), room));
+            }
+        }
+        let (name, _) = best?;
+        *self.count.entry(name).or_default() += 1;
+        self.total += 1;
+        Some(name.to_string())
     }
 
     /// Takes the room of `user` on `shard` (a new placement; a placed user holds it already).

@@ -52,6 +52,8 @@ fn instance(id: &str, status: InstanceStatus) -> PoolInstance {
         missed: 0,
         recycle: false,
         zone: Some("zone-a".into()),
+        probed: false,
+        warm: None,
     }
 }
 
@@ -68,6 +70,7 @@ fn user(id: &str, state: UserState, instance: Option<&str>, requested_at: Millis
         relocating: false,
         shard: None,
         waiting_for_route: false,
+        route_untagged: false,
     }
 }
 
@@ -571,6 +574,8 @@ fn arb_world() -> impl Strategy<Value = (Vec<UserIntent>, Vec<PoolInstance>, u32
                 missed: (age % 3) as u32,
                 recycle: false,
                 zone: Some(if n % 2 == 0 { "zone-a" } else { "zone-b" }.into()),
+                probed: false,
+                warm: None,
             })
             .collect();
         let mut free: Vec<InstanceId> = instances.iter().map(|i| i.id.clone()).collect();
@@ -598,6 +603,7 @@ fn arb_world() -> impl Strategy<Value = (Vec<UserIntent>, Vec<PoolInstance>, u32
                     relocating: false,
                     shard: None,
                     waiting_for_route: false,
+                    route_untagged: false,
                 }
             })
             .collect();

@@ -128,8 +128,38 @@ fn assign_spares<'a>(
     let mut taken = vec![false; available.len()];
     let mut unserved_anywhere: u64 = 0;
     let mut unserved_in: BTreeMap<&str, Vec<&UserIntent>> = BTreeMap::new();
+    let in_zone = |user: &UserIntent, spare: &PoolInstance| {
+        user.zone
+            .as_deref()
+            .is_none_or(|zone| spare.zone.as_deref() == Some(zone))
+    };
     for user in waiting {
         let is_move = user.state == UserState::Migrating;
+        // A claim takes a pre-wired spare on a shard it may use first: its route is ready.
+        let warm = (!is_move)
+            .then(|| {
+                available.iter().enumerate().find_map(|(i, spare)| {
+                    let warm = spare.warm.as_ref().filter(|w| w.complete)?;
+                    (!taken[i] && in_zone(user, spare) && placer.takes_warm(user, &warm.shard))
+                        .then(|| (i, warm.shard.clone()))
+                })
+            })
+            .flatten();
+        if let Some((i, shard)) = warm {
+            taken[i] = true;
+            placer.take_warm(user, &shard);
+            if user.waiting_for_route {
+                actions.push(Action::RouteAvailable {
+                    user: user.user.clone(),
+                });
+            }
+            actions.push(Action::Assign {
+                shard,
+                user: user.user.clone(),
+                instance: available[i].id.clone(),
+            });
+            continue;
+        }
         // A new claim needs a route first: no room, no spare and no launch for it.
         let shard = match (is_move, placer.route_for(user)) {
             (true, _) => String::new(),
@@ -150,13 +180,18 @@ fn assign_spares<'a>(
                 });
             }
         }
-        let spare = available.iter().enumerate().position(|(i, spare)| {
-            !taken[i]
-                && user
-                    .zone
-                    .as_deref()
-                    .is_none_or(|zone| spare.zone.as_deref() == Some(zone))
-        });
+        // Unwired spares first: a warm route taken here is wasted (deleted by `Unwire`).
+        let free = |i: usize, spare: &PoolInstance| !taken[i] && in_zone(user, spare);
+        let spare = available
+            .iter()
+            .enumerate()
+            .position(|(i, spare)| free(i, spare) && spare.warm.is_none())
+            .or_else(|| {
+                available
+                    .iter()
+                    .enumerate()
+                    .position(|(i, spare)| free(i, spare))
+            });
         match (spare, user.zone.as_deref()) {
             (Some(i), _) => {
                 taken[i] = true;

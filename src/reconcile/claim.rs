@@ -15,8 +15,8 @@ use super::{Reconciler, ReconcilerConfig, StepError, StepOutcome, StepResult, fa
 use crate::cloud::{CloudError, CloudErrorKind, CommandStatus, tags};
 use crate::instance_scripts::{self, ContainerSpec, GatewaySettings};
 use crate::model::{
-    ClaimProgress, ClaimStep, Event, InstanceId, InstanceStatus, Millis, SentCommand, Shard,
-    UserId, UserState,
+    ClaimProgress, ClaimStep, Event, InstanceId, InstanceStatus, Millis, Prewired, SentCommand,
+    Shard, UserId, UserState,
 };
 use crate::store::UserRecord;
 
@@ -64,6 +64,8 @@ impl Reconciler {
                 self.bind_to_instance(&user, &instance).await?;
                 ClaimStep::Tagged
             }
+            // A pre-wired spare's route came with it: nothing to reserve.
+            ClaimStep::Tagged if user.routing.prewired.is_some() => ClaimStep::RouteReserved,
             ClaimStep::Tagged => return self.reserve_route(user, &instance, now).await,
             ClaimStep::RouteReserved => {
                 match self.attach_workspace(&mut user, &instance, now).await? {
@@ -82,6 +84,11 @@ impl Reconciler {
             }
             ClaimStep::ContainerStarting => {
                 let command = claim.command.clone();
+                // The warm rule switches to the user's route while the container starts: a
+                // request that arrives meanwhile gets the warm responder's 503 "starting".
+                if !self.switch_prewired_rule(&mut user, now).await? {
+                    return Ok(StepResult::Waiting);
+                }
                 if !self
                     .container_started(command.as_ref(), &instance, now)
                     .await?
@@ -89,6 +96,13 @@ impl Reconciler {
                     return Ok(StepResult::Waiting);
                 }
                 ClaimStep::ContainerStarted
+            }
+            ClaimStep::ContainerStarted if user.routing.prewired.is_some() => {
+                // The instance is registered in its pre-wired group, healthy already.
+                if !self.switch_prewired_rule(&mut user, now).await? {
+                    return Ok(StepResult::Waiting);
+                }
+                ClaimStep::Routed
             }
             ClaimStep::ContainerStarted => {
                 // The route was reserved before the start: the target group is recorded (a claim
@@ -330,6 +344,56 @@ impl Reconciler {
         self.journal(now, event, Some(&user.user_id), Some(instance))
             .await?;
         Ok(StepResult::Done)
+    }
+}
+
+impl Reconciler {
+    /// Switches a pre-wired spare's warm rule to the user's route with one ModifyRule, and
+    /// records that it did (a crash before the record switches it again, which is harmless).
+    /// False when the row changed under us (a DELETE): the next pass acts on its new state.
+    async fn switch_prewired_rule(
+        &self,
+        user: &mut UserRecord,
+        now: Millis,
+    ) -> Result<bool, StepError> {
+        if user.routing.prewired != Some(Prewired::Warm) {
+            return Ok(true);
+        }
+        let Some(rule) = user.routing.rule_arn.clone() else {
+            return Ok(true);
+        };
+        let condition = self.rule_match_of(user);
+        self.inner.cloud.set_rule_match(&rule, &condition).await?;
+        user.routing.prewired = Some(Prewired::Switched);
+        user.updated_at = now;
+        Ok(self.inner.store.update_user(user).await?)
+    }
+
+    /// After `ready`, off the claim path: the user's tag on its pre-wired target group and
+    /// rule (one AddTags for both), so on-call and the orphan sweep see whose they are.
+    pub(super) async fn tag_prewired_route(&self, user_id: &UserId) -> Result<(), StepError> {
+        let Some(mut user) = self.inner.store.get_user(user_id).await? else {
+            return Ok(());
+        };
+        if user.state != UserState::Ready || user.routing.prewired != Some(Prewired::Switched) {
+            return Ok(());
+        }
+        let arns: Vec<String> = [&user.routing.target_group_arn, &user.routing.rule_arn]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let user_tag = one_tag(tags::USER_ID, user.user_id.as_str());
+        self.inner.cloud.tag_elb_resources(&arns, &user_tag).await?;
+        let now = self.now();
+        user.routing.prewired = None;
+        user.updated_at = now;
+        if self.inner.store.update_user(&mut user).await? {
+            let instance = user.instance_id.clone();
+            self.journal(now, Event::RouteTagged, Some(user_id), instance.as_ref())
+                .await?;
+        }
+        Ok(())
     }
 }
 

@@ -87,6 +87,9 @@ impl Reconciler {
                 self.begin_relocation(user, to_zone).await
             }
             Action::AdvanceRelocation { user } => self.advance_relocation(user).await,
+            Action::Wire { instance, shard } => self.wire(instance, shard.as_deref(), now).await,
+            Action::Unwire { instance } => self.unwire(instance).await,
+            Action::TagRoute { user } => self.tag_prewired_route(user).await,
         }
     }
 }

@@ -113,28 +113,7 @@ impl Reconciler {
         let sent_at = record.probe_sent_at.unwrap_or(now);
         let limit = self.inner.config.probe_command_timeout.as_millis() as Millis;
         let failure = match status {
-            CommandStatus::Success => {
-                // Mirror first, then the ledger: if the tag write fails, the probe runs again.
-                self.inner
-                    .cloud
-                    .tag_instance(
-                        instance,
-                        &one_tag(tags::STATUS, InstanceStatus::Available.as_str()),
-                    )
-                    .await?;
-                store
-                    .transition_instance(
-                        instance,
-                        InstanceStatus::Initializing,
-                        InstanceStatus::Available,
-                        now,
-                    )
-                    .await?;
-                self.tier_healthy(&record.tier);
-                return self
-                    .journal(now, Event::InstanceAvailable, None, Some(instance))
-                    .await;
-            }
+            CommandStatus::Success => return self.probe_passed(&record, now).await,
             CommandStatus::Pending if now - sent_at <= limit => return Ok(()),
             CommandStatus::Pending => "probe command timed out".to_string(),
             CommandStatus::Failed(message) => message,

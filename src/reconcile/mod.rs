@@ -37,6 +37,7 @@ mod repair;
 mod routes;
 mod steps;
 mod teardown;
+mod warm;
 mod workspace;
 
 pub use claim::{StartFor, start_command};
@@ -101,6 +102,9 @@ pub struct ReconcilerConfig {
     pub workspace_size_gib: u32,
     /// The KMS key of workspace volumes; None uses the account's default EBS key.
     pub workspace_kms_key_id: Option<String>,
+    /// Spares get a target group and a warm rule before they are `available` (ARCHITECTURE.md,
+    /// "Pre-wired spares").
+    pub prewired_spares: bool,
 }
 
 impl ReconcilerConfig {

@@ -139,7 +139,14 @@ impl Reconciler {
                 Some(known) if as_listed(known, seen) => continue,
                 Some(known) => (*known).clone(),
                 None => {
-                    let status = seen.status.unwrap_or(InstanceStatus::Initializing);
+                    let status = match seen.status {
+                        // A pre-wired spare's route is not in this ledger: it is probed and wired
+                        // again (finding its warm rule and group), before anyone claims it.
+                        Some(InstanceStatus::Available) if self.inner.config.prewired_spares => {
+                            InstanceStatus::Initializing
+                        }
+                        status => status.unwrap_or(InstanceStatus::Initializing),
+                    };
                     tracing::info!(instance = %seen.id, %status, "adopting instance tagged for this pool");
                     store
                         .record(
@@ -260,6 +267,11 @@ fn pool_instance(
         missed: r.missed_observations,
         recycle: r.recycle_requested_at.is_some(),
         zone: r.availability_zone.clone(),
+        probed: r.probed_at.is_some(),
+        warm: r.warm.shard.as_ref().map(|shard| crate::plan::WarmView {
+            shard: shard.clone(),
+            complete: r.warm.is_complete(),
+        }),
     }
 }
 
@@ -329,5 +341,6 @@ fn intent_of(u: &crate::store::UserRecord) -> UserIntent {
         shard: u.shard.clone(),
         waiting_for_route: u.state == crate::model::UserState::Queued
             && u.error.as_deref() == Some(crate::model::NO_ROUTE_CAPACITY),
+        route_untagged: u.routing.prewired == Some(crate::model::Prewired::Switched),
     }
 }

@@ -19,7 +19,7 @@
 use super::observe::Planned;
 use super::{ReconcileError, Reconciler, StepError, route_path, target_group_name};
 use crate::cloud::{CloudError, CloudSnapshot, CloudVolume, PoolResource, tags};
-use crate::model::{Event, InstanceId, Millis};
+use crate::model::{Event, InstanceId, Millis, warm_path, warm_target_group_name};
 use crate::plan::Action;
 use crate::store::UserRecord;
 use std::collections::HashSet;
@@ -192,10 +192,17 @@ impl Reconciler {
         let grace = inner.config.policy.orphan_grace;
 
         let users = inner.store.list_users().await?;
+        let ledger = inner.store.list_instances().await?;
         let user_ids: HashSet<&str> = users.iter().map(|u| u.user_id.as_str()).collect();
-        let paths: HashSet<String> = users.iter().map(|u| route_path(&u.route)).collect();
-        let group_names: HashSet<String> =
+        // A spare's warm route is the pool's while its ledger row lives (`Unwire` removes it
+        // before the row goes): its names cover a part created just before a crash.
+        let mut paths: HashSet<String> = users.iter().map(|u| route_path(&u.route)).collect();
+        let mut group_names: HashSet<String> =
             users.iter().map(|u| target_group_name(&u.route)).collect();
+        for row in &ledger {
+            paths.insert(warm_path(&row.instance_id.0));
+            group_names.insert(warm_target_group_name(&row.instance_id.0));
+        }
         let recorded: HashSet<&str> = users
             .iter()
             .flat_map(|u| {
@@ -205,6 +212,11 @@ impl Reconciler {
                     &u.secret_arn,
                 ]
             })
+            .chain(
+                ledger
+                    .iter()
+                    .flat_map(|r| [&r.warm.rule_arn, &r.warm.target_group_arn]),
+            )
             .filter_map(|arn| arn.as_deref())
             .collect();
         let held: HashSet<&InstanceId> = users

@@ -8,6 +8,7 @@ use super::{Reconciler, StepError, StepOutcome, StepResult, fatal, target_group_
 use crate::cloud::{CloudError, CloudErrorKind, RuleAction, tags};
 use crate::model::{
     ClaimStep, Event, InstanceId, Millis, NO_ROUTE_CAPACITY, RuleMatch, Shard, UserId, UserState,
+    WARM_SOURCE_IP,
 };
 use crate::store::{StoreError, UserRecord};
 use std::collections::BTreeMap;
@@ -172,35 +173,50 @@ impl Reconciler {
             Some(user) => user.shard,
             None => return Ok(()),
         };
-        let region = error.code == "TooManyTargetGroups";
         tracing::warn!(user = %user_id, shard = ?shard, error = %error, "a load balancer refused the route");
+        // The mark first, so a failed undo still holds the shard; the user waits, or is
+        // placed anew.
+        self.hold_routes(shard.as_deref(), &error).await?;
+        self.undo_for_route(user_id, error.to_string()).await
+    }
+
+    /// AWS refused a route that `shard` (or the region) was to hold: each takes no more routes
+    /// (users and spares' warm routes) than it holds now, the refused one aside, for
+    /// `capacity_ttl` or until routes leave it.
+    pub(super) async fn hold_routes(
+        &self,
+        shard: Option<&str>,
+        error: &CloudError,
+    ) -> Result<(), StepError> {
+        let region = error.code == "TooManyTargetGroups";
         metrics::counter!("spotpool_route_refusals_total", "code" => error.code.clone())
             .increment(1);
-        // The mark first, so a failed undo still holds the shard: the users each configured
-        // shard holds now, this one aside (it waits, or is placed anew).
-        let mut held: BTreeMap<String, u32> = self
-            .inner
-            .store
+        let store = &self.inner.store;
+        let mut held: BTreeMap<String, u32> = BTreeMap::new();
+        for (name, n) in store
             .users_per_shard()
             .await?
             .into_iter()
-            .filter(|(s, _)| self.inner.config.shard(s).is_some())
-            .map(|(s, n)| (s, n as u32))
-            .collect();
-        if let Some(n) = shard.as_ref().and_then(|own| held.get_mut(own)) {
+            .chain(store.warm_routes_per_shard().await?)
+        {
+            if self.inner.config.shard(&name).is_some() {
+                *held.entry(name).or_default() += n as u32;
+            }
+        }
+        if let Some(n) = shard.and_then(|own| held.get_mut(own)) {
             *n = n.saturating_sub(1);
         }
         let until = self.now() + self.inner.config.capacity_ttl.as_millis() as Millis;
-        {
-            let mut conditions = self.conditions();
-            if region {
-                conditions.region_mark = Some((held.values().sum(), until));
-            } else if let Some(name) = &shard {
-                let users = held.get(name).copied().unwrap_or(0);
-                conditions.route_marks.insert(name.clone(), (users, until));
-            }
+        let mut conditions = self.conditions();
+        if region {
+            conditions.region_mark = Some((held.values().sum(), until));
+        } else if let Some(name) = shard {
+            let routes = held.get(name).copied().unwrap_or(0);
+            conditions
+                .route_marks
+                .insert(name.to_string(), (routes, until));
         }
-        self.undo_for_route(user_id, error.to_string()).await
+        Ok(())
     }
 
     /// A queued user no shard has room for: it shows `no_route_capacity` (journalled once) and
@@ -242,12 +258,38 @@ impl Reconciler {
 
     /// A rule priority on `listener` no other claim of this pass gets. The unique index on
     /// (listener, priority) still decides against another process.
-    async fn take_priority(&self, listener: &str) -> Result<u32, StepError> {
+    pub(super) async fn take_priority(&self, listener: &str) -> Result<u32, StepError> {
+        let mut books = self.inner.priority_books.lock().await;
+        let book = self.read_book(&mut books, listener).await?;
+        Ok(book.take())
+    }
+
+    /// A warm rule for `instance` that already exists on `listener` (priority, ARN): one a
+    /// crash left unrecorded, or one an adopted spare had before this store knew it. From the
+    /// same once-per-pass listing as the priorities.
+    pub(super) async fn existing_warm_rule(
+        &self,
+        listener: &str,
+        instance: &InstanceId,
+    ) -> Result<Option<(u32, String)>, StepError> {
+        let mut books = self.inner.priority_books.lock().await;
+        let book = self.read_book(&mut books, listener).await?;
+        Ok(book
+            .warm
+            .get(&crate::model::warm_path(&instance.0))
+            .cloned())
+    }
+
+    /// `listener`'s book, read again (store and DescribeRules) once per pass.
+    async fn read_book<'b>(
+        &self,
+        books: &'b mut std::collections::HashMap<String, PriorityBook>,
+        listener: &str,
+    ) -> Result<&'b mut PriorityBook, StepError> {
         let pass = self
             .inner
             .pass_seq
             .load(std::sync::atomic::Ordering::Relaxed);
-        let mut books = self.inner.priority_books.lock().await;
         let book = books.entry(listener.to_string()).or_default();
         if book.pass != pass {
             let mut used: std::collections::BTreeSet<u32> = self
@@ -257,21 +299,26 @@ impl Reconciler {
                 .await?
                 .into_iter()
                 .collect();
-            used.extend(
-                self.inner
-                    .cloud
-                    .describe_rules(listener)
-                    .await?
-                    .into_iter()
-                    .filter_map(|r| r.priority),
-            );
+            let rules = self.inner.cloud.describe_rules(listener).await?;
+            used.extend(rules.iter().filter_map(|r| r.priority));
+            let warm = rules
+                .iter()
+                .filter(|r| r.source_ips.iter().any(|ip| ip == WARM_SOURCE_IP))
+                .filter_map(|r| {
+                    Some((
+                        r.path_patterns.first()?.clone(),
+                        (r.priority?, r.arn.clone()),
+                    ))
+                })
+                .collect();
             *book = PriorityBook {
                 pass,
                 used,
                 floor: 1,
+                warm,
             };
         }
-        Ok(book.take())
+        Ok(book)
     }
 }
 
@@ -286,6 +333,8 @@ pub(super) struct PriorityBook {
     used: std::collections::BTreeSet<u32>,
     /// Every priority below this one is taken (the search starts here, not at 1).
     floor: u32,
+    /// The warm rules on the listener, by path (`/_warm/<instance>`): priority and ARN.
+    warm: std::collections::HashMap<String, (u32, String)>,
 }
 
 impl PriorityBook {

@@ -3,6 +3,7 @@
 
 use super::{Store, StoreError, StoreResult};
 use crate::model::{InstanceId, InstanceStatus, Millis};
+use sqlx::Row;
 
 /// A row of the instance ledger.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +27,40 @@ pub struct InstanceRecord {
     /// When on-call asked for it to be recycled. Written only by [`Store::request_recycle`]
     /// (`put_instance` leaves it alone, so a pass cannot overwrite a request it never read).
     pub recycle_requested_at: Option<Millis>,
+    /// When its readiness probe passed: a pre-wired spare is wired from then on. Written only
+    /// by [`Store::mark_probed`].
+    pub probed_at: Option<Millis>,
+    /// A pre-wired spare's route, each part recorded as soon as it exists (ARCHITECTURE.md,
+    /// "Pre-wired spares"). Written only by [`Store::set_warm_route`] and
+    /// [`Store::clear_warm_route`]; a claim moves it to the user's row.
+    pub warm: WarmRoute,
+}
+
+/// A spare's own route on its shard: a target group with the instance registered, and a warm
+/// rule (a condition no client matches) forwarding to it, so the load balancer health-checks it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WarmRoute {
+    pub shard: Option<String>,
+    pub listener_arn: Option<String>,
+    pub priority: Option<u32>,
+    pub target_group_arn: Option<String>,
+    pub rule_arn: Option<String>,
+}
+
+impl WarmRoute {
+    /// Whether anything of it was recorded (then something may exist in AWS).
+    pub fn is_empty(&self) -> bool {
+        *self == WarmRoute::default()
+    }
+
+    /// Whether the target group and the rule both exist: a claim can take it.
+    pub fn is_complete(&self) -> bool {
+        self.shard.is_some()
+            && self.listener_arn.is_some()
+            && self.priority.is_some()
+            && self.target_group_arn.is_some()
+            && self.rule_arn.is_some()
+    }
 }
 
 impl InstanceRecord {
@@ -54,6 +89,8 @@ impl InstanceRecord {
             last_error: None,
             missed_observations: 0,
             recycle_requested_at: None,
+            probed_at: None,
+            warm: WarmRoute::default(),
         }
     }
 }
@@ -119,6 +156,7 @@ impl Store {
     }
 
     /// Changes an instance's status only if it is still `from`. Returns whether it applied.
+    /// An instance that goes back to `initializing` loses its probe mark: it is probed afresh.
     pub async fn transition_instance(
         &self,
         instance: &InstanceId,
@@ -129,7 +167,8 @@ impl Store {
         let changed = execute!(
             self,
             sqlx::query(
-                "UPDATE instances SET status = $1, status_since = $2, probe_command_id = NULL
+                "UPDATE instances SET status = $1, status_since = $2, probe_command_id = NULL,
+                    probed_at = CASE WHEN $1 = 'initializing' THEN NULL ELSE probed_at END
                  WHERE instance_id = $3 AND status = $4",
             )
             .bind(to.as_str())
@@ -146,6 +185,81 @@ impl Store {
             sqlx::query("DELETE FROM instances WHERE instance_id = $1").bind(&instance.0)
         );
         Ok(())
+    }
+
+    /// Records that the instance passed its readiness probe (it stays `initializing` until it
+    /// is wired). False if it is no longer `initializing`.
+    pub async fn mark_probed(&self, instance: &InstanceId, now: Millis) -> StoreResult<bool> {
+        let done = execute!(
+            self,
+            sqlx::query(
+                "UPDATE instances SET probed_at = $2, probe_command_id = NULL
+                 WHERE instance_id = $1 AND status = 'initializing'",
+            )
+            .bind(&instance.0)
+            .bind(now)
+        );
+        Ok(done == 1)
+    }
+
+    /// Records a spare's warm route as it is built. Only while the instance is a spare
+    /// (`initializing` or `available`): false once a claim took it or it is retiring, and then
+    /// the caller removes what it has just created.
+    pub async fn set_warm_route(
+        &self,
+        instance: &InstanceId,
+        warm: &WarmRoute,
+    ) -> StoreResult<bool> {
+        let result = on_pool!(self, |pool| sqlx::query(
+            "UPDATE instances SET warm_shard = $2, warm_listener_arn = $3, warm_priority = $4,
+                warm_target_group_arn = $5, warm_rule_arn = $6
+             WHERE instance_id = $1 AND status IN ('initializing', 'available')",
+        )
+        .bind(&instance.0)
+        .bind(&warm.shard)
+        .bind(&warm.listener_arn)
+        .bind(warm.priority.map(i64::from))
+        .bind(&warm.target_group_arn)
+        .bind(&warm.rule_arn)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()));
+        match result {
+            Ok(done) => Ok(done == 1),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(
+                format!("the warm priority of {instance} is taken"),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Forgets a spare's warm route once its rule and target group are deleted.
+    pub async fn clear_warm_route(&self, instance: &InstanceId) -> StoreResult<()> {
+        execute!(
+            self,
+            sqlx::query(
+                "UPDATE instances SET warm_shard = NULL, warm_listener_arn = NULL,
+                    warm_priority = NULL, warm_target_group_arn = NULL, warm_rule_arn = NULL
+                 WHERE instance_id = $1",
+            )
+            .bind(&instance.0)
+        );
+        Ok(())
+    }
+
+    /// The spares wired on each shard (their warm routes count against its capacity).
+    pub async fn warm_routes_per_shard(&self) -> StoreResult<Vec<(String, i64)>> {
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT warm_shard, COUNT(*) AS n FROM instances
+                 WHERE warm_shard IS NOT NULL GROUP BY warm_shard",
+            )
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get::<String, _>("warm_shard")?, r.try_get("n")?)))
+                .collect()
+        })
     }
 
     /// Marks an instance for recycling. False if it is unknown or already terminating.
@@ -193,6 +307,12 @@ pub(super) struct InstanceColumns {
     last_error: Option<String>,
     missed_observations: i64,
     recycle_requested_at: Option<Millis>,
+    probed_at: Option<Millis>,
+    warm_shard: Option<String>,
+    warm_listener_arn: Option<String>,
+    warm_priority: Option<i64>,
+    warm_target_group_arn: Option<String>,
+    warm_rule_arn: Option<String>,
 }
 
 impl TryFrom<InstanceColumns> for InstanceRecord {
@@ -220,6 +340,14 @@ impl TryFrom<InstanceColumns> for InstanceRecord {
             last_error: row.last_error,
             missed_observations: row.missed_observations as u32,
             recycle_requested_at: row.recycle_requested_at,
+            probed_at: row.probed_at,
+            warm: WarmRoute {
+                shard: row.warm_shard,
+                listener_arn: row.warm_listener_arn,
+                priority: row.warm_priority.map(|p| p as u32),
+                target_group_arn: row.warm_target_group_arn,
+                rule_arn: row.warm_rule_arn,
+            },
         })
     }
 }

@@ -133,6 +133,7 @@ pub fn set_every_column(user: &mut UserRecord, held: &InstanceId, target: &Insta
         rule_priority: Some(4_000),
         rule_arn: Some("arn:rule".into()),
         target_group_arn: Some("arn:tg".into()),
+        prewired: Some(crate::model::Prewired::Switched),
     };
     user.teardown = Some(TeardownKind::Recover);
     user.moving = Some(MoveProgress {

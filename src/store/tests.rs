@@ -6,7 +6,7 @@
 use super::*;
 use crate::model::{
     ClaimStep, Event, InstanceId, InstanceStatus, InterruptionNotice, Lifecycle, Millis,
-    MoveProgress, MoveReason, NoticeKind, TierCondition, UserId, UserState,
+    MoveProgress, MoveReason, NoticeKind, Routing, TierCondition, UserId, UserState,
 };
 
 /// `store_tests!(a, b, ...)`: the tests `sqlite::a`, `postgres::a`, ... each running the
@@ -53,6 +53,7 @@ store_tests!(
     tier_overrides_are_upserted_and_the_audit_log_lists_newest_first,
     a_tier_condition_keeps_its_since_while_the_cause_stays,
     the_lease_goes_to_one_replica_until_it_runs_out_or_is_handed_back,
+    a_claim_takes_a_spares_complete_warm_route_on_the_users_shard_only,
 );
 
 async fn sqlite_store() -> Store {
@@ -93,6 +94,8 @@ fn available(id: &str) -> InstanceRecord {
         last_error: None,
         missed_observations: 0,
         recycle_requested_at: None,
+        probed_at: None,
+        warm: Default::default(),
     }
 }
 
@@ -1240,4 +1243,167 @@ fn is_fenced(error: &StoreError) -> bool {
         StoreError::Database(sqlx::Error::Database(e)) => e.code().as_deref() == Some("SPF01"),
         _ => false,
     }
+}
+
+fn warm_route(instance: &str, priority: u32) -> WarmRoute {
+    WarmRoute {
+        shard: Some("s0".into()),
+        listener_arn: Some("arn:l".into()),
+        priority: Some(priority),
+        target_group_arn: Some(format!("arn:tg/sp-warm-{instance}")),
+        rule_arn: Some(format!("arn:rule/{instance}")),
+    }
+}
+
+async fn a_claim_takes_a_spares_complete_warm_route_on_the_users_shard_only(store: Store) {
+    // A probed spare is wired while `initializing` or `available`, never after a claim.
+    let mut spare = available("i-1");
+    spare.status = InstanceStatus::Initializing;
+    store.put_instance(&spare).await.unwrap();
+    assert!(store.mark_probed(&spare.instance_id, 5).await.unwrap());
+    let warm = warm_route("i-1", 11);
+    assert!(
+        store
+            .set_warm_route(&spare.instance_id, &warm)
+            .await
+            .unwrap()
+    );
+    let read = store
+        .get_instance(&spare.instance_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((read.probed_at, &read.warm), (Some(5), &warm));
+    // `put_instance` (the pass's observations) leaves the warm route and the probe mark alone.
+    store.put_instance(&spare).await.unwrap();
+    let read = store
+        .get_instance(&spare.instance_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((read.probed_at, &read.warm), (Some(5), &warm));
+    assert!(
+        store
+            .transition_instance(
+                &spare.instance_id,
+                InstanceStatus::Initializing,
+                InstanceStatus::Available,
+                6
+            )
+            .await
+            .unwrap()
+    );
+    // Its priority counts as used on the listener, and a second spare cannot hold it.
+    assert_eq!(store.used_priorities("arn:l").await.unwrap(), vec![11]);
+    store.put_instance(&available("i-2")).await.unwrap();
+    let taken = store
+        .set_warm_route(&InstanceId("i-2".into()), &warm_route("i-2", 11))
+        .await;
+    assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
+    assert_eq!(
+        store.warm_routes_per_shard().await.unwrap(),
+        vec![("s0".to_string(), 1)]
+    );
+
+    // A user on another shard gets the spare but not its route.
+    let elsewhere = user("bob", "r2");
+    store.insert_user(&elsewhere).await.unwrap();
+    assert!(
+        store
+            .assign(&elsewhere.user_id, &spare.instance_id, "s1", 7)
+            .await
+            .unwrap()
+    );
+    let bob = store.get_user(&elsewhere.user_id).await.unwrap().unwrap();
+    assert_eq!(bob.routing, Routing::default());
+    let read = store
+        .get_instance(&spare.instance_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.warm, warm, "left for the pool to remove");
+    // A claimed spare is wired no further.
+    assert!(
+        !store
+            .set_warm_route(&spare.instance_id, &warm)
+            .await
+            .unwrap()
+    );
+    store.clear_warm_route(&spare.instance_id).await.unwrap();
+    assert!(
+        store
+            .get_instance(&spare.instance_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .warm
+            .is_empty()
+    );
+
+    // A user on the spare's shard takes the complete route, in the same transaction.
+    let mut third = available("i-3");
+    third.status = InstanceStatus::Available;
+    store.put_instance(&third).await.unwrap();
+    assert!(
+        store
+            .set_warm_route(&third.instance_id, &warm_route("i-3", 12))
+            .await
+            .unwrap()
+    );
+    let alice = user("alice", "r1");
+    store.insert_user(&alice).await.unwrap();
+    assert!(
+        store
+            .assign(&alice.user_id, &third.instance_id, "s0", 8)
+            .await
+            .unwrap()
+    );
+    let alice = store.get_user(&alice.user_id).await.unwrap().unwrap();
+    assert_eq!(
+        alice.routing,
+        Routing {
+            listener_arn: Some("arn:l".into()),
+            rule_priority: Some(12),
+            rule_arn: Some("arn:rule/i-3".into()),
+            target_group_arn: Some("arn:tg/sp-warm-i-3".into()),
+            prewired: Some(crate::model::Prewired::Warm),
+        }
+    );
+    assert_eq!(alice.shard.as_deref(), Some("s0"));
+    let read = store
+        .get_instance(&third.instance_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(read.warm.is_empty(), "the route moved: {:?}", read.warm);
+    assert_eq!(store.used_priorities("arn:l").await.unwrap(), vec![12]);
+
+    // An incomplete route (no rule yet) stays with the spare.
+    let mut fourth = available("i-4");
+    fourth.status = InstanceStatus::Available;
+    store.put_instance(&fourth).await.unwrap();
+    let mut partial = warm_route("i-4", 13);
+    partial.rule_arn = None;
+    assert!(
+        store
+            .set_warm_route(&fourth.instance_id, &partial)
+            .await
+            .unwrap()
+    );
+    let carol = user("carol", "r3");
+    store.insert_user(&carol).await.unwrap();
+    assert!(
+        store
+            .assign(&carol.user_id, &fourth.instance_id, "s0", 9)
+            .await
+            .unwrap()
+    );
+    let carol = store.get_user(&carol.user_id).await.unwrap().unwrap();
+    assert_eq!(carol.routing, Routing::default());
+    let read = store
+        .get_instance(&fourth.instance_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.warm, partial);
 }

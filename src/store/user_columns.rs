@@ -6,7 +6,7 @@ use super::users::UserRecord;
 use super::{StoreError, StoreResult, parse_column};
 use crate::model::{
     ClaimProgress, ClaimStep, InstanceId, Millis, MoveProgress, MoveReason, MoveStep, MoveTarget,
-    Relocation, Routing, SentCommand, TeardownKind, UserId, UserState, Workspace,
+    Prewired, Relocation, Routing, SentCommand, TeardownKind, UserId, UserState, Workspace,
 };
 
 /// The `users` table's columns, as sqlx reads and binds them.
@@ -26,6 +26,7 @@ pub(super) struct UserColumns {
     pub(super) shard: Option<String>,
     pub(super) rule_priority: Option<i64>,
     pub(super) rule_arn: Option<String>,
+    pub(super) prewired_route: Option<String>,
     pub(super) teardown: Option<String>,
     pub(super) move_instance_id: Option<String>,
     pub(super) move_step: Option<String>,
@@ -94,6 +95,7 @@ impl From<&UserRecord> for UserColumns {
             shard: user.shard.clone(),
             rule_priority: user.routing.rule_priority.map(i64::from),
             rule_arn: user.routing.rule_arn.clone(),
+            prewired_route: user.routing.prewired.map(|p| p.as_str().into()),
             teardown: user.teardown.map(|t| t.as_str().into()),
             move_instance_id: target.map(|t| t.instance.0.clone()),
             move_step: target.map(|t| t.step.as_str().into()),
@@ -213,6 +215,11 @@ impl TryFrom<UserColumns> for UserRecord {
                 rule_priority: row.rule_priority.map(|p| p as u32),
                 rule_arn: row.rule_arn,
                 target_group_arn: row.target_group_arn,
+                prewired: parse_column(
+                    Prewired::parse,
+                    row.prewired_route,
+                    field("prewired_route"),
+                )?,
             },
             teardown: parse_column(TeardownKind::parse, row.teardown, field("teardown"))?,
             moving,

@@ -131,6 +131,21 @@ impl UserRecord {
 /// Every user row, in queue order (also the reconciler's snapshot, `generations.rs`).
 pub(super) const SELECT_ALL: &str = "SELECT * FROM users ORDER BY requested_at, user_id";
 
+/// The claim's half of handing a pre-wired spare's route to its user ($1 the instance, $2 the
+/// user): only a complete warm route on the user's shard, only to a user with no route.
+const TAKE_WARM_ROUTE: &str = "UPDATE users SET
+        listener_arn = (SELECT warm_listener_arn FROM instances WHERE instance_id = $1),
+        rule_priority = (SELECT warm_priority FROM instances WHERE instance_id = $1),
+        rule_arn = (SELECT warm_rule_arn FROM instances WHERE instance_id = $1),
+        target_group_arn = (SELECT warm_target_group_arn FROM instances WHERE instance_id = $1),
+        prewired_route = 'warm'
+     WHERE user_id = $2 AND listener_arn IS NULL AND rule_priority IS NULL AND rule_arn IS NULL
+        AND target_group_arn IS NULL
+        AND shard = (SELECT warm_shard FROM instances
+                     WHERE instance_id = $1 AND warm_rule_arn IS NOT NULL
+                        AND warm_target_group_arn IS NOT NULL AND warm_listener_arn IS NOT NULL
+                        AND warm_priority IS NOT NULL)";
+
 impl Store {
     pub async fn get_user(&self, user: &UserId) -> StoreResult<Option<UserRecord>> {
         let row = on_pool!(self, |pool| sqlx::query_as::<_, UserColumns>(
@@ -203,6 +218,7 @@ impl Store {
                 shard,
                 rule_priority,
                 rule_arn,
+                prewired_route,
                 teardown,
                 move_instance_id,
                 move_step,
@@ -331,6 +347,11 @@ impl Store {
     /// Atomically gives an `available` instance to a `queued` user, placed on `shard` (its own
     /// already, or the one `plan` chose with it): both change or neither does. Returns false if
     /// either has moved on (another pass, a DELETE) in the meantime.
+    ///
+    /// A pre-wired spare's route (target group, warm rule, priority) moves into the user's row in
+    /// the same transaction when the spare was wired on the user's shard and the user has no
+    /// route of its own (a woken user keeps its rule): the user's `prewired_route` becomes
+    /// `warm`. Otherwise the spare keeps its warm route, which the pool then removes.
     pub async fn assign(
         &self,
         user: &UserId,
@@ -341,7 +362,7 @@ impl Store {
         self.take_spare(
             "UPDATE users SET state = 'provisioning', instance_id = $1, claim_step = 'assigned',
                 command_id = NULL, command_sent_at = NULL, error = NULL, claimed_at = $2,
-                updated_at = $2, shard = $4, version = version + 1
+                updated_at = $2, shard = $4, prewired_route = NULL, version = version + 1
              WHERE user_id = $3 AND state = 'queued' AND instance_id IS NULL",
             user,
             instance,
@@ -414,6 +435,24 @@ impl Store {
                     $tx.rollback().await?;
                     return Ok(false);
                 }
+                if shard.is_some() {
+                    let moved = sqlx::query(TAKE_WARM_ROUTE)
+                        .bind(&instance.0)
+                        .bind(user.as_str())
+                        .execute(&mut *$tx)
+                        .await?;
+                    if moved.rows_affected() == 1 {
+                        sqlx::query(
+                            "UPDATE instances SET warm_shard = NULL, warm_listener_arn = NULL,
+                                warm_priority = NULL, warm_target_group_arn = NULL,
+                                warm_rule_arn = NULL
+                             WHERE instance_id = $1",
+                        )
+                        .bind(&instance.0)
+                        .execute(&mut *$tx)
+                        .await?;
+                    }
+                }
                 $tx.commit().await?;
                 Ok(true)
             }};
@@ -447,7 +486,10 @@ impl Store {
         on_pool!(self, |pool| {
             let rows = sqlx::query(
                 "SELECT rule_priority FROM users
-                 WHERE listener_arn = $1 AND rule_priority IS NOT NULL",
+                 WHERE listener_arn = $1 AND rule_priority IS NOT NULL
+                 UNION ALL
+                 SELECT warm_priority FROM instances
+                 WHERE warm_listener_arn = $1 AND warm_priority IS NOT NULL",
             )
             .bind(listener_arn)
             .fetch_all(pool)

@@ -188,8 +188,17 @@ async fn repair_lists_exactly_the_orphans_and_deletes_exactly_them() {
             "{foreign}"
         );
     }
-    assert_eq!(groups.len(), 2 + 1, "alice's, bob's and the foreign group");
-    assert_eq!(rules.len(), 2);
+    // The spare's warm route is the pool's, not an orphan.
+    assert_eq!(
+        groups.len(),
+        2 + 1 + 1,
+        "alice's, bob's, the foreign group and the spare's warm group"
+    );
+    assert_eq!(
+        rules.len(),
+        2 + 1,
+        "alice's, bob's and the spare's warm rule"
+    );
     assert_eq!(secrets.len(), 2 + 1);
     for user in ["alice", "bob"] {
         assert_eq!(world.user_state(user).await, Some(UserState::Ready));

@@ -202,6 +202,16 @@ impl Cloud for Crashing {
     async fn set_rule_action(&self, rule_arn: &str, action: &RuleAction) -> CloudResult<()> {
         forward!(self.set_rule_action(rule_arn, action))
     }
+    async fn set_rule_match(
+        &self,
+        rule_arn: &str,
+        condition: &spotpool::model::RuleMatch,
+    ) -> CloudResult<()> {
+        forward!(self.set_rule_match(rule_arn, condition))
+    }
+    async fn tag_elb_resources(&self, arns: &[String], tags: &Tags) -> CloudResult<()> {
+        forward!(self.tag_elb_resources(arns, tags))
+    }
     async fn create_volume(&self, request: &VolumeRequest) -> CloudResult<String> {
         forward!(self.create_volume(request))
     }

@@ -81,7 +81,7 @@ async fn e2e_pool_claims_release_and_bad_requests_against_moto() {
         );
 
         let group = aws
-            .target_group_arn(&format!("sp-{route}"))
+            .user_target_group(&infra.listener_arn, route)
             .await
             .expect("target group");
         // The gateway's port and health path; the daemon's check timings, not AWS's (30 s × 5
@@ -569,7 +569,7 @@ async fn e2e_an_interruption_warning_moves_the_user_to_a_new_instance() {
     let old = before["instance_id"].as_str().unwrap().to_string();
     let route = before["route"].as_str().unwrap().to_string();
     let group = aws
-        .target_group_arn(&format!("sp-{route}"))
+        .user_target_group(&infra.listener_arn, &route)
         .await
         .expect("alice's target group");
     let rules_before = aws.rules(&infra.listener_arn).await;

@@ -103,8 +103,10 @@ capacity = 3
                 .iter()
                 .find(|(conditions, _)| conditions == &vec![condition.clone()])
                 .unwrap_or_else(|| panic!("{shard}: no rule {condition:?} in {rules:?}"));
-            assert!(
-                rule.1[0].contains(&format!("targetgroup/sp-{route}/")),
+            // Its own group, or the one its pre-wired spare brought: holding exactly it.
+            assert_eq!(
+                aws.targets(&rule.1[0]).await,
+                vec![doc["instance_id"].as_str().unwrap().to_string()],
                 "{rule:?}"
             );
         }

@@ -6,8 +6,8 @@
 //!
 //! **Profile.** `aws-profile.md` (latencies, effects, the account's quota buckets) with 10% 5xx
 //! and 10% throttling on every attempt of every operation, the SDK's standard retries as the
-//! daemon configures them (4 attempts, 8 for the API's secret writes, 30 s per call), and no spot
-//! capacity for t3.small in either subnet: the tier lists t3.small then t3a.small, so launches
+//! daemon configures them (4 attempts; 8 with backoffs capped at 4 s for the API's secret
+//! writes; 30 s per call), and no spot capacity for t3.small in either subnet: the tier lists t3.small then t3a.small, so launches
 //! fall back to t3a.small, and every time the unavailable-offerings TTL (3 min) runs out a launch
 //! tries t3.small again and gets a capacity error.
 //!

@@ -1,6 +1,6 @@
 //! The reconciler against the fake cloud, through the real API and store.
 
-use crate::world::{LISTENER, World};
+use crate::world::{LISTENER, World, reconciler_config};
 use axum::http::StatusCode;
 use spotpool::cloud::{CloudErrorKind, CommandStatus, tags};
 use spotpool::model::{InstanceStatus, UserState};
@@ -77,12 +77,16 @@ async fn claims_become_ready_with_tags_route_and_secret_and_the_pool_refills() {
             Some(user)
         );
 
+        // The target group the pre-wired spare brought, recorded in the user's row.
+        let row = world.user_row(user).await;
+        let group_arn = row.routing.target_group_arn.clone().unwrap();
         let group = world
             .cloud
             .target_groups()
             .into_iter()
-            .find(|g| g.name == format!("sp-{route}"))
+            .find(|g| g.arn == group_arn)
             .unwrap();
+        assert_eq!(group.name, format!("sp-warm-{}", &instance_id[2..]));
         assert_eq!(
             group
                 .targets
@@ -195,8 +199,27 @@ async fn delete_removes_rule_target_group_instance_and_secret() {
 
     assert_eq!(world.get_user("alice").await.0, StatusCode::NOT_FOUND);
     assert_eq!(world.delete_user("alice").await.0, StatusCode::NOT_FOUND);
-    assert!(world.cloud.rules().is_empty());
-    assert!(world.cloud.target_groups().is_empty());
+    // What is left on the load balancer is the spare's warm route.
+    let spare = world.ledger_ids(InstanceStatus::Available).await;
+    assert_eq!(spare.len(), 1);
+    let warm = format!("/_warm/{}", spare[0]);
+    assert!(
+        world
+            .cloud
+            .rules()
+            .iter()
+            .all(|r| r.condition.value() == warm),
+        "{:?}",
+        world.cloud.rules()
+    );
+    assert_eq!(world.cloud.rules().len(), 1);
+    let groups: Vec<String> = world
+        .cloud
+        .target_groups()
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    assert_eq!(groups, [format!("sp-warm-{}", &spare[0][2..])]);
     assert!(world.cloud.secrets().is_empty());
     assert!(
         world
@@ -208,22 +231,36 @@ async fn delete_removes_rule_target_group_instance_and_secret() {
     world.assert_no_leaks().await;
 }
 
-/// The claim steps and the cloud operation each depends on.
-const CLAIM_OPERATIONS: &[&str] = &[
-    "CreateTags",
-    "TagResource",
-    "SendCommand",
-    "GetCommandInvocation",
-    "CreateTargetGroup",
-    "RegisterTargets",
-    "DescribeRules",
-    "CreateRule",
+/// A world whose spares are pre-wired, or not (the claim makes the user's route).
+async fn world_with_prewiring(spares: u32, max: u32, prewired: bool) -> World {
+    let mut config = reconciler_config(spares, max);
+    config.prewired_spares = prewired;
+    World::with_config(config).await
+}
+
+/// The claim steps and the cloud operation each depends on, without pre-wired spares (the
+/// claim makes the route) and with them (the claim switches the spare's rule).
+const CLAIM_OPERATIONS: &[(bool, &str)] = &[
+    (false, "CreateTags"),
+    (false, "TagResource"),
+    (false, "SendCommand"),
+    (false, "GetCommandInvocation"),
+    (false, "CreateTargetGroup"),
+    (false, "RegisterTargets"),
+    (false, "DescribeRules"),
+    (false, "CreateRule"),
+    (true, "CreateTags"),
+    (true, "TagResource"),
+    (true, "SendCommand"),
+    (true, "GetCommandInvocation"),
+    (true, "ModifyRule"),
+    (true, "DescribeTargetHealth"),
 ];
 
 #[tokio::test]
 async fn a_failure_at_any_claim_step_rolls_back_and_retries_on_another_instance() {
-    for operation in CLAIM_OPERATIONS {
-        let world = World::new(2, 10).await;
+    for (prewired, operation) in CLAIM_OPERATIONS {
+        let world = world_with_prewiring(2, 10, *prewired).await;
         world.run_until_quiet(20).await;
         world.cloud.fail_next(operation, CloudErrorKind::Fatal, 1);
         world.put_user("alice", SECRET_BODY).await;
@@ -231,10 +268,10 @@ async fn a_failure_at_any_claim_step_rolls_back_and_retries_on_another_instance(
         let (_, doc) = world.get_user("alice").await;
         assert_eq!(
             doc["state"], "ready",
-            "after one {operation} failure: {doc}"
+            "after one {operation} failure (pre-wired: {prewired}): {doc}"
         );
         let user = world.user_row("alice").await;
-        assert_eq!(user.attempts, 1, "{operation}");
+        assert_eq!(user.attempts, 1, "{operation} (pre-wired: {prewired})");
         world.assert_no_leaks().await;
     }
 }
@@ -243,8 +280,14 @@ async fn a_failure_at_any_claim_step_rolls_back_and_retries_on_another_instance(
 async fn a_step_that_keeps_failing_ends_failed_with_the_cause_and_no_leaks() {
     // (SendCommand and GetCommandInvocation also serve the readiness probe, so failing them for
     // good stops the pool itself; a failing container has its own test below.)
-    for operation in ["CreateTargetGroup", "RegisterTargets", "CreateRule"] {
-        let world = World::new(1, 10).await;
+    let cases = [
+        (false, "CreateTargetGroup"),
+        (false, "RegisterTargets"),
+        (false, "CreateRule"),
+        (true, "ModifyRule"),
+    ];
+    for (prewired, operation) in cases {
+        let world = world_with_prewiring(1, 10, prewired).await;
         world.run_until_quiet(20).await;
         world
             .cloud
@@ -481,7 +524,8 @@ async fn an_instance_that_may_have_received_the_start_command_is_never_reused() 
 
 #[tokio::test]
 async fn a_rollback_whose_secret_untag_fails_still_finishes() {
-    let world = World::new(2, 10).await;
+    // (Without pre-wired spares: the claim makes the target group.)
+    let world = world_with_prewiring(2, 10, false).await;
     world.run_until_quiet(20).await;
     world
         .cloud

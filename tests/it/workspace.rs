@@ -154,7 +154,18 @@ async fn sleep_keeps_workspace_secret_and_route_and_wake_brings_the_same_ones_ba
     let rules = world.cloud.rules();
     let asleep_rule = rules.iter().find(|r| r.arn == rule).unwrap();
     assert_eq!(asleep_rule.fixed_response, Some(503));
-    assert!(world.cloud.target_groups().is_empty());
+    let spares = world
+        .ledger_ids(spotpool::model::InstanceStatus::Available)
+        .await;
+    for group in world.cloud.target_groups() {
+        assert!(
+            spares
+                .iter()
+                .any(|s| group.name == format!("sp-warm-{}", &s[2..])),
+            "only the spares' warm groups are left: {}",
+            group.name
+        );
+    }
     let row = world.user_row("alice").await;
     assert_eq!(row.routing.target_group_arn, None);
     assert_eq!(row.secret_arn, secret);

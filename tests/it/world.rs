@@ -358,6 +358,18 @@ impl World {
         .await
     }
 
+    /// The ids of the ledger's instances in `status`.
+    pub async fn ledger_ids(&self, status: InstanceStatus) -> Vec<String> {
+        self.store
+            .list_instances()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|i| i.status == status)
+            .map(|i| i.instance_id.0)
+            .collect()
+    }
+
     pub async fn ledger_count(&self, status: InstanceStatus) -> usize {
         self.store
             .list_instances()
@@ -446,9 +458,15 @@ impl World {
                 }
             }
         }
+        // Users' routes, and the warm routes of the spares in the ledger.
         let group_arns: HashSet<&str> = users
             .iter()
             .filter_map(|u| u.routing.target_group_arn.as_deref())
+            .chain(
+                ledger
+                    .iter()
+                    .filter_map(|r| r.warm.target_group_arn.as_deref()),
+            )
             .collect();
         for group in self.cloud.target_groups() {
             assert!(
@@ -460,7 +478,21 @@ impl World {
         let rule_arns: HashSet<&str> = users
             .iter()
             .filter_map(|u| u.routing.rule_arn.as_deref())
+            .chain(ledger.iter().filter_map(|r| r.warm.rule_arn.as_deref()))
             .collect();
+        for row in &ledger {
+            if !row.warm.is_empty() {
+                assert!(
+                    matches!(
+                        row.status,
+                        InstanceStatus::Available | InstanceStatus::Initializing
+                    ),
+                    "{} is {} with a warm route",
+                    row.instance_id,
+                    row.status.as_str()
+                );
+            }
+        }
         for rule in self.cloud.rules() {
             assert!(
                 rule_arns.contains(rule.arn.as_str()),

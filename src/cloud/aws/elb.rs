@@ -225,19 +225,7 @@ impl AwsCloud {
         target_group_arn: &str,
         tags: &Tags,
     ) -> CloudResult<String> {
-        use aws_sdk_elasticloadbalancingv2::types::{
-            Action, ActionTypeEnum, HostHeaderConditionConfig, PathPatternConditionConfig,
-            RuleCondition,
-        };
-        let rule_condition = match condition {
-            RuleMatch::Path(path) => RuleCondition::builder()
-                .field("path-pattern")
-                .path_pattern_config(PathPatternConditionConfig::builder().values(path).build()),
-            RuleMatch::Host(host) => RuleCondition::builder()
-                .field("host-header")
-                .host_header_config(HostHeaderConditionConfig::builder().values(host).build()),
-        }
-        .build();
+        use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum};
         let priority_i32 = i32::try_from(priority).map_err(|_| {
             CloudError::new(
                 CloudErrorKind::Fatal,
@@ -253,7 +241,7 @@ impl AwsCloud {
                 .create_rule()
                 .listener_arn(listener_arn)
                 .priority(priority_i32)
-                .conditions(rule_condition)
+                .set_conditions(Some(rule_conditions(condition)))
                 .actions(
                     Action::builder()
                         .r#type(ActionTypeEnum::Forward)
@@ -317,6 +305,48 @@ impl AwsCloud {
         )
         .await
         .map_err(|err| with_context(err, format!("changing the action of rule {rule_arn}")))?;
+        Ok(())
+    }
+
+    pub(super) async fn elb_set_rule_match(
+        &self,
+        rule_arn: &str,
+        condition: &RuleMatch,
+    ) -> CloudResult<()> {
+        call(
+            "elbv2",
+            "ModifyRule",
+            self.elb
+                .modify_rule()
+                .rule_arn(rule_arn)
+                .set_conditions(Some(rule_conditions(condition)))
+                .send(),
+        )
+        .await
+        .map_err(|err| {
+            with_context(
+                err,
+                format!("switching rule {rule_arn} to {}", condition.value()),
+            )
+        })?;
+        Ok(())
+    }
+
+    pub(super) async fn elb_add_tags(&self, arns: &[String], tags: &Tags) -> CloudResult<()> {
+        if arns.is_empty() || tags.is_empty() {
+            return Ok(());
+        }
+        call(
+            "elbv2",
+            "AddTags",
+            self.elb
+                .add_tags()
+                .set_resource_arns(Some(arns.to_vec()))
+                .set_tags(Some(elb_tags(tags)))
+                .send(),
+        )
+        .await
+        .map_err(|err| with_context(err, format!("tagging {}", arns.join(", "))))?;
         Ok(())
     }
 
@@ -487,6 +517,7 @@ fn rule_info(rule: &aws_sdk_elasticloadbalancingv2::types::Rule) -> CloudResult<
     };
     let mut path_patterns = Vec::new();
     let mut host_headers = Vec::new();
+    let mut source_ips = Vec::new();
     for condition in rule.conditions() {
         match condition.field() {
             Some("path-pattern") => {
@@ -500,6 +531,11 @@ fn rule_info(rule: &aws_sdk_elasticloadbalancingv2::types::Rule) -> CloudResult<
                     host_headers.extend(config.values().iter().cloned());
                 }
                 host_headers.extend(condition.values().iter().cloned());
+            }
+            Some("source-ip") => {
+                if let Some(config) = condition.source_ip_config() {
+                    source_ips.extend(config.values().iter().cloned());
+                }
             }
             _ => {}
         }
@@ -533,8 +569,46 @@ fn rule_info(rule: &aws_sdk_elasticloadbalancingv2::types::Rule) -> CloudResult<
         priority,
         path_patterns,
         host_headers,
+        source_ips,
         target_group_arns,
     })
+}
+
+/// A rule's conditions for `condition`: one path pattern or host header; a warm rule's source
+/// address and path pattern.
+fn rule_conditions(
+    condition: &RuleMatch,
+) -> Vec<aws_sdk_elasticloadbalancingv2::types::RuleCondition> {
+    use aws_sdk_elasticloadbalancingv2::types::{
+        HostHeaderConditionConfig, PathPatternConditionConfig, RuleCondition,
+        SourceIpConditionConfig,
+    };
+    let path = |path: &str| {
+        RuleCondition::builder()
+            .field("path-pattern")
+            .path_pattern_config(PathPatternConditionConfig::builder().values(path).build())
+            .build()
+    };
+    match condition {
+        RuleMatch::Path(value) => vec![path(value)],
+        RuleMatch::Host(host) => vec![
+            RuleCondition::builder()
+                .field("host-header")
+                .host_header_config(HostHeaderConditionConfig::builder().values(host).build())
+                .build(),
+        ],
+        RuleMatch::Warm(value) => vec![
+            RuleCondition::builder()
+                .field("source-ip")
+                .source_ip_config(
+                    SourceIpConditionConfig::builder()
+                        .values(crate::model::WARM_SOURCE_IP)
+                        .build(),
+                )
+                .build(),
+            path(value),
+        ],
+    }
 }
 
 /// A health-check count for the SDK's `i32` fields. Config validation keeps them at most 300, so

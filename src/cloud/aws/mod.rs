@@ -367,6 +367,18 @@ impl Cloud for AwsCloud {
         self.elb_set_rule_action(rule_arn, action).await
     }
 
+    async fn set_rule_match(
+        &self,
+        rule_arn: &str,
+        condition: &crate::model::RuleMatch,
+    ) -> CloudResult<()> {
+        self.elb_set_rule_match(rule_arn, condition).await
+    }
+
+    async fn tag_elb_resources(&self, arns: &[String], tags: &Tags) -> CloudResult<()> {
+        self.elb_add_tags(arns, tags).await
+    }
+
     async fn create_volume(&self, request: &VolumeRequest) -> CloudResult<String> {
         self.ebs_create_volume(request).await
     }

@@ -232,6 +232,7 @@ impl AwsCloud {
 fn secret_write_override(config: &AwsCloudConfig) -> aws_sdk_secretsmanager::config::Builder {
     aws_sdk_secretsmanager::config::Builder::default().retry_config(
         aws_config::retry::RetryConfig::standard()
-            .with_max_attempts(config.secret_write_attempts.max(1)),
+            .with_max_attempts(config.secret_write_attempts.max(1))
+            .with_max_backoff(crate::cloud::SECRET_WRITE_MAX_BACKOFF),
     )
 }

@@ -437,12 +437,16 @@ impl Cloud for FakeCloud {
                 arn: r.arn.clone(),
                 priority: Some(r.priority),
                 path_patterns: match &r.condition {
-                    RuleMatch::Path(path) => vec![path.clone()],
+                    RuleMatch::Path(path) | RuleMatch::Warm(path) => vec![path.clone()],
                     RuleMatch::Host(_) => Vec::new(),
                 },
                 host_headers: match &r.condition {
                     RuleMatch::Host(host) => vec![host.clone()],
-                    RuleMatch::Path(_) => Vec::new(),
+                    RuleMatch::Path(_) | RuleMatch::Warm(_) => Vec::new(),
+                },
+                source_ips: match &r.condition {
+                    RuleMatch::Warm(_) => vec![crate::model::WARM_SOURCE_IP.to_string()],
+                    RuleMatch::Path(_) | RuleMatch::Host(_) => Vec::new(),
                 },
                 target_group_arns: vec![r.target_group_arn.clone()],
             })
@@ -546,29 +550,15 @@ impl Cloud for FakeCloud {
     }
 
     async fn set_rule_action(&self, rule_arn: &str, action: &RuleAction) -> CloudResult<()> {
-        let mut state = self.enter("ModifyRule", 1).await?;
-        if let RuleAction::Forward { target_group_arn } = action
-            && !state.target_groups.contains_key(target_group_arn)
-        {
-            return Err(not_found("ModifyRule", target_group_arn));
-        }
-        let now = state.now;
-        let active_at = self.effect_at(now, |p| p.effects.rule_active);
-        let rule = state
-            .rules
-            .get_mut(rule_arn)
-            .ok_or_else(|| not_found("ModifyRule", rule_arn))?;
-        match action {
-            RuleAction::Forward { target_group_arn } => {
-                let old = std::mem::replace(&mut rule.target_group_arn, target_group_arn.clone());
-                rule.fixed_response = None;
-                rule.active_at = active_at;
-                state.index_rule(&old, rule_arn, false);
-                state.index_rule(target_group_arn, rule_arn, true);
-            }
-            RuleAction::FixedResponse { status, .. } => rule.fixed_response = Some(*status),
-        }
-        Ok(())
+        self.modify_rule_action(rule_arn, action).await
+    }
+
+    async fn set_rule_match(&self, rule_arn: &str, condition: &RuleMatch) -> CloudResult<()> {
+        self.modify_rule_match(rule_arn, condition).await
+    }
+
+    async fn tag_elb_resources(&self, arns: &[String], new_tags: &Tags) -> CloudResult<()> {
+        self.add_elb_tags(arns, new_tags).await
     }
 
     async fn create_volume(&self, request: &VolumeRequest) -> CloudResult<String> {

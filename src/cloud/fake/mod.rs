@@ -44,6 +44,7 @@ mod ebs;
 mod elb_limits;
 pub mod queue;
 mod quotas;
+mod rules;
 mod sim;
 #[cfg(test)]
 mod tests;

@@ -211,7 +211,7 @@ impl Sim {
                     .or_default() += 1;
                 return Err(error);
             }
-            let backoff = retry.backoff(attempt, &mut self.lock().rng);
+            let backoff = retry.backoff(operation, attempt, &mut self.lock().rng);
             if let Some(timeout) = retry.operation_timeout {
                 let left = timeout.saturating_sub(started.elapsed());
                 if backoff >= left {

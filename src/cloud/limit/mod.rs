@@ -329,6 +329,20 @@ impl Cloud for Limited {
         self.inner.set_rule_action(rule_arn, action).await
     }
 
+    async fn set_rule_match(
+        &self,
+        rule_arn: &str,
+        condition: &crate::model::RuleMatch,
+    ) -> CloudResult<()> {
+        self.acquire("ModifyRule", 1).await;
+        self.inner.set_rule_match(rule_arn, condition).await
+    }
+
+    async fn tag_elb_resources(&self, arns: &[String], tags: &Tags) -> CloudResult<()> {
+        self.acquire("AddTags", 1).await;
+        self.inner.tag_elb_resources(arns, tags).await
+    }
+
     async fn create_volume(&self, request: &VolumeRequest) -> CloudResult<String> {
         self.acquire("CreateVolume", 1).await;
         self.inner.create_volume(request).await

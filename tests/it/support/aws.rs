@@ -211,6 +211,17 @@ impl Aws {
             .collect()
     }
 
+    /// The target group the rule of a path-routed user forwards to (its own `sp-<route>`, or
+    /// the `sp-warm-<instance>` of the pre-wired spare it claimed).
+    pub async fn user_target_group(&self, listener: &str, route: &str) -> Option<String> {
+        let path = format!("/{route}/*");
+        self.rules(listener)
+            .await
+            .into_iter()
+            .find(|(paths, _)| paths.contains(&path))
+            .and_then(|(_, groups)| groups.into_iter().next())
+    }
+
     /// (conditions as (field, values), forwarded target groups) of every non-default rule on
     /// the listener.
     #[allow(clippy::type_complexity)]
@@ -238,6 +249,9 @@ impl Aws {
                             values.extend(config.values().iter().cloned());
                         }
                         if let Some(config) = c.host_header_config() {
+                            values.extend(config.values().iter().cloned());
+                        }
+                        if let Some(config) = c.source_ip_config() {
                             values.extend(config.values().iter().cloned());
                         }
                         values.dedup();
@@ -280,8 +294,12 @@ impl Aws {
     /// - each user holds one live instance tagged `Status=assigned` and `UserId=<user>`, the one
     ///   the API names; no instance serves two users; every other live instance of the pool is a
     ///   spare (`available` or `initializing`) tagged with no user;
-    /// - each user has the target group `sp-<route>` with only their instance registered, and a
-    ///   rule `/<route>/*` on `listener`; there is no other target group or rule;
+    /// - each user has a rule `/<route>/*` on `listener` forwarding to one target group (its
+    ///   own `sp-<route>`, or the `sp-warm-<instance>` of the pre-wired spare it claimed) with
+    ///   only their instance registered;
+    /// - every other target group and rule is a spare's warm route: `sp-warm-<spare>` holding
+    ///   only that spare, and the rule `/_warm/<spare>` (source 192.0.2.1/32) forwarding to it;
+    ///   nothing else exists;
     /// - each user has the secret `openclaw/<user>`, and no other `openclaw/` secret exists.
     ///
     /// `context` (e.g. a seed) goes in every failure message.
@@ -306,6 +324,7 @@ impl Aws {
             .unwrap();
         let mut holders: HashMap<String, String> = HashMap::new();
         let mut spares = 0;
+        let mut spare_ids: HashSet<String> = HashSet::new();
         for instance in instances.reservations().iter().flat_map(|r| r.instances()) {
             let id = instance.instance_id().unwrap().to_string();
             let tags = tag_map(instance.tags().iter().map(|t| (t.key(), t.value())));
@@ -326,6 +345,7 @@ impl Aws {
                 Some("available") | Some("initializing") => {
                     assert_eq!(user, None, "spare {id} is tagged with a user ({context})");
                     spares += 1;
+                    spare_ids.insert(id);
                 }
                 other => panic!("instance {id} left with Status {other:?} ({context})"),
             }
@@ -337,45 +357,66 @@ impl Aws {
         );
 
         let groups = self.elb.describe_target_groups().send().await.unwrap();
-        let group_names: Vec<&str> = groups
+        let mut unexplained: HashMap<String, String> = groups
             .target_groups()
             .iter()
-            .filter_map(|g| g.target_group_name())
+            .filter_map(|g| Some((g.target_group_arn()?.into(), g.target_group_name()?.into())))
             .collect();
-        let rules = self.rules(listener).await;
+        let mut rules = self.rules(listener).await;
         for (user, doc) in ready {
             let route = doc["route"].as_str().unwrap();
-            let name = format!("sp-{route}");
-            assert!(
-                group_names.contains(&name.as_str()),
-                "{user}: no target group ({context})"
-            );
-            let arn = self.target_group_arn(&name).await.unwrap();
+            let path = format!("/{route}/*");
+            let Some(at) = rules.iter().position(|(paths, _)| paths.contains(&path)) else {
+                panic!("{user}: no rule ({context})");
+            };
+            let (_, forwards) = rules.remove(at);
             assert_eq!(
-                self.targets(&arn).await,
+                forwards.len(),
+                1,
+                "{user}'s rule forwards to {forwards:?} ({context})"
+            );
+            assert!(
+                unexplained.remove(&forwards[0]).is_some(),
+                "{user}'s rule forwards to an unknown or shared group ({context})"
+            );
+            assert_eq!(
+                self.targets(&forwards[0]).await,
                 vec![doc["instance_id"].as_str().unwrap().to_string()],
                 "{user}'s targets ({context})"
-            );
-            assert!(
-                rules
-                    .iter()
-                    .any(|(paths, _)| paths.contains(&format!("/{route}/*"))),
-                "{user}: no rule ({context})"
             );
             assert!(
                 self.secret(&format!("openclaw/{user}")).await.is_some(),
                 "{user}: no secret ({context})"
             );
         }
-        assert_eq!(
-            group_names.len(),
-            ready.len(),
-            "leaked target groups {group_names:?} ({context})"
-        );
-        assert_eq!(
-            rules.len(),
-            ready.len(),
-            "leaked rules {rules:?} ({context})"
+        // What is left is the spares' warm routes.
+        for (paths, forwards) in &rules {
+            let spare = paths
+                .iter()
+                .find_map(|p| p.strip_prefix("/_warm/"))
+                .unwrap_or_else(|| panic!("leaked rule {paths:?} ({context})"));
+            assert!(
+                paths.iter().any(|p| p == "192.0.2.1/32"),
+                "warm rule {paths:?} lacks its source condition ({context})"
+            );
+            assert!(
+                spare_ids.contains(spare),
+                "warm rule of {spare}, not a spare ({context})"
+            );
+            assert_eq!(forwards.len(), 1, "{spare}'s warm rule ({context})");
+            let name = unexplained
+                .remove(&forwards[0])
+                .unwrap_or_else(|| panic!("{spare}'s warm rule forwards to an unknown group"));
+            assert_eq!(name, format!("sp-warm-{}", spare.trim_start_matches("i-")));
+            assert_eq!(
+                self.targets(&forwards[0]).await,
+                vec![spare.to_string()],
+                "{spare}'s warm targets ({context})"
+            );
+        }
+        assert!(
+            unexplained.is_empty(),
+            "leaked target groups {unexplained:?} ({context})"
         );
         let secrets = self.secrets.list_secrets().send().await.unwrap();
         let secret_names: HashSet<&str> = secrets
