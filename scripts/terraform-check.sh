@@ -63,10 +63,11 @@ render_and_check() {
 
 if command -v shellcheck >/dev/null 2>&1; then
     mkdir -p "$WORK/console"
-    # The user data exactly as the launch template gets it, with an ECR image so
-    # that the login branch is rendered too.
+    # The user data exactly as the launch template gets it (the warm responder
+    # and the OpenClaw preset's port and health path included), with an ECR
+    # image so that the login branch is rendered too.
     template="$WORK/terraform/modules/spotpool/user-data.sh.tftpl"
-    render_and_check user-data "templatefile(\"$template\", { region = \"eu-west-1\", container_image = \"123456789012.dkr.ecr.eu-west-1.amazonaws.com/openclaw:1.2.3\", ready_marker = \"/var/lib/spotpool/ready\" })"
+    render_and_check user-data "templatefile(\"$template\", { region = \"eu-west-1\", container_image = \"123456789012.dkr.ecr.eu-west-1.amazonaws.com/openclaw:1.2.3\", ready_marker = \"/var/lib/spotpool/ready\", container_port = 18789, health_check_path = \"/healthz\", warm_responder = file(\"$WORK/terraform/modules/spotpool/warm-responder.py\") })"
 
     # The daemon host's user data (examples/basic/daemon-host.sh.tftpl), with TLS
     # and a binary hash so that every branch is rendered, and the script it installs.

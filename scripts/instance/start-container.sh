@@ -341,7 +341,24 @@ if [[ -n ${GATEWAY_ORIGIN-} ]]; then
     printf '%s\n' "$merged"
 fi
 
-# 7. The hardened container.
+# 7. The port: until now the warm responder (spotpool-warm.service, installed
+#    by the user data) answered the load balancer's health checks on it. It is
+#    disabled (so that a reboot never starts it again in front of the
+#    container) and stopped right before docker run publishes the port, which
+#    keeps the moment in which nothing answers as short as can be. An
+#    instance without the unit (older user data, local mode) is fine.
+stop_warm_responder() {
+    local unit=spotpool-warm.service
+    if ! command -v systemctl >/dev/null; then
+        echo "no systemctl: no warm responder to stop"
+        return 0
+    fi
+    systemctl disable --no-reload --quiet "$unit" || echo "$unit is not installed"
+    systemctl stop "$unit" || echo "$unit could not be stopped (it may not exist)"
+}
+stop_warm_responder
+
+# 8. The hardened container.
 #    --restart unless-stopped: the gateway is a long-running server; it comes
 #    back after a crash, an exit of its own, a dockerd restart or a reboot, with
 #    Docker's doubling back-off against a crash loop. A re-sent start's
@@ -386,7 +403,7 @@ docker run --detach --name "$NAME" \
     || fail "docker run of $IMAGE for $NAME failed"
 rm -f -- "$ENV_FILE"
 
-# 8. Wait for the health endpoint, then the ready one. Container logs are never
+# 9. Wait for the health endpoint, then the ready one. Container logs are never
 #    shown: they may hold the user's secrets.
 deadline=$((SECONDS + 10#$HEALTH_TIMEOUT))
 # code_in CODE CODES: CODE is one of CODES (the matcher syntax).

@@ -5,6 +5,12 @@
 //! `DetachVolume`). Nothing wipes a container or reuses an instance: an instance that was sent a
 //! start is terminated.
 //!
+//! Pre-wired spares: until a claim, the user data's warm responder ([`WARM_RESPONDER_UNIT`])
+//! answers the load balancer's health checks on the container port (200 `warm` on the health
+//! path, 503 `starting` with `Retry-After: 5` elsewhere). The probe can check that it answers
+//! ([`WarmCheck`]); the start disables and stops it right before `docker run` publishes the
+//! port (a missing unit is fine).
+//!
 //! Workspaces: with [`ContainerSpec::workspace_volume_id`] the container's `/data` is the user's
 //! EBS volume, which the daemon has attached as [`WORKSPACE_DEVICE_NAME`]. The start finds its
 //! device by volume id (the NVMe serial link under [`WORKSPACE_DEVICE_DIR`]; on Xen instances
@@ -35,6 +41,12 @@ pub const READY_MARKER: &str = "/var/lib/spotpool/ready";
 /// The DOCKER-USER rule the user data installs so containers cannot reach the instance metadata
 /// service; the probe and the start command check it with `iptables -C DOCKER-USER <rule>`.
 pub const METADATA_BLOCK_RULE: &str = "-d 169.254.169.254/32 -j DROP";
+
+/// The systemd unit of the warm responder, which the Terraform user data installs and starts
+/// before its readiness marker (`terraform/modules/spotpool/warm-responder.py`): it answers the
+/// load balancer's health checks on the container port until the start command disables and
+/// stops it, just before the user's container binds that port.
+pub const WARM_RESPONDER_UNIT: &str = "spotpool-warm.service";
 
 /// The uid and gid the user container runs as (no account on the host).
 pub const CONTAINER_USER: &str = "10001:10001";
@@ -174,14 +186,35 @@ fn without_comments(command: &str) -> String {
     out
 }
 
+/// What the readiness probe checks of the warm responder: the container's port and the target
+/// groups' health check path (the same as the users' groups').
+#[derive(Debug, Clone, Copy)]
+pub struct WarmCheck<'a> {
+    pub port: u16,
+    pub health_path: &'a str,
+}
+
 /// The readiness probe: Docker answers, the user data finished (readiness marker), the image is
-/// present, the metadata block is in place and no user container ever ran here.
-pub fn probe_script(image: &str) -> String {
+/// present, the metadata block is in place and no user container ever ran here; with `warm`,
+/// also that something (the user data's warm responder, [`WARM_RESPONDER_UNIT`]) answers 200 on
+/// `http://127.0.0.1:<port><health path>`, so the spare passes the load balancer's health
+/// check in its own target group before it is claimed.
+pub fn probe_script(image: &str, warm: Option<WarmCheck<'_>>) -> String {
     render(
         "readiness probe",
         "probe.sh",
         PROBE,
-        &[("IMAGE", image.to_string())],
+        &[
+            ("IMAGE", image.to_string()),
+            (
+                "WARM_PORT",
+                warm.map(|w| w.port.to_string()).unwrap_or_default(),
+            ),
+            (
+                "WARM_HEALTH_PATH",
+                warm.map(|w| w.health_path.to_string()).unwrap_or_default(),
+            ),
+        ],
     )
 }
 

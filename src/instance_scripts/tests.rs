@@ -10,6 +10,11 @@ const SECRET_VALUE: &str = "sk-live-7f3a9c-DO-NOT-LEAK";
 /// A value the env file must carry verbatim: quotes, spaces, `$()`, backquotes, backslashes.
 const TRICKY_VALUE: &str = r#"it's "quoted" $(touch /tmp/x) `id` \n spaced"#;
 const VOLUME_ID: &str = "vol-0123456789abcdef0";
+/// The OpenClaw preset's port and health path, as the warm responder serves them.
+const WARM: WarmCheck<'static> = WarmCheck {
+    port: 18789,
+    health_path: "/healthz",
+};
 
 fn spec(host_ip: Option<&'static str>) -> ContainerSpec<'static> {
     ContainerSpec {
@@ -62,7 +67,8 @@ fn workspace_spec() -> ContainerSpec<'static> {
 
 fn all_commands() -> Vec<(&'static str, String)> {
     vec![
-        ("probe", probe_script(IMAGE)),
+        ("probe", probe_script(IMAGE, None)),
+        ("probe with the warm check", probe_script(IMAGE, Some(WARM))),
         ("start", start_container_script(&spec(Some("10.0.1.5")))),
         ("start without HOST_IP", start_container_script(&spec(None))),
         (
@@ -320,7 +326,7 @@ fn the_start_command_names_the_secret_by_arn_and_never_a_value() {
 
 #[test]
 fn the_probe_and_the_user_data_agree_on_the_marker_and_the_rule() {
-    let probe = probe_script(IMAGE);
+    let probe = probe_script(IMAGE, None);
     assert_eq!(header_line(&probe, "IMAGE"), format!("IMAGE='{IMAGE}'"));
     assert!(probe.contains(&format!("SPOTPOOL_READY_MARKER:-{READY_MARKER}}}")));
     assert!(probe.contains("METADATA_ADDRESS=169.254.169.254\n"));
@@ -351,7 +357,14 @@ fn hostile_inputs_stay_inside_their_quotes() {
     let pwned = pwned.display();
     let hostile = format!("a'b $(touch {pwned}) `touch {pwned}` \"\n");
     for command in [
-        probe_script(&hostile),
+        probe_script(&hostile, None),
+        probe_script(
+            IMAGE,
+            Some(WarmCheck {
+                port: 18789,
+                health_path: &hostile,
+            }),
+        ),
         start_container_script(&ContainerSpec {
             user_id: &hostile,
             ..spec(Some("10.0.1.5"))
@@ -506,7 +519,7 @@ fn generated_commands_pass_shellcheck() {
 
 // --- behaviour, with fake tools ------------------------------------------------------------
 
-/// A temporary directory with fake `docker`, `aws`, `curl`, `iptables` and `chown` on PATH
+/// A temporary directory with fake `docker`, `aws`, `curl`, `iptables`, `chown` and `systemctl` on PATH
 /// (python3, install, stat and the rest are the real ones). Each fake appends its argv to
 /// `calls`; `docker` keeps containers and volumes as files under `state/`.
 struct Sandbox {
@@ -565,6 +578,9 @@ cat "$FAKE_DIR/aws-response"
 
 const FAKE_CURL: &str = r#"url=${!#}
 case $url in
+http://127.0.0.1:*)
+    if [[ ${FAKE_WARM_EXIT:-0} != 0 ]]; then printf 000; exit "$FAKE_WARM_EXIT"; fi
+    printf %s "${FAKE_WARM_CODE:-200}" ;;
 */latest/api/token) echo imds-token-abc ;;
 */latest/meta-data/local-ipv4) cat >"$FAKE_DIR/imds-headers"; echo "${FAKE_IMDS_IP:-10.9.8.7}" ;;
 */readyz) printf %s "${FAKE_READY_CODE:-200}" ;;
@@ -601,6 +617,7 @@ impl Sandbox {
             ("iptables", r#"exit "${FAKE_IPTABLES_EXIT:-0}""#),
             ("chown", r#"exit "${FAKE_CHOWN_EXIT:-0}""#),
             ("setpriv", FAKE_SETPRIV),
+            ("systemctl", r#"exit "${FAKE_SYSTEMCTL_EXIT:-0}""#),
             ("docker-init", "exit 0"),
         ] {
             let path = dir.join("bin").join(tool);
@@ -994,7 +1011,7 @@ fn without_a_host_ip_the_private_address_comes_from_imdsv2() {
 #[test]
 fn the_probe_checks_docker_the_marker_the_image_the_rule_and_freshness() {
     let sandbox = Sandbox::new();
-    let output = sandbox.run(&probe_script(IMAGE), &[]);
+    let output = sandbox.run(&probe_script(IMAGE, None), &[]);
     assert_eq!(
         one_spotpool_line(&output),
         format!(
@@ -1003,29 +1020,29 @@ fn the_probe_checks_docker_the_marker_the_image_the_rule_and_freshness() {
         )
     );
     std::fs::write(sandbox.path("ready"), "").unwrap();
-    let output = sandbox.run(&probe_script(IMAGE), &[]);
+    let output = sandbox.run(&probe_script(IMAGE, None), &[]);
     assert!(output.status.success(), "{output:?}");
     assert_eq!(stdout(&output).trim_end().lines().last(), Some("ready"));
     assert!(output.stderr.is_empty());
 
-    let output = sandbox.run(&probe_script(IMAGE), &[("FAKE_IMAGE_EXIT", "1")]);
+    let output = sandbox.run(&probe_script(IMAGE, None), &[("FAKE_IMAGE_EXIT", "1")]);
     assert_eq!(
         one_spotpool_line(&output),
         format!("spotpool: image {IMAGE} is not present")
     );
-    let output = sandbox.run(&probe_script(IMAGE), &[("FAKE_IPTABLES_EXIT", "1")]);
+    let output = sandbox.run(&probe_script(IMAGE, None), &[("FAKE_IPTABLES_EXIT", "1")]);
     assert!(one_spotpool_line(&output).contains("DOCKER-USER"));
 
     // The mount point a workspace leaves behind (empty, after stop-workspace.sh).
     std::fs::create_dir_all(sandbox.path("workspaces/alice")).unwrap();
-    let output = sandbox.run(&probe_script(IMAGE), &[]);
+    let output = sandbox.run(&probe_script(IMAGE, None), &[]);
     assert_eq!(
         one_spotpool_line(&output),
         "spotpool: a user workspace was mounted on this instance; it is not fresh"
     );
 
     std::fs::write(sandbox.path("state/containers/openclaw-bob"), "").unwrap();
-    let output = sandbox.run(&probe_script(IMAGE), &[]);
+    let output = sandbox.run(&probe_script(IMAGE, None), &[]);
     assert_eq!(
         one_spotpool_line(&output),
         "spotpool: a user container exists on this instance; it is not fresh"
@@ -1039,7 +1056,7 @@ fn the_probe_pulls_a_pinned_image_by_digest_when_the_spare_lacks_those_bytes() {
     let sandbox = Sandbox::new();
     std::fs::write(sandbox.path("ready"), "").unwrap();
     // The pre-pulled bytes are the pinned ones: nothing to pull.
-    let output = sandbox.run(&probe_script(&pinned), &[]);
+    let output = sandbox.run(&probe_script(&pinned, None), &[]);
     assert!(output.status.success(), "{output:?}");
     assert!(
         !sandbox
@@ -1048,7 +1065,7 @@ fn the_probe_pulls_a_pinned_image_by_digest_when_the_spare_lacks_those_bytes() {
             .any(|c| c.get(1).is_some_and(|a| a == "pull"))
     );
     // Other bytes of the tag: an ECR login, then a pull of exactly the pinned reference.
-    let output = sandbox.run(&probe_script(&pinned), &[("FAKE_IMAGE_EXIT", "1")]);
+    let output = sandbox.run(&probe_script(&pinned, None), &[("FAKE_IMAGE_EXIT", "1")]);
     assert!(output.status.success(), "{output:?}");
     assert_eq!(stdout(&output).trim_end().lines().last(), Some("ready"));
     let calls = sandbox.calls();
@@ -1067,7 +1084,7 @@ fn the_probe_pulls_a_pinned_image_by_digest_when_the_spare_lacks_those_bytes() {
     let sandbox = Sandbox::new();
     std::fs::write(sandbox.path("ready"), "").unwrap();
     let env = [("FAKE_IMAGE_EXIT", "1"), ("FAKE_PULL_EXIT", "1")];
-    let output = sandbox.run(&probe_script(&pinned), &env);
+    let output = sandbox.run(&probe_script(&pinned, None), &env);
     assert_eq!(
         one_spotpool_line(&output),
         format!("spotpool: could not pull the pinned image {pinned}")
@@ -1076,7 +1093,7 @@ fn the_probe_pulls_a_pinned_image_by_digest_when_the_spare_lacks_those_bytes() {
     let public = format!("ghcr.io/openclaw/openclaw@{digest}");
     let sandbox = Sandbox::new();
     std::fs::write(sandbox.path("ready"), "").unwrap();
-    let output = sandbox.run(&probe_script(&public), &[("FAKE_IMAGE_EXIT", "1")]);
+    let output = sandbox.run(&probe_script(&public, None), &[("FAKE_IMAGE_EXIT", "1")]);
     assert!(output.status.success(), "{output:?}");
     assert!(!sandbox.calls().iter().any(|c| c[0] == "aws"));
 }
@@ -1776,4 +1793,176 @@ fn the_start_waits_for_exactly_the_codes_the_target_group_accepts() {
     );
     assert!(one_spotpool_line(&output).contains("input HEALTH_CODES is malformed"));
     assert!(sandbox.docker_runs().is_empty());
+}
+
+// --- the warm responder -------------------------------------------------------------------
+
+/// The position of the first recorded call whose argv starts with `prefix`.
+fn call_position(calls: &[Vec<String>], prefix: &[&str]) -> usize {
+    calls
+        .iter()
+        .position(|c| c.len() >= prefix.len() && c.iter().zip(prefix).all(|(a, b)| a == b))
+        .unwrap_or_else(|| panic!("no call {prefix:?} in {calls:?}"))
+}
+
+#[test]
+fn the_start_stops_the_warm_responder_right_before_the_container_binds_the_port() {
+    for (name, sandbox, spec) in [
+        ("generic", Sandbox::new(), spec(Some("10.0.1.5"))),
+        ("openclaw", openclaw_sandbox(), openclaw_spec()),
+    ] {
+        let output = sandbox.run(&start_container_script(&spec), &[]);
+        assert_success(&output);
+        let calls = sandbox.calls();
+        let unit = WARM_RESPONDER_UNIT;
+        let disable = call_position(&calls, &["systemctl", "disable", "--no-reload", "--quiet"]);
+        assert_eq!(calls[disable].last().map(String::as_str), Some(unit));
+        let stop = call_position(&calls, &["systemctl", "stop", unit]);
+        let run = call_position(&calls, &["docker", "run"]);
+        // Everything that takes time comes first: the image check, the volume, the secret's
+        // fetch and (OpenClaw) the configuration merge; then the stop, then at once docker run.
+        let before = [
+            &["docker", "image", "inspect"][..],
+            &["iptables"],
+            &["docker", "volume", "create"],
+            &["aws", "secretsmanager", "get-secret-value"],
+        ];
+        for prefix in before {
+            assert!(
+                call_position(&calls, prefix) < disable,
+                "{name}: {prefix:?}"
+            );
+        }
+        if spec.gateway.is_some() {
+            assert!(call_position(&calls, &["setpriv"]) < disable, "{name}");
+        }
+        assert_eq!(disable + 1, stop, "{name}: {calls:?}");
+        assert_eq!(
+            stop + 1,
+            run,
+            "{name}: the stop must come right before docker run"
+        );
+        assert_eq!(
+            calls.iter().filter(|c| c[0] == "systemctl").count(),
+            2,
+            "{name}: {calls:?}"
+        );
+        // The wait that follows asks the container on the instance's address, never loopback.
+        assert!(
+            !calls
+                .iter()
+                .any(|c| c[0] == "curl" && c.last().unwrap().contains("127.0.0.1")),
+            "{name}: {calls:?}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_warm_responder_unit_never_fails_the_start() {
+    // systemctl answers "Unit spotpool-warm.service not loaded." (exit 5) on an instance whose
+    // user data predates the warm responder, and in local mode.
+    let sandbox = Sandbox::new();
+    let output = sandbox.run(
+        &start_container_script(&spec(Some("10.0.1.5"))),
+        &[("FAKE_SYSTEMCTL_EXIT", "5")],
+    );
+    assert_success(&output);
+    assert!(output.stderr.is_empty());
+    assert!(
+        stdout(&output).contains("spotpool-warm.service could not be stopped"),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(sandbox.docker_runs().len(), 1);
+}
+
+#[test]
+fn the_probe_checks_the_warm_responder_on_loopback_when_asked() {
+    let sandbox = Sandbox::new();
+    std::fs::write(sandbox.path("ready"), "").unwrap();
+    let url = "http://127.0.0.1:18789/healthz";
+    let command = probe_script(IMAGE, Some(WARM));
+    assert_eq!(header_line(&command, "WARM_PORT"), "WARM_PORT='18789'");
+    assert_eq!(
+        header_line(&command, "WARM_HEALTH_PATH"),
+        "WARM_HEALTH_PATH='/healthz'"
+    );
+    let output = sandbox.run(&command, &[]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout(&output).trim_end().lines().last(), Some("ready"));
+    let calls = sandbox.calls();
+    let curl = call_position(&calls, &["curl"]);
+    assert_eq!(calls[curl].last().map(String::as_str), Some(url));
+    assert!(calls[curl].iter().any(|a| a == "--max-time"));
+    assert_eq!(calls.iter().filter(|c| c[0] == "curl").count(), 1);
+
+    // Something else (or nothing) on the port: a clear failure naming the port, the path and
+    // what the launch template must do.
+    for (env, got) in [
+        (("FAKE_WARM_CODE", "503"), "503"),
+        (("FAKE_WARM_EXIT", "7"), "000"),
+    ] {
+        let sandbox = Sandbox::new();
+        std::fs::write(sandbox.path("ready"), "").unwrap();
+        let output = sandbox.run(&command, &[env]);
+        assert!(!output.status.success());
+        assert_eq!(
+            one_spotpool_line(&output),
+            format!(
+                "spotpool: nothing answers 200 on {url} (got {got}): the launch template's \
+                 user data must run the warm responder (spotpool-warm.service) on port 18789 \
+                 with the health check path /healthz (see docs/DEPLOY.md)"
+            )
+        );
+        // Tried a few times: systemd restarts a failed responder within a second.
+        let tries = sandbox.calls().iter().filter(|c| c[0] == "curl").count();
+        assert_eq!(tries, 3);
+    }
+
+    // Without the check (the daemon's default until spares are pre-wired), no request at all.
+    let sandbox = Sandbox::new();
+    std::fs::write(sandbox.path("ready"), "").unwrap();
+    let command = probe_script(IMAGE, None);
+    assert_eq!(header_line(&command, "WARM_PORT"), "WARM_PORT=''");
+    let output = sandbox.run(&command, &[("FAKE_WARM_CODE", "503")]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(!sandbox.calls().iter().any(|c| c[0] == "curl"));
+
+    // A malformed port is refused before anything runs.
+    let sandbox = Sandbox::new();
+    let output = sandbox.run(&with_input(&command, "WARM_PORT", "70000"), &[]);
+    assert_eq!(
+        one_spotpool_line(&output),
+        "spotpool: input WARM_PORT is malformed (expected a port number from 1 to 65535)"
+    );
+    assert!(sandbox.calls().is_empty());
+}
+
+#[test]
+fn the_user_data_runs_the_warm_responder_before_its_readiness_marker() {
+    const USER_DATA: &str = include_str!("../../terraform/modules/spotpool/user-data.sh.tftpl");
+    const LAUNCH_TEMPLATE: &str = include_str!("../../terraform/modules/spotpool/ec2-per-user.tf");
+    const RESPONDER: &str = include_str!("../../terraform/modules/spotpool/warm-responder.py");
+    let position = |needle: &str| {
+        USER_DATA
+            .find(needle)
+            .unwrap_or_else(|| panic!("the user data lacks {needle}"))
+    };
+    let unit = position(&format!(
+        "/etc/systemd/system/{WARM_RESPONDER_UNIT} <<'UNIT'"
+    ));
+    let enabled = position(&format!("systemctl enable --now {WARM_RESPONDER_UNIT}"));
+    let answers = position("warm_url=\"http://127.0.0.1:$CONTAINER_PORT$HEALTH_CHECK_PATH\"");
+    let marker = position("touch \"$READY_MARKER\"");
+    let pulled = position("docker pull \"$IMAGE\"");
+    assert!(pulled < unit && unit < enabled && enabled < answers && answers < marker);
+    // The program is the repository's file, embedded by Terraform.
+    assert!(USER_DATA.contains("\n${warm_responder}\nSPOTPOOL_WARM_RESPONDER\n"));
+    assert!(
+        LAUNCH_TEMPLATE.contains("warm_responder    = file(\"${path.module}/warm-responder.py\")")
+    );
+    assert!(LAUNCH_TEMPLATE.contains("container_port    = var.container_port"));
+    assert!(LAUNCH_TEMPLATE.contains("health_check_path = var.health_check_path"));
+    assert!(!RESPONDER.lines().any(|l| l == "SPOTPOOL_WARM_RESPONDER"));
+    assert!(!RESPONDER.contains("${") && !RESPONDER.contains("%{"));
 }

@@ -64,7 +64,7 @@ impl Reconciler {
         let Some(mut record) = store.get_instance(instance).await? else {
             return Ok(());
         };
-        let script = instance_scripts::probe_script(&self.image_to_run().await?);
+        let script = instance_scripts::probe_script(&self.image_to_run().await?, None);
         let timeout = self.inner.config.probe_command_timeout.as_secs() as u32;
         match self
             .inner

@@ -267,6 +267,11 @@ fn resource_tags(mut context: Context, prefixes: &[&str], tags: &[(&str, String)
     context
 }
 
+/// The request of AddTags that tags a claimed spare's target group or rule for its user.
+fn user_tag(context: Context) -> Context {
+    request_tags(context, &[(tags::USER_ID, USER.into())])
+}
+
 fn replace_tag(
     tags: &[(&'static str, String)],
     key: &'static str,
@@ -435,6 +440,20 @@ impl Deployment {
     fn elb(&self, tags: &[(&str, String)]) -> Context {
         resource_tags(Context::new(), &["aws", "elasticloadbalancing"], tags)
     }
+
+    /// A pre-wired spare's target group and rule before the claim's user is tagged on them:
+    /// the pool's tag and the spare's instance.
+    fn warm(&self, pool: &str) -> Context {
+        self.elb(&[
+            (tags::POOL, pool.to_string()),
+            (tags::INSTANCE_ID, INSTANCE.into()),
+        ])
+    }
+
+    /// A pre-wired spare's target group (`sp-warm-<instance id without i->`).
+    fn warm_group_arn(&self) -> String {
+        self.target_group_arn(&format!("sp-warm-{}", INSTANCE.trim_start_matches("i-")))
+    }
 }
 
 impl Deployment {
@@ -493,6 +512,14 @@ impl Deployment {
                             "elasticloadbalancing:ModifyRule",
                             &rule,
                             self.elb(&elb_tags),
+                        ),
+                    ),
+                    deny(
+                        "the user's tag on a rule of a listener that is not a shard's",
+                        Request::new(
+                            "elasticloadbalancing:AddTags",
+                            &rule,
+                            user_tag(self.warm(&self.pool)),
                         ),
                     ),
                 ]
@@ -800,6 +827,24 @@ impl Deployment {
                         our_group.clone(),
                     )]
                 }),
+            ),
+            call(
+                "elasticloadbalancing:AddTags",
+                "after ready, the user's UserId on the claimed spare's target group and rule",
+                [Request::new(
+                    "elasticloadbalancing:AddTags",
+                    &self.warm_group_arn(),
+                    user_tag(self.warm(&self.pool)),
+                )]
+                .into_iter()
+                .chain(on_every_shard(&|listener| {
+                    vec![Request::new(
+                        "elasticloadbalancing:AddTags",
+                        &self.rule_arn(listener),
+                        user_tag(self.warm(&self.pool)),
+                    )]
+                }))
+                .collect(),
             ),
             everywhere(
                 "elasticloadbalancing:DescribeTargetGroups",
@@ -1153,6 +1198,41 @@ impl Deployment {
                     ),
                 ),
                 deny(
+                    "the user's tag on another pool's target group",
+                    Request::new(
+                        "elasticloadbalancing:AddTags",
+                        &self.warm_group_arn(),
+                        user_tag(self.warm(OTHER_POOL)),
+                    ),
+                ),
+                deny(
+                    "another tag key next to UserId on a claimed spare's target group",
+                    Request::new(
+                        "elasticloadbalancing:AddTags",
+                        &self.warm_group_arn(),
+                        request_tags(
+                            self.warm(&self.pool),
+                            &[(tags::USER_ID, USER.into()), ("Owner", "mallory".into())],
+                        ),
+                    ),
+                ),
+                deny(
+                    "moving a claimed spare's target group to another pool",
+                    Request::new(
+                        "elasticloadbalancing:AddTags",
+                        &self.warm_group_arn(),
+                        request_tags(self.warm(&self.pool), &[(tags::POOL, OTHER_POOL.into())]),
+                    ),
+                ),
+                deny(
+                    "the user's tag on a target group not named sp-*",
+                    Request::new(
+                        "elasticloadbalancing:AddTags",
+                        &self.target_group_arn("prod-api"),
+                        user_tag(self.warm(&self.pool)),
+                    ),
+                ),
+                deny(
                     "a target group not named sp-*",
                     Request::new(
                         "elasticloadbalancing:CreateTargetGroup",
@@ -1176,6 +1256,25 @@ impl Deployment {
                         "elasticloadbalancing:AddTags",
                         &rule,
                         request_tags(self.elb(&self.user_tags()), &[("Owner", "mallory".into())]),
+                    ),
+                ),
+                deny(
+                    "the user's tag on another pool's rule",
+                    Request::new(
+                        "elasticloadbalancing:AddTags",
+                        &rule,
+                        user_tag(self.warm(OTHER_POOL)),
+                    ),
+                ),
+                deny(
+                    "another tag key next to UserId on a claimed spare's rule",
+                    Request::new(
+                        "elasticloadbalancing:AddTags",
+                        &rule,
+                        request_tags(
+                            self.warm(&self.pool),
+                            &[(tags::USER_ID, USER.into()), ("Owner", "mallory".into())],
+                        ),
                     ),
                 ),
                 deny(

@@ -30,6 +30,8 @@
 //! - `postgres`: the PostgreSQL store under the reconciler, as a smoke test: a world (claims, a
 //!   rolled-back step, a restart, a release) and the real binary over moto (a claim, SIGKILL, a
 //!   restart that launches nothing extra); the store's own suite runs on both stores.
+//! - `warm_responder`: the spares' warm responder (`terraform/modules/spotpool/
+//!   warm-responder.py`) run with python3 on a loopback port: its answers and its SIGTERM.
 
 mod admin;
 mod architecture;
@@ -56,5 +58,6 @@ mod support;
 mod takeover;
 mod terraform;
 mod tls;
+mod warm_responder;
 mod workspace;
 mod world;

@@ -357,9 +357,21 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
         "docker pull \"$IMAGE\"",
         "touch \"$READY_MARKER\"",
         "READY_MARKER='/var/lib/spotpool/ready'",
+        // The warm responder on the preset's port and health path, the repository's program.
+        "CONTAINER_PORT='18789'",
+        "HEALTH_CHECK_PATH='/healthz'",
+        "systemctl enable --now spotpool-warm.service",
+        "server = ThreadingHTTPServer((args.bind, args.port), handler(args.health_path))",
     ] {
         assert!(user_data.contains(needle), "user data lacks {needle}");
     }
+    let warm = user_data
+        .find("systemctl enable --now spotpool-warm.service")
+        .unwrap();
+    assert!(
+        warm < user_data.find("touch \"$READY_MARKER\"").unwrap(),
+        "the warm responder must start before the readiness marker"
+    );
 
     // The interruption queue: encrypted, with a dead-letter queue, and only the three EventBridge
     // rules may send to it.

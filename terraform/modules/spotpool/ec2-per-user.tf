@@ -10,13 +10,20 @@
 #   user data also drops their traffic to the metadata address).
 # - An encrypted gp3 root volume.
 # - The user data installs Docker, pre-pulls the image, blocks the metadata
-#   address for containers and writes the readiness marker last.
+#   address for containers, starts the warm responder (warm-responder.py, the
+#   unit spotpool-warm.service) on the container port and writes the
+#   readiness marker last.
 
 locals {
   user_data = templatefile("${path.module}/user-data.sh.tftpl", {
     region          = local.region
     container_image = local.container_image
     ready_marker    = "/var/lib/spotpool/ready"
+    # The daemon's CONTAINER_PORT and HEALTH_CHECK_PATH (outputs.tf daemon_env):
+    # the warm responder answers the users' target groups' health check there.
+    container_port    = var.container_port
+    health_check_path = var.health_check_path
+    warm_responder    = file("${path.module}/warm-responder.py")
   })
 
   instance_tags = merge(var.tags, {

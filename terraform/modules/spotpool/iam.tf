@@ -522,6 +522,27 @@ data "aws_iam_policy_document" "daemon" {
     }
   }
 
+  # A pre-wired spare's target group (sp-warm-<instance id>, tagged for the
+  # pool at creation) gets its user's UserId once the claim is ready, off the
+  # claim path; no other key, and only on the pool's groups. (Its rule:
+  # daemon_routing.)
+  statement {
+    sid       = "ElbTagClaimedTargetGroups"
+    actions   = ["elasticloadbalancing:AddTags"]
+    resources = [local.target_group_arns]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/spotpool:pool"
+      values   = [var.pool]
+    }
+    condition {
+      test     = "ForAllValues:StringEquals"
+      variable = "aws:TagKeys"
+      values   = ["UserId"]
+    }
+  }
+
   # Spot interruptions: long-poll the queue the EventBridge rules fill, and
   # delete each message once its event is stored (interruptions.tf). The
   # queue uses SSE-SQS, so no KMS permission is needed.
@@ -823,18 +844,32 @@ data "aws_iam_policy_document" "daemon_routing" {
   }
 
   # Sleep and wake: a user's rule switches between a fixed 503 response and
-  # forwarding to its target group. ModifyRule's only resource is the rule
+  # forwarding to its target group; a claim points a pre-wired spare's warm
+  # rule at the user's route. ModifyRule's only resource is the rule
   # (listener-rule/app), which supports aws:ResourceTag: the shards' rules that
   # the daemon created (tagged for the pool), never a listener's default action.
+  # Once the claim is ready, the claimed rule gets its user's UserId (AddTags),
+  # and no other key. Both share one statement: the rules' ARNs are most of a
+  # routing policy, and a fourth copy of them would not fit 9 shards into IAM's
+  # 6,144 characters. ModifyRule carries no aws:TagKeys, and ForAllValues holds
+  # on an absent key, so the key condition limits AddTags alone.
   statement {
-    sid       = "ElbModifyPoolRulesOfShardListeners${count.index == 0 ? "" : "Part${count.index + 1}"}"
-    actions   = ["elasticloadbalancing:ModifyRule"]
+    sid = "ElbModifyPoolRulesOfShardListeners${count.index == 0 ? "" : "Part${count.index + 1}"}"
+    actions = [
+      "elasticloadbalancing:AddTags",
+      "elasticloadbalancing:ModifyRule",
+    ]
     resources = [for i in local.routing_policy_shards[count.index] : local.shard_listener_rule_arns[i]]
 
     condition {
       test     = "StringEquals"
       variable = "aws:ResourceTag/spotpool:pool"
       values   = [var.pool]
+    }
+    condition {
+      test     = "ForAllValues:StringEquals"
+      variable = "aws:TagKeys"
+      values   = ["UserId"]
     }
   }
 }

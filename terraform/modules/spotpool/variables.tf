@@ -275,8 +275,8 @@ variable "health_check_path" {
   nullable    = false
 
   validation {
-    condition     = startswith(var.health_check_path, "/")
-    error_message = "health_check_path must start with /."
+    condition     = can(regex("^/[A-Za-z0-9._~/%?=&+-]*$", var.health_check_path)) && length(var.health_check_path) <= 1024
+    error_message = "health_check_path must start with / and hold only letters, digits and . _ ~ / % ? = & + - (the start command refuses anything else)."
   }
 }
 
