@@ -819,3 +819,98 @@ fn only_a_queued_users_workspace_is_copied_out_of_a_zone_without_capacity() {
         "{actions:?}"
     );
 }
+
+/// A spare with a complete warm route on `shard`.
+fn warm_on(mut spare: PoolInstance, shard: &str) -> PoolInstance {
+    spare.probed = true;
+    spare.warm = Some(WarmView {
+        shard: shard.into(),
+        complete: true,
+    });
+    spare
+}
+
+fn wired(actions: &[Action]) -> Vec<(&str, Option<&str>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Wire { instance, shard } => Some((instance.0.as_str(), shard.as_deref())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn probed_spares_are_wired_on_the_shard_with_room_left_after_the_users() {
+    let policy = two_shards(2);
+    let mut fresh = instance("i-new", InstanceStatus::Initializing);
+    fresh.probed = true;
+    // s0 holds two users (full); s1 one user and one warm spare (full too, warm routes count).
+    let spare = warm_on(instance("i-warm", InstanceStatus::Available), "s1");
+    let users = vec![
+        on_shard(user("a", UserState::Ready, None, 1), "s0"),
+        on_shard(user("b", UserState::Ready, None, 2), "s0"),
+        on_shard(user("c", UserState::Ready, None, 3), "s1"),
+    ];
+    let instances = vec![fresh.clone(), spare.clone()];
+    let actions = plan(&users, &instances, NOW, &policy, &Conditions::default());
+    assert_eq!(wired(&actions), vec![("i-new", None)], "no room: unwired");
+
+    // With room on s1 it goes there; a spare mid-wiring goes on with its own shard.
+    let users = &users[..2];
+    let mut midway = instance("i-mid", InstanceStatus::Initializing);
+    midway.probed = true;
+    midway.warm = Some(WarmView {
+        shard: "s0".into(),
+        complete: false,
+    });
+    let instances = vec![fresh, midway];
+    let actions = plan(users, &instances, NOW, &policy, &Conditions::default());
+    let mut got = wired(&actions);
+    got.sort();
+    assert_eq!(got, vec![("i-mid", Some("s0")), ("i-new", Some("s1"))]);
+}
+
+#[test]
+fn a_claim_takes_a_warm_spare_first_and_a_non_spares_warm_route_is_unwired() {
+    let policy = two_shards(2);
+    // The oldest spare is unwired; the warm one is newer. s0 is full with the warm spare's room
+    // and one user: the new user still takes the warm spare (its room becomes the user's).
+    let mut old = instance("i-old", InstanceStatus::Available);
+    old.launched_at = NOW - 500_000;
+    let warm = warm_on(instance("i-warm", InstanceStatus::Available), "s0");
+    let mut taken = warm_on(instance("i-moved", InstanceStatus::Assigned), "s1");
+    taken.warm.as_mut().unwrap().complete = false;
+    let users = vec![
+        on_shard(user("ready", UserState::Ready, None, 1), "s0"),
+        user("new", UserState::Queued, None, 2),
+    ];
+    let mut two = two_shards(2);
+    two.shards[1].capacity = 0;
+    let instances = vec![old, warm, taken];
+    let actions = plan(&users, &instances, NOW, &two, &Conditions::default());
+    assert_eq!(placed(&actions), vec![("new", "s0")]);
+    assert_eq!(assigned(&actions), vec![("new", "i-warm")]);
+    assert!(
+        actions.contains(&Action::Unwire {
+            instance: InstanceId("i-moved".into())
+        }),
+        "{actions:?}"
+    );
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::Unwire { instance } if instance.0 != "i-moved"))
+    );
+    // A user placed on the other shard cannot take it: an unwired spare serves it.
+    let users = vec![on_shard(
+        user("elsewhere", UserState::Queued, None, 2),
+        "s1",
+    )];
+    let instances = vec![
+        warm_on(instance("i-warm", InstanceStatus::Available), "s0"),
+        instance("i-plain", InstanceStatus::Available),
+    ];
+    let actions = plan(&users, &instances, NOW, &policy, &Conditions::default());
+    assert_eq!(assigned(&actions), vec![("elsewhere", "i-plain")]);
+}

@@ -128,22 +128,11 @@ fn assign_spares<'a>(
     let mut taken = vec![false; available.len()];
     let mut unserved_anywhere: u64 = 0;
     let mut unserved_in: BTreeMap<&str, Vec<&UserIntent>> = BTreeMap::new();
-    let in_zone = |user: &UserIntent, spare: &PoolInstance| {
-        user.zone
-            .as_deref()
-            .is_none_or(|zone| spare.zone.as_deref() == Some(zone))
-    };
     for user in waiting {
         let is_move = user.state == UserState::Migrating;
         // A claim takes a pre-wired spare on a shard it may use first: its route is ready.
         let warm = (!is_move)
-            .then(|| {
-                available.iter().enumerate().find_map(|(i, spare)| {
-                    let warm = spare.warm.as_ref().filter(|w| w.complete)?;
-                    (!taken[i] && in_zone(user, spare) && placer.takes_warm(user, &warm.shard))
-                        .then(|| (i, warm.shard.clone()))
-                })
-            })
+            .then(|| warm_spare_for(user, available, &taken, placer))
             .flatten();
         if let Some((i, shard)) = warm {
             taken[i] = true;
@@ -220,6 +209,28 @@ fn assign_spares<'a>(
         .map(|(spare, _)| *spare)
         .collect();
     (spares_left, unserved_anywhere, unserved_in)
+}
+
+/// Whether `spare` can serve `user`: of its workspace's zone, or any before it has one.
+fn in_zone(user: &UserIntent, spare: &PoolInstance) -> bool {
+    user.zone
+        .as_deref()
+        .is_none_or(|zone| spare.zone.as_deref() == Some(zone))
+}
+
+/// The first untaken spare of the user's zone with a complete warm route on a shard the user
+/// may take it on: (its index, the shard).
+fn warm_spare_for(
+    user: &UserIntent,
+    available: &[&PoolInstance],
+    taken: &[bool],
+    placer: &Placer<'_>,
+) -> Option<(usize, String)> {
+    available.iter().enumerate().find_map(|(i, spare)| {
+        let warm = spare.warm.as_ref().filter(|w| w.complete)?;
+        (!taken[i] && in_zone(user, spare) && placer.takes_warm(user, &warm.shard))
+            .then(|| (i, warm.shard.clone()))
+    })
 }
 
 /// Users waiting in a zone: instances on their way up in that zone are theirs; beyond those,

@@ -64,7 +64,14 @@ impl Reconciler {
         let Some(mut record) = store.get_instance(instance).await? else {
             return Ok(());
         };
-        let script = instance_scripts::probe_script(&self.image_to_run().await?, None);
+        // A pre-wired spare is health-checked through the warm responder: the probe checks it
+        // answers, so a launch template without one fails here, saying so.
+        let config = &self.inner.config;
+        let warm = config.prewired_spares.then(|| instance_scripts::WarmCheck {
+            port: config.container_port,
+            health_path: &config.health_check.path,
+        });
+        let script = instance_scripts::probe_script(&self.image_to_run().await?, warm);
         let timeout = self.inner.config.probe_command_timeout.as_secs() as u32;
         match self
             .inner

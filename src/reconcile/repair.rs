@@ -194,31 +194,11 @@ impl Reconciler {
         let users = inner.store.list_users().await?;
         let ledger = inner.store.list_instances().await?;
         let user_ids: HashSet<&str> = users.iter().map(|u| u.user_id.as_str()).collect();
-        // A spare's warm route is the pool's while its ledger row lives (`Unwire` removes it
-        // before the row goes): its names cover a part created just before a crash.
-        let mut paths: HashSet<String> = users.iter().map(|u| route_path(&u.route)).collect();
-        let mut group_names: HashSet<String> =
-            users.iter().map(|u| target_group_name(&u.route)).collect();
-        for row in &ledger {
-            paths.insert(warm_path(&row.instance_id.0));
-            group_names.insert(warm_target_group_name(&row.instance_id.0));
-        }
-        let recorded: HashSet<&str> = users
-            .iter()
-            .flat_map(|u| {
-                [
-                    &u.routing.rule_arn,
-                    &u.routing.target_group_arn,
-                    &u.secret_arn,
-                ]
-            })
-            .chain(
-                ledger
-                    .iter()
-                    .flat_map(|r| [&r.warm.rule_arn, &r.warm.target_group_arn]),
-            )
-            .filter_map(|arn| arn.as_deref())
-            .collect();
+        let Owned {
+            paths,
+            group_names,
+            recorded,
+        } = Owned::of(&users, &ledger);
         let held: HashSet<&InstanceId> = users
             .iter()
             .filter_map(|u| u.instance_id.as_ref())
@@ -409,4 +389,47 @@ fn orphan_snapshots(
 
 fn describe(actions: &[Action]) -> Vec<PlannedAction> {
     actions.iter().map(PlannedAction::from).collect()
+}
+
+/// What the store accounts for on the load balancers and in Secrets Manager: the users' route
+/// paths and target-group names, and every ARN a user row or a spare's warm route records. A
+/// spare's warm route is the pool's while its ledger row lives (`Unwire` removes it before the
+/// row goes): its names cover a part created just before a crash.
+struct Owned<'a> {
+    paths: HashSet<String>,
+    group_names: HashSet<String>,
+    recorded: HashSet<&'a str>,
+}
+
+impl<'a> Owned<'a> {
+    fn of(users: &'a [UserRecord], ledger: &'a [crate::store::InstanceRecord]) -> Owned<'a> {
+        let mut paths: HashSet<String> = users.iter().map(|u| route_path(&u.route)).collect();
+        let mut group_names: HashSet<String> =
+            users.iter().map(|u| target_group_name(&u.route)).collect();
+        for row in ledger {
+            paths.insert(warm_path(&row.instance_id.0));
+            group_names.insert(warm_target_group_name(&row.instance_id.0));
+        }
+        let recorded = users
+            .iter()
+            .flat_map(|u| {
+                [
+                    &u.routing.rule_arn,
+                    &u.routing.target_group_arn,
+                    &u.secret_arn,
+                ]
+            })
+            .chain(
+                ledger
+                    .iter()
+                    .flat_map(|r| [&r.warm.rule_arn, &r.warm.target_group_arn]),
+            )
+            .filter_map(|arn| arn.as_deref())
+            .collect();
+        Owned {
+            paths,
+            group_names,
+            recorded,
+        }
+    }
 }

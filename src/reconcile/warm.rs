@@ -240,8 +240,9 @@ impl Reconciler {
         self.delete_warm_route(instance, warm).await?;
         self.inner.store.clear_warm_route(instance).await?;
         let now = self.now();
+        let region = error.code == "TooManyTargetGroups";
         let event = Event::RouteRefused {
-            shard: warm.shard.clone(),
+            shard: if region { None } else { warm.shard.clone() },
             cause: error.to_string(),
             held_for: self.inner.config.capacity_ttl,
         };

@@ -56,6 +56,20 @@ pub(super) struct UserColumns {
     pub(super) version: i64,
 }
 
+/// A workspace relocation's columns: one exists when its zone and token are both recorded.
+fn relocation_of(
+    (zone, token): (Option<String>, Option<String>),
+    snapshot_id: Option<String>,
+    volume_id: Option<String>,
+) -> Option<Relocation> {
+    Some(Relocation {
+        to_zone: zone?,
+        client_token: token?,
+        snapshot_id,
+        volume_id,
+    })
+}
+
 /// A command's two columns (id, sent at) as an optional [`SentCommand`].
 fn sent_command(id: Option<String>, sent_at: Option<Millis>) -> Option<SentCommand> {
     sent_at.map(|sent_at| SentCommand { id, sent_at })
@@ -177,15 +191,11 @@ impl TryFrom<UserColumns> for UserRecord {
                 )));
             }
         };
-        let relocation = match (row.relocation_zone, row.relocation_token) {
-            (Some(to_zone), Some(client_token)) => Some(Relocation {
-                to_zone,
-                snapshot_id: row.relocation_snapshot_id,
-                client_token,
-                volume_id: row.relocation_volume_id,
-            }),
-            _ => None,
-        };
+        let relocation = relocation_of(
+            (row.relocation_zone, row.relocation_token),
+            row.relocation_snapshot_id,
+            row.relocation_volume_id,
+        );
         let workspace = match (row.workspace_token, row.workspace_zone) {
             (Some(client_token), Some(availability_zone)) => Some(Workspace {
                 volume_id: row.workspace_volume_id,

@@ -18,6 +18,7 @@
 //! row's `ready_at`, PUT to `ready`.
 
 use crate::faults::{hold_time_while_the_store_works, quantile};
+use crate::support::aws::ELB_MUTATING;
 use crate::world::{API_TOKEN, LISTENER, World, reconciler_config};
 use spotpool::cloud::fake::FakeCloud;
 use spotpool::cloud::limit::{Limited, RateLimits};
@@ -33,19 +34,25 @@ const SEED: u64 = 20_261_201;
 /// Users, one every `GAP` (0.2 per second), each with a warm instance waiting.
 const USERS: usize = 40;
 const GAP: Duration = Duration::from_secs(5);
-const ELB_MUTATING: [&str; 7] = [
-    "CreateTargetGroup",
-    "CreateRule",
-    "ModifyRule",
-    "DeleteRule",
-    "DeleteTargetGroup",
-    "AddTags",
-    "SetRulePriorities",
-];
+
+/// The container's start: `aws-profile.md`'s `docker run` of a small image (1.5 s, 5 s at p99),
+/// or the OpenClaw gateway's measured start to `/readyz` (20 s, 40 s; `docs/openclaw.md`).
+#[derive(Debug, Clone, Copy)]
+enum Container {
+    SmallImage,
+    OpenClaw,
+}
+
+thread_local! {
+    static CONTAINER: std::cell::Cell<Container> = const { std::cell::Cell::new(Container::OpenClaw) };
+}
 
 fn profile(faults: bool, prepulled: bool) -> Profile {
     let mut profile = Profile::aws();
     profile.effects.image_prepulled = prepulled;
+    if let Container::SmallImage = CONTAINER.with(|c| c.get()) {
+        profile.effects.container_start = spotpool::cloud::profile::Latency::millis(1_500, 5_000);
+    }
     if faults {
         profile = profile.with_faults(FaultRates {
             server_error: 0.10,
@@ -61,6 +68,10 @@ struct Run {
     elb_mutating_per_claim: f64,
     /// spotpool only: ELB mutating calls per release (DELETE to 404).
     elb_mutating_per_release: Option<f64>,
+    /// spotpool only: of the mutating calls while the users claimed, per claim, the claim
+    /// path's (ModifyRule), the AddTags after `ready`, and the pre-wiring of the replacement
+    /// spares (CreateTargetGroup + CreateRule).
+    breakdown: Option<(f64, f64, f64)>,
 }
 
 /// Tries `step` until it succeeds, one second apart (the original had no retry policy of its
@@ -164,6 +175,7 @@ async fn original(faults: bool, health: HealthCheck) -> Run {
         ready,
         elb_mutating_per_claim: (elb - elb_before) as f64 / USERS as f64,
         elb_mutating_per_release: None,
+        breakdown: None,
     }
 }
 
@@ -188,6 +200,12 @@ async fn ours(faults: bool) -> Run {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let elb_before: usize = ELB_MUTATING.iter().map(|op| fake.count_calls(op)).sum();
+    let count = |ops: &[&str]| -> usize { ops.iter().map(|op| fake.count_calls(op)).sum() };
+    let (switches_before, tags_before, wiring_before) = (
+        count(&["ModifyRule"]),
+        count(&["AddTags"]),
+        count(&["CreateTargetGroup", "CreateRule"]),
+    );
     let mut puts = Vec::new();
     for n in 0..USERS {
         let user = format!("u{n}");
@@ -226,7 +244,25 @@ async fn ours(faults: bool) -> Run {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
+    // Every user's tag lands a pass after its `ready`: wait for the last one.
+    while count(&["AddTags"]) - tags_before < USERS
+        && world
+            .store
+            .list_users()
+            .await
+            .unwrap()
+            .iter()
+            .any(|u| u.routing.prewired.is_some())
+    {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let elb: usize = ELB_MUTATING.iter().map(|op| fake.count_calls(op)).sum();
+    let per_claim = |n: usize| n as f64 / USERS as f64;
+    let breakdown = (
+        per_claim(count(&["ModifyRule"]) - switches_before),
+        per_claim(count(&["AddTags"]) - tags_before),
+        per_claim(count(&["CreateTargetGroup", "CreateRule"]) - wiring_before),
+    );
     // Then every user leaves: DELETE, and wait for the row to go.
     for (user, _) in &puts {
         let (status, _, doc) = world
@@ -250,6 +286,7 @@ async fn ours(faults: bool) -> Run {
         ready,
         elb_mutating_per_claim: (elb - elb_before) as f64 / USERS as f64,
         elb_mutating_per_release: Some((released - elb) as f64 / USERS as f64),
+        breakdown: Some(breakdown),
     }
 }
 
@@ -269,10 +306,14 @@ fn row(name: &str, run: &Run, reference: Option<&Run>) -> String {
     let release = run
         .elb_mutating_per_release
         .map_or("n/a".to_string(), |n| format!("{n:.1}"));
-    format!(
-        "| {name} | {p50:.1} s | {p99:.1} s | {:.1} | {release}{ratio} |",
-        run.elb_mutating_per_claim
-    )
+    let per_claim = match run.breakdown {
+        Some((path, tags, wiring)) => format!(
+            "{:.1} ({path:.1} on the claim path, {tags:.1} AddTags after ready, {wiring:.1} wiring the replacement)",
+            run.elb_mutating_per_claim
+        ),
+        None => format!("{:.1}", run.elb_mutating_per_claim),
+    };
+    format!("| {name} | {p50:.1} s | {p99:.1} s | {per_claim} | {release}{ratio} |")
 }
 
 /// Runs `run` on a runtime of its own (each run pauses its own clock).
@@ -304,12 +345,25 @@ fn the_original_flow_and_spotpools_claim_side_by_side() {
             .to_string(),
         "|---|---|---|---|---|---|---|".to_string(),
     ];
-    for faults in [false, true] {
-        let label = if faults {
-            "10% 5xx + 10% throttling"
-        } else {
-            "no faults"
-        };
+    for (container, faults) in [
+        (Container::SmallImage, false),
+        (Container::SmallImage, true),
+        (Container::OpenClaw, false),
+        (Container::OpenClaw, true),
+    ] {
+        CONTAINER.with(|c| c.set(container));
+        let label = format!(
+            "{}, {}",
+            match container {
+                Container::SmallImage => "small image (1.5 s start)",
+                Container::OpenClaw => "OpenClaw (20 s start)",
+            },
+            if faults {
+                "10% 5xx + 10% throttling"
+            } else {
+                "no faults"
+            }
+        );
         let original_default = on_own_runtime(original(faults, aws_default.clone()));
         let original_tuned = on_own_runtime(original(faults, spotpools.clone()));
         let ours = on_own_runtime(ours(faults));

@@ -157,8 +157,10 @@ async fn e2e_pool_claims_release_and_bad_requests_against_moto() {
     assert!(gone, "bob never went away; log:\n{}", daemon.log());
     let bob_route = docs["bob"]["route"].as_str().unwrap();
     let bob_instance = docs["bob"]["instance_id"].as_str().unwrap();
+    let bob_group = format!("sp-warm-{}", &bob_instance[2..]);
+    assert_eq!(aws.target_group_arn(&bob_group).await, None);
     assert_eq!(aws.target_group_arn(&format!("sp-{bob_route}")).await, None);
-    let rules = aws.rules(&infra.listener_arn).await;
+    let rules = aws.user_rules(&infra.listener_arn).await;
     assert!(
         !rules
             .iter()
@@ -572,7 +574,7 @@ async fn e2e_an_interruption_warning_moves_the_user_to_a_new_instance() {
         .user_target_group(&infra.listener_arn, &route)
         .await
         .expect("alice's target group");
-    let rules_before = aws.rules(&infra.listener_arn).await;
+    let rules_before = aws.user_rules(&infra.listener_arn).await;
 
     let warning = serde_json::json!({
         "version": "0",
@@ -608,7 +610,7 @@ async fn e2e_an_interruption_warning_moves_the_user_to_a_new_instance() {
     // Through the AWS API: the same target group now holds exactly the new instance, the rules
     // are unchanged, and the secret is bound to the new instance.
     assert_eq!(aws.targets(&group).await, vec![new.clone()]);
-    assert_eq!(aws.rules(&infra.listener_arn).await, rules_before);
+    assert_eq!(aws.user_rules(&infra.listener_arn).await, rules_before);
     let (_, secret_tags) = aws.secret("openclaw/alice").await.expect("alice's secret");
     assert!(
         secret_tags["InstanceArn"].ends_with(&new),

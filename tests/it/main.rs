@@ -40,6 +40,7 @@ mod baseline;
 mod crash;
 mod daemon;
 mod e2e;
+mod e2e_prewired;
 mod e2e_shards;
 mod fault_proxy;
 mod faults;

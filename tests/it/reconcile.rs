@@ -136,10 +136,11 @@ async fn claims_become_ready_with_tags_route_and_secret_and_the_pool_refills() {
         "pool refilled"
     );
     assert_eq!(world.ledger_count(InstanceStatus::Assigned).await, 3);
-    // Listener priorities are distinct.
+    // Listener priorities are distinct: the users' three rules and the two spares' warm ones.
     let priorities: std::collections::HashSet<u32> =
         world.cloud.rules().iter().map(|r| r.priority).collect();
-    assert_eq!(priorities.len(), 3);
+    assert_eq!(world.cloud.rules().len(), 5);
+    assert_eq!(priorities.len(), 5);
     world.assert_no_leaks().await;
 }
 

@@ -15,6 +15,17 @@ pub struct Volume {
     pub tags: HashMap<String, String>,
 }
 
+/// The ELB calls that change something (issue 13's list), for counting a claim's.
+pub const ELB_MUTATING: [&str; 7] = [
+    "CreateTargetGroup",
+    "CreateRule",
+    "ModifyRule",
+    "DeleteRule",
+    "DeleteTargetGroup",
+    "AddTags",
+    "SetRulePriorities",
+];
+
 /// EC2, ELBv2 and Secrets Manager clients for checking what the daemon did.
 pub struct Aws {
     pub ec2: aws_sdk_ec2::Client,
@@ -211,6 +222,79 @@ impl Aws {
             .collect()
     }
 
+    /// Waits (up to 30 s, polling) until every warm rule on `listener` belongs to a spare and
+    /// every warm target group has its rule: a spare that a move, or a claim that could not use
+    /// its route, took keeps its warm route until the daemon's next pass deletes it (`Unwire`),
+    /// and a spare being wired has its group a moment before its rule.
+    async fn wait_for_unwired_non_spares(&self, listener: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let mut spares = self.instances_with_status("available").await;
+            spares.extend(self.instances_with_status("initializing").await);
+            let rules = self.rules(listener).await;
+            let warm_of_non_spares = rules.iter().any(|(paths, _)| {
+                paths
+                    .iter()
+                    .filter_map(|p| p.strip_prefix("/_warm/"))
+                    .any(|instance| !spares.iter().any(|s| s == instance))
+            });
+            let groups = self.elb.describe_target_groups().send().await.unwrap();
+            let warm_group_without_rule = groups.target_groups().iter().any(|g| {
+                let arn = g.target_group_arn().unwrap_or_default();
+                g.target_group_name()
+                    .is_some_and(|name| name.starts_with("sp-warm-"))
+                    && !rules.iter().any(|(_, to)| to.iter().any(|t| t == arn))
+            });
+            let settled = !warm_of_non_spares && !warm_group_without_rule;
+            if settled || std::time::Instant::now() > deadline {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The live pool instances whose `Status` tag is `status`.
+    pub async fn instances_with_status(&self, status: &str) -> Vec<String> {
+        let out = self
+            .ec2
+            .describe_instances()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag:Status")
+                    .values(status)
+                    .build(),
+            )
+            .filters(alive())
+            .send()
+            .await
+            .unwrap();
+        let mut ids: Vec<String> = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(|i| i.instance_id().map(String::from))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The tags of a load balancer resource (target group or rule).
+    pub async fn elb_tags(&self, arn: &str) -> HashMap<String, String> {
+        let out = self
+            .elb
+            .describe_tags()
+            .resource_arns(arn)
+            .send()
+            .await
+            .unwrap();
+        tag_map(
+            out.tag_descriptions()
+                .iter()
+                .flat_map(|d| d.tags())
+                .map(|t| (t.key(), t.value())),
+        )
+    }
+
     /// The target group the rule of a path-routed user forwards to (its own `sp-<route>`, or
     /// the `sp-warm-<instance>` of the pre-wired spare it claimed).
     pub async fn user_target_group(&self, listener: &str, route: &str) -> Option<String> {
@@ -220,6 +304,15 @@ impl Aws {
             .into_iter()
             .find(|(paths, _)| paths.contains(&path))
             .and_then(|(_, groups)| groups.into_iter().next())
+    }
+
+    /// The users' rules on the listener: every rule but the spares' warm ones.
+    pub async fn user_rules(&self, listener: &str) -> Vec<(Vec<String>, Vec<String>)> {
+        self.rules(listener)
+            .await
+            .into_iter()
+            .filter(|(paths, _)| !paths.iter().any(|p| p.starts_with("/_warm/")))
+            .collect()
     }
 
     /// (conditions as (field, values), forwarded target groups) of every non-default rule on
@@ -309,6 +402,7 @@ impl Aws {
         ready: &HashMap<String, serde_json::Value>,
         context: &str,
     ) -> usize {
+        self.wait_for_unwired_non_spares(listener).await;
         let instances = self
             .ec2
             .describe_instances()
