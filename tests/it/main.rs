@@ -56,6 +56,7 @@ mod shards;
 mod spot;
 mod spot_sim;
 mod support;
+mod sustained;
 mod takeover;
 mod terraform;
 mod tls;

@@ -493,10 +493,10 @@ impl Aws {
                 paths.iter().any(|p| p == "192.0.2.1/32"),
                 "warm rule {paths:?} lacks its source condition ({context})"
             );
-            assert!(
-                spare_ids.contains(spare),
-                "warm rule of {spare}, not a spare ({context})"
-            );
+            if !spare_ids.contains(spare) {
+                let (tags, state) = self.instance_tags_and_state(spare).await;
+                panic!("warm rule of {spare}, not a spare: {state}, {tags:?} ({context})");
+            }
             assert_eq!(forwards.len(), 1, "{spare}'s warm rule ({context})");
             let name = unexplained
                 .remove(&forwards[0])
