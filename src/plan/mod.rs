@@ -184,6 +184,9 @@ pub struct UserIntent {
     pub waiting_for_route: bool,
     /// Its route came with a pre-wired spare and does not carry the user's tag yet.
     pub route_untagged: bool,
+    /// It holds a route of its own (an asleep user's kept rule): a spare's warm route would be
+    /// wasted on it.
+    pub has_route: bool,
 }
 
 /// One thing the executor should do this pass.
@@ -427,12 +430,22 @@ pub fn plan(
         if !held.contains(&instance.id) {
             plan_pool_instance(instance, now, policy, &mut actions);
         }
-        // A warm route is the pool's while the instance is a spare; otherwise it goes.
+        // A warm route is the pool's while the instance is a spare of a configured shard;
+        // otherwise it goes. (One listing without the instance is no reason: only a spare EC2
+        // calls gone, or that it missed as often as a lost instance, has lost its route.)
+        let gone = match instance.lifecycle {
+            Some(lifecycle) => lifecycle.is_gone(),
+            None => instance.missed >= policy.missed_before_lost,
+        };
         let spare = matches!(
             instance.status,
             InstanceStatus::Initializing | InstanceStatus::Available
-        ) && instance.is_alive();
-        if instance.warm.is_some() && !spare {
+        ) && !gone;
+        let shard_kept = instance
+            .warm
+            .as_ref()
+            .is_some_and(|w| policy.shard(&w.shard).is_some());
+        if instance.warm.is_some() && !(spare && shard_kept) {
             actions.push(Action::Unwire {
                 instance: instance.id.clone(),
             });
@@ -548,6 +561,10 @@ fn plan_user(
         }),
         UserState::Queued => return user.instance.is_none(),
         UserState::Sleeping => actions.push(Action::AdvanceSleep {
+            user: user.user.clone(),
+        }),
+        // An asleep user keeps its rule: one it took from a pre-wired spare still gets its tag.
+        UserState::Asleep if user.route_untagged => actions.push(Action::TagRoute {
             user: user.user.clone(),
         }),
         UserState::Failed | UserState::Asleep => {}

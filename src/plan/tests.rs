@@ -71,6 +71,7 @@ fn user(id: &str, state: UserState, instance: Option<&str>, requested_at: Millis
         shard: None,
         waiting_for_route: false,
         route_untagged: false,
+        has_route: false,
     }
 }
 
@@ -604,6 +605,7 @@ fn arb_world() -> impl Strategy<Value = (Vec<UserIntent>, Vec<PoolInstance>, u32
                     shard: None,
                     waiting_for_route: false,
                     route_untagged: false,
+                    has_route: false,
                 }
             })
             .collect();
@@ -913,4 +915,35 @@ fn a_claim_takes_a_warm_spare_first_and_a_non_spares_warm_route_is_unwired() {
     ];
     let actions = plan(&users, &instances, NOW, &policy, &Conditions::default());
     assert_eq!(assigned(&actions), vec![("elsewhere", "i-plain")]);
+
+    // A woken user keeps its own rule: it takes the unwired spare, not the warm one.
+    let mut woken = user("woken", UserState::Queued, None, 2);
+    woken.has_route = true;
+    let actions = plan(&[woken], &instances, NOW, &policy, &Conditions::default());
+    assert_eq!(assigned(&actions), vec![("woken", "i-plain")]);
+
+    // A spare one listing missed keeps its warm route; one whose shard left the configuration,
+    // or that EC2 calls gone, loses it.
+    let mut missed = warm_on(instance("i-missed", InstanceStatus::Available), "s0");
+    missed.lifecycle = None;
+    missed.missed = 1;
+    let mut gone = warm_on(instance("i-gone", InstanceStatus::Available), "s0");
+    gone.lifecycle = Some(Lifecycle::Terminated);
+    let orphaned = warm_on(instance("i-orphaned", InstanceStatus::Available), "s9");
+    let actions = plan(
+        &[],
+        &[missed, gone, orphaned],
+        NOW,
+        &policy,
+        &Conditions::default(),
+    );
+    let mut unwired: Vec<&str> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Unwire { instance } => Some(instance.0.as_str()),
+            _ => None,
+        })
+        .collect();
+    unwired.sort();
+    assert_eq!(unwired, vec!["i-gone", "i-orphaned"]);
 }

@@ -130,8 +130,9 @@ fn assign_spares<'a>(
     let mut unserved_in: BTreeMap<&str, Vec<&UserIntent>> = BTreeMap::new();
     for user in waiting {
         let is_move = user.state == UserState::Migrating;
-        // A claim takes a pre-wired spare on a shard it may use first: its route is ready.
-        let warm = (!is_move)
+        // A claim takes a pre-wired spare on a shard it may use first: its route is ready. (A
+        // user with a route of its own keeps it: a warm route would be wasted.)
+        let warm = (!is_move && !user.has_route)
             .then(|| warm_spare_for(user, available, &taken, placer))
             .flatten();
         if let Some((i, shard)) = warm {

@@ -370,12 +370,14 @@ impl Reconciler {
     }
 
     /// After `ready`, off the claim path: the user's tag on its pre-wired target group and
-    /// rule (one AddTags for both), so on-call and the orphan sweep see whose they are.
+    /// rule (one AddTags for both), so on-call and the orphan sweep see whose they are. (An
+    /// asleep user has only its rule left.)
     pub(super) async fn tag_prewired_route(&self, user_id: &UserId) -> Result<(), StepError> {
         let Some(mut user) = self.inner.store.get_user(user_id).await? else {
             return Ok(());
         };
-        if user.state != UserState::Ready || user.routing.prewired != Some(Prewired::Switched) {
+        let holds_route = matches!(user.state, UserState::Ready | UserState::Asleep);
+        if !holds_route || user.routing.prewired != Some(Prewired::Switched) {
             return Ok(());
         }
         let arns: Vec<String> = [&user.routing.target_group_arn, &user.routing.rule_arn]

@@ -342,5 +342,8 @@ fn intent_of(u: &crate::store::UserRecord) -> UserIntent {
         waiting_for_route: u.state == crate::model::UserState::Queued
             && u.error.as_deref() == Some(crate::model::NO_ROUTE_CAPACITY),
         route_untagged: u.routing.prewired == Some(crate::model::Prewired::Switched),
+        has_route: u.routing.rule_arn.is_some()
+            || u.routing.target_group_arn.is_some()
+            || u.routing.listener_arn.is_some(),
     }
 }

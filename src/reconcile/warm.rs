@@ -103,14 +103,20 @@ impl Reconciler {
             warm.listener_arn = Some(listener.clone());
             // A warm rule of this spare may exist already (adopted by a fresh store, or made
             // just before a crash that lost its record): it is taken as it is.
-            match self.existing_warm_rule(&listener, instance).await? {
+            let adopted = match self.existing_warm_rule(&listener, instance).await? {
                 Some((priority, rule)) => {
                     warm.priority = Some(priority);
-                    warm.rule_arn = Some(rule);
+                    warm.rule_arn = Some(rule.clone());
+                    Some(Undo::Rule(rule))
                 }
-                None => warm.priority = Some(self.take_priority(&listener).await?),
-            }
-            if !self.record_warm(instance, &warm, None).await? {
+                None => {
+                    warm.priority = Some(self.take_priority(&listener).await?);
+                    None
+                }
+            };
+            // An adopted rule that cannot be recorded (no longer a spare) goes: nothing else
+            // records it.
+            if !self.record_warm(instance, &warm, adopted).await? {
                 return Ok(());
             }
         }
@@ -301,16 +307,14 @@ impl Reconciler {
         let cloud = &self.inner.cloud;
         match (&warm.rule_arn, &warm.listener_arn, warm.priority) {
             (Some(rule), _, _) => cloud.delete_rule(rule).await?,
-            (None, Some(listener), Some(priority)) if warm.target_group_arn.is_some() => {
-                let path = warm_path(&instance.0);
-                let condition = RuleMatch::Warm(path);
-                let lost = cloud
-                    .describe_rules(listener)
-                    .await?
-                    .into_iter()
-                    .find(|r| r.priority == Some(priority) && r.matches(&condition));
-                if let Some(rule) = lost {
-                    cloud.delete_rule(&rule.arn).await?;
+            // A rule whose record a crash lost: found by its condition, at whatever priority
+            // (the recorded one may have been given up after a PriorityInUse meanwhile).
+            (None, Some(listener), _) if warm.target_group_arn.is_some() => {
+                let condition = RuleMatch::Warm(warm_path(&instance.0));
+                for lost in cloud.describe_rules(listener).await? {
+                    if lost.matches(&condition) {
+                        cloud.delete_rule(&lost.arn).await?;
+                    }
                 }
             }
             _ => {}
