@@ -192,9 +192,20 @@ impl Reconciler {
         let (Some(listener), Some(priority)) = (warm.listener_arn.clone(), warm.priority) else {
             return Ok(false);
         };
-        cloud
+        match cloud
             .register_target(group, instance, config.container_port)
-            .await?;
+            .await
+        {
+            Ok(()) => {}
+            // The recorded group is gone (a deletion a crash interrupted before its record was
+            // cleared): forget it, and the next pass makes a new one.
+            Err(error) if error.kind == CloudErrorKind::NotFound => {
+                warm.target_group_arn = None;
+                self.record_warm(instance, warm, None).await?;
+                return Ok(false);
+            }
+            Err(error) => return Err(error.into()),
+        }
         let condition = RuleMatch::warm(&instance.0);
         let mut rule_tags = one_tag(tags::POOL, &config.pool);
         rule_tags.insert(tags::INSTANCE_ID.into(), instance.0.clone());
