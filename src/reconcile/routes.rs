@@ -132,33 +132,47 @@ impl Reconciler {
         let condition = self.rule_match_of(user);
         let mut rule_tags = self.resource_tags(&user.user_id);
         rule_tags.insert(tags::INSTANCE_ID.into(), instance.0.clone());
-        let rule_arn = match cloud
-            .create_rule(&listener, priority, &condition, group, &rule_tags)
-            .await
-        {
-            Ok(arn) => arn,
-            Err(error) if error.kind == CloudErrorKind::Conflict => {
-                // PriorityInUse: someone else took it. If it is our own rule from before a
-                // crash, adopt it; otherwise forget the priority and pick another next time.
-                let ours = cloud
-                    .describe_rules(&listener)
-                    .await?
-                    .into_iter()
-                    .find(|r| r.priority == Some(priority) && r.matches(&condition));
-                match ours {
-                    Some(rule) => rule.arn,
-                    None => {
-                        user.routing.rule_priority = None;
-                        user.updated_at = now;
-                        inner.store.update_user(user).await?;
-                        return Ok(false);
-                    }
-                }
-            }
-            Err(error) => return Err(error.into()),
+        let created = self
+            .create_or_adopt_rule(&listener, priority, &condition, group, &rule_tags)
+            .await?;
+        let Some(rule_arn) = created else {
+            // Someone else's priority: forget it and pick another next time.
+            user.routing.rule_priority = None;
+            user.updated_at = now;
+            inner.store.update_user(user).await?;
+            return Ok(false);
         };
         user.routing.rule_arn = Some(rule_arn);
         Ok(true)
+    }
+
+    /// Creates a rule at `priority` forwarding `condition` to `group`. PriorityInUse: our own
+    /// rule from before a crash (same priority, same condition) is adopted; `None` when the
+    /// priority is someone else's (the caller gives it up and takes another next time). A load
+    /// balancer at its limits is the error `RouteCapacity`. Shared by users' rules and spares'
+    /// warm rules.
+    pub(super) async fn create_or_adopt_rule(
+        &self,
+        listener: &str,
+        priority: u32,
+        condition: &RuleMatch,
+        group: &str,
+        rule_tags: &crate::cloud::Tags,
+    ) -> Result<Option<String>, StepError> {
+        let cloud = &self.inner.cloud;
+        match cloud
+            .create_rule(listener, priority, condition, group, rule_tags)
+            .await
+        {
+            Ok(arn) => Ok(Some(arn)),
+            Err(error) if error.kind == CloudErrorKind::Conflict => Ok(cloud
+                .describe_rules(listener)
+                .await?
+                .into_iter()
+                .find(|r| r.priority == Some(priority) && r.matches(condition))
+                .map(|rule| rule.arn)),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// A load balancer (or the region) refused the user's route: the shard takes no more users

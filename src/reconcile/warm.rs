@@ -209,33 +209,22 @@ impl Reconciler {
         let condition = RuleMatch::warm(&instance.0);
         let mut rule_tags = one_tag(tags::POOL, &config.pool);
         rule_tags.insert(tags::INSTANCE_ID.into(), instance.0.clone());
-        let arn = match cloud
-            .create_rule(&listener, priority, &condition, group, &rule_tags)
-            .await
-        {
-            Ok(arn) => arn,
-            Err(error) if error.kind == CloudErrorKind::Conflict => {
-                // PriorityInUse: our own rule from before a crash is adopted; another's priority
-                // is given up, and the next pass takes a new one.
-                let ours = cloud
-                    .describe_rules(&listener)
-                    .await?
-                    .into_iter()
-                    .find(|r| r.priority == Some(priority) && r.matches(&condition));
-                match ours {
-                    Some(rule) => rule.arn,
-                    None => {
-                        warm.priority = None;
-                        self.record_warm(instance, warm, None).await?;
-                        return Ok(false);
-                    }
-                }
+        let created = self
+            .create_or_adopt_rule(&listener, priority, &condition, group, &rule_tags)
+            .await;
+        let arn = match created {
+            Ok(Some(arn)) => arn,
+            // Another's priority: given up, and the next pass takes a new one.
+            Ok(None) => {
+                warm.priority = None;
+                self.record_warm(instance, warm, None).await?;
+                return Ok(false);
             }
-            Err(error) if error.kind == CloudErrorKind::RouteCapacity => {
+            Err(StepError::Cloud(error)) if error.kind == CloudErrorKind::RouteCapacity => {
                 self.warm_refused(instance, warm, error).await?;
                 return Ok(false);
             }
-            Err(error) => return Err(error.into()),
+            Err(error) => return Err(error),
         };
         warm.rule_arn = Some(arn.clone());
         self.record_warm(instance, warm, Some(Undo::Rule(arn)))
