@@ -210,6 +210,7 @@ impl Bench {
                 count: share as u32,
                 client_token: format!("seed-{}-{subnet}", self.now()),
                 spot: true,
+                blank_workspace: None,
             };
             ids.extend(self.cloud.launch_instances(&request).await.expect("launch"));
         }

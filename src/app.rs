@@ -233,6 +233,8 @@ impl App {
             workspace_size_gib: crate::config::defaults::WORKSPACE_SIZE_GIB,
             workspace_kms_key_id: config.workspace_kms_key_id.clone(),
             prewired_spares: config.prewired_spares,
+            rule_settle: config.rule_settle,
+            blank_workspaces: config.blank_workspaces,
         }
     }
 

@@ -172,6 +172,9 @@ pub struct CloudInstance {
     pub status: Option<InstanceStatus>,
     /// The `UserId` tag.
     pub user_id: Option<String>,
+    /// The volume attached at launch as the spare's blank workspace
+    /// ([`crate::instance_scripts::BLANK_WORKSPACE_DEVICE_NAME`]), while it is still attached.
+    pub blank_volume_id: Option<String>,
 }
 
 /// What to launch: `count` spot instances of one type in one subnet, tagged for `tier`.
@@ -186,6 +189,18 @@ pub struct LaunchRequest {
     /// Spot (the pool's normal market) or on-demand (the tier's fallback when no spot offering
     /// has capacity; it uses the on-demand launch template, which has no market options).
     pub spot: bool,
+    /// A blank workspace volume to create with each instance, attached at
+    /// [`crate::instance_scripts::BLANK_WORKSPACE_DEVICE_NAME`] and deleted with the instance
+    /// unless a claim keeps it ([`Cloud::keep_blank_workspace`]).
+    pub blank_workspace: Option<BlankWorkspace>,
+}
+
+/// The blank workspace a spare is launched with (ARCHITECTURE.md, "Blank workspaces").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlankWorkspace {
+    pub size_gib: u32,
+    /// A customer-managed KMS key; None uses the account's EBS default key.
+    pub kms_key_id: Option<String>,
 }
 
 /// The outcome of an SSM command on one instance.
@@ -275,6 +290,17 @@ pub trait Cloud: Send + Sync + 'static {
 
     /// Creates or overwrites tags on an instance.
     async fn tag_instance(&self, instance: &InstanceId, tags: &Tags) -> CloudResult<()>;
+
+    /// Makes the blank workspace `volume_id`, attached to `instance` at `device` since launch,
+    /// a user's: it survives the instance's termination from now on (ModifyInstanceAttribute,
+    /// `DeleteOnTermination` false) and carries `tags` (CreateTags). Idempotent.
+    async fn keep_blank_workspace(
+        &self,
+        instance: &InstanceId,
+        volume_id: &str,
+        device: &str,
+        tags: &Tags,
+    ) -> CloudResult<()>;
 
     /// Removes tag keys from an instance. Removing a missing key succeeds.
     async fn untag_instance(&self, instance: &InstanceId, keys: &[&str]) -> CloudResult<()>;

@@ -269,6 +269,7 @@ impl Profile {
             ("DescribeInstances", ec2_describe),
             ("CreateTags", Latency::millis(100, 400)),
             ("DeleteTags", Latency::millis(100, 400)),
+            ("ModifyInstanceAttribute", Latency::millis(100, 400)),
             ("TerminateInstances", Latency::millis(300, 1_000)),
             ("CreateTargetGroup", elb_write),
             ("DeleteTargetGroup", elb_write),

@@ -33,6 +33,10 @@ pub const ON_DEMAND_FALLBACK: bool = false;
 pub const REBALANCE_MOVES: bool = false;
 /// Spares are pre-wired (ARCHITECTURE.md, "Pre-wired spares").
 pub const PREWIRED_SPARES: bool = true;
+/// The least time between a pre-wired rule's switch and `ready`.
+pub const RULE_SETTLE: &str = "2s";
+/// Spares are launched with a blank workspace (ARCHITECTURE.md, "Blank workspaces").
+pub const BLANK_WORKSPACES: bool = true;
 pub const CAPACITY_TTL: &str = "3m";
 pub const LAUNCH_FAILURE_LIMIT: u32 = 10;
 pub const WORKSPACE_SIZE_GIB: u32 = 8;
@@ -121,6 +125,8 @@ pub fn documented() -> Vec<(&'static str, String)> {
         ("spotpool_on_demand_fallback", text(&ON_DEMAND_FALLBACK)),
         ("spotpool_rebalance_moves", text(&REBALANCE_MOVES)),
         ("spotpool_prewired_spares", text(&PREWIRED_SPARES)),
+        ("spotpool_rule_settle", text(&RULE_SETTLE)),
+        ("spotpool_blank_workspaces", text(&BLANK_WORKSPACES)),
         ("spotpool_capacity_ttl", text(&CAPACITY_TTL)),
         ("spotpool_launch_failure_limit", text(&LAUNCH_FAILURE_LIMIT)),
         ("spotpool_rate_limits", "\"\"".to_string()),

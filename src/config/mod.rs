@@ -126,6 +126,10 @@ pub struct Config {
     pub workspace_kms_key_id: Option<String>,
     /// Spares are pre-wired (`SPOTPOOL_PREWIRED_SPARES`).
     pub prewired_spares: bool,
+    /// How long `ready` waits after a pre-wired rule's switch (`SPOTPOOL_RULE_SETTLE`).
+    pub rule_settle: Duration,
+    /// Spares are launched with a blank workspace (`SPOTPOOL_BLANK_WORKSPACES`).
+    pub blank_workspaces: bool,
     /// This replica: its name and the address it is reached at while it leads.
     pub replica: Replica,
 }
@@ -248,6 +252,10 @@ impl Settings {
             prewired_spares: self
                 .spotpool_prewired_spares
                 .unwrap_or(defaults::PREWIRED_SPARES),
+            rule_settle: timings.rule_settle,
+            blank_workspaces: self
+                .spotpool_blank_workspaces
+                .unwrap_or(defaults::BLANK_WORKSPACES),
             replica,
         })
     }
@@ -419,6 +427,11 @@ impl Settings {
                 "SPOTPOOL_CAPACITY_TTL",
                 &self.spotpool_capacity_ttl,
                 defaults::CAPACITY_TTL,
+            )?,
+            rule_settle: duration(
+                "SPOTPOOL_RULE_SETTLE",
+                &self.spotpool_rule_settle,
+                defaults::RULE_SETTLE,
             )?,
         })
     }
@@ -645,6 +658,7 @@ struct Timings {
     container_timeout: Duration,
     aws_call_timeout: Duration,
     capacity_ttl: Duration,
+    rule_settle: Duration,
 }
 
 /// The user container's settings, validated.

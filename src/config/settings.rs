@@ -168,6 +168,12 @@ pub struct Settings {
     /// Pre-wire spares: each spare gets its own target group and a warm rule (a condition no client matches) on its shard's listener, and is available once the load balancer reports it healthy through the warm responder the launch template's user data runs; a claim then switches the rule to the user with one ModifyRule. false: a claim creates the target group and rule, and waits for the health checks of a new target.
     #[arg(long, env = "SPOTPOOL_PREWIRED_SPARES", value_name = "BOOL")]
     pub spotpool_prewired_spares: Option<bool>,
+    /// How long after switching a pre-wired spare's rule to the user's route `ready` waits at least, so that the load balancer has applied the switch (AWS reports no moment when a rule change is live). The container's start usually covers it.
+    #[arg(long, env = "SPOTPOOL_RULE_SETTLE", value_name = "DURATION")]
+    pub spotpool_rule_settle: Option<String>,
+    /// Launch each spare with a blank encrypted workspace volume (SPOTPOOL_WORKSPACE_SIZE_GIB, deleted with the instance unless a claim keeps it): a user's first claim keeps it where it is instead of creating and attaching a volume. false: the first claim creates and attaches the workspace.
+    #[arg(long, env = "SPOTPOOL_BLANK_WORKSPACES", value_name = "BOOL")]
+    pub spotpool_blank_workspaces: Option<bool>,
     /// Move a user off an instance that gets a rebalance recommendation when a spare is available (a move restarts the user's container on the new instance).
     #[arg(long, env = "SPOTPOOL_REBALANCE_MOVES", value_name = "BOOL")]
     pub spotpool_rebalance_moves: Option<bool>,

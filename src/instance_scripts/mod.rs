@@ -54,6 +54,10 @@ pub const CONTAINER_USER: &str = "10001:10001";
 /// The device name the daemon attaches a workspace volume with (`AttachVolume`'s `Device`). On
 /// Xen instances the volume appears as `/dev/xvdf`; on Nitro it is an NVMe device found by serial.
 pub const WORKSPACE_DEVICE_NAME: &str = "/dev/sdf";
+/// The device name of the blank workspace a spare is launched with (RunInstances'
+/// `BlockDeviceMappings`); a first claim keeps it as the user's workspace where it is. On Xen
+/// instances it appears as `/dev/xvdg`.
+pub const BLANK_WORKSPACE_DEVICE_NAME: &str = "/dev/sdg";
 
 /// Where udev links NVMe EBS volumes by serial (`nvme-Amazon_Elastic_Block_Store_vol<hex>`); the
 /// start and stop commands pass it as `WORKSPACE_DEVICE_DIR`.

@@ -199,6 +199,21 @@ impl Cloud for FencedCloud {
         self.gated(self.inner.tag_instance(instance, tags)).await
     }
 
+    async fn keep_blank_workspace(
+        &self,
+        instance: &InstanceId,
+        volume_id: &str,
+        device: &str,
+        tags: &Tags,
+    ) -> CloudResult<()> {
+        self.fence.check("ModifyInstanceAttribute")?;
+        self.gated(
+            self.inner
+                .keep_blank_workspace(instance, volume_id, device, tags),
+        )
+        .await
+    }
+
     async fn untag_instance(&self, instance: &InstanceId, keys: &[&str]) -> CloudResult<()> {
         self.fence.check("DeleteTags")?;
         self.gated(self.inner.untag_instance(instance, keys)).await

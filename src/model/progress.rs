@@ -210,6 +210,9 @@ pub struct Routing {
     /// and its warm rule), and how far the claim has taken it; `None` once the user's tags are
     /// on it, and for a route made for the user.
     pub prewired: Option<Prewired>,
+    /// When the claim switched the pre-wired rule to the user's route: `ready` waits until the
+    /// load balancer has had `rule_settle` to apply it.
+    pub switched_at: Option<Millis>,
 }
 
 /// A pre-wired spare's route in a claim (ARCHITECTURE.md, "Pre-wired spares").

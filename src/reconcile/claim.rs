@@ -13,12 +13,16 @@ use super::steps::Machine;
 use super::workspace::Progress;
 use super::{Reconciler, ReconcilerConfig, StepError, StepOutcome, StepResult, fatal, one_tag};
 use crate::cloud::{CloudError, CloudErrorKind, CommandStatus, tags};
-use crate::instance_scripts::{self, ContainerSpec, GatewaySettings};
+use crate::instance_scripts::{self, BLANK_WORKSPACE_DEVICE_NAME, ContainerSpec, GatewaySettings};
 use crate::model::{
     ClaimProgress, ClaimStep, Event, InstanceId, InstanceStatus, Millis, Prewired, SentCommand,
     Shard, UserId, UserState,
 };
 use crate::store::UserRecord;
+
+/// How long a step of the loop's pass polls a start command itself before it leaves the wait
+/// to the next pass.
+const COMMAND_LINGER: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Reconciler {
     /// Gives a queued user a spare (one store transaction), then starts the claim.
@@ -29,7 +33,16 @@ impl Reconciler {
         shard: &str,
         now: Millis,
     ) -> Result<(), StepError> {
-        if self.inner.store.assign(user, instance, shard, now).await? {
+        let tier = self
+            .inner
+            .store
+            .get_instance(instance)
+            .await?
+            .map(|r| r.tier);
+        let blank = (self.inner.config.blank_workspaces)
+            .then(|| self.workspace_size(tier.as_deref().unwrap_or_default()));
+        let store = &self.inner.store;
+        if store.claim_spare(user, instance, shard, blank, now).await? {
             self.journal(now, Event::ClaimAssigned, Some(user), Some(instance))
                 .await?;
             self.advance_claim(user).await?;
@@ -61,7 +74,7 @@ impl Reconciler {
         let claim = user.claim.get_or_insert_with(ClaimProgress::assigned);
         let next = match claim.step {
             ClaimStep::Assigned => {
-                self.bind_to_instance(&user, &instance).await?;
+                self.bind_claim(&mut user, &instance, now).await?;
                 ClaimStep::Tagged
             }
             // A pre-wired spare's route came with it: nothing to reserve.
@@ -238,15 +251,39 @@ impl Reconciler {
         let timeout = self.inner.config.container_timeout;
         let id = command.and_then(|c| c.id.clone()).unwrap_or_default();
         let sent_at = command.map_or(now, |c| c.sent_at);
-        match self.inner.cloud.command_status(&id, instance).await? {
-            CommandStatus::Success => Ok(true),
-            CommandStatus::Pending if now - sent_at <= timeout.as_millis() as Millis => Ok(false),
-            CommandStatus::Pending => Err(fatal(
-                "StartContainer",
-                "Timeout",
-                format!("container did not start within {timeout:?}"),
-            )),
-            CommandStatus::Failed(output) => Err(fatal("StartContainer", "CommandFailed", output)),
+        // In the loop's passes, which no longer wait for a slow action, the step polls for a
+        // while itself: a container that starts in seconds is seen at once, not a pass later.
+        let poll = self.inner.config.poll_interval / 2;
+        let lingering = super::execute::may_linger()
+            .then(|| self.inner.lingering.clone().try_acquire_owned().ok())
+            .flatten();
+        let linger_until = tokio::time::Instant::now()
+            + if lingering.is_some() {
+                COMMAND_LINGER
+            } else {
+                std::time::Duration::ZERO
+            };
+        loop {
+            let now = self.now().max(now);
+            match self.inner.cloud.command_status(&id, instance).await? {
+                CommandStatus::Success => return Ok(true),
+                CommandStatus::Pending if now - sent_at <= timeout.as_millis() as Millis => {
+                    if tokio::time::Instant::now() + poll > linger_until {
+                        return Ok(false);
+                    }
+                    tokio::time::sleep(poll).await;
+                }
+                CommandStatus::Pending => {
+                    return Err(fatal(
+                        "StartContainer",
+                        "Timeout",
+                        format!("container did not start within {timeout:?}"),
+                    ));
+                }
+                CommandStatus::Failed(output) => {
+                    return Err(fatal("StartContainer", "CommandFailed", output));
+                }
+            }
         }
     }
 
@@ -324,6 +361,11 @@ impl Reconciler {
         let Some(group) = user.routing.target_group_arn.clone() else {
             return Ok(StepResult::Waiting);
         };
+        // The switched rule has had its time to apply.
+        let settle = self.inner.config.rule_settle.as_millis() as Millis;
+        if user.routing.switched_at.is_some_and(|at| now < at + settle) {
+            return Ok(StepResult::Waiting);
+        }
         if !self
             .target_healthy_in_time(&group, instance, user.updated_at, now)
             .await?
@@ -365,8 +407,75 @@ impl Reconciler {
         let condition = self.rule_match_of(user);
         self.inner.cloud.set_rule_match(&rule, &condition).await?;
         user.routing.prewired = Some(Prewired::Switched);
+        user.routing.switched_at = Some(now);
         user.updated_at = now;
         Ok(self.inner.store.update_user(user).await?)
+    }
+
+    /// The claim's first step, its calls at once, each idempotent: the instance's and the
+    /// secret's tags; a blank workspace the claim took kept past the instance's end; and a
+    /// pre-wired rule switched to the user's route, so that the load balancer applies it while
+    /// the container starts (a request meanwhile gets the warm responder's 503 "starting").
+    async fn bind_claim(
+        &self,
+        user: &mut UserRecord,
+        instance: &InstanceId,
+        now: Millis,
+    ) -> Result<(), StepError> {
+        let switch = self.prewired_switch(user);
+        let (bound, kept, switched) = tokio::join!(
+            self.bind_to_instance(user, instance),
+            self.keep_blank_workspace(user, instance),
+            async {
+                match &switch {
+                    Some((rule, condition)) => {
+                        self.inner.cloud.set_rule_match(rule, condition).await
+                    }
+                    None => Ok(()),
+                }
+            }
+        );
+        bound?;
+        kept?;
+        switched?;
+        if switch.is_some() {
+            user.routing.prewired = Some(Prewired::Switched);
+            user.routing.switched_at = Some(now);
+        }
+        Ok(())
+    }
+
+    /// The pre-wired rule to switch to the user's route and its new condition, while it still
+    /// has its warm conditions.
+    fn prewired_switch(&self, user: &UserRecord) -> Option<(String, crate::model::RuleMatch)> {
+        if user.routing.prewired != Some(Prewired::Warm) {
+            return None;
+        }
+        let rule = user.routing.rule_arn.clone()?;
+        Some((rule, self.rule_match_of(user)))
+    }
+
+    /// A blank workspace this claim took from its instance (ARCHITECTURE.md, "Blank
+    /// workspaces"): kept past the instance's termination and tagged as the user's, before any
+    /// container can write to it. Nothing for any other workspace.
+    async fn keep_blank_workspace(
+        &self,
+        user: &UserRecord,
+        instance: &InstanceId,
+    ) -> Result<(), StepError> {
+        let Some(volume) = user.workspace.as_ref().and_then(|w| w.volume_id.as_ref()) else {
+            return Ok(());
+        };
+        let record = self.inner.store.get_instance(instance).await?;
+        if record.and_then(|r| r.blank_volume_id).as_ref() != Some(volume) {
+            return Ok(());
+        }
+        let tags = self.workspace_tags(user);
+        self.inner
+            .cloud
+            .keep_blank_workspace(instance, volume, BLANK_WORKSPACE_DEVICE_NAME, &tags)
+            .await?;
+        Ok(())
     }
 
     /// After `ready`, off the claim path: the user's tag on its pre-wired target group and

@@ -1,25 +1,154 @@
 //! Runs a pass's actions concurrently, at most `max_in_flight` at once. A failed action is
 //! logged and counted; the next pass plans again from fresh observations.
+//!
+//! The loop's pass waits for its actions only for a while (its patience): an action still
+//! running then (a launch or a warm route waiting for its bucket, a release waiting for EBS, a
+//! claim waiting for its container) goes on as a straggler, and the next pass starts on time.
+//! Every action holds the objects it works on ([`InFlight`]: a user, an instance, a launch)
+//! until it ends; a pass skips any action on an object held, so no object ever has two actions
+//! at once, and the ledger's merge of the listing writes only what it observes.
 
 use super::{Reconciler, StepError};
 use crate::cloud::CloudErrorKind;
 use crate::model::{Event, MoveReason};
 use crate::plan::Action;
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+tokio::task_local! {
+    /// Set in the tasks of a pass with patience (the loop's): their steps may wait a little for
+    /// a result (a command's), since they no longer hold the pass up.
+    static PATIENT: bool;
+}
+
+/// Whether the running action belongs to a pass that does not wait for it to the end: a step
+/// may then poll a little instead of leaving the wait to the next pass.
+pub(super) fn may_linger() -> bool {
+    PATIENT.try_with(|patient| *patient).unwrap_or(false)
+}
+
+/// How many claims or moves may poll their start command at once in their own step (each
+/// about three GetCommandInvocation a second, from the SSM read bucket the probes also use).
+pub(super) const LINGERING: usize = 3;
+
+/// The objects that have an action in flight.
+#[derive(Debug, Default)]
+pub(super) struct InFlight(std::sync::Mutex<HashSet<String>>);
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // Nothing panics while holding this lock; a poisoned lock still holds valid data.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds every one of `keys`, or none if one is held already.
+    pub(super) fn try_hold(self: &Arc<Self>, keys: Vec<String>) -> Option<Held> {
+        let mut held = self.lock();
+        if keys.iter().any(|key| held.contains(key)) {
+            return None;
+        }
+        held.extend(keys.iter().cloned());
+        Some(Held {
+            in_flight: self.clone(),
+            keys,
+        })
+    }
+}
+
+/// Keys an action holds; let go when it ends, however it ends (an aborted task too).
+pub(super) struct Held {
+    in_flight: Arc<InFlight>,
+    keys: Vec<String>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = self.in_flight.lock();
+        for key in &self.keys {
+            held.remove(key);
+        }
+    }
+}
+
+pub(super) fn user_key(user: &crate::model::UserId) -> String {
+    format!("user:{user}")
+}
+
+pub(super) fn instance_key(instance: &crate::model::InstanceId) -> String {
+    format!("instance:{instance}")
+}
+
+pub(super) fn launch_key(client_token: &str) -> String {
+    format!("launch:{client_token}")
+}
+
+/// The objects `action` works on.
+fn keys(action: &Action) -> Vec<String> {
+    match action {
+        Action::Launch {
+            tier,
+            instance_type,
+            subnet_id,
+            ..
+        } => vec![format!("offering:{tier}/{instance_type}/{subnet_id}")],
+        Action::SendProbe { instance }
+        | Action::CheckProbe { instance, .. }
+        | Action::Terminate { instance, .. }
+        | Action::Forget { instance }
+        | Action::Wire { instance, .. }
+        | Action::Unwire { instance } => vec![instance_key(instance)],
+        Action::Assign { user, instance, .. } | Action::AssignMove { user, instance } => {
+            vec![user_key(user), instance_key(instance)]
+        }
+        Action::AwaitRoute { user }
+        | Action::RouteAvailable { user }
+        | Action::AdvanceClaim { user }
+        | Action::Release { user }
+        | Action::Recover { user }
+        | Action::BeginMove { user }
+        | Action::AdvanceMove { user }
+        | Action::AdvanceSleep { user }
+        | Action::RelocateWorkspace { user, .. }
+        | Action::AdvanceRelocation { user }
+        | Action::TagRoute { user } => vec![user_key(user)],
+    }
+}
+
+/// What [`Reconciler::execute`] did.
+pub(super) struct Executed {
+    /// How many actions AWS throttled (after the SDK's retries), of those that ended in time.
+    pub(super) throttled: usize,
+    /// Actions skipped because their object had one in flight.
+    pub(super) skipped: usize,
+    /// The actions still running when the patience ran out.
+    pub(super) stragglers: Option<JoinSet<bool>>,
+}
+
 impl Reconciler {
-    /// Runs the actions concurrently, at most `max_in_flight` at once. Failures are logged and
-    /// counted; the next pass plans again from fresh observations.
-    /// Returns how many actions AWS throttled (after the SDK's retries).
-    pub(super) async fn execute(&self, actions: Vec<Action>) -> usize {
+    /// Runs the actions concurrently, at most `max_in_flight` at once, and waits for them, or
+    /// with `patience` only that long (the rest go on: `Executed::stragglers`). An action on an
+    /// object that has one in flight is skipped. Failures are logged and counted; the next pass
+    /// plans again from fresh observations.
+    pub(super) async fn execute(
+        &self,
+        actions: Vec<Action>,
+        patience: Option<Duration>,
+    ) -> Executed {
         let permits = Arc::new(Semaphore::new(self.inner.config.max_in_flight));
         let mut tasks = JoinSet::new();
+        let mut skipped = 0;
         for action in actions {
+            let Some(held) = self.inner.in_flight.try_hold(keys(&action)) else {
+                skipped += 1;
+                continue;
+            };
             let this = self.clone();
             let permits = permits.clone();
-            tasks.spawn(async move {
+            tasks.spawn(PATIENT.scope(patience.is_some(), async move {
+                let _held = held;
                 let Ok(_permit) = permits.acquire_owned().await else {
                     return false;
                 };
@@ -32,17 +161,30 @@ impl Reconciler {
                         matches!(&error, StepError::Cloud(e) if e.kind == CloudErrorKind::Throttled)
                     }
                 }
-            });
+            }));
         }
+        let deadline = tokio::time::sleep(patience.unwrap_or(Duration::MAX));
+        tokio::pin!(deadline);
         let mut throttled = 0;
-        while let Some(joined) = tasks.join_next().await {
+        loop {
+            let joined = tokio::select! {
+                joined = tasks.join_next() => joined,
+                _ = &mut deadline, if patience.is_some() => {
+                    return Executed { throttled, skipped, stragglers: Some(tasks) };
+                }
+            };
             match joined {
-                Ok(true) => throttled += 1,
-                Ok(false) => {}
-                Err(error) => tracing::error!(error = %error, "action task panicked"),
+                None => break,
+                Some(Ok(true)) => throttled += 1,
+                Some(Ok(false)) => {}
+                Some(Err(error)) => tracing::error!(error = %error, "action task panicked"),
             }
         }
-        throttled
+        Executed {
+            throttled,
+            skipped,
+            stragglers: None,
+        }
     }
 
     async fn run_action(&self, action: &Action) -> Result<(), StepError> {

@@ -4,7 +4,7 @@
 //! cache); a failing tier backs off, doubling, and halts at the failure limit.
 
 use super::{Reconciler, StepError};
-use crate::cloud::{CloudErrorKind, LaunchRequest};
+use crate::cloud::{BlankWorkspace, CloudErrorKind, LaunchRequest};
 use crate::model::{Event, InstanceStatus, Millis};
 use crate::plan::{Conditions, Market};
 use crate::store::{InstanceRecord, PendingLaunch, StoreError};
@@ -115,6 +115,9 @@ impl Reconciler {
             attempts: 0,
             last_error: None,
         };
+        // Held while it runs, so that a pass meanwhile does not redo it (`finish_launches`).
+        let key = super::execute::launch_key(&launch.client_token);
+        let _held = self.inner.in_flight.try_hold(vec![key]);
         self.inner.store.insert_launch(&launch).await?;
         self.run_launch(&launch, now).await
     }
@@ -131,6 +134,10 @@ impl Reconciler {
             count: launch.count,
             client_token: launch.client_token.clone(),
             spot: launch.spot,
+            blank_workspace: self.inner.config.blank_workspaces.then(|| BlankWorkspace {
+                size_gib: self.workspace_size(tier),
+                kms_key_id: self.inner.config.workspace_kms_key_id.clone(),
+            }),
         };
         let ids = match self.inner.cloud.launch_instances(&request).await {
             Ok(ids) => ids,
@@ -206,6 +213,11 @@ impl Reconciler {
         }
         let mut throttled = 0;
         for launch in pending {
+            let key = super::execute::launch_key(&launch.client_token);
+            // Still running (an action of an earlier pass, waiting for its bucket).
+            let Some(_held) = self.inner.in_flight.try_hold(vec![key]) else {
+                continue;
+            };
             tracing::info!(client_token = %launch.client_token, tier = %launch.tier, attempts = launch.attempts, "redoing a launch whose outcome was not recorded");
             match self.run_launch(&launch, now).await {
                 Ok(()) => {}

@@ -55,6 +55,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 
 /// What the reconciler needs to know beyond `plan`'s policy. Built from the daemon's `Config`
 /// by `crate::app`, which names every policy constant once.
@@ -105,6 +106,12 @@ pub struct ReconcilerConfig {
     /// Spares get a target group and a warm rule before they are `available` (ARCHITECTURE.md,
     /// "Pre-wired spares").
     pub prewired_spares: bool,
+    /// The least time between a pre-wired rule's switch and `ready`: the load balancer applies
+    /// a rule change within seconds, and AWS reports no moment when it is live.
+    pub rule_settle: Duration,
+    /// Spares are launched with a blank workspace a first claim keeps (ARCHITECTURE.md, "Blank
+    /// workspaces").
+    pub blank_workspaces: bool,
 }
 
 impl ReconcilerConfig {
@@ -207,6 +214,13 @@ struct Inner {
     image_retry_at: std::sync::Mutex<Millis>,
     /// When SSM may be asked again which agents are online, after it could not say (0: now).
     agents_ask_at: std::sync::Mutex<Millis>,
+    /// The objects with an action in flight (`execute.rs`).
+    in_flight: Arc<execute::InFlight>,
+    /// Claims or moves polling their start command in their own step (`execute::LINGERING`).
+    lingering: Arc<tokio::sync::Semaphore>,
+    /// Users whose teardown removed their route already (`teardown.rs`); forgotten when the
+    /// teardown ends, and on a restart (which then looks once more).
+    routes_removed: std::sync::Mutex<std::collections::HashSet<UserId>>,
 }
 
 /// Marks this replica as leading for as long as a reconciler loop runs.
@@ -258,6 +272,9 @@ impl Reconciler {
                 registry,
                 image_retry_at: std::sync::Mutex::new(0),
                 agents_ask_at: std::sync::Mutex::new(0),
+                in_flight: Arc::default(),
+                lingering: Arc::new(tokio::sync::Semaphore::new(execute::LINGERING)),
+                routes_removed: Default::default(),
             }),
         }
     }
@@ -293,13 +310,18 @@ impl Reconciler {
         tracing::info!("this replica is the leader: it runs the reconciler");
         let mut delay = Duration::ZERO;
         let mut consecutive_failures: u32 = 0;
+        // Actions that outlived their pass (`execute`). Dropped with this loop (a lost term),
+        // they are aborted; each step is safe to cut off.
+        let mut stragglers: JoinSet<()> = JoinSet::new();
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = self.inner.wake.notified() => {}
                 _ = tokio::time::sleep(delay) => {}
             }
-            match self.reconcile_once().await {
+            while stragglers.try_join_next().is_some() {}
+            let patience = self.inner.config.poll_interval;
+            match self.reconcile_within(Some(patience), &mut stragglers).await {
                 Ok(Outcome::Converged) => {
                     consecutive_failures = 0;
                     delay = self.inner.config.reconcile_interval;
@@ -315,14 +337,27 @@ impl Reconciler {
                 }
             }
         }
+        // A stop lets the actions in flight finish, as a pass in flight always did.
+        while stragglers.join_next().await.is_some() {}
         tracing::info!("reconciler stopped");
     }
 
     /// One pass: observe the cloud, merge it into the ledger, plan, and execute the actions.
     pub async fn reconcile_once(&self) -> Result<Outcome, ReconcileError> {
+        self.reconcile_within(None, &mut JoinSet::new()).await
+    }
+
+    /// A pass that waits for its actions at most `patience` (all of them without): those still
+    /// running then go on in `stragglers`, and the pass asks to come back after the poll
+    /// interval.
+    async fn reconcile_within(
+        &self,
+        patience: Option<Duration>,
+        stragglers: &mut JoinSet<()>,
+    ) -> Result<Outcome, ReconcileError> {
         let _turn = self.inner.pass_lock.lock().await;
         let started = Instant::now();
-        let result = self.pass().await;
+        let result = self.pass(patience, stragglers).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(_) => "error",
@@ -330,6 +365,7 @@ impl Reconciler {
         metrics::counter!("spotpool_reconcile_passes_total", "outcome" => outcome).increment(1);
         metrics::histogram!("spotpool_reconcile_pass_duration_seconds")
             .record(started.elapsed().as_secs_f64());
+
         if result.is_ok() {
             let health = &self.inner.health;
             health.last_success.store(self.now(), Ordering::Relaxed);
@@ -338,13 +374,22 @@ impl Reconciler {
         result
     }
 
-    async fn pass(&self) -> Result<Outcome, ReconcileError> {
+    async fn pass(
+        &self,
+        patience: Option<Duration>,
+        stragglers: &mut JoinSet<()>,
+    ) -> Result<Outcome, ReconcileError> {
         let inner = &self.inner;
         inner.pass_seq.fetch_add(1, Ordering::Relaxed);
         // Before any probe or start of this pass: they run the pinned image once there is one.
         self.pin_image_if_needed(self.now()).await?;
         let planned = self.observe_and_plan(false).await?;
-        let throttled = planned.throttled + self.execute(planned.actions).await;
+        let executed = self.execute(planned.actions, patience).await;
+        let throttled = planned.throttled + executed.throttled;
+        let still_running = executed.skipped > 0 || executed.stragglers.is_some();
+        if let Some(mut rest) = executed.stragglers {
+            stragglers.spawn(async move { while rest.join_next().await.is_some() {} });
+        }
         // A pass that AWS throttled backs off (doubling up to a minute) before the next one, on
         // top of the client-side buckets: retries can never pile up into a storm.
         if throttled > 0 {
@@ -358,7 +403,7 @@ impl Reconciler {
         if inner.throttled_passes.swap(0, Ordering::Relaxed) > 0 {
             metrics::gauge!("spotpool_throttle_backoff_seconds").set(0.0);
         }
-        Ok(if planned.in_flight {
+        Ok(if planned.in_flight || still_running {
             Outcome::Requeue(inner.config.poll_interval)
         } else {
             Outcome::Converged

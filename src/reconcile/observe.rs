@@ -170,7 +170,8 @@ impl Reconciler {
             record.instance_type = Some(seen.instance_type.clone());
             record.availability_zone = Some(seen.availability_zone.clone());
             record.private_ip = seen.private_ip.clone();
-            store.put_instance(&record).await?;
+            record.blank_volume_id = seen.blank_volume_id.clone();
+            store.observe_instance(&record).await?;
             changed = true;
         }
         // Count the passes each known instance has been missing; plan only calls a held instance
@@ -180,7 +181,7 @@ impl Reconciler {
             if !seen.contains(&known.instance_id) {
                 let mut record = known.clone();
                 record.missed_observations += 1;
-                store.put_instance(&record).await?;
+                store.observe_instance(&record).await?;
                 changed = true;
             }
         }
@@ -282,6 +283,7 @@ fn as_listed(record: &InstanceRecord, seen: &CloudInstance) -> bool {
         && record.instance_type.as_deref() == Some(seen.instance_type.as_str())
         && record.availability_zone.as_deref() == Some(seen.availability_zone.as_str())
         && record.private_ip == seen.private_ip
+        && record.blank_volume_id == seen.blank_volume_id
 }
 
 /// Exports the pool and user gauges; returns the users whose route has no live instance.

@@ -139,7 +139,7 @@ impl Reconciler {
                     let this = self.clone();
                     let mut actions = tokio::spawn(async move {
                         let _turn = turn;
-                        this.execute(actions).await;
+                        this.execute(actions, None).await;
                     });
                     if tokio::time::timeout(ACTIONS_WAIT, &mut actions)
                         .await

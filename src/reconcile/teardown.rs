@@ -17,6 +17,7 @@ use crate::model::{
     ClaimProgress, Event, InstanceStatus, Millis, Routing, TeardownKind, UserId, UserState,
 };
 use crate::store::UserRecord;
+use std::collections::HashSet;
 
 /// What a teardown was asked to do; a rollback carries its cause.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,15 +129,20 @@ impl Reconciler {
             }
             self.route_asleep(&user).await?;
         } else {
-            self.remove_route(&user).await?;
-            // Recorded, so that the passes spent waiting for EBS below do not delete the route
-            // again (the load balancer's write quota is the scarcest in the account).
-            if user.routing != Routing::default() {
-                user.routing = Routing::default();
-                user.updated_at = now;
-                if !inner.store.update_user(&mut user).await? {
-                    return Ok(());
+            // Once per teardown (and again after a restart): the passes spent waiting for EBS
+            // below neither delete the route again (the load balancer's write quota is the
+            // scarcest in the account) nor look for an unrecorded group by name (its describe
+            // quota is shared with every health check).
+            if !self.lock_routes_removed().contains(user_id) {
+                self.remove_route(&user).await?;
+                if user.routing != Routing::default() {
+                    user.routing = Routing::default();
+                    user.updated_at = now;
+                    if !inner.store.update_user(&mut user).await? {
+                        return Ok(());
+                    }
                 }
+                self.lock_routes_removed().insert(user_id.clone());
             }
             if !self.free_workspaces(&mut user).await? {
                 return Ok(());
@@ -155,6 +161,7 @@ impl Reconciler {
         }
         self.unbind_or_delete_secret(&user, kind).await?;
         self.give_up_instances(&user, kind).await?;
+        self.lock_routes_removed().remove(user_id);
 
         // Last, the row: deleted on release, otherwise asleep, back in the queue, or failed.
         if mode == Teardown::Release {
@@ -166,6 +173,14 @@ impl Reconciler {
             return Ok(());
         }
         self.settle_row(user, mode, now).await
+    }
+
+    fn lock_routes_removed(&self) -> std::sync::MutexGuard<'_, HashSet<UserId>> {
+        // Nothing panics while holding this lock; a poisoned lock still holds valid data.
+        self.inner
+            .routes_removed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// The row after the undo: asleep (keeping its rule), back in the queue, or failed.

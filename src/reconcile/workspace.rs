@@ -618,7 +618,7 @@ impl Reconciler {
             })
     }
 
-    fn workspace_size(&self, tier: &str) -> u32 {
+    pub(super) fn workspace_size(&self, tier: &str) -> u32 {
         self.inner
             .config
             .policy
@@ -629,7 +629,7 @@ impl Reconciler {
     }
 
     /// The tags of a user's workspace volume and its snapshots.
-    fn workspace_tags(&self, user: &UserRecord) -> Tags {
+    pub(super) fn workspace_tags(&self, user: &UserRecord) -> Tags {
         let mut out = self.resource_tags(&user.user_id);
         out.extend(one_tag(tags::WORKSPACE, user.user_id.as_str()));
         out

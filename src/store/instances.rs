@@ -34,6 +34,9 @@ pub struct InstanceRecord {
     /// "Pre-wired spares"). Written only by [`Store::set_warm_route`] and
     /// [`Store::clear_warm_route`]; a claim moves it to the user's row.
     pub warm: WarmRoute,
+    /// The blank workspace DescribeInstances last reported attached (ARCHITECTURE.md, "Blank
+    /// workspaces"): a first claim takes it, unless a user's workspace already is that volume.
+    pub blank_volume_id: Option<String>,
 }
 
 /// A spare's own route on its shard: a target group with the instance registered, and a warm
@@ -91,12 +94,45 @@ impl InstanceRecord {
             recycle_requested_at: None,
             probed_at: None,
             warm: WarmRoute::default(),
+            blank_volume_id: None,
         }
     }
 }
 
 /// The whole ledger, oldest first (also the reconciler's snapshot, `generations.rs`).
 pub(super) const SELECT_ALL: &str = "SELECT * FROM instances ORDER BY launched_at, instance_id";
+
+/// An upsert of a whole ledger row that, for an existing row, sets `$update` (the columns
+/// after `DO UPDATE SET`).
+macro_rules! instance_row {
+    ($update:literal, $instance:expr) => {
+        sqlx::query(concat!(
+            "INSERT INTO instances (instance_id, tier, status, arn, instance_type,
+                availability_zone, private_ip, launched_at, status_since, probe_command_id,
+                probe_sent_at, probe_failed_at, probe_failures, last_error, missed_observations,
+                blank_volume_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+             ON CONFLICT (instance_id) DO UPDATE SET ",
+            $update
+        ))
+        .bind(&$instance.instance_id.0)
+        .bind(&$instance.tier)
+        .bind($instance.status.as_str())
+        .bind(&$instance.arn)
+        .bind(&$instance.instance_type)
+        .bind(&$instance.availability_zone)
+        .bind(&$instance.private_ip)
+        .bind($instance.launched_at)
+        .bind($instance.status_since)
+        .bind(&$instance.probe_command_id)
+        .bind($instance.probe_sent_at)
+        .bind($instance.probe_failed_at)
+        .bind(i64::from($instance.probe_failures))
+        .bind(&$instance.last_error)
+        .bind(i64::from($instance.missed_observations))
+        .bind(&$instance.blank_volume_id)
+    };
+}
 
 impl Store {
     pub async fn list_instances(&self) -> StoreResult<Vec<InstanceRecord>> {
@@ -122,35 +158,35 @@ impl Store {
     pub async fn put_instance(&self, instance: &InstanceRecord) -> StoreResult<()> {
         execute!(
             self,
-            sqlx::query(
-            "INSERT INTO instances (instance_id, tier, status, arn, instance_type, availability_zone,
-                private_ip, launched_at, status_since, probe_command_id, probe_sent_at,
-                probe_failed_at, probe_failures, last_error, missed_observations)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-             ON CONFLICT (instance_id) DO UPDATE SET tier = excluded.tier, status = excluded.status,
+            instance_row!(
+                "tier = excluded.tier, status = excluded.status,
                 arn = excluded.arn, instance_type = excluded.instance_type,
                 availability_zone = excluded.availability_zone, private_ip = excluded.private_ip,
                 launched_at = excluded.launched_at, status_since = excluded.status_since,
                 probe_command_id = excluded.probe_command_id, probe_sent_at = excluded.probe_sent_at,
                 probe_failed_at = excluded.probe_failed_at, probe_failures = excluded.probe_failures,
                 last_error = excluded.last_error,
-                missed_observations = excluded.missed_observations",
-        )
-        .bind(&instance.instance_id.0)
-        .bind(&instance.tier)
-        .bind(instance.status.as_str())
-        .bind(&instance.arn)
-        .bind(&instance.instance_type)
-        .bind(&instance.availability_zone)
-        .bind(&instance.private_ip)
-        .bind(instance.launched_at)
-        .bind(instance.status_since)
-        .bind(&instance.probe_command_id)
-        .bind(instance.probe_sent_at)
-        .bind(instance.probe_failed_at)
-        .bind(i64::from(instance.probe_failures))
-        .bind(&instance.last_error)
-        .bind(i64::from(instance.missed_observations))
+                missed_observations = excluded.missed_observations,
+                blank_volume_id = excluded.blank_volume_id",
+                instance
+            )
+        );
+        Ok(())
+    }
+
+    /// Merges what a listing says of an instance into the ledger: a new row whole, an existing
+    /// one only in the columns the listing reports (an action in flight may be changing the
+    /// rest, `reconcile::execute`).
+    pub async fn observe_instance(&self, instance: &InstanceRecord) -> StoreResult<()> {
+        execute!(
+            self,
+            instance_row!(
+                "arn = excluded.arn, instance_type = excluded.instance_type,
+                availability_zone = excluded.availability_zone, private_ip = excluded.private_ip,
+                missed_observations = excluded.missed_observations,
+                blank_volume_id = excluded.blank_volume_id",
+                instance
+            )
         );
         Ok(())
     }
@@ -313,6 +349,7 @@ pub(super) struct InstanceColumns {
     warm_priority: Option<i64>,
     warm_target_group_arn: Option<String>,
     warm_rule_arn: Option<String>,
+    blank_volume_id: Option<String>,
 }
 
 impl TryFrom<InstanceColumns> for InstanceRecord {
@@ -348,6 +385,7 @@ impl TryFrom<InstanceColumns> for InstanceRecord {
                 target_group_arn: row.warm_target_group_arn,
                 rule_arn: row.warm_rule_arn,
             },
+            blank_volume_id: row.blank_volume_id,
         })
     }
 }

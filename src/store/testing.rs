@@ -134,6 +134,7 @@ pub fn set_every_column(user: &mut UserRecord, held: &InstanceId, target: &Insta
         rule_arn: Some("arn:rule".into()),
         target_group_arn: Some("arn:tg".into()),
         prewired: Some(crate::model::Prewired::Switched),
+        switched_at: Some(1_700_000_000_321),
     };
     user.teardown = Some(TeardownKind::Recover);
     user.moving = Some(MoveProgress {

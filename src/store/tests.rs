@@ -6,7 +6,7 @@
 use super::*;
 use crate::model::{
     ClaimStep, Event, InstanceId, InstanceStatus, InterruptionNotice, Lifecycle, Millis,
-    MoveProgress, MoveReason, NoticeKind, Routing, TierCondition, UserId, UserState,
+    MoveProgress, MoveReason, NoticeKind, Routing, TierCondition, UserId, UserState, Workspace,
 };
 
 /// `store_tests!(a, b, ...)`: the tests `sqlite::a`, `postgres::a`, ... each running the
@@ -54,6 +54,8 @@ store_tests!(
     a_tier_condition_keeps_its_since_while_the_cause_stays,
     the_lease_goes_to_one_replica_until_it_runs_out_or_is_handed_back,
     a_claim_takes_a_spares_complete_warm_route_on_the_users_shard_only,
+    a_first_claim_keeps_the_spares_blank_workspace_unless_a_user_holds_that_volume,
+    observing_an_instance_writes_only_what_the_listing_reports,
 );
 
 async fn sqlite_store() -> Store {
@@ -96,6 +98,7 @@ fn available(id: &str) -> InstanceRecord {
         recycle_requested_at: None,
         probed_at: None,
         warm: Default::default(),
+        blank_volume_id: None,
     }
 }
 
@@ -1367,6 +1370,7 @@ async fn a_claim_takes_a_spares_complete_warm_route_on_the_users_shard_only(stor
             rule_arn: Some("arn:rule/i-3".into()),
             target_group_arn: Some("arn:tg/sp-warm-i-3".into()),
             prewired: Some(crate::model::Prewired::Warm),
+            switched_at: None,
         }
     );
     assert_eq!(alice.shard.as_deref(), Some("s0"));
@@ -1406,4 +1410,122 @@ async fn a_claim_takes_a_spares_complete_warm_route_on_the_users_shard_only(stor
         .unwrap()
         .unwrap();
     assert_eq!(read.warm, partial);
+}
+
+/// A spare with its blank workspace, in a zone.
+fn with_blank(id: &str, volume: &str) -> InstanceRecord {
+    let mut spare = available(id);
+    spare.availability_zone = Some("us-west-2a".into());
+    spare.blank_volume_id = Some(volume.into());
+    spare
+}
+
+async fn a_first_claim_keeps_the_spares_blank_workspace_unless_a_user_holds_that_volume(
+    store: Store,
+) {
+    for name in ["alice", "bob", "carl", "dan"] {
+        store.insert_user(&user(name, name)).await.unwrap();
+    }
+    let id = |name: &str| UserId::parse(name).unwrap();
+    // The observed blank round-trips through the ledger.
+    store
+        .put_instance(&with_blank("i-1", "vol-1"))
+        .await
+        .unwrap();
+    let read = store
+        .get_instance(&InstanceId("i-1".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.blank_volume_id.as_deref(), Some("vol-1"));
+
+    // A first claim takes it, attached where it is, with the tier's size.
+    let (user, spare) = (id("alice"), InstanceId("i-1".into()));
+    assert!(
+        store
+            .claim_spare(&user, &spare, "s0", Some(8), 20)
+            .await
+            .unwrap()
+    );
+    let mut expected = Workspace::planned("sp-blank-vol-1".into(), "us-west-2a".into(), 8);
+    expected.volume_id = Some("vol-1".into());
+    expected.attached_to = Some(InstanceId("i-1".into()));
+    assert_eq!(workspace_of(&store, "alice").await, Some(expected.clone()));
+
+    // Without a size (blank workspaces off) the spare keeps it.
+    store
+        .put_instance(&with_blank("i-2", "vol-2"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .assign(&id("bob"), &InstanceId("i-2".into()), "s0", 20)
+            .await
+            .unwrap()
+    );
+    assert_eq!(workspace_of(&store, "bob").await, None);
+
+    // A spare still listing alice's volume (her claim rolled back, the detach under way) gives
+    // it to nobody else.
+    store
+        .put_instance(&with_blank("i-3", "vol-1"))
+        .await
+        .unwrap();
+    let (user, spare) = (id("carl"), InstanceId("i-3".into()));
+    assert!(
+        store
+            .claim_spare(&user, &spare, "s0", Some(8), 30)
+            .await
+            .unwrap()
+    );
+    assert_eq!(workspace_of(&store, "carl").await, None);
+    assert_eq!(workspace_of(&store, "alice").await, Some(expected));
+
+    // A user with a workspace of its own keeps it; the spare's blank stays unused.
+    let mut dan = store.get_user(&id("dan")).await.unwrap().unwrap();
+    let mut own = Workspace::planned("sp-ws-dan".into(), "us-west-2b".into(), 8);
+    own.volume_id = Some("vol-dan".into());
+    dan.workspace = Some(own.clone());
+    assert!(store.update_user(&mut dan).await.unwrap());
+    store
+        .put_instance(&with_blank("i-4", "vol-4"))
+        .await
+        .unwrap();
+    let (user, spare) = (id("dan"), InstanceId("i-4".into()));
+    assert!(
+        store
+            .claim_spare(&user, &spare, "s0", Some(8), 40)
+            .await
+            .unwrap()
+    );
+    assert_eq!(workspace_of(&store, "dan").await, Some(own));
+}
+
+async fn workspace_of(store: &Store, name: &str) -> Option<Workspace> {
+    let user = UserId::parse(name).unwrap();
+    store.get_user(&user).await.unwrap().unwrap().workspace
+}
+
+async fn observing_an_instance_writes_only_what_the_listing_reports(store: Store) {
+    // A new row is written whole.
+    let listed = with_blank("i-1", "vol-1");
+    store.observe_instance(&listed).await.unwrap();
+    let id = InstanceId("i-1".into());
+    let read = store.get_instance(&id).await.unwrap().unwrap();
+    assert_eq!(read.status, InstanceStatus::Available);
+    // An action changes its status meanwhile; the next listing, merged from an older
+    // snapshot, updates what it observes and leaves the status alone.
+    let claimed =
+        store.transition_instance(&id, InstanceStatus::Available, InstanceStatus::Assigned, 5);
+    assert!(claimed.await.unwrap());
+    let mut stale = listed.clone();
+    stale.private_ip = Some("10.0.0.9".into());
+    stale.blank_volume_id = None;
+    stale.missed_observations = 0;
+    store.observe_instance(&stale).await.unwrap();
+    let read = store.get_instance(&id).await.unwrap().unwrap();
+    assert_eq!(read.status, InstanceStatus::Assigned);
+    assert_eq!(read.status_since, 5);
+    assert_eq!(read.private_ip.as_deref(), Some("10.0.0.9"));
+    assert_eq!(read.blank_volume_id, None);
 }

@@ -133,6 +133,34 @@ pub(super) const SELECT_ALL: &str = "SELECT * FROM users ORDER BY requested_at, 
 
 /// The claim's half of handing a pre-wired spare's route to its user ($1 the instance, $2 the
 /// user): only a complete warm route on the user's shard, only to a user with no route.
+/// What [`Store::take_spare`] hands the spare to.
+enum Taking<'a> {
+    /// A queued user's claim, placed on `shard`.
+    Claim {
+        shard: &'a str,
+        blank_workspace_gib: Option<u32>,
+    },
+    /// A migrating user's move target.
+    Move,
+}
+
+/// In a claim's transaction ($1 the instance, $2 the user, $3 the tier's workspace size): a user
+/// with no workspace yet takes the spare's blank one, attached where it is, unless a user's
+/// workspace already is that volume (a claim rolled back before the volume was detached).
+const TAKE_BLANK_WORKSPACE: &str = "UPDATE users SET
+        workspace_volume_id = (SELECT blank_volume_id FROM instances WHERE instance_id = $1),
+        workspace_token = 'sp-blank-' || (SELECT blank_volume_id FROM instances
+                                          WHERE instance_id = $1),
+        workspace_zone = (SELECT availability_zone FROM instances WHERE instance_id = $1),
+        workspace_size_gib = $3,
+        workspace_attached_to = $1
+     WHERE user_id = $2 AND workspace_token IS NULL AND workspace_volume_id IS NULL
+        AND EXISTS (SELECT 1 FROM instances WHERE instance_id = $1
+                    AND blank_volume_id IS NOT NULL AND availability_zone IS NOT NULL)
+        AND NOT EXISTS (SELECT 1 FROM users AS holder
+                        WHERE holder.workspace_volume_id = (SELECT blank_volume_id FROM instances
+                                                            WHERE instance_id = $1))";
+
 const TAKE_WARM_ROUTE: &str = "UPDATE users SET
         listener_arn = (SELECT warm_listener_arn FROM instances WHERE instance_id = $1),
         rule_priority = (SELECT warm_priority FROM instances WHERE instance_id = $1),
@@ -219,6 +247,7 @@ impl Store {
                 rule_priority,
                 rule_arn,
                 prewired_route,
+                route_switched_at,
                 teardown,
                 move_instance_id,
                 move_step,
@@ -359,14 +388,32 @@ impl Store {
         shard: &str,
         now: Millis,
     ) -> StoreResult<bool> {
+        self.claim_spare(user, instance, shard, None, now).await
+    }
+
+    /// [`Store::assign`], and with `blank_workspace_gib` a user with no workspace yet also
+    /// takes the spare's blank workspace (ARCHITECTURE.md, "Blank workspaces") as its own, of
+    /// that size, attached where it is; unless a user's workspace already is that volume.
+    pub async fn claim_spare(
+        &self,
+        user: &UserId,
+        instance: &InstanceId,
+        shard: &str,
+        blank_workspace_gib: Option<u32>,
+        now: Millis,
+    ) -> StoreResult<bool> {
         self.take_spare(
+            Taking::Claim {
+                shard,
+                blank_workspace_gib,
+            },
             "UPDATE users SET state = 'provisioning', instance_id = $1, claim_step = 'assigned',
                 command_id = NULL, command_sent_at = NULL, error = NULL, claimed_at = $2,
-                updated_at = $2, shard = $4, prewired_route = NULL, version = version + 1
+                updated_at = $2, shard = $4, prewired_route = NULL, route_switched_at = NULL,
+                version = version + 1
              WHERE user_id = $3 AND state = 'queued' AND instance_id IS NULL",
             user,
             instance,
-            Some(shard),
             now,
         )
         .await
@@ -380,13 +427,13 @@ impl Store {
         now: Millis,
     ) -> StoreResult<bool> {
         self.take_spare(
+            Taking::Move,
             "UPDATE users SET move_instance_id = $1, move_step = 'assigned',
                 move_command_id = NULL, move_command_sent_at = NULL, updated_at = $2,
                 version = version + 1
              WHERE user_id = $3 AND state = 'migrating' AND move_instance_id IS NULL",
             user,
             instance,
-            None,
             now,
         )
         .await
@@ -403,12 +450,19 @@ impl Store {
     /// another writer holds, and a failed guard rolls the instance back.
     async fn take_spare(
         &self,
+        taking: Taking<'_>,
         user_update: &'static str,
         user: &UserId,
         instance: &InstanceId,
-        shard: Option<&str>,
         now: Millis,
     ) -> StoreResult<bool> {
+        let (shard, blank_workspace_gib) = match taking {
+            Taking::Claim {
+                shard,
+                blank_workspace_gib,
+            } => (Some(shard), blank_workspace_gib),
+            Taking::Move => (None, None),
+        };
         // The shared part: take the spare, then hand it to the user, both or neither.
         macro_rules! take_and_claim {
             ($tx:ident) => {{
@@ -452,6 +506,14 @@ impl Store {
                         .execute(&mut *$tx)
                         .await?;
                     }
+                }
+                if let Some(size) = blank_workspace_gib {
+                    sqlx::query(TAKE_BLANK_WORKSPACE)
+                        .bind(&instance.0)
+                        .bind(user.as_str())
+                        .bind(i64::from(size))
+                        .execute(&mut *$tx)
+                        .await?;
                 }
                 $tx.commit().await?;
                 Ok(true)

@@ -63,6 +63,7 @@ async fn plant(world: &World) -> Planted {
             count: 1,
             client_token: "behind-the-back".into(),
             spot: true,
+            blank_workspace: None,
         })
         .await
         .unwrap()
@@ -549,7 +550,7 @@ async fn a_move_that_fails_after_the_workspace_left_recovers_the_user_with_its_w
                 .contains("after the workspace left the old instance")),
         "{journal:?}"
     );
-    assert!(world.cloud.deleted_volumes().is_empty());
+    assert!(world.deleted_workspaces().is_empty());
     world.assert_no_leaks().await;
 }
 

@@ -44,6 +44,7 @@ impl World {
             count,
             client_token: token.to_string(),
             spot: true,
+            blank_workspace: None,
         }
     }
 

@@ -104,6 +104,7 @@ async fn original(faults: bool, health: HealthCheck) -> Run {
         count: n,
         client_token: token,
         spot: true,
+        blank_workspace: None,
     };
     // Warm: every instance running with its agent online.
     let mut warm: Vec<InstanceId> = Vec::new();

@@ -92,6 +92,15 @@ impl Cloud for Crashing {
     async fn tag_instance(&self, instance: &InstanceId, tags: &Tags) -> CloudResult<()> {
         forward!(self.tag_instance(instance, tags))
     }
+    async fn keep_blank_workspace(
+        &self,
+        instance: &InstanceId,
+        volume_id: &str,
+        device: &str,
+        tags: &Tags,
+    ) -> CloudResult<()> {
+        forward!(self.keep_blank_workspace(instance, volume_id, device, tags))
+    }
     async fn untag_instance(&self, instance: &InstanceId, keys: &[&str]) -> CloudResult<()> {
         forward!(self.untag_instance(instance, keys))
     }
@@ -503,10 +512,22 @@ async fn assert_promise(world: &World, context: &str) {
         bobs[0].snapshot_id.is_some(),
         "{context}: bob's is the copy"
     );
+    let recorded: Vec<String> = world
+        .store
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|u| u.workspace?.volume_id)
+        .collect();
     for deleted in world.cloud.deleted_volumes() {
         let owner = deleted.tags.get(spotpool::cloud::tags::WORKSPACE);
+        // A blank workspace nobody kept went with its spare.
+        let blank = owner.is_none() && !recorded.contains(&deleted.id);
         assert!(
-            owner.map(String::as_str) == Some("alice") || world.cloud.was_copied(&deleted.id),
+            blank
+                || owner.map(String::as_str) == Some("alice")
+                || world.cloud.was_copied(&deleted.id),
             "{context}: {} of {owner:?} deleted with its data",
             deleted.id
         );

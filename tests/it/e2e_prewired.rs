@@ -69,11 +69,32 @@ async fn e2e_a_warm_claim_makes_one_elb_write_and_routes_to_the_users_instance()
         );
     }
 
+    // Each spare was launched with a blank workspace, which goes with it.
+    for spare in &spares {
+        let devices = aws.block_devices(spare).await;
+        assert!(
+            devices
+                .iter()
+                .any(|(device, _, goes)| device == "/dev/sdg" && *goes),
+            "{spare}: {devices:?}"
+        );
+    }
+
     // A claim: at most one ELB write between the PUT and `ready`.
+    let all_before = counter_by(
+        &daemon.metrics().await,
+        "spotpool_aws_calls_total",
+        "operation",
+    );
     let before = elb_writes(&daemon.metrics().await);
     let (status, doc) = daemon.put("alice", r#"{"secrets":{"K":"v"}}"#).await;
     assert!(status == 200 || status == 202, "{status} {doc}");
     let ready = daemon.wait_state("alice", "ready", DEADLINE).await;
+    let all_after = counter_by(
+        &daemon.metrics().await,
+        "spotpool_aws_calls_total",
+        "operation",
+    );
     let after = elb_writes(&daemon.metrics().await);
     let journal = journal(&daemon).await;
     let ready_at = journal
@@ -114,6 +135,34 @@ async fn e2e_a_warm_claim_makes_one_elb_write_and_routes_to_the_users_instance()
             .as_deref(),
         Some(group.as_str())
     );
+    // The user's workspace is the spare's blank, kept where it is: no volume created or
+    // attached on the claim path, and it now outlives the instance.
+    for op in ["CreateVolume", "AttachVolume"] {
+        assert_eq!(delta(&all_after, &all_before, op), 0.0, "{op}");
+    }
+    assert_eq!(
+        delta(&all_after, &all_before, "ModifyInstanceAttribute"),
+        1.0
+    );
+    let workspace = ready["workspace"]["volume_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let blank: Vec<_> = aws
+        .block_devices(&instance)
+        .await
+        .into_iter()
+        .filter(|(device, _, _)| device == "/dev/sdg")
+        .collect();
+    assert_eq!(
+        blank,
+        vec![("/dev/sdg".to_string(), workspace.clone(), false)]
+    );
+    let volumes = aws.workspace_volumes("alice").await;
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+    assert_eq!(volumes[0].id, workspace);
+    assert!(volumes[0].encrypted);
+
     // No instance was launched for the claim: the pool was at its maximum.
     assert_eq!(aws.instances_with_status("available").await.len(), 1);
 

@@ -611,6 +611,24 @@ impl Deployment {
                 )],
             ),
             call(
+                "ec2:ModifyInstanceAttribute",
+                "a first claim keeps the spare's blank workspace past the instance",
+                vec![Request::new(
+                    "ec2:ModifyInstanceAttribute",
+                    &instance,
+                    ours.clone(),
+                )],
+            ),
+            call(
+                "ec2:CreateTags",
+                "a first claim tags the spare's blank workspace as the user's",
+                vec![Request::new(
+                    "ec2:CreateTags",
+                    &volume,
+                    request_tags(self.existing(&launch), &self.workspace_tags()),
+                )],
+            ),
+            call(
                 "ec2:CreateTags",
                 "a probe marks a spare available",
                 vec![Request::new(
@@ -1101,6 +1119,10 @@ impl Deployment {
                     Request::new("ec2:TerminateInstances", &instance, theirs.clone()),
                 ),
                 deny(
+                    "keeping a volume of another pool's instance",
+                    Request::new("ec2:ModifyInstanceAttribute", &instance, theirs.clone()),
+                ),
+                deny(
                     "passing the instance role to another service",
                     Request::new(
                         "iam:PassRole",
@@ -1373,6 +1395,32 @@ impl Deployment {
                         request_tags(
                             self.existing(&workspace),
                             &[(tags::USER_ID, "mallory".into())],
+                        ),
+                    ),
+                ),
+                deny(
+                    "tagging another pool's blank workspace",
+                    Request::new(
+                        "ec2:CreateTags",
+                        &volume,
+                        request_tags(
+                            self.existing(&replace_tag(
+                                &self.launch_tags(),
+                                tags::POOL,
+                                OTHER_POOL,
+                            )),
+                            &self.workspace_tags(),
+                        ),
+                    ),
+                ),
+                deny(
+                    "an extra tag key on a blank workspace",
+                    Request::new(
+                        "ec2:CreateTags",
+                        &volume,
+                        request_tags(
+                            self.existing(&self.launch_tags()),
+                            &extra(&self.workspace_tags()),
                         ),
                     ),
                 ),

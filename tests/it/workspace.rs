@@ -31,10 +31,26 @@ impl World {
         .await
     }
 
+    /// The start-container command sent to `instance`.
+    fn start_command_on(&self, instance: &InstanceId) -> spotpool::cloud::fake::FakeCommand {
+        self.cloud
+            .commands()
+            .into_iter()
+            .find(|c| &c.instance == instance && c.script.contains("start the user's container"))
+            .expect("a start command")
+    }
+
     fn zone_of_instance(&self, id: &InstanceId) -> String {
         self.cloud
             .zone_of(&self.cloud.instance(id).unwrap().subnet_id)
     }
+}
+
+/// A pool whose spares have no blank workspace: a first claim creates and attaches one.
+fn without_blanks(spare_count: u32, max_instances: u32) -> spotpool::reconcile::ReconcilerConfig {
+    let mut config = reconciler_config(spare_count, max_instances);
+    config.blank_workspaces = false;
+    config
 }
 
 fn attached_to(volume: &FakeVolume) -> Option<InstanceId> {
@@ -47,7 +63,7 @@ fn attached_to(volume: &FakeVolume) -> Option<InstanceId> {
 
 #[tokio::test]
 async fn a_claim_creates_the_workspace_in_the_instances_zone_and_mounts_it() {
-    let world = World::new(2, 10).await;
+    let world = World::with_config(without_blanks(2, 10)).await;
     let doc = world.ready_user("alice", SECRET_BODY).await;
     let instance = InstanceId(doc["instance_id"].as_str().unwrap().into());
     let volume = world.volume_of("alice");
@@ -67,12 +83,7 @@ async fn a_claim_creates_the_workspace_in_the_instances_zone_and_mounts_it() {
     assert_eq!(doc["workspace"]["availability_zone"], volume.zone.as_str());
     assert_eq!(doc["workspace"]["attached_to"], instance.0.as_str());
     assert_eq!(doc["workspace"]["size_gib"], 8);
-    let start = world
-        .cloud
-        .commands()
-        .into_iter()
-        .find(|c| c.instance == instance && c.script.contains("start the user's container"))
-        .unwrap();
+    let start = world.start_command_on(&instance);
     assert!(
         start
             .script
@@ -83,6 +94,100 @@ async fn a_claim_creates_the_workspace_in_the_instances_zone_and_mounts_it() {
     let attach = calls.iter().position(|c| *c == "AttachVolume").unwrap();
     let first_send_after = calls[attach..].contains(&"SendCommand");
     assert!(first_send_after);
+    world.assert_no_leaks().await;
+}
+
+/// Each spare is launched with a blank workspace that goes with it; a first claim keeps it where
+/// it is (no CreateVolume, no AttachVolume) and makes it the user's for good before the start:
+/// it outlives the instance, and follows the user like any workspace.
+#[tokio::test]
+async fn a_first_claim_keeps_the_spares_blank_workspace_where_it_is() {
+    let world = World::new(2, 10).await;
+    world.run_until_quiet(20).await;
+    let spares = world.cloud.live_instances();
+    assert_eq!(spares.len(), 2);
+    for spare in &spares {
+        let blank = spare.blank_volume.clone().expect("launched with a blank");
+        let volume = world
+            .cloud
+            .volumes()
+            .into_iter()
+            .find(|v| v.id == blank)
+            .unwrap();
+        let attachment = volume.attachment.clone().expect("attached at launch");
+        assert_eq!(attachment.instance, spare.id);
+        assert!(attachment.delete_on_termination, "goes with the spare");
+        assert!(!volume.tags.contains_key(tags::WORKSPACE));
+        assert_eq!(volume.zone, world.zone_of_instance(&spare.id));
+    }
+
+    let doc = world.ready_user("alice", SECRET_BODY).await;
+    let instance = InstanceId(doc["instance_id"].as_str().unwrap().into());
+    let blank = world
+        .cloud
+        .instance(&instance)
+        .unwrap()
+        .blank_volume
+        .unwrap();
+    let volume = world.volume_of("alice");
+    assert_eq!(volume.id, blank, "alice's workspace is her spare's blank");
+    assert_eq!(doc["workspace"]["volume_id"], blank.as_str());
+    assert_eq!(doc["workspace"]["attached_to"], instance.0.as_str());
+    assert_eq!(doc["workspace"]["size_gib"], 8);
+    assert_eq!(
+        volume.tags.get(tags::USER_ID).map(String::as_str),
+        Some("alice")
+    );
+    assert_eq!(
+        volume.tags.get(tags::POOL).map(String::as_str),
+        Some("spotpool")
+    );
+    assert!(
+        !volume.attachment.unwrap().delete_on_termination,
+        "kept past the instance"
+    );
+    let calls = world.cloud.calls();
+    assert!(!calls.contains(&"CreateVolume") && !calls.contains(&"AttachVolume"));
+    // Kept before the start was sent; the start mounts exactly it.
+    let kept = calls
+        .iter()
+        .position(|c| *c == "ModifyInstanceAttribute")
+        .unwrap();
+    assert!(calls[kept..].contains(&"SendCommand"));
+    let start = world.start_command_on(&instance);
+    assert!(
+        start
+            .script
+            .contains(&format!("WORKSPACE_VOLUME_ID='{blank}'"))
+    );
+    world.assert_no_leaks().await;
+
+    // Spot takes the instance: the workspace outlives it and follows alice to a spare, whose
+    // own blank stays unused and goes with it.
+    world.cloud.reclaim(&instance);
+    world.run_until_quiet(60).await;
+    let (_, after) = world.get_user("alice").await;
+    assert_eq!(after["state"], "ready", "{after}");
+    let new = InstanceId(after["instance_id"].as_str().unwrap().into());
+    assert_ne!(new, instance);
+    let moved = world.volume_of("alice");
+    assert_eq!(moved.id, blank, "the same volume");
+    assert_eq!(attached_to(&moved), Some(new.clone()));
+    assert!(world.deleted_workspaces().is_empty());
+    let unused = world.cloud.instance(&new).unwrap().blank_volume.unwrap();
+    assert_ne!(unused, blank);
+    world.assert_no_leaks().await;
+
+    // Deleting alice deletes her workspace; the blanks that went with their instances were
+    // never anybody's.
+    world.delete_user("alice").await;
+    world.run_until_quiet(40).await;
+    let deleted: Vec<String> = world
+        .deleted_workspaces()
+        .into_iter()
+        .map(|v| v.id)
+        .collect();
+    assert_eq!(deleted, vec![blank]);
     world.assert_no_leaks().await;
 }
 
@@ -122,7 +227,7 @@ async fn a_recycle_stops_detaches_and_attaches_the_same_workspace_to_a_spare_of_
         stop.script
             .contains(&format!("WORKSPACE_VOLUME_ID='{}'", volume.id))
     );
-    assert!(world.cloud.deleted_volumes().is_empty());
+    assert!(world.deleted_workspaces().is_empty());
     world.assert_no_leaks().await;
 }
 
@@ -236,8 +341,15 @@ async fn delete_removes_the_workspace_and_only_then_the_user() {
     world.delete_user("alice").await;
     world.run_until_quiet(40).await;
     assert_eq!(world.user_state("alice").await, None);
-    assert!(world.cloud.volumes().is_empty());
-    let deleted = world.cloud.deleted_volumes();
+    assert!(
+        world
+            .cloud
+            .volumes()
+            .iter()
+            .all(|v| !v.tags.contains_key(tags::WORKSPACE)),
+        "only the spares' blank workspaces are left"
+    );
+    let deleted = world.deleted_workspaces();
     assert_eq!(deleted.len(), 1);
     assert_eq!(deleted[0].id, volume.id);
     world.assert_no_leaks().await;
@@ -258,7 +370,7 @@ async fn a_lost_instance_is_recovered_with_the_same_workspace() {
     let recovered = world.volume_of("alice");
     assert_eq!(recovered.id, volume.id, "EBS survives the instance");
     assert_eq!(attached_to(&recovered), Some(new));
-    assert!(world.cloud.deleted_volumes().is_empty());
+    assert!(world.deleted_workspaces().is_empty());
     world.assert_no_leaks().await;
 }
 
@@ -279,7 +391,7 @@ async fn failed_claims_keep_the_workspace_detached_and_never_delete_it() {
     let kept = world.volume_of("alice");
     assert_eq!(kept.id, volume.id);
     assert!(kept.attachment.is_none());
-    assert!(world.cloud.deleted_volumes().is_empty());
+    assert!(world.deleted_workspaces().is_empty());
     world.assert_no_leaks().await;
 }
 
@@ -318,7 +430,7 @@ async fn a_workspace_whose_zone_has_no_capacity_is_copied_to_another_zone_then_s
     assert!(world.cloud.was_copied(&volume.id));
     assert_eq!(doc["workspace"]["availability_zone"], copy.zone.as_str());
     // The old volume went only once the copy existed; the snapshot is gone too.
-    assert_eq!(world.cloud.deleted_volumes()[0].id, volume.id);
+    assert_eq!(world.deleted_workspaces()[0].id, volume.id);
     assert!(world.cloud.snapshots().is_empty());
     let journal = world.store.journal_since(0, 10_000).await.unwrap();
     assert!(journal.iter().any(|e| e.kind == "workspace.relocated"));
@@ -433,7 +545,7 @@ async fn a_stop_that_cannot_unmount_retires_the_instance_instead_of_detaching_a_
 
 #[tokio::test]
 async fn a_create_whose_answer_was_lost_is_found_again_not_duplicated() {
-    let world = World::new(1, 10).await;
+    let world = World::with_config(without_blanks(1, 10)).await;
     world.run_until_quiet(20).await;
     world.cloud.lose_next_response("CreateVolume");
     world

@@ -97,6 +97,16 @@ fn temp_db() -> PathBuf {
 }
 
 impl World {
+    /// The deleted volumes that were a user's workspace (a spare's blank that went with its
+    /// instance never was).
+    pub fn deleted_workspaces(&self) -> Vec<spotpool::cloud::fake::FakeVolume> {
+        self.cloud
+            .deleted_volumes()
+            .into_iter()
+            .filter(|v| v.tags.contains_key(tags::WORKSPACE))
+            .collect()
+    }
+
     /// A world over an in-memory database.
     pub async fn new(spare_count: u32, max_instances: u32) -> World {
         let store = Store::open("sqlite::memory:").await.unwrap();
@@ -516,6 +526,21 @@ impl World {
             .collect();
         for volume in self.cloud.volumes() {
             let owner = workspaces.get(volume.id.as_str());
+            let goes_with_instance = volume
+                .attachment
+                .as_ref()
+                .is_some_and(|a| a.delete_on_termination);
+            if let Some(owner) = owner {
+                assert!(
+                    !goes_with_instance,
+                    "{}'s workspace {} would go with its instance",
+                    owner.user_id, volume.id
+                );
+            } else if goes_with_instance {
+                // A spare's blank workspace, or one a user with a workspace left unused: it
+                // goes with its instance.
+                continue;
+            }
             assert!(owner.is_some(), "leaked volume {}", volume.id);
             if let (Some(attachment), Some(owner)) = (&volume.attachment, owner) {
                 let holders = [owner.instance_id.as_ref(), owner.move_target()];

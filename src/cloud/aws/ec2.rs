@@ -8,9 +8,11 @@
 
 use super::errors::{call, next_page, with_context};
 use super::{AwsCloud, sdk_tags};
+use crate::cloud::BlankWorkspace;
 use crate::cloud::{
     CloudError, CloudErrorKind, CloudInstance, CloudResult, LaunchRequest, Lifecycle, Tags, tags,
 };
+use crate::instance_scripts::BLANK_WORKSPACE_DEVICE_NAME;
 use crate::model::{InstanceId, InstanceStatus};
 
 /// States of an instance that still counts as part of the pool (everything but terminated).
@@ -87,6 +89,13 @@ impl AwsCloud {
                         tier: tag(tags::TIER),
                         status: tag(tags::STATUS).and_then(|raw| InstanceStatus::parse(&raw)),
                         user_id: tag(tags::USER_ID),
+                        blank_volume_id: instance
+                            .block_device_mappings()
+                            .iter()
+                            .find(|m| m.device_name() == Some(BLANK_WORKSPACE_DEVICE_NAME))
+                            .and_then(|m| m.ebs())
+                            .and_then(|ebs| ebs.volume_id())
+                            .map(str::to_string),
                     });
                 }
             }
@@ -168,6 +177,9 @@ impl AwsCloud {
             .metadata_options(metadata)
             .tag_specifications(tag_specification(ResourceType::Instance))
             .tag_specifications(tag_specification(ResourceType::Volume));
+        if let Some(blank) = &request.blank_workspace {
+            run = run.block_device_mappings(blank_mapping(blank));
+        }
         if let Some(arn) = &self.config.instance_profile_arn {
             run = run
                 .iam_instance_profile(IamInstanceProfileSpecification::builder().arn(arn).build());
@@ -214,6 +226,46 @@ impl AwsCloud {
         )
         .await
         .map_err(|err| with_context(err, format!("tagging instance {instance}")))?;
+        Ok(())
+    }
+
+    pub(super) async fn ec2_keep_blank_workspace(
+        &self,
+        instance: &InstanceId,
+        volume_id: &str,
+        device: &str,
+        tags: &Tags,
+    ) -> CloudResult<()> {
+        use aws_sdk_ec2::types::{
+            EbsInstanceBlockDeviceSpecification as Keep,
+            InstanceBlockDeviceMappingSpecification as Mapping,
+        };
+        let keep = Mapping::builder()
+            .device_name(device)
+            .ebs(Keep::builder().delete_on_termination(false).build())
+            .build();
+        let kept = call(
+            "ec2",
+            "ModifyInstanceAttribute",
+            self.ec2
+                .modify_instance_attribute()
+                .instance_id(&instance.0)
+                .block_device_mappings(keep)
+                .send(),
+        );
+        let tagged = call(
+            "ec2",
+            "CreateTags",
+            self.ec2
+                .create_tags()
+                .resources(volume_id)
+                .set_tags(Some(ec2_tags(tags)))
+                .send(),
+        );
+        let (kept, tagged) = tokio::join!(kept, tagged);
+        let context = format!("keeping the blank workspace {volume_id} of {instance}");
+        kept.map_err(|err| with_context(err, context.clone()))?;
+        tagged.map_err(|err| with_context(err, context))?;
         Ok(())
     }
 
@@ -365,6 +417,24 @@ fn launch_hint(code: &str) -> &'static str {
         }
         _ => "",
     }
+}
+
+/// The spare's blank workspace in RunInstances: an encrypted gp3 volume that goes with the
+/// instance unless a claim keeps it.
+fn blank_mapping(blank: &BlankWorkspace) -> aws_sdk_ec2::types::BlockDeviceMapping {
+    use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, VolumeType};
+    BlockDeviceMapping::builder()
+        .device_name(BLANK_WORKSPACE_DEVICE_NAME)
+        .ebs(
+            EbsBlockDevice::builder()
+                .volume_size(blank.size_gib as i32)
+                .volume_type(VolumeType::Gp3)
+                .encrypted(true)
+                .set_kms_key_id(blank.kms_key_id.clone())
+                .delete_on_termination(true)
+                .build(),
+        )
+        .build()
 }
 
 #[cfg(test)]

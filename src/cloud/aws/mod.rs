@@ -236,6 +236,17 @@ impl Cloud for AwsCloud {
         self.ec2_tag_instance(instance, tags).await
     }
 
+    async fn keep_blank_workspace(
+        &self,
+        instance: &InstanceId,
+        volume_id: &str,
+        device: &str,
+        tags: &Tags,
+    ) -> CloudResult<()> {
+        self.ec2_keep_blank_workspace(instance, volume_id, device, tags)
+            .await
+    }
+
     async fn untag_instance(&self, instance: &InstanceId, keys: &[&str]) -> CloudResult<()> {
         self.ec2_untag_instance(instance, keys).await
     }

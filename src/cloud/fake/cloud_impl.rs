@@ -101,8 +101,13 @@ impl Cloud for FakeCloud {
                     tags,
                     launched_at,
                     spot: request.spot,
+                    blank_volume: None,
                 },
             );
+            if let Some(blank) = &request.blank_workspace {
+                let zone = format!("{}-{}", self.region, request.subnet_id);
+                super::ebs::launch_blank(&mut state, &id, zone, blank);
+            }
             ids.push(id);
         }
         state
@@ -122,6 +127,17 @@ impl Cloud for FakeCloud {
             .ok_or_else(|| not_found("CreateTags", &instance.0))?;
         found.tags.extend(new_tags.clone());
         Ok(())
+    }
+
+    async fn keep_blank_workspace(
+        &self,
+        instance: &InstanceId,
+        volume_id: &str,
+        device: &str,
+        tags: &Tags,
+    ) -> CloudResult<()> {
+        self.fake_keep_blank_workspace(instance, volume_id, device, tags)
+            .await
     }
 
     async fn untag_instance(&self, instance: &InstanceId, keys: &[&str]) -> CloudResult<()> {
@@ -492,6 +508,7 @@ impl Cloud for FakeCloud {
                 fixed_response: None,
                 tags: new_tags.clone(),
                 active_at,
+                checks_since: active_at,
             },
         );
         Ok(arn)

@@ -40,6 +40,9 @@ pub struct FakeAttachment {
     pub done_at: Millis,
     /// Whether the detach was forced.
     pub forced: bool,
+    /// Deleted when its instance terminates: a blank workspace made at launch, until a claim
+    /// keeps it.
+    pub delete_on_termination: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -75,9 +78,66 @@ impl Ebs {
         now: Millis,
         lifecycle: impl Fn(&InstanceId) -> Option<Lifecycle>,
     ) {
+        let mut gone = Vec::new();
         for volume in self.volumes.values_mut() {
-            settle_volume(volume, now, &lifecycle);
+            if settle_volume(volume, now, &lifecycle) {
+                gone.push(volume.id.clone());
+            }
         }
+        for id in gone {
+            self.remove(&id);
+        }
+    }
+
+    /// Removes a volume, logging it as deleted.
+    fn remove(&mut self, volume_id: &str) {
+        if let Some(volume) = self.volumes.remove(volume_id) {
+            if let Some(owner) = volume.tags.get(tags::WORKSPACE)
+                && let Some(owned) = self.owners.get_mut(owner)
+            {
+                owned.retain(|id| id != volume_id);
+            }
+            self.deleted.push(volume);
+        }
+    }
+
+    /// Creates a blank workspace attached to `instance` at launch, deleted with it unless kept.
+    fn create_blank(
+        &mut self,
+        id: String,
+        instance: &InstanceId,
+        zone: String,
+        blank: &crate::cloud::BlankWorkspace,
+        tags: Tags,
+        now: Millis,
+    ) {
+        let volume = FakeVolume {
+            id: id.clone(),
+            zone,
+            size_gib: blank.size_gib,
+            state: VolumeState::InUse,
+            attachment: Some(FakeAttachment {
+                instance: instance.clone(),
+                state: AttachmentState::Attached,
+                done_at: now,
+                forced: false,
+                delete_on_termination: true,
+            }),
+            tags,
+            created_at: now,
+            snapshot_id: None,
+            kms_key_id: blank.kms_key_id.clone(),
+            available_at: now,
+        };
+        self.volumes.insert(id, volume);
+    }
+
+    /// Whether `volume_id` is attached to `instance` (the listing's blank workspace).
+    pub(super) fn attached_to(&self, volume_id: &str, instance: &InstanceId) -> bool {
+        self.volumes
+            .get(volume_id)
+            .and_then(|v| v.attachment.as_ref())
+            .is_some_and(|a| &a.instance == instance)
     }
 
     /// The ids of `owner`'s workspace volumes (its `spotpool:workspace` tag, set at creation).
@@ -87,18 +147,43 @@ impl Ebs {
 }
 
 /// One volume's [`Ebs::settle`].
+/// RunInstances' block device mapping: a blank workspace for the instance just launched, with
+/// the instance's launch tags.
+pub(super) fn launch_blank(
+    state: &mut State,
+    instance: &InstanceId,
+    zone: String,
+    blank: &crate::cloud::BlankWorkspace,
+) {
+    state.next_id += 1;
+    let volume = format!("vol-{:017x}", state.next_id);
+    let Some(launched) = state.instances.get_mut(&instance.0) else {
+        return;
+    };
+    launched.blank_volume = Some(volume.clone());
+    let tags = launched.tags.clone();
+    let now = state.now;
+    state
+        .ebs
+        .create_blank(volume, instance, zone, blank, tags, now);
+}
+
+/// True when the volume went with its terminated instance (`DeleteOnTermination`).
 fn settle_volume(
     volume: &mut FakeVolume,
     now: Millis,
     lifecycle: &impl Fn(&InstanceId) -> Option<Lifecycle>,
-) {
+) -> bool {
     if volume.state == VolumeState::Creating && now >= volume.available_at {
         volume.state = VolumeState::Available;
     }
     let Some(attachment) = &mut volume.attachment else {
-        return;
+        return false;
     };
     let gone = lifecycle(&attachment.instance).is_none_or(|l| l == Lifecycle::Terminated);
+    if gone && attachment.delete_on_termination {
+        return true;
+    }
     match attachment.state {
         _ if gone => volume.attachment = None,
         AttachmentState::Attaching if now >= attachment.done_at => {
@@ -114,9 +199,57 @@ fn settle_volume(
         (None, VolumeState::InUse) => VolumeState::Available,
         (None, state) => state,
     };
+    false
 }
 
 impl FakeCloud {
+    /// [`crate::cloud::Cloud::keep_blank_workspace`]: `DeleteOnTermination` off for the
+    /// volume at `device` (ModifyInstanceAttribute), then its tags (CreateTags).
+    pub(super) async fn fake_keep_blank_workspace(
+        &self,
+        instance: &InstanceId,
+        volume_id: &str,
+        device: &str,
+        new_tags: &Tags,
+    ) -> CloudResult<()> {
+        {
+            let mut state = self.enter("ModifyInstanceAttribute", 1).await?;
+            if !state.instances.contains_key(&instance.0) {
+                return Err(not_found("ModifyInstanceAttribute", &instance.0));
+            }
+            release_dead(&mut state, [volume_id]);
+            let attachment = state
+                .ebs
+                .volumes
+                .get_mut(volume_id)
+                .and_then(|v| v.attachment.as_mut())
+                .filter(|a| &a.instance == instance);
+            match attachment {
+                Some(attachment) => attachment.delete_on_termination = false,
+                None => {
+                    return Err(CloudError::new(
+                        CloudErrorKind::Fatal,
+                        "ModifyInstanceAttribute",
+                        "InvalidInstanceAttributeValue",
+                        format!("no volume {volume_id} at {device} of {instance}"),
+                    ));
+                }
+            }
+        }
+        let mut state = self.enter("CreateTags", 1).await?;
+        let Some(volume) = state.ebs.volumes.get_mut(volume_id) else {
+            return Err(not_found("CreateTags", volume_id));
+        };
+        volume.tags.extend(new_tags.clone());
+        if let Some(owner) = new_tags.get(tags::WORKSPACE) {
+            let owned = state.ebs.owners.entry(owner.clone()).or_default();
+            if !owned.iter().any(|id| id == volume_id) {
+                owned.push(volume_id.to_string());
+            }
+        }
+        Ok(())
+    }
+
     /// Every volume the fake holds now (settled, as DescribeVolumes would report them).
     pub fn volumes(&self) -> Vec<FakeVolume> {
         let mut state = self.lock();
@@ -316,6 +449,7 @@ impl FakeCloud {
             },
             done_at,
             forced: false,
+            delete_on_termination: false,
         });
         Ok(())
     }
@@ -362,14 +496,7 @@ impl FakeCloud {
                 format!("volume {volume_id} is attached"),
             )),
             Some(_) => {
-                if let Some(volume) = state.ebs.volumes.remove(volume_id) {
-                    if let Some(owner) = volume.tags.get(tags::WORKSPACE)
-                        && let Some(owned) = state.ebs.owners.get_mut(owner)
-                    {
-                        owned.retain(|id| id != volume_id);
-                    }
-                    state.ebs.deleted.push(volume);
-                }
+                state.ebs.remove(volume_id);
                 Ok(())
             }
         }
@@ -448,10 +575,16 @@ fn release_dead<'a>(state: &mut State, volumes: impl IntoIterator<Item = &'a str
     let now = state.now;
     let instances = &state.instances;
     let lifecycle = |id: &InstanceId| instances.get(&id.0).map(|i| i.lifecycle);
+    let mut gone = Vec::new();
     for id in volumes {
-        if let Some(volume) = state.ebs.volumes.get_mut(id) {
-            settle_volume(volume, now, &lifecycle);
+        if let Some(volume) = state.ebs.volumes.get_mut(id)
+            && settle_volume(volume, now, &lifecycle)
+        {
+            gone.push(id);
         }
+    }
+    for id in gone {
+        state.ebs.remove(id);
     }
 }
 

@@ -75,6 +75,8 @@ pub struct FakeInstance {
     pub tags: Tags,
     pub launched_at: Millis,
     pub spot: bool,
+    /// The blank workspace it was launched with.
+    pub blank_volume: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -123,8 +125,12 @@ pub struct FakeRule {
     /// A fixed response (its status) instead of forwarding (ModifyRule): a sleeping user's.
     pub fixed_response: Option<u16>,
     pub tags: Tags,
-    /// When the rule starts routing.
+    /// When the rule's current conditions and action start routing.
     pub active_at: Millis,
+    /// When the rule began forwarding to its current target group: the group's health checks
+    /// run from then on. A change of conditions alone (a pre-wired spare's switch) does not
+    /// restart them.
+    pub checks_since: Millis,
 }
 
 #[derive(Debug, Default)]
@@ -262,7 +268,7 @@ fn group_healthy_from(state: &State, group_arn: &str, timed: bool) -> BTreeMap<S
     let Some(checks_start) = state
         .rules_naming(group_arn)
         .filter(|rule| rule.target_group_arn == group_arn && rule.fixed_response.is_none())
-        .map(|rule| rule.active_at)
+        .map(|rule| rule.checks_since)
         .min()
     else {
         return BTreeMap::new();
@@ -564,6 +570,7 @@ impl FakeCloud {
     fn list_pool_instances(&self, state: &mut State) -> Vec<CloudInstance> {
         let hidden = std::mem::take(&mut state.hidden_once);
         let mut out = Vec::new();
+        let ebs = &state.ebs;
         for instance in state.instances.values_mut() {
             if hidden.contains(&instance.id) {
                 continue;
@@ -594,6 +601,10 @@ impl FakeCloud {
                     .get(tags::STATUS)
                     .and_then(|s| InstanceStatus::parse(s)),
                 user_id: instance.tags.get(tags::USER_ID).cloned(),
+                blank_volume_id: instance
+                    .blank_volume
+                    .clone()
+                    .filter(|v| ebs.attached_to(v, &instance.id)),
             });
         }
         out

@@ -31,6 +31,10 @@ impl FakeCloud {
         match action {
             RuleAction::Forward { target_group_arn } => {
                 let old = std::mem::replace(&mut rule.target_group_arn, target_group_arn.clone());
+                // Health checks start when the rule first forwards to a group.
+                if old != *target_group_arn || rule.fixed_response.is_some() {
+                    rule.checks_since = active_at;
+                }
                 rule.fixed_response = None;
                 rule.active_at = active_at;
                 state.index_rule(&old, rule_arn, false);

@@ -16,6 +16,7 @@ fn launch(count: u32) -> LaunchRequest {
         count,
         client_token: format!("token-{count}"),
         spot: true,
+        blank_workspace: None,
     }
 }
 
@@ -92,29 +93,41 @@ async fn simulated_effects_complete_after_their_latencies() {
     assert_eq!(stats.attempts, stats.calls, "no faults, no retries");
 }
 
-/// A target turns healthy after its own group's interval × healthy threshold, and only once
-/// a rule forwards to the group (before that it is `unused`, as on AWS).
-#[tokio::test(start_paused = true)]
-async fn a_target_turns_healthy_after_its_groups_health_check_settings() {
+/// A simulated cloud whose rules take `rule_active` seconds to apply, with one running
+/// instance registered in a new group `name` whose health checks are (interval, healthy
+/// threshold).
+async fn registered_target(
+    name: &str,
+    rule_active: u64,
+    (interval_seconds, healthy_threshold): (u32, u32),
+) -> (FakeCloud, InstanceId, String) {
     let mut profile = Profile::aws();
     profile.effects.pending_to_running = Latency::seconds(1, 1);
-    profile.effects.rule_active = Latency::seconds(1, 1);
+    profile.effects.rule_active = Latency::seconds(rule_active, rule_active);
     let cloud = FakeCloud::simulated("spotpool", profile, 7);
     let id = cloud.launch_instances(&launch(1)).await.unwrap().remove(0);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let health = HealthCheck {
         path: "/healthz".into(),
-        interval_seconds: 10,
+        interval_seconds,
         timeout_seconds: 5,
-        healthy_threshold: 3,
+        healthy_threshold,
         unhealthy_threshold: 2,
         codes: "200".into(),
     };
     let group = cloud
-        .create_target_group("sp-alice", 8080, &health, &Tags::new())
+        .create_target_group(name, 8080, &health, &Tags::new())
         .await
         .unwrap();
     cloud.register_target(&group, &id, 8080).await.unwrap();
+    (cloud, id, group)
+}
+
+/// A target turns healthy after its own group's interval × healthy threshold, and only once
+/// a rule forwards to the group (before that it is `unused`, as on AWS).
+#[tokio::test(start_paused = true)]
+async fn a_target_turns_healthy_after_its_groups_health_check_settings() {
+    let (cloud, id, group) = registered_target("sp-alice", 1, (10, 3)).await;
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert!(
         !cloud.target_healthy(&group, &id, 8080).await.unwrap(),
@@ -142,6 +155,40 @@ async fn a_target_turns_healthy_after_its_groups_health_check_settings() {
     assert!(!cloud.target_healthy(&group, &id, 8080).await.unwrap());
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(cloud.target_healthy(&group, &id, 8080).await.unwrap());
+}
+
+/// Switching a rule's conditions (a pre-wired spare's claim) changes where it routes, after the
+/// rule's activation delay, but does not restart its group's health checks: the target stays
+/// healthy.
+#[tokio::test(start_paused = true)]
+async fn a_rules_new_conditions_take_effect_later_but_keep_the_targets_health() {
+    let (cloud, id, group) = registered_target("sp-warm-1", 2, (5, 2)).await;
+    let warm = crate::model::RuleMatch::Path("/_warm/1".into());
+    let rule = cloud
+        .create_rule("listener", 1, &warm, &group, &Tags::new())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert!(cloud.target_healthy(&group, &id, 8080).await.unwrap());
+
+    let user = crate::model::RuleMatch::Path("/alice/*".into());
+    let before = cloud.now();
+    cloud.set_rule_match(&rule, &user).await.unwrap();
+    assert!(
+        cloud.target_healthy(&group, &id, 8080).await.unwrap(),
+        "still healthy right after the switch"
+    );
+    let active_at = cloud.rules()[0].active_at;
+    assert!(
+        active_at >= before + 2_000,
+        "the switch takes the rule's activation delay"
+    );
+    assert_eq!(
+        cloud.routable_at("/alice/*"),
+        Some(active_at),
+        "the new conditions route once the rule is active, the target healthy already"
+    );
+    assert_eq!(cloud.routable_at("/_warm/1"), None);
 }
 
 /// Every attempt draws from the account's bucket; an attempt that finds it short is throttled

@@ -70,7 +70,10 @@ pub struct Waits {
 pub struct Limited {
     inner: Arc<dyn Cloud>,
     clock: TokioClock,
-    limiters: BTreeMap<QuotaClass, (Limiter, u32)>,
+    /// Each class's bucket, its capacity, and the line its callers wait in: tokio's mutex
+    /// serves them in order, so no caller starves while others keep taking the tokens it
+    /// waited for (governor alone wakes every waiter to race for them).
+    limiters: BTreeMap<QuotaClass, (Limiter, u32, tokio::sync::Mutex<()>)>,
     waits: Mutex<BTreeMap<QuotaClass, Waits>>,
     /// The inner cloud's retries, charged with the next call of their class.
     retries: Option<Arc<RetryMeter>>,
@@ -97,6 +100,7 @@ impl Limited {
                     (
                         RateLimiter::direct_with_clock(quota, clock.clone()),
                         capacity.get(),
+                        tokio::sync::Mutex::new(()),
                     ),
                 )
             })
@@ -121,25 +125,25 @@ impl Limited {
     /// retries not charged yet), then takes them.
     async fn acquire(&self, operation: &'static str, count: u32) {
         for (class, tokens) in tokens_for(operation, count) {
-            let Some((limiter, capacity)) = self.limiters.get(&class) else {
+            let Some((limiter, capacity, line)) = self.limiters.get(&class) else {
                 continue;
             };
+            let queued = tokio::time::Instant::now();
+            let _turn = line.lock().await;
             let owed = self.retries.as_ref().map_or(0, |meter| meter.take(class));
             let tokens = tokens.saturating_add(owed);
             // A request larger than the bucket can never fit; it takes a full bucket instead.
             let n = NonZeroU32::new(tokens.min(*capacity)).unwrap_or(NonZeroU32::MIN);
-            let mut waited = Duration::ZERO;
             loop {
                 match limiter.check_n(n) {
                     Ok(Ok(())) | Err(_) => break,
                     Ok(Err(not_until)) => {
-                        let wait = not_until.wait_time_from(self.clock.now());
-                        waited += wait;
-                        tokio::time::sleep(wait).await;
+                        tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
                     }
                 }
             }
-            if !waited.is_zero() {
+            let waited = queued.elapsed();
+            if waited >= Duration::from_millis(1) {
                 {
                     let mut waits = self.waits.lock().unwrap_or_else(|e| e.into_inner());
                     let entry = waits.entry(class).or_default();
@@ -171,6 +175,20 @@ impl Cloud for Limited {
     async fn tag_instance(&self, instance: &InstanceId, tags: &Tags) -> CloudResult<()> {
         self.acquire("CreateTags", 1).await;
         self.inner.tag_instance(instance, tags).await
+    }
+
+    async fn keep_blank_workspace(
+        &self,
+        instance: &InstanceId,
+        volume_id: &str,
+        device: &str,
+        tags: &Tags,
+    ) -> CloudResult<()> {
+        self.acquire("ModifyInstanceAttribute", 1).await;
+        self.acquire("CreateTags", 1).await;
+        self.inner
+            .keep_blank_workspace(instance, volume_id, device, tags)
+            .await
     }
 
     async fn untag_instance(&self, instance: &InstanceId, keys: &[&str]) -> CloudResult<()> {
@@ -595,6 +613,7 @@ mod tests {
             count: 3,
             client_token: token.into(),
             spot: true,
+            blank_workspace: None,
         };
         cloud.launch_instances(&request("a")).await.unwrap();
         cloud.launch_instances(&request("b")).await.unwrap();

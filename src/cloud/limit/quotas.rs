@@ -77,8 +77,15 @@ impl QuotaClass {
     pub fn of_operation(operation: &str) -> QuotaClass {
         match operation {
             "RunInstances" => QuotaClass::Ec2RunCalls,
-            "CreateTags" | "DeleteTags" | "TerminateInstances" | "CreateVolume"
-            | "AttachVolume" | "DetachVolume" | "DeleteVolume" | "CreateSnapshot"
+            "CreateTags"
+            | "DeleteTags"
+            | "ModifyInstanceAttribute"
+            | "TerminateInstances"
+            | "CreateVolume"
+            | "AttachVolume"
+            | "DetachVolume"
+            | "DeleteVolume"
+            | "CreateSnapshot"
             | "DeleteSnapshot" => QuotaClass::Ec2Mutate,
             "GetMetricData" => QuotaClass::CloudWatchRead,
             "RegisterTargets" | "DeregisterTargets" => QuotaClass::ElbRegister,

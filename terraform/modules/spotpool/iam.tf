@@ -713,6 +713,44 @@ data "aws_iam_policy_document" "daemon_workspaces" {
     }
   }
 
+  # A spare's blank workspace (RunInstances, /dev/sdg) becomes a user's at its
+  # first claim: DeleteOnTermination off on the pool's instance, and the
+  # workspace tags on a pool volume that is not a workspace yet. That condition
+  # also matches root volumes; it adds nothing to what the daemon can already
+  # do to a pool instance (SSM commands as root, termination).
+  statement {
+    sid       = "Ec2KeepBlankWorkspaceOnPoolInstances"
+    actions   = ["ec2:ModifyInstanceAttribute"]
+    resources = ["${local.arn_prefix_ec2}:instance/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/spotpool:pool"
+      values   = [var.pool]
+    }
+  }
+  statement {
+    sid       = "Ec2TagBlankWorkspaces"
+    actions   = ["ec2:CreateTags"]
+    resources = ["${local.arn_prefix_ec2}:volume/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/spotpool:pool"
+      values   = [var.pool]
+    }
+    condition {
+      test     = "Null"
+      variable = "aws:ResourceTag/spotpool:workspace"
+      values   = ["true"]
+    }
+    condition {
+      test     = "ForAllValues:StringEquals"
+      variable = "aws:TagKeys"
+      values   = local.workspace_tag_keys
+    }
+  }
+
   # Existing snapshots: only the pool's workspace snapshots. CreateVolume from
   # a snapshot (a workspace moving to another zone) is authorised on the
   # snapshot too; DeleteSnapshot once the copy is in place.

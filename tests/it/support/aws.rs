@@ -131,6 +131,30 @@ impl Aws {
             .collect()
     }
 
+    /// The device, volume and DeleteOnTermination of each EBS mapping of an instance.
+    pub async fn block_devices(&self, id: &str) -> Vec<(String, String, bool)> {
+        let out = self
+            .ec2
+            .describe_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .unwrap();
+        out.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .flat_map(|i| i.block_device_mappings())
+            .filter_map(|m| {
+                let ebs = m.ebs()?;
+                Some((
+                    m.device_name()?.to_string(),
+                    ebs.volume_id()?.to_string(),
+                    ebs.delete_on_termination()?,
+                ))
+            })
+            .collect()
+    }
+
     /// Terminates an instance behind the daemon's back (EC2 reclaiming it).
     pub async fn terminate(&self, id: &str) {
         self.ec2
