@@ -98,16 +98,18 @@ require_workspace_volume() {
 
 # workspace_device: prints the block device of the volume WORKSPACE_VOLUME_ID
 # if it is attached now (its canonical path, e.g. /dev/nvme1n1); returns 1
-# otherwise. The daemon attaches workspaces as /dev/sdf; a spare's blank
-# workspace, which a first claim keeps, is attached at launch as /dev/sdg.
+# otherwise. The daemon attaches workspaces as /dev/sdf. A spare's blank
+# workspace, which a first claim keeps, is attached at launch as /dev/sdg: on
+# Nitro it is found by its serial like any other; on Xen it is not looked for
+# (an unused blank could be there beside the user's volume, and mounting the
+# wrong one would hide the user's data), so the start fails and the claim's
+# retry attaches the volume as /dev/sdf.
 #  - Nitro: EBS volumes are NVMe devices numbered in attach order, so the name
 #    says nothing; their serial is the volume id, and udev links
 #    $WORKSPACE_DEVICE_DIR/nvme-Amazon_Elastic_Block_Store_vol<hex> to the
 #    device. Only that link is trusted for an NVMe device.
 #  - Xen: no such link; the volume is the block device /dev/xvdf (/dev/sdf
-#    where udev keeps the requested name), else /dev/xvdg (/dev/sdg): an
-#    instance holds one user's volume, at one of the two, and at most an
-#    unused blank at /dev/sdg beside a volume at /dev/sdf. Taken only if it is not an NVMe
+#    where udev keeps the requested name). Taken only if it is not an NVMe
 #    device: on Nitro, /dev/sdf is a udev alias, and waiting for the serial
 #    link is the only way to be sure which volume it is.
 workspace_device() {
@@ -117,8 +119,7 @@ workspace_device() {
         readlink -f -- "$link"
         return
     fi
-    for candidate in "$SPOTPOOL_DEV_DIR/sdf" "$SPOTPOOL_DEV_DIR/xvdf" \
-        "$SPOTPOOL_DEV_DIR/sdg" "$SPOTPOOL_DEV_DIR/xvdg"; do
+    for candidate in "$SPOTPOOL_DEV_DIR/sdf" "$SPOTPOOL_DEV_DIR/xvdf"; do
         [[ -b $candidate ]] || continue
         real=$(readlink -f -- "$candidate") || continue
         [[ ${real##*/} != nvme* ]] || continue

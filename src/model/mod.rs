@@ -29,7 +29,10 @@ pub use shard::{
 };
 pub use status::{InstanceStatus, Lifecycle, TerminateReason, UserState};
 pub use tier::{ImagePin, TierCondition, TierOverride};
-pub use workspace::{Relocation, VolumeCount, VolumeUse, Workspace, count_volumes};
+pub use workspace::{
+    BLANK_TOKEN_PREFIX, KEPT_TOKEN_PREFIX, Relocation, VolumeCount, VolumeUse, Workspace,
+    count_volumes,
+};
 
 /// Implements `ALL`, `as_str`, `parse` and `Display` for a field-less enum from one table of
 /// `Variant => "string"` pairs: the string is what the store, the API and the metrics see.

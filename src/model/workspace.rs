@@ -24,7 +24,20 @@ pub struct Workspace {
     pub relocation: Option<Relocation>,
 }
 
+/// The token of a workspace taken from a spare's blank (`Store::claim_spare`), until the claim
+/// has kept it (tagged, and no longer deleted with the instance).
+pub const BLANK_TOKEN_PREFIX: &str = "sp-blank-";
+/// The token of a spare's blank once the claim has kept it.
+pub const KEPT_TOKEN_PREFIX: &str = "sp-kept-";
+
 impl Workspace {
+    /// A spare's blank a claim took but has not kept yet: its volume may still go with the
+    /// instance, and no container ever wrote to it, so if it is gone or was never tagged it can
+    /// be forgotten (ARCHITECTURE.md, "Blank workspaces").
+    pub fn is_unkept_blank(&self) -> bool {
+        self.client_token.starts_with(BLANK_TOKEN_PREFIX)
+    }
+
     /// A workspace about to be created in `zone`: only its token and place are known.
     pub fn planned(client_token: String, availability_zone: String, size_gib: u32) -> Workspace {
         Workspace {

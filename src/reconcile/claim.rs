@@ -14,6 +14,7 @@ use super::workspace::Progress;
 use super::{Reconciler, ReconcilerConfig, StepError, StepOutcome, StepResult, fatal, one_tag};
 use crate::cloud::{CloudError, CloudErrorKind, CommandStatus, tags};
 use crate::instance_scripts::{self, BLANK_WORKSPACE_DEVICE_NAME, ContainerSpec, GatewaySettings};
+use crate::model::KEPT_TOKEN_PREFIX;
 use crate::model::{
     ClaimProgress, ClaimStep, Event, InstanceId, InstanceStatus, Millis, Prewired, SentCommand,
     Shard, UserId, UserState,
@@ -436,11 +437,15 @@ impl Reconciler {
             }
         );
         bound?;
-        kept?;
         switched?;
         if switch.is_some() {
             user.routing.prewired = Some(Prewired::Switched);
-            user.routing.switched_at = Some(now);
+            // From when the call returned: it may have waited for its bucket.
+            user.routing.switched_at = Some(self.now().max(now));
+        }
+        if kept? && let Some(workspace) = &mut user.workspace {
+            let volume = workspace.volume_id.clone().unwrap_or_default();
+            workspace.client_token = format!("{KEPT_TOKEN_PREFIX}{volume}");
         }
         Ok(())
     }
@@ -455,27 +460,33 @@ impl Reconciler {
         Some((rule, self.rule_match_of(user)))
     }
 
-    /// A blank workspace this claim took from its instance (ARCHITECTURE.md, "Blank
-    /// workspaces"): kept past the instance's termination and tagged as the user's, before any
-    /// container can write to it. Nothing for any other workspace.
+    /// A blank workspace this claim took from its instance and has not kept yet (ARCHITECTURE.md,
+    /// "Blank workspaces"): tagged as the user's, then kept past the instance's termination,
+    /// before any container can write to it. True when it was kept now; nothing for any other
+    /// workspace.
     async fn keep_blank_workspace(
         &self,
         user: &UserRecord,
         instance: &InstanceId,
-    ) -> Result<(), StepError> {
-        let Some(volume) = user.workspace.as_ref().and_then(|w| w.volume_id.as_ref()) else {
-            return Ok(());
+    ) -> Result<bool, StepError> {
+        let Some(workspace) = user.workspace.as_ref().filter(|w| w.is_unkept_blank()) else {
+            return Ok(false);
         };
+        let Some(volume) = workspace.volume_id.as_ref() else {
+            return Ok(false);
+        };
+        // Not where the spare was launched with it: a claim rolled back after tagging it, and
+        // its undo detached it (only a tagged workspace can be); an ordinary workspace since.
         let record = self.inner.store.get_instance(instance).await?;
         if record.and_then(|r| r.blank_volume_id).as_ref() != Some(volume) {
-            return Ok(());
+            return Ok(true);
         }
         let tags = self.workspace_tags(user);
         self.inner
             .cloud
             .keep_blank_workspace(instance, volume, BLANK_WORKSPACE_DEVICE_NAME, &tags)
             .await?;
-        Ok(())
+        Ok(true)
     }
 
     /// After `ready`, off the claim path: the user's tag on its pre-wired target group and

@@ -58,6 +58,13 @@ impl InFlight {
     }
 }
 
+impl InFlight {
+    /// Whether an action holds `key` now.
+    pub(super) fn is_held(&self, key: &str) -> bool {
+        self.lock().contains(key)
+    }
+}
+
 /// Keys an action holds; let go when it ends, however it ends (an aborted task too).
 pub(super) struct Held {
     in_flight: Arc<InFlight>,

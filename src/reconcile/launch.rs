@@ -218,6 +218,14 @@ impl Reconciler {
             let Some(_held) = self.inner.in_flight.try_hold(vec![key]) else {
                 continue;
             };
+            // Ended (recorded or given up) between the listing and the hold: nothing to redo.
+            let still_pending = self.inner.store.list_launches().await?;
+            if !still_pending
+                .iter()
+                .any(|l| l.client_token == launch.client_token)
+            {
+                continue;
+            }
             tracing::info!(client_token = %launch.client_token, tier = %launch.tier, attempts = launch.attempts, "redoing a launch whose outcome was not recorded");
             match self.run_launch(&launch, now).await {
                 Ok(()) => {}

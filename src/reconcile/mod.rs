@@ -176,6 +176,9 @@ enum StepError {
     Store(#[from] StoreError),
 }
 
+/// How long a stop waits for the actions still in flight.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
 #[derive(Clone)]
 pub struct Reconciler {
     inner: Arc<Inner>,
@@ -337,8 +340,12 @@ impl Reconciler {
                 }
             }
         }
-        // A stop lets the actions in flight finish, as a pass in flight always did.
-        while stragglers.join_next().await.is_some() {}
+        // A stop lets the actions in flight finish, as a pass in flight always did, for a while;
+        // then drops them (every step is safe to cut off, as after a crash).
+        let drained = async { while stragglers.join_next().await.is_some() {} };
+        if tokio::time::timeout(STOP_GRACE, drained).await.is_err() {
+            tracing::warn!(grace = ?STOP_GRACE, "stopping with actions still in flight; the next leader redoes their steps");
+        }
         tracing::info!("reconciler stopped");
     }
 

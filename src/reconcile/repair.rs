@@ -247,8 +247,14 @@ impl Reconciler {
             let Some(user) = &instance.user_id else {
                 continue;
             };
+            // An instance an action still works on (a claim rolling back untags it, then frees
+            // its user's row) is left to the next sweep.
+            let in_flight = inner
+                .in_flight
+                .is_held(&super::execute::instance_key(&instance.id));
             if !instance.lifecycle.is_gone()
                 && !held.contains(&instance.id)
+                && !in_flight
                 && old_enough(Some(instance.launched_at))
             {
                 out.push(Orphan {

@@ -66,6 +66,9 @@ impl Reconciler {
         let Some(volume_id) = self.ensure_volume(user, now).await? else {
             return Ok(Progress::Waiting);
         };
+        if self.forget_unkept_blank(user, now).await? {
+            return Ok(Progress::Waiting);
+        }
         let Some(volume) = self.volume_or_grace(user, &volume_id, now).await? else {
             return Ok(Progress::Waiting);
         };
@@ -153,6 +156,9 @@ impl Reconciler {
         let Some(volume_id) = self.ensure_volume_found(user, now).await? else {
             return Ok(Progress::Done);
         };
+        if self.forget_unkept_blank(user, now).await? {
+            return Ok(Progress::Done);
+        }
         let Some(volume) = self.inner.cloud.describe_volume(&volume_id).await? else {
             return Ok(Progress::Done);
         };
@@ -182,6 +188,32 @@ impl Reconciler {
             Progress::Done => self.detach(user, &volume_id, instance, false, now).await,
             other => Ok(other),
         }
+    }
+
+    /// A spare's blank the user's claim took but never kept ("Blank workspaces"): if it is gone
+    /// (it went with its instance) or was never tagged as the user's (so it still goes with its
+    /// instance, and the pool's permissions do not let the daemon detach it), no container ever
+    /// wrote to it, and the row forgets it: the next claim takes or makes another. True when
+    /// it did.
+    async fn forget_unkept_blank(
+        &self,
+        user: &mut UserRecord,
+        now: Millis,
+    ) -> Result<bool, StepError> {
+        let Some(workspace) = user.workspace.as_ref().filter(|w| w.is_unkept_blank()) else {
+            return Ok(false);
+        };
+        let Some(volume_id) = workspace.volume_id.clone() else {
+            return Ok(false);
+        };
+        let volume = self.inner.cloud.describe_volume(&volume_id).await?;
+        if volume.is_some_and(|v| v.tags.contains_key(tags::WORKSPACE)) {
+            return Ok(false);
+        }
+        tracing::info!(user = %user.user_id, volume = %volume_id, "forgetting a blank workspace the claim never kept");
+        user.workspace = None;
+        self.save(user, now).await?;
+        Ok(true)
     }
 
     /// Deletes the user's workspace (and a relocation's copy and snapshot): the user was

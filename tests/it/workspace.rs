@@ -31,6 +31,23 @@ impl World {
         .await
     }
 
+    /// Alice's claim, its first attempt rolled back by `count` fatal failures of `operation`,
+    /// then ready on its retry; her instance.
+    async fn ready_after_a_rollback(&self, operation: &'static str, count: usize) -> InstanceId {
+        self.cloud
+            .fail_next(operation, CloudErrorKind::Fatal, count);
+        self.put_user("alice", SECRET_BODY).await;
+        self.run_until_quiet(80).await;
+        let (_, doc) = self.get_user("alice").await;
+        assert_eq!(doc["state"], "ready", "{doc}");
+        let journal = self.store.journal_since(0, 10_000).await.unwrap();
+        assert!(
+            journal.iter().any(|e| e.kind == "claim.requeued"),
+            "{journal:?}"
+        );
+        InstanceId(doc["instance_id"].as_str().unwrap().into())
+    }
+
     /// The start-container command sent to `instance`.
     fn start_command_on(&self, instance: &InstanceId) -> spotpool::cloud::fake::FakeCommand {
         self.cloud
@@ -188,6 +205,59 @@ async fn a_first_claim_keeps_the_spares_blank_workspace_where_it_is() {
         .map(|v| v.id)
         .collect();
     assert_eq!(deleted, vec![blank]);
+    world.assert_no_leaks().await;
+}
+
+/// A claim rolled back before the blank it took was tagged forgets it: no container ever
+/// wrote to it, it still goes with its spare (which returns to the pool with it), and the
+/// retry keeps a blank of its own.
+#[tokio::test]
+async fn a_claim_rolled_back_before_tagging_its_blank_forgets_it() {
+    let world = World::new(2, 10).await;
+    world.run_until_quiet(20).await;
+    let blanks: Vec<String> = world
+        .cloud
+        .live_instances()
+        .into_iter()
+        .filter_map(|i| i.blank_volume)
+        .collect();
+    // Both CreateTags of the first step (the instance's, the blank's) are refused.
+    let instance = world.ready_after_a_rollback("CreateTags", 2).await;
+    let volume = world.volume_of("alice");
+    assert_eq!(
+        world.cloud.instance(&instance).unwrap().blank_volume,
+        Some(volume.id.clone()),
+        "the retry kept its own spare's blank"
+    );
+    assert!(!volume.attachment.unwrap().delete_on_termination);
+    // The first spare's blank was never the user's: it is still a blank, or the retry's.
+    for blank in blanks.iter().filter(|b| **b != volume.id) {
+        let still = world.cloud.volumes().into_iter().find(|v| &v.id == blank);
+        assert!(still.is_none_or(|v| !v.tags.contains_key(tags::WORKSPACE)));
+    }
+    assert!(world.deleted_workspaces().is_empty());
+    world.assert_no_leaks().await;
+}
+
+/// A claim whose keep fails after the blank was tagged rolls back: the tagged blank is the
+/// user's workspace from then on, detached from the spare (which goes back to the pool, never
+/// started) and attached to the next claim's instance, never deleted.
+#[tokio::test]
+async fn a_claim_whose_keep_fails_retries_with_the_tagged_blank_as_its_workspace() {
+    let world = World::new(2, 10).await;
+    world.run_until_quiet(20).await;
+    let instance = world
+        .ready_after_a_rollback("ModifyInstanceAttribute", 1)
+        .await;
+    let volume = world.volume_of("alice");
+    assert_eq!(attached_to(&volume), Some(instance.clone()));
+    assert_ne!(
+        world.cloud.instance(&instance).unwrap().blank_volume,
+        Some(volume.id.clone()),
+        "the first spare's blank, moved to the retry's instance"
+    );
+    assert!(!volume.attachment.unwrap().delete_on_termination);
+    assert!(world.deleted_workspaces().is_empty());
     world.assert_no_leaks().await;
 }
 

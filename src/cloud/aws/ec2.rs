@@ -229,6 +229,11 @@ impl AwsCloud {
         Ok(())
     }
 
+    /// Tags first, then `DeleteOnTermination` off: a blank that is not tagged as the user's
+    /// still goes with its instance, so an undo can forget it (the pool's permissions let the
+    /// daemon detach only tagged workspaces). A redo after a crash finds the tags there already:
+    /// the permissions allow tagging only a volume that is no workspace yet, so a refusal is
+    /// checked against the volume's tags before it counts.
     pub(super) async fn ec2_keep_blank_workspace(
         &self,
         instance: &InstanceId,
@@ -240,19 +245,7 @@ impl AwsCloud {
             EbsInstanceBlockDeviceSpecification as Keep,
             InstanceBlockDeviceMappingSpecification as Mapping,
         };
-        let keep = Mapping::builder()
-            .device_name(device)
-            .ebs(Keep::builder().delete_on_termination(false).build())
-            .build();
-        let kept = call(
-            "ec2",
-            "ModifyInstanceAttribute",
-            self.ec2
-                .modify_instance_attribute()
-                .instance_id(&instance.0)
-                .block_device_mappings(keep)
-                .send(),
-        );
+        let context = format!("keeping the blank workspace {volume_id} of {instance}");
         let tagged = call(
             "ec2",
             "CreateTags",
@@ -261,11 +254,37 @@ impl AwsCloud {
                 .resources(volume_id)
                 .set_tags(Some(ec2_tags(tags)))
                 .send(),
-        );
-        let (kept, tagged) = tokio::join!(kept, tagged);
-        let context = format!("keeping the blank workspace {volume_id} of {instance}");
-        kept.map_err(|err| with_context(err, context.clone()))?;
-        tagged.map_err(|err| with_context(err, context))?;
+        )
+        .await;
+        if let Err(err) = tagged {
+            let err = with_context(err, context.clone());
+            let has_them = !err.kind.is_retryable()
+                && self
+                    .ebs_describe_volume(volume_id)
+                    .await?
+                    .is_some_and(|volume| {
+                        tags.iter()
+                            .all(|(key, value)| volume.tags.get(key) == Some(value))
+                    });
+            if !has_them {
+                return Err(err);
+            }
+        }
+        let keep = Mapping::builder()
+            .device_name(device)
+            .ebs(Keep::builder().delete_on_termination(false).build())
+            .build();
+        call(
+            "ec2",
+            "ModifyInstanceAttribute",
+            self.ec2
+                .modify_instance_attribute()
+                .instance_id(&instance.0)
+                .block_device_mappings(keep)
+                .send(),
+        )
+        .await
+        .map_err(|err| with_context(err, context))?;
         Ok(())
     }
 

@@ -212,39 +212,40 @@ impl FakeCloud {
         device: &str,
         new_tags: &Tags,
     ) -> CloudResult<()> {
+        // Tags first: a blank without them still goes with its instance (see the AWS adapter).
         {
-            let mut state = self.enter("ModifyInstanceAttribute", 1).await?;
-            if !state.instances.contains_key(&instance.0) {
-                return Err(not_found("ModifyInstanceAttribute", &instance.0));
-            }
-            release_dead(&mut state, [volume_id]);
-            let attachment = state
-                .ebs
-                .volumes
-                .get_mut(volume_id)
-                .and_then(|v| v.attachment.as_mut())
-                .filter(|a| &a.instance == instance);
-            match attachment {
-                Some(attachment) => attachment.delete_on_termination = false,
-                None => {
-                    return Err(CloudError::new(
-                        CloudErrorKind::Fatal,
-                        "ModifyInstanceAttribute",
-                        "InvalidInstanceAttributeValue",
-                        format!("no volume {volume_id} at {device} of {instance}"),
-                    ));
+            let mut state = self.enter("CreateTags", 1).await?;
+            let Some(volume) = state.ebs.volumes.get_mut(volume_id) else {
+                return Err(not_found("CreateTags", volume_id));
+            };
+            volume.tags.extend(new_tags.clone());
+            if let Some(owner) = new_tags.get(tags::WORKSPACE) {
+                let owned = state.ebs.owners.entry(owner.clone()).or_default();
+                if !owned.iter().any(|id| id == volume_id) {
+                    owned.push(volume_id.to_string());
                 }
             }
         }
-        let mut state = self.enter("CreateTags", 1).await?;
-        let Some(volume) = state.ebs.volumes.get_mut(volume_id) else {
-            return Err(not_found("CreateTags", volume_id));
-        };
-        volume.tags.extend(new_tags.clone());
-        if let Some(owner) = new_tags.get(tags::WORKSPACE) {
-            let owned = state.ebs.owners.entry(owner.clone()).or_default();
-            if !owned.iter().any(|id| id == volume_id) {
-                owned.push(volume_id.to_string());
+        let mut state = self.enter("ModifyInstanceAttribute", 1).await?;
+        if !state.instances.contains_key(&instance.0) {
+            return Err(not_found("ModifyInstanceAttribute", &instance.0));
+        }
+        release_dead(&mut state, [volume_id]);
+        let attachment = state
+            .ebs
+            .volumes
+            .get_mut(volume_id)
+            .and_then(|v| v.attachment.as_mut())
+            .filter(|a| &a.instance == instance);
+        match attachment {
+            Some(attachment) => attachment.delete_on_termination = false,
+            None => {
+                return Err(CloudError::new(
+                    CloudErrorKind::Fatal,
+                    "ModifyInstanceAttribute",
+                    "InvalidInstanceAttributeValue",
+                    format!("no volume {volume_id} at {device} of {instance}"),
+                ));
             }
         }
         Ok(())

@@ -714,10 +714,13 @@ data "aws_iam_policy_document" "daemon_workspaces" {
   }
 
   # A spare's blank workspace (RunInstances, /dev/sdg) becomes a user's at its
-  # first claim: DeleteOnTermination off on the pool's instance, and the
-  # workspace tags on a pool volume that is not a workspace yet. That condition
-  # also matches root volumes; it adds nothing to what the daemon can already
-  # do to a pool instance (SSM commands as root, termination).
+  # first claim: the workspace tags on a pool volume that is not a workspace yet,
+  # then DeleteOnTermination off on the pool's instance. IAM cannot narrow
+  # ModifyInstanceAttribute to one attribute, so this also lets the daemon change
+  # its pool instances' other attributes (termination protection, shutdown
+  # behaviour, source/dest check), and the tag condition also matches root
+  # volumes; the daemon already runs commands as root on these instances and
+  # terminates them, so neither widens what it can do to them.
   statement {
     sid       = "Ec2KeepBlankWorkspaceOnPoolInstances"
     actions   = ["ec2:ModifyInstanceAttribute"]
