@@ -19,7 +19,7 @@ use crate::model::{
     ClaimProgress, ClaimStep, Event, InstanceId, InstanceStatus, Millis, Prewired, SentCommand,
     Shard, UserId, UserState,
 };
-use crate::store::UserRecord;
+use crate::store::{InstanceRecord, UserRecord};
 
 /// How long a step of the loop's pass polls a start command itself before it leaves the wait
 /// to the next pass.
@@ -224,9 +224,19 @@ impl Reconciler {
         user: &UserRecord,
         instance: &InstanceId,
     ) -> Result<(), StepError> {
-        let cloud = &self.inner.cloud;
         let record = self.inner.store.get_instance(instance).await?;
-        let arn = record.and_then(|r| r.arn).unwrap_or_default();
+        self.bind_to(user, instance, record.as_ref()).await
+    }
+
+    /// [`Reconciler::bind_to_instance`] with the instance's ledger row already read.
+    async fn bind_to(
+        &self,
+        user: &UserRecord,
+        instance: &InstanceId,
+        record: Option<&InstanceRecord>,
+    ) -> Result<(), StepError> {
+        let cloud = &self.inner.cloud;
+        let arn = record.and_then(|r| r.arn.clone()).unwrap_or_default();
         let mut instance_tags = one_tag(tags::STATUS, InstanceStatus::Assigned.as_str());
         instance_tags.insert(tags::USER_ID.into(), user.user_id.to_string());
         let secret_arn = user.secret_arn.clone().unwrap_or_default();
@@ -424,9 +434,11 @@ impl Reconciler {
         now: Millis,
     ) -> Result<(), StepError> {
         let switch = self.prewired_switch(user);
+        let record = self.inner.store.get_instance(instance).await?;
+        let blank = record.as_ref().and_then(|r| r.blank_volume_id.as_deref());
         let (bound, kept, switched) = tokio::join!(
-            self.bind_to_instance(user, instance),
-            self.keep_blank_workspace(user, instance),
+            self.bind_to(user, instance, record.as_ref()),
+            self.keep_blank_workspace(user, instance, blank),
             async {
                 match &switch {
                     Some((rule, condition)) => {
@@ -468,6 +480,7 @@ impl Reconciler {
         &self,
         user: &UserRecord,
         instance: &InstanceId,
+        blank: Option<&str>,
     ) -> Result<bool, StepError> {
         let Some(workspace) = user.workspace.as_ref().filter(|w| w.is_unkept_blank()) else {
             return Ok(false);
@@ -477,8 +490,7 @@ impl Reconciler {
         };
         // Not where the spare was launched with it: a claim rolled back after tagging it, and
         // its undo detached it (only a tagged workspace can be); an ordinary workspace since.
-        let record = self.inner.store.get_instance(instance).await?;
-        if record.and_then(|r| r.blank_volume_id).as_ref() != Some(volume) {
+        if blank != Some(volume.as_str()) {
             return Ok(true);
         }
         let tags = self.workspace_tags(user);

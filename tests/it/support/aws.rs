@@ -42,7 +42,8 @@ impl Aws {
         }
     }
 
-    pub async fn instance_tags_and_state(&self, id: &str) -> (HashMap<String, String>, String) {
+    /// DescribeInstances of one instance.
+    async fn describe_one(&self, id: &str) -> aws_sdk_ec2::types::Instance {
         let out = self
             .ec2
             .describe_instances()
@@ -50,7 +51,11 @@ impl Aws {
             .send()
             .await
             .unwrap();
-        let instance = &out.reservations()[0].instances()[0];
+        out.reservations()[0].instances()[0].clone()
+    }
+
+    pub async fn instance_tags_and_state(&self, id: &str) -> (HashMap<String, String>, String) {
+        let instance = &self.describe_one(id).await;
         let tags = tag_map(instance.tags().iter().map(|t| (t.key(), t.value())));
         let state = instance
             .state()
@@ -133,17 +138,10 @@ impl Aws {
 
     /// The device, volume and DeleteOnTermination of each EBS mapping of an instance.
     pub async fn block_devices(&self, id: &str) -> Vec<(String, String, bool)> {
-        let out = self
-            .ec2
-            .describe_instances()
-            .instance_ids(id)
-            .send()
+        self.describe_one(id)
             .await
-            .unwrap();
-        out.reservations()
+            .block_device_mappings()
             .iter()
-            .flat_map(|r| r.instances())
-            .flat_map(|i| i.block_device_mappings())
             .filter_map(|m| {
                 let ebs = m.ebs()?;
                 Some((
