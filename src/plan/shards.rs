@@ -119,19 +119,12 @@ impl<'a> Placer<'a> {
     }
 
     /// Whether `user` may claim a spare whose complete warm route is on `shard`: the user is
-    /// placed there or nowhere yet, and the shard (and the region) hold no more than they may.
-    /// The claim adds no route: the user takes over the spare's.
+    /// placed there or nowhere yet. The shard's and the region's limits do not matter: the
+    /// claim adds no route, it takes over the spare's. (A shard can be over its limit with warm
+    /// routes on it, after AWS refused one more or a quota turned out lower than its
+    /// capacity; its users must still be served through them, or nobody would ever be.)
     pub(super) fn takes_warm(&self, user: &UserIntent, shard: &str) -> bool {
-        let Some(configured) = self.policy.shard(shard) else {
-            return false;
-        };
-        let region_ok = self
-            .conditions
-            .region_route_limit
-            .is_none_or(|limit| self.total <= limit);
-        user.shard.as_deref().is_none_or(|own| own == shard)
-            && self.on(shard) <= self.limit(configured)
-            && region_ok
+        self.policy.shard(shard).is_some() && user.shard.as_deref().is_none_or(|own| own == shard)
     }
 
     /// `user` takes over a warm spare's room on `shard`: a placed user (counted already) frees

@@ -874,6 +874,43 @@ fn probed_spares_are_wired_on_the_shard_with_room_left_after_the_users() {
 }
 
 #[test]
+fn a_shard_over_its_limit_with_warm_spares_still_serves_claims_through_them() {
+    // Three spares were wired on s0 before AWS refused more (its mark: 2 routes), and the region
+    // quota now says 2: every shard is over. A new claim, and one placed on s0, take a warm
+    // spare each (taking over a route adds none); a third waits for room.
+    let policy = two_shards(5);
+    let instances = vec![
+        warm_on(instance("i-w1", InstanceStatus::Available), "s0"),
+        warm_on(instance("i-w2", InstanceStatus::Available), "s0"),
+        warm_on(instance("i-w3", InstanceStatus::Available), "s0"),
+    ];
+    let conditions = Conditions {
+        route_limits: BTreeMap::from([("s0".to_string(), 2), ("s1".to_string(), 0)]),
+        region_route_limit: Some(2),
+        ..Conditions::default()
+    };
+    let users = vec![
+        user("new", UserState::Queued, None, 1),
+        on_shard(user("placed", UserState::Queued, None, 2), "s0"),
+        on_shard(user("elsewhere", UserState::Queued, None, 3), "s1"),
+    ];
+    let actions = plan(&users, &instances, NOW, &policy, &conditions);
+    let mut got = assigned(&actions);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![("new", "i-w1"), ("placed", "i-w2")],
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&Action::AwaitRoute {
+            user: UserId::parse("elsewhere").unwrap()
+        }),
+        "{actions:?}"
+    );
+}
+
+#[test]
 fn a_claim_takes_a_warm_spare_first_and_a_non_spares_warm_route_is_unwired() {
     let policy = two_shards(2);
     // The oldest spare is unwired; the warm one is newer. s0 is full with the warm spare's room

@@ -372,10 +372,18 @@ impl Reconciler {
         let Some(group) = user.routing.target_group_arn.clone() else {
             return Ok(StepResult::Waiting);
         };
-        // The switched rule has had its time to apply.
+        // The switched rule has had its time to apply. A step of the loop's pass waits out
+        // the rest (at most the settle time) rather than leaving it to a later pass.
         let settle = self.inner.config.rule_settle.as_millis() as Millis;
-        if user.routing.switched_at.is_some_and(|at| now < at + settle) {
-            return Ok(StepResult::Waiting);
+        let mut now = now;
+        if let Some(settled) = user.routing.switched_at.map(|at| at + settle)
+            && now < settled
+        {
+            if !super::execute::may_linger() {
+                return Ok(StepResult::Waiting);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis((settled - now) as u64)).await;
+            now = self.now().max(settled);
         }
         if !self
             .target_healthy_in_time(&group, instance, user.updated_at, now)

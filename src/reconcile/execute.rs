@@ -63,6 +63,17 @@ impl InFlight {
     pub(super) fn is_held(&self, key: &str) -> bool {
         self.lock().contains(key)
     }
+
+    /// Whether a launch for `tier` is in flight, recorded or not yet (one still waiting for
+    /// its turn has no pending-launch row).
+    pub(super) fn launching(&self, tier: &str) -> bool {
+        let prefix = offering_prefix(tier);
+        self.lock().iter().any(|key| key.starts_with(&prefix))
+    }
+}
+
+fn offering_prefix(tier: &str) -> String {
+    format!("offering:{tier}/")
 }
 
 /// Keys an action holds; let go when it ends, however it ends (an aborted task too).
@@ -100,7 +111,10 @@ fn keys(action: &Action) -> Vec<String> {
             instance_type,
             subnet_id,
             ..
-        } => vec![format!("offering:{tier}/{instance_type}/{subnet_id}")],
+        } => vec![format!(
+            "{}{instance_type}/{subnet_id}",
+            offering_prefix(tier)
+        )],
         Action::SendProbe { instance }
         | Action::CheckProbe { instance, .. }
         | Action::Terminate { instance, .. }

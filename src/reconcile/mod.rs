@@ -32,6 +32,7 @@ mod launch;
 mod moves;
 mod notices;
 mod observe;
+mod quick;
 mod quotas;
 mod repair;
 mod routes;
@@ -224,6 +225,8 @@ struct Inner {
     /// Users whose teardown removed their route already (`teardown.rs`); forgotten when the
     /// teardown ends, and on a restart (which then looks once more).
     routes_removed: std::sync::Mutex<std::collections::HashSet<UserId>>,
+    /// The instance lifecycles of this term's last listing, for quick claims (`quick.rs`).
+    listed: std::sync::Mutex<Option<HashMap<InstanceId, crate::cloud::Lifecycle>>>,
 }
 
 /// Marks this replica as leading for as long as a reconciler loop runs.
@@ -278,6 +281,7 @@ impl Reconciler {
                 in_flight: Arc::default(),
                 lingering: Arc::new(tokio::sync::Semaphore::new(execute::LINGERING)),
                 routes_removed: Default::default(),
+                listed: Default::default(),
             }),
         }
     }
@@ -316,15 +320,38 @@ impl Reconciler {
         // Actions that outlived their pass (`execute`). Dropped with this loop (a lost term),
         // they are aborted; each step is safe to cut off.
         let mut stragglers: JoinSet<()> = JoinSet::new();
+        // Claims a wake-up started between passes or during one (`quick.rs`).
+        let mut quick: JoinSet<()> = JoinSet::new();
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                _ = self.inner.wake.notified() => {}
+                _ = self.inner.wake.notified() => self.start_quick_claims(&mut quick),
                 _ = tokio::time::sleep(delay) => {}
             }
             while stragglers.try_join_next().is_some() {}
+            while quick.try_join_next().is_some() {}
             let patience = self.inner.config.poll_interval;
-            match self.reconcile_within(Some(patience), &mut stragglers).await {
+            let pass = self.reconcile_within(Some(patience), &mut stragglers);
+            tokio::pin!(pass);
+            let mut woken = false;
+            let result = loop {
+                tokio::select! {
+                    result = &mut pass => break result,
+                    // A PUT during the pass is served now, not after it.
+                    _ = self.inner.wake.notified() => {
+                        self.start_quick_claims(&mut quick);
+                        woken = true;
+                    }
+                }
+            };
+            // Claims still going on bring the next pass soon, as stragglers do.
+            let result = match result {
+                Ok(Outcome::Converged) if !quick.is_empty() => {
+                    Ok(Outcome::Requeue(self.inner.config.poll_interval))
+                }
+                other => other,
+            };
+            match result {
                 Ok(Outcome::Converged) => {
                     consecutive_failures = 0;
                     delay = self.inner.config.reconcile_interval;
@@ -339,10 +366,18 @@ impl Reconciler {
                     tracing::warn!(error = %error, retry_in = ?delay, "reconcile pass failed");
                 }
             }
+            if woken {
+                // The wake-up may have meant more than a claim: a pass for it now, as a
+                // wake-up between passes gets.
+                self.inner.wake.notify_one();
+            }
         }
         // A stop lets the actions in flight finish, as a pass in flight always did, for a while;
         // then drops them (every step is safe to cut off, as after a crash).
-        let drained = async { while stragglers.join_next().await.is_some() {} };
+        let drained = async {
+            while stragglers.join_next().await.is_some() {}
+            while quick.join_next().await.is_some() {}
+        };
         if tokio::time::timeout(STOP_GRACE, drained).await.is_err() {
             tracing::warn!(grace = ?STOP_GRACE, "stopping with actions still in flight; the next leader redoes their steps");
         }

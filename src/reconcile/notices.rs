@@ -14,10 +14,14 @@
 //! - anything else (an instance that is not ours, or a notice that arrives after the instance
 //!   was already left behind): noted and marked handled.
 //!
+//! A notice acts on its instance and its users only while no action holds them (a claim that
+//! outlived its pass may still be starting the container): it waits for a later pass otherwise.
+//!
 //! Every branch is idempotent, so a crash between acting and marking the notice handled only
 //! repeats a no-op. A lost notice is caught anyway: an instance missing from DescribeInstances
 //! is a lost instance, and its user is recovered.
 
+use super::execute::{instance_key, user_key};
 use super::{Reconciler, StepError};
 use crate::cloud::CloudInstance;
 use crate::model::{
@@ -43,6 +47,21 @@ impl Reconciler {
         // earlier notice of the same batch is never acted on from a stale copy.
         let users = store.list_users().await?;
         for stored in notices {
+            let instance = &stored.notice.instance_id;
+            let mut keys = vec![instance_key(instance)];
+            keys.extend(
+                users
+                    .iter()
+                    .filter(|u| {
+                        u.instance_id.as_ref() == Some(instance)
+                            || u.move_target() == Some(instance)
+                    })
+                    .map(|u| user_key(&u.user_id)),
+            );
+            let Some(_held) = self.inner.in_flight.try_hold(keys) else {
+                tracing::debug!(event_id = %stored.notice.event_id, "notice waits: an action holds its instance or user");
+                continue;
+            };
             let action = self.handle_notice(&stored, &users, observed, now).await?;
             let notice = &stored.notice;
             metrics::counter!("spotpool_interruptions_handled_total", "kind" => notice.kind.as_str(), "action" => action.as_str())

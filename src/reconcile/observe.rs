@@ -59,6 +59,14 @@ impl Reconciler {
         }
         let lifecycles: HashMap<&InstanceId, _> =
             observed.iter().map(|i| (&i.id, i.lifecycle)).collect();
+        if !dry_run {
+            self.remember_lifecycles(
+                observed
+                    .iter()
+                    .map(|i| (i.id.clone(), i.lifecycle))
+                    .collect(),
+            );
+        }
         // SSM is asked only about the instances a probe may go to this pass.
         let to_probe: Vec<InstanceId> = ledger
             .iter()
@@ -89,7 +97,12 @@ impl Reconciler {
         let mut conditions = self.conditions().snapshot(now);
         conditions.launch_blocked.extend(paused);
         let mut actions = plan::plan(&intents, &instances, now, &policy, &conditions);
-        actions.retain(|a| !matches!(a, Action::Launch { tier, .. } if launching.contains(tier)));
+        // A tier with a launch under way (recorded, or still waiting for its turn) launches no
+        // more until it lands: the next listing shows what it brought.
+        actions.retain(|a| {
+            !matches!(a, Action::Launch { tier, .. }
+                if launching.contains(tier) || inner.in_flight.launching(tier))
+        });
         // Work in flight brings the next pass sooner: actions, instances on their way in or out,
         // and instances missing from the last listing (to confirm or clear the miss).
         // (A user waiting for route capacity is not: a release or an expiring mark wakes it.)
@@ -246,7 +259,7 @@ impl Reconciler {
 }
 
 /// What `plan` needs of a ledger row, with this pass's lifecycle and SSM's word on its agent.
-fn pool_instance(
+pub(super) fn pool_instance(
     r: &InstanceRecord,
     lifecycle: Option<Lifecycle>,
     agents: Option<&BTreeSet<InstanceId>>,
@@ -329,7 +342,7 @@ fn export_gauges(ledger: &[InstanceRecord], users: &[UserRecord], policy: &Polic
 }
 
 /// What `plan` needs of a user's row.
-fn intent_of(u: &crate::store::UserRecord) -> UserIntent {
+pub(super) fn intent_of(u: &crate::store::UserRecord) -> UserIntent {
     UserIntent {
         user: u.user_id.clone(),
         tier: u.tier.clone(),

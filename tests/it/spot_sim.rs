@@ -26,7 +26,7 @@ use crate::faults::{distribution, hold_time_while_the_store_works, quantile};
 use crate::world::{World, reconciler_config};
 use spotpool::cloud::fake::FakeCloud;
 use spotpool::cloud::limit::{Limited, RateLimits};
-use spotpool::cloud::profile::Profile;
+use spotpool::cloud::profile::{Latency, Profile};
 use spotpool::cloud::{Cloud, Lifecycle};
 use spotpool::interruption_feed::{InterruptionNotice, NoticeKind};
 use spotpool::model::{InstanceId, InstanceStatus, UserState};
@@ -131,20 +131,7 @@ async fn fifty_interruption_warnings_move_every_user_with_its_workspace_within_t
         }
         let old = before[n].instance_id.clone().unwrap();
         warned_at[n] = fake.now();
-        let notice = InterruptionNotice {
-            event_id: format!("warning-{n}"),
-            kind: NoticeKind::SpotInterruptionWarning,
-            instance_id: old.clone(),
-            event_time: fake.now(),
-        };
-        assert!(
-            world
-                .store
-                .insert_notice(&notice, fake.now())
-                .await
-                .unwrap()
-        );
-        world.state.wake.notify_one();
+        warn(&world, &fake, &format!("warning-{n}"), &old).await;
         let fake = fake.clone();
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(NOTICE).await;
@@ -322,4 +309,183 @@ async fn fifty_interruption_warnings_move_every_user_with_its_workspace_within_t
     );
     world.assert_no_leaks().await;
     assert_eq!(reclaimed_at.len(), USERS);
+}
+
+/// A spot interruption warning for `instance`, delivered as the feed does: stored, then the
+/// reconciler woken.
+async fn warn(world: &World, fake: &FakeCloud, event_id: &str, instance: &InstanceId) {
+    let notice = InterruptionNotice {
+        event_id: event_id.into(),
+        kind: NoticeKind::SpotInterruptionWarning,
+        instance_id: instance.clone(),
+        event_time: fake.now(),
+    };
+    assert!(
+        world
+            .store
+            .insert_notice(&notice, fake.now())
+            .await
+            .unwrap()
+    );
+    world.state.wake.notify_one();
+}
+
+/// A small simulated world (two spares) with its reconciler loop and time keeper running, the
+/// pool full.
+struct Running {
+    world: Arc<World>,
+    fake: Arc<FakeCloud>,
+    keeper: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    reconciler: tokio::task::JoinHandle<()>,
+    start: tokio::time::Instant,
+}
+
+impl Running {
+    async fn start(profile: Profile) -> Running {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        tokio::time::pause();
+        let fake = Arc::new(FakeCloud::simulated("spotpool", profile, SEED));
+        let limited: Arc<dyn Cloud> = Arc::new(Limited::new(fake.clone(), &RateLimits::default()));
+        let config = reconciler_config(2, 6);
+        let world = Arc::new(World::simulated(store, fake.clone(), limited, config));
+        let keeper = tokio::spawn(hold_time_while_the_store_works(world.store.clone()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let reconciler = tokio::spawn(world.reconciler.clone().run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        let running = Running {
+            world,
+            fake,
+            keeper,
+            stop,
+            reconciler,
+            start: tokio::time::Instant::now(),
+        };
+        while running.world.ledger_count(InstanceStatus::Available).await < 2 {
+            running.within("the pool did not fill");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        running
+    }
+
+    /// Fails the test once it has run a simulated hour.
+    fn within(&self, what: &str) {
+        assert!(
+            self.start.elapsed() < Duration::from_secs(3_600),
+            "{what} after {:?}",
+            self.start.elapsed()
+        );
+    }
+
+    /// The journal's kinds about `user`, and the interruptions', in order.
+    async fn events(&self, user: &str) -> Vec<String> {
+        let journal = self.world.store.journal_since(0, i64::MAX).await.unwrap();
+        journal
+            .into_iter()
+            .filter(|e| e.user_id.as_deref() == Some(user) || e.kind.starts_with("interr"))
+            .map(|e| e.kind)
+            .collect()
+    }
+
+    async fn until_ready(&self, user: &str, elsewhere_than: Option<&InstanceId>) {
+        loop {
+            let row = self.world.user_row(user).await;
+            if row.state == UserState::Ready && row.instance_id.as_ref() != elsewhere_than {
+                return;
+            }
+            self.within(&format!("{user} did not end ready"));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn finish(self) {
+        let _ = self.stop.send(());
+        self.reconciler.await.unwrap();
+        // The keeper goes last: without it the clock would jump to the store's acquire timeout
+        // while a query waits for SQLite's thread.
+        self.world.assert_no_leaks().await;
+        self.keeper.abort();
+    }
+}
+
+/// A warning for the instance of a claim that outlived its pass (its start command still
+/// running) waits until the claim lets go of the user and the instance: the move starts after
+/// the claim is ready, never while the start command may still be mounting the workspace.
+#[tokio::test]
+async fn a_warning_during_a_claim_still_starting_its_container_waits_for_the_claim() {
+    let mut profile = Profile::aws();
+    // A start longer than a pass's patience, shorter than a claim's in-step wait for it.
+    profile.effects.container_start = Latency::seconds(5, 5);
+    let run = Running::start(profile).await;
+    let (world, fake) = (&run.world, &run.fake);
+    let (status, _) = world.put_user("u1", r#"{"secrets":{"API_KEY":"k"}}"#).await;
+    assert!(status.is_success(), "{status}");
+    while !run
+        .events("u1")
+        .await
+        .contains(&"claim.container_starting".to_string())
+    {
+        run.within("the start command was not sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let doomed = world.user_row("u1").await.instance_id.unwrap();
+    warn(world, fake, "warning-u1", &doomed).await;
+    run.until_ready("u1", Some(&doomed)).await;
+    let seen = run.events("u1").await;
+    let at = |kind: &str| seen.iter().position(|k| k == kind);
+    let ready = at("claim.ready").unwrap_or_else(|| panic!("the claim never got ready: {seen:?}"));
+    let moved = at("move.begin").unwrap_or_else(|| panic!("the user never moved: {seen:?}"));
+    assert!(
+        ready < moved,
+        "the move began before the claim let go: {seen:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|k| k == "claim.requeued" || k.starts_with("recover.")),
+        "the claim was recovered under its own start command: {seen:?}"
+    );
+    run.finish().await;
+}
+
+/// A PUT is served by a quick claim: the user gets its spare while the pass in progress still
+/// waits for its DescribeInstances, not after it and the next pass's listing.
+#[tokio::test]
+async fn a_put_gets_its_spare_without_waiting_for_the_pass_in_progress() {
+    let mut profile = Profile::aws();
+    // Every listing takes 20 s: a pass is nearly always waiting for one, and a claim the pass
+    // assigns waits for the rest of it (a new one if the loop was idle).
+    profile
+        .api_latency
+        .insert("DescribeInstances", Latency::seconds(20, 20));
+    let run = Running::start(profile).await;
+    let (world, fake) = (&run.world, &run.fake);
+    let describes = fake.count_calls("DescribeInstances");
+    let (status, _) = world.put_user("u1", r#"{"secrets":{"API_KEY":"k"}}"#).await;
+    assert!(status.is_success(), "{status}");
+    let answered = fake.now();
+    let assigned_at = loop {
+        let journal = world.store.journal_since(0, i64::MAX).await.unwrap();
+        if let Some(entry) = journal
+            .iter()
+            .find(|e| e.kind == "claim.assigned" && e.user_id.as_deref() == Some("u1"))
+        {
+            break entry.at;
+        }
+        run.within("u1 never got a spare");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        assigned_at - answered < 1_000,
+        "assigned {} ms after the PUT's answer: it waited for a listing",
+        assigned_at - answered
+    );
+    assert_eq!(
+        fake.count_calls("DescribeInstances"),
+        describes,
+        "no listing was asked for meanwhile"
+    );
+    run.until_ready("u1", None).await;
+    run.finish().await;
 }

@@ -28,6 +28,9 @@ const SEED: u64 = 20_261_202;
 const ARRIVALS: Duration = Duration::from_secs(240);
 const STAY: Duration = Duration::from_secs(60);
 const SPARES: u32 = 150;
+/// A wait that takes longer than this (simulated) is a stuck user: the run fails and prints what
+/// the ledger says of it instead of running on.
+const STUCK: Duration = Duration::from_secs(1_800);
 
 /// What one rate measured.
 struct Rate {
@@ -69,7 +72,9 @@ async fn run(per_second: f64) -> Rate {
             let path = format!("/v1/users/{user}/instance");
             let body = r#"{"secrets":{"K":"v"}}"#;
             let put_at = fake.now();
+            let stuck_at = put_at + STUCK.as_millis() as i64;
             loop {
+                assert_not_stuck(&world, &fake, &user, stuck_at, "the PUT").await;
                 let (status, _, _) = world
                     .request_with_headers("PUT", &path, Some(API_TOKEN), body)
                     .await;
@@ -83,6 +88,7 @@ async fn run(per_second: f64) -> Rate {
                 if let Some(at) = row.ready_at {
                     break Duration::from_millis((at - put_at) as u64);
                 }
+                assert_not_stuck(&world, &fake, &user, stuck_at, "ready").await;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             };
             tokio::time::sleep(STAY).await;
@@ -98,7 +104,16 @@ async fn run(per_second: f64) -> Rate {
     for task in tasks {
         ready.push(task.await.unwrap());
     }
-    while !world.store.list_users().await.unwrap().is_empty() {
+    let drained_by = fake.now() + STUCK.as_millis() as i64;
+    while let Some(user) = world.store.list_users().await.unwrap().first() {
+        assert_not_stuck(
+            &world,
+            &fake,
+            user.user_id.as_str(),
+            drained_by,
+            "its deletion",
+        )
+        .await;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let stats = fake.sim_stats().unwrap();
@@ -118,6 +133,43 @@ async fn run(per_second: f64) -> Rate {
             .unwrap_or(f64::NAN),
         elb_writes_per_user: (elb - elb_before) as f64 / users as f64,
     }
+}
+
+/// Fails the run, with the user's and its instance's rows and the journal's last entries, once
+/// the simulated clock is past `by`.
+async fn assert_not_stuck(world: &World, fake: &FakeCloud, user: &str, by: i64, waiting_for: &str) {
+    if fake.now() < by {
+        return;
+    }
+    let row = world
+        .store
+        .get_user(&UserId::parse(user).unwrap())
+        .await
+        .unwrap();
+    let instance = match row.as_ref().and_then(|row| row.instance_id.clone()) {
+        Some(id) => world.store.get_instance(&id).await.unwrap(),
+        None => None,
+    };
+    let instance_id = instance.as_ref().map(|i| i.instance_id.to_string());
+    let journal = world.store.journal_since(0, i64::MAX).await.unwrap();
+    let last: Vec<String> = journal
+        .iter()
+        .rev()
+        .map(|entry| format!("{entry:?}"))
+        .filter(|entry| {
+            entry.contains(&format!("\"{user}\""))
+                || instance_id
+                    .as_ref()
+                    .is_some_and(|id| entry.contains(id.as_str()))
+        })
+        .take(40)
+        .collect();
+    panic!(
+        "{user} waited {} s for {waiting_for}\nuser: {row:?}\ninstance: {instance:?}\nits last journal \
+         entries, newest first:\n{}",
+        STUCK.as_secs(),
+        last.join("\n")
+    );
 }
 
 #[test]
