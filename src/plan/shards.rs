@@ -92,9 +92,11 @@ impl<'a> Placer<'a> {
                 .is_some_and(|limit| total > limit)
         };
         // A placed user (counted already) stays: it may claim while its shard and the region
-        // hold no more than they may.
+        // hold no more than they may, or at any time with a route of its own (a recovery, a
+        // wake), which its claim does not add to.
         if let Some(shard) = user.shard.as_deref().and_then(|s| self.policy.shard(s)) {
-            let fits = self.on(&shard.name) <= self.limit(shard) && !region_over(self.total);
+            let fits = user.has_route
+                || (self.on(&shard.name) <= self.limit(shard) && !region_over(self.total));
             return if fits {
                 Route::On(shard.name.clone())
             } else {

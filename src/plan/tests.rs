@@ -874,6 +874,36 @@ fn probed_spares_are_wired_on_the_shard_with_room_left_after_the_users() {
 }
 
 #[test]
+fn a_spare_on_call_asked_to_recycle_is_replaced_not_claimed() {
+    let mut recycled = instance("i-recycled", InstanceStatus::Available);
+    recycled.launched_at = NOW - 500_000;
+    recycled.recycle = true;
+    let fresh = instance("i-fresh", InstanceStatus::Available);
+    let users = vec![user("new", UserState::Queued, None, 1)];
+    let actions = plan(
+        &users,
+        &[recycled.clone(), fresh],
+        NOW,
+        &policy(1, 20),
+        &Conditions::default(),
+    );
+    assert_eq!(assigned(&actions), vec![("new", "i-fresh")], "{actions:?}");
+    // Alone, it still serves nobody: the user waits for the launch that replaces it.
+    let actions = plan(
+        &users,
+        &[recycled],
+        NOW,
+        &policy(1, 20),
+        &Conditions::default(),
+    );
+    assert!(assigned(&actions).is_empty(), "{actions:?}");
+    assert!(
+        actions.iter().any(|a| matches!(a, Action::Launch { .. })),
+        "{actions:?}"
+    );
+}
+
+#[test]
 fn a_shard_over_its_limit_with_warm_spares_still_serves_claims_through_them() {
     // Three spares were wired on s0 before AWS refused more (its mark: 2 routes), and the region
     // quota now says 2: every shard is over. A new claim, and one placed on s0, take a warm
@@ -902,10 +932,37 @@ fn a_shard_over_its_limit_with_warm_spares_still_serves_claims_through_them() {
         vec![("new", "i-w1"), ("placed", "i-w2")],
         "{actions:?}"
     );
+    // s1's own mark leaves it no room, and its user has no route of its own yet.
     assert!(
         actions.contains(&Action::AwaitRoute {
             user: UserId::parse("elsewhere").unwrap()
         }),
+        "{actions:?}"
+    );
+    // The shard's limit alone, then the region's alone, stop nobody from taking a warm route.
+    for alone in [
+        Conditions {
+            route_limits: BTreeMap::from([("s0".to_string(), 2)]),
+            ..Conditions::default()
+        },
+        Conditions {
+            region_route_limit: Some(2),
+            ..Conditions::default()
+        },
+    ] {
+        let actions = plan(&users[..1], &instances, NOW, &policy, &alone);
+        assert_eq!(assigned(&actions), vec![("new", "i-w1")], "{actions:?}");
+    }
+    // A user with a route of its own (a recovery, a wake) on a shard over its limit adds no
+    // route either: it is served, by an unwired spare first.
+    let mut recovering = on_shard(user("recovering", UserState::Queued, None, 4), "s0");
+    recovering.has_route = true;
+    let mut with_plain = instances.clone();
+    with_plain.push(instance("i-plain", InstanceStatus::Available));
+    let actions = plan(&[recovering], &with_plain, NOW, &policy, &conditions);
+    assert_eq!(
+        assigned(&actions),
+        vec![("recovering", "i-plain")],
         "{actions:?}"
     );
 }

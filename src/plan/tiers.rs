@@ -32,6 +32,8 @@ pub(super) fn plan_tier(
             i.status == InstanceStatus::Available
                 && i.lifecycle == Some(Lifecycle::Running)
                 && !held.contains(&i.id)
+                // On-call asked for it to be replaced (`Terminate { Recycled }`): no claim.
+                && !i.recycle
         })
         .collect();
     available.sort_by(|a, b| (a.launched_at, &a.id).cmp(&(b.launched_at, &b.id)));

@@ -75,8 +75,15 @@ impl Reconciler {
         let claim = user.claim.get_or_insert_with(ClaimProgress::assigned);
         let next = match claim.step {
             ClaimStep::Assigned => {
-                self.bind_claim(&mut user, &instance, now).await?;
-                ClaimStep::Tagged
+                let kept_here = self.bind_claim(&mut user, &instance, now).await?;
+                // A pre-wired spare whose blank this step kept: its route came with it, and
+                // the blank is attached to it (the keep changed that very attachment, which
+                // AWS refuses for a device not mapped). Straight on to the start.
+                if kept_here && user.routing.prewired.is_some() {
+                    ClaimStep::WorkspaceAttached
+                } else {
+                    ClaimStep::Tagged
+                }
             }
             // A pre-wired spare's route came with it: nothing to reserve.
             ClaimStep::Tagged if user.routing.prewired.is_some() => ClaimStep::RouteReserved,
@@ -382,7 +389,10 @@ impl Reconciler {
             if !super::execute::may_linger() {
                 return Ok(StepResult::Waiting);
             }
-            tokio::time::sleep(std::time::Duration::from_millis((settled - now) as u64)).await;
+            // Never longer than the settle time: a switch time from a clock that ran ahead
+            // (another leader's, a wall clock stepped back) must not keep the step here.
+            let rest = (settled - now).min(settle);
+            tokio::time::sleep(std::time::Duration::from_millis(rest as u64)).await;
             now = self.now().max(settled);
         }
         if !self
@@ -435,12 +445,13 @@ impl Reconciler {
     /// secret's tags; a blank workspace the claim took kept past the instance's end; and a
     /// pre-wired rule switched to the user's route, so that the load balancer applies it while
     /// the container starts (a request meanwhile gets the warm responder's 503 "starting").
+    /// True when it kept the spare's blank where the spare was launched with it.
     async fn bind_claim(
         &self,
         user: &mut UserRecord,
         instance: &InstanceId,
         now: Millis,
-    ) -> Result<(), StepError> {
+    ) -> Result<bool, StepError> {
         let switch = self.prewired_switch(user);
         let record = self.inner.store.get_instance(instance).await?;
         let blank = record.as_ref().and_then(|r| r.blank_volume_id.as_deref());
@@ -463,11 +474,14 @@ impl Reconciler {
             // From when the call returned: it may have waited for its bucket.
             user.routing.switched_at = Some(self.now().max(now));
         }
-        if kept? && let Some(workspace) = &mut user.workspace {
+        let kept = kept?;
+        if kept.is_some()
+            && let Some(workspace) = &mut user.workspace
+        {
             let volume = workspace.volume_id.clone().unwrap_or_default();
             workspace.client_token = format!("{KEPT_TOKEN_PREFIX}{volume}");
         }
-        Ok(())
+        Ok(kept == Some(Kept::OnItsInstance))
     }
 
     /// The pre-wired rule to switch to the user's route and its new condition, while it still
@@ -482,31 +496,30 @@ impl Reconciler {
 
     /// A blank workspace this claim took from its instance and has not kept yet (ARCHITECTURE.md,
     /// "Blank workspaces"): tagged as the user's, then kept past the instance's termination,
-    /// before any container can write to it. True when it was kept now; nothing for any other
-    /// workspace.
+    /// before any container can write to it. `None` for any other workspace.
     async fn keep_blank_workspace(
         &self,
         user: &UserRecord,
         instance: &InstanceId,
         blank: Option<&str>,
-    ) -> Result<bool, StepError> {
+    ) -> Result<Option<Kept>, StepError> {
         let Some(workspace) = user.workspace.as_ref().filter(|w| w.is_unkept_blank()) else {
-            return Ok(false);
+            return Ok(None);
         };
         let Some(volume) = workspace.volume_id.as_ref() else {
-            return Ok(false);
+            return Ok(None);
         };
         // Not where the spare was launched with it: a claim rolled back after tagging it, and
         // its undo detached it (only a tagged workspace can be); an ordinary workspace since.
         if blank != Some(volume.as_str()) {
-            return Ok(true);
+            return Ok(Some(Kept::Detached));
         }
         let tags = self.workspace_tags(user);
         self.inner
             .cloud
             .keep_blank_workspace(instance, volume, BLANK_WORKSPACE_DEVICE_NAME, &tags)
             .await?;
-        Ok(true)
+        Ok(Some(Kept::OnItsInstance))
     }
 
     /// After `ready`, off the claim path: the user's tag on its pre-wired target group and
@@ -588,4 +601,14 @@ pub fn start_command(config: &ReconcilerConfig, user: &StartFor<'_>) -> String {
         required_secrets: &config.required_secrets,
         gateway,
     })
+}
+
+/// How a claim kept the spare's blank workspace it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    /// On the instance it was launched with, by this very step's ModifyInstanceAttribute: it is
+    /// attached there.
+    OnItsInstance,
+    /// Detached already (an earlier claim's undo): an ordinary workspace, to attach.
+    Detached,
 }

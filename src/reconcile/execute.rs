@@ -228,7 +228,10 @@ impl Reconciler {
             } => self.check_probe(instance, command_id, now).await,
             Action::Terminate { instance, reason } => self.terminate(instance, *reason, now).await,
             Action::Forget { instance } => {
-                self.inner.store.delete_instance(instance).await?;
+                if !self.inner.store.delete_instance(instance).await? {
+                    // A user took it since the plan's snapshot: its claim or move handles it.
+                    return Ok(());
+                }
                 self.journal(now, Event::InstanceGone, None, Some(instance))
                     .await
             }
@@ -254,5 +257,34 @@ impl Reconciler {
             Action::Unwire { instance } => self.unwire(instance).await,
             Action::TagRoute { user } => self.tag_prewired_route(user).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Market;
+
+    fn launch(tier: &str) -> Action {
+        Action::Launch {
+            tier: tier.into(),
+            instance_type: "t3.small".into(),
+            subnet_id: "subnet-a".into(),
+            count: 2,
+            market: Market::Spot,
+        }
+    }
+
+    #[test]
+    fn a_launch_waiting_for_its_turn_counts_as_its_tiers_launch_until_it_ends() {
+        let in_flight = Arc::new(InFlight::default());
+        assert!(!in_flight.launching("basic"));
+        let held = in_flight.try_hold(keys(&launch("basic"))).unwrap();
+        assert!(in_flight.launching("basic"));
+        // Another tier's, even one whose name the first begins with, is not.
+        assert!(!in_flight.launching("bas"));
+        assert!(in_flight.try_hold(keys(&launch("basic"))).is_none());
+        drop(held);
+        assert!(!in_flight.launching("basic"));
     }
 }

@@ -227,6 +227,8 @@ struct Inner {
     routes_removed: std::sync::Mutex<std::collections::HashSet<UserId>>,
     /// The instance lifecycles of this term's last listing, for quick claims (`quick.rs`).
     listed: std::sync::Mutex<Option<HashMap<InstanceId, crate::cloud::Lifecycle>>>,
+    /// Wakes the quick-claim lane (`quick.rs`).
+    quick_wake: Notify,
 }
 
 /// Marks this replica as leading for as long as a reconciler loop runs.
@@ -282,6 +284,7 @@ impl Reconciler {
                 lingering: Arc::new(tokio::sync::Semaphore::new(execute::LINGERING)),
                 routes_removed: Default::default(),
                 listed: Default::default(),
+                quick_wake: Notify::new(),
             }),
         }
     }
@@ -320,16 +323,17 @@ impl Reconciler {
         // Actions that outlived their pass (`execute`). Dropped with this loop (a lost term),
         // they are aborted; each step is safe to cut off.
         let mut stragglers: JoinSet<()> = JoinSet::new();
-        // Claims a wake-up started between passes or during one (`quick.rs`).
+        // The quick-claim lane (`quick.rs`): each wake-up, between passes or during one.
+        let (stop_quick, quick_stopped) = tokio::sync::watch::channel(false);
         let mut quick: JoinSet<()> = JoinSet::new();
+        quick.spawn(self.clone().run_quick_lane(quick_stopped));
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                _ = self.inner.wake.notified() => self.start_quick_claims(&mut quick),
+                _ = self.inner.wake.notified() => self.inner.quick_wake.notify_one(),
                 _ = tokio::time::sleep(delay) => {}
             }
             while stragglers.try_join_next().is_some() {}
-            while quick.try_join_next().is_some() {}
             let patience = self.inner.config.poll_interval;
             let pass = self.reconcile_within(Some(patience), &mut stragglers);
             tokio::pin!(pass);
@@ -339,17 +343,10 @@ impl Reconciler {
                     result = &mut pass => break result,
                     // A PUT during the pass is served now, not after it.
                     _ = self.inner.wake.notified() => {
-                        self.start_quick_claims(&mut quick);
+                        self.inner.quick_wake.notify_one();
                         woken = true;
                     }
                 }
-            };
-            // Claims still going on bring the next pass soon, as stragglers do.
-            let result = match result {
-                Ok(Outcome::Converged) if !quick.is_empty() => {
-                    Ok(Outcome::Requeue(self.inner.config.poll_interval))
-                }
-                other => other,
             };
             match result {
                 Ok(Outcome::Converged) => {
@@ -374,6 +371,7 @@ impl Reconciler {
         }
         // A stop lets the actions in flight finish, as a pass in flight always did, for a while;
         // then drops them (every step is safe to cut off, as after a crash).
+        let _ = stop_quick.send(true);
         let drained = async {
             while stragglers.join_next().await.is_some() {}
             while quick.join_next().await.is_some() {}

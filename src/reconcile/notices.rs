@@ -42,24 +42,29 @@ impl Reconciler {
         if notices.is_empty() {
             return Ok(false);
         }
-        // One read of the users for the batch: every branch re-checks its user's row in the
-        // store before changing it (begin_move, teardown, rollback), so a row changed by an
-        // earlier notice of the same batch is never acted on from a stale copy.
-        let users = store.list_users().await?;
         for stored in notices {
             let instance = &stored.notice.instance_id;
-            let mut keys = vec![instance_key(instance)];
-            keys.extend(
-                users
-                    .iter()
-                    .filter(|u| {
-                        u.instance_id.as_ref() == Some(instance)
-                            || u.move_target() == Some(instance)
-                    })
-                    .map(|u| user_key(&u.user_id)),
-            );
-            let Some(_held) = self.inner.in_flight.try_hold(keys) else {
+            let waits = || {
                 tracing::debug!(event_id = %stored.notice.event_id, "notice waits: an action holds its instance or user");
+            };
+            let Some(_instance) = self.inner.in_flight.try_hold(vec![instance_key(instance)])
+            else {
+                waits();
+                continue;
+            };
+            // The users as they are now that the instance is held: one a claim took since the
+            // batch began is seen (the snapshot is decoded again only if a row changed). Every
+            // branch re-checks its user's row before changing it, too.
+            let users = store.users_snapshot().await?;
+            let keys = users
+                .iter()
+                .filter(|u| {
+                    u.instance_id.as_ref() == Some(instance) || u.move_target() == Some(instance)
+                })
+                .map(|u| user_key(&u.user_id))
+                .collect();
+            let Some(_users) = self.inner.in_flight.try_hold(keys) else {
+                waits();
                 continue;
             };
             let action = self.handle_notice(&stored, &users, observed, now).await?;
@@ -152,8 +157,13 @@ impl Reconciler {
         let Some(record) = store.get_instance(instance).await? else {
             return Ok(NoticeAction::Ignored);
         };
+        // Only a spare, or one still on its way to being one: an instance in any other status
+        // has a holder this read of the users did not show, and it is that holder's to handle.
         if notice.kind != NoticeKind::SpotInterruptionWarning
-            || record.status == InstanceStatus::Terminating
+            || !matches!(
+                record.status,
+                InstanceStatus::Available | InstanceStatus::Initializing
+            )
         {
             return Ok(NoticeAction::Noted);
         }

@@ -97,12 +97,7 @@ impl Reconciler {
         let mut conditions = self.conditions().snapshot(now);
         conditions.launch_blocked.extend(paused);
         let mut actions = plan::plan(&intents, &instances, now, &policy, &conditions);
-        // A tier with a launch under way (recorded, or still waiting for its turn) launches no
-        // more until it lands: the next listing shows what it brought.
-        actions.retain(|a| {
-            !matches!(a, Action::Launch { tier, .. }
-                if launching.contains(tier) || inner.in_flight.launching(tier))
-        });
+        let launch_waits = self.drop_launches_under_way(&mut actions, &launching);
         // Work in flight brings the next pass sooner: actions, instances on their way in or out,
         // and instances missing from the last listing (to confirm or clear the miss).
         // (A user waiting for route capacity is not: a release or an expiring mark wakes it.)
@@ -110,6 +105,7 @@ impl Reconciler {
             .iter()
             .any(|a| !matches!(a, Action::AwaitRoute { .. }))
             || acted_on_notices
+            || launch_waits
             || !launching.is_empty()
             || ledger.iter().any(|r| {
                 r.missed_observations > 0
@@ -123,6 +119,17 @@ impl Reconciler {
             in_flight,
             throttled,
         })
+    }
+
+    /// A tier with a launch under way (recorded, or still waiting for its turn) launches no
+    /// more until it lands: the next listing shows what it brought. True when it dropped one.
+    fn drop_launches_under_way(&self, actions: &mut Vec<Action>, launching: &[String]) -> bool {
+        let planned = actions.len();
+        actions.retain(|a| {
+            !matches!(a, Action::Launch { tier, .. }
+                if launching.contains(tier) || self.inner.in_flight.launching(tier))
+        });
+        actions.len() < planned
     }
 
     /// Adopts instances tagged for this pool that the ledger does not know (after a restart or a

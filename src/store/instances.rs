@@ -215,12 +215,19 @@ impl Store {
         Ok(changed == 1)
     }
 
-    pub async fn delete_instance(&self, instance: &InstanceId) -> StoreResult<()> {
-        execute!(
+    pub async fn delete_instance(&self, instance: &InstanceId) -> StoreResult<bool> {
+        // Never the row of an instance a user holds or moves to: a plan from an older snapshot
+        // (a quick claim took the instance since) must not forget it.
+        let done = execute!(
             self,
-            sqlx::query("DELETE FROM instances WHERE instance_id = $1").bind(&instance.0)
+            sqlx::query(
+                "DELETE FROM instances WHERE instance_id = $1
+                 AND NOT EXISTS (SELECT 1 FROM users
+                                 WHERE instance_id = $1 OR move_instance_id = $1)"
+            )
+            .bind(&instance.0)
         );
-        Ok(())
+        Ok(done > 0)
     }
 
     /// Records that the instance passed its readiness probe (it stays `initializing` until it

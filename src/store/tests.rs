@@ -132,6 +132,9 @@ async fn an_instance_is_assigned_to_exactly_one_user(store: Store) {
     assert_eq!(alice_row.claim.map(|c| c.step), Some(ClaimStep::Assigned));
     let ledger = store.get_instance(&instance).await.unwrap().unwrap();
     assert_eq!(ledger.status, InstanceStatus::Assigned);
+    // A plan from before the claim cannot forget the row of the instance alice holds.
+    assert!(!store.delete_instance(&instance).await.unwrap());
+    assert!(store.get_instance(&instance).await.unwrap().is_some());
 }
 
 async fn a_stale_update_never_overwrites_a_delete(store: Store) {
@@ -610,7 +613,7 @@ async fn the_instance_ledger_round_trips_and_its_transitions_are_guarded(store: 
     );
     let unknown = InstanceId("i-unknown".into());
     assert!(!store.request_recycle(&unknown, 11).await.unwrap());
-    store.delete_instance(&id).await.unwrap();
+    assert!(store.delete_instance(&id).await.unwrap());
     assert_eq!(store.get_instance(&id).await.unwrap(), None);
 }
 

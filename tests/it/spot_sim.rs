@@ -409,9 +409,10 @@ impl Running {
     }
 }
 
-/// A warning for the instance of a claim that outlived its pass (its start command still
-/// running) waits until the claim lets go of the user and the instance: the move starts after
-/// the claim is ready, never while the start command may still be mounting the workspace.
+/// A warning for the instance of a claim whose step is still waiting for its start command
+/// (the PUT's quick claim, which runs beside the passes) waits until the claim lets go of the
+/// user and the instance: the move starts after the claim is ready, never while the start
+/// command may still be mounting the workspace.
 #[tokio::test]
 async fn a_warning_during_a_claim_still_starting_its_container_waits_for_the_claim() {
     let mut profile = Profile::aws();
@@ -484,7 +485,7 @@ async fn a_put_gets_its_spare_without_waiting_for_the_pass_in_progress() {
     assert_eq!(
         fake.count_calls("DescribeInstances"),
         describes,
-        "no listing was asked for meanwhile"
+        "no listing ended meanwhile (the fake counts a call when it answers)"
     );
     run.until_ready("u1", None).await;
     run.finish().await;
