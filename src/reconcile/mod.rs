@@ -226,7 +226,7 @@ struct Inner {
     /// teardown ends, and on a restart (which then looks once more).
     routes_removed: std::sync::Mutex<std::collections::HashSet<UserId>>,
     /// The instance lifecycles of this term's last listing, for quick claims (`quick.rs`).
-    listed: std::sync::Mutex<Option<HashMap<InstanceId, crate::cloud::Lifecycle>>>,
+    listed: std::sync::Mutex<Option<Arc<HashMap<InstanceId, crate::cloud::Lifecycle>>>>,
     /// Wakes the quick-claim lane (`quick.rs`).
     quick_wake: Notify,
 }

@@ -21,13 +21,14 @@ use crate::cloud::Lifecycle;
 use crate::model::{InstanceId, UserState};
 use crate::plan::{self, Action, PoolInstance, UserIntent};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 
 impl Reconciler {
     /// Remembers what the pass's listing said of each instance's lifecycle.
     pub(super) fn remember_lifecycles(&self, lifecycles: HashMap<InstanceId, Lifecycle>) {
-        *self.inner.listed.lock().unwrap_or_else(|e| e.into_inner()) = Some(lifecycles);
+        *self.inner.listed.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(lifecycles));
     }
 
     /// The quick-claim lane of a term: plans once per wake-up (`Inner::quick_wake`; wake-ups

@@ -696,13 +696,21 @@ data "aws_iam_policy_document" "daemon_workspaces" {
     }
   }
 
-  # AttachVolume/DetachVolume are also authorised on the instance (the daemon
-  # always names it): one of the pool's instances.
+  # On the pool's instances: AttachVolume/DetachVolume are also authorised on
+  # the instance (the daemon always names it), and ModifyInstanceAttribute
+  # keeps a spare's blank workspace (RunInstances, /dev/sdg) past the instance
+  # at its first claim (DeleteOnTermination off, once the next statement's tags
+  # are on the volume). IAM cannot narrow ModifyInstanceAttribute to one
+  # attribute, so this also lets the daemon change its pool instances' other
+  # attributes (termination protection, shutdown behaviour, source/dest
+  # check); the daemon already runs commands as root on these instances and
+  # terminates them, so that widens nothing it can do to them.
   statement {
-    sid = "Ec2AttachDetachOnPoolInstances"
+    sid = "Ec2VolumesOnPoolInstances"
     actions = [
       "ec2:AttachVolume",
       "ec2:DetachVolume",
+      "ec2:ModifyInstanceAttribute",
     ]
     resources = ["${local.arn_prefix_ec2}:instance/*"]
 
@@ -712,26 +720,9 @@ data "aws_iam_policy_document" "daemon_workspaces" {
       values   = [var.pool]
     }
   }
-
-  # A spare's blank workspace (RunInstances, /dev/sdg) becomes a user's at its
-  # first claim: the workspace tags on a pool volume that is not a workspace yet,
-  # then DeleteOnTermination off on the pool's instance. IAM cannot narrow
-  # ModifyInstanceAttribute to one attribute, so this also lets the daemon change
-  # its pool instances' other attributes (termination protection, shutdown
-  # behaviour, source/dest check), and the tag condition also matches root
-  # volumes; the daemon already runs commands as root on these instances and
-  # terminates them, so neither widens what it can do to them.
-  statement {
-    sid       = "Ec2KeepBlankWorkspaceOnPoolInstances"
-    actions   = ["ec2:ModifyInstanceAttribute"]
-    resources = ["${local.arn_prefix_ec2}:instance/*"]
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:ResourceTag/spotpool:pool"
-      values   = [var.pool]
-    }
-  }
+  # A blank becomes a user's workspace: the workspace tags on a pool volume that
+  # is not a workspace yet (the tag condition also matches root volumes, which
+  # gives nothing: tags are all it allows).
   statement {
     sid       = "Ec2TagBlankWorkspaces"
     actions   = ["ec2:CreateTags"]
