@@ -210,6 +210,7 @@ impl Bench {
                 count: share as u32,
                 client_token: format!("seed-{}-{subnet}", self.now()),
                 spot: true,
+                launch_template: tier.runtime.launch.clone(),
                 blank_workspace: None,
             };
             ids.extend(self.cloud.launch_instances(&request).await.expect("launch"));
@@ -249,7 +250,7 @@ impl Bench {
     /// attached, a start command sent, a target group with the instance, a rule, `ready`.
     async fn seed_users(&self, users: usize, spares: &[InstanceId]) {
         let shards = self.config.shards.clone();
-        let health = self.config.health_check.clone();
+        let health = self.config.runtime.container.health_check.clone();
         for n in 0..users {
             let name = format!("user-{n:05}");
             self.request("PUT", &name, "{}").await;
@@ -297,14 +298,14 @@ impl Bench {
             let group = cloud
                 .create_target_group(
                     &spotpool::reconcile::target_group_name(&user.route),
-                    self.config.container_port,
+                    self.config.runtime.container.port,
                     &health,
                     &group_tags,
                 )
                 .await
                 .unwrap();
             cloud
-                .register_target(&group, &instance, self.config.container_port)
+                .register_target(&group, &instance, self.config.runtime.container.port)
                 .await
                 .unwrap();
             let shard = &shards[n / USERS_PER_LISTENER];

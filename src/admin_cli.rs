@@ -222,12 +222,19 @@ pub fn recycle(target: &Target, instance: &str) -> ExitCode {
     )
 }
 
-pub fn repin(target: &Target) -> ExitCode {
+pub fn repin(target: &Target, tier: Option<&str>) -> ExitCode {
+    let path = match tier {
+        Some(tier) => format!(
+            "/v1/admin/image/repin?tier={}",
+            spotpool::url::component(tier)
+        ),
+        None => "/v1/admin/image/repin".into(),
+    };
     print_json(
         target,
         Call {
             method: "POST",
-            path: "/v1/admin/image/repin".into(),
+            path,
             body: None,
         },
     )

@@ -55,6 +55,9 @@ enum Command {
     /// Forget the container image's pinned digest; the daemon resolves its tag again (admin
     /// token).
     Repin {
+        /// Only this tier's image; without it, every tier's.
+        #[arg(long)]
+        tier: Option<String>,
         #[command(flatten)]
         target: admin_cli::Target,
     },
@@ -115,6 +118,9 @@ struct StartScriptArgs {
     /// The instance's private address (without it the instance asks its metadata service).
     #[arg(long, value_name = "IPV4")]
     host_ip: Option<String>,
+    /// The user's tier (its image, port and limits); the first configured one if not given.
+    #[arg(long)]
+    tier: Option<String>,
     /// The user's shard (its url's origin and path); the first configured one if not given.
     #[arg(long, value_name = "NAME")]
     shard: Option<String>,
@@ -147,7 +153,7 @@ fn main() -> ExitCode {
             instance_id,
             target,
         } => admin_cli::recycle(&target, &instance_id),
-        Command::Repin { target } => admin_cli::repin(&target),
+        Command::Repin { tier, target } => admin_cli::repin(&target, tier.as_deref()),
         Command::Audit { limit, target } => admin_cli::audit(&target, limit),
         Command::MigrateStore { from, to } => migrate_store(&from, &to),
     }
@@ -214,6 +220,13 @@ fn settings_table(command: &mut clap::Command) -> String {
             ));
         }
     }
+    out.push_str(&format!(
+        "\nIn the TOML file only: [[shard]] tables (load balancers) and [[tier]] tables (plans; \
+         without them the settings above make one tier, `default`). A [[tier]] takes: {}. Every \
+         key but name, instance_types, spare_count and max_instances defaults to the setting \
+         above of the same meaning (docs/DEPLOY.md, \"Tiers\").\n",
+        spotpool::config::TIER_KEYS.join(", ")
+    ));
     out
 }
 
@@ -247,6 +260,13 @@ fn start_script(args: StartScriptArgs) -> ExitCode {
         return fail(&"--route: a route is 1-64 letters, digits, - and _");
     }
     let reconciler = App::reconciler_config(&config);
+    let tier = match &args.tier {
+        Some(name) => match config.tiers.iter().find(|t| &t.name == name) {
+            Some(tier) => tier,
+            None => return fail(&format!("--tier: no tier is named {name:?}")),
+        },
+        None => &config.tiers[0],
+    };
     let shard = match &args.shard {
         Some(name) => match reconciler.shard(name) {
             Some(shard) => shard,
@@ -258,9 +278,10 @@ fn start_script(args: StartScriptArgs) -> ExitCode {
         "{}",
         spotpool::reconcile::start_command(
             &reconciler,
+            &tier.runtime.container,
             &spotpool::reconcile::StartFor {
                 user_id: &args.user_id,
-                image: &config.container_image,
+                image: &tier.runtime.container.image,
                 route: &args.route,
                 shard,
                 secret_arn: &args.secret_arn,

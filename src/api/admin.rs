@@ -447,25 +447,42 @@ pub async fn recycle_instance(
 /// What a re-pin forgot.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct RepinAccepted {
-    /// The configured image (`CONTAINER_IMAGE`).
+    /// Every image re-pinned: the asked tier's, or each configured tier's.
+    pub images: Vec<RepinnedImage>,
+}
+
+/// One image a re-pin forgot the digest of.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RepinnedImage {
+    /// The configured image (a tier's `container_image`, or `CONTAINER_IMAGE`).
     pub image: String,
     /// The digest it was pinned to; null if it had no pin.
     #[schema(required = true)]
     pub previous_digest: Option<String>,
 }
 
-/// Forgets the configured image's pinned digest: the next pass resolves its tag again, and
-/// spares probed after that pull the new bytes. Claimed instances keep what they run.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RepinQuery {
+    /// Only this tier's image; absent, every tier's.
+    pub tier: Option<String>,
+}
+
+/// Forgets a tier's image's pinned digest (every tier's without `tier`): the next pass
+/// resolves its tag again, and spares of the tiers running it, probed after that, pull the
+/// new bytes. Claimed instances keep what they run.
 #[utoipa::path(
     post,
     path = "/v1/admin/image/repin",
     tag = "admin",
     operation_id = "repin_image",
+    params(RepinQuery),
     responses(
-        (status = 202, description = "Accepted; the reconciler resolves the image on its next pass.", body = RepinAccepted),
-        (status = 400, description = "`invalid_actor`.", body = ErrorBody),
+        (status = 202, description = "Accepted; the reconciler resolves the images on its next pass.", body = RepinAccepted),
+        (status = 400, description = "`invalid_query` or `invalid_actor`.", body = ErrorBody),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
+        (status = 404, description = "`unknown_tier`.", body = ErrorBody),
         (status = 500, response = InternalError),
     ),
     security(("bearer" = [])),
@@ -473,22 +490,47 @@ pub struct RepinAccepted {
 pub async fn repin_image(
     State(state): State<AppState>,
     headers: HeaderMap,
+    query: Result<Query<RepinQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let actor = actor(&headers)?;
-    let image = state.settings.container_image.clone();
-    let previous = state.store.image_pin(&image).await?.map(|p| p.digest);
-    state.store.unpin_image(&image).await?;
-    let detail = match &previous {
-        Some(digest) => format!("forgot {digest}"),
-        None => "had no pin".into(),
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let tiers = &state.settings.tiers;
+    let mut configured: Vec<String> = match &query.tier {
+        Some(name) => match tiers.iter().find(|t| &t.name == name) {
+            Some(tier) => vec![tier.runtime.container.image.clone()],
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_tier",
+                    format!("tier {name:?} is not configured"),
+                ));
+            }
+        },
+        None => tiers
+            .iter()
+            .map(|t| t.runtime.container.image.clone())
+            .collect(),
     };
-    audit(&state, &actor, "image.repin", &image, detail, "accepted").await?;
+    configured.dedup();
+    let mut images = Vec::with_capacity(configured.len());
+    for image in configured {
+        if images.iter().any(|i: &RepinnedImage| i.image == image) {
+            continue;
+        }
+        let previous = state.store.image_pin(&image).await?.map(|p| p.digest);
+        state.store.unpin_image(&image).await?;
+        let detail = match &previous {
+            Some(digest) => format!("forgot {digest}"),
+            None => "had no pin".into(),
+        };
+        audit(&state, &actor, "image.repin", &image, detail, "accepted").await?;
+        images.push(RepinnedImage {
+            image,
+            previous_digest: previous,
+        });
+    }
     state.wake.notify_one();
-    let body = RepinAccepted {
-        image,
-        previous_digest: previous,
-    };
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+    Ok((StatusCode::ACCEPTED, Json(RepinAccepted { images })).into_response())
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]

@@ -58,8 +58,6 @@ pub struct ApiSettings {
     pub tiers: Vec<TierPolicy>,
     /// Secret names a PUT that writes secrets must carry (`CONTAINER_REQUIRED_SECRETS`).
     pub required_secrets: Vec<String>,
-    /// The configured container image (`CONTAINER_IMAGE`); `GET /v1/pool` shows its pin.
-    pub container_image: String,
     /// `/readyz` fails when the last successful reconcile pass is older than this.
     pub ready_staleness: Duration,
 }

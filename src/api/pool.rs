@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 pub struct PoolDocument {
     /// This replica's role: `leader` runs the reconciler, `standby` serves the API only.
     pub role: super::openapi::Role,
+    /// The first tier's image (each tier shows its own).
     pub image: ImageDocument,
     pub tiers: Vec<TierDocument>,
     /// Users' workspace volumes and their GiB by use (`attached`, `detached` between instances,
@@ -42,7 +43,7 @@ pub struct ShardDocument {
 
 /// The container image every spare runs: pinned by digest once resolved (docs/DEPLOY.md, "Image
 /// pinning").
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct ImageDocument {
     /// As configured (`CONTAINER_IMAGE`).
     #[schema(examples("ghcr.io/openclaw/openclaw:latest"))]
@@ -59,6 +60,10 @@ pub struct ImageDocument {
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct TierDocument {
     pub tier: String,
+    /// The image its users' containers run.
+    pub image: ImageDocument,
+    /// The instance types it launches, most preferred first.
+    pub instance_types: Vec<String>,
     /// Spares kept `available`, on top of queued users.
     pub spare_target: u32,
     /// Most instances of the tier at once, all statuses.
@@ -158,7 +163,20 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
     let paused = crate::plan::apply_overrides(&mut effective, &state.store.tier_overrides().await?);
     let now = (state.clock)();
     let conditions = state.store.tier_conditions().await?;
-    let tiers = effective
+    let mut images: HashMap<String, ImageDocument> = HashMap::new();
+    for tier in &effective {
+        let configured = &tier.runtime.container.image;
+        if !images.contains_key(configured) {
+            let pin = state.store.image_pin(configured).await?;
+            let document = ImageDocument {
+                configured: configured.clone(),
+                digest: pin.as_ref().map(|p| p.digest.clone()),
+                pinned_at: pin.map(|p| rfc3339(p.resolved_at)),
+            };
+            images.insert(configured.clone(), document);
+        }
+    }
+    let tiers: Vec<TierDocument> = effective
         .iter()
         .map(|tier| {
             let of_tier: Vec<_> = instances.iter().filter(|i| i.tier == tier.name).collect();
@@ -168,6 +186,8 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
                 .collect();
             TierDocument {
                 tier: tier.name.clone(),
+                image: images[&tier.runtime.container.image].clone(),
+                instance_types: tier.instance_types.clone(),
                 spare_target: tier.spare_count,
                 max_instances: tier.max_instances,
                 paused: paused.contains(&tier.name),
@@ -200,13 +220,7 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
         })
         .collect();
     let workspaces = UserRecord::count_volumes(&users);
-    let configured = state.settings.container_image.clone();
-    let pin = state.store.image_pin(&configured).await?;
-    let image = ImageDocument {
-        configured,
-        digest: pin.as_ref().map(|p| p.digest.clone()),
-        pinned_at: pin.map(|p| rfc3339(p.resolved_at)),
-    };
+    let image = tiers[0].image.clone();
     let (on, waiting_for_route) = UserRecord::count_per_shard(&users);
     let shards = state
         .settings

@@ -36,10 +36,10 @@ async fn state_with(cloud: Arc<FakeCloud>) -> AppState {
                 rebalance_moves: false,
                 workspace_size_gib: 8,
                 idle_sleep_after: None,
+                runtime: crate::model::TierRuntime::example(),
             }],
             ready_staleness: Duration::from_secs(30),
             required_secrets: Vec::new(),
-            container_image: "ghcr.io/openclaw/openclaw:latest".into(),
         }),
         clock: Arc::new(|| 1_700_000_000_000),
         reconciler: Default::default(),
@@ -249,7 +249,6 @@ async fn secrets_the_container_needs_are_required_when_secrets_are_written() {
         tiers: base.tiers.clone(),
         ready_staleness: base.ready_staleness,
         required_secrets: vec!["OPENCLAW_GATEWAY_TOKEN".into()],
-        container_image: base.container_image.clone(),
     });
     // The served schema says so, so a request it admits is never refused for it.
     let (_, doc) = call(&state, "GET", "/openapi.json", None, "").await;

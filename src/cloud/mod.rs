@@ -26,7 +26,7 @@ pub mod limit;
 #[cfg(feature = "fake")]
 pub mod profile;
 
-pub use crate::model::Lifecycle;
+pub use crate::model::{HealthCheck, Lifecycle};
 
 use crate::model::{InstanceId, InstanceStatus, Millis};
 use std::collections::BTreeMap;
@@ -125,34 +125,6 @@ impl CloudError {
 
 pub type CloudResult<T> = Result<T, CloudError>;
 
-/// How the load balancer checks a user's target: sent with every CreateTargetGroup, because
-/// AWS's defaults (a 30 s interval and 5 healthy checks) keep a new target out of service for
-/// about 2.5 minutes, longer than a spot interruption's warning.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthCheck {
-    /// The path the load balancer requests, e.g. `/healthz`.
-    pub path: String,
-    /// Seconds between checks of one target (AWS: 5-300).
-    pub interval_seconds: u32,
-    /// Seconds without an answer that fail a check (AWS: 2-120, less than the interval).
-    pub timeout_seconds: u32,
-    /// Consecutive passed checks that make a target healthy (AWS: 2-10).
-    pub healthy_threshold: u32,
-    /// Consecutive failed checks that make a target unhealthy (AWS: 2-10).
-    pub unhealthy_threshold: u32,
-    /// The HTTP codes of a passed check, in the load balancer's matcher syntax (`200`,
-    /// `200,204`, `200-299`); the start command's wait accepts exactly these.
-    pub codes: String,
-}
-
-impl HealthCheck {
-    /// How long after checks start a target that answers is reported healthy:
-    /// interval × healthy threshold.
-    pub fn time_to_healthy(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(u64::from(self.interval_seconds * self.healthy_threshold))
-    }
-}
-
 /// One instance as DescribeInstances reports it, with the tags spotpool cares about.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CloudInstance {
@@ -189,6 +161,9 @@ pub struct LaunchRequest {
     /// Spot (the pool's normal market) or on-demand (the tier's fallback when no spot offering
     /// has capacity; it uses the on-demand launch template, which has no market options).
     pub spot: bool,
+    /// The tier's spot template, or its on-demand one for an on-demand launch (RunInstances
+    /// can override a template's market options but not remove them).
+    pub launch_template: crate::model::LaunchTemplate,
     /// A blank workspace volume to create with each instance, attached at
     /// [`crate::instance_scripts::BLANK_WORKSPACE_DEVICE_NAME`] and deleted with the instance
     /// unless a claim keeps it ([`Cloud::keep_blank_workspace`]).

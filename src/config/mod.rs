@@ -12,20 +12,19 @@ pub mod preset;
 mod replica;
 mod settings;
 mod shards;
+mod tiers;
 
 pub use checks::parse_duration;
 pub use preset::Preset;
 pub use replica::Replica;
 pub use settings::Settings;
 pub use shards::ShardSettings;
+pub use tiers::{TIER_KEYS, TierSettings};
 
-use crate::cloud::HealthCheck;
 use crate::cloud::limit::RateLimits;
+use crate::model::{LaunchTemplate, TierRuntime};
 use crate::plan::TierPolicy;
-use checks::{
-    comma_list, duration, health_check, in_range, required, validate_health_check_path,
-    validate_queue_url, validate_shell_safe,
-};
+use checks::{comma_list, duration, in_range, required, validate_queue_url};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -79,33 +78,22 @@ pub struct Config {
     pub api_token: SecretString,
     pub admin_token: SecretString,
     pub pool: String,
-    pub launch_template_id: String,
-    pub launch_template_version: String,
     pub subnet_ids: Vec<String>,
     pub security_group_ids: Vec<String>,
     pub vpc_id: String,
     /// The load balancers users are routed through (`[[shard]]`, or `ALB_LISTENER_ARN`).
     pub shards: Vec<crate::model::Shard>,
     pub instance_profile_arn: Option<String>,
-    pub container_image: String,
     pub container_preset: Preset,
-    pub container_port: u16,
-    /// The container's arguments after the image.
-    pub container_args: Vec<String>,
-    /// Fixed (not secret) environment of every user's container.
-    pub container_env: Vec<(String, String)>,
-    /// The target groups' health check; its path is also what the start script waits for.
-    pub health_check: HealthCheck,
     /// What the start script waits for after the health path, if anything.
     pub container_ready_path: Option<String>,
     /// Secret names every user's PUT must carry.
     pub required_secrets: Vec<String>,
-    /// Memory limit of a user container in MiB (swap the same, so none).
-    pub container_memory_mb: u32,
-    /// CPU limit of a user container in CPUs; the instance gets it rounded to millicores.
-    pub container_cpus: f64,
-    pub container_pids_limit: u32,
+    /// What the flat settings configure: the default of every tier's runtime, and the runtime
+    /// of a tier that is no longer configured (its users are still torn down or moved).
+    pub runtime: TierRuntime,
     pub secret_prefix: String,
+    /// The tiers, in the order written; a PUT without a tier takes the first.
     pub tiers: Vec<TierPolicy>,
     pub reconcile_interval: Duration,
     pub poll_interval: Duration,
@@ -118,7 +106,6 @@ pub struct Config {
     pub aws_call_timeout: Duration,
     pub capacity_ttl: Duration,
     pub launch_failure_limit: u32,
-    pub on_demand_launch_template_id: Option<String>,
     pub rate_limits: RateLimits,
     /// The SQS queue EventBridge fills with EC2 interruption events; None runs no consumer.
     pub interruption_queue_url: Option<String>,
@@ -155,6 +142,12 @@ pub enum ConfigError {
         name: String,
         why: String,
     },
+    #[error("invalid [[tier]] table {index} ({name:?}): {why}")]
+    Tier {
+        index: usize,
+        name: String,
+        why: String,
+    },
     #[error("config file {path}: {why}")]
     File { path: String, why: String },
 }
@@ -173,8 +166,17 @@ impl Settings {
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let network = self.network()?;
         let (api_token, admin_token) = self.tokens()?;
-        let container = self.container()?;
         let service = self.service()?;
+        let launch = LaunchTemplate {
+            id: network.launch_template_id.clone(),
+            version: self
+                .launch_template_version
+                .clone()
+                .unwrap_or_else(|| defaults::LAUNCH_TEMPLATE_VERSION.into()),
+        };
+        let (common, runtime) =
+            self.runtime(launch, service.on_demand_launch_template_id.clone())?;
+        let tiers = self.tiers(&common, &runtime)?;
         let timings = self.timings()?;
         let replica = Replica::resolve(
             self.spotpool_replica_id.as_deref(),
@@ -192,32 +194,20 @@ impl Settings {
             ),
             api_token,
             admin_token,
-            launch_template_id: network.launch_template_id,
-            launch_template_version: self
-                .launch_template_version
-                .clone()
-                .unwrap_or_else(|| defaults::LAUNCH_TEMPLATE_VERSION.into()),
             subnet_ids: network.subnet_ids,
             security_group_ids: comma_list(self.security_group_id.as_deref().unwrap_or("")),
             vpc_id: network.vpc_id,
             shards: network.shards,
             instance_profile_arn: self.instance_profile_arn.clone().filter(|v| !v.is_empty()),
-            container_image: container.image,
-            container_preset: container.preset,
-            container_port: container.port,
-            container_args: container.args,
-            container_env: container.preset.env(container.memory_mb),
-            health_check: container.health_check,
-            container_ready_path: container.ready_path,
-            required_secrets: container.required_secrets,
-            container_memory_mb: container.memory_mb,
-            container_cpus: container.cpus,
-            container_pids_limit: container.pids_limit,
+            container_preset: common.preset,
+            container_ready_path: common.ready_path,
+            required_secrets: common.required_secrets,
+            runtime,
             secret_prefix: self
                 .secret_prefix
                 .clone()
                 .unwrap_or_else(|| defaults::SECRET_PREFIX.into()),
-            tiers: vec![self.default_tier()?],
+            tiers,
             pool: service.pool,
             reconcile_interval: timings.reconcile_interval,
             poll_interval: timings.poll_interval,
@@ -242,7 +232,6 @@ impl Settings {
                 .spotpool_launch_failure_limit
                 .unwrap_or(defaults::LAUNCH_FAILURE_LIMIT)
                 .max(1),
-            on_demand_launch_template_id: service.on_demand_launch_template_id,
             rate_limits: service.rate_limits,
             interruption_queue_url: service.interruption_queue_url,
             workspace_kms_key_id: self
@@ -314,14 +303,6 @@ impl Settings {
             .on_demand_launch_template_id
             .clone()
             .filter(|id| !id.trim().is_empty());
-        if self.spotpool_on_demand_fallback == Some(true) && on_demand_launch_template_id.is_none()
-        {
-            return Err(ConfigError::Missing {
-                env: "ON_DEMAND_LAUNCH_TEMPLATE_ID",
-                flag: "on-demand-launch-template-id",
-                what: "the launch template for on-demand fallback (SPOTPOOL_ON_DEMAND_FALLBACK is true)",
-            });
-        }
         let listen_raw = self
             .spotpool_listen
             .clone()
@@ -471,164 +452,6 @@ impl Settings {
         }
         Ok((SecretString::new(api_token), SecretString::new(admin_token)))
     }
-
-    /// The user container: its image, health check and limits.
-    fn container(&self) -> Result<Container, ConfigError> {
-        let image = match (&self.container_image, &self.ecr_repository_url) {
-            (Some(image), _) if !image.trim().is_empty() => image.clone(),
-            (_, Some(repo)) if !repo.trim().is_empty() => format!("{repo}:latest"),
-            _ => {
-                return Err(ConfigError::Missing {
-                    env: "CONTAINER_IMAGE",
-                    flag: "container-image",
-                    what: "the user container image (or ECR_REPOSITORY_URL)",
-                });
-            }
-        };
-        validate_shell_safe("CONTAINER_IMAGE", &image)?;
-        let preset = Preset::parse(self.container_preset.as_deref())?;
-        let port = self.container_port.unwrap_or(preset.port());
-        if port == 0 {
-            return Err(ConfigError::Invalid {
-                env: "CONTAINER_PORT",
-                value: "0".into(),
-                why: "must be a port from 1 to 65535".into(),
-            });
-        }
-        let args = match &self.container_args {
-            Some(raw) => preset::parse_args(raw)?,
-            None => preset.args(port),
-        };
-        let health_check_path = self
-            .health_check_path
-            .clone()
-            .unwrap_or_else(|| preset.health_path().into());
-        validate_health_check_path(&health_check_path)?;
-        let ready_path = match &self.container_ready_path {
-            Some(path) if path.trim().is_empty() || path.trim() == "none" => None,
-            Some(path) => Some(path.trim().to_string()),
-            None => preset.ready_path().map(String::from),
-        };
-        if let Some(path) = &ready_path {
-            validate_health_check_path(path).map_err(|error| match error {
-                ConfigError::Invalid { value, why, .. } => ConfigError::Invalid {
-                    env: "CONTAINER_READY_PATH",
-                    value,
-                    why,
-                },
-                other => other,
-            })?;
-        }
-        let required_secrets = match &self.container_required_secrets {
-            Some(raw) => preset::parse_required_secrets(raw)?,
-            None => preset.required_secrets(),
-        };
-        let health_check = health_check(
-            health_check_path,
-            self.health_check_interval_seconds,
-            self.health_check_timeout_seconds,
-            self.health_check_healthy_threshold,
-            self.health_check_unhealthy_threshold,
-            self.health_check_codes.clone(),
-        )?;
-        let memory_mb = in_range(
-            "CONTAINER_MEMORY_MB",
-            self.container_memory_mb
-                .unwrap_or(defaults::CONTAINER_MEMORY_MB),
-            64..=1_048_576,
-            "must be from 64 to 1048576 (MiB)",
-        )?;
-        let cpus = self.container_cpus.unwrap_or(defaults::CONTAINER_CPUS);
-        // NaN fails both comparisons, so it is refused too.
-        if !(0.01..=256.0).contains(&cpus) {
-            return Err(ConfigError::Invalid {
-                env: "CONTAINER_CPUS",
-                value: cpus.to_string(),
-                why: "must be a number of CPUs from 0.01 to 256, e.g. 1.0 or 0.5".into(),
-            });
-        }
-        let pids_limit = in_range(
-            "CONTAINER_PIDS_LIMIT",
-            self.container_pids_limit
-                .unwrap_or(defaults::CONTAINER_PIDS_LIMIT),
-            16..=1_048_576,
-            "must be from 16 to 1048576",
-        )?;
-        Ok(Container {
-            image,
-            preset,
-            port,
-            args,
-            ready_path,
-            required_secrets,
-            health_check,
-            memory_mb,
-            cpus,
-            pids_limit,
-        })
-    }
-
-    /// The tier the flat settings describe.
-    fn default_tier(&self) -> Result<TierPolicy, ConfigError> {
-        let instance_types = comma_list(
-            self.user_instance_type
-                .as_deref()
-                .unwrap_or(defaults::USER_INSTANCE_TYPE),
-        );
-        if instance_types.is_empty() {
-            return Err(ConfigError::Invalid {
-                env: "USER_INSTANCE_TYPE",
-                value: String::new(),
-                why: "name at least one instance type".into(),
-            });
-        }
-        let spare_count = self.pool_spare_count.unwrap_or(defaults::POOL_SPARE_COUNT);
-        let max_instances = self
-            .pool_max_instances
-            .unwrap_or(defaults::POOL_MAX_INSTANCES);
-        if max_instances < spare_count {
-            return Err(ConfigError::Invalid {
-                env: "POOL_MAX_INSTANCES",
-                value: max_instances.to_string(),
-                why: format!("must be at least POOL_SPARE_COUNT ({spare_count})"),
-            });
-        }
-        Ok(TierPolicy {
-            name: DEFAULT_TIER.into(),
-            spare_count,
-            max_instances,
-            instance_types,
-            on_demand_fallback: self
-                .spotpool_on_demand_fallback
-                .unwrap_or(defaults::ON_DEMAND_FALLBACK),
-            rebalance_moves: self
-                .spotpool_rebalance_moves
-                .unwrap_or(defaults::REBALANCE_MOVES),
-            workspace_size_gib: in_range(
-                "SPOTPOOL_WORKSPACE_SIZE_GIB",
-                self.spotpool_workspace_size_gib
-                    .unwrap_or(defaults::WORKSPACE_SIZE_GIB),
-                1..=16_384,
-                "must be from 1 to 16384 (GiB)",
-            )?,
-            idle_sleep_after: match self
-                .spotpool_idle_sleep_after
-                .as_deref()
-                .unwrap_or(defaults::IDLE_SLEEP_AFTER)
-                .trim()
-            {
-                "off" | "" => None,
-                _ => Some(
-                    duration(
-                        "SPOTPOOL_IDLE_SLEEP_AFTER",
-                        &self.spotpool_idle_sleep_after,
-                        "",
-                    )?
-                    .as_millis() as i64,
-                ),
-            },
-        })
-    }
 }
 
 /// The required network settings, validated.
@@ -659,20 +482,6 @@ struct Timings {
     aws_call_timeout: Duration,
     capacity_ttl: Duration,
     rule_settle: Duration,
-}
-
-/// The user container's settings, validated.
-struct Container {
-    image: String,
-    preset: Preset,
-    port: u16,
-    args: Vec<String>,
-    ready_path: Option<String>,
-    required_secrets: Vec<String>,
-    health_check: HealthCheck,
-    memory_mb: u32,
-    cpus: f64,
-    pids_limit: u32,
 }
 
 #[cfg(test)]

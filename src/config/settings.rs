@@ -203,6 +203,11 @@ pub struct Settings {
     #[arg(skip)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<Vec<super::ShardSettings>>,
+    /// The tiers (plans) users are served in: `[[tier]]` tables, in the config file only
+    /// (docs/DEPLOY.md, "Tiers"); without them, the flat settings make one tier, `default`.
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Vec<super::TierSettings>>,
 }
 
 impl Settings {

@@ -174,7 +174,7 @@ fn minimal_settings_get_the_documented_defaults() {
     assert_eq!(config.subnet_ids, vec!["subnet-a", "subnet-b"]);
     assert_eq!(config.tiers[0].spare_count, 2);
     assert_eq!(config.tiers[0].instance_types, vec!["t3.small"]);
-    assert_eq!(config.container_port, 18789);
+    assert_eq!(config.runtime.container.port, 18789);
     assert_eq!(config.pool, "spotpool");
     assert_eq!(config.secret_prefix, "openclaw/");
     assert_eq!(config.reconcile_interval, Duration::from_secs(10));
@@ -214,7 +214,12 @@ fn invalid_values_are_named_with_the_reason() {
 
 #[test]
 fn health_checks_default_to_five_seconds_twice_and_keep_the_timeout_below_the_interval() {
-    let health = minimal().into_config().unwrap().health_check;
+    let health = minimal()
+        .into_config()
+        .unwrap()
+        .runtime
+        .container
+        .health_check;
     assert_eq!(
         (
             health.interval_seconds,
@@ -231,7 +236,12 @@ fn health_checks_default_to_five_seconds_twice_and_keep_the_timeout_below_the_in
     settings.health_check_timeout_seconds = Some(6);
     settings.health_check_healthy_threshold = Some(3);
     settings.health_check_unhealthy_threshold = Some(4);
-    let health = settings.into_config().unwrap().health_check;
+    let health = settings
+        .into_config()
+        .unwrap()
+        .runtime
+        .container
+        .health_check;
     assert_eq!(health.time_to_healthy(), Duration::from_secs(30));
     assert_eq!((health.timeout_seconds, health.unhealthy_threshold), (6, 4));
 
@@ -258,10 +268,10 @@ fn health_checks_default_to_five_seconds_twice_and_keep_the_timeout_below_the_in
 #[test]
 fn container_limits_have_defaults_and_bounds() {
     let config = minimal().into_config().unwrap();
-    assert_eq!(config.container_memory_mb, 1536);
-    assert_eq!(config.container_cpus, 1.0);
-    assert_eq!(config.container_pids_limit, 512);
-    assert_eq!(config.health_check.path, "/healthz");
+    assert_eq!(config.runtime.container.memory_mb, 1536);
+    assert_eq!(config.runtime.container.cpus, 1.0);
+    assert_eq!(config.runtime.container.pids_limit, 512);
+    assert_eq!(config.runtime.container.health_check.path, "/healthz");
 
     let mut settings = minimal();
     settings.container_memory_mb = Some(4096);
@@ -270,9 +280,9 @@ fn container_limits_have_defaults_and_bounds() {
     let config = settings.into_config().unwrap();
     assert_eq!(
         (
-            config.container_memory_mb,
-            config.container_cpus,
-            config.container_pids_limit
+            config.runtime.container.memory_mb,
+            config.runtime.container.cpus,
+            config.runtime.container.pids_limit
         ),
         (4096, 0.5, 1024)
     );
@@ -310,7 +320,13 @@ fn container_limits_have_defaults_and_bounds() {
     let mut settings = minimal();
     settings.health_check_path = Some("/healthz?full=1".into());
     assert_eq!(
-        settings.into_config().unwrap().health_check.path,
+        settings
+            .into_config()
+            .unwrap()
+            .runtime
+            .container
+            .health_check
+            .path,
         "/healthz?full=1"
     );
 }
@@ -322,9 +338,9 @@ fn container_limits_come_from_the_file_too() {
     )
     .unwrap();
     let config = minimal().or(file).into_config().unwrap();
-    assert_eq!(config.container_memory_mb, 2048);
-    assert_eq!(config.container_cpus, 1.5);
-    assert_eq!(config.container_pids_limit, 256);
+    assert_eq!(config.runtime.container.memory_mb, 2048);
+    assert_eq!(config.runtime.container.cpus, 1.5);
+    assert_eq!(config.runtime.container.pids_limit, 256);
 }
 
 #[test]
@@ -448,15 +464,23 @@ fn every_documented_default_names_a_setting_and_no_help_text_repeats_one() {
         config.tiers[0].spare_count.to_string()
     );
     assert!(
-        documented["container_port"].starts_with(&format!("{} ", config.container_port)),
+        documented["container_port"].starts_with(&format!("{} ", config.runtime.container.port)),
         "{}",
         documented["container_port"]
     );
-    assert!(documented["health_check_path"].starts_with(&format!("{} ", config.health_check.path)));
+    assert!(
+        documented["health_check_path"]
+            .starts_with(&format!("{} ", config.runtime.container.health_check.path))
+    );
     assert_eq!(documented["spotpool_listen"], config.listen.to_string());
     assert_eq!(
         documented["health_check_interval_seconds"],
-        config.health_check.interval_seconds.to_string()
+        config
+            .runtime
+            .container
+            .health_check
+            .interval_seconds
+            .to_string()
     );
 }
 
@@ -465,7 +489,7 @@ fn the_default_container_is_an_openclaw_gateway_and_generic_images_keep_their_ow
     let config = minimal().into_config().unwrap();
     assert_eq!(config.container_preset, Preset::OpenClaw);
     assert_eq!(
-        config.container_args,
+        config.runtime.container.args,
         [
             "node",
             "openclaw.mjs",
@@ -476,17 +500,21 @@ fn the_default_container_is_an_openclaw_gateway_and_generic_images_keep_their_ow
             "18789"
         ]
     );
-    assert_eq!(config.health_check.path, "/healthz");
+    assert_eq!(config.runtime.container.health_check.path, "/healthz");
     assert_eq!(config.container_ready_path.as_deref(), Some("/readyz"));
     assert_eq!(config.required_secrets, ["OPENCLAW_GATEWAY_TOKEN"]);
     assert!(
         config
-            .container_env
+            .runtime
+            .container
+            .env
             .contains(&("OPENCLAW_STATE_DIR".into(), "/data/.openclaw".into()))
     );
     assert!(
         config
-            .container_env
+            .runtime
+            .container
+            .env
             .contains(&("NODE_OPTIONS".into(), "--max-old-space-size=960".into()))
     );
     let gateway = config.gateway_config().unwrap();
@@ -501,7 +529,7 @@ fn the_default_container_is_an_openclaw_gateway_and_generic_images_keep_their_ow
     settings.public_base_url = Some("https://Agents.Example.com:8443/some/path/".into());
     let config = settings.into_config().unwrap();
     assert_eq!(
-        config.container_args.last().map(String::as_str),
+        config.runtime.container.args.last().map(String::as_str),
         Some("28789")
     );
     assert!(config.required_secrets.is_empty());
@@ -513,10 +541,10 @@ fn the_default_container_is_an_openclaw_gateway_and_generic_images_keep_their_ow
     let mut settings = minimal();
     settings.container_preset = Some("generic".into());
     let config = settings.into_config().unwrap();
-    assert_eq!(config.container_port, 8080);
-    assert_eq!(config.health_check.path, "/");
-    assert!(config.container_args.is_empty());
-    assert!(config.container_env.is_empty());
+    assert_eq!(config.runtime.container.port, 8080);
+    assert_eq!(config.runtime.container.health_check.path, "/");
+    assert!(config.runtime.container.args.is_empty());
+    assert!(config.runtime.container.env.is_empty());
     assert_eq!(config.container_ready_path, None);
     assert!(config.required_secrets.is_empty());
     assert_eq!(config.gateway_config(), None);
@@ -527,7 +555,10 @@ fn the_default_container_is_an_openclaw_gateway_and_generic_images_keep_their_ow
     settings.container_ready_path = Some("/ready".into());
     settings.container_required_secrets = Some("API_KEY, OTHER".into());
     let config = settings.into_config().unwrap();
-    assert_eq!(config.container_args, ["serve", "--listen", "0.0.0.0:8080"]);
+    assert_eq!(
+        config.runtime.container.args,
+        ["serve", "--listen", "0.0.0.0:8080"]
+    );
     assert_eq!(config.container_ready_path.as_deref(), Some("/ready"));
     assert_eq!(config.required_secrets, ["API_KEY", "OTHER"]);
 }
@@ -563,11 +594,29 @@ fn bad_container_presets_arguments_and_base_urls_are_named() {
 
 #[test]
 fn health_codes_are_the_load_balancers_matcher_syntax() {
-    assert_eq!(minimal().into_config().unwrap().health_check.codes, "200");
+    assert_eq!(
+        minimal()
+            .into_config()
+            .unwrap()
+            .runtime
+            .container
+            .health_check
+            .codes,
+        "200"
+    );
     for good in ["200-299", "200,204", "200-399,401"] {
         let mut settings = minimal();
         settings.health_check_codes = Some(good.into());
-        assert_eq!(settings.into_config().unwrap().health_check.codes, good);
+        assert_eq!(
+            settings
+                .into_config()
+                .unwrap()
+                .runtime
+                .container
+                .health_check
+                .codes,
+            good
+        );
     }
     for bad in ["", "20", "199", "500", "299-200", "200,", "200;id", "2xx"] {
         let mut settings = minimal();

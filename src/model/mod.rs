@@ -28,7 +28,9 @@ pub use shard::{
     WARM_SOURCE_IP, load_balancer_of, warm_path, warm_target_group_name,
 };
 pub use status::{InstanceStatus, Lifecycle, TerminateReason, UserState};
-pub use tier::{ImagePin, TierCondition, TierOverride};
+pub use tier::{
+    HealthCheck, ImagePin, LaunchTemplate, TierCondition, TierContainer, TierOverride, TierRuntime,
+};
 pub use workspace::{
     BLANK_TOKEN_PREFIX, KEPT_TOKEN_PREFIX, Relocation, VolumeCount, VolumeUse, Workspace,
     count_volumes,

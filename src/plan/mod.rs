@@ -14,7 +14,7 @@ mod tiers;
 
 pub use crate::model::TerminateReason;
 use crate::model::{
-    InstanceId, InstanceStatus, Lifecycle, Millis, TierOverride, UserId, UserState,
+    InstanceId, InstanceStatus, Lifecycle, Millis, TierOverride, TierRuntime, UserId, UserState,
 };
 use instances::plan_pool_instance;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -38,6 +38,9 @@ pub struct TierPolicy {
     pub workspace_size_gib: u32,
     /// Put a ready user to sleep after this long without requests; None never does.
     pub idle_sleep_after: Option<Millis>,
+    /// What its instances launch from and run (not read by `plan`; carried here so that a
+    /// tier is one value everywhere).
+    pub runtime: TierRuntime,
 }
 
 /// What the cloud has recently told us, kept by the reconciler and passed in so `plan` stays

@@ -14,6 +14,7 @@ fn policy(spare_count: u32, max_instances: u32) -> Policy {
             rebalance_moves: false,
             workspace_size_gib: 8,
             idle_sleep_after: None,
+            runtime: crate::model::TierRuntime::example(),
         }],
         subnet_ids: vec!["subnet-a".into(), "subnet-b".into()],
         subnet_zones: BTreeMap::from([

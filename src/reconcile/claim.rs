@@ -14,11 +14,11 @@ use super::workspace::Progress;
 use super::{Reconciler, ReconcilerConfig, StepError, StepOutcome, StepResult, fatal, one_tag};
 use crate::cloud::{CloudError, CloudErrorKind, CommandStatus, tags};
 use crate::instance_scripts::{self, BLANK_WORKSPACE_DEVICE_NAME, ContainerSpec, GatewaySettings};
-use crate::model::KEPT_TOKEN_PREFIX;
 use crate::model::{
     ClaimProgress, ClaimStep, Event, InstanceId, InstanceStatus, Millis, Prewired, SentCommand,
     Shard, UserId, UserState,
 };
+use crate::model::{KEPT_TOKEN_PREFIX, TierContainer};
 use crate::store::{InstanceRecord, UserRecord};
 
 /// How long a step of the loop's pass polls a start command itself before it leaves the wait
@@ -61,7 +61,6 @@ impl Reconciler {
     pub(super) async fn claim_step(&self, mut user: UserRecord) -> StepOutcome {
         let inner = &self.inner;
         let cloud = &inner.cloud;
-        let config = &inner.config;
         let Some(instance) = user.instance_id.clone() else {
             // A provisioning row always has an instance; treat a corrupt one as a failed attempt.
             return Err(StepError::Cloud(CloudError::new(
@@ -131,9 +130,8 @@ impl Reconciler {
                 // now, through `TargetGroupReady`; a woken one points its kept rule there).
                 let reserved = user.routing.target_group_arn.is_some();
                 let group = self.ensure_target_group(&mut user, &instance).await?;
-                cloud
-                    .register_target(&group, &instance, config.container_port)
-                    .await?;
+                let port = self.port_of(&user);
+                cloud.register_target(&group, &instance, port).await?;
                 if reserved {
                     ClaimStep::Routed
                 } else {
@@ -310,8 +308,7 @@ impl Reconciler {
     /// by a claim's last step and a move's switch.
     pub(super) async fn target_healthy_in_time(
         &self,
-        group: &str,
-        instance: &InstanceId,
+        (group, instance, port): (&str, &InstanceId, u16),
         since: Millis,
         now: Millis,
     ) -> Result<bool, StepError> {
@@ -319,7 +316,7 @@ impl Reconciler {
         if self
             .inner
             .cloud
-            .target_healthy(group, instance, config.container_port)
+            .target_healthy(group, instance, port)
             .await?
         {
             return Ok(true);
@@ -346,8 +343,9 @@ impl Reconciler {
         let record = self.inner.store.get_instance(instance).await?;
         let host_ip = record.as_ref().and_then(|r| r.private_ip.clone());
         let volume_id = user.workspace.as_ref().and_then(|w| w.volume_id.clone());
-        let image = self.image_to_run().await?;
         let config = &self.inner.config;
+        let container = &config.runtime(&user.tier).container;
+        let image = self.image_to_run(&container.image).await?;
         let shard = user
             .shard
             .as_deref()
@@ -356,6 +354,7 @@ impl Reconciler {
             .ok_or_else(|| fatal("StartContainer", "NoShard", "no shard is configured".into()))?;
         Ok(start_command(
             config,
+            container,
             &StartFor {
                 user_id: user.user_id.as_str(),
                 image: &image,
@@ -395,8 +394,9 @@ impl Reconciler {
             tokio::time::sleep(std::time::Duration::from_millis(rest as u64)).await;
             now = self.now().max(settled);
         }
+        let port = self.port_of(&user);
         if !self
-            .target_healthy_in_time(&group, instance, user.updated_at, now)
+            .target_healthy_in_time((&group, instance, port), user.updated_at, now)
             .await?
         {
             return Ok(StepResult::Waiting);
@@ -570,7 +570,11 @@ pub struct StartFor<'a> {
 
 /// The start-container command the daemon sends for `user` (also `spotpool start-script`, so
 /// on-call and `scripts/openclaw-check.sh` see exactly what an instance runs).
-pub fn start_command(config: &ReconcilerConfig, user: &StartFor<'_>) -> String {
+pub fn start_command(
+    config: &ReconcilerConfig,
+    container: &TierContainer,
+    user: &StartFor<'_>,
+) -> String {
     // Path routing passes `/{route}/*` unchanged: the gateway serves under it. Host routing
     // serves the gateway at `/`.
     let base_path = user.shard.base_path(user.route);
@@ -584,19 +588,19 @@ pub fn start_command(config: &ReconcilerConfig, user: &StartFor<'_>) -> String {
         user_id: user.user_id,
         secret_arn: user.secret_arn,
         image: user.image,
-        port: config.container_port,
+        port: container.port,
         host_ip: user.host_ip,
-        health_path: &config.health_check.path,
-        health_codes: &config.health_check.codes,
+        health_path: &container.health_check.path,
+        health_codes: &container.health_check.codes,
         health_timeout_seconds: (config.container_timeout.as_secs() as u32)
             .saturating_sub(30)
             .max(30),
-        memory_mb: config.container_memory_mb,
-        cpus: config.container_cpus,
-        pids_limit: config.container_pids_limit,
+        memory_mb: container.memory_mb,
+        cpus: container.cpus,
+        pids_limit: container.pids_limit,
         workspace_volume_id: user.volume_id,
-        args: &config.container_args,
-        env: &config.container_env,
+        args: &container.args,
+        env: &container.env,
         ready_path: config.container_ready_path.as_deref(),
         required_secrets: &config.required_secrets,
         gateway,

@@ -21,30 +21,45 @@ use crate::store::StoreError;
 pub(super) const RESOLVE_RETRY: Millis = 60_000;
 
 impl Reconciler {
-    /// The reference probes and starts use: the pinned `name@digest`, or the configured
-    /// reference while it has no pin.
-    pub(super) async fn image_to_run(&self) -> Result<String, StoreError> {
-        let configured = &self.inner.config.container_image;
+    /// The reference probes and starts of `configured` (a tier's image) use: the pinned
+    /// `name@digest`, or the configured reference while it has no pin.
+    pub(super) async fn image_to_run(&self, configured: &str) -> Result<String, StoreError> {
         Ok(match self.inner.store.image_pin(configured).await? {
             Some(pin) => pinned_reference(configured, &pin.digest),
-            None => configured.clone(),
+            None => configured.to_string(),
         })
     }
 
-    /// Pins the configured image if it has no pin yet; a failure only warns (the next try is
+    /// Pins every tier's image that has no pin yet.
+    pub(super) async fn pin_images_if_needed(&self, now: Millis) -> Result<(), StoreError> {
+        let mut images: Vec<&str> = (self.inner.config.policy.tiers.iter())
+            .map(|tier| tier.runtime.container.image.as_str())
+            .collect();
+        images.sort_unstable();
+        images.dedup();
+        for image in images {
+            self.pin_image_if_needed(image, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Pins `configured` if it has no pin yet; a failure only warns (the next try is
     /// [`RESOLVE_RETRY`] later).
-    pub(super) async fn pin_image_if_needed(&self, now: Millis) -> Result<(), StoreError> {
-        let configured = &self.inner.config.container_image;
+    async fn pin_image_if_needed(&self, configured: &str, now: Millis) -> Result<(), StoreError> {
+        let pinned = |value: f64| {
+            metrics::gauge!("spotpool_image_pinned", "image" => configured.to_string()).set(value);
+        };
         if self.inner.store.image_pin(configured).await?.is_some() {
-            metrics::gauge!("spotpool_image_pinned").set(1.0);
+            pinned(1.0);
             return Ok(());
         }
         {
-            let mut next = self
+            let mut retry_at = self
                 .inner
                 .image_retry_at
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
+            let next = retry_at.entry(configured.to_string()).or_insert(0);
             if now < *next {
                 return Ok(());
             }
@@ -53,7 +68,7 @@ impl Reconciler {
         let digest = match self.resolve_image(configured).await {
             Ok(digest) => digest,
             Err(why) => {
-                metrics::gauge!("spotpool_image_pinned").set(0.0);
+                pinned(0.0);
                 metrics::counter!("spotpool_image_resolution_failures_total").increment(1);
                 tracing::warn!(
                     image = %configured,
@@ -65,30 +80,34 @@ impl Reconciler {
             }
         };
         let pin = self.inner.store.pin_image(configured, &digest, now).await?;
-        metrics::gauge!("spotpool_image_pinned").set(1.0);
+        pinned(1.0);
         if pin.digest == digest && pin.resolved_at == now {
             metrics::counter!("spotpool_image_pins_total").increment(1);
             let pinned = pinned_reference(configured, &pin.digest);
             let event = Event::ImagePinned {
-                image: configured.clone(),
+                image: configured.to_string(),
                 pinned,
             };
             if let Err(StepError::Store(e)) = self.journal(now, event, None, None).await {
                 return Err(e);
             }
-            self.reprobe_spares(now).await?;
+            self.reprobe_spares(configured, now).await?;
         }
         Ok(())
     }
 
-    /// Spares that passed their probe before the pin hold whatever the tag named at their boot:
-    /// each goes back to `initializing` for a fresh probe, which pulls the pinned bytes if it
-    /// lacks them, so no claim meets a spare without them.
-    async fn reprobe_spares(&self, now: Millis) -> Result<(), StoreError> {
+    /// Spares of the tiers running `image` that passed their probe before its pin hold
+    /// whatever the tag named at their boot: each goes back to `initializing` for a fresh
+    /// probe, which pulls the pinned bytes if it lacks them, so no claim meets a spare without
+    /// them.
+    async fn reprobe_spares(&self, image: &str, now: Millis) -> Result<(), StoreError> {
         let store = &self.inner.store;
+        let config = &self.inner.config;
         let initializing = one_tag(tags::STATUS, InstanceStatus::Initializing.as_str());
         for spare in store.list_instances().await? {
-            if spare.status != InstanceStatus::Available {
+            if spare.status != InstanceStatus::Available
+                || config.runtime(&spare.tier).container.image != image
+            {
                 continue;
             }
             // The tag only mirrors the ledger for on-call; the probe's success rewrites it.

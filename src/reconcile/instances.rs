@@ -67,11 +67,13 @@ impl Reconciler {
         // A pre-wired spare is health-checked through the warm responder: the probe checks it
         // answers, so a launch template without one fails here, saying so.
         let config = &self.inner.config;
+        let container = &config.runtime(&record.tier).container;
         let warm = config.prewired_spares.then(|| instance_scripts::WarmCheck {
-            port: config.container_port,
-            health_path: &config.health_check.path,
+            port: container.port,
+            health_path: &container.health_check.path,
         });
-        let script = instance_scripts::probe_script(&self.image_to_run().await?, warm);
+        let image = self.image_to_run(&container.image).await?;
+        let script = instance_scripts::probe_script(&image, warm);
         let timeout = self.inner.config.probe_command_timeout.as_secs() as u32;
         match self
             .inner

@@ -4,8 +4,8 @@
 //! cache); a failing tier backs off, doubling, and halts at the failure limit.
 
 use super::{Reconciler, StepError};
-use crate::cloud::{BlankWorkspace, CloudErrorKind, LaunchRequest};
-use crate::model::{Event, InstanceStatus, Millis};
+use crate::cloud::{BlankWorkspace, CloudError, CloudErrorKind, CloudResult, LaunchRequest};
+use crate::model::{Event, InstanceId, InstanceStatus, Millis};
 use crate::plan::{Conditions, Market};
 use crate::store::{InstanceRecord, PendingLaunch, StoreError};
 use std::collections::HashMap;
@@ -127,20 +127,18 @@ impl Reconciler {
     async fn run_launch(&self, launch: &PendingLaunch, now: Millis) -> Result<(), StepError> {
         let store = &self.inner.store;
         let tier = launch.tier.as_str();
-        let request = LaunchRequest {
-            tier: launch.tier.clone(),
-            instance_type: launch.instance_type.clone(),
-            subnet_id: launch.subnet_id.clone(),
-            count: launch.count,
-            client_token: launch.client_token.clone(),
-            spot: launch.spot,
-            blank_workspace: self.inner.config.blank_workspaces.then(|| BlankWorkspace {
-                size_gib: self.workspace_size(tier),
-                kms_key_id: self.inner.config.workspace_kms_key_id.clone(),
-            }),
-        };
-        let ids = match self.inner.cloud.launch_instances(&request).await {
+        let launched = self.run_instances(launch).await;
+        let ids = match launched {
             Ok(ids) => ids,
+            // A redo whose parameters changed since the first call (a restart with a new
+            // template version): the first call's instances, if any, carry the pool's tags and
+            // are adopted from a listing; the tier did nothing wrong.
+            Err(error) if launch.attempts > 0 && error.code == "IdempotentParameterMismatch" => {
+                tracing::warn!(%tier, token = %launch.client_token, %error,
+                    "a launch redo no longer matches its first call; dropped");
+                store.delete_launch(&launch.client_token).await?;
+                return Err(error.into());
+            }
             Err(error) => {
                 metrics::counter!("spotpool_launches_total", "tier" => tier.to_string(), "outcome" => error.kind.as_str())
                     .increment(u64::from(launch.count));
@@ -198,6 +196,42 @@ impl Reconciler {
         }
         store.delete_launch(&launch.client_token).await?;
         Ok(())
+    }
+
+    /// RunInstances for `launch`, from its tier's spot template or on-demand one as configured.
+    async fn run_instances(&self, launch: &PendingLaunch) -> CloudResult<Vec<InstanceId>> {
+        let tier = launch.tier.as_str();
+        let runtime = self.inner.config.runtime(tier);
+        let template = match launch.spot {
+            true => Some(runtime.launch.clone()),
+            false => runtime.on_demand.clone(),
+        };
+        match template {
+            Some(launch_template) => {
+                let request = LaunchRequest {
+                    tier: launch.tier.clone(),
+                    instance_type: launch.instance_type.clone(),
+                    subnet_id: launch.subnet_id.clone(),
+                    count: launch.count,
+                    client_token: launch.client_token.clone(),
+                    spot: launch.spot,
+                    launch_template,
+                    blank_workspace: self.inner.config.blank_workspaces.then(|| BlankWorkspace {
+                        size_gib: self.workspace_size(tier),
+                        kms_key_id: self.inner.config.workspace_kms_key_id.clone(),
+                    }),
+                };
+                self.inner.cloud.launch_instances(&request).await
+            }
+            // The configuration refuses on-demand fallback without a template; a launch row
+            // from a daemon configured otherwise meets this.
+            None => Err(CloudError::new(
+                CloudErrorKind::Fatal,
+                "RunInstances",
+                "NoOnDemandTemplate",
+                format!("tier {tier} has no on-demand launch template"),
+            )),
+        }
     }
 
     /// Redoes launches whose outcome was lost. Returns the tiers that still have one pending:

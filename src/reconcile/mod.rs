@@ -45,8 +45,8 @@ pub use claim::{StartFor, start_command};
 pub use repair::{Orphan, OrphanKind, PlannedAction, RepairReport};
 
 use crate::clock::{Backoff, Clock, error_policy};
-use crate::cloud::{Cloud, CloudError, CloudErrorKind, HealthCheck, Tags, tags};
-use crate::model::{Event, InstanceId, Millis, UserId};
+use crate::cloud::{Cloud, CloudError, CloudErrorKind, Tags, tags};
+use crate::model::{Event, InstanceId, Millis, TierRuntime, UserId};
 use crate::plan::Policy;
 use crate::store::{Store, StoreError};
 use launch::ConditionState;
@@ -65,13 +65,9 @@ pub struct ReconcilerConfig {
     /// The value of the `spotpool:pool` tag on every resource this daemon creates.
     pub pool: String,
     pub policy: Policy,
-    pub container_image: String,
-    pub container_port: u16,
-    /// The container's arguments after the image, and its fixed (not secret) environment.
-    pub container_args: Vec<String>,
-    pub container_env: Vec<(String, String)>,
-    /// The target groups' health check; the start script waits for its path.
-    pub health_check: HealthCheck,
+    /// The runtime of a tier that is no longer configured: its users are still torn down and
+    /// moved with it (the flat settings' runtime).
+    pub fallback_runtime: TierRuntime,
     /// What the start script waits for after the health path, if anything.
     pub container_ready_path: Option<String>,
     /// Names every user's secret must carry; the start refuses a secret without one.
@@ -79,10 +75,6 @@ pub struct ReconcilerConfig {
     /// For the OpenClaw gateway: the state directory; the start merges it, and the user's
     /// browser origin and base path (of its shard), into its configuration.
     pub gateway: Option<GatewayConfig>,
-    /// Limits of each user container: memory in MiB (no swap), CPUs, processes and threads.
-    pub container_memory_mb: u32,
-    pub container_cpus: f64,
-    pub container_pids_limit: u32,
     /// The start-container command may run this long before the attempt fails.
     pub container_timeout: Duration,
     /// The readiness probe command may run this long before it counts as failed.
@@ -119,6 +111,16 @@ impl ReconcilerConfig {
     /// The configured shard of that name (the shards are `policy.shards`).
     pub fn shard(&self, name: &str) -> Option<&crate::model::Shard> {
         self.policy.shard(name)
+    }
+
+    /// What the tier named `tier` launches and runs: its configured runtime, or the fallback
+    /// for a tier that is no longer configured.
+    pub fn runtime(&self, tier: &str) -> &TierRuntime {
+        self.policy
+            .tiers
+            .iter()
+            .find(|t| t.name == tier)
+            .map_or(&self.fallback_runtime, |t| &t.runtime)
     }
 }
 
@@ -214,8 +216,8 @@ struct Inner {
     priority_books: tokio::sync::Mutex<HashMap<String, routes::PriorityBook>>,
     /// Resolves images outside ECR (None: such an image stays unpinned).
     registry: Option<Arc<crate::image::RegistryClient>>,
-    /// When the image may be resolved again after a failure (0: now).
-    image_retry_at: std::sync::Mutex<Millis>,
+    /// Per image, when it may be resolved again after a failure (absent: now).
+    image_retry_at: std::sync::Mutex<HashMap<String, Millis>>,
     /// When SSM may be asked again which agents are online, after it could not say (0: now).
     agents_ask_at: std::sync::Mutex<Millis>,
     /// The objects with an action in flight (`execute.rs`).
@@ -278,7 +280,7 @@ impl Reconciler {
                 pass_seq: AtomicU64::new(0),
                 priority_books: tokio::sync::Mutex::new(HashMap::new()),
                 registry,
-                image_retry_at: std::sync::Mutex::new(0),
+                image_retry_at: Default::default(),
                 agents_ask_at: std::sync::Mutex::new(0),
                 in_flight: Arc::default(),
                 lingering: Arc::new(tokio::sync::Semaphore::new(execute::LINGERING)),
@@ -422,7 +424,7 @@ impl Reconciler {
         let inner = &self.inner;
         inner.pass_seq.fetch_add(1, Ordering::Relaxed);
         // Before any probe or start of this pass: they run the pinned image once there is one.
-        self.pin_image_if_needed(self.now()).await?;
+        self.pin_images_if_needed(self.now()).await?;
         let planned = self.observe_and_plan(false).await?;
         let executed = self.execute(planned.actions, patience).await;
         let throttled = planned.throttled + executed.throttled;

@@ -44,7 +44,7 @@ impl Reconciler {
             let group = self.move_group(user)?;
             self.inner
                 .cloud
-                .deregister_target(&group, old, self.inner.config.container_port)
+                .deregister_target(&group, old, self.port_of(user))
                 .await?;
         }
         self.free_workspace(user, old, now).await
@@ -109,7 +109,6 @@ impl Reconciler {
     pub(super) async fn move_step(&self, mut user: UserRecord) -> StepOutcome {
         let inner = &self.inner;
         let cloud = &inner.cloud;
-        let config = &inner.config;
         let Some(mut target) = user.moving.as_ref().and_then(|m| m.target.clone()) else {
             return Ok(StepResult::Waiting);
         };
@@ -126,9 +125,8 @@ impl Reconciler {
                 // Registered early: its health checks start now and pass as soon as its
                 // container answers, while the old instance still serves.
                 let group = self.move_group(&user)?;
-                cloud
-                    .register_target(&group, &instance, config.container_port)
-                    .await?;
+                let port = self.port_of(&user);
+                cloud.register_target(&group, &instance, port).await?;
                 MoveStep::Registered
             }
             MoveStep::Registered => {
@@ -175,8 +173,9 @@ impl Reconciler {
             MoveStep::ContainerStarted => {
                 // Ready once the load balancer routes to the new instance; then the old one goes.
                 let group = self.move_group(&user)?;
+                let target = (group.as_str(), &instance, self.port_of(&user));
                 if !self
-                    .target_healthy_in_time(&group, &instance, user.updated_at, now)
+                    .target_healthy_in_time(target, user.updated_at, now)
                     .await?
                 {
                     return Ok(StepResult::Waiting);
@@ -281,7 +280,7 @@ impl Reconciler {
         let now = self.now();
         if let Some(group) = &user.routing.target_group_arn {
             cloud
-                .deregister_target(group, &target, inner.config.container_port)
+                .deregister_target(group, &target, self.port_of(&user))
                 .await?;
         }
         self.retire_move_target(&user, &target, now).await?;
@@ -384,6 +383,11 @@ impl Reconciler {
             id: Some(id),
             sent_at: now,
         }))
+    }
+
+    /// The port the user's container listens on, and its target's port: its tier's.
+    pub(super) fn port_of(&self, user: &UserRecord) -> u16 {
+        self.inner.config.runtime(&user.tier).container.port
     }
 
     /// The user's target group, which a move never changes.

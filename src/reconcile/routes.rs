@@ -48,7 +48,7 @@ impl Reconciler {
         if let Some(arn) = &user.routing.target_group_arn {
             return Ok(arn.clone());
         }
-        let config = &self.inner.config;
+        let container = &self.inner.config.runtime(&user.tier).container;
         let mut group_tags = self.resource_tags(&user.user_id);
         group_tags.insert(tags::INSTANCE_ID.into(), instance.0.clone());
         let arn = self
@@ -56,8 +56,8 @@ impl Reconciler {
             .cloud
             .create_target_group(
                 &target_group_name(&user.route),
-                config.container_port,
-                &config.health_check,
+                container.port,
+                &container.health_check,
                 &group_tags,
             )
             .await?;

@@ -120,13 +120,13 @@ impl Reconciler {
                 return Ok(());
             }
         }
-        let Some(group) = self.warm_target_group(instance, &mut warm).await? else {
+        let Some(group) = self.warm_target_group(&record, &mut warm).await? else {
             return Ok(());
         };
         if warm.rule_arn.is_none() && !self.warm_rule(&record, &mut warm, &group).await? {
             return Ok(());
         }
-        let port = self.inner.config.container_port;
+        let port = self.inner.config.runtime(&record.tier).container.port;
         if self
             .inner
             .cloud
@@ -142,13 +142,15 @@ impl Reconciler {
     /// when the instance stopped being a spare meanwhile (the new group is deleted again).
     async fn warm_target_group(
         &self,
-        instance: &InstanceId,
+        record: &InstanceRecord,
         warm: &mut WarmRoute,
     ) -> Result<Option<String>, StepError> {
         if let Some(arn) = &warm.target_group_arn {
             return Ok(Some(arn.clone()));
         }
+        let instance = &record.instance_id;
         let config = &self.inner.config;
+        let container = &config.runtime(&record.tier).container;
         let mut group_tags = one_tag(tags::POOL, &config.pool);
         group_tags.insert(tags::INSTANCE_ID.into(), instance.0.clone());
         let created = self
@@ -156,8 +158,8 @@ impl Reconciler {
             .cloud
             .create_target_group(
                 &warm_target_group_name(&instance.0),
-                config.container_port,
-                &config.health_check,
+                container.port,
+                &container.health_check,
                 &group_tags,
             )
             .await;
@@ -188,14 +190,11 @@ impl Reconciler {
     ) -> Result<bool, StepError> {
         let instance = &record.instance_id;
         let cloud = &self.inner.cloud;
-        let config = &self.inner.config;
+        let port = self.inner.config.runtime(&record.tier).container.port;
         let (Some(listener), Some(priority)) = (warm.listener_arn.clone(), warm.priority) else {
             return Ok(false);
         };
-        match cloud
-            .register_target(group, instance, config.container_port)
-            .await
-        {
+        match cloud.register_target(group, instance, port).await {
             Ok(()) => {}
             // The recorded group is gone (a deletion a crash interrupted before its record was
             // cleared): forget it, and the next pass makes a new one.
@@ -207,7 +206,7 @@ impl Reconciler {
             Err(error) => return Err(error.into()),
         }
         let condition = RuleMatch::warm(&instance.0);
-        let mut rule_tags = one_tag(tags::POOL, &config.pool);
+        let mut rule_tags = one_tag(tags::POOL, &self.inner.config.pool);
         rule_tags.insert(tags::INSTANCE_ID.into(), instance.0.clone());
         let created = self
             .create_or_adopt_rule(&listener, priority, &condition, group, &rule_tags)

@@ -36,7 +36,10 @@ async fn plant(world: &World) -> Planted {
         .create_target_group(
             "sp-ghost0000ghost000",
             8080,
-            &crate::world::test_config(0, 0).health_check,
+            &crate::world::test_config(0, 0)
+                .runtime
+                .container
+                .health_check,
             &pool_tags("ghost"),
         )
         .await
@@ -63,6 +66,7 @@ async fn plant(world: &World) -> Planted {
             count: 1,
             client_token: "behind-the-back".into(),
             spot: true,
+            launch_template: spotpool::model::LaunchTemplate::example(),
             blank_workspace: None,
         })
         .await
@@ -78,7 +82,10 @@ async fn plant(world: &World) -> Planted {
         .create_target_group(
             "someone-elses",
             80,
-            &crate::world::test_config(0, 0).health_check,
+            &crate::world::test_config(0, 0)
+                .runtime
+                .container
+                .health_check,
             &Tags::new(),
         )
         .await

@@ -44,6 +44,10 @@ impl World {
             count,
             client_token: token.to_string(),
             spot: true,
+            launch_template: spotpool::model::LaunchTemplate {
+                id: self.infra.launch_template_id.clone(),
+                version: "$Default".to_string(),
+            },
             blank_workspace: None,
         }
     }
@@ -81,9 +85,6 @@ fn health_check() -> HealthCheck {
 fn config(infra: &Infra, pool: &str) -> AwsCloudConfig {
     AwsCloudConfig {
         pool: pool.to_string(),
-        launch_template_id: infra.launch_template_id.clone(),
-        launch_template_version: "$Default".to_string(),
-        on_demand_launch_template_id: None,
         vpc_id: infra.vpc_id.clone(),
         security_group_ids: vec![infra.security_group_id.clone()],
         instance_profile_arn: None,

@@ -104,6 +104,7 @@ async fn original(faults: bool, health: HealthCheck) -> Run {
         count: n,
         client_token: token,
         spot: true,
+        launch_template: spotpool::model::LaunchTemplate::example(),
         blank_workspace: None,
     };
     // Warm: every instance running with its agent online.

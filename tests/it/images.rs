@@ -17,7 +17,7 @@ fn pinned(digest: &str) -> String {
 
 async fn ecr_world(spares: u32) -> World {
     let mut config = reconciler_config(spares, 10);
-    config.container_image = ECR_IMAGE.into();
+    config.policy.tiers[0].runtime.container.image = ECR_IMAGE.into();
     World::with_config(config).await
 }
 
@@ -89,7 +89,7 @@ async fn an_image_is_pinned_once_and_every_probe_and_start_runs_the_digest() {
 
     // A new image string is resolved anew.
     let mut config = reconciler_config(1, 10);
-    config.container_image = ECR_IMAGE.replace(":1.0", ":2.0");
+    config.policy.tiers[0].runtime.container.image = ECR_IMAGE.replace(":1.0", ":2.0");
     world.cloud.set_image_digest("team/openclaw", "2.0", MOVED);
     let upgraded = world.reconfigured(config);
     upgraded.pass().await;
@@ -158,7 +158,7 @@ async fn a_registry_outage_leaves_the_tag_in_use_until_the_digest_resolves() {
 async fn a_reference_with_a_digest_is_its_own_pin() {
     let mut config = reconciler_config(1, 10);
     let reference = format!("ghcr.io/openclaw/openclaw:1.2@{FIRST}");
-    config.container_image = reference.clone();
+    config.policy.tiers[0].runtime.container.image = reference.clone();
     let world = World::with_config(config).await;
     world.run_until_quiet(20).await;
     assert_eq!(describe_images(&world), 0);
@@ -195,8 +195,10 @@ async fn on_call_re_pins_the_image_and_the_next_pass_resolves_it_again() {
         .request("POST", "/v1/admin/image/repin", Some(ADMIN_TOKEN), "")
         .await;
     assert_eq!(status, 202, "{body}");
-    assert_eq!(body["image"], image);
-    assert_eq!(body["previous_digest"], FIRST);
+    assert_eq!(
+        body["images"],
+        serde_json::json!([{"image": image, "previous_digest": FIRST}])
+    );
     assert_eq!(world.store.image_pin(image).await.unwrap(), None);
     let audit = world.store.audit_log(10).await.unwrap();
     assert_eq!(audit[0].action, "image.repin");

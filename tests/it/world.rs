@@ -43,6 +43,13 @@ pub struct World {
 /// The daemon's configuration for a test world: the settings a deployment would give, parsed
 /// by the daemon's own `Settings::into_config`, so every default is the daemon's.
 pub fn test_config(spare_count: u32, max_instances: u32) -> Config {
+    test_settings(spare_count, max_instances)
+        .into_config()
+        .expect("the test settings are valid")
+}
+
+/// The settings of [`test_config`], for a test that changes some.
+pub fn test_settings(spare_count: u32, max_instances: u32) -> Settings {
     Settings {
         launch_template_id: Some("lt-test".into()),
         subnet_ids: Some("subnet-a,subnet-b".into()),
@@ -60,8 +67,6 @@ pub fn test_config(spare_count: u32, max_instances: u32) -> Config {
         container_required_secrets: Some("none".into()),
         ..Settings::default()
     }
-    .into_config()
-    .expect("the test settings are valid")
 }
 
 /// `n` path-routed shards of `capacity` users, each on a load balancer of its own (the fake

@@ -158,14 +158,13 @@ impl AwsCloud {
             .http_put_response_hop_limit(1)
             .http_endpoint(InstanceMetadataEndpointState::Enabled)
             .build();
-        let template_id = self.launch_template_id(request.spot)?;
         let mut run = self
             .ec2
             .run_instances()
             .launch_template(
                 LaunchTemplateSpecification::builder()
-                    .launch_template_id(template_id)
-                    .version(&self.config.launch_template_version)
+                    .launch_template_id(&request.launch_template.id)
+                    .version(&request.launch_template.version)
                     .build(),
             )
             .instance_type(InstanceType::from(request.instance_type.as_str()))
@@ -386,25 +385,6 @@ impl AwsCloud {
                 err,
                 format!("terminating instance {instance}"),
             )),
-        }
-    }
-
-    /// The launch template of a spot or an on-demand launch.
-    fn launch_template_id(&self, spot: bool) -> CloudResult<&String> {
-        // RunInstances can override a template's market options but not remove them, so an
-        // on-demand launch needs its own template without them.
-        if spot {
-            Ok(&self.config.launch_template_id)
-        } else {
-            match &self.config.on_demand_launch_template_id {
-                Some(id) => Ok(id),
-                None => Err(CloudError::new(
-                    CloudErrorKind::Fatal,
-                    "RunInstances",
-                    "NoOnDemandTemplate",
-                    "an on-demand launch needs ON_DEMAND_LAUNCH_TEMPLATE_ID",
-                )),
-            }
         }
     }
 }

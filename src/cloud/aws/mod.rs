@@ -46,11 +46,6 @@ use std::time::Duration;
 pub struct AwsCloudConfig {
     /// Value of the `spotpool:pool` tag.
     pub pool: String,
-    pub launch_template_id: String,
-    /// e.g. `$Default`.
-    pub launch_template_version: String,
-    /// Template for on-demand fallback launches (no market options); None disables them.
-    pub on_demand_launch_template_id: Option<String>,
     pub vpc_id: String,
     /// May be empty: then the launch template's security groups are used.
     pub security_group_ids: Vec<String>,

@@ -43,8 +43,8 @@ impl Cloud for FakeCloud {
     async fn launch_instances(&self, request: &LaunchRequest) -> CloudResult<Vec<InstanceId>> {
         let mut state = self.enter("RunInstances", request.count).await?;
         state.launch_tokens.push(request.client_token.clone());
-        if let Some(ids) = state.client_tokens.get(&request.client_token) {
-            return Ok(ids.clone());
+        if let Some(answer) = state.repeated_launch(request) {
+            return answer;
         }
         let offering = (request.instance_type.clone(), request.subnet_id.clone());
         if request.spot && state.no_capacity.contains(&offering) {
@@ -101,6 +101,7 @@ impl Cloud for FakeCloud {
                     tags,
                     launched_at,
                     spot: request.spot,
+                    launch_template: request.launch_template.clone(),
                     blank_volume: None,
                 },
             );

@@ -75,6 +75,8 @@ pub struct FakeInstance {
     pub tags: Tags,
     pub launched_at: Millis,
     pub spot: bool,
+    /// The template and version it was launched from.
+    pub launch_template: crate::model::LaunchTemplate,
     /// The blank workspace it was launched with.
     pub blank_volume: Option<String>,
 }
@@ -180,6 +182,25 @@ struct State {
 }
 
 impl State {
+    /// A launch whose ClientToken was seen: EC2 answers with the first call's instances, and
+    /// refuses the token if the parameters changed (here: the template). None for a new token.
+    fn repeated_launch(
+        &self,
+        request: &super::LaunchRequest,
+    ) -> Option<CloudResult<Vec<InstanceId>>> {
+        let ids = self.client_tokens.get(&request.client_token)?;
+        let first = ids.first().and_then(|id| self.instances.get(&id.0));
+        if first.is_some_and(|i| i.launch_template != request.launch_template) {
+            return Some(Err(CloudError::new(
+                CloudErrorKind::Conflict,
+                "RunInstances",
+                "IdempotentParameterMismatch",
+                "the client token was used with other parameters",
+            )));
+        }
+        Some(Ok(ids.clone()))
+    }
+
     /// The rules that name `group_arn` (forwarding to it, or did before a fixed response).
     fn rules_naming<'a>(&'a self, group_arn: &str) -> impl Iterator<Item = &'a FakeRule> {
         let arns = self.rules_by_group.get(group_arn).into_iter().flatten();

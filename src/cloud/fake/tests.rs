@@ -16,6 +16,7 @@ fn launch(count: u32) -> LaunchRequest {
         count,
         client_token: format!("token-{count}"),
         spot: true,
+        launch_template: crate::model::LaunchTemplate::example(),
         blank_workspace: None,
     }
 }

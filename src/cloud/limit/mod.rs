@@ -613,6 +613,7 @@ mod tests {
             count: 3,
             client_token: token.into(),
             spot: true,
+            launch_template: crate::model::LaunchTemplate::example(),
             blank_workspace: None,
         };
         cloud.launch_instances(&request("a")).await.unwrap();

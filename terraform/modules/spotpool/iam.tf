@@ -227,7 +227,10 @@ data "aws_iam_policy_document" "daemon" {
     condition {
       test     = "ArnEquals"
       variable = "ec2:LaunchTemplate"
-      values   = [aws_launch_template.pool.arn]
+      values = concat(
+        [aws_launch_template.pool.arn],
+        [for id in var.tier_launch_template_ids : "${local.arn_prefix_ec2}:launch-template/${id}"],
+      )
     }
   }
 
@@ -250,11 +253,13 @@ data "aws_iam_policy_document" "daemon" {
     }
   }
 
-  # ...from this launch template, into these subnets and this security group.
+  # ...from this launch template (or a tier's), into these subnets and this
+  # security group.
   statement {
     sid     = "Ec2RunFromThisTemplate"
     actions = ["ec2:RunInstances"]
     resources = concat(
+      [for id in var.tier_launch_template_ids : "${local.arn_prefix_ec2}:launch-template/${id}"],
       [
         "${local.arn_prefix_ec2}:launch-template/${aws_launch_template.pool.id}",
         "${local.arn_prefix_ec2}:security-group/${aws_security_group.instances.id}",

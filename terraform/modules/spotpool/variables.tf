@@ -257,6 +257,17 @@ variable "container_preset" {
   }
 }
 
+variable "tier_launch_template_ids" {
+  description = "Launch templates that [[tier]] tables name as their own launch_template_id or on_demand_launch_template_id (the daemon may launch from them too). Build them like the module's: the pool's security group, the instance profile, the user data with the warm responder on the tier's port."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for id in var.tier_launch_template_ids : can(regex("^lt-[0-9a-f]+$", id))])
+    error_message = "tier_launch_template_ids holds launch template ids (lt-...)."
+  }
+}
+
 variable "container_port" {
   description = "Port the user container listens on (CONTAINER_PORT; the OpenClaw gateway's is 18789, a generic image's usually 8080); the only port the instances accept, and only from the ALB."
   type        = number
