@@ -11,6 +11,72 @@ use spotpool::cloud::{
 use spotpool::model::{InstanceId, InstanceStatus, RuleMatch};
 use std::time::Duration;
 
+/// The on-demand fallback launches from its own template (no market options), and is not spot.
+#[tokio::test]
+async fn an_on_demand_launch_uses_its_own_template_and_is_not_spot() {
+    let world = World::start().await;
+    let ec2 = aws_sdk_ec2::Client::new(&world.sdk);
+    let created = ec2
+        .create_launch_template()
+        .launch_template_name("spotpool-test-on-demand")
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .instance_type(aws_sdk_ec2::types::InstanceType::T3Small)
+                .security_group_ids(&world.infra.security_group_id)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("creating the on-demand template");
+    let on_demand_id = created
+        .launch_template()
+        .unwrap()
+        .launch_template_id()
+        .unwrap();
+    let mut request = world.launch_request("small", 1, "on-demand-one");
+    request.spot = false;
+    request.launch_template = spotpool::model::LaunchTemplate {
+        id: on_demand_id.to_string(),
+        version: "$Default".to_string(),
+    };
+    let ids = world
+        .cloud
+        .launch_instances(&request)
+        .await
+        .expect("an on-demand launch");
+    let spot = world.launch_one().await;
+
+    for (id, lifecycle, template) in [
+        (&ids[0], None, on_demand_id),
+        (
+            &spot,
+            Some(&aws_sdk_ec2::types::InstanceLifecycleType::Spot),
+            world.infra.launch_template_id.as_str(),
+        ),
+    ] {
+        let described = ec2
+            .describe_instances()
+            .instance_ids(id.0.clone())
+            .send()
+            .await
+            .unwrap();
+        let instance = &described.reservations()[0].instances()[0];
+        assert_eq!(instance.instance_lifecycle(), lifecycle, "{id}");
+        let tag = |key: &str| {
+            (instance.tags().iter())
+                .find(|t| t.key() == Some(key))
+                .and_then(|t| t.value())
+                .map(str::to_string)
+        };
+        assert_eq!(tag(tags::POOL).as_deref(), Some(POOL), "{id}");
+        assert_eq!(
+            tag("aws:ec2launchtemplate:id").as_deref(),
+            Some(template),
+            "{id}"
+        );
+    }
+}
+
 const POOL: &str = "test-pool";
 
 /// A moto with the test infrastructure and an adapter for pool `test-pool`.

@@ -28,6 +28,8 @@ pub struct Deployment {
     pool: String,
     secret_prefix: String,
     launch_template_id: String,
+    /// The on-demand fallback's template (`on_demand_fallback`), if the module made one.
+    on_demand_launch_template_id: Option<String>,
     subnet_ids: Vec<String>,
     security_group_id: String,
     vpc_id: String,
@@ -134,6 +136,9 @@ impl Deployment {
             pool: output("pool"),
             secret_prefix: output("secret_prefix"),
             launch_template_id: output("launch_template_id"),
+            on_demand_launch_template_id: state["outputs"]["on_demand_launch_template_id"]["value"]
+                .as_str()
+                .map(str::to_string),
             subnet_ids: state["outputs"]["subnet_ids"]["value"]
                 .as_array()
                 .expect("subnet_ids")
@@ -390,6 +395,67 @@ impl Deployment {
         requests
     }
 
+    /// `requests` (a launch from the spot template) from the template `template_id` instead.
+    fn retemplated(&self, template_id: &str, requests: Vec<Request>) -> Vec<Request> {
+        let spot = self.ec2_arn(&format!("launch-template/{}", self.launch_template_id));
+        let other = self.ec2_arn(&format!("launch-template/{template_id}"));
+        requests
+            .into_iter()
+            .map(|mut request| {
+                if request.resource == spot {
+                    request.resource = other.clone();
+                }
+                if request.context.get("ec2:LaunchTemplate").is_some() {
+                    request.context = request.context.with("ec2:LaunchTemplate", &other);
+                }
+                request
+            })
+            .collect()
+    }
+
+    /// An on-demand fallback launch from `template_id`: the spot launch's requests with the
+    /// on-demand market and no spot request.
+    fn run_on_demand(&self, template_id: &str, launch: &[(&str, String)]) -> Vec<Request> {
+        let requests = self.run_instances(
+            self.launch_instance(launch, "on-demand"),
+            self.launch_volume(launch),
+        );
+        self.retemplated(template_id, requests)
+            .into_iter()
+            .filter(|r| !r.resource.contains(":spot-instances-request/"))
+            .collect()
+    }
+
+    /// With an on-demand template: on-demand only from it, spot never from it.
+    fn on_demand_must_deny(&self) -> Vec<Denied> {
+        let Some(template) = &self.on_demand_launch_template_id else {
+            return Vec::new();
+        };
+        let launch = self.launch_tags();
+        let instance = |template: &str, context: Context| {
+            let request = Request::new("ec2:RunInstances", &self.instance_arn("*"), context);
+            self.retemplated(template, vec![request]).remove(0)
+        };
+        let other_pool = replace_tag(&launch, tags::POOL, OTHER_POOL);
+        vec![
+            deny(
+                "a spot launch from the on-demand template",
+                instance(template, self.launch_instance(&launch, "spot")),
+            ),
+            deny(
+                "an on-demand launch from the on-demand template tagged for another pool",
+                instance(template, self.launch_instance(&other_pool, "on-demand")),
+            ),
+            deny(
+                "an on-demand launch from a template that is not the pool's",
+                instance(
+                    "lt-0fedcba9876543210",
+                    self.launch_instance(&launch, "on-demand"),
+                ),
+            ),
+        ]
+    }
+
     /// The instance resource of a spot launch from the template.
     fn launch_instance(&self, launch_tags: &[(&str, String)], market: &str) -> Context {
         let template = self.ec2_arn(&format!("launch-template/{}", self.launch_template_id));
@@ -597,6 +663,14 @@ impl Deployment {
                     self.launch_instance(&launch, "spot"),
                     self.launch_volume(&launch),
                 ),
+            ),
+            call(
+                "ec2:RunInstances",
+                "an on-demand fallback launch from the on-demand template",
+                match &self.on_demand_launch_template_id {
+                    Some(template) => self.run_on_demand(template, &launch),
+                    None => Vec::new(),
+                },
             ),
             call(
                 "ec2:CreateTags",
@@ -1018,6 +1092,7 @@ impl Deployment {
         });
         closed
             .chain(self.rule_writes_off_the_shards())
+            .chain(self.on_demand_must_deny())
             .chain([
                 deny(
                     "DescribeInstances in another region",
@@ -1042,7 +1117,7 @@ impl Deployment {
                     ),
                 ),
                 deny(
-                    "an on-demand launch",
+                    "an on-demand launch from the spot template",
                     run(
                         self.instance_arn("*"),
                         self.launch_instance(&launch, "on-demand"),

@@ -239,6 +239,7 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
             &format!("daemon_binary_s3_uri={binary_uri}"),
             "daemon_api_allowed_cidr_blocks=[\"10.20.0.0/24\"]",
             "daemon_tls=true",
+            "on_demand_fallback=true",
         ])
         .map(|var| var.to_string())
         .collect();
@@ -322,6 +323,25 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
         spot.instance_interruption_behavior().map(|b| b.as_str()),
         Some("terminate")
     );
+    // The on-demand fallback's template: the same instances without the market options, which
+    // RunInstances cannot remove; the daemon is told to use it.
+    assert_eq!(settings["SPOTPOOL_ON_DEMAND_FALLBACK"], "true");
+    let on_demand = ec2
+        .describe_launch_template_versions()
+        .launch_template_id(settings["ON_DEMAND_LAUNCH_TEMPLATE_ID"])
+        .versions("$Default")
+        .send()
+        .await
+        .expect("reading the on-demand launch template");
+    let on_demand = on_demand.launch_template_versions()[0]
+        .launch_template_data()
+        .expect("on-demand launch template data");
+    assert!(
+        on_demand.instance_market_options().is_none(),
+        "{on_demand:?}"
+    );
+    assert_eq!(on_demand.user_data(), data.user_data());
+    assert_eq!(on_demand.image_id(), data.image_id());
     let metadata = data.metadata_options().expect("metadata options");
     assert_eq!(metadata.http_tokens().map(|t| t.as_str()), Some("required"));
     assert_eq!(metadata.http_put_response_hop_limit(), Some(1));
@@ -564,6 +584,28 @@ async fn terraform_example_root_applies_on_moto_serves_a_claim_and_destroys_clea
             "{sid}"
         );
     }
+    // On-demand launches: only from the on-demand template, only on-demand (the spot statement
+    // stays bound to the spot template and the spot market).
+    let template_arn =
+        |id: &str| format!("arn:aws:ec2:us-east-1:123456789012:launch-template/{id}");
+    let on_demand = statement_by_sid(&daemon_policy, "Ec2RunTaggedOnDemandInstances");
+    assert_eq!(
+        on_demand["Condition"]["StringEquals"]["ec2:InstanceMarketType"],
+        "on-demand"
+    );
+    assert_eq!(
+        on_demand["Condition"]["ArnEquals"]["ec2:LaunchTemplate"],
+        template_arn(&output("on_demand_launch_template_id").await)
+    );
+    let spot = statement_by_sid(&daemon_policy, "Ec2RunTaggedSpotInstances");
+    assert_eq!(
+        spot["Condition"]["StringEquals"]["ec2:InstanceMarketType"],
+        "spot"
+    );
+    assert_eq!(
+        spot["Condition"]["ArnEquals"]["ec2:LaunchTemplate"],
+        template_arn(&output("launch_template_id").await)
+    );
     let grants = statement_by_sid(&daemon_policy, "KmsGrantsForEbsOnly");
     assert_eq!(
         grants["Condition"]["Bool"]["kms:GrantIsForAWSResource"],

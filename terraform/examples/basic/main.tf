@@ -78,8 +78,9 @@ module "spotpool" {
   create_kms_key                  = var.create_kms_key
   root_volume_kms_key_id          = var.root_volume_kms_key_id
 
-  container_preset = var.container_preset
-  cpu_credits      = var.cpu_credits
+  container_preset   = var.container_preset
+  cpu_credits        = var.cpu_credits
+  on_demand_fallback = var.on_demand_fallback
 
   daemon_principal_arns = var.daemon_principal_arns
   # The daemon host (daemon-host.tf) runs as the module's daemon role.

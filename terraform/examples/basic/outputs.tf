@@ -76,6 +76,11 @@ output "launch_template_id" {
   value       = module.spotpool.launch_template_id
 }
 
+output "on_demand_launch_template_id" {
+  description = "Launch template of on-demand fallback launches; null unless on_demand_fallback."
+  value       = module.spotpool.on_demand_launch_template_id
+}
+
 output "launch_template_latest_version" {
   description = "Latest (and default) version of the launch template."
   value       = module.spotpool.launch_template_latest_version

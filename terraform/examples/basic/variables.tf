@@ -137,6 +137,12 @@ variable "container_preset" {
   default     = "openclaw"
 }
 
+variable "on_demand_fallback" {
+  description = "Launch on-demand when spot has no capacity (the module's on_demand_fallback)."
+  type        = bool
+  default     = false
+}
+
 variable "cpu_credits" {
   description = "CPU credits of T instance types: standard or unlimited."
   type        = string

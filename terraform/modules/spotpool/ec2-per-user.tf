@@ -13,8 +13,15 @@
 #   address for containers, starts the warm responder (warm-responder.py, the
 #   unit spotpool-warm.service) on the container port and writes the
 #   readiness marker last.
+#
+# With on_demand_fallback, a second template ("on-demand") is the same but for
+# the market options: RunInstances can override a template's market options but
+# not remove them, so the daemon's on-demand fallback launches need their own.
 
 locals {
+  # The pool's templates, by market: always spot; on-demand for the fallback.
+  launch_markets = var.on_demand_fallback ? ["spot", "on-demand"] : ["spot"]
+
   user_data = templatefile("${path.module}/user-data.sh.tftpl", {
     region          = local.region
     container_image = local.container_image
@@ -33,8 +40,10 @@ locals {
 }
 
 resource "aws_launch_template" "pool" {
-  name        = "${var.name}-pool"
-  description = "spotpool pool instances (pool ${var.pool})"
+  for_each = toset(local.launch_markets)
+
+  name        = each.key == "spot" ? "${var.name}-pool" : "${var.name}-pool-on-demand"
+  description = "spotpool pool instances (pool ${var.pool}, ${each.key})"
 
   image_id               = local.ami_id
   instance_type          = var.instance_types[0]
@@ -46,12 +55,15 @@ resource "aws_launch_template" "pool" {
     arn = aws_iam_instance_profile.instance.arn
   }
 
-  instance_market_options {
-    market_type = "spot"
+  dynamic "instance_market_options" {
+    for_each = each.key == "spot" ? [1] : []
+    content {
+      market_type = "spot"
 
-    spot_options {
-      spot_instance_type             = "one-time"
-      instance_interruption_behavior = "terminate"
+      spot_options {
+        spot_instance_type             = "one-time"
+        instance_interruption_behavior = "terminate"
+      }
     }
   }
 
@@ -108,4 +120,10 @@ resource "aws_launch_template" "pool" {
       error_message = "container_image is in the ECR repository ${coalesce(local.image_ecr_repository_arn, "-")}, which the instances may not pull from: their boot would stop at the ECR login and no instance would ever be ready. Set ecr_pull_from_image = true, or add the repository's ARN to ecr_pull_repository_arns."
     }
   }
+}
+
+# The single template of earlier versions is the spot one.
+moved {
+  from = aws_launch_template.pool
+  to   = aws_launch_template.pool["spot"]
 }

@@ -228,7 +228,7 @@ data "aws_iam_policy_document" "daemon" {
       test     = "ArnEquals"
       variable = "ec2:LaunchTemplate"
       values = concat(
-        [aws_launch_template.pool.arn],
+        [aws_launch_template.pool["spot"].arn],
         [for id in var.tier_launch_template_ids : "${local.arn_prefix_ec2}:launch-template/${id}"],
       )
     }
@@ -260,8 +260,9 @@ data "aws_iam_policy_document" "daemon" {
     actions = ["ec2:RunInstances"]
     resources = concat(
       [for id in var.tier_launch_template_ids : "${local.arn_prefix_ec2}:launch-template/${id}"],
+      [for market, template in aws_launch_template.pool : "${local.arn_prefix_ec2}:launch-template/${template.id}" if market != "spot"],
       [
-        "${local.arn_prefix_ec2}:launch-template/${aws_launch_template.pool.id}",
+        "${local.arn_prefix_ec2}:launch-template/${aws_launch_template.pool["spot"].id}",
         "${local.arn_prefix_ec2}:security-group/${aws_security_group.instances.id}",
         "${local.arn_prefix_ec2}:network-interface/*",
         "${local.arn_prefix_ec2}:spot-instances-request/*",
@@ -564,8 +565,38 @@ data "aws_iam_policy_document" "daemon" {
 # The rest of the daemon's calls, in a second managed policy: one policy holding
 # them all would exceed IAM's 6,144-character limit for a managed policy.
 # Users' workspace volumes (src/cloud/aws/ebs.rs), sleep (ModifyRule) and
-# auto-sleep (GetMetricData).
+# auto-sleep (GetMetricData), and on-demand fallback launches (the first
+# policy has no room left for them).
 data "aws_iam_policy_document" "daemon_workspaces" {
+  # On-demand fallback (on_demand_fallback): an on-demand instance only from the
+  # on-demand template (the daemon policy's spot statement never allows
+  # on-demand). Ec2RunFromThisTemplate and Ec2RunTaggedVolumes there cover the
+  # launch's other resources.
+  dynamic "statement" {
+    for_each = var.on_demand_fallback ? [aws_launch_template.pool["on-demand"]] : []
+    content {
+      sid       = "Ec2RunTaggedOnDemandInstances"
+      actions   = ["ec2:RunInstances"]
+      resources = ["${local.arn_prefix_ec2}:instance/*"]
+
+      condition {
+        test     = "StringEquals"
+        variable = "aws:RequestTag/spotpool:pool"
+        values   = [var.pool]
+      }
+      condition {
+        test     = "StringEquals"
+        variable = "ec2:InstanceMarketType"
+        values   = ["on-demand"]
+      }
+      condition {
+        test     = "ArnEquals"
+        variable = "ec2:LaunchTemplate"
+        values   = [statement.value.arn]
+      }
+    }
+  }
+
   # DescribeVolumes (by id, and by the tag filters spotpool:pool and
   # spotpool:workspace), DescribeSnapshots (a relocation's snapshot) and
   # DescribeSubnets (the zones of the pool's subnets), DescribeInstanceTypes (the

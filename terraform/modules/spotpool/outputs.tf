@@ -73,12 +73,17 @@ output "daemon_needs_shards_toml" {
 
 output "launch_template_id" {
   description = "Launch template of the pool instances (LAUNCH_TEMPLATE_ID; the daemon launches its $Default version, which every apply updates)."
-  value       = aws_launch_template.pool.id
+  value       = aws_launch_template.pool["spot"].id
+}
+
+output "on_demand_launch_template_id" {
+  description = "Launch template of on-demand fallback launches (ON_DEMAND_LAUNCH_TEMPLATE_ID): the pool's without market options; null unless on_demand_fallback."
+  value       = var.on_demand_fallback ? aws_launch_template.pool["on-demand"].id : null
 }
 
 output "launch_template_latest_version" {
   description = "Latest (and default) version of the launch template."
-  value       = aws_launch_template.pool.latest_version
+  value       = aws_launch_template.pool["spot"].latest_version
 }
 
 output "ami_id" {
@@ -239,7 +244,7 @@ locals {
       VPC_ID               = local.vpc_id
       SUBNET_IDS           = join(",", local.subnet_ids)
       SECURITY_GROUP_ID    = aws_security_group.instances.id
-      LAUNCH_TEMPLATE_ID   = aws_launch_template.pool.id
+      LAUNCH_TEMPLATE_ID   = aws_launch_template.pool["spot"].id
       INSTANCE_PROFILE_ARN = aws_iam_instance_profile.instance.arn
       USER_INSTANCE_TYPE   = join(",", var.instance_types)
       CONTAINER_IMAGE      = local.container_image
@@ -264,6 +269,7 @@ locals {
     local.single_path_shard ? { ALB_LISTENER_ARN = local.listener_arn, PUBLIC_BASE_URL = local.public_base_url } : {},
     var.workspace_kms_key_arn != null || var.create_kms_key ? { SPOTPOOL_WORKSPACE_KMS_KEY_ID = local.workspace_kms_key_arn } : {},
     var.create_ecr_repository ? { ECR_REPOSITORY_URL = aws_ecr_repository.this[0].repository_url } : {},
+    var.on_demand_fallback ? { SPOTPOOL_ON_DEMAND_FALLBACK = "true", ON_DEMAND_LAUNCH_TEMPLATE_ID = aws_launch_template.pool["on-demand"].id } : {},
     var.daemon_extra_env,
   )
 }

@@ -257,6 +257,12 @@ variable "container_preset" {
   }
 }
 
+variable "on_demand_fallback" {
+  description = "Launch on-demand when no spot offering of any instance type has capacity (SPOTPOOL_ON_DEMAND_FALLBACK): creates a second launch template without market options (ON_DEMAND_LAUNCH_TEMPLATE_ID) and lets the daemon launch on-demand instances from it, and from no other template."
+  type        = bool
+  default     = false
+}
+
 variable "tier_launch_template_ids" {
   description = "Launch templates that [[tier]] tables name as their own launch_template_id or on_demand_launch_template_id (the daemon may launch from them too). Build them like the module's: the pool's security group, the instance profile, the user data with the warm responder on the tier's port."
   type        = list(string)

@@ -20,7 +20,7 @@ run "a_public_image_needs_no_ecr_permission_and_t3_credits_are_standard" {
     error_message = "a public image got an ECR pull policy"
   }
   assert {
-    condition     = aws_launch_template.pool.credit_specification[0].cpu_credits == "standard"
+    condition     = aws_launch_template.pool["spot"].credit_specification[0].cpu_credits == "standard"
     error_message = "t3 instances must default to standard CPU credits"
   }
 }
@@ -61,7 +61,7 @@ run "other_instance_families_get_no_credit_specification" {
   }
 
   assert {
-    condition     = length(aws_launch_template.pool.credit_specification) == 0
+    condition     = length(aws_launch_template.pool["spot"].credit_specification) == 0
     error_message = "a credit specification for a non-burstable type"
   }
 }

@@ -47,7 +47,7 @@ run "an_account_with_the_spot_role_uses_it_and_creates_none" {
     error_message = "KMS permissions or a key without any customer-managed key asked for"
   }
   assert {
-    condition     = aws_launch_template.pool.block_device_mappings[0].ebs[0].kms_key_id == null
+    condition     = aws_launch_template.pool["spot"].block_device_mappings[0].ebs[0].kms_key_id == null
     error_message = "the root volume names a key although none was given"
   }
 }
@@ -78,7 +78,7 @@ run "a_root_volume_key_is_the_launch_templates_and_the_daemons" {
   }
 
   assert {
-    condition     = aws_launch_template.pool.block_device_mappings[0].ebs[0].kms_key_id == var.root_volume_kms_key_id
+    condition     = aws_launch_template.pool["spot"].block_device_mappings[0].ebs[0].kms_key_id == var.root_volume_kms_key_id
     error_message = "the launch template does not encrypt the root volume with the given key"
   }
   assert {
