@@ -1,4 +1,4 @@
-//! The on-call subcommands: `status`, `repair`, `pool`, `recycle`, `repin`, `audit`. Each is one call to
+//! The on-call subcommands: `status`, `repair`, `pool`, `recycle`, `repin`, `drain`, `audit`. Each is one call to
 //! the daemon's admin API with the admin token; the daemon does the work and audits it.
 //!
 //! Output is the API's JSON, pretty-printed (pipe it to `jq`), except `status`, which prints a
@@ -49,6 +49,36 @@ pub enum PoolCommand {
         #[arg(long)]
         resume: bool,
     },
+}
+
+/// `spotpool drain`: what to drain and how.
+#[derive(clap::Args, Debug)]
+pub struct DrainArgs {
+    /// Instances of this tier.
+    #[arg(long)]
+    tier: Option<String>,
+    /// Instances of this type (repeatable).
+    #[arg(long = "instance-type", value_name = "TYPE")]
+    instance_types: Vec<String>,
+    /// Instances in this availability zone (repeatable).
+    #[arg(long = "zone", value_name = "ZONE")]
+    zones: Vec<String>,
+    /// This instance (repeatable).
+    #[arg(long = "instance-id", value_name = "ID")]
+    instance_ids: Vec<String>,
+    /// Users moving off at once, at most.
+    #[arg(long)]
+    max_concurrent_moves: Option<u32>,
+    /// Failed moves before the drain pauses.
+    #[arg(long)]
+    max_failures: Option<u32>,
+    /// Start it (without this, only show what it would drain), then print its progress every
+    /// 2 s until it is done, paused or cancelled.
+    #[arg(long)]
+    execute: bool,
+    /// Cancel the drain with this id instead.
+    #[arg(long, value_name = "ID", conflicts_with = "execute")]
+    cancel: Option<i64>,
 }
 
 /// One admin request: method, path and JSON body.
@@ -237,6 +267,95 @@ pub fn repin(target: &Target, tier: Option<&str>) -> ExitCode {
             path,
             body: None,
         },
+    )
+}
+
+/// `spotpool drain`: a dry run, a cancel, or a drain followed to its end.
+pub fn drain(target: &Target, args: &DrainArgs) -> ExitCode {
+    if let Some(id) = args.cancel {
+        let path = format!("/v1/admin/drains/{id}");
+        return print_json(
+            target,
+            Call {
+                method: "DELETE",
+                path,
+                body: None,
+            },
+        );
+    }
+    let mut selector = serde_json::Map::new();
+    if let Some(tier) = &args.tier {
+        selector.insert("tier".into(), tier.clone().into());
+    }
+    for (key, values) in [
+        ("instance_types", &args.instance_types),
+        ("zones", &args.zones),
+        ("instance_ids", &args.instance_ids),
+    ] {
+        if !values.is_empty() {
+            selector.insert(key.into(), values.clone().into());
+        }
+    }
+    let body = serde_json::json!({
+        "selector": selector,
+        "dry_run": !args.execute,
+        "max_concurrent_moves": args.max_concurrent_moves,
+        "max_failures": args.max_failures,
+    });
+    let call = Call {
+        method: "POST",
+        path: "/v1/admin/drain".into(),
+        body: Some(body),
+    };
+    if !args.execute {
+        return print_json(target, call);
+    }
+    let started = match checked(target, call) {
+        Ok(document) => document,
+        Err(code) => return code,
+    };
+    let id = started["id"].as_i64().unwrap_or_default();
+    loop {
+        let listing = Call {
+            method: "GET",
+            path: "/v1/admin/drains".into(),
+            body: None,
+        };
+        let drains = match checked(target, listing) {
+            Ok(drains) => drains,
+            Err(code) => return code,
+        };
+        let Some(drain) = drains
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|d| d["id"] == id)
+        else {
+            eprintln!("spotpool: drain {id} is no longer listed");
+            return ExitCode::from(1);
+        };
+        println!("{}", progress_line(drain));
+        match drain["state"].as_str() {
+            Some("done") => return ExitCode::SUCCESS,
+            Some("paused") | Some("cancelled") => return ExitCode::from(1),
+            _ => std::thread::sleep(Duration::from_secs(2)),
+        }
+    }
+}
+
+/// One line of a drain's progress.
+fn progress_line(drain: &serde_json::Value) -> String {
+    let count = |key: &str| drain[key].as_u64().unwrap_or(0);
+    let left = |key: &str| drain["remaining"][key].as_array().map_or(0, Vec::len);
+    format!(
+        "drain {}: {}; moved {}, moving {}, failed {}; left: {} users, {} spares",
+        drain["id"],
+        drain["state"].as_str().unwrap_or("?"),
+        count("moved"),
+        count("in_flight"),
+        count("failed"),
+        left("users"),
+        left("spares"),
     )
 }
 

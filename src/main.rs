@@ -46,6 +46,14 @@ enum Command {
         #[command(flatten)]
         target: admin_cli::Target,
     },
+    /// Empty a tier, instance type, zone or list of instances: show what would be drained, or
+    /// (--execute) drain it and print its progress until it is done (admin token).
+    Drain {
+        #[command(flatten)]
+        args: admin_cli::DrainArgs,
+        #[command(flatten)]
+        target: admin_cli::Target,
+    },
     /// Move an instance's user to a fresh instance and terminate it (admin token).
     Recycle {
         instance_id: String,
@@ -153,6 +161,7 @@ fn main() -> ExitCode {
             instance_id,
             target,
         } => admin_cli::recycle(&target, &instance_id),
+        Command::Drain { args, target } => admin_cli::drain(&target, &args),
         Command::Repin { tier, target } => admin_cli::repin(&target, tier.as_deref()),
         Command::Audit { limit, target } => admin_cli::audit(&target, limit),
         Command::MigrateStore { from, to } => migrate_store(&from, &to),

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 /// The header naming the person or system behind an admin call, for the audit log.
 pub const ACTOR_HEADER: &str = "x-spotpool-actor";
 
-fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
+pub(super) fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
     let Some(raw) = headers.get(ACTOR_HEADER) else {
         return Ok("admin".into());
     };
@@ -41,7 +41,7 @@ fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
         })
 }
 
-async fn audit(
+pub(super) async fn audit(
     state: &AppState,
     actor: &str,
     action: &str,

@@ -6,6 +6,7 @@
 //! the store and wake the reconciler; they never wait for cloud work to finish.
 
 mod admin;
+mod drains;
 pub mod openapi;
 mod pool;
 mod sleep;
@@ -181,6 +182,9 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(admin::recycle_instance))
         .routes(routes!(admin::repin_image))
         .routes(routes!(admin::audit_log))
+        .routes(routes!(drains::start_drain))
+        .routes(routes!(drains::list_drains))
+        .routes(routes!(drains::cancel_drain))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_admin_scope,

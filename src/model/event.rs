@@ -91,6 +91,20 @@ pub enum Event {
         cause: String,
         blocked_for: Duration,
     },
+    /// A drain asked for a user's move off one of its instances.
+    DrainMove {
+        drain: i64,
+    },
+    /// A drain stopped moving users after `failed` failed moves.
+    DrainPaused {
+        drain: i64,
+        failed: u32,
+    },
+    /// Nothing a drain matches is left.
+    DrainDone {
+        drain: i64,
+        moved: u32,
+    },
     /// The configured image was pinned to a digest: every probe and start runs `pinned`.
     ImagePinned {
         image: String,
@@ -215,6 +229,9 @@ impl Event {
             Event::PoolLaunchBackoff { .. } => "pool.launch_backoff",
             Event::PoolLaunchHalted { .. } => "pool.launch_halted",
             Event::PoolQuotaExceeded { .. } => "pool.quota_exceeded",
+            Event::DrainMove { .. } => "drain.move",
+            Event::DrainPaused { .. } => "drain.paused",
+            Event::DrainDone { .. } => "drain.done",
             Event::ImagePinned { .. } => "image.pinned",
             Event::ClaimAssigned => "claim.assigned",
             Event::ClaimStepDone(step) => match step {
@@ -334,6 +351,14 @@ impl Event {
             ),
             Event::PoolQuotaExceeded { tier, cause, .. } => {
                 format!("tier {tier}: an account quota refused its launches ({cause})")
+            }
+            Event::DrainMove { drain } => format!("drain {drain}: moving the user off"),
+            Event::DrainPaused { drain, failed } => format!(
+                "drain {drain} paused after {failed} failed moves; its users stay where they are \
+                 (DELETE /v1/admin/drains/{drain} ends it)"
+            ),
+            Event::DrainDone { drain, moved } => {
+                format!("drain {drain} done: {moved} users moved, nothing it matches is left")
             }
             Event::ImagePinned { image, pinned } => format!("{image} runs as {pinned}"),
             Event::ClaimAssigned => "spare claimed".into(),

@@ -6,6 +6,7 @@
 //! written by an older daemon either parses or is reported corrupt). Must not: know HTTP, SQL
 //! or the AWS SDK, or do any IO.
 
+mod drain;
 mod event;
 mod ids;
 mod notice;
@@ -16,6 +17,7 @@ mod status;
 mod tier;
 mod workspace;
 
+pub use drain::{Drain, DrainCandidate, DrainSelector, DrainState};
 pub use event::{Event, NoticeAction};
 pub use ids::{InstanceId, Millis, RESERVED_USER_IDS, UserId, UserIdError};
 pub use notice::{InterruptionNotice, NoticeKind};

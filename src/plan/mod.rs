@@ -49,6 +49,9 @@ pub struct TierPolicy {
 pub struct Conditions {
     /// (instance type, subnet) offerings that recently failed with a capacity error.
     pub unavailable: HashSet<(String, String)>,
+    /// (tier, instance type, subnet) offerings a drain keeps launches off: unlike a capacity
+    /// error, never a reason to fall back to on-demand.
+    pub drained: HashSet<(String, String, String)>,
     /// Tiers whose launches are backing off after failures, or halted at the failure limit.
     pub launch_blocked: HashSet<String>,
     /// Shards AWS refused a route (TooManyRules, ...): the users they held then, their limit

@@ -308,15 +308,36 @@ fn zone_subnets<'a>(policy: &'a Policy, zone: &str) -> Vec<&'a String> {
 }
 
 /// Whether the tier can launch in one of `subnets`: some spot offering has capacity there, or
-/// the tier falls back to on-demand.
+/// the tier falls back to on-demand (on an offering no drain holds).
 fn has_capacity(tier: &TierPolicy, subnets: &[&String], conditions: &Conditions) -> bool {
-    !subnets.is_empty()
-        && (tier.on_demand_fallback
-            || tier.instance_types.iter().any(|t| {
-                subnets
+    tier.instance_types.iter().any(|t| {
+        let undrained = undrained(tier, t, subnets, conditions);
+        !undrained.is_empty()
+            && (tier.on_demand_fallback
+                || undrained
                     .iter()
-                    .any(|s| !conditions.unavailable.contains(&(t.clone(), (*s).clone())))
-            }))
+                    .any(|s| !conditions.unavailable.contains(&(t.clone(), (*s).clone()))))
+    })
+}
+
+/// The subnets of `candidates` where no drain keeps the tier's launches of `instance_type` off.
+fn undrained<'a>(
+    tier: &TierPolicy,
+    instance_type: &str,
+    candidates: &[&'a String],
+    conditions: &Conditions,
+) -> Vec<&'a String> {
+    (candidates.iter())
+        .filter(|subnet| {
+            let offering = (
+                tier.name.clone(),
+                instance_type.to_string(),
+                (**subnet).clone(),
+            );
+            !conditions.drained.contains(&offering)
+        })
+        .copied()
+        .collect()
 }
 
 /// Another zone where the tier can launch (the first in subnet order), for a workspace whose
@@ -353,14 +374,12 @@ fn push_launches(
         return;
     }
     let available = |instance_type: &String| -> Vec<&String> {
-        candidates
-            .iter()
+        (undrained(tier, instance_type, candidates, conditions).into_iter())
             .filter(|subnet| {
                 !conditions
                     .unavailable
-                    .contains(&(instance_type.clone(), (**subnet).clone()))
+                    .contains(&(instance_type.clone(), (*subnet).clone()))
             })
-            .copied()
             .collect()
     };
     let spot = tier
@@ -368,12 +387,19 @@ fn push_launches(
         .iter()
         .map(|t| (t, available(t)))
         .find(|(_, subnets)| !subnets.is_empty());
-    let (instance_type, subnets, market) = match (spot, tier.instance_types.first()) {
-        (Some((instance_type, subnets)), _) => (instance_type, subnets, Market::Spot),
-        (None, Some(first)) if tier.on_demand_fallback => {
-            (first, candidates.to_vec(), Market::OnDemand)
-        }
-        _ => return,
+    // On-demand only for want of spot capacity, never onto an offering a drain holds.
+    let on_demand = || {
+        (tier.instance_types.iter())
+            .map(|t| (t, undrained(tier, t, candidates, conditions)))
+            .find(|(_, subnets)| !subnets.is_empty())
+    };
+    let (instance_type, subnets, market) = match spot {
+        Some((instance_type, subnets)) => (instance_type, subnets, Market::Spot),
+        None if tier.on_demand_fallback => match on_demand() {
+            Some((instance_type, subnets)) => (instance_type, subnets, Market::OnDemand),
+            None => return,
+        },
+        None => return,
     };
     let mut per_subnet: BTreeMap<usize, u32> = BTreeMap::new();
     for n in 0..count {

@@ -52,6 +52,7 @@ impl ConditionState {
             },
             alb_route_limit: self.route_quotas.0,
             unavailable: self.unavailable.keys().cloned().collect(),
+            drained: Default::default(),
             launch_blocked: self
                 .tiers
                 .iter()
@@ -78,12 +79,16 @@ impl Reconciler {
         now: Millis,
     ) -> Result<(), StepError> {
         let seq = self.inner.launch_seq.fetch_add(1, Ordering::Relaxed);
-        let preferred = self
-            .inner
-            .config
-            .policy
-            .tier(tier)
-            .and_then(|t| t.instance_types.first())
+        // The preferred type is the first a drain does not keep off this subnet: launching the
+        // next because of a drain is no fallback.
+        let drained = self.drained();
+        let offering = |t: &String| (tier.to_string(), t.clone(), subnet_id.to_string());
+        let preferred = (self.inner.config.policy.tier(tier))
+            .and_then(|t| {
+                t.instance_types
+                    .iter()
+                    .find(|t| !drained.contains(&offering(t)))
+            })
             .is_some_and(|t| t == instance_type);
         if market == Market::OnDemand || !preferred {
             let kind = if market == Market::OnDemand {

@@ -24,6 +24,7 @@
 //! anything created but not yet recorded.
 
 mod claim;
+mod drains;
 mod execute;
 mod idle;
 mod image;
@@ -220,6 +221,8 @@ struct Inner {
     image_retry_at: std::sync::Mutex<HashMap<String, Millis>>,
     /// When SSM may be asked again which agents are online, after it could not say (0: now).
     agents_ask_at: std::sync::Mutex<Millis>,
+    /// The offerings the drains keep launches off (`drains.rs`), as of this pass.
+    drained: std::sync::Mutex<drains::Drained>,
     /// The objects with an action in flight (`execute.rs`).
     in_flight: Arc<execute::InFlight>,
     /// Claims or moves polling their start command in their own step (`execute::LINGERING`).
@@ -282,6 +285,7 @@ impl Reconciler {
                 registry,
                 image_retry_at: Default::default(),
                 agents_ask_at: std::sync::Mutex::new(0),
+                drained: Default::default(),
                 in_flight: Arc::default(),
                 lingering: Arc::new(tokio::sync::Semaphore::new(execute::LINGERING)),
                 routes_removed: Default::default(),
@@ -425,6 +429,7 @@ impl Reconciler {
         inner.pass_seq.fetch_add(1, Ordering::Relaxed);
         // Before any probe or start of this pass: they run the pinned image once there is one.
         self.pin_images_if_needed(self.now()).await?;
+        self.drive_drains(self.now()).await?;
         let planned = self.observe_and_plan(false).await?;
         let executed = self.execute(planned.actions, patience).await;
         let throttled = planned.throttled + executed.throttled;

@@ -96,6 +96,7 @@ impl Reconciler {
 
         let mut conditions = self.conditions().snapshot(now);
         conditions.launch_blocked.extend(paused);
+        conditions.drained = self.drained();
         let mut actions = plan::plan(&intents, &instances, now, &policy, &conditions);
         let launch_waits = self.drop_launches_under_way(&mut actions, &launching);
         // Work in flight brings the next pass sooner: actions, instances on their way in or out,

@@ -45,6 +45,7 @@ macro_rules! execute {
 mod admin;
 mod conditions;
 mod copy;
+mod drains;
 mod generations;
 mod images;
 mod instances;

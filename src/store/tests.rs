@@ -56,6 +56,7 @@ store_tests!(
     a_claim_takes_a_spares_complete_warm_route_on_the_users_shard_only,
     a_first_claim_keeps_the_spares_blank_workspace_unless_a_user_holds_that_volume,
     observing_an_instance_writes_only_what_the_listing_reports,
+    drains_round_trip_their_progress_and_a_cancel_ends_them,
 );
 
 async fn sqlite_store() -> Store {
@@ -1531,4 +1532,65 @@ async fn observing_an_instance_writes_only_what_the_listing_reports(store: Store
     assert_eq!(read.status_since, 5);
     assert_eq!(read.private_ip.as_deref(), Some("10.0.0.9"));
     assert_eq!(read.blank_volume_id, None);
+}
+
+async fn drains_round_trip_their_progress_and_a_cancel_ends_them(store: Store) {
+    use crate::model::{Drain, DrainSelector, DrainState};
+    let drain = Drain {
+        id: 0,
+        selector: DrainSelector {
+            tier: Some("basic".into()),
+            instance_types: vec!["t3.small".into()],
+            zones: vec!["us-east-1a".into()],
+            instance_ids: vec!["i-1".into()],
+        },
+        max_concurrent_moves: 2,
+        max_failures: 3,
+        state: DrainState::Active,
+        moved: 0,
+        failed: 0,
+        requested: Vec::new(),
+        failed_users: Vec::new(),
+        created_by: "oncall".into(),
+        created_at: 10,
+        updated_at: 10,
+    };
+    let first = store.insert_drain(&drain).await.unwrap();
+    let second = store.insert_drain(&drain).await.unwrap();
+    assert!(second.id > first.id);
+    assert_eq!(
+        store.list_drains().await.unwrap(),
+        vec![second.clone(), first.clone()]
+    );
+
+    let mut progressed = first.clone();
+    progressed.moved = 4;
+    progressed.failed = 1;
+    progressed.requested = vec![(UserId::parse("alice").unwrap(), InstanceId("i-1".into()))];
+    progressed.failed_users = vec![UserId::parse("bob").unwrap()];
+    progressed.state = DrainState::Paused;
+    progressed.updated_at = 20;
+    assert!(store.update_drain(&progressed).await.unwrap());
+    assert_eq!(
+        store.holding_drains().await.unwrap(),
+        vec![progressed.clone(), second.clone()],
+        "oldest first"
+    );
+
+    let cancelled = store.cancel_drain(first.id, 30).await.unwrap().unwrap();
+    assert_eq!(cancelled.state, DrainState::Cancelled);
+    assert_eq!(cancelled.updated_at, 30);
+    assert_eq!(
+        cancelled.requested, progressed.requested,
+        "kept for the record"
+    );
+    assert_eq!(
+        store.cancel_drain(first.id, 40).await.unwrap(),
+        None,
+        "once"
+    );
+    assert_eq!(store.cancel_drain(999, 40).await.unwrap(), None);
+    // The reconciler's late write does not revive a cancelled drain.
+    assert!(!store.update_drain(&progressed).await.unwrap());
+    assert_eq!(store.holding_drains().await.unwrap(), vec![second]);
 }

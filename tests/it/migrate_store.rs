@@ -223,7 +223,7 @@ async fn migrate_store_copies_ten_thousand_users_in_seconds() {
 
 /// Rows in every table, through the store's own methods: users in every state and with every
 /// column set, instances in every status, launches, notices, the journal, the audit log, tier
-/// overrides and conditions, an image pin.
+/// overrides and conditions, an image pin, a drain.
 async fn fill_every_table(store: &Store) {
     for (id, status) in [
         ("i-ready", InstanceStatus::Available),
@@ -282,6 +282,27 @@ async fn fill_every_table(store: &Store) {
         .pin_image("ghcr.io/openclaw/openclaw:latest", "sha256:abc", 300)
         .await
         .unwrap();
+    let drain = spotpool::model::Drain {
+        id: 0,
+        selector: spotpool::model::DrainSelector {
+            instance_types: vec!["t3.small".into()],
+            ..Default::default()
+        },
+        max_concurrent_moves: 2,
+        max_failures: 3,
+        state: spotpool::model::DrainState::Active,
+        moved: 1,
+        failed: 1,
+        requested: vec![(
+            UserId::parse("alice").unwrap(),
+            InstanceId("i-ready".into()),
+        )],
+        failed_users: vec![UserId::parse("bob").unwrap()],
+        created_by: "oncall".into(),
+        created_at: 400,
+        updated_at: 410,
+    };
+    store.insert_drain(&drain).await.unwrap();
 }
 
 /// Users: queued, provisioning, ready with every column set, migrating, asleep with a

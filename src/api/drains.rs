@@ -1,0 +1,364 @@
+//! `/v1/admin/drain[s]`: on-call empties a tier, an instance type, a zone or a list of
+//! instances (ARCHITECTURE.md, "Drains"). Admin token only; every call that changes something
+//! is audited. The reconciler does the work (`reconcile::drains`); these handlers only record
+//! and report.
+
+use super::admin::{actor, audit};
+use super::openapi::{ErrorBody, Forbidden, InternalError, Unauthorized};
+use super::{ApiError, AppState, rfc3339};
+use crate::model::{Drain, DrainCandidate, DrainSelector, DrainState, InstanceStatus, UserState};
+use crate::store::{InstanceRecord, UserRecord};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// Moves a drain runs at once unless told otherwise.
+const DEFAULT_MAX_CONCURRENT_MOVES: u32 = 2;
+/// Failed moves before a drain pauses unless told otherwise.
+const DEFAULT_MAX_FAILURES: u32 = 3;
+
+/// `POST /v1/admin/drain`'s body.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    /// Which instances: every field given must hold. At least one of `tier`,
+    /// `instance_types`, `zones`, `instance_ids`.
+    #[schema(value_type = Object)]
+    pub selector: serde_json::Value,
+    /// Only report what would be drained (the default); `false` starts the drain.
+    pub dry_run: Option<bool>,
+    /// Users moving off at once, at most (1-100, default 2).
+    pub max_concurrent_moves: Option<u32>,
+    /// Failed moves before the drain pauses (1-1000, default 3).
+    pub max_failures: Option<u32>,
+}
+
+/// What a drain matches now.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DrainMatches {
+    /// Spares it retires.
+    pub spares: Vec<String>,
+    /// Users it moves, with the instance each leaves.
+    pub users: Vec<DrainUser>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DrainUser {
+    pub user_id: String,
+    pub instance_id: String,
+    /// The user's state now (only `ready` users are moved; others when they are ready).
+    pub state: String,
+}
+
+/// A drain and its progress.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DrainDocument {
+    /// 0 for a dry run.
+    pub id: i64,
+    #[schema(value_type = Object)]
+    pub selector: DrainSelector,
+    pub dry_run: bool,
+    /// `active`, `paused` (after `max_failures` failed moves), `done` or `cancelled`.
+    pub state: String,
+    pub max_concurrent_moves: u32,
+    pub max_failures: u32,
+    /// Users moved off, moves that failed (the user stayed), moves under way.
+    pub moved: u32,
+    pub failed: u32,
+    pub in_flight: u32,
+    /// What it still matches (for a dry run: everything it would drain).
+    pub remaining: DrainMatches,
+    pub created_by: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}
+
+/// Starts a drain, or (`dry_run`, the default) reports what it would drain.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/drain",
+    tag = "admin",
+    operation_id = "drain",
+    request_body = DrainRequest,
+    responses(
+        (status = 200, description = "A dry run: what the drain would retire and move; nothing changed.", body = DrainDocument),
+        (status = 202, description = "The drain started; `GET /v1/admin/drains` shows its progress.", body = DrainDocument),
+        (status = 400, description = "`invalid_body`, `invalid_selector` or `invalid_actor`.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = InternalError),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn start_drain(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let actor = actor(&headers)?;
+    let bytes = body.map_err(|e| ApiError::new(e.status(), "invalid_body", e.body_text()))?;
+    let request: DrainRequest = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+    let selector = selector_of(&state, &request.selector)?;
+    let bounded = |value: Option<u32>, default: u32, max: u32, name: &str| {
+        let value = value.unwrap_or(default);
+        if (1..=max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(ApiError::bad_request(
+                "invalid_body",
+                format!("{name} must be from 1 to {max}"),
+            ))
+        }
+    };
+    let now = (state.clock)();
+    let drain = Drain {
+        id: 0,
+        selector,
+        max_concurrent_moves: bounded(
+            request.max_concurrent_moves,
+            DEFAULT_MAX_CONCURRENT_MOVES,
+            100,
+            "max_concurrent_moves",
+        )?,
+        max_failures: bounded(
+            request.max_failures,
+            DEFAULT_MAX_FAILURES,
+            1000,
+            "max_failures",
+        )?,
+        state: DrainState::Active,
+        moved: 0,
+        failed: 0,
+        requested: Vec::new(),
+        failed_users: Vec::new(),
+        created_by: actor.clone(),
+        created_at: now,
+        updated_at: now,
+    };
+    let ledger = state.store.list_instances().await?;
+    let users = state.store.list_users().await?;
+    if request.dry_run.unwrap_or(true) {
+        let document = document(&drain, true, &ledger, &users);
+        return Ok((StatusCode::OK, Json(document)).into_response());
+    }
+    let drain = state.store.insert_drain(&drain).await?;
+    // Its spares leave the pool now, before a claim can take one (the reconciler would, at its
+    // next pass; a claim in between would cost its user a move).
+    for spare in document(&drain, true, &ledger, &users).remaining.spares {
+        state
+            .store
+            .request_recycle(&crate::model::InstanceId(spare), now)
+            .await?;
+    }
+    let detail = serde_json::to_string(&drain.selector).unwrap_or_default();
+    audit(
+        &state,
+        &actor,
+        "drain.start",
+        &drain.id.to_string(),
+        detail,
+        "accepted",
+    )
+    .await?;
+    state.wake.notify_one();
+    let document = document(&drain, false, &ledger, &users);
+    Ok((StatusCode::ACCEPTED, Json(document)).into_response())
+}
+
+/// Every drain, newest first, with what each still matches.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/drains",
+    tag = "admin",
+    operation_id = "list_drains",
+    responses(
+        (status = 200, description = "Newest first.", body = Vec<DrainDocument>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = InternalError),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn list_drains(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<DrainDocument>>, ApiError> {
+    let drains = state.store.list_drains().await?;
+    let ledger = state.store.list_instances().await?;
+    let users = state.store.list_users().await?;
+    Ok(Json(
+        drains
+            .iter()
+            .map(|d| document(d, false, &ledger, &users))
+            .collect(),
+    ))
+}
+
+/// Cancels a drain: no more moves are asked for, and moves it asked for that have not begun
+/// are withdrawn. Spares it retired stay retired; moves under way finish.
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/drains/{id}",
+    tag = "admin",
+    operation_id = "cancel_drain",
+    params(("id" = i64, Path, description = "The drain's id.")),
+    responses(
+        (status = 200, description = "Cancelled.", body = DrainDocument),
+        (status = 400, description = "`invalid_drain_id` or `invalid_actor`.", body = ErrorBody),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "`not_found`: no such drain, or it has ended.", body = ErrorBody),
+        (status = 500, response = InternalError),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn cancel_drain(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let actor = actor(&headers)?;
+    let Path(id) = id.map_err(|e| ApiError::bad_request("invalid_drain_id", e.body_text()))?;
+    let Some(drain) = state.store.cancel_drain(id, (state.clock)()).await? else {
+        audit(
+            &state,
+            &actor,
+            "drain.cancel",
+            &id.to_string(),
+            String::new(),
+            "not_found",
+        )
+        .await?;
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no drain {id} is active or paused"),
+        ));
+    };
+    let users = state.store.list_users().await?;
+    // Moves asked for but not begun: the user is still ready on the instance it was to leave.
+    for (user_id, from) in &drain.requested {
+        let waiting = users.iter().any(|u| {
+            &u.user_id == user_id
+                && u.state == UserState::Ready
+                && u.instance_id.as_ref() == Some(from)
+        });
+        if waiting {
+            state.store.clear_recycle(from).await?;
+        }
+    }
+    audit(
+        &state,
+        &actor,
+        "drain.cancel",
+        &id.to_string(),
+        String::new(),
+        "ok",
+    )
+    .await?;
+    state.wake.notify_one();
+    let ledger = state.store.list_instances().await?;
+    Ok((
+        StatusCode::OK,
+        Json(document(&drain, false, &ledger, &users)),
+    )
+        .into_response())
+}
+
+/// The selector of a request, checked: known keys, something named, a configured tier.
+fn selector_of(state: &AppState, raw: &serde_json::Value) -> Result<DrainSelector, ApiError> {
+    let invalid = |why: String| ApiError::bad_request("invalid_selector", why);
+    if raw.get("outdated").is_some() {
+        return Err(invalid(
+            "`outdated` is not supported yet: the ledger does not record each instance's \
+             template version or image (rolling upgrades)"
+                .into(),
+        ));
+    }
+    let selector: DrainSelector =
+        serde_json::from_value(raw.clone()).map_err(|e| invalid(e.to_string()))?;
+    if selector.is_empty() {
+        return Err(invalid(
+            "name at least one of tier, instance_types, zones, instance_ids".into(),
+        ));
+    }
+    if let Some(tier) = &selector.tier
+        && !state.settings.tiers.iter().any(|t| &t.name == tier)
+    {
+        return Err(invalid(format!("tier {tier:?} is not configured")));
+    }
+    let lists = [
+        &selector.instance_types,
+        &selector.zones,
+        &selector.instance_ids,
+    ];
+    if lists
+        .iter()
+        .any(|l| l.len() > 100 || l.iter().any(|v| v.is_empty() || v.len() > 64))
+    {
+        return Err(invalid(
+            "each list holds at most 100 values of 1-64 characters".into(),
+        ));
+    }
+    Ok(selector)
+}
+
+fn document(
+    drain: &Drain,
+    dry_run: bool,
+    ledger: &[InstanceRecord],
+    users: &[UserRecord],
+) -> DrainDocument {
+    let holds = dry_run || drain.state.holds();
+    let matching = ledger.iter().filter(|r| {
+        holds
+            && r.status != InstanceStatus::Terminating
+            && drain.selector.matches(
+                &DrainCandidate {
+                    id: &r.instance_id,
+                    tier: &r.tier,
+                    instance_type: r.instance_type.as_deref(),
+                    zone: r.availability_zone.as_deref(),
+                    launched_at: r.launched_at,
+                },
+                if dry_run { i64::MAX } else { drain.created_at },
+            )
+    });
+    let mut remaining = DrainMatches {
+        spares: Vec::new(),
+        users: Vec::new(),
+    };
+    for record in matching {
+        match users
+            .iter()
+            .find(|u| u.instance_id.as_ref() == Some(&record.instance_id))
+        {
+            Some(user) => remaining.users.push(DrainUser {
+                user_id: user.user_id.to_string(),
+                instance_id: record.instance_id.0.clone(),
+                state: user.state.as_str().to_string(),
+            }),
+            None => remaining.spares.push(record.instance_id.0.clone()),
+        }
+    }
+    DrainDocument {
+        id: drain.id,
+        selector: drain.selector.clone(),
+        dry_run,
+        state: drain.state.as_str().to_string(),
+        max_concurrent_moves: drain.max_concurrent_moves,
+        max_failures: drain.max_failures,
+        moved: drain.moved,
+        failed: drain.failed,
+        in_flight: drain.requested.len() as u32,
+        remaining,
+        created_by: drain.created_by.clone(),
+        created_at: rfc3339(drain.created_at),
+        updated_at: rfc3339(drain.updated_at),
+    }
+}

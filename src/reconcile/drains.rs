@@ -1,0 +1,224 @@
+//! Drains (`POST /v1/admin/drain`, ARCHITECTURE.md "Drains"): each pass, before planning, every
+//! drain that holds its instances (`active` or `paused`) is driven one step.
+//!
+//! Owns: which instances a drain matches now (`DrainSelector::matches` over the ledger), the
+//! recycle requests it makes (a matching spare at once, a matching user's instance at most
+//! `max_concurrent_moves` at a time), the settling of the moves it asked for (moved, or failed:
+//! the move was abandoned and the user stayed), its pause and its end, and the offerings it keeps
+//! launches off ([`Conditions::drained`](crate::plan::Conditions)). The moves themselves are the
+//! recycle path's (`plan_user`: a recycled instance's ready user moves, then the instance goes).
+//! Must not: move a user twice for one drain, or ask for a move while paused.
+
+use super::Reconciler;
+use crate::model::{Drain, DrainCandidate, DrainState, Event, InstanceStatus, Millis, UserState};
+use crate::store::{InstanceRecord, StoreError, UserRecord};
+use std::collections::{BTreeMap, HashSet};
+
+/// (tier, instance type, subnet) offerings drains keep launches off.
+pub(super) type Drained = HashSet<(String, String, String)>;
+
+impl Reconciler {
+    /// Drives every drain that holds its instances one step, and remembers the offerings they
+    /// keep launches off for this pass's plan.
+    pub(super) async fn drive_drains(&self, now: Millis) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        let drains = store.holding_drains().await?;
+        let mut drained = Drained::new();
+        if !drains.is_empty() {
+            let ledger = store.list_instances().await?;
+            let users = store.list_users().await?;
+            let zones = self.lock_subnet_zones().clone();
+            for drain in drains {
+                drained.extend(self.drained_offerings(&drain, &zones));
+                self.drive_drain(drain, &ledger, &users, now).await?;
+            }
+        }
+        *self.inner.drained.lock().unwrap_or_else(|e| e.into_inner()) = drained;
+        Ok(())
+    }
+
+    /// The offerings the drains of the last pass keep launches off.
+    pub(super) fn drained(&self) -> Drained {
+        (self.inner.drained.lock())
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn drained_offerings(&self, drain: &Drain, zones: &BTreeMap<String, String>) -> Drained {
+        let policy = &self.inner.config.policy;
+        let mut out = Drained::new();
+        for tier in &policy.tiers {
+            for instance_type in &tier.instance_types {
+                for subnet in &policy.subnet_ids {
+                    let zone = zones.get(subnet).map(String::as_str);
+                    if drain
+                        .selector
+                        .covers_offering(&tier.name, instance_type, zone)
+                    {
+                        out.insert((tier.name.clone(), instance_type.clone(), subnet.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    async fn drive_drain(
+        &self,
+        mut drain: Drain,
+        ledger: &[InstanceRecord],
+        users: &[UserRecord],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        let before = drain.clone();
+        let matching: Vec<&InstanceRecord> = (ledger.iter())
+            .filter(|r| r.status != InstanceStatus::Terminating)
+            .filter(|r| drain.selector.matches(&candidate(r), drain.created_at))
+            .collect();
+        settle_requested(&mut drain, ledger, users);
+        if drain.state == DrainState::Active {
+            let held: HashSet<&str> = (users.iter())
+                .filter_map(|u| u.instance_id.as_ref().map(|i| i.0.as_str()))
+                .collect();
+            // Spares at once: nobody runs there.
+            for spare in matching.iter().filter(|r| {
+                !held.contains(r.instance_id.0.as_str()) && r.recycle_requested_at.is_none()
+            }) {
+                store.request_recycle(&spare.instance_id, now).await?;
+            }
+            self.request_moves(&mut drain, &matching, users, now)
+                .await?;
+            if drain.failed >= drain.max_failures {
+                drain.state = DrainState::Paused;
+                let event = Event::DrainPaused {
+                    drain: drain.id,
+                    failed: drain.failed,
+                };
+                self.journal_quietly(now, event).await?;
+            }
+        }
+        if drain.state == DrainState::Active && matching.is_empty() && drain.requested.is_empty() {
+            drain.state = DrainState::Done;
+            let event = Event::DrainDone {
+                drain: drain.id,
+                moved: drain.moved,
+            };
+            self.journal_quietly(now, event).await?;
+        }
+        if drain != before {
+            drain.updated_at = now;
+            store.update_drain(&drain).await?;
+        }
+        Ok(())
+    }
+
+    /// Asks for the moves of ready users on matching instances, oldest instance first, while
+    /// fewer than `max_concurrent_moves` of the drain's are under way.
+    async fn request_moves(
+        &self,
+        drain: &mut Drain,
+        matching: &[&InstanceRecord],
+        users: &[UserRecord],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let mut on: Vec<(&InstanceRecord, &UserRecord)> = (matching.iter())
+            .filter_map(|r| {
+                let user = users
+                    .iter()
+                    .find(|u| u.instance_id.as_ref() == Some(&r.instance_id))?;
+                Some((*r, user))
+            })
+            .filter(|(_, u)| u.state == UserState::Ready)
+            .filter(|(_, u)| !drain.failed_users.contains(&u.user_id))
+            .filter(|(_, u)| !drain.requested.iter().any(|(id, _)| id == &u.user_id))
+            .collect();
+        on.sort_by(|a, b| {
+            (a.0.launched_at, &a.0.instance_id).cmp(&(b.0.launched_at, &b.0.instance_id))
+        });
+        let room = (drain.max_concurrent_moves as usize).saturating_sub(drain.requested.len());
+        for (instance, user) in on.into_iter().take(room) {
+            if !self
+                .inner
+                .store
+                .request_recycle(&instance.instance_id, now)
+                .await?
+            {
+                continue;
+            }
+            drain
+                .requested
+                .push((user.user_id.clone(), instance.instance_id.clone()));
+            metrics::counter!("spotpool_drain_moves_total", "outcome" => "requested").increment(1);
+            let event = Event::DrainMove { drain: drain.id };
+            if let Err(super::StepError::Store(e)) = self
+                .journal(now, event, Some(&user.user_id), Some(&instance.instance_id))
+                .await
+            {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn journal_quietly(&self, now: Millis, event: Event) -> Result<(), StoreError> {
+        match self.journal(now, event, None, None).await {
+            Err(super::StepError::Store(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The drain's view of a ledger row.
+fn candidate(record: &InstanceRecord) -> DrainCandidate<'_> {
+    DrainCandidate {
+        id: &record.instance_id,
+        tier: &record.tier,
+        instance_type: record.instance_type.as_deref(),
+        zone: record.availability_zone.as_deref(),
+        launched_at: record.launched_at,
+    }
+}
+
+/// Ends the requested moves that ended: the user left the instance (moved), or stays on it with
+/// the recycle request consumed and no move under way (the move was abandoned: failed, and not
+/// asked again), or failed for good (a move abandoned past its point of no return is a fresh
+/// claim, which failed). A user that went away (deleted, asleep) is simply dropped.
+fn settle_requested(drain: &mut Drain, ledger: &[InstanceRecord], users: &[UserRecord]) {
+    let requested = std::mem::take(&mut drain.requested);
+    for (user_id, from) in requested {
+        let Some(user) = users.iter().find(|u| u.user_id == user_id) else {
+            continue;
+        };
+        let on_it = user.instance_id.as_ref() == Some(&from);
+        match user.state {
+            UserState::Migrating | UserState::Provisioning | UserState::Queued => {
+                drain.requested.push((user_id, from));
+            }
+            UserState::Ready if !on_it => {
+                drain.moved += 1;
+                metrics::counter!("spotpool_drain_moves_total", "outcome" => "moved").increment(1);
+            }
+            UserState::Ready => {
+                let pending = (ledger.iter())
+                    .find(|r| r.instance_id == from)
+                    .is_some_and(|r| r.recycle_requested_at.is_some());
+                if pending {
+                    drain.requested.push((user_id, from));
+                } else {
+                    drain.failed += 1;
+                    drain.failed_users.push(user_id);
+                    metrics::counter!("spotpool_drain_moves_total", "outcome" => "failed")
+                        .increment(1);
+                }
+            }
+            // The move ended in a claim that failed for good: a failed move.
+            UserState::Failed => {
+                drain.failed += 1;
+                drain.failed_users.push(user_id);
+                metrics::counter!("spotpool_drain_moves_total", "outcome" => "failed").increment(1);
+            }
+            _ => {}
+        }
+    }
+}
