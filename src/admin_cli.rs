@@ -336,6 +336,8 @@ pub fn drain(target: &Target, args: &DrainArgs) -> ExitCode {
         };
         println!("{}", progress_line(drain));
         match drain["state"].as_str() {
+            // Done, but some users' moves failed and they stayed: say so in the exit code.
+            Some("done") if drain["failed"].as_u64().unwrap_or(0) > 0 => return ExitCode::from(1),
             Some("done") => return ExitCode::SUCCESS,
             Some("paused") | Some("cancelled") => return ExitCode::from(1),
             _ => std::thread::sleep(Duration::from_secs(2)),

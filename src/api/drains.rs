@@ -334,10 +334,9 @@ fn document(
         users: Vec::new(),
     };
     for record in matching {
-        match users
-            .iter()
-            .find(|u| u.instance_id.as_ref() == Some(&record.instance_id))
-        {
+        // A user's instance, or the one it is moving to: not a spare.
+        let id = Some(&record.instance_id);
+        match (users.iter()).find(|u| u.instance_id.as_ref() == id || u.move_target() == id) {
             Some(user) => remaining.users.push(DrainUser {
                 user_id: user.user_id.to_string(),
                 instance_id: record.instance_id.0.clone(),

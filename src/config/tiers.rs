@@ -71,6 +71,9 @@ pub const TIER_KEYS: &[&str] = &[
     "rebalance_moves",
 ];
 
+/// The version a tier's own on-demand template is launched at.
+const ON_DEMAND_VERSION: &str = "$Default";
+
 /// The parts of the user container every tier shares.
 pub(super) struct Common {
     pub preset: Preset,
@@ -338,8 +341,9 @@ fn from_table(
     let on_demand_fallback = table.on_demand_fallback.unwrap_or(flat.on_demand_fallback);
     if on_demand_fallback && runtime.on_demand.is_none() {
         return Err(
-            "`on_demand_fallback` needs `on_demand_launch_template_id` (or \
-             ON_DEMAND_LAUNCH_TEMPLATE_ID): RunInstances cannot remove a template's spot options"
+            "`on_demand_fallback` needs `on_demand_launch_template_id` (or, for a tier on the \
+             daemon-wide `launch_template_id`, ON_DEMAND_LAUNCH_TEMPLATE_ID): RunInstances \
+             cannot remove a template's spot options"
                 .into(),
         );
     }
@@ -408,12 +412,16 @@ fn runtime_of(
         runtime.launch.version = version.clone();
     }
     if let Some(id) = &table.on_demand_launch_template_id {
+        // A template of the tier's own: launched at its default version (the tier's
+        // `launch_template_version` numbers the spot template's versions, not this one's).
         runtime.on_demand = Some(LaunchTemplate {
             id: template_id("on_demand_launch_template_id", id)?,
-            version: runtime.launch.version.clone(),
+            version: ON_DEMAND_VERSION.into(),
         });
-    } else if let Some(on_demand) = &mut runtime.on_demand {
-        on_demand.version = runtime.launch.version.clone();
+    } else if table.launch_template_id.is_some() {
+        // The daemon-wide on-demand template boots the daemon-wide user data, not what the
+        // tier's own template boots: the tier launches no on-demand without one of its own.
+        runtime.on_demand = None;
     }
     let container = &mut runtime.container;
     if let Some(image) = &table.container_image {

@@ -100,10 +100,11 @@ pub enum Event {
         drain: i64,
         failed: u32,
     },
-    /// Nothing a drain matches is left.
+    /// Nothing a drain matches is left but the instances of users whose move failed.
     DrainDone {
         drain: i64,
         moved: u32,
+        failed: u32,
     },
     /// The configured image was pinned to a digest: every probe and start runs `pinned`.
     ImagePinned {
@@ -352,13 +353,8 @@ impl Event {
             Event::PoolQuotaExceeded { tier, cause, .. } => {
                 format!("tier {tier}: an account quota refused its launches ({cause})")
             }
-            Event::DrainMove { drain } => format!("drain {drain}: moving the user off"),
-            Event::DrainPaused { drain, failed } => format!(
-                "drain {drain} paused after {failed} failed moves; its users stay where they are \
-                 (DELETE /v1/admin/drains/{drain} ends it)"
-            ),
-            Event::DrainDone { drain, moved } => {
-                format!("drain {drain} done: {moved} users moved, nothing it matches is left")
+            Event::DrainMove { .. } | Event::DrainPaused { .. } | Event::DrainDone { .. } => {
+                self.drain_message()
             }
             Event::ImagePinned { image, pinned } => format!("{image} runs as {pinned}"),
             Event::ClaimAssigned => "spare claimed".into(),
@@ -442,6 +438,28 @@ impl Event {
             Event::LeadershipReleased { replica, epoch } => {
                 format!("replica {replica} handed back the lease of epoch {epoch}")
             }
+            _ => String::new(),
+        }
+    }
+}
+
+impl Event {
+    /// The message of a drain's event.
+    fn drain_message(&self) -> String {
+        match self {
+            Event::DrainMove { drain } => format!("drain {drain}: moving the user off"),
+            Event::DrainPaused { drain, failed } => format!(
+                "drain {drain} paused after {failed} failed moves; its users stay where they are \
+                 (DELETE /v1/admin/drains/{drain} ends it)"
+            ),
+            Event::DrainDone {
+                drain,
+                moved,
+                failed,
+            } => format!(
+                "drain {drain} done: {moved} users moved; {failed} whose move failed stay where \
+                 they are, and nothing else it matches is left"
+            ),
             _ => String::new(),
         }
     }

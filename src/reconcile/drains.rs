@@ -10,6 +10,7 @@
 //! Must not: move a user twice for one drain, or ask for a move while paused.
 
 use super::Reconciler;
+use crate::model::InstanceId;
 use crate::model::{Drain, DrainCandidate, DrainState, Event, InstanceStatus, Millis, UserState};
 use crate::store::{InstanceRecord, StoreError, UserRecord};
 use std::collections::{BTreeMap, HashSet};
@@ -28,9 +29,13 @@ impl Reconciler {
             let ledger = store.list_instances().await?;
             let users = store.list_users().await?;
             let zones = self.lock_subnet_zones().clone();
+            // Instances asked to recycle this pass, by any drain: one snapshot serves them all,
+            // so a later drain must not ask (and count) the same move again.
+            let mut flagged = HashSet::new();
             for drain in drains {
                 drained.extend(self.drained_offerings(&drain, &zones));
-                self.drive_drain(drain, &ledger, &users, now).await?;
+                self.drive_drain(drain, (&ledger, &users), &mut flagged, now)
+                    .await?;
             }
         }
         *self.inner.drained.lock().unwrap_or_else(|e| e.into_inner()) = drained;
@@ -66,8 +71,8 @@ impl Reconciler {
     async fn drive_drain(
         &self,
         mut drain: Drain,
-        ledger: &[InstanceRecord],
-        users: &[UserRecord],
+        (ledger, users): (&[InstanceRecord], &[UserRecord]),
+        flagged: &mut HashSet<InstanceId>,
         now: Millis,
     ) -> Result<(), StoreError> {
         let store = &self.inner.store;
@@ -77,17 +82,31 @@ impl Reconciler {
             .filter(|r| drain.selector.matches(&candidate(r), drain.created_at))
             .collect();
         settle_requested(&mut drain, ledger, users);
+        // Users a zone drain put to sleep are woken: queued with a workspace in a zone no
+        // launch may use, `plan` copies the workspace to another zone and serves them there.
+        for (user_id, _) in &drain.requested {
+            let asleep = users
+                .iter()
+                .any(|u| &u.user_id == user_id && u.state == UserState::Asleep);
+            if asleep {
+                store.wake(user_id, now).await?;
+            }
+        }
+        // An instance a user runs on or is moving to is no spare (plan's `held` too).
+        let held: HashSet<&InstanceId> = (users.iter())
+            .flat_map(|u| u.instance_id.iter().chain(u.move_target()))
+            .collect();
+        let mut asked = Vec::new();
         if drain.state == DrainState::Active {
-            let held: HashSet<&str> = (users.iter())
-                .filter_map(|u| u.instance_id.as_ref().map(|i| i.0.as_str()))
-                .collect();
             // Spares at once: nobody runs there.
-            for spare in matching.iter().filter(|r| {
-                !held.contains(r.instance_id.0.as_str()) && r.recycle_requested_at.is_none()
-            }) {
+            for spare in matching
+                .iter()
+                .filter(|r| !held.contains(&r.instance_id) && r.recycle_requested_at.is_none())
+            {
                 store.request_recycle(&spare.instance_id, now).await?;
             }
-            self.request_moves(&mut drain, &matching, users, now)
+            asked = self
+                .request_moves(&mut drain, &matching, users, flagged, now)
                 .await?;
             if drain.failed >= drain.max_failures {
                 drain.state = DrainState::Paused;
@@ -98,30 +117,50 @@ impl Reconciler {
                 self.journal_quietly(now, event).await?;
             }
         }
-        if drain.state == DrainState::Active && matching.is_empty() && drain.requested.is_empty() {
+        // Done once nothing it matches is left but the instances of users whose move failed
+        // (they stay where they are; the drain says how many).
+        let left = (matching.iter())
+            .filter(|r| {
+                !users.iter().any(|u| {
+                    u.instance_id.as_ref() == Some(&r.instance_id)
+                        && drain.failed_users.contains(&u.user_id)
+                })
+            })
+            .count();
+        if drain.state == DrainState::Active && left == 0 && drain.requested.is_empty() {
             drain.state = DrainState::Done;
             let event = Event::DrainDone {
                 drain: drain.id,
                 moved: drain.moved,
+                failed: drain.failed,
             };
             self.journal_quietly(now, event).await?;
         }
         if drain != before {
             drain.updated_at = now;
-            store.update_drain(&drain).await?;
+            if !store.update_drain(&drain).await? {
+                // Cancelled meanwhile: the moves this step asked for are withdrawn, as the
+                // cancel withdrew the earlier ones.
+                for instance in &asked {
+                    store.clear_recycle(instance).await?;
+                }
+            }
         }
         Ok(())
     }
 
     /// Asks for the moves of ready users on matching instances, oldest instance first, while
-    /// fewer than `max_concurrent_moves` of the drain's are under way.
+    /// fewer than `max_concurrent_moves` of the drain's are under way; returns the instances it
+    /// asked to recycle. An instance someone already asked to recycle (on-call, another drain)
+    /// is left to them.
     async fn request_moves(
         &self,
         drain: &mut Drain,
         matching: &[&InstanceRecord],
         users: &[UserRecord],
+        flagged: &mut HashSet<InstanceId>,
         now: Millis,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<InstanceId>, StoreError> {
         let mut on: Vec<(&InstanceRecord, &UserRecord)> = (matching.iter())
             .filter_map(|r| {
                 let user = users
@@ -129,7 +168,11 @@ impl Reconciler {
                     .find(|u| u.instance_id.as_ref() == Some(&r.instance_id))?;
                 Some((*r, user))
             })
-            .filter(|(_, u)| u.state == UserState::Ready)
+            .filter(|(r, u)| {
+                u.state == UserState::Ready
+                    && r.recycle_requested_at.is_none()
+                    && !flagged.contains(&r.instance_id)
+            })
             .filter(|(_, u)| !drain.failed_users.contains(&u.user_id))
             .filter(|(_, u)| !drain.requested.iter().any(|(id, _)| id == &u.user_id))
             .collect();
@@ -137,14 +180,25 @@ impl Reconciler {
             (a.0.launched_at, &a.0.instance_id).cmp(&(b.0.launched_at, &b.0.instance_id))
         });
         let room = (drain.max_concurrent_moves as usize).saturating_sub(drain.requested.len());
+        let mut asked = Vec::new();
         for (instance, user) in on.into_iter().take(room) {
-            if !self
-                .inner
-                .store
-                .request_recycle(&instance.instance_id, now)
-                .await?
-            {
+            // A workspace cannot leave its zone by a move: a zone drain puts its user to sleep
+            // (container stopped, workspace kept) and wakes it, and the wake copies the
+            // workspace to a zone with capacity. Every other user moves by a recycle.
+            let stranded = in_drained_zone(drain, user);
+            let asked_for = if stranded {
+                self.inner.store.request_sleep(&user.user_id, now).await?
+            } else {
+                (self.inner.store)
+                    .request_recycle(&instance.instance_id, now)
+                    .await?
+            };
+            if !asked_for {
                 continue;
+            }
+            flagged.insert(instance.instance_id.clone());
+            if !stranded {
+                asked.push(instance.instance_id.clone());
             }
             drain
                 .requested
@@ -158,7 +212,7 @@ impl Reconciler {
                 return Err(e);
             }
         }
-        Ok(())
+        Ok(asked)
     }
 
     async fn journal_quietly(&self, now: Millis, event: Event) -> Result<(), StoreError> {
@@ -167,6 +221,13 @@ impl Reconciler {
             _ => Ok(()),
         }
     }
+}
+
+/// Whether `user`'s workspace is in a zone the drain names: it can only leave by a copy.
+fn in_drained_zone(drain: &Drain, user: &UserRecord) -> bool {
+    user.workspace
+        .as_ref()
+        .is_some_and(|w| drain.selector.zones.contains(&w.availability_zone))
 }
 
 /// The drain's view of a ledger row.
@@ -180,7 +241,8 @@ fn candidate(record: &InstanceRecord) -> DrainCandidate<'_> {
     }
 }
 
-/// Ends the requested moves that ended: the user left the instance (moved), or stays on it with
+/// Ends the requested moves that ended (a zone drain's sleep and wake go on while the user is
+/// sleeping or asleep): the user left the instance (moved), or stays on it with
 /// the recycle request consumed and no move under way (the move was abandoned: failed, and not
 /// asked again), or failed for good (a move abandoned past its point of no return is a fresh
 /// claim, which failed). A user that went away (deleted, asleep) is simply dropped.
@@ -191,8 +253,13 @@ fn settle_requested(drain: &mut Drain, ledger: &[InstanceRecord], users: &[UserR
             continue;
         };
         let on_it = user.instance_id.as_ref() == Some(&from);
+        let zone_path = in_drained_zone(drain, user);
         match user.state {
             UserState::Migrating | UserState::Provisioning | UserState::Queued => {
+                drain.requested.push((user_id, from));
+            }
+            // A zone drain's sleep and wake, under way (the wake follows in this step).
+            UserState::Sleeping | UserState::Asleep if zone_path => {
                 drain.requested.push((user_id, from));
             }
             UserState::Ready if !on_it => {

@@ -136,9 +136,10 @@ impl Reconciler {
         let ids = match launched {
             Ok(ids) => ids,
             // A redo whose parameters changed since the first call (a restart with a new
-            // template version): the first call's instances, if any, carry the pool's tags and
-            // are adopted from a listing; the tier did nothing wrong.
-            Err(error) if launch.attempts > 0 && error.code == "IdempotentParameterMismatch" => {
+            // template version; a first call after a crash is a redo too, with no attempt
+            // counted): the first call's instances, if any, carry the pool's tags and are
+            // adopted from a listing; the tier did nothing wrong. A fresh token never gets this.
+            Err(error) if error.code == "IdempotentParameterMismatch" => {
                 tracing::warn!(%tier, token = %launch.client_token, %error,
                     "a launch redo no longer matches its first call; dropped");
                 store.delete_launch(&launch.client_token).await?;

@@ -136,6 +136,18 @@ async fn an_instance_is_assigned_to_exactly_one_user(store: Store) {
     // A plan from before the claim cannot forget the row of the instance alice holds.
     assert!(!store.delete_instance(&instance).await.unwrap());
     assert!(store.get_instance(&instance).await.unwrap().is_some());
+    // A spare on-call or a drain asked to recycle is never taken, by a claim or a move, even
+    // by a plan from before the request.
+    store.put_instance(&available("i-2")).await.unwrap();
+    let recycled = InstanceId("i-2".into());
+    assert!(store.request_recycle(&recycled, 25).await.unwrap());
+    assert!(!store.assign(&bob, &recycled, "s0", 30).await.unwrap());
+    let ledger = store.get_instance(&recycled).await.unwrap().unwrap();
+    assert_eq!(ledger.status, InstanceStatus::Available);
+    assert_eq!(
+        store.get_user(&bob).await.unwrap().unwrap().state,
+        UserState::Queued
+    );
 }
 
 async fn a_stale_update_never_overwrites_a_delete(store: Store) {

@@ -468,7 +468,8 @@ impl Store {
             ($tx:ident) => {{
                 let taken = sqlx::query(
                     "UPDATE instances SET status = 'assigned', status_since = $1
-                     WHERE instance_id = $2 AND status = 'available'",
+                     WHERE instance_id = $2 AND status = 'available'
+                       AND recycle_requested_at IS NULL",
                 )
                 .bind(now)
                 .bind(&instance.0)
@@ -529,6 +530,7 @@ impl Store {
                 let locked = sqlx::query(
                     "SELECT instance_id FROM instances
                      WHERE instance_id = $1 AND status = 'available'
+                       AND recycle_requested_at IS NULL
                      FOR UPDATE SKIP LOCKED",
                 )
                 .bind(&instance.0)

@@ -276,3 +276,152 @@ async fn bad_drains_are_refused_with_the_reason() {
         .await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn a_drain_whose_moves_fail_below_its_limit_ends_with_the_failures_counted() {
+    let world = two_types(1).await;
+    world.run_until_quiet(20).await;
+    for user in ["alice", "bob"] {
+        world.ready_user(user, "{}").await;
+    }
+    world.run_until_quiet(20).await;
+    world
+        .cloud
+        .fail_always("TagResource", Some(spotpool::cloud::CloudErrorKind::Fatal));
+    let body = serde_json::json!({
+        "selector": {"instance_types": ["t3.small"]},
+        "dry_run": false,
+        "max_failures": 5,
+    });
+    let (status, started) = drain(&world, body).await;
+    assert_eq!(status, 202, "{started}");
+    let mut ended = None;
+    for _ in 0..300 {
+        world.pass().await;
+        let listed = drains(&world).await;
+        if listed[0]["state"] != "active" {
+            ended = Some(listed[0].clone());
+            break;
+        }
+    }
+    let Some(ended) = ended else {
+        panic!("the drain never ended:\n{}", journal_text(&world).await);
+    };
+    // Both moves failed, below the limit: the drain ends, saying so, and does not hold the
+    // users' instances (nor keep launches off the type) for ever.
+    assert_eq!(ended["state"], "done", "{ended}");
+    assert_eq!(
+        (ended["moved"].as_u64(), ended["failed"].as_u64()),
+        (Some(0), Some(2))
+    );
+    let journal = world.store.journal_since(0, 100_000).await.unwrap();
+    let done = journal.iter().find(|e| e.kind == "drain.done").unwrap();
+    assert!(
+        done.message.contains("2 whose move failed"),
+        "{}",
+        done.message
+    );
+}
+
+#[tokio::test]
+async fn a_move_on_call_asked_for_is_left_to_on_call_and_not_counted() {
+    let world = two_types(1).await;
+    world.run_until_quiet(20).await;
+    for user in ["alice", "bob"] {
+        world.ready_user(user, "{}").await;
+    }
+    world.run_until_quiet(20).await;
+    let (_, alice) = world.get_user("alice").await;
+    let old = alice["instance_id"].as_str().unwrap().to_string();
+    let path = format!("/v1/admin/instances/{old}/recycle");
+    let (status, _) = world.request("POST", &path, Some(ADMIN_TOKEN), "").await;
+    assert_eq!(status, 202);
+    let body = serde_json::json!({
+        "selector": {"instance_types": ["t3.small"]},
+        "dry_run": false,
+        "max_concurrent_moves": 2,
+    });
+    let (status, _) = drain(&world, body).await;
+    assert_eq!(status, 202);
+    for _ in 0..300 {
+        world.pass().await;
+        if drains(&world).await[0]["state"] == "done" {
+            break;
+        }
+    }
+    let listed = drains(&world).await;
+    assert_eq!(listed[0]["state"], "done", "{}", listed[0]);
+    assert_eq!(
+        listed[0]["moved"], 1,
+        "only bob's move was the drain's: {}",
+        listed[0]
+    );
+    let journal = world.store.journal_since(0, 100_000).await.unwrap();
+    let asked: Vec<_> = (journal.iter())
+        .filter(|e| e.kind == "drain.move")
+        .map(|e| e.user_id.clone())
+        .collect();
+    assert_eq!(asked, vec![Some("bob".to_string())]);
+    for user in ["alice", "bob"] {
+        let (_, doc) = world.get_user(user).await;
+        assert_eq!(type_of(&world, &doc), "t3a.small", "{user}");
+    }
+}
+
+/// A workspace cannot follow a move out of its zone: a zone drain puts such a user to sleep and
+/// wakes it, and the wake copies the workspace to a zone with capacity (ARCHITECTURE.md,
+/// "Drains").
+#[tokio::test]
+async fn a_zone_drain_serves_its_users_in_another_zone_with_their_workspaces() {
+    let world = two_types(2).await;
+    world.run_until_quiet(20).await;
+    for user in ["alice", "bob", "carol"] {
+        world.ready_user(user, "{}").await;
+    }
+    world.run_until_quiet(20).await;
+    let zone_a = world.cloud.zone_of("subnet-a");
+    let mut in_a = Vec::new();
+    for user in ["alice", "bob", "carol"] {
+        let row = world.user_row(user).await;
+        if row.workspace.as_ref().map(|w| w.availability_zone.as_str()) == Some(zone_a.as_str()) {
+            in_a.push((user, row.workspace.unwrap().volume_id));
+        }
+    }
+    assert!(!in_a.is_empty(), "nobody's workspace is in {zone_a}");
+    let body = serde_json::json!({"selector": {"zones": [zone_a]}, "dry_run": false});
+    let (status, started) = drain(&world, body).await;
+    assert_eq!(status, 202, "{started}");
+    let mut done = false;
+    for _ in 0..400 {
+        world.pass().await;
+        if drains(&world).await[0]["state"] == "done" {
+            done = true;
+            break;
+        }
+    }
+    assert!(
+        done,
+        "{:?}\n{}",
+        drains(&world).await,
+        journal_text(&world).await
+    );
+    world.run_until_quiet(40).await;
+    let listed = drains(&world).await;
+    assert_eq!(listed[0]["moved"], in_a.len(), "{}", listed[0]);
+    for (user, old_volume) in &in_a {
+        let (_, doc) = world.get_user(user).await;
+        assert_eq!(doc["state"], "ready", "{doc}");
+        let row = world.user_row(user).await;
+        let workspace = row.workspace.unwrap();
+        assert_ne!(workspace.availability_zone, zone_a, "{user}");
+        assert_ne!(
+            &workspace.volume_id, old_volume,
+            "{user}'s workspace was copied"
+        );
+    }
+    let left_in_a: Vec<_> = (world.cloud.live_instances().into_iter())
+        .filter(|i| i.subnet_id == "subnet-a")
+        .collect();
+    assert!(left_in_a.is_empty(), "{left_in_a:?}");
+    world.assert_no_leaks().await;
+}

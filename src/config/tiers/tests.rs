@@ -157,9 +157,35 @@ fn a_tier_launches_on_demand_only_with_an_on_demand_template() {
     let tier = &config.tiers[0];
     assert!(tier.on_demand_fallback);
     let on_demand = tier.runtime.on_demand.as_ref().unwrap();
+    // Its own template at its own default version: "3" numbers the spot template's versions.
     assert_eq!(
         (on_demand.id.as_str(), on_demand.version.as_str()),
-        ("lt-od", "3")
+        ("lt-od", "$Default")
+    );
+
+    // A tier with a spot template of its own does not inherit the daemon-wide on-demand one,
+    // which boots the daemon-wide user data.
+    let pro = |rest: &str| {
+        format!(
+            "[[tier]]\nname = \"pro\"\ninstance_types = [\"t3.small\"]\nspare_count = 1\n\
+             max_instances = 2\non_demand_fallback = true\n{rest}\n"
+        )
+    };
+    let with_flat_on_demand = |toml: &str| {
+        let file: Settings = toml::from_str(toml).unwrap();
+        let mut settings = flat();
+        settings.on_demand_launch_template_id = Some("lt-flat-od".into());
+        settings.or(file).into_config()
+    };
+    let message = with_flat_on_demand(&pro("launch_template_id = \"lt-pro\""))
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("`on_demand_fallback` needs"), "{message}");
+    let config = with_flat_on_demand(&pro("")).unwrap();
+    let on_demand = config.tiers[0].runtime.on_demand.as_ref().unwrap();
+    assert_eq!(
+        on_demand.id, "lt-flat-od",
+        "a tier on the daemon-wide template inherits it"
     );
 }
 

@@ -260,7 +260,7 @@ data "aws_iam_policy_document" "daemon" {
     actions = ["ec2:RunInstances"]
     resources = concat(
       [for id in var.tier_launch_template_ids : "${local.arn_prefix_ec2}:launch-template/${id}"],
-      [for market, template in aws_launch_template.pool : "${local.arn_prefix_ec2}:launch-template/${template.id}" if market != "spot"],
+      local.on_demand_template_arns,
       [
         "${local.arn_prefix_ec2}:launch-template/${aws_launch_template.pool["spot"].id}",
         "${local.arn_prefix_ec2}:security-group/${aws_security_group.instances.id}",
@@ -573,7 +573,7 @@ data "aws_iam_policy_document" "daemon_workspaces" {
   # on-demand). Ec2RunFromThisTemplate and Ec2RunTaggedVolumes there cover the
   # launch's other resources.
   dynamic "statement" {
-    for_each = var.on_demand_fallback ? [aws_launch_template.pool["on-demand"]] : []
+    for_each = length(local.on_demand_template_arns) > 0 ? [local.on_demand_template_arns] : []
     content {
       sid       = "Ec2RunTaggedOnDemandInstances"
       actions   = ["ec2:RunInstances"]
@@ -592,7 +592,7 @@ data "aws_iam_policy_document" "daemon_workspaces" {
       condition {
         test     = "ArnEquals"
         variable = "ec2:LaunchTemplate"
-        values   = [statement.value.arn]
+        values   = statement.value
       }
     }
   }
@@ -940,6 +940,15 @@ data "aws_iam_policy_document" "daemon_routing" {
       values   = ["UserId"]
     }
   }
+}
+
+# The templates on-demand launches may come from: the module's (on_demand_fallback)
+# and the tiers' own (tier_on_demand_launch_template_ids).
+locals {
+  on_demand_template_arns = concat(
+    [for market, template in aws_launch_template.pool : template.arn if market != "spot"],
+    [for id in var.tier_on_demand_launch_template_ids : "${local.arn_prefix_ec2}:launch-template/${id}"],
+  )
 }
 
 # The daemon's managed policies, <name>-daemon, <name>-daemon-workspaces and

@@ -264,13 +264,24 @@ variable "on_demand_fallback" {
 }
 
 variable "tier_launch_template_ids" {
-  description = "Launch templates that [[tier]] tables name as their own launch_template_id or on_demand_launch_template_id (the daemon may launch from them too). Build them like the module's: the pool's security group, the instance profile, the user data with the warm responder on the tier's port."
+  description = "Spot launch templates that [[tier]] tables name as their own launch_template_id (the daemon may launch spot instances from them too). Build them like the module's: the pool's security group, the instance profile, the user data with the warm responder on the tier's port."
   type        = list(string)
   default     = []
 
   validation {
     condition     = alltrue([for id in var.tier_launch_template_ids : can(regex("^lt-[0-9a-f]+$", id))])
     error_message = "tier_launch_template_ids holds launch template ids (lt-...)."
+  }
+}
+
+variable "tier_on_demand_launch_template_ids" {
+  description = "On-demand launch templates (no market options) that [[tier]] tables name as their on_demand_launch_template_id: the daemon may launch on-demand instances from them, and from no other template but the module's own (on_demand_fallback)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for id in var.tier_on_demand_launch_template_ids : can(regex("^lt-[0-9a-f]+$", id))])
+    error_message = "tier_on_demand_launch_template_ids holds launch template ids (lt-...)."
   }
 }
 

@@ -50,3 +50,20 @@ run "the_fallback_adds_a_template_without_market_options_and_tells_the_daemon" {
     error_message = "daemon_env does not turn the fallback on"
   }
 }
+
+run "a_tiers_own_on_demand_template_is_the_only_other_one_on_demand_launches_may_use" {
+  command = plan
+
+  variables {
+    tier_on_demand_launch_template_ids = ["lt-0abc123"]
+  }
+
+  assert {
+    condition     = length(local.on_demand_template_arns) == 1 && endswith(local.on_demand_template_arns[0], ":launch-template/lt-0abc123")
+    error_message = "on-demand templates: ${jsonencode(local.on_demand_template_arns)}"
+  }
+  assert {
+    condition     = keys(aws_launch_template.pool) == ["spot"]
+    error_message = "a tier's template made the module's on-demand one"
+  }
+}
