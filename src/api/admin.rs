@@ -182,7 +182,9 @@ pub struct TierUpdate {
 }
 
 /// A JSON Schema integer: `3` and `3.0` alike (JSON does not tell them apart), never `3.5`.
-fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+pub(super) fn whole_number<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<u32>, D::Error> {
     use serde::Deserialize;
     match Option::<f64>::deserialize(d)? {
         None => Ok(None),

@@ -31,9 +31,47 @@ pub struct DrainRequest {
     /// Only report what would be drained (the default); `false` starts the drain.
     pub dry_run: Option<bool>,
     /// Users moving off at once, at most (1-100, default 2).
+    #[schema(minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "super::admin::whole_number")]
     pub max_concurrent_moves: Option<u32>,
     /// Failed moves before the drain pauses (1-1000, default 3).
+    #[schema(minimum = 1, maximum = 1000)]
+    #[serde(default, deserialize_with = "super::admin::whole_number")]
     pub max_failures: Option<u32>,
+}
+
+/// The served document's drain request as the handler checks it: no unknown key, a selector that
+/// names something (`tier` one of the configured tiers; each list 1-100 values of 1-64
+/// characters), so that a request the schema admits is never refused for its shape.
+pub(super) fn describe_request(doc: &mut serde_json::Value, tiers: &[String]) {
+    let list = serde_json::json!({
+        "type": "array", "minItems": 1, "maxItems": 100,
+        "items": {"type": "string", "minLength": 1, "maxLength": 64},
+    });
+    let selector = serde_json::json!({
+        "type": "object",
+        "description": "Which instances: every field given must hold; at least one is given.",
+        "additionalProperties": false,
+        "minProperties": 1,
+        "properties": {
+            "tier": {"type": "string", "enum": tiers},
+            "instance_types": list,
+            "zones": list,
+            "instance_ids": list,
+        },
+    });
+    if let Some(request) = doc
+        .pointer_mut("/components/schemas/DrainRequest")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        request.insert("additionalProperties".into(), false.into());
+        if let Some(properties) = request
+            .get_mut("properties")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            properties.insert("selector".into(), selector);
+        }
+    }
 }
 
 /// What a drain matches now.
@@ -270,9 +308,15 @@ pub async fn cancel_drain(
         .into_response())
 }
 
-/// The selector of a request, checked: known keys, something named, a configured tier.
+/// The selector of a request, checked: known keys, something named, a configured tier, no
+/// empty list (what `describe_request` puts in the OpenAPI document).
 fn selector_of(state: &AppState, raw: &serde_json::Value) -> Result<DrainSelector, ApiError> {
     let invalid = |why: String| ApiError::bad_request("invalid_selector", why);
+    if raw.get("tier").is_some_and(serde_json::Value::is_null) {
+        return Err(invalid(
+            "`tier` must name a tier (leave it out for any)".into(),
+        ));
+    }
     if raw.get("outdated").is_some() {
         return Err(invalid(
             "`outdated` is not supported yet: the ledger does not record each instance's \
@@ -282,6 +326,18 @@ fn selector_of(state: &AppState, raw: &serde_json::Value) -> Result<DrainSelecto
     }
     let selector: DrainSelector =
         serde_json::from_value(raw.clone()).map_err(|e| invalid(e.to_string()))?;
+    // A list given is not empty (an empty one would name nothing, or everything).
+    for key in ["instance_types", "zones", "instance_ids"] {
+        if raw
+            .get(key)
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(Vec::is_empty)
+        {
+            return Err(invalid(format!(
+                "`{key}` is empty: leave it out, or name something"
+            )));
+        }
+    }
     if selector.is_empty() {
         return Err(invalid(
             "name at least one of tier, instance_types, zones, instance_ids".into(),
@@ -299,7 +355,7 @@ fn selector_of(state: &AppState, raw: &serde_json::Value) -> Result<DrainSelecto
     ];
     if lists
         .iter()
-        .any(|l| l.len() > 100 || l.iter().any(|v| v.is_empty() || v.len() > 64))
+        .any(|l| l.len() > 100 || l.iter().any(|v| v.is_empty() || v.chars().count() > 64))
     {
         return Err(invalid(
             "each list holds at most 100 values of 1-64 characters".into(),

@@ -412,6 +412,7 @@ pub fn document(
     let mut doc = serde_json::to_value(&api).unwrap_or_default();
     camel_case_links(&mut doc);
     require_secrets(&mut doc, required_secrets);
+    super::drains::describe_request(&mut doc, tiers);
     if let Some(tier) = doc.pointer_mut("/components/schemas/PutInstanceRequest/properties/tier")
         && let Some(tier) = tier.as_object_mut()
     {
@@ -440,6 +441,15 @@ pub fn document(
 /// (A repeat PUT may still leave the secrets out, keeping the stored ones.)
 fn require_secrets(doc: &mut serde_json::Value, required: &[String]) {
     if required.is_empty() {
+        // The body is optional, and `null` is no body (the handler reads it as `{}`).
+        if let Some(schema) = doc.pointer_mut(
+            "/paths/~1v1~1users~1{user_id}~1instance/put/requestBody/content/application~1json/schema",
+        ) {
+            *schema = serde_json::json!({"anyOf": [
+                {"$ref": "#/components/schemas/PutInstanceRequest"},
+                {"type": "null"},
+            ]});
+        }
         return;
     }
     if let Some(body) = doc

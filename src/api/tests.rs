@@ -237,6 +237,29 @@ async fn bad_bodies_get_400_without_echoing_values() {
     assert!(state.store.list_users().await.unwrap().is_empty());
 }
 
+/// Without required secrets, a PUT's body may be left out or be `null`, and the served schema
+/// says so (a fuzzer's `null` is no negative case).
+#[tokio::test]
+async fn without_required_secrets_a_null_body_is_no_body_and_the_schema_says_so() {
+    let state = state_with(Arc::new(FakeCloud::default())).await;
+    let (_, doc) = call(&state, "GET", "/openapi.json", None, "").await;
+    let body = &doc["paths"]["/v1/users/{user_id}/instance"]["put"]["requestBody"];
+    assert_eq!(
+        body["content"]["application/json"]["schema"]["anyOf"][1],
+        serde_json::json!({"type": "null"}),
+        "{body}"
+    );
+    let (status, _) = call(
+        &state,
+        "PUT",
+        "/v1/users/alice/instance",
+        Some(SERVICE),
+        "null",
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+}
+
 #[tokio::test]
 async fn secrets_the_container_needs_are_required_when_secrets_are_written() {
     let cloud = Arc::new(FakeCloud::default());

@@ -250,6 +250,14 @@ async fn bad_drains_are_refused_with_the_reason() {
             "invalid_selector",
         ),
         (
+            serde_json::json!({"selector": {"instance_types": []}}),
+            "invalid_selector",
+        ),
+        (
+            serde_json::json!({"selector": {"instance_ids": ["x".repeat(65)]}}),
+            "invalid_selector",
+        ),
+        (
             serde_json::json!({"selector": {"zones": ["a"]}, "max_concurrent_moves": 0}),
             "invalid_body",
         ),
