@@ -6,7 +6,7 @@
 use super::admin::{actor, audit};
 use super::openapi::{ErrorBody, Forbidden, InternalError, Unauthorized};
 use super::{ApiError, AppState, rfc3339};
-use crate::model::{Drain, DrainCandidate, DrainSelector, DrainState, InstanceStatus, UserState};
+use crate::model::{Drain, DrainSelector, DrainState, InstanceStatus, UserState};
 use crate::store::{InstanceRecord, UserRecord};
 use axum::Json;
 use axum::body::Bytes;
@@ -375,13 +375,7 @@ fn document(
         holds
             && r.status != InstanceStatus::Terminating
             && drain.selector.matches(
-                &DrainCandidate {
-                    id: &r.instance_id,
-                    tier: &r.tier,
-                    instance_type: r.instance_type.as_deref(),
-                    zone: r.availability_zone.as_deref(),
-                    launched_at: r.launched_at,
-                },
+                &r.drain_candidate(),
                 if dry_run { i64::MAX } else { drain.created_at },
             )
     });

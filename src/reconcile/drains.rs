@@ -10,8 +10,7 @@
 //! Must not: move a user twice for one drain, or ask for a move while paused.
 
 use super::Reconciler;
-use crate::model::InstanceId;
-use crate::model::{Drain, DrainCandidate, DrainState, Event, InstanceStatus, Millis, UserState};
+use crate::model::{Drain, DrainState, Event, InstanceId, InstanceStatus, Millis, UserState};
 use crate::store::{InstanceRecord, StoreError, UserRecord};
 use std::collections::{BTreeMap, HashSet};
 
@@ -26,8 +25,9 @@ impl Reconciler {
         let drains = store.holding_drains().await?;
         let mut drained = Drained::new();
         if !drains.is_empty() {
-            let ledger = store.list_instances().await?;
-            let users = store.list_users().await?;
+            // The pass's snapshots: decoded again only when a table changed.
+            let ledger = store.instances_snapshot().await?;
+            let users = store.users_snapshot().await?;
             let zones = self.lock_subnet_zones().clone();
             // Instances asked to recycle this pass, by any drain: one snapshot serves them all,
             // so a later drain must not ask (and count) the same move again.
@@ -79,7 +79,11 @@ impl Reconciler {
         let before = drain.clone();
         let matching: Vec<&InstanceRecord> = (ledger.iter())
             .filter(|r| r.status != InstanceStatus::Terminating)
-            .filter(|r| drain.selector.matches(&candidate(r), drain.created_at))
+            .filter(|r| {
+                drain
+                    .selector
+                    .matches(&r.drain_candidate(), drain.created_at)
+            })
             .collect();
         settle_requested(&mut drain, ledger, users);
         // Users a zone drain put to sleep are woken: queued with a workspace in a zone no
@@ -228,17 +232,6 @@ fn in_drained_zone(drain: &Drain, user: &UserRecord) -> bool {
     user.workspace
         .as_ref()
         .is_some_and(|w| drain.selector.zones.contains(&w.availability_zone))
-}
-
-/// The drain's view of a ledger row.
-fn candidate(record: &InstanceRecord) -> DrainCandidate<'_> {
-    DrainCandidate {
-        id: &record.instance_id,
-        tier: &record.tier,
-        instance_type: record.instance_type.as_deref(),
-        zone: record.availability_zone.as_deref(),
-        launched_at: record.launched_at,
-    }
 }
 
 /// Ends the requested moves that ended (a zone drain's sleep and wake go on while the user is

@@ -331,6 +331,19 @@ impl Store {
     }
 }
 
+impl InstanceRecord {
+    /// What a drain's selector matches this instance by.
+    pub fn drain_candidate(&self) -> crate::model::DrainCandidate<'_> {
+        crate::model::DrainCandidate {
+            id: &self.instance_id,
+            tier: &self.tier,
+            instance_type: self.instance_type.as_deref(),
+            zone: self.availability_zone.as_deref(),
+            launched_at: self.launched_at,
+        }
+    }
+}
+
 /// The `instances` table's columns, as sqlx reads them.
 #[derive(sqlx::FromRow)]
 pub(super) struct InstanceColumns {
