@@ -33,9 +33,17 @@ pub struct Target {
 pub enum PoolCommand {
     /// Show every tier: spare target, maximum, paused, counts and instances.
     Show,
-    /// Change a tier's spare count and maximum, or pause or resume its launching.
+    /// Change a tier's spare count and maximum, pause or resume its launching, or roll out a
+    /// new image or launch template version (its users move to up-to-date instances).
     Set {
         tier: String,
+        /// The image its containers run ("configured": back to the configuration's).
+        #[arg(long, value_name = "IMAGE")]
+        image: Option<String>,
+        /// The launch template version its launches use: a number, $Default or $Latest
+        /// ("configured": back to the configuration's).
+        #[arg(long, value_name = "VERSION")]
+        launch_template_version: Option<String>,
         /// Spares to keep available.
         #[arg(long)]
         spare: Option<u32>,
@@ -66,6 +74,10 @@ pub struct DrainArgs {
     /// This instance (repeatable).
     #[arg(long = "instance-id", value_name = "ID")]
     instance_ids: Vec<String>,
+    /// Instances launched from another launch template version, or running another image,
+    /// than their tier's current one.
+    #[arg(long)]
+    outdated: bool,
     /// Users moving off at once, at most.
     #[arg(long)]
     max_concurrent_moves: Option<u32>,
@@ -215,8 +227,21 @@ pub fn pool(target: &Target, command: &PoolCommand) -> ExitCode {
             max,
             pause,
             resume,
+            image,
+            launch_template_version,
         } => {
             let mut body = serde_json::Map::new();
+            // "configured" clears on-call's value: JSON null.
+            let or_configured = |value: &String| match value.as_str() {
+                "configured" => serde_json::Value::Null,
+                other => other.into(),
+            };
+            if let Some(image) = image {
+                body.insert("container_image".into(), or_configured(image));
+            }
+            if let Some(version) = launch_template_version {
+                body.insert("launch_template_version".into(), or_configured(version));
+            }
             if let Some(spare) = spare {
                 body.insert("spare_count".into(), (*spare).into());
             }
@@ -286,6 +311,9 @@ pub fn drain(target: &Target, args: &DrainArgs) -> ExitCode {
     let mut selector = serde_json::Map::new();
     if let Some(tier) = &args.tier {
         selector.insert("tier".into(), tier.clone().into());
+    }
+    if args.outdated {
+        selector.insert("outdated".into(), true.into());
     }
     for (key, values) in [
         ("instance_types", &args.instance_types),

@@ -139,7 +139,7 @@ impl App {
     pub fn assemble(config: &Config, reconciler: ReconcilerConfig, parts: Parts) -> App {
         let wake = Arc::new(Notify::new());
         let health = Arc::new(Health::default());
-        let tiers = reconciler.policy.tiers.clone();
+        let tiers = reconciler.tiers.clone();
         let shards = reconciler.policy.shards.clone();
         let ready_staleness = (config.reconcile_interval * policy::READY_STALENESS_INTERVALS)
             .max(Duration::from_secs(30));
@@ -195,8 +195,10 @@ impl App {
         let ms = |d: Duration| d.as_millis() as i64;
         ReconcilerConfig {
             pool: config.pool.clone(),
+            tiers: crate::reconcile::LiveTiers::new(config.tiers.clone()),
             policy: Policy {
-                tiers: config.tiers.clone(),
+                // Each pass fills them in from `tiers` (`Reconciler::effective_policy`).
+                tiers: Vec::new(),
                 subnet_ids: config.subnet_ids.clone(),
                 subnet_zones: Default::default(),
                 probe_timeout: ms(config.probe_timeout),
@@ -231,14 +233,19 @@ impl App {
     }
 
     /// Runs the API (over TLS with `tls`: the files, re-read on SIGHUP, and the configuration
-    /// read from them) and, whenever this replica is elected leader (`leader`), the reconciler
+    /// read from them), reloads the tiers on SIGHUP with `reload`, and, whenever this replica is elected leader (`leader`), the reconciler
     /// and the interruption feed; stops on Ctrl-C or SIGTERM, or when the API ends or the
     /// first term refuses to lead (a tier beyond the account's quotas).
     pub async fn serve(
         self,
         config: &Config,
         tls: Option<(crate::tls::TlsFiles, axum_server::tls_rustls::RustlsConfig)>,
+        reload: Option<ReloadTiers>,
     ) -> Result<(), String> {
+        if let Some(reload) = reload {
+            let tiers = self.api.settings.tiers.clone();
+            tokio::spawn(reload_tiers_on_sighup(reload, tiers, self.api.wake.clone()));
+        }
         let listener = std::net::TcpListener::bind(config.listen)
             .map_err(|e| format!("binding SPOTPOOL_LISTEN={}: {e}", config.listen))?;
         let address = listener
@@ -416,6 +423,45 @@ fn hold_for_copy(flag: &str, url: &str, must_exist: bool) -> Result<Option<std::
             path.display(),
             lock.display()
         )),
+    }
+}
+
+/// Reads the tiers of the configuration again (`serve`'s file, under its flags and environment).
+pub type ReloadTiers = Arc<dyn Fn() -> Result<Vec<crate::plan::TierPolicy>, String> + Send + Sync>;
+
+/// Reloads the tiers into `live` on every SIGHUP, until the process ends, and wakes the
+/// reconciler when they changed (a changed image or launch template starts a rolling upgrade).
+/// A file that does not load, or a change that needs a restart, is logged and changes nothing;
+/// other settings are read at start only.
+async fn reload_tiers_on_sighup(
+    reload: ReloadTiers,
+    live: crate::reconcile::LiveTiers,
+    wake: Arc<Notify>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; the tiers reload on restart only");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match reload().and_then(|tiers| live.reload(tiers)) {
+            Ok(changes) if changes.is_empty() => {
+                tracing::info!("SIGHUP: the tiers are unchanged (other settings apply at restart)")
+            }
+            Ok(changes) => {
+                for change in &changes {
+                    tracing::info!(change = %change, "SIGHUP: tier reloaded");
+                }
+                metrics::counter!("spotpool_config_reloads_total", "outcome" => "applied")
+                    .increment(1);
+                wake.notify_one();
+            }
+            Err(error) => {
+                metrics::counter!("spotpool_config_reloads_total", "outcome" => "refused")
+                    .increment(1);
+                tracing::error!(%error, "SIGHUP: the tiers were not reloaded; they stay as they were")
+            }
+        }
     }
 }
 

@@ -92,7 +92,7 @@ enum Command {
     },
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 struct ServeArgs {
     /// Optional TOML file with any of the settings below (keys are the flag names with
     /// underscores, e.g. pool_spare_count = 3). Flags and environment variables win over it.
@@ -304,12 +304,17 @@ fn start_script(args: StartScriptArgs) -> ExitCode {
 
 fn serve(args: ServeArgs) -> ExitCode {
     let log_format = args.log_format.clone();
+    // A SIGHUP reads the file again, under the same flags and environment.
+    let reload: spotpool::app::ReloadTiers = {
+        let args = args.clone();
+        std::sync::Arc::new(move || load_config(args.clone()).map(|config| config.tiers))
+    };
     let config = match load_config(args) {
         Ok(config) => config,
         Err(error) => return fail(&error),
     };
     init_tracing(&log_format);
-    match block_on(run(config)) {
+    match block_on(run(config, reload)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(&message),
     }
@@ -420,7 +425,7 @@ fn init_tracing(format: &str) {
 }
 
 /// Builds the daemon for `config` and serves until a signal.
-async fn run(config: Config) -> Result<(), String> {
+async fn run(config: Config, reload: spotpool::app::ReloadTiers) -> Result<(), String> {
     // A certificate that does not load stops the start before anything connects.
     let tls = match &config.tls {
         Some(files) => Some((files.clone(), files.acceptor_config()?)),
@@ -429,6 +434,6 @@ async fn run(config: Config) -> Result<(), String> {
     let parts = App::connect(&config).await?;
     let reconciler = App::reconciler_config(&config);
     App::assemble(&config, reconciler, parts)
-        .serve(&config, tls)
+        .serve(&config, tls, Some(reload))
         .await
 }

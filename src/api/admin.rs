@@ -179,6 +179,75 @@ pub struct TierUpdate {
     pub max_instances: Option<u32>,
     /// `true` stops launching (claims go on from the spares there are); `false` resumes.
     pub paused: Option<bool>,
+    /// The image the tier's containers run instead of the configured one; `null` goes back to
+    /// the configured one. A change starts a rolling upgrade: the tier's spares are replaced
+    /// and its users moved to up-to-date instances, a few at a time (`GET /v1/admin/drains`).
+    #[schema(value_type = Option<String>, pattern = r"^[A-Za-z0-9._/:@-]+$", min_length = 1, max_length = 255)]
+    #[serde(default, deserialize_with = "set_or_clear")]
+    pub container_image: Option<Option<String>>,
+    /// The version of the tier's launch template its launches use instead of the configured
+    /// one (a number, `$Default` or `$Latest`); `null` goes back to the configured one. A
+    /// change starts a rolling upgrade, as an image's does.
+    #[schema(value_type = Option<String>, pattern = r"^([0-9]{1,10}|\$Default|\$Latest)$")]
+    #[serde(default, deserialize_with = "set_or_clear")]
+    pub launch_template_version: Option<Option<String>>,
+}
+
+impl TierUpdate {
+    /// Writes the fields given into `current`, checking the versions as the configuration
+    /// does.
+    fn apply_to(self, current: &mut TierOverride) -> Result<(), ApiError> {
+        if let Some(n) = self.spare_count {
+            current.spare_count = Some(n);
+        }
+        if let Some(n) = self.max_instances {
+            current.max_instances = Some(n);
+        }
+        if let Some(p) = self.paused {
+            current.paused = p;
+        }
+        if let Some(image) = self.container_image {
+            if image.as_deref().is_some_and(|i| !image_ok(i)) {
+                return Err(ApiError::bad_request(
+                    "invalid_body",
+                    "container_image must be 1-255 letters, digits and - _ . / : @",
+                ));
+            }
+            current.container_image = image;
+        }
+        if let Some(version) = self.launch_template_version {
+            if version.as_deref().is_some_and(|v| !template_version_ok(v)) {
+                return Err(ApiError::bad_request(
+                    "invalid_body",
+                    "launch_template_version must be a number, $Default or $Latest",
+                ));
+            }
+            current.launch_template_version = version;
+        }
+        Ok(())
+    }
+}
+
+/// A field that may be left out (None: no change), `null` (Some(None): back to the
+/// configuration) or a value.
+fn set_or_clear<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<String>>, D::Error> {
+    use serde::Deserialize;
+    Ok(Some(Option::<String>::deserialize(d)?))
+}
+
+/// Whether `image` is an image reference the start script can carry, as the configuration
+/// checks `CONTAINER_IMAGE`.
+fn image_ok(image: &str) -> bool {
+    (1..=255).contains(&image.len())
+        && (image.chars()).all(|c| c.is_ascii_alphanumeric() || "-_./:@".contains(c))
+}
+
+/// Whether `version` names a launch template version: a number, `$Default` or `$Latest`.
+fn template_version_ok(version: &str) -> bool {
+    matches!(version, "$Default" | "$Latest")
+        || ((1..=10).contains(&version.len()) && version.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// A JSON Schema integer: `3` and `3.0` alike (JSON does not tell them apart), never `3.5`.
@@ -198,13 +267,17 @@ pub(super) fn whole_number<'de, D: serde::Deserializer<'de>>(
     }
 }
 
-/// A tier's effective sizing.
+/// A tier's effective sizing and versions.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct TierSettings {
     pub tier: String,
     pub spare_count: u32,
     pub max_instances: u32,
     pub paused: bool,
+    /// The image its containers run (as configured, or on-call's).
+    pub container_image: String,
+    /// The version of its launch template its launches use.
+    pub launch_template_version: String,
 }
 
 const MAX_TIER_SIZE: u32 = 10_000;
@@ -239,7 +312,7 @@ pub async fn set_tier(
     let bytes = body.map_err(|e| ApiError::new(e.status(), "invalid_body", e.body_text()))?;
     let update: TierUpdate = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
-    if !state.settings.tiers.iter().any(|t| t.name == tier) {
+    if !state.tier_configured(&tier) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_tier",
@@ -256,20 +329,14 @@ pub async fn set_tier(
             spare_count: None,
             max_instances: None,
             paused: false,
+            container_image: None,
+            launch_template_version: None,
             updated_at: 0,
             updated_by: String::new(),
         });
-    if let Some(n) = update.spare_count {
-        current.spare_count = Some(n);
-    }
-    if let Some(n) = update.max_instances {
-        current.max_instances = Some(n);
-    }
-    if let Some(p) = update.paused {
-        current.paused = p;
-    }
+    update.apply_to(&mut current)?;
     // Check the result, not just the fields: spare ≤ max must hold after the change.
-    let mut tiers = state.settings.tiers.clone();
+    let mut tiers = state.settings.tiers.get().to_vec();
     apply_overrides(&mut tiers, std::slice::from_ref(&current));
     let Some(effective) = tiers.iter().find(|t| t.name == tier) else {
         return Err(ApiError::internal("tier vanished", &tier));
@@ -295,6 +362,8 @@ pub async fn set_tier(
         spare_count: effective.spare_count,
         max_instances: effective.max_instances,
         paused: current.paused,
+        container_image: effective.runtime.container.image.clone(),
+        launch_template_version: effective.runtime.launch.version.clone(),
     };
     audit(
         &state,
@@ -302,8 +371,13 @@ pub async fn set_tier(
         "pool.set",
         &tier,
         format!(
-            "spare_count={} max_instances={} paused={}",
-            settings.spare_count, settings.max_instances, settings.paused
+            "spare_count={} max_instances={} paused={} container_image={} \
+             launch_template_version={}",
+            settings.spare_count,
+            settings.max_instances,
+            settings.paused,
+            settings.container_image,
+            settings.launch_template_version
         ),
         "ok",
     )
@@ -332,7 +406,7 @@ async fn refuse_beyond_quota(
         .collect();
     all.push(proposed.clone());
     let max_of = |overrides: &[TierOverride]| {
-        let mut tiers = state.settings.tiers.clone();
+        let mut tiers = state.settings.tiers.get().to_vec();
         apply_overrides(&mut tiers, overrides);
         let max = tiers
             .iter()
@@ -496,7 +570,7 @@ pub async fn repin_image(
 ) -> Result<Response, ApiError> {
     let actor = actor(&headers)?;
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let tiers = &state.settings.tiers;
+    let (tiers, _) = state.effective_tiers().await?;
     let mut configured: Vec<String> = match &query.tier {
         Some(name) => match tiers.iter().find(|t| &t.name == name) {
             Some(tier) => vec![tier.runtime.container.image.clone()],

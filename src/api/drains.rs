@@ -6,7 +6,10 @@
 use super::admin::{actor, audit};
 use super::openapi::{ErrorBody, Forbidden, InternalError, Unauthorized};
 use super::{ApiError, AppState, rfc3339};
-use crate::model::{Drain, DrainSelector, DrainState, InstanceStatus, UserState};
+use crate::model::{
+    DEFAULT_MAX_CONCURRENT_MOVES, DEFAULT_MAX_FAILURES, Drain, DrainSelector, InstanceStatus,
+    UserState,
+};
 use crate::store::{InstanceRecord, UserRecord};
 use axum::Json;
 use axum::body::Bytes;
@@ -15,10 +18,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-/// Moves a drain runs at once unless told otherwise.
-const DEFAULT_MAX_CONCURRENT_MOVES: u32 = 2;
-/// Failed moves before a drain pauses unless told otherwise.
-const DEFAULT_MAX_FAILURES: u32 = 3;
+/// What each tier runs now (`reconcile::tier_versions`).
+type Versions = std::collections::HashMap<String, crate::model::TierVersions>;
 
 /// `POST /v1/admin/drain`'s body.
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
@@ -58,6 +59,11 @@ pub(super) fn describe_request(doc: &mut serde_json::Value, tiers: &[String]) {
             "instance_types": list,
             "zones": list,
             "instance_ids": list,
+            "outdated": {
+                "type": "boolean", "enum": [true],
+                "description": "Instances launched from another launch template or version \
+                                than their tier's current one, or last running another image.",
+            },
         },
     });
     if let Some(request) = doc
@@ -155,40 +161,33 @@ pub async fn start_drain(
         }
     };
     let now = (state.clock)();
-    let drain = Drain {
-        id: 0,
-        selector,
-        max_concurrent_moves: bounded(
+    let bounds = (
+        bounded(
             request.max_concurrent_moves,
             DEFAULT_MAX_CONCURRENT_MOVES,
             100,
             "max_concurrent_moves",
         )?,
-        max_failures: bounded(
+        bounded(
             request.max_failures,
             DEFAULT_MAX_FAILURES,
             1000,
             "max_failures",
         )?,
-        state: DrainState::Active,
-        moved: 0,
-        failed: 0,
-        requested: Vec::new(),
-        failed_users: Vec::new(),
-        created_by: actor.clone(),
-        created_at: now,
-        updated_at: now,
-    };
+    );
+    let drain = Drain::new(selector, bounds, &actor, now);
     let ledger = state.store.list_instances().await?;
     let users = state.store.list_users().await?;
+    let versions = state.tier_versions().await?;
+    let rows = (ledger.as_slice(), users.as_slice());
     if request.dry_run.unwrap_or(true) {
-        let document = document(&drain, true, &ledger, &users);
+        let document = document(&drain, true, rows, &versions);
         return Ok((StatusCode::OK, Json(document)).into_response());
     }
     let drain = state.store.insert_drain(&drain).await?;
     // Its spares leave the pool now, before a claim can take one (the reconciler would, at its
     // next pass; a claim in between would cost its user a move).
-    for spare in document(&drain, true, &ledger, &users).remaining.spares {
+    for spare in document(&drain, true, rows, &versions).remaining.spares {
         state
             .store
             .request_recycle(&crate::model::InstanceId(spare), now)
@@ -205,7 +204,7 @@ pub async fn start_drain(
     )
     .await?;
     state.wake.notify_one();
-    let document = document(&drain, false, &ledger, &users);
+    let document = document(&drain, false, rows, &versions);
     Ok((StatusCode::ACCEPTED, Json(document)).into_response())
 }
 
@@ -229,10 +228,11 @@ pub async fn list_drains(
     let drains = state.store.list_drains().await?;
     let ledger = state.store.list_instances().await?;
     let users = state.store.list_users().await?;
+    let versions = state.tier_versions().await?;
     Ok(Json(
         drains
             .iter()
-            .map(|d| document(d, false, &ledger, &users))
+            .map(|d| document(d, false, (&ledger, &users), &versions))
             .collect(),
     ))
 }
@@ -301,9 +301,10 @@ pub async fn cancel_drain(
     .await?;
     state.wake.notify_one();
     let ledger = state.store.list_instances().await?;
+    let versions = state.tier_versions().await?;
     Ok((
         StatusCode::OK,
-        Json(document(&drain, false, &ledger, &users)),
+        Json(document(&drain, false, (&ledger, &users), &versions)),
     )
         .into_response())
 }
@@ -317,11 +318,12 @@ fn selector_of(state: &AppState, raw: &serde_json::Value) -> Result<DrainSelecto
             "`tier` must name a tier (leave it out for any)".into(),
         ));
     }
-    if raw.get("outdated").is_some() {
+    if raw
+        .get("outdated")
+        .is_some_and(|v| v != &serde_json::Value::Bool(true))
+    {
         return Err(invalid(
-            "`outdated` is not supported yet: the ledger does not record each instance's \
-             template version or image (rolling upgrades)"
-                .into(),
+            "`outdated` is true, or left out (for any version)".into(),
         ));
     }
     let selector: DrainSelector =
@@ -340,11 +342,11 @@ fn selector_of(state: &AppState, raw: &serde_json::Value) -> Result<DrainSelecto
     }
     if selector.is_empty() {
         return Err(invalid(
-            "name at least one of tier, instance_types, zones, instance_ids".into(),
+            "name at least one of tier, instance_types, zones, instance_ids, outdated".into(),
         ));
     }
     if let Some(tier) = &selector.tier
-        && !state.settings.tiers.iter().any(|t| &t.name == tier)
+        && !state.tier_configured(tier)
     {
         return Err(invalid(format!("tier {tier:?} is not configured")));
     }
@@ -367,15 +369,15 @@ fn selector_of(state: &AppState, raw: &serde_json::Value) -> Result<DrainSelecto
 fn document(
     drain: &Drain,
     dry_run: bool,
-    ledger: &[InstanceRecord],
-    users: &[UserRecord],
+    (ledger, users): (&[InstanceRecord], &[UserRecord]),
+    versions: &Versions,
 ) -> DrainDocument {
     let holds = dry_run || drain.state.holds();
     let matching = ledger.iter().filter(|r| {
         holds
             && r.status != InstanceStatus::Terminating
             && drain.selector.matches(
-                &r.drain_candidate(),
+                &r.drain_candidate(versions.get(&r.tier)),
                 if dry_run { i64::MAX } else { drain.created_at },
             )
     });

@@ -56,11 +56,36 @@ pub struct ApiSettings {
     pub admin_token: SecretString,
     /// Where users are routed: a user's url is its shard's.
     pub shards: Vec<crate::model::Shard>,
-    pub tiers: Vec<TierPolicy>,
+    /// The configured tiers (shared with the reconciler; a SIGHUP reloads them).
+    pub tiers: crate::reconcile::LiveTiers,
     /// Secret names a PUT that writes secrets must carry (`CONTAINER_REQUIRED_SECRETS`).
     pub required_secrets: Vec<String>,
     /// `/readyz` fails when the last successful reconcile pass is older than this.
     pub ready_staleness: Duration,
+}
+
+impl AppState {
+    /// The tiers as the reconciler runs them (configured, with on-call's overrides), and the
+    /// tiers on-call paused.
+    pub async fn effective_tiers(&self) -> Result<(Vec<TierPolicy>, Vec<String>), ApiError> {
+        let mut tiers = self.settings.tiers.get().to_vec();
+        let overrides = self.store.tier_overrides().await?;
+        let paused = crate::plan::apply_overrides(&mut tiers, &overrides);
+        Ok((tiers, paused))
+    }
+
+    /// What each tier runs now, for the `outdated` drains.
+    pub async fn tier_versions(
+        &self,
+    ) -> Result<std::collections::HashMap<String, crate::model::TierVersions>, ApiError> {
+        let (tiers, _) = self.effective_tiers().await?;
+        Ok(crate::reconcile::tier_versions(&self.store, &tiers).await?)
+    }
+
+    /// Whether a tier of that name is configured.
+    pub fn tier_configured(&self, name: &str) -> bool {
+        self.settings.tiers.get().iter().any(|t| t.name == name)
+    }
 }
 
 /// The error every handler returns: a status, a stable code and a message for humans.
@@ -202,10 +227,8 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
 
 pub fn router(state: AppState) -> Router {
     let (router, api) = routes(&state).split_for_parts();
-    let tiers: Vec<String> = state
-        .settings
-        .tiers
-        .iter()
+    // A reload never changes the tiers' names, so the document stays true.
+    let tiers: Vec<String> = (state.settings.tiers.get().iter())
         .map(|t| t.name.clone())
         .collect();
     let document = openapi::document(api, &tiers, &state.settings.required_secrets);

@@ -159,8 +159,7 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
                 .map(|i| (i.0.as_str(), u.user_id.as_str()))
         })
         .collect();
-    let mut effective = state.settings.tiers.clone();
-    let paused = crate::plan::apply_overrides(&mut effective, &state.store.tier_overrides().await?);
+    let (effective, paused) = state.effective_tiers().await?;
     let now = (state.clock)();
     let conditions = state.store.tier_conditions().await?;
     let mut images: HashMap<String, ImageDocument> = HashMap::new();

@@ -27,17 +27,10 @@ async fn state_with(cloud: Arc<FakeCloud>) -> AppState {
                 domain: None,
                 capacity: 90,
             }],
-            tiers: vec![TierPolicy {
-                name: "default".into(),
+            tiers: crate::reconcile::LiveTiers::new(vec![TierPolicy {
                 spare_count: 2,
-                max_instances: 10,
-                instance_types: vec!["t3.small".into()],
-                on_demand_fallback: false,
-                rebalance_moves: false,
-                workspace_size_gib: 8,
-                idle_sleep_after: None,
-                runtime: crate::model::TierRuntime::example(),
-            }],
+                ..TierPolicy::example("default")
+            }]),
             ready_staleness: Duration::from_secs(30),
             required_secrets: Vec::new(),
         }),

@@ -293,14 +293,10 @@ pub async fn put_instance(
     let user_id = parse_user(path)?;
     let body = parse_body(body)?;
     if let Some(tier) = &body.tier
-        && !state.settings.tiers.iter().any(|t| &t.name == tier)
+        && !state.tier_configured(tier)
     {
-        let known: Vec<&str> = state
-            .settings
-            .tiers
-            .iter()
-            .map(|t| t.name.as_str())
-            .collect();
+        let tiers = state.settings.tiers.get();
+        let known: Vec<&str> = tiers.iter().map(|t| t.name.as_str()).collect();
         return Err(ApiError::bad_request(
             "unknown_tier",
             format!(
@@ -342,7 +338,7 @@ pub async fn put_instance(
         .map_err(|e| secret_write_error(&e))?;
     let tier = body
         .tier
-        .or_else(|| state.settings.tiers.first().map(|t| t.name.clone()))
+        .or_else(|| state.settings.tiers.get().first().map(|t| t.name.clone()))
         .unwrap_or_default();
     let record = UserRecord::queued(user_id.clone(), tier, new_route(), secret_arn.clone(), now);
     match state.store.insert_user(&record).await {

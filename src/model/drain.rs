@@ -20,6 +20,11 @@ pub struct DrainSelector {
     /// These instances.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instance_ids: Vec<String>,
+    /// Instances launched from another launch template or version than their tier's current
+    /// one, or last running another image (a rolling upgrade, ARCHITECTURE.md "Rolling
+    /// upgrades").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outdated: bool,
 }
 
 /// What a drain needs to know of an instance.
@@ -30,6 +35,9 @@ pub struct DrainCandidate<'a> {
     pub instance_type: Option<&'a str>,
     pub zone: Option<&'a str>,
     pub launched_at: Millis,
+    /// Whether it was launched from, or last ran, something its tier no longer runs
+    /// ([`TierVersions::outdated`]).
+    pub outdated: bool,
 }
 
 impl DrainSelector {
@@ -39,6 +47,7 @@ impl DrainSelector {
             && self.instance_types.is_empty()
             && self.zones.is_empty()
             && self.instance_ids.is_empty()
+            && !self.outdated
     }
 
     /// Whether it names instance types or zones: launches avoid those offerings while the drain
@@ -59,6 +68,7 @@ impl DrainSelector {
             && listed(&self.instance_types, instance.instance_type)
             && listed(&self.zones, instance.zone)
             && listed(&self.instance_ids, Some(instance.id.0.as_str()))
+            && (!self.outdated || instance.outdated)
             && (self.names_offerings() || instance.launched_at < since)
     }
 
@@ -73,6 +83,32 @@ impl DrainSelector {
             && self.instance_ids.is_empty()
     }
 }
+
+/// What a tier runs now: an instance launched from anything else, or last running another image,
+/// is `outdated` (a rolling upgrade's drain moves its users, ARCHITECTURE.md "Rolling upgrades").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierVersions {
+    /// `<template id>:<version>` of the tier's launch templates (spot, and on-demand if any).
+    pub launch_templates: Vec<String>,
+    /// The reference a probe or a start pulls now (pinned to its digest when pinned).
+    pub image: String,
+}
+
+impl TierVersions {
+    /// Whether an instance launched from `launch_template` that last pulled `image` runs
+    /// something else. An unknown template (launched before spotpool recorded it) counts as
+    /// outdated; no image yet means nothing pulled, and its first pull will be the current one.
+    pub fn outdated(&self, launch_template: Option<&str>, image: Option<&str>) -> bool {
+        let template_current =
+            launch_template.is_some_and(|t| self.launch_templates.iter().any(|c| c == t));
+        !template_current || image.is_some_and(|i| i != self.image)
+    }
+}
+
+/// Users a drain moves at once unless told otherwise (a rollout's too).
+pub const DEFAULT_MAX_CONCURRENT_MOVES: u32 = 2;
+/// Failed moves before a drain pauses unless told otherwise (a rollout's too).
+pub const DEFAULT_MAX_FAILURES: u32 = 3;
 
 /// Where a drain is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +160,31 @@ pub struct Drain {
     pub updated_at: Millis,
 }
 
+impl Drain {
+    /// A new `active` drain of `selector`, with nothing done yet (the store gives it its id).
+    pub fn new(
+        selector: DrainSelector,
+        (max_concurrent_moves, max_failures): (u32, u32),
+        created_by: &str,
+        now: Millis,
+    ) -> Drain {
+        Drain {
+            id: 0,
+            selector,
+            max_concurrent_moves,
+            max_failures,
+            state: DrainState::Active,
+            moved: 0,
+            failed: 0,
+            requested: Vec::new(),
+            failed_users: Vec::new(),
+            created_by: created_by.into(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,7 +196,53 @@ mod tests {
             instance_type: Some(itype),
             zone: Some(zone),
             launched_at: 100,
+            outdated: false,
         }
+    }
+
+    #[test]
+    fn an_outdated_drain_takes_what_runs_another_template_or_image() {
+        let versions = TierVersions {
+            launch_templates: vec!["lt-1:4".into(), "lt-od:1".into()],
+            image: "gw:2".into(),
+        };
+        assert!(!versions.outdated(Some("lt-1:4"), Some("gw:2")));
+        assert!(
+            !versions.outdated(Some("lt-od:1"), None),
+            "nothing pulled yet"
+        );
+        assert!(versions.outdated(Some("lt-1:3"), Some("gw:2")));
+        assert!(versions.outdated(Some("lt-1:4"), Some("gw:1")));
+        assert!(
+            versions.outdated(None, Some("gw:2")),
+            "launched before it was recorded"
+        );
+        let id = InstanceId("i-1".into());
+        let current = candidate(&id, "t3.small", "zone-a");
+        let old = DrainCandidate {
+            outdated: true,
+            ..current
+        };
+        let rollout = DrainSelector {
+            tier: Some("basic".into()),
+            outdated: true,
+            ..DrainSelector::default()
+        };
+        assert!(rollout.matches(&old, 500));
+        assert!(!rollout.matches(&current, 500));
+        assert!(
+            !rollout.matches(&old, 100),
+            "launched with or after the drain"
+        );
+        assert!(!rollout.names_offerings());
+        assert!(!rollout.covers_offering("basic", "t3.small", Some("zone-a")));
+        assert!(
+            !DrainSelector {
+                outdated: true,
+                ..DrainSelector::default()
+            }
+            .is_empty()
+        );
     }
 
     #[test]

@@ -106,6 +106,15 @@ pub enum Event {
         moved: u32,
         failed: u32,
     },
+    /// A tier's image or launch templates changed (`from` → `to`, their fingerprints): its
+    /// `outdated` drain `drain` starts, replacing the earlier rollout's drain `replaced`.
+    RolloutStarted {
+        tier: String,
+        drain: i64,
+        from: String,
+        to: String,
+        replaced: Option<i64>,
+    },
     /// The configured image was pinned to a digest: every probe and start runs `pinned`.
     ImagePinned {
         image: String,
@@ -233,6 +242,7 @@ impl Event {
             Event::DrainMove { .. } => "drain.move",
             Event::DrainPaused { .. } => "drain.paused",
             Event::DrainDone { .. } => "drain.done",
+            Event::RolloutStarted { .. } => "rollout.started",
             Event::ImagePinned { .. } => "image.pinned",
             Event::ClaimAssigned => "claim.assigned",
             Event::ClaimStepDone(step) => match step {
@@ -353,9 +363,10 @@ impl Event {
             Event::PoolQuotaExceeded { tier, cause, .. } => {
                 format!("tier {tier}: an account quota refused its launches ({cause})")
             }
-            Event::DrainMove { .. } | Event::DrainPaused { .. } | Event::DrainDone { .. } => {
-                self.drain_message()
-            }
+            Event::DrainMove { .. }
+            | Event::DrainPaused { .. }
+            | Event::DrainDone { .. }
+            | Event::RolloutStarted { .. } => self.drain_message(),
             Event::ImagePinned { image, pinned } => format!("{image} runs as {pinned}"),
             Event::ClaimAssigned => "spare claimed".into(),
             Event::ClaimStepDone(_) => "claim step done".into(),
@@ -459,6 +470,16 @@ impl Event {
             } => format!(
                 "drain {drain} done: {moved} users moved; {failed} whose move failed stay where \
                  they are, and nothing else it matches is left"
+            ),
+            Event::RolloutStarted {
+                tier,
+                drain,
+                from,
+                to,
+                replaced,
+            } => format!(
+                "tier {tier} rolls out {to} (was {from}): drain {drain} moves its outdated users{}",
+                replaced.map_or(String::new(), |r| format!(", replacing drain {r}"))
             ),
             _ => String::new(),
         }

@@ -17,7 +17,10 @@ mod status;
 mod tier;
 mod workspace;
 
-pub use drain::{Drain, DrainCandidate, DrainSelector, DrainState};
+pub use drain::{
+    DEFAULT_MAX_CONCURRENT_MOVES, DEFAULT_MAX_FAILURES, Drain, DrainCandidate, DrainSelector,
+    DrainState, TierVersions,
+};
 pub use event::{Event, NoticeAction};
 pub use ids::{InstanceId, Millis, RESERVED_USER_IDS, UserId, UserIdError};
 pub use notice::{InterruptionNotice, NoticeKind};

@@ -11,6 +11,13 @@ pub struct LaunchTemplate {
     pub version: String,
 }
 
+impl LaunchTemplate {
+    /// `<id>:<version>`, as an instance's ledger row records what it was launched from.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.id, self.version)
+    }
+}
+
 #[cfg(any(test, feature = "fake"))]
 impl TierRuntime {
     /// The runtime of the tests' tiers: the flat settings' defaults of an OpenClaw gateway.
@@ -58,6 +65,23 @@ pub struct TierRuntime {
     /// The template of on-demand fallback launches (no market options); None launches none.
     pub on_demand: Option<LaunchTemplate>,
     pub container: TierContainer,
+}
+
+impl TierRuntime {
+    /// What a rolling upgrade follows: the image and the launch templates. A tier whose
+    /// fingerprint changes has its `outdated` instances drained (ARCHITECTURE.md "Rolling
+    /// upgrades").
+    pub fn fingerprint(&self) -> String {
+        let on_demand = self
+            .on_demand
+            .as_ref()
+            .map_or("-".into(), LaunchTemplate::key);
+        format!(
+            "image={} launch={} on_demand={on_demand}",
+            self.container.image,
+            self.launch.key()
+        )
+    }
 }
 
 /// A tier's user container.
@@ -108,7 +132,7 @@ impl HealthCheck {
     }
 }
 
-/// On-call's sizing of a tier; `None` keeps the configured value.
+/// On-call's sizing and version of a tier; `None` keeps the configured value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TierOverride {
     pub tier: String,
@@ -116,6 +140,10 @@ pub struct TierOverride {
     pub max_instances: Option<u32>,
     /// No launches while paused; claims go on from the spares there are.
     pub paused: bool,
+    /// The image its containers run instead of the configured one (a rolling upgrade).
+    pub container_image: Option<String>,
+    /// The version of its launch template launches use instead of the configured one.
+    pub launch_template_version: Option<String>,
     pub updated_at: Millis,
     pub updated_by: String,
 }

@@ -43,6 +43,24 @@ pub struct TierPolicy {
     pub runtime: TierRuntime,
 }
 
+#[cfg(any(test, feature = "fake"))]
+impl TierPolicy {
+    /// A tier of the tests: one spare, at most ten t3.small instances, the example runtime.
+    pub fn example(name: &str) -> TierPolicy {
+        TierPolicy {
+            name: name.into(),
+            spare_count: 1,
+            max_instances: 10,
+            instance_types: vec!["t3.small".into()],
+            on_demand_fallback: false,
+            rebalance_moves: false,
+            workspace_size_gib: 8,
+            idle_sleep_after: None,
+            runtime: TierRuntime::example(),
+        }
+    }
+}
+
 /// What the cloud has recently told us, kept by the reconciler and passed in so `plan` stays
 /// pure (Karpenter's unavailable-offerings cache).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -403,6 +421,12 @@ pub fn apply_overrides(tiers: &mut [TierPolicy], overrides: &[TierOverride]) -> 
         }
         if let Some(max_instances) = o.max_instances {
             tier.max_instances = max_instances;
+        }
+        if let Some(image) = &o.container_image {
+            tier.runtime.container.image = image.clone();
+        }
+        if let Some(version) = &o.launch_template_version {
+            tier.runtime.launch.version = version.clone();
         }
         if o.paused {
             paused.push(o.tier.clone());

@@ -334,7 +334,8 @@ impl Reconciler {
         ))
     }
 
-    /// The start-container command for the user on `instance`.
+    /// The start-container command for the user on `instance`; records the image it pulls on
+    /// the instance's ledger row (what an `outdated` drain compares).
     pub(super) async fn start_script(
         &self,
         user: &UserRecord,
@@ -344,8 +345,13 @@ impl Reconciler {
         let host_ip = record.as_ref().and_then(|r| r.private_ip.clone());
         let volume_id = user.workspace.as_ref().and_then(|w| w.volume_id.clone());
         let config = &self.inner.config;
-        let container = &config.runtime(&user.tier).container;
+        let runtime = self.runtime(&user.tier);
+        let container = &runtime.container;
         let image = self.image_to_run(&container.image).await?;
+        self.inner
+            .store
+            .set_instance_image(instance, &image)
+            .await?;
         let shard = user
             .shard
             .as_deref()

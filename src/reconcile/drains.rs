@@ -10,9 +10,15 @@
 //! Must not: move a user twice for one drain, or ask for a move while paused.
 
 use super::Reconciler;
-use crate::model::{Drain, DrainState, Event, InstanceId, InstanceStatus, Millis, UserState};
+use crate::model::{
+    DEFAULT_MAX_CONCURRENT_MOVES, DEFAULT_MAX_FAILURES, Drain, DrainSelector, DrainState, Event,
+    InstanceId, InstanceStatus, Millis, TierVersions, UserState,
+};
 use crate::store::{InstanceRecord, StoreError, UserRecord};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// The `created_by` of the drains rolling upgrades start.
+pub const ROLLOUT: &str = "rollout";
 
 /// (tier, instance type, subnet) offerings drains keep launches off.
 pub(super) type Drained = HashSet<(String, String, String)>;
@@ -29,16 +35,71 @@ impl Reconciler {
             let ledger = store.instances_snapshot().await?;
             let users = store.users_snapshot().await?;
             let zones = self.lock_subnet_zones().clone();
+            let versions = super::tier_versions(store, &self.tiers()).await?;
             // Instances asked to recycle this pass, by any drain: one snapshot serves them all,
             // so a later drain must not ask (and count) the same move again.
             let mut flagged = HashSet::new();
             for drain in drains {
                 drained.extend(self.drained_offerings(&drain, &zones));
-                self.drive_drain(drain, (&ledger, &users), &mut flagged, now)
+                let rows = (ledger.as_slice(), users.as_slice());
+                self.drive_drain(drain, rows, &versions, &mut flagged, now)
                     .await?;
             }
         }
         *self.inner.drained.lock().unwrap_or_else(|e| e.into_inner()) = drained;
+        Ok(())
+    }
+
+    /// Starts a rolling upgrade of each tier whose image or launch templates differ from what
+    /// it last rolled out to (a SIGHUP, a `PUT /v1/admin/pool/{tier}`, a restart with new
+    /// settings, on whichever replica): one `outdated` drain of the tier, which replaces the
+    /// tier's earlier rollout drain if that one still holds. A tier seen for the first time
+    /// only records what it runs.
+    pub(super) async fn start_rollouts(&self, now: Millis) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        let tiers = self.tiers();
+        let wanted: Vec<(&str, String)> = (tiers.iter())
+            .map(|t| (t.name.as_str(), t.runtime.fingerprint()))
+            .collect();
+        let known = |rolled: &HashMap<String, String>| {
+            (wanted.iter()).all(|(tier, print)| rolled.get(*tier) == Some(print))
+        };
+        let mut rolled = self.inner.rolled_out.lock().await;
+        if known(&rolled) {
+            return Ok(());
+        }
+        *rolled = (store.rollouts().await?.into_iter())
+            .map(|r| (r.tier, r.fingerprint))
+            .collect();
+        for (tier, print) in &wanted {
+            let Some(previous) = rolled.get(*tier).cloned() else {
+                store.record_rollout(tier, print, None, now).await?;
+                rolled.insert(tier.to_string(), print.clone());
+                continue;
+            };
+            if &previous == print {
+                continue;
+            }
+            let selector = DrainSelector {
+                tier: Some(tier.to_string()),
+                outdated: true,
+                ..DrainSelector::default()
+            };
+            let bounds = (DEFAULT_MAX_CONCURRENT_MOVES, DEFAULT_MAX_FAILURES);
+            let drain = Drain::new(selector, bounds, ROLLOUT, now);
+            let (drain, replaced) = store.record_rollout(tier, print, Some(&drain), now).await?;
+            rolled.insert(tier.to_string(), print.clone());
+            let Some(drain) = drain else { continue };
+            metrics::counter!("spotpool_rollouts_total", "tier" => tier.to_string()).increment(1);
+            let event = Event::RolloutStarted {
+                tier: tier.to_string(),
+                drain: drain.id,
+                from: previous,
+                to: print.clone(),
+                replaced,
+            };
+            self.journal_quietly(now, event).await?;
+        }
         Ok(())
     }
 
@@ -50,11 +111,11 @@ impl Reconciler {
     }
 
     fn drained_offerings(&self, drain: &Drain, zones: &BTreeMap<String, String>) -> Drained {
-        let policy = &self.inner.config.policy;
+        let subnets = &self.inner.config.policy.subnet_ids;
         let mut out = Drained::new();
-        for tier in &policy.tiers {
+        for tier in self.tiers().iter() {
             for instance_type in &tier.instance_types {
-                for subnet in &policy.subnet_ids {
+                for subnet in subnets {
                     let zone = zones.get(subnet).map(String::as_str);
                     if drain
                         .selector
@@ -72,6 +133,7 @@ impl Reconciler {
         &self,
         mut drain: Drain,
         (ledger, users): (&[InstanceRecord], &[UserRecord]),
+        versions: &HashMap<String, TierVersions>,
         flagged: &mut HashSet<InstanceId>,
         now: Millis,
     ) -> Result<(), StoreError> {
@@ -82,7 +144,7 @@ impl Reconciler {
             .filter(|r| {
                 drain
                     .selector
-                    .matches(&r.drain_candidate(), drain.created_at)
+                    .matches(&r.drain_candidate(versions.get(&r.tier)), drain.created_at)
             })
             .collect();
         settle_requested(&mut drain, ledger, users);

@@ -31,11 +31,12 @@ impl Reconciler {
             }
             *last = now;
         }
-        let policy = &self.inner.config.policy;
+        let tiers = self.tiers();
         let mut candidates: Vec<(&UserRecord, TargetGroupMetric)> = Vec::new();
         let mut window = Duration::ZERO;
         for user in users {
-            let Some(idle_after) = policy.tier(&user.tier).and_then(|t| t.idle_sleep_after) else {
+            let tier = tiers.iter().find(|t| t.name == user.tier);
+            let Some(idle_after) = tier.and_then(|t| t.idle_sleep_after) else {
                 continue;
             };
             let ready_long_enough = user.ready_at.is_some_and(|at| now - at >= idle_after);

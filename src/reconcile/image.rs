@@ -14,8 +14,10 @@
 use super::{Reconciler, StepError, one_tag};
 use crate::cloud::tags;
 use crate::image::{ImageRef, is_sha256_digest};
-use crate::model::{Event, InstanceStatus, Millis};
-use crate::store::StoreError;
+use crate::model::{Event, InstanceStatus, LaunchTemplate, Millis, TierVersions};
+use crate::plan::TierPolicy;
+use crate::store::{Store, StoreError};
+use std::collections::HashMap;
 
 /// How long after a failed resolution the next one is tried.
 pub(super) const RESOLVE_RETRY: Millis = 60_000;
@@ -24,15 +26,13 @@ impl Reconciler {
     /// The reference probes and starts of `configured` (a tier's image) use: the pinned
     /// `name@digest`, or the configured reference while it has no pin.
     pub(super) async fn image_to_run(&self, configured: &str) -> Result<String, StoreError> {
-        Ok(match self.inner.store.image_pin(configured).await? {
-            Some(pin) => pinned_reference(configured, &pin.digest),
-            None => configured.to_string(),
-        })
+        reference_to_run(&self.inner.store, configured).await
     }
 
     /// Pins every tier's image that has no pin yet.
     pub(super) async fn pin_images_if_needed(&self, now: Millis) -> Result<(), StoreError> {
-        let mut images: Vec<&str> = (self.inner.config.policy.tiers.iter())
+        let tiers = self.tiers();
+        let mut images: Vec<&str> = (tiers.iter())
             .map(|tier| tier.runtime.container.image.as_str())
             .collect();
         images.sort_unstable();
@@ -102,11 +102,10 @@ impl Reconciler {
     /// them.
     async fn reprobe_spares(&self, image: &str, now: Millis) -> Result<(), StoreError> {
         let store = &self.inner.store;
-        let config = &self.inner.config;
         let initializing = one_tag(tags::STATUS, InstanceStatus::Initializing.as_str());
         for spare in store.list_instances().await? {
             if spare.status != InstanceStatus::Available
-                || config.runtime(&spare.tier).container.image != image
+                || self.runtime(&spare.tier).container.image != image
             {
                 continue;
             }
@@ -139,6 +138,38 @@ impl Reconciler {
         }
         Ok(digest)
     }
+}
+
+/// The reference probes and starts of `configured` use: the pinned `name@digest`, or the
+/// configured reference while it has no pin.
+async fn reference_to_run(store: &Store, configured: &str) -> Result<String, StoreError> {
+    Ok(match store.image_pin(configured).await? {
+        Some(pin) => pinned_reference(configured, &pin.digest),
+        None => configured.to_string(),
+    })
+}
+
+/// What each of `tiers` runs now, for the `outdated` drains: its launch templates, and the image
+/// reference a probe or start pulls now (the pinned one when `image` is pinned).
+pub async fn tier_versions(
+    store: &Store,
+    tiers: &[TierPolicy],
+) -> Result<HashMap<String, TierVersions>, StoreError> {
+    let mut out = HashMap::new();
+    for tier in tiers {
+        let runtime = &tier.runtime;
+        let image = reference_to_run(store, &runtime.container.image).await?;
+        let launch_templates = std::iter::once(&runtime.launch)
+            .chain(&runtime.on_demand)
+            .map(LaunchTemplate::key)
+            .collect();
+        let versions = TierVersions {
+            launch_templates,
+            image,
+        };
+        out.insert(tier.name.clone(), versions);
+    }
+    Ok(out)
 }
 
 /// `name@digest` of the configured reference (its tag dropped); the reference itself if it

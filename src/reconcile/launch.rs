@@ -83,12 +83,8 @@ impl Reconciler {
         // next because of a drain is no fallback.
         let drained = self.drained();
         let offering = |t: &String| (tier.to_string(), t.clone(), subnet_id.to_string());
-        let preferred = (self.inner.config.policy.tier(tier))
-            .and_then(|t| {
-                t.instance_types
-                    .iter()
-                    .find(|t| !drained.contains(&offering(t)))
-            })
+        let preferred = (self.tier(tier))
+            .and_then(|t| (t.instance_types.into_iter()).find(|t| !drained.contains(&offering(t))))
             .is_some_and(|t| t == instance_type);
         if market == Market::OnDemand || !preferred {
             let kind = if market == Market::OnDemand {
@@ -133,8 +129,8 @@ impl Reconciler {
         let store = &self.inner.store;
         let tier = launch.tier.as_str();
         let launched = self.run_instances(launch).await;
-        let ids = match launched {
-            Ok(ids) => ids,
+        let (ids, template) = match launched {
+            Ok(launched) => launched,
             // A redo whose parameters changed since the first call (a restart with a new
             // template version; a first call after a crash is a redo too, with no attempt
             // counted): the first call's instances, if any, carry the pool's tags and are
@@ -178,6 +174,7 @@ impl Reconciler {
         for id in &ids {
             if store.get_instance(id).await?.is_some() {
                 // A redo whose instances were already adopted from a listing.
+                store.note_launch_template(id, &template).await?;
                 continue;
             }
             let zone = self.lock_subnet_zones().get(&launch.subnet_id).cloned();
@@ -185,6 +182,7 @@ impl Reconciler {
                 .put_instance(&InstanceRecord {
                     instance_type: Some(launch.instance_type.clone()),
                     availability_zone: zone,
+                    launch_template: Some(template.clone()),
                     ..InstanceRecord::new(
                         id.clone(),
                         tier.to_string(),
@@ -204,16 +202,21 @@ impl Reconciler {
         Ok(())
     }
 
-    /// RunInstances for `launch`, from its tier's spot template or on-demand one as configured.
-    async fn run_instances(&self, launch: &PendingLaunch) -> CloudResult<Vec<InstanceId>> {
+    /// RunInstances for `launch`, from its tier's spot template or on-demand one as configured;
+    /// the instances, and the template's key (`<id>:<version>`).
+    async fn run_instances(
+        &self,
+        launch: &PendingLaunch,
+    ) -> CloudResult<(Vec<InstanceId>, String)> {
         let tier = launch.tier.as_str();
-        let runtime = self.inner.config.runtime(tier);
+        let runtime = self.runtime(tier);
         let template = match launch.spot {
             true => Some(runtime.launch.clone()),
             false => runtime.on_demand.clone(),
         };
         match template {
             Some(launch_template) => {
+                let key = launch_template.key();
                 let request = LaunchRequest {
                     tier: launch.tier.clone(),
                     instance_type: launch.instance_type.clone(),
@@ -227,7 +230,8 @@ impl Reconciler {
                         kms_key_id: self.inner.config.workspace_kms_key_id.clone(),
                     }),
                 };
-                self.inner.cloud.launch_instances(&request).await
+                let ids = self.inner.cloud.launch_instances(&request).await?;
+                Ok((ids, key))
             }
             // The configuration refuses on-demand fallback without a template; a launch row
             // from a daemon configured otherwise meets this.

@@ -28,6 +28,9 @@ mod drains;
 mod execute;
 mod idle;
 mod image;
+mod live;
+pub use image::tier_versions;
+pub use live::LiveTiers;
 mod instances;
 mod launch;
 mod moves;
@@ -48,7 +51,7 @@ pub use repair::{Orphan, OrphanKind, PlannedAction, RepairReport};
 use crate::clock::{Backoff, Clock, error_policy};
 use crate::cloud::{Cloud, CloudError, CloudErrorKind, Tags, tags};
 use crate::model::{Event, InstanceId, Millis, TierRuntime, UserId};
-use crate::plan::Policy;
+use crate::plan::{Policy, TierPolicy};
 use crate::store::{Store, StoreError};
 use launch::ConditionState;
 use std::collections::HashMap;
@@ -65,7 +68,11 @@ use tokio::task::JoinSet;
 pub struct ReconcilerConfig {
     /// The value of the `spotpool:pool` tag on every resource this daemon creates.
     pub pool: String,
+    /// `plan`'s policy, but for its `tiers`, which are `tiers` with on-call's overrides applied,
+    /// filled in each pass ([`Reconciler::effective_policy`]).
     pub policy: Policy,
+    /// The configured tiers, shared with the API and replaced by a reload (SIGHUP).
+    pub tiers: LiveTiers,
     /// The runtime of a tier that is no longer configured: its users are still torn down and
     /// moved with it (the flat settings' runtime).
     pub fallback_runtime: TierRuntime,
@@ -112,16 +119,6 @@ impl ReconcilerConfig {
     /// The configured shard of that name (the shards are `policy.shards`).
     pub fn shard(&self, name: &str) -> Option<&crate::model::Shard> {
         self.policy.shard(name)
-    }
-
-    /// What the tier named `tier` launches and runs: its configured runtime, or the fallback
-    /// for a tier that is no longer configured.
-    pub fn runtime(&self, tier: &str) -> &TierRuntime {
-        self.policy
-            .tiers
-            .iter()
-            .find(|t| t.name == tier)
-            .map_or(&self.fallback_runtime, |t| &t.runtime)
     }
 }
 
@@ -234,6 +231,11 @@ struct Inner {
     listed: std::sync::Mutex<Option<Arc<HashMap<InstanceId, crate::cloud::Lifecycle>>>>,
     /// Wakes the quick-claim lane (`quick.rs`).
     quick_wake: Notify,
+    /// The tiers with on-call's overrides, as the last [`Reconciler::effective_policy`] read
+    /// them: what launches, probes, starts and routes use.
+    effective: std::sync::RwLock<Arc<Vec<TierPolicy>>>,
+    /// What each tier last rolled out to, as the store said (`drains::start_rollouts`).
+    rolled_out: tokio::sync::Mutex<HashMap<String, String>>,
 }
 
 /// Marks this replica as leading for as long as a reconciler loop runs.
@@ -264,8 +266,11 @@ impl Reconciler {
         health: Arc<Health>,
         registry: Option<Arc<crate::image::RegistryClient>>,
     ) -> Reconciler {
+        let effective = std::sync::RwLock::new(config.tiers.get());
         Reconciler {
             inner: Arc::new(Inner {
+                effective,
+                rolled_out: Default::default(),
                 store,
                 cloud,
                 config,
@@ -427,8 +432,11 @@ impl Reconciler {
     ) -> Result<Outcome, ReconcileError> {
         let inner = &self.inner;
         inner.pass_seq.fetch_add(1, Ordering::Relaxed);
+        // The tiers as on-call and the configuration have them now, for everything below.
+        self.effective_policy().await?;
         // Before any probe or start of this pass: they run the pinned image once there is one.
         self.pin_images_if_needed(self.now()).await?;
+        self.start_rollouts(self.now()).await?;
         self.drive_drains(self.now()).await?;
         let planned = self.observe_and_plan(false).await?;
         let executed = self.execute(planned.actions, patience).await;
@@ -461,9 +469,34 @@ impl Reconciler {
     /// and the tiers on-call paused.
     pub async fn effective_policy(&self) -> Result<(Policy, Vec<String>), StoreError> {
         let mut policy = self.inner.config.policy.clone();
+        policy.tiers = self.inner.config.tiers.get().to_vec();
         let overrides = self.inner.store.tier_overrides().await?;
         let paused = crate::plan::apply_overrides(&mut policy.tiers, &overrides);
+        *self
+            .inner
+            .effective
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(policy.tiers.clone());
         Ok((policy, paused))
+    }
+
+    /// The tiers as the last pass saw them (configured, with on-call's overrides).
+    pub(crate) fn tiers(&self) -> Arc<Vec<TierPolicy>> {
+        (self.inner.effective.read())
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The tier named `name`, as the last pass saw it.
+    pub(crate) fn tier(&self, name: &str) -> Option<TierPolicy> {
+        self.tiers().iter().find(|t| t.name == name).cloned()
+    }
+
+    /// What the tier named `tier` launches and runs: its runtime as the last pass saw it, or
+    /// the fallback for a tier that is no longer configured.
+    pub(crate) fn runtime(&self, tier: &str) -> TierRuntime {
+        self.tier(tier)
+            .map_or_else(|| self.inner.config.fallback_runtime.clone(), |t| t.runtime)
     }
 
     /// The injected clock's time.

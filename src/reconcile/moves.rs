@@ -387,7 +387,7 @@ impl Reconciler {
 
     /// The port the user's container listens on, and its target's port: its tier's.
     pub(super) fn port_of(&self, user: &UserRecord) -> u16 {
-        self.inner.config.runtime(&user.tier).container.port
+        self.runtime(&user.tier).container.port
     }
 
     /// The user's target group, which a move never changes.

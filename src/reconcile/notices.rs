@@ -114,11 +114,7 @@ impl Reconciler {
                     NoticeAction::Move
                 }
                 (UserState::Ready, false) => {
-                    let allowed = inner
-                        .config
-                        .policy
-                        .tier(&user.tier)
-                        .is_some_and(|t| t.rebalance_moves);
+                    let allowed = (self.tier(&user.tier)).is_some_and(|t| t.rebalance_moves);
                     let spare = store.list_instances().await?.iter().any(|r| {
                         r.tier == user.tier
                             && r.status == InstanceStatus::Available

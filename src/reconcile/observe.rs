@@ -146,12 +146,7 @@ impl Reconciler {
         let snapshot = store.instances_snapshot().await?;
         let ledger: HashMap<&InstanceId, &InstanceRecord> =
             snapshot.iter().map(|r| (&r.instance_id, r)).collect();
-        let default_tier = self
-            .inner
-            .config
-            .policy
-            .tiers
-            .first()
+        let default_tier = (self.tiers().first())
             .map(|t| t.name.clone())
             .unwrap_or_default();
         let mut changed = false;

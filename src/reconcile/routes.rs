@@ -48,7 +48,8 @@ impl Reconciler {
         if let Some(arn) = &user.routing.target_group_arn {
             return Ok(arn.clone());
         }
-        let container = &self.inner.config.runtime(&user.tier).container;
+        let runtime = self.runtime(&user.tier);
+        let container = &runtime.container;
         let mut group_tags = self.resource_tags(&user.user_id);
         group_tags.insert(tags::INSTANCE_ID.into(), instance.0.clone());
         let arn = self

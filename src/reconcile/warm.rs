@@ -126,7 +126,7 @@ impl Reconciler {
         if warm.rule_arn.is_none() && !self.warm_rule(&record, &mut warm, &group).await? {
             return Ok(());
         }
-        let port = self.inner.config.runtime(&record.tier).container.port;
+        let port = self.runtime(&record.tier).container.port;
         if self
             .inner
             .cloud
@@ -150,7 +150,8 @@ impl Reconciler {
         }
         let instance = &record.instance_id;
         let config = &self.inner.config;
-        let container = &config.runtime(&record.tier).container;
+        let runtime = self.runtime(&record.tier);
+        let container = &runtime.container;
         let mut group_tags = one_tag(tags::POOL, &config.pool);
         group_tags.insert(tags::INSTANCE_ID.into(), instance.0.clone());
         let created = self
@@ -190,7 +191,7 @@ impl Reconciler {
     ) -> Result<bool, StepError> {
         let instance = &record.instance_id;
         let cloud = &self.inner.cloud;
-        let port = self.inner.config.runtime(&record.tier).container.port;
+        let port = self.runtime(&record.tier).container.port;
         let (Some(listener), Some(priority)) = (warm.listener_arn.clone(), warm.priority) else {
             return Ok(false);
         };

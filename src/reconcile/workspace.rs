@@ -651,13 +651,9 @@ impl Reconciler {
     }
 
     pub(super) fn workspace_size(&self, tier: &str) -> u32 {
-        self.inner
-            .config
-            .policy
-            .tier(tier)
-            .map_or(self.inner.config.workspace_size_gib, |t| {
-                t.workspace_size_gib
-            })
+        (self.tier(tier)).map_or(self.inner.config.workspace_size_gib, |t| {
+            t.workspace_size_gib
+        })
     }
 
     /// The tags of a user's workspace volume and its snapshots.

@@ -21,7 +21,8 @@ impl Store {
     pub async fn tier_overrides(&self) -> StoreResult<Vec<TierOverride>> {
         on_pool!(self, |pool| {
             let rows = sqlx::query(
-                "SELECT tier, spare_count, max_instances, paused, updated_at, updated_by
+                "SELECT tier, spare_count, max_instances, paused, container_image,
+                    launch_template_version, updated_at, updated_by
                  FROM tier_overrides ORDER BY tier",
             )
             .fetch_all(pool)
@@ -37,6 +38,8 @@ impl Store {
                             .try_get::<Option<i64>, _>("max_instances")?
                             .map(|n| n as u32),
                         paused: r.try_get("paused")?,
+                        container_image: r.try_get("container_image")?,
+                        launch_template_version: r.try_get("launch_template_version")?,
                         updated_at: r.try_get("updated_at")?,
                         updated_by: r.try_get("updated_by")?,
                     })
@@ -49,16 +52,21 @@ impl Store {
         execute!(
             self,
             sqlx::query(
-            "INSERT INTO tier_overrides (tier, spare_count, max_instances, paused, updated_at, updated_by)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO tier_overrides (tier, spare_count, max_instances, paused, container_image,
+                launch_template_version, updated_at, updated_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (tier) DO UPDATE SET spare_count = excluded.spare_count,
                 max_instances = excluded.max_instances, paused = excluded.paused,
+                container_image = excluded.container_image,
+                launch_template_version = excluded.launch_template_version,
                 updated_at = excluded.updated_at, updated_by = excluded.updated_by",
         )
         .bind(&o.tier)
         .bind(o.spare_count.map(i64::from))
         .bind(o.max_instances.map(i64::from))
         .bind(o.paused)
+        .bind(&o.container_image)
+        .bind(&o.launch_template_version)
         .bind(o.updated_at)
         .bind(&o.updated_by)
         );

@@ -1,9 +1,43 @@
 //! On-call's drains (`drains`, migration 0015): created and cancelled by the API, their
-//! progress written by the leader's reconciler (`reconcile::drains`).
+//! progress written by the leader's reconciler (`reconcile::drains`); and the rolling upgrades
+//! that start `outdated` drains (`rollouts`, migration 0016).
 
 use super::{Store, StoreError, StoreResult};
 use crate::model::{Drain, DrainSelector, DrainState, InstanceId, Millis, UserId};
 use sqlx::Row;
+
+/// The insert of a new drain (its `id` is ignored), returning its id.
+macro_rules! insert_drain {
+    ($drain:expr) => {{
+        let (requested, failed_users) = progress_json($drain);
+        sqlx::query_scalar(
+            "INSERT INTO drains (selector, max_concurrent_moves, max_failures, state, moved, \
+             failed, requested, failed_users, created_by, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+        )
+        .bind(selector_json(&$drain.selector))
+        .bind(i64::from($drain.max_concurrent_moves))
+        .bind(i64::from($drain.max_failures))
+        .bind($drain.state.as_str())
+        .bind(i64::from($drain.moved))
+        .bind(i64::from($drain.failed))
+        .bind(requested)
+        .bind(failed_users)
+        .bind(&$drain.created_by)
+        .bind($drain.created_at)
+        .bind($drain.updated_at)
+    }};
+}
+
+/// What a tier last rolled out to: its image and launch templates (`fingerprint`), and the
+/// `outdated` drain that moved its users there, if it was a change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollout {
+    pub tier: String,
+    pub fingerprint: String,
+    pub drain_id: Option<i64>,
+    pub updated_at: Millis,
+}
 
 const COLUMNS: &str = "id, selector, max_concurrent_moves, max_failures, state, moved, failed, \
                        requested, failed_users, created_by, created_at, updated_at";
@@ -11,28 +45,86 @@ const COLUMNS: &str = "id, selector, max_concurrent_moves, max_failures, state, 
 impl Store {
     /// Records a new drain (its `id` is ignored); returns it with its id.
     pub async fn insert_drain(&self, drain: &Drain) -> StoreResult<Drain> {
-        let (requested, failed_users) = progress_json(drain);
-        let id: i64 = on_pool!(self, |pool| sqlx::query_scalar(
-            "INSERT INTO drains (selector, max_concurrent_moves, max_failures, state, moved, \
-             failed, requested, failed_users, created_by, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-        )
-        .bind(selector_json(&drain.selector))
-        .bind(i64::from(drain.max_concurrent_moves))
-        .bind(i64::from(drain.max_failures))
-        .bind(drain.state.as_str())
-        .bind(i64::from(drain.moved))
-        .bind(i64::from(drain.failed))
-        .bind(requested)
-        .bind(failed_users)
-        .bind(&drain.created_by)
-        .bind(drain.created_at)
-        .bind(drain.updated_at)
-        .fetch_one(pool)
-        .await?);
+        let id: i64 = on_pool!(self, |pool| insert_drain!(drain).fetch_one(pool).await?);
         Ok(Drain {
             id,
             ..drain.clone()
+        })
+    }
+
+    /// What each tier last rolled out to (`rollouts`, migration 0016).
+    pub async fn rollouts(&self) -> StoreResult<Vec<Rollout>> {
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT tier, fingerprint, drain_id, updated_at FROM rollouts ORDER BY tier",
+            )
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Rollout {
+                        tier: r.try_get("tier")?,
+                        fingerprint: r.try_get("fingerprint")?,
+                        drain_id: r.try_get("drain_id")?,
+                        updated_at: r.try_get("updated_at")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Records that `tier` now runs `fingerprint`, in one transaction: with `drain` (its
+    /// rollout), the tier's earlier rollout drain is cancelled if it still holds and `drain` is
+    /// inserted. Returns `drain` with its id, and the id of the drain it replaced.
+    pub async fn record_rollout(
+        &self,
+        tier: &str,
+        fingerprint: &str,
+        drain: Option<&Drain>,
+        now: Millis,
+    ) -> StoreResult<(Option<Drain>, Option<i64>)> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let mut replaced = None;
+            let mut inserted = None;
+            if let Some(drain) = drain {
+                let previous: Option<Option<i64>> =
+                    sqlx::query_scalar("SELECT drain_id FROM rollouts WHERE tier = $1")
+                        .bind(tier)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if let Some(previous) = previous.flatten() {
+                    let cancelled = sqlx::query(
+                        "UPDATE drains SET state = 'cancelled', updated_at = $2
+                         WHERE id = $1 AND state IN ('active', 'paused')",
+                    )
+                    .bind(previous)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    replaced = (cancelled > 0).then_some(previous);
+                }
+                let id: i64 = insert_drain!(drain).fetch_one(&mut *tx).await?;
+                inserted = Some(Drain {
+                    id,
+                    ..drain.clone()
+                });
+            }
+            sqlx::query(
+                "INSERT INTO rollouts (tier, fingerprint, drain_id, updated_at)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (tier) DO UPDATE SET fingerprint = excluded.fingerprint,
+                    drain_id = excluded.drain_id, updated_at = excluded.updated_at",
+            )
+            .bind(tier)
+            .bind(fingerprint)
+            .bind(inserted.as_ref().map(|d| d.id))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok((inserted, replaced))
         })
     }
 

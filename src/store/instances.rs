@@ -37,6 +37,13 @@ pub struct InstanceRecord {
     /// The blank workspace DescribeInstances last reported attached (ARCHITECTURE.md, "Blank
     /// workspaces"): a first claim takes it, unless a user's workspace already is that volume.
     pub blank_volume_id: Option<String>,
+    /// `<template id>:<version>` it was launched from, as the launch asked: written when a
+    /// row is first inserted or by [`Store::note_launch_template`], never replaced. None is
+    /// unknown (launched before spotpool recorded it).
+    pub launch_template: Option<String>,
+    /// The image reference its probe or its user's container last pulled. Written only by
+    /// [`Store::set_instance_image`]; None until the first pull.
+    pub image: Option<String>,
 }
 
 /// A spare's own route on its shard: a target group with the instance registered, and a warm
@@ -95,6 +102,8 @@ impl InstanceRecord {
             probed_at: None,
             warm: WarmRoute::default(),
             blank_volume_id: None,
+            launch_template: None,
+            image: None,
         }
     }
 }
@@ -110,8 +119,8 @@ macro_rules! instance_row {
             "INSERT INTO instances (instance_id, tier, status, arn, instance_type,
                 availability_zone, private_ip, launched_at, status_since, probe_command_id,
                 probe_sent_at, probe_failed_at, probe_failures, last_error, missed_observations,
-                blank_volume_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                blank_volume_id, launch_template)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
              ON CONFLICT (instance_id) DO UPDATE SET ",
             $update
         ))
@@ -131,6 +140,7 @@ macro_rules! instance_row {
         .bind(&$instance.last_error)
         .bind(i64::from($instance.missed_observations))
         .bind(&$instance.blank_volume_id)
+        .bind(&$instance.launch_template)
     };
 }
 
@@ -305,6 +315,36 @@ impl Store {
         })
     }
 
+    /// Records the launch template an instance came from, unless one is recorded (a launch's
+    /// instances that a listing adopted before the launch was recorded).
+    pub async fn note_launch_template(
+        &self,
+        instance: &InstanceId,
+        launch_template: &str,
+    ) -> StoreResult<()> {
+        execute!(
+            self,
+            sqlx::query(
+                "UPDATE instances SET launch_template = $2
+                 WHERE instance_id = $1 AND launch_template IS NULL"
+            )
+            .bind(&instance.0)
+            .bind(launch_template)
+        );
+        Ok(())
+    }
+
+    /// Records the image reference an instance's probe or container is pulling.
+    pub async fn set_instance_image(&self, instance: &InstanceId, image: &str) -> StoreResult<()> {
+        execute!(
+            self,
+            sqlx::query("UPDATE instances SET image = $2 WHERE instance_id = $1")
+                .bind(&instance.0)
+                .bind(image)
+        );
+        Ok(())
+    }
+
     /// Marks an instance for recycling. False if it is unknown or already terminating.
     pub async fn request_recycle(&self, instance: &InstanceId, now: Millis) -> StoreResult<bool> {
         let done = execute!(
@@ -332,14 +372,21 @@ impl Store {
 }
 
 impl InstanceRecord {
-    /// What a drain's selector matches this instance by.
-    pub fn drain_candidate(&self) -> crate::model::DrainCandidate<'_> {
+    /// What a drain's selector matches this instance by; `versions` is what its tier runs now
+    /// (None for a tier no longer configured: nothing to be outdated against).
+    pub fn drain_candidate(
+        &self,
+        versions: Option<&crate::model::TierVersions>,
+    ) -> crate::model::DrainCandidate<'_> {
         crate::model::DrainCandidate {
             id: &self.instance_id,
             tier: &self.tier,
             instance_type: self.instance_type.as_deref(),
             zone: self.availability_zone.as_deref(),
             launched_at: self.launched_at,
+            outdated: versions.is_some_and(|v| {
+                v.outdated(self.launch_template.as_deref(), self.image.as_deref())
+            }),
         }
     }
 }
@@ -370,6 +417,8 @@ pub(super) struct InstanceColumns {
     warm_target_group_arn: Option<String>,
     warm_rule_arn: Option<String>,
     blank_volume_id: Option<String>,
+    launch_template: Option<String>,
+    image: Option<String>,
 }
 
 impl TryFrom<InstanceColumns> for InstanceRecord {
@@ -406,6 +455,8 @@ impl TryFrom<InstanceColumns> for InstanceRecord {
                 rule_arn: row.warm_rule_arn,
             },
             blank_volume_id: row.blank_volume_id,
+            launch_template: row.launch_template,
+            image: row.image,
         })
     }
 }

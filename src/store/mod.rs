@@ -59,6 +59,7 @@ mod users;
 pub use crate::model::TierOverride;
 pub use admin::AuditEntry;
 pub use copy::{CopyError, CopyReport, NOT_COPIED, TableCount};
+pub use drains::Rollout;
 pub use instances::{InstanceRecord, WarmRoute};
 pub use journal::JournalEntry;
 pub use launches::PendingLaunch;

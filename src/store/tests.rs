@@ -57,6 +57,8 @@ store_tests!(
     a_first_claim_keeps_the_spares_blank_workspace_unless_a_user_holds_that_volume,
     observing_an_instance_writes_only_what_the_listing_reports,
     drains_round_trip_their_progress_and_a_cancel_ends_them,
+    a_rollout_replaces_the_tiers_earlier_rollout_drain_in_one_transaction,
+    an_instance_keeps_the_launch_template_it_was_first_recorded_with,
 );
 
 async fn sqlite_store() -> Store {
@@ -100,6 +102,8 @@ fn available(id: &str) -> InstanceRecord {
         probed_at: None,
         warm: Default::default(),
         blank_volume_id: None,
+        launch_template: None,
+        image: None,
     }
 }
 
@@ -678,6 +682,8 @@ async fn tier_overrides_are_upserted_and_the_audit_log_lists_newest_first(store:
         spare_count: Some(4),
         max_instances: None,
         paused: true,
+        container_image: None,
+        launch_template_version: None,
         updated_at: 10,
         updated_by: "oncall".into(),
     };
@@ -685,6 +691,8 @@ async fn tier_overrides_are_upserted_and_the_audit_log_lists_newest_first(store:
     o.spare_count = None;
     o.max_instances = Some(40);
     o.paused = false;
+    o.container_image = Some("ghcr.io/example/gw:2".into());
+    o.launch_template_version = Some("7".into());
     o.updated_at = 20;
     store.put_tier_override(&o).await.unwrap();
     let mut gpu = o.clone();
@@ -1546,6 +1554,91 @@ async fn observing_an_instance_writes_only_what_the_listing_reports(store: Store
     assert_eq!(read.blank_volume_id, None);
 }
 
+async fn a_rollout_replaces_the_tiers_earlier_rollout_drain_in_one_transaction(store: Store) {
+    use crate::model::{Drain, DrainSelector, DrainState};
+    let selector = DrainSelector {
+        tier: Some("basic".into()),
+        outdated: true,
+        ..DrainSelector::default()
+    };
+    let rollout = |at| Drain::new(selector.clone(), (2, 3), "rollout", at);
+    // First sight: only the record.
+    let (none, replaced) = store.record_rollout("basic", "v1", None, 10).await.unwrap();
+    assert_eq!((none, replaced), (None, None));
+    let (first, replaced) = (store.record_rollout("basic", "v2", Some(&rollout(20)), 20))
+        .await
+        .unwrap();
+    let first = first.unwrap();
+    assert_eq!(replaced, None, "v1 had no drain");
+    let (second, replaced) = (store.record_rollout("basic", "v3", Some(&rollout(30)), 30))
+        .await
+        .unwrap();
+    let second = second.unwrap();
+    assert_eq!(replaced, Some(first.id));
+    let rows = store.rollouts().await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].fingerprint.as_str(), rows[0].drain_id),
+        ("v3", Some(second.id))
+    );
+    let drains = store.list_drains().await.unwrap();
+    assert_eq!(
+        drains.iter().map(|d| (d.id, d.state)).collect::<Vec<_>>(),
+        vec![
+            (second.id, DrainState::Active),
+            (first.id, DrainState::Cancelled)
+        ]
+    );
+    assert_eq!(drains[0].selector, rollout(30).selector);
+    // A replaced drain that had ended stays as it ended.
+    store.cancel_drain(second.id, 35).await.unwrap();
+    let (_, replaced) = (store.record_rollout("basic", "v4", Some(&rollout(40)), 40))
+        .await
+        .unwrap();
+    assert_eq!(replaced, None, "nothing held to replace");
+}
+
+async fn an_instance_keeps_the_launch_template_it_was_first_recorded_with(store: Store) {
+    let mut spare = available("i-1");
+    spare.launch_template = Some("lt-1:3".into());
+    store.put_instance(&spare).await.unwrap();
+    store
+        .note_launch_template(&spare.instance_id, "lt-1:4")
+        .await
+        .unwrap();
+    spare.launch_template = Some("lt-9:9".into());
+    store.put_instance(&spare).await.unwrap();
+    let adopted = available("i-2");
+    store.observe_instance(&adopted).await.unwrap();
+    store
+        .note_launch_template(&adopted.instance_id, "lt-1:4")
+        .await
+        .unwrap();
+    store
+        .set_instance_image(&adopted.instance_id, "gw@sha256:1")
+        .await
+        .unwrap();
+    let read = |id: &str| {
+        let store = store.clone();
+        let id = InstanceId(id.into());
+        async move { store.get_instance(&id).await.unwrap().unwrap() }
+    };
+    let first = read("i-1").await;
+    assert_eq!(
+        first.launch_template.as_deref(),
+        Some("lt-1:3"),
+        "never replaced"
+    );
+    assert_eq!(first.image, None, "nothing pulled yet");
+    let second = read("i-2").await;
+    assert_eq!(
+        second.launch_template.as_deref(),
+        Some("lt-1:4"),
+        "noted once adopted"
+    );
+    assert_eq!(second.image.as_deref(), Some("gw@sha256:1"));
+}
+
 async fn drains_round_trip_their_progress_and_a_cancel_ends_them(store: Store) {
     use crate::model::{Drain, DrainSelector, DrainState};
     let drain = Drain {
@@ -1555,6 +1648,7 @@ async fn drains_round_trip_their_progress_and_a_cancel_ends_them(store: Store) {
             instance_types: vec!["t3.small".into()],
             zones: vec!["us-east-1a".into()],
             instance_ids: vec!["i-1".into()],
+            outdated: true,
         },
         max_concurrent_moves: 2,
         max_failures: 3,

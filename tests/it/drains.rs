@@ -238,7 +238,11 @@ async fn bad_drains_are_refused_with_the_reason() {
     for (body, code) in [
         (serde_json::json!({"selector": {}}), "invalid_selector"),
         (
-            serde_json::json!({"selector": {"outdated": true}}),
+            serde_json::json!({"selector": {"outdated": false}}),
+            "invalid_selector",
+        ),
+        (
+            serde_json::json!({"selector": {"outdated": "yes"}}),
             "invalid_selector",
         ),
         (

@@ -1,7 +1,9 @@
 //! Tiers end to end: moto, two `[[tier]]` tables (`basic` on t3.small, `large` on t3.large,
 //! both from the test template) and the real binary. A user of each tier is served on an
 //! instance of its tier's type, checked through the EC2 API; `GET /v1/pool` and `/metrics`
-//! show both tiers.
+//! show both tiers. Then a rolling upgrade: `basic`'s image changes in the file, a SIGHUP
+//! reloads it, and its user moves to a new instance behind the same rule and target group,
+//! checked through the ELB API; `large`'s user stays where it is.
 
 use crate::daemon::{ADMIN_TOKEN, Daemon, daemon_env, samples};
 use crate::support::infra::Infra;
@@ -10,17 +12,7 @@ use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
-#[tokio::test]
-async fn e2e_two_tier_tables_serve_each_user_on_its_tiers_instance_type() {
-    let moto = Moto::start().await;
-    let sdk = moto.sdk_config().await;
-    let infra = Infra::create(&sdk).await;
-    let dir = std::env::temp_dir().join(format!("spotpool-tiers-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("spotpool.toml");
-    std::fs::write(
-        &config,
-        r#"
+const TIERS: &str = r#"
 [[tier]]
 name = "basic"
 instance_types = ["t3.small"]
@@ -33,9 +25,52 @@ instance_types = ["t3.large"]
 spare_count = 1
 max_instances = 3
 container_memory_mb = 4096
-"#,
-    )
-    .unwrap();
+"#;
+
+/// The rules of the listener forwarding to a target group, with that group: (rule, group).
+async fn forwards(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    listener: &str,
+) -> Vec<(String, String)> {
+    let rules = elb
+        .describe_rules()
+        .listener_arn(listener)
+        .send()
+        .await
+        .unwrap();
+    (rules.rules().iter())
+        .filter(|r| r.is_default() != Some(true))
+        .flat_map(|r| {
+            let arn = r.rule_arn().unwrap_or_default().to_string();
+            (r.actions().iter())
+                .filter_map(|a| a.target_group_arn())
+                .map(move |g| (arn.clone(), g.to_string()))
+        })
+        .collect()
+}
+
+/// The instances registered in a target group.
+async fn targets(elb: &aws_sdk_elasticloadbalancingv2::Client, group: &str) -> Vec<String> {
+    let health = elb
+        .describe_target_health()
+        .target_group_arn(group)
+        .send()
+        .await
+        .unwrap();
+    (health.target_health_descriptions().iter())
+        .filter_map(|d| d.target().and_then(|t| t.id()).map(String::from))
+        .collect()
+}
+
+#[tokio::test]
+async fn e2e_two_tier_tables_serve_each_user_on_its_tiers_instance_type() {
+    let moto = Moto::start().await;
+    let sdk = moto.sdk_config().await;
+    let infra = Infra::create(&sdk).await;
+    let dir = std::env::temp_dir().join(format!("spotpool-tiers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("spotpool.toml");
+    std::fs::write(&config, TIERS).unwrap();
     let mut env = daemon_env(&moto, &infra);
     env.push(("SPOTPOOL_CONFIG".into(), config.display().to_string()));
     let daemon = Daemon::start(&env).await;
@@ -98,5 +133,72 @@ container_memory_mb = 4096
         })
         .await;
     assert!(counted, "{}", daemon.metrics().await);
+
+    // A rolling upgrade of `basic`: a new image in the file, then SIGHUP.
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
+    let (_, bob) = daemon.get("bob").await;
+    let (_, ann) = daemon.get("ann").await;
+    let bob_instance = bob["instance_id"].as_str().unwrap().to_string();
+    let rules = forwards(&elb, &infra.listener_arn).await;
+    let bob_group = {
+        let mut found = None;
+        for (rule, group) in &rules {
+            if targets(&elb, group).await.contains(&bob_instance) {
+                found = Some((rule.clone(), group.clone()));
+            }
+        }
+        found.expect("bob's rule and target group")
+    };
+    let new_image = "ghcr.io/openclaw/openclaw:2026.12.1";
+    let reloaded = TIERS.replacen(
+        "max_instances = 3\n",
+        &format!("max_instances = 3\ncontainer_image = \"{new_image}\"\n"),
+        1,
+    );
+    std::fs::write(&config, reloaded).unwrap();
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &daemon.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let moved = daemon
+        .wait_for(DEADLINE, || async {
+            let (_, doc) = daemon.get("bob").await;
+            doc["state"] == "ready" && doc["instance_id"] != bob["instance_id"]
+        })
+        .await;
+    assert!(moved, "bob was not moved:\n{}", daemon.log());
+    let (_, moved_bob) = daemon.get("bob").await;
+    assert_eq!(moved_bob["url"], bob["url"], "{moved_bob}");
+    let new_instance = moved_bob["instance_id"].as_str().unwrap().to_string();
+    assert!(
+        forwards(&elb, &infra.listener_arn)
+            .await
+            .contains(&bob_group),
+        "bob's rule still forwards to bob's target group"
+    );
+    let registered = daemon
+        .wait_for(DEADLINE, || async {
+            targets(&elb, &bob_group.1).await == vec![new_instance.clone()]
+        })
+        .await;
+    assert!(registered, "{:?}", targets(&elb, &bob_group.1).await);
+    let (_, drains) = daemon
+        .request("GET", "/v1/admin/drains", Some(ADMIN_TOKEN), None)
+        .await;
+    assert_eq!(drains[0]["created_by"], "rollout", "{drains}");
+    assert_eq!(
+        drains[0]["selector"],
+        serde_json::json!({"tier": "basic", "outdated": true})
+    );
+    let (_, pool) = daemon
+        .request("GET", "/v1/pool", Some(ADMIN_TOKEN), None)
+        .await;
+    assert_eq!(pool["tiers"][0]["image"]["configured"], new_image, "{pool}");
+    let (_, ann_after) = daemon.get("ann").await;
+    assert_eq!(
+        ann_after["instance_id"], ann["instance_id"],
+        "large did not change"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -390,7 +390,9 @@ async fn five_hundred_claims_and_releases_under_faults_are_ready_in_time_without
     let fake = Arc::new(FakeCloud::simulated("spotpool", profile(), seed()));
     let limited = Arc::new(Limited::new(fake.clone(), &RateLimits::default()));
     let mut config = reconciler_config(SPARES, MAX_INSTANCES);
-    config.policy.tiers[0].instance_types = vec!["t3.small".into(), "t3a.small".into()];
+    config
+        .tiers
+        .update(|t| t[0].instance_types = vec!["t3.small".into(), "t3a.small".into()]);
     // As `main.rs` sets it: the container timeout plus two minutes.
     config.claim_step_deadline = config.container_timeout + Duration::from_secs(120);
     let dyn_limited: Arc<dyn Cloud> = limited.clone();

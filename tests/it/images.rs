@@ -16,8 +16,10 @@ fn pinned(digest: &str) -> String {
 }
 
 async fn ecr_world(spares: u32) -> World {
-    let mut config = reconciler_config(spares, 10);
-    config.policy.tiers[0].runtime.container.image = ECR_IMAGE.into();
+    let config = reconciler_config(spares, 10);
+    config
+        .tiers
+        .update(|t| t[0].runtime.container.image = ECR_IMAGE.into());
     World::with_config(config).await
 }
 
@@ -88,8 +90,10 @@ async fn an_image_is_pinned_once_and_every_probe_and_start_runs_the_digest() {
     assert_eq!(describe_images(&world), asked);
 
     // A new image string is resolved anew.
-    let mut config = reconciler_config(1, 10);
-    config.policy.tiers[0].runtime.container.image = ECR_IMAGE.replace(":1.0", ":2.0");
+    let config = reconciler_config(1, 10);
+    config
+        .tiers
+        .update(|t| t[0].runtime.container.image = ECR_IMAGE.replace(":1.0", ":2.0"));
     world.cloud.set_image_digest("team/openclaw", "2.0", MOVED);
     let upgraded = world.reconfigured(config);
     upgraded.pass().await;
@@ -156,9 +160,11 @@ async fn a_registry_outage_leaves_the_tag_in_use_until_the_digest_resolves() {
 
 #[tokio::test]
 async fn a_reference_with_a_digest_is_its_own_pin() {
-    let mut config = reconciler_config(1, 10);
+    let config = reconciler_config(1, 10);
     let reference = format!("ghcr.io/openclaw/openclaw:1.2@{FIRST}");
-    config.policy.tiers[0].runtime.container.image = reference.clone();
+    config
+        .tiers
+        .update(|t| t[0].runtime.container.image = reference.clone());
     let world = World::with_config(config).await;
     world.run_until_quiet(20).await;
     assert_eq!(describe_images(&world), 0);

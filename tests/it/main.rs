@@ -55,6 +55,7 @@ mod migrate_store;
 mod postgres;
 mod quotas;
 mod reconcile;
+mod rollouts;
 mod shards;
 mod spot;
 mod spot_sim;

@@ -303,6 +303,37 @@ async fn fill_every_table(store: &Store) {
         updated_at: 410,
     };
     store.insert_drain(&drain).await.unwrap();
+    let rollout = spotpool::model::Drain {
+        selector: spotpool::model::DrainSelector {
+            tier: Some("default".into()),
+            outdated: true,
+            ..Default::default()
+        },
+        created_by: "rollout".into(),
+        requested: Vec::new(),
+        failed_users: Vec::new(),
+        ..drain
+    };
+    store
+        .record_rollout(
+            "default",
+            "image=a launch=lt-1:2 on_demand=-",
+            Some(&rollout),
+            420,
+        )
+        .await
+        .unwrap();
+    store
+        .note_launch_template(&InstanceId("i-ready".into()), "lt-1:2")
+        .await
+        .unwrap();
+    store
+        .set_instance_image(
+            &InstanceId("i-ready".into()),
+            "ghcr.io/openclaw/openclaw@sha256:abc",
+        )
+        .await
+        .unwrap();
 }
 
 /// Users: queued, provisioning, ready with every column set, migrating, asleep with a
@@ -382,6 +413,8 @@ async fn fill_notices_and_admin(store: &Store) {
                 spare_count: Some(4),
                 max_instances: paused.then_some(40),
                 paused,
+                container_image: paused.then(|| "ghcr.io/example/gw:2".into()),
+                launch_template_version: None,
                 updated_at: 60,
                 updated_by: "oncall".into(),
             })

@@ -139,7 +139,7 @@ async fn a_rebalance_recommendation_moves_early_only_when_the_tier_allows_it() {
     for allowed in [false, true] {
         let mut world = World::new(1, 10).await;
         if allowed {
-            world.config.policy.tiers[0].rebalance_moves = true;
+            world.config.tiers.update(|t| t[0].rebalance_moves = true);
             world = world.restart().await;
         }
         world.run_until_quiet(20).await;

@@ -206,8 +206,10 @@ async fn a_launch_redo_after_a_template_change_is_dropped_without_failing_the_ti
 
     // A restart with a new template version and one spare more: the redo's token now comes
     // with other parameters, which EC2 refuses (IdempotentParameterMismatch).
-    let mut config = crate::world::reconciler_config(2, 10);
-    config.policy.tiers[0].runtime.launch.version = "2".into();
+    let config = crate::world::reconciler_config(2, 10);
+    config
+        .tiers
+        .update(|t| t[0].runtime.launch.version = "2".into());
     let restarted = world.reconfigured(config);
     restarted.run_until_quiet(20).await;
 

@@ -630,8 +630,10 @@ async fn a_create_whose_answer_was_lost_is_found_again_not_duplicated() {
 
 #[tokio::test]
 async fn a_tier_with_idle_sleep_puts_users_without_requests_to_sleep_and_leaves_busy_ones() {
-    let mut config = reconciler_config(2, 10);
-    config.policy.tiers[0].idle_sleep_after = Some(3_600_000);
+    let config = reconciler_config(2, 10);
+    config
+        .tiers
+        .update(|t| t[0].idle_sleep_after = Some(3_600_000));
     let world = World::with_config(config).await;
     world.ready_user("alice", SECRET_BODY).await;
     world.ready_user("bob", SECRET_BODY).await;
