@@ -168,6 +168,8 @@ impl MoveProgress {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MoveTarget {
     pub instance: InstanceId,
+    /// The slot it takes there (0 on a dedicated tier's instance).
+    pub slot: u32,
     pub step: MoveStep,
     pub command: Option<SentCommand>,
 }

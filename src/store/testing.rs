@@ -120,6 +120,7 @@ fn start_own_cluster() -> String {
 pub fn set_every_column(user: &mut UserRecord, held: &InstanceId, target: &InstanceId) {
     user.state = UserState::Migrating;
     user.instance_id = Some(held.clone());
+    user.slot = 3;
     user.claim = Some(ClaimProgress {
         step: ClaimStep::Routed,
         command: Some(SentCommand {
@@ -143,6 +144,7 @@ pub fn set_every_column(user: &mut UserRecord, held: &InstanceId, target: &Insta
         attempts: 2,
         target: Some(MoveTarget {
             instance: target.clone(),
+            slot: 2,
             step: MoveStep::ContainerStarting,
             command: Some(SentCommand {
                 id: None,

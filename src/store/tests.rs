@@ -59,6 +59,7 @@ store_tests!(
     drains_round_trip_their_progress_and_a_cancel_ends_them,
     a_rollout_replaces_the_tiers_earlier_rollout_drain_in_one_transaction,
     an_instance_keeps_the_launch_template_it_was_first_recorded_with,
+    users_share_an_instance_each_on_a_slot_of_their_own,
 );
 
 async fn sqlite_store() -> Store {
@@ -1637,6 +1638,38 @@ async fn an_instance_keeps_the_launch_template_it_was_first_recorded_with(store:
         "noted once adopted"
     );
     assert_eq!(second.image.as_deref(), Some("gw@sha256:1"));
+}
+
+async fn users_share_an_instance_each_on_a_slot_of_their_own(store: Store) {
+    store.put_instance(&available("i-1")).await.unwrap();
+    let place = |name: &str, route: &str, slot: u32| {
+        let mut row = user(name, route);
+        row.instance_id = Some(InstanceId("i-1".into()));
+        row.slot = slot;
+        row
+    };
+    for (name, route, slot) in [("alice", "r1", 0), ("bob", "r2", 1)] {
+        let mut row = place(name, route, slot);
+        store.insert_user(&row).await.unwrap();
+        assert!(store.update_user(&mut row).await.unwrap(), "{name}");
+    }
+    let mut carol = place("carol", "r3", 1);
+    store.insert_user(&carol).await.unwrap();
+    let taken = store.update_user(&mut carol).await;
+    assert!(
+        matches!(taken, Err(StoreError::Conflict(_))),
+        "one slot, one user: {taken:?}"
+    );
+    carol.slot = 2;
+    assert!(store.update_user(&mut carol).await.unwrap());
+    let on_it: Vec<(String, u32)> = (store.list_users().await.unwrap().into_iter())
+        .filter(|u| u.instance_id == Some(InstanceId("i-1".into())))
+        .map(|u| (u.user_id.to_string(), u.slot))
+        .collect();
+    assert_eq!(
+        on_it,
+        vec![("alice".into(), 0), ("bob".into(), 1), ("carol".into(), 2)]
+    );
 }
 
 async fn drains_round_trip_their_progress_and_a_cancel_ends_them(store: Store) {

@@ -55,6 +55,52 @@ pub(super) struct UserColumns {
     pub(super) claimed_at: Option<Millis>,
     pub(super) ready_at: Option<Millis>,
     pub(super) version: i64,
+    pub(super) slot: i64,
+    pub(super) move_slot: i64,
+}
+
+/// A move's columns, as read.
+struct MoveColumns {
+    instance_id: Option<String>,
+    slot: i64,
+    step: Option<String>,
+    command: Option<SentCommand>,
+    reason: Option<String>,
+    started_at: Millis,
+    attempts: i64,
+}
+
+/// The move a row records: none, one with no target yet, or one with its target and step.
+fn moving_of(id: &str, row: MoveColumns) -> StoreResult<Option<MoveProgress>> {
+    let field = |name: &'static str| move || format!("user {id}: {name}");
+    let move_step = parse_column(MoveStep::parse, row.step, field("move step"))?;
+    let target = match (row.instance_id, move_step) {
+        (Some(instance), Some(step)) => Some(MoveTarget {
+            instance: InstanceId(instance),
+            slot: row.slot as u32,
+            step,
+            command: row.command,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(StoreError::Corrupt(format!(
+                "user {id}: a move target needs both an instance and a step"
+            )));
+        }
+    };
+    let reason = parse_column(MoveReason::parse, row.reason, field("move reason"))?;
+    match (reason, target) {
+        (Some(reason), target) => Ok(Some(MoveProgress {
+            reason,
+            started_at: row.started_at,
+            attempts: row.attempts as u32,
+            target,
+        })),
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(StoreError::Corrupt(format!(
+            "user {id}: a move target without a move reason"
+        ))),
+    }
 }
 
 /// A workspace relocation's columns: one exists when its zone and token are both recorded.
@@ -140,6 +186,8 @@ impl From<&UserRecord> for UserColumns {
             claimed_at: user.claimed_at,
             ready_at: user.ready_at,
             version: user.version,
+            slot: i64::from(user.slot),
+            move_slot: target.map_or(0, |t| i64::from(t.slot)),
         }
     }
 }
@@ -164,35 +212,18 @@ impl TryFrom<UserColumns> for UserRecord {
                     command: sent_command(row.command_id, row.command_sent_at),
                 }
             });
-        let move_step = parse_column(MoveStep::parse, row.move_step, field("move step"))?;
-        let target = match (row.move_instance_id, move_step) {
-            (Some(instance), Some(step)) => Some(MoveTarget {
-                instance: InstanceId(instance),
-                step,
+        let moving = moving_of(
+            &id,
+            MoveColumns {
+                instance_id: row.move_instance_id,
+                slot: row.move_slot,
+                step: row.move_step,
                 command: sent_command(row.move_command_id, row.move_command_sent_at),
-            }),
-            (None, None) => None,
-            _ => {
-                return Err(StoreError::Corrupt(format!(
-                    "user {id}: a move target needs both an instance and a step"
-                )));
-            }
-        };
-        let reason = parse_column(MoveReason::parse, row.move_reason, field("move reason"))?;
-        let moving = match (reason, target) {
-            (Some(reason), target) => Some(MoveProgress {
-                reason,
+                reason: row.move_reason,
                 started_at: row.move_started_at.unwrap_or(row.updated_at),
-                attempts: row.move_attempts as u32,
-                target,
-            }),
-            (None, None) => None,
-            (None, Some(_)) => {
-                return Err(StoreError::Corrupt(format!(
-                    "user {id}: a move target without a move reason"
-                )));
-            }
-        };
+                attempts: row.move_attempts,
+            },
+        )?;
         let relocation = relocation_of(
             (row.relocation_zone, row.relocation_token),
             row.relocation_snapshot_id,
@@ -220,6 +251,7 @@ impl TryFrom<UserColumns> for UserRecord {
             state,
             secret_arn: row.secret_arn,
             instance_id: row.instance_id.map(InstanceId),
+            slot: row.slot as u32,
             claim,
             shard: row.shard,
             routing: Routing {

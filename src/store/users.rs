@@ -19,8 +19,11 @@ pub struct UserRecord {
     pub route: String,
     pub state: UserState,
     pub secret_arn: Option<String>,
-    /// The instance the user holds (unique across users).
+    /// The instance the user holds (with `slot`, unique across users).
     pub instance_id: Option<InstanceId>,
+    /// Which of that instance's slots the user holds: its host port, Docker network and
+    /// workspace device follow from it (0 on a dedicated tier's instance).
+    pub slot: u32,
     /// The claim of that instance; kept after `ready` (its command says the instance is dirty).
     pub claim: Option<ClaimProgress>,
     /// The shard (load balancer) the user is routed through: placed at the first claim, for
@@ -92,6 +95,7 @@ impl UserRecord {
             state: UserState::Queued,
             secret_arn: Some(secret_arn),
             instance_id: None,
+            slot: 0,
             claim: None,
             shard: None,
             routing: Routing::default(),
@@ -114,6 +118,7 @@ impl UserRecord {
     /// (detached by then) stay.
     pub fn forget_placement(&mut self) {
         self.instance_id = None;
+        self.slot = 0;
         self.claim = None;
         self.routing = Routing::default();
         self.teardown = None;
@@ -238,6 +243,7 @@ impl Store {
                 state,
                 secret_arn,
                 instance_id,
+                slot,
                 claim_step,
                 command_id,
                 command_sent_at,
@@ -250,6 +256,7 @@ impl Store {
                 route_switched_at,
                 teardown,
                 move_instance_id,
+                move_slot,
                 move_step,
                 move_command_id,
                 move_command_sent_at,
