@@ -296,7 +296,7 @@ const MAX_TIER_SIZE: u32 = 10_000;
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, description = "`unknown_tier`.", body = ErrorBody),
-        (status = 409, description = "`quota_exceeded`: the tiers' maxima would need more spot vCPUs than the account's quota holds (the message has the numbers).", body = ErrorBody),
+        (status = 409, description = "`quota_exceeded`: the tiers' maxima would need more spot vCPUs than the account's quota holds (the message has the numbers); `conflict`: another request changed the tier meanwhile (retry).", body = ErrorBody),
         (status = 500, response = InternalError),
     ),
     security(("bearer" = [])),
@@ -320,20 +320,18 @@ pub async fn set_tier(
         ));
     }
     let overrides = state.store.tier_overrides().await?;
-    let mut current = overrides
-        .iter()
-        .find(|o| o.tier == tier)
-        .cloned()
-        .unwrap_or(TierOverride {
-            tier: tier.clone(),
-            spare_count: None,
-            max_instances: None,
-            paused: false,
-            container_image: None,
-            launch_template_version: None,
-            updated_at: 0,
-            updated_by: String::new(),
-        });
+    let stored = overrides.iter().find(|o| o.tier == tier);
+    let seen = stored.map(|o| o.updated_at);
+    let mut current = stored.cloned().unwrap_or(TierOverride {
+        tier: tier.clone(),
+        spare_count: None,
+        max_instances: None,
+        paused: false,
+        container_image: None,
+        launch_template_version: None,
+        updated_at: 0,
+        updated_by: String::new(),
+    });
     update.apply_to(&mut current)?;
     // Check the result, not just the fields: spare ≤ max must hold after the change.
     let mut tiers = state.settings.tiers.get().to_vec();
@@ -354,9 +352,15 @@ pub async fn set_tier(
         ));
     }
     refuse_beyond_quota(&state, &overrides, &current).await?;
-    current.updated_at = (state.clock)();
+    current.updated_at = (state.clock)().max(seen.map_or(0, |t| t + 1));
     current.updated_by = actor.clone();
-    state.store.put_tier_override(&current).await?;
+    if !state.store.put_tier_override(&current, seen).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("tier {tier:?} was changed by another request meanwhile: read it and retry"),
+        ));
+    }
     let settings = TierSettings {
         tier: tier.clone(),
         spare_count: effective.spare_count,

@@ -8,7 +8,6 @@ use super::openapi::{ErrorBody, Forbidden, InternalError, Unauthorized};
 use super::{ApiError, AppState, rfc3339};
 use crate::model::{
     DEFAULT_MAX_CONCURRENT_MOVES, DEFAULT_MAX_FAILURES, Drain, DrainSelector, InstanceStatus,
-    UserState,
 };
 use crate::store::{InstanceRecord, UserRecord};
 use axum::Json;
@@ -278,18 +277,8 @@ pub async fn cancel_drain(
             format!("no drain {id} is active or paused"),
         ));
     };
+    state.store.withdraw_moves(&drain.requested).await?;
     let users = state.store.list_users().await?;
-    // Moves asked for but not begun: the user is still ready on the instance it was to leave.
-    for (user_id, from) in &drain.requested {
-        let waiting = users.iter().any(|u| {
-            &u.user_id == user_id
-                && u.state == UserState::Ready
-                && u.instance_id.as_ref() == Some(from)
-        });
-        if waiting {
-            state.store.clear_recycle(from).await?;
-        }
-    }
     audit(
         &state,
         &actor,

@@ -245,6 +245,7 @@ impl Settings {
             name: DEFAULT_TIER.into(),
             spare_count,
             max_instances,
+            slots_per_instance: 1,
             instance_types,
             on_demand_fallback,
             rebalance_moves: self
@@ -327,16 +328,16 @@ fn from_table(
             "`spare_count` ({spare_count}) exceeds `max_instances` ({max_instances})"
         ));
     }
-    match table.slots_per_instance.unwrap_or(1) {
+    let slots_per_instance = match table.slots_per_instance.unwrap_or(1) {
         0 => return Err("`slots_per_instance` must be at least 1".into()),
-        1 => {}
+        1 => 1,
         n => {
             return Err(format!(
                 "`slots_per_instance` = {n}: shared-density tiers are not built yet; every \
                  instance serves one user (1)"
             ));
         }
-    }
+    };
     let runtime = runtime_of(table, &flat.runtime, common)?;
     let on_demand_fallback = table.on_demand_fallback.unwrap_or(flat.on_demand_fallback);
     if on_demand_fallback && runtime.on_demand.is_none() {
@@ -369,6 +370,7 @@ fn from_table(
         name,
         spare_count,
         max_instances,
+        slots_per_instance,
         instance_types,
         on_demand_fallback,
         rebalance_moves: table.rebalance_moves.unwrap_or(flat.rebalance_moves),

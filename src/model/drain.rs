@@ -90,8 +90,10 @@ impl DrainSelector {
 pub struct TierVersions {
     /// `<template id>:<version>` of the tier's launch templates (spot, and on-demand if any).
     pub launch_templates: Vec<String>,
-    /// The reference a probe or a start pulls now (pinned to its digest when pinned).
-    pub image: String,
+    /// The references a probe or a start pulls of the tier's image: the configured one, and
+    /// its pinned `name@digest` once pinned (a pull before the pin took the configured tag,
+    /// and counts as current: else a pin landing during a rollout would move users twice).
+    pub images: Vec<String>,
 }
 
 impl TierVersions {
@@ -101,7 +103,7 @@ impl TierVersions {
     pub fn outdated(&self, launch_template: Option<&str>, image: Option<&str>) -> bool {
         let template_current =
             launch_template.is_some_and(|t| self.launch_templates.iter().any(|c| c == t));
-        !template_current || image.is_some_and(|i| i != self.image)
+        !template_current || image.is_some_and(|i| !self.images.iter().any(|c| c == i))
     }
 }
 
@@ -204,9 +206,14 @@ mod tests {
     fn an_outdated_drain_takes_what_runs_another_template_or_image() {
         let versions = TierVersions {
             launch_templates: vec!["lt-1:4".into(), "lt-od:1".into()],
-            image: "gw:2".into(),
+            images: vec!["gw:2".into(), "gw@sha256:2".into()],
         };
         assert!(!versions.outdated(Some("lt-1:4"), Some("gw:2")));
+        assert!(!versions.outdated(Some("lt-1:4"), Some("gw@sha256:2")));
+        assert!(
+            versions.outdated(Some("lt-1:4"), Some("gw@sha256:1")),
+            "an older pin"
+        );
         assert!(
             !versions.outdated(Some("lt-od:1"), None),
             "nothing pulled yet"

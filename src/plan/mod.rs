@@ -28,6 +28,8 @@ pub struct TierPolicy {
     pub spare_count: u32,
     /// Most instances of the tier alive at once, whatever their status.
     pub max_instances: u32,
+    /// Users one instance serves at once, each on a slot of its own (1: dedicated).
+    pub slots_per_instance: u32,
     /// Instance types to launch, most preferred first.
     pub instance_types: Vec<String>,
     /// Launch on-demand when no spot offering of any type has capacity.
@@ -51,6 +53,7 @@ impl TierPolicy {
             name: name.into(),
             spare_count: 1,
             max_instances: 10,
+            slots_per_instance: 1,
             instance_types: vec!["t3.small".into()],
             on_demand_fallback: false,
             rebalance_moves: false,
@@ -426,7 +429,15 @@ pub fn apply_overrides(tiers: &mut [TierPolicy], overrides: &[TierOverride]) -> 
             tier.runtime.container.image = image.clone();
         }
         if let Some(version) = &o.launch_template_version {
-            tier.runtime.launch.version = version.clone();
+            // A tier on the daemon-wide templates launches on-demand at the spot template's
+            // version (LAUNCH_TEMPLATE_VERSION): it follows. One of its own stays at its own.
+            let runtime = &mut tier.runtime;
+            if let Some(on_demand) =
+                (runtime.on_demand.as_mut()).filter(|t| t.version == runtime.launch.version)
+            {
+                on_demand.version = version.clone();
+            }
+            runtime.launch.version = version.clone();
         }
         if o.paused {
             paused.push(o.tier.clone());

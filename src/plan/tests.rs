@@ -9,6 +9,7 @@ fn policy(spare_count: u32, max_instances: u32) -> Policy {
             name: "default".into(),
             spare_count,
             max_instances,
+            slots_per_instance: 1,
             instance_types: vec!["t3.small".into(), "t3a.small".into()],
             on_demand_fallback: false,
             rebalance_moves: false,

@@ -89,6 +89,12 @@ impl Reconciler {
             let drain = Drain::new(selector, bounds, ROLLOUT, now);
             let (drain, replaced) = store.record_rollout(tier, print, Some(&drain), now).await?;
             rolled.insert(tier.to_string(), print.clone());
+            // The replaced rollout's moves not begun are withdrawn, as a cancel does: they would
+            // run outside any drain's bound, or move users already current after a revert.
+            if let Some(replaced) = &replaced {
+                store.withdraw_moves(&replaced.requested).await?;
+            }
+            self.tier_changed(tier);
             let Some(drain) = drain else { continue };
             metrics::counter!("spotpool_rollouts_total", "tier" => tier.to_string()).increment(1);
             let event = Event::RolloutStarted {
@@ -96,7 +102,7 @@ impl Reconciler {
                 drain: drain.id,
                 from: previous,
                 to: print.clone(),
-                replaced,
+                replaced: replaced.map(|d| d.id),
             };
             self.journal_quietly(now, event).await?;
         }

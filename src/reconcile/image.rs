@@ -158,14 +158,19 @@ pub async fn tier_versions(
     let mut out = HashMap::new();
     for tier in tiers {
         let runtime = &tier.runtime;
-        let image = reference_to_run(store, &runtime.container.image).await?;
+        let configured = &runtime.container.image;
+        let mut images = vec![configured.clone()];
+        let pinned = reference_to_run(store, configured).await?;
+        if &pinned != configured {
+            images.push(pinned);
+        }
         let launch_templates = std::iter::once(&runtime.launch)
             .chain(&runtime.on_demand)
             .map(LaunchTemplate::key)
             .collect();
         let versions = TierVersions {
             launch_templates,
-            image,
+            images,
         };
         out.insert(tier.name.clone(), versions);
     }

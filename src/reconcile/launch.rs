@@ -379,6 +379,20 @@ impl Reconciler {
         Ok(())
     }
 
+    /// The tier runs another image or template now (a rollout): its failures, halt included,
+    /// were the old version's.
+    pub(super) fn tier_changed(&self, tier: &str) {
+        if self
+            .conditions()
+            .tiers
+            .remove(tier)
+            .is_some_and(|h| h.halted)
+        {
+            metrics::gauge!("spotpool_tier_launch_halted", "tier" => tier.to_string()).set(0.0);
+            tracing::info!(%tier, "a new version: the tier launches again after its halt");
+        }
+    }
+
     /// An instance of `tier` passed its probe: the tier works, forget its failures.
     pub(super) fn tier_healthy(&self, tier: &str) {
         let mut conditions = self.conditions();

@@ -3,9 +3,9 @@
 //! the reconciler's settings (`config` → `reconcile`, never back).
 //!
 //! Owns: which changes of the `[[tier]]` tables a running daemon takes (images, launch
-//! templates, sizes, instance types, limits) and which need a restart (the tiers' names and
-//! order, a slot count, a port or a health check, which the routes already built were made
-//! with). Must not: apply part of a reload; a reload is taken whole or refused whole.
+//! templates, sizes, instance types, limits, and the flat container settings they default to)
+//! and which need a restart (the tiers' names and order, a slot count, a port or the health
+//! check, which the routes already built were made with). Must not: apply part of a reload; a reload is taken whole or refused whole.
 
 use crate::plan::TierPolicy;
 use std::sync::{Arc, RwLock};
@@ -60,11 +60,21 @@ fn changes(old: &[TierPolicy], new: &[TierPolicy]) -> Result<Vec<String>, String
     for (was, now) in old.iter().zip(new) {
         let (a, b) = (&was.runtime.container, &now.runtime.container);
         let fixed = [
+            (
+                "slots_per_instance",
+                was.slots_per_instance.to_string(),
+                now.slots_per_instance.to_string(),
+            ),
             ("container_port", a.port.to_string(), b.port.to_string()),
             (
                 "health_check_path",
                 a.health_check.path.clone(),
                 b.health_check.path.clone(),
+            ),
+            (
+                "the health check (HEALTH_CHECK_*)",
+                format!("{:?}", a.health_check),
+                format!("{:?}", b.health_check),
             ),
         ];
         for (key, before, after) in fixed {

@@ -433,7 +433,7 @@ impl Reconciler {
         let inner = &self.inner;
         inner.pass_seq.fetch_add(1, Ordering::Relaxed);
         // The tiers as on-call and the configuration have them now, for everything below.
-        self.effective_policy().await?;
+        self.refresh_tiers().await?;
         // Before any probe or start of this pass: they run the pinned image once there is one.
         self.pin_images_if_needed(self.now()).await?;
         self.start_rollouts(self.now()).await?;
@@ -472,12 +472,20 @@ impl Reconciler {
         policy.tiers = self.inner.config.tiers.get().to_vec();
         let overrides = self.inner.store.tier_overrides().await?;
         let paused = crate::plan::apply_overrides(&mut policy.tiers, &overrides);
+        Ok((policy, paused))
+    }
+
+    /// Reads the tiers as on-call and the configuration have them now into what launches,
+    /// probes, starts and routes use ([`Reconciler::tiers`]). Only the pass does, at its
+    /// start: a reader that began earlier (the quick lane) never writes an older version back.
+    async fn refresh_tiers(&self) -> Result<(), StoreError> {
+        let (policy, _) = self.effective_policy().await?;
         *self
             .inner
             .effective
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = Arc::new(policy.tiers.clone());
-        Ok((policy, paused))
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(policy.tiers);
+        Ok(())
     }
 
     /// The tiers as the last pass saw them (configured, with on-call's overrides).

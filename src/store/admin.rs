@@ -48,8 +48,14 @@ impl Store {
         })
     }
 
-    pub async fn put_tier_override(&self, o: &TierOverride) -> StoreResult<()> {
-        execute!(
+    /// Writes a tier's override if the stored one is still the one last read (`seen`: its
+    /// `updated_at`, None if there was none); false if another writer came first.
+    pub async fn put_tier_override(
+        &self,
+        o: &TierOverride,
+        seen: Option<Millis>,
+    ) -> StoreResult<bool> {
+        let done = execute!(
             self,
             sqlx::query(
             "INSERT INTO tier_overrides (tier, spare_count, max_instances, paused, container_image,
@@ -59,7 +65,8 @@ impl Store {
                 max_instances = excluded.max_instances, paused = excluded.paused,
                 container_image = excluded.container_image,
                 launch_template_version = excluded.launch_template_version,
-                updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+                updated_at = excluded.updated_at, updated_by = excluded.updated_by
+             WHERE tier_overrides.updated_at = $9",
         )
         .bind(&o.tier)
         .bind(o.spare_count.map(i64::from))
@@ -69,8 +76,9 @@ impl Store {
         .bind(&o.launch_template_version)
         .bind(o.updated_at)
         .bind(&o.updated_by)
+        .bind(seen)
         );
-        Ok(())
+        Ok(done == 1)
     }
 
     /// Appends one admin action to the audit log.

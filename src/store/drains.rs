@@ -75,36 +75,32 @@ impl Store {
 
     /// Records that `tier` now runs `fingerprint`, in one transaction: with `drain` (its
     /// rollout), the tier's earlier rollout drain is cancelled if it still holds and `drain` is
-    /// inserted. Returns `drain` with its id, and the id of the drain it replaced.
+    /// inserted. Returns `drain` with its id, and the drain it replaced (as cancelled).
     pub async fn record_rollout(
         &self,
         tier: &str,
         fingerprint: &str,
         drain: Option<&Drain>,
         now: Millis,
-    ) -> StoreResult<(Option<Drain>, Option<i64>)> {
+    ) -> StoreResult<(Option<Drain>, Option<Drain>)> {
+        let cancel = format!(
+            "UPDATE drains SET state = 'cancelled', updated_at = $2
+             WHERE id = (SELECT drain_id FROM rollouts WHERE tier = $1)
+               AND state IN ('active', 'paused')
+             RETURNING {COLUMNS}"
+        );
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             let mut replaced = None;
             let mut inserted = None;
             if let Some(drain) = drain {
-                let previous: Option<Option<i64>> =
-                    sqlx::query_scalar("SELECT drain_id FROM rollouts WHERE tier = $1")
-                        .bind(tier)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if let Some(previous) = previous.flatten() {
-                    let cancelled = sqlx::query(
-                        "UPDATE drains SET state = 'cancelled', updated_at = $2
-                         WHERE id = $1 AND state IN ('active', 'paused')",
-                    )
-                    .bind(previous)
+                // A write first: on SQLite the transaction holds the write lock from here on.
+                let row = sqlx::query(sqlx::AssertSqlSafe(cancel))
+                    .bind(tier)
                     .bind(now)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    replaced = (cancelled > 0).then_some(previous);
-                }
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                replaced = row.as_ref().map(drain_of).transpose()?;
                 let id: i64 = insert_drain!(drain).fetch_one(&mut *tx).await?;
                 inserted = Some(Drain {
                     id,
@@ -166,6 +162,24 @@ impl Store {
             .bind(drain.updated_at)
         );
         Ok(done > 0)
+    }
+
+    /// Withdraws the moves a drain asked for that have not begun: each instance whose user is
+    /// still `ready` on it loses its recycle request (a begun move has taken the request on).
+    pub async fn withdraw_moves(&self, requested: &[(UserId, InstanceId)]) -> StoreResult<()> {
+        for (user, instance) in requested {
+            execute!(
+                self,
+                sqlx::query(
+                    "UPDATE instances SET recycle_requested_at = NULL
+                     WHERE instance_id = $1 AND EXISTS (SELECT 1 FROM users
+                         WHERE user_id = $2 AND state = 'ready' AND instance_id = $1)",
+                )
+                .bind(&instance.0)
+                .bind(user.as_str())
+            );
+        }
+        Ok(())
     }
 
     /// Cancels a drain that still holds its instances; the cancelled row, or None if there is

@@ -688,17 +688,25 @@ async fn tier_overrides_are_upserted_and_the_audit_log_lists_newest_first(store:
         updated_at: 10,
         updated_by: "oncall".into(),
     };
-    store.put_tier_override(&o).await.unwrap();
+    assert!(store.put_tier_override(&o, None).await.unwrap());
+    assert!(
+        !store.put_tier_override(&o, None).await.unwrap(),
+        "a second writer that read no row loses"
+    );
     o.spare_count = None;
     o.max_instances = Some(40);
     o.paused = false;
     o.container_image = Some("ghcr.io/example/gw:2".into());
     o.launch_template_version = Some("7".into());
     o.updated_at = 20;
-    store.put_tier_override(&o).await.unwrap();
+    assert!(
+        !store.put_tier_override(&o, Some(5)).await.unwrap(),
+        "stale"
+    );
+    assert!(store.put_tier_override(&o, Some(10)).await.unwrap());
     let mut gpu = o.clone();
     gpu.tier = "gpu".into();
-    store.put_tier_override(&gpu).await.unwrap();
+    assert!(store.put_tier_override(&gpu, None).await.unwrap());
     assert_eq!(store.tier_overrides().await.unwrap(), vec![o, gpu]);
     for (at, action) in [(1, "resize"), (2, "recycle"), (3, "repin")] {
         let entry = AuditEntry {
@@ -1575,7 +1583,10 @@ async fn a_rollout_replaces_the_tiers_earlier_rollout_drain_in_one_transaction(s
         .await
         .unwrap();
     let second = second.unwrap();
-    assert_eq!(replaced, Some(first.id));
+    assert_eq!(
+        replaced.map(|d| (d.id, d.state)),
+        Some((first.id, DrainState::Cancelled))
+    );
     let rows = store.rollouts().await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(

@@ -408,16 +408,19 @@ async fn fill_notices_and_admin(store: &Store) {
     store.mark_notice_handled("ev-1", 15).await.unwrap();
     for (tier, paused) in [("default", true), ("gpu", false)] {
         store
-            .put_tier_override(&TierOverride {
-                tier: tier.into(),
-                spare_count: Some(4),
-                max_instances: paused.then_some(40),
-                paused,
-                container_image: paused.then(|| "ghcr.io/example/gw:2".into()),
-                launch_template_version: None,
-                updated_at: 60,
-                updated_by: "oncall".into(),
-            })
+            .put_tier_override(
+                &TierOverride {
+                    tier: tier.into(),
+                    spare_count: Some(4),
+                    max_instances: paused.then_some(40),
+                    paused,
+                    container_image: paused.then(|| "ghcr.io/example/gw:2".into()),
+                    launch_template_version: None,
+                    updated_at: 60,
+                    updated_by: "oncall".into(),
+                },
+                None,
+            )
             .await
             .unwrap();
     }

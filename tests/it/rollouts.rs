@@ -259,3 +259,53 @@ async fn bad_versions_are_refused_and_change_nothing() {
     assert_eq!(status, 200, "{doc}");
     assert_eq!(doc["launch_template_version"], "$Latest");
 }
+
+#[tokio::test]
+async fn a_broken_image_halts_the_tier_and_going_back_lets_it_launch_again() {
+    let world = World::new(1, 10).await;
+    world.run_until_quiet(20).await;
+    let broken = "ghcr.io/openclaw/openclaw:broken";
+    // Every probe or start that pulls it fails.
+    world.cloud.command_outcome(
+        broken,
+        spotpool::cloud::CommandStatus::Failed("spotpool: image missing".into()),
+    );
+    let body = serde_json::json!({"container_image": broken}).to_string();
+    let (status, _) = world
+        .request("PUT", "/v1/admin/pool/default", Some(ADMIN_TOKEN), &body)
+        .await;
+    assert_eq!(status, 200);
+    let mut halted = false;
+    for _ in 0..400 {
+        world.pass().await;
+        world.advance(60_000);
+        let journal = world.store.journal_since(0, 100_000).await.unwrap();
+        if journal.iter().any(|e| e.kind == "pool.launch_halted") {
+            halted = true;
+            break;
+        }
+    }
+    assert!(halted, "the broken image's probes halt the tier");
+
+    // Back to the configured image: a new version, so the halt (the broken one's) is lifted.
+    let body = serde_json::json!({"container_image": null}).to_string();
+    let (status, _) = world
+        .request("PUT", "/v1/admin/pool/default", Some(ADMIN_TOKEN), &body)
+        .await;
+    assert_eq!(status, 200);
+    let launches = world.cloud.count_calls("RunInstances");
+    world.run_until_quiet(40).await;
+    world.ready_user("alice", "{}").await;
+    world.run_until_quiet(40).await;
+    assert!(
+        world.cloud.count_calls("RunInstances") > launches,
+        "the tier launches again"
+    );
+    assert_eq!(
+        world
+            .ledger_count(spotpool::model::InstanceStatus::Available)
+            .await,
+        1,
+        "its spare is back"
+    );
+}
