@@ -4,7 +4,8 @@
 # The tests start their own moto servers (moto_server on PATH); the terraform
 # test lints the IAM policies with parliament (installed when missing); the
 # store tests get one throwaway PostgreSQL cluster for the run
-# (scripts/throwaway-postgres.sh: initdb, pg_ctl and postgres must be there).
+# (scripts/throwaway-postgres.sh: initdb, pg_ctl and postgres must be there);
+# the isolation test builds network namespaces (root, ip and iptables).
 set -euo pipefail
 
 cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.."
@@ -13,6 +14,9 @@ source scripts/lib.sh
 
 ensure_moto
 ensure_parliament
+# The shared-instance network rules are tested in network namespaces (tests/it/isolation.rs).
+ensure_command iptables iptables
+ensure_command ip iproute2
 if ! cargo nextest --version >/dev/null 2>&1; then
     log "cargo-nextest is missing: cargo install cargo-nextest --locked (takes a few minutes)"
     cargo install cargo-nextest --locked

@@ -296,6 +296,8 @@ fn start_script(args: StartScriptArgs) -> ExitCode {
                 secret_arn: &args.secret_arn,
                 volume_id: args.volume_id.as_deref(),
                 host_ip: args.host_ip.as_deref(),
+                slot: 0,
+                shared: tier.slots_per_instance > 1,
             },
         )
     );

@@ -90,6 +90,8 @@ require_workspace_volume() {
     require WORKSPACE_VOLUME_ID '^vol-[0-9a-f]{8,17}$' \
         'an EBS volume id: vol- and 8 to 17 lowercase hex digits'
     WORKSPACE_DEVICE_DIR=${WORKSPACE_DEVICE_DIR:-/dev/disk/by-id}
+    WORKSPACE_DEVICE=${WORKSPACE_DEVICE:-sdf}
+    require WORKSPACE_DEVICE '^sd[f-z]$' 'the device name the volume is attached as, sdf to sdz'
     require WORKSPACE_DEVICE_DIR '^/[A-Za-z0-9._/-]{0,255}$' \
         'an absolute path of letters, digits and . _ / -'
     [[ $SPOTPOOL_WORKSPACE_WAIT =~ ^[0-9]{1,4}$ && $SPOTPOOL_UNMOUNT_WAIT =~ ^[0-9]{1,4}$ ]] \
@@ -98,7 +100,8 @@ require_workspace_volume() {
 
 # workspace_device: prints the block device of the volume WORKSPACE_VOLUME_ID
 # if it is attached now (its canonical path, e.g. /dev/nvme1n1); returns 1
-# otherwise. The daemon attaches workspaces as /dev/sdf. A spare's blank
+# otherwise. The daemon attaches workspaces as /dev/$WORKSPACE_DEVICE (sdf;
+# on a shared instance each slot's own, sdh to sdz). A spare's blank
 # workspace, which a first claim keeps, is attached at launch as /dev/sdg: on
 # Nitro it is found by its serial like any other; on Xen it is not looked for
 # (an unused blank could be there beside the user's volume, and mounting the
@@ -109,7 +112,7 @@ require_workspace_volume() {
 #    $WORKSPACE_DEVICE_DIR/nvme-Amazon_Elastic_Block_Store_vol<hex> to the
 #    device. Only that link is trusted for an NVMe device.
 #  - Xen: no such link; the volume is the block device /dev/xvdf (/dev/sdf
-#    where udev keeps the requested name). Taken only if it is not an NVMe
+#    where udev keeps the requested name; another slot's letter likewise). Taken only if it is not an NVMe
 #    device: on Nitro, /dev/sdf is a udev alias, and waiting for the serial
 #    link is the only way to be sure which volume it is.
 workspace_device() {
@@ -119,7 +122,7 @@ workspace_device() {
         readlink -f -- "$link"
         return
     fi
-    for candidate in "$SPOTPOOL_DEV_DIR/sdf" "$SPOTPOOL_DEV_DIR/xvdf"; do
+    for candidate in "$SPOTPOOL_DEV_DIR/$WORKSPACE_DEVICE" "$SPOTPOOL_DEV_DIR/xv${WORKSPACE_DEVICE#s}"; do
         [[ -b $candidate ]] || continue
         real=$(readlink -f -- "$candidate") || continue
         [[ ${real##*/} != nvme* ]] || continue
@@ -136,6 +139,23 @@ require_private_dir() {
     install -d -m 0700 "$dir"
     [[ -d $dir && ! -L $dir && -O $dir ]] || fail "$dir is not a directory owned by $(id -un)"
     [[ $(stat -c %a "$dir") == 700 ]] || fail "$dir is not mode 0700"
+}
+
+# The rules a shared instance's user data installs beside the metadata block
+# (terraform/modules/spotpool/user-data.sh.tftpl), so that a container reaches
+# neither another user's network (also not through the other user's published
+# port: that traffic is forwarded between the two bridges) nor the host's own
+# services. Each user's network is a bridge br-<id>; replies to the host's own
+# connections (health checks) are ESTABLISHED.
+SHARED_FORWARD_RULE=(-i br-+ -o br-+ -j DROP)
+SHARED_INPUT_RULE=(-i br-+ -m conntrack --ctstate NEW -j DROP)
+
+# check_shared_isolation: both rules are in place.
+check_shared_isolation() {
+    iptables -w 5 -C DOCKER-USER "${SHARED_FORWARD_RULE[@]}" \
+        || fail "the DOCKER-USER rule dropping traffic between users' networks is missing"
+    iptables -w 5 -C INPUT "${SHARED_INPUT_RULE[@]}" \
+        || fail "the INPUT rule dropping containers' connections to the host is missing"
 }
 
 # check_metadata_block: the DOCKER-USER rule above is in place.

@@ -11,7 +11,14 @@
 #                   the instance role (the region is taken from the ARN)
 #   IMAGE           the user container image: pinned (name@sha256:...) once the
 #                   daemon resolved it, present since the readiness probe
-#   PORT            the container's port, published as HOST_IP:PORT
+#   PORT            the container's port, published as HOST_IP:HOST_PORT
+#   HOST_PORT       the instance's port for it (default PORT; on a shared
+#                   instance PORT plus the user's slot)
+#   SHARED          1 on a shared instance (several users): the container gets
+#                   a Docker network of its own, spotpool-$USER_ID (a bridge,
+#                   no inter-container traffic), and the start refuses an
+#                   instance without the isolation rules (check_shared_isolation
+#                   in lib.sh); empty: the default bridge
 #   HOST_IP         the instance's private IPv4 address; empty: asked from the
 #                   instance metadata service (IMDSv2). Never 0.0.0.0.
 #   HEALTH_PATH     the container's health path, e.g. /healthz
@@ -23,8 +30,11 @@
 #   CPUS            CPU limit, e.g. 1.000 (at most three decimals)
 #   PIDS_LIMIT      most processes and threads in the container
 #   WORKSPACE_VOLUME_ID   the user's EBS workspace volume (vol-...), attached
-#                   to this instance by the daemon as /dev/sdf; empty: no
-#                   workspace, /data is a Docker volume on the root disk
+#                   to this instance by the daemon as /dev/$WORKSPACE_DEVICE;
+#                   empty: no workspace, /data is a Docker volume on the root
+#                   disk
+#   WORKSPACE_DEVICE      the device name it was attached as (default sdf; a
+#                   shared instance's slot has its own)
 #   WORKSPACE_DEVICE_DIR  where udev links NVMe EBS volumes by serial
 #                   (default /dev/disk/by-id)
 #   CONTAINER_ARGS  the container's arguments after the image, separated by
@@ -62,6 +72,10 @@ require SECRET_ARN '^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[
 require_image
 require PORT '^[1-9][0-9]{0,4}$' 'a port number from 1 to 65535'
 ((10#$PORT <= 65535)) || fail "input PORT is malformed (expected a port number from 1 to 65535)"
+HOST_PORT=${HOST_PORT:-$PORT}
+require HOST_PORT '^[1-9][0-9]{0,4}$' 'a port number from 1 to 65535'
+((10#$HOST_PORT <= 65535)) || fail "input HOST_PORT is malformed (expected a port number from 1 to 65535)"
+optional SHARED '^1$' '1 (a shared instance) or nothing'
 IPV4_PATTERN='^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$'
 optional HOST_IP "$IPV4_PATTERN" 'an IPv4 address'
 NOT_ALL="HOST_IP must be the instance's private address, not 0.0.0.0"
@@ -127,6 +141,17 @@ trap 'rm -f -- "$ENV_FILE"' EXIT
 #    instance metadata service.
 docker image inspect "$IMAGE" >/dev/null || fail "image $IMAGE is not present on the instance"
 check_metadata_block
+NETWORK=bridge
+if [[ -n ${SHARED-} ]]; then
+    check_shared_isolation
+    NETWORK="spotpool-$USER_ID"
+    if ! docker network inspect "$NETWORK" >/dev/null 2>&1; then
+        docker network create --driver bridge \
+            --opt com.docker.network.bridge.enable_icc=false \
+            --label "spotpool.user=$USER_ID" "$NETWORK" >/dev/null \
+            || fail "could not create the Docker network $NETWORK"
+    fi
+fi
 
 # 2. The address to publish on: the instance's private address, never all.
 imds_private_ip() {
@@ -394,8 +419,8 @@ docker run --detach --name "$NAME" \
     --memory-swap "${MEMORY_MB}m" \
     --cpus "$CPUS" \
     --pids-limit "$PIDS_LIMIT" \
-    --network bridge \
-    --publish "$HOST_IP:$PORT:$PORT" \
+    --network "$NETWORK" \
+    --publish "$HOST_IP:$HOST_PORT:$PORT" \
     --log-driver json-file \
     --log-opt max-size=10m \
     --log-opt max-file=3 \
@@ -416,10 +441,10 @@ code_in() {
     done
     return 1
 }
-# wait_for PATH CODES: until http://HOST_IP:PORT/PATH answers one of CODES,
-# or the deadline.
+# wait_for PATH CODES: until http://HOST_IP:HOST_PORT/PATH answers one of
+# CODES, or the deadline.
 wait_for() {
-    local url="http://$HOST_IP:$PORT$1" code
+    local url="http://$HOST_IP:$HOST_PORT$1" code
     while true; do
         code=$(curl --silent --globoff --max-time 2 --output /dev/null --write-out '%{http_code}' \
             "$url") || code=000

@@ -7,9 +7,16 @@
 # Inputs (shell variables spotpool prepends):
 #   USER_ID               the spotpool user id; container openclaw-$USER_ID,
 #                         workspace mounted at $SPOTPOOL_WORKSPACE_ROOT/$USER_ID
-#   WORKSPACE_VOLUME_ID   the user's EBS workspace volume (vol-...)
+#   WORKSPACE_VOLUME_ID   the user's EBS workspace volume (vol-...); with
+#                         WIPE, empty when the user has none
+#   WORKSPACE_DEVICE      the device name it was attached as (default sdf)
 #   WORKSPACE_DEVICE_DIR  where udev links NVMe EBS volumes by serial
 #                         (default /dev/disk/by-id)
+#   WIPE                  1 when the user leaves a shared instance whose slot
+#                         another user will take: after the workspace, its
+#                         Docker network, its Docker volume (without a
+#                         workspace, its /data) and its mount point go too, so
+#                         nothing of the user is left on the instance
 #
 # Idempotent: no container, nothing mounted, or the device gone already all
 # succeed. Never unmounts lazily (umount -l would hide a mount that is still in
@@ -20,10 +27,35 @@
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh" # spotpool:inline-lib
 
 require_user_id
-require_workspace_volume
+optional WIPE '^1$' '1 (wipe the slot) or nothing'
+if [[ -n ${WIPE-} && -z ${WORKSPACE_VOLUME_ID-} ]]; then
+    NO_WORKSPACE=1
+else
+    NO_WORKSPACE=
+    require_workspace_volume
+fi
 
 NAME="openclaw-$USER_ID"
 WORKSPACE_MOUNT="$SPOTPOOL_WORKSPACE_ROOT/$USER_ID"
+
+# wipe_slot: the rest of the user on a shared instance: its network, its Docker
+# volume, its (unmounted, empty) mount point and any env file left. Missing
+# ones are fine; one that cannot go fails the wipe (the daemon then retires
+# the instance instead of handing the slot to someone else).
+wipe_slot() {
+    local network="spotpool-$USER_ID" volume="spotpool-$USER_ID"
+    if docker network inspect "$network" >/dev/null 2>&1; then
+        docker network rm "$network" >/dev/null || fail "could not remove the Docker network $network"
+    fi
+    if docker volume inspect "$volume" >/dev/null 2>&1; then
+        docker volume rm "$volume" >/dev/null || fail "could not remove the Docker volume $volume"
+    fi
+    if [[ -d $WORKSPACE_MOUNT ]] && ! mountpoint -q -- "$WORKSPACE_MOUNT"; then
+        rmdir -- "$WORKSPACE_MOUNT" || fail "$WORKSPACE_MOUNT is not empty"
+    fi
+    rm -f -- "$SPOTPOOL_RUN_DIR/$NAME.env"
+    echo "the slot of $USER_ID is wiped"
+}
 
 # 1. The container, with a grace of 20 seconds to write its state out; removed,
 #    so that its mount namespace, which holds its own bind of the workspace,
@@ -32,6 +64,10 @@ remove_user_container "$NAME" 20
 
 # 2. Everything written reaches the volume.
 sync
+if [[ -n $NO_WORKSPACE ]]; then
+    wipe_slot
+    exit 0
+fi
 
 # 3. Unmount, as often as it is mounted there, retrying while it is busy (a
 #    process of the container that is still exiting).
@@ -59,3 +95,6 @@ if device=$(workspace_device); then
     done
 fi
 echo "workspace of $USER_ID (volume $WORKSPACE_VOLUME_ID) is not mounted"
+if [[ -n ${WIPE-} ]]; then
+    wipe_slot
+fi

@@ -2,8 +2,16 @@
 //! There are three: the readiness probe ([`probe_script`], sent to fresh instances), the start
 //! of a user's container ([`start_container_script`], sent to a claimed or move-target instance)
 //! and the release of a user's workspace volume ([`stop_workspace_script`], sent before
-//! `DetachVolume`). Nothing wipes a container or reuses an instance: an instance that was sent a
-//! start is terminated.
+//! `DetachVolume`), which on a shared instance also wipes what is left of a leaving user
+//! ([`wipe_slot_script`]: network, Docker volume, mount point) before another takes the slot. A
+//! dedicated instance that was sent a start is terminated, never reused.
+//!
+//! Shared instances (a tier of several slots): each user's container publishes its port at the
+//! slot's host port ([`ContainerSpec::host_port`]), runs on a Docker network of its own
+//! (`spotpool-<user>`, a bridge without inter-container traffic), and the start refuses an
+//! instance without the rules the user data installs between users' bridges and from them to
+//! the host (`check_shared_isolation` in `lib.sh`; tested in network namespaces by
+//! `tests/it/isolation.rs`).
 //!
 //! Pre-wired spares: until a claim, the user data's warm responder ([`WARM_RESPONDER_UNIT`])
 //! answers the load balancer's health checks on the container port (200 `warm` on the health
@@ -54,6 +62,21 @@ pub const CONTAINER_USER: &str = "10001:10001";
 /// The device name the daemon attaches a workspace volume with (`AttachVolume`'s `Device`). On
 /// Xen instances the volume appears as `/dev/xvdf`; on Nitro it is an NVMe device found by serial.
 pub const WORKSPACE_DEVICE_NAME: &str = "/dev/sdf";
+/// Users one instance may serve at most: each user's workspace is attached at a device name of
+/// its slot's ([`workspace_device_name`]), `/dev/sdf` and `/dev/sdh` to `/dev/sdz`.
+pub const MAX_SLOTS: u32 = 20;
+
+/// The device name the workspace of the user on `slot` is attached with: slot 0 (every
+/// dedicated instance) [`WORKSPACE_DEVICE_NAME`], then `/dev/sdh`, `/dev/sdi`, ... (`/dev/sdg`
+/// is the blank workspace's). None past [`MAX_SLOTS`].
+pub fn workspace_device_name(slot: u32) -> Option<String> {
+    match slot {
+        0 => Some(WORKSPACE_DEVICE_NAME.to_string()),
+        1..MAX_SLOTS => Some(format!("/dev/sd{}", char::from(b'h' + (slot - 1) as u8))),
+        _ => None,
+    }
+}
+
 /// The device name of the blank workspace a spare is launched with (RunInstances'
 /// `BlockDeviceMappings`); a first claim keeps it as the user's workspace where it is. On Xen
 /// instances it appears as `/dev/xvdg`.
@@ -229,6 +252,14 @@ pub struct ContainerSpec<'a> {
     pub secret_arn: &'a str,
     pub image: &'a str,
     pub port: u16,
+    /// The instance's port for it: `port` on a dedicated instance, `port` plus the user's slot
+    /// on a shared one.
+    pub host_port: u16,
+    /// A shared instance: the container gets a Docker network of its own, and the start checks
+    /// the isolation rules between users first.
+    pub shared: bool,
+    /// The device name the workspace was attached with ([`workspace_device_name`]).
+    pub workspace_device: &'a str,
     /// The instance's private address; the port is published only there. `None` makes the
     /// instance ask its metadata service (IMDSv2) for it; never `0.0.0.0`.
     pub host_ip: Option<&'a str>,
@@ -297,6 +328,8 @@ pub fn start_container_script(spec: &ContainerSpec<'_>) -> String {
             ("SECRET_ARN", spec.secret_arn.to_string()),
             ("IMAGE", spec.image.to_string()),
             ("PORT", spec.port.to_string()),
+            ("HOST_PORT", spec.host_port.to_string()),
+            ("SHARED", if spec.shared { "1" } else { "" }.to_string()),
             ("HOST_IP", spec.host_ip.unwrap_or("").to_string()),
             ("HEALTH_PATH", spec.health_path.to_string()),
             ("HEALTH_CODES", spec.health_codes.to_string()),
@@ -308,6 +341,7 @@ pub fn start_container_script(spec: &ContainerSpec<'_>) -> String {
                 "WORKSPACE_VOLUME_ID",
                 spec.workspace_volume_id.unwrap_or("").to_string(),
             ),
+            ("WORKSPACE_DEVICE", device_letters(spec.workspace_device)),
             ("WORKSPACE_DEVICE_DIR", WORKSPACE_DEVICE_DIR.to_string()),
             ("CONTAINER_ARGS", spec.args.join(" ")),
             (
@@ -337,10 +371,10 @@ pub fn start_container_script(spec: &ContainerSpec<'_>) -> String {
 }
 
 /// Stops and removes the user's container (20 s grace), syncs and unmounts the user's workspace
-/// `volume_id`. Succeeds when nothing on the instance mounts the volume any more (also when there
-/// was no container, no mount or no device); fails with one `spotpool:` line when the mount stays
-/// busy, and then the volume must not be detached.
-pub fn stop_workspace_script(user_id: &str, volume_id: &str) -> String {
+/// `volume_id`, attached as `device`. Succeeds when nothing on the instance mounts the volume any
+/// more (also when there was no container, no mount or no device); fails with one `spotpool:`
+/// line when the mount stays busy, and then the volume must not be detached.
+pub fn stop_workspace_script(user_id: &str, volume_id: &str, device: &str) -> String {
     render(
         "stop the user's container and unmount the workspace",
         "stop-workspace.sh",
@@ -348,9 +382,34 @@ pub fn stop_workspace_script(user_id: &str, volume_id: &str) -> String {
         &[
             ("USER_ID", user_id.to_string()),
             ("WORKSPACE_VOLUME_ID", volume_id.to_string()),
+            ("WORKSPACE_DEVICE", device_letters(device)),
             ("WORKSPACE_DEVICE_DIR", WORKSPACE_DEVICE_DIR.to_string()),
+            ("WIPE", String::new()),
         ],
     )
+}
+
+/// What [`stop_workspace_script`] does, then the rest of the user on a shared instance whose
+/// slot someone else will take: its Docker network, its Docker volume, its mount point and any
+/// env file. `volume_id` is None for a user without a workspace.
+pub fn wipe_slot_script(user_id: &str, volume_id: Option<&str>, device: &str) -> String {
+    render(
+        "wipe the user's slot",
+        "stop-workspace.sh",
+        STOP_WORKSPACE,
+        &[
+            ("USER_ID", user_id.to_string()),
+            ("WORKSPACE_VOLUME_ID", volume_id.unwrap_or("").to_string()),
+            ("WORKSPACE_DEVICE", device_letters(device)),
+            ("WORKSPACE_DEVICE_DIR", WORKSPACE_DEVICE_DIR.to_string()),
+            ("WIPE", "1".into()),
+        ],
+    )
+}
+
+/// `sdh` of `/dev/sdh`: the scripts take the name without its directory.
+fn device_letters(device: &str) -> String {
+    device.trim_start_matches("/dev/").to_string()
 }
 
 #[cfg(test)]

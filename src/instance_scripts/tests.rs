@@ -22,6 +22,9 @@ fn spec(host_ip: Option<&'static str>) -> ContainerSpec<'static> {
         secret_arn: ARN,
         image: IMAGE,
         port: 8080,
+        host_port: 8080,
+        shared: false,
+        workspace_device: WORKSPACE_DEVICE_NAME,
         host_ip,
         health_path: "/healthz",
         health_codes: "200",
@@ -44,6 +47,7 @@ fn openclaw_spec() -> ContainerSpec<'static> {
     let leak = |v: Vec<String>| -> &'static [String] { Box::leak(v.into_boxed_slice()) };
     ContainerSpec {
         port: Preset::OpenClaw.port(),
+        host_port: Preset::OpenClaw.port(),
         health_path: Preset::OpenClaw.health_path(),
         args: leak(Preset::OpenClaw.args(Preset::OpenClaw.port())),
         env: Box::leak(Preset::OpenClaw.env(1536).into_boxed_slice()),
@@ -75,7 +79,18 @@ fn all_commands() -> Vec<(&'static str, String)> {
             "start with a workspace",
             start_container_script(&workspace_spec()),
         ),
-        ("stop workspace", stop_workspace_script("alice", VOLUME_ID)),
+        (
+            "stop workspace",
+            stop_workspace_script("alice", VOLUME_ID, WORKSPACE_DEVICE_NAME),
+        ),
+        (
+            "wipe slot",
+            wipe_slot_script("alice", Some(VOLUME_ID), "/dev/sdh"),
+        ),
+        (
+            "wipe slot without a workspace",
+            wipe_slot_script("alice", None, "/dev/sdh"),
+        ),
         ("start openclaw", start_container_script(&openclaw_spec())),
     ]
 }
@@ -219,8 +234,9 @@ fn the_start_command_hardens_the_container() {
         "--pids-limit \"$PIDS_LIMIT\"",
         "--restart unless-stopped",
         "--user \"$CONTAINER_UID:$CONTAINER_GID\"",
-        "--network bridge",
-        "--publish \"$HOST_IP:$PORT:$PORT\"",
+        "NETWORK=bridge",
+        "--network \"$NETWORK\"",
+        "--publish \"$HOST_IP:$HOST_PORT:$PORT\"",
         "--log-opt max-size=10m",
         "--log-opt max-file=3",
         "--label \"spotpool.user=$USER_ID\"",
@@ -271,7 +287,7 @@ fn the_start_command_with_a_workspace_binds_its_mount_point_at_data() {
         "--mount \"$DATA_MOUNT\"",
         "mount -t ext4 -o nodev,nosuid,noexec,noatime -- \"$device\" \"$WORKSPACE_MOUNT\"",
         "nvme-Amazon_Elastic_Block_Store_${WORKSPACE_VOLUME_ID/-/}",
-        &format!("\"$SPOTPOOL_DEV_DIR/{}\"", &WORKSPACE_DEVICE_NAME[5..]),
+        "\"$SPOTPOOL_DEV_DIR/$WORKSPACE_DEVICE\"",
         "blkid -p -o export -- \"$device\"",
         "WORKSPACE_LABEL=spotpool-ws",
     ] {
@@ -296,7 +312,7 @@ fn the_start_command_with_a_workspace_binds_its_mount_point_at_data() {
 
 #[test]
 fn the_stop_command_removes_the_container_and_unmounts_without_lazy() {
-    let command = stop_workspace_script("alice", VOLUME_ID);
+    let command = stop_workspace_script("alice", VOLUME_ID, WORKSPACE_DEVICE_NAME);
     assert_eq!(header_line(&command, "USER_ID"), "USER_ID='alice'");
     assert_workspace_header(&command);
     for text in [
@@ -381,8 +397,8 @@ fn hostile_inputs_stay_inside_their_quotes() {
             workspace_volume_id: Some(&hostile),
             ..spec(Some("10.0.1.5"))
         }),
-        stop_workspace_script(&hostile, VOLUME_ID),
-        stop_workspace_script("alice", &hostile),
+        stop_workspace_script(&hostile, VOLUME_ID, WORKSPACE_DEVICE_NAME),
+        stop_workspace_script("alice", &hostile, WORKSPACE_DEVICE_NAME),
     ] {
         let output = sandbox.run(&command, &[]);
         assert!(!output.status.success());
@@ -434,7 +450,10 @@ fn a_missing_input_is_named() {
         one_spotpool_line(&output),
         "spotpool: HOST_IP must be the instance's private address, not 0.0.0.0"
     );
-    let output = sandbox.run(&stop_workspace_script("alice", ""), &[]);
+    let output = sandbox.run(
+        &stop_workspace_script("alice", "", WORKSPACE_DEVICE_NAME),
+        &[],
+    );
     assert_eq!(
         one_spotpool_line(&output),
         "spotpool: input WORKSPACE_VOLUME_ID is missing (expected an EBS volume id: vol- and \
@@ -548,6 +567,15 @@ volume)
         [[ -e $state/volumes/$last ]] || exit 1
         if [[ $3 == --format ]]; then echo "$FAKE_DIR/mnt/$last"; fi ;;
     ls) ls "$state/volumes" ;;
+    rm) rm "$state/volumes/$last" ;;
+    *) exit 64 ;;
+    esac ;;
+network)
+    mkdir -p "$state/networks"
+    case $2 in
+    inspect) [[ -e $state/networks/$last ]] ;;
+    create) touch "$state/networks/$last" ;;
+    rm) rm "$state/networks/$last" ;;
     *) exit 64 ;;
     esac ;;
 run)
@@ -614,7 +642,13 @@ impl Sandbox {
             ("docker", FAKE_DOCKER),
             ("aws", FAKE_AWS),
             ("curl", FAKE_CURL),
-            ("iptables", r#"exit "${FAKE_IPTABLES_EXIT:-0}""#),
+            (
+                "iptables",
+                r#"if [[ -n ${FAKE_IPTABLES_MISSING-} && "$*" == *"$FAKE_IPTABLES_MISSING"* ]]; then
+    exit 1
+fi
+exit "${FAKE_IPTABLES_EXIT:-0}""#,
+            ),
             ("chown", r#"exit "${FAKE_CHOWN_EXIT:-0}""#),
             ("setpriv", FAKE_SETPRIV),
             ("systemctl", r#"exit "${FAKE_SYSTEMCTL_EXIT:-0}""#),
@@ -764,8 +798,6 @@ fn assert_hardened(argv: &[String]) {
         ("--memory-swap", "1536m"),
         ("--cpus", "1.000"),
         ("--pids-limit", "512"),
-        ("--network", "bridge"),
-        ("--publish", "10.0.1.5:8080:8080"),
         ("--log-driver", "json-file"),
         ("--log-opt", "max-size=10m"),
         ("--log-opt", "max-file=3"),
@@ -854,6 +886,114 @@ fn the_start_command_runs_a_hardened_container_and_removes_the_env_file() {
     assert!(sandbox.has_call(&["docker", "rm", "--force", "--volumes", "openclaw-alice"]));
     assert!(sandbox.exists("state/volumes/spotpool-alice"));
     assert_eq!(sandbox.docker_runs().len(), 2);
+}
+
+#[test]
+fn a_shared_instances_start_gives_the_container_its_own_network_and_its_slots_port() {
+    let sandbox = Sandbox::new();
+    let shared = ContainerSpec {
+        host_port: 8083,
+        shared: true,
+        workspace_device: "/dev/sdj",
+        ..spec(Some("10.0.1.5"))
+    };
+    let command = start_container_script(&shared);
+    assert!(command.contains("\nWORKSPACE_DEVICE='sdj'\n"), "{command}");
+    let output = sandbox.run(&command, &[]);
+    assert_success(&output);
+    let argv = &sandbox.docker_runs()[0];
+    assert_hardened(argv);
+    assert!(has_pair(argv, "--network", "spotpool-alice"), "{argv:?}");
+    assert!(
+        has_pair(argv, "--publish", "10.0.1.5:8083:8080"),
+        "{argv:?}"
+    );
+    assert!(sandbox.has_call(&[
+        "docker",
+        "network",
+        "create",
+        "--driver",
+        "bridge",
+        "--opt",
+        "com.docker.network.bridge.enable_icc=false",
+        "--label",
+        "spotpool.user=alice",
+        "spotpool-alice",
+    ]));
+    for rule in [
+        &["DOCKER-USER", "-i", "br-+", "-o", "br-+", "-j", "DROP"][..],
+        &[
+            "INPUT",
+            "-i",
+            "br-+",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-j",
+            "DROP",
+        ],
+    ] {
+        let mut check = vec!["iptables", "-w", "5", "-C"];
+        check.extend_from_slice(rule);
+        assert!(sandbox.has_call(&check), "{rule:?} checked");
+    }
+    // The health wait asks the slot's port.
+    assert!(
+        sandbox
+            .calls()
+            .iter()
+            .any(|c| c[0] == "curl" && c.last().unwrap() == "http://10.0.1.5:8083/healthz")
+    );
+
+    // Without the rule between users' networks, nothing starts.
+    let bare = Sandbox::new();
+    let output = bare.run(&command, &[("FAKE_IPTABLES_MISSING", "-o br-+")]);
+    assert!(!output.status.success());
+    assert!(
+        one_spotpool_line(&output).contains("between users' networks"),
+        "{}",
+        one_spotpool_line(&output)
+    );
+    assert!(bare.docker_runs().is_empty());
+
+    // A dedicated instance's start keeps the default bridge and checks no such rule.
+    let dedicated = Sandbox::new();
+    assert_success(&dedicated.run(&start_container_script(&spec(Some("10.0.1.5"))), &[]));
+    let argv = &dedicated.docker_runs()[0];
+    assert!(has_pair(argv, "--network", "bridge"));
+    assert!(has_pair(argv, "--publish", "10.0.1.5:8080:8080"));
+    assert!(
+        !dedicated
+            .calls()
+            .iter()
+            .any(|c| c.contains(&"br-+".to_string()))
+    );
+}
+
+#[test]
+fn a_wipe_removes_everything_of_the_user_and_a_workspace_device_is_per_slot() {
+    assert_eq!(workspace_device_name(0).as_deref(), Some("/dev/sdf"));
+    assert_eq!(workspace_device_name(1).as_deref(), Some("/dev/sdh"));
+    assert_eq!(workspace_device_name(19).as_deref(), Some("/dev/sdz"));
+    assert_eq!(workspace_device_name(MAX_SLOTS), None);
+    let sandbox = Sandbox::new();
+    let shared = ContainerSpec {
+        host_port: 8081,
+        shared: true,
+        ..spec(Some("10.0.1.5"))
+    };
+    assert_success(&sandbox.run(&start_container_script(&shared), &[]));
+    assert!(sandbox.exists("state/networks/spotpool-alice"));
+    assert!(sandbox.exists("state/volumes/spotpool-alice"));
+    let output = sandbox.run(&wipe_slot_script("alice", None, "/dev/sdh"), &[]);
+    assert_success(&output);
+    assert!(stdout(&output).contains("the slot of alice is wiped"));
+    assert!(!sandbox.exists("state/containers/openclaw-alice"));
+    assert!(!sandbox.exists("state/networks/spotpool-alice"));
+    assert!(!sandbox.exists("state/volumes/spotpool-alice"));
+    // Again: nothing left is fine.
+    assert_success(&sandbox.run(&wipe_slot_script("alice", None, "/dev/sdh"), &[]));
 }
 
 #[test]
@@ -1104,7 +1244,7 @@ fn the_probe_pulls_a_pinned_image_by_digest_when_the_spare_lacks_those_bytes() {
 fn the_stop_command_removes_the_container_and_succeeds_with_nothing_mounted() {
     let sandbox = Sandbox::new();
     std::fs::write(sandbox.path("state/containers/openclaw-alice"), "").unwrap();
-    let command = stop_workspace_script("alice", VOLUME_ID);
+    let command = stop_workspace_script("alice", VOLUME_ID, WORKSPACE_DEVICE_NAME);
     let output = sandbox.run(&command, &[]);
     assert!(output.status.success(), "{output:?}");
     assert!(output.stderr.is_empty());
@@ -1299,7 +1439,7 @@ fn workspace_commands(sandbox: &Sandbox) -> (String, String) {
             dir,
         ),
         with_input(
-            &stop_workspace_script("alice", VOLUME_ID),
+            &stop_workspace_script("alice", VOLUME_ID, WORKSPACE_DEVICE_NAME),
             "WORKSPACE_DEVICE_DIR",
             dir,
         ),

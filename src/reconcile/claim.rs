@@ -352,6 +352,9 @@ impl Reconciler {
             .store
             .set_instance_image(instance, &image)
             .await?;
+        let shared = self
+            .tier(&user.tier)
+            .is_some_and(|t| t.slots_per_instance > 1);
         let shard = user
             .shard
             .as_deref()
@@ -369,6 +372,8 @@ impl Reconciler {
                 secret_arn: user.secret_arn.as_deref().unwrap_or_default(),
                 volume_id: volume_id.as_deref(),
                 host_ip: host_ip.as_deref(),
+                slot: user.slot_on(instance),
+                shared,
             },
         ))
     }
@@ -572,6 +577,11 @@ pub struct StartFor<'a> {
     pub volume_id: Option<&'a str>,
     /// The instance's private address; `None` lets the instance ask its metadata service.
     pub host_ip: Option<&'a str>,
+    /// The user's slot on the instance (0 on a dedicated one): its host port is the container
+    /// port plus the slot, and its workspace device the slot's.
+    pub slot: u32,
+    /// Whether the instance is shared (a tier of more than one slot).
+    pub shared: bool,
 }
 
 /// The start-container command the daemon sends for `user` (also `spotpool start-script`, so
@@ -590,11 +600,15 @@ pub fn start_command(
         base_path: &base_path,
         state_dir: &g.state_dir,
     });
+    let device = instance_scripts::workspace_device_name(user.slot).unwrap_or_default();
     instance_scripts::start_container_script(&ContainerSpec {
         user_id: user.user_id,
         secret_arn: user.secret_arn,
         image: user.image,
         port: container.port,
+        host_port: host_port(container.port, user.slot),
+        shared: user.shared,
+        workspace_device: &device,
         host_ip: user.host_ip,
         health_path: &container.health_check.path,
         health_codes: &container.health_check.codes,
@@ -611,6 +625,12 @@ pub fn start_command(
         required_secrets: &config.required_secrets,
         gateway,
     })
+}
+
+/// The instance's port for the container of the user on `slot`: the container port plus the
+/// slot (the security group opens `container_port` to `container_port + slots - 1`).
+pub fn host_port(container_port: u16, slot: u32) -> u16 {
+    container_port.saturating_add(slot as u16)
 }
 
 /// How a claim kept the spare's blank workspace it took.

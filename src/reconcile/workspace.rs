@@ -543,7 +543,10 @@ impl Reconciler {
         let Some(sent) = sent else {
             // Recorded before sending, like a start: a crash resends at worst.
             self.set_stop_command(user, None, now).await?;
-            let script = instance_scripts::stop_workspace_script(user.user_id.as_str(), volume_id);
+            let device =
+                instance_scripts::workspace_device_name(user.slot_on(instance)).unwrap_or_default();
+            let script =
+                instance_scripts::stop_workspace_script(user.user_id.as_str(), volume_id, &device);
             let comment = format!("spotpool stop workspace of {}", user.user_id);
             return match cloud
                 .send_command(instance, &comment, &script, STOP_COMMAND_TIMEOUT_SECONDS)

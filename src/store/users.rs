@@ -128,6 +128,14 @@ impl UserRecord {
     }
 
     /// The instance a move is bringing the user to, once assigned.
+    /// The slot the user holds on `instance`: its own instance's, or its move target's.
+    pub fn slot_on(&self, instance: &InstanceId) -> u32 {
+        match self.moving.as_ref().and_then(|m| m.target.as_ref()) {
+            Some(target) if &target.instance == instance => target.slot,
+            _ => self.slot,
+        }
+    }
+
     pub fn move_target(&self) -> Option<&InstanceId> {
         self.moving.as_ref().and_then(MoveProgress::target_instance)
     }

@@ -51,6 +51,7 @@ mod iam_policy;
 mod iam_requests;
 mod images;
 mod interruptions;
+mod isolation;
 mod migrate_store;
 mod postgres;
 mod quotas;
