@@ -6,3 +6,17 @@ ALTER TABLE users DROP CONSTRAINT users_instance_id_key;
 DROP INDEX users_move_instance;
 CREATE UNIQUE INDEX users_instance_slot ON users (instance_id, slot);
 CREATE UNIQUE INDEX users_move_instance_slot ON users (move_instance_id, move_slot);
+
+-- A slot that must be wiped before anyone takes it (migrations/sqlite/0017_slots.sql).
+CREATE TABLE slot_wipes (
+    instance_id TEXT COLLATE "C" NOT NULL,
+    slot        BIGINT NOT NULL,
+    user_id     TEXT NOT NULL,
+    volume_id   TEXT,
+    command_id  TEXT,
+    sent_at     BIGINT,
+    created_at  BIGINT NOT NULL,
+    PRIMARY KEY (instance_id, slot)
+);
+CREATE TRIGGER spotpool_fence BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON slot_wipes
+FOR EACH STATEMENT EXECUTE FUNCTION spotpool_fence();

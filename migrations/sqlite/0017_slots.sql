@@ -74,3 +74,17 @@ CREATE TRIGGER users_generation_delete AFTER DELETE ON users
 BEGIN UPDATE generations SET n = n + 1 WHERE name = 'users'; END;
 -- The row set is unchanged, but a reader's cached snapshot must not outlive the rebuild.
 UPDATE generations SET n = n + 1 WHERE name = 'users';
+
+-- A slot a user left with something of theirs on it (a release, a rollback, a sleep on a shared
+-- instance): nobody takes it until the wipe (`wipe_slot_script`) has succeeded and deleted the
+-- row. `command_id` is the wipe sent, once sent.
+CREATE TABLE slot_wipes (
+    instance_id TEXT NOT NULL,
+    slot        INTEGER NOT NULL,
+    user_id     TEXT NOT NULL,
+    volume_id   TEXT,
+    command_id  TEXT,
+    sent_at     BIGINT,
+    created_at  BIGINT NOT NULL,
+    PRIMARY KEY (instance_id, slot)
+);

@@ -53,6 +53,7 @@ mod journal;
 mod launches;
 mod leadership;
 mod notices;
+mod slots;
 mod user_columns;
 mod users;
 
@@ -65,6 +66,7 @@ pub use journal::JournalEntry;
 pub use launches::PendingLaunch;
 pub use leadership::{Acquisition, Lease};
 pub use notices::StoredNotice;
+pub use slots::{SlotTaker, SlotWipe};
 pub use users::UserRecord;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};

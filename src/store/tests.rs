@@ -60,6 +60,9 @@ store_tests!(
     a_rollout_replaces_the_tiers_earlier_rollout_drain_in_one_transaction,
     an_instance_keeps_the_launch_template_it_was_first_recorded_with,
     users_share_an_instance_each_on_a_slot_of_their_own,
+    a_shared_instances_slots_go_to_one_user_each_and_wait_for_their_wipe,
+    the_last_user_leaving_retires_a_shared_instance_and_no_claim_lands_after,
+    two_claims_racing_for_one_slot_give_it_to_one_and_two_slots_to_both,
 );
 
 async fn sqlite_store() -> Store {
@@ -1681,6 +1684,182 @@ async fn users_share_an_instance_each_on_a_slot_of_their_own(store: Store) {
         on_it,
         vec![("alice".into(), 0), ("bob".into(), 1), ("carol".into(), 2)]
     );
+}
+
+async fn a_shared_instances_slots_go_to_one_user_each_and_wait_for_their_wipe(store: Store) {
+    use super::{SlotTaker, SlotWipe};
+    let claim = SlotTaker::Claim { shard: "s0" };
+    let i1 = InstanceId("i-1".into());
+    store.put_instance(&available("i-1")).await.unwrap();
+    for (name, route) in [
+        ("alice", "r1"),
+        ("bob", "r2"),
+        ("carol", "r3"),
+        ("dave", "r4"),
+    ] {
+        store.insert_user(&user(name, route)).await.unwrap();
+    }
+    let id = |name: &str| UserId::parse(name).unwrap();
+    let take = |name: &'static str, slot: u32| {
+        let (store, i1) = (store.clone(), i1.clone());
+        async move {
+            let user = UserId::parse(name).unwrap();
+            (store.take_slot(claim, &user, (&i1, slot, 3), 10))
+                .await
+                .unwrap()
+        }
+    };
+    assert!(take("alice", 0).await);
+    assert!(!take("bob", 0).await, "slot 0 is alice's");
+    assert!(!take("alice", 1).await, "alice holds a slot already");
+    assert!(take("bob", 1).await);
+    assert!(!take("carol", 3).await, "three slots: 0 to 2");
+    let record = store.get_instance(&i1).await.unwrap().unwrap();
+    assert_eq!(record.status, InstanceStatus::Assigned);
+    let bob = store.get_user(&id("bob")).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            bob.state,
+            bob.instance_id.clone(),
+            bob.slot,
+            bob.shard.as_deref()
+        ),
+        (UserState::Provisioning, Some(i1.clone()), 1, Some("s0"))
+    );
+
+    // A slot left to wipe is nobody's until the wipe is done.
+    let wipe = SlotWipe {
+        instance_id: i1.clone(),
+        slot: 2,
+        user_id: id("erin"),
+        volume_id: Some("vol-1".into()),
+        command: None,
+        created_at: 5,
+    };
+    store.add_slot_wipe(&wipe).await.unwrap();
+    store.add_slot_wipe(&wipe).await.unwrap();
+    assert!(!take("carol", 2).await, "slot 2 waits for its wipe");
+    let sent = crate::model::SentCommand {
+        id: Some("cmd-wipe".into()),
+        sent_at: 7,
+    };
+    store.set_slot_wipe_command(&i1, 2, &sent).await.unwrap();
+    let listed = store.slot_wipes().await.unwrap();
+    assert_eq!(
+        listed,
+        vec![SlotWipe {
+            command: Some(sent),
+            ..wipe
+        }]
+    );
+    store.delete_slot_wipe(&i1, 2).await.unwrap();
+    assert!(take("carol", 2).await);
+
+    // A move takes a slot of another instance only; a recycled instance gives none.
+    let mut alice = store.get_user(&id("alice")).await.unwrap().unwrap();
+    alice.state = UserState::Migrating;
+    alice.moving = Some(MoveProgress::new(MoveReason::Recycle, 25));
+    assert!(store.update_user(&mut alice).await.unwrap());
+    store.put_instance(&available("i-2")).await.unwrap();
+    let i2 = InstanceId("i-2".into());
+    let moving = |instance: InstanceId, slot: u32| {
+        let store = store.clone();
+        async move {
+            let user = UserId::parse("alice").unwrap();
+            (store.take_slot(SlotTaker::Move, &user, (&instance, slot, 3), 30))
+                .await
+                .unwrap()
+        }
+    };
+    assert!(!moving(i1.clone(), 1).await, "its own instance");
+    store.request_recycle(&i2, 26).await.unwrap();
+    assert!(!moving(i2.clone(), 0).await, "asked to recycle");
+    store.clear_recycle(&i2).await.unwrap();
+    assert!(moving(i2.clone(), 2).await);
+    let alice = store.get_user(&id("alice")).await.unwrap().unwrap();
+    assert_eq!(alice.move_target(), Some(&i2));
+    assert_eq!((alice.slot, alice.slot_on(&i2)), (0, 2));
+    assert!(
+        !take("dave", 0).await,
+        "the instance is full: 0 alice, 1 bob, 2 carol"
+    );
+}
+
+async fn the_last_user_leaving_retires_a_shared_instance_and_no_claim_lands_after(store: Store) {
+    use super::SlotTaker;
+    let claim = SlotTaker::Claim { shard: "s0" };
+    let i1 = InstanceId("i-1".into());
+    store.put_instance(&available("i-1")).await.unwrap();
+    for (name, route, slot) in [("alice", "r1", 0), ("bob", "r2", 1)] {
+        store.insert_user(&user(name, route)).await.unwrap();
+        let user = UserId::parse(name).unwrap();
+        assert!(
+            store
+                .take_slot(claim, &user, (&i1, slot, 4), 10)
+                .await
+                .unwrap()
+        );
+    }
+    let alice = UserId::parse("alice").unwrap();
+    let mut bob = store
+        .get_user(&UserId::parse("bob").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !store.retire_if_unheld(&i1, &alice, 20).await.unwrap(),
+        "bob is there"
+    );
+    bob.forget_placement();
+    assert!(store.update_user(&mut bob).await.unwrap());
+    assert!(store.retire_if_unheld(&i1, &alice, 20).await.unwrap());
+    let record = store.get_instance(&i1).await.unwrap().unwrap();
+    assert_eq!(record.status, InstanceStatus::Terminating);
+    assert!(
+        !store.retire_if_unheld(&i1, &alice, 21).await.unwrap(),
+        "once"
+    );
+    store.insert_user(&user("carol", "r3")).await.unwrap();
+    let carol = UserId::parse("carol").unwrap();
+    assert!(
+        !store
+            .take_slot(claim, &carol, (&i1, 2, 4), 30)
+            .await
+            .unwrap(),
+        "a retiring instance gives no slot"
+    );
+}
+
+async fn two_claims_racing_for_one_slot_give_it_to_one_and_two_slots_to_both(store: Store) {
+    use super::SlotTaker;
+    let claim = SlotTaker::Claim { shard: "s0" };
+    for id in ["i-1", "i-2"] {
+        store.put_instance(&available(id)).await.unwrap();
+    }
+    for (name, route) in [
+        ("alice", "r1"),
+        ("bob", "r2"),
+        ("carol", "r3"),
+        ("dave", "r4"),
+    ] {
+        store.insert_user(&user(name, route)).await.unwrap();
+    }
+    let race = |a: &'static str, b: &'static str, instance: &'static str, slots: (u32, u32)| {
+        let store = store.clone();
+        async move {
+            let i = InstanceId(instance.into());
+            let (ua, ub) = (UserId::parse(a).unwrap(), UserId::parse(b).unwrap());
+            let (x, y) = tokio::join!(
+                store.take_slot(claim, &ua, (&i, slots.0, 4), 10),
+                store.take_slot(claim, &ub, (&i, slots.1, 4), 10)
+            );
+            (x.unwrap(), y.unwrap())
+        }
+    };
+    let (a, b) = race("alice", "bob", "i-1", (0, 0)).await;
+    assert!(a ^ b, "one slot, one winner: {a} {b}");
+    let (c, d) = race("carol", "dave", "i-2", (0, 1)).await;
+    assert!(c && d, "two slots, both: {c} {d}");
 }
 
 async fn drains_round_trip_their_progress_and_a_cancel_ends_them(store: Store) {

@@ -334,6 +334,23 @@ async fn fill_every_table(store: &Store) {
         )
         .await
         .unwrap();
+    let wipe = spotpool::store::SlotWipe {
+        instance_id: InstanceId("i-ready".into()),
+        slot: 3,
+        user_id: UserId::parse("erin").unwrap(),
+        volume_id: Some("vol-erin".into()),
+        command: None,
+        created_at: 500,
+    };
+    store.add_slot_wipe(&wipe).await.unwrap();
+    let sent = spotpool::model::SentCommand {
+        id: Some("cmd-wipe".into()),
+        sent_at: 510,
+    };
+    store
+        .set_slot_wipe_command(&wipe.instance_id, 3, &sent)
+        .await
+        .unwrap();
 }
 
 /// Users: queued, provisioning, ready with every column set, migrating, asleep with a

@@ -360,6 +360,7 @@ impl Cloud for FakeCloud {
                 port,
                 tags: new_tags.clone(),
                 targets: Vec::new(),
+                target_ports: BTreeMap::new(),
                 health: health.clone(),
                 registered_at: BTreeMap::new(),
             },
@@ -377,7 +378,7 @@ impl Cloud for FakeCloud {
         &self,
         target_group_arn: &str,
         instance: &InstanceId,
-        _port: u16,
+        port: u16,
     ) -> CloudResult<()> {
         let mut state = self.enter("RegisterTargets", 1).await?;
         let now = state.now;
@@ -393,6 +394,9 @@ impl Cloud for FakeCloud {
                 .ok_or_else(|| not_found("RegisterTargets", target_group_arn))?;
             group.targets.push(instance.clone());
             group.registered_at.insert(instance.0.clone(), now);
+        }
+        if let Some(group) = state.target_groups.get_mut(target_group_arn) {
+            group.target_ports.insert(instance.0.clone(), port);
         }
         Ok(())
     }

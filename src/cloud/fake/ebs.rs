@@ -35,6 +35,8 @@ pub struct FakeVolume {
 #[derive(Debug, Clone)]
 pub struct FakeAttachment {
     pub instance: InstanceId,
+    /// The device name it was attached as.
+    pub device: String,
     pub state: AttachmentState,
     /// When `attaching` or `detaching` ends.
     pub done_at: Millis,
@@ -118,6 +120,7 @@ impl Ebs {
             state: VolumeState::InUse,
             attachment: Some(FakeAttachment {
                 instance: instance.clone(),
+                device: crate::instance_scripts::BLANK_WORKSPACE_DEVICE_NAME.into(),
                 state: AttachmentState::Attached,
                 done_at: now,
                 forced: false,
@@ -406,6 +409,20 @@ impl FakeCloud {
             ));
         };
         let zone = self.zone_of(&subnet);
+        // As EC2: one volume per device name of an instance.
+        let taken = (state.ebs.volumes.values()).any(|v| {
+            v.attachment
+                .as_ref()
+                .is_some_and(|a| &a.instance == instance && a.device == device)
+        });
+        if taken {
+            return Err(CloudError::new(
+                CloudErrorKind::Fatal,
+                "AttachVolume",
+                "InvalidParameterValue",
+                format!("Attachment point {device} is already in use"),
+            ));
+        }
         let done_at = self.effect_at(state.now, |p| p.effects.volume_attach);
         let now = state.now;
         let volume = state
@@ -432,7 +449,10 @@ impl FakeCloud {
                 format!("volume {volume_id} is {:?}, not available", volume.state),
             ));
         }
-        if device != crate::instance_scripts::WORKSPACE_DEVICE_NAME {
+        let slots = crate::instance_scripts::MAX_SLOTS;
+        if !(0..slots)
+            .any(|s| crate::instance_scripts::workspace_device_name(s).as_deref() == Some(device))
+        {
             return Err(CloudError::new(
                 CloudErrorKind::Fatal,
                 "AttachVolume",
@@ -443,6 +463,7 @@ impl FakeCloud {
         volume.state = VolumeState::InUse;
         volume.attachment = Some(FakeAttachment {
             instance: instance.clone(),
+            device: device.to_string(),
             state: if done_at <= now {
                 AttachmentState::Attached
             } else {

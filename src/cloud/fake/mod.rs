@@ -110,6 +110,8 @@ pub struct FakeTargetGroup {
     pub port: u16,
     pub tags: Tags,
     pub targets: Vec<InstanceId>,
+    /// The port each target (by instance id) was registered with.
+    pub target_ports: BTreeMap<String, u16>,
     /// The health check it was created with.
     pub health: HealthCheck,
     /// When each target (by instance id) was registered.
