@@ -64,10 +64,12 @@ pub struct TierDocument {
     pub image: ImageDocument,
     /// The instance types it launches, most preferred first.
     pub instance_types: Vec<String>,
-    /// Spares kept `available`, on top of queued users.
+    /// Spares kept `available`, on top of queued users (a shared tier's: free slots).
     pub spare_target: u32,
     /// Most instances of the tier at once, all statuses.
     pub max_instances: u32,
+    /// Users one instance serves (1: dedicated; ARCHITECTURE.md, "Shared tiers").
+    pub slots_per_instance: u32,
     /// On-call paused its launching (`PUT /v1/admin/pool/{tier}`).
     pub paused: bool,
     /// Instances of the tier by status.
@@ -189,6 +191,7 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
                 instance_types: tier.instance_types.clone(),
                 spare_target: tier.spare_count,
                 max_instances: tier.max_instances,
+                slots_per_instance: tier.slots_per_instance,
                 paused: paused.contains(&tier.name),
                 counts,
                 queued_users: users

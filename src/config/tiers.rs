@@ -323,21 +323,7 @@ fn from_table(
     }
     let spare_count = table.spare_count.ok_or("`spare_count` is missing")?;
     let max_instances = table.max_instances.ok_or("`max_instances` is missing")?;
-    if spare_count > max_instances {
-        return Err(format!(
-            "`spare_count` ({spare_count}) exceeds `max_instances` ({max_instances})"
-        ));
-    }
-    let slots_per_instance = match table.slots_per_instance.unwrap_or(1) {
-        0 => return Err("`slots_per_instance` must be at least 1".into()),
-        1 => 1,
-        n => {
-            return Err(format!(
-                "`slots_per_instance` = {n}: shared-density tiers are not built yet; every \
-                 instance serves one user (1)"
-            ));
-        }
-    };
+    let slots_per_instance = slots_of(table, spare_count, max_instances)?;
     let runtime = runtime_of(table, &flat.runtime, common)?;
     let on_demand_fallback = table.on_demand_fallback.unwrap_or(flat.on_demand_fallback);
     if on_demand_fallback && runtime.on_demand.is_none() {
@@ -349,6 +335,13 @@ fn from_table(
         );
     }
     let container = &runtime.container;
+    if u32::from(container.port) + slots_per_instance - 1 > 65_535 {
+        return Err(format!(
+            "`container_port` {} + `slots_per_instance` {slots_per_instance} - 1 is past port 65535 \
+             (each slot's user is reached at the port plus its slot)",
+            container.port
+        ));
+    }
     let responder = &flat.runtime.container;
     if prewired
         && runtime.launch.id == flat.runtime.launch.id
@@ -387,6 +380,33 @@ fn from_table(
 }
 
 /// A table's runtime: the flat one with the table's keys applied.
+/// A table's `slots_per_instance` (1 to [`MAX_SLOTS`](crate::instance_scripts::MAX_SLOTS)),
+/// with its spare count checked against what the tier can hold: a dedicated tier's spares are
+/// instances, a shared tier's free slots.
+fn slots_of(table: &TierSettings, spare_count: u32, max_instances: u32) -> Result<u32, String> {
+    let slots_per_instance = table.slots_per_instance.unwrap_or(1);
+    let max_slots = crate::instance_scripts::MAX_SLOTS;
+    if !(1..=max_slots).contains(&slots_per_instance) {
+        return Err(format!(
+            "`slots_per_instance` = {slots_per_instance}: from 1 to {max_slots} (each user's \
+             workspace is a volume of its own, attached at a device name of its slot's)"
+        ));
+    }
+    // A shared tier's spare count is in slots (free places for users).
+    if slots_per_instance == 1 && spare_count > max_instances {
+        return Err(format!(
+            "`spare_count` ({spare_count}) exceeds `max_instances` ({max_instances})"
+        ));
+    }
+    if spare_count > max_instances.saturating_mul(slots_per_instance) {
+        return Err(format!(
+            "`spare_count` ({spare_count}) exceeds `max_instances` × `slots_per_instance` \
+             ({max_instances} × {slots_per_instance}): a shared tier's spares are free slots"
+        ));
+    }
+    Ok(slots_per_instance)
+}
+
 fn runtime_of(
     table: &TierSettings,
     flat: &TierRuntime,

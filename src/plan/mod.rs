@@ -168,6 +168,11 @@ pub struct PoolInstance {
     /// Its warm route (ARCHITECTURE.md, "Pre-wired spares"), `None` when nothing of one is
     /// recorded (the shard is always the first part recorded).
     pub warm: Option<WarmView>,
+    /// Its slots a leaving user left to wipe (a shared instance's): nobody's until wiped.
+    pub wiping: Vec<u32>,
+    /// Whose those are: none of them may take a slot here meanwhile (the wipe, which goes by
+    /// user, would remove the new container).
+    pub wiping_users: Vec<UserId>,
 }
 
 /// What `plan` needs of a spare's warm route.
@@ -194,12 +199,16 @@ pub struct UserIntent {
     pub tier: String,
     pub state: UserState,
     pub instance: Option<InstanceId>,
+    /// Its slot on `instance` (0 on a dedicated instance).
+    pub slot: u32,
     /// Position in the queue: first come, first served, kept across retries.
     pub requested_at: Millis,
     /// An undo (rollback or recovery) was started and must be finished before anything else.
     pub tearing_down: bool,
     /// A migrating user's new instance, once assigned.
     pub moving_to: Option<InstanceId>,
+    /// Its slot on `moving_to`.
+    pub moving_slot: u32,
     /// The zone of the user's workspace volume, once it exists: only a spare of that zone can
     /// serve the user.
     pub zone: Option<String>,
@@ -246,6 +255,8 @@ pub enum Action {
     Assign {
         user: UserId,
         instance: InstanceId,
+        /// The slot it takes there (0 on a dedicated tier's).
+        slot: u32,
         shard: String,
     },
     /// No shard has room for the queued user's route: it waits, no instance is claimed, and it
@@ -277,6 +288,13 @@ pub enum Action {
     AssignMove {
         user: UserId,
         instance: InstanceId,
+        slot: u32,
+    },
+    /// Wipe what a user left on a slot of a shared instance (or go on doing so); the slot is
+    /// free once it succeeded.
+    WipeSlot {
+        instance: InstanceId,
+        slot: u32,
     },
     /// Run the next move steps of a migrating user.
     AdvanceMove {
@@ -331,6 +349,7 @@ impl Action {
             Action::Recover { .. } => "recover",
             Action::BeginMove { .. } => "begin_move",
             Action::AssignMove { .. } => "assign_move",
+            Action::WipeSlot { .. } => "wipe_slot",
             Action::AdvanceMove { .. } => "advance_move",
             Action::AdvanceSleep { .. } => "advance_sleep",
             Action::RelocateWorkspace { .. } => "relocate_workspace",
@@ -371,7 +390,8 @@ impl Action {
             | Action::Wire { instance, .. }
             | Action::Unwire { instance }
             | Action::Assign { instance, .. }
-            | Action::AssignMove { instance, .. } => Some(instance),
+            | Action::AssignMove { instance, .. }
+            | Action::WipeSlot { instance, .. } => Some(instance),
             _ => None,
         }
     }
@@ -463,6 +483,7 @@ pub fn plan(
         .flat_map(|u| [u.instance.as_ref(), u.moving_to.as_ref()])
         .flatten()
         .collect();
+    let used = slots_in_use(users, instances, &mut actions);
     let by_id: HashMap<&InstanceId, &PoolInstance> = instances.iter().map(|i| (&i.id, i)).collect();
 
     for instance in instances {
@@ -509,7 +530,7 @@ pub fn plan(
             tier,
             waiting,
             instances,
-            &held,
+            (&held, &used),
             now,
             policy,
             conditions,
@@ -525,7 +546,8 @@ pub fn plan(
             && instance.warm.is_none()
             && instance.lifecycle == Some(Lifecycle::Running)
             && !held.contains(&instance.id)
-            && policy.tier(&instance.tier).is_some()
+            // Pre-wired spares are a dedicated tier's (a shared one's go `available` at once).
+            && policy.tier(&instance.tier).is_some_and(|t| t.slots_per_instance == 1)
             && !instance.recycle
             && now - instance.status_since <= policy.probe_timeout;
         if fresh {
@@ -536,6 +558,36 @@ pub fn plan(
         }
     }
     actions
+}
+
+/// The slots of each instance someone holds, moves to, or left to wipe; and a `WipeSlot` for
+/// each slot left to wipe on an instance still alive.
+fn slots_in_use<'a>(
+    users: &'a [UserIntent],
+    instances: &'a [PoolInstance],
+    actions: &mut Vec<Action>,
+) -> tiers::Used<'a> {
+    let mut used: tiers::Used<'a> = HashMap::new();
+    for user in users {
+        if let Some(instance) = &user.instance {
+            used.entry(instance).or_default().insert(user.slot);
+        }
+        if let Some(target) = &user.moving_to {
+            used.entry(target).or_default().insert(user.moving_slot);
+        }
+    }
+    for instance in instances {
+        for slot in &instance.wiping {
+            used.entry(&instance.id).or_default().insert(*slot);
+            if instance.is_alive() {
+                actions.push(Action::WipeSlot {
+                    instance: instance.id.clone(),
+                    slot: *slot,
+                });
+            }
+        }
+    }
+    used
 }
 
 /// What a user's row asks for this pass. Returns whether the user waits for a spare (queued,

@@ -56,6 +56,8 @@ fn instance(id: &str, status: InstanceStatus) -> PoolInstance {
         zone: Some("zone-a".into()),
         probed: false,
         warm: None,
+        wiping: Vec::new(),
+        wiping_users: Vec::new(),
     }
 }
 
@@ -65,9 +67,11 @@ fn user(id: &str, state: UserState, instance: Option<&str>, requested_at: Millis
         tier: "default".into(),
         state,
         instance: instance.map(|i| InstanceId(i.into())),
+        slot: 0,
         requested_at,
         tearing_down: false,
         moving_to: None,
+        moving_slot: 0,
         zone: None,
         relocating: false,
         shard: None,
@@ -579,6 +583,8 @@ fn arb_world() -> impl Strategy<Value = (Vec<UserIntent>, Vec<PoolInstance>, u32
                 zone: Some(if n % 2 == 0 { "zone-a" } else { "zone-b" }.into()),
                 probed: false,
                 warm: None,
+                wiping: Vec::new(),
+                wiping_users: Vec::new(),
             })
             .collect();
         let mut free: Vec<InstanceId> = instances.iter().map(|i| i.id.clone()).collect();
@@ -599,9 +605,11 @@ fn arb_world() -> impl Strategy<Value = (Vec<UserIntent>, Vec<PoolInstance>, u32
                     tier: "default".into(),
                     state,
                     instance,
+                    slot: 0,
                     requested_at: n as Millis,
                     tearing_down: false,
                     moving_to: None,
+                    moving_slot: 0,
                     zone: None,
                     relocating: false,
                     shard: None,

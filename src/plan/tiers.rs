@@ -6,37 +6,34 @@ use super::{
     Action, Conditions, Market, Policy, PoolInstance, TerminateReason, TierPolicy, UserIntent,
 };
 use crate::model::{InstanceId, InstanceStatus, Lifecycle, Millis, UserState};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-/// Assigns spares to the tier's queue (oldest request first, oldest instance first), then sizes
-/// the pool: launches for a deficit, terminations of available spares for a surplus.
+/// The slots of each instance someone holds, moves to, or left to wipe.
+pub(super) type Used<'a> = HashMap<&'a InstanceId, BTreeSet<u32>>;
+
+/// An instance a waiting user may be given a slot of, with its free slots, lowest first.
+struct Candidate<'a> {
+    instance: &'a PoolInstance,
+    free: Vec<u32>,
+}
+
+/// Assigns free slots to the tier's queue (oldest request first), then sizes the pool: launches
+/// for a deficit, terminations of empty spares for a surplus. A dedicated tier's instance has
+/// one slot; a shared tier's (`slots_per_instance` N) serves N users, so its spare target, its
+/// deficit and its surplus count slots, and its instances fill before new ones open.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn plan_tier(
     tier: &TierPolicy,
     mut waiting: Vec<&UserIntent>,
     instances: &[PoolInstance],
-    held: &HashSet<&InstanceId>,
+    (held, used): (&HashSet<&InstanceId>, &Used<'_>),
     now: Millis,
     policy: &Policy,
     conditions: &Conditions,
     placer: &mut Placer<'_>,
     actions: &mut Vec<Action>,
 ) {
-    let of_tier = || {
-        instances
-            .iter()
-            .filter(move |i| i.tier == tier.name && i.is_alive())
-    };
-    let mut available: Vec<&PoolInstance> = of_tier()
-        .filter(|i| {
-            i.status == InstanceStatus::Available
-                && i.lifecycle == Some(Lifecycle::Running)
-                && !held.contains(&i.id)
-                // On-call asked for it to be replaced (`Terminate { Recycled }`): no claim.
-                && !i.recycle
-        })
-        .collect();
-    available.sort_by(|a, b| (a.launched_at, &a.id).cmp(&(b.launched_at, &b.id)));
+    let candidates = candidates(tier, instances, held, used);
     // Migrating users first (they are being evicted), then the queue; each oldest first.
     waiting.sort_by(|a, b| {
         (a.state != UserState::Migrating, a.requested_at, &a.user).cmp(&(
@@ -45,10 +42,80 @@ pub(super) fn plan_tier(
             &b.user,
         ))
     });
+    let (left, unserved_anywhere, unserved_in) =
+        assign_spares(&waiting, candidates, placer, actions);
+    size_tier(
+        tier,
+        (&left, unserved_anywhere, &unserved_in),
+        instances,
+        now,
+        policy,
+        conditions,
+        actions,
+    );
+}
 
-    let (spares_left, unserved_anywhere, unserved_in) =
-        assign_spares(&waiting, &available, placer, actions);
+/// The tier's instances a claim or a move may take a slot of: running, not asked to recycle,
+/// with a free slot; `available` ones, and a shared tier's `assigned` ones some user still holds
+/// (one none holds is on its way out). Fullest first, then oldest: instances fill up before new
+/// ones open, and the oldest spares, proven longest, go first.
+fn candidates<'a>(
+    tier: &TierPolicy,
+    instances: &'a [PoolInstance],
+    held: &HashSet<&InstanceId>,
+    used: &Used<'_>,
+) -> Vec<Candidate<'a>> {
+    let slots = tier.slots_per_instance.max(1);
+    let mut out: Vec<Candidate<'a>> = (instances.iter())
+        .filter(|i| {
+            i.tier == tier.name
+                && i.is_alive()
+                && i.lifecycle == Some(Lifecycle::Running)
+                // On-call asked for it to be replaced (`Terminate { Recycled }`): no claim.
+                && !i.recycle
+                && match i.status {
+                    InstanceStatus::Available => !held.contains(&i.id),
+                    InstanceStatus::Assigned => slots > 1 && held.contains(&i.id),
+                    _ => false,
+                }
+        })
+        .filter_map(|instance| {
+            let taken = used.get(&instance.id);
+            let free: Vec<u32> = (0..slots)
+                .filter(|s| taken.is_none_or(|t| !t.contains(s)))
+                .collect();
+            (!free.is_empty()).then_some(Candidate { instance, free })
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        let key = |c: &Candidate<'_>| (c.free.len(), c.instance.launched_at, c.instance.id.clone());
+        key(a).cmp(&key(b))
+    });
+    out
+}
 
+/// How many instances to launch and which empty spares to retire, in slots: the target is the
+/// spare count plus the users that may take any zone; what the tier has is the free slots left,
+/// plus every slot of the instances on their way up.
+fn size_tier(
+    tier: &TierPolicy,
+    (left, unserved_anywhere, unserved_in): (
+        &[Candidate<'_>],
+        u64,
+        &BTreeMap<&str, Vec<&UserIntent>>,
+    ),
+    instances: &[PoolInstance],
+    now: Millis,
+    policy: &Policy,
+    conditions: &Conditions,
+    actions: &mut Vec<Action>,
+) {
+    let slots = u64::from(tier.slots_per_instance.max(1));
+    let of_tier = || {
+        instances
+            .iter()
+            .filter(move |i| i.tier == tier.name && i.is_alive())
+    };
     let initializing: Vec<&PoolInstance> = of_tier()
         .filter(|i| {
             i.status == InstanceStatus::Initializing && now - i.status_since <= policy.probe_timeout
@@ -75,9 +142,8 @@ pub(super) fn plan_tier(
 
     let coming_for_zones = plan_zones(
         tier,
-        &unserved_in,
-        &initializing,
-        &unlisted,
+        unserved_in,
+        (&initializing, &unlisted),
         total,
         &mut room,
         policy,
@@ -87,25 +153,34 @@ pub(super) fn plan_tier(
 
     // Everyone else: the spare count, plus users that may take any zone.
     let target = u64::from(tier.spare_count) + unserved_anywhere;
-    let have = (spares_left.len() + initializing.len() + unlisted.len()) as u64 - coming_for_zones;
+    let free_left: u64 = left.iter().map(|c| c.free.len() as u64).sum();
+    let coming = (initializing.len() + unlisted.len()) as u64 * slots;
+    let have = (free_left + coming).saturating_sub(coming_for_zones);
     if have < target && !blocked {
         let subnets: Vec<&String> = policy.subnet_ids.iter().collect();
         push_launches(
             tier,
-            (target - have).min(room),
+            (target - have).div_ceil(slots).min(room),
             total,
             &subnets,
             conditions,
             actions,
         );
     }
-    let surplus = (spares_left.len() as u64)
-        .saturating_sub(target)
+    // Only spares nobody ever used may go: a shared instance with users stays until its last
+    // one leaves (then it is retired, not returned).
+    let empty: Vec<&PoolInstance> = (left.iter())
+        .filter(|c| c.instance.status == InstanceStatus::Available)
+        .map(|c| c.instance)
+        .collect();
+    let surplus = (free_left.saturating_sub(target) / slots)
         .max(total.saturating_sub(max))
-        .min(spares_left.len() as u64);
+        .min(empty.len() as u64);
     // Terminate the newest spares first: the oldest have waited longest and are the ones the
     // queue would pick next, so keeping them keeps claims on proven instances.
-    for instance in spares_left.iter().rev().take(surplus as usize) {
+    let mut newest_first = empty;
+    newest_first.sort_by(|a, b| (b.launched_at, &b.id).cmp(&(a.launched_at, &a.id)));
+    for instance in newest_first.into_iter().take(surplus as usize) {
         actions.push(Action::Terminate {
             instance: instance.id.clone(),
             reason: TerminateReason::Surplus,
@@ -113,21 +188,22 @@ pub(super) fn plan_tier(
     }
 }
 
-/// Each waiting user gets the oldest spare of its workspace's zone (any zone before it has a
-/// workspace); a user whose zone has none waits for a launch there. Returns the spares left, how
-/// many users could take any zone but got none, and the users waiting in each zone.
+/// Each waiting user gets a free slot (the lowest) of the first candidate of its workspace's
+/// zone (any zone before it has a workspace); a user whose zone has none waits for a launch
+/// there. A migrating user never gets a slot of the instance it leaves. Returns the candidates
+/// with their slots left, how many users could take any zone but got none, and the users
+/// waiting in each zone.
 #[allow(clippy::type_complexity)]
 fn assign_spares<'a>(
     waiting: &[&'a UserIntent],
-    available: &[&'a PoolInstance],
+    mut candidates: Vec<Candidate<'a>>,
     placer: &mut Placer<'_>,
     actions: &mut Vec<Action>,
 ) -> (
-    Vec<&'a PoolInstance>,
+    Vec<Candidate<'a>>,
     u64,
     BTreeMap<&'a str, Vec<&'a UserIntent>>,
 ) {
-    let mut taken = vec![false; available.len()];
     let mut unserved_anywhere: u64 = 0;
     let mut unserved_in: BTreeMap<&str, Vec<&UserIntent>> = BTreeMap::new();
     for user in waiting {
@@ -135,10 +211,10 @@ fn assign_spares<'a>(
         // A claim takes a pre-wired spare on a shard it may use first: its route is ready. (A
         // user with a route of its own keeps it: a warm route would be wasted.)
         let warm = (!is_move && !user.has_route)
-            .then(|| warm_spare_for(user, available, &taken, placer))
+            .then(|| warm_spare_for(user, &candidates, placer))
             .flatten();
         if let Some((i, shard)) = warm {
-            taken[i] = true;
+            let slot = candidates[i].free.remove(0);
             placer.take_warm(user, &shard);
             if user.waiting_for_route {
                 actions.push(Action::RouteAvailable {
@@ -148,7 +224,8 @@ fn assign_spares<'a>(
             actions.push(Action::Assign {
                 shard,
                 user: user.user.clone(),
-                instance: available[i].id.clone(),
+                instance: candidates[i].instance.id.clone(),
+                slot,
             });
             continue;
         }
@@ -173,31 +250,31 @@ fn assign_spares<'a>(
             }
         }
         // Unwired spares first: a warm route taken here is wasted (deleted by `Unwire`).
-        let free = |i: usize, spare: &PoolInstance| !taken[i] && in_zone(user, spare);
-        let spare = available
-            .iter()
-            .enumerate()
-            .position(|(i, spare)| free(i, spare) && spare.warm.is_none())
-            .or_else(|| {
-                available
-                    .iter()
-                    .enumerate()
-                    .position(|(i, spare)| free(i, spare))
-            });
+        let fits = |c: &Candidate<'_>| {
+            !c.free.is_empty()
+                && in_zone(user, c.instance)
+                && user.instance.as_ref() != Some(&c.instance.id)
+                && !c.instance.wiping_users.contains(&user.user)
+        };
+        let spare = (candidates.iter())
+            .position(|c| fits(c) && c.instance.warm.is_none())
+            .or_else(|| candidates.iter().position(fits));
         match (spare, user.zone.as_deref()) {
             (Some(i), _) => {
-                taken[i] = true;
-                let (user_id, instance) = (user.user.clone(), available[i].id.clone());
+                let slot = candidates[i].free.remove(0);
+                let (user_id, instance) = (user.user.clone(), candidates[i].instance.id.clone());
                 actions.push(if is_move {
                     Action::AssignMove {
                         user: user_id,
                         instance,
+                        slot,
                     }
                 } else {
                     Action::Assign {
                         shard: shard.clone(),
                         user: user_id,
                         instance,
+                        slot,
                     }
                 });
             }
@@ -205,13 +282,8 @@ fn assign_spares<'a>(
             (None, None) => unserved_anywhere += 1,
         }
     }
-    let spares_left = available
-        .iter()
-        .zip(&taken)
-        .filter(|(_, taken)| !**taken)
-        .map(|(spare, _)| *spare)
-        .collect();
-    (spares_left, unserved_anywhere, unserved_in)
+    candidates.retain(|c| !c.free.is_empty());
+    (candidates, unserved_anywhere, unserved_in)
 }
 
 /// Whether `spare` can serve `user`: of its workspace's zone, or any before it has one.
@@ -221,17 +293,17 @@ fn in_zone(user: &UserIntent, spare: &PoolInstance) -> bool {
         .is_none_or(|zone| spare.zone.as_deref() == Some(zone))
 }
 
-/// The first untaken spare of the user's zone with a complete warm route on a shard the user
-/// may take it on: (its index, the shard).
+/// The first candidate of the user's zone with a complete warm route on a shard the user may
+/// take it on (a dedicated tier's spare: shared tiers are never pre-wired): (its index, the
+/// shard).
 fn warm_spare_for(
     user: &UserIntent,
-    available: &[&PoolInstance],
-    taken: &[bool],
+    candidates: &[Candidate<'_>],
     placer: &Placer<'_>,
 ) -> Option<(usize, String)> {
-    available.iter().enumerate().find_map(|(i, spare)| {
-        let warm = spare.warm.as_ref().filter(|w| w.complete)?;
-        (!taken[i] && in_zone(user, spare) && placer.takes_warm(user, &warm.shard))
+    candidates.iter().enumerate().find_map(|(i, c)| {
+        let warm = c.instance.warm.as_ref().filter(|w| w.complete)?;
+        (!c.free.is_empty() && in_zone(user, c.instance) && placer.takes_warm(user, &warm.shard))
             .then(|| (i, warm.shard.clone()))
     })
 }
@@ -244,8 +316,7 @@ fn warm_spare_for(
 fn plan_zones(
     tier: &TierPolicy,
     unserved_in: &BTreeMap<&str, Vec<&UserIntent>>,
-    initializing: &[&PoolInstance],
-    unlisted: &[&PoolInstance],
+    (initializing, unlisted): (&[&PoolInstance], &[&PoolInstance]),
     total: u64,
     room: &mut u64,
     policy: &Policy,
@@ -260,15 +331,18 @@ fn plan_zones(
         return 0;
     }
     let blocked = conditions.launch_blocked.contains(&tier.name);
+    let slots = tier.slots_per_instance.max(1) as usize;
     let mut coming_for_zones: u64 = 0;
     for (zone, users) in unserved_in {
-        let coming = initializing
-            .iter()
-            .chain(unlisted)
-            .filter(|i| i.zone.as_deref() == Some(*zone))
-            .count();
+        // Every slot of an instance on its way up in the zone.
+        let coming = slots
+            * initializing
+                .iter()
+                .chain(unlisted)
+                .filter(|i| i.zone.as_deref() == Some(*zone))
+                .count();
         coming_for_zones += coming.min(users.len()) as u64;
-        let short = users.len().saturating_sub(coming);
+        let short = users.len().saturating_sub(coming).div_ceil(slots);
         if short == 0 {
             continue;
         }
@@ -280,7 +354,7 @@ fn plan_zones(
                 // next). Its move waits for capacity; if AWS takes the instance first, the user
                 // is recovered, queued, and copied then.
                 let queued = users.iter().filter(|u| u.state == UserState::Queued);
-                for user in queued.rev().take(short) {
+                for user in queued.rev().take(users.len().saturating_sub(coming)) {
                     actions.push(Action::RelocateWorkspace {
                         user: user.user.clone(),
                         to_zone: to_zone.clone(),

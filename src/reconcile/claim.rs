@@ -30,7 +30,7 @@ impl Reconciler {
     pub(super) async fn assign(
         &self,
         user: &UserId,
-        instance: &InstanceId,
+        (instance, slot): (&InstanceId, u32),
         shard: &str,
         now: Millis,
     ) -> Result<(), StepError> {
@@ -40,10 +40,19 @@ impl Reconciler {
             .get_instance(instance)
             .await?
             .map(|r| r.tier);
-        let blank = (self.inner.config.blank_workspaces)
-            .then(|| self.workspace_size(tier.as_deref().unwrap_or_default()));
+        let tier = tier.as_deref().unwrap_or_default();
         let store = &self.inner.store;
-        if store.claim_spare(user, instance, shard, blank, now).await? {
+        let slots = self.slots_of(tier);
+        let taken = if slots > 1 {
+            let taker = crate::store::SlotTaker::Claim { shard };
+            store
+                .take_slot(taker, user, (instance, slot, slots), now)
+                .await?
+        } else {
+            let blank = (self.inner.config.blank_workspaces).then(|| self.workspace_size(tier));
+            store.claim_spare(user, instance, shard, blank, now).await?
+        };
+        if taken {
             self.journal(now, Event::ClaimAssigned, Some(user), Some(instance))
                 .await?;
             self.advance_claim(user).await?;
@@ -130,7 +139,7 @@ impl Reconciler {
                 // now, through `TargetGroupReady`; a woken one points its kept rule there).
                 let reserved = user.routing.target_group_arn.is_some();
                 let group = self.ensure_target_group(&mut user, &instance).await?;
-                let port = self.port_of(&user);
+                let port = self.port_on(&user, &instance);
                 cloud.register_target(&group, &instance, port).await?;
                 if reserved {
                     ClaimStep::Routed
@@ -243,7 +252,10 @@ impl Reconciler {
         let cloud = &self.inner.cloud;
         let arn = record.and_then(|r| r.arn.clone()).unwrap_or_default();
         let mut instance_tags = one_tag(tags::STATUS, InstanceStatus::Assigned.as_str());
-        instance_tags.insert(tags::USER_ID.into(), user.user_id.to_string());
+        // A tag names one user: a shared instance's users are in the store only.
+        if self.slots_of(&user.tier) == 1 {
+            instance_tags.insert(tags::USER_ID.into(), user.user_id.to_string());
+        }
         let secret_arn = user.secret_arn.clone().unwrap_or_default();
         let secret_tags = one_tag(tags::INSTANCE_ARN, &arn);
         let (tagged, secret_tagged) = tokio::join!(
@@ -405,7 +417,7 @@ impl Reconciler {
             tokio::time::sleep(std::time::Duration::from_millis(rest as u64)).await;
             now = self.now().max(settled);
         }
-        let port = self.port_of(&user);
+        let port = self.port_on(&user, instance);
         if !self
             .target_healthy_in_time((&group, instance, port), user.updated_at, now)
             .await?

@@ -121,9 +121,10 @@ fn keys(action: &Action) -> Vec<String> {
         | Action::Forget { instance }
         | Action::Wire { instance, .. }
         | Action::Unwire { instance } => vec![instance_key(instance)],
-        Action::Assign { user, instance, .. } | Action::AssignMove { user, instance } => {
+        Action::Assign { user, instance, .. } | Action::AssignMove { user, instance, .. } => {
             vec![user_key(user), instance_key(instance)]
         }
+        Action::WipeSlot { instance, slot } => vec![format!("wipe:{}#{slot}", instance.0)],
         Action::AwaitRoute { user }
         | Action::RouteAvailable { user }
         | Action::AdvanceClaim { user }
@@ -238,15 +239,21 @@ impl Reconciler {
             Action::Assign {
                 user,
                 instance,
+                slot,
                 shard,
-            } => self.assign(user, instance, shard, now).await,
+            } => self.assign(user, (instance, *slot), shard, now).await,
             Action::AwaitRoute { user } => self.await_route(user, now).await,
             Action::RouteAvailable { user } => self.route_available(user, now).await,
             Action::AdvanceClaim { user } => self.advance_claim(user).await,
             Action::Release { user } => self.release(user).await,
             Action::Recover { user } => self.recover(user).await,
             Action::BeginMove { user } => self.begin_move(user, MoveReason::Recycle, now).await,
-            Action::AssignMove { user, instance } => self.assign_move(user, instance).await,
+            Action::AssignMove {
+                user,
+                instance,
+                slot,
+            } => self.assign_move(user, (instance, *slot)).await,
+            Action::WipeSlot { instance, slot } => self.wipe_slot(instance, *slot, now).await,
             Action::AdvanceMove { user } => self.advance_move(user).await,
             Action::AdvanceSleep { user } => self.sleep(user).await,
             Action::RelocateWorkspace { user, to_zone } => {

@@ -66,13 +66,14 @@ impl Reconciler {
         };
         // A pre-wired spare is health-checked through the warm responder: the probe checks it
         // answers, so a launch template without one fails here, saying so.
-        let config = &self.inner.config;
         let runtime = self.runtime(&record.tier);
         let container = &runtime.container;
-        let warm = config.prewired_spares.then(|| instance_scripts::WarmCheck {
-            port: container.port,
-            health_path: &container.health_check.path,
-        });
+        let warm = self
+            .prewired(&record.tier)
+            .then(|| instance_scripts::WarmCheck {
+                port: container.port,
+                health_path: &container.health_check.path,
+            });
         let image = self.image_to_run(&container.image).await?;
         store.set_instance_image(instance, &image).await?;
         let script = instance_scripts::probe_script(&image, warm);

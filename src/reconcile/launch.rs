@@ -225,10 +225,12 @@ impl Reconciler {
                     client_token: launch.client_token.clone(),
                     spot: launch.spot,
                     launch_template,
-                    blank_workspace: self.inner.config.blank_workspaces.then(|| BlankWorkspace {
-                        size_gib: self.workspace_size(tier),
-                        kms_key_id: self.inner.config.workspace_kms_key_id.clone(),
-                    }),
+                    blank_workspace: (self.inner.config.blank_workspaces
+                        && self.slots_of(tier) == 1)
+                        .then(|| BlankWorkspace {
+                            size_gib: self.workspace_size(tier),
+                            kms_key_id: self.inner.config.workspace_kms_key_id.clone(),
+                        }),
                 };
                 let ids = self.inner.cloud.launch_instances(&request).await?;
                 Ok((ids, key))

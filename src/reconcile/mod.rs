@@ -29,6 +29,7 @@ mod execute;
 mod idle;
 mod image;
 mod live;
+mod slots;
 pub use image::tier_versions;
 pub use live::LiveTiers;
 mod instances;

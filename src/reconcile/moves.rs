@@ -44,7 +44,7 @@ impl Reconciler {
             let group = self.move_group(user)?;
             self.inner
                 .cloud
-                .deregister_target(&group, old, self.port_of(user))
+                .deregister_target(&group, old, self.port_on(user, old))
                 .await?;
         }
         self.free_workspace(user, old, now).await
@@ -69,8 +69,15 @@ impl Reconciler {
         user.moving = Some(MoveProgress::new(reason, since));
         user.updated_at = now;
         if store.update_user(&mut user).await? {
-            if let (Some(instance), MoveReason::Recycle) = (&user.instance_id, reason) {
-                store.clear_recycle(instance).await?;
+            let shared = self.slots_of(&user.tier) > 1;
+            match (&user.instance_id, reason) {
+                // A move off a shared instance empties it: every user there moves, and no claim
+                // lands on it meanwhile; the last to leave retires it.
+                (Some(instance), _) if shared => {
+                    store.request_recycle(instance, now).await?;
+                }
+                (Some(instance), MoveReason::Recycle) => store.clear_recycle(instance).await?,
+                _ => {}
             }
             metrics::counter!("spotpool_moves_started_total", "reason" => reason.as_str())
                 .increment(1);
@@ -90,10 +97,21 @@ impl Reconciler {
     pub(super) async fn assign_move(
         &self,
         user_id: &UserId,
-        instance: &InstanceId,
+        (instance, slot): (&InstanceId, u32),
     ) -> Result<(), StepError> {
         let now = self.now();
-        if self.inner.store.assign_move(user_id, instance, now).await? {
+        let store = &self.inner.store;
+        let tier = store.get_instance(instance).await?.map(|r| r.tier);
+        let slots = self.slots_of(tier.as_deref().unwrap_or_default());
+        let taken = if slots > 1 {
+            let taker = crate::store::SlotTaker::Move;
+            store
+                .take_slot(taker, user_id, (instance, slot, slots), now)
+                .await?
+        } else {
+            store.assign_move(user_id, instance, now).await?
+        };
+        if taken {
             self.journal(now, Event::MoveAssigned, Some(user_id), Some(instance))
                 .await?;
             self.advance_move(user_id).await?;
@@ -125,7 +143,7 @@ impl Reconciler {
                 // Registered early: its health checks start now and pass as soon as its
                 // container answers, while the old instance still serves.
                 let group = self.move_group(&user)?;
-                let port = self.port_of(&user);
+                let port = self.port_on(&user, &instance);
                 cloud.register_target(&group, &instance, port).await?;
                 MoveStep::Registered
             }
@@ -138,7 +156,7 @@ impl Reconciler {
                         Progress::Done => {}
                         Progress::Waiting => return Ok(StepResult::Waiting),
                         Progress::RetireFirst => {
-                            self.retire_instance(&old, now).await?;
+                            self.retire_first(&user, &old, now).await?;
                             return Ok(StepResult::Waiting);
                         }
                     }
@@ -173,7 +191,7 @@ impl Reconciler {
             MoveStep::ContainerStarted => {
                 // Ready once the load balancer routes to the new instance; then the old one goes.
                 let group = self.move_group(&user)?;
-                let target = (group.as_str(), &instance, self.port_of(&user));
+                let target = (group.as_str(), &instance, self.port_on(&user, &instance));
                 if !self
                     .target_healthy_in_time(target, user.updated_at, now)
                     .await?
@@ -181,7 +199,14 @@ impl Reconciler {
                     return Ok(StepResult::Waiting);
                 }
                 if let Some(old) = user.instance_id.clone() {
-                    self.retire_instance(&old, now).await?;
+                    if self.slots_of(&user.tier) > 1 {
+                        // A shared instance is being emptied (a move off one asks it to
+                        // recycle): the last user to leave retires it.
+                        self.leave_shared(&user.user_id, (&old, user.slot), true, now)
+                            .await?;
+                    } else {
+                        self.retire_instance(&old, now).await?;
+                    }
                 }
                 MoveStep::Retired
             }
@@ -207,6 +232,7 @@ impl Reconciler {
         now: Millis,
     ) -> StepOutcome {
         let from = user.instance_id.replace(target.instance.clone());
+        user.slot = target.slot;
         let Some(moving) = user.moving.take() else {
             return Ok(StepResult::Waiting);
         };
@@ -280,7 +306,7 @@ impl Reconciler {
         let now = self.now();
         if let Some(group) = &user.routing.target_group_arn {
             cloud
-                .deregister_target(group, &target, self.port_of(&user))
+                .deregister_target(group, &target, self.port_on(&user, &target))
                 .await?;
         }
         self.retire_move_target(&user, &target, now).await?;
@@ -340,6 +366,12 @@ impl Reconciler {
             .as_ref()
             .and_then(|m| m.target.as_ref())
             .is_some_and(|t| t.command.is_some());
+        if self.slots_of(&user.tier) > 1 {
+            let slot = user.slot_on(target);
+            return self
+                .leave_shared(&user.user_id, (target, slot), dirty, now)
+                .await;
+        }
         if dirty {
             self.retire_instance(target, now).await?;
         } else if record.status == InstanceStatus::Assigned {
@@ -385,9 +417,24 @@ impl Reconciler {
         }))
     }
 
-    /// The port the user's container listens on, and its target's port: its tier's.
-    pub(super) fn port_of(&self, user: &UserRecord) -> u16 {
-        self.runtime(&user.tier).container.port
+    /// The port the user's container is reached at on `instance`, its target's port: its
+    /// tier's container port plus its slot there.
+    pub(super) fn port_on(&self, user: &UserRecord, instance: &InstanceId) -> u16 {
+        super::claim::host_port(
+            self.runtime(&user.tier).container.port,
+            user.slot_on(instance),
+        )
+    }
+
+    /// Whether the tier's spares are pre-wired: a dedicated tier's, with `prewired_spares` (a
+    /// shared tier's claims make their routes; its spares go `available` once probed).
+    pub(super) fn prewired(&self, tier: &str) -> bool {
+        self.inner.config.prewired_spares && self.slots_of(tier) == 1
+    }
+
+    /// The slots of each of the tier's instances (1: dedicated).
+    pub(super) fn slots_of(&self, tier: &str) -> u32 {
+        self.tier(tier).map_or(1, |t| t.slots_per_instance.max(1))
     }
 
     /// The user's target group, which a move never changes.

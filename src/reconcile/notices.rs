@@ -86,6 +86,39 @@ impl Reconciler {
         Ok(true)
     }
 
+    /// A shared instance EC2 takes back: each ready user moves (the first move asks the instance
+    /// to recycle, so no claim lands there meanwhile; the executor's bound on actions in flight
+    /// bounds the moves), each user still provisioning there is recovered.
+    async fn empty_shared(
+        &self,
+        instance: &crate::model::InstanceId,
+        on_it: &[&UserRecord],
+        notice: &crate::model::InterruptionNotice,
+    ) -> Result<NoticeAction, StepError> {
+        self.inner
+            .store
+            .request_recycle(instance, self.now())
+            .await?;
+        let mut action = NoticeAction::Noted;
+        for user in on_it {
+            match user.state {
+                UserState::Ready => {
+                    self.begin_move(&user.user_id, reason(notice.kind), notice.event_time)
+                        .await?;
+                    action = NoticeAction::Move;
+                }
+                UserState::Provisioning => {
+                    self.recover(&user.user_id).await?;
+                    if action == NoticeAction::Noted {
+                        action = NoticeAction::Recover;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(action)
+    }
+
     /// Acts on one notice; returns what it did (a metric label).
     async fn handle_notice(
         &self,
@@ -103,10 +136,18 @@ impl Reconciler {
             NoticeKind::StateChange(state) => state.is_gone(),
             NoticeKind::RebalanceRecommendation => false,
         };
-        if let Some(user) = users
-            .iter()
-            .find(|u| u.instance_id.as_ref() == Some(instance))
-        {
+        let on_it: Vec<&UserRecord> = (users.iter())
+            .filter(|u| u.instance_id.as_ref() == Some(instance))
+            .collect();
+        if leaving && on_it.iter().any(|u| self.slots_of(&u.tier) > 1) {
+            // Moves onto it go back too: their users stay where they are and try again.
+            for mover in users.iter().filter(|u| u.move_target() == Some(instance)) {
+                let cause = format!("the move target got {}", notice.kind.as_str());
+                self.rollback_move(&mover.user_id, &cause).await?;
+            }
+            return self.empty_shared(instance, &on_it, notice).await;
+        }
+        if let Some(user) = on_it.first() {
             return Ok(match (user.state, leaving) {
                 (UserState::Ready, true) => {
                     self.begin_move(&user.user_id, reason(notice.kind), notice.event_time)

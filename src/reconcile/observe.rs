@@ -78,11 +78,12 @@ impl Reconciler {
             .map(|r| r.instance_id.clone())
             .collect();
         let agents = self.agents_online(&to_probe, now).await;
+        let wipes = inner.store.slot_wipes().await?;
         let instances: Vec<PoolInstance> = ledger
             .iter()
             .map(|r| {
                 let lifecycle = lifecycles.get(&r.instance_id).copied();
-                pool_instance(r, lifecycle, agents.as_ref(), now)
+                pool_instance(r, lifecycle, agents.as_ref(), (&wipes, now))
             })
             .collect();
         let mut users = inner.store.users_snapshot().await?;
@@ -266,7 +267,7 @@ pub(super) fn pool_instance(
     r: &InstanceRecord,
     lifecycle: Option<Lifecycle>,
     agents: Option<&BTreeSet<InstanceId>>,
-    now: Millis,
+    (wipes, now): (&[crate::store::SlotWipe], Millis),
 ) -> PoolInstance {
     PoolInstance {
         id: r.instance_id.clone(),
@@ -289,6 +290,14 @@ pub(super) fn pool_instance(
             shard: shard.clone(),
             complete: r.warm.is_complete(),
         }),
+        wiping: (wipes.iter())
+            .filter(|w| w.instance_id == r.instance_id)
+            .map(|w| w.slot)
+            .collect(),
+        wiping_users: (wipes.iter())
+            .filter(|w| w.instance_id == r.instance_id)
+            .map(|w| w.user_id.clone())
+            .collect(),
     }
 }
 
@@ -351,9 +360,13 @@ pub(super) fn intent_of(u: &crate::store::UserRecord) -> UserIntent {
         tier: u.tier.clone(),
         state: u.state,
         instance: u.instance_id.clone(),
+        slot: u.slot,
         requested_at: u.requested_at,
         tearing_down: u.teardown.is_some(),
         moving_to: u.move_target().cloned(),
+        moving_slot: (u.moving.as_ref())
+            .and_then(|m| m.target.as_ref())
+            .map_or(0, |t| t.slot),
         zone: u.workspace.as_ref().map(|w| w.availability_zone.clone()),
         relocating: u.workspace.as_ref().is_some_and(|w| w.relocation.is_some()),
         shard: u.shard.clone(),

@@ -81,6 +81,7 @@ impl Reconciler {
         };
         let now = self.now();
         let ledger = inner.store.instances_snapshot().await?;
+        let wipes = inner.store.slot_wipes().await?;
         let (mut policy, paused) = self.effective_policy().await?;
         policy.subnet_zones = self.lock_subnet_zones().clone();
         let instances: Vec<PoolInstance> = ledger
@@ -88,7 +89,7 @@ impl Reconciler {
             .filter(|r| !held(instance_key(&r.instance_id)))
             .map(|r| {
                 let lifecycle = lifecycles.get(&r.instance_id).copied();
-                super::observe::pool_instance(r, lifecycle, None, now)
+                super::observe::pool_instance(r, lifecycle, None, (&wipes, now))
             })
             .collect();
         // Every user counts for the shards' room; only the free queued ones may be assigned.

@@ -162,6 +162,15 @@ impl Reconciler {
         self.unbind_or_delete_secret(&user, kind).await?;
         self.give_up_instances(&user, kind).await?;
         self.lock_routes_removed().remove(user_id);
+        // The shared instances it leaves: once its row lets go of them, the last to leave
+        // retires each (two leaving at once both see the other until then).
+        let shared: Vec<crate::model::InstanceId> = if self.slots_of(&user.tier) > 1 {
+            (user.instance_id.iter().chain(user.move_target()))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
 
         // Last, the row: deleted on release, otherwise asleep, back in the queue, or failed.
         if mode == Teardown::Release {
@@ -170,9 +179,13 @@ impl Reconciler {
                 self.journal(now, Event::ReleaseDone, Some(user_id), None)
                     .await?;
             }
-            return Ok(());
+        } else {
+            self.settle_row(user, mode, now).await?;
         }
-        self.settle_row(user, mode, now).await
+        for instance in &shared {
+            self.retire_if_vacated(instance, user_id, now).await?;
+        }
+        Ok(())
     }
 
     fn lock_routes_removed(&self) -> std::sync::MutexGuard<'_, HashSet<UserId>> {
@@ -274,7 +287,7 @@ impl Reconciler {
                 Progress::Done => {}
                 Progress::Waiting => free = false,
                 Progress::RetireFirst => {
-                    self.retire_instance(&holder, now).await?;
+                    self.retire_first(user, &holder, now).await?;
                     free = false;
                 }
             }
@@ -369,6 +382,9 @@ impl Reconciler {
         undo: TeardownKind,
     ) -> Result<(), StepError> {
         let now = self.now();
+        if self.slots_of(&user.tier) > 1 {
+            return self.give_up_slots(user, undo, now).await;
+        }
         if let Some(instance) = user.instance_id.clone() {
             let dirty = user.claim.as_ref().is_some_and(ClaimProgress::dirty);
             let record = self.inner.store.get_instance(&instance).await?;
@@ -392,6 +408,33 @@ impl Reconciler {
         }
         if let Some(target) = user.move_target().cloned() {
             self.retire_move_target(user, &target, now).await?;
+        }
+        Ok(())
+    }
+
+    /// A shared tier's user gives up its slot, and a move's target slot: each is wiped first
+    /// when a start may have reached it (never for an instance that is lost); the last user to
+    /// leave an instance retires it.
+    async fn give_up_slots(
+        &self,
+        user: &UserRecord,
+        undo: TeardownKind,
+        now: Millis,
+    ) -> Result<(), StepError> {
+        if let Some(instance) = &user.instance_id {
+            // Also on a recovery: the instance may be alive (a move that lost its user there);
+            // a wipe of one that is gone is dropped with it.
+            let dirty = user.claim.as_ref().is_some_and(ClaimProgress::dirty);
+            self.leave_shared(&user.user_id, (instance, user.slot), dirty, now)
+                .await?;
+            let event = Event::UndoInstanceReturned { undo };
+            self.journal(now, event, Some(&user.user_id), Some(instance))
+                .await?;
+        }
+        if let Some(target) = user.moving.as_ref().and_then(|m| m.target.as_ref()) {
+            let dirty = target.command.is_some();
+            self.leave_shared(&user.user_id, (&target.instance, target.slot), dirty, now)
+                .await?;
         }
         Ok(())
     }

@@ -23,7 +23,7 @@ impl Reconciler {
         record: &InstanceRecord,
         now: Millis,
     ) -> Result<(), StepError> {
-        if !self.inner.config.prewired_spares {
+        if !self.prewired(&record.tier) {
             return self
                 .make_available(&record.instance_id, &record.tier, now)
                 .await;

@@ -85,9 +85,12 @@ impl Reconciler {
                         ),
                     ));
                 }
+                // Each slot of a shared instance attaches at a device name of its own.
+                let device = instance_scripts::workspace_device_name(user.slot_on(instance))
+                    .unwrap_or_else(|| WORKSPACE_DEVICE_NAME.into());
                 self.inner
                     .cloud
-                    .attach_volume(&volume_id, instance, WORKSPACE_DEVICE_NAME)
+                    .attach_volume(&volume_id, instance, &device)
                     .await?;
                 if let Some(workspace) = &mut user.workspace {
                     workspace.attached_to = Some(instance.clone());
@@ -131,7 +134,7 @@ impl Reconciler {
             (VolumeState::InUse, Some(attachment)) => {
                 let holder = attachment.instance.clone();
                 if self.free_workspace(user, &holder, now).await? == Progress::RetireFirst {
-                    self.retire_instance(&holder, now).await?;
+                    self.retire_first(user, &holder, now).await?;
                 }
                 Ok(Progress::Waiting)
             }

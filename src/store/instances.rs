@@ -237,6 +237,13 @@ impl Store {
             )
             .bind(&instance.0)
         );
+        if done > 0 {
+            // Its slots' wipes went with it.
+            execute!(
+                self,
+                sqlx::query("DELETE FROM slot_wipes WHERE instance_id = $1").bind(&instance.0)
+            );
+        }
         Ok(done > 0)
     }
 

@@ -76,14 +76,22 @@ impl Store {
         };
         macro_rules! take {
             ($tx:ident) => {{
+                // An `assigned` instance nobody holds any more is on its way out (its last
+                // user's leave retires it, or the orphan rule); and a user whose own wipe is
+                // pending there would have it remove the container it is about to start.
                 let held = sqlx::query(
                     "UPDATE instances SET status = 'assigned',
                         status_since = CASE WHEN status = 'available' THEN $1 ELSE status_since END
-                     WHERE instance_id = $2 AND status IN ('available', 'assigned')
-                       AND recycle_requested_at IS NULL",
+                     WHERE instance_id = $2 AND recycle_requested_at IS NULL
+                       AND (status = 'available'
+                            OR (status = 'assigned' AND EXISTS (SELECT 1 FROM users
+                                WHERE instance_id = $2 OR move_instance_id = $2)))
+                       AND NOT EXISTS (SELECT 1 FROM slot_wipes
+                                       WHERE instance_id = $2 AND user_id = $3)",
                 )
                 .bind(now)
                 .bind(&instance.0)
+                .bind(user.as_str())
                 .execute(&mut *$tx)
                 .await?;
                 if held.rows_affected() != 1 {

@@ -1739,6 +1739,16 @@ async fn a_shared_instances_slots_go_to_one_user_each_and_wait_for_their_wipe(st
     store.add_slot_wipe(&wipe).await.unwrap();
     store.add_slot_wipe(&wipe).await.unwrap();
     assert!(!take("carol", 2).await, "slot 2 waits for its wipe");
+    // Nor does the wiped user take another slot there meanwhile: the wipe, which goes by user,
+    // would remove its new container.
+    store.insert_user(&user("erin", "r5")).await.unwrap();
+    let erin = UserId::parse("erin").unwrap();
+    assert!(
+        !store
+            .take_slot(claim, &erin, (&i1, 3, 4), 10)
+            .await
+            .unwrap()
+    );
     let sent = crate::model::SentCommand {
         id: Some("cmd-wipe".into()),
         sent_at: 7,

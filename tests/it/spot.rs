@@ -9,7 +9,7 @@ use spotpool::model::{InstanceId, InstanceStatus, UserState};
 const SECRET_BODY: &str = r#"{"secrets":{"OPENAI_API_KEY":"sk-test-value-123"}}"#;
 
 impl World {
-    async fn notice(&self, event_id: &str, kind: NoticeKind, instance: &InstanceId) {
+    pub(crate) async fn notice(&self, event_id: &str, kind: NoticeKind, instance: &InstanceId) {
         let now = self.now.load(std::sync::atomic::Ordering::SeqCst);
         let notice = InterruptionNotice {
             event_id: event_id.to_string(),

@@ -204,11 +204,21 @@ fn bad_tables_stop_start_up_with_one_line_naming_the_key() {
         ),
         (
             table("pro", "slots_per_instance = 0"),
-            "`slots_per_instance` must be at least 1",
+            "`slots_per_instance` = 0: from 1 to 20",
         ),
         (
-            table("pro", "slots_per_instance = 20"),
-            "`slots_per_instance` = 20: shared-density tiers are not built yet",
+            table("pro", "slots_per_instance = 21"),
+            "`slots_per_instance` = 21: from 1 to 20",
+        ),
+        (
+            "[[tier]]\nname = \"free\"\ninstance_types = [\"t3.large\"]\nspare_count = 9\n\
+             max_instances = 2\nslots_per_instance = 4\n"
+                .to_string(),
+            "`spare_count` (9) exceeds `max_instances` × `slots_per_instance` (2 × 4)",
+        ),
+        (
+            table("pro", "slots_per_instance = 4\ncontainer_port = 65534"),
+            "`container_port` 65534 + `slots_per_instance` 4 - 1 is past port 65535",
         ),
         (
             "[[tier]]\nname = \"pro\"\ninstance_types = [\"t3.small\"]\nspare_count = 5\n\

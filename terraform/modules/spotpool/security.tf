@@ -36,13 +36,14 @@ resource "aws_vpc_security_group_ingress_rule" "alb_public" {
   tags = var.tags
 }
 
-# The ALB to the user containers. (No description on the two rules between the
+# The ALB to the user containers: one port per slot of a shared instance
+# (container_port + slot; a dedicated one has slot 0 only). (No description on the two rules between the
 # groups: moto does not return it, and the local mode's plan would never settle.)
 resource "aws_vpc_security_group_egress_rule" "alb_to_instances" {
   security_group_id            = aws_security_group.alb.id
   ip_protocol                  = "tcp"
   from_port                    = var.container_port
-  to_port                      = var.container_port
+  to_port                      = var.container_port + var.max_slots_per_instance - 1
   referenced_security_group_id = aws_security_group.instances.id
 
   tags = var.tags
@@ -53,7 +54,7 @@ resource "aws_vpc_security_group_ingress_rule" "instances_from_alb" {
   security_group_id            = aws_security_group.instances.id
   ip_protocol                  = "tcp"
   from_port                    = var.container_port
-  to_port                      = var.container_port
+  to_port                      = var.container_port + var.max_slots_per_instance - 1
   referenced_security_group_id = aws_security_group.alb.id
 
   tags = var.tags

@@ -296,6 +296,21 @@ variable "container_port" {
   }
 }
 
+variable "max_slots_per_instance" {
+  description = "The most users one instance serves: the largest slots_per_instance of the daemon's [[tier]] tables (1 without shared tiers). User k of a shared instance is reached at container_port + k, so the load balancer may reach container_port to container_port + max_slots_per_instance - 1."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.max_slots_per_instance >= 1 && var.max_slots_per_instance <= 20 && floor(var.max_slots_per_instance) == var.max_slots_per_instance
+    error_message = "max_slots_per_instance must be a whole number from 1 to 20 (each user's workspace is attached at a device name of its slot's)."
+  }
+  validation {
+    condition     = var.container_port + var.max_slots_per_instance - 1 <= 65535
+    error_message = "container_port + max_slots_per_instance - 1 is past port 65535."
+  }
+}
+
 variable "health_check_path" {
   description = "Health check path of the users' target groups (HEALTH_CHECK_PATH). The OpenClaw gateway answers /healthz from the moment it listens; keep it at the root, not under a user's route (there it is the Control UI's page)."
   type        = string
