@@ -246,6 +246,75 @@ fn a_placed_user_keeps_its_shard_and_a_refused_shard_holds_its_users() {
     assert_eq!(placed(&actions), vec![("y", "s1")]);
 }
 
+/// A shared tier of four slots, keeping `spare_count` free slots ready.
+fn shared_policy(spare_count: u32, max_instances: u32) -> Policy {
+    let mut policy = policy(spare_count, max_instances);
+    policy.tiers[0].slots_per_instance = 4;
+    policy
+}
+
+/// (user, instance, slot) of every assignment.
+fn slots_assigned(actions: &[Action]) -> Vec<(&str, &str, u32)> {
+    (actions.iter())
+        .filter_map(|a| match a {
+            Action::Assign {
+                user,
+                instance,
+                slot,
+                ..
+            } => Some((user.as_str(), instance.0.as_str(), *slot)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_shared_tier_fills_its_fullest_instance_and_retires_only_an_untouched_spare() {
+    let policy = shared_policy(1, 10);
+    // `a` has two users (slots 0 and 2); `b` (the newest, in zone-b) and `c` are untouched
+    // spares.
+    let mut b = instance("b", InstanceStatus::Available);
+    b.launched_at = NOW - 50_000;
+    b.zone = Some("zone-b".into());
+    let mut c = instance("c", InstanceStatus::Available);
+    c.launched_at = NOW - 100_000;
+    let instances = vec![instance("a", InstanceStatus::Assigned), b, c];
+    let mut held_0 = user("h0", UserState::Ready, Some("a"), 1);
+    held_0.slot = 0;
+    let mut held_2 = user("h2", UserState::Ready, Some("a"), 2);
+    held_2.slot = 2;
+    let users = vec![
+        held_0,
+        held_2,
+        user("u1", UserState::Queued, None, 10),
+        user("u2", UserState::Queued, None, 11),
+        UserIntent {
+            zone: Some("zone-b".into()),
+            ..user("u3", UserState::Queued, None, 12)
+        },
+    ];
+    let actions = plan(&users, &instances, NOW, &policy, &Conditions::default());
+    assert_eq!(
+        slots_assigned(&actions),
+        vec![("u1", "a", 1), ("u2", "a", 3), ("u3", "b", 0)],
+        "the fullest first, its lowest free slots, then a spare of the user's zone"
+    );
+    // Free slots left: b's three and c's four = 7 against a target of 1: one whole instance
+    // over, and only `c` (untouched) may go, though `b` is newer: it was given a slot.
+    assert_eq!(terminated(&actions), vec!["c"]);
+    assert_eq!(launches(&actions), 0);
+
+    // Five users waiting and one spare of four slots: the deficit of 2 slots (5 - 4 + 1)
+    // launches one instance, not two.
+    let spare = vec![instance("s", InstanceStatus::Available)];
+    let queue: Vec<UserIntent> = (0..5)
+        .map(|n| user(&format!("q{n}"), UserState::Queued, None, n))
+        .collect();
+    let actions = plan(&queue, &spare, NOW, &policy, &Conditions::default());
+    assert_eq!(slots_assigned(&actions).len(), 4);
+    assert_eq!(launches(&actions), 1);
+}
+
 #[test]
 fn an_empty_pool_launches_the_spare_count_spread_over_subnets() {
     let actions = plan(&[], &[], NOW, &policy(2, 10), &Conditions::default());

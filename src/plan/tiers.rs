@@ -169,8 +169,9 @@ fn size_tier(
     }
     // Only spares nobody ever used may go: a shared instance with users stays until its last
     // one leaves (then it is retired, not returned).
+    // (All of its slots free: one given a slot this pass is no longer empty.)
     let empty: Vec<&PoolInstance> = (left.iter())
-        .filter(|c| c.instance.status == InstanceStatus::Available)
+        .filter(|c| c.instance.status == InstanceStatus::Available && c.free.len() as u64 == slots)
         .map(|c| c.instance)
         .collect();
     let surplus = (free_left.saturating_sub(target) / slots)
