@@ -34,15 +34,9 @@ impl Reconciler {
         shard: &str,
         now: Millis,
     ) -> Result<(), StepError> {
-        let tier = self
-            .inner
-            .store
-            .get_instance(instance)
-            .await?
-            .map(|r| r.tier);
-        let tier = tier.as_deref().unwrap_or_default();
+        let (tier, slots) = self.instance_slots(instance).await?;
+        let tier = tier.as_str();
         let store = &self.inner.store;
-        let slots = self.slots_of(tier);
         let taken = if slots > 1 {
             let taker = crate::store::SlotTaker::Claim { shard };
             store

@@ -35,7 +35,12 @@ impl Reconciler {
             let ledger = store.instances_snapshot().await?;
             let users = store.users_snapshot().await?;
             let zones = self.lock_subnet_zones().clone();
-            let versions = super::tier_versions(store, &self.tiers()).await?;
+            // What each tier runs now matters only to an `outdated` drain (image pins are read).
+            let versions = if drains.iter().any(|d| d.selector.outdated) {
+                super::tier_versions(store, &self.tiers()).await?
+            } else {
+                HashMap::new()
+            };
             // Instances asked to recycle this pass, by any drain: one snapshot serves them all,
             // so a later drain must not ask (and count) the same move again.
             let mut flagged = HashSet::new();

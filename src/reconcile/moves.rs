@@ -101,8 +101,7 @@ impl Reconciler {
     ) -> Result<(), StepError> {
         let now = self.now();
         let store = &self.inner.store;
-        let tier = store.get_instance(instance).await?.map(|r| r.tier);
-        let slots = self.slots_of(tier.as_deref().unwrap_or_default());
+        let (_, slots) = self.instance_slots(instance).await?;
         let taken = if slots > 1 {
             let taker = crate::store::SlotTaker::Move;
             store
@@ -368,9 +367,9 @@ impl Reconciler {
             .is_some_and(|t| t.command.is_some());
         if self.slots_of(&user.tier) > 1 {
             let slot = user.slot_on(target);
-            return self
-                .leave_shared(&user.user_id, (target, slot), dirty, now)
-                .await;
+            self.leave_shared(&user.user_id, (target, slot), dirty, now)
+                .await?;
+            return Ok(());
         }
         if dirty {
             self.retire_instance(target, now).await?;
@@ -430,6 +429,18 @@ impl Reconciler {
     /// shared tier's claims make their routes; its spares go `available` once probed).
     pub(super) fn prewired(&self, tier: &str) -> bool {
         self.inner.config.prewired_spares && self.slots_of(tier) == 1
+    }
+
+    /// The tier of `instance` (as the ledger says) and its slots per instance.
+    pub(super) async fn instance_slots(
+        &self,
+        instance: &InstanceId,
+    ) -> Result<(String, u32), StepError> {
+        let tier = (self.inner.store.get_instance(instance).await?)
+            .map(|r| r.tier)
+            .unwrap_or_default();
+        let slots = self.slots_of(&tier);
+        Ok((tier, slots))
     }
 
     /// The slots of each of the tier's instances (1: dedicated).

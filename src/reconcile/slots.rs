@@ -23,13 +23,14 @@ impl Reconciler {
     /// the slot is recorded to wipe first; then, if nobody else holds the instance or moves to
     /// it, the instance is retired ([`Reconciler::retire_if_vacated`]; a teardown asks again
     /// once its row let go).
+    /// Returns whether the instance was retired.
     pub(super) async fn leave_shared(
         &self,
         user: &UserId,
         (instance, slot): (&InstanceId, u32),
         dirty: bool,
         now: Millis,
-    ) -> Result<(), StepError> {
+    ) -> Result<bool, StepError> {
         let store = &self.inner.store;
         if dirty {
             let wipe = SlotWipe {
@@ -58,26 +59,25 @@ impl Reconciler {
             return self.retire_instance(instance, now).await;
         }
         self.inner.store.request_recycle(instance, now).await?;
-        self.retire_if_vacated(instance, &user.user_id, now).await
+        self.retire_if_vacated(instance, &user.user_id, now).await?;
+        Ok(())
     }
 
-    /// Retires the shared `instance` if no user but `user` (leaving) holds it or moves to it.
+    /// Retires the shared `instance` if no user but `user` (leaving) holds it or moves to it;
+    /// whether it did.
     pub(super) async fn retire_if_vacated(
         &self,
         instance: &InstanceId,
         user: &UserId,
         now: Millis,
-    ) -> Result<(), StepError> {
-        if self
-            .inner
-            .store
-            .retire_if_unheld(instance, user, now)
-            .await?
-        {
-            tracing::info!(%instance, %user, "the last user left the shared instance; retiring it");
-            self.retire_instance(instance, now).await?;
+    ) -> Result<bool, StepError> {
+        let store = &self.inner.store;
+        if !store.retire_if_unheld(instance, user, now).await? {
+            return Ok(false);
         }
-        Ok(())
+        tracing::info!(%instance, %user, "the last user left the shared instance; retiring it");
+        self.retire_instance(instance, now).await?;
+        Ok(true)
     }
 
     /// Drives the wipe of `slot` of `instance` one step: sends it (recorded first, so a crash

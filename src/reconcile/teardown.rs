@@ -162,15 +162,7 @@ impl Reconciler {
         self.unbind_or_delete_secret(&user, kind).await?;
         self.give_up_instances(&user, kind).await?;
         self.lock_routes_removed().remove(user_id);
-        // The shared instances it leaves: once its row lets go of them, the last to leave
-        // retires each (two leaving at once both see the other until then).
-        let shared: Vec<crate::model::InstanceId> = if self.slots_of(&user.tier) > 1 {
-            (user.instance_id.iter().chain(user.move_target()))
-                .cloned()
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let shared = self.shared_instances_of(&user);
 
         // Last, the row: deleted on release, otherwise asleep, back in the queue, or failed.
         if mode == Teardown::Release {
@@ -182,10 +174,26 @@ impl Reconciler {
         } else {
             self.settle_row(user, mode, now).await?;
         }
+        // Once its row let go of them, the last to leave retires each shared instance (two
+        // leaving at once both see the other until then).
         for instance in &shared {
-            self.retire_if_vacated(instance, user_id, now).await?;
+            if self.retire_if_vacated(instance, user_id, now).await? {
+                let event = Event::UndoInstanceTerminated { undo: kind };
+                self.journal(now, event, Some(user_id), Some(instance))
+                    .await?;
+            }
         }
         Ok(())
+    }
+
+    /// The shared instances a user holds or moves to (none on a dedicated tier).
+    fn shared_instances_of(&self, user: &UserRecord) -> Vec<crate::model::InstanceId> {
+        if self.slots_of(&user.tier) == 1 {
+            return Vec::new();
+        }
+        (user.instance_id.iter().chain(user.move_target()))
+            .cloned()
+            .collect()
     }
 
     fn lock_routes_removed(&self) -> std::sync::MutexGuard<'_, HashSet<UserId>> {
@@ -425,11 +433,13 @@ impl Reconciler {
             // Also on a recovery: the instance may be alive (a move that lost its user there);
             // a wipe of one that is gone is dropped with it.
             let dirty = user.claim.as_ref().is_some_and(ClaimProgress::dirty);
-            self.leave_shared(&user.user_id, (instance, user.slot), dirty, now)
-                .await?;
-            let event = Event::UndoInstanceReturned { undo };
-            self.journal(now, event, Some(&user.user_id), Some(instance))
-                .await?;
+            // Journalled only when it ends the instance: otherwise it serves its other users.
+            let slot = (instance, user.slot);
+            if self.leave_shared(&user.user_id, slot, dirty, now).await? {
+                let event = Event::UndoInstanceTerminated { undo };
+                self.journal(now, event, Some(&user.user_id), Some(instance))
+                    .await?;
+            }
         }
         if let Some(target) = user.moving.as_ref().and_then(|m| m.target.as_ref()) {
             let dirty = target.command.is_some();

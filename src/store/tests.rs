@@ -1686,11 +1686,8 @@ async fn users_share_an_instance_each_on_a_slot_of_their_own(store: Store) {
     );
 }
 
-async fn a_shared_instances_slots_go_to_one_user_each_and_wait_for_their_wipe(store: Store) {
-    use super::{SlotTaker, SlotWipe};
-    let claim = SlotTaker::Claim { shard: "s0" };
-    let i1 = InstanceId("i-1".into());
-    store.put_instance(&available("i-1")).await.unwrap();
+/// alice, bob, carol and dave, queued.
+async fn insert_four_users(store: &Store) {
     for (name, route) in [
         ("alice", "r1"),
         ("bob", "r2"),
@@ -1699,6 +1696,14 @@ async fn a_shared_instances_slots_go_to_one_user_each_and_wait_for_their_wipe(st
     ] {
         store.insert_user(&user(name, route)).await.unwrap();
     }
+}
+
+async fn a_shared_instances_slots_go_to_one_user_each_and_wait_for_their_wipe(store: Store) {
+    use super::{SlotTaker, SlotWipe};
+    let claim = SlotTaker::Claim { shard: "s0" };
+    let i1 = InstanceId("i-1".into());
+    store.put_instance(&available("i-1")).await.unwrap();
+    insert_four_users(&store).await;
     let id = |name: &str| UserId::parse(name).unwrap();
     let take = |name: &'static str, slot: u32| {
         let (store, i1) = (store.clone(), i1.clone());
@@ -1846,14 +1851,7 @@ async fn two_claims_racing_for_one_slot_give_it_to_one_and_two_slots_to_both(sto
     for id in ["i-1", "i-2"] {
         store.put_instance(&available(id)).await.unwrap();
     }
-    for (name, route) in [
-        ("alice", "r1"),
-        ("bob", "r2"),
-        ("carol", "r3"),
-        ("dave", "r4"),
-    ] {
-        store.insert_user(&user(name, route)).await.unwrap();
-    }
+    insert_four_users(&store).await;
     let race = |a: &'static str, b: &'static str, instance: &'static str, slots: (u32, u32)| {
         let store = store.clone();
         async move {

@@ -4,9 +4,7 @@
 //! target groups each registering that instance on a different port, checked through the ELB and
 //! EC2 APIs; a fifth opens a second t3.large.
 
-use crate::daemon::{Daemon, daemon_env};
-use crate::support::infra::Infra;
-use crate::support::moto::Moto;
+use crate::e2e_tiers::{TierDaemon, instance_type};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -26,20 +24,6 @@ spare_count = 1
 max_instances = 3
 slots_per_instance = 4
 "#;
-
-async fn instance_type(ec2: &aws_sdk_ec2::Client, id: &str) -> String {
-    let described = ec2
-        .describe_instances()
-        .instance_ids(id)
-        .send()
-        .await
-        .unwrap();
-    let instance = &described.reservations()[0].instances()[0];
-    instance
-        .instance_type()
-        .map(|t| t.as_str().to_string())
-        .unwrap_or_default()
-}
 
 /// Every target group's registered (instance, port) pairs.
 async fn registrations(
@@ -71,18 +55,10 @@ async fn registrations(
 
 #[tokio::test]
 async fn e2e_four_users_of_a_shared_tier_end_ready_on_one_instance_each_on_its_own_port() {
-    let moto = Moto::start().await;
-    let sdk = moto.sdk_config().await;
-    let infra = Infra::create(&sdk).await;
-    let dir = std::env::temp_dir().join(format!("spotpool-shared-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("spotpool.toml");
-    std::fs::write(&config, TIERS).unwrap();
-    let mut env = daemon_env(&moto, &infra);
-    env.push(("SPOTPOOL_CONFIG".into(), config.display().to_string()));
-    let daemon = Daemon::start(&env).await;
-    let ec2 = aws_sdk_ec2::Client::new(&sdk);
-    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
+    let tiered = TierDaemon::start(TIERS, "shared").await;
+    let daemon = &tiered.daemon;
+    let ec2 = aws_sdk_ec2::Client::new(&tiered.sdk);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&tiered.sdk);
 
     let (status, doc) = daemon.put("bas", r#"{"tier":"basic"}"#).await;
     assert_eq!(status, 202, "{doc}");
@@ -130,5 +106,4 @@ async fn e2e_four_users_of_a_shared_tier_end_ready_on_one_instance_each_on_its_o
     let second = eve["instance_id"].as_str().unwrap();
     assert_ne!(second, host);
     assert_eq!(instance_type(&ec2, second).await, "t3.large");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -62,19 +62,66 @@ async fn targets(elb: &aws_sdk_elasticloadbalancingv2::Client, group: &str) -> V
         .collect()
 }
 
+/// moto, its infrastructure and the real binary reading `tables` from its TOML file.
+pub(crate) struct TierDaemon {
+    /// Kept for the daemon's lifetime.
+    _moto: Moto,
+    pub sdk: aws_config::SdkConfig,
+    pub infra: Infra,
+    pub daemon: Daemon,
+    /// The directory of the TOML file (`config`), removed on drop.
+    pub dir: std::path::PathBuf,
+    pub config: std::path::PathBuf,
+}
+
+impl TierDaemon {
+    pub(crate) async fn start(tables: &str, name: &str) -> TierDaemon {
+        let moto = Moto::start().await;
+        let sdk = moto.sdk_config().await;
+        let infra = Infra::create(&sdk).await;
+        let dir = std::env::temp_dir().join(format!("spotpool-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("spotpool.toml");
+        std::fs::write(&config, tables).unwrap();
+        let mut env = daemon_env(&moto, &infra);
+        env.push(("SPOTPOOL_CONFIG".into(), config.display().to_string()));
+        let daemon = Daemon::start(&env).await;
+        TierDaemon {
+            _moto: moto,
+            sdk,
+            infra,
+            daemon,
+            dir,
+            config,
+        }
+    }
+}
+
+impl Drop for TierDaemon {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An instance's type, as EC2 describes it.
+pub(crate) async fn instance_type(ec2: &aws_sdk_ec2::Client, id: &str) -> String {
+    let described = ec2
+        .describe_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .unwrap();
+    let instance = &described.reservations()[0].instances()[0];
+    (instance.instance_type())
+        .map(|t| t.as_str().to_string())
+        .unwrap_or_default()
+}
+
 #[tokio::test]
 async fn e2e_two_tier_tables_serve_each_user_on_its_tiers_instance_type() {
-    let moto = Moto::start().await;
-    let sdk = moto.sdk_config().await;
-    let infra = Infra::create(&sdk).await;
-    let dir = std::env::temp_dir().join(format!("spotpool-tiers-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("spotpool.toml");
-    std::fs::write(&config, TIERS).unwrap();
-    let mut env = daemon_env(&moto, &infra);
-    env.push(("SPOTPOOL_CONFIG".into(), config.display().to_string()));
-    let daemon = Daemon::start(&env).await;
-    let ec2 = aws_sdk_ec2::Client::new(&sdk);
+    let tiered = TierDaemon::start(TIERS, "tiers").await;
+    let (sdk, infra, daemon, config) = (&tiered.sdk, &tiered.infra, &tiered.daemon, &tiered.config);
+    let ec2 = aws_sdk_ec2::Client::new(sdk);
 
     for (user, body) in [("ann", r#"{"tier":"large"}"#), ("bob", "{}")] {
         let (status, doc) = daemon.put(user, body).await;
@@ -135,7 +182,7 @@ async fn e2e_two_tier_tables_serve_each_user_on_its_tiers_instance_type() {
     assert!(counted, "{}", daemon.metrics().await);
 
     // A rolling upgrade of `basic`: a new image in the file, then SIGHUP.
-    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(sdk);
     let (_, bob) = daemon.get("bob").await;
     let (_, ann) = daemon.get("ann").await;
     let bob_instance = bob["instance_id"].as_str().unwrap().to_string();
@@ -155,7 +202,7 @@ async fn e2e_two_tier_tables_serve_each_user_on_its_tiers_instance_type() {
         &format!("max_instances = 3\ncontainer_image = \"{new_image}\"\n"),
         1,
     );
-    std::fs::write(&config, reloaded).unwrap();
+    std::fs::write(config, reloaded).unwrap();
     let sent = std::process::Command::new("kill")
         .args(["-HUP", &daemon.pid().to_string()])
         .status()
@@ -200,5 +247,4 @@ async fn e2e_two_tier_tables_serve_each_user_on_its_tiers_instance_type() {
         ann_after["instance_id"], ann["instance_id"],
         "large did not change"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
