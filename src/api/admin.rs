@@ -441,9 +441,13 @@ async fn refuse_beyond_quota(
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct RecycleAccepted {
     pub instance_id: String,
-    /// The user who moves to a fresh instance, if the instance serves one.
+    /// The user who moves to a fresh instance, if the instance serves one (on a shared tier's
+    /// instance, the one in its lowest slot).
     #[schema(required = true)]
     pub user_id: Option<String>,
+    /// Every user on the instance, lowest slot first: all of a shared tier's instance's (a move
+    /// empties it); a ready one moves, one still provisioning starts its claim over elsewhere.
+    pub user_ids: Vec<String>,
 }
 
 /// Moves the instance's user (if any) to a fresh instance, keeping route and secret, and
@@ -485,7 +489,7 @@ pub async fn recycle_instance(
         ));
     }
     let id = InstanceId(raw.clone());
-    if !state.store.request_recycle(&id, (state.clock)()).await? {
+    if !state.store.recycle_again(&id, (state.clock)()).await? {
         audit(
             &state,
             &actor,
@@ -501,16 +505,16 @@ pub async fn recycle_instance(
             format!("{raw} is not a pool instance, or it is already terminating"),
         ));
     }
-    let user = state
-        .store
-        .list_users()
-        .await?
-        .into_iter()
-        .find(|u| u.instance_id.as_ref() == Some(&id))
-        .map(|u| u.user_id.to_string());
-    let detail = match &user {
-        Some(u) => format!("moving user {u} to a fresh instance"),
-        None => "replacing a spare".into(),
+    let mut on: Vec<(u32, String)> = (state.store.list_users().await?.into_iter())
+        .filter(|u| u.instance_id.as_ref() == Some(&id))
+        .map(|u| (u.slot, u.user_id.to_string()))
+        .collect();
+    on.sort();
+    let user_ids: Vec<String> = on.into_iter().map(|(_, u)| u).collect();
+    let detail = match user_ids.as_slice() {
+        [] => "replacing a spare".into(),
+        [user] => format!("moving user {user} to a fresh instance"),
+        users => format!("moving users {} to fresh instances", users.join(", ")),
     };
     audit(&state, &actor, "instance.recycle", &raw, detail, "accepted").await?;
     state.wake.notify_one();
@@ -518,7 +522,8 @@ pub async fn recycle_instance(
         StatusCode::ACCEPTED,
         Json(RecycleAccepted {
             instance_id: raw,
-            user_id: user,
+            user_id: user_ids.first().cloned(),
+            user_ids,
         }),
     )
         .into_response())

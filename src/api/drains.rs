@@ -375,16 +375,20 @@ fn document(
         users: Vec::new(),
     };
     for record in matching {
-        // A user's instance, or the one it is moving to: not a spare.
+        // Users' instance (every user of a shared one), or one a user is moving to: not a spare.
         let id = Some(&record.instance_id);
-        match (users.iter()).find(|u| u.instance_id.as_ref() == id || u.move_target() == id) {
-            Some(user) => remaining.users.push(DrainUser {
+        let on: Vec<DrainUser> = (users.iter())
+            .filter(|u| u.instance_id.as_ref() == id || u.move_target() == id)
+            .map(|user| DrainUser {
                 user_id: user.user_id.to_string(),
                 instance_id: record.instance_id.0.clone(),
                 state: user.state.as_str().to_string(),
-            }),
-            None => remaining.spares.push(record.instance_id.0.clone()),
+            })
+            .collect();
+        if on.is_empty() {
+            remaining.spares.push(record.instance_id.0.clone());
         }
+        remaining.users.extend(on);
     }
     DrainDocument {
         id: drain.id,

@@ -106,9 +106,12 @@ pub struct PoolInstanceDocument {
     #[schema(examples("i-0123456789abcdef0"))]
     pub instance_id: String,
     pub status: InstanceStatus,
-    /// The user holding it, if any.
+    /// The user holding it, if any; on a shared tier's instance, the one in its lowest slot
+    /// (`users` lists every one).
     #[schema(required = true, value_type = Option<crate::model::UserId>)]
     pub user_id: Option<String>,
+    /// Every user holding a slot of it, lowest slot first (at most one on a dedicated tier's).
+    pub users: Vec<SlotHolderDocument>,
     #[schema(required = true)]
     pub instance_type: Option<String>,
     #[schema(required = true)]
@@ -116,6 +119,37 @@ pub struct PoolInstanceDocument {
     /// RFC 3339.
     #[schema(format = DateTime)]
     pub launched_at: String,
+}
+
+/// A user holding a slot of an instance.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct SlotHolderDocument {
+    #[schema(value_type = crate::model::UserId)]
+    pub user_id: String,
+    /// Its slot: the host port is the tier's container port plus the slot (0 on a dedicated
+    /// tier's instance).
+    #[schema(minimum = 0)]
+    pub slot: u32,
+}
+
+/// The users holding each instance, lowest slot first.
+fn slot_holders(users: &[UserRecord]) -> HashMap<&str, Vec<SlotHolderDocument>> {
+    let mut holders: HashMap<&str, Vec<SlotHolderDocument>> = HashMap::new();
+    for user in users {
+        if let Some(instance) = &user.instance_id {
+            holders
+                .entry(instance.0.as_str())
+                .or_default()
+                .push(SlotHolderDocument {
+                    user_id: user.user_id.to_string(),
+                    slot: user.slot,
+                });
+        }
+    }
+    for on in holders.values_mut() {
+        on.sort_by_key(|h| h.slot);
+    }
+    holders
 }
 
 /// `{"initializing": n, "available": n, "assigned": n, "terminating": n}`: every status, always.
@@ -153,14 +187,7 @@ fn status_counts_schema() -> utoipa::openapi::schema::Object {
 pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument>, ApiError> {
     let instances = state.store.list_instances().await?;
     let users = state.store.list_users().await?;
-    let holders: HashMap<&str, &str> = users
-        .iter()
-        .filter_map(|u| {
-            u.instance_id
-                .as_ref()
-                .map(|i| (i.0.as_str(), u.user_id.as_str()))
-        })
-        .collect();
+    let holders = slot_holders(&users);
     let (effective, paused) = state.effective_tiers().await?;
     let now = (state.clock)();
     let conditions = state.store.tier_conditions().await?;
@@ -209,13 +236,18 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
                     }),
                 instances: of_tier
                     .iter()
-                    .map(|i| PoolInstanceDocument {
-                        instance_id: i.instance_id.0.clone(),
-                        status: i.status,
-                        user_id: holders.get(i.instance_id.0.as_str()).map(|u| u.to_string()),
-                        instance_type: i.instance_type.clone(),
-                        availability_zone: i.availability_zone.clone(),
-                        launched_at: rfc3339(i.launched_at),
+                    .map(|i| {
+                        let on =
+                            (holders.get(i.instance_id.0.as_str()).cloned()).unwrap_or_default();
+                        PoolInstanceDocument {
+                            instance_id: i.instance_id.0.clone(),
+                            status: i.status,
+                            user_id: on.first().map(|h| h.user_id.clone()),
+                            users: on,
+                            instance_type: i.instance_type.clone(),
+                            availability_zone: i.availability_zone.clone(),
+                            launched_at: rfc3339(i.launched_at),
+                        }
                     })
                     .collect(),
             }

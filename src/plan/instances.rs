@@ -60,7 +60,7 @@ fn plan_live_instance(
         }
         return;
     }
-    if instance.recycle && instance.status != InstanceStatus::Terminating {
+    if instance.recycle.is_some() && instance.status != InstanceStatus::Terminating {
         actions.push(Action::Terminate {
             instance: id(),
             reason: TerminateReason::Recycled,

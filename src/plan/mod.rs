@@ -75,6 +75,9 @@ pub struct Conditions {
     pub drained: HashSet<(String, String, String)>,
     /// Tiers whose launches are backing off after failures, or halted at the failure limit.
     pub launch_blocked: HashSet<String>,
+    /// Instances a drain matches (ARCHITECTURE.md, "Drains"): no claim or move takes a slot of
+    /// one (a shared instance is emptied by its drain; a dedicated spare is recycled at once).
+    pub closed: HashSet<InstanceId>,
     /// Shards AWS refused a route (TooManyRules, ...): the users they held then, their limit
     /// until the mark expires.
     pub route_limits: BTreeMap<String, u32>,
@@ -159,8 +162,9 @@ pub struct PoolInstance {
     pub agent_online: Option<bool>,
     /// Consecutive passes DescribeInstances did not list it.
     pub missed: u32,
-    /// On-call asked for it to be recycled: its user moves to a fresh instance and it goes.
-    pub recycle: bool,
+    /// When on-call (or a drain, a failed wipe, a move off a shared instance) asked for it to be
+    /// recycled: its users move to fresh instances and it goes.
+    pub recycle: Option<Millis>,
     /// Its availability zone (observed, or the zone of the subnet it was launched into).
     pub zone: Option<String>,
     /// Its readiness probe passed: a pre-wired spare is being wired (`initializing` still).
@@ -223,6 +227,8 @@ pub struct UserIntent {
     /// It holds a route of its own (an asleep user's kept rule): a spare's warm route would be
     /// wasted on it.
     pub has_route: bool,
+    /// When it last gave up a move before the point of no return (it stayed where it is).
+    pub move_abandoned_at: Option<Millis>,
 }
 
 /// One thing the executor should do this pass.
@@ -548,7 +554,7 @@ pub fn plan(
             && !held.contains(&instance.id)
             // Pre-wired spares are a dedicated tier's (a shared one's go `available` at once).
             && policy.tier(&instance.tier).is_some_and(|t| t.slots_per_instance == 1)
-            && !instance.recycle
+            && instance.recycle.is_none()
             && now - instance.status_since <= policy.probe_timeout;
         if fresh {
             actions.push(Action::Wire {
@@ -618,15 +624,23 @@ fn plan_user(
         UserState::Provisioning | UserState::Ready => {
             match view {
                 // On-call recycles the instance: a ready user moves to a fresh one while the
-                // old one still serves; a claim in progress simply starts over elsewhere.
-                Some(i) if i.recycle && user.state == UserState::Ready => {
+                // old one still serves; a claim in progress simply starts over elsewhere. A user
+                // who gave up a move since it was asked stays, as any ready user (a shared
+                // instance keeps the request while it empties; a dedicated one's was consumed by
+                // the move).
+                Some(i)
+                    if i.recycle.is_some()
+                        && user.state == UserState::Ready
+                        && user.move_abandoned_at < i.recycle =>
+                {
                     actions.push(Action::BeginMove {
                         user: user.user.clone(),
                     })
                 }
-                Some(i) if i.recycle => actions.push(Action::Recover {
-                    user: user.user.clone(),
-                }),
+                Some(i) if i.recycle.is_some() && user.state == UserState::Provisioning => actions
+                    .push(Action::Recover {
+                        user: user.user.clone(),
+                    }),
                 // An instance on its way out (ours or AWS's) can no longer serve the user.
                 Some(i) if i.is_alive() && i.status != InstanceStatus::Terminating => {
                     if user.state == UserState::Provisioning {

@@ -52,7 +52,7 @@ fn instance(id: &str, status: InstanceStatus) -> PoolInstance {
         probe_failed_at: None,
         agent_online: Some(true),
         missed: 0,
-        recycle: false,
+        recycle: None,
         zone: Some("zone-a".into()),
         probed: false,
         warm: None,
@@ -78,6 +78,7 @@ fn user(id: &str, state: UserState, instance: Option<&str>, requested_at: Millis
         waiting_for_route: false,
         route_untagged: false,
         has_route: false,
+        move_abandoned_at: None,
     }
 }
 
@@ -313,6 +314,56 @@ fn a_shared_tier_fills_its_fullest_instance_and_retires_only_an_untouched_spare(
     let actions = plan(&queue, &spare, NOW, &policy, &Conditions::default());
     assert_eq!(slots_assigned(&actions).len(), 4);
     assert_eq!(launches(&actions), 1);
+}
+
+#[test]
+fn a_shared_instance_a_drain_closes_or_being_emptied_takes_no_claim_nor_a_given_up_move_again() {
+    let policy = shared_policy(0, 10);
+    let mut a = instance("a", InstanceStatus::Assigned);
+    a.recycle = Some(NOW - 10_000);
+    let b = instance("b", InstanceStatus::Assigned);
+    let c = instance("c", InstanceStatus::Available);
+    let on = |id: &str, at: &str, slot: u32, gave_up: Option<Millis>| UserIntent {
+        slot,
+        move_abandoned_at: gave_up,
+        ..user(id, UserState::Ready, Some(at), 1)
+    };
+    // `d`, being emptied too, is gone: its user who gave up a move is served again.
+    let mut d = instance("d", InstanceStatus::Assigned);
+    d.recycle = Some(NOW - 10_000);
+    d.lifecycle = Some(Lifecycle::Terminated);
+    let users = vec![
+        // On `a`, being emptied: one gave its move up after the request, one before it.
+        on("stays", "a", 0, Some(NOW - 5_000)),
+        on("moves", "a", 1, Some(NOW - 20_000)),
+        on("lost", "d", 0, Some(NOW - 5_000)),
+        // `b` has free slots, but a drain matches it.
+        on("held", "b", 0, None),
+        user("new", UserState::Queued, None, 10),
+    ];
+    let conditions = Conditions {
+        closed: [InstanceId("b".into())].into(),
+        ..Conditions::default()
+    };
+    let actions = plan(&users, &[a, b, c, d], NOW, &policy, &conditions);
+    let begun: Vec<&str> = (actions.iter())
+        .filter_map(|a| match a {
+            Action::BeginMove { user } => Some(user.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(begun, vec!["moves"], "{actions:?}");
+    assert!(
+        actions.contains(&Action::Recover {
+            user: UserId::parse("lost").unwrap()
+        }),
+        "{actions:?}"
+    );
+    assert_eq!(
+        slots_assigned(&actions),
+        vec![("new", "c", 0)],
+        "{actions:?}"
+    );
 }
 
 #[test]
@@ -648,7 +699,7 @@ fn arb_world() -> impl Strategy<Value = (Vec<UserIntent>, Vec<PoolInstance>, u32
                 probe_failed_at: None,
                 agent_online: (age % 5 != 0).then_some(age % 7 != 0),
                 missed: (age % 3) as u32,
-                recycle: false,
+                recycle: None,
                 zone: Some(if n % 2 == 0 { "zone-a" } else { "zone-b" }.into()),
                 probed: false,
                 warm: None,
@@ -685,6 +736,7 @@ fn arb_world() -> impl Strategy<Value = (Vec<UserIntent>, Vec<PoolInstance>, u32
                     waiting_for_route: false,
                     route_untagged: false,
                     has_route: false,
+                    move_abandoned_at: None,
                 }
             })
             .collect();
@@ -956,7 +1008,7 @@ fn probed_spares_are_wired_on_the_shard_with_room_left_after_the_users() {
 fn a_spare_on_call_asked_to_recycle_is_replaced_not_claimed() {
     let mut recycled = instance("i-recycled", InstanceStatus::Available);
     recycled.launched_at = NOW - 500_000;
-    recycled.recycle = true;
+    recycled.recycle = Some(NOW - 1_000);
     let fresh = instance("i-fresh", InstanceStatus::Available);
     let users = vec![user("new", UserState::Queued, None, 1)];
     let actions = plan(

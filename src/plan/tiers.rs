@@ -33,7 +33,7 @@ pub(super) fn plan_tier(
     placer: &mut Placer<'_>,
     actions: &mut Vec<Action>,
 ) {
-    let candidates = candidates(tier, instances, held, used);
+    let candidates = candidates(tier, instances, (held, used), conditions);
     // Migrating users first (they are being evicted), then the queue; each oldest first.
     waiting.sort_by(|a, b| {
         (a.state != UserState::Migrating, a.requested_at, &a.user).cmp(&(
@@ -62,8 +62,8 @@ pub(super) fn plan_tier(
 fn candidates<'a>(
     tier: &TierPolicy,
     instances: &'a [PoolInstance],
-    held: &HashSet<&InstanceId>,
-    used: &Used<'_>,
+    (held, used): (&HashSet<&InstanceId>, &Used<'_>),
+    conditions: &Conditions,
 ) -> Vec<Candidate<'a>> {
     let slots = tier.slots_per_instance.max(1);
     let mut out: Vec<Candidate<'a>> = (instances.iter())
@@ -71,8 +71,10 @@ fn candidates<'a>(
             i.tier == tier.name
                 && i.is_alive()
                 && i.lifecycle == Some(Lifecycle::Running)
-                // On-call asked for it to be replaced (`Terminate { Recycled }`): no claim.
-                && !i.recycle
+                // On-call asked for it to be replaced (`Terminate { Recycled }`), or a drain
+                // empties it: no claim.
+                && i.recycle.is_none()
+                && !conditions.closed.contains(&i.id)
                 && match i.status {
                     InstanceStatus::Available => !held.contains(&i.id),
                     InstanceStatus::Assigned => slots > 1 && held.contains(&i.id),

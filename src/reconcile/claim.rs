@@ -341,7 +341,8 @@ impl Reconciler {
     }
 
     /// The start-container command for the user on `instance`; records the image it pulls on
-    /// the instance's ledger row (what an `outdated` drain compares).
+    /// the instance's ledger row (what an `outdated` drain compares; a shared instance keeps its
+    /// earlier users' image, `Store::set_start_image`).
     pub(super) async fn start_script(
         &self,
         user: &UserRecord,
@@ -354,9 +355,8 @@ impl Reconciler {
         let runtime = self.runtime(&user.tier);
         let container = &runtime.container;
         let image = self.image_to_run(&container.image).await?;
-        self.inner
-            .store
-            .set_instance_image(instance, &image)
+        (self.inner.store)
+            .set_start_image(instance, &image, &user.user_id, self.now())
             .await?;
         let shared = self
             .tier(&user.tier)

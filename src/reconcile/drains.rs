@@ -2,11 +2,14 @@
 //! drain that holds its instances (`active` or `paused`) is driven one step.
 //!
 //! Owns: which instances a drain matches now (`DrainSelector::matches` over the ledger), the
-//! recycle requests it makes (a matching spare at once, a matching user's instance at most
-//! `max_concurrent_moves` at a time), the settling of the moves it asked for (moved, or failed:
-//! the move was abandoned and the user stayed), its pause and its end, and the offerings it keeps
-//! launches off ([`Conditions::drained`](crate::plan::Conditions)). The moves themselves are the
-//! recycle path's (`plan_user`: a recycled instance's ready user moves, then the instance goes).
+//! recycle requests it makes (a matching spare at once, a matching instance with users when its
+//! users fit in `max_concurrent_moves`, counted per user: a shared instance's every user moves),
+//! the settling of the moves it asked for (moved, or failed: the move was abandoned and the user
+//! stayed), its pause and its end, the offerings it keeps launches off
+//! ([`Conditions::drained`](crate::plan::Conditions)) and the instances it keeps claims off
+//! (`Conditions::closed`: a matching shared instance with free slots takes no new user while it
+//! waits for its turn). The moves themselves are the recycle path's (`plan_user`: a recycled
+//! instance's ready users move, then the instance goes).
 //! Must not: move a user twice for one drain, or ask for a move while paused.
 
 use super::Reconciler;
@@ -23,13 +26,21 @@ pub const ROLLOUT: &str = "rollout";
 /// (tier, instance type, subnet) offerings drains keep launches off.
 pub(super) type Drained = HashSet<(String, String, String)>;
 
+/// What the drains of the last pass hold: the offerings they keep launches off, and the
+/// instances they match (no claim or move takes a slot of one).
+#[derive(Debug, Clone, Default)]
+pub(super) struct DrainHold {
+    pub(super) offerings: Drained,
+    pub(super) instances: HashSet<InstanceId>,
+}
+
 impl Reconciler {
     /// Drives every drain that holds its instances one step, and remembers the offerings they
     /// keep launches off for this pass's plan.
     pub(super) async fn drive_drains(&self, now: Millis) -> Result<(), StoreError> {
         let store = &self.inner.store;
         let drains = store.holding_drains().await?;
-        let mut drained = Drained::new();
+        let mut hold = DrainHold::default();
         if !drains.is_empty() {
             // The pass's snapshots: decoded again only when a table changed.
             let ledger = store.instances_snapshot().await?;
@@ -45,13 +56,16 @@ impl Reconciler {
             // so a later drain must not ask (and count) the same move again.
             let mut flagged = HashSet::new();
             for drain in drains {
-                drained.extend(self.drained_offerings(&drain, &zones));
+                hold.offerings
+                    .extend(self.drained_offerings(&drain, &zones));
                 let rows = (ledger.as_slice(), users.as_slice());
-                self.drive_drain(drain, rows, &versions, &mut flagged, now)
+                let matched = self
+                    .drive_drain(drain, rows, &versions, &mut flagged, now)
                     .await?;
+                hold.instances.extend(matched);
             }
         }
-        *self.inner.drained.lock().unwrap_or_else(|e| e.into_inner()) = drained;
+        *self.inner.drained.lock().unwrap_or_else(|e| e.into_inner()) = hold;
         Ok(())
     }
 
@@ -114,8 +128,9 @@ impl Reconciler {
         Ok(())
     }
 
-    /// The offerings the drains of the last pass keep launches off.
-    pub(super) fn drained(&self) -> Drained {
+    /// The offerings the drains of the last pass keep launches off, and the instances they
+    /// keep claims off.
+    pub(super) fn drained(&self) -> DrainHold {
         (self.inner.drained.lock())
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -140,6 +155,8 @@ impl Reconciler {
         out
     }
 
+    /// Drives `drain` one step; returns the instances it matches that users hold (kept off
+    /// claims).
     async fn drive_drain(
         &self,
         mut drain: Drain,
@@ -147,7 +164,7 @@ impl Reconciler {
         versions: &HashMap<String, TierVersions>,
         flagged: &mut HashSet<InstanceId>,
         now: Millis,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<InstanceId>, StoreError> {
         let store = &self.inner.store;
         let before = drain.clone();
         let matching: Vec<&InstanceRecord> = (ledger.iter())
@@ -194,14 +211,14 @@ impl Reconciler {
                 self.journal_quietly(now, event).await?;
             }
         }
-        // Done once nothing it matches is left but the instances of users whose move failed
+        // Done once nothing it matches is left but instances whose every user's move failed
         // (they stay where they are; the drain says how many).
         let left = (matching.iter())
             .filter(|r| {
-                !users.iter().any(|u| {
-                    u.instance_id.as_ref() == Some(&r.instance_id)
-                        && drain.failed_users.contains(&u.user_id)
-                })
+                let mut on = (users.iter())
+                    .filter(|u| u.instance_id.as_ref() == Some(&r.instance_id))
+                    .peekable();
+                on.peek().is_none() || on.any(|u| !drain.failed_users.contains(&u.user_id))
             })
             .count();
         if drain.state == DrainState::Active && left == 0 && drain.requested.is_empty() {
@@ -223,13 +240,20 @@ impl Reconciler {
                 }
             }
         }
-        Ok(())
+        // Claims keep off the instances it matches that users hold (a shared one waiting for
+        // its turn); its spares are recycled, or left alone while it is paused.
+        Ok((matching.iter())
+            .filter(|r| held.contains(&r.instance_id))
+            .map(|r| r.instance_id.clone())
+            .collect())
     }
 
-    /// Asks for the moves of ready users on matching instances, oldest instance first, while
-    /// fewer than `max_concurrent_moves` of the drain's are under way; returns the instances it
-    /// asked to recycle. An instance someone already asked to recycle (on-call, another drain)
-    /// is left to them.
+    /// Asks for the moves of the ready users on matching instances, oldest instance first,
+    /// while the drain's moves under way stay within `max_concurrent_moves`, counted per user
+    /// (a shared instance's users all move at once; one with more of them than the bound goes
+    /// alone); returns the instances it asked to recycle. An instance someone already asked to
+    /// recycle (on-call, another drain) is left to them, unless each of its users gave up that
+    /// move: those count as failed moves of this drain.
     async fn request_moves(
         &self,
         drain: &mut Drain,
@@ -238,55 +262,71 @@ impl Reconciler {
         flagged: &mut HashSet<InstanceId>,
         now: Millis,
     ) -> Result<Vec<InstanceId>, StoreError> {
-        let mut on: Vec<(&InstanceRecord, &UserRecord)> = (matching.iter())
-            .filter_map(|r| {
-                let user = users
-                    .iter()
-                    .find(|u| u.instance_id.as_ref() == Some(&r.instance_id))?;
-                Some((*r, user))
+        let mut on: Vec<(&InstanceRecord, Vec<&UserRecord>)> = (matching.iter())
+            .filter(|r| !flagged.contains(&r.instance_id))
+            .map(|r| {
+                let movable: Vec<&UserRecord> = (users.iter())
+                    .filter(|u| u.instance_id.as_ref() == Some(&r.instance_id))
+                    .filter(|u| u.state == UserState::Ready)
+                    .filter(|u| !drain.failed_users.contains(&u.user_id))
+                    .filter(|u| !drain.requested.iter().any(|(id, _)| id == &u.user_id))
+                    .collect();
+                (*r, movable)
             })
-            .filter(|(r, u)| {
-                u.state == UserState::Ready
-                    && r.recycle_requested_at.is_none()
-                    && !flagged.contains(&r.instance_id)
-            })
-            .filter(|(_, u)| !drain.failed_users.contains(&u.user_id))
-            .filter(|(_, u)| !drain.requested.iter().any(|(id, _)| id == &u.user_id))
+            .filter(|(_, movable)| !movable.is_empty())
             .collect();
         on.sort_by(|a, b| {
             (a.0.launched_at, &a.0.instance_id).cmp(&(b.0.launched_at, &b.0.instance_id))
         });
-        let room = (drain.max_concurrent_moves as usize).saturating_sub(drain.requested.len());
         let mut asked = Vec::new();
-        for (instance, user) in on.into_iter().take(room) {
+        for (instance, movable) in on {
+            if let Some(since) = instance.recycle_requested_at {
+                // Asked by someone else: theirs, unless every user here gave that move up.
+                if movable.iter().all(|u| u.move_abandoned_at >= Some(since)) {
+                    for user in movable {
+                        count_failed(drain, &user.user_id);
+                    }
+                }
+                continue;
+            }
+            let bound = drain.max_concurrent_moves as usize;
+            let in_flight = drain.requested.len();
+            if in_flight > 0 && in_flight + movable.len() > bound {
+                break;
+            }
             // A workspace cannot leave its zone by a move: a zone drain puts its user to sleep
             // (container stopped, workspace kept) and wakes it, and the wake copies the
             // workspace to a zone with capacity. Every other user moves by a recycle.
-            let stranded = in_drained_zone(drain, user);
-            let asked_for = if stranded {
-                self.inner.store.request_sleep(&user.user_id, now).await?
-            } else {
-                (self.inner.store)
+            let (stranded, movers): (Vec<&UserRecord>, Vec<&UserRecord>) =
+                movable.into_iter().partition(|u| in_drained_zone(drain, u));
+            let mut requested = Vec::new();
+            for user in stranded {
+                if self.inner.store.request_sleep(&user.user_id, now).await? {
+                    requested.push(user);
+                }
+            }
+            if !movers.is_empty()
+                && (self.inner.store)
                     .request_recycle(&instance.instance_id, now)
                     .await?
-            };
-            if !asked_for {
-                continue;
+            {
+                asked.push(instance.instance_id.clone());
+                requested.extend(movers);
             }
             flagged.insert(instance.instance_id.clone());
-            if !stranded {
-                asked.push(instance.instance_id.clone());
-            }
-            drain
-                .requested
-                .push((user.user_id.clone(), instance.instance_id.clone()));
-            metrics::counter!("spotpool_drain_moves_total", "outcome" => "requested").increment(1);
-            let event = Event::DrainMove { drain: drain.id };
-            if let Err(super::StepError::Store(e)) = self
-                .journal(now, event, Some(&user.user_id), Some(&instance.instance_id))
-                .await
-            {
-                return Err(e);
+            for user in requested {
+                drain
+                    .requested
+                    .push((user.user_id.clone(), instance.instance_id.clone()));
+                metrics::counter!("spotpool_drain_moves_total", "outcome" => "requested")
+                    .increment(1);
+                let event = Event::DrainMove { drain: drain.id };
+                if let Err(super::StepError::Store(e)) = self
+                    .journal(now, event, Some(&user.user_id), Some(&instance.instance_id))
+                    .await
+                {
+                    return Err(e);
+                }
             }
         }
         Ok(asked)
@@ -332,26 +372,28 @@ fn settle_requested(drain: &mut Drain, ledger: &[InstanceRecord], users: &[UserR
                 drain.moved += 1;
                 metrics::counter!("spotpool_drain_moves_total", "outcome" => "moved").increment(1);
             }
+            // Still on it: waiting for its move while the request stands and it has not given
+            // that move up (a shared instance keeps the request after a user gave up).
             UserState::Ready => {
-                let pending = (ledger.iter())
+                let since = (ledger.iter())
                     .find(|r| r.instance_id == from)
-                    .is_some_and(|r| r.recycle_requested_at.is_some());
-                if pending {
+                    .and_then(|r| r.recycle_requested_at);
+                if since.is_some() && user.move_abandoned_at < since {
                     drain.requested.push((user_id, from));
                 } else {
-                    drain.failed += 1;
-                    drain.failed_users.push(user_id);
-                    metrics::counter!("spotpool_drain_moves_total", "outcome" => "failed")
-                        .increment(1);
+                    count_failed(drain, &user_id);
                 }
             }
             // The move ended in a claim that failed for good: a failed move.
-            UserState::Failed => {
-                drain.failed += 1;
-                drain.failed_users.push(user_id);
-                metrics::counter!("spotpool_drain_moves_total", "outcome" => "failed").increment(1);
-            }
+            UserState::Failed => count_failed(drain, &user_id),
             _ => {}
         }
     }
+}
+
+/// A move of the drain's that failed: counted, and not asked again.
+fn count_failed(drain: &mut Drain, user: &crate::model::UserId) {
+    drain.failed += 1;
+    drain.failed_users.push(user.clone());
+    metrics::counter!("spotpool_drain_moves_total", "outcome" => "failed").increment(1);
 }

@@ -4,9 +4,12 @@
 //! The loop's pass waits for its actions only for a while (its patience): an action still
 //! running then (a launch or a warm route waiting for its bucket, a release waiting for EBS, a
 //! claim waiting for its container) goes on as a straggler, and the next pass starts on time.
-//! Every action holds the objects it works on ([`InFlight`]: a user, an instance, a launch)
-//! until it ends; a pass skips any action on an object held, so no object ever has two actions
-//! at once, and the ledger's merge of the listing writes only what it observes.
+//! Every action holds the objects it works on ([`InFlight`]: a user, an instance or one of its
+//! slots, a launch) until it ends; a pass skips any action on an object held, so no object ever
+//! has two actions at once, and the ledger's merge of the listing writes only what it observes.
+//! A slot is part of its instance: claims of two slots of one shared instance take them at once
+//! (`Assign` holds the slot), and an action on the whole instance (a probe, a termination, a
+//! notice) waits while they do.
 
 use super::{Reconciler, StepError};
 use crate::cloud::CloudErrorKind;
@@ -44,10 +47,11 @@ impl InFlight {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Holds every one of `keys`, or none if one is held already.
+    /// Holds every one of `keys`, or none if one of them (or an object it is part of, or a
+    /// part of it) is held already.
     pub(super) fn try_hold(self: &Arc<Self>, keys: Vec<String>) -> Option<Held> {
         let mut held = self.lock();
-        if keys.iter().any(|key| held.contains(key)) {
+        if keys.iter().any(|key| held.iter().any(|h| overlap(h, key))) {
             return None;
         }
         held.extend(keys.iter().cloned());
@@ -59,9 +63,15 @@ impl InFlight {
 }
 
 impl InFlight {
-    /// Whether an action holds `key` now.
+    /// Whether an action holds `key` itself now.
     pub(super) fn is_held(&self, key: &str) -> bool {
         self.lock().contains(key)
+    }
+
+    /// Whether an action holds `key`, a part of it (a slot of an instance) or what it is part
+    /// of now.
+    pub(super) fn is_busy(&self, key: &str) -> bool {
+        self.lock().iter().any(|h| overlap(h, key))
     }
 
     /// Whether a launch for `tier` is in flight, recorded or not yet (one still waiting for
@@ -99,6 +109,21 @@ pub(super) fn instance_key(instance: &crate::model::InstanceId) -> String {
     format!("instance:{instance}")
 }
 
+/// A slot of `instance` (a dedicated instance's one slot is 0): part of the instance's key.
+pub(super) fn slot_key(instance: &crate::model::InstanceId, slot: u32) -> String {
+    format!("{}#{slot}", instance_key(instance))
+}
+
+/// Whether two keys name one object, or one names a part of the other (`instance:i-1#2` of
+/// `instance:i-1`).
+fn overlap(a: &str, b: &str) -> bool {
+    let part_of = |part: &str, whole: &str| {
+        part.strip_prefix(whole)
+            .is_some_and(|rest| rest.starts_with('#'))
+    };
+    a == b || part_of(a, b) || part_of(b, a)
+}
+
 pub(super) fn launch_key(client_token: &str) -> String {
     format!("launch:{client_token}")
 }
@@ -121,10 +146,18 @@ fn keys(action: &Action) -> Vec<String> {
         | Action::Forget { instance }
         | Action::Wire { instance, .. }
         | Action::Unwire { instance } => vec![instance_key(instance)],
-        Action::Assign { user, instance, .. } | Action::AssignMove { user, instance, .. } => {
-            vec![user_key(user), instance_key(instance)]
+        Action::Assign {
+            user,
+            instance,
+            slot,
+            ..
         }
-        Action::WipeSlot { instance, slot } => vec![format!("wipe:{}#{slot}", instance.0)],
+        | Action::AssignMove {
+            user,
+            instance,
+            slot,
+        } => vec![user_key(user), slot_key(instance, *slot)],
+        Action::WipeSlot { instance, slot } => vec![slot_key(instance, *slot)],
         Action::AwaitRoute { user }
         | Action::RouteAvailable { user }
         | Action::AdvanceClaim { user }
@@ -293,5 +326,36 @@ mod tests {
         assert!(in_flight.try_hold(keys(&launch("basic"))).is_none());
         drop(held);
         assert!(!in_flight.launching("basic"));
+    }
+
+    #[test]
+    fn claims_of_two_slots_run_at_once_and_the_instance_waits_for_both() {
+        let in_flight = Arc::new(InFlight::default());
+        let instance = crate::model::InstanceId("i-1".into());
+        let assign = |user: &str, slot| Action::Assign {
+            shard: "a".into(),
+            user: crate::model::UserId::parse(user).unwrap(),
+            instance: instance.clone(),
+            slot,
+        };
+        let ann = in_flight.try_hold(keys(&assign("ann", 0))).unwrap();
+        let bob = in_flight.try_hold(keys(&assign("bob", 1))).unwrap();
+        // The same slot, for another user, waits.
+        assert!(in_flight.try_hold(keys(&assign("cat", 1))).is_none());
+        let terminate = Action::Terminate {
+            instance: instance.clone(),
+            reason: crate::plan::TerminateReason::Surplus,
+        };
+        assert!(in_flight.try_hold(keys(&terminate)).is_none());
+        assert!(in_flight.is_busy(&instance_key(&instance)));
+        assert!(!in_flight.is_held(&instance_key(&instance)));
+        // Another instance whose id the first begins with is not part of it.
+        let other = crate::model::InstanceId("i-10".into());
+        assert!(!in_flight.is_busy(&instance_key(&other)));
+        drop((ann, bob));
+        let whole = in_flight.try_hold(keys(&terminate)).unwrap();
+        assert!(in_flight.try_hold(keys(&assign("cat", 3))).is_none());
+        drop(whole);
+        assert!(in_flight.try_hold(keys(&assign("cat", 3))).is_some());
     }
 }

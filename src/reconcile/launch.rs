@@ -53,6 +53,7 @@ impl ConditionState {
             alb_route_limit: self.route_quotas.0,
             unavailable: self.unavailable.keys().cloned().collect(),
             drained: Default::default(),
+            closed: Default::default(),
             launch_blocked: self
                 .tiers
                 .iter()
@@ -81,7 +82,7 @@ impl Reconciler {
         let seq = self.inner.launch_seq.fetch_add(1, Ordering::Relaxed);
         // The preferred type is the first a drain does not keep off this subnet: launching the
         // next because of a drain is no fallback.
-        let drained = self.drained();
+        let drained = self.drained().offerings;
         let offering = |t: &String| (tier.to_string(), t.clone(), subnet_id.to_string());
         let preferred = (self.tier(tier))
             .and_then(|t| (t.instance_types.into_iter()).find(|t| !drained.contains(&offering(t))))

@@ -219,8 +219,9 @@ struct Inner {
     image_retry_at: std::sync::Mutex<HashMap<String, Millis>>,
     /// When SSM may be asked again which agents are online, after it could not say (0: now).
     agents_ask_at: std::sync::Mutex<Millis>,
-    /// The offerings the drains keep launches off (`drains.rs`), as of this pass.
-    drained: std::sync::Mutex<drains::Drained>,
+    /// The offerings the drains keep launches off and the instances they keep claims off
+    /// (`drains.rs`), as of this pass.
+    drained: std::sync::Mutex<drains::DrainHold>,
     /// The objects with an action in flight (`execute.rs`).
     in_flight: Arc<execute::InFlight>,
     /// Claims or moves polling their start command in their own step (`execute::LINGERING`).

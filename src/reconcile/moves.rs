@@ -15,6 +15,7 @@
 //! A move that fails after the workspace left the old instance recovers the user instead
 //! (re-queued first in line, same route, secret and workspace).
 
+use super::slots::Left;
 use super::steps::Machine;
 use super::workspace::Progress;
 use super::{Reconciler, StepError, StepOutcome, StepResult, fatal, one_tag};
@@ -201,7 +202,8 @@ impl Reconciler {
                     if self.slots_of(&user.tier) > 1 {
                         // A shared instance is being emptied (a move off one asks it to
                         // recycle): the last user to leave retires it.
-                        self.leave_shared(&user.user_id, (&old, user.slot), true, now)
+                        let left = Left::Dirty;
+                        self.leave_shared(&user.user_id, (&old, user.slot), left, now)
                             .await?;
                     } else {
                         self.retire_instance(&old, now).await?;
@@ -245,6 +247,14 @@ impl Reconciler {
         user.updated_at = now;
         if !self.inner.store.update_user(&mut user).await? {
             return Ok(StepResult::Waiting);
+        }
+        // Once the row let go of it, the last to leave retires the shared old instance (users
+        // moving off it at once each saw the others until then).
+        if let Some(old) = &from
+            && self.slots_of(&user.tier) > 1
+        {
+            self.retire_if_vacated(old, &user.user_id, false, now)
+                .await?;
         }
         let seconds = (now - moving.started_at).max(0) as f64 / 1000.0;
         let reason = moving.reason;
@@ -328,14 +338,21 @@ impl Reconciler {
         user.error = Some(cause.to_string());
         if gave_up {
             // The old instance keeps serving if it can; if it is gone, the next pass recovers
-            // the user (re-queued first in line).
+            // the user (re-queued first in line). The request that started the move does not
+            // start it again (a shared instance keeps its request while it empties).
             user.state = UserState::Ready;
+            user.move_abandoned_at = Some(now);
         } else {
             user.moving = Some(moving);
         }
         user.updated_at = now;
         if !inner.store.update_user(&mut user).await? {
             return Ok(());
+        }
+        // Once the row let go of it, the last to leave a shared target retires or returns it
+        // (two moves to one target, rolled back at once, each saw the other until then).
+        if self.slots_of(&user.tier) > 1 {
+            self.retire_if_vacated(&target, user_id, true, now).await?;
         }
         let outcome = if gave_up { "abandoned" } else { "retried" };
         metrics::counter!("spotpool_moves_total", "reason" => reason.as_str(), "outcome" => outcome)
@@ -367,7 +384,8 @@ impl Reconciler {
             .is_some_and(|t| t.command.is_some());
         if self.slots_of(&user.tier) > 1 {
             let slot = user.slot_on(target);
-            self.leave_shared(&user.user_id, (target, slot), dirty, now)
+            let left = if dirty { Left::Dirty } else { Left::Clean };
+            self.leave_shared(&user.user_id, (target, slot), left, now)
                 .await?;
             return Ok(());
         }

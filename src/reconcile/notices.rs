@@ -180,16 +180,21 @@ impl Reconciler {
                 _ => NoticeAction::Noted,
             });
         }
-        if let Some(user) = users.iter().find(|u| u.move_target() == Some(instance)) {
-            if leaving {
-                self.rollback_move(
-                    &user.user_id,
-                    &format!("the move target got {}", notice.kind.as_str()),
-                )
-                .await?;
-                return Ok(NoticeAction::MoveRetried);
+        let movers: Vec<&UserRecord> = (users.iter())
+            .filter(|u| u.move_target() == Some(instance))
+            .collect();
+        if !movers.is_empty() {
+            if !leaving {
+                return Ok(NoticeAction::Noted);
             }
-            return Ok(NoticeAction::Noted);
+            // Every move onto it is rolled back (several onto a shared one), and the instance,
+            // asked to recycle first, is retired, never given back to the pool while it dies.
+            store.request_recycle(instance, now).await?;
+            for user in movers {
+                let cause = format!("the move target got {}", notice.kind.as_str());
+                self.rollback_move(&user.user_id, &cause).await?;
+            }
+            return Ok(NoticeAction::MoveRetried);
         }
         let Some(record) = store.get_instance(instance).await? else {
             return Ok(NoticeAction::Ignored);

@@ -97,7 +97,8 @@ impl Reconciler {
 
         let mut conditions = self.conditions().snapshot(now);
         conditions.launch_blocked.extend(paused);
-        conditions.drained = self.drained();
+        let hold = self.drained();
+        (conditions.drained, conditions.closed) = (hold.offerings, hold.instances);
         let mut actions = plan::plan(&intents, &instances, now, &policy, &conditions);
         let launch_waits = self.drop_launches_under_way(&mut actions, &launching);
         // Work in flight brings the next pass sooner: actions, instances on their way in or out,
@@ -283,7 +284,7 @@ pub(super) fn pool_instance(
         probe_failed_at: r.probe_failed_at,
         agent_online: agents.map(|online| online.contains(&r.instance_id)),
         missed: r.missed_observations,
-        recycle: r.recycle_requested_at.is_some(),
+        recycle: r.recycle_requested_at,
         zone: r.availability_zone.clone(),
         probed: r.probed_at.is_some(),
         warm: r.warm.shard.as_ref().map(|shard| crate::plan::WarmView {
@@ -376,5 +377,6 @@ pub(super) fn intent_of(u: &crate::store::UserRecord) -> UserIntent {
         has_route: u.routing.rule_arn.is_some()
             || u.routing.target_group_arn.is_some()
             || u.routing.listener_arn.is_some(),
+        move_abandoned_at: u.move_abandoned_at,
     }
 }

@@ -84,9 +84,22 @@ impl Reconciler {
         let wipes = inner.store.slot_wipes().await?;
         let (mut policy, paused) = self.effective_policy().await?;
         policy.subnet_zones = self.lock_subnet_zones().clone();
+        // An instance with an action on it is left out; a shared one only for an action on all
+        // of it (its other slots may be claimed while one is).
+        let busy = |r: &crate::store::InstanceRecord| {
+            let shared = policy
+                .tier(&r.tier)
+                .is_some_and(|t| t.slots_per_instance > 1);
+            let key = instance_key(&r.instance_id);
+            if shared {
+                held(key)
+            } else {
+                inner.in_flight.is_busy(&key)
+            }
+        };
         let instances: Vec<PoolInstance> = ledger
             .iter()
-            .filter(|r| !held(instance_key(&r.instance_id)))
+            .filter(|r| !busy(r))
             .map(|r| {
                 let lifecycle = lifecycles.get(&r.instance_id).copied();
                 super::observe::pool_instance(r, lifecycle, None, (&wipes, now))
@@ -100,6 +113,7 @@ impl Reconciler {
             .collect();
         let mut conditions = self.conditions().snapshot(now);
         conditions.launch_blocked.extend(paused);
+        conditions.closed = self.drained().instances;
         let assignments: Vec<Action> = plan::plan(&intents, &instances, now, &policy, &conditions)
             .into_iter()
             .filter(|action| matches!(action, Action::Assign { .. }))

@@ -251,7 +251,7 @@ impl Reconciler {
             // its user's row) is left to the next sweep.
             let in_flight = inner
                 .in_flight
-                .is_held(&super::execute::instance_key(&instance.id));
+                .is_busy(&super::execute::instance_key(&instance.id));
             if !instance.lifecycle.is_gone()
                 && !held.contains(&instance.id)
                 && !in_flight

@@ -2,37 +2,49 @@
 //! something of theirs on it (a release, a rollback, a sleep) is recorded to wipe (`slot_wipes`)
 //! and nobody's until the wipe command (`instance_scripts::wipe_slot_script`: container,
 //! workspace mount, Docker network and volume, mount point) succeeded; the last user to leave
-//! retires the instance, whose other users' containers ran there too.
+//! retires the instance, whose other users' containers ran there too (one no start ever reached
+//! goes back to the pool instead).
 //!
 //! Owns: `leave_shared` (the wipe record and the retirement, both guarded in the store) and the
 //! `WipeSlot` action (send, poll, free the slot; a failed wipe asks the instance to recycle: its
 //! users move off, and it is retired, never handed out again). Must not: free a slot whose wipe
 //! has not succeeded, or retire an instance another user holds or moves to.
 
-use super::{Reconciler, StepError};
-use crate::cloud::{CloudErrorKind, CommandStatus};
+use super::{Reconciler, StepError, one_tag};
+use crate::cloud::{CloudErrorKind, CommandStatus, tags};
 use crate::instance_scripts;
 use crate::model::{InstanceId, InstanceStatus, Millis, SentCommand, UserId};
-use crate::store::SlotWipe;
+use crate::store::{SlotWipe, Vacated};
+
+/// What a user leaving a slot leaves behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Left {
+    /// A start may have reached the slot: it is wiped before anyone takes it.
+    Dirty,
+    /// Nothing of the user's: the instance may go back to the pool if no start ever reached it.
+    Clean,
+    /// Nothing of the user's, but the instance is lost or dying (a recovery): never back.
+    Lost,
+}
 
 /// A wipe may run this long before it counts as failed.
 const WIPE_COMMAND_TIMEOUT_SECONDS: u32 = 120;
 
 impl Reconciler {
-    /// `user` leaves `slot` of the shared `instance`: with something of theirs on it (`dirty`),
-    /// the slot is recorded to wipe first; then, if nobody else holds the instance or moves to
-    /// it, the instance is retired ([`Reconciler::retire_if_vacated`]; a teardown asks again
-    /// once its row let go).
-    /// Returns whether the instance was retired.
+    /// `user` leaves `slot` of the shared `instance`: with something of theirs on it
+    /// (`Left::Dirty`), the slot is recorded to wipe first; then, if nobody else holds the
+    /// instance or moves to it, the instance is retired or returned
+    /// ([`Reconciler::retire_if_vacated`]; a teardown or a move asks again once its row let go).
+    /// Returns what became of the instance.
     pub(super) async fn leave_shared(
         &self,
         user: &UserId,
         (instance, slot): (&InstanceId, u32),
-        dirty: bool,
+        left: Left,
         now: Millis,
-    ) -> Result<bool, StepError> {
+    ) -> Result<Vacated, StepError> {
         let store = &self.inner.store;
-        if dirty {
+        if left == Left::Dirty {
             let wipe = SlotWipe {
                 instance_id: instance.clone(),
                 slot,
@@ -43,7 +55,8 @@ impl Reconciler {
             };
             store.add_slot_wipe(&wipe).await?;
         }
-        self.retire_if_vacated(instance, user, now).await
+        self.retire_if_vacated(instance, user, left == Left::Clean, now)
+            .await
     }
 
     /// The user's workspace could not be unmounted from `instance`: the instance goes (its
@@ -59,25 +72,40 @@ impl Reconciler {
             return self.retire_instance(instance, now).await;
         }
         self.inner.store.request_recycle(instance, now).await?;
-        self.retire_if_vacated(instance, &user.user_id, now).await?;
+        self.retire_if_vacated(instance, &user.user_id, false, now)
+            .await?;
         Ok(())
     }
 
-    /// Retires the shared `instance` if no user but `user` (leaving) holds it or moves to it;
-    /// whether it did.
+    /// If no user but `user` (leaving) holds the shared `instance` or moves to it, retires it,
+    /// or, if it `may_return`, returns it to the pool when no start ever reached it
+    /// ([`crate::store::Store::vacate`]); what became of it.
     pub(super) async fn retire_if_vacated(
         &self,
         instance: &InstanceId,
         user: &UserId,
+        may_return: bool,
         now: Millis,
-    ) -> Result<bool, StepError> {
+    ) -> Result<Vacated, StepError> {
         let store = &self.inner.store;
-        if !store.retire_if_unheld(instance, user, now).await? {
-            return Ok(false);
+        let vacated = store.vacate(instance, user, may_return, now).await?;
+        match vacated {
+            Vacated::Held => {}
+            Vacated::Returned => {
+                tracing::info!(%instance, %user,
+                    "the last user left the shared instance before any start; back to the pool");
+                // The tag mirrors the ledger for on-call; the ledger decided already.
+                let status = one_tag(tags::STATUS, InstanceStatus::Initializing.as_str());
+                if let Err(error) = self.inner.cloud.tag_instance(instance, &status).await {
+                    tracing::debug!(%instance, error = %error, "could not tag instance initializing");
+                }
+            }
+            Vacated::Retired => {
+                tracing::info!(%instance, %user, "the last user left the shared instance; retiring it");
+                self.retire_instance(instance, now).await?;
+            }
         }
-        tracing::info!(%instance, %user, "the last user left the shared instance; retiring it");
-        self.retire_instance(instance, now).await?;
-        Ok(true)
+        Ok(vacated)
     }
 
     /// Drives the wipe of `slot` of `instance` one step: sends it (recorded first, so a crash

@@ -176,14 +176,31 @@ impl Reconciler {
         }
         // Once its row let go of them, the last to leave retires each shared instance (two
         // leaving at once both see the other until then).
+        let may_return = kind != TeardownKind::Recover;
         for instance in &shared {
-            if self.retire_if_vacated(instance, user_id, now).await? {
-                let event = Event::UndoInstanceTerminated { undo: kind };
-                self.journal(now, event, Some(user_id), Some(instance))
-                    .await?;
-            }
+            let vacated = (self.retire_if_vacated(instance, user_id, may_return, now)).await?;
+            self.journal_vacated(vacated, kind, user_id, instance, now)
+                .await?;
         }
         Ok(())
+    }
+
+    /// Journals what a user's leaving did to a shared instance: only when it ended or returned
+    /// it (otherwise it serves its other users).
+    async fn journal_vacated(
+        &self,
+        vacated: crate::store::Vacated,
+        undo: TeardownKind,
+        user: &UserId,
+        instance: &crate::model::InstanceId,
+        now: Millis,
+    ) -> Result<(), StepError> {
+        let event = match vacated {
+            crate::store::Vacated::Held => return Ok(()),
+            crate::store::Vacated::Returned => Event::UndoInstanceReturned { undo },
+            crate::store::Vacated::Retired => Event::UndoInstanceTerminated { undo },
+        };
+        self.journal(now, event, Some(user), Some(instance)).await
     }
 
     /// The shared instances a user holds or moves to (none on a dedicated tier).
@@ -433,19 +450,30 @@ impl Reconciler {
             // Also on a recovery: the instance may be alive (a move that lost its user there);
             // a wipe of one that is gone is dropped with it.
             let dirty = user.claim.as_ref().is_some_and(ClaimProgress::dirty);
-            // Journalled only when it ends the instance: otherwise it serves its other users.
+            // Journalled only when it ends or returns the instance: otherwise it serves its
+            // other users.
             let slot = (instance, user.slot);
-            if self.leave_shared(&user.user_id, slot, dirty, now).await? {
-                let event = Event::UndoInstanceTerminated { undo };
-                self.journal(now, event, Some(&user.user_id), Some(instance))
-                    .await?;
-            }
+            let left = left_by(dirty, undo);
+            let vacated = self.leave_shared(&user.user_id, slot, left, now).await?;
+            self.journal_vacated(vacated, undo, &user.user_id, instance, now)
+                .await?;
         }
         if let Some(target) = user.moving.as_ref().and_then(|m| m.target.as_ref()) {
-            let dirty = target.command.is_some();
-            self.leave_shared(&user.user_id, (&target.instance, target.slot), dirty, now)
+            let left = left_by(target.command.is_some(), undo);
+            self.leave_shared(&user.user_id, (&target.instance, target.slot), left, now)
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// What an undo leaves on a shared instance's slot: a recovery's instance is lost or dying,
+/// never given back (as a dedicated one).
+fn left_by(dirty: bool, undo: TeardownKind) -> super::slots::Left {
+    use super::slots::Left;
+    match (dirty, undo) {
+        (true, _) => Left::Dirty,
+        (false, TeardownKind::Recover) => Left::Lost,
+        (false, _) => Left::Clean,
     }
 }

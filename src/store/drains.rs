@@ -165,7 +165,8 @@ impl Store {
     }
 
     /// Withdraws the moves a drain asked for that have not begun: each instance whose user is
-    /// still `ready` on it loses its recycle request (a begun move has taken the request on).
+    /// still `ready` on it loses its recycle request (a begun move has taken the request on),
+    /// unless a user is moving off it already (a shared instance being emptied keeps it).
     pub async fn withdraw_moves(&self, requested: &[(UserId, InstanceId)]) -> StoreResult<()> {
         for (user, instance) in requested {
             execute!(
@@ -173,7 +174,9 @@ impl Store {
                 sqlx::query(
                     "UPDATE instances SET recycle_requested_at = NULL
                      WHERE instance_id = $1 AND EXISTS (SELECT 1 FROM users
-                         WHERE user_id = $2 AND state = 'ready' AND instance_id = $1)",
+                         WHERE user_id = $2 AND state = 'ready' AND instance_id = $1)
+                       AND NOT EXISTS (SELECT 1 FROM users
+                         WHERE instance_id = $1 AND state = 'migrating')",
                 )
                 .bind(&instance.0)
                 .bind(user.as_str())

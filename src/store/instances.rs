@@ -24,8 +24,10 @@ pub struct InstanceRecord {
     pub last_error: Option<String>,
     /// Consecutive passes in which DescribeInstances did not list it.
     pub missed_observations: u32,
-    /// When on-call asked for it to be recycled. Written only by [`Store::request_recycle`]
-    /// (`put_instance` leaves it alone, so a pass cannot overwrite a request it never read).
+    /// When it was first asked to recycle (on-call, a drain, a failed wipe, a move off a shared
+    /// instance). Written only by [`Store::request_recycle`], [`Store::recycle_again`] and
+    /// [`Store::clear_recycle`] (`put_instance` leaves it alone, so a pass cannot overwrite a
+    /// request it never read).
     pub recycle_requested_at: Option<Millis>,
     /// When its readiness probe passed: a pre-wired spare is wired from then on. Written only
     /// by [`Store::mark_probed`].
@@ -41,9 +43,14 @@ pub struct InstanceRecord {
     /// row is first inserted or by [`Store::note_launch_template`], never replaced. None is
     /// unknown (launched before spotpool recorded it).
     pub launch_template: Option<String>,
-    /// The image reference its probe or its user's container last pulled. Written only by
-    /// [`Store::set_instance_image`]; None until the first pull.
+    /// The image reference its probe or its users' containers pulled. Written only by
+    /// [`Store::set_instance_image`] (a probe) and [`Store::set_start_image`]; None until the
+    /// first pull.
     pub image: Option<String>,
+    /// When a start command (a claim's or a move's) was first about to reach it; never cleared.
+    /// Written only by [`Store::set_start_image`]: a shared instance that never had one goes
+    /// back to the pool when its last user leaves ([`Store::vacate`]).
+    pub started_at: Option<Millis>,
 }
 
 /// A spare's own route on its shard: a target group with the instance registered, and a warm
@@ -104,6 +111,7 @@ impl InstanceRecord {
             blank_volume_id: None,
             launch_template: None,
             image: None,
+            started_at: None,
         }
     }
 }
@@ -352,17 +360,88 @@ impl Store {
         Ok(())
     }
 
-    /// Marks an instance for recycling. False if it is unknown or already terminating.
+    /// Records that `user`'s start, pulling `image`, is about to reach `instance` (its
+    /// `started_at`, once), and the image, unless an earlier start reached it while another
+    /// user still holds it (a shared instance): the instance then keeps the image its earlier
+    /// users run, so an `outdated` drain still finds them (a move empties the whole instance).
+    /// One statement, so of two starts at once the first to lock the row is the earlier.
+    pub async fn set_start_image(
+        &self,
+        instance: &InstanceId,
+        image: &str,
+        user: &crate::model::UserId,
+        now: Millis,
+    ) -> StoreResult<()> {
+        execute!(
+            self,
+            sqlx::query(
+                "UPDATE instances SET started_at = COALESCE(started_at, $4),
+                    image = CASE WHEN started_at IS NULL OR image IS NULL THEN $2
+                                 WHEN EXISTS (SELECT 1 FROM users WHERE user_id <> $3
+                                     AND (instance_id = $1 OR move_instance_id = $1)) THEN image
+                                 ELSE $2 END
+                 WHERE instance_id = $1",
+            )
+            .bind(&instance.0)
+            .bind(image)
+            .bind(user.as_str())
+            .bind(now)
+        );
+        Ok(())
+    }
+
+    /// Marks an instance for recycling; a request already standing keeps its time (a user who
+    /// gave up its move since is not asked again by a repeat: a failed wipe asks every pass).
+    /// False if it is unknown or already terminating.
     pub async fn request_recycle(&self, instance: &InstanceId, now: Millis) -> StoreResult<bool> {
         let done = execute!(
             self,
             sqlx::query(
-                "UPDATE instances SET recycle_requested_at = $2
+                "UPDATE instances SET recycle_requested_at = COALESCE(recycle_requested_at, $2)
                  WHERE instance_id = $1 AND status <> 'terminating'",
             )
             .bind(&instance.0)
             .bind(now)
         );
+        Ok(done > 0)
+    }
+
+    /// On-call's recycle: a new request, which asks again the users there who gave up a move
+    /// (their `move_abandoned_at` is cleared in the same transaction, so no two clocks are
+    /// compared). False if the instance is unknown or already terminating.
+    pub async fn recycle_again(&self, instance: &InstanceId, now: Millis) -> StoreResult<bool> {
+        macro_rules! recycle {
+            ($tx:ident) => {{
+                let done = sqlx::query(
+                    "UPDATE instances SET recycle_requested_at = $2
+                     WHERE instance_id = $1 AND status <> 'terminating'",
+                )
+                .bind(&instance.0)
+                .bind(now)
+                .execute(&mut *$tx)
+                .await?
+                .rows_affected();
+                sqlx::query(
+                    "UPDATE users SET move_abandoned_at = NULL, version = version + 1
+                     WHERE instance_id = $1 AND move_abandoned_at IS NOT NULL",
+                )
+                .bind(&instance.0)
+                .execute(&mut *$tx)
+                .await?;
+                $tx.commit().await?;
+                done
+            }};
+        }
+        let done = match &self.pool {
+            super::Pool::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                recycle!(tx)
+            }
+            super::Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                recycle!(tx)
+            }
+        };
         Ok(done > 0)
     }
 
@@ -426,6 +505,7 @@ pub(super) struct InstanceColumns {
     blank_volume_id: Option<String>,
     launch_template: Option<String>,
     image: Option<String>,
+    started_at: Option<Millis>,
 }
 
 impl TryFrom<InstanceColumns> for InstanceRecord {
@@ -464,6 +544,7 @@ impl TryFrom<InstanceColumns> for InstanceRecord {
             blank_volume_id: row.blank_volume_id,
             launch_template: row.launch_template,
             image: row.image,
+            started_at: row.started_at,
         })
     }
 }

@@ -66,7 +66,7 @@ pub use journal::JournalEntry;
 pub use launches::PendingLaunch;
 pub use leadership::{Acquisition, Lease};
 pub use notices::StoredNotice;
-pub use slots::{SlotTaker, SlotWipe};
+pub use slots::{SlotTaker, SlotWipe, Vacated};
 pub use users::UserRecord;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};

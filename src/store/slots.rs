@@ -30,6 +30,17 @@ pub struct SlotWipe {
     pub created_at: Millis,
 }
 
+/// What became of a shared instance a user left ([`Store::vacate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vacated {
+    /// Another user holds it or moves to it (or it is no longer `assigned`): unchanged.
+    Held,
+    /// No start ever reached it: back in the pool, `initializing`.
+    Returned,
+    /// `terminating`: the caller terminates it.
+    Retired,
+}
+
 /// Who takes a slot: a queued user's claim, or a migrating user's move.
 #[derive(Debug, Clone, Copy)]
 pub enum SlotTaker<'a> {
@@ -144,41 +155,52 @@ impl Store {
         }
     }
 
-    /// Retires `instance` (`terminating`) as `leaving`, its last user, goes: false, with nothing
-    /// changed, while another user holds it or moves to it (then the last of them retires it).
-    pub async fn retire_if_unheld(
+    /// What becomes of the shared, `assigned` `instance` as `leaving` goes: nothing while another
+    /// user holds it or moves to it (the last of them decides); else it is retired
+    /// (`terminating`), or, when the caller `may_return` it (not an instance lost or dying), no
+    /// start ever reached it (`started_at`), nothing is left to wipe and nobody asked it to
+    /// recycle, given back to the pool (`initializing`, for a fresh probe: its claims all
+    /// rolled back before their starts).
+    pub async fn vacate(
         &self,
         instance: &InstanceId,
         leaving: &UserId,
+        may_return: bool,
         now: Millis,
-    ) -> StoreResult<bool> {
-        const RETIRE: &str = "UPDATE instances SET status = 'terminating', status_since = $2
-             WHERE instance_id = $1 AND status <> 'terminating'
+    ) -> StoreResult<Vacated> {
+        const VACATE: &str = "UPDATE instances SET status_since = $2,
+                status = CASE WHEN $4 AND started_at IS NULL AND recycle_requested_at IS NULL
+                                   AND NOT EXISTS (SELECT 1 FROM slot_wipes WHERE instance_id = $1)
+                              THEN 'initializing' ELSE 'terminating' END
+             WHERE instance_id = $1 AND status = 'assigned'
                AND NOT EXISTS (SELECT 1 FROM users
                                WHERE (instance_id = $1 OR move_instance_id = $1)
-                                 AND user_id <> $3)";
-        let done = match &self.pool {
-            Pool::Sqlite(pool) => sqlx::query(RETIRE)
-                .bind(&instance.0)
-                .bind(now)
-                .bind(leaving.as_str())
-                .execute(pool)
-                .await?
-                .rows_affected(),
-            Pool::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                lock_instance(&mut tx, instance).await?;
-                let done = sqlx::query(RETIRE)
+                                 AND user_id <> $3)
+             RETURNING status";
+        macro_rules! query {
+            () => {
+                sqlx::query_scalar::<_, String>(VACATE)
                     .bind(&instance.0)
                     .bind(now)
                     .bind(leaving.as_str())
-                    .execute(&mut *tx)
-                    .await?;
+                    .bind(may_return)
+            };
+        }
+        let status = match &self.pool {
+            Pool::Sqlite(pool) => query!().fetch_optional(pool).await?,
+            Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                lock_instance(&mut tx, instance).await?;
+                let status = query!().fetch_optional(&mut *tx).await?;
                 tx.commit().await?;
-                done.rows_affected()
+                status
             }
         };
-        Ok(done == 1)
+        Ok(match status.as_deref() {
+            None => Vacated::Held,
+            Some("initializing") => Vacated::Returned,
+            Some(_) => Vacated::Retired,
+        })
     }
 
     /// Records a slot to wipe (a second record of it is ignored).

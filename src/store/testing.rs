@@ -175,4 +175,5 @@ pub fn set_every_column(user: &mut UserRecord, held: &InstanceId, target: &Insta
     user.updated_at = 1_700_000_000_500;
     user.claimed_at = Some(1_700_000_000_600);
     user.ready_at = Some(-1);
+    user.move_abandoned_at = Some(1_700_000_000_700);
 }

@@ -62,6 +62,7 @@ store_tests!(
     users_share_an_instance_each_on_a_slot_of_their_own,
     a_shared_instances_slots_go_to_one_user_each_and_wait_for_their_wipe,
     the_last_user_leaving_retires_a_shared_instance_and_no_claim_lands_after,
+    a_repeated_recycle_request_keeps_its_time_and_on_calls_asks_again,
     two_claims_racing_for_one_slot_give_it_to_one_and_two_slots_to_both,
 );
 
@@ -108,6 +109,7 @@ fn available(id: &str) -> InstanceRecord {
         blank_volume_id: None,
         launch_template: None,
         image: None,
+        started_at: None,
     }
 }
 
@@ -403,6 +405,7 @@ async fn every_column_of_a_user_round_trips(store: Store) {
     alice.workspace = None;
     alice.error = None;
     alice.shard = None;
+    alice.move_abandoned_at = None;
     alice.state = UserState::Queued;
     assert!(store.update_user(&mut alice).await.unwrap());
     assert_eq!(
@@ -1801,7 +1804,7 @@ async fn a_shared_instances_slots_go_to_one_user_each_and_wait_for_their_wipe(st
 }
 
 async fn the_last_user_leaving_retires_a_shared_instance_and_no_claim_lands_after(store: Store) {
-    use super::SlotTaker;
+    use super::{SlotTaker, Vacated};
     let claim = SlotTaker::Claim { shard: "s0" };
     let i1 = InstanceId("i-1".into());
     store.put_instance(&available("i-1")).await.unwrap();
@@ -1821,17 +1824,48 @@ async fn the_last_user_leaving_retires_a_shared_instance_and_no_claim_lands_afte
         .await
         .unwrap()
         .unwrap();
-    assert!(
-        !store.retire_if_unheld(&i1, &alice, 20).await.unwrap(),
+    // alice's start reaches it; bob's, later, with a newer image, does not replace the image
+    // alice runs.
+    store
+        .set_start_image(&i1, "gw@sha256:old", &alice, 12)
+        .await
+        .unwrap();
+    let mut alice_row = store.get_user(&alice).await.unwrap().unwrap();
+    alice_row.claim = Some(crate::model::ClaimProgress {
+        step: ClaimStep::ContainerStarting,
+        command: Some(crate::model::SentCommand {
+            id: Some("cmd-1".into()),
+            sent_at: 12,
+        }),
+    });
+    assert!(store.update_user(&mut alice_row).await.unwrap());
+    store
+        .set_start_image(&i1, "gw@sha256:new", &bob.user_id, 14)
+        .await
+        .unwrap();
+    let record = store.get_instance(&i1).await.unwrap().unwrap();
+    assert_eq!(
+        (record.image.as_deref(), record.started_at),
+        (Some("gw@sha256:old"), Some(12)),
+        "the earliest start's image and time"
+    );
+    assert_eq!(
+        store.vacate(&i1, &alice, true, 20).await.unwrap(),
+        Vacated::Held,
         "bob is there"
     );
     bob.forget_placement();
     assert!(store.update_user(&mut bob).await.unwrap());
-    assert!(store.retire_if_unheld(&i1, &alice, 20).await.unwrap());
+    assert_eq!(
+        store.vacate(&i1, &alice, true, 20).await.unwrap(),
+        Vacated::Retired,
+        "a start reached it: retired"
+    );
     let record = store.get_instance(&i1).await.unwrap().unwrap();
     assert_eq!(record.status, InstanceStatus::Terminating);
-    assert!(
-        !store.retire_if_unheld(&i1, &alice, 21).await.unwrap(),
+    assert_eq!(
+        store.vacate(&i1, &alice, true, 21).await.unwrap(),
+        Vacated::Held,
         "once"
     );
     store.insert_user(&user("carol", "r3")).await.unwrap();
@@ -1842,6 +1876,90 @@ async fn the_last_user_leaving_retires_a_shared_instance_and_no_claim_lands_afte
             .await
             .unwrap(),
         "a retiring instance gives no slot"
+    );
+
+    // An instance whose only claim never started goes back to the pool, and only once; one
+    // asked to recycle, with a slot left to wipe, or lost (a recovery's), is retired.
+    for (id, recycled, wipe, lost) in [
+        ("i-2", false, false, false),
+        ("i-3", true, false, false),
+        ("i-4", false, true, false),
+        ("i-5", false, false, true),
+    ] {
+        let instance = InstanceId(id.into());
+        store.put_instance(&available(id)).await.unwrap();
+        assert!(
+            store
+                .take_slot(claim, &carol, (&instance, 0, 4), 40)
+                .await
+                .unwrap()
+        );
+        if recycled {
+            store.request_recycle(&instance, 41).await.unwrap();
+        }
+        if wipe {
+            let wipe = super::SlotWipe {
+                instance_id: instance.clone(),
+                slot: 3,
+                user_id: UserId::parse("dave").unwrap(),
+                volume_id: None,
+                command: None,
+                created_at: 41,
+            };
+            store.add_slot_wipe(&wipe).await.unwrap();
+        }
+        let mut row = store.get_user(&carol).await.unwrap().unwrap();
+        row.state = UserState::Queued;
+        row.forget_placement();
+        assert!(store.update_user(&mut row).await.unwrap());
+        let expected = if recycled || wipe || lost {
+            (Vacated::Retired, InstanceStatus::Terminating)
+        } else {
+            (Vacated::Returned, InstanceStatus::Initializing)
+        };
+        let vacated = store.vacate(&instance, &carol, !lost, 42).await.unwrap();
+        let status = store.get_instance(&instance).await.unwrap().unwrap().status;
+        assert_eq!((vacated, status), expected, "{id}");
+        assert_eq!(
+            store.vacate(&instance, &carol, true, 43).await.unwrap(),
+            Vacated::Held,
+            "{id}: no longer assigned"
+        );
+    }
+}
+
+async fn a_repeated_recycle_request_keeps_its_time_and_on_calls_asks_again(store: Store) {
+    let i1 = InstanceId("i-1".into());
+    store.put_instance(&available("i-1")).await.unwrap();
+    let mut alice = user("alice", "r1");
+    store.insert_user(&alice).await.unwrap();
+    alice.state = UserState::Ready;
+    alice.instance_id = Some(i1.clone());
+    alice.move_abandoned_at = Some(15);
+    assert!(store.update_user(&mut alice).await.unwrap());
+    let asked = |store: Store| async move {
+        let record = store.get_instance(&InstanceId("i-1".into())).await.unwrap();
+        record.unwrap().recycle_requested_at
+    };
+    assert!(store.request_recycle(&i1, 10).await.unwrap());
+    assert!(store.request_recycle(&i1, 20).await.unwrap());
+    assert_eq!(
+        asked(store.clone()).await,
+        Some(10),
+        "the first request's time"
+    );
+    // On-call's is a new request: its time, and the given-up move is asked again.
+    assert!(store.recycle_again(&i1, 30).await.unwrap());
+    assert_eq!(asked(store.clone()).await, Some(30));
+    let alice = store.get_user(&alice.user_id).await.unwrap().unwrap();
+    assert_eq!(alice.move_abandoned_at, None);
+    assert_eq!(alice.version, 2, "the row's version moved on");
+    assert!(
+        !store
+            .recycle_again(&InstanceId("i-9".into()), 40)
+            .await
+            .unwrap(),
+        "unknown"
     );
 }
 

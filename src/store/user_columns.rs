@@ -54,6 +54,7 @@ pub(super) struct UserColumns {
     pub(super) updated_at: Millis,
     pub(super) claimed_at: Option<Millis>,
     pub(super) ready_at: Option<Millis>,
+    pub(super) move_abandoned_at: Option<Millis>,
     pub(super) version: i64,
     pub(super) slot: i64,
     pub(super) move_slot: i64,
@@ -185,6 +186,7 @@ impl From<&UserRecord> for UserColumns {
             updated_at: user.updated_at,
             claimed_at: user.claimed_at,
             ready_at: user.ready_at,
+            move_abandoned_at: user.move_abandoned_at,
             version: user.version,
             slot: i64::from(user.slot),
             move_slot: target.map_or(0, |t| i64::from(t.slot)),
@@ -276,6 +278,7 @@ impl TryFrom<UserColumns> for UserRecord {
             updated_at: row.updated_at,
             claimed_at: row.claimed_at,
             ready_at: row.ready_at,
+            move_abandoned_at: row.move_abandoned_at,
             version: row.version,
         })
     }

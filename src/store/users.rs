@@ -45,6 +45,9 @@ pub struct UserRecord {
     pub updated_at: Millis,
     pub claimed_at: Option<Millis>,
     pub ready_at: Option<Millis>,
+    /// When the user's last move was given up before its point of no return (it stayed where
+    /// it was): a shared instance asked to recycle before then does not ask it to move again.
+    pub move_abandoned_at: Option<Millis>,
     pub version: i64,
 }
 
@@ -109,6 +112,7 @@ impl UserRecord {
             updated_at: now,
             claimed_at: None,
             ready_at: None,
+            move_abandoned_at: None,
             version: 0,
         }
     }
@@ -288,6 +292,7 @@ impl Store {
                 updated_at,
                 claimed_at,
                 ready_at,
+                move_abandoned_at,
             );
             query
                 .push(" WHERE user_id = ")

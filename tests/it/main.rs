@@ -60,6 +60,7 @@ mod reconcile;
 mod rollouts;
 mod shards;
 mod shared;
+mod shared_moves;
 mod spot;
 mod spot_sim;
 mod support;

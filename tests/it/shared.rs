@@ -72,6 +72,31 @@ async fn four_users_share_one_instance_each_on_its_port_and_a_fifth_opens_anothe
     }
     slots.sort_unstable();
     assert_eq!(slots, [0, 1, 2, 3]);
+    // The pool document names every user of the instance, by slot.
+    let (_, pool) = world
+        .request("GET", "/v1/pool", Some(crate::world::ADMIN_TOKEN), "")
+        .await;
+    let doc = (pool["tiers"][0]["instances"].as_array().unwrap().iter())
+        .find(|i| i["instance_id"] == first.0.as_str())
+        .expect("the instance is listed")
+        .clone();
+    let on: Vec<(String, u64)> = (doc["users"].as_array().unwrap().iter())
+        .map(|h| {
+            (
+                h["user_id"].as_str().unwrap().to_string(),
+                h["slot"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        on.iter().map(|(_, s)| *s).collect::<Vec<_>>(),
+        [0, 1, 2, 3],
+        "{doc}"
+    );
+    let mut names: Vec<&str> = on.iter().map(|(u, _)| u.as_str()).collect();
+    assert_eq!(doc["user_id"], names[0], "{doc}");
+    names.sort_unstable();
+    assert_eq!(names, ["ann", "bob", "cat", "dan"]);
     let groups: std::collections::BTreeSet<String> = (world.cloud.target_groups().into_iter())
         .filter(|g| g.targets.contains(&first))
         .map(|g| g.arn)
