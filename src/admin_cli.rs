@@ -1,8 +1,9 @@
-//! The on-call subcommands: `status`, `repair`, `pool`, `recycle`, `repin`, `drain`, `audit`. Each is one call to
-//! the daemon's admin API with the admin token; the daemon does the work and audits it.
+//! The on-call subcommands: `status`, `repair`, `pool`, `recycle`, `repin`, `drain`, `audit`,
+//! `events`. Each is one call to the daemon's admin API with the admin token; the daemon does
+//! the work and audits it.
 //!
 //! Output is the API's JSON, pretty-printed (pipe it to `jq`), except `status`, which prints a
-//! short table. A non-2xx answer prints one line `spotpool: <status> <code>: <message>` and
+//! short table, and `events`, one line per event. A non-2xx answer prints one line `spotpool: <status> <code>: <message>` and
 //! exits 1; a daemon that cannot be reached exits 2.
 
 use http_body_util::{BodyExt, Full};
@@ -91,6 +92,26 @@ pub struct DrainArgs {
     /// Cancel the drain with this id instead.
     #[arg(long, value_name = "ID", conflicts_with = "execute")]
     cancel: Option<i64>,
+}
+
+/// `spotpool events`: which events.
+#[derive(clap::Args, Debug)]
+pub struct EventsArgs {
+    /// Keep printing events as they happen (without: the events kept, then exit).
+    #[arg(long, short = 'f')]
+    follow: bool,
+    /// Only this user's events.
+    #[arg(long)]
+    user: Option<String>,
+    /// Only this tier's.
+    #[arg(long)]
+    tier: Option<String>,
+    /// Only these kinds: `claim.ready,move.*`.
+    #[arg(long)]
+    kind: Option<String>,
+    /// Start after this event id.
+    #[arg(long, value_name = "ID")]
+    after: Option<i64>,
 }
 
 /// One admin request: method, path and JSON body.
@@ -434,48 +455,10 @@ fn request(target: &Target, call: &Call) -> Result<(u16, serde_json::Value), Exi
         .build()
         .map_err(|e| unreachable_daemon(target, &e))?;
     runtime.block_on(async {
-        let actor = target
-            .actor
-            .clone()
-            .or_else(|| std::env::var("USER").ok())
-            .map(|a| {
-                a.chars()
-                    .filter(|c| c.is_ascii_alphanumeric() || "-_.@".contains(*c))
-                    .take(64)
-                    .collect::<String>()
-            })
-            .filter(|a| !a.is_empty())
-            .unwrap_or_else(|| "cli".into());
-        let uri = format!("{}{}", target.url.trim_end_matches('/'), call.path);
-        let body = call
-            .body
-            .as_ref()
-            .map(|b| Bytes::from(b.to_string()))
-            .unwrap_or_default();
-        let request = hyper::Request::builder()
-            .method(call.method)
-            .uri(&uri)
-            .header("authorization", format!("Bearer {}", target.token))
-            .header("content-type", "application/json")
-            .header("x-spotpool-actor", actor)
-            .body(Full::new(body))
-            .map_err(|e| unreachable_daemon(target, &e))?;
-        let https = uri.starts_with("https://");
-        let tls = spotpool::tls::client_config(target.ca_cert.as_deref(), https).map_err(|e| {
-            eprintln!("spotpool: {e}");
-            ExitCode::from(2)
-        })?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client = Client::builder(TokioExecutor::new()).build(connector);
         // Repair runs a whole pass and a sweep; give it time, but never hang forever.
-        let response = tokio::time::timeout(Duration::from_secs(300), client.request(request))
+        let response = tokio::time::timeout(Duration::from_secs(300), send(target, call))
             .await
-            .map_err(|e| unreachable_daemon(target, &e))?
-            .map_err(|e| unreachable_daemon(target, &e))?;
+            .map_err(|e| unreachable_daemon(target, &e))??;
         let status = response.status().as_u16();
         let bytes = response
             .into_body()
@@ -488,10 +471,221 @@ fn request(target: &Target, call: &Call) -> Result<(u16, serde_json::Value), Exi
     })
 }
 
+/// Sends `call` with the token and the actor; the response, its body unread.
+async fn send(
+    target: &Target,
+    call: &Call,
+) -> Result<hyper::Response<hyper::body::Incoming>, ExitCode> {
+    let actor = target
+        .actor
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .map(|a| {
+            a.chars()
+                .filter(|c| c.is_ascii_alphanumeric() || "-_.@".contains(*c))
+                .take(64)
+                .collect::<String>()
+        })
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| "cli".into());
+    let uri = format!("{}{}", target.url.trim_end_matches('/'), call.path);
+    let body = call
+        .body
+        .as_ref()
+        .map(|b| Bytes::from(b.to_string()))
+        .unwrap_or_default();
+    let request = hyper::Request::builder()
+        .method(call.method)
+        .uri(&uri)
+        .header("authorization", format!("Bearer {}", target.token))
+        .header("content-type", "application/json")
+        .header("x-spotpool-actor", actor)
+        .body(Full::new(body))
+        .map_err(|e| unreachable_daemon(target, &e))?;
+    let https = uri.starts_with("https://");
+    let tls = spotpool::tls::client_config(target.ca_cert.as_deref(), https).map_err(|e| {
+        eprintln!("spotpool: {e}");
+        ExitCode::from(2)
+    })?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client = Client::builder(TokioExecutor::new()).build(connector);
+    client
+        .request(request)
+        .await
+        .map_err(|e| unreachable_daemon(target, &e))
+}
+
+/// `spotpool events`: the event stream, one line per event; with `follow`, until interrupted
+/// or the daemon closes the stream (exit 1, with its reason), else until caught up.
+pub fn events(target: &Target, args: &EventsArgs) -> ExitCode {
+    let mut query = vec![format!("follow={}", args.follow)];
+    if let Some(user) = &args.user {
+        query.push(format!("user={}", spotpool::url::component(user)));
+    }
+    if let Some(tier) = &args.tier {
+        query.push(format!("tier={}", spotpool::url::component(tier)));
+    }
+    if let Some(kind) = &args.kind {
+        query.push(format!("kind={}", spotpool::url::component(kind)));
+    }
+    // Without --follow the recent history is what one asks for; with it, what comes next.
+    match args.after {
+        Some(after) => query.push(format!("after={after}")),
+        None if !args.follow => query.push("after=0".into()),
+        None => {}
+    }
+    let call = Call {
+        method: "GET",
+        path: format!("/v1/events?{}", query.join("&")),
+        body: None,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return unreachable_daemon(target, &e),
+    };
+    runtime.block_on(async {
+        // The answer's head comes at once (its body may then stream for ever).
+        let response =
+            match tokio::time::timeout(Duration::from_secs(30), send(target, &call)).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(code)) => return code,
+                Err(e) => return unreachable_daemon(target, &e),
+            };
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        if !(200..300).contains(&status) {
+            let bytes = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            eprintln!(
+                "spotpool: GET /v1/events answered {status} {}: {}",
+                value["error"]["code"].as_str().unwrap_or("error"),
+                value["error"]["message"].as_str().unwrap_or("")
+            );
+            return ExitCode::from(1);
+        }
+        // Raw bytes until a whole event: a character may be split between frames, and an
+        // event ends with an empty line, LF or CRLF.
+        let mut buffer: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                eprintln!("spotpool: the event stream broke off");
+                return ExitCode::from(2);
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            buffer.extend_from_slice(&data);
+            while let Some((end, gap)) = event_end(&buffer) {
+                let block: Vec<u8> = buffer.drain(..end + gap).collect();
+                let block = String::from_utf8_lossy(&block[..end]).replace('\r', "");
+                match print_event(&block) {
+                    Printed::Line => {}
+                    // `spotpool events | head`: the reader left.
+                    Printed::Gone => return ExitCode::SUCCESS,
+                    Printed::Closed(reason) => {
+                        eprintln!("spotpool: the daemon closed the stream: {reason}");
+                        return ExitCode::from(1);
+                    }
+                }
+            }
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+/// Where the first event in `buffer` ends, and the blank line's length (LF LF or CRLF CRLF).
+fn event_end(buffer: &[u8]) -> Option<(usize, usize)> {
+    let find = |needle: &[u8]| buffer.windows(needle.len()).position(|w| w == needle);
+    match (find(b"\n\n"), find(b"\r\n\r\n")) {
+        (Some(lf), Some(crlf)) if crlf < lf => Some((crlf, 4)),
+        (Some(lf), _) => Some((lf, 2)),
+        (None, Some(crlf)) => Some((crlf, 4)),
+        (None, None) => None,
+    }
+}
+
+/// What printing an event came to.
+enum Printed {
+    Line,
+    /// Standard output is closed.
+    Gone,
+    /// The daemon's `close`: its reason and detail.
+    Closed(String),
+}
+
+/// Prints one SSE block (its `data` lines joined) as a line.
+fn print_event(block: &str) -> Printed {
+    use std::io::Write;
+    let event = (block.lines()).find_map(|l| l.strip_prefix("event:").map(str::trim));
+    let Some(event) = event else {
+        return Printed::Line;
+    };
+    let data: Vec<&str> = (block.lines())
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+        .collect();
+    let data: serde_json::Value = serde_json::from_str(&data.join("\n")).unwrap_or_default();
+    let text = |key: &str| data[key].as_str().unwrap_or("-").to_string();
+    let line = match event {
+        "close" => return Printed::Closed(format!("{}: {}", text("reason"), text("detail"))),
+        "reset" => format!(
+            "(older events were pruned: the stream resumes after event {})",
+            data["horizon"]
+        ),
+        _ => format!(
+            "{} {:>7} {:<28} user={} instance={} {}",
+            text("at"),
+            data["id"],
+            event,
+            text("user_id"),
+            text("instance_id"),
+            text("message")
+        ),
+    };
+    match writeln!(std::io::stdout(), "{line}") {
+        Ok(()) => Printed::Line,
+        Err(_) => Printed::Gone,
+    }
+}
+
 fn unreachable_daemon(target: &Target, error: &dyn std::fmt::Display) -> ExitCode {
     eprintln!(
         "spotpool: cannot reach the daemon at {}: {error}",
         target.url
     );
     ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::event_end;
+
+    #[test]
+    fn an_event_ends_at_a_blank_line_of_either_line_ending() {
+        assert_eq!(event_end(b"id: 1\nevent: a\n\nid: 2"), Some((14, 2)));
+        assert_eq!(event_end(b"id: 1\r\nevent: a\r\n\r\nid: 2"), Some((15, 4)));
+        assert_eq!(event_end(b"id: 1\r\nevent: a\r\n"), None, "not yet whole");
+        // A character split between two frames waits for its second half.
+        let text = "data: {\"message\":\"caf\u{e9}\"}\n\n".as_bytes();
+        let (head, tail) = text.split_at(24);
+        assert_eq!(event_end(head), None);
+        let whole = [head, tail].concat();
+        let (end, _) = event_end(&whole).unwrap();
+        assert!(
+            String::from_utf8(whole[..end].to_vec())
+                .unwrap()
+                .ends_with("café\"}")
+        );
+    }
 }

@@ -180,6 +180,7 @@ impl App {
             }),
             clock: parts.clock,
             reconciler: crate::leader::Current::of(reconciler.clone()),
+            events: crate::api::events::EventHub::new(parts.store.clone()),
         };
         App {
             store: parts.store,
@@ -261,8 +262,11 @@ impl App {
         let handle = axum_server::Handle::new();
         tokio::spawn({
             let (shutdown, handle) = (stopped(stop_rx.clone()), handle.clone());
+            let events = self.api.events.clone();
             async move {
                 shutdown.await;
+                // Event streams end first (`event: close`), or they would hold the grace.
+                events.stop();
                 handle.graceful_shutdown(Some(policy::SHUTDOWN_GRACE));
             }
         });

@@ -69,6 +69,14 @@ enum Command {
         #[command(flatten)]
         target: admin_cli::Target,
     },
+    /// Print the daemon's events, one line each: those kept, or with --follow those to come
+    /// (admin token).
+    Events {
+        #[command(flatten)]
+        args: admin_cli::EventsArgs,
+        #[command(flatten)]
+        target: admin_cli::Target,
+    },
     /// Show the newest admin actions (admin token).
     Audit {
         #[arg(long, default_value_t = 20)]
@@ -164,6 +172,7 @@ fn main() -> ExitCode {
         Command::Drain { args, target } => admin_cli::drain(&target, &args),
         Command::Repin { tier, target } => admin_cli::repin(&target, tier.as_deref()),
         Command::Audit { limit, target } => admin_cli::audit(&target, limit),
+        Command::Events { args, target } => admin_cli::events(&target, &args),
         Command::MigrateStore { from, to } => migrate_store(&from, &to),
     }
 }

@@ -7,6 +7,7 @@
 
 mod admin;
 mod drains;
+pub mod events;
 pub mod openapi;
 mod pool;
 mod sleep;
@@ -49,6 +50,8 @@ pub struct AppState {
     /// The reconciler of this replica's term while it leads: `POST /v1/admin/repair` runs on
     /// it and refuses (`409 standby`) without it.
     pub reconciler: crate::leader::Current,
+    /// The journal's new entries, for `GET /v1/events`.
+    pub events: Arc<events::EventHub>,
 }
 
 pub struct ApiSettings {
@@ -197,6 +200,7 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(sleep::sleep_user))
         .routes(routes!(sleep::wake))
         .routes(routes!(pool::get_pool))
+        .routes(routes!(events::stream_events))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_service_scope,
@@ -290,11 +294,15 @@ fn scope_of(settings: &ApiSettings, request: &Request) -> Result<Scope, ApiError
 
 async fn require_service_scope(
     State(state): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     match scope_of(&state.settings, &request) {
-        Ok(_) => next.run(request).await,
+        Ok(scope) => {
+            // A route both tokens may use sees which one came (`GET /v1/events`).
+            request.extensions_mut().insert(scope);
+            next.run(request).await
+        }
         Err(error) => error.into_response(),
     }
 }

@@ -209,6 +209,8 @@ struct Inner {
     last_idle_check: std::sync::Mutex<Millis>,
     /// When a pass last read the account's quotas (0: never).
     last_quota_check: std::sync::Mutex<Millis>,
+    /// When this term last pruned the journal (0: not yet).
+    last_journal_prune: std::sync::Mutex<Millis>,
     /// The passes started so far (the rule priorities are read once per pass).
     pass_seq: AtomicU64,
     /// Per listener, the rule priorities taken (`routes::PriorityBook`).
@@ -287,6 +289,7 @@ impl Reconciler {
                 subnet_zones: std::sync::Mutex::new(Default::default()),
                 last_idle_check: std::sync::Mutex::new(0),
                 last_quota_check: std::sync::Mutex::new(0),
+                last_journal_prune: std::sync::Mutex::new(0),
                 pass_seq: AtomicU64::new(0),
                 priority_books: tokio::sync::Mutex::new(HashMap::new()),
                 registry,

@@ -43,6 +43,7 @@ impl Reconciler {
         let mut acted_on_notices = false;
         if !dry_run {
             self.check_quotas_if_due(now).await;
+            self.prune_journal_if_due(now).await;
             match self.handle_notices(&observed, now).await {
                 Ok(acted) => acted_on_notices = acted,
                 Err(StepError::Store(e)) => return Err(e.into()),
@@ -261,7 +262,31 @@ impl Reconciler {
             false
         });
     }
+
+    /// Hourly, the journal loses the entries older than [`EVENT_RETENTION`] (the event
+    /// stream's window; a stream resumed from before it gets `event: reset`). Failures are
+    /// logged: the next hour tries again.
+    async fn prune_journal_if_due(&self, now: Millis) {
+        {
+            let mut last =
+                (self.inner.last_journal_prune.lock()).unwrap_or_else(|e| e.into_inner());
+            if *last != 0 && now - *last < JOURNAL_PRUNE_INTERVAL {
+                return;
+            }
+            *last = now;
+        }
+        match self.inner.store.prune_journal(now - EVENT_RETENTION).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "journal entries past the retention pruned"),
+            Err(error) => tracing::warn!(%error, "could not prune the journal; will retry"),
+        }
+    }
 }
+
+/// How long the journal keeps its entries: the event stream's window.
+pub const EVENT_RETENTION: Millis = 7 * 24 * 60 * 60_000;
+/// How often the leader prunes it.
+const JOURNAL_PRUNE_INTERVAL: Millis = 60 * 60_000;
 
 /// What `plan` needs of a ledger row, with this pass's lifecycle and SSM's word on its agent.
 pub(super) fn pool_instance(

@@ -62,7 +62,7 @@ pub use admin::AuditEntry;
 pub use copy::{CopyError, CopyReport, NOT_COPIED, TableCount};
 pub use drains::Rollout;
 pub use instances::{InstanceRecord, WarmRoute};
-pub use journal::JournalEntry;
+pub use journal::{JournalEntry, JournalFilter};
 pub use launches::PendingLaunch;
 pub use leadership::{Acquisition, Lease};
 pub use notices::StoredNotice;

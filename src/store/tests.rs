@@ -42,6 +42,7 @@ store_tests!(
     unhandled_notices_are_listed_by_event_time_until_handled,
     pruning_deletes_the_notices_received_before_the_cutoff,
     the_journal_lists_entries_in_order,
+    the_journal_notes_tiers_filters_pages_and_prunes_behind_a_horizon,
     an_image_is_pinned_once_and_the_first_pin_wins,
     every_column_of_a_user_round_trips,
     a_move_target_is_a_spare_taken_like_a_claim,
@@ -364,6 +365,76 @@ async fn the_journal_lists_entries_in_order(store: Store) {
         store.journal_since(entries[0].id, 10).await.unwrap().len(),
         1
     );
+}
+
+async fn the_journal_notes_tiers_filters_pages_and_prunes_behind_a_horizon(store: Store) {
+    use super::JournalFilter;
+    let mut alice = user("alice", "r1");
+    alice.tier = "pro".into();
+    store.insert_user(&alice).await.unwrap();
+    let mut spare = available("i-1");
+    spare.tier = "basic".into();
+    store.put_instance(&spare).await.unwrap();
+    let i1 = InstanceId("i-1".into());
+    assert_eq!(store.journal_head().await.unwrap(), 0);
+    assert_eq!(store.journal_horizon().await.unwrap(), 0);
+    // At 10, 20, 30, 40: alice's, the spare's, the pool's, alice's on the spare.
+    let entries = [
+        (Some(&alice.user_id), None),
+        (None, Some(&i1)),
+        (None, None),
+        (Some(&alice.user_id), Some(&i1)),
+    ];
+    for (n, (user, instance)) in entries.into_iter().enumerate() {
+        let at = 10 * (n as i64 + 1);
+        store
+            .record(at, &Event::ClaimAssigned, user, instance)
+            .await
+            .unwrap();
+    }
+    let all = store.journal_since(0, 10).await.unwrap();
+    let tiers: Vec<Option<&str>> = all.iter().map(|e| e.tier.as_deref()).collect();
+    assert_eq!(
+        tiers,
+        [Some("pro"), Some("basic"), None, Some("pro")],
+        "the user's tier first, else the instance's"
+    );
+    assert_eq!(store.journal_head().await.unwrap(), all[3].id);
+    let page = |filter: JournalFilter, after: i64| {
+        let store = store.clone();
+        async move {
+            let rows = store.journal_page(after, &filter, 10).await.unwrap();
+            rows.into_iter().map(|e| e.at).collect::<Vec<_>>()
+        }
+    };
+    let users_only = JournalFilter {
+        users_only: true,
+        ..JournalFilter::default()
+    };
+    assert_eq!(page(users_only, 0).await, [10, 40]);
+    let basic = JournalFilter {
+        tier: Some("basic".into()),
+        ..JournalFilter::default()
+    };
+    assert_eq!(page(basic, 0).await, [20]);
+    let alices = JournalFilter {
+        user: Some("alice".into()),
+        ..JournalFilter::default()
+    };
+    assert_eq!(page(alices.clone(), 0).await, [10, 40]);
+    assert_eq!(page(alices, all[0].id).await, [40], "after an id");
+
+    // Entries before 25 go: the horizon is the newest of them.
+    assert_eq!(store.prune_journal(25).await.unwrap(), 2);
+    assert_eq!(store.journal_horizon().await.unwrap(), all[1].id);
+    let left = store.journal_since(0, 10).await.unwrap();
+    assert_eq!(left, all[2..].to_vec());
+    assert_eq!(store.prune_journal(25).await.unwrap(), 0, "nothing more");
+    assert_eq!(store.journal_horizon().await.unwrap(), all[1].id);
+    // Everything before 1,000: all of it.
+    assert_eq!(store.prune_journal(1_000).await.unwrap(), 2);
+    assert_eq!(store.journal_horizon().await.unwrap(), all[3].id);
+    assert!(store.journal_since(0, 10).await.unwrap().is_empty());
 }
 
 async fn an_image_is_pinned_once_and_the_first_pin_wins(store: Store) {

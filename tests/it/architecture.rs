@@ -223,3 +223,59 @@ fn top_level_modules_form_no_cycle_and_the_pure_core_does_no_io() {
     }
     assert!(done.len() >= 10, "only {} modules found", done.len());
 }
+
+/// Every `spotpool_*` series the alert rules and the Grafana dashboard use is one the daemon
+/// exports (a histogram's `_bucket`, `_sum` and `_count` included): a renamed metric must not
+/// leave a rule silent or a panel empty.
+#[test]
+fn alerts_and_dashboards_name_only_metrics_the_daemon_exports() {
+    let exported: std::collections::BTreeSet<String> = sources("src")
+        .iter()
+        .flat_map(|(_, text)| metric_names(text, "\"spotpool_"))
+        .collect();
+    assert!(exported.contains("spotpool_leader"), "{exported:?}");
+    let mut files = Vec::new();
+    for dir in ["deploy/prometheus", "deploy/grafana"] {
+        for entry in std::fs::read_dir(root().join(dir)).expect(dir) {
+            files.push(entry.unwrap().path());
+        }
+    }
+    assert!(files.len() >= 2, "{files:?}");
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for name in metric_names(&text, "spotpool_") {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|base| exported.contains(*base))
+                .unwrap_or(&name);
+            assert!(
+                exported.contains(base),
+                "{} uses {name}, which the daemon does not export",
+                file.display()
+            );
+        }
+    }
+}
+
+/// The `spotpool_…` names in `text` after each `prefix` (which may start with a quote).
+fn metric_names(text: &str, prefix: &str) -> Vec<String> {
+    let skip = prefix.len() - "spotpool_".len();
+    text.match_indices(prefix)
+        .filter(|(at, _)| {
+            // A whole name: not the tail of a longer identifier.
+            !text[..*at]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .map(|(at, _)| {
+            let rest = &text[at + skip..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            rest[..end].to_string()
+        })
+        .filter(|name| name.len() > "spotpool_".len())
+        .collect()
+}

@@ -278,6 +278,8 @@ async fn fill_every_table(store: &Store) {
         .record(200, &Event::InstanceAvailable, None, None)
         .await
         .unwrap();
+    // The first two entries pruned: a horizon to copy, and a journal that starts past id 1.
+    assert_eq!(store.prune_journal(102).await.unwrap(), 2);
     store
         .pin_image("ghcr.io/openclaw/openclaw:latest", "sha256:abc", 300)
         .await

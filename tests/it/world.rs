@@ -305,6 +305,11 @@ impl World {
         panic!("no convergence after {limit} passes");
     }
 
+    /// The API's router, for a request read as a stream.
+    pub fn router(&self) -> axum::Router {
+        self.router.clone()
+    }
+
     pub async fn request(
         &self,
         method: &str,
