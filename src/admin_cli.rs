@@ -3,8 +3,13 @@
 //! the work and audits it.
 //!
 //! Output is the API's JSON, pretty-printed (pipe it to `jq`), except `status`, which prints a
-//! short table, and `events`, one line per event. A non-2xx answer prints one line `spotpool: <status> <code>: <message>` and
+//! short table (`--watch`: again after each event, with the newest events under it), and
+//! `events`, one line per event. A non-2xx answer prints one line `spotpool: <status> <code>: <message>` and
 //! exits 1; a daemon that cannot be reached exits 2.
+
+mod live;
+
+pub use live::{EventsArgs, events};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -14,7 +19,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// Where the daemon is and how to authenticate.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct Target {
     /// The daemon's API base URL.
     #[arg(long, env = "SPOTPOOL_URL", default_value = "http://127.0.0.1:7070")]
@@ -94,26 +99,6 @@ pub struct DrainArgs {
     cancel: Option<i64>,
 }
 
-/// `spotpool events`: which events.
-#[derive(clap::Args, Debug)]
-pub struct EventsArgs {
-    /// Keep printing events as they happen (without: the events kept, then exit).
-    #[arg(long, short = 'f')]
-    follow: bool,
-    /// Only this user's events.
-    #[arg(long)]
-    user: Option<String>,
-    /// Only this tier's.
-    #[arg(long)]
-    tier: Option<String>,
-    /// Only these kinds: `claim.ready,move.*`.
-    #[arg(long)]
-    kind: Option<String>,
-    /// Start after this event id.
-    #[arg(long, value_name = "ID")]
-    after: Option<i64>,
-}
-
 /// One admin request: method, path and JSON body.
 struct Call {
     method: &'static str,
@@ -121,49 +106,24 @@ struct Call {
     body: Option<serde_json::Value>,
 }
 
-pub fn status(target: &Target) -> ExitCode {
-    let (ready_status, ready) = match request(
-        target,
-        &Call {
-            method: "GET",
-            path: "/readyz".into(),
-            body: None,
-        },
-    ) {
-        Ok(answer) => answer,
-        Err(code) => return code,
-    };
-    let pool = match checked(
-        target,
-        Call {
-            method: "GET",
-            path: "/v1/pool".into(),
-            body: None,
-        },
-    ) {
-        Ok(pool) => pool,
-        Err(code) => return code,
-    };
-    println!(
-        "daemon {}: {} ({})",
-        target.url,
-        if ready_status == 200 {
-            "ready"
-        } else {
-            "NOT READY"
-        },
-        pool["role"].as_str().unwrap_or("?")
-    );
-    if ready_status != 200 {
-        println!("  {ready}");
+pub fn status(target: &Target, watch: bool) -> ExitCode {
+    if watch {
+        return live::watch_status(target);
     }
-    if let Some(leader) = ready["leader"]["replica"].as_str() {
-        let url = ready["leader"]["url"]
-            .as_str()
-            .unwrap_or("an unknown address");
-        println!("  the leader is replica {leader} at {url}");
+    match render_status(target) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
     }
-    println!(
+}
+
+/// The status's table of tiers: counts by status, and why launches are held back.
+fn tier_rows(out: &mut String, pool: &serde_json::Value) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        out,
         "{:<16} {:>6} {:>5} {:>7} {:>12} {:>10} {:>9} {:>12} {:>7}",
         "tier",
         "spare",
@@ -177,7 +137,8 @@ pub fn status(target: &Target) -> ExitCode {
     );
     for tier in pool["tiers"].as_array().into_iter().flatten() {
         let count = |s: &str| tier["counts"][s].as_u64().unwrap_or(0);
-        println!(
+        let _ = writeln!(
+            out,
             "{:<16} {:>6} {:>5} {:>7} {:>12} {:>10} {:>9} {:>12} {:>7}",
             tier["tier"].as_str().unwrap_or("?"),
             // serde_json's Display ignores widths: format the values as strings first.
@@ -192,19 +153,65 @@ pub fn status(target: &Target) -> ExitCode {
         );
         let blocked = &tier["launch_blocked"];
         if let Some(cause) = blocked["cause"].as_str() {
-            println!(
+            let _ = writeln!(
+                out,
                 "  launches held back: {cause} until {}: {}",
                 blocked["retry_at"].as_str().unwrap_or("?"),
                 blocked["detail"].as_str().unwrap_or("")
             );
         }
     }
-    println!(
+}
+
+/// The status as text: readiness, the role, and a table of tiers and of shards.
+fn render_status(target: &Target) -> Result<String, ExitCode> {
+    use std::fmt::Write;
+    let (ready_status, ready) = request(
+        target,
+        &Call {
+            method: "GET",
+            path: "/readyz".into(),
+            body: None,
+        },
+    )?;
+    let pool = checked(
+        target,
+        Call {
+            method: "GET",
+            path: "/v1/pool".into(),
+            body: None,
+        },
+    )?;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "daemon {}: {} ({})",
+        target.url,
+        if ready_status == 200 {
+            "ready"
+        } else {
+            "NOT READY"
+        },
+        pool["role"].as_str().unwrap_or("?")
+    );
+    if ready_status != 200 {
+        let _ = writeln!(out, "  {ready}");
+    }
+    if let Some(leader) = ready["leader"]["replica"].as_str() {
+        let url = ready["leader"]["url"]
+            .as_str()
+            .unwrap_or("an unknown address");
+        let _ = writeln!(out, "  the leader is replica {leader} at {url}");
+    }
+    tier_rows(&mut out, &pool);
+    let _ = writeln!(
+        out,
         "{:<16} {:>7} {:>6} {:>9}",
         "shard", "routing", "users", "capacity"
     );
     for shard in pool["shards"].as_array().into_iter().flatten() {
-        println!(
+        let _ = writeln!(
+            out,
             "{:<16} {:>7} {:>6} {:>9}",
             shard["name"].as_str().unwrap_or("?"),
             shard["routing"].as_str().unwrap_or("?"),
@@ -214,11 +221,12 @@ pub fn status(target: &Target) -> ExitCode {
     }
     let waiting = pool["waiting_for_route"].as_u64().unwrap_or(0);
     if waiting > 0 {
-        println!(
+        let _ = writeln!(
+            out,
             "  {waiting} users wait for route capacity (no_route_capacity): every shard is full"
         );
     }
-    ExitCode::SUCCESS
+    Ok(out)
 }
 
 pub fn repair(target: &Target, dry_run: bool) -> ExitCode {
@@ -519,173 +527,10 @@ async fn send(
         .map_err(|e| unreachable_daemon(target, &e))
 }
 
-/// `spotpool events`: the event stream, one line per event; with `follow`, until interrupted
-/// or the daemon closes the stream (exit 1, with its reason), else until caught up.
-pub fn events(target: &Target, args: &EventsArgs) -> ExitCode {
-    let mut query = vec![format!("follow={}", args.follow)];
-    if let Some(user) = &args.user {
-        query.push(format!("user={}", spotpool::url::component(user)));
-    }
-    if let Some(tier) = &args.tier {
-        query.push(format!("tier={}", spotpool::url::component(tier)));
-    }
-    if let Some(kind) = &args.kind {
-        query.push(format!("kind={}", spotpool::url::component(kind)));
-    }
-    // Without --follow the recent history is what one asks for; with it, what comes next.
-    match args.after {
-        Some(after) => query.push(format!("after={after}")),
-        None if !args.follow => query.push("after=0".into()),
-        None => {}
-    }
-    let call = Call {
-        method: "GET",
-        path: format!("/v1/events?{}", query.join("&")),
-        body: None,
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => return unreachable_daemon(target, &e),
-    };
-    runtime.block_on(async {
-        // The answer's head comes at once (its body may then stream for ever).
-        let response =
-            match tokio::time::timeout(Duration::from_secs(30), send(target, &call)).await {
-                Ok(Ok(response)) => response,
-                Ok(Err(code)) => return code,
-                Err(e) => return unreachable_daemon(target, &e),
-            };
-        let status = response.status().as_u16();
-        let mut body = response.into_body();
-        if !(200..300).contains(&status) {
-            let bytes = body
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            eprintln!(
-                "spotpool: GET /v1/events answered {status} {}: {}",
-                value["error"]["code"].as_str().unwrap_or("error"),
-                value["error"]["message"].as_str().unwrap_or("")
-            );
-            return ExitCode::from(1);
-        }
-        // Raw bytes until a whole event: a character may be split between frames, and an
-        // event ends with an empty line, LF or CRLF.
-        let mut buffer: Vec<u8> = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let Ok(frame) = frame else {
-                eprintln!("spotpool: the event stream broke off");
-                return ExitCode::from(2);
-            };
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            buffer.extend_from_slice(&data);
-            while let Some((end, gap)) = event_end(&buffer) {
-                let block: Vec<u8> = buffer.drain(..end + gap).collect();
-                let block = String::from_utf8_lossy(&block[..end]).replace('\r', "");
-                match print_event(&block) {
-                    Printed::Line => {}
-                    // `spotpool events | head`: the reader left.
-                    Printed::Gone => return ExitCode::SUCCESS,
-                    Printed::Closed(reason) => {
-                        eprintln!("spotpool: the daemon closed the stream: {reason}");
-                        return ExitCode::from(1);
-                    }
-                }
-            }
-        }
-        ExitCode::SUCCESS
-    })
-}
-
-/// Where the first event in `buffer` ends, and the blank line's length (LF LF or CRLF CRLF).
-fn event_end(buffer: &[u8]) -> Option<(usize, usize)> {
-    let find = |needle: &[u8]| buffer.windows(needle.len()).position(|w| w == needle);
-    match (find(b"\n\n"), find(b"\r\n\r\n")) {
-        (Some(lf), Some(crlf)) if crlf < lf => Some((crlf, 4)),
-        (Some(lf), _) => Some((lf, 2)),
-        (None, Some(crlf)) => Some((crlf, 4)),
-        (None, None) => None,
-    }
-}
-
-/// What printing an event came to.
-enum Printed {
-    Line,
-    /// Standard output is closed.
-    Gone,
-    /// The daemon's `close`: its reason and detail.
-    Closed(String),
-}
-
-/// Prints one SSE block (its `data` lines joined) as a line.
-fn print_event(block: &str) -> Printed {
-    use std::io::Write;
-    let event = (block.lines()).find_map(|l| l.strip_prefix("event:").map(str::trim));
-    let Some(event) = event else {
-        return Printed::Line;
-    };
-    let data: Vec<&str> = (block.lines())
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(|d| d.strip_prefix(' ').unwrap_or(d))
-        .collect();
-    let data: serde_json::Value = serde_json::from_str(&data.join("\n")).unwrap_or_default();
-    let text = |key: &str| data[key].as_str().unwrap_or("-").to_string();
-    let line = match event {
-        "close" => return Printed::Closed(format!("{}: {}", text("reason"), text("detail"))),
-        "reset" => format!(
-            "(older events were pruned: the stream resumes after event {})",
-            data["horizon"]
-        ),
-        _ => format!(
-            "{} {:>7} {:<28} user={} instance={} {}",
-            text("at"),
-            data["id"],
-            event,
-            text("user_id"),
-            text("instance_id"),
-            text("message")
-        ),
-    };
-    match writeln!(std::io::stdout(), "{line}") {
-        Ok(()) => Printed::Line,
-        Err(_) => Printed::Gone,
-    }
-}
-
 fn unreachable_daemon(target: &Target, error: &dyn std::fmt::Display) -> ExitCode {
     eprintln!(
         "spotpool: cannot reach the daemon at {}: {error}",
         target.url
     );
     ExitCode::from(2)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::event_end;
-
-    #[test]
-    fn an_event_ends_at_a_blank_line_of_either_line_ending() {
-        assert_eq!(event_end(b"id: 1\nevent: a\n\nid: 2"), Some((14, 2)));
-        assert_eq!(event_end(b"id: 1\r\nevent: a\r\n\r\nid: 2"), Some((15, 4)));
-        assert_eq!(event_end(b"id: 1\r\nevent: a\r\n"), None, "not yet whole");
-        // A character split between two frames waits for its second half.
-        let text = "data: {\"message\":\"caf\u{e9}\"}\n\n".as_bytes();
-        let (head, tail) = text.split_at(24);
-        assert_eq!(event_end(head), None);
-        let whole = [head, tail].concat();
-        let (end, _) = event_end(&whole).unwrap();
-        assert!(
-            String::from_utf8(whole[..end].to_vec())
-                .unwrap()
-                .ends_with("café\"}")
-        );
-    }
 }

@@ -28,6 +28,9 @@ enum Command {
     StartScript(Box<StartScriptArgs>),
     /// Show the daemon's readiness and each tier's counts (admin token).
     Status {
+        /// Draw it again after each event, with the newest events under it, until interrupted.
+        #[arg(long, short = 'w')]
+        watch: bool,
         #[command(flatten)]
         target: admin_cli::Target,
     },
@@ -162,7 +165,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(*args),
         Command::StartScript(args) => start_script(*args),
-        Command::Status { target } => admin_cli::status(&target),
+        Command::Status { watch, target } => admin_cli::status(&target, watch),
         Command::Repair { dry_run, target } => admin_cli::repair(&target, dry_run),
         Command::Pool { command, target } => admin_cli::pool(&target, &command),
         Command::Recycle {

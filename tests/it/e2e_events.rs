@@ -2,7 +2,8 @@
 //! and an HTTP client on `GET /v1/events`. The service token's stream of a claimed user shows its
 //! events up to `claim.ready` as they happen; reconnecting with the last id seen gives only the
 //! newer ones (the release's); the service token never sees the pool's own events, which the
-//! admin token does; `spotpool events` prints them a line each.
+//! admin token does; `spotpool events` prints them a line each, and `spotpool status --watch`
+//! draws the pool again with them.
 
 use crate::daemon::{ADMIN_TOKEN, API_TOKEN, Daemon, daemon_env};
 use crate::events::{Sse, parse};
@@ -36,6 +37,31 @@ async fn e2e_a_stream_shows_a_claim_up_to_ready_and_a_resume_only_what_followed(
     let daemon = Daemon::start(&env).await;
     daemon.wait_available(1, DEADLINE).await;
 
+    // `spotpool status --watch`, started before the claim, draws the pool again with ann's
+    // events under it.
+    let mut watch = std::process::Command::new(crate::daemon::binary())
+        .args(["status", "--watch"])
+        .env_clear()
+        .env("SPOTPOOL_URL", &daemon.base)
+        .env("SPOTPOOL_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spotpool status --watch");
+    let (lines_tx, watched) = std::sync::mpsc::channel::<String>();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+
     // A live stream of ann's events, opened before her claim.
     let mut stream = daemon
         .client
@@ -67,6 +93,27 @@ async fn e2e_a_stream_shows_a_claim_up_to_ready_and_a_resume_only_what_followed(
     assert_eq!(kinds.last(), Some(&"claim.ready"), "{kinds:?}");
     assert!(seen.iter().all(|e| e.data["user_id"] == "ann"), "{seen:?}");
     let last = seen.last().unwrap().id.expect("an id");
+
+    // The watch drew the table again with ann's claim among the recent events.
+    let mut drawn = Vec::new();
+    let start = std::time::Instant::now();
+    while !drawn
+        .iter()
+        .any(|l: &String| l.contains("claim.ready") && l.contains("user=ann"))
+    {
+        let left = DEADLINE.saturating_sub(start.elapsed());
+        match watched.recv_timeout(left) {
+            Ok(line) => drawn.push(line),
+            Err(_) => panic!(
+                "status --watch never showed claim.ready:\n{}",
+                drawn.join("\n")
+            ),
+        }
+    }
+    assert!(drawn.iter().any(|l| l.starts_with("tier ")), "{drawn:?}");
+    assert!(drawn.iter().any(|l| l == "recent events:"), "{drawn:?}");
+    let _ = watch.kill();
+    let _ = watch.wait();
 
     // The release, then a reconnect after the last id seen: only newer events, in order.
     let (status, _) = daemon.delete("ann").await;
