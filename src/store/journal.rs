@@ -134,12 +134,11 @@ impl Store {
     /// other writers go on between them: the first prune after an upgrade may delete months),
     /// and moves the horizon past each batch; how many went.
     pub async fn prune_journal(&self, before: Millis) -> StoreResult<u64> {
-        // The newest entry to go: ids only grow with time, but the clocks of two replicas may
-        // disagree a little, so the cut is by id, below the first entry kept.
+        // The cut is by id, at the newest entry written before `before`: everything older by
+        // id goes with it. (Ids follow commits; `at` follows the writer's clock, and a replica
+        // whose clock runs ahead must not hold the journal's pruning back.)
         let through: Option<i64> = on_pool!(self, |pool| sqlx::query_scalar(
-            "SELECT MAX(id) FROM journal WHERE id < COALESCE(
-                (SELECT MIN(id) FROM journal WHERE at >= $1),
-                (SELECT MAX(id) + 1 FROM journal))"
+            "SELECT MAX(id) FROM journal WHERE at < $1"
         )
         .bind(before)
         .fetch_one(pool)

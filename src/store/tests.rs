@@ -431,10 +431,21 @@ async fn the_journal_notes_tiers_filters_pages_and_prunes_behind_a_horizon(store
     assert_eq!(left, all[2..].to_vec());
     assert_eq!(store.prune_journal(25).await.unwrap(), 0, "nothing more");
     assert_eq!(store.journal_horizon().await.unwrap(), all[1].id);
-    // Everything before 1,000: all of it.
-    assert_eq!(store.prune_journal(1_000).await.unwrap(), 2);
-    assert_eq!(store.journal_horizon().await.unwrap(), all[3].id);
-    assert!(store.journal_since(0, 10).await.unwrap().is_empty());
+    // An entry from a clock far ahead does not hold back the older-by-id entries after it.
+    store
+        .record(1_000_000, &Event::ClaimAssigned, None, None)
+        .await
+        .unwrap();
+    store
+        .record(50, &Event::ClaimAssigned, None, None)
+        .await
+        .unwrap();
+    // The cut is the newest entry written before 1,000 (at 50): it and everything older by id
+    // go, the far-ahead one too (the older rule kept it and everything after it).
+    assert_eq!(store.prune_journal(1_000).await.unwrap(), 4);
+    let left = store.journal_since(0, 10).await.unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(store.journal_horizon().await.unwrap() > all[3].id);
 }
 
 async fn an_image_is_pinned_once_and_the_first_pin_wins(store: Store) {
