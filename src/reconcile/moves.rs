@@ -253,7 +253,7 @@ impl Reconciler {
         if let Some(old) = &from
             && self.slots_of(&user.tier) > 1
         {
-            self.retire_if_vacated(old, &user.user_id, false, now)
+            self.retire_if_vacated(old, &user.user_id, Left::Dirty, now)
                 .await?;
         }
         let seconds = (now - moving.started_at).max(0) as f64 / 1000.0;
@@ -352,7 +352,7 @@ impl Reconciler {
         // Once the row let go of it, the last to leave a shared target retires or returns it
         // (two moves to one target, rolled back at once, each saw the other until then).
         if self.slots_of(&user.tier) > 1 {
-            self.retire_if_vacated(&target, user_id, true, now).await?;
+            (self.retire_if_vacated(&target, user_id, Left::Clean, now)).await?;
         }
         let outcome = if gave_up { "abandoned" } else { "retried" };
         metrics::counter!("spotpool_moves_total", "reason" => reason.as_str(), "outcome" => outcome)

@@ -55,8 +55,7 @@ impl Reconciler {
             };
             store.add_slot_wipe(&wipe).await?;
         }
-        self.retire_if_vacated(instance, user, left == Left::Clean, now)
-            .await
+        self.retire_if_vacated(instance, user, left, now).await
     }
 
     /// The user's workspace could not be unmounted from `instance`: the instance goes (its
@@ -72,22 +71,23 @@ impl Reconciler {
             return self.retire_instance(instance, now).await;
         }
         self.inner.store.request_recycle(instance, now).await?;
-        self.retire_if_vacated(instance, &user.user_id, false, now)
+        self.retire_if_vacated(instance, &user.user_id, Left::Dirty, now)
             .await?;
         Ok(())
     }
 
     /// If no user but `user` (leaving) holds the shared `instance` or moves to it, retires it,
-    /// or, if it `may_return`, returns it to the pool when no start ever reached it
+    /// or, when it `left` it clean, returns it to the pool if no start ever reached it
     /// ([`crate::store::Store::vacate`]); what became of it.
     pub(super) async fn retire_if_vacated(
         &self,
         instance: &InstanceId,
         user: &UserId,
-        may_return: bool,
+        left: Left,
         now: Millis,
     ) -> Result<Vacated, StepError> {
         let store = &self.inner.store;
+        let may_return = left == Left::Clean;
         let vacated = store.vacate(instance, user, may_return, now).await?;
         match vacated {
             Vacated::Held => {}

@@ -176,9 +176,10 @@ impl Reconciler {
         }
         // Once its row let go of them, the last to leave retires each shared instance (two
         // leaving at once both see the other until then).
-        let may_return = kind != TeardownKind::Recover;
+        // (A slot left dirty has its wipe recorded: the instance is retired whatever this says.)
+        let left = left_by(false, kind);
         for instance in &shared {
-            let vacated = (self.retire_if_vacated(instance, user_id, may_return, now)).await?;
+            let vacated = (self.retire_if_vacated(instance, user_id, left, now)).await?;
             self.journal_vacated(vacated, kind, user_id, instance, now)
                 .await?;
         }

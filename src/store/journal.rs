@@ -38,10 +38,20 @@ const PRUNE_BATCH: i64 = 10_000;
 /// The key of the advisory lock that orders the journal's commits (PostgreSQL).
 const JOURNAL_LOCK: i64 = 0x5350_4A52; // "SPJR"
 
+/// The row (`$1`-`$5`), its tier its user's or else its instance's.
 const INSERT: &str = "INSERT INTO journal (at, kind, user_id, instance_id, message, tier)
-     VALUES ($1, $2, $3, $4, $5, COALESCE(
+     SELECT $1, $2, $3, $4, $5, COALESCE(
          (SELECT tier FROM users WHERE user_id = $3),
-         (SELECT tier FROM instances WHERE instance_id = $4)))";
+         (SELECT tier FROM instances WHERE instance_id = $4))";
+
+/// PostgreSQL: the same, from a row that exists only once the lock (`$6`) is held, so the
+/// identity value is taken under it; one statement, its own transaction, holds the lock to its
+/// commit.
+const INSERT_ORDERED: &str = "INSERT INTO journal (at, kind, user_id, instance_id, message, tier)
+     SELECT $1, $2, $3, $4, $5, COALESCE(
+         (SELECT tier FROM users WHERE user_id = $3),
+         (SELECT tier FROM instances WHERE instance_id = $4))
+     FROM (SELECT pg_advisory_xact_lock($6)) AS ordered";
 
 impl Store {
     /// Appends `event` about `user` and `instance` (either may be absent).
@@ -54,8 +64,8 @@ impl Store {
     ) -> StoreResult<()> {
         let message = event.message();
         macro_rules! insert {
-            () => {
-                sqlx::query(INSERT)
+            ($sql:expr) => {
+                sqlx::query($sql)
                     .bind(at)
                     .bind(event.kind())
                     .bind(user.map(UserId::as_str))
@@ -65,18 +75,15 @@ impl Store {
         }
         match &self.pool {
             Pool::Sqlite(pool) => {
-                insert!().execute(pool).await?;
+                insert!(INSERT).execute(pool).await?;
             }
             Pool::Postgres(pool) => {
                 // Identity values are taken at insert and commit in any order; under the lock,
-                // held to the commit, they commit in order.
-                let mut tx = pool.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                // held to the commit, they commit in order. One round trip.
+                insert!(INSERT_ORDERED)
                     .bind(JOURNAL_LOCK)
-                    .execute(&mut *tx)
+                    .execute(pool)
                     .await?;
-                insert!().execute(&mut *tx).await?;
-                tx.commit().await?;
             }
         }
         Ok(())
