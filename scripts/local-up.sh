@@ -145,7 +145,12 @@ fi
 if [[ -z ${SPOTPOOL_ADMIN_TOKEN:-} ]]; then
     SPOTPOOL_ADMIN_TOKEN=$(new_token)
 fi
-export SPOTPOOL_API_TOKEN SPOTPOOL_ADMIN_TOKEN
+if [[ -z ${SPOTPOOL_WEBHOOK_SECRET:-} ]]; then
+    SPOTPOOL_WEBHOOK_SECRET=$(new_token)
+fi
+# Local mode: callbacks to a receiver on this machine (plain http, loopback) are allowed.
+SPOTPOOL_WEBHOOK_ALLOW_PRIVATE=${SPOTPOOL_WEBHOOK_ALLOW_PRIVATE:-true}
+export SPOTPOOL_API_TOKEN SPOTPOOL_ADMIN_TOKEN SPOTPOOL_WEBHOOK_SECRET SPOTPOOL_WEBHOOK_ALLOW_PRIVATE
 daemon_port=$(free_port)
 export SPOTPOOL_LISTEN="127.0.0.1:$daemon_port"
 export SPOTPOOL_DATABASE_URL="sqlite://$STATE/spotpool.db"
@@ -169,7 +174,7 @@ ENV_VARS=(AWS_ENDPOINT_URL AWS_REGION AWS_DEFAULT_REGION AWS_ACCESS_KEY_ID AWS_S
     HEALTH_CHECK_TIMEOUT_SECONDS HEALTH_CHECK_HEALTHY_THRESHOLD HEALTH_CHECK_UNHEALTHY_THRESHOLD
     CONTAINER_IMAGE CONTAINER_PORT USER_INSTANCE_TYPE POOL_SPARE_COUNT POOL_MAX_INSTANCES
     SPOTPOOL_POOL SPOTPOOL_LISTEN SPOTPOOL_DATABASE_URL SPOTPOOL_RECONCILE_INTERVAL
-    SPOTPOOL_API_TOKEN SPOTPOOL_ADMIN_TOKEN)
+    SPOTPOOL_API_TOKEN SPOTPOOL_ADMIN_TOKEN SPOTPOOL_WEBHOOK_SECRET SPOTPOOL_WEBHOOK_ALLOW_PRIVATE)
 # It holds the tokens: readable by the owner only.
 rm -f "$STATE/env"
 (umask 077 && : >"$STATE/env")
@@ -216,6 +221,10 @@ cat <<BANNER
 
    curl -sS '$BASE_URL/v1/users/alice/instance' \\
      -H 'Authorization: Bearer $SPOTPOOL_API_TOKEN'
+
+ The on-call dashboard (it asks for the admin token above):
+
+   $BASE_URL/dashboard
 
  Look at moto directly (see docs/local-mode.md):
 

@@ -106,7 +106,9 @@ eval "$infra"
 new_token() { python3 -c 'import secrets; print(secrets.token_urlsafe(32))'; }
 SPOTPOOL_API_TOKEN=$(new_token)
 SPOTPOOL_ADMIN_TOKEN=$(new_token)
-export SPOTPOOL_API_TOKEN SPOTPOOL_ADMIN_TOKEN
+# Webhooks on: a PUT's callback_url is fuzzed too (public https URLs, as the served schema says).
+SPOTPOOL_WEBHOOK_SECRET=$(new_token)
+export SPOTPOOL_API_TOKEN SPOTPOOL_ADMIN_TOKEN SPOTPOOL_WEBHOOK_SECRET
 port=$(free_port)
 BASE_URL="http://127.0.0.1:$port"
 export SPOTPOOL_LISTEN="127.0.0.1:$port"

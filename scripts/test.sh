@@ -5,7 +5,8 @@
 # test lints the IAM policies with parliament (installed when missing); the
 # store tests get one throwaway PostgreSQL cluster for the run
 # (scripts/throwaway-postgres.sh: initdb, pg_ctl and postgres must be there);
-# the isolation test builds network namespaces (root, ip and iptables).
+# the isolation test builds network namespaces (root, ip and iptables); the
+# dashboard test drives Debian's chromium (installed when missing).
 set -euo pipefail
 
 cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.."
@@ -17,6 +18,8 @@ ensure_parliament
 # The shared-instance network rules are tested in network namespaces (tests/it/isolation.rs).
 ensure_command iptables iptables
 ensure_command ip iproute2
+# The on-call dashboard is tested in headless Chromium (tests/it/dashboard.rs).
+ensure_command chromium chromium
 if ! cargo nextest --version >/dev/null 2>&1; then
     log "cargo-nextest is missing: cargo install cargo-nextest --locked (takes a few minutes)"
     cargo install cargo-nextest --locked

@@ -82,6 +82,8 @@ pub struct App {
     pub reconciler: Reconciler,
     pub api: AppState,
     pub feed: Option<InterruptionConsumer>,
+    /// The ready webhooks' delivery (None: no `SPOTPOOL_WEBHOOK_SECRET`).
+    pub webhooks: Option<crate::webhook::Deliverer>,
 }
 
 impl App {
@@ -177,10 +179,31 @@ impl App {
                 tiers,
                 required_secrets: config.required_secrets.clone(),
                 ready_staleness,
+                webhooks: config.webhook_secret.is_some(),
+                webhook_allow_private: config.webhook_allow_private,
             }),
             clock: parts.clock,
             reconciler: crate::leader::Current::of(reconciler.clone()),
             events: crate::api::events::EventHub::new(parts.store.clone()),
+        };
+        let webhooks = config.webhook_secret.clone().map(|secret| {
+            let settings = crate::webhook::WebhookSettings {
+                secret,
+                allow_private: config.webhook_allow_private,
+            };
+            crate::webhook::Deliverer::new(
+                parts.store.clone(),
+                settings,
+                api.clock.clone(),
+                api::webhook_render(api.clone()),
+            )
+        });
+        let webhooks = match webhooks.transpose() {
+            Ok(webhooks) => webhooks,
+            Err(error) => {
+                tracing::error!(%error, "webhooks are off: no TLS client for them");
+                None
+            }
         };
         App {
             store: parts.store,
@@ -188,6 +211,7 @@ impl App {
             reconciler,
             api,
             feed,
+            webhooks,
         }
     }
 
@@ -230,6 +254,7 @@ impl App {
             prewired_spares: config.prewired_spares,
             rule_settle: config.rule_settle,
             blank_workspaces: config.blank_workspaces,
+            health_checks_per_second: config.health_checks_per_second,
         }
     }
 
@@ -295,6 +320,7 @@ impl App {
             cloud: self.cloud.clone(),
             reconciler: self.reconciler,
             feed: self.feed,
+            webhooks: self.webhooks,
             current,
         };
         tracing::info!(replica = %config.replica.id, url = %config.replica.url, "this replica");

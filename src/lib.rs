@@ -18,3 +18,4 @@ pub mod store;
 pub mod tls;
 pub mod url;
 pub mod vault;
+pub mod webhook;

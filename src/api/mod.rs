@@ -6,12 +6,15 @@
 //! the store and wake the reconciler; they never wait for cloud work to finish.
 
 mod admin;
+mod dashboard;
 mod drains;
 pub mod events;
 pub mod openapi;
 mod pool;
 mod sleep;
 mod users;
+
+pub use users::webhook_render;
 
 use crate::clock::Clock;
 use crate::config::SecretString;
@@ -65,6 +68,10 @@ pub struct ApiSettings {
     pub required_secrets: Vec<String>,
     /// `/readyz` fails when the last successful reconcile pass is older than this.
     pub ready_staleness: Duration,
+    /// Webhooks are on (a signing key is configured): a PUT may carry a `callback_url`.
+    pub webhooks: bool,
+    /// Callback URLs may be plain http to private addresses (`SPOTPOOL_WEBHOOK_ALLOW_PRIVATE`).
+    pub webhook_allow_private: bool,
 }
 
 impl AppState {
@@ -214,6 +221,7 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(drains::start_drain))
         .routes(routes!(drains::list_drains))
         .routes(routes!(drains::cancel_drain))
+        .routes(routes!(dashboard::list_users))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_admin_scope,
@@ -222,7 +230,9 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(render_metrics))
-        .routes(routes!(openapi::openapi_json));
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(dashboard::page))
+        .routes(routes!(dashboard::assets));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(service)
         .merge(admin)
@@ -235,7 +245,7 @@ pub fn router(state: AppState) -> Router {
     let tiers: Vec<String> = (state.settings.tiers.get().iter())
         .map(|t| t.name.clone())
         .collect();
-    let document = openapi::document(api, &tiers, &state.settings.required_secrets);
+    let document = openapi::document(api, &tiers, &state.settings);
     // Serialising a serde_json::Value cannot fail.
     let json = serde_json::to_vec(&document).unwrap_or_default();
     router

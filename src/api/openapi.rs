@@ -288,6 +288,14 @@ pub struct PutInstanceRequest {
     /// container sees them at its next start.
     #[schema(schema_with = secrets_schema)]
     pub secrets: Option<BTreeMap<String, String>>,
+    /// Where to POST the instance document when the user becomes `ready`, `failed` or `asleep`
+    /// (not after a move: the user stays served), signed with `Spotpool-Signature` and carrying
+    /// `Spotpool-Event-Id`; at least once, retried for a day (docs/DEPLOY.md, "Webhooks"). An
+    /// `https` URL to a public address (any with `SPOTPOOL_WEBHOOK_ALLOW_PRIVATE`), no
+    /// credentials, at most 2,048 characters; `null` removes it. Refused while webhooks are off
+    /// (no `SPOTPOOL_WEBHOOK_SECRET`).
+    #[schema(max_length = 2048)]
+    pub callback_url: Option<String>,
 }
 
 fn secrets_schema() -> Schema {
@@ -407,11 +415,12 @@ pub fn date_time() -> SchemaFormat {
 pub fn document(
     api: utoipa::openapi::OpenApi,
     tiers: &[String],
-    required_secrets: &[String],
+    settings: &super::ApiSettings,
 ) -> serde_json::Value {
     let mut doc = serde_json::to_value(&api).unwrap_or_default();
     camel_case_links(&mut doc);
-    require_secrets(&mut doc, required_secrets);
+    require_secrets(&mut doc, &settings.required_secrets);
+    describe_callback(&mut doc, settings);
     super::drains::describe_request(&mut doc, tiers);
     if let Some(tier) = doc.pointer_mut("/components/schemas/PutInstanceRequest/properties/tier")
         && let Some(tier) = tier.as_object_mut()
@@ -434,6 +443,33 @@ pub fn document(
         }
     }
     doc
+}
+
+/// A PUT's `callback_url` as this daemon takes it: absent while webhooks are off; otherwise an
+/// `https` URL to a named host (an address literal may be private: refused), or any http(s)
+/// URL where private targets are allowed. (A name is checked when it is resolved, at delivery.)
+fn describe_callback(doc: &mut serde_json::Value, settings: &super::ApiSettings) {
+    let Some(properties) = doc
+        .pointer_mut("/components/schemas/PutInstanceRequest/properties")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return;
+    };
+    if !settings.webhooks {
+        properties.remove("callback_url");
+        return;
+    }
+    let pattern = if settings.webhook_allow_private {
+        r"^https?://[a-z0-9-]{1,20}(\.[a-z0-9-]{1,20}){0,3}(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~/-]*)?$"
+    } else {
+        r"^https://([a-z0-9-]{1,20}\.){1,3}[a-z]{2,10}(/[A-Za-z0-9._~/-]*)?$"
+    };
+    if let Some(url) = properties
+        .get_mut("callback_url")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        url.insert("pattern".into(), pattern.into());
+    }
 }
 
 /// With required secrets (`CONTAINER_REQUIRED_SECRETS`), a PUT's body, its `secrets` and those

@@ -35,6 +35,8 @@ async fn state_with(cloud: Arc<FakeCloud>) -> AppState {
             }]),
             ready_staleness: Duration::from_secs(30),
             required_secrets: Vec::new(),
+            webhooks: true,
+            webhook_allow_private: false,
         }),
         clock: Arc::new(|| 1_700_000_000_000),
         reconciler: Default::default(),
@@ -267,6 +269,8 @@ async fn secrets_the_container_needs_are_required_when_secrets_are_written() {
         tiers: base.tiers.clone(),
         ready_staleness: base.ready_staleness,
         required_secrets: vec!["OPENCLAW_GATEWAY_TOKEN".into()],
+        webhooks: base.webhooks,
+        webhook_allow_private: base.webhook_allow_private,
     });
     // The served schema says so, so a request it admits is never refused for it.
     let (_, doc) = call(&state, "GET", "/openapi.json", None, "").await;
@@ -674,4 +678,170 @@ async fn every_served_route_is_documented() {
         doc["components"]["schemas"]["PutInstanceRequest"]["properties"]["tier"]["enum"],
         serde_json::json!(["default", null])
     );
+}
+
+/// `callback_url`: https to a public host, set with the user and changed or removed by a later
+/// PUT; anything else is `400 invalid_callback_url` (the message never repeats the query); with
+/// webhooks off, refused and left out of the served schema.
+#[tokio::test]
+async fn a_callback_url_must_be_https_to_a_public_host_and_a_put_sets_or_clears_it() {
+    let mut state = state_with(Arc::new(FakeCloud::default())).await;
+    let put = |url: serde_json::Value| serde_json::json!({ "callback_url": url }).to_string();
+    for (url, why) in [
+        (
+            serde_json::json!("http://hooks.example.com/x"),
+            "must be https",
+        ),
+        (
+            serde_json::json!("https://169.254.169.254/x?token=abc"),
+            "not public",
+        ),
+        (
+            serde_json::json!("https://[::ffff:10.0.0.1]/"),
+            "not public",
+        ),
+        (
+            serde_json::json!("https://me:pw@hooks.example.com/"),
+            "credentials",
+        ),
+        (serde_json::json!(42), "must be a string"),
+    ] {
+        let (status, body) = call(
+            &state,
+            "PUT",
+            "/v1/users/alice/instance",
+            Some(SERVICE),
+            &put(url.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {body}");
+        assert_eq!(error_code(&body), "invalid_callback_url");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(why), "{url}: {message}");
+        assert!(!message.contains("token=abc"), "{message}");
+    }
+    let (status, _) = call(&state, "GET", "/v1/users/alice/instance", Some(SERVICE), "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was recorded");
+
+    let url = "https://hooks.example.com/spotpool?token=abc";
+    let (status, body) = call(
+        &state,
+        "PUT",
+        "/v1/users/alice/instance",
+        Some(SERVICE),
+        &put(url.into()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["callback_url"], url);
+    // A repeat without the field keeps it; another URL replaces it; null removes it.
+    let (_, body) = call(
+        &state,
+        "PUT",
+        "/v1/users/alice/instance",
+        Some(SERVICE),
+        "{}",
+    )
+    .await;
+    assert_eq!(body["callback_url"], url);
+    let other = "https://other.example.com/hook";
+    let (_, body) = call(
+        &state,
+        "PUT",
+        "/v1/users/alice/instance",
+        Some(SERVICE),
+        &put(other.into()),
+    )
+    .await;
+    assert_eq!(body["callback_url"], other);
+    let (_, body) = call(
+        &state,
+        "PUT",
+        "/v1/users/alice/instance",
+        Some(SERVICE),
+        &put(serde_json::Value::Null),
+    )
+    .await;
+    assert_eq!(body["callback_url"], serde_json::Value::Null);
+
+    // Webhooks off: refused, and the served schema has no such field.
+    let base = state.settings.clone();
+    state.settings = Arc::new(ApiSettings {
+        api_token: SecretString::new(SERVICE),
+        admin_token: SecretString::new(ADMIN),
+        shards: base.shards.clone(),
+        tiers: base.tiers.clone(),
+        ready_staleness: base.ready_staleness,
+        required_secrets: Vec::new(),
+        webhooks: false,
+        webhook_allow_private: false,
+    });
+    let (status, body) = call(
+        &state,
+        "PUT",
+        "/v1/users/bob/instance",
+        Some(SERVICE),
+        &put(url.into()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("SPOTPOOL_WEBHOOK_SECRET")
+    );
+    let (_, doc) = call(&state, "GET", "/openapi.json", None, "").await;
+    let properties = &doc["components"]["schemas"]["PutInstanceRequest"]["properties"];
+    assert!(properties.get("callback_url").is_none(), "{properties}");
+    assert!(properties.get("tier").is_some());
+}
+
+/// The dashboard loads without a token, under a policy that allows only its own script, style
+/// and API; its user table is admin-only.
+#[tokio::test]
+async fn the_dashboard_is_served_without_a_token_and_its_user_list_needs_the_admin_token() {
+    let state = state_with(Arc::new(FakeCloud::default())).await;
+    for (path, kind) in [
+        ("/dashboard", "text/html"),
+        ("/dashboard/dashboard.js", "text/javascript"),
+        ("/dashboard/dashboard.css", "text/css"),
+    ] {
+        let response = router(state.clone())
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let headers = response.headers();
+        assert!(headers["content-type"].to_str().unwrap().starts_with(kind));
+        let policy = headers["content-security-policy"].to_str().unwrap();
+        assert!(policy.contains("script-src 'self'"), "{policy}");
+        assert!(policy.contains("connect-src 'self'"), "{policy}");
+        assert!(!policy.contains("unsafe-inline"), "{policy}");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+    }
+    let (status, body) = call(&state, "GET", "/dashboard/other.js", None, "").await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+
+    call(
+        &state,
+        "PUT",
+        "/v1/users/alice/instance",
+        Some(SERVICE),
+        "{}",
+    )
+    .await;
+    let (status, _) = call(&state, "GET", "/v1/admin/users", Some(SERVICE), "").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = call(&state, "GET", "/v1/admin/users", None, "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = call(&state, "GET", "/v1/admin/users", Some(ADMIN), "").await;
+    assert_eq!(status, StatusCode::OK);
+    let users = body["users"].as_array().unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0]["user_id"], "alice");
+    assert_eq!(users[0]["state"], "queued");
 }

@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 
 /// A user's instance: what the web backend asked for and how far it has got.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -58,6 +59,28 @@ pub struct InstanceDocument {
     /// `no_route_capacity` (every shard is full; `error` says the same). Null otherwise.
     #[schema(required = true, examples("quota_exceeded"))]
     pub waiting_for: Option<String>,
+    /// Where the user's becoming `ready`, `failed` or `asleep` is POSTed (the PUT's
+    /// `callback_url`; ARCHITECTURE.md "Webhooks").
+    #[schema(
+        required = true,
+        examples("https://backend.example.com/hooks/spotpool")
+    )]
+    pub callback_url: Option<String>,
+    /// A ready user's container as the health watch last judged it: `healthy`, `restarting`
+    /// (it failed its health checks and was restarted), `recycling` (it failed again soon
+    /// after: a crash loop, and the user moves to a fresh instance with its workspace) or
+    /// `crash_loop` (it failed there too; left for on-call, `health_cause` says why). Null
+    /// until the first reading, and for users that are not ready (ARCHITECTURE.md, "Health
+    /// watch").
+    #[schema(required = true, examples("healthy"))]
+    pub health: Option<&'static str>,
+    /// The load balancer's reason for the last failure the watch acted on, while `health` is
+    /// not `healthy`.
+    #[schema(
+        required = true,
+        examples("Target.ResponseCodeMismatch: Health checks failed with these codes: [502]")
+    )]
+    pub health_cause: Option<String>,
 }
 
 /// A user's workspace: the EBS volume mounted at the container's `/data`. It outlives the
@@ -89,15 +112,26 @@ pub(super) async fn document(
     state: &AppState,
     user: &UserRecord,
 ) -> Result<InstanceDocument, ApiError> {
+    let conditions = if user.state == UserState::Queued {
+        state.store.tier_conditions().await?
+    } else {
+        Vec::new()
+    };
+    Ok(document_with(state, user, &conditions))
+}
+
+/// The document of `user`, given the tiers' conditions (read once for a list of users).
+pub(super) fn document_with(
+    state: &AppState,
+    user: &UserRecord,
+    conditions: &[crate::model::TierCondition],
+) -> InstanceDocument {
     let waiting_for = if user.state == UserState::Queued {
         let now = (state.clock)();
-        state
-            .store
-            .tier_conditions()
-            .await?
-            .into_iter()
+        conditions
+            .iter()
             .find(|c| c.tier == user.tier && c.until > now)
-            .map(|c| c.cause)
+            .map(|c| c.cause.clone())
             .or_else(|| {
                 (user.error.as_deref() == Some(crate::model::NO_ROUTE_CAPACITY))
                     .then(|| crate::model::NO_ROUTE_CAPACITY.to_string())
@@ -105,7 +139,11 @@ pub(super) async fn document(
     } else {
         None
     };
-    Ok(InstanceDocument {
+    // The watch's record is about the user's current instance only.
+    let watched = matches!(user.state, UserState::Ready | UserState::Migrating)
+        && user.health.instance.is_some()
+        && user.health.instance == user.instance_id;
+    InstanceDocument {
         user_id: user.user_id.to_string(),
         tier: user.tier.clone(),
         state: user.state,
@@ -123,6 +161,26 @@ pub(super) async fn document(
             attached_to: w.attached_to.as_ref().map(|i| i.0.clone()),
         }),
         waiting_for,
+        callback_url: user.callback_url.clone(),
+        health: watched
+            .then_some(user.health.health)
+            .flatten()
+            .map(crate::model::Health::as_str),
+        health_cause: watched
+            .then(|| user.health.cause.clone())
+            .flatten()
+            .filter(|_| user.health.health != Some(crate::model::Health::Healthy)),
+    }
+}
+
+/// The webhooks' body: the user's instance document, rendered as `GET` answers it.
+pub fn webhook_render(state: AppState) -> crate::webhook::Render {
+    Arc::new(move |user: UserRecord| {
+        let state = state.clone();
+        Box::pin(async move {
+            let document = document(&state, &user).await.map_err(|e| e.message)?;
+            serde_json::to_vec(&document).map_err(|e| e.to_string())
+        })
     })
 }
 
@@ -146,6 +204,8 @@ pub(super) fn parse_user(path: Result<Path<String>, PathRejection>) -> Result<Us
 struct PutBody {
     tier: Option<String>,
     secrets: Option<UserSecrets>,
+    /// Absent: unchanged; `null`: cleared; a URL: set (checked by `check_callback`).
+    callback_url: Option<Option<String>>,
 }
 
 fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<PutBody, ApiError> {
@@ -202,6 +262,16 @@ fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<PutBody, ApiError> 
                 );
             }
             ("secrets", serde_json::Value::Null) => {}
+            ("callback_url", serde_json::Value::String(url)) => {
+                parsed.callback_url = Some(Some(url))
+            }
+            ("callback_url", serde_json::Value::Null) => parsed.callback_url = Some(None),
+            ("callback_url", _) => {
+                return Err(ApiError::bad_request(
+                    "invalid_callback_url",
+                    "callback_url must be a string (or null to remove it)",
+                ));
+            }
             ("secrets", _) => {
                 return Err(ApiError::bad_request(
                     "invalid_secrets",
@@ -211,12 +281,28 @@ fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<PutBody, ApiError> 
             (other, _) => {
                 return Err(ApiError::bad_request(
                     "invalid_body",
-                    format!("unknown field {other:?}; expected tier or secrets"),
+                    format!("unknown field {other:?}; expected tier, secrets or callback_url"),
                 ));
             }
         }
     }
     Ok(parsed)
+}
+
+/// A callback URL must be allowed (`webhook::target`), and webhooks configured to sign it.
+fn check_callback(state: &AppState, body: &PutBody) -> Result<(), ApiError> {
+    let Some(Some(url)) = &body.callback_url else {
+        return Ok(());
+    };
+    if !state.settings.webhooks {
+        return Err(ApiError::bad_request(
+            "invalid_callback_url",
+            "webhooks are off: the daemon has no signing key (SPOTPOOL_WEBHOOK_SECRET)",
+        ));
+    }
+    crate::webhook::target::parse(url, state.settings.webhook_allow_private)
+        .map(|_| ())
+        .map_err(|why| ApiError::bad_request("invalid_callback_url", why))
 }
 
 /// An opaque route: 16 hex characters from the process's random SipHash keys. Unguessable
@@ -275,7 +361,7 @@ fn new_route() -> String {
                     description = "Release the user's instance."
                 ))
             )),
-        (status = 400, description = "`invalid_user_id`, `invalid_body` (not a JSON object, a field of the wrong type, an unknown field), `invalid_secrets` (a bad name or value, too many or too large), `missing_secrets` (the secrets written lack one the container needs, e.g. `OPENCLAW_GATEWAY_TOKEN`; named in the message) or `unknown_tier`. The message never repeats a secret value.", body = ErrorBody),
+        (status = 400, description = "`invalid_user_id`, `invalid_body` (not a JSON object, a field of the wrong type, an unknown field), `invalid_secrets` (a bad name or value, too many or too large), `missing_secrets` (the secrets written lack one the container needs, e.g. `OPENCLAW_GATEWAY_TOKEN`; named in the message), `unknown_tier` or `invalid_callback_url` (not https, not a public address, credentials in it, or webhooks off). The message never repeats a secret value.", body = ErrorBody),
         (status = 401, response = Unauthorized),
         (status = 409, description = "`user_deleting` (the user's instance is being deleted; PUT again once GET answers 404), `tier_mismatch` (the user has another tier), `secret_being_deleted` (right after a delete, AWS is still removing the old secret; retry in seconds), `falling_asleep` (the user is still going to sleep; PUT again in a few seconds to wake it) or `conflict` (a concurrent change; retry).", body = ErrorBody),
         (status = 413, description = "`invalid_body`: the body is larger than 128 KiB.", body = ErrorBody),
@@ -292,6 +378,7 @@ pub async fn put_instance(
 ) -> Result<Response, ApiError> {
     let user_id = parse_user(path)?;
     let body = parse_body(body)?;
+    check_callback(&state, &body)?;
     if let Some(tier) = &body.tier
         && !state.tier_configured(tier)
     {
@@ -340,7 +427,9 @@ pub async fn put_instance(
         .tier
         .or_else(|| state.settings.tiers.get().first().map(|t| t.name.clone()))
         .unwrap_or_default();
-    let record = UserRecord::queued(user_id.clone(), tier, new_route(), secret_arn.clone(), now);
+    let mut record =
+        UserRecord::queued(user_id.clone(), tier, new_route(), secret_arn.clone(), now);
+    record.callback_url = body.callback_url.flatten();
     match state.store.insert_user(&record).await {
         Ok(()) => {}
         // A concurrent PUT for the same user won the insert: answer with its row.
@@ -408,6 +497,13 @@ async fn update_existing(
                 _ => secret_write_error(&e),
             })?;
         tracing::info!(user = %existing.user_id, secrets = ?secrets, "user's secrets updated; the container sees them at its next start");
+    }
+    // Before any state change this PUT makes, so that change is POSTed to it.
+    if let Some(url) = &body.callback_url {
+        state
+            .store
+            .set_callback_url(&existing.user_id, url.as_deref())
+            .await?;
     }
     if existing.state == UserState::Failed
         && state.store.requeue_failed(&existing.user_id, now).await?

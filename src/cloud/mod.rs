@@ -27,6 +27,8 @@ pub mod limit;
 pub mod profile;
 
 pub use crate::model::{HealthCheck, Lifecycle};
+mod targets;
+pub use targets::{TargetGroupMetric, TargetHealth};
 
 use crate::model::{InstanceId, InstanceStatus, Millis};
 use std::collections::BTreeMap;
@@ -355,14 +357,27 @@ pub trait Cloud: Send + Sync + 'static {
         port: u16,
     ) -> CloudResult<()>;
 
-    /// Whether the load balancer reports the instance healthy in the target group
-    /// (DescribeTargetHealth state `healthy`).
+    /// What the load balancer reports of the instance in the target group
+    /// (DescribeTargetHealth): its state, and why when it is not healthy.
+    async fn target_health(
+        &self,
+        target_group_arn: &str,
+        instance: &InstanceId,
+        port: u16,
+    ) -> CloudResult<TargetHealth>;
+
+    /// Whether the load balancer reports the instance healthy in the target group.
     async fn target_healthy(
         &self,
         target_group_arn: &str,
         instance: &InstanceId,
         port: u16,
-    ) -> CloudResult<bool>;
+    ) -> CloudResult<bool> {
+        Ok(self
+            .target_health(target_group_arn, instance, port)
+            .await?
+            .is_healthy())
+    }
 
     /// Deregisters an instance from a target group. An instance that is not registered (or no
     /// longer exists) counts as success.
@@ -595,31 +610,6 @@ pub struct CloudSnapshot {
     pub state: SnapshotState,
     pub tags: Tags,
     pub created_at: Millis,
-}
-
-/// The CloudWatch dimensions of one target group's metrics: the load balancer
-/// (`app/<name>/<id>`) and the target group (`targetgroup/<name>/<id>`), both from ARNs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetGroupMetric {
-    pub load_balancer: String,
-    pub target_group: String,
-}
-
-impl TargetGroupMetric {
-    /// The dimensions of `target_group_arn` behind the load balancer of `listener_arn`; None if
-    /// either ARN is not of the expected form.
-    pub fn from_arns(listener_arn: &str, target_group_arn: &str) -> Option<TargetGroupMetric> {
-        // arn:aws:elasticloadbalancing:<region>:<account>:listener/app/<name>/<id>/<listener-id>
-        let listener = listener_arn.split_once(":listener/")?.1;
-        let mut parts = listener.split('/');
-        let (kind, name, id) = (parts.next()?, parts.next()?, parts.next()?);
-        // arn:aws:elasticloadbalancing:<region>:<account>:targetgroup/<name>/<id>
-        let group = target_group_arn.split_once(":targetgroup/")?.1;
-        Some(TargetGroupMetric {
-            load_balancer: format!("{kind}/{name}/{id}"),
-            target_group: format!("targetgroup/{group}"),
-        })
-    }
 }
 
 /// One message taken from the interruption queue: its body (an EventBridge event, JSON) and the

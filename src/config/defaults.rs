@@ -41,6 +41,8 @@ pub const CAPACITY_TTL: &str = "3m";
 pub const LAUNCH_FAILURE_LIMIT: u32 = 10;
 pub const WORKSPACE_SIZE_GIB: u32 = 8;
 pub const IDLE_SLEEP_AFTER: &str = "off";
+/// The health watch's reads per second (ARCHITECTURE.md, "Health watch").
+pub const HEALTH_CHECKS_PER_SECOND: f64 = 2.0;
 
 /// A preset-dependent default as `--help` shows it: the OpenClaw preset's value, then the generic
 /// one's (`none` for no value).
@@ -132,5 +134,9 @@ pub fn documented() -> Vec<(&'static str, String)> {
         ("spotpool_rate_limits", "\"\"".to_string()),
         ("spotpool_workspace_size_gib", text(&WORKSPACE_SIZE_GIB)),
         ("spotpool_idle_sleep_after", text(&IDLE_SLEEP_AFTER)),
+        (
+            "spotpool_health_checks_per_second",
+            text(&HEALTH_CHECKS_PER_SECOND),
+        ),
     ]
 }

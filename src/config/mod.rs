@@ -119,6 +119,12 @@ pub struct Config {
     pub blank_workspaces: bool,
     /// This replica: its name and the address it is reached at while it leads.
     pub replica: Replica,
+    /// The health watch's DescribeTargetHealth calls per second (0: off).
+    pub health_checks_per_second: f64,
+    /// The ready webhooks' signing key; None refuses callback URLs.
+    pub webhook_secret: Option<SecretString>,
+    /// Callback URLs may be plain http and reach private addresses (tests, local mode).
+    pub webhook_allow_private: bool,
 }
 
 /// A setting that is missing or invalid. Its `Display` is the one line start-up prints.
@@ -246,7 +252,41 @@ impl Settings {
                 .spotpool_blank_workspaces
                 .unwrap_or(defaults::BLANK_WORKSPACES),
             replica,
+            health_checks_per_second: self.health_checks_per_second()?,
+            webhook_secret: self.webhook_secret()?,
+            webhook_allow_private: self.spotpool_webhook_allow_private.unwrap_or(false),
         })
+    }
+
+    /// The health watch's rate: at most half the ELB describe quota's refill (10 per second),
+    /// which the claims' and spares' health waits share.
+    fn health_checks_per_second(&self) -> Result<f64, ConfigError> {
+        let rate = self
+            .spotpool_health_checks_per_second
+            .unwrap_or(defaults::HEALTH_CHECKS_PER_SECOND);
+        if !(0.0..=5.0).contains(&rate) {
+            return Err(ConfigError::Invalid {
+                env: "SPOTPOOL_HEALTH_CHECKS_PER_SECOND",
+                value: rate.to_string(),
+                why: "from 0 (no health watch) to 5 (half of the ELB describe quota's 10 per \
+                      second, which claims and spares share)"
+                    .into(),
+            });
+        }
+        Ok(rate)
+    }
+
+    /// The webhooks' signing key, if set: long enough to resist guessing.
+    fn webhook_secret(&self) -> Result<Option<SecretString>, ConfigError> {
+        match self.spotpool_webhook_secret.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(secret) if secret.chars().count() < 32 => Err(ConfigError::Invalid {
+                env: "SPOTPOOL_WEBHOOK_SECRET",
+                value: "<redacted>".into(),
+                why: "a webhook signing key has at least 32 characters".into(),
+            }),
+            Some(secret) => Ok(Some(SecretString::new(secret))),
+        }
     }
 
     /// Where instances run and how users are routed: the required network settings, in the

@@ -198,6 +198,20 @@ pub struct Settings {
     /// Put a ready user to sleep after this long without a request through the load balancer (CloudWatch RequestCount), e.g. 2h; "off" never does. Agents that only poll outward (Telegram, Discord) get no inbound requests: leave it off for them.
     #[arg(long, env = "SPOTPOOL_IDLE_SLEEP_AFTER", value_name = "DURATION")]
     pub spotpool_idle_sleep_after: Option<String>,
+    /// The health watch's DescribeTargetHealth calls per second over the ready users (0 turns the watch off; at most 5, half the ELB describe quota). At 2, 1,000 users are each read every 500 s.
+    #[arg(long, env = "SPOTPOOL_HEALTH_CHECKS_PER_SECOND", value_name = "RATE")]
+    pub spotpool_health_checks_per_second: Option<f64>,
+    /// The key of the ready webhooks' signatures (`Spotpool-Signature`, an HMAC-SHA256; at least 32 characters). Unset, a PUT with a callback_url is refused.
+    #[arg(
+        long,
+        env = "SPOTPOOL_WEBHOOK_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub spotpool_webhook_secret: Option<String>,
+    /// Accept callback URLs over plain http and to private, loopback and link-local addresses (tests and local mode only: it opens the daemon's network to whoever holds the service token).
+    #[arg(long, env = "SPOTPOOL_WEBHOOK_ALLOW_PRIVATE", value_name = "BOOL")]
+    pub spotpool_webhook_allow_private: Option<bool>,
     /// The load balancers users are routed through: `[[shard]]` tables, in the config file only
     /// (ARCHITECTURE.md, "Shards").
     #[arg(skip)]

@@ -93,6 +93,7 @@ const LIB: &str = include_str!("../../scripts/instance/lib.sh");
 const PROBE: &str = include_str!("../../scripts/instance/probe.sh");
 const START_CONTAINER: &str = include_str!("../../scripts/instance/start-container.sh");
 const STOP_WORKSPACE: &str = include_str!("../../scripts/instance/stop-workspace.sh");
+const RESTART_CONTAINER: &str = include_str!("../../scripts/instance/restart-container.sh");
 const OPENCLAW_CONFIG: &str = include_str!("../../scripts/instance/openclaw-config.py");
 
 /// Programs a script holds as a variable: a line `NAME='' # spotpool:inline-program FILE` becomes
@@ -404,6 +405,18 @@ pub fn wipe_slot_script(user_id: &str, volume_id: Option<&str>, device: &str) ->
             ("WORKSPACE_DEVICE_DIR", WORKSPACE_DEVICE_DIR.to_string()),
             ("WIPE", "1".into()),
         ],
+    )
+}
+
+/// Restarts the user's container as it was created (`docker restart`, 20 s grace; the health
+/// watch's first answer to a container failing its health checks). Fails with one `spotpool:`
+/// line when there is no such container or the restart fails.
+pub fn restart_container_script(user_id: &str) -> String {
+    render(
+        "restart the user's container",
+        "restart-container.sh",
+        RESTART_CONTAINER,
+        &[("USER_ID", user_id.to_string())],
     )
 }
 

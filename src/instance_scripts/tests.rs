@@ -92,14 +92,16 @@ fn all_commands() -> Vec<(&'static str, String)> {
             wipe_slot_script("alice", None, "/dev/sdh"),
         ),
         ("start openclaw", start_container_script(&openclaw_spec())),
+        ("restart container", restart_container_script("alice")),
     ]
 }
 
-const SCRIPT_FILES: [(&str, &str); 4] = [
+const SCRIPT_FILES: [(&str, &str); 5] = [
     ("lib.sh", LIB),
     ("probe.sh", PROBE),
     ("start-container.sh", START_CONTAINER),
     ("stop-workspace.sh", STOP_WORKSPACE),
+    ("restart-container.sh", RESTART_CONTAINER),
 ];
 
 /// The lines that are not comments.
@@ -559,6 +561,7 @@ login) cat >/dev/null; echo "Login Succeeded" ;;
 container | stop) [[ -e $state/containers/$last ]] ;;
 inspect) echo "${FAKE_STATUS:-running}" ;;
 rm) rm -f "$state/containers/$last" ;;
+restart) [[ -e $state/containers/$last ]] || exit 1; exit "${FAKE_RESTART_EXIT:-0}" ;;
 ps) ls "$state/containers" ;;
 volume)
     case $2 in
@@ -2105,4 +2108,43 @@ fn the_user_data_runs_the_warm_responder_before_its_readiness_marker() {
     assert!(LAUNCH_TEMPLATE.contains("health_check_path = var.health_check_path"));
     assert!(!RESPONDER.lines().any(|l| l == "SPOTPOOL_WARM_RESPONDER"));
     assert!(!RESPONDER.contains("${") && !RESPONDER.contains("%{"));
+}
+
+#[test]
+fn a_restart_restarts_the_users_container_as_it_was_and_fails_in_one_line_without_one() {
+    let sandbox = Sandbox::new();
+    let output = sandbox.run(&restart_container_script("alice"), &[]);
+    assert!(!output.status.success());
+    assert_eq!(
+        one_spotpool_line(&output),
+        "spotpool: there is no container openclaw-alice"
+    );
+    assert_success(&sandbox.run(&start_container_script(&spec(Some("10.0.1.5"))), &[]));
+    let output = sandbox.run(&restart_container_script("alice"), &[]);
+    assert_success(&output);
+    assert!(stdout(&output).contains("restarted openclaw-alice"));
+    let calls = sandbox.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c == &["docker", "restart", "--time", "20", "openclaw-alice"]),
+        "{calls:?}"
+    );
+    // No secret is read for a restart: the container keeps its environment.
+    let after_start = calls
+        .iter()
+        .rposition(|c| c[0] == "docker" && c[1] == "run");
+    assert!(
+        !calls[after_start.unwrap()..].iter().any(|c| c[0] == "aws"),
+        "{calls:?}"
+    );
+    let output = sandbox.run(
+        &restart_container_script("alice"),
+        &[("FAKE_RESTART_EXIT", "1")],
+    );
+    assert_eq!(
+        one_spotpool_line(&output),
+        "spotpool: docker restart of openclaw-alice failed"
+    );
+    assert_no_secret_leaked(&sandbox, &output);
 }

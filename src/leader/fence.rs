@@ -310,14 +310,14 @@ impl Cloud for FencedCloud {
             .await
     }
 
-    async fn target_healthy(
+    async fn target_health(
         &self,
         target_group_arn: &str,
         instance: &InstanceId,
         port: u16,
-    ) -> CloudResult<bool> {
+    ) -> CloudResult<crate::cloud::TargetHealth> {
         self.fence.check("DescribeTargetHealth")?;
-        self.gated(self.inner.target_healthy(target_group_arn, instance, port))
+        self.gated(self.inner.target_health(target_group_arn, instance, port))
             .await
     }
 

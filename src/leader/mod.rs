@@ -110,6 +110,8 @@ pub struct Candidate {
     /// The reconciler the terms' reconcilers are made from (`Reconciler::for_term`).
     pub reconciler: Reconciler,
     pub feed: Option<InterruptionConsumer>,
+    /// The webhook outbox's delivery, while leading (None: webhooks are off).
+    pub webhooks: Option<crate::webhook::Deliverer>,
     pub current: Current,
 }
 
@@ -206,10 +208,17 @@ impl Candidate {
                     _ = stopped(stop.clone()) => {}
                 }
             };
+            let webhooks = async {
+                if let Some(webhooks) = &self.webhooks {
+                    let webhooks = webhooks.for_term(term.store.clone());
+                    webhooks.run_until_stopped(stopped(stop.clone())).await;
+                }
+            };
             tokio::join!(
                 reconciler.run_until_stopped(stopped(stop.clone())),
                 consumer,
-                forward
+                forward,
+                webhooks
             );
             Ok(Ended::Stopped)
         };

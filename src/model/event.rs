@@ -220,6 +220,36 @@ pub enum Event {
         replica: String,
         epoch: i64,
     },
+    /// The health watch restarted the user's container, which failed its health checks.
+    HealthRestarted {
+        reason: String,
+        command_id: String,
+    },
+    /// The container failed again soon after the watch's restart (or recycle): a crash loop;
+    /// `recycle`: the user moves to a fresh instance, else it is left for on-call.
+    HealthCrashLoop {
+        reason: String,
+        recycle: bool,
+    },
+    /// The container passes its health checks again after the watch acted.
+    HealthRecovered {
+        was: super::Health,
+    },
+    /// The user's callback answered 2xx to the POST of its entering `state`.
+    WebhookDelivered {
+        id: i64,
+        state: super::UserState,
+        host: String,
+        attempts: u32,
+    },
+    /// A day of failed attempts: the POST is given up.
+    WebhookAbandoned {
+        id: i64,
+        state: super::UserState,
+        host: String,
+        attempts: u32,
+        error: String,
+    },
 }
 
 impl Event {
@@ -308,6 +338,11 @@ impl Event {
             Event::RouteRefused { .. } => "route.refused",
             Event::LeadershipAcquired { .. } => "leadership.acquired",
             Event::LeadershipReleased { .. } => "leadership.released",
+            Event::HealthRestarted { .. } => "health.restarted",
+            Event::HealthCrashLoop { .. } => "health.crash_loop",
+            Event::HealthRecovered { .. } => "health.recovered",
+            Event::WebhookDelivered { .. } => "webhook.delivered",
+            Event::WebhookAbandoned { .. } => "webhook.abandoned",
         }
     }
 
@@ -449,6 +484,41 @@ impl Event {
             Event::LeadershipReleased { replica, epoch } => {
                 format!("replica {replica} handed back the lease of epoch {epoch}")
             }
+            Event::HealthRestarted { reason, command_id } => format!(
+                "the container failed its health checks ({reason}): restarted (command {command_id})"
+            ),
+            Event::HealthCrashLoop {
+                reason,
+                recycle: true,
+            } => format!(
+                "crash loop: the container failed again soon after a restart ({reason}); \
+                 moving the user to a fresh instance with its workspace"
+            ),
+            Event::HealthCrashLoop {
+                reason,
+                recycle: false,
+            } => format!(
+                "crash loop: the container failed again on a fresh instance ({reason}); left \
+                 ready with health crash_loop for on-call"
+            ),
+            Event::HealthRecovered { was } => {
+                format!("the container passes its health checks again (was {was})")
+            }
+            Event::WebhookDelivered {
+                id,
+                state,
+                host,
+                attempts,
+            } => format!("webhook {id} ({state}) delivered to {host} after {attempts} attempt(s)"),
+            Event::WebhookAbandoned {
+                id,
+                state,
+                host,
+                attempts,
+                error,
+            } => format!(
+                "webhook {id} ({state}) to {host} given up after {attempts} attempts in a day: {error}"
+            ),
             _ => String::new(),
         }
     }

@@ -8,6 +8,7 @@
 
 mod drain;
 mod event;
+mod health;
 mod ids;
 mod notice;
 mod progress;
@@ -22,6 +23,7 @@ pub use drain::{
     DrainState, TierVersions,
 };
 pub use event::{Event, NoticeAction};
+pub use health::{Health, HealthPolicy, HealthWatch, Reading, Verdict};
 pub use ids::{InstanceId, Millis, RESERVED_USER_IDS, UserId, UserIdError};
 pub use notice::{InterruptionNotice, NoticeKind};
 pub use progress::{

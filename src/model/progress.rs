@@ -125,6 +125,8 @@ pub enum MoveReason {
     Stopped,
     /// On-call's `POST /v1/admin/instances/{id}/recycle`.
     Recycle,
+    /// The health watch: the container failed again right after a restart.
+    CrashLoop,
 }
 
 string_enum!(MoveReason {
@@ -133,6 +135,7 @@ string_enum!(MoveReason {
     Terminated => "terminated",
     Stopped => "stopped",
     Recycle => "recycle",
+    CrashLoop => "crash_loop",
 });
 
 /// A move in progress (the user is `migrating`): why, since when, how many targets failed, and

@@ -26,6 +26,7 @@
 mod claim;
 mod drains;
 mod execute;
+mod health_watch;
 mod idle;
 mod image;
 mod live;
@@ -114,6 +115,9 @@ pub struct ReconcilerConfig {
     /// Spares are launched with a blank workspace a first claim keeps (ARCHITECTURE.md, "Blank
     /// workspaces").
     pub blank_workspaces: bool,
+    /// The health watch's DescribeTargetHealth calls per second (`SPOTPOOL_HEALTH_CHECKS_PER_SECOND`;
+    /// 0: no watch).
+    pub health_checks_per_second: f64,
 }
 
 impl ReconcilerConfig {
@@ -207,6 +211,8 @@ struct Inner {
     subnet_zones: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
     /// When auto-sleep last read the request counts.
     last_idle_check: std::sync::Mutex<Millis>,
+    /// The health watch's readings left to make.
+    health_budget: std::sync::Mutex<health_watch::HealthBudget>,
     /// When a pass last read the account's quotas (0: never).
     last_quota_check: std::sync::Mutex<Millis>,
     /// When this term last pruned the journal (0: not yet).
@@ -288,6 +294,7 @@ impl Reconciler {
                 unserved: std::sync::Mutex::new(HashMap::new()),
                 subnet_zones: std::sync::Mutex::new(Default::default()),
                 last_idle_check: std::sync::Mutex::new(0),
+                health_budget: Default::default(),
                 last_quota_check: std::sync::Mutex::new(0),
                 last_journal_prune: std::sync::Mutex::new(0),
                 pass_seq: AtomicU64::new(0),

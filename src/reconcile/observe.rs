@@ -88,8 +88,8 @@ impl Reconciler {
             })
             .collect();
         let mut users = inner.store.users_snapshot().await?;
-        if !dry_run && self.sleep_idle_users(&users, now).await {
-            users = inner.store.users_snapshot().await?;
+        if !dry_run {
+            users = self.watch_users(users, now).await?;
         }
         let intents: Vec<UserIntent> = users.iter().map(intent_of).collect();
         let unserved = export_gauges(&ledger, &users, &policy);

@@ -47,6 +47,7 @@ mod conditions;
 mod copy;
 mod drains;
 mod generations;
+mod health;
 mod images;
 mod instances;
 mod journal;
@@ -56,6 +57,7 @@ mod notices;
 mod slots;
 mod user_columns;
 mod users;
+mod webhooks;
 
 pub use crate::model::TierOverride;
 pub use admin::AuditEntry;
@@ -68,6 +70,7 @@ pub use leadership::{Acquisition, Lease};
 pub use notices::StoredNotice;
 pub use slots::{SlotTaker, SlotWipe, Vacated};
 pub use users::UserRecord;
+pub use webhooks::{Webhook, WebhookBacklog, WebhookOutcome};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};

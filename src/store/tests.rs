@@ -65,6 +65,7 @@ store_tests!(
     the_last_user_leaving_retires_a_shared_instance_and_no_claim_lands_after,
     a_repeated_recycle_request_keeps_its_time_and_on_calls_asks_again,
     two_claims_racing_for_one_slot_give_it_to_one_and_two_slots_to_both,
+    a_users_state_changes_owe_its_callback_one_webhook_each_in_order,
 );
 
 async fn sqlite_store() -> Store {
@@ -2130,4 +2131,112 @@ async fn drains_round_trip_their_progress_and_a_cancel_ends_them(store: Store) {
     // The reconciler's late write does not revive a cancelled drain.
     assert!(!store.update_drain(&progressed).await.unwrap());
     assert_eq!(store.holding_drains().await.unwrap(), vec![second]);
+}
+
+/// The outbox's trigger: `ready`, `failed` and `asleep` owe the callback a POST (a move's end
+/// does not), in the transaction of the change; each user's oldest pending one is due first,
+/// back-off and the ends are recorded once.
+async fn a_users_state_changes_owe_its_callback_one_webhook_each_in_order(store: Store) {
+    let mut alice = user("alice", "r1");
+    alice.callback_url = Some("https://hooks.example.com/a".into());
+    store.insert_user(&alice).await.unwrap();
+    // Bob has no callback: nothing is owed for him.
+    let mut bob = user("bob", "r2");
+    store.insert_user(&bob).await.unwrap();
+    let step = |user: &mut UserRecord, state: UserState, at: Millis| {
+        user.state = state;
+        user.updated_at = at;
+        user.instance_id = Some(InstanceId("i-1".into()));
+        user.clone()
+    };
+    for (state, at) in [
+        (UserState::Provisioning, 10),
+        (UserState::Ready, 20),
+        (UserState::Ready, 25),
+        (UserState::Migrating, 30),
+        (UserState::Ready, 40),
+        (UserState::Sleeping, 50),
+        (UserState::Asleep, 60),
+    ] {
+        let mut row = step(&mut alice, state, at);
+        assert!(store.update_user(&mut row).await.unwrap());
+        alice.version = row.version;
+        let mut row = step(&mut bob, state, at);
+        row.instance_id = Some(InstanceId("i-2".into()));
+        assert!(store.update_user(&mut row).await.unwrap());
+        bob.version = row.version;
+    }
+    assert_eq!(
+        store.callback_url(&alice.user_id).await.unwrap().as_deref(),
+        Some("https://hooks.example.com/a")
+    );
+    let backlog = store.webhook_backlog().await.unwrap();
+    assert_eq!((backlog.pending, backlog.oldest), (2, Some(20)));
+    // Only alice's oldest is due (her states arrive in order), and only once it is time.
+    assert!(store.due_webhooks(19, 10).await.unwrap().is_empty());
+    let due = store.due_webhooks(100, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let ready = &due[0];
+    assert_eq!(ready.user_id, alice.user_id);
+    assert_eq!(ready.state, UserState::Ready);
+    assert_eq!(ready.instance_id, Some(InstanceId("i-1".into())));
+    assert_eq!(ready.url, "https://hooks.example.com/a");
+    assert_eq!((ready.created_at, ready.attempts), (20, 0));
+    // A failed attempt waits for its time.
+    assert_eq!(store.webhook_error(ready.id).await.unwrap(), None);
+    assert!(store.retry_webhook(ready.id, "500", 200).await.unwrap());
+    assert_eq!(
+        store.webhook_error(ready.id).await.unwrap().as_deref(),
+        Some("500")
+    );
+    assert!(store.due_webhooks(199, 10).await.unwrap().is_empty());
+    assert_eq!(store.due_webhooks(200, 10).await.unwrap()[0].attempts, 1);
+    assert!(
+        store
+            .finish_webhook(ready.id, WebhookOutcome::Delivered, None, 210)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finish_webhook(ready.id, WebhookOutcome::Abandoned, None, 220)
+            .await
+            .unwrap(),
+        "once"
+    );
+    assert!(!store.retry_webhook(ready.id, "late", 300).await.unwrap());
+    let asleep = store.due_webhooks(210, 10).await.unwrap();
+    assert_eq!(asleep.len(), 1);
+    assert_eq!(asleep[0].state, UserState::Asleep);
+    assert!(asleep[0].id > ready.id);
+    // A failure: owed too. A removed callback owes nothing more.
+    store.set_callback_url(&alice.user_id, None).await.unwrap();
+    let mut row = step(&mut alice, UserState::Failed, 70);
+    assert!(store.update_user(&mut row).await.unwrap());
+    alice.version = row.version;
+    assert_eq!(store.webhook_backlog().await.unwrap().pending, 1);
+    store
+        .set_callback_url(&alice.user_id, Some("https://hooks.example.com/b"))
+        .await
+        .unwrap();
+    let mut row = step(&mut alice, UserState::Queued, 80);
+    row.instance_id = None;
+    assert!(store.update_user(&mut row).await.unwrap());
+    alice.version = row.version;
+    let mut row = step(&mut alice, UserState::Failed, 90);
+    assert!(store.update_user(&mut row).await.unwrap());
+    assert_eq!(store.webhook_backlog().await.unwrap().pending, 2);
+    assert!(
+        store
+            .finish_webhook(asleep[0].id, WebhookOutcome::Gone, None, 300)
+            .await
+            .unwrap()
+    );
+    let failed = store.due_webhooks(300, 10).await.unwrap();
+    assert_eq!(failed[0].state, UserState::Failed);
+    assert_eq!(failed[0].url, "https://hooks.example.com/b");
+    // Pruning takes only what ended before the cut.
+    assert_eq!(store.prune_webhooks(250).await.unwrap(), 1);
+    assert_eq!(store.prune_webhooks(301).await.unwrap(), 1);
+    assert_eq!(store.webhook_backlog().await.unwrap().pending, 1);
 }

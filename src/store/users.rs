@@ -48,6 +48,11 @@ pub struct UserRecord {
     /// When the user's last move was given up before its point of no return (it stayed where
     /// it was): a shared instance asked to recycle before then does not ask it to move again.
     pub move_abandoned_at: Option<Millis>,
+    /// Where the user's state changes are POSTed (`PUT`'s `callback_url`; the API alone writes
+    /// it: `Store::set_callback_url`).
+    pub callback_url: Option<String>,
+    /// The health watch's record (`Store::set_health` alone writes it).
+    pub health: crate::model::HealthWatch,
     pub version: i64,
 }
 
@@ -113,6 +118,8 @@ impl UserRecord {
             claimed_at: None,
             ready_at: None,
             move_abandoned_at: None,
+            callback_url: None,
+            health: Default::default(),
             version: 0,
         }
     }
@@ -214,8 +221,8 @@ impl Store {
         let result = on_pool!(self, |pool| {
             sqlx::query(
             "INSERT INTO users (user_id, tier, route, state, secret_arn, attempts, requested_at,
-                                created_at, updated_at, version)
-             VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, 0)",
+                                created_at, updated_at, version, callback_url)
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8, 0, $9)",
         )
         .bind(user.user_id.as_str())
         .bind(&user.tier)
@@ -225,6 +232,7 @@ impl Store {
         .bind(user.requested_at)
         .bind(user.created_at)
         .bind(user.updated_at)
+        .bind(&user.callback_url)
         .execute(pool)
         .await
         .map(|done| done.rows_affected())

@@ -38,7 +38,12 @@ pub struct World {
     pub now: Arc<AtomicI64>,
     pub config: ReconcilerConfig,
     pub db_path: Option<PathBuf>,
+    /// The webhook outbox's delivery (the leader's; the test drives it).
+    pub webhooks: spotpool::webhook::Deliverer,
 }
+
+/// The worlds' webhook signing key.
+pub const WEBHOOK_SECRET: &str = "test-webhook-signing-key-0123456789abcdef";
 
 /// The daemon's configuration for a test world: the settings a deployment would give, parsed
 /// by the daemon's own `Settings::into_config`, so every default is the daemon's.
@@ -65,6 +70,9 @@ pub fn test_settings(spare_count: u32, max_instances: u32) -> Settings {
         spotpool_launch_failure_limit: Some(5),
         // The worlds' users carry no gateway token; the API's refusal has tests of its own.
         container_required_secrets: Some("none".into()),
+        // Webhooks on, to the tests' loopback receivers.
+        spotpool_webhook_secret: Some(WEBHOOK_SECRET.into()),
+        spotpool_webhook_allow_private: Some(true),
         ..Settings::default()
     }
 }
@@ -251,6 +259,7 @@ impl World {
             now,
             config,
             db_path,
+            webhooks: app.webhooks.expect("the test settings turn webhooks on"),
         }
     }
 

@@ -71,13 +71,12 @@ impl AwsCloud {
         }
     }
 
-    pub(super) async fn elb_target_healthy(
+    pub(super) async fn elb_target_health(
         &self,
         target_group_arn: &str,
         instance: &InstanceId,
         port: u16,
-    ) -> CloudResult<bool> {
-        use aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum;
+    ) -> CloudResult<crate::cloud::TargetHealth> {
         let output = call(
             "elbv2",
             "DescribeTargetHealth",
@@ -94,11 +93,27 @@ impl AwsCloud {
                 format!("reading the health of {instance} in target group {target_group_arn}"),
             )
         })?;
-        Ok(output.target_health_descriptions().iter().any(|d| {
-            d.target().and_then(|t| t.id()) == Some(instance.0.as_str())
-                && d.target_health().and_then(|h| h.state())
-                    == Some(&TargetHealthStateEnum::Healthy)
-        }))
+        let health = output
+            .target_health_descriptions()
+            .iter()
+            .find(|d| d.target().and_then(|t| t.id()) == Some(instance.0.as_str()))
+            .and_then(|d| d.target_health());
+        Ok(match health {
+            None => crate::cloud::TargetHealth {
+                state: "missing".into(),
+                reason: None,
+            },
+            Some(health) => crate::cloud::TargetHealth {
+                state: health
+                    .state()
+                    .map_or("missing", |state| state.as_str())
+                    .to_string(),
+                reason: health.reason().map(|reason| match health.description() {
+                    Some(description) => format!("{}: {description}", reason.as_str()),
+                    None => reason.as_str().to_string(),
+                }),
+            },
+        })
     }
 
     pub(super) async fn elb_deregister_target(

@@ -299,13 +299,13 @@ impl Cloud for AwsCloud {
         self.elb_create_target_group(name, port, health, tags).await
     }
 
-    async fn target_healthy(
+    async fn target_health(
         &self,
         target_group_arn: &str,
         instance: &InstanceId,
         port: u16,
-    ) -> CloudResult<bool> {
-        self.elb_target_healthy(target_group_arn, instance, port)
+    ) -> CloudResult<crate::cloud::TargetHealth> {
+        self.elb_target_health(target_group_arn, instance, port)
             .await
     }
 

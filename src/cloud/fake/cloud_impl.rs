@@ -8,7 +8,7 @@
 
 use super::{
     FakeCloud, FakeCommand, FakeInstance, FakeRule, FakeSecret, FakeTargetGroup, Timeline,
-    elb_limits, group_healthy_from,
+    elb_limits,
 };
 use crate::cloud::limit::RetryMeter;
 use crate::cloud::{
@@ -401,23 +401,19 @@ impl Cloud for FakeCloud {
         Ok(())
     }
 
-    async fn target_healthy(
+    async fn target_health(
         &self,
         target_group_arn: &str,
         instance: &InstanceId,
         _port: u16,
-    ) -> CloudResult<bool> {
+    ) -> CloudResult<crate::cloud::TargetHealth> {
         let state = self.enter("DescribeTargetHealth", 1).await?;
-        // Registered in a group a rule uses, and past the health checks' interval × threshold
-        // (at once in plain mode).
-        let registered = group_healthy_from(&state, target_group_arn, self.sim.is_some())
-            .get(&instance.0)
-            .is_some_and(|at| *at <= state.now);
-        let running = state
-            .instances
-            .get(&instance.0)
-            .is_some_and(|i| i.lifecycle == Lifecycle::Running);
-        Ok(registered && running && !state.unhealthy.contains(instance))
+        Ok(super::rules::target_health(
+            &state,
+            target_group_arn,
+            instance,
+            self.sim.is_some(),
+        ))
     }
 
     async fn deregister_target(

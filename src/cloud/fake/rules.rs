@@ -1,14 +1,14 @@
-//! The fake's ModifyRule (a rule's action, or its conditions) and AddTags on load balancer
-//! resources, as inherent methods the fake's `impl Cloud` forwards to (keeping `cloud_impl.rs`
+//! The fake's ModifyRule (a rule's action, or its conditions), AddTags on load balancer
+//! resources and what DescribeTargetHealth reports, as inherent methods the fake's `impl Cloud` forwards to (keeping `cloud_impl.rs`
 //! a reading's length).
 //!
 //! Owns: what those calls do to the fake's rules and target groups. Must not: keep state of its
 //! own; every call goes through `FakeCloud::enter` first.
 
-use super::FakeCloud;
 use super::cloud_impl::not_found;
+use super::{FakeCloud, State, group_healthy_from};
 use crate::cloud::{CloudResult, RuleAction, Tags};
-use crate::model::RuleMatch;
+use crate::model::{InstanceId, Lifecycle, RuleMatch};
 
 impl FakeCloud {
     pub(super) async fn modify_rule_action(
@@ -77,5 +77,41 @@ impl FakeCloud {
             }
         }
         Ok(())
+    }
+}
+
+/// What DescribeTargetHealth reports of `instance` in `group_arn`: registered in a group a rule
+/// uses, and past the health checks' interval × threshold (at once in plain mode, `timed`
+/// false); `unhealthy` when it is not running or the test said so (`set_unhealthy`).
+pub(super) fn target_health(
+    state: &State,
+    target_group_arn: &str,
+    instance: &InstanceId,
+    timed: bool,
+) -> crate::cloud::TargetHealth {
+    let healthy_from = group_healthy_from(state, target_group_arn, timed)
+        .get(&instance.0)
+        .copied();
+    let registered = state
+        .target_groups
+        .get(target_group_arn)
+        .is_some_and(|group| group.targets.contains(instance));
+    let running = state
+        .instances
+        .get(&instance.0)
+        .is_some_and(|i| i.lifecycle == Lifecycle::Running);
+    let (health, reason) = match healthy_from {
+        _ if !registered => ("missing", None),
+        None => ("unused", Some("Target.NotInUse")),
+        Some(at) if at > state.now => ("initial", Some("Elb.RegistrationInProgress")),
+        Some(_) if !running || state.unhealthy.contains(instance) => (
+            "unhealthy",
+            Some("Target.ResponseCodeMismatch: Health checks failed with these codes: [502]"),
+        ),
+        Some(_) => ("healthy", None),
+    };
+    crate::cloud::TargetHealth {
+        state: health.into(),
+        reason: reason.map(str::to_string),
     }
 }

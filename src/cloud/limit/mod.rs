@@ -289,15 +289,15 @@ impl Cloud for Limited {
             .await
     }
 
-    async fn target_healthy(
+    async fn target_health(
         &self,
         target_group_arn: &str,
         instance: &InstanceId,
         port: u16,
-    ) -> CloudResult<bool> {
+    ) -> CloudResult<crate::cloud::TargetHealth> {
         self.acquire("DescribeTargetHealth", 1).await;
         self.inner
-            .target_healthy(target_group_arn, instance, port)
+            .target_health(target_group_arn, instance, port)
             .await
     }
 
