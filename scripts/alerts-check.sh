@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Prometheus alert rules (deploy/prometheus/spotpool-alerts.yml): `promtool
+# The Prometheus alert rules (deploy/prometheus/alerts.yml): `promtool
 # check rules`, then their unit tests (tests/prometheus/*.test.yml). Installs
 # promtool (Debian's prometheus package) when it is missing.
 set -euo pipefail

@@ -82,8 +82,8 @@ pub struct App {
     pub reconciler: Reconciler,
     pub api: AppState,
     pub feed: Option<InterruptionConsumer>,
-    /// The ready webhooks' delivery (None: no `SPOTPOOL_WEBHOOK_SECRET`).
-    pub webhooks: Option<crate::webhook::Deliverer>,
+    /// The ready webhooks' delivery (`Deliverer::delivers` false without a key).
+    pub webhooks: crate::webhook::Deliverer,
 }
 
 impl App {
@@ -162,6 +162,13 @@ impl App {
                 parts.clock.clone(),
             )
         });
+        let webhook_client = match crate::webhook::client(config.webhook_allow_private) {
+            Ok(client) => Some(client),
+            Err(error) => {
+                tracing::error!(%error, "webhooks are off: no TLS client for them");
+                None
+            }
+        };
         let api = AppState {
             store: parts.store.clone(),
             vault: Arc::new(SecretVault::new(
@@ -179,32 +186,25 @@ impl App {
                 tiers,
                 required_secrets: config.required_secrets.clone(),
                 ready_staleness,
-                webhooks: config.webhook_secret.is_some(),
+                webhooks: config.webhook_secret.is_some() && webhook_client.is_some(),
                 webhook_allow_private: config.webhook_allow_private,
             }),
             clock: parts.clock,
             reconciler: crate::leader::Current::of(reconciler.clone()),
             events: crate::api::events::EventHub::new(parts.store.clone()),
         };
-        let webhooks = config.webhook_secret.clone().map(|secret| {
-            let settings = crate::webhook::WebhookSettings {
-                secret,
+        // Always delivering (without a key, what the outbox holds is given up in a day, and the
+        // backlog shows it).
+        let webhooks = crate::webhook::Deliverer::new(
+            parts.store.clone(),
+            crate::webhook::WebhookSettings {
+                secret: config.webhook_secret.clone(),
                 allow_private: config.webhook_allow_private,
-            };
-            crate::webhook::Deliverer::new(
-                parts.store.clone(),
-                settings,
-                api.clock.clone(),
-                api::webhook_render(api.clone()),
-            )
-        });
-        let webhooks = match webhooks.transpose() {
-            Ok(webhooks) => webhooks,
-            Err(error) => {
-                tracing::error!(%error, "webhooks are off: no TLS client for them");
-                None
-            }
-        };
+            },
+            webhook_client,
+            api.clock.clone(),
+            api::webhook_render(api.clone()),
+        );
         App {
             store: parts.store,
             cloud: parts.cloud,

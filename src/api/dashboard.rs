@@ -4,7 +4,7 @@
 //! storage, and reads the API with it (`/v1/pool`, [`list_users`], `/v1/events` through
 //! `fetch`). And `GET /v1/admin/users`, its user table.
 
-use super::openapi::{ErrorBody, Unauthorized};
+use super::openapi::{ErrorBody, InternalError, Unauthorized};
 use super::users::{InstanceDocument, document_with};
 use super::{ApiError, AppState};
 use axum::Json;
@@ -38,11 +38,13 @@ pub struct UserListDocument {
         (status = 200, description = "Every user, oldest request first.", body = UserListDocument),
         (status = 401, response = Unauthorized),
         (status = 403, description = "`forbidden`: the service token.", body = ErrorBody),
+        (status = 500, response = InternalError),
     ),
     security(("bearer" = [])),
 )]
 pub async fn list_users(State(state): State<AppState>) -> Result<Json<UserListDocument>, ApiError> {
-    let users = state.store.list_users().await?;
+    // The snapshot the passes share: decoded again only after a write of `users`.
+    let users = state.store.users_snapshot().await?;
     let conditions = state.store.tier_conditions().await?;
     Ok(Json(UserListDocument {
         users: users
@@ -64,14 +66,28 @@ pub async fn page() -> Response {
     asset(PAGE, "text/html; charset=utf-8")
 }
 
+/// The dashboard's assets, by name.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub enum AssetName {
+    #[serde(rename = "dashboard.js")]
+    Script,
+    #[serde(rename = "dashboard.css")]
+    Style,
+}
+
 /// The dashboard's script and style sheet.
 #[utoipa::path(
     get,
     path = "/dashboard/{asset}",
     tag = "operations",
-    params(("asset" = String, Path, description = "`dashboard.js` or `dashboard.css`.")),
+    params(("asset" = inline(AssetName), Path, description = "The asset.")),
     responses(
-        (status = 200, description = "The asset.", body = String, content_type = "text/plain"),
+        (status = 200, description = "The script (`text/javascript`) or the style sheet (`text/css`).",
+            content(
+                (String = "text/javascript"),
+                (String = "text/css"),
+            )),
         (status = 404, description = "`not_found`: no such asset.", body = ErrorBody),
     ),
 )]

@@ -446,8 +446,9 @@ pub fn document(
 }
 
 /// A PUT's `callback_url` as this daemon takes it: absent while webhooks are off; otherwise an
-/// `https` URL to a named host (an address literal may be private: refused), or any http(s)
-/// URL where private targets are allowed. (A name is checked when it is resolved, at delivery.)
+/// `https` URL to a named host (an address literal may be private: refused; the schema leaves
+/// literals out), with any port, path and query, or any http(s) URL where private targets are
+/// allowed. (A name is checked when it is resolved, at delivery.)
 fn describe_callback(doc: &mut serde_json::Value, settings: &super::ApiSettings) {
     let Some(properties) = doc
         .pointer_mut("/components/schemas/PutInstanceRequest/properties")
@@ -459,11 +460,15 @@ fn describe_callback(doc: &mut serde_json::Value, settings: &super::ApiSettings)
         properties.remove("callback_url");
         return;
     }
-    let pattern = if settings.webhook_allow_private {
-        r"^https?://[a-z0-9-]{1,20}(\.[a-z0-9-]{1,20}){0,3}(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~/-]*)?$"
+    // A port of 1-65535; a path and a query of the characters RFC 3986 allows there.
+    const PORT: &str = r"(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?";
+    const REST: &str = r"(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?(\?[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$";
+    let host = if settings.webhook_allow_private {
+        r"^https?://[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})*"
     } else {
-        r"^https://([a-z0-9-]{1,20}\.){1,3}[a-z]{2,10}(/[A-Za-z0-9._~/-]*)?$"
+        r"^https://([A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,63}"
     };
+    let pattern = format!("{host}{PORT}{REST}");
     if let Some(url) = properties
         .get_mut("callback_url")
         .and_then(serde_json::Value::as_object_mut)

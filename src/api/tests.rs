@@ -733,7 +733,20 @@ async fn a_callback_url_must_be_https_to_a_public_host_and_a_put_sets_or_clears_
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    assert_eq!(body["callback_url"], url);
+    assert_eq!(
+        body["callback_url"], "https://hooks.example.com/spotpool?…",
+        "shown without its query"
+    );
+    assert_eq!(
+        state
+            .store
+            .callback_url(&crate::model::UserId::parse("alice").unwrap())
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(url),
+        "kept whole"
+    );
     // A repeat without the field keeps it; another URL replaces it; null removes it.
     let (_, body) = call(
         &state,
@@ -743,7 +756,7 @@ async fn a_callback_url_must_be_https_to_a_public_host_and_a_put_sets_or_clears_
         "{}",
     )
     .await;
-    assert_eq!(body["callback_url"], url);
+    assert_eq!(body["callback_url"], "https://hooks.example.com/spotpool?…");
     let other = "https://other.example.com/hook";
     let (_, body) = call(
         &state,
@@ -844,4 +857,33 @@ async fn the_dashboard_is_served_without_a_token_and_its_user_list_needs_the_adm
     assert_eq!(users.len(), 1);
     assert_eq!(users[0]["user_id"], "alice");
     assert_eq!(users[0]["state"], "queued");
+}
+
+/// Every `$ref` of the served document resolves (a schema named in a route but never
+/// registered is an error to every client generator and to schemathesis).
+#[tokio::test]
+async fn every_reference_in_the_served_document_resolves() {
+    fn refs(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    match (key.as_str(), value) {
+                        ("$ref", serde_json::Value::String(target)) => out.push(target.clone()),
+                        _ => refs(value, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let state = state_with(Arc::new(FakeCloud::default())).await;
+    let (_, doc) = call(&state, "GET", "/openapi.json", None, "").await;
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(found.len() > 10, "{found:?}");
+    for target in found {
+        let pointer = target.trim_start_matches('#');
+        assert!(doc.pointer(pointer).is_some(), "{target} does not resolve");
+    }
 }

@@ -60,18 +60,19 @@ pub struct InstanceDocument {
     #[schema(required = true, examples("quota_exceeded"))]
     pub waiting_for: Option<String>,
     /// Where the user's becoming `ready`, `failed` or `asleep` is POSTed (the PUT's
-    /// `callback_url`; ARCHITECTURE.md "Webhooks").
+    /// `callback_url`; ARCHITECTURE.md "Webhooks"), without its query, which may carry the
+    /// receiver's token (`?…` marks one).
     #[schema(
         required = true,
-        examples("https://backend.example.com/hooks/spotpool")
+        examples("https://backend.example.com/hooks/spotpool?…")
     )]
     pub callback_url: Option<String>,
     /// A ready user's container as the health watch last judged it: `healthy`, `restarting`
     /// (it failed its health checks and was restarted), `recycling` (it failed again soon
     /// after: a crash loop, and the user moves to a fresh instance with its workspace) or
     /// `crash_loop` (it failed there too; left for on-call, `health_cause` says why). Null
-    /// until the first reading, and for users that are not ready (ARCHITECTURE.md, "Health
-    /// watch").
+    /// until the first reading on the user's instance, and for users neither `ready` nor
+    /// `migrating` (ARCHITECTURE.md, "Health watch").
     #[schema(required = true, examples("healthy"))]
     pub health: Option<&'static str>,
     /// The load balancer's reason for the last failure the watch acted on, while `health` is
@@ -161,7 +162,7 @@ pub(super) fn document_with(
             attached_to: w.attached_to.as_ref().map(|i| i.0.clone()),
         }),
         waiting_for,
-        callback_url: user.callback_url.clone(),
+        callback_url: user.callback_url.as_deref().map(without_query),
         health: watched
             .then_some(user.health.health)
             .flatten()
@@ -287,6 +288,15 @@ fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<PutBody, ApiError> 
         }
     }
     Ok(parsed)
+}
+
+/// A callback URL as documents show it: its query (which may carry the receiver's token) and
+/// fragment left out, marked `?…`.
+fn without_query(url: &str) -> String {
+    match url.find(['?', '#']) {
+        Some(at) => format!("{}?…", &url[..at]),
+        None => url.to_string(),
+    }
 }
 
 /// A callback URL must be allowed (`webhook::target`), and webhooks configured to sign it.
@@ -502,7 +512,7 @@ async fn update_existing(
     if let Some(url) = &body.callback_url {
         state
             .store
-            .set_callback_url(&existing.user_id, url.as_deref())
+            .set_callback_url(&existing.user_id, url.as_deref(), now)
             .await?;
     }
     if existing.state == UserState::Failed

@@ -110,8 +110,8 @@ pub struct Candidate {
     /// The reconciler the terms' reconcilers are made from (`Reconciler::for_term`).
     pub reconciler: Reconciler,
     pub feed: Option<InterruptionConsumer>,
-    /// The webhook outbox's delivery, while leading (None: webhooks are off).
-    pub webhooks: Option<crate::webhook::Deliverer>,
+    /// The webhook outbox's delivery, while leading.
+    pub webhooks: crate::webhook::Deliverer,
     pub current: Current,
 }
 
@@ -208,12 +208,8 @@ impl Candidate {
                     _ = stopped(stop.clone()) => {}
                 }
             };
-            let webhooks = async {
-                if let Some(webhooks) = &self.webhooks {
-                    let webhooks = webhooks.for_term(term.store.clone());
-                    webhooks.run_until_stopped(stopped(stop.clone())).await;
-                }
-            };
+            let webhooks = self.webhooks.for_term(term.store.clone());
+            let webhooks = webhooks.run_until_stopped(stopped(stop.clone()));
             tokio::join!(
                 reconciler.run_until_stopped(stopped(stop.clone())),
                 consumer,

@@ -33,13 +33,14 @@ pub struct HealthWatch {
     pub health: Option<Health>,
     /// The instance the record is about: a user on another one has a new container.
     pub instance: Option<InstanceId>,
-    pub checked_at: Option<Millis>,
     /// Since when the current container runs, as far as the watch knows (its first reading on
     /// this instance, or the restart): readings within the grace after it do not count.
     pub since: Option<Millis>,
     /// The watch's last restart of the container.
     pub restarted_at: Option<Millis>,
-    /// The watch's last crash-loop recycle of the user.
+    /// The watch's last crash-loop recycle of the user: when the fresh instance's container
+    /// was first read (so a slow move does not eat the window), or, while the move runs, when it
+    /// was asked for.
     pub recycled_at: Option<Millis>,
     /// The load balancer's reason for the last failure judged (e.g.
     /// `Target.ResponseCodeMismatch: Health checks failed with these codes: [502]`).
@@ -56,7 +57,7 @@ pub enum Reading {
     Other,
 }
 
-/// The watch's timings.
+/// The watch's timings (per tier: [`HealthPolicy::for_check`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthPolicy {
     /// After a container starts (or restarts), how long an unhealthy reading is not acted on:
@@ -64,6 +65,27 @@ pub struct HealthPolicy {
     pub grace: Millis,
     /// A failure this soon after the watch's restart (or recycle) is a crash loop.
     pub window: Millis,
+}
+
+impl HealthPolicy {
+    /// The least grace and window, for a tier whose health check sees a restarted container
+    /// healthy quickly.
+    pub const FLOOR: HealthPolicy = HealthPolicy {
+        grace: 3 * 60_000,
+        window: 15 * 60_000,
+    };
+
+    /// The timings for a tier's health check: the grace covers the load balancer's time to see
+    /// a restarted container healthy (interval × healthy threshold, up to 50 minutes) and a
+    /// minute of start; the window is at least twice the grace.
+    pub fn for_check(check: &super::HealthCheck) -> HealthPolicy {
+        let to_healthy = check.time_to_healthy().as_millis() as Millis;
+        let grace = HealthPolicy::FLOOR.grace.max(to_healthy + 60_000);
+        HealthPolicy {
+            grace,
+            window: HealthPolicy::FLOOR.window.max(2 * grace),
+        }
+    }
 }
 
 /// What to do after a reading.
@@ -90,16 +112,21 @@ impl HealthWatch {
     ) -> (HealthWatch, Verdict) {
         let mut watch = self.clone();
         if watch.instance.as_ref() != Some(instance) {
-            // A new container (a claim, a move, a wake): judged afresh; a recent crash-loop
-            // recycle is remembered.
+            // A new container (a claim, a move, a wake): judged afresh. The one a crash-loop
+            // recycle moved to starts the recycle's window now, however long the move took; an
+            // earlier recycle is remembered.
+            let recycled_now = self.health == Some(Health::Recycling);
             watch = HealthWatch {
                 instance: Some(instance.clone()),
                 since: Some(now),
-                recycled_at: self.recycled_at,
+                recycled_at: if recycled_now {
+                    Some(now)
+                } else {
+                    self.recycled_at
+                },
                 ..HealthWatch::default()
             };
         }
-        watch.checked_at = Some(now);
         let reason = match reading {
             Reading::Other => return (watch, Verdict::Record),
             Reading::Healthy => {
@@ -135,10 +162,7 @@ impl HealthWatch {
 mod tests {
     use super::*;
 
-    const POLICY: HealthPolicy = HealthPolicy {
-        grace: 180_000,
-        window: 900_000,
-    };
+    const POLICY: HealthPolicy = HealthPolicy::FLOOR;
 
     fn unhealthy() -> Reading {
         Reading::Unhealthy("Target.Timeout".into())
@@ -167,31 +191,32 @@ mod tests {
         let (watch, verdict) = watch.judge(&i1, &unhealthy(), 400_000, &POLICY);
         assert_eq!(verdict, Verdict::CrashLoop { recycle: true });
         assert_eq!(watch.health, Some(Health::Recycling));
-        // On the fresh instance: a new container, settling first, then left as a crash loop.
-        let (watch, verdict) = watch.judge(&i2, &unhealthy(), 500_000, &POLICY);
+        // On the fresh instance (the move took 20 minutes, longer than the window): a new
+        // container, settling first, then left as a crash loop; the window counts from there.
+        let (watch, verdict) = watch.judge(&i2, &unhealthy(), 1_600_000, &POLICY);
         assert_eq!(verdict, Verdict::Record);
-        assert_eq!(watch.recycled_at, Some(400_000));
+        assert_eq!(watch.recycled_at, Some(1_600_000));
         assert_eq!(watch.restarted_at, None);
-        let (watch, verdict) = watch.judge(&i2, &unhealthy(), 700_000, &POLICY);
+        let (watch, verdict) = watch.judge(&i2, &unhealthy(), 1_800_000, &POLICY);
         assert_eq!(verdict, Verdict::CrashLoop { recycle: false });
         assert_eq!(watch.health, Some(Health::CrashLoop));
         // Left alone while it fails.
-        let (watch, verdict) = watch.judge(&i2, &unhealthy(), 800_000, &POLICY);
+        let (watch, verdict) = watch.judge(&i2, &unhealthy(), 1_900_000, &POLICY);
         assert_eq!(verdict, Verdict::Record);
         // It recovers: healthy, no cause.
-        let (watch, verdict) = watch.judge(&i2, &Reading::Healthy, 900_000, &POLICY);
+        let (watch, verdict) = watch.judge(&i2, &Reading::Healthy, 2_000_000, &POLICY);
         assert_eq!(verdict, Verdict::Record);
         assert_eq!(
             (watch.health, watch.cause.clone()),
             (Some(Health::Healthy), None)
         );
         // A failure long after the window: a restart again, not a crash loop.
-        let (_, verdict) = watch.judge(&i2, &unhealthy(), 2_000_000, &POLICY);
+        let (_, verdict) = watch.judge(&i2, &unhealthy(), 3_000_000, &POLICY);
         assert_eq!(verdict, Verdict::Restart);
-        // A reading that says nothing (initial, unused) changes nothing but the time.
-        let (same, verdict) = watch.judge(&i2, &Reading::Other, 2_000_000, &POLICY);
+        // A reading that says nothing (initial, unused) changes nothing.
+        let (same, verdict) = watch.judge(&i2, &Reading::Other, 3_000_000, &POLICY);
         assert_eq!(verdict, Verdict::Record);
-        assert_eq!(same.health, watch.health);
+        assert_eq!(same, watch);
     }
 
     /// A restart that fixed it: a failure after the window is a fresh restart.
@@ -209,5 +234,26 @@ mod tests {
         assert_eq!(verdict, Verdict::Restart);
         let (_, verdict) = watch.judge(&i1, &unhealthy(), POLICY.window, &POLICY);
         assert_eq!(verdict, Verdict::CrashLoop { recycle: true });
+    }
+
+    /// A tier whose load balancer needs 5 minutes to see a target healthy gets a grace past
+    /// that, and a window at least twice the grace.
+    #[test]
+    fn a_slow_health_check_gets_a_longer_grace_and_window() {
+        let check = |interval_seconds, healthy_threshold| crate::model::HealthCheck {
+            path: "/healthz".into(),
+            interval_seconds,
+            timeout_seconds: 5,
+            healthy_threshold,
+            unhealthy_threshold: 2,
+            codes: "200".into(),
+        };
+        assert_eq!(HealthPolicy::for_check(&check(5, 2)), HealthPolicy::FLOOR);
+        let slow = HealthPolicy::for_check(&check(60, 5));
+        assert_eq!(slow.grace, 360_000);
+        assert_eq!(slow.window, 900_000);
+        let slowest = HealthPolicy::for_check(&check(300, 10));
+        assert_eq!(slowest.grace, 3_060_000);
+        assert_eq!(slowest.window, 6_120_000);
     }
 }

@@ -280,7 +280,10 @@ impl Reconciler {
             Action::AdvanceClaim { user } => self.advance_claim(user).await,
             Action::Release { user } => self.release(user).await,
             Action::Recover { user } => self.recover(user).await,
-            Action::BeginMove { user } => self.begin_move(user, MoveReason::Recycle, now).await,
+            Action::BeginMove { user } => self
+                .begin_move(user, MoveReason::Recycle, now)
+                .await
+                .map(|_| ()),
             Action::AssignMove {
                 user,
                 instance,

@@ -211,8 +211,8 @@ struct Inner {
     subnet_zones: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
     /// When auto-sleep last read the request counts.
     last_idle_check: std::sync::Mutex<Millis>,
-    /// The health watch's readings left to make.
-    health_budget: std::sync::Mutex<health_watch::HealthBudget>,
+    /// The health watch's budget and rotation in this term.
+    health_watch: std::sync::Mutex<health_watch::WatchState>,
     /// When a pass last read the account's quotas (0: never).
     last_quota_check: std::sync::Mutex<Millis>,
     /// When this term last pruned the journal (0: not yet).
@@ -294,7 +294,7 @@ impl Reconciler {
                 unserved: std::sync::Mutex::new(HashMap::new()),
                 subnet_zones: std::sync::Mutex::new(Default::default()),
                 last_idle_check: std::sync::Mutex::new(0),
-                health_budget: Default::default(),
+                health_watch: Default::default(),
                 last_quota_check: std::sync::Mutex::new(0),
                 last_journal_prune: std::sync::Mutex::new(0),
                 pass_seq: AtomicU64::new(0),

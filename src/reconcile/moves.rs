@@ -52,28 +52,32 @@ impl Reconciler {
     }
 
     /// Ready → migrating. `since` is when the cause happened (for the move-duration metric).
+    /// Returns whether the move began (false: the user is gone, not ready, or changed).
     pub(super) async fn begin_move(
         &self,
         user_id: &UserId,
         reason: MoveReason,
         since: Millis,
-    ) -> Result<(), StepError> {
+    ) -> Result<bool, StepError> {
         let store = &self.inner.store;
         let Some(mut user) = store.get_user(user_id).await? else {
-            return Ok(());
+            return Ok(false);
         };
         if user.state != UserState::Ready {
-            return Ok(());
+            return Ok(false);
         }
         let now = self.now();
         user.state = UserState::Migrating;
         user.moving = Some(MoveProgress::new(reason, since));
         user.updated_at = now;
-        if store.update_user(&mut user).await? {
+        let began = store.update_user(&mut user).await?;
+        if began {
             let shared = self.slots_of(&user.tier) > 1;
             match (&user.instance_id, reason) {
-                // A move off a shared instance empties it: every user there moves, and no claim
-                // lands on it meanwhile; the last to leave retires it.
+                // A crash loop is the user's container's: its neighbours stay where they are.
+                (_, MoveReason::CrashLoop) => {}
+                // Any other move off a shared instance empties it: every user there moves, and
+                // no claim lands on it meanwhile; the last to leave retires it.
                 (Some(instance), _) if shared => {
                     store.request_recycle(instance, now).await?;
                 }
@@ -91,7 +95,7 @@ impl Reconciler {
             )
             .await?;
         }
-        Ok(())
+        Ok(began)
     }
 
     /// Gives a migrating user its move target, then starts the move.

@@ -1,7 +1,7 @@
 //! The account quotas the pool depends on (`model::quota`): read from Service Quotas at start-up
 //! (`App::serve` refuses tier maxima the spot vCPU quota cannot hold) and hourly in a pass, and
 //! exposed as metrics with the pool's own use, for the alert rules in
-//! `deploy/prometheus/spotpool-alerts.yml`. Also what a launch that a quota refused does: the
+//! `deploy/prometheus/alerts.yml`. Also what a launch that a quota refused does: the
 //! tier launches nothing for `capacity_ttl`, and its queued users show `quota_exceeded`.
 
 use super::{Reconciler, StepError};

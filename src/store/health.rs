@@ -15,14 +15,12 @@ impl Store {
         let changed = execute!(
             self,
             sqlx::query(
-                "UPDATE users SET health = $1, health_instance_id = $2, health_checked_at = $3,
-                        health_since = $4, health_restarted_at = $5, health_recycled_at = $6,
-                        health_cause = $7
-                 WHERE user_id = $8",
+                "UPDATE users SET health = $1, health_instance_id = $2, health_since = $3,
+                        health_restarted_at = $4, health_recycled_at = $5, health_cause = $6
+                 WHERE user_id = $7",
             )
             .bind(watch.health.map(|h| h.as_str()))
             .bind(watch.instance.as_ref().map(|i| i.0.as_str()))
-            .bind(watch.checked_at)
             .bind(watch.since)
             .bind(watch.restarted_at)
             .bind(watch.recycled_at)

@@ -2209,14 +2209,36 @@ async fn a_users_state_changes_owe_its_callback_one_webhook_each_in_order(store:
     assert_eq!(asleep.len(), 1);
     assert_eq!(asleep[0].state, UserState::Asleep);
     assert!(asleep[0].id > ready.id);
-    // A failure: owed too. A removed callback owes nothing more.
-    store.set_callback_url(&alice.user_id, None).await.unwrap();
+    // A new URL takes what is still owed; a removed callback cancels it and owes nothing more.
+    assert!(
+        store
+            .set_callback_url(&alice.user_id, Some("https://hooks.example.com/b"), 215)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.due_webhooks(215, 10).await.unwrap()[0].url,
+        "https://hooks.example.com/b"
+    );
+    store
+        .set_callback_url(&alice.user_id, None, 220)
+        .await
+        .unwrap();
+    assert_eq!(store.webhook_backlog().await.unwrap().pending, 0);
     let mut row = step(&mut alice, UserState::Failed, 70);
     assert!(store.update_user(&mut row).await.unwrap());
     alice.version = row.version;
-    assert_eq!(store.webhook_backlog().await.unwrap().pending, 1);
+    assert_eq!(store.webhook_backlog().await.unwrap().pending, 0);
+    assert!(
+        !store
+            .finish_webhook(asleep[0].id, WebhookOutcome::Gone, None, 300)
+            .await
+            .unwrap(),
+        "cancelled already"
+    );
+    // A failure: owed too.
     store
-        .set_callback_url(&alice.user_id, Some("https://hooks.example.com/b"))
+        .set_callback_url(&alice.user_id, Some("https://hooks.example.com/c"), 230)
         .await
         .unwrap();
     let mut row = step(&mut alice, UserState::Queued, 80);
@@ -2225,18 +2247,26 @@ async fn a_users_state_changes_owe_its_callback_one_webhook_each_in_order(store:
     alice.version = row.version;
     let mut row = step(&mut alice, UserState::Failed, 90);
     assert!(store.update_user(&mut row).await.unwrap());
-    assert_eq!(store.webhook_backlog().await.unwrap().pending, 2);
+    assert_eq!(store.webhook_backlog().await.unwrap().pending, 1);
+    let failed = store.due_webhooks(300, 10).await.unwrap();
+    assert_eq!(failed[0].state, UserState::Failed);
+    assert_eq!(failed[0].url, "https://hooks.example.com/c");
     assert!(
-        store
-            .finish_webhook(asleep[0].id, WebhookOutcome::Gone, None, 300)
+        !store
+            .set_callback_url(&UserId::parse("nobody").unwrap(), None, 300)
             .await
             .unwrap()
     );
-    let failed = store.due_webhooks(300, 10).await.unwrap();
-    assert_eq!(failed[0].state, UserState::Failed);
-    assert_eq!(failed[0].url, "https://hooks.example.com/b");
     // Pruning takes only what ended before the cut.
-    assert_eq!(store.prune_webhooks(250).await.unwrap(), 1);
-    assert_eq!(store.prune_webhooks(301).await.unwrap(), 1);
+    assert_eq!(
+        store.prune_webhooks(215).await.unwrap(),
+        1,
+        "the delivered one"
+    );
+    assert_eq!(
+        store.prune_webhooks(301).await.unwrap(),
+        1,
+        "the cancelled one"
+    );
     assert_eq!(store.webhook_backlog().await.unwrap().pending, 1);
 }

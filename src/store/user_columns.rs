@@ -58,7 +58,6 @@ pub(super) struct UserColumns {
     pub(super) callback_url: Option<String>,
     pub(super) health: Option<String>,
     pub(super) health_instance_id: Option<String>,
-    pub(super) health_checked_at: Option<Millis>,
     pub(super) health_since: Option<Millis>,
     pub(super) health_restarted_at: Option<Millis>,
     pub(super) health_recycled_at: Option<Millis>,
@@ -198,7 +197,6 @@ impl From<&UserRecord> for UserColumns {
             callback_url: user.callback_url.clone(),
             health: user.health.health.map(|h| h.as_str().into()),
             health_instance_id: user.health.instance.as_ref().map(|i| i.0.clone()),
-            health_checked_at: user.health.checked_at,
             health_since: user.health.since,
             health_restarted_at: user.health.restarted_at,
             health_recycled_at: user.health.recycled_at,
@@ -301,7 +299,6 @@ impl TryFrom<UserColumns> for UserRecord {
                     format!("user {id}: health")
                 })?,
                 instance: row.health_instance_id.map(InstanceId),
-                checked_at: row.health_checked_at,
                 since: row.health_since,
                 restarted_at: row.health_restarted_at,
                 recycled_at: row.health_recycled_at,

@@ -31,12 +31,15 @@ pub enum WebhookOutcome {
     Abandoned,
     /// The user was deleted before it could be delivered.
     Gone,
+    /// The user's callback was removed before it could be delivered.
+    Cancelled,
 }
 
 crate::model::string_enum!(WebhookOutcome {
     Delivered => "delivered",
     Abandoned => "abandoned",
     Gone => "gone",
+    Cancelled => "cancelled",
 });
 
 /// The outbox at a glance, for the metrics.
@@ -80,17 +83,54 @@ impl TryFrom<WebhookColumns> for Webhook {
 }
 
 impl Store {
-    /// Sets (or, with `None`, clears) the user's callback: the POSTs owed from its next state
-    /// change on go there. Returns false if the user is unknown. The row's version stays (the
-    /// reconciler never writes the column, so no write of its is lost to this one).
-    pub async fn set_callback_url(&self, user: &UserId, url: Option<&str>) -> StoreResult<bool> {
-        let changed = execute!(
-            self,
-            sqlx::query("UPDATE users SET callback_url = $1 WHERE user_id = $2")
-                .bind(url)
-                .bind(user.as_str())
-        );
-        Ok(changed == 1)
+    /// Sets (or, with `None`, clears) the user's callback, and in the same transaction moves the
+    /// POSTs still owed to it there (a backend that moved its receiver gets them at the new
+    /// one), or, when cleared, ends them `cancelled`. Returns false if the user is unknown. The
+    /// row's version stays (the reconciler never writes the column, so no write of its is lost
+    /// to this one).
+    pub async fn set_callback_url(
+        &self,
+        user: &UserId,
+        url: Option<&str>,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        macro_rules! set {
+            ($tx:ident) => {{
+                let changed = sqlx::query("UPDATE users SET callback_url = $1 WHERE user_id = $2")
+                    .bind(url)
+                    .bind(user.as_str())
+                    .execute(&mut *$tx)
+                    .await?
+                    .rows_affected();
+                match url {
+                    Some(url) => sqlx::query(
+                        "UPDATE webhooks SET url = $1 WHERE user_id = $2 AND finished_at IS NULL",
+                    )
+                    .bind(url)
+                    .bind(user.as_str()),
+                    None => sqlx::query(
+                        "UPDATE webhooks SET outcome = 'cancelled', finished_at = $1
+                         WHERE user_id = $2 AND finished_at IS NULL",
+                    )
+                    .bind(now)
+                    .bind(user.as_str()),
+                }
+                .execute(&mut *$tx)
+                .await?;
+                $tx.commit().await?;
+                Ok(changed == 1)
+            }};
+        }
+        match &self.pool {
+            super::Pool::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                set!(tx)
+            }
+            super::Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                set!(tx)
+            }
+        }
     }
 
     /// The user's callback, if it set one.

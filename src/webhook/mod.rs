@@ -49,18 +49,37 @@ pub type Render = Arc<
 /// The webhooks' settings (`SPOTPOOL_WEBHOOK_SECRET`, `SPOTPOOL_WEBHOOK_ALLOW_PRIVATE`).
 #[derive(Clone)]
 pub struct WebhookSettings {
-    pub secret: SecretString,
+    /// None: webhooks are off; what the outbox holds (a callback set while they were on) is
+    /// not sent, and is given up a day after it was owed, with the backlog's metrics showing it.
+    pub secret: Option<SecretString>,
     pub allow_private: bool,
 }
 
-type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
+/// The webhooks' HTTP client: HTTP/1 over rustls with the system's roots, connecting through
+/// [`GuardedResolver`].
+pub type HttpClient =
+    Client<hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
+
+/// The client for `allow_private` (see [`target`]).
+pub fn client(allow_private: bool) -> Result<HttpClient, String> {
+    let mut http = HttpConnector::new_with_resolver(GuardedResolver { allow_private });
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(crate::tls::client_config(None, true)?)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
 
 /// Delivers the outbox. One per daemon; [`Deliverer::for_term`] gives each leadership term's
 /// copy its fenced store.
 #[derive(Clone)]
 pub struct Deliverer {
     store: Store,
-    client: HttpClient,
+    /// None when the TLS client could not be built: webhooks are off.
+    client: Option<HttpClient>,
     settings: WebhookSettings,
     clock: Clock,
     render: Render,
@@ -80,26 +99,22 @@ impl Deliverer {
     pub fn new(
         store: Store,
         settings: WebhookSettings,
+        client: Option<HttpClient>,
         clock: Clock,
         render: Render,
-    ) -> Result<Deliverer, String> {
-        let mut http = HttpConnector::new_with_resolver(GuardedResolver {
-            allow_private: settings.allow_private,
-        });
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        http.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(crate::tls::client_config(None, true)?)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        Ok(Deliverer {
+    ) -> Deliverer {
+        Deliverer {
             store,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client,
             settings,
             clock,
             render,
-        })
+        }
+    }
+
+    /// Whether POSTs go out: a signing key and a client.
+    pub fn delivers(&self) -> bool {
+        self.settings.secret.is_some() && self.client.is_some()
     }
 
     /// This deliverer writing through `store` (a term's fenced store).
@@ -114,9 +129,17 @@ impl Deliverer {
     /// hourly prune of what finished a week ago.
     pub async fn run_until_stopped(&self, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
+        // The backlog's gauges are the leader's: a replica that stops leading stops saying.
+        let _gauges = ResetGauges;
         let mut pruned_at: Option<Millis> = None;
         loop {
-            let attempted = match self.deliver_due().await {
+            // A stop never waits for a batch (at least once: a POST cut short is sent again).
+            let delivered = tokio::select! {
+                biased;
+                _ = &mut stop => return,
+                delivered = self.deliver_due() => delivered,
+            };
+            let attempted = match delivered {
                 Ok(attempted) => attempted,
                 Err(error) => {
                     tracing::warn!(%error, "could not read the webhook outbox");
@@ -158,7 +181,9 @@ impl Deliverer {
 
     /// One attempt at `hook`, and its bookkeeping.
     pub async fn attempt(&self, hook: Webhook) -> StoreResult<Attempt> {
-        let Some(mut user) = self.store.get_user(&hook.user_id).await? else {
+        let user = self.store.get_user(&hook.user_id).await?;
+        // A user deleted and created again since is another user: its predecessor's POSTs end.
+        let Some(mut user) = user.filter(|user| user.created_at <= hook.created_at) else {
             self.store
                 .finish_webhook(hook.id, WebhookOutcome::Gone, None, (self.clock)())
                 .await?;
@@ -219,10 +244,13 @@ impl Deliverer {
     /// POSTs `body` to the hook's url: Ok on a 2xx answer. The message never holds the url's
     /// path or query (they may carry the receiver's token).
     async fn post(&self, hook: &Webhook, body: Vec<u8>) -> Result<(), String> {
+        let (Some(secret), Some(client)) = (&self.settings.secret, &self.client) else {
+            return Err("webhooks are off: the daemon has no SPOTPOOL_WEBHOOK_SECRET".into());
+        };
         // Again at every attempt: an address literal is checked here (a name, when resolved).
         let target = target::parse(&hook.url, self.settings.allow_private)?;
         let seconds = (self.clock)().div_euclid(1000);
-        let signature = sign::signature(self.settings.secret.expose().as_bytes(), seconds, &body);
+        let signature = sign::signature(secret.expose().as_bytes(), seconds, &body);
         let request = hyper::Request::post(target.uri)
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .header(
@@ -234,7 +262,7 @@ impl Deliverer {
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| format!("bad request: {e}"))?;
         let host = &target.host;
-        let response = tokio::time::timeout(ATTEMPT_TIMEOUT, self.client.request(request))
+        let response = tokio::time::timeout(ATTEMPT_TIMEOUT, client.request(request))
             .await
             .map_err(|_| format!("{host} did not answer within {ATTEMPT_TIMEOUT:?}"))?
             .map_err(|e| format!("{host}: {}", error_chain(&e)))?;
@@ -271,6 +299,16 @@ impl Deliverer {
             }
             Err(error) => tracing::warn!(%error, "could not measure the webhook backlog"),
         }
+    }
+}
+
+/// Zeroes the backlog's gauges when the leader's delivery ends (its term's future dropped).
+struct ResetGauges;
+
+impl Drop for ResetGauges {
+    fn drop(&mut self) {
+        metrics::gauge!("spotpool_webhook_backlog").set(0.0);
+        metrics::gauge!("spotpool_webhook_oldest_pending_seconds").set(0.0);
     }
 }
 

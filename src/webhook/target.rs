@@ -152,17 +152,13 @@ impl tower_service::Service<Name> for GuardedResolver {
                 .into_iter()
                 .partition(|addr| allow_private || is_public(addr.ip()));
             if kept.is_empty() {
+                // The addresses go to the log only: the error is stored and journalled, where
+                // the service token could read which private addresses a name has.
                 let refused: Vec<String> = refused.iter().map(|a| a.ip().to_string()).collect();
+                tracing::warn!(%host, refused = %refused.join(", "), "a webhook's host resolves to no public address");
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::PermissionDenied,
-                    format!(
-                        "{host} resolves to no public address ({})",
-                        if refused.is_empty() {
-                            "none found".to_string()
-                        } else {
-                            refused.join(", ")
-                        }
-                    ),
+                    format!("{host} resolves to no public address"),
                 ));
             }
             Ok(kept.into_iter())
@@ -231,6 +227,9 @@ mod tests {
         }
         let long = format!("https://a.example.com/{}", "x".repeat(MAX_URL_LEN));
         assert!(parse(&long, false).unwrap_err().contains("longer"));
+        // Every character the served schema's pattern admits (api::openapi) is taken.
+        let busy = "https://A-b.example.com:65535/p._~!$&'()*+,;=:@%/x?q=._~!$&'()*+,;=:@%/?-";
+        assert!(parse(busy, false).is_ok(), "{busy}");
         // Allowed private targets: plain http to loopback (the tests' receivers).
         let local = parse("http://127.0.0.1:8080/hook", true).unwrap();
         assert!(!local.https);

@@ -327,3 +327,20 @@ pub fn counter_by(metrics: &str, name: &str, label: &str) -> BTreeMap<String, f6
     }
     sums
 }
+
+/// The lines a child process writes to `stdout`, as they come, read on a thread of their own.
+pub fn lines_of(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    lines
+}

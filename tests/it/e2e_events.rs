@@ -48,19 +48,7 @@ async fn e2e_a_stream_shows_a_claim_up_to_ready_and_a_resume_only_what_followed(
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spotpool status --watch");
-    let (lines_tx, watched) = std::sync::mpsc::channel::<String>();
-    let stdout = watch.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if lines_tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let watched = crate::daemon::lines_of(watch.stdout.take().unwrap());
 
     // A live stream of ann's events, opened before her claim.
     let mut stream = daemon

@@ -36,7 +36,7 @@ async fn e2e_a_callback_gets_one_signed_post_per_state_across_a_crash() {
     let body = serde_json::json!({ "callback_url": url }).to_string();
     let (status, doc) = daemon.put("ann", &body).await;
     assert_eq!(status, 202, "{doc}");
-    assert_eq!(doc["callback_url"], url.as_str());
+    assert_eq!(doc["callback_url"], format!("{}/spotpool?…", receiver.url));
     daemon.wait_state("ann", "ready", DEADLINE).await;
     let refused = receiver.wait_for(1, DEADLINE).await;
     assert_eq!(refused[0].status, 503);
@@ -91,24 +91,33 @@ async fn e2e_a_callback_gets_one_signed_post_per_state_across_a_crash() {
     assert_eq!(accepted.len(), 2, "{accepted:?}");
     assert_eq!(accepted[0].0, "ready");
     assert_eq!(accepted[1].0, "asleep");
-    // The journal says so, and no more is owed (nothing will be sent again).
-    let text = daemon
-        .client
-        .get(format!(
-            "{}/v1/events?follow=false&after=0&kind=webhook.*",
-            daemon.base
-        ))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The journal says so (once the daemon has recorded the answer it got), and no more is
+    // owed: nothing will be sent again.
+    let delivered = || async {
+        let text = daemon
+            .client
+            .get(format!(
+                "{}/v1/events?follow=false&after=0&kind=webhook.*",
+                daemon.base
+            ))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.matches("event: webhook.delivered").count()
+    };
+    assert!(
+        daemon
+            .wait_for(DEADLINE, || async { delivered().await == 2 })
+            .await
+    );
     assert_eq!(
-        text.matches("event: webhook.delivered").count(),
-        2,
-        "{text}"
+        receiver.received().len(),
+        got.len(),
+        "nothing more was sent"
     );
     // The receiver's token is never in the daemon's log.
     assert!(!daemon.log().contains("receiver-side-secret"));

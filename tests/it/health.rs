@@ -144,30 +144,74 @@ async fn a_crash_loop_moves_the_user_once_with_its_workspace_then_is_left_for_on
     world.assert_no_leaks().await;
 }
 
-/// At one read a second and a pass a second, each pass reads one user, the one read longest
-/// ago: three users are each read once in three passes.
+/// At one read a second and a pass a second, the reads never exceed the bucket (20, refilled
+/// one a second), and the rotation reaches every user: three failing users are each restarted
+/// once, none twice, none left out.
 #[tokio::test]
-async fn the_reads_keep_to_the_budget_longest_unread_first() {
+async fn the_reads_keep_to_the_budget_and_reach_every_user() {
     let mut config = crate::world::reconciler_config(3, 6);
     config.health_checks_per_second = 1.0;
     let world = World::with_config(config).await;
-    for user in ["ann", "bob", "cat"] {
-        world.ready_user(user, "{}").await;
+    let users = ["ann", "bob", "cat"];
+    for user in users {
+        let doc = world.ready_user(user, "{}").await;
+        world.cloud.set_unhealthy(&instance_of(&doc), true);
     }
-    world.run_until_quiet(20).await;
-    let mut read = Vec::new();
-    for _ in 0..3 {
-        world.cloud.clear_calls();
+    world.cloud.clear_calls();
+    let mut passes = 0;
+    while users.iter().any(|u| restarts(&world, u) == 0) {
+        assert!(passes < 600, "every user restarted within 10 minutes");
         world.pass().await;
-        assert_eq!(world.cloud.count_calls("DescribeTargetHealth"), 1);
-        let mut oldest: Vec<(i64, String)> = Vec::new();
-        for user in ["ann", "bob", "cat"] {
-            let row = world.user_row(user).await;
-            oldest.push((row.health.checked_at.unwrap_or(0), user.to_string()));
-        }
-        oldest.sort();
-        read.push(oldest.last().unwrap().1.clone());
+        passes += 1;
+        // A second a pass: the bucket's 20 plus one a second, at most.
+        assert!(world.cloud.count_calls("DescribeTargetHealth") <= 20 + passes);
     }
-    read.sort();
-    assert_eq!(read, ["ann", "bob", "cat"]);
+    for user in users {
+        assert_eq!(restarts(&world, user), 1, "{user}");
+    }
+}
+
+/// On a shared instance a crash loop is one user's container's: that user alone moves (with its
+/// workspace); its neighbour stays served where it is, and the instance is not recycled.
+#[tokio::test]
+async fn a_crash_loop_on_a_shared_instance_moves_that_user_alone() {
+    let world = crate::shared_moves::shared_world().await;
+    world.ready_user("alice", r#"{"tier":"shared"}"#).await;
+    world.ready_user("bob", r#"{"tier":"shared"}"#).await;
+    let alice = world.user_row("alice").await;
+    let shared = alice.instance_id.clone().unwrap();
+    assert_eq!(
+        world.user_row("bob").await.instance_id,
+        Some(shared.clone())
+    );
+    let group = alice.routing.target_group_arn.clone().unwrap();
+    world.pass().await;
+    world.cloud.set_target_unhealthy(&group, &shared, true);
+    world.advance(PAST_GRACE);
+    world.pass().await;
+    assert_eq!((restarts(&world, "alice"), restarts(&world, "bob")), (1, 0));
+    world.advance(PAST_GRACE);
+    world.pass().await;
+    assert_eq!(world.user_state("alice").await, Some(UserState::Migrating));
+    assert_eq!(world.user_state("bob").await, Some(UserState::Ready));
+    world.run_until_quiet(40).await;
+    let (alice, bob) = (world.user_row("alice").await, world.user_row("bob").await);
+    assert_eq!(alice.state, UserState::Ready);
+    assert_ne!(alice.instance_id, Some(shared.clone()), "alice moved");
+    assert_eq!(
+        alice.workspace.as_ref().and_then(|w| w.attached_to.clone()),
+        alice.instance_id
+    );
+    assert_eq!(bob.state, UserState::Ready);
+    assert_eq!(bob.instance_id, Some(shared.clone()), "bob stayed");
+    let record = world.store.get_instance(&shared).await.unwrap().unwrap();
+    assert_eq!(
+        record.recycle_requested_at, None,
+        "the instance is not recycled"
+    );
+    assert_eq!(
+        world.cloud.instance(&shared).unwrap().lifecycle,
+        spotpool::cloud::Lifecycle::Running
+    );
+    world.assert_no_leaks().await;
 }

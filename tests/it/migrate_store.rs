@@ -395,14 +395,13 @@ async fn fill_users(store: &Store) {
     assert!(store.update_user(&mut alice).await.unwrap());
     // Dave's callback: his falling asleep owes it a webhook (the outbox's trigger).
     store
-        .set_callback_url(&id("dave"), Some("https://hooks.example.com/dave"))
+        .set_callback_url(&id("dave"), Some("https://hooks.example.com/dave"), 10)
         .await
         .unwrap();
     // Alice's container as the health watch last judged it.
     let watch = spotpool::model::HealthWatch {
         health: Some(spotpool::model::Health::Restarting),
         instance: Some(InstanceId("i-ready".into())),
-        checked_at: Some(30),
         since: Some(25),
         restarted_at: Some(25),
         recycled_at: Some(5),

@@ -12,7 +12,7 @@ use spotpool::model::{InstanceId, InstanceStatus, UserState};
 
 /// One tier, `shared`, of four slots on t3.large (t3a.large where a drain keeps it off
 /// t3.large), keeping one free slot ready.
-async fn shared_world() -> World {
+pub(crate) async fn shared_world() -> World {
     let config = Settings {
         tier: Some(vec![TierSettings {
             name: Some("shared".into()),

@@ -31,7 +31,11 @@ async fn a_user_gets_one_signed_post_per_state_it_enters() {
     let receiver = Receiver::start().await;
     let url = format!("{}/hooks/alice?token=receiver-secret", receiver.url);
     let claimed = world.ready_user("alice", &body(&url)).await;
-    assert_eq!(claimed["callback_url"], url.as_str());
+    assert_eq!(
+        claimed["callback_url"],
+        format!("{}/hooks/alice?…", receiver.url),
+        "shown without its query"
+    );
 
     assert_eq!(world.webhooks.deliver_due().await.unwrap(), 1);
     let got = receiver.wait_for(1, WAIT).await;
@@ -168,25 +172,35 @@ async fn a_redirect_is_not_followed() {
 #[tokio::test]
 async fn a_name_resolving_to_a_private_address_is_refused_when_connecting() {
     let world = World::new(1, 4).await;
-    let receiver = Receiver::start().await;
-    let port = receiver.url.rsplit(':').next().unwrap();
+    // A bare listener that counts the connections made to it: none may be.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counting = tokio::spawn({
+        let accepted = accepted.clone();
+        async move {
+            while listener.accept().await.is_ok() {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
     world.ready_user("alice", "").await;
     let alice = UserId::parse("alice").unwrap();
     let guarded = Deliverer::new(
         world.store.clone(),
         WebhookSettings {
-            secret: spotpool::config::SecretString::new(WEBHOOK_SECRET),
+            secret: Some(spotpool::config::SecretString::new(WEBHOOK_SECRET)),
             allow_private: false,
         },
+        Some(spotpool::webhook::client(false).unwrap()),
         world.state.clock.clone(),
         spotpool::api::webhook_render(world.state.clone()),
-    )
-    .unwrap();
+    );
     // Set as it could have been while the name still resolved to a public address.
     let url = format!("https://localhost:{port}/hook");
     world
         .store
-        .set_callback_url(&alice, Some(&url))
+        .set_callback_url(&alice, Some(&url), 0)
         .await
         .unwrap();
     world
@@ -197,9 +211,12 @@ async fn a_name_resolving_to_a_private_address_is_refused_when_connecting() {
     assert_eq!(due.len(), 1);
     let outcome = guarded.attempt(due[0].clone()).await.unwrap();
     assert!(matches!(outcome, Attempt::Retry(_)), "{outcome:?}");
-    assert!(receiver.received().is_empty(), "never connected");
     let error = world.store.webhook_error(due[0].id).await.unwrap().unwrap();
     assert!(error.contains("no public address"), "{error}");
+    assert!(
+        !error.contains("127.0.0.1"),
+        "no address in what is stored: {error}"
+    );
     // An address literal is refused before any connect too: a row written with one (the
     // store does not check) is never sent.
     let bob = UserId::parse("bob").unwrap();
@@ -207,7 +224,7 @@ async fn a_name_resolving_to_a_private_address_is_refused_when_connecting() {
     let literal = format!("https://127.0.0.1:{port}/hook");
     world
         .store
-        .set_callback_url(&bob, Some(&literal))
+        .set_callback_url(&bob, Some(&literal), 0)
         .await
         .unwrap();
     world
@@ -222,7 +239,64 @@ async fn a_name_resolving_to_a_private_address_is_refused_when_connecting() {
     assert!(matches!(outcome, Attempt::Retry(_)), "{outcome:?}");
     let error = world.store.webhook_error(due[0].id).await.unwrap().unwrap();
     assert!(error.contains("is not public"), "{error}");
-    assert!(receiver.received().is_empty(), "never connected");
+    // The same literal is reached when private targets are allowed: the listener counts.
+    let allowed = world.webhooks.attempt(due[0].clone()).await.unwrap();
+    assert!(matches!(allowed, Attempt::Retry(_)), "{allowed:?}");
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "only the allowed attempt connected"
+    );
+    counting.abort();
+}
+
+/// Without a signing key nothing is sent: what the outbox holds waits (the backlog shows it)
+/// and is given up a day after it was owed. A user deleted and created again does not get its
+/// predecessor's POSTs.
+#[tokio::test]
+async fn without_a_key_nothing_is_sent_and_a_new_user_of_the_same_id_gets_none_of_the_old() {
+    let world = World::new(1, 4).await;
+    let receiver = Receiver::start().await;
+    let url = format!("{}/hooks", receiver.url);
+    world.ready_user("alice", &body(&url)).await;
+    let off = Deliverer::new(
+        world.store.clone(),
+        WebhookSettings {
+            secret: None,
+            allow_private: true,
+        },
+        Some(spotpool::webhook::client(true).unwrap()),
+        world.state.clock.clone(),
+        spotpool::api::webhook_render(world.state.clone()),
+    );
+    assert!(!off.delivers() && world.webhooks.delivers());
+    let due = world.store.due_webhooks(i64::MAX, 10).await.unwrap();
+    assert!(matches!(
+        off.attempt(due[0].clone()).await.unwrap(),
+        Attempt::Retry(_)
+    ));
+    let error = world.store.webhook_error(due[0].id).await.unwrap().unwrap();
+    assert!(error.contains("webhooks are off"), "{error}");
+    world.advance(spotpool::webhook::GIVE_UP_AFTER);
+    assert_eq!(
+        off.attempt(due[0].clone()).await.unwrap(),
+        Attempt::Abandoned
+    );
+    assert!(receiver.received().is_empty());
+
+    // Bob's ready is owed; bob is deleted and PUT again before it goes out.
+    world.ready_user("bob", &body(&url)).await;
+    let owed = world.store.due_webhooks(i64::MAX, 10).await.unwrap();
+    assert_eq!(owed.len(), 1);
+    world.delete_user("bob").await;
+    world.run_until_quiet(30).await;
+    world.advance(1_000);
+    world.put_user("bob", "{}").await;
+    assert_eq!(
+        world.webhooks.attempt(owed[0].clone()).await.unwrap(),
+        Attempt::Gone
+    );
+    assert!(receiver.received().is_empty());
 }
 
 #[tokio::test]

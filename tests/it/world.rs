@@ -259,7 +259,7 @@ impl World {
             now,
             config,
             db_path,
-            webhooks: app.webhooks.expect("the test settings turn webhooks on"),
+            webhooks: app.webhooks,
         }
     }
 

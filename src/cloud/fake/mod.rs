@@ -164,6 +164,9 @@ struct State {
     lost_responses: Vec<&'static str>,
     /// Instances the load balancer reports unhealthy.
     unhealthy: Vec<InstanceId>,
+    /// Targets (group, instance) the load balancer reports unhealthy in that group only: one
+    /// user's container on a shared instance.
+    unhealthy_targets: Vec<(String, InstanceId)>,
     /// Plain mode: running instances whose SSM agent is not online (`set_agent_online`).
     agents_offline: Vec<InstanceId>,
     /// DescribeInstanceInformation cannot say (as on moto): `agents_online` answers `None`.
@@ -533,6 +536,19 @@ impl FakeCloud {
         state.unhealthy.retain(|i| i != id);
         if unhealthy {
             state.unhealthy.push(id.clone());
+        }
+    }
+
+    /// The load balancer reports `id` unhealthy (or healthy again) in `group_arn` only.
+    pub fn set_target_unhealthy(&self, group_arn: &str, id: &InstanceId, unhealthy: bool) {
+        let mut state = self.lock();
+        state
+            .unhealthy_targets
+            .retain(|(group, i)| group != group_arn || i != id);
+        if unhealthy {
+            state
+                .unhealthy_targets
+                .push((group_arn.to_string(), id.clone()));
         }
     }
 

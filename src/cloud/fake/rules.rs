@@ -104,10 +104,17 @@ pub(super) fn target_health(
         _ if !registered => ("missing", None),
         None => ("unused", Some("Target.NotInUse")),
         Some(at) if at > state.now => ("initial", Some("Elb.RegistrationInProgress")),
-        Some(_) if !running || state.unhealthy.contains(instance) => (
-            "unhealthy",
-            Some("Target.ResponseCodeMismatch: Health checks failed with these codes: [502]"),
-        ),
+        Some(_)
+            if !running
+                || state.unhealthy.contains(instance)
+                || (state.unhealthy_targets.iter())
+                    .any(|(group, i)| group == target_group_arn && i == instance) =>
+        {
+            (
+                "unhealthy",
+                Some("Target.ResponseCodeMismatch: Health checks failed with these codes: [502]"),
+            )
+        }
         Some(_) => ("healthy", None),
     };
     crate::cloud::TargetHealth {
