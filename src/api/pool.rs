@@ -64,8 +64,13 @@ pub struct TierDocument {
     pub image: ImageDocument,
     /// The instance types it launches, most preferred first.
     pub instance_types: Vec<String>,
-    /// Spares kept `available`, on top of queued users (a shared tier's: free slots).
+    /// Spares kept `available`, on top of queued users (a shared tier's: free slots). With
+    /// `spare = "auto"`, the leader's current decision (`spare_auto` says why).
     pub spare_target: u32,
+    /// `spare = "auto"`: the bounds and the current decision with what it was made from (null
+    /// for a fixed count; on a standby replica, only the bounds: the decision is the leader's).
+    #[schema(required = true)]
+    pub spare_auto: Option<SpareAutoDocument>,
     /// Most instances of the tier at once, all statuses.
     pub max_instances: u32,
     /// Users one instance serves (1: dedicated; ARCHITECTURE.md, "Shared tiers").
@@ -82,6 +87,29 @@ pub struct TierDocument {
     #[schema(required = true)]
     pub launch_blocked: Option<TierConditionDocument>,
     pub instances: Vec<PoolInstanceDocument>,
+}
+
+/// A tier whose spares follow demand (ARCHITECTURE.md, "Spares that follow demand").
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct SpareAutoDocument {
+    pub min: u32,
+    pub max: u32,
+    /// The spares the demand asks for now; the target follows it up at once and down once the
+    /// lower demand has lasted 15 minutes. Null on a standby replica.
+    #[schema(required = true)]
+    pub wanted: Option<u32>,
+    /// Sign-ups per hour: the larger of the last quarter-hour's and the last hour's.
+    #[schema(required = true)]
+    pub sign_ups_per_hour: Option<f64>,
+    /// Launch to `available`, in seconds: measured from the tier's spares, or assumed (180 s)
+    /// until one was.
+    #[schema(required = true)]
+    pub lead_time_seconds: Option<f64>,
+    #[schema(required = true)]
+    pub lead_time_measured: Option<bool>,
+    /// Why the target is what it is, in a line.
+    #[schema(required = true)]
+    pub reason: Option<String>,
 }
 
 /// A cause that holds a tier's launches back.
@@ -172,6 +200,28 @@ fn status_counts_schema() -> utoipa::openapi::schema::Object {
 }
 
 /// Per tier: the spare target, the maximum, counts by status, queued users and the instances.
+/// A tier's spare target and, for an auto tier, its decision as the leader made it.
+fn spares_of(
+    tier: &crate::plan::TierPolicy,
+    decisions: &HashMap<String, crate::reconcile::spares::AutoSpareState>,
+) -> (u32, Option<SpareAutoDocument>) {
+    let Some(bounds) = tier.spare_auto else {
+        return (tier.spare_count, None);
+    };
+    let decision = decisions.get(&tier.name);
+    let document = SpareAutoDocument {
+        min: bounds.min,
+        max: bounds.max,
+        wanted: decision.map(|d| d.decision.wanted),
+        sign_ups_per_hour: decision.map(|d| d.decision.rate_per_hour),
+        lead_time_seconds: decision.map(|d| d.decision.lead_time as f64 / 1000.0),
+        lead_time_measured: decision.map(|d| d.lead_time_measured),
+        reason: decision.map(|d| d.decision.reason()),
+    };
+    let target = decision.map_or(tier.spare_count, |d| d.decision.target);
+    (target, Some(document))
+}
+
 #[utoipa::path(
     get,
     path = "/v1/pool",
@@ -189,6 +239,11 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
     let users = state.store.list_users().await?;
     let holders = slot_holders(&users);
     let (effective, paused) = state.effective_tiers().await?;
+    let decisions = state
+        .reconciler
+        .get()
+        .map(|r| r.auto_spares())
+        .unwrap_or_default();
     let now = (state.clock)();
     let conditions = state.store.tier_conditions().await?;
     let mut images: HashMap<String, ImageDocument> = HashMap::new();
@@ -212,11 +267,13 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
                 .into_iter()
                 .map(|s| (s.as_str(), of_tier.iter().filter(|i| i.status == s).count()))
                 .collect();
+            let (spare_target, spare_auto) = spares_of(tier, &decisions);
             TierDocument {
                 tier: tier.name.clone(),
                 image: images[&tier.runtime.container.image].clone(),
                 instance_types: tier.instance_types.clone(),
-                spare_target: tier.spare_count,
+                spare_target,
+                spare_auto,
                 max_instances: tier.max_instances,
                 slots_per_instance: tier.slots_per_instance,
                 paused: paused.contains(&tier.name),

@@ -16,7 +16,16 @@ use crate::plan::TierPolicy;
 pub struct TierSettings {
     pub name: Option<String>,
     pub instance_types: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub spare_count: Option<u32>,
+    /// `"auto"`: spares follow demand within `spare_min` and `spare_max` (instead of
+    /// `spare_count`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spare: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spare_min: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spare_max: Option<u32>,
     pub max_instances: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slots_per_instance: Option<u32>,
@@ -54,6 +63,9 @@ pub const TIER_KEYS: &[&str] = &[
     "name",
     "instance_types",
     "spare_count",
+    "spare",
+    "spare_min",
+    "spare_max",
     "max_instances",
     "slots_per_instance",
     "launch_template_id",
@@ -244,6 +256,7 @@ impl Settings {
         Ok(TierPolicy {
             name: DEFAULT_TIER.into(),
             spare_count,
+            spare_auto: None,
             max_instances,
             slots_per_instance: 1,
             instance_types,
@@ -321,9 +334,15 @@ fn from_table(
             "`instance_types` has {bad:?}, not an instance type such as \"t3.small\""
         ));
     }
-    let spare_count = table.spare_count.ok_or("`spare_count` is missing")?;
+    let (spare_count, spare_auto) = spares_of(table)?;
     let max_instances = table.max_instances.ok_or("`max_instances` is missing")?;
-    let slots_per_instance = slots_of(table, spare_count, max_instances)?;
+    let most_spares = spare_auto.map_or(spare_count, |bounds| bounds.max);
+    let key = if spare_auto.is_some() {
+        "spare_max"
+    } else {
+        "spare_count"
+    };
+    let slots_per_instance = slots_of(table, (key, most_spares), max_instances)?;
     let runtime = runtime_of(table, &flat.runtime, common)?;
     let on_demand_fallback = table.on_demand_fallback.unwrap_or(flat.on_demand_fallback);
     if on_demand_fallback && runtime.on_demand.is_none() {
@@ -362,6 +381,7 @@ fn from_table(
     Ok(TierPolicy {
         name,
         spare_count,
+        spare_auto,
         max_instances,
         slots_per_instance,
         instance_types,
@@ -379,11 +399,53 @@ fn from_table(
     })
 }
 
+/// A table's spares: a fixed `spare_count`, or `spare = "auto"` between `spare_min` and
+/// `spare_max` (ARCHITECTURE.md, "Spares that follow demand"), starting at the minimum.
+fn spares_of(table: &TierSettings) -> Result<(u32, Option<crate::plan::SpareBounds>), String> {
+    match table.spare.as_deref() {
+        None if table.spare_min.is_some() || table.spare_max.is_some() => {
+            Err("`spare_min` and `spare_max` go with `spare = \"auto\"`".into())
+        }
+        None => Ok((
+            table.spare_count.ok_or(
+                "`spare_count` is missing (or `spare = \"auto\"` with `spare_min` and `spare_max`)",
+            )?,
+            None,
+        )),
+        Some("auto") => {
+            if table.spare_count.is_some() {
+                return Err(
+                    "`spare_count` and `spare = \"auto\"` are exclusive: a fixed count, or one \
+                     that follows demand"
+                        .into(),
+                );
+            }
+            let min = table
+                .spare_min
+                .ok_or("`spare = \"auto\"` needs `spare_min` (the fewest spares kept)")?;
+            let max = table
+                .spare_max
+                .ok_or("`spare = \"auto\"` needs `spare_max` (the most spares kept)")?;
+            if max < min {
+                return Err(format!("`spare_max` ({max}) is below `spare_min` ({min})"));
+            }
+            Ok((min, Some(crate::plan::SpareBounds { min, max })))
+        }
+        Some(other) => Err(format!(
+            "`spare` = {other:?}: only \"auto\" (a fixed count is `spare_count`)"
+        )),
+    }
+}
+
 /// A table's runtime: the flat one with the table's keys applied.
 /// A table's `slots_per_instance` (1 to [`MAX_SLOTS`](crate::instance_scripts::MAX_SLOTS)),
 /// with its spare count checked against what the tier can hold: a dedicated tier's spares are
 /// instances, a shared tier's free slots.
-fn slots_of(table: &TierSettings, spare_count: u32, max_instances: u32) -> Result<u32, String> {
+fn slots_of(
+    table: &TierSettings,
+    (key, spare_count): (&str, u32),
+    max_instances: u32,
+) -> Result<u32, String> {
     let slots_per_instance = table.slots_per_instance.unwrap_or(1);
     let max_slots = crate::instance_scripts::MAX_SLOTS;
     if !(1..=max_slots).contains(&slots_per_instance) {
@@ -395,12 +457,12 @@ fn slots_of(table: &TierSettings, spare_count: u32, max_instances: u32) -> Resul
     // A shared tier's spare count is in slots (free places for users).
     if slots_per_instance == 1 && spare_count > max_instances {
         return Err(format!(
-            "`spare_count` ({spare_count}) exceeds `max_instances` ({max_instances})"
+            "`{key}` ({spare_count}) exceeds `max_instances` ({max_instances})"
         ));
     }
     if spare_count > max_instances.saturating_mul(slots_per_instance) {
         return Err(format!(
-            "`spare_count` ({spare_count}) exceeds `max_instances` × `slots_per_instance` \
+            "`{key}` ({spare_count}) exceeds `max_instances` × `slots_per_instance` \
              ({max_instances} × {slots_per_instance}): a shared tier's spares are free slots"
         ));
     }

@@ -10,6 +10,7 @@
 
 mod instances;
 mod shards;
+pub mod spares;
 mod tiers;
 
 pub use crate::model::TerminateReason;
@@ -17,6 +18,7 @@ use crate::model::{
     InstanceId, InstanceStatus, Lifecycle, Millis, TierOverride, TierRuntime, UserId, UserState,
 };
 use instances::plan_pool_instance;
+pub use spares::{AutoSpares, Demand, SpareBounds};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use tiers::plan_tier;
 
@@ -24,8 +26,11 @@ use tiers::plan_tier;
 #[derive(Debug, Clone, PartialEq)]
 pub struct TierPolicy {
     pub name: String,
-    /// Spares to keep `available`, on top of the users waiting in the queue.
+    /// Spares to keep `available`, on top of the users waiting in the queue (with `spare_auto`,
+    /// the reconciler sets it each pass from the demand: [`spares::decide`]).
     pub spare_count: u32,
+    /// `spare = "auto"`: the bounds the spares follow demand within.
+    pub spare_auto: Option<SpareBounds>,
     /// Most instances of the tier alive at once, whatever their status.
     pub max_instances: u32,
     /// Users one instance serves at once, each on a slot of its own (1: dedicated).
@@ -52,6 +57,7 @@ impl TierPolicy {
         TierPolicy {
             name: name.into(),
             spare_count: 1,
+            spare_auto: None,
             max_instances: 10,
             slots_per_instance: 1,
             instance_types: vec!["t3.small".into()],
@@ -446,7 +452,9 @@ pub fn apply_overrides(tiers: &mut [TierPolicy], overrides: &[TierOverride]) -> 
             continue;
         };
         if let Some(spare_count) = o.spare_count {
+            // On-call's count pins the tier: it no longer follows demand.
             tier.spare_count = spare_count;
+            tier.spare_auto = None;
         }
         if let Some(max_instances) = o.max_instances {
             tier.max_instances = max_instances;

@@ -8,6 +8,7 @@ fn policy(spare_count: u32, max_instances: u32) -> Policy {
         tiers: vec![TierPolicy {
             name: "default".into(),
             spare_count,
+            spare_auto: None,
             max_instances,
             slots_per_instance: 1,
             instance_types: vec!["t3.small".into(), "t3a.small".into()],

@@ -36,13 +36,16 @@ pub(super) struct WatchState {
 }
 
 impl Reconciler {
-    /// Auto-sleep, then the health watch, over the ready users: the users as they are after
-    /// (read again when either changed one).
+    /// Auto-sleep, then the health watch, over the ready users (neither on a dry run): the users
+    /// as they are after (read again when either changed one).
     pub(super) async fn watch_users(
         &self,
         mut users: std::sync::Arc<Vec<UserRecord>>,
-        now: Millis,
+        (now, dry_run): (Millis, bool),
     ) -> Result<std::sync::Arc<Vec<UserRecord>>, crate::store::StoreError> {
+        if dry_run {
+            return Ok(users);
+        }
         if self.sleep_idle_users(&users, now).await {
             users = self.inner.store.users_snapshot().await?;
         }

@@ -31,6 +31,7 @@ mod idle;
 mod image;
 mod live;
 mod slots;
+pub mod spares;
 pub use image::tier_versions;
 pub use live::LiveTiers;
 mod instances;
@@ -213,6 +214,8 @@ struct Inner {
     last_idle_check: std::sync::Mutex<Millis>,
     /// The health watch's budget and rotation in this term.
     health_watch: std::sync::Mutex<health_watch::WatchState>,
+    /// The auto tiers' spare decisions and lead times in this term.
+    spares: std::sync::Mutex<spares::SpareMemory>,
     /// When a pass last read the account's quotas (0: never).
     last_quota_check: std::sync::Mutex<Millis>,
     /// When this term last pruned the journal (0: not yet).
@@ -295,6 +298,7 @@ impl Reconciler {
                 subnet_zones: std::sync::Mutex::new(Default::default()),
                 last_idle_check: std::sync::Mutex::new(0),
                 health_watch: Default::default(),
+                spares: Default::default(),
                 last_quota_check: std::sync::Mutex::new(0),
                 last_journal_prune: std::sync::Mutex::new(0),
                 pass_seq: AtomicU64::new(0),

@@ -87,10 +87,9 @@ impl Reconciler {
                 pool_instance(r, lifecycle, agents.as_ref(), (&wipes, now))
             })
             .collect();
-        let mut users = inner.store.users_snapshot().await?;
-        if !dry_run {
-            users = self.watch_users(users, now).await?;
-        }
+        let users = inner.store.users_snapshot().await?;
+        let users = self.watch_users(users, (now, dry_run)).await?;
+        self.size_auto_spares(&mut policy, &users, &ledger, (now, dry_run));
         let intents: Vec<UserIntent> = users.iter().map(intent_of).collect();
         let unserved = export_gauges(&ledger, &users, &policy);
         super::routes::export_shard_gauges(&users, &policy.shards);

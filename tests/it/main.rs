@@ -35,6 +35,7 @@
 
 mod admin;
 mod architecture;
+mod auto_spares;
 mod aws_adapter;
 mod baseline;
 mod crash;

@@ -316,6 +316,9 @@ fn the_documented_keys_are_the_tables_keys() {
         name: Some("x".into()),
         instance_types: Some(vec![]),
         spare_count: Some(1),
+        spare: Some("auto".into()),
+        spare_min: Some(1),
+        spare_max: Some(1),
         max_instances: Some(1),
         slots_per_instance: Some(1),
         launch_template_id: Some("lt-1".into()),
@@ -338,4 +341,60 @@ fn the_documented_keys_are_the_tables_keys() {
     keys.sort_unstable();
     documented.sort_unstable();
     assert_eq!(keys, documented);
+}
+
+/// `spare = "auto"` with `spare_min` and `spare_max` instead of `spare_count`: the tier starts at
+/// the minimum and carries its bounds; the keys refuse to mix.
+#[test]
+fn a_tier_may_keep_spares_that_follow_demand_within_bounds() {
+    let config = with_tiers(
+        r#"
+        [[tier]]
+        name = "auto"
+        instance_types = ["t3.small"]
+        spare = "auto"
+        spare_min = 1
+        spare_max = 8
+        max_instances = 20
+        "#,
+    )
+    .unwrap();
+    let tier = &config.tiers[0];
+    assert_eq!(tier.spare_count, 1);
+    assert_eq!(
+        tier.spare_auto,
+        Some(crate::plan::SpareBounds { min: 1, max: 8 })
+    );
+    let table = |keys: &str| {
+        format!(
+            "[[tier]]\nname = \"auto\"\ninstance_types = [\"t3.small\"]\nmax_instances = 20\n{keys}\n"
+        )
+    };
+    for (keys, why) in [
+        ("spare = \"auto\"\nspare_max = 8", "needs `spare_min`"),
+        ("spare = \"auto\"\nspare_min = 1", "needs `spare_max`"),
+        (
+            "spare = \"auto\"\nspare_min = 5\nspare_max = 2",
+            "below `spare_min`",
+        ),
+        (
+            "spare = \"auto\"\nspare_count = 2\nspare_min = 1\nspare_max = 2",
+            "exclusive",
+        ),
+        (
+            "spare = \"some\"\nspare_min = 1\nspare_max = 2",
+            "only \"auto\"",
+        ),
+        (
+            "spare_count = 2\nspare_min = 1",
+            "go with `spare = \"auto\"`",
+        ),
+        (
+            "spare = \"auto\"\nspare_min = 1\nspare_max = 30",
+            "exceeds `max_instances`",
+        ),
+    ] {
+        let error = refusal(&table(keys));
+        assert!(error.contains(why), "{keys}: {error}");
+    }
 }

@@ -1,0 +1,136 @@
+//! `spare = "auto"`'s measurements (ARCHITECTURE.md, "Spares that follow demand"): each auto
+//! tier's sign-up rate, from its users' `requested_at` (a first PUT, a retry, a wake), and its
+//! lead time, RunInstances to `available`: for each instance this term saw launching (first
+//! seen `initializing`) and then `available` before anything else, its
+//! `status_since` less its `launched_at`, once; the median of the tier's last
+//! [`LEAD_SAMPLES`]. (A spare that became available again later, after a rolled-back claim, a
+//! re-probe or an adoption, is not a launch.) Then `plan::spares::decide` sets the pass's spare
+//! count, and the decision is kept for the next pass and for `GET /v1/pool`.
+
+use super::Reconciler;
+use crate::model::{InstanceId, InstanceStatus, Millis};
+use crate::plan::{AutoSpares, Demand, Policy};
+use crate::store::{InstanceRecord, UserRecord};
+use std::collections::{HashMap, VecDeque};
+
+/// The lead time assumed until a tier's launch was measured: a spot launch, the boot, the image
+/// pull and the probe (`aws-profile.md`'s order of magnitude, rounded up).
+pub const ASSUMED_LEAD_TIME: Millis = 180_000;
+const QUARTER_HOUR: Millis = 15 * 60_000;
+const HOUR: Millis = 60 * 60_000;
+/// The lead times a tier's median is taken over.
+const LEAD_SAMPLES: usize = 20;
+
+/// An auto tier's decision and whether its lead time was measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoSpareState {
+    pub decision: AutoSpares,
+    pub lead_time_measured: bool,
+}
+
+/// The term's decisions and lead times, per tier.
+#[derive(Debug, Default)]
+pub(super) struct SpareMemory {
+    decisions: HashMap<String, AutoSpareState>,
+    /// Each tier's last lead times, oldest first.
+    lead_times: HashMap<String, VecDeque<Millis>>,
+    /// The instances seen this term, and whether their launch may still be measured (seen only
+    /// launching so far).
+    launching: HashMap<InstanceId, bool>,
+}
+
+impl Reconciler {
+    /// Sets the spare count of each auto tier of `policy` from its demand, keeping the decision
+    /// (a dry run, the repair's, keeps nothing).
+    pub(super) fn size_auto_spares(
+        &self,
+        policy: &mut Policy,
+        users: &[UserRecord],
+        ledger: &[InstanceRecord],
+        (now, dry_run): (Millis, bool),
+    ) {
+        let mut kept = self.inner.spares.lock().unwrap_or_else(|e| e.into_inner());
+        let mut scratch = SpareMemory {
+            decisions: kept.decisions.clone(),
+            lead_times: kept.lead_times.clone(),
+            launching: HashMap::new(),
+        };
+        let memory: &mut SpareMemory = if dry_run { &mut scratch } else { &mut kept };
+        if !dry_run {
+            measure_launches(memory, ledger);
+        }
+        for tier in policy.tiers.iter_mut() {
+            let Some(bounds) = tier.spare_auto else {
+                memory.decisions.remove(&tier.name);
+                continue;
+            };
+            let measured = memory.lead_times.get(&tier.name).and_then(median);
+            let since = |window: Millis| {
+                (users.iter())
+                    .filter(|u| u.tier == tier.name && now - u.requested_at < window)
+                    .count() as f64
+            };
+            let demand = Demand {
+                quarter_hour_rate: since(QUARTER_HOUR) * 4.0,
+                hour_rate: since(HOUR),
+                lead_time: measured.unwrap_or(ASSUMED_LEAD_TIME),
+            };
+            let previous = memory.decisions.get(&tier.name).map(|s| &s.decision);
+            let decision = crate::plan::spares::decide(bounds, &demand, previous, now);
+            if !dry_run && previous.is_some_and(|p| p.target != decision.target) {
+                tracing::info!(tier = %tier.name, from = previous.map_or(0, |p| p.target), to = decision.target, reason = %decision.reason(), "spare target changed");
+            }
+            if !dry_run {
+                metrics::gauge!("spotpool_spare_target", "tier" => tier.name.clone())
+                    .set(f64::from(decision.target));
+            }
+            tier.spare_count = decision.target;
+            memory.decisions.insert(
+                tier.name.clone(),
+                AutoSpareState {
+                    decision,
+                    lead_time_measured: measured.is_some(),
+                },
+            );
+        }
+    }
+
+    /// The auto tiers' last decisions (this replica's, while it leads).
+    pub fn auto_spares(&self) -> HashMap<String, AutoSpareState> {
+        (self.inner.spares.lock().unwrap_or_else(|e| e.into_inner()))
+            .decisions
+            .clone()
+    }
+}
+
+/// Records the lead time of each instance this term saw go from launching to `available`.
+fn measure_launches(memory: &mut SpareMemory, ledger: &[InstanceRecord]) {
+    let mut seen: HashMap<InstanceId, bool> = HashMap::with_capacity(ledger.len());
+    for record in ledger {
+        let launching = matches!(record.status, InstanceStatus::Initializing);
+        // First seen now: measurable only if it is still launching.
+        let measurable = memory
+            .launching
+            .get(&record.instance_id)
+            .copied()
+            .unwrap_or(launching);
+        if measurable && record.status == InstanceStatus::Available {
+            let lead = record.status_since - record.launched_at;
+            if (1..HOUR).contains(&lead) {
+                let leads = memory.lead_times.entry(record.tier.clone()).or_default();
+                leads.push_back(lead);
+                if leads.len() > LEAD_SAMPLES {
+                    leads.pop_front();
+                }
+            }
+        }
+        seen.insert(record.instance_id.clone(), measurable && launching);
+    }
+    memory.launching = seen;
+}
+
+fn median(leads: &VecDeque<Millis>) -> Option<Millis> {
+    let mut sorted: Vec<Millis> = leads.iter().copied().collect();
+    sorted.sort_unstable();
+    sorted.get(sorted.len() / 2).copied()
+}
