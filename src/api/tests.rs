@@ -68,6 +68,12 @@ async fn call(
     )
 }
 
+/// A PUT of `user`'s instance with the service token.
+async fn put_as(state: &AppState, user: &str, body: &str) -> (StatusCode, serde_json::Value) {
+    let uri = format!("/v1/users/{user}/instance");
+    call(state, "PUT", &uri, Some(SERVICE), body).await
+}
+
 fn error_code(body: &serde_json::Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<none>")
 }
@@ -706,14 +712,7 @@ async fn a_callback_url_must_be_https_to_a_public_host_and_a_put_sets_or_clears_
         ),
         (serde_json::json!(42), "must be a string"),
     ] {
-        let (status, body) = call(
-            &state,
-            "PUT",
-            "/v1/users/alice/instance",
-            Some(SERVICE),
-            &put(url.clone()),
-        )
-        .await;
+        let (status, body) = put_as(&state, "alice", &put(url.clone())).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {body}");
         assert_eq!(error_code(&body), "invalid_callback_url");
         let message = body["error"]["message"].as_str().unwrap();
@@ -724,14 +723,7 @@ async fn a_callback_url_must_be_https_to_a_public_host_and_a_put_sets_or_clears_
     assert_eq!(status, StatusCode::NOT_FOUND, "nothing was recorded");
 
     let url = "https://hooks.example.com/spotpool?token=abc";
-    let (status, body) = call(
-        &state,
-        "PUT",
-        "/v1/users/alice/instance",
-        Some(SERVICE),
-        &put(url.into()),
-    )
-    .await;
+    let (status, body) = put_as(&state, "alice", &put(url.into())).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(
         body["callback_url"], "https://hooks.example.com/spotpool?…",
@@ -740,41 +732,22 @@ async fn a_callback_url_must_be_https_to_a_public_host_and_a_put_sets_or_clears_
     assert_eq!(
         state
             .store
-            .callback_url(&crate::model::UserId::parse("alice").unwrap())
+            .get_user(&crate::model::UserId::parse("alice").unwrap())
             .await
             .unwrap()
+            .unwrap()
+            .callback_url
             .as_deref(),
         Some(url),
         "kept whole"
     );
     // A repeat without the field keeps it; another URL replaces it; null removes it.
-    let (_, body) = call(
-        &state,
-        "PUT",
-        "/v1/users/alice/instance",
-        Some(SERVICE),
-        "{}",
-    )
-    .await;
+    let (_, body) = put_as(&state, "alice", "{}").await;
     assert_eq!(body["callback_url"], "https://hooks.example.com/spotpool?…");
     let other = "https://other.example.com/hook";
-    let (_, body) = call(
-        &state,
-        "PUT",
-        "/v1/users/alice/instance",
-        Some(SERVICE),
-        &put(other.into()),
-    )
-    .await;
+    let (_, body) = put_as(&state, "alice", &put(other.into())).await;
     assert_eq!(body["callback_url"], other);
-    let (_, body) = call(
-        &state,
-        "PUT",
-        "/v1/users/alice/instance",
-        Some(SERVICE),
-        &put(serde_json::Value::Null),
-    )
-    .await;
+    let (_, body) = put_as(&state, "alice", &put(serde_json::Value::Null)).await;
     assert_eq!(body["callback_url"], serde_json::Value::Null);
 
     // Webhooks off: refused, and the served schema has no such field.
@@ -789,14 +762,7 @@ async fn a_callback_url_must_be_https_to_a_public_host_and_a_put_sets_or_clears_
         webhooks: false,
         webhook_allow_private: false,
     });
-    let (status, body) = call(
-        &state,
-        "PUT",
-        "/v1/users/bob/instance",
-        Some(SERVICE),
-        &put(url.into()),
-    )
-    .await;
+    let (status, body) = put_as(&state, "bob", &put(url.into())).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(
         body["error"]["message"]

@@ -104,7 +104,8 @@ impl Reconciler {
         // Forget the users that are not watched any more (released, asleep, moving).
         let watched: std::collections::HashSet<&UserId> = due.iter().map(|u| &u.user_id).collect();
         state.read_at.retain(|user, _| watched.contains(user));
-        due.sort_by_key(|u| {
+        // Each user's key once (its tier's policy is a lookup), not at every comparison.
+        due.sort_by_cached_key(|u| {
             let policy = self.health_policy(u);
             let waited_on = u.health.health == Some(Health::Restarting)
                 && u.health.instance == u.instance_id

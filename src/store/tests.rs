@@ -2167,7 +2167,9 @@ async fn a_users_state_changes_owe_its_callback_one_webhook_each_in_order(store:
         bob.version = row.version;
     }
     assert_eq!(
-        store.callback_url(&alice.user_id).await.unwrap().as_deref(),
+        (store.get_user(&alice.user_id).await.unwrap().unwrap())
+            .callback_url
+            .as_deref(),
         Some("https://hooks.example.com/a")
     );
     let backlog = store.webhook_backlog().await.unwrap();

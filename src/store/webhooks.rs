@@ -133,17 +133,6 @@ impl Store {
         }
     }
 
-    /// The user's callback, if it set one.
-    pub async fn callback_url(&self, user: &UserId) -> StoreResult<Option<String>> {
-        let url: Option<Option<String>> = on_pool!(self, |pool| sqlx::query_scalar(
-            "SELECT callback_url FROM users WHERE user_id = $1"
-        )
-        .bind(user.as_str())
-        .fetch_optional(pool)
-        .await?);
-        Ok(url.flatten())
-    }
-
     /// The webhooks to attempt at `now`: each user's oldest pending one (a user's receiver gets
     /// its states in order), if it is due; oldest first, at most `limit`.
     pub async fn due_webhooks(&self, now: Millis, limit: i64) -> StoreResult<Vec<Webhook>> {
