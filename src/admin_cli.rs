@@ -1,10 +1,10 @@
 //! The on-call subcommands: `status`, `repair`, `pool`, `recycle`, `repin`, `drain`, `audit`,
-//! `events`. Each is one call to the daemon's admin API with the admin token; the daemon does
+//! `events`, `cost`. Each is one call to the daemon's admin API with the admin token; the daemon does
 //! the work and audits it.
 //!
 //! Output is the API's JSON, pretty-printed (pipe it to `jq`), except `status`, which prints a
-//! short table (`--watch`: again after each event, with the newest events under it), and
-//! `events`, one line per event. A non-2xx answer prints one line `spotpool: <status> <code>: <message>` and
+//! short table (`--watch`: again after each event, with the newest events under it), `cost`, a
+//! table of dollars, and `events`, one line per event. A non-2xx answer prints one line `spotpool: <status> <code>: <message>` and
 //! exits 1; a daemon that cannot be reached exits 2.
 
 mod live;
@@ -533,4 +533,128 @@ fn unreachable_daemon(target: &Target, error: &dyn std::fmt::Display) -> ExitCod
         target.url
     );
     ExitCode::from(2)
+}
+
+/// `spotpool cost`: the pool's cost from `GET /v1/pool`, one row per tier and the pool's own.
+pub fn cost(target: &Target) -> ExitCode {
+    let pool = match checked(
+        target,
+        Call {
+            method: "GET",
+            path: "/v1/pool".into(),
+            body: None,
+        },
+    ) {
+        Ok(pool) => pool,
+        Err(code) => return code,
+    };
+    print!("{}", render_cost(&pool));
+    ExitCode::SUCCESS
+}
+
+/// The cost table: per tier, its dollars an hour by kind and per user-month; then the load
+/// balancers, the network and the total.
+fn render_cost(pool: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let money = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |d| format!("{d:.4}"));
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<16} {:<18} {:>6} {:>9} {:>10} {:>12} {:>9} {:>8} {:>9} {:>14}",
+        "tier",
+        "price source",
+        "users",
+        "spares/h",
+        "assigned/h",
+        "workspaces/h",
+        "secrets/h",
+        "shared/h",
+        "total/h",
+        "per user-month"
+    );
+    for tier in pool["tiers"].as_array().into_iter().flatten() {
+        let cost = &tier["cost"];
+        let _ = writeln!(
+            out,
+            "{:<16} {:<18} {:>6} {:>9} {:>10} {:>12} {:>9} {:>8} {:>9} {:>14}",
+            tier["tier"].as_str().unwrap_or("?"),
+            cost["price_source"].as_str().unwrap_or("?"),
+            cost["users"].to_string(),
+            money(&cost["spares_per_hour"]),
+            money(&cost["assigned_per_hour"]),
+            money(&cost["workspaces_per_hour"]),
+            money(&cost["secrets_per_hour"]),
+            money(&cost["shared_per_hour"]),
+            money(&cost["total_per_hour"]),
+            cost["per_user_month"]
+                .as_f64()
+                .map_or("-".to_string(), |d| format!("{d:.2}")),
+        );
+        let unpriced = cost["unpriced_instances"].as_u64().unwrap_or(0);
+        if unpriced > 0 {
+            let _ = writeln!(
+                out,
+                "  {unpriced} instances of an unpriced type are not counted: set SPOTPOOL_ON_DEMAND_PRICES"
+            );
+        }
+    }
+    let pool_cost = &pool["cost"];
+    let _ = writeln!(
+        out,
+        "load balancers {}/h, network {}/h, total {}/h ({}/month); spot prices read {}",
+        money(&pool_cost["load_balancers_per_hour"]),
+        money(&pool_cost["network_per_hour"]),
+        money(&pool_cost["total_per_hour"]),
+        pool_cost["total_per_hour"]
+            .as_f64()
+            .map_or("-".to_string(), |d| format!("{:.2}", d * 730.0)),
+        pool_cost["prices_read_at"].as_str().unwrap_or("never"),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_cost_table_shows_each_tiers_dollars_and_the_pools_own() {
+        let pool = serde_json::json!({
+            "tiers": [{
+                "tier": "default",
+                "cost": {
+                    "price_source": "spot_price_history", "users": 2,
+                    "spares_per_hour": 0.0147, "assigned_per_hour": 0.0294,
+                    "workspaces_per_hour": 0.0017, "secrets_per_hour": 0.0011,
+                    "shared_per_hour": 0.0325, "total_per_hour": 0.08,
+                    "per_user_month": 29.0, "unpriced_instances": 1
+                }
+            }],
+            "cost": {
+                "load_balancers_per_hour": 0.0325, "network_per_hour": 0.0,
+                "total_per_hour": 0.08, "prices_read_at": "2026-12-02T10:00:00Z"
+            }
+        });
+        let text = super::render_cost(&pool);
+        let row = text.lines().nth(1).unwrap();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                "default",
+                "spot_price_history",
+                "2",
+                "0.0147",
+                "0.0294",
+                "0.0017",
+                "0.0011",
+                "0.0325",
+                "0.0800",
+                "29.00"
+            ]
+        );
+        assert!(text.contains("1 instances of an unpriced type"), "{text}");
+        assert!(
+            text.contains("total 0.0800/h (58.40/month); spot prices read 2026-12-02T10:00:00Z"),
+            "{text}"
+        );
+    }
 }

@@ -143,6 +143,7 @@ impl App {
         let health = Arc::new(Health::default());
         let tiers = reconciler.tiers.clone();
         let shards = reconciler.policy.shards.clone();
+        let cost = reconciler.cost.clone();
         let ready_staleness = (config.reconcile_interval * policy::READY_STALENESS_INTERVALS)
             .max(Duration::from_secs(30));
         let reconciler = Reconciler::new(
@@ -188,6 +189,7 @@ impl App {
                 ready_staleness,
                 webhooks: config.webhook_secret.is_some() && webhook_client.is_some(),
                 webhook_allow_private: config.webhook_allow_private,
+                cost,
             }),
             clock: parts.clock,
             reconciler: crate::leader::Current::of(reconciler.clone()),
@@ -255,6 +257,7 @@ impl App {
             rule_settle: config.rule_settle,
             blank_workspaces: config.blank_workspaces,
             health_checks_per_second: config.health_checks_per_second,
+            cost: config.cost.clone(),
         }
     }
 

@@ -80,6 +80,13 @@ enum Command {
         #[command(flatten)]
         target: admin_cli::Target,
     },
+    /// Show what the pool costs: per tier, dollars an hour for spares, assigned instances,
+    /// workspaces, secrets and its share of the load balancers, and per user-month (admin
+    /// token; docs/costs.md, "The live cost").
+    Cost {
+        #[command(flatten)]
+        target: admin_cli::Target,
+    },
     /// Show the newest admin actions (admin token).
     Audit {
         #[arg(long, default_value_t = 20)]
@@ -176,6 +183,7 @@ fn main() -> ExitCode {
         Command::Repin { tier, target } => admin_cli::repin(&target, tier.as_deref()),
         Command::Audit { limit, target } => admin_cli::audit(&target, limit),
         Command::Events { args, target } => admin_cli::events(&target, &args),
+        Command::Cost { target } => admin_cli::cost(&target),
         Command::MigrateStore { from, to } => migrate_store(&from, &to),
     }
 }

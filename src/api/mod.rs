@@ -6,6 +6,7 @@
 //! the store and wake the reconciler; they never wait for cloud work to finish.
 
 mod admin;
+pub mod cost;
 mod dashboard;
 mod drains;
 pub mod events;
@@ -72,6 +73,8 @@ pub struct ApiSettings {
     pub webhooks: bool,
     /// Callback URLs may be plain http to private addresses (`SPOTPOOL_WEBHOOK_ALLOW_PRIVATE`).
     pub webhook_allow_private: bool,
+    /// The deployment's rates the pool's cost counts.
+    pub cost: crate::model::cost::CostSettings,
 }
 
 impl AppState {

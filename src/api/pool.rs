@@ -24,6 +24,9 @@ pub struct PoolDocument {
     pub shards: Vec<ShardDocument>,
     /// Queued users no shard has room for (`no_route_capacity`).
     pub waiting_for_route: usize,
+    /// What the pool itself costs (each tier has its own `cost`; docs/costs.md, "The live
+    /// cost").
+    pub cost: super::cost::PoolCostDocument,
 }
 
 /// One shard: a load balancer and how full it is.
@@ -77,6 +80,8 @@ pub struct TierDocument {
     pub slots_per_instance: u32,
     /// On-call paused its launching (`PUT /v1/admin/pool/{tier}`).
     pub paused: bool,
+    /// What it costs, in US dollars (docs/costs.md, "The live cost").
+    pub cost: super::cost::TierCostDocument,
     /// Instances of the tier by status.
     #[schema(schema_with = status_counts_schema)]
     pub counts: BTreeMap<&'static str, usize>,
@@ -98,7 +103,7 @@ pub struct SpareAutoDocument {
     /// lower demand has lasted 15 minutes. Null on a standby replica.
     #[schema(required = true)]
     pub wanted: Option<u32>,
-    /// Sign-ups per hour: the larger of the last quarter-hour's and the last hour's.
+    /// Sign-ups per hour: the largest of the last minute's, quarter hour's and hour's.
     #[schema(required = true)]
     pub sign_ups_per_hour: Option<f64>,
     /// Launch to `available`, in seconds: measured from the tier's spares, or assumed (180 s)
@@ -222,6 +227,45 @@ fn spares_of(
     (target, Some(document))
 }
 
+/// Each tier's image document, by the image as configured.
+async fn image_documents(
+    state: &AppState,
+    tiers: &[crate::plan::TierPolicy],
+) -> Result<HashMap<String, ImageDocument>, ApiError> {
+    let mut images: HashMap<String, ImageDocument> = HashMap::new();
+    for tier in tiers {
+        let configured = &tier.runtime.container.image;
+        if !images.contains_key(configured) {
+            let pin = state.store.image_pin(configured).await?;
+            let document = ImageDocument {
+                configured: configured.clone(),
+                digest: pin.as_ref().map(|p| p.digest.clone()),
+                pinned_at: pin.map(|p| rfc3339(p.resolved_at)),
+            };
+            images.insert(configured.clone(), document);
+        }
+    }
+    Ok(images)
+}
+
+/// The shards with their users, and the queued users no shard has room for.
+fn shard_documents(state: &AppState, users: &[UserRecord]) -> (Vec<ShardDocument>, usize) {
+    let (on, waiting_for_route) = UserRecord::count_per_shard(users);
+    let shards = state
+        .settings
+        .shards
+        .iter()
+        .map(|shard| ShardDocument {
+            name: shard.name.clone(),
+            listener_arn: shard.listener_arn.clone(),
+            routing: shard.routing.as_str().to_string(),
+            users: on.get(shard.name.as_str()).copied().unwrap_or(0),
+            capacity: shard.capacity,
+        })
+        .collect();
+    (shards, waiting_for_route as usize)
+}
+
 #[utoipa::path(
     get,
     path = "/v1/pool",
@@ -246,22 +290,19 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
         .unwrap_or_default();
     let now = (state.clock)();
     let conditions = state.store.tier_conditions().await?;
-    let mut images: HashMap<String, ImageDocument> = HashMap::new();
-    for tier in &effective {
-        let configured = &tier.runtime.container.image;
-        if !images.contains_key(configured) {
-            let pin = state.store.image_pin(configured).await?;
-            let document = ImageDocument {
-                configured: configured.clone(),
-                digest: pin.as_ref().map(|p| p.digest.clone()),
-                pinned_at: pin.map(|p| rfc3339(p.resolved_at)),
-            };
-            images.insert(configured.clone(), document);
-        }
-    }
+    let (prices, read_at) = state.store.spot_prices().await?;
+    let (tier_costs, cost) = super::cost::documents(
+        &state.settings.cost,
+        (&prices, read_at),
+        &effective,
+        state.settings.shards.len(),
+        (&instances, &users),
+    );
+    let images = image_documents(&state, &effective).await?;
     let tiers: Vec<TierDocument> = effective
         .iter()
-        .map(|tier| {
+        .zip(tier_costs)
+        .map(|(tier, cost)| {
             let of_tier: Vec<_> = instances.iter().filter(|i| i.tier == tier.name).collect();
             let counts = InstanceStatus::ALL
                 .into_iter()
@@ -277,6 +318,7 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
                 max_instances: tier.max_instances,
                 slots_per_instance: tier.slots_per_instance,
                 paused: paused.contains(&tier.name),
+                cost,
                 counts,
                 queued_users: users
                     .iter()
@@ -312,20 +354,7 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
         .collect();
     let workspaces = UserRecord::count_volumes(&users);
     let image = tiers[0].image.clone();
-    let (on, waiting_for_route) = UserRecord::count_per_shard(&users);
-    let shards = state
-        .settings
-        .shards
-        .iter()
-        .map(|shard| ShardDocument {
-            name: shard.name.clone(),
-            listener_arn: shard.listener_arn.clone(),
-            routing: shard.routing.as_str().to_string(),
-            users: on.get(shard.name.as_str()).copied().unwrap_or(0),
-            capacity: shard.capacity,
-        })
-        .collect();
-    let waiting_for_route = waiting_for_route as usize;
+    let (shards, waiting_for_route) = shard_documents(&state, &users);
     Ok(Json(PoolDocument {
         role: super::openapi::Role::of(&state.health),
         image,
@@ -333,5 +362,6 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
         workspaces,
         shards,
         waiting_for_route,
+        cost,
     }))
 }

@@ -37,6 +37,7 @@ async fn state_with(cloud: Arc<FakeCloud>) -> AppState {
             required_secrets: Vec::new(),
             webhooks: true,
             webhook_allow_private: false,
+            cost: Default::default(),
         }),
         clock: Arc::new(|| 1_700_000_000_000),
         reconciler: Default::default(),
@@ -277,6 +278,7 @@ async fn secrets_the_container_needs_are_required_when_secrets_are_written() {
         required_secrets: vec!["OPENCLAW_GATEWAY_TOKEN".into()],
         webhooks: base.webhooks,
         webhook_allow_private: base.webhook_allow_private,
+        cost: Default::default(),
     });
     // The served schema says so, so a request it admits is never refused for it.
     let (_, doc) = call(&state, "GET", "/openapi.json", None, "").await;
@@ -761,6 +763,7 @@ async fn a_callback_url_must_be_https_to_a_public_host_and_a_put_sets_or_clears_
         required_secrets: Vec::new(),
         webhooks: false,
         webhook_allow_private: false,
+        cost: Default::default(),
     });
     let (status, body) = put_as(&state, "bob", &put(url.into())).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");

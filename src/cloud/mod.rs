@@ -481,6 +481,15 @@ pub trait Cloud: Send + Sync + 'static {
     async fn instance_vcpus(&self, instance_types: &[String])
     -> CloudResult<BTreeMap<String, u32>>;
 
+    /// The current Linux/UNIX spot price of each of `instance_types` in each of `zones`
+    /// (DescribeSpotPriceHistory from now, every page); an offering AWS reports no price for
+    /// is left out.
+    async fn spot_prices(
+        &self,
+        instance_types: &[String],
+        zones: &[String],
+    ) -> CloudResult<Vec<crate::model::cost::SpotPrice>>;
+
     // --- Service Quotas ------------------------------------------------------------------------
 
     /// The applied value of each quota (GetServiceQuota); one the region does not know is left

@@ -254,6 +254,9 @@ pub struct Profile {
     /// (instance type, subnet) offerings whose spot launches fail with
     /// InsufficientInstanceCapacity.
     pub capacity_errors: Vec<(String, String)>,
+    /// Spot prices per hour by instance type, the same in every zone (`aws-profile.md`'s
+    /// model values): what DescribeSpotPriceHistory answers until a test sets another.
+    pub spot_prices: BTreeMap<String, f64>,
     pub retry: RetryModel,
     pub limits: HardLimits,
 }
@@ -297,6 +300,7 @@ impl Profile {
             ("DescribeSnapshots", Latency::millis(300, 1_000)),
             ("ModifyRule", elb_write),
             ("AddTags", elb_write),
+            ("DescribeSpotPriceHistory", Latency::millis(300, 1_000)),
         ]);
         Profile {
             name: "aws-profile.md".into(),
@@ -331,6 +335,15 @@ impl Profile {
             faults: BTreeMap::new(),
             default_faults: FaultRates::default(),
             capacity_errors: Vec::new(),
+            spot_prices: [
+                ("t3.small", 0.0065),
+                ("t3a.small", 0.0060),
+                ("t3.medium", 0.0125),
+                ("t3.large", 0.025),
+            ]
+            .into_iter()
+            .map(|(t, p)| (t.to_string(), p))
+            .collect(),
             retry: RetryModel::daemon_defaults(),
             limits: HardLimits {
                 rules_per_listener: 100,

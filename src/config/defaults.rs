@@ -63,6 +63,7 @@ fn presets(value: impl Fn(Preset) -> Option<String>) -> String {
 /// id, the value).
 pub fn documented() -> Vec<(&'static str, String)> {
     let text = |value: &dyn std::fmt::Display| value.to_string();
+    let cost = crate::model::cost::CostSettings::default();
     vec![
         ("launch_template_version", text(&LAUNCH_TEMPLATE_VERSION)),
         ("user_instance_type", text(&USER_INSTANCE_TYPE)),
@@ -138,5 +139,12 @@ pub fn documented() -> Vec<(&'static str, String)> {
             "spotpool_health_checks_per_second",
             text(&HEALTH_CHECKS_PER_SECOND),
         ),
+        ("spotpool_public_ipv4", text(&cost.public_ipv4)),
+        ("spotpool_root_volume_gib", text(&cost.root_volume_gib)),
+        (
+            "spotpool_network_fixed_dollars_per_hour",
+            text(&cost.network_per_hour),
+        ),
+        ("spotpool_cpu_credits", "standard".to_string()),
     ]
 }

@@ -125,6 +125,8 @@ pub struct Config {
     pub webhook_secret: Option<SecretString>,
     /// Callback URLs may be plain http and reach private addresses (tests, local mode).
     pub webhook_allow_private: bool,
+    /// The deployment's rates the cost counts (docs/costs.md, "The live cost").
+    pub cost: crate::model::cost::CostSettings,
 }
 
 /// A setting that is missing or invalid. Its `Display` is the one line start-up prints.
@@ -255,7 +257,63 @@ impl Settings {
             health_checks_per_second: self.health_checks_per_second()?,
             webhook_secret: self.webhook_secret()?,
             webhook_allow_private: self.spotpool_webhook_allow_private.unwrap_or(false),
+            cost: self.cost_settings()?,
         })
+    }
+
+    /// The rates the cost counts: the on-demand price list with the configured prices over
+    /// it, the address, the root volume, the network and the credits.
+    fn cost_settings(&self) -> Result<crate::model::cost::CostSettings, ConfigError> {
+        let mut cost = crate::model::cost::CostSettings::default();
+        let invalid = |env: &'static str, value: String, why: &str| ConfigError::Invalid {
+            env,
+            value,
+            why: why.into(),
+        };
+        for entry in (self.spotpool_on_demand_prices.as_deref().unwrap_or(""))
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            let parsed = entry.split_once('=').and_then(|(t, p)| {
+                let price = p.trim().parse::<f64>().ok()?;
+                let name = t.trim();
+                (!name.is_empty() && price.is_finite() && price >= 0.0).then_some((name, price))
+            });
+            let Some((instance_type, price)) = parsed else {
+                return Err(invalid(
+                    "SPOTPOOL_ON_DEMAND_PRICES",
+                    entry.to_string(),
+                    "each entry is type=dollars per hour, e.g. t3.small=0.0208",
+                ));
+            };
+            cost.on_demand.insert(instance_type.to_string(), price);
+        }
+        cost.public_ipv4 = self.spotpool_public_ipv4.unwrap_or(cost.public_ipv4);
+        if let Some(gib) = self.spotpool_root_volume_gib {
+            if !(1..=16_384).contains(&gib) {
+                let why = "a gp3 volume is 1-16384 GiB";
+                return Err(invalid("SPOTPOOL_ROOT_VOLUME_GIB", gib.to_string(), why));
+            }
+            cost.root_volume_gib = gib;
+        }
+        if let Some(dollars) = self.spotpool_network_fixed_dollars_per_hour {
+            if !(dollars.is_finite() && dollars >= 0.0) {
+                let why = "dollars an hour, 0 or more";
+                let env = "SPOTPOOL_NETWORK_FIXED_DOLLARS_PER_HOUR";
+                return Err(invalid(env, dollars.to_string(), why));
+            }
+            cost.network_per_hour = dollars;
+        }
+        cost.cpu_credits_unlimited = match self.spotpool_cpu_credits.as_deref().map(str::trim) {
+            None | Some("") | Some("standard") => false,
+            Some("unlimited") => true,
+            Some(other) => {
+                let why = "standard or unlimited";
+                return Err(invalid("SPOTPOOL_CPU_CREDITS", other.to_string(), why));
+            }
+        };
+        Ok(cost)
     }
 
     /// The health watch's rate: at most half the ELB describe quota's refill (10 per second),

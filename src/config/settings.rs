@@ -212,6 +212,25 @@ pub struct Settings {
     /// Accept callback URLs over plain http and to private, loopback and link-local addresses (tests and local mode only: it opens the daemon's network to whoever holds the service token).
     #[arg(long, env = "SPOTPOOL_WEBHOOK_ALLOW_PRIVATE", value_name = "BOOL")]
     pub spotpool_webhook_allow_private: Option<bool>,
+    /// On-demand prices per hour, as a comma list of type=dollars (e.g. t3.small=0.0208), over the built-in us-east-1 list (docs/costs.md): the price of on-demand launches, and of spot ones before a spot price is read.
+    #[arg(long, env = "SPOTPOOL_ON_DEMAND_PRICES", value_name = "PRICES")]
+    pub spotpool_on_demand_prices: Option<String>,
+    /// Pool instances get a public IPv4 address ($0.005 an hour each, counted in the cost); false in the Terraform module's private subnet mode.
+    #[arg(long, env = "SPOTPOOL_PUBLIC_IPV4", value_name = "BOOL")]
+    pub spotpool_public_ipv4: Option<bool>,
+    /// Size in GiB of the instances' gp3 root volume, for the cost (the launch template sets it; the module's root_volume_size).
+    #[arg(long, env = "SPOTPOOL_ROOT_VOLUME_GIB", value_name = "GIB")]
+    pub spotpool_root_volume_gib: Option<u32>,
+    /// The network's own dollars an hour, shared by the whole pool in the cost (the private subnet mode's VPC endpoints, a NAT gateway); 0 without.
+    #[arg(
+        long,
+        env = "SPOTPOOL_NETWORK_FIXED_DOLLARS_PER_HOUR",
+        value_name = "DOLLARS"
+    )]
+    pub spotpool_network_fixed_dollars_per_hour: Option<f64>,
+    /// CPU credits of burstable (T) instances as the launch template sets them: standard or unlimited (the cost then shows what surplus credits could add).
+    #[arg(long, env = "SPOTPOOL_CPU_CREDITS", value_name = "MODE")]
+    pub spotpool_cpu_credits: Option<String>,
     /// The load balancers users are routed through: `[[shard]]` tables, in the config file only
     /// (ARCHITECTURE.md, "Shards").
     #[arg(skip)]

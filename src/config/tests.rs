@@ -650,3 +650,51 @@ fn tls_needs_both_files_and_is_off_without_them() {
     assert_eq!(tls.cert, std::path::Path::new("/etc/spotpool/api.pem"));
     assert_eq!(tls.key, std::path::Path::new("/etc/spotpool/api.key"));
 }
+
+#[test]
+fn the_cost_settings_take_on_demand_prices_over_the_list_and_refuse_bad_ones() {
+    let mut settings = minimal();
+    settings.spotpool_on_demand_prices = Some(" t3.small=0.03 , x9.huge=1.5 ".into());
+    settings.spotpool_public_ipv4 = Some(false);
+    settings.spotpool_network_fixed_dollars_per_hour = Some(0.12);
+    settings.spotpool_cpu_credits = Some("unlimited".into());
+    let cost = settings.into_config().unwrap().cost;
+    assert_eq!(cost.on_demand.get("t3.small"), Some(&0.03));
+    assert_eq!(cost.on_demand.get("x9.huge"), Some(&1.5));
+    // The list's other prices stay.
+    assert_eq!(cost.on_demand.get("t3.medium"), Some(&0.0416));
+    assert!(!cost.public_ipv4 && cost.cpu_credits_unlimited);
+    assert_eq!(cost.network_per_hour, 0.12);
+    assert_eq!(cost.root_volume_gib, 30);
+
+    for (set, env) in [
+        (
+            (|s: &mut Settings| s.spotpool_on_demand_prices = Some("t3.small".into()))
+                as fn(&mut Settings),
+            "SPOTPOOL_ON_DEMAND_PRICES",
+        ),
+        (
+            |s| s.spotpool_on_demand_prices = Some("t3.small=-1".into()),
+            "SPOTPOOL_ON_DEMAND_PRICES",
+        ),
+        (
+            |s| s.spotpool_network_fixed_dollars_per_hour = Some(f64::NAN),
+            "SPOTPOOL_NETWORK_FIXED_DOLLARS_PER_HOUR",
+        ),
+        (
+            |s| s.spotpool_root_volume_gib = Some(0),
+            "SPOTPOOL_ROOT_VOLUME_GIB",
+        ),
+        (
+            |s| s.spotpool_cpu_credits = Some("boundless".into()),
+            "SPOTPOOL_CPU_CREDITS",
+        ),
+    ] {
+        let mut settings = minimal();
+        set(&mut settings);
+        match settings.into_config() {
+            Err(ConfigError::Invalid { env: named, .. }) => assert_eq!(named, env),
+            other => panic!("{env}: {other:?}"),
+        }
+    }
+}

@@ -467,6 +467,16 @@ impl Cloud for FencedCloud {
         self.gated(self.inner.instance_vcpus(instance_types)).await
     }
 
+    async fn spot_prices(
+        &self,
+        instance_types: &[String],
+        zones: &[String],
+    ) -> CloudResult<Vec<crate::model::cost::SpotPrice>> {
+        self.fence.check("DescribeSpotPriceHistory")?;
+        self.gated(self.inner.spot_prices(instance_types, zones))
+            .await
+    }
+
     async fn quota_values(
         &self,
         quotas: &[crate::model::quota::Quota],

@@ -6,6 +6,7 @@
 //! written by an older daemon either parses or is reported corrupt). Must not: know HTTP, SQL
 //! or the AWS SDK, or do any IO.
 
+pub mod cost;
 mod drain;
 mod event;
 mod health;

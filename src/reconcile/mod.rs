@@ -39,6 +39,7 @@ mod launch;
 mod moves;
 mod notices;
 mod observe;
+pub mod prices;
 mod quick;
 mod quotas;
 mod repair;
@@ -119,6 +120,8 @@ pub struct ReconcilerConfig {
     /// The health watch's DescribeTargetHealth calls per second (`SPOTPOOL_HEALTH_CHECKS_PER_SECOND`;
     /// 0: no watch).
     pub health_checks_per_second: f64,
+    /// The deployment's rates the cost counts (`prices.rs`).
+    pub cost: crate::model::cost::CostSettings,
 }
 
 impl ReconcilerConfig {
@@ -216,6 +219,8 @@ struct Inner {
     health_watch: std::sync::Mutex<health_watch::WatchState>,
     /// The auto tiers' spare decisions and lead times in this term.
     spares: std::sync::Mutex<spares::SpareMemory>,
+    /// The spot prices this term read or loaded (`prices.rs`).
+    prices: std::sync::Mutex<prices::PriceMemory>,
     /// When a pass last read the account's quotas (0: never).
     last_quota_check: std::sync::Mutex<Millis>,
     /// When this term last pruned the journal (0: not yet).
@@ -299,6 +304,7 @@ impl Reconciler {
                 last_idle_check: std::sync::Mutex::new(0),
                 health_watch: Default::default(),
                 spares: Default::default(),
+                prices: Default::default(),
                 last_quota_check: std::sync::Mutex::new(0),
                 last_journal_prune: std::sync::Mutex::new(0),
                 pass_seq: AtomicU64::new(0),

@@ -20,6 +20,12 @@ pub(super) struct Planned {
 }
 
 impl Reconciler {
+    /// What a pass does when it is due: the hourly read of the quotas, the journal's pruning.
+    async fn chores_if_due(&self, now: Millis) {
+        self.check_quotas_if_due(now).await;
+        self.prune_journal_if_due(now).await;
+    }
+
     /// Observes the cloud, merges it into the ledger and plans. A dry run redoes no launch (it
     /// only counts the pending ones) and changes nothing in the cloud; it still updates the
     /// ledger from the listing, which is bookkeeping, not action.
@@ -42,8 +48,7 @@ impl Reconciler {
         let mut ledger = self.sync_ledger(&observed, now).await?;
         let mut acted_on_notices = false;
         if !dry_run {
-            self.check_quotas_if_due(now).await;
-            self.prune_journal_if_due(now).await;
+            self.chores_if_due(now).await;
             match self.handle_notices(&observed, now).await {
                 Ok(acted) => acted_on_notices = acted,
                 Err(StepError::Store(e)) => return Err(e.into()),
@@ -90,6 +95,8 @@ impl Reconciler {
         let users = inner.store.users_snapshot().await?;
         let users = self.watch_users(users, (now, dry_run)).await?;
         self.size_auto_spares(&mut policy, &users, &ledger, (now, dry_run));
+        self.price_the_pool(&policy, (&ledger, &users), (now, dry_run))
+            .await;
         let intents: Vec<UserIntent> = users.iter().map(intent_of).collect();
         let unserved = export_gauges(&ledger, &users, &policy);
         super::routes::export_shard_gauges(&users, &policy.shards);

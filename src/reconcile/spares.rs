@@ -16,7 +16,6 @@ use std::collections::{HashMap, VecDeque};
 /// The lead time assumed until a tier's launch was measured: a spot launch, the boot, the image
 /// pull and the probe (`aws-profile.md`'s order of magnitude, rounded up).
 pub const ASSUMED_LEAD_TIME: Millis = 180_000;
-const QUARTER_HOUR: Millis = 15 * 60_000;
 const HOUR: Millis = 60 * 60_000;
 /// The lead times a tier's median is taken over.
 const LEAD_SAMPLES: usize = 20;
@@ -65,16 +64,11 @@ impl Reconciler {
                 continue;
             };
             let measured = memory.lead_times.get(&tier.name).and_then(median);
-            let since = |window: Millis| {
-                (users.iter())
-                    .filter(|u| u.tier == tier.name && now - u.requested_at < window)
-                    .count() as f64
-            };
-            let demand = Demand {
-                quarter_hour_rate: since(QUARTER_HOUR) * 4.0,
-                hour_rate: since(HOUR),
-                lead_time: measured.unwrap_or(ASSUMED_LEAD_TIME),
-            };
+            let sign_ups = (users.iter())
+                .filter(|u| u.tier == tier.name)
+                .map(|u| u.requested_at);
+            let lead_time = measured.unwrap_or(ASSUMED_LEAD_TIME);
+            let demand = Demand::from_sign_ups(sign_ups, now, lead_time);
             let previous = memory.decisions.get(&tier.name).map(|s| &s.decision);
             let decision = crate::plan::spares::decide(bounds, &demand, previous, now);
             if !dry_run && previous.is_some_and(|p| p.target != decision.target) {

@@ -2,7 +2,8 @@
 //! notices, the journal and on-call's state, in SQLite or PostgreSQL via sqlx.
 //!
 //! Owns: all SQL, as plain async functions returning domain types, one file per table
-//! (`users`, `instances`, `launches`, `notices`, `journal`, `admin`, `conditions`, `images`),
+//! (`users`, `instances`, `launches`, `notices`, `journal`, `admin`, `conditions`, `images`,
+//! `prices`, ...),
 //! and the copy of a whole store into another (`copy`, for `spotpool migrate-store`).
 //! Must not: call the cloud or hold a secret value (only secret ARNs are stored).
 //!
@@ -54,6 +55,7 @@ mod journal;
 mod launches;
 mod leadership;
 mod notices;
+mod prices;
 mod slots;
 mod user_columns;
 mod users;

@@ -53,6 +53,7 @@ store_tests!(
     launches_are_recorded_retried_and_deleted,
     tier_overrides_are_upserted_and_the_audit_log_lists_newest_first,
     a_tier_condition_keeps_its_since_while_the_cause_stays,
+    spot_prices_replace_each_offerings_last_one,
     the_lease_goes_to_one_replica_until_it_runs_out_or_is_handed_back,
     a_claim_takes_a_spares_complete_warm_route_on_the_users_shard_only,
     a_first_claim_keeps_the_spares_blank_workspace_unless_a_user_holds_that_volume,
@@ -817,6 +818,36 @@ async fn tier_overrides_are_upserted_and_the_audit_log_lists_newest_first(store:
         [(3, "repin"), (2, "recycle")]
     );
     assert!(log[0].id > log[1].id);
+}
+
+async fn spot_prices_replace_each_offerings_last_one(store: Store) {
+    use crate::model::cost::SpotPrice;
+    let price = |instance_type: &str, zone: &str, dollars: f64, since: Millis| SpotPrice {
+        instance_type: instance_type.into(),
+        zone: zone.into(),
+        dollars_per_hour: dollars,
+        since,
+    };
+    assert_eq!(store.spot_prices().await.unwrap(), (vec![], None));
+    let first = [
+        price("t3.small", "us-east-1b", 0.0071, 5),
+        price("t3.small", "us-east-1a", 0.0065, 4),
+    ];
+    store.put_spot_prices(&first, 100).await.unwrap();
+    store
+        .put_spot_prices(&[price("t3.small", "us-east-1b", 0.00642, 9)], 200)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.spot_prices().await.unwrap(),
+        (
+            vec![
+                price("t3.small", "us-east-1a", 0.0065, 4),
+                price("t3.small", "us-east-1b", 0.00642, 9),
+            ],
+            Some(200)
+        )
+    );
 }
 
 async fn a_tier_condition_keeps_its_since_while_the_cause_stays(store: Store) {

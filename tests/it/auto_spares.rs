@@ -45,10 +45,12 @@ async fn an_auto_tier_grows_with_a_burst_of_sign_ups_and_shrinks_after_the_lull(
     assert_eq!(quiet["spare_auto"]["sign_ups_per_hour"], 0.0);
     assert_eq!(world.ledger_count(InstanceStatus::Available).await, 1);
 
-    // Eight sign-ups within a quarter hour: 32 an hour.
+    // Eight sign-ups within a quarter hour: 32 an hour. Two minutes on before the next pass,
+    // so the last minute's rate (480 an hour) has gone and the quarter hour's decides.
     for n in 0..8 {
         world.put_user(&format!("u{n}"), "{}").await;
     }
+    world.advance(2 * 60_000);
     world.run_until_quiet(60).await;
     let busy = tier_doc(&world).await;
     let auto = &busy["spare_auto"];
@@ -58,6 +60,7 @@ async fn an_auto_tier_grows_with_a_burst_of_sign_ups_and_shrinks_after_the_lull(
     let expected = spotpool::plan::spares::decide(
         spotpool::plan::SpareBounds { min: 1, max: 6 },
         &spotpool::plan::Demand {
+            recent_rate: 0.0,
             quarter_hour_rate: 32.0,
             hour_rate: 8.0,
             lead_time: (lead * 1000.0) as i64,

@@ -1253,6 +1253,36 @@ async fn instance_vcpus_and_quotas_come_from_describe_instance_types_and_service
     assert!(values.is_empty(), "{values:?}");
 }
 
+/// moto answers DescribeSpotPriceHistory with one flat price for every offering it lists in a
+/// zone; the adapter keeps the Linux/UNIX ones of the zones asked, one per offering.
+#[tokio::test]
+async fn spot_prices_are_the_offerings_latest_in_the_zones_asked() {
+    let world = World::start().await;
+    let types = vec!["t3.small".to_string(), "t3.large".to_string()];
+    let zones = vec!["us-east-1a".to_string()];
+    let prices = world.cloud.spot_prices(&types, &zones).await.unwrap();
+    let mut offerings: Vec<(&str, &str, f64)> = prices
+        .iter()
+        .map(|p| {
+            (
+                p.instance_type.as_str(),
+                p.zone.as_str(),
+                p.dollars_per_hour,
+            )
+        })
+        .collect();
+    offerings.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(
+        offerings,
+        [
+            ("t3.large", "us-east-1a", 0.00001),
+            ("t3.small", "us-east-1a", 0.00001)
+        ]
+    );
+    let none = world.cloud.spot_prices(&types, &[]).await.unwrap();
+    assert!(none.is_empty(), "{none:?}");
+}
+
 #[tokio::test]
 async fn an_ecr_tag_resolves_to_the_digest_ecr_recorded() {
     let world = World::start().await;

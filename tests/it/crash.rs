@@ -273,6 +273,13 @@ impl Cloud for Crashing {
     ) -> CloudResult<std::collections::BTreeMap<String, u32>> {
         forward!(self.instance_vcpus(instance_types))
     }
+    async fn spot_prices(
+        &self,
+        instance_types: &[String],
+        zones: &[String],
+    ) -> CloudResult<Vec<spotpool::model::cost::SpotPrice>> {
+        forward!(self.spot_prices(instance_types, zones))
+    }
     async fn quota_values(
         &self,
         quotas: &[spotpool::model::quota::Quota],

@@ -961,6 +961,10 @@ impl Deployment {
                 "ec2:DescribeInstanceTypes",
                 "the vCPUs of the tiers' types (the quota check)",
             ),
+            describe(
+                "ec2:DescribeSpotPriceHistory",
+                "the spot prices of the tiers' types, hourly (the cost)",
+            ),
             everywhere(
                 "servicequotas:GetServiceQuota",
                 "the account's quotas, at start-up and hourly",

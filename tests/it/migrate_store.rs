@@ -284,6 +284,13 @@ async fn fill_every_table(store: &Store) {
         .pin_image("ghcr.io/openclaw/openclaw:latest", "sha256:abc", 300)
         .await
         .unwrap();
+    let price = spotpool::model::cost::SpotPrice {
+        instance_type: "t3.small".into(),
+        zone: "us-east-1a".into(),
+        dollars_per_hour: 0.0065,
+        since: 250,
+    };
+    store.put_spot_prices(&[price], 310).await.unwrap();
     let drain = spotpool::model::Drain {
         id: 0,
         selector: spotpool::model::DrainSelector {

@@ -453,6 +453,14 @@ impl Cloud for AwsCloud {
         self.aws_instance_vcpus(instance_types).await
     }
 
+    async fn spot_prices(
+        &self,
+        instance_types: &[String],
+        zones: &[String],
+    ) -> CloudResult<Vec<crate::model::cost::SpotPrice>> {
+        self.aws_spot_prices(instance_types, zones).await
+    }
+
     async fn quota_values(&self, quotas: &[Quota]) -> CloudResult<BTreeMap<Quota, f64>> {
         self.aws_quota_values(quotas).await
     }

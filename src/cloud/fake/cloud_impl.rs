@@ -644,6 +644,14 @@ impl Cloud for FakeCloud {
         self.fake_instance_vcpus(instance_types).await
     }
 
+    async fn spot_prices(
+        &self,
+        instance_types: &[String],
+        zones: &[String],
+    ) -> CloudResult<Vec<crate::model::cost::SpotPrice>> {
+        self.fake_spot_prices(instance_types, zones).await
+    }
+
     async fn quota_values(&self, quotas: &[Quota]) -> CloudResult<BTreeMap<Quota, f64>> {
         self.fake_quota_values(quotas).await
     }
@@ -657,18 +665,7 @@ impl Cloud for FakeCloud {
         groups: &[TargetGroupMetric],
         _window: std::time::Duration,
     ) -> CloudResult<Vec<f64>> {
-        let state = self.enter("GetMetricData", 1).await?;
-        Ok(groups
-            .iter()
-            .map(|g| {
-                state
-                    .ebs
-                    .request_counts
-                    .get(&g.target_group)
-                    .copied()
-                    .unwrap_or(0.0)
-            })
-            .collect())
+        self.fake_request_counts(groups).await
     }
 
     fn retry_meter(&self) -> Option<Arc<RetryMeter>> {

@@ -182,6 +182,8 @@ struct State {
     quotas: BTreeMap<crate::model::quota::Quota, f64>,
     /// ECR images' digests a test set (`set_image_digest`), by `repository:tag`.
     images: BTreeMap<String, String>,
+    /// Spot prices by (instance type, zone) a test set (`set_spot_price`), over the profile's.
+    spot_prices: BTreeMap<(String, String), f64>,
     /// The load balancer limits CreateTargetGroup, CreateRule and RegisterTargets enforce.
     route_limits: elb_limits::RouteLimits,
 }

@@ -1,4 +1,5 @@
-//! The fake's ECR image digests (`set_image_digest`) and its account quotas: values a test sets (`set_quota`), answered by `quota_values`, and
+//! The fake's ECR image digests (`set_image_digest`), its spot prices (`set_spot_price`, over
+//! the simulated profile's) and its account quotas: values a test sets (`set_quota`), answered by `quota_values`, and
 //! the spot vCPU quotas enforced by RunInstances as EC2 does (MaxSpotInstanceCountExceeded once
 //! the family's running and pending spot vCPUs would pass it). moto enforces none of them.
 
@@ -55,6 +56,55 @@ impl FakeCloud {
                 format!("no image {key}"),
             )
         })
+    }
+
+    /// The spot price of `instance_type` in `zone` from now on.
+    pub fn set_spot_price(&self, instance_type: &str, zone: &str, dollars_per_hour: f64) {
+        let key = (instance_type.to_string(), zone.to_string());
+        self.lock().spot_prices.insert(key, dollars_per_hour);
+    }
+
+    /// What a test set, else the simulated profile's price of the type (in every zone); plain
+    /// mode knows no other. Stamped with the fake's clock.
+    pub(super) async fn fake_spot_prices(
+        &self,
+        instance_types: &[String],
+        zones: &[String],
+    ) -> CloudResult<Vec<crate::model::cost::SpotPrice>> {
+        let state = self.enter("DescribeSpotPriceHistory", 1).await?;
+        let profile = self.profile().map(|p| &p.spot_prices);
+        // Not `self.now()`: it takes the lock held here in plain mode.
+        let now = self.sim.as_ref().map_or(state.now, |sim| sim.now());
+        let mut prices = Vec::new();
+        for instance_type in instance_types {
+            for zone in zones {
+                let key = (instance_type.clone(), zone.clone());
+                let set = state.spot_prices.get(&key);
+                let Some(price) = set.or_else(|| profile?.get(instance_type)) else {
+                    continue;
+                };
+                prices.push(crate::model::cost::SpotPrice {
+                    instance_type: instance_type.clone(),
+                    zone: zone.clone(),
+                    dollars_per_hour: *price,
+                    since: now,
+                });
+            }
+        }
+        Ok(prices)
+    }
+
+    /// GetMetricData's RequestCount of each group: what a test set, else 0.
+    pub(super) async fn fake_request_counts(
+        &self,
+        groups: &[crate::cloud::TargetGroupMetric],
+    ) -> CloudResult<Vec<f64>> {
+        let state = self.enter("GetMetricData", 1).await?;
+        let count = |g: &crate::cloud::TargetGroupMetric| {
+            let counts = &state.ebs.request_counts;
+            counts.get(&g.target_group).copied().unwrap_or(0.0)
+        };
+        Ok(groups.iter().map(count).collect())
     }
 
     pub(super) async fn fake_instance_vcpus(

@@ -434,6 +434,15 @@ impl Cloud for Limited {
         self.inner.instance_vcpus(instance_types).await
     }
 
+    async fn spot_prices(
+        &self,
+        instance_types: &[String],
+        zones: &[String],
+    ) -> CloudResult<Vec<crate::model::cost::SpotPrice>> {
+        self.acquire("DescribeSpotPriceHistory", 1).await;
+        self.inner.spot_prices(instance_types, zones).await
+    }
+
     async fn quota_values(
         &self,
         quotas: &[crate::model::quota::Quota],

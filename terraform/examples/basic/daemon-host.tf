@@ -226,9 +226,11 @@ resource "aws_vpc_security_group_egress_rule" "daemon_https" {
 resource "aws_instance" "daemon" {
   count = local.daemon_host
 
-  ami                    = data.aws_ssm_parameter.daemon_host_ami[0].insecure_value
-  instance_type          = var.daemon_host_instance_type
-  subnet_id              = coalesce(var.daemon_host_subnet_id, module.spotpool.subnet_ids[0])
+  ami           = data.aws_ssm_parameter.daemon_host_ami[0].insecure_value
+  instance_type = var.daemon_host_instance_type
+  # A subnet of the ALBs: a public one, also with network_mode = "private", whose
+  # pool subnets reach only the VPC endpoints (and the daemon calls more of AWS).
+  subnet_id              = coalesce(var.daemon_host_subnet_id, module.spotpool.alb_subnet_ids[0])
   vpc_security_group_ids = [aws_security_group.daemon[0].id]
   iam_instance_profile   = module.spotpool.daemon_instance_profile_name
 

@@ -105,4 +105,10 @@ module "spotpool" {
   subnet_ids                             = var.subnet_ids
   tags                                   = var.tags
   vpc_cidr                               = var.vpc_cidr
+
+  network_mode                    = var.network_mode
+  alb_subnet_ids                  = var.alb_subnet_ids
+  private_route_table_ids         = var.private_route_table_ids
+  interface_endpoint_services     = var.interface_endpoint_services
+  interface_endpoint_hourly_price = var.interface_endpoint_hourly_price
 }

@@ -21,6 +21,31 @@ output "subnet_ids" {
   value       = module.spotpool.subnet_ids
 }
 
+output "alb_subnet_ids" {
+  description = "Subnets of the ALBs (public ones; with network_mode = \"private\", not the pool's)."
+  value       = module.spotpool.alb_subnet_ids
+}
+
+output "network_mode" {
+  description = "public or private (no public IPv4 on the pool instances; VPC endpoints)."
+  value       = module.spotpool.network_mode
+}
+
+output "public_ipv4" {
+  description = "Whether the pool instances get a public IPv4 address (SPOTPOOL_PUBLIC_IPV4)."
+  value       = module.spotpool.public_ipv4
+}
+
+output "vpc_endpoints" {
+  description = "The VPC endpoints of network_mode = \"private\", by service; empty in public mode."
+  value       = module.spotpool.vpc_endpoints
+}
+
+output "vpc_endpoint_hourly_cost_usd" {
+  description = "The VPC endpoints' fixed cost, USD an hour (SPOTPOOL_NETWORK_FIXED_DOLLARS_PER_HOUR); 0 in public mode."
+  value       = module.spotpool.vpc_endpoint_hourly_cost_usd
+}
+
 output "alb_security_group_id" {
   description = "Security group of the ALB."
   value       = module.spotpool.alb_security_group_id

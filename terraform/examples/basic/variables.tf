@@ -218,7 +218,7 @@ variable "daemon_host_ami_ssm_parameter" {
 }
 
 variable "daemon_host_subnet_id" {
-  description = "Subnet of the daemon host; null: the pool's first subnet. It needs outbound HTTPS to the AWS APIs (a public IP, a NAT gateway or VPC endpoints)."
+  description = "Subnet of the daemon host; null: the ALBs' first subnet (the pool's first, unless network_mode = \"private\" or alb_subnet_ids puts the ALBs elsewhere). It needs outbound HTTPS to the AWS APIs (a public IP, a NAT gateway or VPC endpoints)."
   type        = string
   default     = null
 }
@@ -381,5 +381,35 @@ variable "tags" {
 variable "vpc_cidr" {
   description = "The module's vpc_cidr (terraform/modules/spotpool/variables.tf, docs/DEPLOY.md); null: the module's default."
   type        = string
+  default     = null
+}
+
+variable "network_mode" {
+  description = "The module's network_mode (terraform/modules/spotpool/variables.tf, docs/DEPLOY.md); null: the module's default."
+  type        = string
+  default     = null
+}
+
+variable "alb_subnet_ids" {
+  description = "The module's alb_subnet_ids (terraform/modules/spotpool/variables.tf, docs/DEPLOY.md); null: the module's default."
+  type        = list(string)
+  default     = null
+}
+
+variable "private_route_table_ids" {
+  description = "The module's private_route_table_ids (terraform/modules/spotpool/variables.tf, docs/DEPLOY.md); null: the module's default."
+  type        = list(string)
+  default     = null
+}
+
+variable "interface_endpoint_services" {
+  description = "The module's interface_endpoint_services (terraform/modules/spotpool/variables.tf, docs/DEPLOY.md); null: the module's default."
+  type        = list(string)
+  default     = null
+}
+
+variable "interface_endpoint_hourly_price" {
+  description = "The module's interface_endpoint_hourly_price (terraform/modules/spotpool/variables.tf, docs/DEPLOY.md); null: the module's default."
+  type        = number
   default     = null
 }

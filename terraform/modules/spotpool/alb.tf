@@ -41,7 +41,7 @@ resource "aws_lb" "this" {
   internal           = false
   load_balancer_type = "application"
   security_groups    = [aws_security_group.alb.id]
-  subnets            = local.subnet_ids
+  subnets            = local.alb_subnet_ids
   idle_timeout       = var.alb_idle_timeout
 
   drop_invalid_header_fields = true
@@ -51,12 +51,16 @@ resource "aws_lb" "this" {
 
   lifecycle {
     precondition {
-      condition     = var.create_network || (var.vpc_id != null && length(var.subnet_ids) >= 2)
-      error_message = "With create_network = false, set vpc_id and at least two subnet_ids (in different availability zones)."
+      condition     = var.create_network || (var.vpc_id != null && length(var.subnet_ids) >= 1 && length(local.alb_subnet_ids) >= 2)
+      error_message = "With create_network = false, set vpc_id, subnet_ids and at least two subnets for the ALBs, in different availability zones: subnet_ids, or alb_subnet_ids."
     }
     precondition {
-      condition     = !var.create_network || (var.vpc_id == null && length(var.subnet_ids) == 0)
-      error_message = "With create_network = true, leave vpc_id and subnet_ids unset: the module creates them."
+      condition     = !var.create_network || (var.vpc_id == null && length(var.subnet_ids) == 0 && length(var.alb_subnet_ids) == 0 && length(var.private_route_table_ids) == 0)
+      error_message = "With create_network = true, leave vpc_id, subnet_ids, alb_subnet_ids and private_route_table_ids unset: the module creates them."
+    }
+    precondition {
+      condition     = var.create_network || !local.private_network || length(var.alb_subnet_ids) >= 2
+      error_message = "network_mode = \"private\" with your own subnets needs alb_subnet_ids: at least two public subnets (a route to an internet gateway), in the zones of subnet_ids, for the internet-facing ALBs; subnet_ids are the pool instances' private ones."
     }
     precondition {
       condition     = var.routing == "path" || var.users_domain != null

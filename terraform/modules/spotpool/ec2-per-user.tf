@@ -14,6 +14,12 @@
 #   unit spotpool-warm.service) on the container port and writes the
 #   readiness marker last.
 #
+# - No network interface of its own: the daemon names the subnet (and the
+#   security group) at RunInstances, which a network interface in the template
+#   would make AWS refuse (InvalidParameterCombination). So the subnet decides
+#   whether an instance gets a public IPv4 address: the created private subnets
+#   of network_mode = "private" (network.tf) never give one.
+#
 # With on_demand_fallback, a second template ("on-demand") is the same but for
 # the market options: RunInstances can override a template's market options but
 # not remove them, so the daemon's on-demand fallback launches need their own.
@@ -118,6 +124,16 @@ resource "aws_launch_template" "pool" {
     precondition {
       condition     = local.image_ecr_repository_arn == null || contains(var.ecr_pull_repository_arns, coalesce(local.image_ecr_repository_arn, "-")) || local.ecr_pull_from_image
       error_message = "container_image is in the ECR repository ${coalesce(local.image_ecr_repository_arn, "-")}, which the instances may not pull from: their boot would stop at the ECR login and no instance would ever be ready. Set ecr_pull_from_image = true, or add the repository's ARN to ecr_pull_repository_arns."
+    }
+    # The created private subnets have no way out of the VPC but its endpoints
+    # (endpoints.tf); your own may have more, which a check only warns about.
+    precondition {
+      condition     = !local.private_network || !var.create_network || local.image_in_region_ecr
+      error_message = "network_mode = \"private\" with create_network: the instances reach nothing outside the VPC but its endpoints, which serve this region's ECR only, so container_image must be an image in ${local.region}'s ECR (or the created repository's, create_ecr_repository): no instance could pull ${coalesce(var.container_image, "-")}."
+    }
+    precondition {
+      condition     = !local.private_network || !var.create_network || length(setsubtract(local.required_endpoint_services, var.interface_endpoint_services)) == 0
+      error_message = "network_mode = \"private\" with create_network: interface_endpoint_services must hold ${join(", ", local.required_endpoint_services)}, the instances' only way to the SSM agent's services, ECR and Secrets Manager; missing: ${join(", ", sort(setsubtract(local.required_endpoint_services, var.interface_endpoint_services)))}."
     }
   }
 }

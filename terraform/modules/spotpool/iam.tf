@@ -600,14 +600,17 @@ data "aws_iam_policy_document" "daemon_workspaces" {
   # DescribeVolumes (by id, and by the tag filters spotpool:pool and
   # spotpool:workspace), DescribeSnapshots (a relocation's snapshot) and
   # DescribeSubnets (the zones of the pool's subnets), DescribeInstanceTypes (the
-  # vCPUs of the tiers' types, for the spot quota check). Like every EC2 Describe*
-  # action they support no resource-level permissions (no resource type in the
-  # Service Authorization Reference, only ec2:Region): "*" in this region.
+  # vCPUs of the tiers' types, for the spot quota check), DescribeSpotPriceHistory
+  # (the tiers' spot prices per type and zone, read at most hourly for the cost
+  # model, issue 16). Like every EC2 Describe* action they support no
+  # resource-level permissions (no resource type in the Service Authorization
+  # Reference, only ec2:Region): "*" in this region.
   statement {
     sid = "Ec2DescribeWorkspaces"
     actions = [
       "ec2:DescribeInstanceTypes",
       "ec2:DescribeSnapshots",
+      "ec2:DescribeSpotPriceHistory",
       "ec2:DescribeSubnets",
       "ec2:DescribeVolumes",
     ]

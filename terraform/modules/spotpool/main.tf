@@ -22,8 +22,19 @@ locals {
   # The instance name is the seed's, so its troubleshooting commands still work.
   instance_name = "openclaw-user-instance"
 
-  vpc_id     = var.create_network ? aws_vpc.this[0].id : var.vpc_id
-  subnet_ids = var.create_network ? aws_subnet.public[*].id : var.subnet_ids
+  vpc_id = var.create_network ? aws_vpc.this[0].id : var.vpc_id
+  # The pool instances' subnets (SUBNET_IDS): the created private ones with
+  # network_mode = "private", else the created public ones, or subnet_ids.
+  subnet_ids = (
+    var.create_network ? (local.private_network ? aws_subnet.private[*].id : aws_subnet.public[*].id) :
+    var.subnet_ids
+  )
+  # The ALBs' subnets: always public ones, the created ones or alb_subnet_ids
+  # (empty: subnet_ids, where the pool instances are too).
+  alb_subnet_ids = (
+    var.create_network ? aws_subnet.public[*].id :
+    length(var.alb_subnet_ids) > 0 ? var.alb_subnet_ids : var.subnet_ids
+  )
 
   # An AMI id is no secret; insecure_value is the parameter without the sensitive mark.
   ami_id = var.ami_id != null ? var.ami_id : data.aws_ssm_parameter.ami[0].insecure_value

@@ -21,6 +21,34 @@ output "subnet_ids" {
   value       = local.subnet_ids
 }
 
+output "alb_subnet_ids" {
+  description = "Subnets of the ALBs: public ones (with network_mode = \"private\", not the pool's)."
+  value       = local.alb_subnet_ids
+}
+
+output "network_mode" {
+  description = "public or private: whether the pool instances may have a public IPv4 address, or reach AWS through the VPC endpoints (vpc_endpoints)."
+  value       = var.network_mode
+}
+
+output "public_ipv4" {
+  description = "Whether the pool instances get a public IPv4 address (SPOTPOOL_PUBLIC_IPV4): never with network_mode = \"private\", always in the created public subnets, and in your own subnets when any of them maps one on launch."
+  value       = local.public_ipv4
+}
+
+output "vpc_endpoints" {
+  description = "The VPC endpoints of network_mode = \"private\", by service: id, type (Interface or Gateway) and zones (the availability zones an interface endpoint has a network interface in; 0 for the gateway). Empty in public mode."
+  value = merge(
+    { for service, endpoint in aws_vpc_endpoint.interface : service => { id = endpoint.id, type = "Interface", zones = local.endpoint_zone_count } },
+    { for endpoint in aws_vpc_endpoint.s3 : "s3" => { id = endpoint.id, type = "Gateway", zones = 0 } },
+  )
+}
+
+output "vpc_endpoint_hourly_cost_usd" {
+  description = "Fixed cost of the VPC endpoints, USD an hour, shared by the whole pool (SPOTPOOL_NETWORK_FIXED_DOLLARS_PER_HOUR): interface endpoints x availability zones x interface_endpoint_hourly_price ($0.01 in us-east-1); the S3 gateway endpoint is free, and the $0.01 per GB processed is not counted. 0 in public mode."
+  value       = local.vpc_endpoint_hourly_cost
+}
+
 output "alb_security_group_id" {
   description = "Security group of the ALBs (every shard's)."
   value       = aws_security_group.alb.id
@@ -263,6 +291,17 @@ locals {
 
       SPOTPOOL_WORKSPACE_SIZE_GIB = tostring(var.workspace_size_gib)
       SPOTPOOL_IDLE_SLEEP_AFTER   = var.idle_sleep_after
+
+      # The network's part of the cost model (issue 16): whether each instance
+      # pays for a public IPv4 address, and the VPC endpoints' fixed cost
+      # (endpoints.tf; 0 in public mode). daemon_extra_env may override it, e.g.
+      # to add your own NAT gateways.
+      SPOTPOOL_PUBLIC_IPV4                    = tostring(local.public_ipv4)
+      SPOTPOOL_NETWORK_FIXED_DOLLARS_PER_HOUR = tostring(local.vpc_endpoint_hourly_cost)
+      # What each instance's root volume and burstable CPU credits cost
+      # (ec2-per-user.tf's launch template).
+      SPOTPOOL_ROOT_VOLUME_GIB = tostring(var.root_volume_size)
+      SPOTPOOL_CPU_CREDITS     = var.cpu_credits
     },
     # The single path-routed listener of earlier versions; any other layout is
     # daemon_shards_toml's [[shard]] tables.

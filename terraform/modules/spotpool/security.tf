@@ -3,7 +3,8 @@
 # container port from the ALB's group and nothing else (no SSH: the daemon
 # reaches them over SSM), and may call out (SSM, ECR, Secrets Manager, the image
 # registry). The rules are separate resources because the two groups refer to
-# each other.
+# each other. (The VPC endpoints' group, network_mode = "private", is in
+# endpoints.tf.)
 
 resource "aws_security_group" "alb" {
   name        = "${var.name}-alb"

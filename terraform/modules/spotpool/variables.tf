@@ -36,7 +36,7 @@ variable "tags" {
 # --- Network -----------------------------------------------------------------
 
 variable "create_network" {
-  description = "true: create a VPC with public subnets, an internet gateway and routes. false: use vpc_id and subnet_ids."
+  description = "true: create a VPC with public subnets, an internet gateway and routes (and, with network_mode = \"private\", private subnets for the pool instances). false: use vpc_id and subnet_ids (and alb_subnet_ids)."
   type        = bool
   default     = false
 }
@@ -53,7 +53,7 @@ variable "vpc_id" {
 }
 
 variable "subnet_ids" {
-  description = "Existing subnets (two or more, in different availability zones) when create_network is false. The ALB and the pool instances use them. The instances need outbound access to SSM, ECR, Secrets Manager and the image registry: public subnets that map public IPs on launch, or a NAT gateway, or VPC endpoints."
+  description = "Existing subnets of the pool instances when create_network is false, in different availability zones (SUBNET_IDS); the ALBs use them too unless alb_subnet_ids is set. The instances need outbound access to SSM, ECR, Secrets Manager and the image registry: public subnets that map public IPs on launch, or a NAT gateway, or VPC endpoints (network_mode = \"private\" creates them, and then refuses subnets that map public IPs on launch)."
   type        = list(string)
   default     = []
   nullable    = false
@@ -65,7 +65,7 @@ variable "subnet_ids" {
 }
 
 variable "vpc_cidr" {
-  description = "CIDR of the VPC created when create_network is true. Each public subnet gets a sixteenth of it (a /20 of a /16)."
+  description = "CIDR of the VPC created when create_network is true. Each subnet gets a sixteenth of it (a /20 of a /16): the public ones from the first, the private ones (network_mode = \"private\") from the ninth."
   type        = string
   default     = "10.0.0.0/16"
   nullable    = false
@@ -77,7 +77,7 @@ variable "vpc_cidr" {
 }
 
 variable "public_subnet_count" {
-  description = "How many public subnets (one per availability zone) to create when create_network is true. An ALB needs at least two."
+  description = "How many public subnets (one per availability zone) to create when create_network is true, and as many private ones with network_mode = \"private\". An ALB needs at least two."
   type        = number
   default     = 2
   nullable    = false
@@ -92,6 +92,70 @@ variable "availability_zones" {
   description = "Availability zones of the created subnets, in order. Empty: the region's first public_subnet_count available zones."
   type        = list(string)
   default     = []
+}
+
+variable "network_mode" {
+  description = "How the pool instances reach AWS. \"public\" (the default, as before): in subnets that map a public IPv4 address on launch ($0.005 an hour per instance), or your own subnets' way out. \"private\": no public IPv4 on any pool instance; the module creates interface endpoints (interface_endpoint_services, private DNS on) and an S3 gateway endpoint, a fixed cost for the whole pool (output vpc_endpoint_hourly_cost_usd). With create_network, the instances go into private subnets without any route out of the VPC while the ALBs stay in the public ones: container_image must then be in this region's ECR, the AMI must get Docker from the region's S3 (Amazon Linux 2023's package repositories are S3 buckets there; another AMI needs Docker preinstalled), and the users' containers reach nothing outside the VPC but these endpoints (an agent that calls a model provider on the internet needs your own subnets with a NAT gateway). With your own subnets: they must not map public IPs on launch, and alb_subnet_ids names public ones for the ALBs."
+  type        = string
+  default     = "public"
+  nullable    = false
+
+  validation {
+    condition     = contains(["public", "private"], var.network_mode)
+    error_message = "network_mode must be public or private."
+  }
+}
+
+variable "alb_subnet_ids" {
+  description = "Existing public subnets (two or more, in different availability zones, among them every zone of subnet_ids) of the internet-facing ALBs when create_network is false. Empty: subnet_ids. Required with network_mode = \"private\", whose subnet_ids are private."
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for id in var.alb_subnet_ids : can(regex("^subnet-[0-9a-f]+$", id))])
+    error_message = "Every subnet id must look like subnet-0123abcd."
+  }
+}
+
+variable "private_route_table_ids" {
+  description = "network_mode = \"private\" with your own subnets: the route tables of subnet_ids, which get the S3 gateway endpoint (ECR keeps image layers in S3, and Amazon Linux 2023 its packages). Empty: no S3 gateway endpoint is created, and the VPC must already route S3 (its own gateway endpoint, or a NAT gateway)."
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for id in var.private_route_table_ids : can(regex("^rtb-[0-9a-f]+$", id))])
+    error_message = "Every route table id must look like rtb-0123abcd."
+  }
+}
+
+variable "interface_endpoint_services" {
+  description = "network_mode = \"private\": the interface endpoints created in the VPC, by service (com.amazonaws.<region>.<service>), one network interface per availability zone of the pool's subnets, private DNS on. The default is what the instances call: the SSM agent (ssm, ssmmessages, ec2messages), the image pull (ecr.api, ecr.dkr) and the users' secrets (secretsmanager); with create_network they are all required. Add e.g. bedrock-runtime for agents that call Amazon Bedrock; with your own VPC, leave out the services it already has an endpoint with private DNS for (two would conflict). Each costs interface_endpoint_hourly_price per zone."
+  type        = list(string)
+  default     = ["ec2messages", "ecr.api", "ecr.dkr", "secretsmanager", "ssm", "ssmmessages"]
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for service in var.interface_endpoint_services : can(regex("^[a-z0-9][a-z0-9.-]*[a-z0-9]$", service))]) && length(distinct(var.interface_endpoint_services)) == length(var.interface_endpoint_services)
+    error_message = "interface_endpoint_services holds distinct service names such as ssm or ecr.api (lower-case letters, digits, dots and hyphens)."
+  }
+  validation {
+    condition     = !contains(var.interface_endpoint_services, "s3")
+    error_message = "interface_endpoint_services must not hold s3: the module creates S3's free gateway endpoint instead."
+  }
+}
+
+variable "interface_endpoint_hourly_price" {
+  description = "USD an hour of one interface endpoint in one availability zone, for vpc_endpoint_hourly_cost_usd and the daemon's SPOTPOOL_NETWORK_FIXED_DOLLARS_PER_HOUR: $0.01 in us-east-1 (Amazon VPC pricing, AWS PrivateLink), plus $0.01 per GB processed, which is not counted. Set your region's."
+  type        = number
+  default     = 0.01
+  nullable    = false
+
+  validation {
+    condition     = var.interface_endpoint_hourly_price >= 0 && var.interface_endpoint_hourly_price < 1
+    error_message = "interface_endpoint_hourly_price must be from 0 to less than 1 USD an hour."
+  }
 }
 
 # --- Load balancer -----------------------------------------------------------

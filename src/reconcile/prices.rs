@@ -1,0 +1,213 @@
+//! Spot prices and the live cost (ARCHITECTURE.md "Cost"; docs/costs.md "The live cost"): the
+//! leader reads the spot prices of its tiers' types in its subnets' zones at most hourly into
+//! the store (every replica's `GET /v1/pool` prices from there), and each pass exports what
+//! the pool costs an hour as `spotpool_cost_dollars_per_hour{tier,kind}`.
+
+use super::Reconciler;
+use crate::model::cost::{PoolCost, PriceBook, PricedInstance, SpotPrice, TierUsers, pool_cost};
+use crate::model::{InstanceStatus, Millis, UserState};
+use crate::plan::{Policy, TierPolicy};
+use crate::store::{InstanceRecord, UserRecord};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+/// How often the leader reads the spot prices again.
+pub const PRICE_REFRESH: Millis = 60 * 60_000;
+/// After a failed read, the wait before the next.
+const PRICE_RETRY: Millis = 5 * 60_000;
+
+/// The prices as this term last read or loaded them.
+#[derive(Debug, Default)]
+pub(super) struct PriceMemory {
+    prices: Vec<SpotPrice>,
+    /// When the store's newest price was read (None: never); loaded at a term's first pass.
+    read_at: Option<Millis>,
+    loaded: bool,
+    /// The offerings asked for at the last read: a new type or zone is read at once.
+    asked: BTreeSet<(String, String)>,
+    /// After a failure, not before this.
+    retry_at: Millis,
+}
+
+/// What the pool costs an hour, from the ledger and the users as the store has them: each
+/// instance of `tiers` priced by its type and zone (on-demand when launched from its tier's
+/// on-demand template), its users' workspaces and secrets, and `shards` load balancers.
+pub fn pool_cost_of(
+    book: &PriceBook,
+    tiers: &[TierPolicy],
+    shards: usize,
+    ledger: &[InstanceRecord],
+    users: &[UserRecord],
+) -> PoolCost {
+    let priced = priced_instances(tiers, ledger, users);
+    let mut of_tiers: BTreeMap<&str, TierUsers> = BTreeMap::new();
+    for user in users {
+        let entry = of_tiers.entry(user.tier.as_str()).or_default();
+        entry.users += u32::from(user.state != UserState::Failed);
+        entry.secrets += u32::from(user.secret_arn.is_some());
+        if let Some(workspace) = &user.workspace
+            && workspace.volume_id.is_some()
+        {
+            entry.workspace_gib += u64::from(workspace.size_gib);
+        }
+    }
+    let names: Vec<&str> = tiers.iter().map(|t| t.name.as_str()).collect();
+    pool_cost(book, &names, shards, &priced, &of_tiers)
+}
+
+/// The instances of `ledger` that belong to one of `tiers`, as the cost sees them: assigned
+/// when a user holds them, on-demand when launched from their tier's on-demand template, a
+/// spare's blank workspace at its tier's workspace size.
+pub fn priced_instances<'a>(
+    tiers: &'a [TierPolicy],
+    ledger: &'a [InstanceRecord],
+    users: &[UserRecord],
+) -> Vec<PricedInstance<'a>> {
+    let held: HashSet<&str> = users
+        .iter()
+        .filter_map(|u| u.instance_id.as_ref().map(|i| i.0.as_str()))
+        .collect();
+    ledger
+        .iter()
+        .filter_map(|r| {
+            let tier = tiers.iter().find(|t| t.name == r.tier)?;
+            let on_demand_template = tier.runtime.on_demand.as_ref().map(|t| t.key());
+            let assigned =
+                r.status == InstanceStatus::Assigned || held.contains(r.instance_id.0.as_str());
+            Some(PricedInstance {
+                tier: &tier.name,
+                instance_type: r.instance_type.as_deref(),
+                zone: r.availability_zone.as_deref(),
+                on_demand: on_demand_template.is_some() && r.launch_template == on_demand_template,
+                assigned,
+                blank_gib: if !assigned && r.blank_volume_id.is_some() {
+                    tier.workspace_size_gib
+                } else {
+                    0
+                },
+            })
+        })
+        .collect()
+}
+
+/// The gauges of `cost`: per tier, `spares`, `assigned`, `workspaces`, `secrets` and
+/// `shared` (its users' share of the pool's fixed cost) an hour, and its cost per user-month;
+/// the pool's own `load_balancers` and `network` with an empty tier.
+fn export_cost(cost: &PoolCost) {
+    for (tier, c) in &cost.tiers {
+        for (kind, value) in [
+            ("spares", c.spares_per_hour),
+            ("assigned", c.assigned_per_hour),
+            ("workspaces", c.workspaces_per_hour),
+            ("secrets", c.secrets_per_hour),
+            ("shared", c.shared_per_hour),
+        ] {
+            metrics::gauge!("spotpool_cost_dollars_per_hour", "tier" => tier.clone(), "kind" => kind)
+                .set(value);
+        }
+        metrics::gauge!("spotpool_cost_dollars_per_user_month", "tier" => tier.clone())
+            .set(c.per_user_month().unwrap_or(0.0));
+    }
+    for (kind, value) in [
+        ("load_balancers", cost.load_balancers_per_hour),
+        ("network", cost.network_per_hour),
+    ] {
+        metrics::gauge!("spotpool_cost_dollars_per_hour", "tier" => "", "kind" => kind).set(value);
+    }
+}
+
+impl Reconciler {
+    /// The price book this term knows: the prices last read, the configured rates.
+    pub fn price_book(&self) -> PriceBook {
+        let memory = self.inner.prices.lock().unwrap_or_else(|e| e.into_inner());
+        PriceBook::new(&memory.prices, self.inner.config.cost.clone())
+    }
+
+    /// A pass's prices and cost (not in a dry run): the spot prices read again when due, then
+    /// the cost of the ledger and the users exported.
+    pub(super) async fn price_the_pool(
+        &self,
+        policy: &Policy,
+        (ledger, users): (&[InstanceRecord], &[UserRecord]),
+        (now, dry_run): (Millis, bool),
+    ) {
+        if dry_run {
+            return;
+        }
+        self.refresh_prices_if_due(policy, now).await;
+        let shards = policy.shards.len();
+        let book = self.price_book();
+        export_cost(&pool_cost_of(&book, &policy.tiers, shards, ledger, users));
+    }
+
+    /// Reads the spot prices of `policy`'s tiers' types in its subnets' zones when the last
+    /// read is an hour old (whoever led then: the store says when), or a type or zone is new.
+    /// A failure is logged and retried in 5 minutes; the prices read before stay.
+    async fn refresh_prices_if_due(&self, policy: &Policy, now: Millis) {
+        let store = &self.inner.store;
+        let loaded = self.lock_prices().loaded;
+        if !loaded {
+            match store.spot_prices().await {
+                Ok((prices, read_at)) => {
+                    let mut memory = self.lock_prices();
+                    memory.asked = prices
+                        .iter()
+                        .map(|p| (p.instance_type.clone(), p.zone.clone()))
+                        .collect();
+                    (memory.prices, memory.read_at, memory.loaded) = (prices, read_at, true);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not load the spot prices; will retry");
+                    return;
+                }
+            }
+        }
+        let types: BTreeSet<&String> = policy
+            .tiers
+            .iter()
+            .flat_map(|t| t.instance_types.iter())
+            .collect();
+        let zones: BTreeSet<&String> = policy.subnet_zones.values().collect();
+        let wanted: BTreeSet<(String, String)> = types
+            .iter()
+            .flat_map(|t| zones.iter().map(|z| ((*t).clone(), (*z).clone())))
+            .collect();
+        {
+            let memory = self.lock_prices();
+            let stale = memory.read_at.is_none_or(|at| now - at >= PRICE_REFRESH);
+            let new_offering = !wanted.is_subset(&memory.asked);
+            if wanted.is_empty() || now < memory.retry_at || !(stale || new_offering) {
+                return;
+            }
+        }
+        let types: Vec<String> = types.into_iter().cloned().collect();
+        let zones: Vec<String> = zones.into_iter().cloned().collect();
+        let read = match self.inner.cloud.spot_prices(&types, &zones).await {
+            Ok(prices) => store.put_spot_prices(&prices, now).await.map(|()| prices),
+            Err(error) => {
+                tracing::warn!(%error, "could not read the spot prices; will retry");
+                self.lock_prices().retry_at = now + PRICE_RETRY;
+                return;
+            }
+        };
+        match read {
+            Ok(prices) => {
+                let mut memory = self.lock_prices();
+                for price in prices {
+                    memory.prices.retain(|p| {
+                        (&p.instance_type, &p.zone) != (&price.instance_type, &price.zone)
+                    });
+                    memory.prices.push(price);
+                }
+                (memory.read_at, memory.asked) = (Some(now), wanted);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not store the spot prices; will retry");
+                self.lock_prices().retry_at = now + PRICE_RETRY;
+            }
+        }
+    }
+
+    fn lock_prices(&self) -> std::sync::MutexGuard<'_, PriceMemory> {
+        self.inner.prices.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
