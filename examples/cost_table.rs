@@ -105,7 +105,7 @@ fn per_user_month(tier: &Tier, users: u32, private: bool) -> (f64, f64, u32) {
 
 fn main() {
     println!(
-        "| users | tier | spares | shards | public network: per user-month (spares' part) | private network: per user-month (spares' part) |"
+        "| users | tier | spare instances | shards | public network: per user-month (of which spares) | private network: per user-month (of which spares) |"
     );
     println!("|---|---|---|---|---|---|");
     for users in [10u32, 100, 1_000, 10_000] {

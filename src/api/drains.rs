@@ -32,11 +32,11 @@ pub struct DrainRequest {
     pub dry_run: Option<bool>,
     /// Users moving off at once, at most (1-100, default 2).
     #[schema(minimum = 1, maximum = 100)]
-    #[serde(default, deserialize_with = "super::admin::whole_number")]
+    #[serde(default, deserialize_with = "super::tier_admin::whole_number")]
     pub max_concurrent_moves: Option<u32>,
     /// Failed moves before the drain pauses (1-1000, default 3).
     #[schema(minimum = 1, maximum = 1000)]
-    #[serde(default, deserialize_with = "super::admin::whole_number")]
+    #[serde(default, deserialize_with = "super::tier_admin::whole_number")]
     pub max_failures: Option<u32>,
 }
 

@@ -13,6 +13,7 @@ pub mod events;
 pub mod openapi;
 mod pool;
 mod sleep;
+mod tier_admin;
 mod users;
 
 pub use users::webhook_render;
@@ -217,7 +218,7 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         ));
     let admin = OpenApiRouter::new()
         .routes(routes!(admin::repair))
-        .routes(routes!(admin::set_tier))
+        .routes(routes!(tier_admin::set_tier))
         .routes(routes!(admin::recycle_instance))
         .routes(routes!(admin::repin_image))
         .routes(routes!(admin::audit_log))

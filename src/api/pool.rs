@@ -71,7 +71,7 @@ pub struct TierDocument {
     /// `spare = "auto"`, the leader's current decision (`spare_auto` says why).
     pub spare_target: u32,
     /// `spare = "auto"`: the bounds and the current decision with what it was made from (null
-    /// for a fixed count; on a standby replica, only the bounds: the decision is the leader's).
+    /// for a fixed count; a standby replica shows the decision the leader last stored).
     #[schema(required = true)]
     pub spare_auto: Option<SpareAutoDocument>,
     /// Most instances of the tier at once, all statuses.
@@ -99,8 +99,14 @@ pub struct TierDocument {
 pub struct SpareAutoDocument {
     pub min: u32,
     pub max: u32,
+    /// On-call pinned the tier to this fixed count (`PUT /v1/admin/pool/{tier}` with
+    /// `spare_count`; `"spare_count": null` unpins it): it is the spare target meanwhile, and
+    /// the fields below are null.
+    #[schema(required = true)]
+    pub pinned: Option<u32>,
     /// The spares the demand asks for now; the target follows it up at once and down once the
-    /// lower demand has lasted 15 minutes. Null on a standby replica.
+    /// lower demand has lasted 15 minutes. Null before the first decision (a standby shows the
+    /// leader's last stored one: its rate is the one of that decision).
     #[schema(required = true)]
     pub wanted: Option<u32>,
     /// Sign-ups per hour: the largest of the last minute's, quarter hour's and hour's.
@@ -208,15 +214,30 @@ fn status_counts_schema() -> utoipa::openapi::schema::Object {
 /// A tier's spare target and, for an auto tier, its decision as the leader made it.
 fn spares_of(
     tier: &crate::plan::TierPolicy,
+    configured: Option<&crate::plan::TierPolicy>,
     decisions: &HashMap<String, crate::reconcile::spares::AutoSpareState>,
 ) -> (u32, Option<SpareAutoDocument>) {
     let Some(bounds) = tier.spare_auto else {
-        return (tier.spare_count, None);
+        // An auto tier on-call pinned: the bounds it goes back to, and the pin.
+        let pinned = configured
+            .and_then(|c| c.spare_auto)
+            .map(|bounds| SpareAutoDocument {
+                min: bounds.min,
+                max: bounds.max,
+                pinned: Some(tier.spare_count),
+                wanted: None,
+                sign_ups_per_hour: None,
+                lead_time_seconds: None,
+                lead_time_measured: None,
+                reason: None,
+            });
+        return (tier.spare_count, pinned);
     };
     let decision = decisions.get(&tier.name);
     let document = SpareAutoDocument {
         min: bounds.min,
         max: bounds.max,
+        pinned: None,
         wanted: decision.map(|d| d.decision.wanted),
         sign_ups_per_hour: decision.map(|d| d.decision.rate_per_hour),
         lead_time_seconds: decision.map(|d| d.decision.lead_time as f64 / 1000.0),
@@ -283,11 +304,19 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
     let users = state.store.list_users().await?;
     let holders = slot_holders(&users);
     let (effective, paused) = state.effective_tiers().await?;
-    let decisions = state
-        .reconciler
-        .get()
-        .map(|r| r.auto_spares())
-        .unwrap_or_default();
+    // The leader's decisions as it holds them; a standby's, as the leader last stored them.
+    let decisions = match state.reconciler.get() {
+        Some(reconciler) => reconciler.auto_spares(),
+        None => (state.store.spare_decisions().await?.into_iter())
+            .map(|s| {
+                let state = crate::reconcile::spares::AutoSpareState {
+                    decision: s.decision,
+                    lead_time_measured: s.lead_time_measured,
+                };
+                (s.tier, state)
+            })
+            .collect(),
+    };
     let now = (state.clock)();
     let conditions = state.store.tier_conditions().await?;
     let (prices, read_at) = state.store.spot_prices().await?;
@@ -299,6 +328,7 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
         (&instances, &users),
     );
     let images = image_documents(&state, &effective).await?;
+    let configured = state.settings.tiers.get();
     let tiers: Vec<TierDocument> = effective
         .iter()
         .zip(tier_costs)
@@ -308,7 +338,8 @@ pub async fn get_pool(State(state): State<AppState>) -> Result<Json<PoolDocument
                 .into_iter()
                 .map(|s| (s.as_str(), of_tier.iter().filter(|i| i.status == s).count()))
                 .collect();
-            let (spare_target, spare_auto) = spares_of(tier, &decisions);
+            let configured = configured.iter().find(|c| c.name == tier.name);
+            let (spare_target, spare_auto) = spares_of(tier, configured, &decisions);
             TierDocument {
                 tier: tier.name.clone(),
                 image: images[&tier.runtime.container.image].clone(),

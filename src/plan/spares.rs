@@ -41,6 +41,8 @@ pub struct Demand {
 /// The shortest window the rate is measured over: a spike's onset shows within it
 /// (`examples/spares_day.rs` measured 5 and 2 minutes short of 99 % warm hits at a 10× spike).
 pub const RECENT: Millis = 60_000;
+/// The sign-ups the last minute must hold for its rate to count.
+pub const RECENT_LEAST: u32 = 2;
 const QUARTER_HOUR: Millis = 15 * 60_000;
 const HOUR: Millis = 60 * 60_000;
 
@@ -59,6 +61,8 @@ impl Demand {
             quarter_hour += u32::from(age < QUARTER_HOUR);
             hour += u32::from(age < HOUR);
         }
+        // One sign-up (or wake) in a minute is no spike: it would read as 60 an hour.
+        let recent = if recent >= RECENT_LEAST { recent } else { 0 };
         Demand {
             recent_rate: f64::from(recent) * (HOUR / RECENT) as f64,
             quarter_hour_rate: f64::from(quarter_hour) * (HOUR / QUARTER_HOUR) as f64,
@@ -299,6 +303,9 @@ mod tests {
         assert_eq!(demand.lead_time, 150_000);
         // 240 an hour over 150 s: 10 expected, 18 cover 99 %, one more.
         assert_eq!(decide(BOUNDS, &demand, None, now).target, 19);
+        // A lone sign-up in the last minute is no spike.
+        let lone = Demand::from_sign_ups([now - 10 * 60_000, now - 1_000], now, 150_000);
+        assert_eq!((lone.recent_rate, lone.quarter_hour_rate), (0.0, 8.0));
     }
 
     proptest! {
@@ -306,14 +313,14 @@ mod tests {
         #[test]
         fn the_target_stays_within_the_bounds(
             rates in proptest::collection::vec(
-                (0.0f64..5_000.0, 0.0f64..5_000.0, 0i64..3_600_000, 0u32..20, 0u32..50),
+                ((0.0f64..5_000.0, 0.0f64..5_000.0, 0.0f64..5_000.0), 0i64..3_600_000, 0u32..20, 0u32..50),
                 1..40,
             ),
         ) {
             let mut last: Option<AutoSpares> = None;
-            for (n, (quarter, hour, lead, min, extra)) in rates.into_iter().enumerate() {
+            for (n, ((recent, quarter, hour), lead, min, extra)) in rates.into_iter().enumerate() {
                 let bounds = SpareBounds { min, max: min + extra };
-                let demand = Demand { recent_rate: quarter, quarter_hour_rate: quarter, hour_rate: hour, lead_time: lead };
+                let demand = Demand { recent_rate: recent, quarter_hour_rate: quarter, hour_rate: hour, lead_time: lead };
                 let next = decide(bounds, &demand, last.as_ref(), n as i64 * 60_000);
                 prop_assert!(next.target >= bounds.min && next.target <= bounds.max, "{next:?}");
                 last = Some(next);
@@ -352,6 +359,9 @@ mod tests {
             let bounds = SpareBounds { min: 0, max: 10_000 };
             let low = decide(bounds, &Demand { recent_rate: rate, quarter_hour_rate: rate, hour_rate: rate, lead_time: lead }, None, 0);
             let high = decide(bounds, &Demand { recent_rate: rate + more, quarter_hour_rate: rate + more, hour_rate: rate + more, lead_time: lead }, None, 0);
+            // More in the last minute alone never asks for fewer either.
+            let burst = decide(bounds, &Demand { recent_rate: rate + more, quarter_hour_rate: rate, hour_rate: rate, lead_time: lead }, None, 0);
+            prop_assert!(burst.wanted >= low.wanted);
             let longer = decide(bounds, &Demand { recent_rate: rate, quarter_hour_rate: rate, hour_rate: rate, lead_time: lead * 2 }, None, 0);
             prop_assert!(high.wanted >= low.wanted);
             prop_assert!(longer.wanted >= low.wanted);

@@ -100,10 +100,17 @@ fn changes(old: &[TierPolicy], new: &[TierPolicy]) -> Result<Vec<String>, String
         if was.runtime.on_demand != now.runtime.on_demand {
             changed.push("on-demand launch template".into());
         }
-        if (was.spare_count, was.max_instances) != (now.spare_count, now.max_instances) {
+        let spares = |t: &TierPolicy| match t.spare_auto {
+            Some(bounds) => format!("auto ({}-{})", bounds.min, bounds.max),
+            None => t.spare_count.to_string(),
+        };
+        if (spares(was), was.max_instances) != (spares(now), now.max_instances) {
             changed.push(format!(
-                "spare_count {} → {}, max_instances {} → {}",
-                was.spare_count, now.spare_count, was.max_instances, now.max_instances
+                "spare {} → {}, max_instances {} → {}",
+                spares(was),
+                spares(now),
+                was.max_instances,
+                now.max_instances
             ));
         }
         if was.instance_types != now.instance_types {
@@ -118,6 +125,7 @@ fn changes(old: &[TierPolicy], new: &[TierPolicy]) -> Result<Vec<String>, String
         rest.runtime.launch = now.runtime.launch.clone();
         rest.runtime.on_demand = now.runtime.on_demand.clone();
         (rest.spare_count, rest.max_instances) = (now.spare_count, now.max_instances);
+        rest.spare_auto = now.spare_auto;
         rest.instance_types = now.instance_types.clone();
         if rest != *now {
             changed.push("limits and settings".into());
@@ -147,7 +155,7 @@ mod tests {
         let changes = live.reload(reloaded.clone()).unwrap();
         assert_eq!(changes.len(), 2, "{changes:?}");
         assert!(changes[0].contains("container_image") && changes[0].contains("gw:2"));
-        assert!(changes[1].contains(":7") && changes[1].contains("spare_count"));
+        assert!(changes[1].contains(":7") && changes[1].contains("spare 1 → 5"));
         assert_eq!(*live.get(), reloaded);
         assert_eq!(live.reload(reloaded).unwrap(), Vec::<String>::new());
     }

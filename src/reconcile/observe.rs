@@ -19,6 +19,22 @@ pub(super) struct Planned {
     pub(super) throttled: usize,
 }
 
+/// The instances a probe may go to this pass: SSM is asked about these only.
+fn to_probe(
+    ledger: &[InstanceRecord],
+    lifecycles: &HashMap<&InstanceId, Lifecycle>,
+) -> Vec<InstanceId> {
+    ledger
+        .iter()
+        .filter(|r| {
+            r.status == InstanceStatus::Initializing
+                && r.probe_command_id.is_none()
+                && lifecycles.get(&r.instance_id) == Some(&Lifecycle::Running)
+        })
+        .map(|r| r.instance_id.clone())
+        .collect()
+}
+
 impl Reconciler {
     /// What a pass does when it is due: the hourly read of the quotas, the journal's pruning.
     async fn chores_if_due(&self, now: Millis) {
@@ -73,17 +89,9 @@ impl Reconciler {
                     .collect(),
             );
         }
-        // SSM is asked only about the instances a probe may go to this pass.
-        let to_probe: Vec<InstanceId> = ledger
-            .iter()
-            .filter(|r| {
-                r.status == InstanceStatus::Initializing
-                    && r.probe_command_id.is_none()
-                    && lifecycles.get(&r.instance_id) == Some(&Lifecycle::Running)
-            })
-            .map(|r| r.instance_id.clone())
-            .collect();
-        let agents = self.agents_online(&to_probe, now).await;
+        let agents = self
+            .agents_online(&to_probe(&ledger, &lifecycles), now)
+            .await;
         let wipes = inner.store.slot_wipes().await?;
         let instances: Vec<PoolInstance> = ledger
             .iter()
@@ -93,10 +101,11 @@ impl Reconciler {
             })
             .collect();
         let users = inner.store.users_snapshot().await?;
-        let users = self.watch_users(users, (now, dry_run)).await?;
-        self.size_auto_spares(&mut policy, &users, &ledger, (now, dry_run));
-        self.price_the_pool(&policy, (&ledger, &users), (now, dry_run))
+        let at = (now, dry_run);
+        let users = self.watch_users(users, at).await?;
+        self.size_auto_spares(&mut policy, &users, &ledger, at)
             .await;
+        self.price_the_pool(&policy, (&ledger, &users), at).await;
         let intents: Vec<UserIntent> = users.iter().map(intent_of).collect();
         let unserved = export_gauges(&ledger, &users, &policy);
         super::routes::export_shard_gauges(&users, &policy.shards);

@@ -50,13 +50,15 @@ pub fn pool_cost_of(
             entry.workspace_gib += u64::from(workspace.size_gib);
         }
     }
-    let names: Vec<&str> = tiers.iter().map(|t| t.name.as_str()).collect();
+    let names = tier_names(tiers, ledger, users);
     pool_cost(book, &names, shards, &priced, &of_tiers)
 }
 
-/// The instances of `ledger` that belong to one of `tiers`, as the cost sees them: assigned
-/// when a user holds them, on-demand when launched from their tier's on-demand template, a
-/// spare's blank workspace at its tier's workspace size.
+/// The instances of `ledger` as the cost sees them: assigned when a user holds them, on-demand
+/// when launched from their tier's on-demand template (its id: the version may have moved on
+/// since; an adopted instance, whose template is not recorded, counts as spot), a spare's blank
+/// workspace at its tier's workspace size. An instance of a tier no longer configured keeps its
+/// tier's name (spot, no blank workspace counted).
 pub fn priced_instances<'a>(
     tiers: &'a [TierPolicy],
     ledger: &'a [InstanceRecord],
@@ -68,25 +70,58 @@ pub fn priced_instances<'a>(
         .collect();
     ledger
         .iter()
-        .filter_map(|r| {
-            let tier = tiers.iter().find(|t| t.name == r.tier)?;
-            let on_demand_template = tier.runtime.on_demand.as_ref().map(|t| t.key());
+        .map(|r| {
+            let tier = tiers.iter().find(|t| t.name == r.tier);
+            let on_demand = tier.is_some_and(|t| launched_on_demand(t, r));
             let assigned =
                 r.status == InstanceStatus::Assigned || held.contains(r.instance_id.0.as_str());
-            Some(PricedInstance {
-                tier: &tier.name,
+            PricedInstance {
+                tier: &r.tier,
                 instance_type: r.instance_type.as_deref(),
                 zone: r.availability_zone.as_deref(),
-                on_demand: on_demand_template.is_some() && r.launch_template == on_demand_template,
+                on_demand,
                 assigned,
-                blank_gib: if !assigned && r.blank_volume_id.is_some() {
-                    tier.workspace_size_gib
-                } else {
-                    0
+                blank_gib: match tier {
+                    Some(tier) if !assigned && r.blank_volume_id.is_some() => {
+                        tier.workspace_size_gib
+                    }
+                    _ => 0,
                 },
-            })
+            }
         })
         .collect()
+}
+
+/// Whether `record` was launched from `tier`'s on-demand template: by the template's id, when
+/// it differs from the spot template's (one template may serve both: RunInstances sets the
+/// market).
+fn launched_on_demand(tier: &TierPolicy, record: &InstanceRecord) -> bool {
+    let (Some(on_demand), Some(launched)) = (&tier.runtime.on_demand, &record.launch_template)
+    else {
+        return false;
+    };
+    let id = launched
+        .split_once(':')
+        .map_or(launched.as_str(), |(id, _)| id);
+    on_demand.id != tier.runtime.launch.id && id == on_demand.id
+}
+
+/// Every tier with something to price: the configured ones in order, then any other the
+/// ledger or the users still name (a tier removed from the configuration while it serves).
+fn tier_names<'a>(
+    tiers: &'a [TierPolicy],
+    ledger: &'a [InstanceRecord],
+    users: &'a [UserRecord],
+) -> Vec<&'a str> {
+    let mut names: Vec<&str> = tiers.iter().map(|t| t.name.as_str()).collect();
+    let others =
+        (ledger.iter().map(|r| r.tier.as_str())).chain(users.iter().map(|u| u.tier.as_str()));
+    for name in others {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
 }
 
 /// The gauges of `cost`: per tier, `spares`, `assigned`, `workspaces`, `secrets` and
@@ -104,8 +139,11 @@ fn export_cost(cost: &PoolCost) {
             metrics::gauge!("spotpool_cost_dollars_per_hour", "tier" => tier.clone(), "kind" => kind)
                 .set(value);
         }
-        metrics::gauge!("spotpool_cost_dollars_per_user_month", "tier" => tier.clone())
-            .set(c.per_user_month().unwrap_or(0.0));
+        // A tier without users has no cost per user: its series is left out.
+        if let Some(month) = c.per_user_month() {
+            metrics::gauge!("spotpool_cost_dollars_per_user_month", "tier" => tier.clone())
+                .set(month);
+        }
     }
     for (kind, value) in [
         ("load_balancers", cost.load_balancers_per_hour),
@@ -209,5 +247,69 @@ impl Reconciler {
 
     fn lock_prices(&self) -> std::sync::MutexGuard<'_, PriceMemory> {
         self.inner.prices.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{InstanceId, LaunchTemplate, UserId};
+
+    fn record(id: &str, tier: &str, template: Option<&str>) -> InstanceRecord {
+        let id = InstanceId(id.into());
+        let mut record = InstanceRecord::new(id, tier.into(), InstanceStatus::Available, 1, 1);
+        record.instance_type = Some("t3.small".into());
+        record.availability_zone = Some("az-a".into());
+        record.launch_template = template.map(str::to_string);
+        record
+    }
+
+    fn tier_with_on_demand(id: &str) -> TierPolicy {
+        let mut tier = TierPolicy::example("default");
+        tier.runtime.on_demand = Some(LaunchTemplate {
+            id: id.into(),
+            version: "7".into(),
+        });
+        tier
+    }
+
+    /// On-demand by the template's id, whatever version it was launched from; never when the
+    /// tier's two templates are one; an adopted instance (no template recorded) as spot.
+    #[test]
+    fn an_instance_is_on_demand_when_launched_from_the_on_demand_templates_id() {
+        let tiers = [tier_with_on_demand("lt-od")];
+        let ledger = [
+            record("i-old-version", "default", Some("lt-od:3")),
+            record("i-spot", "default", Some("lt-test:$Default")),
+            record("i-adopted", "default", None),
+        ];
+        let priced = priced_instances(&tiers, &ledger, &[]);
+        let on_demand: Vec<bool> = priced.iter().map(|p| p.on_demand).collect();
+        assert_eq!(on_demand, [true, false, false]);
+        let one_template = [tier_with_on_demand("lt-test")];
+        let priced = priced_instances(&one_template, &ledger, &[]);
+        assert!(priced.iter().all(|p| !p.on_demand));
+    }
+
+    /// A tier removed from the configuration still costs what it runs: its instances and its
+    /// users come after the configured tiers, in the pool's total.
+    #[test]
+    fn a_tier_no_longer_configured_is_still_priced() {
+        let tiers = [TierPolicy::example("default")];
+        let ledger = [record("i-1", "default", None), record("i-2", "gone", None)];
+        let user = UserRecord::queued(
+            UserId::parse("ann").unwrap(),
+            "gone".into(),
+            "r1".into(),
+            "arn:secret".into(),
+            0,
+        );
+        let book = PriceBook::default();
+        let cost = pool_cost_of(&book, &tiers, 0, &ledger, std::slice::from_ref(&user));
+        let names: Vec<&str> = cost.tiers.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(names, ["default", "gone"]);
+        let gone = cost.tier("gone").unwrap();
+        assert_eq!((gone.users, gone.unpriced_instances), (1, 0));
+        assert!(gone.spares_per_hour > 0.0 && gone.secrets_per_hour > 0.0);
     }
 }

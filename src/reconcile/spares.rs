@@ -5,12 +5,14 @@
 //! `status_since` less its `launched_at`, once; the median of the tier's last
 //! [`LEAD_SAMPLES`]. (A spare that became available again later, after a rolled-back claim, a
 //! re-probe or an adoption, is not a launch.) Then `plan::spares::decide` sets the pass's spare
-//! count, and the decision is kept for the next pass and for `GET /v1/pool`.
+//! count, and the decision is kept for the next pass and for `GET /v1/pool`: in memory, and in
+//! the store when it changes (`spare_decisions`), so a standby shows it and a new term goes on
+//! from it (a hold under way keeps its start; a measured lead time is its first sample).
 
 use super::Reconciler;
 use crate::model::{InstanceId, InstanceStatus, Millis};
 use crate::plan::{AutoSpares, Demand, Policy};
-use crate::store::{InstanceRecord, UserRecord};
+use crate::store::{InstanceRecord, StoredDecision, UserRecord};
 use std::collections::{HashMap, VecDeque};
 
 /// The lead time assumed until a tier's launch was measured: a spot launch, the boot, the image
@@ -36,23 +38,79 @@ pub(super) struct SpareMemory {
     /// The instances seen this term, and whether their launch may still be measured (seen only
     /// launching so far).
     launching: HashMap<InstanceId, bool>,
+    /// The stored decisions were loaded (a term starts from them).
+    loaded: bool,
 }
 
 impl Reconciler {
     /// Sets the spare count of each auto tier of `policy` from its demand, keeping the decision
-    /// (a dry run, the repair's, keeps nothing).
-    pub(super) fn size_auto_spares(
+    /// in memory and, when it changed, in the store (a dry run, the repair's, keeps nothing).
+    /// A term's first pass starts from the stored decisions.
+    pub(super) async fn size_auto_spares(
         &self,
         policy: &mut Policy,
         users: &[UserRecord],
         ledger: &[InstanceRecord],
         (now, dry_run): (Millis, bool),
     ) {
-        let mut kept = self.inner.spares.lock().unwrap_or_else(|e| e.into_inner());
+        if !dry_run {
+            self.load_spare_decisions().await;
+        }
+        let changed = self.decide_spares(policy, users, ledger, (now, dry_run));
+        for stored in changed {
+            if let Err(error) = self.inner.store.put_spare_decision(&stored).await {
+                tracing::warn!(%error, tier = %stored.tier, "could not store the spare decision");
+            }
+        }
+    }
+
+    /// The stored decisions, once a term: each tier's, with its lead time as the first sample
+    /// when it was measured.
+    async fn load_spare_decisions(&self) {
+        if self.lock_spares().loaded {
+            return;
+        }
+        match self.inner.store.spare_decisions().await {
+            Ok(stored) => {
+                let mut memory = self.lock_spares();
+                for s in stored {
+                    if s.lead_time_measured {
+                        let leads = memory.lead_times.entry(s.tier.clone()).or_default();
+                        if leads.is_empty() {
+                            leads.push_back(s.decision.lead_time);
+                        }
+                    }
+                    let state = AutoSpareState {
+                        decision: s.decision,
+                        lead_time_measured: s.lead_time_measured,
+                    };
+                    memory.decisions.entry(s.tier).or_insert(state);
+                }
+                memory.loaded = true;
+            }
+            Err(error) => tracing::warn!(%error, "could not load the spare decisions; will retry"),
+        }
+    }
+
+    fn lock_spares(&self) -> std::sync::MutexGuard<'_, SpareMemory> {
+        self.inner.spares.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The decisions of a pass; those that changed, to store.
+    fn decide_spares(
+        &self,
+        policy: &mut Policy,
+        users: &[UserRecord],
+        ledger: &[InstanceRecord],
+        (now, dry_run): (Millis, bool),
+    ) -> Vec<StoredDecision> {
+        let mut changed = Vec::new();
+        let mut kept = self.lock_spares();
         let mut scratch = SpareMemory {
             decisions: kept.decisions.clone(),
             lead_times: kept.lead_times.clone(),
             launching: HashMap::new(),
+            loaded: true,
         };
         let memory: &mut SpareMemory = if dry_run { &mut scratch } else { &mut kept };
         if !dry_run {
@@ -79,6 +137,20 @@ impl Reconciler {
                     .set(f64::from(decision.target));
             }
             tier.spare_count = decision.target;
+            let key = |d: &AutoSpares| (d.target, d.wanted, d.lower_since, d.held);
+            let was = memory.decisions.get(&tier.name);
+            if !dry_run
+                && was.is_none_or(|w| {
+                    key(&w.decision) != key(&decision) || w.lead_time_measured != measured.is_some()
+                })
+            {
+                changed.push(StoredDecision {
+                    tier: tier.name.clone(),
+                    decision: decision.clone(),
+                    lead_time_measured: measured.is_some(),
+                    decided_at: now,
+                });
+            }
             memory.decisions.insert(
                 tier.name.clone(),
                 AutoSpareState {
@@ -87,6 +159,7 @@ impl Reconciler {
                 },
             );
         }
+        changed
     }
 
     /// The auto tiers' last decisions (this replica's, while it leads).

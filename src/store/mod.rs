@@ -3,7 +3,7 @@
 //!
 //! Owns: all SQL, as plain async functions returning domain types, one file per table
 //! (`users`, `instances`, `launches`, `notices`, `journal`, `admin`, `conditions`, `images`,
-//! `prices`, ...),
+//! `prices`, `spares`, ...),
 //! and the copy of a whole store into another (`copy`, for `spotpool migrate-store`).
 //! Must not: call the cloud or hold a secret value (only secret ARNs are stored).
 //!
@@ -57,6 +57,7 @@ mod leadership;
 mod notices;
 mod prices;
 mod slots;
+mod spares;
 mod user_columns;
 mod users;
 mod webhooks;
@@ -71,6 +72,7 @@ pub use launches::PendingLaunch;
 pub use leadership::{Acquisition, Lease};
 pub use notices::StoredNotice;
 pub use slots::{SlotTaker, SlotWipe, Vacated};
+pub use spares::StoredDecision;
 pub use users::UserRecord;
 pub use webhooks::{Webhook, WebhookBacklog, WebhookOutcome};
 

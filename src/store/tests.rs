@@ -54,6 +54,7 @@ store_tests!(
     tier_overrides_are_upserted_and_the_audit_log_lists_newest_first,
     a_tier_condition_keeps_its_since_while_the_cause_stays,
     spot_prices_replace_each_offerings_last_one,
+    spare_decisions_replace_each_tiers_last_one,
     the_lease_goes_to_one_replica_until_it_runs_out_or_is_handed_back,
     a_claim_takes_a_spares_complete_warm_route_on_the_users_shard_only,
     a_first_claim_keeps_the_spares_blank_workspace_unless_a_user_holds_that_volume,
@@ -818,6 +819,43 @@ async fn tier_overrides_are_upserted_and_the_audit_log_lists_newest_first(store:
         [(3, "repin"), (2, "recycle")]
     );
     assert!(log[0].id > log[1].id);
+}
+
+async fn spare_decisions_replace_each_tiers_last_one(store: Store) {
+    use crate::plan::AutoSpares;
+    use crate::store::StoredDecision;
+    let stored =
+        |tier: &str, target: u32, lower_since: Option<Millis>, at: Millis| StoredDecision {
+            tier: tier.into(),
+            decision: AutoSpares {
+                target,
+                wanted: 2,
+                lower_since,
+                held: 3,
+                demanded: 5,
+                rate_per_hour: 37.5,
+                lead_time: 70_000,
+            },
+            lead_time_measured: true,
+            decided_at: at,
+        };
+    assert!(store.spare_decisions().await.unwrap().is_empty());
+    store
+        .put_spare_decision(&stored("pro", 8, None, 1))
+        .await
+        .unwrap();
+    store
+        .put_spare_decision(&stored("basic", 4, None, 2))
+        .await
+        .unwrap();
+    store
+        .put_spare_decision(&stored("pro", 6, Some(90), 3))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.spare_decisions().await.unwrap(),
+        vec![stored("basic", 4, None, 2), stored("pro", 6, Some(90), 3)]
+    );
 }
 
 async fn spot_prices_replace_each_offerings_last_one(store: Store) {

@@ -9,6 +9,11 @@ use spotpool::config::{Settings, TierSettings};
 use spotpool::model::InstanceStatus;
 
 async fn auto_world() -> World {
+    auto_world_of(1).await
+}
+
+/// An auto tier (1-6 spares) with `slots` users per instance.
+async fn auto_world_of(slots: u32) -> World {
     let config = Settings {
         tier: Some(vec![TierSettings {
             name: Some("auto".into()),
@@ -17,6 +22,7 @@ async fn auto_world() -> World {
             spare_min: Some(1),
             spare_max: Some(6),
             max_instances: Some(30),
+            slots_per_instance: Some(slots),
             ..TierSettings::default()
         }]),
         ..crate::world::test_settings(0, 0)
@@ -102,4 +108,143 @@ async fn an_auto_tier_grows_with_a_burst_of_sign_ups_and_shrinks_after_the_lull(
     assert_eq!(after["spare_target"], 1, "{after}");
     assert_eq!(world.ledger_count(InstanceStatus::Available).await, 1);
     world.assert_no_leaks().await;
+}
+
+/// On-call's `spare_count` pins an auto tier to a fixed count, shown as the pin; `null` unpins
+/// it and the decision takes over again.
+#[tokio::test]
+async fn on_call_pins_an_auto_tier_and_null_unpins_it() {
+    let world = auto_world().await;
+    world.run_until_quiet(20).await;
+    let (status, pinned) = world
+        .request(
+            "PUT",
+            "/v1/admin/pool/auto",
+            Some(ADMIN_TOKEN),
+            r#"{"spare_count":3}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{pinned}");
+    assert_eq!(pinned["spare_count"], 3, "{pinned}");
+    assert!(pinned["spare_auto"].is_null(), "{pinned}");
+    world.run_until_quiet(30).await;
+    let tier = tier_doc(&world).await;
+    assert_eq!(tier["spare_target"], 3, "{tier}");
+    assert_eq!(tier["spare_auto"]["pinned"], 3, "{tier}");
+    assert_eq!(
+        (
+            tier["spare_auto"]["min"].clone(),
+            tier["spare_auto"]["max"].clone()
+        ),
+        (1.into(), 6.into())
+    );
+    assert_eq!(world.ledger_count(InstanceStatus::Available).await, 3);
+
+    let (status, unpinned) = world
+        .request(
+            "PUT",
+            "/v1/admin/pool/auto",
+            Some(ADMIN_TOKEN),
+            r#"{"spare_count":null}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{unpinned}");
+    assert_eq!(
+        unpinned["spare_auto"],
+        serde_json::json!({"min": 1, "max": 6})
+    );
+    world.run_until_quiet(30).await;
+    let tier = tier_doc(&world).await;
+    assert!(tier["spare_auto"]["pinned"].is_null(), "{tier}");
+    // No sign-up: the minimum, once the lower target has held its 15 minutes.
+    world.advance(16 * 60_000);
+    world.run_until_quiet(30).await;
+    let tier = tier_doc(&world).await;
+    assert_eq!(tier["spare_target"], 1, "{tier}");
+    assert_eq!(world.ledger_count(InstanceStatus::Available).await, 1);
+    world.assert_no_leaks().await;
+}
+
+/// On a shared tier the target counts free slots: a burst asks for more free slots, which the
+/// tier keeps on as few instances as hold them.
+#[tokio::test]
+async fn an_auto_shared_tier_keeps_free_slots_for_the_demand() {
+    let world = auto_world_of(4).await;
+    world.run_until_quiet(20).await;
+    assert_eq!(tier_doc(&world).await["spare_target"], 1);
+    assert_eq!(world.ledger_count(InstanceStatus::Available).await, 1);
+    for n in 0..8 {
+        world.put_user(&format!("s{n}"), "{}").await;
+    }
+    world.advance(2 * 60_000);
+    world.run_until_quiet(60).await;
+    let tier = tier_doc(&world).await;
+    let target = tier["spare_target"].as_u64().unwrap();
+    assert!(target > 1, "{tier}");
+    for n in 0..8 {
+        assert_eq!(world.get_user(&format!("s{n}")).await.1["state"], "ready");
+    }
+    // Free slots: the tier's slots less its users, at least the target, on whole instances.
+    let instances = world.ledger_count(InstanceStatus::Available).await
+        + world.ledger_count(InstanceStatus::Assigned).await;
+    let free = instances as u64 * 4 - 8;
+    assert!(
+        free >= target,
+        "{free} free slots for a target of {target}: {tier}"
+    );
+    assert!(
+        free < target + 4,
+        "{free} free slots: at most one instance more than the target needs"
+    );
+    world.assert_no_leaks().await;
+}
+
+/// The decision is kept in the store: a new term (a restart, a failover) goes on from it, a
+/// hold under way included, and a replica that does not lead shows it.
+#[tokio::test]
+async fn a_new_term_goes_on_from_the_stored_decision() {
+    let world = auto_world().await;
+    world.run_until_quiet(20).await;
+    for n in 0..8 {
+        world.put_user(&format!("u{n}"), "{}").await;
+    }
+    world.advance(2 * 60_000);
+    world.run_until_quiet(60).await;
+    let busy = tier_doc(&world).await["spare_target"].clone();
+    assert!(busy.as_u64().unwrap() > 1, "{busy}");
+    // The lull begins: the lower target is held.
+    world.advance(75 * 60_000);
+    world.pass().await;
+    let held = tier_doc(&world).await;
+    assert_eq!(held["spare_target"], busy, "{held}");
+    let stored = world.store.spare_decisions().await.unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert!(stored[0].decision.lower_since.is_some(), "{stored:?}");
+
+    // A replica that does not lead shows the stored decision.
+    world.state.reconciler.clear();
+    let standby = tier_doc(&world).await;
+    assert_eq!(standby["spare_target"], busy, "{standby}");
+    assert_eq!(
+        standby["spare_auto"]["wanted"], stored[0].decision.wanted,
+        "{standby}"
+    );
+
+    // A new term over the same store: still held, not decided afresh at the lower demand.
+    let restarted = world.restart().await;
+    restarted.pass().await;
+    let after = tier_doc(&restarted).await;
+    assert_eq!(after["spare_target"], busy, "{after}");
+    assert!(
+        after["spare_auto"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("holding"),
+        "{after}"
+    );
+    // ... and the hold ends when it would have: 15 minutes from its start.
+    restarted.advance(16 * 60_000);
+    restarted.run_until_quiet(30).await;
+    assert_eq!(tier_doc(&restarted).await["spare_target"], 1);
+    restarted.assert_no_leaks().await;
 }

@@ -291,6 +291,21 @@ async fn fill_every_table(store: &Store) {
         since: 250,
     };
     store.put_spot_prices(&[price], 310).await.unwrap();
+    let decision = spotpool::store::StoredDecision {
+        tier: "default".into(),
+        decision: spotpool::plan::AutoSpares {
+            target: 4,
+            wanted: 3,
+            lower_since: Some(305),
+            held: 3,
+            demanded: 3,
+            rate_per_hour: 12.5,
+            lead_time: 70_000,
+        },
+        lead_time_measured: true,
+        decided_at: 305,
+    };
+    store.put_spare_decision(&decision).await.unwrap();
     let drain = spotpool::model::Drain {
         id: 0,
         selector: spotpool::model::DrainSelector {

@@ -46,8 +46,9 @@ impl AwsCloud {
     }
 
     /// Every page of DescribeSpotPriceHistory from now: AWS then answers each (type, zone,
-    /// product) once, with its price in effect. The zones go as a filter; the product is
-    /// picked here (`Linux/UNIX`, `Linux/UNIX (Amazon VPC)`), as moto knows no product filter.
+    /// product) once, with its price in effect. The zones go as a filter, the products as
+    /// ProductDescriptions (`Linux/UNIX`, `Linux/UNIX (Amazon VPC)`), checked here again: moto
+    /// ignores them.
     pub(super) async fn aws_spot_prices(
         &self,
         instance_types: &[String],
@@ -75,6 +76,8 @@ impl AwsCloud {
                 self.ec2
                     .describe_spot_price_history()
                     .set_instance_types(Some(types.clone()))
+                    .product_descriptions("Linux/UNIX")
+                    .product_descriptions("Linux/UNIX (Amazon VPC)")
                     .filters(zone_filter.clone())
                     .start_time(DateTime::from(std::time::SystemTime::now()))
                     .max_results(1000)

@@ -299,9 +299,14 @@ locals {
       SPOTPOOL_PUBLIC_IPV4                    = tostring(local.public_ipv4)
       SPOTPOOL_NETWORK_FIXED_DOLLARS_PER_HOUR = tostring(local.vpc_endpoint_hourly_cost)
       # What each instance's root volume and burstable CPU credits cost
-      # (ec2-per-user.tf's launch template).
+      # (ec2-per-user.tf's launch template). The template sets the credits only
+      # when every type is a T type; with mixed types a T instance launches with
+      # T3's default, unlimited.
       SPOTPOOL_ROOT_VOLUME_GIB = tostring(var.root_volume_size)
-      SPOTPOOL_CPU_CREDITS     = var.cpu_credits
+      SPOTPOOL_CPU_CREDITS = (
+        alltrue([for t in var.instance_types : can(regex("^t[0-9][a-z]*\\.", t))]) ? var.cpu_credits :
+        anytrue([for t in var.instance_types : can(regex("^t[0-9][a-z]*\\.", t))]) ? "unlimited" : "standard"
+      )
     },
     # The single path-routed listener of earlier versions; any other layout is
     # daemon_shards_toml's [[shard]] tables.
