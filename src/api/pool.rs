@@ -109,7 +109,8 @@ pub struct SpareAutoDocument {
     /// leader's last stored one: its rate is the one of that decision).
     #[schema(required = true)]
     pub wanted: Option<u32>,
-    /// Sign-ups per hour: the largest of the last minute's, quarter hour's and hour's.
+    /// Spare takings per hour, sign-ups and moves: the largest of the last minute's (from two
+    /// on), quarter hour's and hour's.
     #[schema(required = true)]
     pub sign_ups_per_hour: Option<f64>,
     /// Launch to `available`, in seconds: measured from the tier's spares, or assumed (180 s)

@@ -1,5 +1,6 @@
 //! `spare = "auto"`'s measurements (ARCHITECTURE.md, "Spares that follow demand"): each auto
-//! tier's sign-up rate, from its users' `requested_at` (a first PUT, a retry, a wake), and its
+//! tier's rate of spare takings, from its users' `requested_at` (a first PUT, a retry, a wake)
+//! and the moves this term saw under way (each by when it began: a move takes a spare too), and its
 //! lead time, RunInstances to `available`: for each instance this term saw launching (first
 //! seen `initializing`) and then `available` before anything else, its
 //! `status_since` less its `launched_at`, once; the median of the tier's last
@@ -10,10 +11,10 @@
 //! from it (a hold under way keeps its start; a measured lead time is its first sample).
 
 use super::Reconciler;
-use crate::model::{InstanceId, InstanceStatus, Millis};
+use crate::model::{InstanceId, InstanceStatus, Millis, UserId};
 use crate::plan::{AutoSpares, Demand, Policy};
 use crate::store::{InstanceRecord, StoredDecision, UserRecord};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 /// The lead time assumed until a tier's launch was measured: a spot launch, the boot, the image
 /// pull and the probe (`aws-profile.md`'s order of magnitude, rounded up).
@@ -40,6 +41,9 @@ pub(super) struct SpareMemory {
     launching: HashMap<InstanceId, bool>,
     /// The stored decisions were loaded (a term starts from them).
     loaded: bool,
+    /// The moves this term saw under way in the last hour, per tier: when each began and whose
+    /// it is. A move takes a spare as a sign-up does (an interruption wave, a drain).
+    moves: HashMap<String, BTreeSet<(Millis, UserId)>>,
 }
 
 impl Reconciler {
@@ -111,20 +115,24 @@ impl Reconciler {
             lead_times: kept.lead_times.clone(),
             launching: HashMap::new(),
             loaded: true,
+            moves: kept.moves.clone(),
         };
         let memory: &mut SpareMemory = if dry_run { &mut scratch } else { &mut kept };
         if !dry_run {
             measure_launches(memory, ledger);
         }
+        note_moves(memory, users, now);
         for tier in policy.tiers.iter_mut() {
             let Some(bounds) = tier.spare_auto else {
                 memory.decisions.remove(&tier.name);
                 continue;
             };
             let measured = memory.lead_times.get(&tier.name).and_then(median);
+            let moves = memory.moves.get(&tier.name).into_iter().flatten();
             let sign_ups = (users.iter())
                 .filter(|u| u.tier == tier.name)
-                .map(|u| u.requested_at);
+                .map(|u| u.requested_at)
+                .chain(moves.map(|(began, _)| *began));
             let lead_time = measured.unwrap_or(ASSUMED_LEAD_TIME);
             let demand = Demand::from_sign_ups(sign_ups, now, lead_time);
             let previous = memory.decisions.get(&tier.name).map(|s| &s.decision);
@@ -167,6 +175,19 @@ impl Reconciler {
         (self.inner.spares.lock().unwrap_or_else(|e| e.into_inner()))
             .decisions
             .clone()
+    }
+}
+
+/// Notes each move under way by when it began, and forgets those that began over an hour ago.
+fn note_moves(memory: &mut SpareMemory, users: &[UserRecord], now: Millis) {
+    for user in users {
+        if let Some(moving) = &user.moving {
+            let seen = memory.moves.entry(user.tier.clone()).or_default();
+            seen.insert((moving.started_at, user.user_id.clone()));
+        }
+    }
+    for seen in memory.moves.values_mut() {
+        seen.retain(|(began, _)| now - began < HOUR);
     }
 }
 

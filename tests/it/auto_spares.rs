@@ -248,3 +248,48 @@ async fn a_new_term_goes_on_from_the_stored_decision() {
     assert_eq!(tier_doc(&restarted).await["spare_target"], 1);
     restarted.assert_no_leaks().await;
 }
+
+/// A move takes a spare as a sign-up does: recycles (an interruption wave, a drain) count in
+/// the demand, so an auto tier grows for them though nobody signed up.
+#[tokio::test]
+async fn moves_count_in_an_auto_tiers_demand() {
+    let world = auto_world().await;
+    world.run_until_quiet(20).await;
+    for n in 0..3 {
+        world.ready_user(&format!("m{n}"), "{}").await;
+    }
+    // The sign-ups are over an hour old: no demand left from them.
+    world.advance(2 * 60 * 60_000);
+    world.run_until_quiet(30).await;
+    world.advance(16 * 60_000);
+    world.run_until_quiet(30).await;
+    let quiet = tier_doc(&world).await;
+    assert_eq!(quiet["spare_target"], 1, "{quiet}");
+
+    for n in 0..3 {
+        let instance = world.user_row(&format!("m{n}")).await.instance_id.unwrap();
+        let (status, doc) = world
+            .request(
+                "POST",
+                &format!("/v1/admin/instances/{}/recycle", instance.0),
+                Some(ADMIN_TOKEN),
+                "",
+            )
+            .await;
+        assert_eq!(status, 202, "{doc}");
+    }
+    world.pass().await;
+    world.pass().await;
+    let moving = tier_doc(&world).await;
+    let auto = &moving["spare_auto"];
+    assert!(
+        auto["sign_ups_per_hour"].as_f64().unwrap() >= 3.0,
+        "the moves count: {moving}"
+    );
+    assert!(moving["spare_target"].as_u64().unwrap() > 1, "{moving}");
+    world.run_until_quiet(60).await;
+    for n in 0..3 {
+        assert_eq!(world.get_user(&format!("m{n}")).await.1["state"], "ready");
+    }
+    world.assert_no_leaks().await;
+}

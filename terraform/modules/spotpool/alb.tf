@@ -32,6 +32,16 @@ locals {
   ]
   # Known at plan time: whether the shards are served on HTTPS.
   shards_tls = var.certificate_arn != null || length(var.shard_certificate_arns) > 0 || var.create_shard_certificates
+
+  # The availability zones of subnet_ids (pool_subnets_by_zone, endpoints.tf)
+  # that no subnet of alb_subnet_ids is in. An ALB routes only to targets in the
+  # zones it is enabled in: a pool instance in another zone would stay an unused
+  # target, and its users would never be served. Empty when the ALBs use the
+  # created subnets or subnet_ids themselves (no alb_subnet_ids, no lookup).
+  alb_missing_zones = length(data.aws_subnet.alb) == 0 ? [] : sort(setsubtract(
+    keys(local.pool_subnets_by_zone),
+    [for subnet in data.aws_subnet.alb : subnet.availability_zone],
+  ))
 }
 
 resource "aws_lb" "this" {
@@ -61,6 +71,10 @@ resource "aws_lb" "this" {
     precondition {
       condition     = var.create_network || !local.private_network || length(var.alb_subnet_ids) >= 2
       error_message = "network_mode = \"private\" with your own subnets needs alb_subnet_ids: at least two public subnets (a route to an internet gateway), in the zones of subnet_ids, for the internet-facing ALBs; subnet_ids are the pool instances' private ones."
+    }
+    precondition {
+      condition     = length(local.alb_missing_zones) == 0
+      error_message = "alb_subnet_ids has no subnet in the availability zone(s) ${join(", ", local.alb_missing_zones)}, where subnet_ids puts pool instances. An ALB routes only to targets in its own zones: instances there would stay unused targets, and their users would never be served. Add a public subnet of each of these zones to alb_subnet_ids (or take those zones out of subnet_ids)."
     }
     precondition {
       condition     = var.routing == "path" || var.users_domain != null

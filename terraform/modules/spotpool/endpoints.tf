@@ -24,9 +24,11 @@
 # private mode it refuses one that maps public IPs on launch (the launch
 # template cannot turn that off, network.tf), and in either mode daemon_env's
 # SPOTPOOL_PUBLIC_IPV4 says whether the instances get a public address. It
-# reads the VPC in private mode: private DNS needs its DNS support and DNS
-# host names. (count, not for_each: subnet ids created in the same apply are
-# unknown at plan, and then the lookups wait for the apply.)
+# reads alb_subnet_ids too, when given, for their zones: an ALB routes only to
+# targets in its own zones, and alb.tf refuses ALB subnets that miss a zone of
+# subnet_ids. It reads the VPC in private mode: private DNS needs its DNS
+# support and DNS host names. (count, not for_each: subnet ids created in the
+# same apply are unknown at plan, and then the lookups wait for the apply.)
 
 # The services the default private mode needs; with create_network, where the
 # instances have no other way out, every one of them is required.
@@ -51,6 +53,14 @@ data "aws_subnet" "pool" {
       error_message = "network_mode = \"private\": subnet ${self.id} maps a public IPv4 address on launch, which the launch template cannot turn off (the daemon names the subnet at RunInstances, and a network interface in the template would then be refused). Use private subnets (map_public_ip_on_launch = false), or network_mode = \"public\"."
     }
   }
+}
+
+# The ALBs' own subnets (alb_subnet_ids), for their availability zones only
+# (alb_missing_zones, alb.tf).
+data "aws_subnet" "alb" {
+  count = var.create_network ? 0 : length(var.alb_subnet_ids)
+
+  id = var.alb_subnet_ids[count.index]
 }
 
 data "aws_vpc" "pool" {

@@ -107,7 +107,7 @@ variable "network_mode" {
 }
 
 variable "alb_subnet_ids" {
-  description = "Existing public subnets (two or more, in different availability zones, among them every zone of subnet_ids) of the internet-facing ALBs when create_network is false. Empty: subnet_ids. Required with network_mode = \"private\", whose subnet_ids are private."
+  description = "Existing public subnets (two or more, in different availability zones, among them every zone of subnet_ids, which a plan checks) of the internet-facing ALBs when create_network is false. Empty: subnet_ids. Required with network_mode = \"private\", whose subnet_ids are private."
   type        = list(string)
   default     = []
   nullable    = false

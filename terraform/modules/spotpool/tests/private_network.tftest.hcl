@@ -280,6 +280,14 @@ run "your_private_subnets_get_the_endpoints_one_subnet_per_zone" {
     target = data.aws_subnet.pool[2]
     values = { id = "subnet-0b1", availability_zone = "us-east-1b", map_public_ip_on_launch = false }
   }
+  override_data {
+    target = data.aws_subnet.alb[0]
+    values = { id = "subnet-0fa", availability_zone = "us-east-1a", map_public_ip_on_launch = true }
+  }
+  override_data {
+    target = data.aws_subnet.alb[1]
+    values = { id = "subnet-0fb", availability_zone = "us-east-1b", map_public_ip_on_launch = true }
+  }
 
   assert {
     condition     = aws_lb.this[0].subnets == toset(["subnet-0fa", "subnet-0fb"]) && local.subnet_ids == tolist(["subnet-0a1", "subnet-0a2", "subnet-0b1"])
@@ -325,6 +333,14 @@ run "your_private_mode_refuses_a_subnet_that_maps_public_addresses" {
   override_data {
     target = data.aws_subnet.pool[1]
     values = { availability_zone = "us-east-1b", map_public_ip_on_launch = true }
+  }
+  override_data {
+    target = data.aws_subnet.alb[0]
+    values = { availability_zone = "us-east-1a" }
+  }
+  override_data {
+    target = data.aws_subnet.alb[1]
+    values = { availability_zone = "us-east-1b" }
   }
 
   expect_failures = [data.aws_subnet.pool]
@@ -372,8 +388,105 @@ run "your_private_mode_warns_of_an_image_the_endpoints_do_not_reach" {
     target = data.aws_subnet.pool
     values = { availability_zone = "us-east-1a", map_public_ip_on_launch = false }
   }
+  override_data {
+    target = data.aws_subnet.alb
+    values = { availability_zone = "us-east-1a" }
+  }
 
   expect_failures = [check.private_network]
+}
+
+# The ALBs' subnets must be in every zone of the pool's: an ALB routes only to
+# targets in its own zones. More zones than the pool's are fine.
+run "your_alb_subnets_in_every_zone_of_the_pool_pass" {
+  command = plan
+
+  variables {
+    create_network = false
+    network_mode   = "private"
+    vpc_id         = "vpc-0123456789abcdef0"
+    subnet_ids     = ["subnet-0a1", "subnet-0a2", "subnet-0b1"]
+    alb_subnet_ids = ["subnet-0fa", "subnet-0fb", "subnet-0fc"]
+  }
+
+  override_data {
+    target = data.aws_vpc.pool[0]
+    values = { cidr_block = "172.31.0.0/16", enable_dns_support = true, enable_dns_hostnames = true }
+  }
+  override_data {
+    target = data.aws_subnet.pool[0]
+    values = { availability_zone = "us-east-1a", map_public_ip_on_launch = false }
+  }
+  override_data {
+    target = data.aws_subnet.pool[1]
+    values = { availability_zone = "us-east-1a", map_public_ip_on_launch = false }
+  }
+  override_data {
+    target = data.aws_subnet.pool[2]
+    values = { availability_zone = "us-east-1b", map_public_ip_on_launch = false }
+  }
+  override_data {
+    target = data.aws_subnet.alb[0]
+    values = { availability_zone = "us-east-1b" }
+  }
+  override_data {
+    target = data.aws_subnet.alb[1]
+    values = { availability_zone = "us-east-1a" }
+  }
+  override_data {
+    target = data.aws_subnet.alb[2]
+    values = { availability_zone = "us-east-1c" }
+  }
+
+  assert {
+    condition     = length(data.aws_subnet.alb) == 3 && length(local.alb_missing_zones) == 0
+    error_message = "zones of subnet_ids without an ALB subnet: ${jsonencode(local.alb_missing_zones)}"
+  }
+  assert {
+    condition     = aws_lb.this[0].subnets == toset(["subnet-0fa", "subnet-0fb", "subnet-0fc"])
+    error_message = "the ALB is not in alb_subnet_ids: ${jsonencode(aws_lb.this[0].subnets)}"
+  }
+}
+
+run "your_alb_subnets_missing_a_zone_of_the_pool_are_refused" {
+  command = plan
+
+  variables {
+    create_network = false
+    network_mode   = "private"
+    vpc_id         = "vpc-0123456789abcdef0"
+    subnet_ids     = ["subnet-0a1", "subnet-0b1", "subnet-0c1"]
+    alb_subnet_ids = ["subnet-0fa", "subnet-0fb"]
+  }
+
+  override_data {
+    target = data.aws_vpc.pool[0]
+    values = { cidr_block = "172.31.0.0/16", enable_dns_support = true, enable_dns_hostnames = true }
+  }
+  override_data {
+    target = data.aws_subnet.pool[0]
+    values = { availability_zone = "us-east-1a", map_public_ip_on_launch = false }
+  }
+  override_data {
+    target = data.aws_subnet.pool[1]
+    values = { availability_zone = "us-east-1b", map_public_ip_on_launch = false }
+  }
+  override_data {
+    target = data.aws_subnet.pool[2]
+    values = { availability_zone = "us-east-1c", map_public_ip_on_launch = false }
+  }
+  override_data {
+    target = data.aws_subnet.alb[0]
+    values = { availability_zone = "us-east-1a" }
+  }
+  override_data {
+    target = data.aws_subnet.alb[1]
+    values = { availability_zone = "us-east-1b" }
+  }
+
+  # The ALB's precondition on the zones (us-east-1c has no ALB subnet); every
+  # other one of aws_lb.this holds here.
+  expect_failures = [aws_lb.this]
 }
 
 # Your own subnets in public mode: the daemon counts a public address only when
