@@ -55,6 +55,10 @@ pub struct TierSettings {
     pub idle_sleep_after: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rebalance_moves: Option<bool>,
+    /// `"cheapest"` (the default): launches go to the offering of lowest expected cost;
+    /// `"ordered"`: the instance types in the order written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
 }
 
 /// The keys a `[[tier]]` table takes, in `--help` and the docs (a test holds it equal to
@@ -78,6 +82,7 @@ pub const TIER_KEYS: &[&str] = &[
     "container_memory_mb",
     "container_cpus",
     "container_pids_limit",
+    "placement",
     "workspace_size_gib",
     "idle_sleep_after",
     "rebalance_moves",
@@ -260,6 +265,7 @@ impl Settings {
             max_instances,
             slots_per_instance: 1,
             instance_types,
+            placement: crate::plan::Placement::Cheapest,
             on_demand_fallback,
             rebalance_moves: self
                 .spotpool_rebalance_moves
@@ -335,6 +341,12 @@ fn from_table(
         ));
     }
     let (spare_count, spare_auto) = spares_of(table)?;
+    let placement = match table.placement.as_deref() {
+        None => crate::plan::Placement::Cheapest,
+        Some(raw) => crate::plan::Placement::parse(raw).ok_or(format!(
+            "`placement` is {raw:?}: \"cheapest\" or \"ordered\""
+        ))?,
+    };
     let max_instances = table.max_instances.ok_or("`max_instances` is missing")?;
     let most_spares = spare_auto.map_or(spare_count, |bounds| bounds.max);
     let key = if spare_auto.is_some() {
@@ -385,6 +397,7 @@ fn from_table(
         max_instances,
         slots_per_instance,
         instance_types,
+        placement,
         on_demand_fallback,
         rebalance_moves: table.rebalance_moves.unwrap_or(flat.rebalance_moves),
         workspace_size_gib: match table.workspace_size_gib {

@@ -140,6 +140,11 @@ impl PriceBook {
         PriceBook { spot, settings }
     }
 
+    /// Whether any spot price was read.
+    pub fn has_spot_prices(&self) -> bool {
+        !self.spot.is_empty()
+    }
+
     /// The compute price of one instance and where it came from; None when neither a spot
     /// price nor an on-demand one is known for its type.
     pub fn compute(&self, instance: &PricedInstance<'_>) -> Option<(f64, PriceSource)> {

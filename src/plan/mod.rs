@@ -20,6 +20,7 @@ use crate::model::{
 use instances::plan_pool_instance;
 pub use spares::{AutoSpares, Demand, SpareBounds};
 use std::collections::{BTreeMap, HashMap, HashSet};
+pub use tiers::Placement;
 use tiers::plan_tier;
 
 /// Pool policy of one tier.
@@ -37,6 +38,8 @@ pub struct TierPolicy {
     pub slots_per_instance: u32,
     /// Instance types to launch, most preferred first.
     pub instance_types: Vec<String>,
+    /// Where launches go among the types and zones (`[[tier]] placement`).
+    pub placement: Placement,
     /// Launch on-demand when no spot offering of any type has capacity.
     pub on_demand_fallback: bool,
     /// Move a user off an instance that got a rebalance recommendation, when a spare is ready.
@@ -61,6 +64,7 @@ impl TierPolicy {
             max_instances: 10,
             slots_per_instance: 1,
             instance_types: vec!["t3.small".into()],
+            placement: Placement::Cheapest,
             on_demand_fallback: false,
             rebalance_moves: false,
             workspace_size_gib: 8,
@@ -94,6 +98,10 @@ pub struct Conditions {
     /// The account's quotas of rules and of target groups per load balancer (Service Quotas,
     /// read hourly), the lower: no shard takes more users, whatever its capacity.
     pub alb_route_limit: Option<u32>,
+    /// The expected dollars an hour of one instance of each (instance type, subnet) offering:
+    /// its price plus its observed interruption rate times the cost of a move
+    /// (`reconcile/placement.rs`). Empty until prices are known.
+    pub offering_costs: BTreeMap<(String, String), f64>,
 }
 
 /// The purchase option of a launch.

@@ -12,6 +12,7 @@ fn policy(spare_count: u32, max_instances: u32) -> Policy {
             max_instances,
             slots_per_instance: 1,
             instance_types: vec!["t3.small".into(), "t3a.small".into()],
+            placement: crate::plan::Placement::Cheapest,
             on_demand_fallback: false,
             rebalance_moves: false,
             workspace_size_gib: 8,
@@ -388,6 +389,77 @@ fn an_empty_pool_launches_the_spare_count_spread_over_subnets() {
                 market: Market::Spot,
             },
         ]
+    );
+}
+
+/// (instance type, subnet, count) of each launch.
+fn launch_list(actions: &[Action]) -> Vec<(&str, &str, u32)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Launch {
+                instance_type,
+                subnet_id,
+                count,
+                ..
+            } => Some((instance_type.as_str(), subnet_id.as_str(), *count)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Costs of the four offerings: t3a.small in subnet-a cheapest, then t3.small in subnet-b.
+fn costs() -> BTreeMap<(String, String), f64> {
+    [
+        ("t3.small", "subnet-a", 0.009),
+        ("t3.small", "subnet-b", 0.004),
+        ("t3a.small", "subnet-a", 0.003),
+        ("t3a.small", "subnet-b", 0.008),
+    ]
+    .into_iter()
+    .map(|(t, s, c)| ((t.to_string(), s.to_string()), c))
+    .collect()
+}
+
+/// Cheapest placement: the offering of lowest cost, then the cheapest of another zone, the
+/// launches spread over the two; the order written only without costs or with `ordered`.
+#[test]
+fn launches_go_to_the_cheapest_offering_and_the_cheapest_of_another_zone() {
+    let conditions = Conditions {
+        offering_costs: costs(),
+        ..Conditions::default()
+    };
+    let actions = plan(&[], &[], NOW, &policy(4, 10), &conditions);
+    assert_eq!(
+        launch_list(&actions),
+        [("t3a.small", "subnet-a", 2), ("t3.small", "subnet-b", 2)]
+    );
+    // The cheapest has no capacity: the next, in another zone again.
+    let mut out = conditions.clone();
+    out.unavailable
+        .insert(("t3a.small".into(), "subnet-a".into()));
+    let actions = plan(&[], &[], NOW, &policy(2, 10), &out);
+    assert_eq!(
+        launch_list(&actions),
+        [("t3.small", "subnet-b", 1), ("t3.small", "subnet-a", 1)]
+    );
+    // An offering without a cost (its price not read yet): the order written.
+    let mut unknown = conditions.clone();
+    unknown
+        .offering_costs
+        .remove(&("t3.small".to_string(), "subnet-a".to_string()));
+    let actions = plan(&[], &[], NOW, &policy(2, 10), &unknown);
+    assert_eq!(
+        launch_list(&actions),
+        [("t3.small", "subnet-a", 1), ("t3.small", "subnet-b", 1)]
+    );
+    // `ordered` keeps the order written, costs or not.
+    let mut ordered = policy(2, 10);
+    ordered.tiers[0].placement = crate::plan::Placement::Ordered;
+    let actions = plan(&[], &[], NOW, &ordered, &conditions);
+    assert_eq!(
+        launch_list(&actions),
+        [("t3.small", "subnet-a", 1), ("t3.small", "subnet-b", 1)]
     );
 }
 

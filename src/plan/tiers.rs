@@ -8,6 +8,28 @@ use super::{
 use crate::model::{InstanceId, InstanceStatus, Lifecycle, Millis, UserState};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+/// Where a tier's launches go among its instance types and zones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// The lowest expected cost per slot among the offerings with capacity, spread over the
+    /// cheapest two zones (ARCHITECTURE.md, "Cost"); the configured order while costs are
+    /// unknown.
+    #[default]
+    Cheapest,
+    /// The instance types in the order written, each spread over the subnets.
+    Ordered,
+}
+
+impl Placement {
+    pub fn parse(raw: &str) -> Option<Placement> {
+        match raw {
+            "cheapest" => Some(Placement::Cheapest),
+            "ordered" => Some(Placement::Ordered),
+            _ => None,
+        }
+    }
+}
+
 /// The slots of each instance someone holds, moves to, or left to wipe.
 pub(super) type Used<'a> = HashMap<&'a InstanceId, BTreeSet<u32>>;
 
@@ -164,7 +186,7 @@ fn size_tier(
             tier,
             (target - have).div_ceil(slots).min(room),
             total,
-            &subnets,
+            (&subnets, policy),
             conditions,
             actions,
         );
@@ -368,7 +390,7 @@ fn plan_zones(
         }
         let count = (short as u64).min(*room);
         if count > 0 && !blocked {
-            push_launches(tier, count, total, &subnets, conditions, actions);
+            push_launches(tier, count, total, (&subnets, policy), conditions, actions);
             *room -= count;
         }
     }
@@ -434,6 +456,44 @@ fn zone_with_capacity(
         .map(str::to_string)
 }
 
+/// The spot offerings a cheapest-placed tier launches on: the one of lowest expected cost per
+/// slot among those with capacity (undrained, not marked unavailable), then the cheapest in
+/// another zone, so that one zone's interruption wave cannot take every spare (ties keep the
+/// configured order of types and subnets). None when an offering has no known cost (prices
+/// not read yet) or none has capacity: then the configured order decides, and with it the
+/// on-demand fallback.
+fn cheapest_offerings<'a>(
+    tier: &'a TierPolicy,
+    candidates: &[&'a String],
+    policy: &Policy,
+    conditions: &Conditions,
+) -> Option<Vec<(&'a String, &'a String)>> {
+    let slots = f64::from(tier.slots_per_instance.max(1));
+    let mut ranked: Vec<(f64, usize, usize, &String, &String)> = Vec::new();
+    for (t, instance_type) in tier.instance_types.iter().enumerate() {
+        let open = undrained(tier, instance_type, candidates, conditions);
+        for (s, subnet) in open.into_iter().enumerate() {
+            let offering = (instance_type.clone(), subnet.clone());
+            if conditions.unavailable.contains(&offering) {
+                continue;
+            }
+            let cost = *conditions.offering_costs.get(&offering)?;
+            ranked.push((cost / slots, t, s, instance_type, subnet));
+        }
+    }
+    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+    let (_, _, _, first_type, first_subnet) = *ranked.first()?;
+    let mut chosen = vec![(first_type, first_subnet)];
+    let zone = policy.zone_of(first_subnet);
+    if let Some((_, _, _, t, s)) = ranked
+        .iter()
+        .find(|r| zone.is_some() && policy.zone_of(r.4).is_some_and(|z| Some(z) != zone))
+    {
+        chosen.push((t, s));
+    }
+    Some(chosen)
+}
+
 /// Chooses where `count` launches go among `candidates` (the pool's subnets, or one zone's).
 /// The preferred instance type is spread round-robin over the subnets (zones) whose offering is
 /// not marked unavailable, starting after the ones in use;
@@ -443,11 +503,32 @@ fn push_launches(
     tier: &TierPolicy,
     count: u64,
     offset: u64,
-    candidates: &[&String],
+    (candidates, policy): (&[&String], &Policy),
     conditions: &Conditions,
     actions: &mut Vec<Action>,
 ) {
     if count == 0 || candidates.is_empty() {
+        return;
+    }
+    if tier.placement == Placement::Cheapest
+        && let Some(offerings) = cheapest_offerings(tier, candidates, policy, conditions)
+    {
+        let mut per_offering: BTreeMap<usize, u32> = BTreeMap::new();
+        for n in 0..count {
+            *per_offering
+                .entry(((offset + n) % offerings.len() as u64) as usize)
+                .or_default() += 1;
+        }
+        for (index, count) in per_offering {
+            let (instance_type, subnet) = offerings[index];
+            actions.push(Action::Launch {
+                tier: tier.name.clone(),
+                instance_type: instance_type.clone(),
+                subnet_id: subnet.clone(),
+                count,
+                market: Market::Spot,
+            });
+        }
         return;
     }
     let available = |instance_type: &String| -> Vec<&String> {

@@ -54,6 +54,7 @@ impl ConditionState {
             unavailable: self.unavailable.keys().cloned().collect(),
             drained: Default::default(),
             closed: Default::default(),
+            offering_costs: Default::default(),
             launch_blocked: self
                 .tiers
                 .iter()

@@ -39,6 +39,7 @@ mod launch;
 mod moves;
 mod notices;
 mod observe;
+mod placement;
 pub mod prices;
 mod quick;
 mod quotas;
@@ -221,6 +222,8 @@ struct Inner {
     spares: std::sync::Mutex<spares::SpareMemory>,
     /// The spot prices this term read or loaded (`prices.rs`).
     prices: std::sync::Mutex<prices::PriceMemory>,
+    /// The offerings' interruption history in this term (`placement.rs`).
+    placement: std::sync::Mutex<placement::PlacementMemory>,
     /// When a pass last read the account's quotas (0: never).
     last_quota_check: std::sync::Mutex<Millis>,
     /// When this term last pruned the journal (0: not yet).
@@ -305,6 +308,7 @@ impl Reconciler {
                 health_watch: Default::default(),
                 spares: Default::default(),
                 prices: Default::default(),
+                placement: Default::default(),
                 last_quota_check: std::sync::Mutex::new(0),
                 last_journal_prune: std::sync::Mutex::new(0),
                 pass_seq: AtomicU64::new(0),

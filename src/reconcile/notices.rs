@@ -69,6 +69,11 @@ impl Reconciler {
             };
             let action = self.handle_notice(&stored, &users, observed, now).await?;
             let notice = &stored.notice;
+            if notice.kind == NoticeKind::SpotInterruptionWarning
+                && let Some(seen) = observed.iter().find(|i| &i.id == instance)
+            {
+                self.note_interruption(&seen.instance_type, &seen.availability_zone);
+            }
             metrics::counter!("spotpool_interruptions_handled_total", "kind" => notice.kind.as_str(), "action" => action.as_str())
                 .increment(1);
             if action != NoticeAction::Ignored {

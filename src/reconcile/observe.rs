@@ -115,6 +115,7 @@ impl Reconciler {
         conditions.launch_blocked.extend(paused);
         let hold = self.drained();
         (conditions.drained, conditions.closed) = (hold.offerings, hold.instances);
+        conditions.offering_costs = self.offering_costs(&policy);
         let mut actions = plan::plan(&intents, &instances, now, &policy, &conditions);
         let launch_waits = self.drop_launches_under_way(&mut actions, &launching);
         // Work in flight brings the next pass sooner: actions, instances on their way in or out,

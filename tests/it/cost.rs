@@ -135,3 +135,53 @@ async fn prices_per_zone_are_read_hourly_and_a_failed_read_keeps_the_last() {
     );
     assert_eq!(stored.len(), 2, "{stored:?}");
 }
+
+/// `placement = "cheapest"` on the fake's distinct prices: spares go to the cheapest offering
+/// and the cheapest of the other zone; `ordered` keeps the order written. (A capacity error's
+/// and a missing price's part: `plan::tests::launches_go_to_the_cheapest_offering_…`.)
+#[tokio::test]
+async fn spares_go_to_the_cheapest_offerings_in_two_zones() {
+    for (placement, expected) in [
+        (
+            None,
+            vec![("t3.small", "subnet-b"), ("t3a.small", "subnet-a")],
+        ),
+        (
+            Some("ordered"),
+            vec![("t3.small", "subnet-a"), ("t3.small", "subnet-b")],
+        ),
+    ] {
+        let config = Settings {
+            tier: Some(vec![TierSettings {
+                name: Some("two".into()),
+                instance_types: Some(vec!["t3.small".into(), "t3a.small".into()]),
+                spare_count: Some(4),
+                max_instances: Some(8),
+                placement: placement.map(str::to_string),
+                ..TierSettings::default()
+            }]),
+            ..crate::world::test_settings(0, 0)
+        }
+        .into_config()
+        .expect("a valid tier");
+        let world = World::with_config(App::reconciler_config(&config)).await;
+        let [a, b] = ["subnet-a", "subnet-b"].map(|s| world.cloud.zone_of(s));
+        world.cloud.set_spot_price("t3.small", &a, 0.009);
+        world.cloud.set_spot_price("t3.small", &b, 0.004);
+        world.cloud.set_spot_price("t3a.small", &a, 0.003);
+        world.cloud.set_spot_price("t3a.small", &b, 0.008);
+        world.run_until_quiet(30).await;
+        let mut launched: Vec<(String, String)> = (world.cloud.live_instances().into_iter())
+            .map(|i| (i.instance_type, i.subnet_id))
+            .collect();
+        launched.sort();
+        launched.dedup();
+        let mut expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(t, s)| (t.to_string(), s.to_string()))
+            .collect();
+        expected.sort();
+        assert_eq!(launched, expected, "placement {placement:?}");
+        assert_eq!(world.cloud.live_instances().len(), 4);
+    }
+}

@@ -390,9 +390,12 @@ async fn five_hundred_claims_and_releases_under_faults_are_ready_in_time_without
     let fake = Arc::new(FakeCloud::simulated("spotpool", profile(), seed()));
     let limited = Arc::new(Limited::new(fake.clone(), &RateLimits::default()));
     let mut config = reconciler_config(SPARES, MAX_INSTANCES);
-    config
-        .tiers
-        .update(|t| t[0].instance_types = vec!["t3.small".into(), "t3a.small".into()]);
+    // In the order written: t3.small first, whose capacity errors the test counts on (the
+    // profile prices t3a.small lower, which `placement = "cheapest"` would launch instead).
+    config.tiers.update(|t| {
+        t[0].instance_types = vec!["t3.small".into(), "t3a.small".into()];
+        t[0].placement = spotpool::plan::Placement::Ordered;
+    });
     // As `main.rs` sets it: the container timeout plus two minutes.
     config.claim_step_deadline = config.container_timeout + Duration::from_secs(120);
     let dyn_limited: Arc<dyn Cloud> = limited.clone();

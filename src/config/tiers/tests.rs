@@ -334,6 +334,7 @@ fn the_documented_keys_are_the_tables_keys() {
         workspace_size_gib: Some(1),
         idle_sleep_after: Some("off".into()),
         rebalance_moves: Some(false),
+        placement: Some("ordered".into()),
     };
     let table = toml::Table::try_from(&every).unwrap();
     let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
