@@ -55,8 +55,8 @@ pub struct TierSettings {
     pub idle_sleep_after: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rebalance_moves: Option<bool>,
-    /// `"cheapest"` (the default): launches go to the offering of lowest expected cost;
-    /// `"ordered"`: the instance types in the order written.
+    /// `"cheapest"`: launches go to the offering of lowest expected cost; `"ordered"` (the
+    /// default): the instance types in the order written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub placement: Option<String>,
 }
@@ -265,7 +265,7 @@ impl Settings {
             max_instances,
             slots_per_instance: 1,
             instance_types,
-            placement: crate::plan::Placement::Cheapest,
+            placement: crate::plan::Placement::Ordered,
             on_demand_fallback,
             rebalance_moves: self
                 .spotpool_rebalance_moves
@@ -342,7 +342,7 @@ fn from_table(
     }
     let (spare_count, spare_auto) = spares_of(table)?;
     let placement = match table.placement.as_deref() {
-        None => crate::plan::Placement::Cheapest,
+        None => crate::plan::Placement::Ordered,
         Some(raw) => crate::plan::Placement::parse(raw).ok_or(format!(
             "`placement` is {raw:?}: \"cheapest\" or \"ordered\""
         ))?,

@@ -38,7 +38,8 @@ pub struct TierPolicy {
     pub slots_per_instance: u32,
     /// Instance types to launch, most preferred first.
     pub instance_types: Vec<String>,
-    /// Where launches go among the types and zones (`[[tier]] placement`).
+    /// Where launches go among the types and zones (`[[tier]] placement`; the order written by
+    /// default, so `instance_types` is a preference unless the tier places by cost).
     pub placement: Placement,
     /// Launch on-demand when no spot offering of any type has capacity.
     pub on_demand_fallback: bool,
@@ -64,7 +65,7 @@ impl TierPolicy {
             max_instances: 10,
             slots_per_instance: 1,
             instance_types: vec!["t3.small".into()],
-            placement: Placement::Cheapest,
+            placement: Placement::Ordered,
             on_demand_fallback: false,
             rebalance_moves: false,
             workspace_size_gib: 8,

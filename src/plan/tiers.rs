@@ -14,9 +14,9 @@ pub enum Placement {
     /// The lowest expected cost per slot among the offerings with capacity, spread over the
     /// cheapest two zones (ARCHITECTURE.md, "Cost"); the configured order while costs are
     /// unknown.
-    #[default]
     Cheapest,
-    /// The instance types in the order written, each spread over the subnets.
+    /// The instance types in the order written, each spread over the subnets (the default).
+    #[default]
     Ordered,
 }
 
@@ -490,6 +490,10 @@ fn cheapest_offerings<'a>(
         .find(|r| zone.is_some() && policy.zone_of(r.4).is_some_and(|z| Some(z) != zone))
     {
         chosen.push((t, s));
+    } else {
+        // One zone only (a zone's waiting users): the cheapest type over its subnets there.
+        let same_type = ranked.iter().skip(1).filter(|r| r.3 == first_type);
+        chosen.extend(same_type.map(|r| (r.3, r.4)));
     }
     Some(chosen)
 }

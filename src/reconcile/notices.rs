@@ -69,10 +69,8 @@ impl Reconciler {
             };
             let action = self.handle_notice(&stored, &users, observed, now).await?;
             let notice = &stored.notice;
-            if notice.kind == NoticeKind::SpotInterruptionWarning
-                && let Some(seen) = observed.iter().find(|i| &i.id == instance)
-            {
-                self.note_interruption(&seen.instance_type, &seen.availability_zone);
+            if notice.kind == NoticeKind::SpotInterruptionWarning {
+                self.note_warned(instance, observed).await?;
             }
             metrics::counter!("spotpool_interruptions_handled_total", "kind" => notice.kind.as_str(), "action" => action.as_str())
                 .increment(1);
@@ -89,6 +87,24 @@ impl Reconciler {
             store.mark_notice_handled(&notice.event_id, now).await?;
         }
         Ok(true)
+    }
+
+    /// Counts a warning against its instance's offering: as listed, or (a late notice, the
+    /// instance gone from the listing) as the ledger had it.
+    async fn note_warned(
+        &self,
+        instance: &crate::model::InstanceId,
+        observed: &[CloudInstance],
+    ) -> Result<(), StepError> {
+        if let Some(seen) = observed.iter().find(|i| &i.id == instance) {
+            self.note_interruption(&seen.instance_type, &seen.availability_zone);
+        } else if let Some(record) = self.inner.store.get_instance(instance).await?
+            && let (Some(instance_type), Some(zone)) =
+                (&record.instance_type, &record.availability_zone)
+        {
+            self.note_interruption(instance_type, zone);
+        }
+        Ok(())
     }
 
     /// A shared instance EC2 takes back: each ready user moves (the first move asks the instance

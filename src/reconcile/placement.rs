@@ -2,13 +2,13 @@
 //! an instance's price on the offering (`model::cost`: its spot price in the subnet's zone, or
 //! its type's on-demand price) plus the offering's observed interruption rate times the cost of
 //! a move. The rate is this term's: interruption warnings of the offering's instances over the
-//! instance-hours the passes saw of it, both decaying with a half-life of a day, so an
-//! offering's recent history counts most and a quiet one is forgiven. Given to `plan` as
-//! `Conditions::offering_costs`.
+//! instance-hours the passes saw of its live instances plus a prior of 24, both decaying with a
+//! half-life of a day, so an offering's recent history counts most and one no longer launched
+//! on is forgiven. Given to `plan` as `Conditions::offering_costs`.
 
 use super::Reconciler;
-use crate::model::Millis;
 use crate::model::cost::PricedInstance;
+use crate::model::{InstanceStatus, Millis};
 use crate::plan::Policy;
 use crate::store::InstanceRecord;
 use std::collections::{BTreeMap, HashMap};
@@ -19,6 +19,10 @@ use std::collections::{BTreeMap, HashMap};
 pub const MOVE_COST: f64 = 0.10;
 /// The half-life of an offering's history.
 const HALF_LIFE: Millis = 24 * 60 * 60_000;
+/// Instance-hours every offering is credited with, quiet ones: one warning over a few hours
+/// is not a rate of one an hour, and an offering no longer launched on is forgiven as its
+/// history decays.
+const PRIOR_HOURS: f64 = 24.0;
 
 /// Per (instance type, zone): instance-hours seen and interruption warnings, both decayed.
 #[derive(Debug, Default)]
@@ -39,7 +43,13 @@ impl PlacementMemory {
             *interruptions *= decay;
         }
         let hours = elapsed as f64 / 3_600_000.0;
-        for record in ledger {
+        let live = ledger.iter().filter(|r| {
+            matches!(
+                r.status,
+                InstanceStatus::Initializing | InstanceStatus::Available | InstanceStatus::Assigned
+            )
+        });
+        for record in live {
             if let (Some(instance_type), Some(zone)) =
                 (&record.instance_type, &record.availability_zone)
             {
@@ -49,13 +59,15 @@ impl PlacementMemory {
         }
     }
 
-    /// Interruptions an hour per instance of the offering (0 before an hour was seen).
+    /// Interruptions an hour per instance of the offering, over its instance-hours and
+    /// [`PRIOR_HOURS`].
     fn rate(&self, instance_type: &str, zone: &str) -> f64 {
         let key = (instance_type.to_string(), zone.to_string());
-        match self.offerings.get(&key) {
-            Some((hours, interruptions)) if *hours >= 1.0 => interruptions / hours,
-            _ => 0.0,
-        }
+        self.offerings
+            .get(&key)
+            .map_or(0.0, |(hours, interruptions)| {
+                interruptions / (hours + PRIOR_HOURS)
+            })
     }
 }
 
@@ -116,7 +128,7 @@ impl Reconciler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{InstanceId, InstanceStatus};
+    use crate::model::InstanceId;
 
     fn live(id: &str, instance_type: &str, zone: &str) -> InstanceRecord {
         let mut record = InstanceRecord::new(
@@ -151,10 +163,10 @@ mod tests {
             .map(|k| 2.0 * 0.5f64.powf(f64::from(k) / 24.0))
             .sum();
         let rate = memory.rate("t3.small", "a");
-        assert!((rate - 2.0 / seen).abs() < 1e-9, "{rate}");
+        assert!((rate - 2.0 / (seen + PRIOR_HOURS)).abs() < 1e-9, "{rate}");
         assert!(seen > 17.0 && seen < 20.0, "{seen}");
         assert_eq!(memory.rate("t3.small", "b"), 0.0);
-        // A day of nothing halves both: the rate stays, the weight of the history halves.
+        // A day of nothing halves both: the history weighs half, and the prior more.
         memory.observe(&[], 10 * hour + HALF_LIFE);
         let (hours, interruptions) = memory.offerings[&("t3.small".into(), "a".into())];
         assert!((interruptions - 1.0).abs() < 1e-9, "{interruptions}");

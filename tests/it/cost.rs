@@ -143,11 +143,11 @@ async fn prices_per_zone_are_read_hourly_and_a_failed_read_keeps_the_last() {
 async fn spares_go_to_the_cheapest_offerings_in_two_zones() {
     for (placement, expected) in [
         (
-            None,
+            Some("cheapest"),
             vec![("t3.small", "subnet-b"), ("t3a.small", "subnet-a")],
         ),
         (
-            Some("ordered"),
+            None,
             vec![("t3.small", "subnet-a"), ("t3.small", "subnet-b")],
         ),
     ] {
