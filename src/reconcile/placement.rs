@@ -9,7 +9,7 @@
 use super::Reconciler;
 use crate::model::cost::PricedInstance;
 use crate::model::{InstanceStatus, Millis};
-use crate::plan::Policy;
+use crate::plan::{Placement, Policy};
 use crate::store::InstanceRecord;
 use std::collections::{BTreeMap, HashMap};
 
@@ -83,8 +83,8 @@ impl Reconciler {
         self.lock_placement().offerings.entry(key).or_default().1 += 1.0;
     }
 
-    /// Each (type, subnet) offering of `policy`'s tiers: its price plus its interruption rate
-    /// times a move's cost. Empty while no spot price was read (the configured order decides).
+    /// Each (type, subnet) offering of `policy`'s tiers that place by cost: its price plus its
+    /// interruption rate times a move's cost. Empty while no spot price was read (the configured order decides).
     pub(super) fn offering_costs(&self, policy: &Policy) -> BTreeMap<(String, String), f64> {
         let book = self.price_book();
         let memory = self.lock_placement();
@@ -92,7 +92,9 @@ impl Reconciler {
         if !book.has_spot_prices() {
             return costs;
         }
-        for tier in &policy.tiers {
+        // Only the tiers that place by cost read them.
+        let by_cost = (policy.tiers.iter()).filter(|t| t.placement == Placement::Cheapest);
+        for tier in by_cost {
             for instance_type in &tier.instance_types {
                 for subnet in &policy.subnet_ids {
                     let Some(zone) = policy.zone_of(subnet) else {
