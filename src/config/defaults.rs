@@ -146,5 +146,6 @@ pub fn documented() -> Vec<(&'static str, String)> {
             text(&cost.network_per_hour),
         ),
         ("spotpool_cpu_credits", "standard".to_string()),
+        ("spotpool_move_cost_dollars", text(&cost.move_dollars)),
     ]
 }

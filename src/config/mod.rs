@@ -297,13 +297,18 @@ impl Settings {
             }
             cost.root_volume_gib = gib;
         }
-        if let Some(dollars) = self.spotpool_network_fixed_dollars_per_hour {
-            if !(dollars.is_finite() && dollars >= 0.0) {
-                let why = "dollars an hour, 0 or more";
-                let env = "SPOTPOOL_NETWORK_FIXED_DOLLARS_PER_HOUR";
-                return Err(invalid(env, dollars.to_string(), why));
-            }
-            cost.network_per_hour = dollars;
+        let dollars = |value: Option<f64>, env: &'static str, why: &'static str| match value {
+            Some(d) if !(d.is_finite() && d >= 0.0) => Err(invalid(env, d.to_string(), why)),
+            other => Ok(other),
+        };
+        let env = "SPOTPOOL_NETWORK_FIXED_DOLLARS_PER_HOUR";
+        let network = self.spotpool_network_fixed_dollars_per_hour;
+        if let Some(d) = dollars(network, env, "dollars an hour, 0 or more")? {
+            cost.network_per_hour = d;
+        }
+        let moves = self.spotpool_move_cost_dollars;
+        if let Some(d) = dollars(moves, "SPOTPOOL_MOVE_COST_DOLLARS", "dollars, 0 or more")? {
+            cost.move_dollars = d;
         }
         cost.cpu_credits_unlimited = match self.spotpool_cpu_credits.as_deref().map(str::trim) {
             None | Some("") | Some("standard") => false,

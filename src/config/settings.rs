@@ -231,6 +231,9 @@ pub struct Settings {
     /// CPU credits of burstable (T) instances as the launch template sets them: standard or unlimited (the cost then shows what surplus credits could add).
     #[arg(long, env = "SPOTPOOL_CPU_CREDITS", value_name = "MODE")]
     pub spotpool_cpu_credits: Option<String>,
+    /// What one move costs in dollars (a spare taken early, the workspace's detach and attach, the user's minute without the gateway), weighed against each offering's interruption rate by `placement = "cheapest"`.
+    #[arg(long, env = "SPOTPOOL_MOVE_COST_DOLLARS", value_name = "DOLLARS")]
+    pub spotpool_move_cost_dollars: Option<f64>,
     /// The load balancers users are routed through: `[[shard]]` tables, in the config file only
     /// (ARCHITECTURE.md, "Shards").
     #[arg(skip)]

@@ -658,7 +658,9 @@ fn the_cost_settings_take_on_demand_prices_over_the_list_and_refuse_bad_ones() {
     settings.spotpool_public_ipv4 = Some(false);
     settings.spotpool_network_fixed_dollars_per_hour = Some(0.12);
     settings.spotpool_cpu_credits = Some("unlimited".into());
+    settings.spotpool_move_cost_dollars = Some(0.25);
     let cost = settings.into_config().unwrap().cost;
+    assert_eq!(cost.move_dollars, 0.25);
     assert_eq!(cost.on_demand.get("t3.small"), Some(&0.03));
     assert_eq!(cost.on_demand.get("x9.huge"), Some(&1.5));
     // The list's other prices stay.
@@ -680,6 +682,10 @@ fn the_cost_settings_take_on_demand_prices_over_the_list_and_refuse_bad_ones() {
         (
             |s| s.spotpool_network_fixed_dollars_per_hour = Some(f64::NAN),
             "SPOTPOOL_NETWORK_FIXED_DOLLARS_PER_HOUR",
+        ),
+        (
+            |s| s.spotpool_move_cost_dollars = Some(-0.1),
+            "SPOTPOOL_MOVE_COST_DOLLARS",
         ),
         (
             |s| s.spotpool_root_volume_gib = Some(0),

@@ -52,7 +52,14 @@ pub struct CostSettings {
     pub network_per_hour: f64,
     /// T instances run `unlimited` (`SPOTPOOL_CPU_CREDITS`): surplus credits may be billed.
     pub cpu_credits_unlimited: bool,
+    /// What one move costs, for `placement = "cheapest"` (`SPOTPOOL_MOVE_COST_DOLLARS`).
+    pub move_dollars: f64,
 }
+
+/// What one move costs by default, in dollars: an hour of a spare taken early, the workspace's
+/// detach and attach, and the user's minute without the gateway, valued together at a dime (an
+/// assumption: no bill shows it).
+pub const MOVE_COST: f64 = 0.10;
 
 impl Default for CostSettings {
     fn default() -> Self {
@@ -62,6 +69,7 @@ impl Default for CostSettings {
             root_volume_gib: 30,
             network_per_hour: 0.0,
             cpu_credits_unlimited: false,
+            move_dollars: MOVE_COST,
         }
     }
 }

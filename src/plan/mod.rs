@@ -9,6 +9,7 @@
 //! therefore level-triggered: an action that did not happen (crash, error) is simply planned again.
 
 mod instances;
+mod placement;
 mod shards;
 pub mod spares;
 mod tiers;
@@ -18,9 +19,9 @@ use crate::model::{
     InstanceId, InstanceStatus, Lifecycle, Millis, TierOverride, TierRuntime, UserId, UserState,
 };
 use instances::plan_pool_instance;
+pub use placement::Placement;
 pub use spares::{AutoSpares, Demand, SpareBounds};
 use std::collections::{BTreeMap, HashMap, HashSet};
-pub use tiers::Placement;
 use tiers::plan_tier;
 
 /// Pool policy of one tier.
@@ -99,9 +100,8 @@ pub struct Conditions {
     /// The account's quotas of rules and of target groups per load balancer (Service Quotas,
     /// read hourly), the lower: no shard takes more users, whatever its capacity.
     pub alb_route_limit: Option<u32>,
-    /// The expected dollars an hour of one instance of each (instance type, subnet) offering:
-    /// its price plus its observed interruption rate times the cost of a move
-    /// (`reconcile/placement.rs`). Empty until prices are known.
+    /// Each (instance type, subnet) offering's expected dollars an hour an instance: price plus
+    /// interruption rate times a move's cost (`reconcile/placement.rs`); empty without prices.
     pub offering_costs: BTreeMap<(String, String), f64>,
 }
 

@@ -463,6 +463,122 @@ fn launches_go_to_the_cheapest_offering_and_the_cheapest_of_another_zone() {
     );
 }
 
+fn in_zone(id: &str, zone: &str, launched_at: Millis) -> PoolInstance {
+    PoolInstance {
+        zone: Some(zone.into()),
+        launched_at,
+        ..instance(id, InstanceStatus::Available)
+    }
+}
+
+/// Spares are counted per zone: the spare count is split over the tier's zones, a deficit
+/// launches where a zone is furthest below its share, and a surplus goes from the zone furthest
+/// above its share, never leaving a zone below it. A count met in the wrong zones is left
+/// alone (no launch and retire to move a spare): the next launches go where the spares are
+/// short.
+#[test]
+fn spares_are_counted_per_zone() {
+    let ordered = |spare_count: u32| {
+        let mut policy = policy(spare_count, 10);
+        policy.tiers[0].placement = crate::plan::Placement::Ordered;
+        policy
+    };
+    let none = Conditions::default();
+    // One short in each zone: one launch in each.
+    let pool = [
+        in_zone("a1", "zone-a", 1),
+        in_zone("b1", "zone-b", 2),
+        in_zone("b2", "zone-b", 3),
+    ];
+    let actions = plan(&[], &pool[..2], NOW, &ordered(4), &none);
+    assert_eq!(
+        launch_list(&actions),
+        [("t3.small", "subnet-a", 1), ("t3.small", "subnet-b", 1)]
+    );
+    // A claim took a spare of zone-a: the launch goes there.
+    let actions = plan(&[], &pool, NOW, &ordered(4), &none);
+    assert_eq!(launch_list(&actions), [("t3.small", "subnet-a", 1)]);
+
+    // Every spare in zone-a, the count met: nothing moves.
+    let crowded = [in_zone("a1", "zone-a", 1), in_zone("a2", "zone-a", 2)];
+    assert!(plan(&[], &crowded, NOW, &ordered(2), &none).is_empty());
+    // One too many: zone-a's newest goes, though zone-b's is newer still.
+    let settled = [
+        crowded[0].clone(),
+        crowded[1].clone(),
+        in_zone("b1", "zone-b", 3),
+    ];
+    let actions = plan(&[], &settled, NOW, &ordered(2), &none);
+    assert_eq!(terminated(&actions), ["a2"]);
+    assert_eq!(launches(&actions), 0);
+    // Zone-b out of capacity for now keeps its share: its spare is not the one to go.
+    let out = unavailable(&[("t3.small", "subnet-b"), ("t3a.small", "subnet-b")]);
+    let actions = plan(&[], &settled, NOW, &ordered(2), &out);
+    assert_eq!(terminated(&actions), ["a2"]);
+    // Zone-b drained for the tier has no share: its spare goes first.
+    let mut drained = Conditions::default();
+    for t in ["t3.small", "t3a.small"] {
+        (drained.drained).insert(("default".into(), t.into(), "subnet-b".into()));
+    }
+    let actions = plan(&[], &settled, NOW, &ordered(2), &drained);
+    assert_eq!(terminated(&actions), ["b1"]);
+
+    // One spare for two zones: wherever it is, it serves.
+    assert!(plan(&[], &[in_zone("b1", "zone-b", 1)], NOW, &ordered(1), &none).is_empty());
+
+    // Three zones, one spare in zone-c: the two launches go to zones a and b, on the cheapest
+    // type of each with `cheapest` (t3a.small in a, t3.small in b), the type written first
+    // with `ordered`.
+    let third = |mut policy: Policy| {
+        policy.subnet_ids.push("subnet-c".into());
+        (policy.subnet_zones).insert("subnet-c".into(), "zone-c".into());
+        policy
+    };
+    let mut priced = Conditions {
+        offering_costs: costs(),
+        ..Conditions::default()
+    };
+    for t in ["t3.small", "t3a.small"] {
+        (priced.offering_costs).insert((t.into(), "subnet-c".into()), 0.05);
+    }
+    let only_c = [in_zone("c1", "zone-c", 1)];
+    let actions = plan(&[], &only_c, NOW, &third(policy(3, 10)), &priced);
+    assert_eq!(
+        launch_list(&actions),
+        [("t3a.small", "subnet-a", 1), ("t3.small", "subnet-b", 1)]
+    );
+    let actions = plan(&[], &only_c, NOW, &third(ordered(3)), &priced);
+    assert_eq!(
+        launch_list(&actions),
+        [("t3.small", "subnet-a", 1), ("t3.small", "subnet-b", 1)]
+    );
+
+    // A shared tier (4 slots) with 8 spare slots, 4 a zone: zone-a's 9 free slots are on
+    // instances users hold, zone-b's 4 on its one empty spare. One instance's worth over, but
+    // zone-b's spare is all it has: nothing goes (nor is anything launched again).
+    let mut shared = ordered(8);
+    shared.tiers[0].slots_per_instance = 4;
+    let mut holders = Vec::new();
+    let mut instances = vec![in_zone("b1", "zone-b", 9)];
+    for (n, id) in ["a1", "a2", "a3"].into_iter().enumerate() {
+        instances.push(PoolInstance {
+            status: InstanceStatus::Assigned,
+            ..in_zone(id, "zone-a", n as Millis)
+        });
+        holders.push(user(&format!("h{n}"), UserState::Ready, Some(id), 1));
+    }
+    assert!(plan(&holders, &instances, NOW, &shared, &none).is_empty());
+
+    // While a subnet's zone is unknown: round-robin over the subnets.
+    let mut unknown = ordered(2);
+    unknown.subnet_zones.remove("subnet-b");
+    let actions = plan(&[], &[], NOW, &unknown, &none);
+    assert_eq!(
+        launch_list(&actions),
+        [("t3.small", "subnet-a", 1), ("t3.small", "subnet-b", 1)]
+    );
+}
+
 /// Table: (spares available, initializing, queued users, spare target, max) -> (launches, surplus terminations).
 #[test]
 fn pool_sizing_table() {
@@ -483,12 +599,26 @@ fn pool_sizing_table() {
         cases.iter().enumerate()
     {
         let mut instances = Vec::new();
+        // Spread over the two zones, as the launches were (per-zone counting: its own test).
+        let zone = |n: usize| {
+            Some(
+                if n.is_multiple_of(2) {
+                    "zone-a"
+                } else {
+                    "zone-b"
+                }
+                .to_string(),
+            )
+        };
         for n in 0..avail {
-            instances.push(instance(&format!("i-a{n}"), InstanceStatus::Available));
+            let mut i = instance(&format!("i-a{n}"), InstanceStatus::Available);
+            i.zone = zone(n);
+            instances.push(i);
         }
         for n in 0..init {
             let mut i = instance(&format!("i-i{n}"), InstanceStatus::Initializing);
             i.probe = Some((format!("cmd-{n}"), NOW - 1_000));
+            i.zone = zone(n);
             instances.push(i);
         }
         let users: Vec<UserIntent> = (0..queued)
@@ -983,6 +1113,40 @@ fn a_blocked_tier_launches_nothing_but_still_serves_its_queue() {
     let actions = plan(&users, &[spare], NOW, &policy(2, 10), &blocked);
     assert_eq!(launches(&actions), 0);
     assert_eq!(assigned(&actions), vec![("alice", "i-1")]);
+}
+
+/// Users waiting in a zone of two subnets: their launches go round-robin over both, on the type
+/// the placement picks there (with costs: the zone's cheapest type, t3a.small), never into
+/// another zone.
+#[test]
+fn a_zones_waiting_users_launches_spread_over_its_subnets() {
+    let mut three = policy(0, 10);
+    three.subnet_ids.insert(1, "subnet-a2".into());
+    (three.subnet_zones).insert("subnet-a2".into(), "zone-a".into());
+    let waiting: Vec<UserIntent> = (0..4)
+        .map(|n| UserIntent {
+            zone: Some("zone-a".into()),
+            ..user(&format!("u{n}"), UserState::Queued, None, n)
+        })
+        .collect();
+    let mut costs = costs();
+    costs.insert(("t3.small".into(), "subnet-a2".into()), 0.009);
+    costs.insert(("t3a.small".into(), "subnet-a2".into()), 0.005);
+    let priced = Conditions {
+        offering_costs: costs,
+        ..Conditions::default()
+    };
+    let actions = plan(&waiting, &[], NOW, &three, &priced);
+    assert_eq!(
+        launch_list(&actions),
+        [("t3a.small", "subnet-a", 2), ("t3a.small", "subnet-a2", 2)]
+    );
+    three.tiers[0].placement = crate::plan::Placement::Ordered;
+    let actions = plan(&waiting, &[], NOW, &three, &priced);
+    assert_eq!(
+        launch_list(&actions),
+        [("t3.small", "subnet-a", 2), ("t3.small", "subnet-a2", 2)]
+    );
 }
 
 #[test]

@@ -1,34 +1,11 @@
 //! What `plan` decides per tier: which waiting user gets which spare, how many instances to
 //! launch and where, and which surplus spares go.
 
+use super::placement::{ZoneOffer, launch_offers, push_launches, spread_launches, undrained};
 use super::shards::{Placer, Route};
-use super::{
-    Action, Conditions, Market, Policy, PoolInstance, TerminateReason, TierPolicy, UserIntent,
-};
+use super::{Action, Conditions, Policy, PoolInstance, TerminateReason, TierPolicy, UserIntent};
 use crate::model::{InstanceId, InstanceStatus, Lifecycle, Millis, UserState};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-
-/// Where a tier's launches go among its instance types and zones.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Placement {
-    /// The lowest expected cost per slot among the offerings with capacity, spread over the
-    /// cheapest two zones (ARCHITECTURE.md, "Cost"); the configured order while costs are
-    /// unknown.
-    Cheapest,
-    /// The instance types in the order written, each spread over the subnets (the default).
-    #[default]
-    Ordered,
-}
-
-impl Placement {
-    pub fn parse(raw: &str) -> Option<Placement> {
-        match raw {
-            "cheapest" => Some(Placement::Cheapest),
-            "ordered" => Some(Placement::Ordered),
-            _ => None,
-        }
-    }
-}
 
 /// The slots of each instance someone holds, moves to, or left to wipe.
 pub(super) type Used<'a> = HashMap<&'a InstanceId, BTreeSet<u32>>;
@@ -175,21 +152,30 @@ fn size_tier(
         actions,
     );
 
-    // Everyone else: the spare count, plus users that may take any zone.
+    // Everyone else: the spare count, plus users that may take any zone, counted per zone.
     let target = u64::from(tier.spare_count) + unserved_anywhere;
-    let free_left: u64 = left.iter().map(|c| c.free.len() as u64).sum();
-    let coming = (initializing.len() + unlisted.len()) as u64 * slots;
-    let have = (free_left + coming).saturating_sub(coming_for_zones);
-    if have < target && !blocked {
-        let subnets: Vec<&String> = policy.subnet_ids.iter().collect();
-        push_launches(
-            tier,
-            (target - have).div_ceil(slots).min(room),
-            total,
-            (&subnets, policy),
-            conditions,
-            actions,
-        );
+    let zones = ZoneCounts::of(
+        left,
+        initializing.iter().chain(&unlisted),
+        coming_for_zones,
+        slots,
+    );
+    let subnets: Vec<&String> = policy.subnet_ids.iter().collect();
+    let offers = launch_offers(tier, &subnets, policy, conditions);
+    let shares = zone_shares(tier, &offers, policy, conditions, target);
+    let short = target
+        .saturating_sub(zones.have_all())
+        .div_ceil(slots)
+        .min(room);
+    if short > 0 && !blocked {
+        match &shares {
+            Some(shares) => {
+                let below = |zone: Option<&str>| zones.below(shares, zone);
+                spread_launches(tier, short, total, &offers, below, actions);
+            }
+            // While a subnet's zone is unknown: round-robin over the subnets.
+            None => push_launches(tier, short, total, (&subnets, policy), conditions, actions),
+        }
     }
     // Only spares nobody ever used may go: a shared instance with users stays until its last
     // one leaves (then it is retired, not returned).
@@ -198,14 +184,159 @@ fn size_tier(
         .filter(|c| c.instance.status == InstanceStatus::Available && c.free.len() as u64 == slots)
         .map(|c| c.instance)
         .collect();
-    let surplus = (free_left.saturating_sub(target) / slots)
-        .max(total.saturating_sub(max))
+    let over_max = total.saturating_sub(max);
+    let surplus = (zones.free().saturating_sub(target) / slots)
+        .max(over_max)
         .min(empty.len() as u64);
-    // Terminate the newest spares first: the oldest have waited longest and are the ones the
-    // queue would pick next, so keeping them keeps claims on proven instances.
-    let mut newest_first = empty;
-    newest_first.sort_by(|a, b| (b.launched_at, &b.id).cmp(&(a.launched_at, &a.id)));
-    for instance in newest_first.into_iter().take(surplus as usize) {
+    retire_surplus(
+        empty,
+        (surplus, over_max),
+        &zones,
+        shares.as_deref(),
+        slots,
+        actions,
+    );
+}
+
+/// Each zone's share of `target` (an equal part, in slots: with fewer spares than zones, no
+/// zone is owed one more than another), over the zones of the pool's subnets where a drain
+/// leaves the tier some instance type. A zone out of capacity for now keeps its share (its
+/// spares serve its returning users; launches go elsewhere meanwhile). None while a subnet's
+/// zone is unknown, or when every zone is drained.
+fn zone_shares<'a>(
+    tier: &TierPolicy,
+    offers: &[ZoneOffer<'a>],
+    policy: &'a Policy,
+    conditions: &Conditions,
+    target: u64,
+) -> Option<Vec<(&'a str, f64)>> {
+    let mut zones: Vec<&'a str> = Vec::new();
+    for offer in offers {
+        let zone = offer.zone?;
+        if !zones.contains(&zone) {
+            zones.push(zone);
+        }
+    }
+    for subnet in &policy.subnet_ids {
+        let zone = policy.zone_of(subnet)?;
+        let open = (tier.instance_types.iter())
+            .any(|t| !undrained(tier, t, &[subnet], conditions).is_empty());
+        if open && !zones.contains(&zone) {
+            zones.push(zone);
+        }
+    }
+    let share = target as f64 / zones.len() as f64;
+    (!zones.is_empty()).then(|| zones.into_iter().map(|zone| (zone, share)).collect())
+}
+
+/// A tier's free slots per zone (spares of `None`: zone unknown), ready and on their way up,
+/// beyond those the zones' waiting users will take.
+#[derive(Default)]
+struct ZoneCounts<'a> {
+    counts: BTreeMap<Option<&'a str>, (u64, u64)>,
+}
+
+impl<'a> ZoneCounts<'a> {
+    /// The free slots `left`, and every slot of the instances `coming` up, less what each
+    /// zone's waiting users take of these.
+    fn of<'i>(
+        left: &'a [Candidate<'a>],
+        coming: impl Iterator<Item = &'i &'a PoolInstance>,
+        taken: BTreeMap<&'a str, u64>,
+        slots: u64,
+    ) -> ZoneCounts<'a>
+    where
+        'a: 'i,
+    {
+        let mut counts: BTreeMap<Option<&'a str>, (u64, u64)> = BTreeMap::new();
+        for c in left {
+            counts.entry(c.instance.zone.as_deref()).or_default().0 += c.free.len() as u64;
+        }
+        for i in coming {
+            counts.entry(i.zone.as_deref()).or_default().1 += slots;
+        }
+        for (zone, taken) in taken {
+            let entry = counts.entry(Some(zone)).or_default();
+            entry.1 = entry.1.saturating_sub(taken);
+        }
+        ZoneCounts { counts }
+    }
+
+    /// Free slots in `zone`, ready or on their way up.
+    fn have(&self, zone: Option<&str>) -> u64 {
+        self.counts
+            .get(&zone)
+            .map_or(0, |(free, coming)| free + coming)
+    }
+
+    /// How far `zone` is below its share (negative: above it).
+    fn below(&self, shares: &[(&str, f64)], zone: Option<&str>) -> f64 {
+        let share = (shares.iter().find(|(z, _)| Some(*z) == zone)).map_or(0.0, |(_, s)| *s);
+        share - self.have(zone) as f64
+    }
+
+    /// Free slots in every zone, ready or on their way up.
+    fn have_all(&self) -> u64 {
+        self.counts
+            .values()
+            .map(|(free, coming)| free + coming)
+            .sum()
+    }
+
+    /// Free slots ready now, in every zone.
+    fn free(&self) -> u64 {
+        self.counts.values().map(|(free, _)| free).sum()
+    }
+}
+
+/// Retires `surplus` of the `empty` spares, newest first, from the zone furthest above its
+/// share (a zone with none: drained, or its subnet gone); never leaving a zone owed a whole
+/// instance below its share, unless the tier is over its maximum (`over_max` of them go
+/// regardless). Within a zone the
+/// oldest have waited longest and are the ones the queue would pick next, so keeping them keeps
+/// claims on proven instances. Without shares (a zone unknown), the newest go.
+fn retire_surplus(
+    mut empty: Vec<&PoolInstance>,
+    (surplus, over_max): (u64, u64),
+    zones: &ZoneCounts<'_>,
+    shares: Option<&[(&str, f64)]>,
+    slots: u64,
+    actions: &mut Vec<Action>,
+) {
+    empty.sort_by(|a, b| (b.launched_at, &b.id).cmp(&(a.launched_at, &a.id)));
+    // Per zone: free slots above its share, and whether it is owed a whole instance.
+    let slots = slots as f64;
+    let mut above: BTreeMap<Option<&str>, (f64, bool)> = BTreeMap::new();
+    for spare in &empty {
+        let zone = spare.zone.as_deref();
+        let share = (shares.unwrap_or_default().iter())
+            .find(|(z, _)| Some(*z) == zone)
+            .map_or(0.0, |(_, share)| *share);
+        let free = zones.counts.get(&zone).map_or(0, |c| c.0);
+        above.insert(zone, (free as f64 - share, share >= slots));
+    }
+    for n in 0..surplus {
+        let forced = n < over_max || shares.is_none();
+        // The furthest above its share; on a tie, the zone of the newest spare. A zone owed a
+        // whole instance is never taken below its share (a shared tier's surplus may be free
+        // slots of instances users hold, in another zone).
+        let Some((index, zone)) = (empty.iter().enumerate())
+            .map(|(i, spare)| (i, spare.zone.as_deref()))
+            .filter(|(_, zone)| {
+                let (above, owed) = above[zone];
+                forced || !owed || above >= slots
+            })
+            .max_by(|(i, a), (j, b)| {
+                let above = |zone| if shares.is_some() { above[zone].0 } else { 0.0 };
+                (above(a).total_cmp(&above(b))).then(j.cmp(i))
+            })
+        else {
+            break;
+        };
+        let instance = empty.remove(index);
+        if let Some((above, _)) = above.get_mut(&zone) {
+            *above -= slots;
+        }
         actions.push(Action::Terminate {
             instance: instance.id.clone(),
             reason: TerminateReason::Surplus,
@@ -336,28 +467,28 @@ fn warm_spare_for(
 /// Users waiting in a zone: instances on their way up in that zone are theirs; beyond those,
 /// launch in the zone (taking from `room`), or, when the zone has no capacity at all, copy the
 /// workspace away. Only once every subnet's zone is known: an unknown zone is no reason to move
-/// data. Returns how many of the instances on their way up the zones' users will take.
+/// data. Returns, per zone, how many slots on their way up there its users will take.
 #[allow(clippy::too_many_arguments)]
-fn plan_zones(
+fn plan_zones<'a>(
     tier: &TierPolicy,
-    unserved_in: &BTreeMap<&str, Vec<&UserIntent>>,
+    unserved_in: &BTreeMap<&'a str, Vec<&UserIntent>>,
     (initializing, unlisted): (&[&PoolInstance], &[&PoolInstance]),
     total: u64,
     room: &mut u64,
     policy: &Policy,
     conditions: &Conditions,
     actions: &mut Vec<Action>,
-) -> u64 {
+) -> BTreeMap<&'a str, u64> {
     let zones_known = policy
         .subnet_ids
         .iter()
         .all(|s| policy.subnet_zones.contains_key(s));
     if !zones_known {
-        return 0;
+        return BTreeMap::new();
     }
     let blocked = conditions.launch_blocked.contains(&tier.name);
     let slots = tier.slots_per_instance.max(1) as usize;
-    let mut coming_for_zones: u64 = 0;
+    let mut coming_for_zones = BTreeMap::new();
     for (zone, users) in unserved_in {
         // Every slot of an instance on its way up in the zone.
         let coming = slots
@@ -366,7 +497,7 @@ fn plan_zones(
                 .chain(unlisted)
                 .filter(|i| i.zone.as_deref() == Some(*zone))
                 .count();
-        coming_for_zones += coming.min(users.len()) as u64;
+        coming_for_zones.insert(*zone, coming.min(users.len()) as u64);
         let short = users.len().saturating_sub(coming).div_ceil(slots);
         if short == 0 {
             continue;
@@ -419,26 +550,6 @@ fn has_capacity(tier: &TierPolicy, subnets: &[&String], conditions: &Conditions)
     })
 }
 
-/// The subnets of `candidates` where no drain keeps the tier's launches of `instance_type` off.
-fn undrained<'a>(
-    tier: &TierPolicy,
-    instance_type: &str,
-    candidates: &[&'a String],
-    conditions: &Conditions,
-) -> Vec<&'a String> {
-    (candidates.iter())
-        .filter(|subnet| {
-            let offering = (
-                tier.name.clone(),
-                instance_type.to_string(),
-                (**subnet).clone(),
-            );
-            !conditions.drained.contains(&offering)
-        })
-        .copied()
-        .collect()
-}
-
 /// Another zone where the tier can launch (the first in subnet order), for a workspace whose
 /// zone has none.
 fn zone_with_capacity(
@@ -454,128 +565,4 @@ fn zone_with_capacity(
         .filter(|zone| *zone != from)
         .find(|zone| has_capacity(tier, &zone_subnets(policy, zone), conditions))
         .map(str::to_string)
-}
-
-/// The spot offerings a cheapest-placed tier launches on: the one of lowest expected cost per
-/// slot among those with capacity (undrained, not marked unavailable), then the cheapest in
-/// another zone, so that one zone's interruption wave cannot take every spare (ties keep the
-/// configured order of types and subnets). None when an offering has no known cost (prices
-/// not read yet) or none has capacity: then the configured order decides, and with it the
-/// on-demand fallback.
-fn cheapest_offerings<'a>(
-    tier: &'a TierPolicy,
-    candidates: &[&'a String],
-    policy: &Policy,
-    conditions: &Conditions,
-) -> Option<Vec<(&'a String, &'a String)>> {
-    let slots = f64::from(tier.slots_per_instance.max(1));
-    let mut ranked: Vec<(f64, usize, usize, &String, &String)> = Vec::new();
-    for (t, instance_type) in tier.instance_types.iter().enumerate() {
-        let open = undrained(tier, instance_type, candidates, conditions);
-        for (s, subnet) in open.into_iter().enumerate() {
-            let offering = (instance_type.clone(), subnet.clone());
-            if conditions.unavailable.contains(&offering) {
-                continue;
-            }
-            let cost = *conditions.offering_costs.get(&offering)?;
-            ranked.push((cost / slots, t, s, instance_type, subnet));
-        }
-    }
-    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
-    let (_, _, _, first_type, first_subnet) = *ranked.first()?;
-    let mut chosen = vec![(first_type, first_subnet)];
-    let zone = policy.zone_of(first_subnet);
-    if let Some((_, _, _, t, s)) = ranked
-        .iter()
-        .find(|r| zone.is_some() && policy.zone_of(r.4).is_some_and(|z| Some(z) != zone))
-    {
-        chosen.push((t, s));
-    } else {
-        // One zone only (a zone's waiting users): the cheapest type over its subnets there.
-        let same_type = ranked.iter().skip(1).filter(|r| r.3 == first_type);
-        chosen.extend(same_type.map(|r| (r.3, r.4)));
-    }
-    Some(chosen)
-}
-
-/// Chooses where `count` launches go among `candidates` (the pool's subnets, or one zone's).
-/// The preferred instance type is spread round-robin over the subnets (zones) whose offering is
-/// not marked unavailable, starting after the ones in use;
-/// only when every subnet lacks capacity for it does the next type take over, and only when every
-/// spot offering is out does the tier fall back to on-demand, if it allows that.
-fn push_launches(
-    tier: &TierPolicy,
-    count: u64,
-    offset: u64,
-    (candidates, policy): (&[&String], &Policy),
-    conditions: &Conditions,
-    actions: &mut Vec<Action>,
-) {
-    if count == 0 || candidates.is_empty() {
-        return;
-    }
-    if tier.placement == Placement::Cheapest
-        && let Some(offerings) = cheapest_offerings(tier, candidates, policy, conditions)
-    {
-        let mut per_offering: BTreeMap<usize, u32> = BTreeMap::new();
-        for n in 0..count {
-            *per_offering
-                .entry(((offset + n) % offerings.len() as u64) as usize)
-                .or_default() += 1;
-        }
-        for (index, count) in per_offering {
-            let (instance_type, subnet) = offerings[index];
-            actions.push(Action::Launch {
-                tier: tier.name.clone(),
-                instance_type: instance_type.clone(),
-                subnet_id: subnet.clone(),
-                count,
-                market: Market::Spot,
-            });
-        }
-        return;
-    }
-    let available = |instance_type: &String| -> Vec<&String> {
-        (undrained(tier, instance_type, candidates, conditions).into_iter())
-            .filter(|subnet| {
-                !conditions
-                    .unavailable
-                    .contains(&(instance_type.clone(), (*subnet).clone()))
-            })
-            .collect()
-    };
-    let spot = tier
-        .instance_types
-        .iter()
-        .map(|t| (t, available(t)))
-        .find(|(_, subnets)| !subnets.is_empty());
-    // On-demand only for want of spot capacity, never onto an offering a drain holds.
-    let on_demand = || {
-        (tier.instance_types.iter())
-            .map(|t| (t, undrained(tier, t, candidates, conditions)))
-            .find(|(_, subnets)| !subnets.is_empty())
-    };
-    let (instance_type, subnets, market) = match spot {
-        Some((instance_type, subnets)) => (instance_type, subnets, Market::Spot),
-        None if tier.on_demand_fallback => match on_demand() {
-            Some((instance_type, subnets)) => (instance_type, subnets, Market::OnDemand),
-            None => return,
-        },
-        None => return,
-    };
-    let mut per_subnet: BTreeMap<usize, u32> = BTreeMap::new();
-    for n in 0..count {
-        *per_subnet
-            .entry(((offset + n) % subnets.len() as u64) as usize)
-            .or_default() += 1;
-    }
-    for (index, count) in per_subnet {
-        actions.push(Action::Launch {
-            tier: tier.name.clone(),
-            instance_type: instance_type.clone(),
-            subnet_id: subnets[index].clone(),
-            count,
-            market,
-        });
-    }
 }

@@ -172,7 +172,7 @@ impl Reconciler {
             return;
         }
         self.refresh_prices_if_due(policy, now).await;
-        self.observe_offerings(ledger, now);
+        self.keep_offering_history(ledger, now).await;
         let shards = policy.shards.len();
         let book = self.price_book();
         export_cost(&pool_cost_of(&book, &policy.tiers, shards, ledger, users));

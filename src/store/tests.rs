@@ -55,6 +55,7 @@ store_tests!(
     a_tier_condition_keeps_its_since_while_the_cause_stays,
     spot_prices_replace_each_offerings_last_one,
     spare_decisions_replace_each_tiers_last_one,
+    offering_history_replaces_each_offerings_last_one,
     the_lease_goes_to_one_replica_until_it_runs_out_or_is_handed_back,
     a_claim_takes_a_spares_complete_warm_route_on_the_users_shard_only,
     a_first_claim_keeps_the_spares_blank_workspace_unless_a_user_holds_that_volume,
@@ -855,6 +856,35 @@ async fn spare_decisions_replace_each_tiers_last_one(store: Store) {
     assert_eq!(
         store.spare_decisions().await.unwrap(),
         vec![stored("basic", 4, None, 2), stored("pro", 6, Some(90), 3)]
+    );
+}
+
+async fn offering_history_replaces_each_offerings_last_one(store: Store) {
+    use crate::store::OfferingHistory;
+    let history =
+        |t: &str, zone: &str, hours: f64, interruptions: f64, at: Millis| OfferingHistory {
+            instance_type: t.into(),
+            zone: zone.into(),
+            instance_hours: hours,
+            interruptions,
+            at,
+        };
+    assert!(store.offering_history().await.unwrap().is_empty());
+    let first = [
+        history("t3.small", "us-east-1b", 12.5, 0.0, 100),
+        history("t3.small", "us-east-1a", 40.25, 1.5, 100),
+    ];
+    store.put_offering_history(&first).await.unwrap();
+    store
+        .put_offering_history(&[history("t3.small", "us-east-1b", 13.0, 1.0, 200)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.offering_history().await.unwrap(),
+        vec![
+            history("t3.small", "us-east-1a", 40.25, 1.5, 100),
+            history("t3.small", "us-east-1b", 13.0, 1.0, 200),
+        ]
     );
 }
 

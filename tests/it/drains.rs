@@ -400,12 +400,21 @@ async fn a_zone_drain_serves_its_users_in_another_zone_with_their_workspaces() {
         }
     }
     assert!(!in_a.is_empty(), "nobody's workspace is in {zone_a}");
+    let drained: Vec<_> = (world.cloud.live_instances().into_iter())
+        .filter(|i| i.subnet_id == "subnet-a")
+        .map(|i| i.id)
+        .collect();
     let body = serde_json::json!({"selector": {"zones": [zone_a]}, "dry_run": false});
     let (status, started) = drain(&world, body).await;
     assert_eq!(status, 202, "{started}");
     let mut done = false;
     for _ in 0..400 {
         world.pass().await;
+        // Nothing is launched into the zone while the drain holds.
+        let launched_there: Vec<_> = (world.cloud.live_instances().into_iter())
+            .filter(|i| i.subnet_id == "subnet-a" && !drained.contains(&i.id))
+            .collect();
+        assert!(launched_there.is_empty(), "{launched_there:?}");
         if drains(&world).await[0]["state"] == "done" {
             done = true;
             break;
@@ -431,9 +440,11 @@ async fn a_zone_drain_serves_its_users_in_another_zone_with_their_workspaces() {
             "{user}'s workspace was copied"
         );
     }
-    let left_in_a: Vec<_> = (world.cloud.live_instances().into_iter())
-        .filter(|i| i.subnet_id == "subnet-a")
+    // Every instance the zone had is gone. (Once the drain is done, its zone is owed spares
+    // again: a spare may be back there.)
+    let left: Vec<_> = (world.cloud.live_instances().into_iter())
+        .filter(|i| drained.contains(&i.id))
         .collect();
-    assert!(left_in_a.is_empty(), "{left_in_a:?}");
+    assert!(!drained.is_empty() && left.is_empty(), "{left:?}");
     world.assert_no_leaks().await;
 }

@@ -306,6 +306,14 @@ async fn fill_every_table(store: &Store) {
         decided_at: 305,
     };
     store.put_spare_decision(&decision).await.unwrap();
+    let history = spotpool::store::OfferingHistory {
+        instance_type: "t3.small".into(),
+        zone: "us-east-1a".into(),
+        instance_hours: 30.5,
+        interruptions: 1.25,
+        at: 320,
+    };
+    store.put_offering_history(&[history]).await.unwrap();
     let drain = spotpool::model::Drain {
         id: 0,
         selector: spotpool::model::DrainSelector {
