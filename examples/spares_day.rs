@@ -2,7 +2,10 @@
 //! spare counts over seeded, bursty days of sign-ups.
 //!
 //! `cargo build --bins --examples && target/debug/examples/spares_day [SEED...]` (default seed
-//! 20261202; more seeds print one summary line each).
+//! 20261202; more seeds print one summary line each). With `--window`, the figures of the
+//! launch-day spike's window only ([`SPIKE_WINDOW`]), which `tests/it/spares_daemon.rs` replays
+//! on the real daemon: measured within the two-day run, and run alone from a pool filled just
+//! before it, as the daemon's run starts.
 //!
 //! **What runs.** A discrete-event simulation of one dedicated tier at one-second steps over two
 //! days, with the daemon's own decision (`plan::spares::decide` fed by `Demand::from_sign_ups`,
@@ -16,6 +19,8 @@
 //! rule. The full daemon on the simulated fake runs about 30 simulated seconds per wall second
 //! (`tests/it/faults.rs`: its time keeper caps each clock jump at 1 ms while SQLite works), so
 //! seven policies over two days would take hours; this model runs them in seconds.
+//! `tests/it/spares_daemon.rs` checks it against the daemon over the spike's window (about 90
+//! simulated seconds per wall second there, with no faults).
 //!
 //! **The trace.** Sign-ups are a Poisson process whose rate follows the day: 6 an hour at night
 //! (0-6 h), a ramp to 60 an hour (6-10 h), 60 an hour in the day (10-18 h), down to 6 by
@@ -33,15 +38,26 @@ use spotpool::model::Millis;
 use spotpool::model::cost::{CostSettings, PriceBook, PricedInstance, SpotPrice, pool_cost};
 use spotpool::plan::spares::{AutoSpares, Demand, SpareBounds, decide};
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
 
 const SECOND: Millis = 1_000;
+const MINUTE: Millis = 60 * SECOND;
 const HOUR: Millis = 3_600 * SECOND;
 const DAY: Millis = 24 * HOUR;
 const DAYS: Millis = 2;
+/// The launch-day spike: 10× from 14:00 to 14:20 on the second day.
+pub(crate) const SPIKE: Range<Millis> = DAY + 14 * HOUR..DAY + 14 * HOUR + 20 * MINUTE;
+/// The spike with 40 minutes (at 60 sign-ups an hour) either side: what `--window` reports and
+/// `tests/it/spares_daemon.rs` replays on the daemon.
+pub(crate) const SPIKE_WINDOW: Range<Millis> = SPIKE.start - 40 * MINUTE..SPIKE.end + 40 * MINUTE;
+/// The window run alone: the pool fills for this long before the window's first second ...
+const WARM_UP: Millis = 5 * MINUTE;
+/// ... and the window's last sign-ups are served within this after its end.
+const DRAIN: Millis = 15 * MINUTE;
 const PASS: Millis = 5 * SECOND;
 const ASSUMED_LEAD_TIME: Millis = 180 * SECOND;
 const LEAD_SAMPLES: usize = 20;
-const AUTO: SpareBounds = SpareBounds { min: 1, max: 60 };
+pub(crate) const AUTO: SpareBounds = SpareBounds { min: 1, max: 60 };
 
 /// Sign-ups an hour at `t`.
 fn rate_per_hour(t: Millis) -> f64 {
@@ -56,16 +72,20 @@ fn rate_per_hour(t: Millis) -> f64 {
     } else {
         day - (hour - 18.0) / 6.0 * (day - night)
     };
-    let spike = (DAY + 14 * HOUR..DAY + 14 * HOUR + 20 * 60 * SECOND).contains(&t);
-    if spike { base * 10.0 } else { base }
+    if SPIKE.contains(&t) {
+        base * 10.0
+    } else {
+        base
+    }
 }
 
 /// One sign-up.
-struct Arrival {
-    at: Millis,
+pub(crate) struct Arrival {
+    pub(crate) at: Millis,
 }
 
-fn trace(seed: u64) -> Vec<Arrival> {
+/// The two days' sign-ups of `seed`, one chance a second.
+pub(crate) fn trace(seed: u64) -> Vec<Arrival> {
     let mut rng = SimRng::new(seed);
     let mut arrivals = Vec::new();
     for second in 0..DAYS * DAY / SECOND {
@@ -78,13 +98,13 @@ fn trace(seed: u64) -> Vec<Arrival> {
 }
 
 #[derive(Clone, Copy)]
-enum Spares {
+pub(crate) enum Spares {
     Fixed(u32),
     Auto,
 }
 
 impl Spares {
-    fn name(self) -> String {
+    pub(crate) fn name(self) -> String {
         match self {
             Spares::Fixed(k) => format!("k = {k}"),
             Spares::Auto => format!("auto ({}-{})", AUTO.min, AUTO.max),
@@ -92,13 +112,16 @@ impl Spares {
     }
 }
 
-/// What one policy's run measured.
-struct Report {
+/// What one policy's run measured (of the sign-ups that arrived in the measured span, and the
+/// spares over it).
+pub(crate) struct Report {
     sign_ups: usize,
     warm: usize,
     ready_ms: Vec<Millis>,
     spare_ms: f64,
     peak_target: u32,
+    /// When the sign-ups that found no spare came, from the measured span's start.
+    pub(crate) misses: Vec<Millis>,
 }
 
 impl Report {
@@ -123,7 +146,7 @@ fn draw(rng: &mut SimRng, latency: &Latency) -> Millis {
 }
 
 /// Launch to `available`, as the profile plays it.
-fn lead_time(rng: &mut SimRng, profile: &Profile, launched: Millis) -> Millis {
+pub(crate) fn lead_time(rng: &mut SimRng, profile: &Profile, launched: Millis) -> Millis {
     let effects = &profile.effects;
     let run = profile.api_latency["RunInstances"];
     let ready = launched
@@ -146,7 +169,15 @@ fn claim_time(rng: &mut SimRng, profile: &Profile) -> Millis {
         + draw(rng, &effects.rule_active)
 }
 
-fn run(policy: Spares, arrivals: &[Arrival], seed: u64) -> Report {
+/// Runs the seconds of `span` (from an empty pool), measuring the sign-ups that arrive in
+/// `measured` (whenever they are served) and the spares over it.
+fn run(
+    policy: Spares,
+    arrivals: &[Arrival],
+    seed: u64,
+    span: &Range<Millis>,
+    measured: &Range<Millis>,
+) -> Report {
     let profile = Profile::aws();
     let mut rng = SimRng::new(seed ^ 0x5eed);
     // Available spares by launch time (the newest retired first), launches by ready time.
@@ -157,15 +188,17 @@ fn run(policy: Spares, arrivals: &[Arrival], seed: u64) -> Report {
     let mut sign_ups: Vec<Millis> = Vec::new();
     let mut decision: Option<AutoSpares> = None;
     let mut report = Report {
-        sign_ups: arrivals.len(),
+        sign_ups: arrivals.iter().filter(|a| measured.contains(&a.at)).count(),
         warm: 0,
         ready_ms: Vec::with_capacity(arrivals.len()),
         spare_ms: 0.0,
         peak_target: 0,
+        misses: Vec::new(),
     };
-    let mut next = arrivals.iter().peekable();
-    for second in 0..DAYS * DAY / SECOND {
+    let mut next = arrivals.iter().skip_while(|a| a.at < span.start).peekable();
+    for second in span.start / SECOND..span.end / SECOND {
         let now = second * SECOND;
+        let measuring = measured.contains(&now);
         // Launches that became available; a queued user takes the first one.
         launching.retain(|&(launched, ready)| {
             if ready > now {
@@ -181,18 +214,25 @@ fn run(policy: Spares, arrivals: &[Arrival], seed: u64) -> Report {
         while !queue.is_empty() && !available.is_empty() {
             let arrived = queue.pop_front().expect("a queued user");
             available.remove(0);
-            report
-                .ready_ms
-                .push(now - arrived + claim_time(&mut rng, &profile));
+            let ready = now - arrived + claim_time(&mut rng, &profile);
+            if measured.contains(&arrived) {
+                report.ready_ms.push(ready);
+            }
         }
         while let Some(arrival) = next.next_if(|a| a.at <= now) {
             sign_ups.push(arrival.at);
             if available.is_empty() {
                 queue.push_back(arrival.at);
+                if measured.contains(&arrival.at) {
+                    report.misses.push(arrival.at - measured.start);
+                }
             } else {
                 available.remove(0);
-                report.warm += 1;
-                report.ready_ms.push(claim_time(&mut rng, &profile));
+                let ready = claim_time(&mut rng, &profile);
+                if measured.contains(&arrival.at) {
+                    report.warm += 1;
+                    report.ready_ms.push(ready);
+                }
             }
         }
         if now % PASS == 0 {
@@ -214,7 +254,9 @@ fn run(policy: Spares, arrivals: &[Arrival], seed: u64) -> Report {
                     target
                 }
             };
-            report.peak_target = report.peak_target.max(target);
+            if measuring {
+                report.peak_target = report.peak_target.max(target);
+            }
             let have = available.len() + launching.len();
             let want = target as usize + queue.len();
             for _ in have..want {
@@ -226,14 +268,64 @@ fn run(policy: Spares, arrivals: &[Arrival], seed: u64) -> Report {
                 available.truncate(target as usize);
             }
         }
-        report.spare_ms += ((available.len() + launching.len()) as Millis * SECOND) as f64;
+        if measuring {
+            report.spare_ms += ((available.len() + launching.len()) as Millis * SECOND) as f64;
+        }
     }
     report
 }
 
+/// The policies' reports over [`SPIKE_WINDOW`]: measured within the two-day run ("in the
+/// day"), and the window run alone, its sign-ups [`WARM_UP`] after a start from an empty pool,
+/// as the daemon's cross-check runs it ("alone").
+pub(crate) fn window(seed: u64, policies: &[Spares]) -> Vec<(&'static str, Vec<(Spares, Report)>)> {
+    let arrivals = trace(seed);
+    let whole = 0..DAYS * DAY;
+    let in_the_day = policies
+        .iter()
+        .map(|&p| (p, run(p, &arrivals, seed, &whole, &SPIKE_WINDOW)))
+        .collect();
+    let shift = SPIKE_WINDOW.start - WARM_UP;
+    let alone: Vec<Arrival> = arrivals
+        .iter()
+        .filter(|a| SPIKE_WINDOW.contains(&a.at))
+        .map(|a| Arrival { at: a.at - shift })
+        .collect();
+    let length = SPIKE_WINDOW.end - SPIKE_WINDOW.start;
+    let (span, measured) = (0..WARM_UP + length + DRAIN, WARM_UP..WARM_UP + length);
+    let alone = policies
+        .iter()
+        .map(|&p| (p, run(p, &alone, seed, &span, &measured)))
+        .collect();
+    vec![("in the day", in_the_day), ("alone", alone)]
+}
+
+/// The markdown table of `reports`, a spare at `dollars` an hour.
+pub(crate) fn table(reports: &[(Spares, Report)], dollars: f64) -> String {
+    let mut lines = vec![
+        "| spares | warm hits | p50 to ready | p99 to ready | spare instance-hours | spare dollars | peak target |".to_string(),
+        "|---|---|---|---|---|---|---|".to_string(),
+    ];
+    for (policy, r) in reports {
+        lines.push(format!(
+            "| {} | {:.2} % ({} of {}) | {:.1} s | {:.1} s | {:.1} | ${:.2} | {} |",
+            policy.name(),
+            r.warm_ratio() * 100.0,
+            r.warm,
+            r.sign_ups,
+            r.percentile(0.5),
+            r.percentile(0.99),
+            r.spare_hours(),
+            r.spare_hours() * dollars,
+            r.peak_target
+        ));
+    }
+    lines.join("\n")
+}
+
 /// What one spare instance costs an hour: the profile's t3.small spot price, a public address,
 /// a 30 GiB root volume and an 8 GiB blank workspace.
-fn spare_dollars_per_hour() -> f64 {
+pub(crate) fn spare_dollars_per_hour() -> f64 {
     let profile = Profile::aws();
     let price = SpotPrice {
         instance_type: "t3.small".into(),
@@ -254,31 +346,59 @@ fn spare_dollars_per_hour() -> f64 {
     cost.tiers[0].1.spares_per_hour
 }
 
+/// The policies the benchmark compares.
+const POLICIES: [Spares; 7] = [
+    Spares::Auto,
+    Spares::Fixed(1),
+    Spares::Fixed(2),
+    Spares::Fixed(4),
+    Spares::Fixed(8),
+    Spares::Fixed(16),
+    Spares::Fixed(32),
+];
+
+/// `--window`: the spike window's figures of `seed`.
+fn print_window(seed: u64, dollars: f64) {
+    let arrivals = trace(seed);
+    let count = |range: &Range<Millis>| arrivals.iter().filter(|a| range.contains(&a.at)).count();
+    println!(
+        "seed {seed}, the spike window (day 2, 13:20 to 15:00: 40 minutes at 60 sign-ups an hour, \
+         20 at 600, 40 at 60): {} sign-ups ({} in the spike); a spare costs ${dollars:.5} an hour",
+        count(&SPIKE_WINDOW),
+        count(&SPIKE)
+    );
+    for (label, reports) in window(seed, &POLICIES) {
+        let how = match label {
+            "in the day" => "measured within the two-day run",
+            _ => {
+                "run alone: the pool filled from empty 5 minutes before the window, the last sign-ups served after it"
+            }
+        };
+        println!("\n{label} ({how}):\n{}", table(&reports, dollars));
+    }
+}
+
 fn main() {
-    let seeds: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let seeds: Vec<u64> = args.iter().filter_map(|a| a.parse().ok()).collect();
     let seeds = if seeds.is_empty() {
         vec![20_261_202]
     } else {
         seeds
     };
-    let policies = [
-        Spares::Auto,
-        Spares::Fixed(1),
-        Spares::Fixed(2),
-        Spares::Fixed(4),
-        Spares::Fixed(8),
-        Spares::Fixed(16),
-        Spares::Fixed(32),
-    ];
     let dollars = spare_dollars_per_hour();
+    if args.iter().any(|a| a == "--window") {
+        for seed in seeds {
+            print_window(seed, dollars);
+        }
+        return;
+    }
+    let whole = 0..DAYS * DAY;
     for (n, &seed) in seeds.iter().enumerate() {
         let arrivals = trace(seed);
-        let reports: Vec<(Spares, Report)> = policies
+        let reports: Vec<(Spares, Report)> = POLICIES
             .iter()
-            .map(|&p| (p, run(p, &arrivals, seed)))
+            .map(|&p| (p, run(p, &arrivals, seed, &whole, &whole)))
             .collect();
         let smallest_99 = reports
             .iter()
@@ -296,31 +416,9 @@ fn main() {
             println!(
                 "seed {seed}: {} sign-ups over {DAYS} days ({} in the spike); a spare costs ${dollars:.5} an hour",
                 arrivals.len(),
-                arrivals
-                    .iter()
-                    .filter(
-                        |a| (DAY + 14 * HOUR..DAY + 14 * HOUR + 20 * 60 * SECOND).contains(&a.at)
-                    )
-                    .count()
+                arrivals.iter().filter(|a| SPIKE.contains(&a.at)).count()
             );
-            println!(
-                "| spares | warm hits | p50 to ready | p99 to ready | spare instance-hours | spare dollars | peak target |"
-            );
-            println!("|---|---|---|---|---|---|---|");
-            for (policy, r) in &reports {
-                println!(
-                    "| {} | {:.2} % ({} of {}) | {:.1} s | {:.1} s | {:.1} | ${:.2} | {} |",
-                    policy.name(),
-                    r.warm_ratio() * 100.0,
-                    r.warm,
-                    r.sign_ups,
-                    r.percentile(0.5),
-                    r.percentile(0.99),
-                    r.spare_hours(),
-                    r.spare_hours() * dollars,
-                    r.peak_target
-                );
-            }
+            println!("{}", table(&reports, dollars));
             println!("auto: {against}");
         } else {
             let fixed: Vec<String> = reports[1..]

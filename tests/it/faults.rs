@@ -111,9 +111,9 @@ pub(crate) async fn hold_time_while_the_store_works(store: Store) {
 }
 
 /// The API as the web backend uses it, counting every answer by status.
-struct Client {
-    world: Arc<World>,
-    statuses: Mutex<BTreeMap<u16, u64>>,
+pub(crate) struct Client {
+    pub(crate) world: Arc<World>,
+    pub(crate) statuses: Mutex<BTreeMap<u16, u64>>,
 }
 
 impl Client {
@@ -143,7 +143,7 @@ impl Client {
     }
 
     /// PUT until it is accepted (a 429 waits for its Retry-After inside `send`).
-    async fn put(&self, user: &str, body: &str) -> serde_json::Value {
+    pub(crate) async fn put(&self, user: &str, body: &str) -> serde_json::Value {
         loop {
             let (status, doc) = self.send("PUT", user, body).await;
             match status.as_u16() {

@@ -4,6 +4,8 @@
 //! - `reconcile`: the reconciler, API and store over the in-memory fake cloud (`world`).
 //! - `faults`: 500 claims and releases over the simulated fake (`aws-profile.md` with 5xx,
 //!   throttling and capacity errors) on tokio's paused clock.
+//! - `spares_daemon`: the launch-day spike of `examples/spares_day.rs`'s trace on the same
+//!   harness, `spare = "auto"` against fixed spare counts (an ignored benchmark).
 //! - `aws_adapter`: `AwsCloud` against moto through the real SDK path.
 //! - `interruptions`: the interruption queue consumer against an SQS queue in moto.
 //! - `e2e`: moto, the minimal infrastructure and the real `spotpool` binary (`daemon`).
@@ -70,6 +72,7 @@ mod rollouts;
 mod shards;
 mod shared;
 mod shared_moves;
+mod spares_daemon;
 mod spot;
 mod spot_sim;
 mod support;
