@@ -523,6 +523,32 @@ fn spares_are_counted_per_zone() {
     let actions = plan(&[], &settled, NOW, &ordered(2), &drained);
     assert_eq!(terminated(&actions), ["b1"]);
 
+    // Two a zone against a count of 3 (a share of 1.5 each, both 0.5 above it): one goes,
+    // the newest.
+    let four = [
+        in_zone("a1", "zone-a", 1),
+        in_zone("b1", "zone-b", 2),
+        in_zone("a2", "zone-a", 3),
+        in_zone("b2", "zone-b", 4),
+    ];
+    let actions = plan(&[], &four, NOW, &ordered(3), &none);
+    assert_eq!(terminated(&actions), ["b2"]);
+    // Three zones at 3, 2 and 2 against a count of 4 (1.33 each): one from each zone above
+    // its share, the fullest first.
+    let seven: Vec<PoolInstance> = [("a", 3), ("b", 2), ("c", 2)]
+        .into_iter()
+        .flat_map(|(z, n)| {
+            (0..n).map(move |k| in_zone(&format!("{z}{k}"), &format!("zone-{z}"), k))
+        })
+        .collect();
+    let mut three_zones = ordered(4);
+    three_zones.subnet_ids.push("subnet-c".into());
+    (three_zones.subnet_zones).insert("subnet-c".into(), "zone-c".into());
+    let actions = plan(&[], &seven, NOW, &three_zones, &none);
+    let mut gone = terminated(&actions);
+    gone.sort();
+    assert_eq!(gone, ["a2", "b1", "c1"]);
+
     // One spare for two zones: wherever it is, it serves.
     assert!(plan(&[], &[in_zone("b1", "zone-b", 1)], NOW, &ordered(1), &none).is_empty());
 

@@ -290,11 +290,11 @@ impl<'a> ZoneCounts<'a> {
 }
 
 /// Retires `surplus` of the `empty` spares, newest first, from the zone furthest above its
-/// share (a zone with none: drained, or its subnet gone); never leaving a zone owed a whole
-/// instance below its share, unless the tier is over its maximum (`over_max` of them go
-/// regardless). Within a zone the
-/// oldest have waited longest and are the ones the queue would pick next, so keeping them keeps
-/// claims on proven instances. Without shares (a zone unknown), the newest go.
+/// share (a zone with none: drained, or its subnet gone), and only from a zone above its share
+/// (so none is left a whole instance below it), unless the tier is over its maximum (`over_max`
+/// of them go regardless). Within a zone the oldest have waited longest and are the ones the
+/// queue would pick next, so keeping them keeps claims on proven instances. Without shares (a
+/// zone unknown), the newest go.
 fn retire_surplus(
     mut empty: Vec<&PoolInstance>,
     (surplus, over_max): (u64, u64),
@@ -304,37 +304,34 @@ fn retire_surplus(
     actions: &mut Vec<Action>,
 ) {
     empty.sort_by(|a, b| (b.launched_at, &b.id).cmp(&(a.launched_at, &a.id)));
-    // Per zone: free slots above its share, and whether it is owed a whole instance.
+    // Per zone: free slots above its share.
     let slots = slots as f64;
-    let mut above: BTreeMap<Option<&str>, (f64, bool)> = BTreeMap::new();
+    let mut above: BTreeMap<Option<&str>, f64> = BTreeMap::new();
     for spare in &empty {
         let zone = spare.zone.as_deref();
         let share = (shares.unwrap_or_default().iter())
             .find(|(z, _)| Some(*z) == zone)
             .map_or(0.0, |(_, share)| *share);
         let free = zones.counts.get(&zone).map_or(0, |c| c.0);
-        above.insert(zone, (free as f64 - share, share >= slots));
+        above.insert(zone, free as f64 - share);
     }
     for n in 0..surplus {
         let forced = n < over_max || shares.is_none();
-        // The furthest above its share; on a tie, the zone of the newest spare. A zone owed a
-        // whole instance is never taken below its share (a shared tier's surplus may be free
-        // slots of instances users hold, in another zone).
+        // The furthest above its share; on a tie, the zone of the newest spare. A zone at or
+        // below its share keeps its spares (a shared tier's surplus may be free slots of
+        // instances users hold, in another zone).
         let Some((index, zone)) = (empty.iter().enumerate())
             .map(|(i, spare)| (i, spare.zone.as_deref()))
-            .filter(|(_, zone)| {
-                let (above, owed) = above[zone];
-                forced || !owed || above >= slots
-            })
+            .filter(|(_, zone)| forced || above[zone] > 0.0)
             .max_by(|(i, a), (j, b)| {
-                let above = |zone| if shares.is_some() { above[zone].0 } else { 0.0 };
+                let above = |zone| if shares.is_some() { above[zone] } else { 0.0 };
                 (above(a).total_cmp(&above(b))).then(j.cmp(i))
             })
         else {
             break;
         };
         let instance = empty.remove(index);
-        if let Some((above, _)) = above.get_mut(&zone) {
+        if let Some(above) = above.get_mut(&zone) {
             *above -= slots;
         }
         actions.push(Action::Terminate {
