@@ -392,20 +392,23 @@ fn an_empty_pool_launches_the_spare_count_spread_over_subnets() {
     );
 }
 
+/// (instance type, subnet, count, market) of each launch.
+fn launches_of(actions: &[Action]) -> impl Iterator<Item = (&str, &str, u32, Market)> {
+    actions.iter().filter_map(|a| match a {
+        Action::Launch {
+            instance_type,
+            subnet_id,
+            count,
+            market,
+            ..
+        } => Some((instance_type.as_str(), subnet_id.as_str(), *count, *market)),
+        _ => None,
+    })
+}
+
 /// (instance type, subnet, count) of each launch.
 fn launch_list(actions: &[Action]) -> Vec<(&str, &str, u32)> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Launch {
-                instance_type,
-                subnet_id,
-                count,
-                ..
-            } => Some((instance_type.as_str(), subnet_id.as_str(), *count)),
-            _ => None,
-        })
-        .collect()
+    launches_of(actions).map(|(t, s, n, _)| (t, s, n)).collect()
 }
 
 /// Costs of the four offerings: t3a.small in subnet-a cheapest, then t3.small in subnet-b.
@@ -1060,17 +1063,8 @@ proptest! {
 // --- capacity fallback and failure limits (issue 4) ----------------------------------------
 
 fn launch_targets(actions: &[Action]) -> Vec<(String, String, Market)> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Launch {
-                instance_type,
-                subnet_id,
-                market,
-                ..
-            } => Some((instance_type.clone(), subnet_id.clone(), *market)),
-            _ => None,
-        })
+    (launches_of(actions))
+        .map(|(t, s, _, market)| (t.to_string(), s.to_string(), market))
         .collect()
 }
 
